@@ -1,0 +1,85 @@
+//! Command line and environment configuration: `boxoffice --help` is the reference.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Boxoffice: sells event tickets without ever overselling.
+#[derive(Debug, Parser)]
+#[command(
+    name = "boxoffice",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Options for `serve`, which runs when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+/// Where the data lives: an external PostgreSQL, or the embedded one under the data directory.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL. When absent, Boxoffice starts its own PostgreSQL
+    /// under `<data-dir>/postgres` from the server binaries installed on this machine.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory for the embedded PostgreSQL cluster (used only without a database URL).
+    #[arg(long, env = "BOXOFFICE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Maximum number of pooled database connections per instance.
+    #[arg(long, env = "BOXOFFICE_DB_MAX_CONNECTIONS", default_value_t = 32)]
+    pub db_max_connections: u32,
+}
+
+/// Options for `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "BOXOFFICE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Most tickets one purchase request may ask for.
+    #[arg(long, env = "BOXOFFICE_MAX_TICKETS_PER_PURCHASE", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(1..=1_000_000))]
+    pub max_tickets_per_purchase: i32,
+
+    /// How long a hold lasts before it lapses and its tickets return to the pool.
+    #[arg(long, env = "BOXOFFICE_HOLD_SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub hold_seconds: u32,
+
+    /// Period of the expiry sweeper, in milliseconds.
+    #[arg(long, env = "BOXOFFICE_SWEEP_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub sweep_interval_ms: u64,
+
+    /// Seconds after which an allocation still in `payment_pending` (its payment request
+    /// crashed or hung) is resolved by the sweeper from the payment provider's record.
+    #[arg(long, env = "BOXOFFICE_PAYMENT_RECOVERY_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub payment_recovery_seconds: u32,
+
+    /// Secret key for hashing device fingerprints (HMAC-SHA256). When absent, one is
+    /// generated once and kept in the database, so every instance hashes alike.
+    #[arg(long, env = "BOXOFFICE_FINGERPRINT_SECRET", hide_env_values = true)]
+    pub fingerprint_secret: Option<String>,
+}

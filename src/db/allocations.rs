@@ -1,0 +1,254 @@
+//! SQL for the `ticket_allocations` table. Writes here run inside a transaction that
+//! already holds the allocation's event row lock (see `db::events::lock`).
+
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::domain::allocation::{Allocation, AllocationStatus};
+use crate::domain::fingerprint::FingerprintHash;
+use crate::domain::page::PageRequest;
+
+/// The columns an [`Allocation`] is read from, as a literal for `concat!`.
+macro_rules! allocation_columns {
+    () => {
+        "id, event_id, quantity, status, fingerprint_hash, expires_at, payment_pending_at, \
+         purchased_at, cancelled_at, expired_at, confirmation_code, payment_reference, \
+         created_at, updated_at"
+    };
+}
+
+impl FromRow<'_, PgRow> for Allocation {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let status: String = row.try_get("status")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            event_id: row.try_get("event_id")?,
+            quantity: row.try_get("quantity")?,
+            status: status
+                .parse()
+                .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+            fingerprint_hash: row.try_get("fingerprint_hash")?,
+            expires_at: row.try_get("expires_at")?,
+            payment_pending_at: row.try_get("payment_pending_at")?,
+            purchased_at: row.try_get("purchased_at")?,
+            cancelled_at: row.try_get("cancelled_at")?,
+            expired_at: row.try_get("expired_at")?,
+            confirmation_code: row.try_get("confirmation_code")?,
+            payment_reference: row.try_get("payment_reference")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// Inserts a `reserved` hold that lapses `hold_seconds` from now (database clock).
+pub async fn insert_reserved(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    quantity: i32,
+    fingerprint: &FingerprintHash,
+    hold_seconds: u32,
+) -> Result<Allocation, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "INSERT INTO ticket_allocations (id, event_id, quantity, status, fingerprint_hash, expires_at) \
+         VALUES ($1, $2, $3, 'reserved', $4, now() + make_interval(secs => $5)) \
+         RETURNING ",
+        allocation_columns!()
+    ))
+    .bind(Uuid::new_v4())
+    .bind(event_id)
+    .bind(quantity)
+    .bind(fingerprint.as_str())
+    .bind(f64::from(hold_seconds))
+    .fetch_one(conn)
+    .await
+}
+
+/// Tickets this buyer holds or has bought for the event (reserved, payment_pending and
+/// purchased). Read under the event lock, so no concurrent purchase can change it.
+pub async fn held_by_fingerprint(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    fingerprint: &FingerprintHash,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(quantity), 0)::bigint FROM ticket_allocations \
+         WHERE fingerprint_hash = $1 AND event_id = $2 \
+           AND status IN ('reserved', 'payment_pending', 'purchased')",
+    )
+    .bind(fingerprint.as_str())
+    .bind(event_id)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Allocation>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        allocation_columns!(),
+        " FROM ticket_allocations WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The event an allocation belongs to. The column never changes, so reading it without a
+/// lock is safe; callers use it to take the event lock before the allocation's.
+pub async fn event_of(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT event_id FROM ticket_allocations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// An allocation read under its row lock, with whether its hold time is up by the
+/// database clock (one clock for every instance).
+#[derive(Debug)]
+pub struct LockedAllocation {
+    pub allocation: Allocation,
+    pub lapsed: bool,
+}
+
+/// Locks the allocation row. Call only after locking its event (lock order: event first).
+pub async fn lock(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<LockedAllocation>, sqlx::Error> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        allocation_columns!(),
+        ", expires_at <= clock_timestamp() AS lapsed FROM ticket_allocations WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        Ok(LockedAllocation {
+            allocation: Allocation::from_row(&row)?,
+            lapsed: row.try_get("lapsed")?,
+        })
+    })
+    .transpose()
+}
+
+/// What a transition records besides the new status and its timestamp.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TransitionRecord<'a> {
+    /// Set when entering `payment_pending`.
+    pub payment_reference: Option<&'a str>,
+    /// Set when entering `purchased`.
+    pub confirmation_code: Option<&'a str>,
+}
+
+/// Moves the allocation to `next`, stamping the time of the change. The caller has checked
+/// the move against the state machine while holding the event and allocation locks.
+pub async fn transition(
+    conn: &mut PgConnection,
+    id: Uuid,
+    next: AllocationStatus,
+    record: TransitionRecord<'_>,
+) -> Result<Allocation, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE ticket_allocations SET \
+            status = $2, \
+            payment_pending_at = CASE WHEN $2 = 'payment_pending' THEN now() ELSE payment_pending_at END, \
+            payment_reference = CASE WHEN $2 = 'payment_pending' THEN $3 ELSE payment_reference END, \
+            purchased_at = CASE WHEN $2 = 'purchased' THEN now() ELSE purchased_at END, \
+            confirmation_code = CASE WHEN $2 = 'purchased' THEN $4 ELSE confirmation_code END, \
+            cancelled_at = CASE WHEN $2 = 'cancelled' THEN now() ELSE cancelled_at END, \
+            expired_at = CASE WHEN $2 = 'expired' THEN now() ELSE expired_at END, \
+            updated_at = now() \
+         WHERE id = $1 RETURNING ",
+        allocation_columns!()
+    ))
+    .bind(id)
+    .bind(next.as_str())
+    .bind(record.payment_reference)
+    .bind(record.confirmation_code)
+    .fetch_one(conn)
+    .await
+}
+
+/// One page of a buyer's allocations, newest first, and their total count.
+pub async fn list_for_fingerprint(
+    pool: &PgPool,
+    fingerprint: &FingerprintHash,
+    page: PageRequest,
+) -> Result<(Vec<Allocation>, i64), sqlx::Error> {
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        allocation_columns!(),
+        " FROM ticket_allocations WHERE fingerprint_hash = $1 \
+          ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+    ))
+    .bind(fingerprint.as_str())
+    .bind(page.limit)
+    .bind(page.offset())
+    .fetch_all(pool)
+    .await?;
+    let total =
+        sqlx::query_scalar("SELECT count(*) FROM ticket_allocations WHERE fingerprint_hash = $1")
+            .bind(fingerprint.as_str())
+            .fetch_one(pool)
+            .await?;
+    Ok((rows, total))
+}
+
+/// Events that have at least one lapsed `reserved` hold (read without locks: the sweeper
+/// re-checks under the event lock).
+pub async fn events_with_lapsed_holds(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT event_id FROM ticket_allocations \
+         WHERE status = 'reserved' AND expires_at <= now() LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks up to `limit` lapsed `reserved` holds of one event `expired` and returns the
+/// tickets they held. Call while holding the event lock; `SKIP LOCKED` lets a second
+/// sweeper (on another instance) pass over rows the first is already expiring.
+pub async fn expire_lapsed(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    limit: i64,
+) -> Result<(i64, i64), sqlx::Error> {
+    let row: (i64, i64) = sqlx::query_as(
+        "WITH lapsed AS ( \
+             SELECT id FROM ticket_allocations \
+             WHERE event_id = $1 AND status = 'reserved' AND expires_at <= now() \
+             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         expired AS ( \
+             UPDATE ticket_allocations a \
+             SET status = 'expired', expired_at = now(), updated_at = now() \
+             FROM lapsed WHERE a.id = lapsed.id RETURNING a.quantity) \
+         SELECT count(*)::bigint, COALESCE(sum(quantity), 0)::bigint FROM expired",
+    )
+    .bind(event_id)
+    .bind(limit)
+    .fetch_one(conn)
+    .await?;
+    Ok(row)
+}
+
+/// Allocations left in `payment_pending` for longer than `older_than_seconds`: their
+/// payment request crashed or hung, and the sweeper resolves them.
+pub async fn stale_payments(
+    pool: &PgPool,
+    older_than_seconds: u32,
+    limit: i64,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, payment_reference FROM ticket_allocations \
+         WHERE status = 'payment_pending' \
+           AND payment_pending_at <= now() - make_interval(secs => $1) \
+         ORDER BY payment_pending_at LIMIT $2",
+    )
+    .bind(f64::from(older_than_seconds))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

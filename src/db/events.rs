@@ -1,0 +1,133 @@
+//! SQL for the `events` table.
+
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::domain::event::{Event, NewEvent};
+use crate::domain::page::PageRequest;
+
+/// The columns an [`Event`] is read from, as a literal so queries can be built with `concat!`.
+macro_rules! event_columns {
+    () => {
+        "id, name, date, total_tickets, available_tickets, reserved_tickets, \
+         purchased_tickets, max_tickets_per_fingerprint, created_at, updated_at"
+    };
+}
+
+impl FromRow<'_, PgRow> for Event {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            date: row.try_get("date")?,
+            total_tickets: row.try_get("total_tickets")?,
+            available_tickets: row.try_get("available_tickets")?,
+            reserved_tickets: row.try_get("reserved_tickets")?,
+            purchased_tickets: row.try_get("purchased_tickets")?,
+            max_tickets_per_fingerprint: row.try_get("max_tickets_per_fingerprint")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// Inserts a new event with every ticket available. A duplicate (name, date) fails on
+/// `events_name_date_key`, which the error layer turns into `EVENT_EXISTS`.
+pub async fn insert(pool: &PgPool, event: &NewEvent) -> Result<Event, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "INSERT INTO events (id, name, date, total_tickets, available_tickets, max_tickets_per_fingerprint) \
+         VALUES ($1, $2, $3, $4, $4, $5) \
+         RETURNING ", event_columns!()
+    ))
+    .bind(Uuid::now_v7())
+    .bind(&event.name)
+    .bind(event.date)
+    .bind(event.total_tickets)
+    .bind(event.max_tickets_per_fingerprint)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Event>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// One page of events by date then id, and the total count.
+pub async fn list(pool: &PgPool, page: PageRequest) -> Result<(Vec<Event>, i64), sqlx::Error> {
+    let events = sqlx::query_as(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events ORDER BY date, id LIMIT $1 OFFSET $2"
+    ))
+    .bind(page.limit)
+    .bind(page.offset())
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await?;
+    Ok((events, total))
+}
+
+/// Takes the event's row lock for the rest of the transaction and returns the row as it is
+/// now. Every transaction that changes an event's counts or its allocations calls this
+/// first: one lock order (event, then allocations) everywhere is what rules out deadlocks.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Event>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// How an allocation's transition moves tickets between the event's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountMove {
+    /// available → reserved (a new hold).
+    Reserve,
+    /// reserved → available (cancel or expiry).
+    Release,
+    /// reserved → purchased (payment captured).
+    Purchase,
+}
+
+/// Moves `quantity` tickets between counts. Call only while holding the event's row lock
+/// (see [`lock`]); the CHECK constraints refuse any result that would oversell.
+pub async fn move_counts(
+    conn: &mut PgConnection,
+    id: Uuid,
+    movement: CountMove,
+    quantity: i64,
+) -> Result<(), sqlx::Error> {
+    let sql = match movement {
+        CountMove::Reserve => {
+            "UPDATE events SET available_tickets = available_tickets - $2, \
+             reserved_tickets = reserved_tickets + $2, updated_at = now() WHERE id = $1"
+        }
+        CountMove::Release => {
+            "UPDATE events SET available_tickets = available_tickets + $2, \
+             reserved_tickets = reserved_tickets - $2, updated_at = now() WHERE id = $1"
+        }
+        CountMove::Purchase => {
+            "UPDATE events SET reserved_tickets = reserved_tickets - $2, \
+             purchased_tickets = purchased_tickets + $2, updated_at = now() WHERE id = $1"
+        }
+    };
+    sqlx::query(sql)
+        .bind(id)
+        .bind(quantity as i32)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

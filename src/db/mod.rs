@@ -1,0 +1,67 @@
+//! All SQL lives under this module: one file per table or concern. Callers own transactions;
+//! functions take `&mut PgConnection` so they run inside whichever transaction holds the locks.
+
+pub mod allocations;
+pub mod charges;
+pub mod events;
+pub mod settings;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+pub use sqlx::migrate::Migrator;
+
+/// The schema migrations, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// A pool whose waits are bounded: a request that cannot get a connection in time fails
+/// with 503 instead of hanging.
+pub async fn connect_pool(
+    options: PgConnectOptions,
+    max_connections: u32,
+) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    // sqlx takes an advisory lock, so several instances starting at once migrate once.
+    MIGRATOR.run(pool).await
+}
+
+/// Creates `database` on the server unless it exists. `admin` points at a database that
+/// already exists (normally `postgres`).
+pub async fn create_database_if_missing(
+    admin: &PgConnectOptions,
+    database: &str,
+) -> Result<(), sqlx::Error> {
+    let mut conn = PgConnection::connect_with(admin).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let statement = format!("CREATE DATABASE {}", quote_identifier(database));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await?;
+    }
+    conn.close().await
+}
+
+/// Quotes an SQL identifier (doubling embedded quotes).
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Whether the database answers a trivial query.
+pub async fn ping(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}

@@ -1,0 +1,19 @@
+//! Server-wide settings shared through the database by every instance.
+
+use sqlx::PgPool;
+
+const FINGERPRINT_SECRET: &str = "fingerprint_secret";
+
+/// Returns the stored fingerprint secret, storing `candidate` first if there is none.
+/// The insert-or-keep makes every instance agree on one secret even when they start together.
+pub async fn fingerprint_secret(pool: &PgPool, candidate: &str) -> Result<String, sqlx::Error> {
+    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+        .bind(FINGERPRINT_SECRET)
+        .bind(candidate)
+        .execute(pool)
+        .await?;
+    sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+        .bind(FINGERPRINT_SECRET)
+        .fetch_one(pool)
+        .await
+}

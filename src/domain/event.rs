@@ -1,0 +1,268 @@
+//! Events: the validated input that creates one, and the stored record.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::error::FieldError;
+
+pub const NAME_MAX_CHARS: usize = 200;
+pub const TOTAL_TICKETS_MAX: i64 = 1_000_000;
+
+/// The body of `POST /events` as it arrives; every field optional so that each problem
+/// can be reported against its field.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateEventRequest {
+    /// 1 to 200 characters after trimming.
+    #[schema(example = "RustConf 2027")]
+    pub name: Option<String>,
+    /// RFC 3339 date-time with an offset.
+    #[schema(example = "2027-09-01T18:00:00Z")]
+    pub date: Option<String>,
+    /// 1 to 1,000,000.
+    #[schema(example = 1000)]
+    pub total_tickets: Option<i64>,
+    /// 1 to totalTickets, or null for no cap.
+    #[schema(example = 4)]
+    pub max_tickets_per_fingerprint: Option<i64>,
+}
+
+/// An event that is valid to create: it exists only if every rule holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub name: String,
+    pub date: OffsetDateTime,
+    pub total_tickets: i32,
+    pub max_tickets_per_fingerprint: Option<i32>,
+}
+
+impl NewEvent {
+    /// Checks every field and reports all problems at once.
+    pub fn parse(request: CreateEventRequest) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+
+        let name = match request.name.as_deref().map(str::trim) {
+            None => {
+                errors.push(FieldError::new("name", "is required"));
+                None
+            }
+            Some("") => {
+                errors.push(FieldError::new("name", "must not be blank"));
+                None
+            }
+            Some(name) if name.chars().count() > NAME_MAX_CHARS => {
+                errors.push(FieldError::new(
+                    "name",
+                    format!("must be at most {NAME_MAX_CHARS} characters"),
+                ));
+                None
+            }
+            Some(name) if name.chars().any(char::is_control) => {
+                errors.push(FieldError::new(
+                    "name",
+                    "must not contain control characters",
+                ));
+                None
+            }
+            Some(name) => Some(name.to_owned()),
+        };
+
+        let date = match request.date.as_deref() {
+            None => {
+                errors.push(FieldError::new("date", "is required"));
+                None
+            }
+            Some(text) => match OffsetDateTime::parse(text, &Rfc3339) {
+                Ok(date) => Some(date),
+                Err(_) => {
+                    errors.push(FieldError::new(
+                        "date",
+                        "must be an RFC 3339 date-time with an offset, e.g. 2027-09-01T18:00:00Z",
+                    ));
+                    None
+                }
+            },
+        };
+
+        let total_tickets = match request.total_tickets {
+            None => {
+                errors.push(FieldError::new("totalTickets", "is required"));
+                None
+            }
+            Some(n) if (1..=TOTAL_TICKETS_MAX).contains(&n) => Some(n as i32),
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "totalTickets",
+                    format!("must be between 1 and {TOTAL_TICKETS_MAX}"),
+                ));
+                None
+            }
+        };
+
+        let cap = match (request.max_tickets_per_fingerprint, total_tickets) {
+            (None, _) => None,
+            (Some(cap), Some(total)) if cap >= 1 && cap <= i64::from(total) => Some(cap as i32),
+            (Some(cap), _) if cap >= 1 && total_tickets.is_none() => None,
+            (Some(_), _) => {
+                errors.push(FieldError::new(
+                    "maxTicketsPerFingerprint",
+                    "must be between 1 and totalTickets, or null for no cap",
+                ));
+                None
+            }
+        };
+
+        match (name, date, total_tickets) {
+            (Some(name), Some(date), Some(total_tickets)) if errors.is_empty() => Ok(Self {
+                name,
+                date,
+                total_tickets,
+                max_tickets_per_fingerprint: cap,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A stored event with its live counts. available + reserved + purchased = total always.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub date: OffsetDateTime,
+    pub total_tickets: i32,
+    pub available_tickets: i32,
+    /// Tickets held by reservations, including those whose payment is in progress.
+    pub reserved_tickets: i32,
+    pub purchased_tickets: i32,
+    pub max_tickets_per_fingerprint: Option<i32>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(name: &str, date: &str, total: i64, cap: Option<i64>) -> CreateEventRequest {
+        CreateEventRequest {
+            name: Some(name.into()),
+            date: Some(date.into()),
+            total_tickets: Some(total),
+            max_tickets_per_fingerprint: cap,
+        }
+    }
+
+    fn fields(result: Result<NewEvent, Vec<FieldError>>) -> Vec<String> {
+        result.unwrap_err().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn accepts_a_valid_event_and_trims_the_name() {
+        let event = NewEvent::parse(request("  Gig ", "2027-01-02T03:04:05+02:00", 10, Some(2)))
+            .expect("valid");
+        assert_eq!(event.name, "Gig");
+        assert_eq!(event.total_tickets, 10);
+        assert_eq!(event.max_tickets_per_fingerprint, Some(2));
+        assert_eq!(event.date.unix_timestamp(), 1_798_851_845);
+    }
+
+    #[test]
+    fn reports_every_missing_field() {
+        let errors = fields(NewEvent::parse(CreateEventRequest::default()));
+        assert_eq!(errors, ["name", "date", "totalTickets"]);
+    }
+
+    #[test]
+    fn rejects_out_of_range_values() {
+        let long = "x".repeat(NAME_MAX_CHARS + 1);
+        assert_eq!(
+            fields(NewEvent::parse(request(
+                &long,
+                "2027-01-01T00:00:00Z",
+                1,
+                None
+            ))),
+            ["name"]
+        );
+        assert_eq!(
+            fields(NewEvent::parse(request(
+                "   ",
+                "2027-01-01T00:00:00Z",
+                1,
+                None
+            ))),
+            ["name"]
+        );
+        assert_eq!(
+            fields(NewEvent::parse(request("a", "2027-01-01 00:00", 1, None))),
+            ["date"]
+        );
+        assert_eq!(
+            fields(NewEvent::parse(request(
+                "a",
+                "2027-01-01T00:00:00",
+                1,
+                None
+            ))),
+            ["date"]
+        );
+        assert_eq!(
+            fields(NewEvent::parse(request(
+                "a",
+                "2027-01-01T00:00:00Z",
+                0,
+                None
+            ))),
+            ["totalTickets"]
+        );
+        assert_eq!(
+            fields(NewEvent::parse(request(
+                "a",
+                "2027-01-01T00:00:00Z",
+                1_000_001,
+                None
+            ))),
+            ["totalTickets"]
+        );
+        assert_eq!(
+            fields(NewEvent::parse(request(
+                "a",
+                "2027-01-01T00:00:00Z",
+                5,
+                Some(6)
+            ))),
+            ["maxTicketsPerFingerprint"]
+        );
+        assert_eq!(
+            fields(NewEvent::parse(request(
+                "a",
+                "2027-01-01T00:00:00Z",
+                5,
+                Some(0)
+            ))),
+            ["maxTicketsPerFingerprint"]
+        );
+    }
+
+    #[test]
+    fn accepts_the_boundaries() {
+        let long = "é".repeat(NAME_MAX_CHARS);
+        assert!(
+            NewEvent::parse(request(
+                &long,
+                "2027-01-01T00:00:00Z",
+                1_000_000,
+                Some(1_000_000)
+            ))
+            .is_ok()
+        );
+        assert!(NewEvent::parse(request("a", "2027-01-01T00:00:00Z", 1, Some(1))).is_ok());
+    }
+}

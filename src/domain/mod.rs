@@ -1,0 +1,7 @@
+//! Validated input types, records and the allocation state machine.
+//! Nothing here knows about HTTP or SQL.
+
+pub mod allocation;
+pub mod event;
+pub mod fingerprint;
+pub mod page;

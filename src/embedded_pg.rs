@@ -1,0 +1,381 @@
+//! The zero-setup database: a private PostgreSQL cluster under the data directory, started
+//! from the server binaries installed on this machine and stopped with the process.
+//!
+//! The server listens only on a Unix socket inside the cluster directory (mode 0700), so no
+//! other local user can reach it and no TCP port is taken. PostgreSQL refuses to run as root,
+//! so when this process is root, `initdb` and `postgres` run as the `postgres` system user.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnectOptions;
+
+/// The port only names the socket file (`.s.PGSQL.5432`); nothing listens on TCP.
+const SOCKET_PORT: u16 = 5432;
+/// Unix socket paths are limited to 107 bytes on Linux.
+const MAX_SOCKET_PATH: usize = 100;
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(
+        "no PostgreSQL server binaries (initdb, postgres) found on PATH or under \
+         /usr/lib/postgresql/*/bin. Install the PostgreSQL server package (for example \
+         `apt-get install postgresql`), or pass --database-url (DATABASE_URL) to use an \
+         existing server"
+    )]
+    BinariesNotFound,
+    #[error(
+        "the data directory path {0} is too long for a Unix socket; choose a shorter --data-dir"
+    )]
+    PathTooLong(PathBuf),
+    #[error("running as root but there is no `postgres` system user to run PostgreSQL as")]
+    NoPostgresUser,
+    #[error("{action} failed: {detail}")]
+    Failed {
+        action: &'static str,
+        detail: String,
+    },
+    #[error("{action}: {source}")]
+    Io {
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> EmbeddedError {
+    move |source| EmbeddedError::Io { action, source }
+}
+
+/// A running private PostgreSQL server; stopped (fast shutdown) by `stop` or on drop.
+#[derive(Debug)]
+pub struct EmbeddedPostgres {
+    cluster_dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// The system account the server runs as when this process is root.
+#[derive(Debug, Clone, Copy)]
+struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+impl EmbeddedPostgres {
+    /// Creates the cluster on first use (kept across runs), clears what a killed run left
+    /// behind, starts the server and waits until it accepts connections.
+    /// `settings` are extra `-c name=value` server settings.
+    pub fn start(data_dir: &Path, settings: &[(&str, &str)]) -> Result<Self, EmbeddedError> {
+        let bin_dir = find_bin_dir().ok_or(EmbeddedError::BinariesNotFound)?;
+        fs::create_dir_all(data_dir).map_err(io("creating the data directory"))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .map_err(io("resolving the data directory"))?;
+        let cluster_dir = data_dir.join("postgres");
+        if cluster_dir
+            .join(format!(".s.PGSQL.{SOCKET_PORT}"))
+            .as_os_str()
+            .len()
+            > MAX_SOCKET_PATH
+        {
+            return Err(EmbeddedError::PathTooLong(cluster_dir));
+        }
+        let run_as = run_as()?;
+
+        if !cluster_dir.join("PG_VERSION").exists() {
+            init_cluster(&bin_dir, &data_dir, &cluster_dir, run_as)?;
+        }
+        clear_leftovers(&cluster_dir)?;
+
+        let log_path = data_dir.join("postgres.log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io("opening the PostgreSQL log"))?;
+        if let Some(user) = run_as {
+            chown(&log_path, user)?;
+        }
+
+        let mut command = Command::new(bin_dir.join("postgres"));
+        command
+            .arg("-D")
+            .arg(&cluster_dir)
+            .arg("-c")
+            .arg("listen_addresses=")
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", cluster_dir.display()))
+            .arg("-c")
+            .arg(format!("port={SOCKET_PORT}"));
+        for (name, value) in settings {
+            command.arg("-c").arg(format!("{name}={value}"));
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io("opening the PostgreSQL log"))?)
+            .stderr(log)
+            // Own process group: a Ctrl-C in the terminal reaches only us, and we shut the
+            // server down after the last request has finished.
+            .process_group(0);
+        if let Some(user) = run_as {
+            command.uid(user.uid).gid(user.gid);
+        }
+        let child = command.spawn().map_err(io("starting postgres"))?;
+        let mut server = Self {
+            cluster_dir,
+            child: Some(child),
+        };
+        server.wait_until_ready(&log_path)?;
+        Ok(server)
+    }
+
+    /// Connection options for one database on this server (over the Unix socket).
+    pub fn connect_options(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .socket(&self.cluster_dir)
+            .port(SOCKET_PORT)
+            .username("postgres")
+            .database(database)
+    }
+
+    pub fn cluster_dir(&self) -> &Path {
+        &self.cluster_dir
+    }
+
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Fast shutdown (in-flight sessions are ended) and wait for the server to exit.
+    pub fn stop(&mut self) -> Result<(), EmbeddedError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        signal(child.id() as i32, libc::SIGINT);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match child
+                .try_wait()
+                .map_err(io("waiting for postgres to stop"))?
+            {
+                Some(_) => return Ok(()),
+                None if Instant::now() > deadline => {
+                    signal(child.id() as i32, libc::SIGQUIT);
+                    child.wait().map_err(io("waiting for postgres to stop"))?;
+                    return Ok(());
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Polls `postmaster.pid`, whose last line reads `ready` once connections are accepted
+    /// (the same signal `pg_ctl -w` waits for).
+    fn wait_until_ready(&mut self, log_path: &Path) -> Result<(), EmbeddedError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let pid_file = self.cluster_dir.join("postmaster.pid");
+        loop {
+            let child = self.child.as_mut().expect("started");
+            if let Some(status) = child.try_wait().map_err(io("watching postgres start"))? {
+                self.child = None;
+                return Err(EmbeddedError::Failed {
+                    action: "starting postgres",
+                    detail: format!(
+                        "it exited with {status}; its log says:\n{}",
+                        log_tail(log_path)
+                    ),
+                });
+            }
+            let ready = fs::read_to_string(&pid_file)
+                .map(|text| text.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
+                .unwrap_or(false);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(EmbeddedError::Failed {
+                    action: "starting postgres",
+                    detail: format!(
+                        "not ready after {START_TIMEOUT:?}; log:\n{}",
+                        log_tail(log_path)
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        if let Err(err) = self.stop() {
+            eprintln!("stopping the embedded PostgreSQL: {err}");
+        }
+    }
+}
+
+/// `initdb` on PATH, else the newest `/usr/lib/postgresql/<version>/bin`.
+fn find_bin_dir() -> Option<PathBuf> {
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(path) = std::env::var_os("PATH") {
+        if let Some(dir) = std::env::split_paths(&path).find(|d| has_server(d)) {
+            return Some(dir);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            has_server(&bin).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn run_as() -> Result<Option<RunAs>, EmbeddedError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let name = CString::new("postgres").expect("no NUL");
+    // SAFETY: getpwnam returns null or a pointer to a static record we read at once.
+    let record = unsafe { libc::getpwnam(name.as_ptr()) };
+    if record.is_null() {
+        return Err(EmbeddedError::NoPostgresUser);
+    }
+    // SAFETY: non-null pointer from getpwnam, read before any other passwd call.
+    let (uid, gid) = unsafe { ((*record).pw_uid, (*record).pw_gid) };
+    Ok(Some(RunAs { uid, gid }))
+}
+
+fn chown(path: &Path, user: RunAs) -> Result<(), EmbeddedError> {
+    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
+        .map_err(io("handing a file to the postgres user"))
+}
+
+fn init_cluster(
+    bin_dir: &Path,
+    data_dir: &Path,
+    cluster_dir: &Path,
+    run_as: Option<RunAs>,
+) -> Result<(), EmbeddedError> {
+    // A half-made cluster from an interrupted initdb has no PG_VERSION: start it over.
+    if cluster_dir.exists() {
+        fs::remove_dir_all(cluster_dir).map_err(io("removing an unfinished cluster"))?;
+    }
+    fs::create_dir_all(cluster_dir).map_err(io("creating the cluster directory"))?;
+    fs::set_permissions(cluster_dir, fs::Permissions::from_mode(0o700))
+        .map_err(io("securing the cluster directory"))?;
+    if let Some(user) = run_as {
+        // The postgres user must be able to reach the cluster through the data directory.
+        let mode = fs::metadata(data_dir)
+            .map_err(io("reading the data directory"))?
+            .permissions()
+            .mode();
+        fs::set_permissions(data_dir, fs::Permissions::from_mode(mode | 0o011))
+            .map_err(io("opening the data directory to the postgres user"))?;
+        chown(cluster_dir, user)?;
+    }
+    let mut command = Command::new(bin_dir.join("initdb"));
+    command
+        .arg("-D")
+        .arg(cluster_dir)
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+        ])
+        .stdin(Stdio::null());
+    if let Some(user) = run_as {
+        command.uid(user.uid).gid(user.gid);
+    }
+    let output = command.output().map_err(io("running initdb"))?;
+    if !output.status.success() {
+        return Err(EmbeddedError::Failed {
+            action: "initdb",
+            detail: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A run that was killed leaves `postmaster.pid` behind, and maybe its server still running.
+/// A live server of this cluster is shut down (fast) so this process owns the next one;
+/// a dead one's pid file is removed so the start is not refused.
+fn clear_leftovers(cluster_dir: &Path) -> Result<(), EmbeddedError> {
+    let pid_file = cluster_dir.join("postmaster.pid");
+    let Ok(text) = fs::read_to_string(&pid_file) else {
+        return Ok(());
+    };
+    let pid = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok());
+    if let Some(pid) = pid.filter(|&pid| is_postgres_of(pid, cluster_dir)) {
+        signal(pid, libc::SIGINT);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while process_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if process_alive(pid) {
+            return Err(EmbeddedError::Failed {
+                action: "stopping a PostgreSQL left running by an earlier run",
+                detail: format!("process {pid} did not exit"),
+            });
+        }
+    }
+    match fs::remove_file(&pid_file) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(io("removing a stale postmaster.pid")(err))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether `pid` is a live postmaster serving this cluster (not a recycled pid).
+fn is_postgres_of(pid: i32, cluster_dir: &Path) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let is_postgres = args.first().is_some_and(|a| a.ends_with(b"postgres"));
+    let dir = cluster_dir.as_os_str().as_encoded_bytes();
+    is_postgres && args.iter().any(|a| *a == dir)
+}
+
+fn process_alive(pid: i32) -> bool {
+    // Zombies count as gone: they no longer hold the cluster.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions; a vanished pid only returns ESRCH.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}

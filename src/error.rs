@@ -1,0 +1,110 @@
+//! The one error type of the service. Every failure a request can meet is a variant here;
+//! `http::error` maps each to its status and JSON body in one place.
+
+use serde::Serialize;
+
+use crate::domain::allocation::AllocationStatus;
+
+/// A problem with one input field, reported in the `details` array of an error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field, as named in the request (JSON body path, query or path parameter).
+    pub field: String,
+    /// What is wrong with it, for a person.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        details: Vec<FieldError>,
+    },
+    #[error("request validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("an event with this name and date already exists")]
+    EventExists,
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the event is sold out")]
+    TicketsSoldOut,
+    #[error("only {available} tickets are left")]
+    InsufficientTickets { available: i32 },
+    #[error("this buyer may hold at most {limit} tickets for the event and already holds {held}")]
+    FingerprintLimit { limit: i32, held: i64 },
+    #[error("this allocation belongs to another buyer")]
+    FingerprintMismatch,
+    #[error("the reservation has expired")]
+    ReservationExpired,
+    #[error("the allocation is {0}, which does not allow this action")]
+    InvalidStatus(AllocationStatus),
+    #[error("the payment was declined")]
+    PaymentDeclined,
+    #[error("the service is temporarily unavailable")]
+    ServiceUnavailable,
+    /// Anything unexpected: logged in full, answered without detail.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn bad_parameter(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
+        Self::BadRequest {
+            message: format!("invalid parameter `{field}`: {message}"),
+            details: vec![FieldError::new(field, message)],
+        }
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self::Internal(detail.to_string())
+    }
+}
+
+/// Database failures: an unreachable server is a 503, a known constraint is a domain error,
+/// anything else is internal.
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::warn!(error = %err, "database unavailable");
+                Error::ServiceUnavailable
+            }
+            sqlx::Error::Database(db) => match db.constraint() {
+                Some("events_name_date_key") => Error::EventExists,
+                _ if is_connection_loss(db.code().as_deref()) => Error::ServiceUnavailable,
+                _ => Error::internal(&err),
+            },
+            _ => Error::internal(&err),
+        }
+    }
+}
+
+/// SQLSTATE classes that mean the server went away or is shutting down, not a bug.
+fn is_connection_loss(code: Option<&str>) -> bool {
+    matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P") || c == "53300")
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

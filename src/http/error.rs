@@ -1,0 +1,107 @@
+//! The one place where errors become HTTP responses:
+//! `{"error": "...", "code": "...", "details": [...]}` with the status that matches the code.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::allocation::AllocationStatus;
+use crate::error::{Error, FieldError};
+
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    #[schema(example = "the event is sold out")]
+    pub error: String,
+    /// A stable machine-readable code (see docs/errors.md).
+    #[schema(example = "TICKETS_SOLD_OUT")]
+    pub code: &'static str,
+    /// Problems with individual fields, when the request was at fault.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(nullable = false)]
+    pub details: Vec<FieldError>,
+    /// With `INSUFFICIENT_TICKETS`: how many tickets are left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub available_tickets: Option<i32>,
+    /// With `FINGERPRINT_LIMIT`: the event's cap per buyer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub limit: Option<i32>,
+    /// With `FINGERPRINT_LIMIT`: tickets this buyer already holds for the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub held: Option<i64>,
+    /// With `INVALID_STATUS`: the allocation's current status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub status: Option<AllocationStatus>,
+}
+
+impl Error {
+    /// The status and machine code of each error; docs/errors.md lists the same table.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::BadRequest { .. } => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            Error::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            Error::EventExists => (StatusCode::CONFLICT, "EVENT_EXISTS"),
+            Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Error::TicketsSoldOut => (StatusCode::CONFLICT, "TICKETS_SOLD_OUT"),
+            Error::InsufficientTickets { .. } => (StatusCode::CONFLICT, "INSUFFICIENT_TICKETS"),
+            Error::FingerprintLimit { .. } => (StatusCode::CONFLICT, "FINGERPRINT_LIMIT"),
+            Error::FingerprintMismatch => (StatusCode::FORBIDDEN, "FINGERPRINT_MISMATCH"),
+            Error::ReservationExpired => (StatusCode::GONE, "RESERVATION_EXPIRED"),
+            Error::InvalidStatus(_) => (StatusCode::CONFLICT, "INVALID_STATUS"),
+            Error::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "PAYMENT_DECLINED"),
+            Error::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            Error::Internal(detail) => {
+                // The detail goes to the log only; the client learns nothing internal.
+                tracing::error!(%detail, "internal error");
+                "an internal error occurred".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut body = ErrorBody {
+            error: message,
+            code,
+            details: Vec::new(),
+            available_tickets: None,
+            limit: None,
+            held: None,
+            status: None,
+        };
+        match self {
+            Error::BadRequest { details, .. } | Error::Validation(details) => {
+                body.details = details
+            }
+            Error::InsufficientTickets { available } => body.available_tickets = Some(available),
+            Error::FingerprintLimit { limit, held } => {
+                body.limit = Some(limit);
+                body.held = Some(held);
+            }
+            Error::InvalidStatus(status) => body.status = Some(status),
+            _ => {}
+        }
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

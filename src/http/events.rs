@@ -1,0 +1,80 @@
+//! `/events`: create, list and read events.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+
+use super::error::ErrorBody;
+use super::extract::{ApiJson, ApiQuery, IdPath};
+use crate::db;
+use crate::domain::event::{CreateEventRequest, Event, NewEvent};
+use crate::domain::page::{Page, PageQuery, PageRequest};
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+/// Create an event with all its tickets available.
+#[utoipa::path(
+    post, path = "/events", tag = "events",
+    request_body = CreateEventRequest,
+    responses(
+        (status = 201, description = "Created; `Location` names the new event", body = Event,
+         headers(("Location" = String, description = "/events/{id}"))),
+        (status = 400, description = "BAD_REQUEST: malformed JSON or wrong content type", body = ErrorBody),
+        (status = 409, description = "EVENT_EXISTS: same name and date", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR, with details per field", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
+    )
+)]
+pub async fn create_event(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateEventRequest>,
+) -> Result<impl IntoResponse> {
+    let new_event = NewEvent::parse(request).map_err(Error::Validation)?;
+    let event = db::events::insert(&state.pool, &new_event).await?;
+    let location = format!("/events/{}", event.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(event),
+    ))
+}
+
+/// List events by date, a page at a time.
+#[utoipa::path(
+    get, path = "/events", tag = "events",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of events", body = Page<Event>),
+        (status = 400, description = "BAD_REQUEST: page or limit out of range", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
+    )
+)]
+pub async fn list_events(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Page<Event>>> {
+    let page = PageRequest::parse(&query)
+        .map_err(|(field, message)| Error::bad_parameter(field, message))?;
+    let (events, total) = db::events::list(&state.pool, page).await?;
+    Ok(Json(Page::new(events, total, page)))
+}
+
+/// Read one event with its live counts.
+#[utoipa::path(
+    get, path = "/events/{id}", tag = "events",
+    params(("id" = uuid::Uuid, Path, description = "Event id")),
+    responses(
+        (status = 200, description = "The event", body = Event),
+        (status = 400, description = "BAD_REQUEST: id is not a UUID", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
+    )
+)]
+pub async fn get_event(State(state): State<AppState>, IdPath(id): IdPath) -> Result<Json<Event>> {
+    let event = db::events::find(&state.pool, id)
+        .await?
+        .ok_or(Error::NotFound("event"))?;
+    Ok(Json(event))
+}

@@ -1,0 +1,204 @@
+//! Request extractors that turn every kind of bad input into the API's own errors, so a
+//! handler only ever sees well-formed values.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::domain::fingerprint::{
+    FingerprintHash, FingerprintKey, FingerprintSource, parse_client_fingerprint,
+};
+use crate::error::{Error, FieldError};
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Header that carries the buyer's device fingerprint.
+pub const FINGERPRINT_HEADER: &str = "x-device-fingerprint";
+
+/// A JSON body. Malformed JSON or a wrong content type is a 400 `BAD_REQUEST`; a
+/// well-formed body with a field of the wrong type is a 422 `VALIDATION_ERROR` naming the
+/// field. An empty body counts as `{}`, so optional bodies may be left out.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("").to_owned());
+        let bytes =
+            Bytes::from_request(req, state)
+                .await
+                .map_err(|rejection: BytesRejection| {
+                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        Error::PayloadTooLarge {
+                            limit: MAX_BODY_BYTES,
+                        }
+                    } else {
+                        Error::bad_request("the request body could not be read")
+                    }
+                })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return parse(b"{}").map(ApiJson);
+        }
+        if !content_type.as_deref().is_some_and(is_json) {
+            return Err(Error::bad_request(
+                "the request body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.len() > 5
+            && essence[..essence.len() - 5].contains('/')
+            && essence.to_ascii_lowercase().ends_with("+json"))
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data if path != "." => {
+                Error::Validation(vec![FieldError::new(path, describe_data_error(&inner))])
+            }
+            serde_json::error::Category::Data => {
+                Error::bad_request("the request body must be a JSON object")
+            }
+            _ => Error::bad_request(format!("malformed JSON: {}", describe_data_error(&inner))),
+        }
+    })?;
+    deserializer.end().map_err(|err| {
+        Error::bad_request(format!("malformed JSON: {}", describe_data_error(&err)))
+    })?;
+    Ok(value)
+}
+
+/// serde's message without its "at line 1 column 9" suffix.
+fn describe_data_error(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+/// The `{id}` path parameter of a resource, which must be a UUID (400 otherwise).
+#[derive(Debug, Clone, Copy)]
+pub struct IdPath(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::bad_parameter("id", "must be a UUID"))?;
+        Uuid::parse_str(&raw)
+            .map(IdPath)
+            .map_err(|_| Error::bad_parameter("id", "must be a UUID"))
+    }
+}
+
+/// Query parameters; an undecodable query string is a 400.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|rejection| {
+                Error::bad_request(format!("invalid query string: {}", rejection.body_text()))
+            })
+    }
+}
+
+/// Who is calling: the device fingerprint the client sent, and the signals a fingerprint is
+/// derived from when it sent none.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    header_fingerprint: Option<String>,
+    derived: FingerprintSource,
+}
+
+impl Caller {
+    /// The caller's stored identity. Preference: the `X-Device-Fingerprint` header, then a
+    /// fingerprint from the request body, then one derived from the connection (weaker).
+    pub fn identify(
+        &self,
+        key: &FingerprintKey,
+        body_fingerprint: Option<&str>,
+    ) -> Result<FingerprintHash, Error> {
+        if let Some(fingerprint) = &self.header_fingerprint {
+            return Ok(key.hash(&FingerprintSource::Client(fingerprint.clone())));
+        }
+        let from_body = body_fingerprint
+            .map(parse_client_fingerprint)
+            .transpose()
+            .map_err(|message| {
+                Error::Validation(vec![FieldError::new("userFingerprint", message)])
+            })?
+            .flatten();
+        Ok(match from_body {
+            Some(fingerprint) => key.hash(&FingerprintSource::Client(fingerprint)),
+            None => key.hash(&self.derived),
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let header_text = |name: header::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let header_fingerprint = match parts.headers.get(FINGERPRINT_HEADER) {
+            None => None,
+            Some(value) => {
+                let text = value.to_str().map_err(|_| {
+                    Error::bad_parameter("X-Device-Fingerprint", "must be visible ASCII text")
+                })?;
+                parse_client_fingerprint(text)
+                    .map_err(|message| Error::bad_parameter("X-Device-Fingerprint", message))?
+            }
+        };
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string())
+            .unwrap_or_default();
+        Ok(Self {
+            header_fingerprint,
+            derived: FingerprintSource::Derived {
+                address,
+                user_agent: header_text(header::USER_AGENT),
+                accept_language: header_text(header::ACCEPT_LANGUAGE),
+            },
+        })
+    }
+}

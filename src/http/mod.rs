@@ -1,0 +1,116 @@
+//! The HTTP surface: routing, middleware and the OpenAPI document. Handlers are thin: they
+//! parse input, call one function of the purchase/holds/db layers and shape the answer.
+
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod ops;
+pub mod tickets;
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::limit::RequestBodyLimitLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::Error;
+use crate::state::AppState;
+use extract::MAX_BODY_BYTES;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Boxoffice", description = "Sells event tickets without ever overselling."),
+    tags(
+        (name = "events", description = "Organisers create events; buyers list and read them"),
+        (name = "tickets", description = "Holds: purchase, pay, cancel, read"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+struct ApiDoc;
+
+/// The API routes with their OpenAPI description, before state is attached.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(events::create_event, events::list_events))
+        .routes(routes!(events::get_event))
+        .routes(routes!(tickets::purchase_tickets))
+        .routes(routes!(tickets::pay_for_tickets, tickets::cancel_tickets))
+        .routes(routes!(tickets::get_ticket))
+        .routes(routes!(tickets::list_tickets))
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
+}
+
+/// The complete application: API, OpenAPI document, error mapping and request logging.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api().split_for_parts();
+    let openapi_json = serde_json::to_value(&openapi).expect("the OpenAPI document serializes");
+    api.route("/openapi.json", get(async move || Json(openapi_json)))
+        .fallback(async || Error::NotFound("route"))
+        .method_not_allowed_fallback(async || Error::MethodNotAllowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn(log_request))
+}
+
+/// Responses made by the framework or a layer (not by our handlers) carry plain-text or empty
+/// bodies; give them the same JSON error body as every other error.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let error = match status {
+        StatusCode::NOT_FOUND => Error::NotFound("route"),
+        StatusCode::METHOD_NOT_ALLOWED => Error::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        },
+        StatusCode::REQUEST_TIMEOUT
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => Error::ServiceUnavailable,
+        s if s.is_client_error() => {
+            Error::bad_request(s.canonical_reason().unwrap_or("bad request"))
+        }
+        s => Error::internal(format!("layer answered {s}")),
+    };
+    let mut replaced = error.into_response();
+    // Keep the layer's status (e.g. 411, 431) and headers such as Allow.
+    *replaced.status_mut() = status;
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            replaced.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    replaced
+}
+
+/// One log line per request: method, path, status and latency.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "boxoffice::request",
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}

@@ -1,0 +1,37 @@
+//! Operations endpoints: liveness and readiness.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+
+use super::error::ErrorBody;
+use crate::db;
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "The process is up", body = Status)))]
+pub async fn health() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+/// Readiness: 200 when the database answers, 503 when it does not.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", body = Status),
+        (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>> {
+    if db::ping(&state.pool).await {
+        Ok(Json(Status { status: "ok" }))
+    } else {
+        Err(Error::ServiceUnavailable)
+    }
+}

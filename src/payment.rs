@@ -1,0 +1,116 @@
+//! Payment providers. The provider is called outside every database lock: the allocation is
+//! committed as `payment_pending` first, so a slow or crashed provider call never blocks
+//! other buyers and is always recoverable from the provider's own record.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::PgPool;
+
+use crate::db;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the provider did with a payment reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// Money was taken: the allocation must become `purchased`.
+    Charged,
+    /// The card was refused.
+    Declined,
+    /// Recovery voided a reference that was never charged: no charge can follow.
+    Voided,
+}
+
+impl ChargeOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Charged => "charged",
+            Self::Declined => "declined",
+            Self::Voided => "voided",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, ProviderError> {
+        match text {
+            "charged" => Ok(Self::Charged),
+            "declined" => Ok(Self::Declined),
+            "voided" => Ok(Self::Voided),
+            other => Err(ProviderError(format!("unknown charge outcome {other:?}"))),
+        }
+    }
+}
+
+/// The provider could not be reached or answered nonsense; the outcome is unknown.
+#[derive(Debug, thiserror::Error)]
+#[error("payment provider failure: {0}")]
+pub struct ProviderError(pub String);
+
+/// A payment provider with idempotent references, as real ones (Stripe, Adyen) offer.
+pub trait PaymentProvider: Send + Sync + 'static {
+    /// Charges `quantity` tickets under `reference`. Charging the same reference again
+    /// returns the first outcome and takes no more money.
+    fn charge<'a>(
+        &'a self,
+        reference: &'a str,
+        token: Option<&'a str>,
+        quantity: i32,
+    ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>>;
+
+    /// Settles a reference whose charge request may or may not have happened: returns the
+    /// recorded outcome, or voids the reference so that no later charge can succeed.
+    fn resolve<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>>;
+}
+
+/// Test-card tokens of the simulated provider, named as Stripe's test tokens are.
+pub const TOKEN_SUCCEEDS: &str = "tok_visa";
+pub const TOKEN_DECLINED: &str = "tok_chargeDeclined";
+
+/// The built-in provider: no money moves; `tok_visa` (or no token) is charged, anything
+/// else is declined. Its ledger lives in the `payment_charges` table.
+#[derive(Debug, Clone)]
+pub struct SimulatedProvider {
+    pool: PgPool,
+}
+
+impl SimulatedProvider {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+impl PaymentProvider for SimulatedProvider {
+    fn charge<'a>(
+        &'a self,
+        reference: &'a str,
+        token: Option<&'a str>,
+        _quantity: i32,
+    ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
+        Box::pin(async move {
+            let outcome = match token {
+                None | Some(TOKEN_SUCCEEDS) => ChargeOutcome::Charged,
+                Some(_) => ChargeOutcome::Declined,
+            };
+            let recorded = db::charges::record_once(&self.pool, reference, outcome.as_str())
+                .await
+                .map_err(|e| ProviderError(e.to_string()))?;
+            ChargeOutcome::parse(&recorded)
+        })
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
+        Box::pin(async move {
+            let recorded =
+                db::charges::record_once(&self.pool, reference, ChargeOutcome::Voided.as_str())
+                    .await
+                    .map_err(|e| ProviderError(e.to_string()))?;
+            ChargeOutcome::parse(&recorded)
+        })
+    }
+}

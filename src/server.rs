@@ -1,0 +1,187 @@
+//! Start-up and shutdown: open the database (external or embedded), build the state, serve
+//! until a signal, then drain requests, stop the sweeper and the embedded database.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{DatabaseArgs, ServeArgs};
+use crate::db;
+use crate::domain::fingerprint::FingerprintKey;
+use crate::embedded_pg::EmbeddedPostgres;
+use crate::payment::SimulatedProvider;
+use crate::state::{AppState, SaleRules};
+
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Name of the database the embedded server keeps Boxoffice's data in.
+const EMBEDDED_DATABASE: &str = "boxoffice";
+
+/// An open, migrated database, and the embedded server behind it if this process runs one.
+pub struct Database {
+    pub pool: PgPool,
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects to `--database-url`, or starts the embedded server when there is none, and
+    /// applies the migrations.
+    pub async fn open(args: &DatabaseArgs) -> Result<Self, StartError> {
+        let (options, embedded) = match &args.database_url {
+            Some(url) => (PgConnectOptions::from_str(url)?, None),
+            None => {
+                let data_dir = args.data_dir.clone();
+                let server =
+                    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, &[]))
+                        .await??;
+                db::create_database_if_missing(
+                    &server.connect_options("postgres"),
+                    EMBEDDED_DATABASE,
+                )
+                .await?;
+                (server.connect_options(EMBEDDED_DATABASE), Some(server))
+            }
+        };
+        let pool = db::connect_pool(options, args.db_max_connections).await?;
+        db::migrate(&pool).await?;
+        Ok(Self { pool, embedded })
+    }
+
+    /// Closes the pool, then stops the embedded server (fast shutdown) if there is one.
+    pub async fn close(mut self) {
+        self.pool.close().await;
+        if let Some(mut server) = self.embedded.take() {
+            let stopped = tokio::task::spawn_blocking(move || server.stop()).await;
+            match stopped {
+                Ok(Ok(())) => tracing::info!("embedded PostgreSQL stopped"),
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "stopping the embedded PostgreSQL failed")
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "stopping the embedded PostgreSQL panicked")
+                }
+            }
+        }
+    }
+}
+
+/// A bound, ready-to-run server.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    database: Database,
+    sweep_interval: Duration,
+}
+
+impl Server {
+    pub async fn build(args: &ServeArgs) -> Result<Self, StartError> {
+        let database = Database::open(&args.database).await?;
+        let which = match (&database.embedded, &args.database.database_url) {
+            (Some(server), _) => {
+                format!("embedded PostgreSQL in {}", server.cluster_dir().display())
+            }
+            (None, Some(url)) => format!("external PostgreSQL {}", redact(url)),
+            (None, None) => unreachable!("no URL means embedded"),
+        };
+        let state = AppState {
+            pool: database.pool.clone(),
+            rules: Arc::new(SaleRules {
+                max_tickets_per_purchase: args.max_tickets_per_purchase,
+                hold_seconds: args.hold_seconds,
+                payment_recovery_seconds: args.payment_recovery_seconds,
+            }),
+            fingerprint_key: fingerprint_key(&database.pool, args.fingerprint_secret.as_deref())
+                .await?,
+            payments: Arc::new(SimulatedProvider::new(database.pool.clone())),
+        };
+        let listener = TcpListener::bind(args.listen).await?;
+        tracing::info!(address = %listener.local_addr()?, database = %which, "boxoffice listening");
+        Ok(Self {
+            listener,
+            state,
+            database,
+            sweep_interval: Duration::from_millis(args.sweep_interval_ms),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests
+    /// finish, stops the sweeper and closes the database.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let (stop_sweeper, sweeper_stopped) = watch::channel(false);
+        let sweeper = tokio::spawn(crate::sweeper::run(
+            self.state.clone(),
+            self.sweep_interval,
+            sweeper_stopped,
+        ));
+        let app = crate::http::router(self.state);
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        let _ = stop_sweeper.send(true);
+        let _ = sweeper.await;
+        self.database.close().await;
+        tracing::info!("boxoffice stopped");
+        Ok(served?)
+    }
+}
+
+/// The key fingerprints are hashed under: the configured secret, or the one kept in the
+/// database (generated by whichever instance started first).
+async fn fingerprint_key(
+    pool: &PgPool,
+    configured: Option<&str>,
+) -> Result<FingerprintKey, StartError> {
+    if let Some(secret) = configured.filter(|s| !s.is_empty()) {
+        return Ok(FingerprintKey::new(secret));
+    }
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random)
+        .map_err(|e| format!("no randomness for the fingerprint secret: {e}"))?;
+    let candidate: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = db::settings::fingerprint_secret(pool, &candidate).await?;
+    Ok(FingerprintKey::new(secret))
+}
+
+/// The URL without its password, for the log.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT received; shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

@@ -1,0 +1,24 @@
+//! What every request handler and background job shares.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::domain::fingerprint::FingerprintKey;
+use crate::payment::PaymentProvider;
+
+/// Rules of the sale, fixed at start-up from the configuration.
+#[derive(Debug, Clone)]
+pub struct SaleRules {
+    pub max_tickets_per_purchase: i32,
+    pub hold_seconds: u32,
+    pub payment_recovery_seconds: u32,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub rules: Arc<SaleRules>,
+    pub fingerprint_key: FingerprintKey,
+    pub payments: Arc<dyn PaymentProvider>,
+}

@@ -1,0 +1,71 @@
+//! The background job that returns lapsed holds to the pool and settles payments that a
+//! crash left in `payment_pending`. Several instances may sweep one database at once: each
+//! event is expired under its row lock, so a hold is counted back exactly once.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::holds;
+use crate::state::AppState;
+
+/// Most events visited per round, and most holds expired per event per transaction: bounded
+/// so one round never holds an event lock for long.
+const EVENTS_PER_ROUND: i64 = 100;
+const HOLDS_PER_BATCH: i64 = 500;
+const PAYMENTS_PER_ROUND: i64 = 100;
+
+/// Sweeps every `interval` until `shutdown` changes.
+pub async fn run(state: AppState, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(err) = sweep_once(&state).await {
+            tracing::warn!(error = %err, "sweep failed; retrying next round");
+        }
+    }
+}
+
+/// One round: expire lapsed holds, then settle stale payments. Returns the holds expired
+/// and payments settled.
+pub async fn sweep_once(state: &AppState) -> crate::error::Result<(i64, usize)> {
+    let mut expired = 0;
+    for event_id in
+        crate::db::allocations::events_with_lapsed_holds(&state.pool, EVENTS_PER_ROUND).await?
+    {
+        loop {
+            let n = holds::expire_lapsed(&state.pool, event_id, HOLDS_PER_BATCH).await?;
+            expired += n;
+            if n < HOLDS_PER_BATCH {
+                break;
+            }
+        }
+    }
+    if expired > 0 {
+        tracing::info!(expired, "expired lapsed holds");
+    }
+
+    let stale = crate::db::allocations::stale_payments(
+        &state.pool,
+        state.rules.payment_recovery_seconds,
+        PAYMENTS_PER_ROUND,
+    )
+    .await?;
+    let mut settled = 0;
+    for (id, reference) in stale {
+        match holds::recover_payment(&state.pool, state.payments.as_ref(), id, &reference).await {
+            Ok(allocation) => {
+                settled += 1;
+                tracing::info!(allocation = %id, status = %allocation.status, "settled a stale payment");
+            }
+            Err(err) => {
+                tracing::warn!(allocation = %id, error = %err, "could not settle a stale payment")
+            }
+        }
+    }
+    Ok((expired, settled))
+}
