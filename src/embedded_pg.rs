@@ -225,10 +225,10 @@ impl Drop for EmbeddedPostgres {
 /// `initdb` on PATH, else the newest `/usr/lib/postgresql/<version>/bin`.
 fn find_bin_dir() -> Option<PathBuf> {
     let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_server(d)) {
-            return Some(dir);
-        }
+    if let Some(dir) = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).find(|d| has_server(d)))
+    {
+        return Some(dir);
     }
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .ok()?
@@ -353,7 +353,7 @@ fn is_postgres_of(pid: i32, cluster_dir: &Path) -> bool {
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
     let is_postgres = args.first().is_some_and(|a| a.ends_with(b"postgres"));
     let dir = cluster_dir.as_os_str().as_encoded_bytes();
-    is_postgres && args.iter().any(|a| *a == dir)
+    is_postgres && args.contains(&dir)
 }
 
 fn process_alive(pid: i32) -> bool {

@@ -88,7 +88,11 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match &err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => {
                 tracing::warn!(error = %err, "database unavailable");
                 Error::ServiceUnavailable
             }
@@ -102,9 +106,12 @@ impl From<sqlx::Error> for Error {
     }
 }
 
-/// SQLSTATE classes that mean the server went away or is shutting down, not a bug.
+/// SQLSTATEs that mean the server is gone, shutting down, full or refusing connections
+/// (08 connection exceptions, 57P0x shutdowns, 53 insufficient resources, 55000 for a
+/// database not accepting connections, 3D000 missing database, 28 authorization): not bugs.
 fn is_connection_loss(code: Option<&str>) -> bool {
-    matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P") || c == "53300")
+    matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
+        || c.starts_with("28") || c == "55000" || c == "3D000")
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

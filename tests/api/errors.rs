@@ -1,0 +1,196 @@
+//! The error contract: every failure is JSON `{"error", "code", "details"?}` with its status.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{admin_connection, assert_error, spawn_app};
+
+#[tokio::test]
+async fn malformed_json_and_wrong_content_type_are_bad_requests() {
+    let app = spawn_app().await;
+    let cases = [
+        ("application/json", "{\"name\": "),
+        ("application/json", "{name: 1}"),
+        ("application/json", "[1, 2]"),
+        ("application/json", "\"text\""),
+        ("application/json", "{} trailing"),
+        (
+            "text/plain",
+            "{\"name\": \"a\", \"date\": \"2027-01-01T00:00:00Z\", \"totalTickets\": 1}",
+        ),
+        ("application/x-www-form-urlencoded", "name=a"),
+    ];
+    for (content_type, body) in cases {
+        let request = app
+            .request(Method::POST, "/events")
+            .header("content-type", content_type)
+            .body(body);
+        let (status, response) = app.send(request).await;
+        assert_error(status, &response, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    }
+    let missing_type = app
+        .request(Method::POST, "/events")
+        .body("{\"name\": \"a\", \"date\": \"2027-01-01T00:00:00Z\", \"totalTickets\": 1}");
+    let (status, response) = app.send(missing_type).await;
+    assert_error(status, &response, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods() {
+    let app = spawn_app().await;
+    let (status, body) = app.get("/no/such/route").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let (status, body) = app.send(app.request(Method::DELETE, "/events")).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+    );
+    let (status, body) = app.send(app.request(Method::PUT, "/health")).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_16_kib_are_refused() {
+    let app = spawn_app().await;
+    let name = "x".repeat(17 * 1024);
+    let (status, body) = app
+        .post_json(
+            "/events",
+            json!({"name": name, "date": "2027-01-01T00:00:00Z", "totalTickets": 1}),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+    );
+
+    // Just under the limit is fine (and then judged on its content).
+    let name = "x".repeat(15 * 1024);
+    let (status, body) = app
+        .post_json(
+            "/events",
+            json!({"name": name, "date": "2027-01-01T00:00:00Z", "totalTickets": 1}),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    let (status, body) = app.get("/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"status": "ok"}));
+    let (status, body) = app.get("/ready").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"status": "ok"}));
+
+    // Make the database unreachable for the server: refuse new connections and end the
+    // server's current ones.
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mut admin = admin_connection().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS false"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&database)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let (status, body) = app.get("/ready").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    );
+    let (status, body) = app.get("/events").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    );
+    let (status, _) = app.get("/health").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "liveness does not depend on the database"
+    );
+
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS true"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let mut recovered = false;
+    for _ in 0..100 {
+        if app.get("/ready").await.0 == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "the service recovers by itself when the database returns"
+    );
+}
+
+#[tokio::test]
+async fn an_internal_error_leaks_no_detail() {
+    let app = spawn_app().await;
+    // A database fault the code does not expect: a trigger that raises on every insert.
+    sqlx::raw_sql(
+        "CREATE FUNCTION fail_insert() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN RAISE EXCEPTION 'secret internal detail 42'; END $$; \
+         CREATE TRIGGER fail_insert BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION fail_insert();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (status, body) = app
+        .post_json(
+            "/events",
+            json!({"name": "a", "date": "2027-01-01T00:00:00Z", "totalTickets": 1}),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_ERROR",
+    );
+    let text = body.to_string();
+    assert!(
+        !text.contains("secret") && !text.contains("42") && !text.contains("trigger"),
+        "{text}"
+    );
+}
