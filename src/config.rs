@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Boxoffice: sells event tickets without ever overselling.
 #[derive(Debug, Parser)]
@@ -78,8 +78,27 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub payment_recovery_seconds: u32,
 
+    /// How purchases reach the database: `batched` coalesces concurrent requests for one
+    /// event into one transaction; `per-request` runs one transaction per request.
+    #[arg(long, env = "BOXOFFICE_PURCHASE_MODE", value_enum, default_value_t = PurchaseMode::Batched)]
+    pub purchase_mode: PurchaseMode,
+
+    /// Most purchase requests one batched transaction may carry.
+    #[arg(long, env = "BOXOFFICE_PURCHASE_BATCH_MAX", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub purchase_batch_max: u32,
+
     /// Secret key for hashing device fingerprints (HMAC-SHA256). When absent, one is
     /// generated once and kept in the database, so every instance hashes alike.
     #[arg(long, env = "BOXOFFICE_FINGERPRINT_SECRET", hide_env_values = true)]
     pub fingerprint_secret: Option<String>,
+}
+
+/// How purchase requests reach the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PurchaseMode {
+    /// One transaction per request.
+    PerRequest,
+    /// Concurrent requests for one event share a transaction.
+    Batched,
 }

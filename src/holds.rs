@@ -17,6 +17,7 @@ use crate::db::events::{self, CountMove};
 use crate::domain::allocation::{Allocation, AllocationStatus, confirmation_code};
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::stats::ChangeKind;
 use crate::error::{Error, Result};
 use crate::payment::{ChargeOutcome, PaymentProvider};
 
@@ -56,20 +57,51 @@ async fn apply(
         allocation.status
     );
     let updated = allocations::transition(tx, allocation.id, next, record).await?;
-    let movement = match next {
-        AllocationStatus::Cancelled | AllocationStatus::Expired => Some(CountMove::Release),
-        AllocationStatus::Purchased => Some(CountMove::Purchase),
-        // payment_pending counts as reserved: moving in or out of it moves no tickets.
-        AllocationStatus::Reserved | AllocationStatus::PaymentPending => None,
-    };
-    if let Some(movement) = movement {
-        events::move_counts(
-            tx,
-            allocation.event_id,
-            movement,
-            i64::from(allocation.quantity),
-        )
-        .await?;
+    let (event_id, quantity, actor) = (
+        allocation.event_id,
+        i64::from(allocation.quantity),
+        &allocation.fingerprint_hash,
+    );
+    match next {
+        AllocationStatus::Cancelled => {
+            events::move_counts(
+                tx,
+                event_id,
+                CountMove::Release,
+                quantity,
+                ChangeKind::TicketCancelled,
+                actor,
+            )
+            .await?
+        }
+        AllocationStatus::Expired => {
+            events::move_counts(
+                tx,
+                event_id,
+                CountMove::Release,
+                quantity,
+                ChangeKind::TicketExpired,
+                actor,
+            )
+            .await?
+        }
+        AllocationStatus::Purchased => {
+            events::move_counts(
+                tx,
+                event_id,
+                CountMove::Purchase,
+                quantity,
+                ChangeKind::TicketPurchased,
+                actor,
+            )
+            .await?
+        }
+        // A declined payment puts the hold back: no tickets move, but watchers hear of it.
+        AllocationStatus::Reserved => {
+            events::announce(tx, event_id, ChangeKind::TicketAllocated, actor).await?
+        }
+        // payment_pending counts as reserved: nothing moves and nothing is announced.
+        AllocationStatus::PaymentPending => {}
     }
     Ok(updated)
 }
@@ -300,11 +332,20 @@ async fn expire_lapsed_in(tx: &mut Tx, event_id: Uuid, batch: i64) -> Result<i64
     if events::lock(tx, event_id).await?.is_none() {
         return Ok(0);
     }
-    let (expired, tickets) = allocations::expire_lapsed(tx, event_id, batch).await?;
-    if tickets > 0 {
-        events::move_counts(tx, event_id, CountMove::Release, tickets).await?;
+    let expired = allocations::expire_lapsed(tx, event_id, batch).await?;
+    if let Some(actor) = expired.last_holder.as_deref() {
+        let kind = ChangeKind::TicketExpired;
+        events::move_counts(
+            tx,
+            event_id,
+            CountMove::Release,
+            expired.tickets,
+            kind,
+            actor,
+        )
+        .await?;
     }
-    Ok(expired)
+    Ok(expired.holds)
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N]> {

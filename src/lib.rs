@@ -12,6 +12,8 @@ pub mod embedded_pg;
 pub mod error;
 pub mod holds;
 pub mod http;
+pub mod live;
+pub mod metrics;
 pub mod payment;
 pub mod purchase;
 pub mod server;

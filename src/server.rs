@@ -16,7 +16,9 @@ use crate::config::{DatabaseArgs, ServeArgs};
 use crate::db;
 use crate::domain::fingerprint::FingerprintKey;
 use crate::embedded_pg::EmbeddedPostgres;
+use crate::live::LiveStats;
 use crate::payment::SimulatedProvider;
+use crate::purchase::Purchaser;
 use crate::state::{AppState, SaleRules};
 
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -94,13 +96,20 @@ impl Server {
             pool: database.pool.clone(),
             rules: Arc::new(SaleRules {
                 max_tickets_per_purchase: args.max_tickets_per_purchase,
-                hold_seconds: args.hold_seconds,
                 payment_recovery_seconds: args.payment_recovery_seconds,
             }),
             fingerprint_key: fingerprint_key(&database.pool, args.fingerprint_secret.as_deref())
                 .await?,
             payments: Arc::new(SimulatedProvider::new(database.pool.clone())),
+            purchaser: Purchaser::new(
+                database.pool.clone(),
+                args.hold_seconds,
+                args.purchase_mode,
+                args.purchase_batch_max as usize,
+            ),
+            live: LiveStats::new(),
         };
+        crate::metrics::handle();
         let listener = TcpListener::bind(args.listen).await?;
         tracing::info!(address = %listener.local_addr()?, database = %which, "boxoffice listening");
         Ok(Self {

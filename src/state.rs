@@ -5,13 +5,14 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::domain::fingerprint::FingerprintKey;
+use crate::live::LiveStats;
 use crate::payment::PaymentProvider;
+use crate::purchase::Purchaser;
 
 /// Rules of the sale, fixed at start-up from the configuration.
 #[derive(Debug, Clone)]
 pub struct SaleRules {
     pub max_tickets_per_purchase: i32,
-    pub hold_seconds: u32,
     pub payment_recovery_seconds: u32,
 }
 
@@ -21,4 +22,6 @@ pub struct AppState {
     pub rules: Arc<SaleRules>,
     pub fingerprint_key: FingerprintKey,
     pub payments: Arc<dyn PaymentProvider>,
+    pub purchaser: Purchaser,
+    pub live: LiveStats,
 }

@@ -47,6 +47,7 @@ pub async fn sweep_once(state: &AppState) -> crate::error::Result<(i64, usize)> 
     }
     if expired > 0 {
         tracing::info!(expired, "expired lapsed holds");
+        crate::metrics::holds_expired(expired);
     }
 
     let stale = crate::db::allocations::stale_payments(
@@ -67,5 +68,6 @@ pub async fn sweep_once(state: &AppState) -> crate::error::Result<(i64, usize)> 
             }
         }
     }
+    crate::metrics::payments_recovered(settled);
     Ok((expired, settled))
 }

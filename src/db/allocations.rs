@@ -1,12 +1,15 @@
 //! SQL for the `ticket_allocations` table. Writes here run inside a transaction that
 //! already holds the allocation's event row lock (see `db::events::lock`).
 
+use std::collections::HashMap;
+
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::allocation::{Allocation, AllocationStatus};
 use crate::domain::fingerprint::FingerprintHash;
+use crate::domain::grant::Ask;
 use crate::domain::page::PageRequest;
 
 /// The columns an [`Allocation`] is read from, as a literal for `concat!`.
@@ -42,45 +45,54 @@ impl FromRow<'_, PgRow> for Allocation {
     }
 }
 
-/// Inserts a `reserved` hold that lapses `hold_seconds` from now (database clock).
+/// Inserts one `reserved` hold per ask, in one statement, each lapsing `hold_seconds` from
+/// now (database clock). Returned in the order of `asks`.
 pub async fn insert_reserved(
     conn: &mut PgConnection,
     event_id: Uuid,
-    quantity: i32,
-    fingerprint: &FingerprintHash,
+    asks: &[Ask],
     hold_seconds: u32,
-) -> Result<Allocation, sqlx::Error> {
-    sqlx::query_as(concat!(
+) -> Result<Vec<Allocation>, sqlx::Error> {
+    let ids: Vec<Uuid> = asks.iter().map(|_| Uuid::new_v4()).collect();
+    let quantities: Vec<i32> = asks.iter().map(|a| a.quantity).collect();
+    let buyers: Vec<&str> = asks.iter().map(|a| a.buyer.as_str()).collect();
+    let mut rows: Vec<Allocation> = sqlx::query_as(concat!(
         "INSERT INTO ticket_allocations (id, event_id, quantity, status, fingerprint_hash, expires_at) \
-         VALUES ($1, $2, $3, 'reserved', $4, now() + make_interval(secs => $5)) \
+         SELECT id, $1, quantity, 'reserved', buyer, now() + make_interval(secs => $5) \
+         FROM unnest($2::uuid[], $3::int[], $4::text[]) AS ask(id, quantity, buyer) \
          RETURNING ",
         allocation_columns!()
     ))
-    .bind(Uuid::new_v4())
     .bind(event_id)
-    .bind(quantity)
-    .bind(fingerprint.as_str())
+    .bind(&ids)
+    .bind(&quantities)
+    .bind(&buyers)
     .bind(f64::from(hold_seconds))
-    .fetch_one(conn)
-    .await
+    .fetch_all(conn)
+    .await?;
+    // RETURNING order is not guaranteed: put the rows back in ask order.
+    rows.sort_by_key(|row| ids.iter().position(|id| *id == row.id));
+    Ok(rows)
 }
 
-/// Tickets this buyer holds or has bought for the event (reserved, payment_pending and
-/// purchased). Read under the event lock, so no concurrent purchase can change it.
-pub async fn held_by_fingerprint(
+/// Tickets each of `buyers` holds or has bought for the event (reserved, payment_pending and
+/// purchased). Read under the event lock, so no concurrent purchase can change the sums.
+pub async fn held_by_buyers(
     conn: &mut PgConnection,
     event_id: Uuid,
-    fingerprint: &FingerprintHash,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT COALESCE(sum(quantity), 0)::bigint FROM ticket_allocations \
-         WHERE fingerprint_hash = $1 AND event_id = $2 \
-           AND status IN ('reserved', 'payment_pending', 'purchased')",
+    buyers: &[&str],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT fingerprint_hash, sum(quantity)::bigint FROM ticket_allocations \
+         WHERE fingerprint_hash = ANY($2) AND event_id = $1 \
+           AND status IN ('reserved', 'payment_pending', 'purchased') \
+         GROUP BY fingerprint_hash",
     )
-    .bind(fingerprint.as_str())
     .bind(event_id)
-    .fetch_one(conn)
-    .await
+    .bind(buyers)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Allocation>, sqlx::Error> {
@@ -215,8 +227,8 @@ pub async fn expire_lapsed(
     conn: &mut PgConnection,
     event_id: Uuid,
     limit: i64,
-) -> Result<(i64, i64), sqlx::Error> {
-    let row: (i64, i64) = sqlx::query_as(
+) -> Result<ExpiredHolds, sqlx::Error> {
+    let (holds, tickets, last_holder): (i64, i64, Option<String>) = sqlx::query_as(
         "WITH lapsed AS ( \
              SELECT id FROM ticket_allocations \
              WHERE event_id = $1 AND status = 'reserved' AND expires_at <= now() \
@@ -224,14 +236,27 @@ pub async fn expire_lapsed(
          expired AS ( \
              UPDATE ticket_allocations a \
              SET status = 'expired', expired_at = now(), updated_at = now() \
-             FROM lapsed WHERE a.id = lapsed.id RETURNING a.quantity) \
-         SELECT count(*)::bigint, COALESCE(sum(quantity), 0)::bigint FROM expired",
+             FROM lapsed WHERE a.id = lapsed.id RETURNING a.quantity, a.fingerprint_hash) \
+         SELECT count(*)::bigint, COALESCE(sum(quantity), 0)::bigint, max(fingerprint_hash) FROM expired",
     )
     .bind(event_id)
     .bind(limit)
     .fetch_one(conn)
     .await?;
-    Ok(row)
+    Ok(ExpiredHolds {
+        holds,
+        tickets,
+        last_holder,
+    })
+}
+
+/// What one expiry batch did.
+#[derive(Debug)]
+pub struct ExpiredHolds {
+    pub holds: i64,
+    pub tickets: i64,
+    /// One of the expired holds' buyers, for the change notification.
+    pub last_holder: Option<String>,
 }
 
 /// Allocations left in `payment_pending` for longer than `older_than_seconds`: their

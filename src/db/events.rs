@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::page::PageRequest;
+use crate::domain::stats::{ChangeKind, actor_tag};
 
 /// The columns an [`Event`] is read from, as a literal so queries can be built with `concat!`.
 macro_rules! event_columns {
@@ -77,6 +78,15 @@ pub async fn list(pool: &PgPool, page: PageRequest) -> Result<(Vec<Event>, i64),
     Ok((events, total))
 }
 
+/// The event's available tickets as last committed, read without a lock (`None`: no such
+/// event).
+pub async fn available_tickets(pool: &PgPool, id: Uuid) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar("SELECT available_tickets FROM events WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// Takes the event's row lock for the rest of the transaction and returns the row as it is
 /// now. Every transaction that changes an event's counts or its allocations calls this
 /// first: one lock order (event, then allocations) everywhere is what rules out deadlocks.
@@ -102,32 +112,82 @@ pub enum CountMove {
     Purchase,
 }
 
-/// Moves `quantity` tickets between counts. Call only while holding the event's row lock
-/// (see [`lock`]); the CHECK constraints refuse any result that would oversell.
+/// The channel every instance LISTENs on for count changes.
+pub const CHANGES_CHANNEL: &str = "boxoffice_event_changes";
+
+/// The `pg_notify` call that announces an event's counts after a change, as SQL over the
+/// `events` row, given the parameters holding the change kind and the actor tag. A
+/// notification is sent at commit and dropped on rollback, and all are delivered in commit
+/// order.
+macro_rules! notify_counts {
+    ($kind:literal, $actor:literal) => {
+        concat!(
+            "pg_notify('boxoffice_event_changes', json_build_object(\
+               'eventId', id, 'total', total_tickets, 'available', available_tickets, \
+               'reserved', reserved_tickets, 'purchased', purchased_tickets, \
+               'type', ",
+            $kind,
+            "::text, 'actor', ",
+            $actor,
+            "::text)::text)"
+        )
+    };
+}
+
+/// Moves `quantity` tickets between counts and announces the change, in one statement. Call
+/// only while holding the event's row lock (see [`lock`]); the CHECK constraints refuse any
+/// result that would oversell.
 pub async fn move_counts(
     conn: &mut PgConnection,
     id: Uuid,
     movement: CountMove,
     quantity: i64,
+    change: ChangeKind,
+    actor: &str,
 ) -> Result<(), sqlx::Error> {
     let sql = match movement {
-        CountMove::Reserve => {
+        CountMove::Reserve => concat!(
             "UPDATE events SET available_tickets = available_tickets - $2, \
-             reserved_tickets = reserved_tickets + $2, updated_at = now() WHERE id = $1"
-        }
-        CountMove::Release => {
+             reserved_tickets = reserved_tickets + $2, updated_at = now() WHERE id = $1 RETURNING ",
+            notify_counts!("$3", "$4")
+        ),
+        CountMove::Release => concat!(
             "UPDATE events SET available_tickets = available_tickets + $2, \
-             reserved_tickets = reserved_tickets - $2, updated_at = now() WHERE id = $1"
-        }
-        CountMove::Purchase => {
+             reserved_tickets = reserved_tickets - $2, updated_at = now() WHERE id = $1 RETURNING ",
+            notify_counts!("$3", "$4")
+        ),
+        CountMove::Purchase => concat!(
             "UPDATE events SET reserved_tickets = reserved_tickets - $2, \
-             purchased_tickets = purchased_tickets + $2, updated_at = now() WHERE id = $1"
-        }
+             purchased_tickets = purchased_tickets + $2, updated_at = now() WHERE id = $1 RETURNING ",
+            notify_counts!("$3", "$4")
+        ),
     };
     sqlx::query(sql)
         .bind(id)
-        .bind(quantity as i32)
+        .bind(i32::try_from(quantity).map_err(|e| sqlx::Error::Encode(e.into()))?)
+        .bind(change.as_str())
+        .bind(actor_tag(actor))
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Announces a change that moved no counts (a declined payment back to reserved).
+pub async fn announce(
+    conn: &mut PgConnection,
+    id: Uuid,
+    change: ChangeKind,
+    actor: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(concat!(
+        "SELECT ",
+        notify_counts!("$2", "$3"),
+        " FROM events WHERE id = $1"
+    ))
+    .bind(id)
+    .bind(change.as_str())
+    .bind(actor_tag(actor))
+    .execute(conn)
+    .await?;
     Ok(())
 }

@@ -4,4 +4,6 @@
 pub mod allocation;
 pub mod event;
 pub mod fingerprint;
+pub mod grant;
 pub mod page;
+pub mod stats;

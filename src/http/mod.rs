@@ -5,11 +5,12 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod ops;
+pub mod stream;
 pub mod tickets;
 
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -40,12 +41,14 @@ pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(events::create_event, events::list_events))
         .routes(routes!(events::get_event))
+        .routes(routes!(stream::event_stream))
         .routes(routes!(tickets::purchase_tickets))
         .routes(routes!(tickets::pay_for_tickets, tickets::cancel_tickets))
         .routes(routes!(tickets::get_ticket))
         .routes(routes!(tickets::list_tickets))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
+        .routes(routes!(ops::metrics))
 }
 
 /// The complete application: API, OpenAPI document, error mapping and request logging.
@@ -103,14 +106,23 @@ async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // The route template (`/events/{id}`), not the path, labels metrics: bounded cardinality.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
     let response = next.run(request).await;
+    let latency = started.elapsed();
+    let status = response.status().as_u16();
     tracing::info!(
         target: "boxoffice::request",
         %method,
         %path,
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        status,
+        latency_ms = latency.as_secs_f64() * 1000.0,
         "request"
     );
+    crate::metrics::http_request(method.as_str(), &route, status, latency);
     response
 }

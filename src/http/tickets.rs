@@ -9,8 +9,8 @@ use super::extract::{ApiJson, ApiQuery, Caller, IdPath};
 use crate::domain::allocation::{Allocation, PaymentRequest, PurchaseRequest, Quantity};
 use crate::domain::page::{Page, PageQuery, PageRequest};
 use crate::error::{Error, FieldError, Result};
+use crate::holds;
 use crate::state::AppState;
-use crate::{holds, purchase};
 
 /// Reserve tickets: a hold that lasts until paid, cancelled or lapsed.
 #[utoipa::path(
@@ -39,15 +39,12 @@ pub async fn purchase_tickets(
     let quantity = Quantity::parse(request.quantity, state.rules.max_tickets_per_purchase)
         .map_err(|message| Error::Validation(vec![FieldError::new("quantity", message)]))?;
     let buyer = caller.identify(&state.fingerprint_key, request.user_fingerprint.as_deref())?;
-    let allocation = purchase::purchase(
-        &state.pool,
-        event_id,
-        quantity,
-        &buyer,
-        state.rules.hold_seconds,
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(allocation)))
+    let outcome = state.purchaser.purchase(event_id, quantity, buyer).await;
+    crate::metrics::purchase_outcome(match &outcome {
+        Ok(_) => "reserved",
+        Err(err) => err.status_and_code().1,
+    });
+    Ok((StatusCode::CREATED, Json(outcome?)))
 }
 
 /// Pay for a hold. Only its holder may pay.

@@ -1,0 +1,124 @@
+//! Deciding which purchase requests of a batch get tickets: pure logic, run under the event
+//! row lock against the locked counts.
+
+use std::collections::HashMap;
+
+use crate::domain::fingerprint::FingerprintHash;
+use crate::error::Error;
+
+/// One purchase request waiting for a decision.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub quantity: i32,
+    pub buyer: FingerprintHash,
+}
+
+/// Grants requests strictly in arrival order while stock lasts. A request that does not fit
+/// gets its own refusal; later, smaller requests may still fit. The per-buyer cap counts what
+/// each buyer already holds plus what this batch has granted them so far.
+///
+/// `held` gives each capped buyer's current tickets for the event (absent means none).
+pub fn decide(
+    available: i32,
+    cap: Option<i32>,
+    held: &HashMap<String, i64>,
+    asks: &[Ask],
+) -> Vec<Result<(), Error>> {
+    let mut remaining = available;
+    let mut granted_to: HashMap<&str, i64> = HashMap::new();
+    asks.iter()
+        .map(|ask| {
+            if remaining == 0 {
+                return Err(Error::TicketsSoldOut);
+            }
+            if remaining < ask.quantity {
+                return Err(Error::InsufficientTickets {
+                    available: remaining,
+                });
+            }
+            if let Some(limit) = cap {
+                let buyer = ask.buyer.as_str();
+                let already = held.get(buyer).copied().unwrap_or(0)
+                    + granted_to.get(buyer).copied().unwrap_or(0);
+                if already + i64::from(ask.quantity) > i64::from(limit) {
+                    return Err(Error::FingerprintLimit {
+                        limit,
+                        held: already,
+                    });
+                }
+                *granted_to.entry(buyer).or_default() += i64::from(ask.quantity);
+            }
+            remaining -= ask.quantity;
+            Ok(())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fingerprint::{FingerprintKey, FingerprintSource};
+
+    fn buyer(name: &str) -> FingerprintHash {
+        FingerprintKey::new("k").hash(&FingerprintSource::Client(name.into()))
+    }
+
+    fn ask(quantity: i32, name: &str) -> Ask {
+        Ask {
+            quantity,
+            buyer: buyer(name),
+        }
+    }
+
+    fn codes(results: &[Result<(), Error>]) -> Vec<&'static str> {
+        results
+            .iter()
+            .map(|r| match r {
+                Ok(()) => "ok",
+                Err(Error::TicketsSoldOut) => "sold_out",
+                Err(Error::InsufficientTickets { .. }) => "insufficient",
+                Err(Error::FingerprintLimit { .. }) => "limit",
+                Err(_) => "other",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn grants_in_arrival_order_while_stock_lasts() {
+        let asks = [
+            ask(2, "a"),
+            ask(2, "b"),
+            ask(2, "c"),
+            ask(1, "d"),
+            ask(1, "e"),
+        ];
+        let results = decide(5, None, &HashMap::new(), &asks);
+        assert_eq!(
+            codes(&results),
+            ["ok", "ok", "insufficient", "ok", "sold_out"]
+        );
+        assert!(matches!(
+            results[2],
+            Err(Error::InsufficientTickets { available: 1 })
+        ));
+    }
+
+    #[test]
+    fn cap_counts_held_tickets_and_earlier_grants_in_the_batch() {
+        let mut held = HashMap::new();
+        held.insert(buyer("a").as_str().to_owned(), 1);
+        let asks = [ask(1, "a"), ask(1, "a"), ask(2, "b"), ask(1, "b")];
+        let results = decide(100, Some(2), &held, &asks);
+        assert_eq!(codes(&results), ["ok", "limit", "ok", "limit"]);
+        assert!(matches!(
+            results[1],
+            Err(Error::FingerprintLimit { limit: 2, held: 2 })
+        ));
+    }
+
+    #[test]
+    fn nothing_left_means_sold_out_for_everyone() {
+        let results = decide(0, None, &HashMap::new(), &[ask(1, "a"), ask(3, "b")]);
+        assert_eq!(codes(&results), ["sold_out", "sold_out"]);
+    }
+}

@@ -1,0 +1,100 @@
+//! Live statistics of an event: what changed, and the message subscribers receive.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The kind of change that moved an event's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// A hold was made (or a declined payment put one back to reserved).
+    TicketAllocated,
+    TicketPurchased,
+    TicketCancelled,
+    TicketExpired,
+}
+
+impl ChangeKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::TicketAllocated => "ticket_allocated",
+            Self::TicketPurchased => "ticket_purchased",
+            Self::TicketCancelled => "ticket_cancelled",
+            Self::TicketExpired => "ticket_expired",
+        }
+    }
+}
+
+/// A change as broadcast through PostgreSQL `NOTIFY` to every instance: the event's counts
+/// right after the change (notifications arrive in commit order, so the last one is current).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CountsChanged {
+    pub event_id: Uuid,
+    pub total: i32,
+    pub available: i32,
+    pub reserved: i32,
+    pub purchased: i32,
+    #[serde(rename = "type")]
+    pub kind: ChangeKind,
+    /// First 8 hex characters of the acting buyer's fingerprint hash.
+    pub actor: String,
+}
+
+/// `statistics` of a stream message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Statistics {
+    pub total_tickets: i32,
+    pub remaining_tickets: i32,
+    /// Reserved, including holds whose payment is in progress.
+    pub allocated_tickets: i32,
+    /// Purchased.
+    pub confirmed_tickets: i32,
+}
+
+/// `lastEvent` of a stream message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LastEvent {
+    #[serde(rename = "type")]
+    pub kind: ChangeKind,
+    #[schema(example = "3fa85f64")]
+    pub actor: String,
+}
+
+/// The data of one `stats` message on `GET /events/{id}/stream`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsMessage {
+    pub event_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+    pub statistics: Statistics,
+    /// The change that produced this message; null for the snapshot sent on connect.
+    pub last_event: Option<LastEvent>,
+}
+
+impl StatsMessage {
+    pub fn from_change(change: &CountsChanged, timestamp: OffsetDateTime) -> Self {
+        Self {
+            event_id: change.event_id,
+            timestamp,
+            statistics: Statistics {
+                total_tickets: change.total,
+                remaining_tickets: change.available,
+                allocated_tickets: change.reserved,
+                confirmed_tickets: change.purchased,
+            },
+            last_event: Some(LastEvent {
+                kind: change.kind,
+                actor: change.actor.clone(),
+            }),
+        }
+    }
+}
+
+/// The short actor tag of a stored fingerprint hash.
+pub fn actor_tag(fingerprint_hash: &str) -> String {
+    fingerprint_hash.chars().take(8).collect()
+}

@@ -1,0 +1,80 @@
+//! `GET /events/{id}/stream`: live statistics over Server-Sent Events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
+use futures_util::stream;
+
+use super::error::ErrorBody;
+use super::extract::IdPath;
+use crate::db;
+use crate::domain::stats::StatsMessage;
+use crate::error::{Error, Result};
+use crate::live::{MIN_INTERVAL, Published, Subscription};
+use crate::state::AppState;
+
+/// Idle connections get a comment line this often, so proxies keep them open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Stream an event's ticket statistics: a snapshot on connect, then a message after every
+/// change (at most one per 100 ms, always ending on the latest state).
+#[utoipa::path(
+    get, path = "/events/{id}/stream", tag = "events",
+    params(("id" = uuid::Uuid, Path, description = "Event id")),
+    responses(
+        (status = 200, description = "`text/event-stream` of `stats` messages (`event: stats`, increasing `id:`)",
+         content_type = "text/event-stream", body = StatsMessage),
+        (status = 400, description = "BAD_REQUEST: id is not a UUID", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such event (before any stream starts)", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
+    )
+)]
+pub async fn event_stream(
+    State(state): State<AppState>,
+    IdPath(event_id): IdPath,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    // Subscribe before reading the snapshot, so no change can slip between the two.
+    let mut subscription = state.live.subscribe(event_id);
+    subscription.mark_seen();
+    let event = db::events::find(&state.pool, event_id)
+        .await?
+        .ok_or(Error::NotFound("event"))?;
+    let snapshot = state.live.snapshot(&event);
+    Ok(
+        Sse::new(messages(snapshot, subscription))
+            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
+    )
+}
+
+/// The snapshot, then each newer state, no two closer than [`MIN_INTERVAL`].
+fn messages(
+    snapshot: Published,
+    subscription: Subscription,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    stream::unfold(
+        (Some(snapshot), subscription, false),
+        |(pending, mut subscription, sent_one)| async move {
+            let next = match pending {
+                Some(first) => first,
+                None => {
+                    if sent_one && !subscription.pause(MIN_INTERVAL).await {
+                        return None;
+                    }
+                    subscription.next().await?
+                }
+            };
+            Some((Ok(to_sse(&next)), (None, subscription, true)))
+        },
+    )
+}
+
+fn to_sse(published: &Published) -> SseEvent {
+    SseEvent::default()
+        .event("stats")
+        .id(published.id.to_string())
+        .json_data(published.message.as_ref())
+        .unwrap_or_else(|_| SseEvent::default().comment("unserializable message"))
+}

@@ -1,0 +1,113 @@
+//! The purchase transaction (ADR-004), for one request or a batch of them:
+//!
+//! 1. begin;
+//! 2. lock the event row (`SELECT … FOR UPDATE`): purchases of one event queue here, so
+//!    each transaction sees the counts the previous one committed;
+//! 3. check availability and the per-buyer cap against those locked counts;
+//! 4. insert the `reserved` allocations (one statement for the whole batch);
+//! 5. move the tickets from available to reserved (one statement, which also announces
+//!    the change through `pg_notify`, delivered at commit);
+//! 6. commit, which releases the lock.
+//!
+//! Only database statements run while the lock is held: after the lock returns, at most
+//! four round trips (cap sums when the event has a cap, insert, update, commit).
+//! Isolation is READ COMMITTED: the row lock, not the snapshot, serializes buyers, and
+//! `FOR UPDATE` always returns the latest committed row; every statement after it takes a
+//! fresh snapshot, so the cap sums see every earlier commit. Were the code ever wrong, the
+//! CHECK constraints on `events` still refuse a count below zero or a total that does not
+//! balance, and the transaction fails instead of overselling.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::db::events::CountMove;
+use crate::db::{allocations, events};
+use crate::domain::allocation::Allocation;
+use crate::domain::grant::{Ask, decide};
+use crate::domain::stats::ChangeKind;
+use crate::error::{Error, Result};
+use crate::metrics;
+
+/// Runs the purchase transaction for `asks` (in arrival order) and returns one answer per
+/// ask. The outer error means the transaction itself failed, and nothing was written.
+pub async fn reserve(
+    pool: &PgPool,
+    event_id: Uuid,
+    asks: &[Ask],
+    hold_seconds: u32,
+) -> Result<Vec<Result<Allocation>>> {
+    // Step 1.
+    let mut tx = pool.begin().await?;
+
+    // Step 2: the event row lock, held until commit or rollback.
+    let waiting = Instant::now();
+    let Some(event) = events::lock(&mut tx, event_id).await? else {
+        tx.rollback().await?;
+        return Ok(asks.iter().map(|_| Err(Error::NotFound("event"))).collect());
+    };
+    let locked = Instant::now();
+    metrics::lock_waited(locked - waiting);
+
+    // Step 3: decide against the locked counts.
+    let held = match event.max_tickets_per_fingerprint {
+        Some(_) => {
+            let buyers: Vec<&str> = asks.iter().map(|a| a.buyer.as_str()).collect();
+            allocations::held_by_buyers(&mut tx, event_id, &buyers).await?
+        }
+        None => HashMap::new(),
+    };
+    let decisions = decide(
+        event.available_tickets,
+        event.max_tickets_per_fingerprint,
+        &held,
+        asks,
+    );
+    let granted: Vec<Ask> = asks
+        .iter()
+        .zip(&decisions)
+        .filter(|(_, decision)| decision.is_ok())
+        .map(|(ask, _)| ask.clone())
+        .collect();
+    let Some(last) = granted.last() else {
+        // Nothing to write: release the lock at once.
+        tx.rollback().await?;
+        metrics::lock_held(locked.elapsed());
+        return Ok(decisions
+            .into_iter()
+            .map(|d| d.and_then(|()| Err(Error::internal("a grant without a row"))))
+            .collect());
+    };
+
+    // Steps 4 and 5: the holds and the counts, under the same lock and transaction.
+    let tickets: i64 = granted.iter().map(|a| i64::from(a.quantity)).sum();
+    let mut rows = allocations::insert_reserved(&mut tx, event_id, &granted, hold_seconds)
+        .await?
+        .into_iter();
+    events::move_counts(
+        &mut tx,
+        event_id,
+        CountMove::Reserve,
+        tickets,
+        ChangeKind::TicketAllocated,
+        last.buyer.as_str(),
+    )
+    .await?;
+
+    // Step 6.
+    tx.commit().await?;
+    metrics::lock_held(locked.elapsed());
+    metrics::batch_committed(granted.len());
+
+    Ok(decisions
+        .into_iter()
+        .map(|decision| {
+            decision.and_then(|()| {
+                rows.next()
+                    .ok_or_else(|| Error::internal("fewer rows than grants"))
+            })
+        })
+        .collect())
+}
