@@ -136,21 +136,31 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let (stop_sweeper, sweeper_stopped) = watch::channel(false);
+        let (stop_background, background_stopped) = watch::channel(false);
         let sweeper = tokio::spawn(crate::sweeper::run(
             self.state.clone(),
             self.sweep_interval,
-            sweeper_stopped,
+            background_stopped.clone(),
         ));
+        let live = self.state.live.clone();
+        let change_listener = tokio::spawn(
+            live.clone()
+                .listen(self.state.pool.clone(), background_stopped),
+        );
         let app = crate::http::router(self.state);
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Open streams never finish by themselves: end them so the drain can complete.
+            live.close();
+        })
         .await;
-        let _ = stop_sweeper.send(true);
+        let _ = stop_background.send(true);
         let _ = sweeper.await;
+        let _ = change_listener.await;
         self.database.close().await;
         tracing::info!("boxoffice stopped");
         Ok(served?)

@@ -5,21 +5,23 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod ops;
+pub mod page;
 pub mod stream;
 pub mod tickets;
 
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::Error;
 use crate::state::AppState;
@@ -54,14 +56,18 @@ pub fn api() -> OpenApiRouter<AppState> {
 /// The complete application: API, OpenAPI document, error mapping and request logging.
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = api().split_for_parts();
-    let openapi_json = serde_json::to_value(&openapi).expect("the OpenAPI document serializes");
-    api.route("/openapi.json", get(async move || Json(openapi_json)))
+    api.merge(page::routes())
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(async || Error::NotFound("route"))
         .method_not_allowed_fallback(async || Error::MethodNotAllowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(middleware::map_response(json_errors))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(middleware::from_fn(log_request))
 }
 

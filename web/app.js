@@ -1,0 +1,1 @@
+// The web page's script: filled in by the web page work.
