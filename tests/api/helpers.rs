@@ -366,3 +366,238 @@ pub fn assert_error(status: StatusCode, body: &Value, expected_status: StatusCod
         "error message: {body}"
     );
 }
+
+/// A device fingerprint no other buyer in the run uses.
+pub fn new_fingerprint() -> String {
+    format!("device-{}", Uuid::new_v4().simple())
+}
+
+/// An RFC 3339 timestamp from a JSON field.
+pub fn timestamp(value: &Value) -> time::OffsetDateTime {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("timestamp expected, got {value}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text:?} is not RFC 3339: {e}"))
+}
+
+/// Polls `probe` every 20 ms until it yields a value; panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An allocation row as stored, every lifecycle column included.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AllocationRow {
+    pub event_id: Uuid,
+    pub quantity: i32,
+    pub status: String,
+    pub fingerprint_hash: String,
+    pub expires_at: time::OffsetDateTime,
+    pub reserved_at: time::OffsetDateTime,
+    pub payment_pending_at: Option<time::OffsetDateTime>,
+    pub purchased_at: Option<time::OffsetDateTime>,
+    pub cancelled_at: Option<time::OffsetDateTime>,
+    pub expired_at: Option<time::OffsetDateTime>,
+    pub payment_reference: Option<String>,
+    pub confirmation_code: Option<String>,
+    pub created_at: time::OffsetDateTime,
+    pub updated_at: time::OffsetDateTime,
+}
+
+/// An event's counts: (available, reserved, purchased).
+pub type Counts = (i64, i64, i64);
+
+impl TestApp {
+    /// The stored row of an allocation.
+    pub async fn allocation_row(&self, allocation_id: &str) -> AllocationRow {
+        sqlx::query_as(
+            "SELECT event_id, quantity, status, fingerprint_hash, expires_at, reserved_at, \
+                    payment_pending_at, purchased_at, cancelled_at, expired_at, \
+                    payment_reference, confirmation_code, created_at, updated_at \
+             FROM ticket_allocations WHERE id = $1",
+        )
+        .bind(Uuid::parse_str(allocation_id).expect("allocation id is a UUID"))
+        .fetch_one(&self.pool)
+        .await
+        .expect("the allocation row exists")
+    }
+
+    /// The outcome the payment ledger recorded for a reference, if any.
+    pub async fn charge_outcome(&self, reference: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT outcome FROM payment_charges WHERE reference = $1")
+            .bind(reference)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// `GET /tickets/{id}` as the buyer with this fingerprint.
+    pub async fn ticket(&self, allocation_id: &str, fingerprint: &str) -> (StatusCode, Value) {
+        self.send(
+            self.request(Method::GET, &format!("/tickets/{allocation_id}"))
+                .header("X-Device-Fingerprint", fingerprint),
+        )
+        .await
+    }
+
+    /// The event's counts as the API reports them.
+    pub async fn counts(&self, event_id: &str) -> Counts {
+        let event = self.event(event_id).await;
+        let count = |field: &str| {
+            event[field]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{field} in {event}"))
+        };
+        (
+            count("availableTickets"),
+            count("reservedTickets"),
+            count("purchasedTickets"),
+        )
+    }
+
+    /// Name of the test's database.
+    pub fn database_name(&self) -> String {
+        self.pool
+            .connect_options()
+            .get_database()
+            .expect("test pool names its database")
+            .to_owned()
+    }
+}
+
+/// Deadlocks PostgreSQL has detected in `database` (`pg_stat_database.deadlocks`). Call once
+/// every connection to it is closed: backends publish their statistics when they exit.
+pub async fn deadlocks_detected(database: &str) -> i64 {
+    let mut admin = admin_connection().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                .bind(database)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} connections to {database} still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = $1")
+        .bind(database)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+}
+
+/// One Server-Sent Events message.
+#[derive(Debug, Clone)]
+pub struct SseMessage {
+    pub event: String,
+    pub id: Option<u64>,
+    pub data: Value,
+}
+
+/// A minimal SSE reader over a streaming response: enough to check what the server sends.
+pub struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    pub async fn connect(app: &TestApp, path: &str) -> Self {
+        let response = app
+            .client
+            .get(app.url(path))
+            .send()
+            .await
+            .expect("stream connects");
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
+        Self {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next message (comments skipped), or `None` if the stream ended or `timeout` passed.
+    pub async fn next(&mut self, timeout: Duration) -> Option<SseMessage> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = String::from("message");
+                let mut id = None;
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        event = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("id:") {
+                        id = value.trim().parse().ok();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a comment (keep-alive) block
+                }
+                let data = serde_json::from_str(&data).expect("stream data is JSON");
+                return Some(SseMessage { event, id, data });
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .ok()?;
+            match chunk.expect("stream reads") {
+                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                None => return None,
+            }
+        }
+    }
+
+    /// Reads messages until one satisfies `done`, returning all read (the last matching).
+    pub async fn until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&SseMessage) -> bool,
+    ) -> Vec<SseMessage> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = self
+                .next(left)
+                .await
+                .unwrap_or_else(|| panic!("no matching message within {timeout:?}; saw {seen:#?}"));
+            let finished = done(&message);
+            seen.push(message);
+            if finished {
+                return seen;
+            }
+        }
+    }
+}
