@@ -7,6 +7,7 @@ mod errors;
 mod events;
 mod expiry;
 mod lifecycle;
+mod load;
 mod openapi;
 mod purchase;
 mod races;
