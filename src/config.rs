@@ -42,6 +42,16 @@ pub struct DatabaseArgs {
     #[arg(long, env = "BOXOFFICE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Longest a transaction waits for a row lock before giving up (503), in milliseconds.
+    #[arg(long, env = "BOXOFFICE_LOCK_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub lock_timeout_ms: u32,
+
+    /// Longest any single SQL statement may run before it is cancelled (503), in milliseconds.
+    #[arg(long, env = "BOXOFFICE_STATEMENT_TIMEOUT_MS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub statement_timeout_ms: u32,
+
     /// Maximum number of pooled database connections per instance.
     #[arg(long, env = "BOXOFFICE_DB_MAX_CONNECTIONS", default_value_t = 32)]
     pub db_max_connections: u32,
@@ -56,6 +66,12 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    /// Longest a request may take to produce its response before it is answered with 503,
+    /// in milliseconds (a stream counts as answered once it starts).
+    #[arg(long, env = "BOXOFFICE_REQUEST_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
 
     /// Most tickets one purchase request may ask for.
     #[arg(long, env = "BOXOFFICE_MAX_TICKETS_PER_PURCHASE", default_value_t = 10,

@@ -106,12 +106,13 @@ impl From<sqlx::Error> for Error {
     }
 }
 
-/// SQLSTATEs that mean the server is gone, shutting down, full or refusing connections
-/// (08 connection exceptions, 57P0x shutdowns, 53 insufficient resources, 55000 for a
-/// database not accepting connections, 3D000 missing database, 28 authorization): not bugs.
+/// SQLSTATEs that mean the server is gone, shutting down, full, refusing connections or too
+/// slow (08 connection exceptions, 57P0x shutdowns, 53 insufficient resources, 55000 for a
+/// database not accepting connections, 3D000 missing database, 28 authorization, 55P03
+/// lock_timeout, 57014 statement_timeout): not bugs, and worth a retry.
 fn is_connection_loss(code: Option<&str>) -> bool {
     matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
-        || c.starts_with("28") || c == "55000" || c == "3D000")
+        || c.starts_with("28") || c == "55000" || c == "3D000" || c == "55P03" || c == "57014")
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

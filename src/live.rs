@@ -34,6 +34,10 @@ pub struct Published {
 
 struct Inner {
     channels: Mutex<HashMap<Uuid, watch::Sender<Option<Published>>>>,
+    /// Each changed event's available tickets as of the last notification heard: always a
+    /// committed value, updated in commit order. Emptied whenever the listener is not
+    /// connected, since changes may then go unheard.
+    known_available: Mutex<HashMap<Uuid, i32>>,
     next_id: AtomicU64,
     closed: watch::Sender<bool>,
 }
@@ -55,6 +59,7 @@ impl LiveStats {
         Self {
             inner: Arc::new(Inner {
                 channels: Mutex::new(HashMap::new()),
+                known_available: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 closed: watch::channel(false).0,
             }),
@@ -104,6 +109,11 @@ impl LiveStats {
 
     /// Hands a change to the event's subscribers, if it has any.
     pub fn publish(&self, change: &CountsChanged) {
+        self.inner
+            .known_available
+            .lock()
+            .expect("availability map poisoned")
+            .insert(change.event_id, change.available);
         let channels = self.inner.channels.lock().expect("channel map poisoned");
         if let Some(sender) = channels.get(&change.event_id) {
             let published = Published {
@@ -112,6 +122,17 @@ impl LiveStats {
             };
             sender.send_replace(Some(published));
         }
+    }
+
+    /// The event's available tickets as last committed, if a change to it has been heard
+    /// since the listener (re)connected.
+    pub fn known_available(&self, event_id: Uuid) -> Option<i32> {
+        let known = self.inner.known_available.lock().expect("availability map poisoned");
+        known.get(&event_id).copied()
+    }
+
+    fn forget_known_available(&self) {
+        self.inner.known_available.lock().expect("availability map poisoned").clear();
     }
 
     /// Ends every stream (on shutdown), so graceful shutdown is not held up by them.
@@ -143,7 +164,7 @@ impl LiveStats {
                 _ = shutdown.changed() => return,
             };
             self.refresh_watched(&pool).await;
-            loop {
+            let reconnect = loop {
                 tokio::select! {
                     notification = listener.try_recv() => match notification {
                         Ok(Some(notification)) => match serde_json::from_str::<CountsChanged>(notification.payload()) {
@@ -151,14 +172,19 @@ impl LiveStats {
                             Err(err) => tracing::warn!(error = %err, "unreadable change notification"),
                         },
                         // The connection dropped: reconnect and refresh.
-                        Ok(None) => break,
+                        Ok(None) => break true,
                         Err(err) => {
                             tracing::warn!(error = %err, "lost the change listener; reconnecting");
-                            break;
+                            break true;
                         }
                     },
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => break false,
                 }
+            };
+            // Changes made while disconnected go unheard: forget what was known.
+            self.forget_known_available();
+            if !reconnect {
+                return;
             }
         }
     }

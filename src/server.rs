@@ -51,7 +51,11 @@ impl Database {
                 (server.connect_options(EMBEDDED_DATABASE), Some(server))
             }
         };
-        let pool = db::connect_pool(options, args.db_max_connections).await?;
+        let limits = db::SessionLimits {
+            lock_timeout_ms: args.lock_timeout_ms,
+            statement_timeout_ms: args.statement_timeout_ms,
+        };
+        let pool = db::connect_pool(options, args.db_max_connections, limits).await?;
         db::migrate(&pool).await?;
         Ok(Self { pool, embedded })
     }
@@ -80,6 +84,7 @@ pub struct Server {
     state: AppState,
     database: Database,
     sweep_interval: Duration,
+    request_timeout: Duration,
 }
 
 impl Server {
@@ -92,6 +97,7 @@ impl Server {
             (None, Some(url)) => format!("external PostgreSQL {}", redact(url)),
             (None, None) => unreachable!("no URL means embedded"),
         };
+        let live = LiveStats::new();
         let state = AppState {
             pool: database.pool.clone(),
             rules: Arc::new(SaleRules {
@@ -103,11 +109,12 @@ impl Server {
             payments: Arc::new(SimulatedProvider::new(database.pool.clone())),
             purchaser: Purchaser::new(
                 database.pool.clone(),
+                live.clone(),
                 args.hold_seconds,
                 args.purchase_mode,
                 args.purchase_batch_max as usize,
             ),
-            live: LiveStats::new(),
+            live,
         };
         crate::metrics::handle();
         let listener = TcpListener::bind(args.listen).await?;
@@ -117,6 +124,7 @@ impl Server {
             state,
             database,
             sweep_interval: Duration::from_millis(args.sweep_interval_ms),
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
         })
     }
 
@@ -147,7 +155,7 @@ impl Server {
             live.clone()
                 .listen(self.state.pool.clone(), background_stopped),
         );
-        let app = crate::http::router(self.state);
+        let app = crate::http::router(self.state, self.request_timeout);
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -49,7 +49,10 @@ pub struct Config {
     /// Idle live-statistics streams to hold open on the event during the run.
     #[arg(long, default_value_t = 0)]
     pub idle_streams: usize,
-    /// Also time `GET /events/{id}` instead of purchasing (read throughput).
+    /// Keep the idle streams open this many seconds after the run (to measure them).
+    #[arg(long, default_value_t = 0.0)]
+    pub hold_streams_seconds: f64,
+    /// Time `GET /events/{id}` instead of purchasing (read throughput).
     #[arg(long)]
     pub read_only: bool,
     /// Skip reading every allocation back after the run.
@@ -215,6 +218,9 @@ pub async fn run(config: &Config) -> Result<Report, String> {
         worker.await.map_err(|e| e.to_string())?;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    if !streams.is_empty() && config.hold_streams_seconds > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(config.hold_streams_seconds)).await;
+    }
     drop(streams);
 
     let mut tally = Arc::try_unwrap(tally)

@@ -221,8 +221,9 @@ pub async fn events_with_lapsed_holds(pool: &PgPool, limit: i64) -> Result<Vec<U
 }
 
 /// Marks up to `limit` lapsed `reserved` holds of one event `expired` and returns the
-/// tickets they held. Call while holding the event lock; `SKIP LOCKED` lets a second
-/// sweeper (on another instance) pass over rows the first is already expiring.
+/// tickets they held. Call while holding the event lock: that lock is what keeps two
+/// sweepers (on two instances) from expiring the same hold twice. `SKIP LOCKED` only keeps
+/// the sweep from ever waiting on a row, should a future writer lock one without its event.
 pub async fn expire_lapsed(
     conn: &mut PgConnection,
     event_id: Uuid,

@@ -16,12 +16,27 @@ pub use sqlx::migrate::Migrator;
 /// The schema migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// A pool whose waits are bounded: a request that cannot get a connection in time fails
-/// with 503 instead of hanging.
+/// Session settings every pooled connection starts with.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub lock_timeout_ms: u32,
+    pub statement_timeout_ms: u32,
+}
+
+/// A pool whose waits are bounded: a request that cannot get a connection, a lock or a
+/// statement result in time fails with 503 instead of hanging. Every session runs at READ
+/// COMMITTED whatever the server's default: the purchase path relies on row locks, and a
+/// stricter level would only turn contention into serialization failures.
 pub async fn connect_pool(
     options: PgConnectOptions,
     max_connections: u32,
+    limits: SessionLimits,
 ) -> Result<PgPool, sqlx::Error> {
+    let options = options.options([
+        ("default_transaction_isolation", "read committed".to_owned()),
+        ("lock_timeout", limits.lock_timeout_ms.to_string()),
+        ("statement_timeout", limits.statement_timeout_ms.to_string()),
+    ]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)

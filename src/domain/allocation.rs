@@ -99,6 +99,9 @@ pub struct PaymentRequest {
     /// A test card token: `tok_visa` (or none) succeeds, `tok_chargeDeclined` is declined.
     #[schema(example = "tok_visa")]
     pub payment_token: Option<String>,
+    /// The buyer's device fingerprint, for clients that cannot send the
+    /// `X-Device-Fingerprint` header (the header wins when both are present).
+    pub user_fingerprint: Option<String>,
 }
 
 /// A number of tickets one request may ask for: 1 to the configured maximum.

@@ -11,6 +11,7 @@ use crate::state::AppState;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
+const FINGERPRINT_JS: &str = include_str!("../../web/fingerprint.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 
 /// Scripts and styles only from this origin; API calls only to this origin.
@@ -26,6 +27,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/assets/app.js",
             get(async || asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/assets/fingerprint.js",
+            get(async || asset("text/javascript; charset=utf-8", FINGERPRINT_JS)),
         )
         .route(
             "/assets/style.css",

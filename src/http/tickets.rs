@@ -58,7 +58,7 @@ pub async fn purchase_tickets(
     responses(
         (status = 200, description = "Paid: status `purchased` with purchasedAt and confirmationCode", body = Allocation),
         (status = 400, description = "BAD_REQUEST", body = ErrorBody),
-        (status = 402, description = "PAYMENT_DECLINED: the hold is `reserved` again", body = ErrorBody),
+        (status = 402, description = "PAYMENT_DECLINED: the hold is `reserved` again (or `expired` if it lapsed meanwhile)", body = ErrorBody),
         (status = 403, description = "FINGERPRINT_MISMATCH", body = ErrorBody),
         (status = 404, description = "NOT_FOUND", body = ErrorBody),
         (status = 409, description = "INVALID_STATUS: not `reserved`", body = ErrorBody),
@@ -73,7 +73,7 @@ pub async fn pay_for_tickets(
     caller: Caller,
     ApiJson(request): ApiJson<PaymentRequest>,
 ) -> Result<Json<Allocation>> {
-    let buyer = caller.identify(&state.fingerprint_key, None)?;
+    let buyer = caller.identify(&state.fingerprint_key, request.user_fingerprint.as_deref())?;
     let token = request
         .payment_token
         .as_deref()

@@ -17,23 +17,26 @@ use crate::domain::allocation::{Allocation, Quantity};
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::grant::Ask;
 use crate::error::{Error, Result};
+use crate::live::LiveStats;
 use coalescer::Coalescer;
 
 #[derive(Clone)]
 pub struct Purchaser {
     pool: PgPool,
+    live: LiveStats,
     hold_seconds: u32,
     coalescer: Option<Coalescer>,
 }
 
 impl Purchaser {
-    pub fn new(pool: PgPool, hold_seconds: u32, mode: PurchaseMode, max_batch: usize) -> Self {
+    pub fn new(pool: PgPool, live: LiveStats, hold_seconds: u32, mode: PurchaseMode, max_batch: usize) -> Self {
         let coalescer = match mode {
             PurchaseMode::Batched => Some(Coalescer::new(pool.clone(), hold_seconds, max_batch)),
             PurchaseMode::PerRequest => None,
         };
         Self {
             pool,
+            live,
             hold_seconds,
             coalescer,
         }
@@ -47,12 +50,17 @@ impl Purchaser {
         buyer: FingerprintHash,
     ) -> Result<Allocation> {
         // Sold out needs no lock: a committed zero is a true answer at the instant it was
-        // read, and a request that saw it could equally have arrived just before the last
-        // cancellation. Only a "yes" must be decided under the lock.
-        match db::events::available_tickets(&self.pool, event_id).await? {
-            None => return Err(Error::NotFound("event")),
-            Some(0) => return Err(Error::TicketsSoldOut),
-            Some(_) => {}
+        // committed, and a request that saw it could equally have arrived just before the
+        // next cancellation. Only a "yes" must be decided under the lock. The count heard
+        // through the change listener spares the read for events that are changing now.
+        let available = match self.live.known_available(event_id) {
+            Some(known) => known,
+            None => db::events::available_tickets(&self.pool, event_id)
+                .await?
+                .ok_or(Error::NotFound("event"))?,
+        };
+        if available == 0 {
+            return Err(Error::TicketsSoldOut);
         }
         let ask = Ask {
             quantity: quantity.get(),

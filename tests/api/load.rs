@@ -18,6 +18,7 @@ fn config(url: String) -> Config {
         buyers: None,
         pay: false,
         idle_streams: 0,
+        hold_streams_seconds: 0.0,
         read_only: false,
         no_verify: false,
     }

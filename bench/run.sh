@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The benchmark behind docs/performance.md: one run of every scenario on this machine,
+# against release builds, with the embedded PostgreSQL. Results go to target/bench/.
+#
+#   cargo build --release --workspace && bash bench/run.sh
+#
+# Everything runs on 127.0.0.1 and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=target/release/boxoffice
+LOAD=target/release/boxoffice-load
+OUT=target/bench
+DURATION=${DURATION:-10}
+PORT=${PORT:-18400}
+mkdir -p "$OUT"
+DATA=$(mktemp -d /tmp/boxoffice-bench-XXXXXX)
+chmod 755 "$DATA"
+URL="http://127.0.0.1:$PORT"
+SERVER_PID=
+
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+  fi
+}
+cleanup() { stop_server; rm -rf "$DATA"; }
+trap cleanup EXIT
+
+start_server() { # mode
+  RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
+    --purchase-mode "$1" --max-tickets-per-purchase 10 >"$OUT/server-$1.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 300); do
+    curl -fs "$URL/ready" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server did not start" >&2
+  exit 1
+}
+
+load() { # name, args...
+  local name=$1
+  shift
+  echo "== $name: $*" >&2
+  "$LOAD" --url "$URL" --json "$@" >"$OUT/$name.json"
+  jq -c '{reservations_per_second, requests_per_second, latency_ms, codes, sound: (.verification | if . == null then true else (.oversold | not) and .allocations_missing == 0 end)}' "$OUT/$name.json" >&2
+}
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status"; }
+peak_rss_kb() { awk '/^VmHWM/ {print $2}' "/proc/$SERVER_PID/status"; }
+
+# pgbench with 256 clients needs more than PostgreSQL's default 100 connections: raise it
+# once in the cluster's own configuration (the server restarts with it).
+start_server batched
+"$(dirname "$(ls /usr/lib/postgresql/*/bin/psql | sort -V | tail -1)")/psql" -h "$DATA/postgres" -U postgres -d boxoffice \
+  -qc "ALTER SYSTEM SET max_connections = 400"
+stop_server
+
+# 1. Hot event, per-request then batched, 64 and 256 clients.
+for mode in per-request batched; do
+  start_server "$mode"
+  for clients in 64 256; do
+    load "hot-$mode-$clients" --tickets 1000000 --clients "$clients" --duration "$DURATION"
+  done
+  if [ "$mode" = batched ]; then
+    peak_rss_kb >"$OUT/peak-rss-kb-batched-256"
+    # 2. The seed scenario: 2000 buyers at once for 100 tickets.
+    load seed-2000-for-100 --tickets 100 --clients 2000 --requests 2000
+    # 3. Sold-out rejections.
+    load sold-out --tickets 1 --clients 256 --duration "$DURATION"
+    # 4. Reads of one event.
+    load read-event --tickets 10 --clients 256 --duration "$DURATION" --read-only
+    # Memory per idle live-statistics subscriber.
+    before=$(rss_kb)
+    "$LOAD" --url "$URL" --json --tickets 10 --clients 1 --requests 1 --idle-streams 5000 \
+      --hold-streams-seconds 3 >"$OUT/streams.json" &
+    loader=$!
+    sleep 2.5
+    during=$(rss_kb)
+    wait "$loader"
+    echo "{\"subscribers\": 5000, \"rss_before_kb\": $before, \"rss_with_subscribers_kb\": $during}" >"$OUT/sse-memory.json"
+    cat "$OUT/sse-memory.json" >&2
+  fi
+  stop_server
+done
+
+# 5. The reference line: pgbench, one UPDATE of one hot row per transaction.
+start_server batched
+PGBIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/pgbench | sort -V | tail -1)")
+SOCK="$DATA/postgres"
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+"$PGBIN/psql" -h "$SOCK" -U postgres -d boxoffice -qc \
+  "DROP TABLE IF EXISTS bench_hot; CREATE TABLE bench_hot (id int PRIMARY KEY, n bigint NOT NULL); INSERT INTO bench_hot VALUES (1, 0);"
+echo 'UPDATE bench_hot SET n = n + 1 WHERE id = 1;' >"$DATA/hot.sql"
+chmod 644 "$DATA/hot.sql"
+for clients in 64 256; do
+  echo "== pgbench $clients clients" >&2
+  as_pg "$PGBIN/pgbench" -h "$SOCK" -U postgres -n -c "$clients" -j 2 -T "$DURATION" -f "$DATA/hot.sql" boxoffice \
+    >"$OUT/pgbench-$clients.txt" 2>&1
+  grep -E '^tps' "$OUT/pgbench-$clients.txt" >&2
+done
+stop_server
+echo "results in $OUT" >&2
