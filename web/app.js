@@ -1,1 +1,904 @@
-// The web page's script: filled in by the web page work.
+// Boxoffice's web page: events, live availability, buying, paying and "My tickets".
+// Plain ES modules, no build step; hash routes:
+//   #/            events, paginated (#/?page=2)
+//   #/new         create an event
+//   #/events/ID   one event with live availability, and the form to buy
+//   #/tickets     the buyer's tickets (#/tickets?page=2)
+//   #/tickets/ID  one hold: countdown, pay, cancel; the confirmation once paid
+// The page is served with a CSP that forbids inline script and style, so everything is built
+// with DOM calls and styled through classes in style.css.
+
+import { deviceFingerprint } from './fingerprint.js';
+
+const PAGE_SIZE = 10;
+const UUID = '([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})';
+
+const app = document.getElementById('app');
+const fingerprint = deviceFingerprint();
+
+// ---------------------------------------------------------------------------------------
+// API
+// ---------------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.error || `request failed with status ${status}`);
+    this.status = status;
+    this.code = body?.code || (status === 0 ? 'NETWORK' : `HTTP_${status}`);
+    this.body = body || {};
+  }
+}
+
+// Server time minus this browser's time, from the `Date` header, so that countdowns to a
+// hold's expiry hold even when the device clock is off. Ignored below two seconds.
+let clockSkewMs = 0;
+
+function noteServerClock(response) {
+  const header = response.headers.get('Date');
+  const server = header ? Date.parse(header) : NaN;
+  if (Number.isNaN(server)) return;
+  // The header has whole seconds: the server's clock is on average half a second later.
+  const skew = server + 500 - Date.now();
+  clockSkewMs = Math.abs(skew) > 2000 ? skew : 0;
+}
+
+const serverNow = () => Date.now() + clockSkewMs;
+
+async function api(method, path, body) {
+  const headers = {
+    Accept: 'application/json',
+    'X-Device-Fingerprint': await fingerprint,
+  };
+  const init = { method, headers, cache: 'no-store' };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, { code: 'NETWORK', error: 'the server could not be reached' });
+  }
+  noteServerClock(response);
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+const FIELD_LABELS = {
+  name: 'Name',
+  date: 'Date',
+  totalTickets: 'Tickets',
+  maxTicketsPerFingerprint: 'Limit per buyer',
+  quantity: 'Quantity',
+  paymentToken: 'Card',
+};
+
+/** A field error as a sentence, in the page's words rather than the API's. */
+function fieldMessage({ field, message }) {
+  const text = String(message)
+    .replace(/\btotalTickets\b/g, 'the number of tickets')
+    .replace(/\bor null for no cap\b/g, 'or empty for no limit');
+  return `${FIELD_LABELS[field] ?? field} ${text}.`;
+}
+
+const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+/** What went wrong, in a sentence a buyer can act on. */
+function explain(error) {
+  if (!(error instanceof ApiError)) return `Something went wrong: ${error?.message ?? error}`;
+  const b = error.body;
+  switch (error.code) {
+    case 'TICKETS_SOLD_OUT':
+      return 'Sold out: there are no tickets left for this event.';
+    case 'INSUFFICIENT_TICKETS':
+      return typeof b.availableTickets === 'number'
+        ? `Not enough tickets left: only ${plural(b.availableTickets, 'ticket')} remaining. Choose fewer.`
+        : 'Not enough tickets left for that many. Choose fewer.';
+    case 'FINGERPRINT_LIMIT':
+      return typeof b.limit === 'number'
+        ? `Limit per buyer reached: you may have at most ${plural(b.limit, 'ticket')} for this event` +
+            (b.held ? ` and already have ${b.held}.` : '.')
+        : 'Limit per buyer reached for this event.';
+    case 'RESERVATION_EXPIRED':
+      return 'Your hold expired and its tickets went back on sale. Please start again.';
+    case 'PAYMENT_DECLINED':
+      return 'Payment declined: the card was refused. Your tickets are still held, so you can try another card.';
+    case 'FINGERPRINT_MISMATCH':
+      return 'This hold was made on another device or browser, so it cannot be changed from here.';
+    case 'INVALID_STATUS':
+      return b.status
+        ? `This hold is ${STATUS_LABELS[b.status]?.toLowerCase() ?? b.status} and can no longer be changed.`
+        : 'This hold can no longer be changed.';
+    case 'EVENT_EXISTS':
+      return 'An event with this name and date already exists.';
+    case 'VALIDATION_ERROR':
+      if (Array.isArray(b.details) && b.details.length > 0) {
+        return b.details.map(fieldMessage).join(' ');
+      }
+      return 'Please check the form.';
+    case 'NOT_FOUND':
+      return 'Not found: it may have been removed, or the link is wrong.';
+    case 'SERVICE_UNAVAILABLE':
+      return 'The service is busy right now. Please try again in a moment.';
+    case 'NETWORK':
+      return 'The server could not be reached. Check your connection and try again.';
+    default:
+      return b.error ? `${b.error[0].toUpperCase()}${b.error.slice(1)}.` : error.message;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// DOM helpers
+// ---------------------------------------------------------------------------------------
+
+const PROPERTIES = new Set(['value', 'checked', 'disabled', 'hidden', 'required', 'selected']);
+
+/** Creates an element. props: class, testid, on<event> handlers, properties, attributes. */
+function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props ?? {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === 'class') el.className = value;
+    else if (key === 'testid') el.dataset.testid = value;
+    else if (key.startsWith('on') && typeof value === 'function') {
+      el.addEventListener(key.slice(2), value);
+    } else if (PROPERTIES.has(key)) el[key] = value;
+    else el.setAttribute(key, value === true ? '' : String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+}
+
+/** Replaces an element's content. */
+function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+}
+
+/** A message box; role=alert makes screen readers announce errors. */
+function notice(kind, text, testid) {
+  return h('p', { class: `notice ${kind}`, role: kind === 'error' ? 'alert' : 'status', testid }, text);
+}
+
+/** Replays a short highlight on an element whose value changed. */
+function flash(el) {
+  el.classList.remove('flash');
+  void el.offsetWidth;
+  el.classList.add('flash');
+}
+
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: 'medium' });
+
+function when(iso) {
+  const date = new Date(iso);
+  return h('time', { datetime: iso }, Number.isNaN(date.getTime()) ? iso : dateFormat.format(date));
+}
+
+/** m:ss (or h:mm:ss) of a number of milliseconds, never negative. */
+function clock(ms) {
+  const total = Math.max(0, Math.ceil(ms / 1000));
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const seconds = String(total % 60).padStart(2, '0');
+  return hours > 0 ? `${hours}:${String(minutes).padStart(2, '0')}:${seconds}` : `${minutes}:${seconds}`;
+}
+
+function availabilityMeter(available, total) {
+  return h('meter', {
+    class: 'availability',
+    min: 0,
+    max: Math.max(total, 1),
+    value: available,
+    low: total * 0.2,
+    high: total * 0.5,
+    optimum: total,
+    'aria-label': 'Tickets left',
+  });
+}
+
+const STATUS_LABELS = {
+  reserved: 'Held',
+  payment_pending: 'Paying',
+  purchased: 'Purchased',
+  cancelled: 'Cancelled',
+  expired: 'Expired',
+};
+
+/** A reserved hold whose time is up counts as expired even before the server marks it. */
+function effectiveStatus(allocation) {
+  if (allocation.status === 'reserved' && Date.parse(allocation.expiresAt) <= serverNow()) {
+    return 'expired';
+  }
+  return allocation.status;
+}
+
+function statusBadge(status, testid) {
+  return h('span', { class: `badge status-${status}`, testid, 'data-status': status }, STATUS_LABELS[status] ?? status);
+}
+
+function pager(meta, hrefFor, noun) {
+  if (!meta || meta.pages <= 1) {
+    return meta?.total ? h('p', { class: 'muted pager-total' }, plural(meta.total, noun)) : null;
+  }
+  const link = (page, label, testid, rel) =>
+    page >= 1 && page <= meta.pages
+      ? h('a', { class: 'button secondary', href: hrefFor(page), testid, rel }, label)
+      : h('span', { class: 'button secondary', 'aria-disabled': 'true', testid }, label);
+  return h(
+    'nav',
+    { class: 'pager', 'aria-label': 'Pages' },
+    link(meta.page - 1, '← Previous', 'pager-prev', 'prev'),
+    h('span', { class: 'muted', testid: 'pager-status' }, `Page ${meta.page} of ${meta.pages} · ${plural(meta.total, noun)}`),
+    link(meta.page + 1, 'Next →', 'pager-next', 'next'),
+  );
+}
+
+// ---------------------------------------------------------------------------------------
+// Views and routing
+// ---------------------------------------------------------------------------------------
+
+// The view on screen. Leaving it runs its cleanups (timers, the live stream) and makes any
+// of its requests still in flight harmless.
+let view = null;
+
+class View {
+  constructor() {
+    this.cleanups = [];
+    this.left = false;
+  }
+  get active() {
+    return !this.left && view === this;
+  }
+  onLeave(fn) {
+    this.cleanups.push(fn);
+  }
+  every(ms, fn) {
+    const timer = setInterval(fn, ms);
+    this.onLeave(() => clearInterval(timer));
+  }
+  after(ms, fn) {
+    const timer = setTimeout(fn, ms);
+    this.onLeave(() => clearTimeout(timer));
+  }
+  leave() {
+    this.left = true;
+    for (const fn of this.cleanups.splice(0)) {
+      try {
+        fn();
+      } catch (err) {
+        console.error(err);
+      }
+    }
+  }
+}
+
+function mount(title, ...children) {
+  document.title = title ? `${title} · Boxoffice` : 'Boxoffice';
+  fill(app, children);
+}
+
+const routes = [
+  [/^\/?$/, 'events', showEvents],
+  [/^\/new$/, 'new', showCreateEvent],
+  [new RegExp(`^/events/${UUID}$`), 'events', showEvent],
+  [/^\/tickets$/, 'tickets', showMyTickets],
+  [new RegExp(`^/tickets/${UUID}$`), 'tickets', showTicket],
+];
+
+function route() {
+  let raw = location.hash.replace(/^#/, '') || '/';
+  try {
+    raw = decodeURI(raw);
+  } catch {
+    // Keep the raw text: it matches no route and shows "Page not found".
+  }
+  const [path, queryText = ''] = raw.split('?');
+  const query = new URLSearchParams(queryText);
+  view?.leave();
+  view = new View();
+  const match = routes.find(([pattern]) => pattern.test(path));
+  for (const link of document.querySelectorAll('[data-nav]')) {
+    const current = match && link.dataset.nav === match[1] && (match[1] !== 'events' || path === '/' || path === '');
+    if (current) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  window.scrollTo(0, 0);
+  if (!match) {
+    mount('Not found', h('h1', null, 'Page not found'), h('p', null, h('a', { href: '#/' }, 'See all events')));
+    return;
+  }
+  const [pattern, , show] = match;
+  const params = path.match(pattern).slice(1);
+  show(view, query, ...params).catch((error) => {
+    console.error(error);
+    if (view.active) mount('Error', h('h1', null, 'Something went wrong'), notice('error', explain(error), 'page-error'));
+  });
+}
+
+const pageNumber = (query) => Math.max(1, Number.parseInt(query.get('page') ?? '1', 10) || 1);
+
+// --- #/ : the event list ----------------------------------------------------------------
+
+async function showEvents(v, query) {
+  const page = pageNumber(query);
+  mount('Events', h('div', { class: 'heading' }, h('h1', null, 'Events'), h('a', { class: 'button', href: '#/new' }, 'New event')), h('p', { class: 'muted' }, 'Loading events…'));
+  const result = await api('GET', `/events?page=${page}&limit=${PAGE_SIZE}`);
+  if (!v.active) return;
+  const { data: events, meta } = result;
+  const list = h('ul', { class: 'cards', testid: 'event-list' }, events.map(eventCard));
+  mount(
+    'Events',
+    h('div', { class: 'heading' }, h('h1', null, 'Events'), h('a', { class: 'button', href: '#/new', testid: 'new-event-link' }, 'New event')),
+    events.length > 0
+      ? list
+      : h('div', { class: 'empty', testid: 'event-list-empty' }, meta.total > 0 ? 'No events on this page.' : 'No events yet.', ' ', h('a', { href: meta.total > 0 ? '#/' : '#/new' }, meta.total > 0 ? 'Go to the first page' : 'Create the first one')),
+    pager(meta, (p) => `#/?page=${p}`, 'event'),
+  );
+}
+
+function eventCard(event) {
+  const soldOut = event.availableTickets === 0;
+  return h(
+    'li',
+    { class: 'card event-card', testid: 'event-card', 'data-event-id': event.id },
+    h('h2', null, h('a', { href: `#/events/${event.id}`, class: 'card-link', testid: 'event-link' }, event.name)),
+    h('p', { class: 'muted' }, when(event.date)),
+    h(
+      'div',
+      { class: 'availability-row' },
+      availabilityMeter(event.availableTickets, event.totalTickets),
+      soldOut
+        ? h('span', { class: 'badge sold-out', testid: 'event-available' }, 'Sold out')
+        : h('span', { testid: 'event-available' }, h('strong', null, event.availableTickets), ` of ${event.totalTickets} left`),
+    ),
+  );
+}
+
+// --- #/new : create an event ------------------------------------------------------------
+
+function defaultEventDate() {
+  const date = new Date();
+  date.setDate(date.getDate() + 7);
+  date.setHours(19, 0, 0, 0);
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+function field(label, name, input, hint) {
+  const id = `field-${name}`;
+  input.id = id;
+  input.name = name;
+  const error = h('p', { class: 'field-error', id: `${id}-error`, testid: `error-${name}`, hidden: true });
+  input.setAttribute('aria-describedby', `${id}-error${hint ? ` ${id}-hint` : ''}`);
+  return h('div', { class: 'field', 'data-field': name }, h('label', { for: id }, label), input, hint ? h('p', { class: 'hint', id: `${id}-hint` }, hint) : null, error);
+}
+
+async function showCreateEvent(v) {
+  const name = h('input', { type: 'text', required: true, maxlength: 200, autocomplete: 'off', testid: 'create-name' });
+  const date = h('input', { type: 'datetime-local', required: true, value: defaultEventDate(), testid: 'create-date' });
+  const total = h('input', { type: 'number', required: true, min: 1, max: 1000000, step: 1, inputmode: 'numeric', value: '100', testid: 'create-total' });
+  const cap = h('input', { type: 'number', min: 1, step: 1, inputmode: 'numeric', placeholder: 'No limit', testid: 'create-cap' });
+  const submit = h('button', { type: 'submit', testid: 'create-submit' }, 'Create event');
+  const status = h('div', { class: 'form-status' });
+  const form = h(
+    'form',
+    { class: 'card form', testid: 'create-form' },
+    field('Name', 'name', name),
+    field('Date and time', 'date', date, 'In your time zone.'),
+    h('div', { class: 'field-row' }, field('Tickets', 'totalTickets', total), field('Limit per buyer', 'maxTicketsPerFingerprint', cap, 'Optional.')),
+    status,
+    h('div', { class: 'actions' }, submit, h('a', { class: 'button secondary', href: '#/' }, 'Cancel')),
+  );
+
+  const clearErrors = () => {
+    for (const el of form.querySelectorAll('.field-error')) {
+      el.hidden = true;
+      el.textContent = '';
+    }
+    for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+    fill(status);
+  };
+  const showFieldError = (fieldName, message) => {
+    const wrapper = form.querySelector(`[data-field="${fieldName}"]`);
+    if (!wrapper) return false;
+    const el = wrapper.querySelector('.field-error');
+    el.textContent = message;
+    el.hidden = false;
+    wrapper.querySelector('input')?.setAttribute('aria-invalid', 'true');
+    return true;
+  };
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    clearErrors();
+    const when = new Date(date.value);
+    if (Number.isNaN(when.getTime())) {
+      showFieldError('date', 'Choose a date and time.');
+      return;
+    }
+    const body = {
+      name: name.value,
+      date: when.toISOString(),
+      totalTickets: Number(total.value),
+    };
+    if (cap.value.trim() !== '') body.maxTicketsPerFingerprint = Number(cap.value);
+    submit.disabled = true;
+    submit.textContent = 'Creating…';
+    try {
+      const event = await api('POST', '/events', body);
+      if (v.active) location.hash = `#/events/${event.id}`;
+    } catch (error) {
+      if (!v.active) return;
+      submit.disabled = false;
+      submit.textContent = 'Create event';
+      if (error.code === 'VALIDATION_ERROR' && Array.isArray(error.body.details)) {
+        const unplaced = error.body.details.filter((d) => !showFieldError(d.field, fieldMessage(d)));
+        fill(status, notice('error', unplaced.length ? explain(new ApiError(422, { ...error.body, details: unplaced })) : 'Please correct the fields marked below.', 'create-error'));
+      } else if (error.code === 'EVENT_EXISTS') {
+        showFieldError('name', explain(error));
+        fill(status, notice('error', explain(error), 'create-error'));
+      } else {
+        fill(status, notice('error', explain(error), 'create-error'));
+      }
+      form.querySelector('[aria-invalid]')?.focus();
+    }
+  });
+
+  mount('New event', h('h1', null, 'New event'), form);
+  name.focus();
+}
+
+// --- #/events/ID : one event, live ------------------------------------------------------
+
+async function showEvent(v, _query, id) {
+  mount('Event', h('p', { class: 'muted' }, 'Loading event…'));
+  let event;
+  try {
+    event = await api('GET', `/events/${id}`);
+  } catch (error) {
+    if (!v.active) return;
+    mount('Event', h('p', null, h('a', { href: '#/' }, '← All events')), notice('error', explain(error), 'page-error'));
+    return;
+  }
+  if (!v.active) return;
+
+  const stats = {
+    total: event.totalTickets,
+    available: event.availableTickets,
+    held: event.reservedTickets,
+    sold: event.purchasedTickets,
+  };
+  const availableEl = h('span', { class: 'big-number', testid: 'stat-available' });
+  const heldEl = h('dd', { testid: 'stat-held' });
+  const soldEl = h('dd', { testid: 'stat-sold' });
+  const totalEl = h('dd', { testid: 'stat-total' });
+  const meterSlot = h('div', { class: 'meter-slot' });
+  const liveEl = h('span', { class: 'live connecting', testid: 'live-status' }, 'Connecting…');
+  const lastChangeEl = h('p', { class: 'muted last-change', testid: 'last-change' });
+
+  const quantity = h('input', { type: 'number', min: 1, step: 1, value: '1', inputmode: 'numeric', required: true, id: 'buy-quantity', testid: 'buy-quantity' });
+  const buy = h('button', { type: 'submit', testid: 'buy-submit' }, 'Hold tickets');
+  const buyStatus = h('div', { class: 'form-status' });
+  const stepper = (delta, label) =>
+    h('button', {
+      type: 'button',
+      class: 'secondary step',
+      'aria-label': label,
+      onclick: () => {
+        const next = Math.max(1, (Number.parseInt(quantity.value, 10) || 1) + delta);
+        quantity.value = String(Math.min(next, Number(quantity.max) || next));
+      },
+    }, delta > 0 ? '+' : '−');
+  const buyForm = h(
+    'form',
+    { class: 'buy-form', testid: 'buy-form', novalidate: true },
+    h('label', { for: 'buy-quantity' }, 'How many tickets?'),
+    h('div', { class: 'quantity' }, stepper(-1, 'One fewer'), quantity, stepper(1, 'One more')),
+    buy,
+  );
+
+  const render = () => {
+    availableEl.textContent = String(stats.available);
+    heldEl.textContent = String(stats.held);
+    soldEl.textContent = String(stats.sold);
+    totalEl.textContent = String(stats.total);
+    fill(meterSlot, availabilityMeter(stats.available, stats.total));
+    const soldOut = stats.available === 0;
+    buy.disabled = soldOut;
+    quantity.disabled = soldOut;
+    buy.textContent = soldOut ? 'Sold out' : 'Hold tickets';
+    const cap = event.maxTicketsPerFingerprint ?? Infinity;
+    quantity.max = String(Math.max(1, Math.min(stats.available, cap)));
+  };
+  render();
+
+  buyForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    fill(buyStatus);
+    const n = Number.parseInt(quantity.value, 10);
+    if (!Number.isInteger(n) || n < 1) {
+      fill(buyStatus, notice('error', 'Choose how many tickets: at least 1.', 'buy-error'));
+      return;
+    }
+    buy.disabled = true;
+    buy.textContent = 'Holding…';
+    try {
+      const allocation = await api('POST', `/events/${id}/tickets`, { quantity: n });
+      remember(allocation, event);
+      if (v.active) location.hash = `#/tickets/${allocation.id}`;
+    } catch (error) {
+      if (!v.active) return;
+      render();
+      fill(buyStatus, notice('error', explain(error), 'buy-error'));
+    }
+  });
+
+  mount(
+    event.name,
+    h('p', { class: 'crumbs' }, h('a', { href: '#/' }, '← All events')),
+    h('h1', { testid: 'event-name' }, event.name),
+    h('p', { class: 'muted', testid: 'event-date' }, when(event.date)),
+    h(
+      'section',
+      { class: 'card stats', 'aria-label': 'Availability', testid: 'event-stats' },
+      h('div', { class: 'stats-head' }, h('div', null, availableEl, h('span', { class: 'big-label' }, ' tickets left')), liveEl),
+      meterSlot,
+      h('dl', { class: 'counts' },
+        h('div', null, h('dt', null, 'Held'), heldEl),
+        h('div', null, h('dt', null, 'Sold'), soldEl),
+        h('div', null, h('dt', null, 'Total'), totalEl)),
+      lastChangeEl,
+    ),
+    h(
+      'section',
+      { class: 'card', 'aria-labelledby': 'buy-heading' },
+      h('h2', { id: 'buy-heading' }, 'Buy tickets'),
+      h('p', { class: 'muted' }, 'Tickets are held for you for a few minutes while you pay.',
+        event.maxTicketsPerFingerprint ? ` At most ${plural(event.maxTicketsPerFingerprint, 'ticket')} per buyer.` : ''),
+      buyForm,
+      buyStatus,
+    ),
+  );
+
+  // Live statistics. EventSource reconnects by itself after a dropped connection.
+  const source = new EventSource(`/events/${id}/stream`);
+  v.onLeave(() => source.close());
+  const setLive = (state, text) => {
+    liveEl.className = `live ${state}`;
+    liveEl.textContent = text;
+  };
+  source.addEventListener('open', () => setLive('on', 'Live'));
+  source.addEventListener('error', () => {
+    if (source.readyState === EventSource.CLOSED) setLive('off', 'Live updates stopped');
+    else setLive('connecting', 'Reconnecting…');
+  });
+  const CHANGE_TEXT = {
+    ticket_allocated: 'Tickets were held',
+    ticket_purchased: 'Tickets were sold',
+    ticket_cancelled: 'A hold was cancelled',
+    ticket_expired: 'A hold expired',
+  };
+  source.addEventListener('stats', (message) => {
+    let data;
+    try {
+      data = JSON.parse(message.data);
+    } catch {
+      return;
+    }
+    const s = data.statistics;
+    if (!s) return;
+    setLive('on', 'Live');
+    const before = stats.available;
+    stats.total = s.totalTickets;
+    stats.available = s.remainingTickets;
+    stats.held = s.allocatedTickets;
+    stats.sold = s.confirmedTickets;
+    render();
+    if (before !== stats.available) flash(availableEl);
+    const change = data.lastEvent && CHANGE_TEXT[data.lastEvent.type];
+    if (change) {
+      const at = new Date(data.timestamp);
+      lastChangeEl.textContent = `${change} at ${Number.isNaN(at.getTime()) ? data.timestamp : timeFormat.format(at)}.`;
+    }
+  });
+}
+
+// --- #/tickets/ID : one hold ------------------------------------------------------------
+
+// The allocation just made and its event, so the hold page shows without another request.
+const recent = new Map();
+
+function remember(allocation, event) {
+  recent.set(allocation.id, { allocation, event });
+}
+
+async function showTicket(v, _query, id) {
+  let { allocation, event } = recent.get(id) ?? {};
+  recent.delete(id);
+  if (!allocation) {
+    mount('Your tickets', h('p', { class: 'muted' }, 'Loading…'));
+    try {
+      allocation = await api('GET', `/tickets/${id}`);
+    } catch (error) {
+      if (!v.active) return;
+      mount('Your tickets', h('p', null, h('a', { href: '#/tickets' }, '← My tickets')), notice('error', explain(error), 'page-error'));
+      return;
+    }
+  }
+  if (!event) event = await api('GET', `/events/${allocation.eventId}`).catch(() => null);
+  if (!v.active) return;
+
+  const body = h('div', { class: 'ticket-view' });
+  mount('Your tickets', h('p', { class: 'crumbs' }, h('a', { href: `#/events/${allocation.eventId}`, testid: 'back-to-event' }, `← ${event ? event.name : 'Event'}`)), body);
+
+  const summary = (a) =>
+    h('p', { class: 'summary', testid: 'ticket-summary' }, h('strong', null, plural(a.quantity, 'ticket')), event ? [' for ', h('strong', null, event.name)] : null, event ? [' · ', when(event.date)] : null);
+
+  let leaveState = () => {};
+  const render = (a, message) => {
+    leaveState();
+    leaveState = () => {};
+    allocation = a;
+    const status = effectiveStatus(a);
+    body.dataset.status = status;
+    if (status === 'reserved') leaveState = renderHold(a, message);
+    else if (status === 'payment_pending') {
+      fill(body, h('section', { class: 'card' }, h('h1', null, 'Payment in progress…'), summary(a), h('p', { class: 'muted' }, 'This takes a moment; the page updates by itself.')));
+      const timer = setTimeout(refresh, 1500);
+      leaveState = () => clearTimeout(timer);
+    } else if (status === 'purchased') renderConfirmation(a);
+    else renderClosed(a, status, message);
+  };
+
+  const refresh = async () => {
+    try {
+      const fresh = await api('GET', `/tickets/${id}`);
+      if (v.active) render(fresh);
+    } catch (error) {
+      if (v.active) render(allocation, notice('error', explain(error), 'pay-error'));
+    }
+  };
+  v.onLeave(() => leaveState());
+
+  const renderHold = (a, message) => {
+    const expires = Date.parse(a.expiresAt);
+    const length = Math.max(1000, expires - Date.parse(a.createdAt));
+    const countdown = h('span', { class: 'countdown', testid: 'hold-countdown', role: 'timer', 'aria-live': 'off' });
+    const bar = h('progress', { class: 'hold-progress', max: length, 'aria-hidden': 'true' });
+    const cards = [
+      ['tok_visa', 'card-visa', 'Test Visa •••• 4242', 'The payment goes through.'],
+      ['tok_chargeDeclined', 'card-declined', 'Test card •••• 0002', 'The bank declines it.'],
+    ];
+    const radios = cards.map(([token, testid, label, hint], i) =>
+      h('label', { class: 'card-choice' },
+        h('input', { type: 'radio', name: 'card', value: token, checked: i === 0, testid }),
+        h('span', null, h('strong', null, label), h('span', { class: 'muted' }, hint))),
+    );
+    const pay = h('button', { type: 'submit', testid: 'pay-submit' }, `Pay for ${plural(a.quantity, 'ticket')}`);
+    const cancel = h('button', { type: 'button', class: 'secondary danger', testid: 'cancel-hold' }, 'Cancel hold');
+    const status = h('div', { class: 'form-status' }, message);
+    const form = h('form', { class: 'pay-form', testid: 'pay-form' },
+      h('fieldset', null, h('legend', null, 'Pay with a test card'), radios),
+      status,
+      h('div', { class: 'actions' }, pay, cancel));
+
+    fill(body, h('section', { class: 'card hold', testid: 'hold' },
+      h('h1', null, 'Your tickets are held'),
+      summary(a),
+      h('div', { class: 'countdown-row' }, h('span', null, 'Time left to pay'), countdown),
+      bar,
+      form));
+
+    const busy = (on, label) => {
+      pay.disabled = on;
+      cancel.disabled = on;
+      for (const r of form.querySelectorAll('input')) r.disabled = on;
+      if (label) pay.textContent = label;
+    };
+    const tick = () => {
+      const left = expires - serverNow();
+      countdown.textContent = clock(left);
+      bar.value = Math.max(0, left);
+      countdown.classList.toggle('urgent', left < 60_000);
+      if (left <= 0) {
+        clearInterval(timer);
+        render({ ...a, status: 'expired' });
+        // The sweeper marks the hold within a moment; show what the server says then.
+        setTimeout(() => v.active && body.dataset.status === 'expired' && refresh(), 3000);
+      }
+    };
+    const timer = setInterval(tick, 250);
+    tick();
+
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      fill(status);
+      const token = form.querySelector('input[name="card"]:checked')?.value ?? 'tok_visa';
+      busy(true, 'Paying…');
+      try {
+        const paid = await api('POST', `/tickets/${a.id}/payment`, { paymentToken: token });
+        if (v.active) render(paid);
+      } catch (error) {
+        if (!v.active) return;
+        if (error.code === 'PAYMENT_DECLINED') {
+          busy(false, `Pay for ${plural(a.quantity, 'ticket')}`);
+          fill(status, notice('error', explain(error), 'pay-error'));
+        } else if (error.code === 'RESERVATION_EXPIRED') {
+          render({ ...a, status: 'expired' }, notice('error', explain(error), 'pay-error'));
+        } else if (error.code === 'INVALID_STATUS') {
+          refresh();
+        } else {
+          busy(false, `Pay for ${plural(a.quantity, 'ticket')}`);
+          fill(status, notice('error', explain(error), 'pay-error'));
+        }
+      }
+    });
+
+    cancel.addEventListener('click', async () => {
+      fill(status);
+      busy(true);
+      cancel.textContent = 'Cancelling…';
+      try {
+        const cancelled = await api('DELETE', `/tickets/${a.id}/payment`);
+        if (v.active) render(cancelled);
+      } catch (error) {
+        if (!v.active) return;
+        if (error.code === 'RESERVATION_EXPIRED' || error.code === 'INVALID_STATUS') {
+          refresh();
+          return;
+        }
+        busy(false);
+        cancel.textContent = 'Cancel hold';
+        fill(status, notice('error', explain(error), 'pay-error'));
+      }
+    });
+
+    return () => clearInterval(timer);
+  };
+
+  const renderConfirmation = (a) => {
+    fill(body, h('section', { class: 'card confirmation', testid: 'confirmation' },
+      h('p', { class: 'eyebrow' }, 'Payment received'),
+      h('h1', null, "You're going!"),
+      summary(a),
+      h('p', { class: 'muted' }, 'Your confirmation code. Show it at the door:'),
+      h('p', { class: 'code', testid: 'confirmation-code' }, a.confirmationCode ?? '—'),
+      a.purchasedAt ? h('p', { class: 'muted small' }, 'Paid ', when(a.purchasedAt)) : null,
+      h('div', { class: 'actions' },
+        h('a', { class: 'button', href: '#/tickets', testid: 'to-my-tickets' }, 'My tickets'),
+        h('a', { class: 'button secondary', href: `#/events/${a.eventId}` }, 'Back to the event'))));
+  };
+
+  const renderClosed = (a, status, message) => {
+    const text = status === 'cancelled'
+      ? 'You cancelled this hold; its tickets went back on sale.'
+      : 'This hold expired before it was paid; its tickets went back on sale.';
+    fill(body, h('section', { class: 'card', testid: `hold-${status}` },
+      h('h1', null, status === 'cancelled' ? 'Hold cancelled' : 'Hold expired'),
+      summary(a),
+      message,
+      h('p', null, text),
+      h('div', { class: 'actions' }, h('a', { class: 'button', href: `#/events/${a.eventId}` }, 'Buy again'), h('a', { class: 'button secondary', href: '#/tickets' }, 'My tickets'))));
+  };
+
+  render(allocation);
+}
+
+// --- #/tickets : the buyer's tickets ----------------------------------------------------
+
+async function showMyTickets(v, query) {
+  const page = pageNumber(query);
+  const intro = h('p', { class: 'muted' }, 'Holds and purchases made from this browser.');
+  mount('My tickets', h('h1', null, 'My tickets'), intro, h('p', { class: 'muted' }, 'Loading…'));
+  const result = await api('GET', `/tickets?page=${page}&limit=${PAGE_SIZE}`);
+  const eventIds = [...new Set(result.data.map((a) => a.eventId))];
+  const events = new Map(
+    await Promise.all(eventIds.map(async (eventId) => [eventId, await api('GET', `/events/${eventId}`).catch(() => null)])),
+  );
+  if (!v.active) return;
+
+  const list = h('ul', { class: 'cards', testid: 'tickets-list' });
+  const countdowns = [];
+  for (const allocation of result.data) list.append(ticketRow(v, allocation, events.get(allocation.eventId), countdowns));
+  v.every(1000, () => countdowns.forEach((fn) => fn()));
+
+  mount(
+    'My tickets',
+    h('h1', null, 'My tickets'),
+    intro,
+    result.data.length > 0
+      ? list
+      : h('div', { class: 'empty', testid: 'tickets-empty' }, 'No tickets yet from this browser. ', h('a', { href: '#/' }, 'Find an event')),
+    pager(result.meta, (p) => `#/tickets?page=${p}`, 'hold'),
+  );
+}
+
+function ticketRow(v, allocation, event, countdowns) {
+  const row = h('li', { class: 'card ticket-row', testid: 'ticket-row', 'data-ticket-id': allocation.id });
+  const render = (a, message) => {
+    const status = effectiveStatus(a);
+    row.dataset.status = status;
+    const detail = h('p', { class: 'muted small' });
+    const actions = h('div', { class: 'actions' });
+    if (status === 'reserved') {
+      const left = h('span', { testid: 'ticket-countdown' });
+      const update = () => {
+        left.textContent = clock(Date.parse(a.expiresAt) - serverNow());
+        if (effectiveStatus(a) !== 'reserved') {
+          countdowns.splice(countdowns.indexOf(update), 1);
+          render(a);
+        }
+      };
+      countdowns.push(update);
+      update();
+      fill(detail, 'Held for ', left, ' more');
+      const cancel = h('button', { type: 'button', class: 'secondary danger small', testid: 'ticket-cancel' }, 'Cancel');
+      cancel.addEventListener('click', async () => {
+        cancel.disabled = true;
+        try {
+          const cancelled = await api('DELETE', `/tickets/${a.id}/payment`);
+          if (v.active) {
+            countdowns.splice(countdowns.indexOf(update), 1);
+            render(cancelled);
+          }
+        } catch (error) {
+          if (!v.active) return;
+          countdowns.splice(countdowns.indexOf(update), 1);
+          const fresh = await api('GET', `/tickets/${a.id}`).catch(() => a);
+          if (v.active) render(fresh, notice('error', explain(error), 'ticket-error'));
+        }
+      });
+      append(actions, [h('a', { class: 'button small', href: `#/tickets/${a.id}`, testid: 'ticket-pay' }, 'Pay'), cancel]);
+    } else if (status === 'purchased') {
+      fill(detail, 'Code ', h('code', { class: 'inline-code', testid: 'ticket-code' }, a.confirmationCode ?? '—'));
+    } else if (status === 'payment_pending') {
+      fill(detail, 'Payment in progress');
+    } else {
+      fill(detail, status === 'cancelled' ? 'Cancelled ' : 'Expired ', when(a.cancelledAt ?? a.expiredAt ?? a.updatedAt));
+    }
+    fill(
+      row,
+      h('div', { class: 'ticket-main' },
+        h('h2', null, h('a', { href: `#/tickets/${a.id}`, class: 'card-link' }, event ? event.name : 'Event')),
+        h('p', { class: 'muted small' }, plural(a.quantity, 'ticket'), event ? [' · ', when(event.date)] : null),
+        detail),
+      h('div', { class: 'ticket-side' }, statusBadge(status, 'ticket-status'), actions),
+      message,
+    );
+  };
+  render(allocation);
+  return row;
+}
+
+// ---------------------------------------------------------------------------------------
+// Start
+// ---------------------------------------------------------------------------------------
+
+window.addEventListener('hashchange', route);
+route();
+fingerprint.then(
+  (fp) => {
+    const device = document.getElementById('device');
+    if (device) {
+      device.textContent = fp.slice(0, 8);
+      device.title = 'A hash of a random id kept in this browser, its language, time zone and screen size.';
+    }
+  },
+  (error) => console.error('fingerprint', error),
+);

@@ -1,0 +1,448 @@
+#!/usr/bin/env node
+// End-to-end test of the web page in Debian's headless Chromium, driven by playwright-core.
+//
+// Starts its own `boxoffice serve` on a free port with a fresh embedded PostgreSQL under
+// /tmp, then, through the page: creates an event, holds two tickets and pays with the card
+// that succeeds, reads the confirmation code; in a second browser context holds tickets for
+// the same event and checks that the first page's count drops live, without a reload; sees a
+// declined card's message, the per-buyer limit and a cancelled hold. Saves a screenshot of
+// the confirmation page to target/browser-confirmation.png. Stops the server with SIGTERM.
+//
+//   (cd tests/browser && npm ci) && node tests/browser/run.mjs
+//
+// Environment: BOXOFFICE_BIN (default target/debug/boxoffice), CHROMIUM (default
+// /usr/bin/chromium; never downloaded), BOXOFFICE_START_TIMEOUT seconds (default 90).
+// Exits non-zero, saying what failed, on any failure.
+
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BIN = path.resolve(ROOT, process.env.BOXOFFICE_BIN || 'target/debug/boxoffice');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SCREENSHOT = path.join(ROOT, 'target', 'browser-confirmation.png');
+const START_TIMEOUT_MS = Number(process.env.BOXOFFICE_START_TIMEOUT || 90) * 1000;
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+];
+
+const started = Date.now();
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const seconds = (ms) => `${(ms / 1000).toFixed(1)}s`;
+
+// ---------------------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------------------
+
+let server = null; // { child, url, log, exited: Promise<{code, signal}> }
+let workDir = null;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.unref();
+    probe.on('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+async function startServer() {
+  if (!fs.existsSync(BIN)) throw new Error(`no boxoffice binary at ${BIN}: run \`cargo build\` first or set BOXOFFICE_BIN`);
+  // Under /tmp and traversable: as root, the embedded PostgreSQL runs as `postgres`.
+  workDir = fs.mkdtempSync('/tmp/boxoffice-browser-');
+  fs.chmodSync(workDir, 0o755);
+  const dataDir = path.join(workDir, 'data');
+  const logPath = path.join(workDir, 'server.log');
+  const env = { ...process.env, NO_COLOR: '1' };
+  // The embedded PostgreSQL, and nothing from the caller's configuration.
+  for (const name of Object.keys(env)) {
+    if (name === 'DATABASE_URL' || name.startsWith('BOXOFFICE_')) delete env[name];
+  }
+
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    const port = await freePort();
+    const log = fs.openSync(logPath, 'a');
+    const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir], {
+      env,
+      stdio: ['ignore', log, log],
+    });
+    fs.closeSync(log);
+    const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    server = { child, url: `http://127.0.0.1:${port}`, logPath, exited, done: false };
+    exited.then(() => {
+      server.done = true;
+    });
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      if (server.done) {
+        const text = readLog();
+        server = null;
+        if (/address already in use/i.test(text)) {
+          console.log(`port ${port} was taken; retrying (attempt ${attempt})`);
+          break;
+        }
+        throw new Error(`the server exited before it was healthy; its log:\n${text}`);
+      }
+      try {
+        const response = await fetch(`${server.url}/health`, { signal: AbortSignal.timeout(2000) });
+        if (response.ok) return server;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`the server was not healthy within ${seconds(START_TIMEOUT_MS)}; its log:\n${readLog()}`);
+      }
+      await sleep(100);
+    }
+  }
+  throw new Error('could not find a free port for the server');
+}
+
+function readLog() {
+  try {
+    return fs.readFileSync(server?.logPath ?? path.join(workDir, 'server.log'), 'utf8');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** SIGTERM, then wait; SIGKILL after 30 s. Resolves to an error message, or null. */
+async function stopServer() {
+  if (!server) return null;
+  const current = server;
+  if (current.done) {
+    server = null;
+    return 'the server had exited by itself before the end of the test';
+  }
+  current.child.kill('SIGTERM');
+  let timer;
+  const outcome = await Promise.race([
+    current.exited,
+    new Promise((resolve) => {
+      timer = setTimeout(() => resolve(null), 30_000);
+    }),
+  ]);
+  clearTimeout(timer);
+  server = null;
+  if (!outcome) {
+    current.child.kill('SIGKILL');
+    await current.exited;
+    return 'the server did not exit within 30 s of SIGTERM';
+  }
+  if (outcome.code !== 0) return `the server exited with ${outcome.code ?? outcome.signal} on SIGTERM`;
+  return null;
+}
+
+// Last resort if the script dies some other way: never leave the server running.
+process.on('exit', () => {
+  if (server && !server.done) server.child.kill('SIGKILL');
+});
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, async () => {
+    console.error(`\ninterrupted by ${signal}; stopping the server`);
+    await stopServer();
+    process.exit(130);
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Checks
+// ---------------------------------------------------------------------------------------
+
+let passed = 0;
+let failed = 0;
+
+async function step(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    passed++;
+    console.log(`ok   ${name} (${seconds(Date.now() - t0)})`);
+  } catch (error) {
+    failed++;
+    console.log(`FAIL ${name} (${seconds(Date.now() - t0)})\n     ${String(error?.message ?? error).split('\n').join('\n     ')}`);
+    throw new StepFailed(name);
+  }
+}
+
+class StepFailed extends Error {}
+
+function assert(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+/** Polls fn until it returns a truthy value; the error names what was awaited. */
+async function eventually(what, fn, timeout = 10_000) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      const value = await fn();
+      if (value) return value;
+      last = null;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${seconds(timeout)} waiting for ${what}${last ? ` (${last.message.split('\n')[0]})` : ''}`);
+    }
+    await sleep(100);
+  }
+}
+
+async function textOf(page, testid) {
+  const text = await page.getByTestId(testid).first().textContent({ timeout: 1000 });
+  return text?.trim() ?? '';
+}
+
+/** Waits until the element's text matches (a string is an exact match). */
+async function expectText(page, testid, expected, timeout = 10_000) {
+  let seen = '(not found)';
+  const matches = (text) => (expected instanceof RegExp ? expected.test(text) : text === String(expected));
+  try {
+    return await eventually(`[data-testid=${testid}]`, async () => {
+      seen = await textOf(page, testid);
+      return matches(seen) ? seen : null;
+    }, timeout);
+  } catch {
+    throw new Error(`[data-testid=${testid}] should read ${expected} but reads ${JSON.stringify(seen)} (after ${seconds(timeout)})`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The test
+// ---------------------------------------------------------------------------------------
+
+async function newPage(browser, name, options) {
+  const context = await browser.newContext(options);
+  context.setDefaultTimeout(15_000);
+  const page = await context.newPage();
+  page.problems = [];
+  page.apiRequests = [];
+  page.on('pageerror', (error) => page.problems.push(`${name}: uncaught ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && /Content.Security.Policy|Refused to/i.test(message.text())) {
+      page.problems.push(`${name}: ${message.text()}`);
+    }
+  });
+  page.on('request', (request) => {
+    const url = new URL(request.url());
+    if (['fetch', 'xhr'].includes(request.resourceType())) {
+      page.apiRequests.push({ path: url.pathname, fingerprint: request.headers()['x-device-fingerprint'] });
+    }
+  });
+  return page;
+}
+
+async function run() {
+  const eventName = `Browser test ${new Date().toISOString().replace(/\D/g, '').slice(0, 14)}-${process.pid}`;
+  let base;
+  let browser;
+  let eventId;
+  let a;
+  let b;
+
+  try {
+    await step('start boxoffice serve with an embedded PostgreSQL', async () => {
+      const { url } = await startServer();
+      base = url;
+    });
+
+    await step(`launch ${CHROMIUM} headless`, async () => {
+      assert(fs.existsSync(CHROMIUM), `no browser at ${CHROMIUM} (Debian: apt-get install chromium)`);
+      // launch() gives the browser a fresh temporary profile (--user-data-dir) and removes it
+      // on close; nothing is downloaded: the executable is Debian's.
+      browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60_000 });
+      // The buyer on a phone-sized screen, the second buyer on a laptop.
+      a = await newPage(browser, 'buyer A', { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+      b = await newPage(browser, 'buyer B', { viewport: { width: 1280, height: 800 } });
+    });
+
+    await step('the page loads and computes a SHA-256 device fingerprint', async () => {
+      await a.goto(`${base}/`);
+      await expectText(a, 'device', /^[0-9a-f]{8}$/);
+      await a.getByTestId('event-list-empty').or(a.getByTestId('event-list')).first().waitFor();
+      const { signals, subtle, fallback } = await a.evaluate(async () => {
+        const m = await import('/assets/fingerprint.js');
+        const bytes = new TextEncoder().encode('boxoffice '.repeat(50));
+        return { signals: m.signals(), subtle: await m.sha256Hex(bytes), fallback: m.sha256Fallback(bytes) };
+      });
+      const expected = createHash('sha256').update('boxoffice '.repeat(50)).digest('hex');
+      assert(subtle === expected && fallback === expected, `SHA-256 in the page is wrong: subtle ${subtle}, fallback ${fallback}, expected ${expected}`);
+      assert(signals.length === 5 && /^[0-9a-f]{32}$/.test(signals[1]), `unexpected fingerprint signals ${JSON.stringify(signals)}`);
+      a.fingerprint = createHash('sha256').update(signals.join('\n')).digest('hex');
+      const sent = a.apiRequests.find((r) => r.path === '/events');
+      assert(sent, 'the event list was not fetched');
+      assert(sent.fingerprint === a.fingerprint, `X-Device-Fingerprint is ${sent.fingerprint}, expected ${a.fingerprint}`);
+      const stored = await a.evaluate(() => localStorage.getItem('boxoffice.deviceId'));
+      assert(stored === signals[1], 'the device id is not kept in localStorage');
+    });
+
+    await step('a form error reads plainly (limit per buyer above the total)', async () => {
+      await a.getByTestId('nav-new').click();
+      await a.getByTestId('create-name').fill(eventName);
+      await a.getByTestId('create-total').fill('20');
+      await a.getByTestId('create-cap').fill('30');
+      await a.getByTestId('create-submit').click();
+      await expectText(a, 'error-maxTicketsPerFingerprint', /^Limit per buyer must be between 1 and the number of tickets, or empty for no limit\.$/);
+      assert(/#\/new$/.test(a.url()), `stayed on the form, but the page is ${a.url()}`);
+    });
+
+    await step('create an event through the page (20 tickets, at most 6 per buyer)', async () => {
+      await a.getByTestId('create-cap').fill('6');
+      await a.getByTestId('create-submit').click();
+      await a.waitForURL(/#\/events\/[0-9a-f-]{36}$/);
+      eventId = a.url().split('/').pop();
+      await expectText(a, 'event-name', eventName);
+      await expectText(a, 'stat-available', '20');
+      await expectText(a, 'live-status', 'Live');
+    });
+
+    await step('the event list shows the event and its availability', async () => {
+      await a.getByTestId('nav-events').click();
+      const card = a.locator(`[data-testid=event-card][data-event-id="${eventId}"]`);
+      await card.waitFor();
+      const available = (await card.getByTestId('event-available').textContent()).trim();
+      assert(available === '20 of 20 left', `the card says ${JSON.stringify(available)}`);
+      await card.getByTestId('event-link').click();
+      await expectText(a, 'event-name', eventName);
+    });
+
+    let firstHold;
+    await step('hold two tickets: the hold shows a countdown', async () => {
+      await a.getByTestId('buy-quantity').fill('2');
+      await a.getByTestId('buy-submit').click();
+      await a.waitForURL(/#\/tickets\/[0-9a-f-]{36}$/);
+      firstHold = a.url().split('/').pop();
+      await expectText(a, 'ticket-summary', /^2 tickets for /);
+      const first = await expectText(a, 'hold-countdown', /^\d+:\d\d$/);
+      const [m, s] = first.split(':').map(Number);
+      assert(m * 60 + s > 60 && m * 60 + s <= 600, `countdown ${first} should be under the 10 minutes a hold lasts`);
+      await eventually('the countdown to tick', async () => (await textOf(a, 'hold-countdown')) !== first, 3000);
+    });
+
+    let code;
+    await step('pay with the card that succeeds: a BX- confirmation code', async () => {
+      await a.getByTestId('card-visa').check();
+      await a.getByTestId('pay-submit').click();
+      code = await expectText(a, 'confirmation-code', /^BX-/);
+      await a.screenshot({ path: SCREENSHOT, fullPage: true });
+      const header = a.apiRequests.filter((r) => r.path.startsWith('/tickets/') || r.path.endsWith('/tickets'));
+      assert(header.length >= 2 && header.every((r) => r.fingerprint === a.fingerprint), 'ticket calls did not all carry the fingerprint');
+    });
+
+    await step('"My tickets" lists the purchase with its code', async () => {
+      await a.getByTestId('to-my-tickets').click();
+      const row = a.locator(`[data-testid=ticket-row][data-ticket-id="${firstHold}"]`);
+      await row.waitFor();
+      const status = (await row.getByTestId('ticket-status').textContent()).trim();
+      const shown = (await row.getByTestId('ticket-code').textContent()).trim();
+      assert(status === 'Purchased' && shown === code, `the row says ${status} ${shown}, expected Purchased ${code}`);
+    });
+
+    await step('the event page shows the sale', async () => {
+      await a.evaluate((id) => {
+        window.__sameDocument = true;
+        location.hash = `#/events/${id}`;
+      }, eventId);
+      await expectText(a, 'stat-available', '18');
+      await expectText(a, 'stat-sold', '2');
+      await expectText(a, 'live-status', 'Live');
+    });
+
+    let secondHold;
+    await step("a second buyer holds 3 tickets: the first page's count drops live", async () => {
+      await b.goto(`${base}/#/events/${eventId}`);
+      await expectText(b, 'stat-available', '18');
+      await b.getByTestId('buy-quantity').fill('3');
+      await b.getByTestId('buy-submit').click();
+      await b.waitForURL(/#\/tickets\/[0-9a-f-]{36}$/);
+      secondHold = b.url().split('/').pop();
+      await expectText(b, 'hold-countdown', /^\d+:\d\d$/);
+      await expectText(a, 'stat-available', '15', 5000);
+      await expectText(a, 'stat-held', '3');
+      await expectText(a, 'last-change', /^Tickets were held at /);
+      assert(await a.evaluate(() => window.__sameDocument === true), 'the first page was reloaded');
+      const fingerprints = new Set(b.apiRequests.map((r) => r.fingerprint));
+      assert(fingerprints.size === 1 && !fingerprints.has(a.fingerprint), 'the second context should be a different buyer');
+    });
+
+    await step('a declined card shows its message and keeps the hold', async () => {
+      await b.getByTestId('card-declined').check();
+      await b.getByTestId('pay-submit').click();
+      await expectText(b, 'pay-error', /^Payment declined: the card was refused\./);
+      await b.getByTestId('hold-countdown').waitFor();
+      assert(await b.getByTestId('pay-submit').isEnabled(), 'the pay button should work again after a decline');
+    });
+
+    await step('the limit per buyer reads plainly', async () => {
+      await b.getByTestId('back-to-event').click();
+      await b.getByTestId('buy-quantity').fill('4');
+      await b.getByTestId('buy-submit').click();
+      await expectText(b, 'buy-error', /^Limit per buyer reached: you may have at most 6 tickets for this event and already have 3\./);
+    });
+
+    await step('cancel the hold from "My tickets": the first page\'s count returns live', async () => {
+      await b.getByTestId('nav-tickets').click();
+      const row = b.locator(`[data-testid=ticket-row][data-ticket-id="${secondHold}"]`);
+      await row.waitFor();
+      assert((await row.getByTestId('ticket-status').textContent()).trim() === 'Held', 'the hold should be listed as Held');
+      await row.getByTestId('ticket-cancel').click();
+      await eventually('the row to read Cancelled', async () => (await row.getByTestId('ticket-status').textContent()).trim() === 'Cancelled');
+      await expectText(a, 'stat-available', '18', 5000);
+      await expectText(a, 'stat-held', '0');
+      assert(await a.evaluate(() => window.__sameDocument === true), 'the first page was reloaded');
+    });
+
+    await step('no uncaught errors or Content-Security-Policy violations in either page', async () => {
+      const problems = [...a.problems, ...b.problems];
+      assert(problems.length === 0, problems.join('\n'));
+    });
+  } catch (error) {
+    if (!(error instanceof StepFailed)) {
+      failed++;
+      console.log(`FAIL ${error?.stack ?? error}`);
+    }
+    for (const [name, page] of [['a', a], ['b', b]]) {
+      if (!page) continue;
+      const file = path.join(ROOT, 'target', `browser-failure-${name}.png`);
+      await page.screenshot({ path: file, fullPage: true }).then(
+        () => console.log(`     screenshot of buyer ${name.toUpperCase()}'s page: ${path.relative(ROOT, file)}`),
+        () => {},
+      );
+    }
+    if (server) console.log(`     server log (last 40 lines):\n${readLog().split('\n').slice(-40).join('\n')}`);
+  } finally {
+    await browser?.close().catch(() => {});
+    const stopProblem = await stopServer();
+    if (stopProblem) {
+      failed++;
+      console.log(`FAIL stop the server: ${stopProblem}\n${readLog().split('\n').slice(-40).join('\n')}`);
+    } else if (base) {
+      passed++;
+      console.log('ok   the server stops cleanly on SIGTERM');
+    }
+    if (workDir && !stopProblem) fs.rmSync(workDir, { recursive: true, force: true });
+  }
+  console.log(`\nbrowser test took ${seconds(Date.now() - started)}; confirmation screenshot: ${path.relative(ROOT, SCREENSHOT)}`);
+  console.log(`browser: ${passed} passed, ${failed} failed`);
+  return failed === 0 ? 0 : 1;
+}
+
+process.exitCode = await run();
