@@ -314,8 +314,7 @@ function route() {
   view = new View();
   const match = routes.find(([pattern]) => pattern.test(path));
   for (const link of document.querySelectorAll('[data-nav]')) {
-    const current = match && link.dataset.nav === match[1] && (match[1] !== 'events' || path === '/' || path === '');
-    if (current) link.setAttribute('aria-current', 'page');
+    if (match && link.dataset.nav === match[1]) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
   window.scrollTo(0, 0);
@@ -505,13 +504,15 @@ async function showEvent(v, _query, id) {
         quantity.value = String(Math.min(next, Number(quantity.max) || next));
       },
     }, delta > 0 ? '+' : '−');
+  const steppers = [stepper(-1, 'One fewer'), stepper(1, 'One more')];
   const buyForm = h(
     'form',
     { class: 'buy-form', testid: 'buy-form', novalidate: true },
     h('label', { for: 'buy-quantity' }, 'How many tickets?'),
-    h('div', { class: 'quantity' }, stepper(-1, 'One fewer'), quantity, stepper(1, 'One more')),
+    h('div', { class: 'quantity' }, steppers[0], quantity, steppers[1]),
     buy,
   );
+  const soldOutNote = h('p', { class: 'notice info', testid: 'sold-out-note', hidden: true });
 
   const render = () => {
     availableEl.textContent = String(stats.available);
@@ -520,8 +521,11 @@ async function showEvent(v, _query, id) {
     totalEl.textContent = String(stats.total);
     fill(meterSlot, availabilityMeter(stats.available, stats.total));
     const soldOut = stats.available === 0;
-    buy.disabled = soldOut;
-    quantity.disabled = soldOut;
+    for (const control of [buy, quantity, ...steppers]) control.disabled = soldOut;
+    soldOutNote.hidden = !soldOut;
+    soldOutNote.textContent = stats.held > 0
+      ? 'Sold out for now. Held tickets that are not paid for go back on sale; this page updates by itself.'
+      : 'Sold out.';
     buy.textContent = soldOut ? 'Sold out' : 'Hold tickets';
     const cap = event.maxTicketsPerFingerprint ?? Infinity;
     quantity.max = String(Math.max(1, Math.min(stats.available, cap)));
@@ -571,6 +575,7 @@ async function showEvent(v, _query, id) {
       h('h2', { id: 'buy-heading' }, 'Buy tickets'),
       h('p', { class: 'muted' }, 'Tickets are held for you for a few minutes while you pay.',
         event.maxTicketsPerFingerprint ? ` At most ${plural(event.maxTicketsPerFingerprint, 'ticket')} per buyer.` : ''),
+      soldOutNote,
       buyForm,
       buyStatus,
     ),
@@ -825,7 +830,7 @@ async function showMyTickets(v, query) {
     result.data.length > 0
       ? list
       : h('div', { class: 'empty', testid: 'tickets-empty' }, 'No tickets yet from this browser. ', h('a', { href: '#/' }, 'Find an event')),
-    pager(result.meta, (p) => `#/tickets?page=${p}`, 'hold'),
+    pager(result.meta, (p) => `#/tickets?page=${p}`, 'booking'),
   );
 }
 

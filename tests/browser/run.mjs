@@ -39,6 +39,17 @@ const CHROMIUM_ARGS = [
   '--disable-quic',
 ];
 
+// When set, a screenshot of each page at each step goes to this directory, for a person.
+const SHOTS = process.env.BOXOFFICE_SCREENSHOTS ? path.resolve(process.env.BOXOFFICE_SCREENSHOTS) : null;
+let shotNumber = 0;
+
+async function shot(page, name) {
+  if (!SHOTS) return;
+  fs.mkdirSync(SHOTS, { recursive: true });
+  shotNumber++;
+  await page.screenshot({ path: path.join(SHOTS, `${String(shotNumber).padStart(2, '0')}-${name}.png`), fullPage: true });
+}
+
 const started = Date.now();
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const seconds = (ms) => `${(ms / 1000).toFixed(1)}s`;
@@ -302,6 +313,7 @@ async function run() {
       await a.getByTestId('create-submit').click();
       await expectText(a, 'error-maxTicketsPerFingerprint', /^Limit per buyer must be between 1 and the number of tickets, or empty for no limit\.$/);
       assert(/#\/new$/.test(a.url()), `stayed on the form, but the page is ${a.url()}`);
+      await shot(a, 'a-create-form-error');
     });
 
     await step('create an event through the page (20 tickets, at most 6 per buyer)', async () => {
@@ -312,12 +324,33 @@ async function run() {
       await expectText(a, 'event-name', eventName);
       await expectText(a, 'stat-available', '20');
       await expectText(a, 'live-status', 'Live');
+      await shot(a, 'a-event-new');
+    });
+
+    await step('the event list pages through events', async () => {
+      // Ten more events, later than the first, through the API: eleven make two pages.
+      for (let i = 1; i <= 10; i++) {
+        const response = await fetch(`${base}/events`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ name: `${eventName} extra ${i}`, date: `2031-01-${String(i).padStart(2, '0')}T20:00:00Z`, totalTickets: 5 }),
+        });
+        assert(response.status === 201, `POST /events answered ${response.status}`);
+      }
+      await a.getByTestId('nav-events').click();
+      await expectText(a, 'pager-status', 'Page 1 of 2 · 11 events');
+      await a.getByTestId('pager-next').click();
+      await expectText(a, 'pager-status', 'Page 2 of 2 · 11 events');
+      await eventually('one card on page 2', async () => (await a.getByTestId('event-card').count()) === 1);
+      await expectText(a, 'event-link', `${eventName} extra 10`);
+      await a.getByTestId('pager-prev').click();
+      await expectText(a, 'pager-status', 'Page 1 of 2 · 11 events');
     });
 
     await step('the event list shows the event and its availability', async () => {
-      await a.getByTestId('nav-events').click();
       const card = a.locator(`[data-testid=event-card][data-event-id="${eventId}"]`);
       await card.waitFor();
+      await shot(a, 'a-event-list');
       const available = (await card.getByTestId('event-available').textContent()).trim();
       assert(available === '20 of 20 left', `the card says ${JSON.stringify(available)}`);
       await card.getByTestId('event-link').click();
@@ -335,6 +368,7 @@ async function run() {
       const [m, s] = first.split(':').map(Number);
       assert(m * 60 + s > 60 && m * 60 + s <= 600, `countdown ${first} should be under the 10 minutes a hold lasts`);
       await eventually('the countdown to tick', async () => (await textOf(a, 'hold-countdown')) !== first, 3000);
+      await shot(a, 'a-hold');
     });
 
     let code;
@@ -353,6 +387,7 @@ async function run() {
       await row.waitFor();
       const status = (await row.getByTestId('ticket-status').textContent()).trim();
       const shown = (await row.getByTestId('ticket-code').textContent()).trim();
+      await shot(a, 'a-my-tickets');
       assert(status === 'Purchased' && shown === code, `the row says ${status} ${shown}, expected Purchased ${code}`);
     });
 
@@ -379,6 +414,8 @@ async function run() {
       await expectText(a, 'stat-held', '3');
       await expectText(a, 'last-change', /^Tickets were held at /);
       assert(await a.evaluate(() => window.__sameDocument === true), 'the first page was reloaded');
+      await shot(a, 'a-event-live');
+      await shot(b, 'b-hold');
       const fingerprints = new Set(b.apiRequests.map((r) => r.fingerprint));
       assert(fingerprints.size === 1 && !fingerprints.has(a.fingerprint), 'the second context should be a different buyer');
     });
@@ -389,6 +426,7 @@ async function run() {
       await expectText(b, 'pay-error', /^Payment declined: the card was refused\./);
       await b.getByTestId('hold-countdown').waitFor();
       assert(await b.getByTestId('pay-submit').isEnabled(), 'the pay button should work again after a decline');
+      await shot(b, 'b-declined');
     });
 
     await step('the limit per buyer reads plainly', async () => {
@@ -396,6 +434,7 @@ async function run() {
       await b.getByTestId('buy-quantity').fill('4');
       await b.getByTestId('buy-submit').click();
       await expectText(b, 'buy-error', /^Limit per buyer reached: you may have at most 6 tickets for this event and already have 3\./);
+      await shot(b, 'b-limit');
     });
 
     await step('cancel the hold from "My tickets": the first page\'s count returns live', async () => {
@@ -407,7 +446,33 @@ async function run() {
       await eventually('the row to read Cancelled', async () => (await row.getByTestId('ticket-status').textContent()).trim() === 'Cancelled');
       await expectText(a, 'stat-available', '18', 5000);
       await expectText(a, 'stat-held', '0');
+      await shot(b, 'b-my-tickets');
       assert(await a.evaluate(() => window.__sameDocument === true), 'the first page was reloaded');
+    });
+
+    await step('asking for more than are left reads plainly, and a sold-out event says so', async () => {
+      const response = await fetch(`${base}/events`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ name: `${eventName} small`, date: '2031-02-01T20:00:00Z', totalTickets: 3 }),
+      });
+      const small = await response.json();
+      await a.evaluate((id) => {
+        location.hash = `#/events/${id}`;
+      }, small.id);
+      await expectText(a, 'stat-available', '3');
+      await a.getByTestId('buy-quantity').fill('5');
+      await a.getByTestId('buy-submit').click();
+      await expectText(a, 'buy-error', 'Not enough tickets left: only 3 tickets remaining. Choose fewer.');
+      await a.getByTestId('buy-quantity').fill('3');
+      await a.getByTestId('buy-submit').click();
+      await expectText(a, 'hold-countdown', /^\d+:\d\d$/);
+      await a.getByTestId('back-to-event').click();
+      await expectText(a, 'stat-available', '0');
+      await expectText(a, 'buy-submit', 'Sold out');
+      await expectText(a, 'sold-out-note', /^Sold out for now\. Held tickets that are not paid for go back on sale/);
+      assert(await a.getByTestId('buy-submit').isDisabled(), 'the buy button should be disabled when sold out');
+      await shot(a, 'a-sold-out');
     });
 
     await step('no uncaught errors or Content-Security-Policy violations in either page', async () => {
