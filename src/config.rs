@@ -104,6 +104,34 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub purchase_batch_max: u32,
 
+    /// Bearer token organisers must send (`Authorization: Bearer <token>`) to create events.
+    /// Without it, event creation is open to anyone.
+    #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Browser origins allowed to call the API (CORS), comma-separated or repeated, e.g.
+    /// `https://tickets.example.com`. None by default: only same-origin pages may call it.
+    #[arg(
+        long = "cors-origin",
+        env = "BOXOFFICE_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Purchase and payment requests per second allowed per buyer fingerprint, with bursts of
+    /// three times as many; 0 turns the limit off.
+    #[arg(
+        long,
+        env = "BOXOFFICE_RATE_LIMIT_PER_FINGERPRINT",
+        default_value_t = 50
+    )]
+    pub rate_limit_per_fingerprint: u32,
+
+    /// Purchase and payment requests per second allowed per client address, with bursts of
+    /// three times as many; 0 turns the limit off (do so behind a proxy that hides addresses).
+    #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_ADDRESS", default_value_t = 1000)]
+    pub rate_limit_per_address: u32,
+
     /// Secret key for hashing device fingerprints (HMAC-SHA256). When absent, one is
     /// generated once and kept in the database, so every instance hashes alike.
     #[arg(long, env = "BOXOFFICE_FINGERPRINT_SECRET", hide_env_values = true)]

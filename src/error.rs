@@ -54,6 +54,12 @@ pub enum Error {
     InvalidStatus(AllocationStatus),
     #[error("the payment was declined")]
     PaymentDeclined,
+    #[error("too many requests; retry in {retry_after_seconds} s")]
+    RateLimited { retry_after_seconds: u64 },
+    #[error("this action needs an organiser token (Authorization: Bearer <token>)")]
+    Unauthorized,
+    #[error("the organiser token is not valid")]
+    Forbidden,
     #[error("the service is temporarily unavailable")]
     ServiceUnavailable,
     /// Anything unexpected: logged in full, answered without detail.

@@ -127,12 +127,20 @@ impl LiveStats {
     /// The event's available tickets as last committed, if a change to it has been heard
     /// since the listener (re)connected.
     pub fn known_available(&self, event_id: Uuid) -> Option<i32> {
-        let known = self.inner.known_available.lock().expect("availability map poisoned");
+        let known = self
+            .inner
+            .known_available
+            .lock()
+            .expect("availability map poisoned");
         known.get(&event_id).copied()
     }
 
     fn forget_known_available(&self) {
-        self.inner.known_available.lock().expect("availability map poisoned").clear();
+        self.inner
+            .known_available
+            .lock()
+            .expect("availability map poisoned")
+            .clear();
     }
 
     /// Ends every stream (on shutdown), so graceful shutdown is not held up by them.

@@ -16,6 +16,7 @@ use crate::config::{DatabaseArgs, ServeArgs};
 use crate::db;
 use crate::domain::fingerprint::FingerprintKey;
 use crate::embedded_pg::EmbeddedPostgres;
+use crate::http::limits::RateLimits;
 use crate::live::LiveStats;
 use crate::payment::SimulatedProvider;
 use crate::purchase::Purchaser;
@@ -85,6 +86,7 @@ pub struct Server {
     database: Database,
     sweep_interval: Duration,
     request_timeout: Duration,
+    cors_origins: Vec<String>,
 }
 
 impl Server {
@@ -115,7 +117,16 @@ impl Server {
                 args.purchase_batch_max as usize,
             ),
             live,
+            limits: RateLimits::new(args.rate_limit_per_fingerprint, args.rate_limit_per_address),
+            admin_token: args
+                .admin_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(Arc::from),
         };
+        if state.admin_token.is_none() {
+            tracing::warn!("no --admin-token: anyone may create events");
+        }
         crate::metrics::handle();
         let listener = TcpListener::bind(args.listen).await?;
         tracing::info!(address = %listener.local_addr()?, database = %which, "boxoffice listening");
@@ -125,6 +136,7 @@ impl Server {
             database,
             sweep_interval: Duration::from_millis(args.sweep_interval_ms),
             request_timeout: Duration::from_millis(args.request_timeout_ms),
+            cors_origins: args.cors_origins.clone(),
         })
     }
 
@@ -155,7 +167,7 @@ impl Server {
             live.clone()
                 .listen(self.state.pool.clone(), background_stopped),
         );
-        let app = crate::http::router(self.state, self.request_timeout);
+        let app = crate::http::router(self.state, self.request_timeout, &self.cors_origins)?;
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::domain::fingerprint::FingerprintKey;
+use crate::http::limits::RateLimits;
 use crate::live::LiveStats;
 use crate::payment::PaymentProvider;
 use crate::purchase::Purchaser;
@@ -23,5 +24,8 @@ pub struct AppState {
     pub fingerprint_key: FingerprintKey,
     pub payments: Arc<dyn PaymentProvider>,
     pub purchaser: Purchaser,
+    pub limits: RateLimits,
+    /// When set, creating an event requires this bearer token.
+    pub admin_token: Option<Arc<str>>,
     pub live: LiveStats,
 }

@@ -58,6 +58,9 @@ impl Error {
             Error::ReservationExpired => (StatusCode::GONE, "RESERVATION_EXPIRED"),
             Error::InvalidStatus(_) => (StatusCode::CONFLICT, "INVALID_STATUS"),
             Error::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "PAYMENT_DECLINED"),
+            Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            Error::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             Error::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
@@ -75,6 +78,14 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
+        let retry_after = match &self {
+            Error::RateLimited {
+                retry_after_seconds,
+            } => Some(retry_after_seconds.to_string()),
+            Error::ServiceUnavailable => Some("1".to_owned()),
+            _ => None,
+        };
+        let challenge = matches!(self, Error::Unauthorized);
         let mut body = ErrorBody {
             error: message,
             code,
@@ -97,10 +108,12 @@ impl IntoResponse for Error {
             _ => {}
         }
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let headers = response.headers_mut();
+        if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(header::RETRY_AFTER, value);
+        }
+        if challenge {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

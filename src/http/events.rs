@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
 use super::error::ErrorBody;
-use super::extract::{ApiJson, ApiQuery, IdPath};
+use super::extract::{ApiJson, ApiQuery, IdPath, Organiser};
 use crate::db;
 use crate::domain::event::{CreateEventRequest, Event, NewEvent};
 use crate::domain::page::{Page, PageQuery, PageRequest};
@@ -21,6 +21,8 @@ use crate::state::AppState;
         (status = 201, description = "Created; `Location` names the new event", body = Event,
          headers(("Location" = String, description = "/events/{id}"))),
         (status = 400, description = "BAD_REQUEST: malformed JSON or wrong content type", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: an organiser token is configured and none was sent", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the organiser token is wrong", body = ErrorBody),
         (status = 409, description = "EVENT_EXISTS: same name and date", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR, with details per field", body = ErrorBody),
@@ -29,6 +31,7 @@ use crate::state::AppState;
 )]
 pub async fn create_event(
     State(state): State<AppState>,
+    _organiser: Organiser,
     ApiJson(request): ApiJson<CreateEventRequest>,
 ) -> Result<impl IntoResponse> {
     let new_event = NewEvent::parse(request).map_err(Error::Validation)?;

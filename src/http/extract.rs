@@ -1,7 +1,10 @@
 //! Request extractors that turn every kind of bad input into the API's own errors, so a
 //! handler only ever sees well-formed values.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -15,6 +18,7 @@ use crate::domain::fingerprint::{
     FingerprintHash, FingerprintKey, FingerprintSource, parse_client_fingerprint,
 };
 use crate::error::{Error, FieldError};
+use crate::state::AppState;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -136,15 +140,55 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// An organiser allowed to create events: anyone when no `--admin-token` is configured,
+/// otherwise a request with `Authorization: Bearer <token>` (401 when missing, 403 when
+/// wrong). Tokens are compared as SHA-256 digests in constant time, so neither their
+/// content nor their length leaks through timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Organiser;
+
+impl FromRequestParts<AppState> for Organiser {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(expected) = &state.admin_token else {
+            return Ok(Organiser);
+        };
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(Error::Unauthorized)?;
+        let matches: bool = Sha256::digest(presented.trim().as_bytes())
+            .ct_eq(&Sha256::digest(expected.as_bytes()))
+            .into();
+        if matches {
+            Ok(Organiser)
+        } else {
+            Err(Error::Forbidden)
+        }
+    }
+}
+
 /// Who is calling: the device fingerprint the client sent, and the signals a fingerprint is
 /// derived from when it sent none.
 #[derive(Debug, Clone)]
 pub struct Caller {
     header_fingerprint: Option<String>,
     derived: FingerprintSource,
+    address: Option<IpAddr>,
 }
 
 impl Caller {
+    /// The client's IP address, as the connection shows it.
+    pub fn address(&self) -> Option<IpAddr> {
+        self.address
+    }
+
     /// The caller's stored identity. Preference: the `X-Device-Fingerprint` header, then a
     /// fingerprint from the request body, then one derived from the connection (weaker).
     pub fn identify(
@@ -191,15 +235,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                     .map_err(|message| Error::bad_parameter("X-Device-Fingerprint", message))?
             }
         };
-        let address = parts
+        let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string())
-            .unwrap_or_default();
+            .map(|ConnectInfo(addr)| addr.ip());
         Ok(Self {
             header_fingerprint,
+            address: ip,
             derived: FingerprintSource::Derived {
-                address,
+                address: ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 user_agent: header_text(header::USER_AGENT),
                 accept_language: header_text(header::ACCEPT_LANGUAGE),
             },

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod limits;
 pub mod ops;
 pub mod page;
 pub mod stream;
@@ -13,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -55,22 +57,58 @@ pub fn api() -> OpenApiRouter<AppState> {
 }
 
 /// The complete application: API, OpenAPI document, error mapping and request logging.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+pub fn router(
+    state: AppState,
+    request_timeout: Duration,
+    cors_origins: &[String],
+) -> Result<Router, String> {
     let (api, openapi) = api().split_for_parts();
-    api.merge(page::routes())
+    let app = api
+        .merge(page::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(async || Error::NotFound("route"))
         .method_not_allowed_fallback(async || Error::MethodNotAllowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
         .layer(middleware::map_response(json_errors))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(log_request));
+    Ok(match cors(cors_origins)? {
+        Some(cors) => app.layer(cors),
+        None => app,
+    })
+}
+
+/// CORS for the configured origins only; none configured means no CORS headers at all, so
+/// browsers keep other sites' pages from calling the API.
+fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let origins = origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o.trim()).map_err(|_| format!("invalid CORS origin {o:?}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static("x-device-fingerprint"),
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    ))
 }
 
 /// Responses made by the framework or a layer (not by our handlers) carry plain-text or empty

@@ -27,6 +27,7 @@ use crate::state::AppState;
         (status = 409, description = "TICKETS_SOLD_OUT, INSUFFICIENT_TICKETS (with availableTickets) or FINGERPRINT_LIMIT", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR: quantity missing or out of range", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED, with Retry-After", body = ErrorBody),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     )
 )]
@@ -39,6 +40,7 @@ pub async fn purchase_tickets(
     let quantity = Quantity::parse(request.quantity, state.rules.max_tickets_per_purchase)
         .map_err(|message| Error::Validation(vec![FieldError::new("quantity", message)]))?;
     let buyer = caller.identify(&state.fingerprint_key, request.user_fingerprint.as_deref())?;
+    state.limits.check(&buyer, caller.address())?;
     let outcome = state.purchaser.purchase(event_id, quantity, buyer).await;
     crate::metrics::purchase_outcome(match &outcome {
         Ok(_) => "reserved",
@@ -64,6 +66,7 @@ pub async fn purchase_tickets(
         (status = 409, description = "INVALID_STATUS: not `reserved`", body = ErrorBody),
         (status = 410, description = "RESERVATION_EXPIRED", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED, with Retry-After", body = ErrorBody),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     )
 )]
@@ -74,6 +77,7 @@ pub async fn pay_for_tickets(
     ApiJson(request): ApiJson<PaymentRequest>,
 ) -> Result<Json<Allocation>> {
     let buyer = caller.identify(&state.fingerprint_key, request.user_fingerprint.as_deref())?;
+    state.limits.check(&buyer, caller.address())?;
     let token = request
         .payment_token
         .as_deref()

@@ -29,7 +29,13 @@ pub struct Purchaser {
 }
 
 impl Purchaser {
-    pub fn new(pool: PgPool, live: LiveStats, hold_seconds: u32, mode: PurchaseMode, max_batch: usize) -> Self {
+    pub fn new(
+        pool: PgPool,
+        live: LiveStats,
+        hold_seconds: u32,
+        mode: PurchaseMode,
+        max_batch: usize,
+    ) -> Self {
         let coalescer = match mode {
             PurchaseMode::Batched => Some(Coalescer::new(pool.clone(), hold_seconds, max_batch)),
             PurchaseMode::PerRequest => None,

@@ -11,4 +11,5 @@ mod load;
 mod openapi;
 mod purchase;
 mod races;
+mod security;
 mod stream;
