@@ -60,6 +60,10 @@ pub enum Error {
     Unauthorized,
     #[error("the organiser token is not valid")]
     Forbidden,
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
+    IdempotencyInProgress,
     #[error("the service is temporarily unavailable")]
     ServiceUnavailable,
     /// Anything unexpected: logged in full, answered without detail.

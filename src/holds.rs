@@ -12,10 +12,12 @@
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::db;
 use crate::db::allocations::{self, LockedAllocation, TransitionRecord};
 use crate::db::events::{self, CountMove};
 use crate::domain::allocation::{Allocation, AllocationStatus, confirmation_code};
 use crate::domain::fingerprint::FingerprintHash;
+use crate::domain::idempotency::KeyRef;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::stats::ChangeKind;
 use crate::error::{Error, Result};
@@ -173,6 +175,7 @@ pub async fn pay(
     id: Uuid,
     buyer: &FingerprintHash,
     token: Option<&str>,
+    idempotency: Option<&KeyRef>,
 ) -> Result<Allocation> {
     let reference = format!("pay_{}", Uuid::new_v4().simple());
     let pending = begin_payment(pool, id, buyer, &reference).await?;
@@ -187,7 +190,7 @@ pub async fn pay(
             Error::ServiceUnavailable
         })?;
 
-    let settled = settle_payment(pool, id, &reference, outcome).await?;
+    let settled = settle_payment(pool, id, &reference, outcome, idempotency).await?;
     match (outcome, settled.status) {
         (ChargeOutcome::Charged, _) | (_, AllocationStatus::Purchased) => Ok(settled),
         _ => Err(Error::PaymentDeclined),
@@ -241,14 +244,29 @@ async fn begin_payment_in(
 
 /// Step three: record the provider's outcome, if the allocation is still waiting for this
 /// reference. If recovery settled it first, the recorded state is returned unchanged.
+/// A captured payment's response is recorded under the request's idempotency key in the
+/// same transaction.
 async fn settle_payment(
     pool: &PgPool,
     id: Uuid,
     reference: &str,
     outcome: ChargeOutcome,
+    idempotency: Option<&KeyRef>,
 ) -> Result<Allocation> {
     let mut tx = pool.begin().await?;
-    let settled = settle_payment_in(&mut tx, id, reference, outcome).await;
+    let mut settled = settle_payment_in(&mut tx, id, reference, outcome).await;
+    if let (Ok(allocation), Some(key)) = (&settled, idempotency) {
+        if allocation.status == AllocationStatus::Purchased {
+            let body = serde_json::to_string(allocation).map_err(Error::internal);
+            settled = match body {
+                Ok(body) => db::idempotency::complete(&mut tx, key, 200, &body)
+                    .await
+                    .map(|()| allocation.clone())
+                    .map_err(Error::from),
+                Err(err) => Err(err),
+            };
+        }
+    }
     commit(tx, settled).await
 }
 
@@ -317,7 +335,7 @@ pub async fn recover_payment(
         tracing::warn!(allocation = %id, %reference, error = %err, "payment recovery could not reach the provider");
         Error::ServiceUnavailable
     })?;
-    settle_payment(pool, id, reference, outcome).await
+    settle_payment(pool, id, reference, outcome, None).await
 }
 
 /// Expires up to `batch` lapsed holds of one event and returns how many it expired.

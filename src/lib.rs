@@ -12,6 +12,7 @@ pub mod embedded_pg;
 pub mod error;
 pub mod holds;
 pub mod http;
+pub mod idempotency;
 pub mod live;
 pub mod metrics;
 pub mod payment;

@@ -1,6 +1,7 @@
 //! The background job that returns lapsed holds to the pool and settles payments that a
 //! crash left in `payment_pending`. Several instances may sweep one database at once: each
-//! event is expired under its row lock, so a hold is counted back exactly once.
+//! event is expired under its row lock, so a hold is counted back exactly once. It also
+//! purges idempotency keys older than 24 hours.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::state::AppState;
 const EVENTS_PER_ROUND: i64 = 100;
 const HOLDS_PER_BATCH: i64 = 500;
 const PAYMENTS_PER_ROUND: i64 = 100;
+const KEYS_PER_ROUND: i64 = 1000;
 
 /// Sweeps every `interval` until `shutdown` changes.
 pub async fn run(state: AppState, interval: Duration, mut shutdown: watch::Receiver<bool>) {
@@ -69,5 +71,11 @@ pub async fn sweep_once(state: &AppState) -> crate::error::Result<(i64, usize)> 
         }
     }
     crate::metrics::payments_recovered(settled);
+
+    // Idempotency keys live 24 hours.
+    let purged = crate::db::idempotency::purge_expired(&state.pool, KEYS_PER_ROUND).await?;
+    if purged > 0 {
+        tracing::info!(purged, "purged idempotency keys older than 24 hours");
+    }
     Ok((expired, settled))
 }

@@ -4,6 +4,7 @@
 pub mod allocations;
 pub mod charges;
 pub mod events;
+pub mod idempotency;
 pub mod settings;
 
 use std::time::Duration;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::domain::fingerprint::FingerprintHash;
+use crate::domain::idempotency::KeyRef;
 use crate::error::Error;
 
 /// One purchase request waiting for a decision.
@@ -11,6 +12,8 @@ use crate::error::Error;
 pub struct Ask {
     pub quantity: i32,
     pub buyer: FingerprintHash,
+    /// The request's claimed idempotency key, if it sent one.
+    pub idempotency: Option<KeyRef>,
 }
 
 /// Grants requests strictly in arrival order while stock lasts. A request that does not fit
@@ -67,6 +70,7 @@ mod tests {
         Ask {
             quantity,
             buyer: buyer(name),
+            idempotency: None,
         }
     }
 

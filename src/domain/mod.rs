@@ -5,5 +5,6 @@ pub mod allocation;
 pub mod event;
 pub mod fingerprint;
 pub mod grant;
+pub mod idempotency;
 pub mod page;
 pub mod stats;

@@ -58,6 +58,10 @@ impl Error {
             Error::ReservationExpired => (StatusCode::GONE, "RESERVATION_EXPIRED"),
             Error::InvalidStatus(_) => (StatusCode::CONFLICT, "INVALID_STATUS"),
             Error::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "PAYMENT_DECLINED"),
+            Error::IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
+            }
+            Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             Error::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
@@ -67,27 +71,16 @@ impl Error {
     }
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let message = match &self {
-            Error::Internal(detail) => {
-                // The detail goes to the log only; the client learns nothing internal.
-                tracing::error!(%detail, "internal error");
-                "an internal error occurred".to_owned()
-            }
+impl Error {
+    /// The JSON body this error is answered with (no internal detail, ever).
+    pub fn body(&self) -> ErrorBody {
+        let (_, code) = self.status_and_code();
+        let error = match self {
+            Error::Internal(_) => "an internal error occurred".to_owned(),
             other => other.to_string(),
         };
-        let retry_after = match &self {
-            Error::RateLimited {
-                retry_after_seconds,
-            } => Some(retry_after_seconds.to_string()),
-            Error::ServiceUnavailable => Some("1".to_owned()),
-            _ => None,
-        };
-        let challenge = matches!(self, Error::Unauthorized);
         let mut body = ErrorBody {
-            error: message,
+            error,
             code,
             details: Vec::new(),
             available_tickets: None,
@@ -97,16 +90,36 @@ impl IntoResponse for Error {
         };
         match self {
             Error::BadRequest { details, .. } | Error::Validation(details) => {
-                body.details = details
+                body.details = details.clone()
             }
-            Error::InsufficientTickets { available } => body.available_tickets = Some(available),
+            Error::InsufficientTickets { available } => body.available_tickets = Some(*available),
             Error::FingerprintLimit { limit, held } => {
-                body.limit = Some(limit);
-                body.held = Some(held);
+                body.limit = Some(*limit);
+                body.held = Some(*held);
             }
-            Error::InvalidStatus(status) => body.status = Some(status),
+            Error::InvalidStatus(status) => body.status = Some(*status),
             _ => {}
         }
+        body
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_code();
+        if let Error::Internal(detail) = &self {
+            // The detail goes to the log only; the client learns nothing internal.
+            tracing::error!(%detail, "internal error");
+        }
+        let retry_after = match &self {
+            Error::RateLimited {
+                retry_after_seconds,
+            } => Some(retry_after_seconds.to_string()),
+            Error::ServiceUnavailable => Some("1".to_owned()),
+            _ => None,
+        };
+        let challenge = matches!(self, Error::Unauthorized);
+        let body = self.body();
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {

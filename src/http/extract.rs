@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::domain::fingerprint::{
     FingerprintHash, FingerprintKey, FingerprintSource, parse_client_fingerprint,
 };
+use crate::domain::idempotency::IdempotencyKey;
 use crate::error::{Error, FieldError};
 use crate::state::AppState;
 
@@ -137,6 +138,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .map_err(|rejection| {
                 Error::bad_request(format!("invalid query string: {}", rejection.body_text()))
             })
+    }
+}
+
+/// The optional `Idempotency-Key` header; a malformed key is a 400.
+#[derive(Debug, Clone)]
+pub struct IdempotencyHeader(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(Self(None));
+        };
+        let text = value.to_str().map_err(|_| {
+            Error::bad_parameter(
+                "Idempotency-Key",
+                "must contain only printable ASCII characters",
+            )
+        })?;
+        IdempotencyKey::parse(text)
+            .map(|key| Self(Some(key)))
+            .map_err(|message| Error::bad_parameter("Idempotency-Key", message))
     }
 }
 

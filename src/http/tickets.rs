@@ -2,14 +2,19 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
 
 use super::error::ErrorBody;
-use super::extract::{ApiJson, ApiQuery, Caller, IdPath};
+use super::extract::{ApiJson, ApiQuery, Caller, IdPath, IdempotencyHeader};
 use crate::domain::allocation::{Allocation, PaymentRequest, PurchaseRequest, Quantity};
+use crate::domain::fingerprint::FingerprintHash;
+use crate::domain::idempotency::{IdempotencyKey, KeyRef, request_hash};
 use crate::domain::page::{Page, PageQuery, PageRequest};
 use crate::error::{Error, FieldError, Result};
 use crate::holds;
+use crate::idempotency::{self, Attempt};
 use crate::state::AppState;
 
 /// Reserve tickets: a hold that lasts until paid, cancelled or lapsed.
@@ -18,15 +23,16 @@ use crate::state::AppState;
     params(
         ("id" = uuid::Uuid, Path, description = "Event id"),
         ("X-Device-Fingerprint" = Option<String>, Header, description = "The buyer's device fingerprint"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable characters; a retry with the same key and request gets the first response"),
     ),
     request_body = PurchaseRequest,
     responses(
         (status = 201, description = "The hold, status `reserved`", body = Allocation),
         (status = 400, description = "BAD_REQUEST", body = ErrorBody),
         (status = 404, description = "NOT_FOUND: no such event", body = ErrorBody),
-        (status = 409, description = "TICKETS_SOLD_OUT, INSUFFICIENT_TICKETS (with availableTickets) or FINGERPRINT_LIMIT", body = ErrorBody),
+        (status = 409, description = "TICKETS_SOLD_OUT, INSUFFICIENT_TICKETS (with availableTickets), FINGERPRINT_LIMIT or IDEMPOTENCY_IN_PROGRESS", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
-        (status = 422, description = "VALIDATION_ERROR: quantity missing or out of range", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR: quantity missing or out of range; IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
         (status = 429, description = "RATE_LIMITED, with Retry-After", body = ErrorBody),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     )
@@ -35,18 +41,28 @@ pub async fn purchase_tickets(
     State(state): State<AppState>,
     IdPath(event_id): IdPath,
     caller: Caller,
+    IdempotencyHeader(key): IdempotencyHeader,
     ApiJson(request): ApiJson<PurchaseRequest>,
-) -> Result<(StatusCode, Json<Allocation>)> {
+) -> Result<Response> {
     let quantity = Quantity::parse(request.quantity, state.rules.max_tickets_per_purchase)
         .map_err(|message| Error::Validation(vec![FieldError::new("quantity", message)]))?;
     let buyer = caller.identify(&state.fingerprint_key, request.user_fingerprint.as_deref())?;
     state.limits.check(&buyer, caller.address())?;
-    let outcome = state.purchaser.purchase(event_id, quantity, buyer).await;
+    let path = format!("/events/{event_id}/tickets");
+    let canonical = json!({ "quantity": quantity.get() }).to_string();
+    let claim = match begin_keyed(&state, &buyer, key, &path, &canonical).await? {
+        Keyed::Replay(response) => return Ok(response),
+        Keyed::Run(claim) => claim,
+    };
+    let outcome = state
+        .purchaser
+        .purchase(event_id, quantity, buyer, claim.clone())
+        .await;
     crate::metrics::purchase_outcome(match &outcome {
         Ok(_) => "reserved",
         Err(err) => err.status_and_code().1,
     });
-    Ok((StatusCode::CREATED, Json(outcome?)))
+    respond(&state, claim, StatusCode::CREATED, outcome).await
 }
 
 /// Pay for a hold. Only its holder may pay.
@@ -55,6 +71,7 @@ pub async fn purchase_tickets(
     params(
         ("id" = uuid::Uuid, Path, description = "Allocation id"),
         ("X-Device-Fingerprint" = Option<String>, Header, description = "The buyer's device fingerprint"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable characters; a retry with the same key and request gets the first response"),
     ),
     request_body(content = PaymentRequest, description = "Optional; no token pays with the default test card"),
     responses(
@@ -63,9 +80,9 @@ pub async fn purchase_tickets(
         (status = 402, description = "PAYMENT_DECLINED: the hold is `reserved` again (or `expired` if it lapsed meanwhile)", body = ErrorBody),
         (status = 403, description = "FINGERPRINT_MISMATCH", body = ErrorBody),
         (status = 404, description = "NOT_FOUND", body = ErrorBody),
-        (status = 409, description = "INVALID_STATUS: not `reserved`", body = ErrorBody),
+        (status = 409, description = "INVALID_STATUS: not `reserved`; IDEMPOTENCY_IN_PROGRESS", body = ErrorBody),
         (status = 410, description = "RESERVATION_EXPIRED", body = ErrorBody),
-        (status = 422, description = "VALIDATION_ERROR", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR; IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
         (status = 429, description = "RATE_LIMITED, with Retry-After", body = ErrorBody),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     )
@@ -74,8 +91,9 @@ pub async fn pay_for_tickets(
     State(state): State<AppState>,
     IdPath(id): IdPath,
     caller: Caller,
+    IdempotencyHeader(key): IdempotencyHeader,
     ApiJson(request): ApiJson<PaymentRequest>,
-) -> Result<Json<Allocation>> {
+) -> Result<Response> {
     let buyer = caller.identify(&state.fingerprint_key, request.user_fingerprint.as_deref())?;
     state.limits.check(&buyer, caller.address())?;
     let token = request
@@ -83,8 +101,81 @@ pub async fn pay_for_tickets(
         .as_deref()
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    let allocation = holds::pay(&state.pool, state.payments.as_ref(), id, &buyer, token).await?;
-    Ok(Json(allocation))
+    let path = format!("/tickets/{id}/payment");
+    let canonical = json!({ "paymentToken": token }).to_string();
+    let claim = match begin_keyed(&state, &buyer, key, &path, &canonical).await? {
+        Keyed::Replay(response) => return Ok(response),
+        Keyed::Run(claim) => claim,
+    };
+    let outcome = holds::pay(
+        &state.pool,
+        state.payments.as_ref(),
+        id,
+        &buyer,
+        token,
+        claim.as_ref(),
+    )
+    .await;
+    respond(&state, claim, StatusCode::OK, outcome).await
+}
+
+/// What an idempotency key says to do with a request.
+enum Keyed {
+    /// Run the request (under this claim, if it has a key).
+    Run(Option<KeyRef>),
+    /// Answer with the first attempt's response.
+    Replay(Response),
+}
+
+async fn begin_keyed(
+    state: &AppState,
+    buyer: &FingerprintHash,
+    key: Option<IdempotencyKey>,
+    path: &str,
+    canonical_body: &str,
+) -> Result<Keyed> {
+    let Some(key) = key else {
+        return Ok(Keyed::Run(None));
+    };
+    let hash = request_hash("POST", path, canonical_body);
+    Ok(
+        match idempotency::begin(&state.pool, buyer, &key, &hash).await? {
+            Attempt::First(claim) => Keyed::Run(Some(claim)),
+            Attempt::Replay { status, body } => {
+                let status = StatusCode::from_u16(status).map_err(Error::internal)?;
+                let mut response =
+                    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                Keyed::Replay(response)
+            }
+        },
+    )
+}
+
+/// Answers a keyed or unkeyed request, recording the answer under its key. Effects already
+/// recorded theirs in their own transaction; this records refusals and releases failures.
+async fn respond(
+    state: &AppState,
+    claim: Option<KeyRef>,
+    success: StatusCode,
+    outcome: Result<Allocation>,
+) -> Result<Response> {
+    if let Some(claim) = &claim {
+        let (status, body) = match &outcome {
+            Ok(allocation) => (
+                success,
+                serde_json::to_string(allocation).map_err(Error::internal)?,
+            ),
+            Err(err) => (
+                err.status_and_code().0,
+                serde_json::to_string(&err.body()).map_err(Error::internal)?,
+            ),
+        };
+        idempotency::finish(&state.pool, claim, status.as_u16(), &body).await;
+    }
+    Ok((success, Json(outcome?)).into_response())
 }
 
 /// Cancel a `reserved` hold; its tickets return to the pool.

@@ -16,6 +16,7 @@ use crate::db;
 use crate::domain::allocation::{Allocation, Quantity};
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::grant::Ask;
+use crate::domain::idempotency::KeyRef;
 use crate::error::{Error, Result};
 use crate::live::LiveStats;
 use coalescer::Coalescer;
@@ -54,6 +55,7 @@ impl Purchaser {
         event_id: Uuid,
         quantity: Quantity,
         buyer: FingerprintHash,
+        idempotency: Option<KeyRef>,
     ) -> Result<Allocation> {
         // Sold out needs no lock: a committed zero is a true answer at the instant it was
         // committed, and a request that saw it could equally have arrived just before the
@@ -71,6 +73,7 @@ impl Purchaser {
         let ask = Ask {
             quantity: quantity.get(),
             buyer,
+            idempotency,
         };
         match &self.coalescer {
             Some(coalescer) => coalescer.submit(event_id, ask).await,

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db::events::CountMove;
-use crate::db::{allocations, events};
+use crate::db::{allocations, events, idempotency};
 use crate::domain::allocation::Allocation;
 use crate::domain::grant::{Ask, decide};
 use crate::domain::stats::ChangeKind;
@@ -83,9 +83,7 @@ pub async fn reserve(
 
     // Steps 4 and 5: the holds and the counts, under the same lock and transaction.
     let tickets: i64 = granted.iter().map(|a| i64::from(a.quantity)).sum();
-    let mut rows = allocations::insert_reserved(&mut tx, event_id, &granted, hold_seconds)
-        .await?
-        .into_iter();
+    let rows = allocations::insert_reserved(&mut tx, event_id, &granted, hold_seconds).await?;
     events::move_counts(
         &mut tx,
         event_id,
@@ -95,6 +93,23 @@ pub async fn reserve(
         last.buyer.as_str(),
     )
     .await?;
+    // Keyed requests' 201s are recorded with the holds they report, in the same transaction
+    // (one statement, and only when the batch has keyed requests).
+    let keyed = granted
+        .iter()
+        .zip(&rows)
+        .filter_map(|(ask, row)| {
+            Some((
+                ask.idempotency.as_ref()?,
+                201,
+                serde_json::to_string(row).ok()?,
+            ))
+        })
+        .collect::<Vec<_>>();
+    if !keyed.is_empty() {
+        idempotency::complete_many(&mut tx, &keyed).await?;
+    }
+    let mut rows = rows.into_iter();
 
     // Step 6.
     tx.commit().await?;

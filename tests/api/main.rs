@@ -6,6 +6,7 @@ mod binary;
 mod errors;
 mod events;
 mod expiry;
+mod idempotency;
 mod lifecycle;
 mod load;
 mod openapi;

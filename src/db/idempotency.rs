@@ -1,0 +1,154 @@
+//! SQL for `idempotency_keys`.
+
+use sqlx::{PgConnection, PgPool};
+
+use crate::domain::idempotency::KeyRef;
+
+/// What a lookup found.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub request_hash: String,
+    pub completed: bool,
+    pub response_status: Option<i32>,
+    pub response_body: Option<String>,
+    /// Seconds since the current claim was made.
+    pub claim_age_seconds: f64,
+    /// Whether the key is older than its 24-hour lifetime.
+    pub expired: bool,
+}
+
+/// Claims a new key for a first attempt; false when the key exists already.
+pub async fn claim(pool: &PgPool, key: &KeyRef, request_hash: &str) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (fingerprint_hash, key, request_hash) VALUES ($1, $2, $3) \
+         ON CONFLICT (fingerprint_hash, key) DO NOTHING",
+    )
+    .bind(&key.fingerprint_hash)
+    .bind(&key.key)
+    .bind(request_hash)
+    .execute(pool)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+pub async fn find(pool: &PgPool, key: &KeyRef) -> Result<Option<StoredKey>, sqlx::Error> {
+    let row: Option<(String, String, Option<i32>, Option<String>, f64, bool)> = sqlx::query_as(
+        "SELECT request_hash, state, response_status, response_body, \
+                extract(epoch FROM clock_timestamp() - claimed_at)::float8, \
+                created_at < clock_timestamp() - interval '24 hours' \
+         FROM idempotency_keys WHERE fingerprint_hash = $1 AND key = $2",
+    )
+    .bind(&key.fingerprint_hash)
+    .bind(&key.key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(
+        |(request_hash, state, response_status, response_body, age, expired)| StoredKey {
+            request_hash,
+            completed: state == "completed",
+            response_status,
+            response_body,
+            claim_age_seconds: age,
+            expired,
+        },
+    ))
+}
+
+/// Takes over a stale in-progress claim (or restarts an expired key) for a new attempt;
+/// false if another attempt took it first.
+pub async fn reclaim(
+    pool: &PgPool,
+    key: &KeyRef,
+    request_hash: &str,
+    stale_seconds: f64,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE idempotency_keys SET \
+            request_hash = $3, state = 'in_progress', response_status = NULL, response_body = NULL, \
+            completed_at = NULL, claimed_at = clock_timestamp(), \
+            created_at = CASE WHEN created_at < clock_timestamp() - interval '24 hours' \
+                              THEN clock_timestamp() ELSE created_at END \
+         WHERE fingerprint_hash = $1 AND key = $2 \
+           AND ((state = 'in_progress' AND claimed_at <= clock_timestamp() - make_interval(secs => $4)) \
+                OR created_at < clock_timestamp() - interval '24 hours')",
+    )
+    .bind(&key.fingerprint_hash)
+    .bind(&key.key)
+    .bind(request_hash)
+    .bind(stale_seconds)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Records the response of the attempt holding the claim. Runs on whatever connection the
+/// effect's transaction uses, so the response is stored if and only if the effect commits.
+pub async fn complete(
+    conn: &mut PgConnection,
+    key: &KeyRef,
+    status: u16,
+    body: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET state = 'completed', response_status = $3, response_body = $4, \
+                completed_at = clock_timestamp() \
+         WHERE fingerprint_hash = $1 AND key = $2 AND state = 'in_progress'",
+    )
+    .bind(&key.fingerprint_hash)
+    .bind(&key.key)
+    .bind(i32::from(status))
+    .bind(body)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records responses for several claims in one statement (a purchase batch).
+pub async fn complete_many(
+    conn: &mut PgConnection,
+    keys: &[(&KeyRef, u16, String)],
+) -> Result<(), sqlx::Error> {
+    let fingerprints: Vec<&str> = keys
+        .iter()
+        .map(|(k, _, _)| k.fingerprint_hash.as_str())
+        .collect();
+    let names: Vec<&str> = keys.iter().map(|(k, _, _)| k.key.as_str()).collect();
+    let statuses: Vec<i32> = keys.iter().map(|(_, s, _)| i32::from(*s)).collect();
+    let bodies: Vec<&str> = keys.iter().map(|(_, _, b)| b.as_str()).collect();
+    sqlx::query(
+        "UPDATE idempotency_keys k SET state = 'completed', response_status = r.status, \
+                response_body = r.body, completed_at = clock_timestamp() \
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[]) AS r(fingerprint_hash, key, status, body) \
+         WHERE k.fingerprint_hash = r.fingerprint_hash AND k.key = r.key AND k.state = 'in_progress'",
+    )
+    .bind(&fingerprints)
+    .bind(&names)
+    .bind(&statuses)
+    .bind(&bodies)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives a claim up after a failure with no effect, so a retry runs again.
+pub async fn release(pool: &PgPool, key: &KeyRef) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE fingerprint_hash = $1 AND key = $2 AND state = 'in_progress'")
+        .bind(&key.fingerprint_hash)
+        .bind(&key.key)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Deletes up to `limit` keys older than 24 hours; returns how many.
+pub async fn purge_expired(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE (fingerprint_hash, key) IN ( \
+             SELECT fingerprint_hash, key FROM idempotency_keys \
+             WHERE created_at < now() - interval '24 hours' LIMIT $1)",
+    )
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(deleted.rows_affected())
+}

@@ -1,0 +1,98 @@
+//! Idempotent retries with the semantics payment APIs use: the same `Idempotency-Key` with
+//! the same request within 24 hours gets the first response and has no second effect; with
+//! a different request it is refused (422 `IDEMPOTENCY_KEY_REUSED`); a duplicate that arrives
+//! while the first is running waits for it, or gets 409 `IDEMPOTENCY_IN_PROGRESS`.
+//!
+//! A first attempt claims the key (a committed `in_progress` row, so duplicates can see it).
+//! A response that has an effect (a hold made, a payment captured) is recorded in the same
+//! transaction as the effect, so it exists if and only if the effect does. Refusals, which
+//! have no effect, are recorded after the fact; failures (5xx) give the claim up so a retry
+//! runs again. A claim still `in_progress` long after any attempt could have committed
+//! belongs to a crashed attempt whose effect never committed, and is taken over.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::db;
+use crate::domain::fingerprint::FingerprintHash;
+use crate::domain::idempotency::{IdempotencyKey, KeyRef};
+use crate::error::{Error, Result};
+
+/// How long a duplicate waits for the first attempt before answering 409.
+const WAIT_FOR_FIRST: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(25);
+/// Age after which an `in_progress` claim is taken to be abandoned: longer than any attempt
+/// can run (request, lock and statement timeouts are all shorter).
+const STALE_CLAIM_SECONDS: f64 = 120.0;
+
+/// What to do with a keyed request.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Run it; the key is claimed for this attempt.
+    First(KeyRef),
+    /// Answer with the first attempt's response.
+    Replay { status: u16, body: String },
+}
+
+/// Claims the key for this request, or finds the first attempt's outcome.
+pub async fn begin(
+    pool: &PgPool,
+    buyer: &FingerprintHash,
+    key: &IdempotencyKey,
+    request_hash: &str,
+) -> Result<Attempt> {
+    let key = KeyRef::new(buyer, key);
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
+    loop {
+        if db::idempotency::claim(pool, &key, request_hash).await? {
+            return Ok(Attempt::First(key));
+        }
+        let stored = db::idempotency::find(pool, &key).await?;
+        match stored {
+            Some(stored)
+                if stored.expired
+                    || stored.claim_age_seconds >= STALE_CLAIM_SECONDS && !stored.completed =>
+            {
+                if db::idempotency::reclaim(pool, &key, request_hash, STALE_CLAIM_SECONDS).await? {
+                    return Ok(Attempt::First(key));
+                }
+            }
+            Some(stored) if stored.request_hash != request_hash => {
+                return Err(Error::IdempotencyKeyReused);
+            }
+            Some(stored) if stored.completed => {
+                let status = stored.response_status.and_then(|s| u16::try_from(s).ok());
+                return match (status, stored.response_body) {
+                    (Some(status), Some(body)) => Ok(Attempt::Replay { status, body }),
+                    _ => Err(Error::internal(
+                        "a completed idempotency key without its response",
+                    )),
+                };
+            }
+            // In progress (or released a moment ago): wait for the first attempt.
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::IdempotencyInProgress);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Records a response with no effect (a refusal), or gives the claim up after a failure so
+/// that a retry runs again. A claim already completed with its effect is left as it is.
+pub async fn finish(pool: &PgPool, key: &KeyRef, status: u16, body: &str) {
+    let recorded = if status >= 500 {
+        db::idempotency::release(pool, key).await
+    } else {
+        match pool.acquire().await {
+            Ok(mut conn) => db::idempotency::complete(&mut conn, key, status, body).await,
+            Err(err) => Err(err),
+        }
+    };
+    if let Err(err) = recorded {
+        // The claim stays in progress and is taken over once stale: a retry still works.
+        tracing::warn!(error = %err, "could not record an idempotent response");
+    }
+}
