@@ -255,17 +255,17 @@ async fn settle_payment(
 ) -> Result<Allocation> {
     let mut tx = pool.begin().await?;
     let mut settled = settle_payment_in(&mut tx, id, reference, outcome).await;
-    if let (Ok(allocation), Some(key)) = (&settled, idempotency) {
-        if allocation.status == AllocationStatus::Purchased {
-            let body = serde_json::to_string(allocation).map_err(Error::internal);
-            settled = match body {
-                Ok(body) => db::idempotency::complete(&mut tx, key, 200, &body)
-                    .await
-                    .map(|()| allocation.clone())
-                    .map_err(Error::from),
-                Err(err) => Err(err),
-            };
-        }
+    if let (Ok(allocation), Some(key)) = (&settled, idempotency)
+        && allocation.status == AllocationStatus::Purchased
+    {
+        let body = serde_json::to_string(allocation).map_err(Error::internal);
+        settled = match body {
+            Ok(body) => db::idempotency::complete(&mut tx, key, 200, &body)
+                .await
+                .map(|()| allocation.clone())
+                .map_err(Error::from),
+            Err(err) => Err(err),
+        };
     }
     commit(tx, settled).await
 }

@@ -49,15 +49,17 @@ pub async fn begin(
             return Ok(Attempt::First(key));
         }
         let stored = db::idempotency::find(pool, &key).await?;
+        let abandoned = stored.as_ref().is_some_and(|s| {
+            s.expired || (!s.completed && s.claim_age_seconds >= STALE_CLAIM_SECONDS)
+        });
+        if abandoned
+            && db::idempotency::reclaim(pool, &key, request_hash, STALE_CLAIM_SECONDS).await?
+        {
+            return Ok(Attempt::First(key));
+        }
         match stored {
-            Some(stored)
-                if stored.expired
-                    || stored.claim_age_seconds >= STALE_CLAIM_SECONDS && !stored.completed =>
-            {
-                if db::idempotency::reclaim(pool, &key, request_hash, STALE_CLAIM_SECONDS).await? {
-                    return Ok(Attempt::First(key));
-                }
-            }
+            // Expired or abandoned, and another attempt took it over first: look again.
+            Some(_) if abandoned => {}
             Some(stored) if stored.request_hash != request_hash => {
                 return Err(Error::IdempotencyKeyReused);
             }

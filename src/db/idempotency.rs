@@ -5,7 +5,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::domain::idempotency::KeyRef;
 
 /// What a lookup found.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredKey {
     pub request_hash: String,
     pub completed: bool,
@@ -32,26 +32,16 @@ pub async fn claim(pool: &PgPool, key: &KeyRef, request_hash: &str) -> Result<bo
 }
 
 pub async fn find(pool: &PgPool, key: &KeyRef) -> Result<Option<StoredKey>, sqlx::Error> {
-    let row: Option<(String, String, Option<i32>, Option<String>, f64, bool)> = sqlx::query_as(
-        "SELECT request_hash, state, response_status, response_body, \
-                extract(epoch FROM clock_timestamp() - claimed_at)::float8, \
-                created_at < clock_timestamp() - interval '24 hours' \
+    sqlx::query_as(
+        "SELECT request_hash, state = 'completed' AS completed, response_status, response_body, \
+                extract(epoch FROM clock_timestamp() - claimed_at)::float8 AS claim_age_seconds, \
+                created_at < clock_timestamp() - interval '24 hours' AS expired \
          FROM idempotency_keys WHERE fingerprint_hash = $1 AND key = $2",
     )
     .bind(&key.fingerprint_hash)
     .bind(&key.key)
     .fetch_optional(pool)
-    .await?;
-    Ok(row.map(
-        |(request_hash, state, response_status, response_body, age, expired)| StoredKey {
-            request_hash,
-            completed: state == "completed",
-            response_status,
-            response_body,
-            claim_age_seconds: age,
-            expired,
-        },
-    ))
+    .await
 }
 
 /// Takes over a stale in-progress claim (or restarts an expired key) for a new attempt;

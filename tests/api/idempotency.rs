@@ -246,3 +246,39 @@ async fn keys_expire_after_24_hours() {
         .unwrap();
     assert_eq!(keys, ["old"], "the sweeper purged the expired key");
 }
+
+#[tokio::test]
+async fn a_claim_left_by_a_crashed_attempt_is_taken_over() {
+    let app = spawn_app().await;
+    let event = app.create_event("Crashed claim", 5, None).await;
+    let id = event["id"].as_str().unwrap();
+    let (status, body, _) = keyed_purchase(&app, id, 1, "b", "crashy").await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Make the stored key look like an attempt that claimed it long ago and never finished
+    // (its effect never committed, so there is nothing to replay).
+    sqlx::query(
+        "UPDATE idempotency_keys SET state = 'in_progress', response_status = NULL, response_body = NULL, \
+         completed_at = NULL, claimed_at = now() - interval '10 minutes' WHERE key = 'crashy'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (status, again, replayed) = keyed_purchase(&app, id, 1, "b", "crashy").await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false));
+    assert_ne!(again["id"], body["id"]);
+    // A fresh in-progress claim is waited for, then reported as in progress.
+    sqlx::query(
+        "UPDATE idempotency_keys SET state = 'in_progress', response_status = NULL, response_body = NULL, \
+         completed_at = NULL, claimed_at = now() WHERE key = 'crashy'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (status, body, _) = keyed_purchase(&app, id, 1, "b", "crashy").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "IDEMPOTENCY_IN_PROGRESS",
+    );
+}
