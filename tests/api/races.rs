@@ -1,0 +1,478 @@
+//! The three races the seed system lost, each repeated many times, and a mixed storm of
+//! every operation at once: exactly one winner per hold, answers that agree with the rows,
+//! balanced counts, no 5xx and no deadlock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use crate::helpers::{
+    TestApp, assert_error, deadlocks_detected, eventually, new_fingerprint, spawn_app,
+    spawn_app_on, spawn_app_with, timestamp,
+};
+
+const ROUNDS: usize = 30;
+
+fn id_of(body: &Value) -> String {
+    body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("id in {body}"))
+        .to_owned()
+}
+
+async fn hold(app: &TestApp, event_id: &str, quantity: i64, holder: &str) -> String {
+    let (status, body) = app.purchase(event_id, quantity, holder).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    id_of(&body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_cancels_of_one_hold_have_exactly_one_winner() {
+    let app = spawn_app().await;
+    // Half the rounds send the two cancels to two instances on one database.
+    let options = (*app.pool.connect_options()).clone();
+    let other = spawn_app_on(&options, &[]).await;
+    let event = app.create_event("Double cancel", 20, None).await;
+    let event_id = event["id"].as_str().unwrap();
+
+    for round in 0..ROUNDS {
+        let holder = new_fingerprint();
+        let id = hold(&app, event_id, 2, &holder).await;
+        let second = if round % 2 == 0 { &app } else { &other };
+        let (a, b) = tokio::join!(app.cancel(&id, &holder), second.cancel(&id, &holder));
+        let mut winners = 0;
+        for (status, body) in [a, b] {
+            if status == StatusCode::OK {
+                assert_eq!(body["status"], "cancelled", "{body}");
+                winners += 1;
+            } else {
+                assert_error(status, &body, StatusCode::CONFLICT, "INVALID_STATUS");
+                assert_eq!(body["status"], "cancelled", "{body}");
+            }
+        }
+        assert_eq!(winners, 1, "round {round}: exactly one cancel wins");
+        assert_eq!(app.allocation_row(&id).await.status, "cancelled");
+        assert_eq!(
+            app.counts(event_id).await,
+            (20, 0, 0),
+            "round {round}: tickets returned exactly once"
+        );
+    }
+    app.assert_balanced(event_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_against_cancel_has_exactly_one_winner() {
+    let app = spawn_app().await;
+    let event = app.create_event("Pay or cancel", 100, None).await;
+    let event_id = event["id"].as_str().unwrap();
+    let (mut paid, mut cancelled) = (0, 0);
+
+    for round in 0..ROUNDS {
+        let holder = new_fingerprint();
+        let id = hold(&app, event_id, 2, &holder).await;
+        let (payment, cancel) = tokio::join!(
+            app.pay(&id, &holder, Some("tok_visa")),
+            app.cancel(&id, &holder)
+        );
+        let row = app.allocation_row(&id).await;
+        match (payment.0, cancel.0) {
+            (StatusCode::OK, _) => {
+                assert_eq!(payment.1["status"], "purchased", "{}", payment.1);
+                assert_error(cancel.0, &cancel.1, StatusCode::CONFLICT, "INVALID_STATUS");
+                let seen = cancel.1["status"].as_str().unwrap_or_default();
+                assert!(
+                    seen == "payment_pending" || seen == "purchased",
+                    "round {round}: cancel saw {seen}"
+                );
+                assert_eq!(row.status, "purchased", "round {round}");
+                assert!(row.confirmation_code.is_some());
+                paid += 2;
+            }
+            (_, StatusCode::OK) => {
+                assert_eq!(cancel.1["status"], "cancelled", "{}", cancel.1);
+                assert_error(
+                    payment.0,
+                    &payment.1,
+                    StatusCode::CONFLICT,
+                    "INVALID_STATUS",
+                );
+                assert_eq!(payment.1["status"], "cancelled", "{}", payment.1);
+                assert_eq!(row.status, "cancelled", "round {round}");
+                assert!(
+                    row.payment_reference.is_none(),
+                    "round {round}: no payment began"
+                );
+                cancelled += 2;
+            }
+            _ => panic!(
+                "round {round}: no winner: pay {} {}, cancel {} {}",
+                payment.0, payment.1, cancel.0, cancel.1
+            ),
+        }
+        assert_eq!(
+            app.counts(event_id).await,
+            (100 - paid, 0, paid),
+            "round {round}"
+        );
+    }
+    assert_eq!(paid + cancelled, 2 * ROUNDS as i64);
+    app.assert_balanced(event_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_against_expiry_ends_one_way_or_the_other() {
+    let app = Arc::new(spawn_app_with(&["--hold-seconds", "1", "--sweep-interval-ms", "10"]).await);
+    let event = app.create_event("Pay at the bell", 100, None).await;
+    let event_id = event["id"].as_str().unwrap().to_owned();
+
+    // Each round pays at its own moment around the deadline, from 600 ms early to 300 ms
+    // late, while the sweeper expires holds every 10 ms.
+    let mut rounds = JoinSet::new();
+    for round in 0..ROUNDS {
+        let (app, event_id) = (app.clone(), event_id.clone());
+        rounds.spawn(async move {
+            let holder = new_fingerprint();
+            let (status, held) = app.purchase(&event_id, 1, &holder).await;
+            assert_eq!(status, StatusCode::CREATED, "{held}");
+            let id = id_of(&held);
+            let offset_ms = -600 + 30 * round as i64;
+            let moment = timestamp(&held["expiresAt"]) + time::Duration::milliseconds(offset_ms);
+            let wait = moment - time::OffsetDateTime::now_utc();
+            if wait.is_positive() {
+                tokio::time::sleep(wait.try_into().unwrap()).await;
+            }
+            let (status, body) = app.pay(&id, &holder, Some("tok_visa")).await;
+            let row = app.allocation_row(&id).await;
+            if status == StatusCode::OK {
+                assert_eq!(body["status"], "purchased", "{body}");
+                assert_eq!(row.status, "purchased", "round {round}");
+                let began = row.payment_pending_at.expect("payment_pending_at");
+                assert!(
+                    began < row.expires_at,
+                    "round {round}: a payment that began at {began} after the hold lapsed at {} was accepted",
+                    row.expires_at
+                );
+                true
+            } else {
+                assert_error(status, &body, StatusCode::GONE, "RESERVATION_EXPIRED");
+                assert_eq!(row.status, "expired", "round {round}");
+                assert!(row.purchased_at.is_none() && row.payment_pending_at.is_none());
+                false
+            }
+        });
+    }
+    let mut purchased = 0;
+    let mut expired = 0;
+    while let Some(outcome) = rounds.join_next().await {
+        if outcome.unwrap() {
+            purchased += 1;
+        } else {
+            expired += 1;
+        }
+    }
+    assert!(
+        purchased > 0 && expired > 0,
+        "both outcomes occur: {purchased} paid, {expired} expired"
+    );
+    let event = app.assert_balanced(&event_id).await;
+    assert_eq!(event["purchasedTickets"], purchased);
+    assert_eq!(event["reservedTickets"], 0);
+    assert_eq!(event["availableTickets"], 100 - purchased);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_payments_of_one_hold_charge_once() {
+    let app = spawn_app().await;
+    let event = app.create_event("Double click", 100, None).await;
+    let event_id = event["id"].as_str().unwrap();
+
+    for round in 0..ROUNDS {
+        let holder = new_fingerprint();
+        let id = hold(&app, event_id, 1, &holder).await;
+        let (a, b) = tokio::join!(
+            app.pay(&id, &holder, Some("tok_visa")),
+            app.pay(&id, &holder, Some("tok_visa"))
+        );
+        let mut winners = 0;
+        for (status, body) in [a, b] {
+            if status == StatusCode::OK {
+                assert_eq!(body["status"], "purchased", "{body}");
+                winners += 1;
+            } else {
+                assert_error(status, &body, StatusCode::CONFLICT, "INVALID_STATUS");
+                let seen = body["status"].as_str().unwrap_or_default();
+                assert!(seen == "payment_pending" || seen == "purchased", "{body}");
+            }
+        }
+        assert_eq!(winners, 1, "round {round}: exactly one payment wins");
+        assert_eq!(app.allocation_row(&id).await.status, "purchased");
+        let charges: i64 = sqlx::query_scalar("SELECT count(*) FROM payment_charges")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            charges,
+            round as i64 + 1,
+            "round {round}: the loser never reached the provider"
+        );
+    }
+    assert_eq!(
+        app.counts(event_id).await,
+        (100 - ROUNDS as i64, 0, ROUNDS as i64)
+    );
+    app.assert_balanced(event_id).await;
+}
+
+/// What one storm task saw: every response, and the holds whose fate it knows.
+#[derive(Default)]
+struct Seen {
+    responses: Vec<(&'static str, StatusCode, Value)>,
+    paid: Vec<(String, i64)>,
+    cancelled: Vec<String>,
+}
+
+impl Seen {
+    fn record(&mut self, action: &'static str, response: (StatusCode, Value)) -> StatusCode {
+        let status = response.0;
+        self.responses.push((action, response.0, response.1));
+        status
+    }
+}
+
+/// A small deterministic generator, so each task makes its own choices.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, sides: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % sides
+    }
+}
+
+async fn storm_task(
+    apps: [Arc<TestApp>; 2],
+    event_id: String,
+    seed: u64,
+    until: tokio::time::Instant,
+) -> Seen {
+    let mut dice = Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut seen = Seen::default();
+    // A few devices per task, so one buyer's cap does not end its part in the storm.
+    let holders = [new_fingerprint(), new_fingerprint(), new_fingerprint()];
+    while tokio::time::Instant::now() < until {
+        let app = &apps[dice.roll(2) as usize];
+        let holder = holders[dice.roll(3) as usize].clone();
+        let quantity = 1 + dice.roll(3) as i64;
+        let response = app.purchase(&event_id, quantity, &holder).await;
+        let body = response.1.clone();
+        if seen.record("purchase", response) != StatusCode::CREATED {
+            tokio::time::sleep(Duration::from_millis(dice.roll(30))).await;
+            continue;
+        }
+        let id = id_of(&body);
+        match dice.roll(7) {
+            0 => {
+                let response = app.pay(&id, &holder, Some("tok_visa")).await;
+                if seen.record("pay", response) == StatusCode::OK {
+                    seen.paid.push((id, quantity));
+                }
+            }
+            1 => {
+                seen.record(
+                    "decline",
+                    app.pay(&id, &holder, Some("tok_chargeDeclined")).await,
+                );
+                let response = app.pay(&id, &holder, None).await;
+                if seen.record("pay", response) == StatusCode::OK {
+                    seen.paid.push((id, quantity));
+                }
+            }
+            2 => {
+                seen.record(
+                    "decline",
+                    app.pay(&id, &holder, Some("tok_chargeDeclined")).await,
+                );
+                if seen.record("cancel", app.cancel(&id, &holder).await) == StatusCode::OK {
+                    seen.cancelled.push(id);
+                }
+            }
+            3 => {
+                if seen.record("cancel", app.cancel(&id, &holder).await) == StatusCode::OK {
+                    seen.cancelled.push(id);
+                }
+            }
+            4 => {
+                // Pay and cancel at once, from the two instances.
+                let other = &apps[dice.roll(2) as usize];
+                let (payment, cancel) = tokio::join!(
+                    app.pay(&id, &holder, Some("tok_visa")),
+                    other.cancel(&id, &holder)
+                );
+                if seen.record("pay", payment) == StatusCode::OK {
+                    seen.paid.push((id.clone(), quantity));
+                }
+                if seen.record("cancel", cancel) == StatusCode::OK {
+                    seen.cancelled.push(id);
+                }
+            }
+            5 => {
+                // Pay near or after the 1 s deadline.
+                tokio::time::sleep(Duration::from_millis(700 + dice.roll(600))).await;
+                let response = app.pay(&id, &holder, Some("tok_visa")).await;
+                if seen.record("late pay", response) == StatusCode::OK {
+                    seen.paid.push((id, quantity));
+                }
+            }
+            _ => {
+                // Walk away: the hold lapses. Read along the way.
+                seen.record("read", app.ticket(&id, &holder).await);
+                seen.record(
+                    "list",
+                    app.send(
+                        app.request(Method::GET, "/tickets")
+                            .header("X-Device-Fingerprint", &holder),
+                    )
+                    .await,
+                );
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_storm_stays_balanced_without_errors_or_deadlocks() {
+    const TOTAL: i64 = 300;
+    let flags = ["--hold-seconds", "1", "--sweep-interval-ms", "20"];
+    let first = spawn_app_with(&flags).await;
+    // A second instance on the same database, purchasing one transaction per request while
+    // the first batches: its sweeper, its purchases and its payments compete too.
+    let options = (*first.pool.connect_options()).clone();
+    let mut per_request = flags.to_vec();
+    per_request.extend(["--purchase-mode", "per-request"]);
+    let second = spawn_app_on(&options, &per_request).await;
+    let apps = [Arc::new(first), Arc::new(second)];
+    let event = apps[0].create_event("Storm", TOTAL, Some(6)).await;
+    let event_id = event["id"].as_str().unwrap().to_owned();
+
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut tasks = JoinSet::new();
+    for seed in 0..40 {
+        tasks.spawn(storm_task(apps.clone(), event_id.clone(), seed, until));
+    }
+    // Readers alongside the writers.
+    for _ in 0..2 {
+        let (app, event_id) = (apps[0].clone(), event_id.clone());
+        tasks.spawn(async move {
+            let mut seen = Seen::default();
+            while tokio::time::Instant::now() < until {
+                seen.record("event", app.get(&format!("/events/{event_id}")).await);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        });
+    }
+
+    let mut all = Seen::default();
+    while let Some(seen) = tasks.join_next().await {
+        let seen = seen.unwrap();
+        all.responses.extend(seen.responses);
+        all.paid.extend(seen.paid);
+        all.cancelled.extend(seen.cancelled);
+    }
+
+    // Every answer an action may get: its status and error code ("" for a success).
+    let allowed = |action: &str| -> &'static [(u16, &'static str)] {
+        match action {
+            "purchase" => &[
+                (201, ""),
+                (409, "TICKETS_SOLD_OUT"),
+                (409, "INSUFFICIENT_TICKETS"),
+                (409, "FINGERPRINT_LIMIT"),
+            ],
+            // A payment racing a cancel may find the hold cancelled.
+            "pay" => &[
+                (200, ""),
+                (409, "INVALID_STATUS"),
+                (410, "RESERVATION_EXPIRED"),
+            ],
+            "late pay" => &[(200, ""), (410, "RESERVATION_EXPIRED")],
+            "decline" => &[(402, "PAYMENT_DECLINED"), (410, "RESERVATION_EXPIRED")],
+            // A cancel may find the hold paid, being paid, or lapsed.
+            "cancel" => &[(200, ""), (409, "INVALID_STATUS")],
+            "read" | "list" | "event" => &[(200, "")],
+            _ => &[],
+        }
+    };
+    let mut by_kind = std::collections::BTreeMap::<String, usize>::new();
+    for (action, status, body) in &all.responses {
+        assert!(!status.is_server_error(), "{action}: {status} {body}");
+        assert_ne!(body["code"], "INTERNAL_ERROR", "{action}: {body}");
+        let code = body["code"].as_str().unwrap_or_default();
+        assert!(
+            allowed(action).contains(&(status.as_u16(), code)),
+            "{action}: unexpected {status} {body}"
+        );
+        *by_kind
+            .entry(format!("{action} {}", status.as_u16()))
+            .or_default() += 1;
+    }
+    for needed in [
+        "purchase 201",
+        "pay 200",
+        "cancel 200",
+        "decline 402",
+        "late pay 410",
+    ] {
+        assert!(
+            by_kind.contains_key(needed),
+            "the storm exercised {needed}: {by_kind:?}"
+        );
+    }
+
+    // Every hold left behind lapses and is swept; nothing stays live or pending.
+    let app = &apps[0];
+    eventually("every live hold to lapse", Duration::from_secs(10), || async {
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM ticket_allocations WHERE status IN ('reserved', 'payment_pending')",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        (live == 0).then_some(())
+    })
+    .await;
+    let event = app.assert_balanced(&event_id).await;
+    let paid_tickets: i64 = all.paid.iter().map(|(_, q)| q).sum();
+    assert_eq!(event["purchasedTickets"], paid_tickets, "{by_kind:?}");
+    assert_eq!(event["reservedTickets"], 0);
+    assert_eq!(event["availableTickets"], TOTAL - paid_tickets);
+    for (id, _) in &all.paid {
+        let row = app.allocation_row(id).await;
+        assert_eq!(row.status, "purchased", "{id}");
+        assert!(
+            row.payment_pending_at
+                .is_some_and(|began| began < row.expires_at),
+            "{id} was paid after its hold lapsed: {row:?}"
+        );
+    }
+    for id in &all.cancelled {
+        assert_eq!(app.allocation_row(id).await.status, "cancelled", "{id}");
+    }
+
+    // No transaction, request or sweep, ever deadlocked.
+    let database = app.database_name();
+    for app in apps {
+        let app = Arc::into_inner(app).expect("every task has finished");
+        let pool = app.pool.clone();
+        app.stop().await;
+        pool.close().await;
+    }
+    assert_eq!(deadlocks_detected(&database).await, 0, "{by_kind:?}");
+}
