@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Turns the results of bench/run.sh (target/bench/) into the Markdown table and target
+verdicts of docs/performance.md."""
+import json
+import pathlib
+import re
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "target" / "bench"
+
+
+def load(name):
+    return json.loads((OUT / f"{name}.json").read_text())
+
+
+def pgbench(clients):
+    text = (OUT / f"pgbench-{clients}.txt").read_text()
+    return float(re.search(r"^tps = ([0-9.]+)", text, re.M).group(1))
+
+
+def sound(report):
+    v = report.get("verification")
+    return v is None or (not v["oversold"] and v["allocations_missing"] == 0)
+
+
+rows = []
+def row(scenario, report, rate_key="reservations_per_second"):
+    l = report["latency_ms"]
+    rows.append(
+        f"| {scenario} | {report[rate_key]:,.0f} | {report['requests_per_second']:,.0f} | "
+        f"{l['p50']:.1f} | {l['p90']:.1f} | {l['p99']:.1f} | {l['max']:.1f} | "
+        f"{'none' if sound(report) else 'FAILED'} |"
+    )
+
+
+print("| scenario | reservations/s | requests/s | p50 ms | p90 ms | p99 ms | max ms | oversell / missing 201s |")
+print("|---|---:|---:|---:|---:|---:|---:|---|")
+for mode in ["per-request", "batched"]:
+    for clients in [64, 256]:
+        row(f"1. hot event, {mode}, {clients} clients", load(f"hot-{mode}-{clients}"))
+seed = load("seed-2000-for-100")
+row(f"2. 2000 buyers for 100 tickets (settled in {seed['elapsed_seconds'] * 1000:.0f} ms)", seed)
+row("3. sold out, 256 clients (rejections/s = requests/s)", load("sold-out"))
+row("4. `GET /events/{id}`, 256 clients", load("read-event"))
+print("\n".join(rows))
+for clients in [64, 256]:
+    print(f"| 5. pgbench, one UPDATE of one hot row, {clients} clients | {pgbench(clients):,.0f} tps | | | | | | |")
+
+peak_mb = int((OUT / "peak-rss-kb-batched-256").read_text()) / 1024
+sse = json.loads((OUT / "sse-memory.json").read_text())
+per_sub = (sse["rss_with_subscribers_kb"] - sse["rss_before_kb"]) * 1024 / sse["subscribers"]
+print(f"\n6. Server peak RSS after the 256-client batched load: {peak_mb:.1f} MB.")
+print(f"   Idle live-statistics subscribers: {sse['subscribers']} add "
+      f"{(sse['rss_with_subscribers_kb'] - sse['rss_before_kb']) / 1024:.1f} MB of RSS, "
+      f"about {per_sub / 1024:.1f} KiB each.\n")
+
+batched = load("hot-batched-256")
+per_request = load("hot-per-request-256")
+pg = pgbench(256)
+checks = [
+    ("batched reservations/s at 256 clients >= 3x pgbench (256 clients)",
+     batched["reservations_per_second"] / pg, 3.0, "x"),
+    ("batched >= 5x per-request at 256 clients",
+     batched["reservations_per_second"] / per_request["reservations_per_second"], 5.0, "x"),
+    ("p99 at 256 clients (batched) <= 50 ms", batched["latency_ms"]["p99"], 50.0, "ms"),
+    ("server peak RSS <= 100 MB", peak_mb, 100.0, "MB"),
+]
+print("| target | measured | verdict |")
+print("|---|---:|---|")
+for name, value, bound, unit in checks:
+    met = value >= bound if unit == "x" else value <= bound
+    print(f"| {name} | {value:.1f} {unit} | {'met' if met else 'missed'} |")
+all_sound = all(sound(json.loads(p.read_text())) for p in OUT.glob("*.json") if p.name not in ("sse-memory.json",))
+print(f"| zero oversell in every run | {'yes' if all_sound else 'NO'} | {'met' if all_sound else 'missed'} |")
