@@ -108,6 +108,17 @@ async fn apply(
     Ok(updated)
 }
 
+/// A lapsed hold becomes `expired` and its tickets return to the pool.
+async fn expire(tx: &mut Tx, allocation: &Allocation) -> Result<Allocation> {
+    apply(
+        tx,
+        allocation,
+        AllocationStatus::Expired,
+        TransitionRecord::default(),
+    )
+    .await
+}
+
 /// Commits whatever the transaction wrote, even when the outcome is an error: a payment
 /// that finds its hold lapsed expires it and still answers 410.
 async fn commit<T>(tx: Tx, outcome: Result<T>) -> Result<T> {
@@ -145,13 +156,7 @@ async fn cancel_in(tx: &mut Tx, id: Uuid, buyer: &FingerprintHash) -> Result<All
     match allocation.status {
         AllocationStatus::Reserved if lapsed => {
             // Too late to cancel: it is expired, and its tickets go back all the same.
-            apply(
-                tx,
-                &allocation,
-                AllocationStatus::Expired,
-                TransitionRecord::default(),
-            )
-            .await?;
+            expire(tx, &allocation).await?;
             Err(Error::InvalidStatus(AllocationStatus::Expired))
         }
         AllocationStatus::Reserved => {
@@ -221,13 +226,7 @@ async fn begin_payment_in(
     match allocation.status {
         AllocationStatus::Reserved if lapsed => {
             // The sweeper has not reached it yet: expire it now, then refuse.
-            apply(
-                tx,
-                &allocation,
-                AllocationStatus::Expired,
-                TransitionRecord::default(),
-            )
-            .await?;
+            expire(tx, &allocation).await?;
             Err(Error::ReservationExpired)
         }
         AllocationStatus::Reserved => {
@@ -302,15 +301,7 @@ async fn settle_in(
         }
         // Declined or voided: the hold goes back to reserved with its original expiry,
         // or straight to expired if that expiry has passed meanwhile.
-        ChargeOutcome::Declined | ChargeOutcome::Voided if lapsed => {
-            apply(
-                tx,
-                allocation,
-                AllocationStatus::Expired,
-                TransitionRecord::default(),
-            )
-            .await
-        }
+        ChargeOutcome::Declined | ChargeOutcome::Voided if lapsed => expire(tx, allocation).await,
         ChargeOutcome::Declined | ChargeOutcome::Voided => {
             apply(
                 tx,
