@@ -306,35 +306,7 @@ impl TestApp {
     /// Asserts the event's counts agree with its allocation rows and with each other.
     pub async fn assert_balanced(&self, event_id: &str) -> Value {
         let event = self.event(event_id).await;
-        let id = Uuid::parse_str(event_id).unwrap();
-        let (reserved, purchased): (i64, i64) = sqlx::query_as(
-            "SELECT \
-               COALESCE(sum(quantity) FILTER (WHERE status IN ('reserved', 'payment_pending')), 0)::bigint, \
-               COALESCE(sum(quantity) FILTER (WHERE status = 'purchased'), 0)::bigint \
-             FROM ticket_allocations WHERE event_id = $1",
-        )
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await
-        .unwrap();
-        assert_eq!(
-            event["reservedTickets"].as_i64(),
-            Some(reserved),
-            "reserved count vs rows: {event}"
-        );
-        assert_eq!(
-            event["purchasedTickets"].as_i64(),
-            Some(purchased),
-            "purchased count vs rows: {event}"
-        );
-        let total = event["totalTickets"].as_i64().unwrap();
-        let available = event["availableTickets"].as_i64().unwrap();
-        assert_eq!(
-            available + reserved + purchased,
-            total,
-            "counts balance: {event}"
-        );
-        assert!(available >= 0);
+        assert_counts_match_rows(&self.pool, &event).await;
         event
     }
 
@@ -355,6 +327,40 @@ impl Drop for TestApp {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// Asserts an event's counts (its JSON as the API returns it) agree with its allocation rows
+/// in `pool` and with each other.
+pub async fn assert_counts_match_rows(pool: &PgPool, event: &Value) {
+    let id = Uuid::parse_str(event["id"].as_str().expect("event id")).unwrap();
+    let (reserved, purchased): (i64, i64) = sqlx::query_as(
+            "SELECT \
+               COALESCE(sum(quantity) FILTER (WHERE status IN ('reserved', 'payment_pending')), 0)::bigint, \
+               COALESCE(sum(quantity) FILTER (WHERE status = 'purchased'), 0)::bigint \
+             FROM ticket_allocations WHERE event_id = $1",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        event["reservedTickets"].as_i64(),
+        Some(reserved),
+        "reserved count vs rows: {event}"
+    );
+    assert_eq!(
+        event["purchasedTickets"].as_i64(),
+        Some(purchased),
+        "purchased count vs rows: {event}"
+    );
+    let total = event["totalTickets"].as_i64().unwrap();
+    let available = event["availableTickets"].as_i64().unwrap();
+    assert_eq!(
+        available + reserved + purchased,
+        total,
+        "counts balance: {event}"
+    );
+    assert!(available >= 0);
 }
 
 /// Asserts an error response: status, code, JSON body with a message.
@@ -524,12 +530,12 @@ pub struct SseReader {
 
 impl SseReader {
     pub async fn connect(app: &TestApp, path: &str) -> Self {
-        let response = app
-            .client
-            .get(app.url(path))
-            .send()
-            .await
-            .expect("stream connects");
+        Self::connect_url(&app.client, &app.url(path)).await
+    }
+
+    /// Opens a stream at a full URL, e.g. on a server running as a separate process.
+    pub async fn connect_url(client: &reqwest::Client, url: &str) -> Self {
+        let response = client.get(url).send().await.expect("stream connects");
         assert_eq!(response.status(), StatusCode::OK);
         let content_type = response.headers()["content-type"]
             .to_str()

@@ -6,6 +6,8 @@ mod binary;
 mod errors;
 mod events;
 mod expiry;
+mod faults;
+mod fuzz_regressions;
 mod idempotency;
 mod lifecycle;
 mod load;
