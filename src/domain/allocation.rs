@@ -85,10 +85,12 @@ impl FromStr for AllocationStatus {
 #[serde(rename_all = "camelCase")]
 pub struct PurchaseRequest {
     /// How many tickets to hold, 1 to the server's per-purchase maximum (default 10).
-    #[schema(example = 2)]
+    #[schema(example = 2, required = true, nullable = false)]
     pub quantity: Option<i64>,
     /// The buyer's device fingerprint, for clients that cannot send the
-    /// `X-Device-Fingerprint` header (the header wins when both are present).
+    /// `X-Device-Fingerprint` header (the header wins when both are present): up to 256
+    /// characters, no control characters.
+    #[schema(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub user_fingerprint: Option<String>,
 }
 
@@ -100,7 +102,9 @@ pub struct PaymentRequest {
     #[schema(example = "tok_visa")]
     pub payment_token: Option<String>,
     /// The buyer's device fingerprint, for clients that cannot send the
-    /// `X-Device-Fingerprint` header (the header wins when both are present).
+    /// `X-Device-Fingerprint` header (the header wins when both are present): up to 256
+    /// characters, no control characters.
+    #[schema(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub user_fingerprint: Option<String>,
 }
 

@@ -16,13 +16,13 @@ pub const TOTAL_TICKETS_MAX: i64 = 1_000_000;
 #[serde(rename_all = "camelCase")]
 pub struct CreateEventRequest {
     /// 1 to 200 characters after trimming.
-    #[schema(example = "RustConf 2027")]
+    #[schema(example = "RustConf 2027", required = true, nullable = false)]
     pub name: Option<String>,
     /// RFC 3339 date-time with an offset.
-    #[schema(example = "2027-09-01T18:00:00Z")]
+    #[schema(example = "2027-09-01T18:00:00Z", required = true, nullable = false)]
     pub date: Option<String>,
     /// 1 to 1,000,000.
-    #[schema(example = 1000)]
+    #[schema(example = 1000, required = true, nullable = false)]
     pub total_tickets: Option<i64>,
     /// 1 to totalTickets, or null for no cap.
     #[schema(example = 4)]

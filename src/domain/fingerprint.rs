@@ -3,7 +3,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-/// Longest fingerprint accepted from a client, in bytes.
+/// Longest fingerprint accepted from a client, in characters (after trimming).
 pub const MAX_FINGERPRINT_LEN: usize = 256;
 
 /// Where a buyer's identity came from. A derived identity is weaker: buyers behind one
@@ -26,8 +26,8 @@ pub fn parse_client_fingerprint(raw: &str) -> Result<Option<String>, String> {
     if trimmed.is_empty() {
         return Ok(None);
     }
-    if trimmed.len() > MAX_FINGERPRINT_LEN {
-        return Err(format!("must be at most {MAX_FINGERPRINT_LEN} bytes"));
+    if trimmed.chars().count() > MAX_FINGERPRINT_LEN {
+        return Err(format!("must be at most {MAX_FINGERPRINT_LEN} characters"));
     }
     if trimmed.chars().any(char::is_control) {
         return Err("must not contain control characters".into());

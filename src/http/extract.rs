@@ -53,7 +53,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                         Error::bad_request("the request body could not be read")
                     }
                 })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // No body, or a JSON null, means "no fields": optional bodies may be left out.
+        if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
             return parse(b"{}").map(ApiJson);
         }
         if !content_type.as_deref().is_some_and(is_json) {
@@ -196,6 +197,46 @@ impl FromRequestParts<AppState> for Organiser {
             Err(Error::Forbidden)
         }
     }
+}
+
+/// The buyer's identifying header, as the OpenAPI document describes it.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct BuyerHeaders {
+    /// The buyer's device fingerprint: up to 256 visible ASCII characters. Without it the
+    /// buyer is identified from the connection (see docs/fingerprinting.md).
+    #[param(
+        rename = "X-Device-Fingerprint",
+        nullable = false,
+        max_length = 256,
+        pattern = "^[\\x20-\\x7E]*$"
+    )]
+    pub fingerprint: Option<String>,
+}
+
+/// The buyer's headers on requests that take an idempotency key.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct KeyedBuyerHeaders {
+    /// The buyer's device fingerprint: up to 256 visible ASCII characters. Without it the
+    /// buyer is identified from the request body's `userFingerprint`, else the connection.
+    #[param(
+        rename = "X-Device-Fingerprint",
+        nullable = false,
+        max_length = 256,
+        pattern = "^[\\x20-\\x7E]*$"
+    )]
+    pub fingerprint: Option<String>,
+    /// 1 to 255 printable ASCII characters; a retry with the same key and request within 24
+    /// hours gets the first response and has no second effect.
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[\\x20-\\x7E]+$"
+    )]
+    pub idempotency_key: Option<String>,
 }
 
 /// Who is calling: the device fingerprint the client sent, and the signals a fingerprint is

@@ -15,6 +15,8 @@ use crate::domain::stats::StatsMessage;
 use crate::error::{Error, Result};
 use crate::live::{MIN_INTERVAL, Published, Subscription};
 use crate::state::AppState;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
 
 /// Idle connections get a comment line this often, so proxies keep them open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -26,7 +28,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     responses(
         (status = 200, description = "`text/event-stream` of `stats` messages (`event: stats`, increasing `id:`)",
-         content_type = "text/event-stream", body = StatsMessage),
+         content_type = "text/event-stream", body = StatsEvent),
         (status = 400, description = "BAD_REQUEST: id is not a UUID", body = ErrorBody),
         (status = 404, description = "NOT_FOUND: no such event (before any stream starts)", body = ErrorBody),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
@@ -77,4 +79,37 @@ fn to_sse(published: &Published) -> SseEvent {
         .id(published.id.to_string())
         .json_data(published.message.as_ref())
         .unwrap_or_else(|_| SseEvent::default().comment("unserializable message"))
+}
+
+/// One event of the stream, as the OpenAPI document describes it: `event: stats`, an `id`,
+/// and `data` carrying a [`StatsMessage`] as JSON text.
+pub struct StatsEvent;
+
+impl utoipa::PartialSchema for StatsEvent {
+    fn schema() -> RefOr<Schema> {
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        ObjectBuilder::new()
+            .property("event", text().enum_values(Some(["stats"])))
+            .property("id", text().description(Some("Increases within a stream")))
+            .property(
+                "data",
+                text()
+                    .content_media_type("application/json")
+                    .content_schema(Some(Ref::from_schema_name("StatsMessage"))),
+            )
+            .required("event")
+            .required("id")
+            .required("data")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StatsEvent {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((
+            StatsMessage::name().into_owned(),
+            <StatsMessage as utoipa::PartialSchema>::schema(),
+        ));
+        <StatsMessage as utoipa::ToSchema>::schemas(schemas);
+    }
 }

@@ -7,7 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ErrorBody;
-use super::extract::{ApiJson, ApiQuery, Caller, IdPath, IdempotencyHeader};
+use super::extract::{
+    ApiJson, ApiQuery, BuyerHeaders, Caller, IdPath, IdempotencyHeader, KeyedBuyerHeaders,
+};
 use crate::domain::allocation::{Allocation, PaymentRequest, PurchaseRequest, Quantity};
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::idempotency::{IdempotencyKey, KeyRef, request_hash};
@@ -22,8 +24,7 @@ use crate::state::AppState;
     post, path = "/events/{id}/tickets", tag = "tickets",
     params(
         ("id" = uuid::Uuid, Path, description = "Event id"),
-        ("X-Device-Fingerprint" = Option<String>, Header, description = "The buyer's device fingerprint"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable characters; a retry with the same key and request gets the first response"),
+        KeyedBuyerHeaders,
     ),
     request_body = PurchaseRequest,
     responses(
@@ -70,10 +71,9 @@ pub async fn purchase_tickets(
     post, path = "/tickets/{id}/payment", tag = "tickets",
     params(
         ("id" = uuid::Uuid, Path, description = "Allocation id"),
-        ("X-Device-Fingerprint" = Option<String>, Header, description = "The buyer's device fingerprint"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable characters; a retry with the same key and request gets the first response"),
+        KeyedBuyerHeaders,
     ),
-    request_body(content = PaymentRequest, description = "Optional; no token pays with the default test card"),
+    request_body(content = Option<PaymentRequest>, description = "Optional; no token pays with the default test card"),
     responses(
         (status = 200, description = "Paid: status `purchased` with purchasedAt and confirmationCode", body = Allocation),
         (status = 400, description = "BAD_REQUEST", body = ErrorBody),
@@ -183,7 +183,7 @@ async fn respond(
     delete, path = "/tickets/{id}/payment", tag = "tickets",
     params(
         ("id" = uuid::Uuid, Path, description = "Allocation id"),
-        ("X-Device-Fingerprint" = Option<String>, Header, description = "The buyer's device fingerprint"),
+        BuyerHeaders,
     ),
     responses(
         (status = 200, description = "Cancelled", body = Allocation),
@@ -208,7 +208,7 @@ pub async fn cancel_tickets(
     get, path = "/tickets/{id}", tag = "tickets",
     params(
         ("id" = uuid::Uuid, Path, description = "Allocation id"),
-        ("X-Device-Fingerprint" = Option<String>, Header, description = "The buyer's device fingerprint"),
+        BuyerHeaders,
     ),
     responses(
         (status = 200, description = "The allocation", body = Allocation),
@@ -232,7 +232,7 @@ pub async fn get_ticket(
     get, path = "/tickets", tag = "tickets",
     params(
         PageQuery,
-        ("X-Device-Fingerprint" = Option<String>, Header, description = "The buyer's device fingerprint"),
+        BuyerHeaders,
     ),
     responses(
         (status = 200, description = "One page of the caller's allocations", body = Page<Allocation>),

@@ -50,10 +50,19 @@ fn admits_null(document: &Value, schema: &Value) -> bool {
 /// The schema of a request body's JSON.
 fn request_schema<'a>(document: &'a Value, path: &str, method: &str) -> &'a Value {
     let operation = &document["paths"][path][method];
-    resolve(
+    let schema = resolve(
         document,
         &operation["requestBody"]["content"]["application/json"]["schema"],
-    )
+    );
+    // An optional body is documented as one of the object or null: take the object.
+    match schema["oneOf"].as_array() {
+        Some(branches) => branches
+            .iter()
+            .map(|branch| resolve(document, branch))
+            .find(|branch| branch["type"] == "object")
+            .unwrap_or(schema),
+        None => schema,
+    }
 }
 
 fn header_parameter<'a>(
