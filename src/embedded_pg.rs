@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
 
 /// The port only names the socket file (`.s.PGSQL.5432`); nothing listens on TCP.
@@ -78,7 +79,8 @@ impl EmbeddedPostgres {
         let data_dir = data_dir
             .canonicalize()
             .map_err(io("resolving the data directory"))?;
-        let cluster_dir = data_dir.join("postgres");
+        let run_as = run_as()?;
+        let cluster_dir = cluster_location(&data_dir, run_as)?;
         if cluster_dir
             .join(format!(".s.PGSQL.{SOCKET_PORT}"))
             .as_os_str()
@@ -87,7 +89,6 @@ impl EmbeddedPostgres {
         {
             return Err(EmbeddedError::PathTooLong(cluster_dir));
         }
-        let run_as = run_as()?;
 
         if !cluster_dir.join("PG_VERSION").exists() {
             init_cluster(&bin_dir, &data_dir, &cluster_dir, run_as)?;
@@ -219,6 +220,56 @@ impl Drop for EmbeddedPostgres {
         if let Err(err) = self.stop() {
             eprintln!("stopping the embedded PostgreSQL: {err}");
         }
+    }
+}
+
+/// Where the cluster lives. Normally `<data-dir>/postgres`. When this process is root and the
+/// `postgres` user cannot reach the data directory (it sits under `/root`, say), the cluster
+/// is kept under `/var/lib/boxoffice/<hash of the data directory>/postgres` instead, and
+/// `<data-dir>/postgres` is a symbolic link to it, so the next run finds it again.
+fn cluster_location(data_dir: &Path, run_as: Option<RunAs>) -> Result<PathBuf, EmbeddedError> {
+    let local = data_dir.join("postgres");
+    if fs::symlink_metadata(&local).is_ok_and(|m| m.file_type().is_symlink()) {
+        return fs::read_link(&local).map_err(io("reading the cluster link"));
+    }
+    let Some(user) = run_as else { return Ok(local) };
+    if local.exists()
+        || data_dir
+            .ancestors()
+            .skip(1)
+            .all(|dir| traversable(dir, user))
+    {
+        return Ok(local);
+    }
+    let digest = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let home = Path::new(RELOCATED_ROOT).join(tag);
+    fs::create_dir_all(&home).map_err(io("creating the relocated cluster directory"))?;
+    let cluster = home.join("postgres");
+    std::os::unix::fs::symlink(&cluster, &local).map_err(io("linking the relocated cluster"))?;
+    tracing::info!(
+        cluster = %cluster.display(),
+        "the postgres user cannot reach the data directory; the cluster is kept here instead"
+    );
+    Ok(cluster)
+}
+
+/// Where clusters go whose data directory the `postgres` user cannot reach.
+const RELOCATED_ROOT: &str = "/var/lib/boxoffice";
+
+/// Whether `user` may pass through `dir` (the execute bit that applies to it; ACLs aside).
+fn traversable(dir: &Path, user: RunAs) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(dir) else {
+        return false;
+    };
+    let mode = meta.mode();
+    if meta.uid() == user.uid {
+        mode & 0o100 != 0
+    } else if meta.gid() == user.gid {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
     }
 }
 

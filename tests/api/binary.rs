@@ -46,6 +46,37 @@ async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
     }
 }
 
+/// A data directory and a port for runs of the binary, and a client to reach them.
+struct BinaryRuns {
+    data_dir: std::path::PathBuf,
+    /// Where the embedded PostgreSQL cluster lives inside `data_dir`.
+    cluster: std::path::PathBuf,
+    client: reqwest::Client,
+    port: u16,
+    base: String,
+}
+
+impl BinaryRuns {
+    fn new(tag: &str) -> Self {
+        let data_dir = tempdir(tag);
+        let port = free_port();
+        Self {
+            cluster: data_dir.join("postgres"),
+            data_dir,
+            client: reqwest::Client::new(),
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Starts the binary and waits until it is ready.
+    async fn start(&self) -> Child {
+        let mut child = start_binary(&self.data_dir, self.port);
+        wait_healthy(&self.client, &self.base, &mut child).await;
+        child
+    }
+}
+
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -75,15 +106,11 @@ fn alive(pid: i32) -> bool {
 
 #[tokio::test]
 async fn embedded_database_survives_restart_and_sigterm_leaves_nothing_running() {
-    let data_dir = tempdir("restart");
-    let cluster = data_dir.join("postgres");
-    let client = reqwest::Client::new();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
+    let runs = BinaryRuns::new("restart");
+    let (cluster, client, base) = (&runs.cluster, &runs.client, &runs.base);
 
-    let mut first = start_binary(&data_dir, port);
-    wait_healthy(&client, &base, &mut first).await;
-    let postgres_pid = postmaster_pid(&cluster).expect("the embedded server runs");
+    let mut first = runs.start().await;
+    let postgres_pid = postmaster_pid(cluster).expect("the embedded server runs");
     assert!(alive(postgres_pid));
     let created: Value = client
         .post(format!("{base}/events"))
@@ -100,12 +127,11 @@ async fn embedded_database_survives_restart_and_sigterm_leaves_nothing_running()
     assert!(status.success(), "SIGTERM exits 0, got {status}");
     assert!(!alive(postgres_pid), "the embedded PostgreSQL was stopped");
     assert!(
-        postmaster_pid(&cluster).is_none(),
+        postmaster_pid(cluster).is_none(),
         "no postmaster.pid left behind"
     );
 
-    let mut second = start_binary(&data_dir, port);
-    wait_healthy(&client, &base, &mut second).await;
+    let mut second = runs.start().await;
     let fetched: Value = client
         .get(format!("{base}/events/{id}"))
         .send()
@@ -116,35 +142,29 @@ async fn embedded_database_survives_restart_and_sigterm_leaves_nothing_running()
         .unwrap();
     assert_eq!(fetched["name"], "Persistent");
     assert!(terminate(&mut second).success());
-    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(&runs.data_dir);
 }
 
 #[tokio::test]
 async fn a_killed_run_does_not_stop_the_next_start() {
-    let data_dir = tempdir("killed");
-    let cluster = data_dir.join("postgres");
-    let client = reqwest::Client::new();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
+    let runs = BinaryRuns::new("killed");
+    let cluster = &runs.cluster;
 
-    let mut first = start_binary(&data_dir, port);
-    wait_healthy(&client, &base, &mut first).await;
-    let orphan = postmaster_pid(&cluster).unwrap();
+    let mut first = runs.start().await;
+    let orphan = postmaster_pid(cluster).unwrap();
     first.kill().unwrap();
     first.wait().unwrap();
     assert!(alive(orphan), "kill -9 leaves the embedded server running");
 
-    let mut second = start_binary(&data_dir, port);
-    wait_healthy(&client, &base, &mut second).await;
+    let mut second = runs.start().await;
     assert!(!alive(orphan), "the orphaned server was replaced");
     assert!(terminate(&mut second).success());
 
     // A stale pid file whose process is gone must not block a start either.
     std::fs::write(cluster.join("postmaster.pid"), "999999\n").unwrap();
-    let mut third = start_binary(&data_dir, port);
-    wait_healthy(&client, &base, &mut third).await;
+    let mut third = runs.start().await;
     assert!(terminate(&mut third).success());
-    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(&runs.data_dir);
 }
 
 #[tokio::test]
@@ -188,3 +208,52 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
 }
 
 use sqlx::Connection;
+
+#[tokio::test]
+async fn a_data_dir_the_postgres_user_cannot_reach_still_works_and_persists() {
+    // A private parent (mode 0700, owned by us): as root, the postgres user cannot pass it,
+    // and the cluster must be kept elsewhere and linked. Otherwise it is a plain data dir.
+    let private = tempdir("private");
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let data_dir = private.join("data");
+    let client = reqwest::Client::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut first = start_binary(&data_dir, port);
+    wait_healthy(&client, &base, &mut first).await;
+    let created = client
+        .post(format!("{base}/events"))
+        .json(&json!({"name": "Private", "date": "2027-05-05T20:00:00Z", "totalTickets": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert!(terminate(&mut first).success());
+
+    let link = data_dir.join("postgres");
+    // SAFETY: geteuid has no preconditions.
+    let relocated = (unsafe { libc::geteuid() } == 0)
+        .then(|| std::fs::read_link(&link).expect("a link as root"));
+    let mut second = start_binary(&data_dir, port);
+    wait_healthy(&client, &base, &mut second).await;
+    let page: Value = client
+        .get(format!("{base}/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["meta"]["total"], 1, "the event survived the restart");
+    assert!(terminate(&mut second).success());
+    if let Some(cluster) = relocated {
+        assert!(cluster.join("PG_VERSION").exists());
+        let _ = std::fs::remove_dir_all(cluster.parent().unwrap());
+    }
+    let _ = std::fs::remove_dir_all(&private);
+}
