@@ -1,9 +1,9 @@
 //! The error contract: every failure is JSON `{"error", "code", "details"?}` with its status.
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::{admin_connection, assert_error, spawn_app};
+use crate::helpers::{TestApp, admin_connection, assert_error, spawn_app};
 
 #[tokio::test]
 async fn malformed_json_and_wrong_content_type_are_bad_requests() {
@@ -33,10 +33,7 @@ async fn malformed_json_and_wrong_content_type_are_bad_requests() {
         .body("{\"name\": \"a\", \"date\": \"2027-01-01T00:00:00Z\", \"totalTickets\": 1}");
     let (status, response) = app.send(missing_type).await;
     assert_error(status, &response, StatusCode::BAD_REQUEST, "BAD_REQUEST");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.row_count("events").await;
     assert_eq!(count, 0);
 }
 
@@ -61,16 +58,19 @@ async fn unknown_routes_and_methods() {
     );
 }
 
+/// `POST /events` of an otherwise valid event with this name.
+async fn post_event_named(app: &TestApp, name: String) -> (StatusCode, Value) {
+    app.post_json(
+        "/events",
+        json!({"name": name, "date": "2027-01-01T00:00:00Z", "totalTickets": 1}),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn bodies_over_16_kib_are_refused() {
     let app = spawn_app().await;
-    let name = "x".repeat(17 * 1024);
-    let (status, body) = app
-        .post_json(
-            "/events",
-            json!({"name": name, "date": "2027-01-01T00:00:00Z", "totalTickets": 1}),
-        )
-        .await;
+    let (status, body) = post_event_named(&app, "x".repeat(17 * 1024)).await;
     assert_error(
         status,
         &body,
@@ -79,13 +79,7 @@ async fn bodies_over_16_kib_are_refused() {
     );
 
     // Just under the limit is fine (and then judged on its content).
-    let name = "x".repeat(15 * 1024);
-    let (status, body) = app
-        .post_json(
-            "/events",
-            json!({"name": name, "date": "2027-01-01T00:00:00Z", "totalTickets": 1}),
-        )
-        .await;
+    let (status, body) = post_event_named(&app, "x".repeat(15 * 1024)).await;
     assert_error(
         status,
         &body,

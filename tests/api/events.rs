@@ -88,10 +88,7 @@ async fn same_name_and_date_is_a_conflict() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.row_count("events").await;
     assert_eq!(count, 2);
 }
 
@@ -180,10 +177,7 @@ async fn every_invalid_field_is_reported() {
                 .all(|d| d["message"].is_string())
         );
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.row_count("events").await;
     assert_eq!(count, 0, "no invalid request stored anything");
 }
 

@@ -8,16 +8,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::helpers::{
-    AllocationRow, TestApp, assert_error, eventually, new_fingerprint, spawn_app_on,
+    AllocationRow, TestApp, assert_error, eventually, id_of, new_fingerprint, spawn_app_on,
     spawn_app_with, timestamp,
 };
-
-fn id_of(body: &Value) -> String {
-    body["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("id in {body}"))
-        .to_owned()
-}
 
 /// Sleeps until just past a hold's `expiresAt` (one clock: same machine as the database).
 async fn sleep_past(expires_at: &Value) {
@@ -79,10 +72,7 @@ async fn the_sweeper_expires_a_lapsed_hold_and_returns_its_tickets() {
     assert_eq!(body["status"], "expired", "{body}");
     assert_eq!(app.allocation_row(&id).await, row);
     assert_eq!(app.counts(event_id).await, (10, 0, 0));
-    let charges: i64 = sqlx::query_scalar("SELECT count(*) FROM payment_charges")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let charges = app.row_count("payment_charges").await;
     assert_eq!(charges, 0, "a late payment never reaches the provider");
 
     // The returned tickets can be bought again.
@@ -131,10 +121,7 @@ async fn a_late_payment_expires_the_hold_itself_when_the_sweeper_is_off() {
     assert!(row.cancelled_at.is_none() && row.expired_at.is_some());
     assert_eq!(app.counts(event_id).await, (10, 0, 0));
 
-    let charges: i64 = sqlx::query_scalar("SELECT count(*) FROM payment_charges")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let charges = app.row_count("payment_charges").await;
     assert_eq!(charges, 0);
     app.assert_balanced(event_id).await;
 }
@@ -188,12 +175,7 @@ const RECOVERY: [&str; 4] = [
 #[tokio::test]
 async fn a_crash_after_the_charge_is_settled_as_purchased() {
     let app = spawn_app_with(&RECOVERY).await;
-    let event = app.create_event("Crash after charge", 10, None).await;
-    let event_id = event["id"].as_str().unwrap();
-    let holder = new_fingerprint();
-    let (status, hold) = app.purchase(event_id, 2, &holder).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let id = id_of(&hold);
+    let (event_id, id, holder) = app.event_with_hold("Crash after charge", 10, 2).await;
     let pending = crash_mid_payment(&app, &id, "pay_crashed_after_charge", true, false).await;
 
     let row = wait_for_status(&app, &id, "purchased").await;
@@ -212,24 +194,19 @@ async fn a_crash_after_the_charge_is_settled_as_purchased() {
         Some("charged"),
         "recovery never overwrites a recorded charge"
     );
-    assert_eq!(app.counts(event_id).await, (8, 0, 2));
+    assert_eq!(app.counts(&event_id).await, (8, 0, 2));
     let (status, read) = app.ticket(&id, &holder).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(read["status"], "purchased");
     assert_eq!(read["confirmationCode"], code.as_str());
     timestamp(&read["purchasedAt"]);
-    app.assert_balanced(event_id).await;
+    app.assert_balanced(&event_id).await;
 }
 
 #[tokio::test]
 async fn a_crash_before_the_charge_returns_the_hold_to_reserved() {
     let app = spawn_app_with(&RECOVERY).await;
-    let event = app.create_event("Crash before charge", 10, None).await;
-    let event_id = event["id"].as_str().unwrap();
-    let holder = new_fingerprint();
-    let (status, hold) = app.purchase(event_id, 2, &holder).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let id = id_of(&hold);
+    let (event_id, id, holder) = app.event_with_hold("Crash before charge", 10, 2).await;
     let reserved = app.allocation_row(&id).await;
     crash_mid_payment(&app, &id, "pay_crashed_before_charge", false, false).await;
 
@@ -243,7 +220,7 @@ async fn a_crash_before_the_charge_returns_the_hold_to_reserved() {
         Some("voided"),
         "the reference is voided so no late charge can land"
     );
-    assert_eq!(app.counts(event_id).await, (8, 2, 0));
+    assert_eq!(app.counts(&event_id).await, (8, 2, 0));
 
     // The holder can pay again, under a new reference.
     let (status, paid) = app.pay(&id, &holder, Some("tok_visa")).await;
@@ -253,19 +230,14 @@ async fn a_crash_before_the_charge_returns_the_hold_to_reserved() {
         app.allocation_row(&id).await.payment_reference.as_deref(),
         Some("pay_crashed_before_charge")
     );
-    assert_eq!(app.counts(event_id).await, (8, 0, 2));
-    app.assert_balanced(event_id).await;
+    assert_eq!(app.counts(&event_id).await, (8, 0, 2));
+    app.assert_balanced(&event_id).await;
 }
 
 #[tokio::test]
 async fn a_crash_before_the_charge_of_a_lapsed_hold_expires_it() {
     let app = spawn_app_with(&RECOVERY).await;
-    let event = app.create_event("Crash and lapse", 10, None).await;
-    let event_id = event["id"].as_str().unwrap();
-    let holder = new_fingerprint();
-    let (status, hold) = app.purchase(event_id, 3, &holder).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let id = id_of(&hold);
+    let (event_id, id, holder) = app.event_with_hold("Crash and lapse", 10, 3).await;
     crash_mid_payment(&app, &id, "pay_crashed_and_lapsed", false, true).await;
 
     let row = wait_for_status(&app, &id, "expired").await;
@@ -276,10 +248,10 @@ async fn a_crash_before_the_charge_of_a_lapsed_hold_expires_it() {
             .as_deref(),
         Some("voided")
     );
-    assert_eq!(app.counts(event_id).await, (10, 0, 0));
+    assert_eq!(app.counts(&event_id).await, (10, 0, 0));
     let (status, body) = app.pay(&id, &holder, Some("tok_visa")).await;
     assert_error(status, &body, StatusCode::GONE, "RESERVATION_EXPIRED");
-    app.assert_balanced(event_id).await;
+    app.assert_balanced(&event_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,12 +337,7 @@ async fn remove_fault(app: &TestApp, name: &str, table: &str) {
 #[tokio::test]
 async fn a_provider_failure_after_the_first_commit_is_recovered_to_reserved() {
     let app = spawn_app_with(&RECOVERY).await;
-    let event = app.create_event("Provider down", 10, None).await;
-    let event_id = event["id"].as_str().unwrap();
-    let holder = new_fingerprint();
-    let (status, hold) = app.purchase(event_id, 2, &holder).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let id = id_of(&hold);
+    let (event_id, id, holder) = app.event_with_hold("Provider down", 10, 2).await;
     let reserved = app.allocation_row(&id).await;
 
     // The provider cannot record the charge: the request fails after payment_pending was
@@ -393,7 +360,7 @@ async fn a_provider_failure_after_the_first_commit_is_recovered_to_reserved() {
     assert_eq!(pending.status, "payment_pending");
     let reference = pending.payment_reference.clone().expect("reference");
     assert_eq!(app.charge_outcome(&reference).await, None);
-    assert_eq!(app.counts(event_id).await, (8, 2, 0));
+    assert_eq!(app.counts(&event_id).await, (8, 2, 0));
     remove_fault(&app, "provider_down", "payment_charges").await;
 
     // Recovery voids the reference and gives the holder the hold back.
@@ -403,22 +370,17 @@ async fn a_provider_failure_after_the_first_commit_is_recovered_to_reserved() {
         app.charge_outcome(&reference).await.as_deref(),
         Some("voided")
     );
-    assert_eq!(app.counts(event_id).await, (8, 2, 0));
+    assert_eq!(app.counts(&event_id).await, (8, 2, 0));
     let (status, paid) = app.pay(&id, &holder, Some("tok_visa")).await;
     assert_eq!(status, StatusCode::OK, "{paid}");
-    assert_eq!(app.counts(event_id).await, (8, 0, 2));
-    app.assert_balanced(event_id).await;
+    assert_eq!(app.counts(&event_id).await, (8, 0, 2));
+    app.assert_balanced(&event_id).await;
 }
 
 #[tokio::test]
 async fn a_failure_after_the_charge_is_recovered_to_purchased() {
     let app = spawn_app_with(&RECOVERY).await;
-    let event = app.create_event("Charged then lost", 10, None).await;
-    let event_id = event["id"].as_str().unwrap();
-    let holder = new_fingerprint();
-    let (status, hold) = app.purchase(event_id, 2, &holder).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let id = id_of(&hold);
+    let (event_id, id, holder) = app.event_with_hold("Charged then lost", 10, 2).await;
 
     // The charge is recorded, then confirming the purchase fails.
     inject_fault(
@@ -438,16 +400,16 @@ async fn a_failure_after_the_charge_is_recovered_to_purchased() {
         app.charge_outcome(&reference).await.as_deref(),
         Some("charged")
     );
-    assert_eq!(app.counts(event_id).await, (8, 2, 0));
+    assert_eq!(app.counts(&event_id).await, (8, 2, 0));
     remove_fault(&app, "confirm_fails", "ticket_allocations").await;
 
     // The money was taken: recovery completes the purchase.
     let row = wait_for_status(&app, &id, "purchased").await;
     assert!(row.confirmation_code.is_some() && row.purchased_at.is_some());
     assert_eq!(row.payment_reference.as_deref(), Some(reference.as_str()));
-    assert_eq!(app.counts(event_id).await, (8, 0, 2));
+    assert_eq!(app.counts(&event_id).await, (8, 0, 2));
     let (status, read) = app.ticket(&id, &holder).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(read["status"], "purchased");
-    app.assert_balanced(event_id).await;
+    app.assert_balanced(&event_id).await;
 }

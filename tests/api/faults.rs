@@ -21,8 +21,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::{
-    SseReader, assert_counts_match_rows, assert_error, database_url, eventually, fresh_database,
-    new_fingerprint, spawn_app_on, spawn_app_with,
+    SseReader, TestApp, assert_counts_match_rows, assert_error, database_url, eventually,
+    fresh_database, new_fingerprint, spawn_app_on, spawn_app_with,
 };
 
 /// Longest any single request may take in these tests: far above every server-side bound
@@ -997,6 +997,35 @@ async fn lock_event(pool: &PgPool, event_id: &str) -> sqlx::Transaction<'static,
     blocker
 }
 
+/// A purchase sent while another transaction holds the event's row lock, which is released
+/// once the answer is in. Asserts the answer is a 503; returns whether it carried Retry-After
+/// and how long it took.
+async fn purchase_behind_a_held_lock(
+    app: &TestApp,
+    event_id: &str,
+    fingerprint: &str,
+) -> (bool, Duration) {
+    let blocker = lock_event(&app.pool, event_id).await;
+    let started = Instant::now();
+    let (status, body, retry_after) = answered(purchase(
+        &app.client,
+        &app.address,
+        event_id,
+        1,
+        fingerprint,
+    ))
+    .await;
+    let took = started.elapsed();
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    );
+    blocker.rollback().await.unwrap();
+    (retry_after, took)
+}
+
 #[tokio::test]
 async fn a_statement_over_its_timeout_gives_503_instead_of_waiting() {
     // The lock timeout is far away: only the statement timeout can end the wait early.
@@ -1011,20 +1040,9 @@ async fn a_statement_over_its_timeout_gives_503_instead_of_waiting() {
     .await;
     let event = app.create_event("Slow statement", 10, None).await;
     let id = event["id"].as_str().unwrap();
-    let blocker = lock_event(&app.pool, id).await;
-    let started = Instant::now();
-    let (status, body, retry_after) =
-        answered(purchase(&app.client, &app.address, id, 1, "patient")).await;
-    let took = started.elapsed();
-    assert_error(
-        status,
-        &body,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "SERVICE_UNAVAILABLE",
-    );
+    let (retry_after, took) = purchase_behind_a_held_lock(&app, id, "patient").await;
     assert!(retry_after);
     assert!(took < Duration::from_secs(10), "answered after {took:?}");
-    blocker.rollback().await.unwrap();
     // The cancelled statement's transaction left nothing behind.
     let event = app.assert_balanced(id).await;
     assert_eq!(event["availableTickets"], 10, "{event}");
@@ -1047,23 +1065,12 @@ async fn a_request_over_its_timeout_gives_503_instead_of_waiting() {
         .await;
         let event = app.create_event("Slow request", 10, None).await;
         let id = event["id"].as_str().unwrap();
-        let blocker = lock_event(&app.pool, id).await;
-        let started = Instant::now();
-        let (status, body, retry_after) =
-            answered(purchase(&app.client, &app.address, id, 1, "impatient")).await;
-        let took = started.elapsed();
-        assert_error(
-            status,
-            &body,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SERVICE_UNAVAILABLE",
-        );
+        let (retry_after, took) = purchase_behind_a_held_lock(&app, id, "impatient").await;
         assert!(retry_after, "{mode}");
         assert!(
             took < Duration::from_secs(10),
             "{mode}: answered after {took:?}"
         );
-        blocker.rollback().await.unwrap();
         // The next purchase locks the same row, or (batched) queues behind the batch the
         // abandoned request joined: once it is answered, the abandoned work has settled.
         assert_eq!(

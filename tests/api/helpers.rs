@@ -373,6 +373,14 @@ pub fn assert_error(status: StatusCode, body: &Value, expected_status: StatusCod
     );
 }
 
+/// The `id` of a created resource's JSON.
+pub fn id_of(body: &Value) -> String {
+    body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("id in {body}"))
+        .to_owned()
+}
+
 /// A device fingerprint no other buyer in the run uses.
 pub fn new_fingerprint() -> String {
     format!("device-{}", Uuid::new_v4().simple())
@@ -448,6 +456,30 @@ impl TestApp {
         sqlx::query_scalar("SELECT outcome FROM payment_charges WHERE reference = $1")
             .bind(reference)
             .fetch_optional(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// A fresh event named `name` and one `reserved` hold of `quantity` on it, by a new buyer:
+    /// (event id, allocation id, holder).
+    pub async fn event_with_hold(
+        &self,
+        name: &str,
+        total: i64,
+        quantity: i64,
+    ) -> (String, String, String) {
+        let event = self.create_event(name, total, None).await;
+        let event_id = id_of(&event);
+        let holder = new_fingerprint();
+        let (status, hold) = self.purchase(&event_id, quantity, &holder).await;
+        assert_eq!(status, StatusCode::CREATED, "{hold}");
+        (event_id, id_of(&hold), holder)
+    }
+
+    /// Rows in `table` (events, ticket_allocations, payment_charges...).
+    pub async fn row_count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&self.pool)
             .await
             .unwrap()
     }

@@ -175,10 +175,7 @@ async fn a_payment_retry_charges_once() {
         "not 409 INVALID_STATUS: the first answer is replayed"
     );
     assert_eq!(again["confirmationCode"], first["confirmationCode"]);
-    let charges: i64 = sqlx::query_scalar("SELECT count(*) FROM payment_charges")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let charges = app.row_count("payment_charges").await;
     assert_eq!(charges, 1);
     let (status, body) = app.send(pay("tok_chargeDeclined")).await;
     assert_error(

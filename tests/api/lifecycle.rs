@@ -6,26 +6,23 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    TestApp, assert_error, new_fingerprint, spawn_app, spawn_app_with, timestamp,
+    TestApp, assert_error, id_of, new_fingerprint, spawn_app, spawn_app_with, timestamp,
 };
-
-fn id_of(body: &Value) -> String {
-    body["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("id in {body}"))
-        .to_owned()
-}
 
 /// A fresh event and one `reserved` hold on it: (event id, allocation id, holder).
 async fn event_with_hold(app: &TestApp, total: i64, quantity: i64) -> (String, String, String) {
-    let event = app
-        .create_event(&format!("Show {}", Uuid::new_v4()), total, None)
-        .await;
-    let event_id = event["id"].as_str().unwrap().to_owned();
-    let holder = new_fingerprint();
-    let (status, hold) = app.purchase(&event_id, quantity, &holder).await;
-    assert_eq!(status, StatusCode::CREATED, "{hold}");
-    (event_id, id_of(&hold), holder)
+    app.event_with_hold(&format!("Show {}", Uuid::new_v4()), total, quantity)
+        .await
+}
+
+/// Asserts that the holder can neither pay for nor cancel a hold in `status`.
+async fn assert_pay_and_cancel_refused(app: &TestApp, id: &str, holder: &str, status: &str) {
+    let (code, body) = app.pay(id, holder, Some("tok_visa")).await;
+    assert_error(code, &body, StatusCode::CONFLICT, "INVALID_STATUS");
+    assert_eq!(body["status"], status, "{body}");
+    let (code, body) = app.cancel(id, holder).await;
+    assert_error(code, &body, StatusCode::CONFLICT, "INVALID_STATUS");
+    assert_eq!(body["status"], status, "{body}");
 }
 
 fn is_confirmation_code(code: &str) -> bool {
@@ -114,19 +111,11 @@ async fn a_purchased_hold_cannot_be_paid_or_cancelled_again() {
     assert_eq!(status, StatusCode::OK);
     let before = app.allocation_row(&id).await;
 
-    let (status, body) = app.pay(&id, &holder, Some("tok_visa")).await;
-    assert_error(status, &body, StatusCode::CONFLICT, "INVALID_STATUS");
-    assert_eq!(body["status"], "purchased", "{body}");
-    let (status, body) = app.cancel(&id, &holder).await;
-    assert_error(status, &body, StatusCode::CONFLICT, "INVALID_STATUS");
-    assert_eq!(body["status"], "purchased", "{body}");
+    assert_pay_and_cancel_refused(&app, &id, &holder, "purchased").await;
 
     assert_eq!(app.allocation_row(&id).await, before);
     assert_eq!(app.counts(&event_id).await, (8, 0, 2));
-    let charges: i64 = sqlx::query_scalar("SELECT count(*) FROM payment_charges")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let charges = app.row_count("payment_charges").await;
     assert_eq!(charges, 1, "a refused second payment charges nothing");
 }
 
@@ -260,10 +249,7 @@ async fn another_fingerprint_may_not_read_pay_or_cancel() {
 
     assert_eq!(app.allocation_row(&id).await, before, "nothing changed");
     assert_eq!(app.counts(&event_id).await, (8, 2, 0));
-    let charges: i64 = sqlx::query_scalar("SELECT count(*) FROM payment_charges")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let charges = app.row_count("payment_charges").await;
     assert_eq!(
         charges, 0,
         "a stranger's payment never reaches the provider"
@@ -295,12 +281,7 @@ async fn a_payment_in_progress_refuses_pay_and_cancel_and_is_left_alone() {
     .unwrap();
     let pending = app.allocation_row(&id).await;
 
-    let (status, body) = app.pay(&id, &holder, Some("tok_visa")).await;
-    assert_error(status, &body, StatusCode::CONFLICT, "INVALID_STATUS");
-    assert_eq!(body["status"], "payment_pending", "{body}");
-    let (status, body) = app.cancel(&id, &holder).await;
-    assert_error(status, &body, StatusCode::CONFLICT, "INVALID_STATUS");
-    assert_eq!(body["status"], "payment_pending", "{body}");
+    assert_pay_and_cancel_refused(&app, &id, &holder, "payment_pending").await;
 
     // Many sweeps later it is still waiting for its own payment request.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -407,9 +388,6 @@ async fn unknown_and_malformed_allocation_ids() {
     assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
     let (status, body) = app.cancel("nope", &buyer).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
-    let charges: i64 = sqlx::query_scalar("SELECT count(*) FROM payment_charges")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let charges = app.row_count("payment_charges").await;
     assert_eq!(charges, 0);
 }

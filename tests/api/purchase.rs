@@ -363,16 +363,48 @@ async fn per_fingerprint_cap() {
 const PER_REQUEST: &[&str] = &["--purchase-mode", "per-request"];
 const BATCHED: &[&str] = &["--purchase-mode", "batched"];
 
-/// `count` instances on one fresh database. Batches coalesce only inside one instance, so
-/// with two, requests for one event also meet at the database's row lock.
-async fn instances(mode: &[&str], count: usize) -> Vec<Arc<TestApp>> {
+/// `count` instances on one fresh database, and an event created on the first: (instances,
+/// event id). Batches coalesce only inside one instance, so with two, requests for one event
+/// also meet at the database's row lock.
+async fn instances_with_event(
+    mode: &[&str],
+    count: usize,
+    name: &str,
+    total: i64,
+    cap: Option<i64>,
+) -> (Vec<Arc<TestApp>>, String) {
     let first = spawn_app_with(mode).await;
     let options = (*first.pool.connect_options()).clone();
     let mut apps = vec![Arc::new(first)];
     for _ in 1..count {
         apps.push(Arc::new(spawn_app_on(&options, mode).await));
     }
-    apps
+    let event = apps[0].create_event(name, total, cap).await;
+    let event_id = event["id"].as_str().unwrap().to_owned();
+    (apps, event_id)
+}
+
+/// `buyers` purchases by new buyers, spread over the instances and released together by a
+/// barrier, buyer `i` asking for `quantity(i)` tickets. Each yields its quantity and answer.
+fn rush(
+    apps: &[Arc<TestApp>],
+    event_id: &str,
+    buyers: usize,
+    quantity: impl Fn(usize) -> i64,
+) -> tokio::task::JoinSet<(i64, (StatusCode, Value))> {
+    let start = Arc::new(tokio::sync::Barrier::new(buyers));
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..buyers {
+        let app = apps[i % apps.len()].clone();
+        let (event_id, start) = (event_id.to_owned(), start.clone());
+        let quantity = quantity(i);
+        requests.spawn(async move {
+            let buyer = new_fingerprint();
+            start.wait().await;
+            (quantity, app.purchase(&event_id, quantity, &buyer).await)
+        });
+    }
+    requests
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,10 +423,8 @@ async fn per_fingerprint_cap_holds_under_20_concurrent_requests_batched_on_two_i
 }
 
 async fn cap_under_concurrency(mode: &[&str], count: usize) {
-    let apps = instances(mode, count).await;
+    let (apps, event_id) = instances_with_event(mode, count, "Capped rush", 100, Some(5)).await;
     let app = &apps[0];
-    let event = app.create_event("Capped rush", 100, Some(5)).await;
-    let event_id = event["id"].as_str().unwrap().to_owned();
     let buyer = new_fingerprint();
 
     let mut requests = tokio::task::JoinSet::new();
@@ -435,25 +465,13 @@ async fn two_thousand_buyers_for_one_hundred_tickets_batched_on_two_instances() 
 }
 
 async fn seed_scenario(mode: &[&str], count: usize) {
-    let apps = instances(mode, count).await;
+    let (apps, event_id) = instances_with_event(mode, count, "Seed rush", 100, None).await;
     let app = &apps[0];
-    let event = app.create_event("Seed rush", 100, None).await;
-    let event_id = event["id"].as_str().unwrap().to_owned();
 
-    let start = Arc::new(tokio::sync::Barrier::new(2000));
-    let mut requests = tokio::task::JoinSet::new();
-    for i in 0..2000 {
-        let app = apps[i % count].clone();
-        let (event_id, start) = (event_id.clone(), start.clone());
-        requests.spawn(async move {
-            let buyer = new_fingerprint();
-            start.wait().await;
-            app.purchase(&event_id, 1, &buyer).await
-        });
-    }
+    let mut requests = rush(&apps, &event_id, 2000, |_| 1);
     let (mut created, mut sold_out) = (0, 0);
     while let Some(result) = requests.join_next().await {
-        let (status, body) = result.unwrap();
+        let (_, (status, body)) = result.unwrap();
         if status == StatusCode::CREATED {
             assert_eq!(body["status"], "reserved", "{body}");
             created += 1;
@@ -564,22 +582,9 @@ async fn mixed_quantities_at_once_never_oversell_batched_on_two_instances() {
 }
 
 async fn mixed_quantities(mode: &[&str], count: usize) {
-    let apps = instances(mode, count).await;
+    let (apps, event_id) = instances_with_event(mode, count, "Mixed sizes", 25, None).await;
     let app = &apps[0];
-    let event = app.create_event("Mixed sizes", 25, None).await;
-    let event_id = event["id"].as_str().unwrap().to_owned();
-    let start = Arc::new(tokio::sync::Barrier::new(60));
-    let mut requests = tokio::task::JoinSet::new();
-    for i in 0..60 {
-        let app = apps[i % count].clone();
-        let (event_id, start) = (event_id.clone(), start.clone());
-        let quantity = 1 + (i % 4) as i64;
-        requests.spawn(async move {
-            let buyer = new_fingerprint();
-            start.wait().await;
-            (quantity, app.purchase(&event_id, quantity, &buyer).await)
-        });
-    }
+    let mut requests = rush(&apps, &event_id, 60, |i| 1 + (i % 4) as i64);
     let mut granted = 0;
     let mut sold_out = false;
     let mut reported_left = Vec::new();

@@ -10,18 +10,11 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    TestApp, assert_error, deadlocks_detected, eventually, new_fingerprint, spawn_app,
+    TestApp, assert_error, deadlocks_detected, eventually, id_of, new_fingerprint, spawn_app,
     spawn_app_on, spawn_app_with, timestamp,
 };
 
 const ROUNDS: usize = 30;
-
-fn id_of(body: &Value) -> String {
-    body["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("id in {body}"))
-        .to_owned()
-}
 
 async fn hold(app: &TestApp, event_id: &str, quantity: i64, holder: &str) -> String {
     let (status, body) = app.purchase(event_id, quantity, holder).await;
@@ -210,10 +203,7 @@ async fn parallel_payments_of_one_hold_charge_once() {
         }
         assert_eq!(winners, 1, "round {round}: exactly one payment wins");
         assert_eq!(app.allocation_row(&id).await.status, "purchased");
-        let charges: i64 = sqlx::query_scalar("SELECT count(*) FROM payment_charges")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let charges = app.row_count("payment_charges").await;
         assert_eq!(
             charges,
             round as i64 + 1,

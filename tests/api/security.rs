@@ -42,10 +42,7 @@ async fn organiser_token_guards_event_creation() {
         .json(&new_event());
     let (status, body) = app.send(basic).await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let count = app.row_count("events").await;
     assert_eq!(count, 0);
 
     let request = app
