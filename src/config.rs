@@ -129,7 +129,7 @@ pub struct ServeArgs {
 
     /// Purchase and payment requests per second allowed per client address, with bursts of
     /// three times as many; 0 turns the limit off (do so behind a proxy that hides addresses).
-    #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_ADDRESS", default_value_t = 1000)]
+    #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_ADDRESS", default_value_t = 2000)]
     pub rate_limit_per_address: u32,
 
     /// Secret key for hashing device fingerprints (HMAC-SHA256). When absent, one is
