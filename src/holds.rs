@@ -259,7 +259,7 @@ async fn settle_payment(
     {
         let body = serde_json::to_string(allocation).map_err(Error::internal);
         settled = match body {
-            Ok(body) => db::idempotency::complete(&mut tx, key, 200, &body)
+            Ok(body) => db::idempotency::complete(&mut tx, &[(key, 200, body)])
                 .await
                 .map(|()| allocation.clone())
                 .map_err(Error::from),

@@ -83,13 +83,15 @@ pub async fn begin(
 }
 
 /// Records a response with no effect (a refusal), or gives the claim up after a failure so
-/// that a retry runs again. A claim already completed with its effect is left as it is.
+/// that a retry runs again.
 pub async fn finish(pool: &PgPool, key: &KeyRef, status: u16, body: &str) {
     let recorded = if status >= 500 {
         db::idempotency::release(pool, key).await
     } else {
         match pool.acquire().await {
-            Ok(mut conn) => db::idempotency::complete(&mut conn, key, status, body).await,
+            Ok(mut conn) => {
+                db::idempotency::complete(&mut conn, &[(key, status, body.to_owned())]).await
+            }
             Err(err) => Err(err),
         }
     };

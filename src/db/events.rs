@@ -112,8 +112,15 @@ pub enum CountMove {
     Purchase,
 }
 
+/// The channel name, as a literal so the notifying SQL below can be built with `concat!`.
+macro_rules! changes_channel {
+    () => {
+        "boxoffice_event_changes"
+    };
+}
+
 /// The channel every instance LISTENs on for count changes.
-pub const CHANGES_CHANNEL: &str = "boxoffice_event_changes";
+pub const CHANGES_CHANNEL: &str = changes_channel!();
 
 /// The `pg_notify` call that announces an event's counts after a change, as SQL over the
 /// `events` row, given the parameters holding the change kind and the actor tag. A
@@ -122,7 +129,9 @@ pub const CHANGES_CHANNEL: &str = "boxoffice_event_changes";
 macro_rules! notify_counts {
     ($kind:literal, $actor:literal) => {
         concat!(
-            "pg_notify('boxoffice_event_changes', json_build_object(\
+            "pg_notify('",
+            changes_channel!(),
+            "', json_build_object(\
                'eventId', id, 'total', total_tickets, 'available', available_tickets, \
                'reserved', reserved_tickets, 'purchased', purchased_tickets, \
                'type', ",

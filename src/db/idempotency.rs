@@ -71,30 +71,10 @@ pub async fn reclaim(
     Ok(updated.rows_affected() == 1)
 }
 
-/// Records the response of the attempt holding the claim. Runs on whatever connection the
-/// effect's transaction uses, so the response is stored if and only if the effect commits.
+/// Records the responses of the attempts holding these claims, in one statement. Runs on
+/// whatever connection the effect's transaction uses, so a response is stored if and only if
+/// its effect commits.
 pub async fn complete(
-    conn: &mut PgConnection,
-    key: &KeyRef,
-    status: u16,
-    body: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET state = 'completed', response_status = $3, response_body = $4, \
-                completed_at = clock_timestamp() \
-         WHERE fingerprint_hash = $1 AND key = $2 AND state = 'in_progress'",
-    )
-    .bind(&key.fingerprint_hash)
-    .bind(&key.key)
-    .bind(i32::from(status))
-    .bind(body)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Records responses for several claims in one statement (a purchase batch).
-pub async fn complete_many(
     conn: &mut PgConnection,
     keys: &[(&KeyRef, u16, String)],
 ) -> Result<(), sqlx::Error> {

@@ -154,26 +154,18 @@ async fn begin_keyed(
     )
 }
 
-/// Answers a keyed or unkeyed request, recording the answer under its key. Effects already
-/// recorded theirs in their own transaction; this records refusals and releases failures.
+/// Answers a keyed or unkeyed request. A success was recorded under its key by the
+/// transaction that made its effect (the purchase batch, the payment's settlement); a
+/// refusal is recorded here, and a failure gives the claim up.
 async fn respond(
     state: &AppState,
     claim: Option<KeyRef>,
     success: StatusCode,
     outcome: Result<Allocation>,
 ) -> Result<Response> {
-    if let Some(claim) = &claim {
-        let (status, body) = match &outcome {
-            Ok(allocation) => (
-                success,
-                serde_json::to_string(allocation).map_err(Error::internal)?,
-            ),
-            Err(err) => (
-                err.status_and_code().0,
-                serde_json::to_string(&err.body()).map_err(Error::internal)?,
-            ),
-        };
-        idempotency::finish(&state.pool, claim, status.as_u16(), &body).await;
+    if let (Some(claim), Err(err)) = (&claim, &outcome) {
+        let body = serde_json::to_string(&err.body()).map_err(Error::internal)?;
+        idempotency::finish(&state.pool, claim, err.status_and_code().0.as_u16(), &body).await;
     }
     Ok((success, Json(outcome?)).into_response())
 }

@@ -107,7 +107,7 @@ pub async fn reserve(
         })
         .collect::<Vec<_>>();
     if !keyed.is_empty() {
-        idempotency::complete_many(&mut tx, &keyed).await?;
+        idempotency::complete(&mut tx, &keyed).await?;
     }
     let mut rows = rows.into_iter();
 
