@@ -125,4 +125,14 @@ fn is_connection_loss(code: Option<&str>) -> bool {
         || c.starts_with("28") || c == "55000" || c == "3D000" || c == "55P03" || c == "57014")
 }
 
+/// The message a panic was raised with (`panic!("…")` carries a `&str` or a `String`), for
+/// the log.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,65 +1,82 @@
-//! Coalesced purchases: inside one instance, requests for the same event that arrive while
-//! that event's previous batch is committing join the next batch, and a batch runs the
-//! purchase transaction once. One hot event then sells a batch per commit instead of one
-//! ticket per commit, while every guarantee still comes from the same row lock.
+//! Coalescing: inside one instance, requests about the same event that arrive while that
+//! event's previous batch is running join the next batch, and a batch does its work once.
+//!
+//! Two users: purchases, where a batch runs the purchase transaction once (one hot event
+//! sells a batch per commit instead of one ticket per commit, while every guarantee still
+//! comes from the same row lock), and fresh availability reads, where one read answers every
+//! request that arrived before it started.
 //!
 //! There is no artificial waiting: a request that finds no batch running starts one at once.
+//! A request always lands in a batch that starts after it arrived, which is what lets a
+//! coalesced read count as "a read that started after the request arrived".
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sqlx::PgPool;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::transaction;
-use crate::domain::allocation::Allocation;
-use crate::domain::grant::Ask;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, panic_message};
 
-struct Waiting {
-    ask: Ask,
-    reply: oneshot::Sender<Result<Allocation>>,
+/// The work a batch does: given the event and the batch's inputs in arrival order, one
+/// answer per input, in the same order.
+pub type BatchWork<I, O> = Arc<dyn Fn(Uuid, Vec<I>) -> BoxFuture<'static, Vec<O>> + Send + Sync>;
+
+struct Waiting<I, O> {
+    input: I,
+    reply: oneshot::Sender<O>,
 }
 
-struct Inner {
-    pool: PgPool,
-    hold_seconds: u32,
+struct Inner<I, O> {
+    work: BatchWork<I, O>,
     max_batch: usize,
     /// Per event: requests not yet in a batch. An entry exists exactly while a worker runs
     /// for that event; the worker removes it when it finds the queue empty.
-    queues: Mutex<HashMap<Uuid, Vec<Waiting>>>,
+    queues: Mutex<HashMap<Uuid, Vec<Waiting<I, O>>>>,
 }
 
-#[derive(Clone)]
-pub struct Coalescer {
-    inner: Arc<Inner>,
+/// Per-event batching of requests with inputs `I` and answers `O`.
+pub struct Coalescer<I, O> {
+    inner: Arc<Inner<I, O>>,
 }
 
-impl Coalescer {
-    pub fn new(pool: PgPool, hold_seconds: u32, max_batch: usize) -> Self {
+impl<I, O> Clone for Coalescer<I, O> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
+    /// Batches of at most `max_batch` inputs (at least 1), each handled by `work`.
+    pub fn new(max_batch: usize, work: BatchWork<I, O>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                pool,
-                hold_seconds,
+                work,
                 max_batch: max_batch.max(1),
                 queues: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// Queues the request behind this event's running batch, or starts a batch for it.
-    pub async fn submit(&self, event_id: Uuid, ask: Ask) -> Result<Allocation> {
+    /// Queues the request behind this event's running batch, or starts a batch for it, and
+    /// waits for its answer. An internal error only if the batch ended without answering.
+    pub async fn submit(&self, event_id: Uuid, input: I) -> Result<O> {
         let (reply, answer) = oneshot::channel();
         let start_worker = {
             let mut queues = self.inner.queues.lock().expect("queue lock poisoned");
             match queues.get_mut(&event_id) {
                 Some(queue) => {
-                    queue.push(Waiting { ask, reply });
+                    queue.push(Waiting { input, reply });
                     false
                 }
                 None => {
-                    queues.insert(event_id, vec![Waiting { ask, reply }]);
+                    queues.insert(event_id, vec![Waiting { input, reply }]);
                     true
                 }
             }
@@ -70,14 +87,14 @@ impl Coalescer {
         }
         answer
             .await
-            .map_err(|_| Error::internal("the purchase batch ended without an answer"))?
+            .map_err(|_| Error::internal("the batch ended without an answer"))
     }
 }
 
 /// Runs batches for one event until its queue is empty.
-async fn run_batches(inner: Arc<Inner>, event_id: Uuid) {
+async fn run_batches<I, O>(inner: Arc<Inner<I, O>>, event_id: Uuid) {
     loop {
-        let batch: Vec<Waiting> = {
+        let batch: Vec<Waiting<I, O>> = {
             let mut queues = inner.queues.lock().expect("queue lock poisoned");
             let Some(queue) = queues.get_mut(&event_id) else {
                 return;
@@ -89,19 +106,20 @@ async fn run_batches(inner: Arc<Inner>, event_id: Uuid) {
             let size = queue.len().min(inner.max_batch);
             queue.drain(..size).collect()
         };
-        let asks: Vec<Ask> = batch.iter().map(|w| w.ask.clone()).collect();
-        match transaction::reserve(&inner.pool, event_id, &asks, inner.hold_seconds).await {
-            Ok(answers) => {
-                for (waiting, answer) in batch.into_iter().zip(answers) {
-                    let _ = waiting.reply.send(answer);
-                }
-            }
-            Err(err) => {
-                // The transaction failed as a whole and wrote nothing: everyone in it hears so.
-                for waiting in batch {
-                    let _ = waiting.reply.send(Err(err.clone()));
-                }
-            }
+        let (inputs, replies): (Vec<I>, Vec<_>) =
+            batch.into_iter().map(|w| (w.input, w.reply)).unzip();
+        // A panic in the work must not strand this event's queue without a worker: it is
+        // logged, the batch's callers hear an internal error, and the next batch runs.
+        let answers = AssertUnwindSafe((inner.work)(event_id, inputs))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                tracing::error!(panic = %panic_message(&*panic), %event_id, "a batch panicked");
+                Vec::new()
+            });
+        // A missing answer drops its sender, and that caller hears an internal error.
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            let _ = reply.send(answer);
         }
     }
 }

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod binary;
+mod consistency;
 mod errors;
 mod events;
 mod expiry;
