@@ -12,6 +12,7 @@ mod idempotency;
 mod lifecycle;
 mod load;
 mod openapi;
+mod proxy;
 mod purchase;
 mod races;
 mod security;
