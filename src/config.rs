@@ -129,7 +129,8 @@ pub struct ServeArgs {
     pub rate_limit_per_fingerprint: u32,
 
     /// Purchase and payment requests per second allowed per client address, with bursts of
-    /// three times as many; 0 turns the limit off (do so behind a proxy that hides addresses).
+    /// three times as many; 0 turns the limit off. Behind a proxy, set `--trusted-proxy` too,
+    /// or every client shares the proxy's budget.
     #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_ADDRESS", default_value_t = 2000)]
     pub rate_limit_per_address: u32,
 
