@@ -19,6 +19,7 @@ const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub struct TrustedProxies(Arc<[IpNet]>);
 
 impl TrustedProxies {
+    /// The proxies in `networks` (as `--trusted-proxy` parsed them); none when empty.
     pub fn new(networks: Vec<IpNet>) -> Self {
         Self(networks.into())
     }
