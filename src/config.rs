@@ -1,9 +1,10 @@
 //! Command line and environment configuration: `boxoffice --help` is the reference.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 
 /// Boxoffice: sells event tickets without ever overselling.
 #[derive(Debug, Parser)]
@@ -128,14 +129,37 @@ pub struct ServeArgs {
     pub rate_limit_per_fingerprint: u32,
 
     /// Purchase and payment requests per second allowed per client address, with bursts of
-    /// three times as many; 0 turns the limit off (do so behind a proxy that hides addresses).
+    /// three times as many; 0 turns the limit off. Behind a proxy, set `--trusted-proxy` too,
+    /// or every client shares the proxy's budget.
     #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_ADDRESS", default_value_t = 2000)]
     pub rate_limit_per_address: u32,
+
+    /// Reverse proxies and load balancers whose forwarding headers are believed, as CIDRs or
+    /// single addresses, comma-separated or repeated, e.g. `10.0.0.0/8`. A request from one
+    /// of them is attributed to the right-most address in `Forwarded` (else
+    /// `X-Forwarded-For`) that is not itself a trusted proxy. None by default: the headers are
+    /// ignored. Set it behind a proxy, or every client has the proxy's address.
+    #[arg(
+        long = "trusted-proxy",
+        env = "BOXOFFICE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_network
+    )]
+    pub trusted_proxies: Vec<IpNet>,
 
     /// Secret key for hashing device fingerprints (HMAC-SHA256). When absent, one is
     /// generated once and kept in the database, so every instance hashes alike.
     #[arg(long, env = "BOXOFFICE_FINGERPRINT_SECRET", hide_env_values = true)]
     pub fingerprint_secret: Option<String>,
+}
+
+/// A CIDR, or a single address as a /32 or /128.
+fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .map(|network| network.trunc())
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{text}` is neither a CIDR (e.g. 10.0.0.0/8) nor an IP address"))
 }
 
 /// How purchase requests reach the database.
@@ -145,4 +169,41 @@ pub enum PurchaseMode {
     PerRequest,
     /// Concurrent requests for one event share a transaction.
     Batched,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted_proxies(flags: &[&str]) -> Result<Vec<String>, clap::Error> {
+        let argv = ["boxoffice", "serve"].iter().chain(flags);
+        let args = match Cli::try_parse_from(argv)?.command {
+            Some(Command::Serve(args)) => args,
+            _ => unreachable!("argv names serve"),
+        };
+        Ok(args.trusted_proxies.iter().map(IpNet::to_string).collect())
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses() {
+        assert_eq!(trusted_proxies(&[]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            trusted_proxies(&[
+                "--trusted-proxy",
+                "10.1.2.3/8, 192.0.2.7",
+                "--trusted-proxy",
+                "2001:db8::/32,::1"
+            ])
+            .unwrap(),
+            ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32", "::1/128"]
+        );
+        for invalid in ["10.0.0.0/33", "example.com", "10.0.0", "", "10.0.0.0/8,"] {
+            let err = trusted_proxies(&["--trusted-proxy", invalid]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{invalid}"
+            );
+        }
+    }
 }

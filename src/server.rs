@@ -16,6 +16,7 @@ use crate::config::{DatabaseArgs, ServeArgs};
 use crate::db;
 use crate::domain::fingerprint::FingerprintKey;
 use crate::embedded_pg::EmbeddedPostgres;
+use crate::http::extract::forwarded::TrustedProxies;
 use crate::http::limits::RateLimits;
 use crate::live::LiveStats;
 use crate::payment::SimulatedProvider;
@@ -118,6 +119,7 @@ impl Server {
             ),
             live,
             limits: RateLimits::new(args.rate_limit_per_fingerprint, args.rate_limit_per_address),
+            trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
             admin_token: args
                 .admin_token
                 .as_deref()

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::domain::fingerprint::FingerprintKey;
+use crate::http::extract::forwarded::TrustedProxies;
 use crate::http::limits::RateLimits;
 use crate::live::LiveStats;
 use crate::payment::PaymentProvider;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub payments: Arc<dyn PaymentProvider>,
     pub purchaser: Purchaser,
     pub limits: RateLimits,
+    /// Proxies whose forwarding headers name the client address (rate limits, fingerprints).
+    pub trusted_proxies: TrustedProxies,
     /// When set, creating an event requires this bearer token.
     pub admin_token: Option<Arc<str>>,
     pub live: LiveStats,

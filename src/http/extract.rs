@@ -21,6 +21,8 @@ use crate::domain::idempotency::IdempotencyKey;
 use crate::error::{Error, FieldError};
 use crate::state::AppState;
 
+pub mod forwarded;
+
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -249,7 +251,8 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The client's IP address, as the connection shows it.
+    /// The client's IP address: the TCP peer's, or the one a trusted proxy forwarded
+    /// (`--trusted-proxy`, see [`forwarded::TrustedProxies`]).
     pub fn address(&self) -> Option<IpAddr> {
         self.address
     }
@@ -278,10 +281,13 @@ impl Caller {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header_text = |name: header::HeaderName| {
             parts
                 .headers
@@ -303,7 +309,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
+            .map(|ConnectInfo(peer)| {
+                state
+                    .trusted_proxies
+                    .client_address(peer.ip(), &parts.headers)
+            });
         Ok(Self {
             header_fingerprint,
             address: ip,

@@ -13,6 +13,7 @@ mod idempotency;
 mod lifecycle;
 mod load;
 mod openapi;
+mod proxy;
 mod purchase;
 mod races;
 mod security;
