@@ -99,6 +99,8 @@ async fn apply(
             .await?
         }
         // A declined payment puts the hold back: no tickets move, but watchers hear of it.
+        // It bumps the event's change sequence, which relies on the event row lock that every
+        // caller took through `lock_hold`.
         AllocationStatus::Reserved => {
             events::announce(tx, event_id, ChangeKind::TicketAllocated, actor).await?
         }

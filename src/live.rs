@@ -5,9 +5,13 @@
 //! Each event has one `watch` channel holding its latest state, so a burst of changes costs
 //! a subscriber nothing until it reads, and it always reads the newest. A subscriber's
 //! stream sends at most one message per [`MIN_INTERVAL`], and always ends on the latest state.
+//!
+//! Message ids are the event's change sequence from the database (`events.change_seq`), so
+//! they grow across restarts and are the same on every instance for the same change. A
+//! channel only ever moves to a newer sequence, and a subscription never yields one it has
+//! already passed, so ids never go down within a stream.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,11 +29,46 @@ use crate::metrics;
 /// Shortest gap between two messages to one subscriber.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A message with its stream id (ids increase within an instance).
+/// A message with its stream id: the event's change sequence as of the state it shows.
 #[derive(Debug, Clone)]
 pub struct Published {
     pub id: u64,
     pub message: Arc<StatsMessage>,
+}
+
+impl Published {
+    /// A snapshot message of an event as read from the database, numbered with the change
+    /// sequence read from the same row.
+    pub fn snapshot(event: &Event, change_seq: u64) -> Self {
+        Self {
+            id: change_seq,
+            message: Arc::new(StatsMessage {
+                event_id: event.id,
+                timestamp: OffsetDateTime::now_utc(),
+                statistics: Statistics {
+                    total_tickets: event.total_tickets,
+                    remaining_tickets: event.available_tickets,
+                    allocated_tickets: event.reserved_tickets,
+                    confirmed_tickets: event.purchased_tickets,
+                },
+                last_event: None,
+            }),
+        }
+    }
+}
+
+/// Makes `published` the event's latest state unless the channel already holds that change
+/// or a newer one. Notifications arrive in commit order, but a snapshot read after a listener
+/// reconnect can race with them: keeping the highest sequence means the channel never goes
+/// back to an older state.
+fn offer(sender: &watch::Sender<Option<Published>>, published: Published) {
+    sender.send_if_modified(|latest| {
+        if latest.as_ref().is_some_and(|held| held.id >= published.id) {
+            return false;
+        }
+        *latest = Some(published);
+        true
+    });
 }
 
 struct Inner {
@@ -38,7 +77,6 @@ struct Inner {
     /// committed value, updated in commit order. Emptied whenever the listener is not
     /// connected, since changes may then go unheard.
     known_available: Mutex<HashMap<Uuid, i32>>,
-    next_id: AtomicU64,
     closed: watch::Sender<bool>,
 }
 
@@ -60,18 +98,14 @@ impl LiveStats {
             inner: Arc::new(Inner {
                 channels: Mutex::new(HashMap::new()),
                 known_available: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
                 closed: watch::channel(false).0,
             }),
         }
     }
 
-    fn next_id(&self) -> u64 {
-        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
     /// Starts watching an event. The snapshot is built by the caller from a read made after
-    /// this call, so no change can fall between the snapshot and the first update.
+    /// this call, so no change can fall between the snapshot and the first update; the caller
+    /// then passes the snapshot's id to [`Subscription::resume_after`].
     pub fn subscribe(&self, event_id: Uuid) -> Subscription {
         let updates = {
             let mut channels = self.inner.channels.lock().expect("channel map poisoned");
@@ -86,24 +120,7 @@ impl LiveStats {
             event_id,
             updates: Some(updates),
             closed: self.inner.closed.subscribe(),
-        }
-    }
-
-    /// A snapshot message for an event as read from the database.
-    pub fn snapshot(&self, event: &Event) -> Published {
-        Published {
-            id: self.next_id(),
-            message: Arc::new(StatsMessage {
-                event_id: event.id,
-                timestamp: OffsetDateTime::now_utc(),
-                statistics: Statistics {
-                    total_tickets: event.total_tickets,
-                    remaining_tickets: event.available_tickets,
-                    allocated_tickets: event.reserved_tickets,
-                    confirmed_tickets: event.purchased_tickets,
-                },
-                last_event: None,
-            }),
+            last_id: 0,
         }
     }
 
@@ -117,10 +134,10 @@ impl LiveStats {
         let channels = self.inner.channels.lock().expect("channel map poisoned");
         if let Some(sender) = channels.get(&change.event_id) {
             let published = Published {
-                id: self.next_id(),
+                id: change.seq,
                 message: Arc::new(StatsMessage::from_change(change, OffsetDateTime::now_utc())),
             };
-            sender.send_replace(Some(published));
+            offer(sender, published);
         }
     }
 
@@ -203,11 +220,15 @@ impl LiveStats {
             channels.keys().copied().collect()
         };
         for event_id in watched {
-            if let Ok(Some(event)) = crate::db::events::find(pool, event_id).await {
-                let snapshot = self.snapshot(&event);
+            if let Ok(Some((event, seq))) =
+                crate::db::events::find_with_change_seq(pool, event_id).await
+            {
+                let snapshot = Published::snapshot(&event, seq);
                 let channels = self.inner.channels.lock().expect("channel map poisoned");
                 if let Some(sender) = channels.get(&event_id) {
-                    sender.send_replace(Some(snapshot));
+                    // The listener is already connected, so a notification newer than this
+                    // read may have been published meanwhile: `offer` keeps the newer one.
+                    offer(sender, snapshot);
                 }
             }
         }
@@ -231,10 +252,13 @@ pub struct Subscription {
     event_id: Uuid,
     updates: Option<watch::Receiver<Option<Published>>>,
     closed: watch::Receiver<bool>,
+    /// The highest id this subscriber has been given (its snapshot's, then each update's).
+    last_id: u64,
 }
 
 impl Subscription {
-    /// Waits for the next state newer than the last one read; `None` when the hub closes.
+    /// Waits for the next state with a higher id than any given so far; `None` when the hub
+    /// closes.
     pub async fn next(&mut self) -> Option<Published> {
         let updates = self.updates.as_mut()?;
         loop {
@@ -244,7 +268,9 @@ impl Subscription {
             tokio::select! {
                 changed = updates.changed() => {
                     changed.ok()?;
-                    if let Some(published) = updates.borrow_and_update().clone() {
+                    let latest = updates.borrow_and_update().clone();
+                    if let Some(published) = latest.filter(|p| p.id > self.last_id) {
+                        self.last_id = published.id;
                         return Some(published);
                     }
                 }
@@ -253,11 +279,11 @@ impl Subscription {
         }
     }
 
-    /// Marks everything published so far as seen (the snapshot covers it).
-    pub fn mark_seen(&mut self) {
-        if let Some(updates) = self.updates.as_mut() {
-            updates.borrow_and_update();
-        }
+    /// Skips every state up to `id`, the snapshot's: the notification of a change that the
+    /// snapshot read already included may still arrive after it, and must not take the
+    /// stream's id back.
+    pub fn resume_after(&mut self, id: u64) {
+        self.last_id = self.last_id.max(id);
     }
 
     /// Waits out `duration` unless the hub closes first; returns false if it closed.

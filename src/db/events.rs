@@ -78,6 +78,29 @@ pub async fn list(pool: &PgPool, page: PageRequest) -> Result<(Vec<Event>, i64),
     Ok((events, total))
 }
 
+/// The event and its change sequence, read together from one row version, so the sequence
+/// numbers exactly the counts returned (a snapshot of the live statistics).
+pub async fn find_with_change_seq(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<(Event, u64)>, sqlx::Error> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        ", change_seq FROM events WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        let seq: i64 = row.try_get("change_seq")?;
+        // events_change_seq_nonnegative makes this conversion infallible in practice.
+        let seq = u64::try_from(seq).map_err(|e| sqlx::Error::Decode(e.into()))?;
+        Ok((Event::from_row(&row)?, seq))
+    })
+    .transpose()
+}
+
 /// The event's available tickets as last committed, read without a lock (`None`: no such
 /// event).
 pub async fn available_tickets(pool: &PgPool, id: Uuid) -> Result<Option<i32>, sqlx::Error> {
@@ -125,7 +148,9 @@ pub const CHANGES_CHANNEL: &str = changes_channel!();
 /// The `pg_notify` call that announces an event's counts after a change, as SQL over the
 /// `events` row, given the parameters holding the change kind and the actor tag. A
 /// notification is sent at commit and dropped on rollback, and all are delivered in commit
-/// order.
+/// order. It carries the row's `change_seq`, which the announcing `UPDATE` has just bumped
+/// under the event row lock, so an event's notifications carry increasing sequences in
+/// commit order.
 macro_rules! notify_counts {
     ($kind:literal, $actor:literal) => {
         concat!(
@@ -134,7 +159,7 @@ macro_rules! notify_counts {
             "', json_build_object(\
                'eventId', id, 'total', total_tickets, 'available', available_tickets, \
                'reserved', reserved_tickets, 'purchased', purchased_tickets, \
-               'type', ",
+               'seq', change_seq, 'type', ",
             $kind,
             "::text, 'actor', ",
             $actor,
@@ -143,8 +168,9 @@ macro_rules! notify_counts {
     };
 }
 
-/// Moves `quantity` tickets between counts and announces the change, in one statement. Call
-/// only while holding the event's row lock (see [`lock`]); the CHECK constraints refuse any
+/// Moves `quantity` tickets between counts, bumps the change sequence and announces the
+/// change, in one statement. Call only while holding the event's row lock (see [`lock`]):
+/// the lock is what makes sequence order commit order. The CHECK constraints refuse any
 /// result that would oversell.
 pub async fn move_counts(
     conn: &mut PgConnection,
@@ -157,17 +183,20 @@ pub async fn move_counts(
     let sql = match movement {
         CountMove::Reserve => concat!(
             "UPDATE events SET available_tickets = available_tickets - $2, \
-             reserved_tickets = reserved_tickets + $2, updated_at = now() WHERE id = $1 RETURNING ",
+             reserved_tickets = reserved_tickets + $2, change_seq = change_seq + 1, \
+             updated_at = now() WHERE id = $1 RETURNING ",
             notify_counts!("$3", "$4")
         ),
         CountMove::Release => concat!(
             "UPDATE events SET available_tickets = available_tickets + $2, \
-             reserved_tickets = reserved_tickets - $2, updated_at = now() WHERE id = $1 RETURNING ",
+             reserved_tickets = reserved_tickets - $2, change_seq = change_seq + 1, \
+             updated_at = now() WHERE id = $1 RETURNING ",
             notify_counts!("$3", "$4")
         ),
         CountMove::Purchase => concat!(
             "UPDATE events SET reserved_tickets = reserved_tickets - $2, \
-             purchased_tickets = purchased_tickets + $2, updated_at = now() WHERE id = $1 RETURNING ",
+             purchased_tickets = purchased_tickets + $2, change_seq = change_seq + 1, \
+             updated_at = now() WHERE id = $1 RETURNING ",
             notify_counts!("$3", "$4")
         ),
     };
@@ -181,7 +210,10 @@ pub async fn move_counts(
     Ok(())
 }
 
-/// Announces a change that moved no counts (a declined payment back to reserved).
+/// Announces a change that moved no counts (a declined payment back to reserved), with its
+/// own change sequence number. An `UPDATE` rather than a `SELECT`, since the sequence must
+/// move; call only while holding the event's row lock (see [`lock`]), like [`move_counts`].
+/// `updated_at` stays: the event's counts did not change.
 pub async fn announce(
     conn: &mut PgConnection,
     id: Uuid,
@@ -189,9 +221,8 @@ pub async fn announce(
     actor: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(concat!(
-        "SELECT ",
-        notify_counts!("$2", "$3"),
-        " FROM events WHERE id = $1"
+        "UPDATE events SET change_seq = change_seq + 1 WHERE id = $1 RETURNING ",
+        notify_counts!("$2", "$3")
     ))
     .bind(id)
     .bind(change.as_str())

@@ -36,6 +36,9 @@ pub struct CountsChanged {
     pub available: i32,
     pub reserved: i32,
     pub purchased: i32,
+    /// The event's change sequence after this change (`events.change_seq`): it numbers the
+    /// event's changes in commit order, the same on every instance and across restarts.
+    pub seq: u64,
     #[serde(rename = "type")]
     pub kind: ChangeKind,
     /// First 8 hex characters of the acting buyer's fingerprint hash.

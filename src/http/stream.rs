@@ -22,12 +22,15 @@ use utoipa::openapi::{Ref, RefOr};
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Stream an event's ticket statistics: a snapshot on connect, then a message after every
-/// change (at most one per 100 ms, always ending on the latest state).
+/// change (at most one per 100 ms, always ending on the latest state). Each message's `id`
+/// is the event's change sequence as of the state it shows, the same on every instance and
+/// across restarts. A reconnecting client's `Last-Event-ID` is not needed: it gets the
+/// current snapshot first, whose id is at least any id it saw before.
 #[utoipa::path(
     get, path = "/events/{id}/stream", tag = "events",
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     responses(
-        (status = 200, description = "`text/event-stream` of `stats` messages (`event: stats`, increasing `id:`)",
+        (status = 200, description = "`text/event-stream` of `stats` messages (`event: stats`; `id:` is the event's change sequence, increasing within a stream and the same on every instance and across restarts; `Last-Event-ID` is ignored: a stream always starts with the current snapshot)",
          content_type = "text/event-stream", body = StatsEvent),
         (status = 400, description = "BAD_REQUEST: id is not a UUID", body = ErrorBody),
         (status = 404, description = "NOT_FOUND: no such event (before any stream starts)", body = ErrorBody),
@@ -40,11 +43,12 @@ pub async fn event_stream(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     // Subscribe before reading the snapshot, so no change can slip between the two.
     let mut subscription = state.live.subscribe(event_id);
-    subscription.mark_seen();
-    let event = db::events::find(&state.pool, event_id)
+    let (event, seq) = db::events::find_with_change_seq(&state.pool, event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;
-    let snapshot = state.live.snapshot(&event);
+    let snapshot = Published::snapshot(&event, seq);
+    // Changes the snapshot includes may still be announced after it: only newer ones follow.
+    subscription.resume_after(snapshot.id);
     Ok(
         Sse::new(messages(snapshot, subscription))
             .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
@@ -90,7 +94,13 @@ impl utoipa::PartialSchema for StatsEvent {
         let text = || ObjectBuilder::new().schema_type(Type::String);
         ObjectBuilder::new()
             .property("event", text().enum_values(Some(["stats"])))
-            .property("id", text().description(Some("Increases within a stream")))
+            .property(
+                "id",
+                text().description(Some(
+                    "The event's change sequence as of this message: increases within a \
+                     stream, the same on every instance and across restarts",
+                )),
+            )
             .property(
                 "data",
                 text()

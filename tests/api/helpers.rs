@@ -567,7 +567,12 @@ impl SseReader {
 
     /// Opens a stream at a full URL, e.g. on a server running as a separate process.
     pub async fn connect_url(client: &reqwest::Client, url: &str) -> Self {
-        let response = client.get(url).send().await.expect("stream connects");
+        Self::connect_request(client.get(url)).await
+    }
+
+    /// Opens a stream with a request of the caller's, e.g. one carrying `Last-Event-ID`.
+    pub async fn connect_request(request: RequestBuilder) -> Self {
+        let response = request.send().await.expect("stream connects");
         assert_eq!(response.status(), StatusCode::OK);
         let content_type = response.headers()["content-type"]
             .to_str()

@@ -1,5 +1,6 @@
 //! Live statistics over SSE: snapshot, one update per kind of change, delivery across
-//! instances through LISTEN/NOTIFY, coalescing of bursts, 404 before any stream.
+//! instances through LISTEN/NOTIFY, coalescing of bursts, 404 before any stream, and ids
+//! that count each event's changes in the database (across restarts and instances).
 
 use std::time::Duration;
 
@@ -7,7 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::helpers::{
-    SseMessage, SseReader, assert_error, fresh_database, spawn_app, spawn_app_on, spawn_app_with,
+    SseMessage, SseReader, TestApp, assert_error, fresh_database, id_of, spawn_app, spawn_app_on,
+    spawn_app_with,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -187,4 +189,169 @@ async fn streams_end_cleanly_on_shutdown() {
         .await
         .expect("shutdown is not held up by the stream");
     assert!(stream.next(WAIT).await.is_none());
+}
+
+/// The event's change sequence as stored.
+async fn change_seq(app: &TestApp, event_id: &str) -> u64 {
+    let seq: i64 = sqlx::query_scalar("SELECT change_seq FROM events WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(event_id).unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    u64::try_from(seq).unwrap()
+}
+
+/// The message after `last_id`, asserting its id is the next one, and advancing `last_id`.
+async fn next_change(stream: &mut SseReader, last_id: &mut u64) -> SseMessage {
+    let before = *last_id;
+    let message = stream
+        .until(WAIT, |m| m.id.unwrap() > before)
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(
+        message.id,
+        Some(before + 1),
+        "one id per change: {message:?}"
+    );
+    *last_id = before + 1;
+    message
+}
+
+#[tokio::test]
+async fn ids_count_the_events_own_changes_and_strictly_increase() {
+    let app = spawn_app().await;
+    let watched = id_of(&app.create_event("Counted", 10, None).await);
+    let other = id_of(&app.create_event("Counted elsewhere", 10, None).await);
+    for buyer in ["before-1", "before-2"] {
+        let (status, _) = app.purchase(&watched, 1, buyer).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+
+    let mut stream = SseReader::connect(&app, &format!("/events/{watched}/stream")).await;
+    let mut on_other = SseReader::connect(&app, &format!("/events/{other}/stream")).await;
+    let snapshot = stream.next(WAIT).await.unwrap();
+    assert!(snapshot.data["lastEvent"].is_null());
+    // The snapshot's id is the number of changes the event has had.
+    assert_eq!(snapshot.id, Some(2));
+    on_other.next(WAIT).await.unwrap();
+
+    // Each change is awaited before the next, so none is coalesced away and each id is seen.
+    // Changes to another event in between take no ids from this one.
+    let mut last_id = snapshot.id.unwrap();
+    let (_, hold) = app.purchase(&watched, 1, "decliner").await;
+    let message = next_change(&mut stream, &mut last_id).await;
+    assert_eq!(remaining(&message), 7);
+    let (status, _) = app.purchase(&other, 3, "elsewhere").await;
+    assert_eq!(status, StatusCode::CREATED);
+    on_other.until(WAIT, |m| remaining(m) == 7).await;
+
+    // A declined payment moves no tickets but is a change of its own, with its own id.
+    let (status, _) = app
+        .pay(&id_of(&hold), "decliner", Some("tok_chargeDeclined"))
+        .await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    let message = next_change(&mut stream, &mut last_id).await;
+    assert_eq!(last_type(&message), Some("ticket_allocated"));
+    assert_eq!(remaining(&message), 7);
+
+    let (status, _) = app.cancel(&id_of(&hold), "decliner").await;
+    assert_eq!(status, StatusCode::OK);
+    let message = next_change(&mut stream, &mut last_id).await;
+    assert_eq!(last_type(&message), Some("ticket_cancelled"));
+    assert_eq!(remaining(&message), 8);
+
+    assert_eq!(last_id, 5);
+    assert_eq!(change_seq(&app, &watched).await, last_id);
+}
+
+#[tokio::test]
+async fn ids_keep_growing_across_a_restart() {
+    let options = fresh_database().await;
+    let app = spawn_app_on(&options, &[]).await;
+    let id = id_of(&app.create_event("Restarted", 20, None).await);
+    let path = format!("/events/{id}/stream");
+    let mut stream = SseReader::connect(&app, &path).await;
+    stream.next(WAIT).await.unwrap();
+    for buyer in ["first", "second", "third"] {
+        let (status, _) = app.purchase(&id, 1, buyer).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let seen = stream.until(WAIT, |m| remaining(m) == 17).await;
+    let last_seen = seen.last().unwrap().id.unwrap();
+    drop(stream);
+    app.stop().await;
+
+    // A new process on the same database: the client resumes with the last id it saw.
+    let app = spawn_app_on(&options, &[]).await;
+    let mut stream = SseReader::connect_request(
+        app.request(Method::GET, &path)
+            .header("Last-Event-ID", last_seen.to_string()),
+    )
+    .await;
+    let snapshot = stream.next(WAIT).await.unwrap();
+    assert!(snapshot.data["lastEvent"].is_null());
+    assert_eq!(remaining(&snapshot), 17);
+    let first_id = snapshot.id.unwrap();
+    assert!(
+        first_id >= last_seen,
+        "after the restart the stream starts at id {first_id}, below {last_seen}"
+    );
+
+    let (status, _) = app.purchase(&id, 1, "after-restart").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let change = stream
+        .until(WAIT, |m| remaining(m) == 16)
+        .await
+        .pop()
+        .unwrap();
+    assert!(
+        change.id.unwrap() > first_id,
+        "{change:?} after id {first_id}"
+    );
+}
+
+#[tokio::test]
+async fn instances_give_the_same_change_the_same_id() {
+    let options = fresh_database().await;
+    let first = spawn_app_on(&options, &[]).await;
+    let second = spawn_app_on(&options, &[]).await;
+    let id = id_of(&first.create_event("Numbered alike", 30, None).await);
+    let path = format!("/events/{id}/stream");
+
+    // The first instance watches from the start and hears two changes before the second
+    // instance is asked at all.
+    let mut on_first = SseReader::connect(&first, &path).await;
+    on_first.next(WAIT).await.unwrap();
+    for buyer in ["early-1", "early-2"] {
+        let (status, _) = first.purchase(&id, 1, buyer).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let first_saw = on_first
+        .until(WAIT, |m| remaining(m) == 28)
+        .await
+        .pop()
+        .unwrap();
+    let mut on_second = SseReader::connect(&second, &path).await;
+    let second_saw = on_second.next(WAIT).await.unwrap();
+    assert_eq!(remaining(&second_saw), 28);
+    assert_eq!(second_saw.id, first_saw.id, "a snapshot of the same state");
+
+    // A change made through the second instance reaches both with one id.
+    let (status, _) = second.purchase(&id, 2, "late").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let on_first_id = on_first
+        .until(WAIT, |m| remaining(m) == 26)
+        .await
+        .pop()
+        .unwrap()
+        .id;
+    let on_second_id = on_second
+        .until(WAIT, |m| remaining(m) == 26)
+        .await
+        .pop()
+        .unwrap()
+        .id;
+    assert_eq!(on_first_id, on_second_id);
+    assert!(on_first_id > first_saw.id);
 }
