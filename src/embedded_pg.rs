@@ -4,9 +4,15 @@
 //! The server listens only on a Unix socket inside the cluster directory (mode 0700), so no
 //! other local user can reach it and no TCP port is taken. PostgreSQL refuses to run as root,
 //! so when this process is root, `initdb` and `postgres` run as the `postgres` system user.
+//!
+//! One process owns a data directory: it holds an advisory lock on `<data-dir>/boxoffice.lock`
+//! for its whole life, and the kernel releases the lock when the process dies, however it
+//! dies. A server found running without a lock holder is therefore a leftover. While the
+//! owner runs, a [`Supervisor`] starts the server again if it dies.
 
 use std::ffi::CString;
-use std::fs;
+use std::fs::{self, File, TryLockError};
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
+use tokio::sync::watch;
 
 /// The port only names the socket file (`.s.PGSQL.5432`); nothing listens on TCP.
 const SOCKET_PORT: u16 = 5432;
@@ -22,6 +29,12 @@ const SOCKET_PORT: u16 = 5432;
 const MAX_SOCKET_PATH: usize = 100;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The file in the data directory whose lock marks its owner (and holds the owner's pid).
+const LOCK_FILE: &str = "boxoffice.lock";
+/// How often the supervisor checks that the server is still there.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// Longest pause between attempts to start a server that keeps failing to start.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -38,6 +51,13 @@ pub enum EmbeddedError {
     PathTooLong(PathBuf),
     #[error("running as root but there is no `postgres` system user to run PostgreSQL as")]
     NoPostgresUser,
+    #[error(
+        "the data directory {data_dir} is in use by Boxoffice process {owner}, which runs its \
+         embedded PostgreSQL; one data directory has one owner. To run several instances, run \
+         one PostgreSQL server and start every instance with --database-url (DATABASE_URL) \
+         pointing at it"
+    )]
+    InUse { data_dir: PathBuf, owner: String },
     #[error("{action} failed: {detail}")]
     Failed {
         action: &'static str,
@@ -59,7 +79,14 @@ fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> EmbeddedError {
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
     cluster_dir: PathBuf,
+    bin_dir: PathBuf,
+    log_path: PathBuf,
+    run_as: Option<RunAs>,
+    settings: Vec<(String, String)>,
     child: Option<Child>,
+    /// The data directory's lock, held until this value is dropped (after the server stopped).
+    /// Opened close-on-exec, so the server does not inherit it and keep it after we die.
+    _owner_lock: File,
 }
 
 /// The system account the server runs as when this process is root.
@@ -70,15 +97,18 @@ struct RunAs {
 }
 
 impl EmbeddedPostgres {
-    /// Creates the cluster on first use (kept across runs), clears what a killed run left
-    /// behind, starts the server and waits until it accepts connections.
-    /// `settings` are extra `-c name=value` server settings.
+    /// Takes ownership of the data directory, creates the cluster on first use (kept across
+    /// runs), clears what a killed run left behind, starts the server and waits until it
+    /// accepts connections. `settings` are extra `-c name=value` server settings.
     pub fn start(data_dir: &Path, settings: &[(&str, &str)]) -> Result<Self, EmbeddedError> {
-        let bin_dir = find_bin_dir().ok_or(EmbeddedError::BinariesNotFound)?;
         fs::create_dir_all(data_dir).map_err(io("creating the data directory"))?;
         let data_dir = data_dir
             .canonicalize()
             .map_err(io("resolving the data directory"))?;
+        // First, before anything in the directory is touched: a live owner's cluster is not
+        // ours to clear or start.
+        let owner_lock = lock_data_dir(&data_dir)?;
+        let bin_dir = find_bin_dir().ok_or(EmbeddedError::BinariesNotFound)?;
         let run_as = run_as()?;
         let cluster_dir = cluster_location(&data_dir, run_as)?;
         if cluster_dir
@@ -93,29 +123,49 @@ impl EmbeddedPostgres {
         if !cluster_dir.join("PG_VERSION").exists() {
             init_cluster(&bin_dir, &data_dir, &cluster_dir, run_as)?;
         }
-        clear_leftovers(&cluster_dir)?;
+        let mut server = Self {
+            cluster_dir,
+            bin_dir,
+            log_path: data_dir.join("postgres.log"),
+            run_as,
+            settings: settings
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+            child: None,
+            _owner_lock: owner_lock,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
 
-        let log_path = data_dir.join("postgres.log");
+    /// Clears what a dead server left behind (we own the directory, so any server still
+    /// running on the cluster is a leftover), starts the server and waits until it is ready.
+    fn spawn(&mut self) -> Result<(), EmbeddedError> {
+        clear_leftovers(&self.cluster_dir)?;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log_path)
+            .open(&self.log_path)
             .map_err(io("opening the PostgreSQL log"))?;
-        if let Some(user) = run_as {
-            chown(&log_path, user)?;
+        if let Some(user) = self.run_as {
+            chown(&self.log_path, user)?;
         }
 
-        let mut command = Command::new(bin_dir.join("postgres"));
+        let mut command = Command::new(self.bin_dir.join("postgres"));
         command
             .arg("-D")
-            .arg(&cluster_dir)
+            .arg(&self.cluster_dir)
             .arg("-c")
             .arg("listen_addresses=")
             .arg("-c")
-            .arg(format!("unix_socket_directories={}", cluster_dir.display()))
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.cluster_dir.display()
+            ))
             .arg("-c")
             .arg(format!("port={SOCKET_PORT}"));
-        for (name, value) in settings {
+        for (name, value) in &self.settings {
             command.arg("-c").arg(format!("{name}={value}"));
         }
         command
@@ -125,16 +175,28 @@ impl EmbeddedPostgres {
             // Own process group: a Ctrl-C in the terminal reaches only us, and we shut the
             // server down after the last request has finished.
             .process_group(0);
-        if let Some(user) = run_as {
+        if let Some(user) = self.run_as {
             command.uid(user.uid).gid(user.gid);
         }
-        let child = command.spawn().map_err(io("starting postgres"))?;
-        let mut server = Self {
-            cluster_dir,
-            child: Some(child),
+        self.child = Some(command.spawn().map_err(io("starting postgres"))?);
+        self.wait_until_ready()
+    }
+
+    /// Whether the server is up. A server that has exited is reaped here and its exit logged.
+    fn is_running(&mut self) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return false;
         };
-        server.wait_until_ready(&log_path)?;
-        Ok(server)
+        let pid = child.id();
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                tracing::warn!(pid, %status, "the embedded PostgreSQL exited unexpectedly");
+                self.child = None;
+                false
+            }
+            // An error means the child cannot be waited for; it has not been seen to exit.
+            Ok(None) | Err(_) => true,
+        }
     }
 
     /// Connection options for one database on this server (over the Unix socket).
@@ -180,7 +242,7 @@ impl EmbeddedPostgres {
 
     /// Polls `postmaster.pid`, whose last line reads `ready` once connections are accepted
     /// (the same signal `pg_ctl -w` waits for).
-    fn wait_until_ready(&mut self, log_path: &Path) -> Result<(), EmbeddedError> {
+    fn wait_until_ready(&mut self) -> Result<(), EmbeddedError> {
         let deadline = Instant::now() + START_TIMEOUT;
         let pid_file = self.cluster_dir.join("postmaster.pid");
         loop {
@@ -191,7 +253,7 @@ impl EmbeddedPostgres {
                     action: "starting postgres",
                     detail: format!(
                         "it exited with {status}; its log says:\n{}",
-                        log_tail(log_path)
+                        log_tail(&self.log_path)
                     ),
                 });
             }
@@ -206,7 +268,7 @@ impl EmbeddedPostgres {
                     action: "starting postgres",
                     detail: format!(
                         "not ready after {START_TIMEOUT:?}; log:\n{}",
-                        log_tail(log_path)
+                        log_tail(&self.log_path)
                     ),
                 });
             }
@@ -221,6 +283,145 @@ impl Drop for EmbeddedPostgres {
             eprintln!("stopping the embedded PostgreSQL: {err}");
         }
     }
+}
+
+/// Watches an embedded server from a background task and starts it again on the same cluster
+/// when it dies (killed, crashed), so the service recovers without a restart; requests meanwhile
+/// fail with 503 and the pool reconnects by itself.
+#[derive(Debug)]
+pub struct Supervisor {
+    cluster_dir: PathBuf,
+    shutting_down: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<EmbeddedPostgres>,
+}
+
+/// Tells a [`Supervisor`] that shutdown has begun: a server that dies from then on stays down.
+#[derive(Debug, Clone)]
+pub struct ShuttingDown(watch::Sender<bool>);
+
+impl ShuttingDown {
+    pub fn announce(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Supervisor {
+    /// Hands `server` to a new background task on the current Tokio runtime.
+    pub fn watch(server: EmbeddedPostgres) -> Self {
+        let cluster_dir = server.cluster_dir.clone();
+        let (shutting_down, stop) = watch::channel(false);
+        let task = tokio::spawn(supervise(server, stop));
+        Self {
+            cluster_dir,
+            shutting_down,
+            task,
+        }
+    }
+
+    pub fn cluster_dir(&self) -> &Path {
+        &self.cluster_dir
+    }
+
+    /// A handle to announce shutdown with, from wherever shutdown begins.
+    pub fn shutting_down(&self) -> ShuttingDown {
+        ShuttingDown(self.shutting_down.clone())
+    }
+
+    /// Ends supervision, then stops the server (fast shutdown) and waits for it to exit.
+    pub async fn stop(self) -> Result<(), EmbeddedError> {
+        self.shutting_down.send_replace(true);
+        let failed = |detail: tokio::task::JoinError| EmbeddedError::Failed {
+            action: "stopping postgres",
+            detail: detail.to_string(),
+        };
+        let mut server = self.task.await.map_err(failed)?;
+        tokio::task::spawn_blocking(move || server.stop())
+            .await
+            .map_err(failed)?
+    }
+}
+
+/// The supervisor's loop: checks the server every [`WATCH_INTERVAL`] and starts it again when
+/// it has exited, backing off while starts fail (for example while the dead server's backends
+/// still hold its shared memory). Returns the server once shutdown is announced, or once the
+/// [`Supervisor`] is gone.
+async fn supervise(
+    mut server: EmbeddedPostgres,
+    mut shutting_down: watch::Receiver<bool>,
+) -> EmbeddedPostgres {
+    let mut delay = WATCH_INTERVAL;
+    loop {
+        let stop = tokio::select! {
+            changed = shutting_down.changed() => changed.is_err() || *shutting_down.borrow(),
+            () = tokio::time::sleep(delay) => false,
+        };
+        // Checked again after the sleep: shutdown may have begun while a start was under way.
+        if stop || *shutting_down.borrow() {
+            return server;
+        }
+        if server.is_running() {
+            delay = WATCH_INTERVAL;
+            continue;
+        }
+        tracing::warn!(cluster = %server.cluster_dir.display(), "starting the embedded PostgreSQL again");
+        let started;
+        (server, started) = tokio::task::spawn_blocking(move || {
+            let started = server.spawn();
+            (server, started)
+        })
+        .await
+        .expect("starting postgres does not panic");
+        match started {
+            Ok(()) => {
+                tracing::info!(
+                    pid = server.pid(),
+                    "the embedded PostgreSQL is running again"
+                );
+                delay = WATCH_INTERVAL;
+            }
+            Err(err) => {
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+                tracing::warn!(error = %err, retry_in = ?delay, "starting the embedded PostgreSQL again failed");
+            }
+        }
+    }
+}
+
+/// Takes the data directory's lock without waiting and writes our pid into the lock file, or
+/// names the live owner. The lock is an advisory `flock`: it belongs to the open file, so it
+/// lasts exactly as long as the owning process keeps the file open, and no longer.
+fn lock_data_dir(data_dir: &Path) -> Result<File, EmbeddedError> {
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(data_dir.join(LOCK_FILE))
+        .map_err(io("opening the data directory's lock file"))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut owner = String::new();
+            let _ = file.read_to_string(&mut owner);
+            let owner = owner.trim();
+            return Err(EmbeddedError::InUse {
+                data_dir: data_dir.to_owned(),
+                owner: if owner.is_empty() {
+                    "(pid not yet written)".to_owned()
+                } else {
+                    owner.to_owned()
+                },
+            });
+        }
+        Err(TryLockError::Error(err)) => {
+            return Err(io("locking the data directory")(err));
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(io("writing the lock file"))?;
+    Ok(file)
 }
 
 /// Where the cluster lives. Normally `<data-dir>/postgres`. When this process is root and the
@@ -364,8 +565,9 @@ fn init_cluster(
 }
 
 /// A run that was killed leaves `postmaster.pid` behind, and maybe its server still running.
-/// A live server of this cluster is shut down (fast) so this process owns the next one;
-/// a dead one's pid file is removed so the start is not refused.
+/// Called only while holding the data directory's lock, so such a server has no live owner:
+/// it is shut down (fast) so this process owns the next one. A dead one's pid file is removed
+/// so the start is not refused.
 fn clear_leftovers(cluster_dir: &Path) -> Result<(), EmbeddedError> {
     let pid_file = cluster_dir.join("postmaster.pid");
     let Ok(text) = fs::read_to_string(&pid_file) else {

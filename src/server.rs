@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio::sync::watch;
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::db;
 use crate::domain::fingerprint::FingerprintKey;
-use crate::embedded_pg::EmbeddedPostgres;
+use crate::embedded_pg::{EmbeddedPostgres, ShuttingDown, Supervisor};
 use crate::http::extract::forwarded::TrustedProxies;
 use crate::http::limits::RateLimits;
 use crate::live::LiveStats;
@@ -28,15 +29,17 @@ pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 /// Name of the database the embedded server keeps Boxoffice's data in.
 const EMBEDDED_DATABASE: &str = "boxoffice";
 
-/// An open, migrated database, and the embedded server behind it if this process runs one.
+/// An open, migrated database, and the embedded server behind it (restarted by its supervisor
+/// if it dies) if this process runs one.
 pub struct Database {
     pub pool: PgPool,
-    pub embedded: Option<EmbeddedPostgres>,
+    embedded: Option<Supervisor>,
 }
 
 impl Database {
     /// Connects to `--database-url`, or starts the embedded server when there is none, and
-    /// applies the migrations.
+    /// applies the migrations. The embedded server is supervised only once all that succeeded,
+    /// so a failed open simply stops it again (on drop).
     pub async fn open(args: &DatabaseArgs) -> Result<Self, StartError> {
         let (options, embedded) = match &args.database_url {
             Some(url) => (PgConnectOptions::from_str(url)?, None),
@@ -59,21 +62,34 @@ impl Database {
         };
         let pool = db::connect_pool(options, args.db_max_connections, limits).await?;
         db::migrate(&pool).await?;
-        Ok(Self { pool, embedded })
+        Ok(Self {
+            pool,
+            embedded: embedded.map(Supervisor::watch),
+        })
     }
 
-    /// Closes the pool, then stops the embedded server (fast shutdown) if there is one.
+    /// The embedded cluster's directory, if this process runs the database.
+    pub fn embedded_cluster(&self) -> Option<&Path> {
+        self.embedded.as_ref().map(Supervisor::cluster_dir)
+    }
+
+    /// For the moment shutdown begins: from then on a dead embedded server is not restarted.
+    fn shutting_down(&self) -> Option<ShuttingDown> {
+        self.embedded.as_ref().map(Supervisor::shutting_down)
+    }
+
+    /// Ends restarts of the embedded server, closes the pool, then stops the embedded server
+    /// (fast shutdown) if there is one.
     pub async fn close(mut self) {
+        if let Some(shutting_down) = self.shutting_down() {
+            shutting_down.announce();
+        }
         self.pool.close().await;
-        if let Some(mut server) = self.embedded.take() {
-            let stopped = tokio::task::spawn_blocking(move || server.stop()).await;
-            match stopped {
-                Ok(Ok(())) => tracing::info!("embedded PostgreSQL stopped"),
-                Ok(Err(err)) => {
-                    tracing::error!(error = %err, "stopping the embedded PostgreSQL failed")
-                }
+        if let Some(server) = self.embedded.take() {
+            match server.stop().await {
+                Ok(()) => tracing::info!("embedded PostgreSQL stopped"),
                 Err(err) => {
-                    tracing::error!(error = %err, "stopping the embedded PostgreSQL panicked")
+                    tracing::error!(error = %err, "stopping the embedded PostgreSQL failed")
                 }
             }
         }
@@ -91,12 +107,15 @@ pub struct Server {
 }
 
 impl Server {
+    /// Binds the listening address, then opens the database and builds the state.
     pub async fn build(args: &ServeArgs) -> Result<Self, StartError> {
+        // Bind first: a taken address is found before a database is started for nothing.
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
         let database = Database::open(&args.database).await?;
-        let which = match (&database.embedded, &args.database.database_url) {
-            (Some(server), _) => {
-                format!("embedded PostgreSQL in {}", server.cluster_dir().display())
-            }
+        let which = match (database.embedded_cluster(), &args.database.database_url) {
+            (Some(cluster), _) => format!("embedded PostgreSQL in {}", cluster.display()),
             (None, Some(url)) => format!("external PostgreSQL {}", redact(url)),
             (None, None) => unreachable!("no URL means embedded"),
         };
@@ -130,7 +149,6 @@ impl Server {
             tracing::warn!("no --admin-token: anyone may create events");
         }
         crate::metrics::handle();
-        let listener = TcpListener::bind(args.listen).await?;
         tracing::info!(address = %listener.local_addr()?, database = %which, "boxoffice listening");
         Ok(Self {
             listener,
@@ -165,6 +183,7 @@ impl Server {
             background_stopped.clone(),
         ));
         let live = self.state.live.clone();
+        let database_shutting_down = self.database.shutting_down();
         let change_listener = tokio::spawn(
             live.clone()
                 .listen(self.state.pool.clone(), background_stopped),
@@ -176,6 +195,9 @@ impl Server {
         )
         .with_graceful_shutdown(async move {
             shutdown.await;
+            if let Some(database) = database_shutting_down {
+                database.announce();
+            }
             // Open streams never finish by themselves: end them so the drain can complete.
             live.close();
         })

@@ -1,5 +1,6 @@
 //! The real binary: zero-setup embedded database, persistence across restarts, graceful
-//! SIGTERM, a killed run's leftovers, and the `migrate` subcommand.
+//! SIGTERM, a killed run's leftovers, one owner per data directory, a taken port, recovery
+//! from a dead embedded PostgreSQL, and the `migrate` subcommand.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -18,17 +19,45 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_binary(data_dir: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+fn binary(data_dir: &Path, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_boxoffice"));
+    command
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(Stdio::null());
+    command
+}
+
+fn start_binary(data_dir: &Path, port: u16) -> Child {
+    binary(data_dir, port)
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the binary starts")
+}
+
+/// Runs a start that must fail and returns what it wrote to stderr; panics if it is still
+/// running after `limit` (a start that succeeded would serve forever).
+fn failed_start(mut command: Command, limit: Duration) -> String {
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the start did not fail: still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "the start failed, but exited {status}");
+    stderr
 }
 
 async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
@@ -164,6 +193,145 @@ async fn a_killed_run_does_not_stop_the_next_start() {
     std::fs::write(cluster.join("postmaster.pid"), "999999\n").unwrap();
     let mut third = runs.start().await;
     assert!(terminate(&mut third).success());
+    let _ = std::fs::remove_dir_all(&runs.data_dir);
+}
+
+/// POST /events with a fresh date per name, so names never collide.
+async fn post_event(client: &reqwest::Client, base: &str, name: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}/events"))
+        .json(&json!({"name": name, "date": "2027-05-05T20:00:00Z", "totalTickets": 3}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// GET /events/{id}: its status and, when found, the event's name.
+async fn get_event(client: &reqwest::Client, base: &str, id: &str) -> (StatusCode, Value) {
+    let response = client
+        .get(format!("{base}/events/{id}"))
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_second_process_on_a_live_data_dir_refuses_and_leaves_the_owner_serving() {
+    let runs = BinaryRuns::new("owned");
+    let (client, base) = (&runs.client, &runs.base);
+    let mut first = runs.start().await;
+    let postgres_pid = postmaster_pid(&runs.cluster).unwrap();
+
+    let stderr = failed_start(binary(&runs.data_dir, free_port()), Duration::from_secs(30));
+    assert!(
+        stderr.contains(&format!("in use by Boxoffice process {}", first.id())),
+        "names the owner's pid: {stderr}"
+    );
+    assert!(
+        stderr.contains("--database-url"),
+        "says how to run several: {stderr}"
+    );
+
+    // The owner and its PostgreSQL are untouched and keep serving.
+    assert!(alive(postgres_pid), "the owner's PostgreSQL still runs");
+    assert_eq!(postmaster_pid(&runs.cluster), Some(postgres_pid));
+    let created = post_event(client, base, "Owned").await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, event) = get_event(client, base, &id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(event["name"], "Owned");
+    assert!(terminate(&mut first).success());
+    let _ = std::fs::remove_dir_all(&runs.data_dir);
+}
+
+#[test]
+fn a_taken_port_fails_naming_the_address_before_starting_postgres() {
+    let data_dir = tempdir("taken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+
+    let stderr = failed_start(binary(&data_dir, port), Duration::from_secs(30));
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "names the address: {stderr}"
+    );
+    assert!(
+        !data_dir.join("postgres").exists(),
+        "no cluster was made for a server that cannot listen"
+    );
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test]
+async fn a_killed_embedded_postgres_is_restarted_and_serving_resumes() {
+    let runs = BinaryRuns::new("pgkill");
+    let (client, base) = (&runs.client, &runs.base);
+    let mut boxoffice = runs.start().await;
+    let created = post_event(client, base, "Before the crash").await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let before = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let killed = postmaster_pid(&runs.cluster).unwrap();
+    // SAFETY: killing the test's own embedded PostgreSQL.
+    unsafe { libc::kill(killed, libc::SIGKILL) };
+
+    // Meanwhile every answer is a success or a 503 that says when to retry; then the same
+    // process serves again, on a new postmaster, with the data from before.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut unavailable = 0;
+    let after = loop {
+        assert!(
+            Instant::now() < deadline,
+            "not serving again 30 s after the kill ({unavailable} answers were 503)"
+        );
+        assert!(
+            boxoffice.try_wait().unwrap().is_none(),
+            "boxoffice itself keeps running"
+        );
+        let response = post_event(client, base, &format!("After the crash {unavailable}")).await;
+        match response.status() {
+            StatusCode::CREATED => {
+                break response.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(
+                    response.headers().contains_key("retry-after"),
+                    "a 503 carries Retry-After"
+                );
+                unavailable += 1;
+            }
+            other => panic!("answered {other} while PostgreSQL was down"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let restarted = postmaster_pid(&runs.cluster).expect("a postmaster runs again");
+    assert_ne!(restarted, killed, "a new postmaster");
+    assert!(alive(restarted));
+    assert_eq!(get_event(client, base, &after).await.0, StatusCode::OK);
+    let (status, event) = get_event(client, base, &before).await;
+    assert_eq!(status, StatusCode::OK, "the event from before the crash");
+    assert_eq!(event["name"], "Before the crash");
+
+    assert!(terminate(&mut boxoffice).success());
+    assert!(
+        !alive(restarted),
+        "the restarted PostgreSQL is stopped on shutdown"
+    );
     let _ = std::fs::remove_dir_all(&runs.data_dir);
 }
 
