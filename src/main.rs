@@ -8,7 +8,9 @@ use boxoffice::server::{Database, Server, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs go to standard error, as README.md says; standard output stays free.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -1,24 +1,71 @@
 //! Events: the validated input that creates one, and the stored record.
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use uuid::Uuid;
 
 use crate::error::FieldError;
 
+/// Longest event name, in characters (Unicode scalar values) after normalization.
 pub const NAME_MAX_CHARS: usize = 200;
 pub const TOTAL_TICKETS_MAX: i64 = 1_000_000;
+/// Earliest event date accepted, in Unix seconds (1970-01-01T00:00:00Z).
+pub const DATE_MIN_UNIX: i64 = 0;
+/// Latest event date accepted, in Unix seconds (9999-12-31T23:59:59Z; any fraction of that
+/// second is accepted too). The window keeps every date storable (PostgreSQL stores
+/// microseconds) and renderable as RFC 3339, whose years have four digits; the
+/// `events_date_window` constraint holds the database to the same window.
+pub const DATE_MAX_UNIX: i64 = 253_402_300_799;
+
+/// Whether `date` lies in the accepted window once converted to UTC. Compares instants, so it
+/// cannot fail for any offset, even one that moves the date past year 9999.
+fn in_date_window(date: OffsetDateTime) -> bool {
+    (DATE_MIN_UNIX..=DATE_MAX_UNIX).contains(&date.unix_timestamp())
+}
+
+/// The instant in UTC, truncated to the microsecond as PostgreSQL stores it, so the value
+/// answered is the value kept. Call only for a date inside the window.
+fn to_stored_precision(date: OffsetDateTime) -> OffsetDateTime {
+    let utc = date.to_offset(UtcOffset::UTC);
+    utc.replace_nanosecond(utc.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(utc)
+}
+
+/// An event name as stored: NFC, so that two spellings of one text (a precomposed "é" or
+/// "e" with a combining accent) are one name, and without the whitespace or invisible format
+/// characters (such as zero-width spaces) around it.
+fn normalize_name(raw: &str) -> String {
+    let normalized: String = raw.nfc().collect();
+    normalized
+        .trim_matches(|c: char| c.is_whitespace() || is_format(c))
+        .to_owned()
+}
+
+/// A character that shows something: not whitespace, not a control, not a format character.
+fn is_visible(c: char) -> bool {
+    !(c.is_whitespace() || c.is_control() || is_format(c))
+}
+
+/// Unicode general category Cf (format): zero-width spaces and joiners, direction marks,
+/// the byte-order mark and their kin, which take no space on screen.
+fn is_format(c: char) -> bool {
+    c.general_category() == GeneralCategory::Format
+}
 
 /// The body of `POST /events` as it arrives; every field optional so that each problem
 /// can be reported against its field.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateEventRequest {
-    /// 1 to 200 characters after trimming.
+    /// 1 to 200 characters once normalized to NFC and trimmed; blank (only whitespace,
+    /// control or invisible format characters) is refused.
     #[schema(example = "RustConf 2027", required = true, nullable = false)]
     pub name: Option<String>,
-    /// RFC 3339 date-time with an offset.
+    /// RFC 3339 date-time with an offset, from 1970-01-01T00:00:00Z to
+    /// 9999-12-31T23:59:59.999999Z once converted to UTC; stored in UTC to the microsecond.
     #[schema(example = "2027-09-01T18:00:00Z", required = true, nullable = false)]
     pub date: Option<String>,
     /// 1 to 1,000,000.
@@ -43,12 +90,12 @@ impl NewEvent {
     pub fn parse(request: CreateEventRequest) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
 
-        let name = match request.name.as_deref().map(str::trim) {
+        let name = match request.name.as_deref().map(normalize_name) {
             None => {
                 errors.push(FieldError::new("name", "is required"));
                 None
             }
-            Some("") => {
+            Some(name) if !name.chars().any(is_visible) => {
                 errors.push(FieldError::new("name", "must not be blank"));
                 None
             }
@@ -66,7 +113,7 @@ impl NewEvent {
                 ));
                 None
             }
-            Some(name) => Some(name.to_owned()),
+            Some(name) => Some(name),
         };
 
         let date = match request.date.as_deref() {
@@ -75,7 +122,15 @@ impl NewEvent {
                 None
             }
             Some(text) => match OffsetDateTime::parse(text, &Rfc3339) {
-                Ok(date) => Some(date),
+                Ok(date) if in_date_window(date) => Some(to_stored_precision(date)),
+                Ok(_) => {
+                    errors.push(FieldError::new(
+                        "date",
+                        "must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z \
+                         once converted to UTC",
+                    ));
+                    None
+                }
                 Err(_) => {
                     errors.push(FieldError::new(
                         "date",
@@ -264,5 +319,47 @@ mod tests {
             .is_ok()
         );
         assert!(NewEvent::parse(request("a", "2027-01-01T00:00:00Z", 1, Some(1))).is_ok());
+    }
+
+    #[test]
+    fn names_are_nfc_without_invisible_edges() {
+        let event = NewEvent::parse(request(
+            "\u{200b} Cafe\u{301}\u{feff}",
+            "2027-01-01T00:00:00Z",
+            1,
+            None,
+        ))
+        .expect("valid");
+        assert_eq!(event.name, "Caf\u{e9}");
+        for blank in ["\u{200b}", "\u{2060} \u{200d}", "\u{3000}"] {
+            assert_eq!(
+                fields(NewEvent::parse(request(
+                    blank,
+                    "2027-01-01T00:00:00Z",
+                    1,
+                    None
+                ))),
+                ["name"]
+            );
+        }
+    }
+
+    #[test]
+    fn dates_outside_the_window_are_refused_and_kept_ones_are_utc_microseconds() {
+        for date in [
+            "1969-12-31T23:59:59Z",
+            "9999-12-31T23:59:59-01:00",
+            "0000-01-01T00:30:00+01:00",
+        ] {
+            assert_eq!(
+                fields(NewEvent::parse(request("a", date, 1, None))),
+                ["date"]
+            );
+        }
+        let event = NewEvent::parse(request("a", "2027-01-01T01:00:00.1234567+01:00", 1, None))
+            .expect("valid");
+        assert_eq!(event.date.offset(), UtcOffset::UTC);
+        assert_eq!(event.date.nanosecond(), 123_456_000);
+        assert_eq!(event.date.hour(), 0);
     }
 }

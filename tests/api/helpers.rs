@@ -114,6 +114,13 @@ pub async fn admin_connection() -> PgConnection {
         .expect("admin connection")
 }
 
+/// A fresh database with no tables at all, as connection options (for migration tests).
+pub async fn empty_database() -> PgConnectOptions {
+    let name = format!("boxoffice_test_{}", Uuid::new_v4().simple());
+    create_database(&name, None).await;
+    cluster().admin.clone().database(&name)
+}
+
 /// A fresh, migrated database of its own, as connection options.
 pub async fn fresh_database() -> PgConnectOptions {
     let name = format!("boxoffice_test_{}", Uuid::new_v4().simple());

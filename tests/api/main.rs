@@ -10,6 +10,7 @@ mod expiry;
 mod faults;
 mod fuzz_regressions;
 mod idempotency;
+mod inputs;
 mod lifecycle;
 mod load;
 mod openapi;
