@@ -42,9 +42,17 @@ pub enum Error {
     PayloadTooLarge { limit: usize },
     #[error("the event is sold out")]
     TicketsSoldOut,
-    #[error("only {available} tickets are left")]
+    #[error(
+        "only {} {} left",
+        tickets(i64::from(*available)),
+        if *available == 1 { "is" } else { "are" }
+    )]
     InsufficientTickets { available: i32 },
-    #[error("this buyer may hold at most {limit} tickets for the event and already holds {held}")]
+    #[error(
+        "this buyer may hold at most {} for the event and already holds {}",
+        tickets(i64::from(*limit)),
+        tickets(*held)
+    )]
     FingerprintLimit { limit: i32, held: i64 },
     #[error("this allocation belongs to another buyer")]
     FingerprintMismatch,
@@ -125,6 +133,15 @@ fn is_connection_loss(code: Option<&str>) -> bool {
         || c.starts_with("28") || c == "55000" || c == "3D000" || c == "55P03" || c == "57014")
 }
 
+/// "1 ticket", "2 tickets": a count with its noun in the right number, for messages.
+fn tickets(count: i64) -> String {
+    if count == 1 {
+        "1 ticket".to_owned()
+    } else {
+        format!("{count} tickets")
+    }
+}
+
 /// The message a panic was raised with (`panic!("…")` carries a `&str` or a `String`), for
 /// the log.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
@@ -136,3 +153,26 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        let one = Error::InsufficientTickets { available: 1 };
+        assert_eq!(one.to_string(), "only 1 ticket is left");
+        let two = Error::InsufficientTickets { available: 2 };
+        assert_eq!(two.to_string(), "only 2 tickets are left");
+        let capped = Error::FingerprintLimit { limit: 1, held: 1 };
+        assert_eq!(
+            capped.to_string(),
+            "this buyer may hold at most 1 ticket for the event and already holds 1 ticket"
+        );
+        let capped = Error::FingerprintLimit { limit: 4, held: 3 };
+        assert_eq!(
+            capped.to_string(),
+            "this buyer may hold at most 4 tickets for the event and already holds 3 tickets"
+        );
+    }
+}

@@ -141,8 +141,10 @@ impl LiveStats {
         }
     }
 
-    /// The event's available tickets as last committed, if a change to it has been heard
-    /// since the listener (re)connected.
+    /// The event's available tickets as of the last change heard, if one has been heard since
+    /// the listener (re)connected. A hint only: it arrives after its commit was acknowledged,
+    /// so it may be older than what a client has already seen, and must never be the ground
+    /// for a refusal (see `purchase::Purchaser::purchase`).
     pub fn known_available(&self, event_id: Uuid) -> Option<i32> {
         let known = self
             .inner

@@ -484,6 +484,7 @@ async function showEvent(v, _query, id) {
     sold: event.purchasedTickets,
   };
   const availableEl = h('span', { class: 'big-number', testid: 'stat-available' });
+  const availableLabel = h('span', { class: 'big-label' }, ' tickets left');
   const heldEl = h('dd', { testid: 'stat-held' });
   const soldEl = h('dd', { testid: 'stat-sold' });
   const totalEl = h('dd', { testid: 'stat-total' });
@@ -516,6 +517,7 @@ async function showEvent(v, _query, id) {
 
   const render = () => {
     availableEl.textContent = String(stats.available);
+    availableLabel.textContent = stats.available === 1 ? ' ticket left' : ' tickets left';
     heldEl.textContent = String(stats.held);
     soldEl.textContent = String(stats.sold);
     totalEl.textContent = String(stats.total);
@@ -561,7 +563,7 @@ async function showEvent(v, _query, id) {
     h(
       'section',
       { class: 'card stats', 'aria-label': 'Availability', testid: 'event-stats' },
-      h('div', { class: 'stats-head' }, h('div', null, availableEl, h('span', { class: 'big-label' }, ' tickets left')), liveEl),
+      h('div', { class: 'stats-head' }, h('div', null, availableEl, availableLabel), liveEl),
       meterSlot,
       h('dl', { class: 'counts' },
         h('div', null, h('dt', null, 'Held'), heldEl),

@@ -480,7 +480,7 @@ pub fn render(report: &Report) -> String {
             v.total_tickets, v.available_tickets, v.reserved_tickets, v.purchased_tickets
         ));
         out.push_str(&format!(
-            "verification     granted {} tickets; oversold: {}; allocations read back {}/{} (missing {})\n",
+            "verification     tickets granted {}; oversold: {}; allocations read back {}/{} (missing {})\n",
             v.tickets_granted,
             if v.oversold { "YES" } else { "no" },
             v.allocations_checked - v.allocations_missing,

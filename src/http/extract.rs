@@ -205,13 +205,14 @@ impl FromRequestParts<AppState> for Organiser {
 #[derive(Debug, utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct BuyerHeaders {
-    /// The buyer's device fingerprint: up to 256 visible ASCII characters. Without it the
-    /// buyer is identified from the connection (see docs/fingerprinting.md).
+    /// The buyer's device fingerprint: up to 256 characters (Unicode scalar values, sent as
+    /// UTF-8) after trimming, no control characters. Without it the buyer is identified
+    /// from the connection (see docs/fingerprinting.md).
     #[param(
         rename = "X-Device-Fingerprint",
         nullable = false,
         max_length = 256,
-        pattern = "^[\\x20-\\x7E]*$"
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
     )]
     pub fingerprint: Option<String>,
 }
@@ -220,13 +221,14 @@ pub struct BuyerHeaders {
 #[derive(Debug, utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct KeyedBuyerHeaders {
-    /// The buyer's device fingerprint: up to 256 visible ASCII characters. Without it the
-    /// buyer is identified from the request body's `userFingerprint`, else the connection.
+    /// The buyer's device fingerprint: up to 256 characters (Unicode scalar values, sent as
+    /// UTF-8) after trimming, no control characters. Without it the buyer is identified
+    /// from the request body's `userFingerprint`, else the connection.
     #[param(
         rename = "X-Device-Fingerprint",
         nullable = false,
         max_length = 256,
-        pattern = "^[\\x20-\\x7E]*$"
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
     )]
     pub fingerprint: Option<String>,
     /// 1 to 255 printable ASCII characters; a retry with the same key and request within 24
@@ -299,8 +301,10 @@ impl FromRequestParts<AppState> for Caller {
         let header_fingerprint = match parts.headers.get(FINGERPRINT_HEADER) {
             None => None,
             Some(value) => {
-                let text = value.to_str().map_err(|_| {
-                    Error::bad_parameter("X-Device-Fingerprint", "must be visible ASCII text")
+                // The same rule as the body's `userFingerprint`: text of up to 256
+                // characters, no control characters. HTTP carries it as UTF-8 bytes.
+                let text = std::str::from_utf8(value.as_bytes()).map_err(|_| {
+                    Error::bad_parameter("X-Device-Fingerprint", "must be UTF-8 text")
                 })?;
                 parse_client_fingerprint(text)
                     .map_err(|message| Error::bad_parameter("X-Device-Fingerprint", message))?

@@ -420,8 +420,20 @@ async fn every_documented_limit_at_its_edge() {
     // (characters, not bytes: 256 × "é" is 512 bytes).
     let fresh = app.create_event("Fingerprints", 100, None).await;
     let fresh_id = id_of(&fresh);
-    for (fingerprint, accepted) in [("f".repeat(256), true), ("f".repeat(257), false)] {
-        let (status, body) = app.purchase(&fresh_id, 1, &fingerprint).await;
+    for (fingerprint, accepted) in [
+        ("f".repeat(256), true),
+        ("f".repeat(257), false),
+        ("\u{e9}".repeat(256), true),
+        ("\u{e9}".repeat(257), false),
+    ] {
+        let value = reqwest::header::HeaderValue::from_bytes(fingerprint.as_bytes()).unwrap();
+        let (status, body) = app
+            .send(
+                app.request(Method::POST, &format!("/events/{fresh_id}/tickets"))
+                    .header("X-Device-Fingerprint", value)
+                    .json(&json!({"quantity": 1})),
+            )
+            .await;
         if accepted {
             assert_eq!(status, StatusCode::CREATED, "{body}");
         } else {
