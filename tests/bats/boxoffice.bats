@@ -260,3 +260,62 @@ purchase() {
   assert_json .status purchased
   assert_counts "$event" 8 0 2
 }
+
+# cancel_then_buy_rounds EVENT_ID ROUNDS: the buyer holds the event's only ticket, then, ROUNDS
+# times, cancels it and at once buys it again on the same keep-alive connection (one curl
+# run, `--next`): the purchase is sent only after the cancel's 200 was read, so it must not
+# hear TICKETS_SOLD_OUT.
+cancel_then_buy_rounds() {
+  local event=$1 rounds=$2 dir="$BATS_TEST_TMPDIR/rounds" round codes
+  mkdir -p "$dir"
+  purchase "$event" 1 cancel-then-buy
+  assert_status 201 || return 1
+  local hold
+  hold=$(json .id)
+  for round in $(seq 1 "$rounds"); do
+    codes=$(curl -sS --max-time 30 -w '%{http_code}\n' \
+      -X DELETE -H 'X-Device-Fingerprint: cancel-then-buy' -o "$dir/cancel.json" \
+      "$BOXOFFICE_URL/tickets/$hold/payment" \
+      --next -sS --max-time 30 -w '%{http_code}\n' \
+      -X POST -H 'Content-Type: application/json' -H 'X-Device-Fingerprint: cancel-then-buy' \
+      --data-binary '{"quantity":1}' -o "$dir/buy.json" \
+      "$BOXOFFICE_URL/events/$event/tickets")
+    if [ "$codes" != $'200\n201' ]; then
+      echo "round $round: cancel then buy answered $(echo $codes); buy body: $(cat "$dir/buy.json")" >&2
+      return 1
+    fi
+    hold=$(jq -r .id "$dir/buy.json")
+  done
+  assert_counts "$event" 0 1 0
+}
+
+@test "cancel then buy at once on one connection: never sold out (batched)" {
+  event=$(create_event 1)
+  cancel_then_buy_rounds "$event" 50
+}
+
+@test "cancel then buy at once on one connection: never sold out (per request)" {
+  if [ -z "${BOXOFFICE_BIN:-}" ]; then
+    skip "BOXOFFICE_BIN is not set: this test starts its own server in per-request mode"
+  fi
+  SHORT_HOLD_DIR=$(mktemp -d /tmp/boxoffice-bats-per-request.XXXXXX)
+  chmod 755 "$SHORT_HOLD_DIR"
+  boxoffice_start "$SHORT_HOLD_DIR/data" --purchase-mode per-request
+  BOXOFFICE_URL=$SERVER_URL
+  event=$(create_event 1)
+  cancel_then_buy_rounds "$event" 50
+  boxoffice_stop "$SHORT_HOLD_DIR/data"
+}
+
+@test "dates that cannot be stored or rendered are refused with 422 and the listing keeps working" {
+  for date in "9999-12-31T23:59:59-01:00" "0000-01-01T00:30:00+01:00"; do
+    req POST /events "{\"name\":\"bats out of range $RANDOM\",\"date\":\"$date\",\"totalTickets\":1}"
+    assert_status 422
+    assert_json .code VALIDATION_ERROR
+    assert_json '.details[0].field' date
+  done
+  req GET "/events?limit=100"
+  assert_status 200
+  req GET "/events?limit=100&page=2"
+  assert_status 200
+}
