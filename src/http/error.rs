@@ -1,11 +1,11 @@
 //! The one place where errors become HTTP responses:
 //! `{"error": "...", "code": "...", "details": [...]}` with the status that matches the code.
 
-use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::response::json;
 use crate::domain::allocation::AllocationStatus;
 use crate::error::{Error, FieldError};
 
@@ -104,13 +104,19 @@ impl Error {
     }
 }
 
+/// The cause of a 500, carried as a response extension (never in the body) so that the
+/// request log line (`log_request` in `http/mod.rs`) can name it: one error line per 500, with
+/// method, path and cause together.
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
+
+/// Answered should an error body itself fail to serialize (it holds only strings, numbers and
+/// an enum, so this is not expected).
+const FALLBACK_BODY: &str = r#"{"error":"an internal error occurred","code":"INTERNAL_ERROR"}"#;
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, _) = self.status_and_code();
-        if let Error::Internal(detail) = &self {
-            // The detail goes to the log only; the client learns nothing internal.
-            tracing::error!(%detail, "internal error");
-        }
         let retry_after = match &self {
             Error::RateLimited {
                 retry_after_seconds,
@@ -119,8 +125,23 @@ impl IntoResponse for Error {
             _ => None,
         };
         let challenge = matches!(self, Error::Unauthorized);
-        let body = self.body();
-        let mut response = (status, Json(body)).into_response();
+        let mut cause = match &self {
+            Error::Internal(detail) => Some(detail.clone()),
+            _ => None,
+        };
+        let mut response = json(status, &self.body()).unwrap_or_else(|err| {
+            cause = Some(err.to_string());
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "application/json")],
+                FALLBACK_BODY,
+            )
+                .into_response()
+        });
+        if let Some(cause) = cause {
+            // The detail goes to the log only; the client learns nothing internal.
+            response.extensions_mut().insert(InternalCause(cause));
+        }
         let headers = response.headers_mut();
         if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
             headers.insert(header::RETRY_AFTER, value);

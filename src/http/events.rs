@@ -1,12 +1,12 @@
 //! `/events`: create, list and read events.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 
 use super::error::ErrorBody;
 use super::extract::{ApiJson, ApiQuery, IdPath, Organiser};
+use super::response::json;
 use crate::db;
 use crate::domain::event::{CreateEventRequest, Event, NewEvent};
 use crate::domain::page::{Page, PageQuery, PageRequest};
@@ -33,15 +33,15 @@ pub async fn create_event(
     State(state): State<AppState>,
     _organiser: Organiser,
     ApiJson(request): ApiJson<CreateEventRequest>,
-) -> Result<impl IntoResponse> {
+) -> Result<Response> {
     let new_event = NewEvent::parse(request).map_err(Error::Validation)?;
     let event = db::events::insert(&state.pool, &new_event).await?;
     let location = format!("/events/{}", event.id);
     Ok((
-        StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(event),
-    ))
+        json(StatusCode::CREATED, &event)?,
+    )
+        .into_response())
 }
 
 /// List events by date, a page at a time.
@@ -57,11 +57,11 @@ pub async fn create_event(
 pub async fn list_events(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Page<Event>>> {
+) -> Result<Response> {
     let page = PageRequest::parse(&query)
         .map_err(|(field, message)| Error::bad_parameter(field, message))?;
     let (events, total) = db::events::list(&state.pool, page).await?;
-    Ok(Json(Page::new(events, total, page)))
+    json(StatusCode::OK, &Page::new(events, total, page))
 }
 
 /// Read one event with its live counts.
@@ -75,9 +75,9 @@ pub async fn list_events(
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     )
 )]
-pub async fn get_event(State(state): State<AppState>, IdPath(id): IdPath) -> Result<Json<Event>> {
+pub async fn get_event(State(state): State<AppState>, IdPath(id): IdPath) -> Result<Response> {
     let event = db::events::find(&state.pool, id)
         .await?
         .ok_or(Error::NotFound("event"))?;
-    Ok(Json(event))
+    json(StatusCode::OK, &event)
 }

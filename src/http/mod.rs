@@ -7,16 +7,21 @@ pub mod extract;
 pub mod limits;
 pub mod ops;
 pub mod page;
+pub mod response;
 pub mod stream;
 pub mod tickets;
 
+use std::any::Any;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -26,8 +31,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::error::Error;
+use crate::error::{Error, panic_message};
 use crate::state::AppState;
+use error::InternalCause;
 use extract::MAX_BODY_BYTES;
 
 #[derive(OpenApi)]
@@ -62,13 +68,29 @@ pub fn router(
     request_timeout: Duration,
     cors_origins: &[String],
 ) -> Result<Router, String> {
+    layers(routes(state), request_timeout, cors_origins)
+}
+
+/// Every route (API, web page, OpenAPI document and Swagger UI) with its state, and the JSON
+/// answers for unknown paths and methods; no middleware yet (see [`layers`]).
+pub fn routes(state: AppState) -> Router {
     let (api, openapi) = api().split_for_parts();
-    let app = api
-        .merge(page::routes())
+    api.merge(page::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(async || Error::NotFound("route"))
         .method_not_allowed_fallback(async || Error::MethodNotAllowed)
         .with_state(state)
+}
+
+/// The middleware stack every request passes through, around `app`: body limits, request
+/// timeout, JSON errors, panic recovery, `nosniff`, the request log and metrics, and CORS.
+/// Apart from [`router`], tests use it to serve extra routes behind the real stack.
+pub fn layers(
+    app: Router,
+    request_timeout: Duration,
+    cors_origins: &[String],
+) -> Result<Router, String> {
+    let app = app
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
@@ -76,6 +98,9 @@ pub fn router(
             request_timeout,
         ))
         .layer(middleware::map_response(json_errors))
+        // Outside every layer that runs our code, so a panic there is caught too; inside
+        // `log_request`, so a panic is logged, counted and answered like any other 500.
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -85,6 +110,12 @@ pub fn router(
         Some(cors) => app.layer(cors),
         None => app,
     })
+}
+
+/// A panic in a handler or layer becomes the usual 500 JSON error; its message is the cause
+/// that `log_request` logs with the request's method and path.
+fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
+    Error::internal(format!("panic: {}", panic_message(payload.as_ref()))).into_response()
 }
 
 /// CORS for the configured origins only; none configured means no CORS headers at all, so
@@ -111,8 +142,12 @@ fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
     ))
 }
 
+/// How much of a layer's error body is kept as the logged cause of a 500.
+const CAUSE_BYTES: usize = 4 * 1024;
+
 /// Responses made by the framework or a layer (not by our handlers) carry plain-text or empty
-/// bodies; give them the same JSON error body as every other error.
+/// bodies; give them the same JSON error body as every other error. A 5xx keeps the original
+/// body's start as its logged cause (axum's `Json`, for one, explains a failure there).
 async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
@@ -122,6 +157,7 @@ async fn json_errors(response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
+    let (parts, body) = response.into_parts();
     let error = match status {
         StatusCode::NOT_FOUND => Error::NotFound("route"),
         StatusCode::METHOD_NOT_ALLOWED => Error::MethodNotAllowed,
@@ -134,12 +170,12 @@ async fn json_errors(response: Response) -> Response {
         s if s.is_client_error() => {
             Error::bad_request(s.canonical_reason().unwrap_or("bad request"))
         }
-        s => Error::internal(format!("layer answered {s}")),
+        s => Error::internal(format!("layer answered {s}: {}", body_start(body).await)),
     };
     let mut replaced = error.into_response();
     // Keep the layer's status (e.g. 411, 431) and headers such as Allow.
     *replaced.status_mut() = status;
-    for (name, value) in response.headers() {
+    for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             replaced.headers_mut().insert(name.clone(), value.clone());
         }
@@ -147,7 +183,29 @@ async fn json_errors(response: Response) -> Response {
     replaced
 }
 
-/// One log line per request: method, path, status and latency.
+/// The first [`CAUSE_BYTES`] of a body as text, for the log; reading stops there.
+async fn body_start(body: Body) -> String {
+    let mut start = Vec::new();
+    let mut chunks = body.into_data_stream();
+    while start.len() < CAUSE_BYTES {
+        match chunks.next().await {
+            Some(Ok(chunk)) => start.extend_from_slice(&chunk),
+            Some(Err(err)) => {
+                start.extend_from_slice(format!(" (body unreadable: {err})").as_bytes());
+                break;
+            }
+            None => break,
+        }
+    }
+    start.truncate(CAUSE_BYTES);
+    if start.is_empty() {
+        return "(empty body)".to_owned();
+    }
+    String::from_utf8_lossy(&start).into_owned()
+}
+
+/// One log line per request: method, path, status and latency; at error level with the cause
+/// when the response is a 500 that carries one ([`InternalCause`]).
 async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
@@ -160,15 +218,27 @@ async fn log_request(request: Request, next: Next) -> Response {
         .to_owned();
     let response = next.run(request).await;
     let latency = started.elapsed();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
     let status = response.status().as_u16();
-    tracing::info!(
-        target: "boxoffice::request",
-        %method,
-        %path,
-        status,
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        "request"
-    );
+    match response.extensions().get::<InternalCause>() {
+        Some(InternalCause(cause)) => tracing::error!(
+            target: "boxoffice::request",
+            %method,
+            %path,
+            status,
+            latency_ms,
+            %cause,
+            "request failed"
+        ),
+        None => tracing::info!(
+            target: "boxoffice::request",
+            %method,
+            %path,
+            status,
+            latency_ms,
+            "request"
+        ),
+    }
     crate::metrics::http_request(method.as_str(), &route, status, latency);
     response
 }

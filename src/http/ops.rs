@@ -1,12 +1,12 @@
 //! Operations endpoints: liveness and readiness.
 
-use axum::Json;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::error::ErrorBody;
+use super::response::json;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -20,8 +20,8 @@ pub struct Status {
 /// Liveness: 200 while the process runs.
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses((status = 200, description = "The process is up", body = Status)))]
-pub async fn health() -> Json<Status> {
-    Json(Status { status: "ok" })
+pub async fn health() -> Result<Response> {
+    json(StatusCode::OK, &Status { status: "ok" })
 }
 
 /// Readiness: 200 when the database answers, 503 when it does not.
@@ -30,9 +30,9 @@ pub async fn health() -> Json<Status> {
         (status = 200, description = "The database answers", body = Status),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     ))]
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>> {
+pub async fn ready(State(state): State<AppState>) -> Result<Response> {
     if db::ping(&state.pool).await {
-        Ok(Json(Status { status: "ok" }))
+        json(StatusCode::OK, &Status { status: "ok" })
     } else {
         Err(Error::ServiceUnavailable)
     }

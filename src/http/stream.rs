@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures_util::Stream;
 use futures_util::stream;
+use futures_util::{Stream, StreamExt, future};
 
 use super::error::ErrorBody;
 use super::extract::IdPath;
@@ -55,7 +55,8 @@ pub async fn event_stream(
     )
 }
 
-/// The snapshot, then each newer state, no two closer than [`MIN_INTERVAL`].
+/// The snapshot, then each newer state, no two closer than [`MIN_INTERVAL`]. A state that
+/// does not serialize is logged and skipped; the next one is sent as usual.
 fn messages(
     snapshot: Published,
     subscription: Subscription,
@@ -72,17 +73,23 @@ fn messages(
                     subscription.next().await?
                 }
             };
-            Some((Ok(to_sse(&next)), (None, subscription, true)))
+            Some((to_sse(&next), (None, subscription, true)))
         },
     )
+    .filter_map(|event| future::ready(event.map(Ok)))
 }
 
-fn to_sse(published: &Published) -> SseEvent {
+/// The `stats` event for a published state, or `None` (logged) if its JSON cannot be written:
+/// a client must never receive a message it cannot parse.
+fn to_sse(published: &Published) -> Option<SseEvent> {
     SseEvent::default()
         .event("stats")
         .id(published.id.to_string())
         .json_data(published.message.as_ref())
-        .unwrap_or_else(|_| SseEvent::default().comment("unserializable message"))
+        .inspect_err(|err| {
+            tracing::error!(id = published.id, error = %err, "stats message not serializable; skipped");
+        })
+        .ok()
 }
 
 /// One event of the stream, as the OpenAPI document describes it: `event: stats`, an `id`,

@@ -1,6 +1,5 @@
 //! Buying and managing holds: purchase, pay, cancel, read, list.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +9,7 @@ use super::error::ErrorBody;
 use super::extract::{
     ApiJson, ApiQuery, BuyerHeaders, Caller, IdPath, IdempotencyHeader, KeyedBuyerHeaders,
 };
+use super::response::json;
 use crate::domain::allocation::{Allocation, PaymentRequest, PurchaseRequest, Quantity};
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::idempotency::{IdempotencyKey, KeyRef, request_hash};
@@ -167,7 +167,7 @@ async fn respond(
         let body = serde_json::to_string(&err.body()).map_err(Error::internal)?;
         idempotency::finish(&state.pool, claim, err.status_and_code().0.as_u16(), &body).await;
     }
-    Ok((success, Json(outcome?)).into_response())
+    json(success, &outcome?)
 }
 
 /// Cancel a `reserved` hold; its tickets return to the pool.
@@ -190,9 +190,12 @@ pub async fn cancel_tickets(
     State(state): State<AppState>,
     IdPath(id): IdPath,
     caller: Caller,
-) -> Result<Json<Allocation>> {
+) -> Result<Response> {
     let buyer = caller.identify(&state.fingerprint_key, None)?;
-    Ok(Json(holds::cancel(&state.pool, id, &buyer).await?))
+    json(
+        StatusCode::OK,
+        &holds::cancel(&state.pool, id, &buyer).await?,
+    )
 }
 
 /// Read one of the caller's allocations.
@@ -214,9 +217,9 @@ pub async fn get_ticket(
     State(state): State<AppState>,
     IdPath(id): IdPath,
     caller: Caller,
-) -> Result<Json<Allocation>> {
+) -> Result<Response> {
     let buyer = caller.identify(&state.fingerprint_key, None)?;
-    Ok(Json(holds::get(&state.pool, id, &buyer).await?))
+    json(StatusCode::OK, &holds::get(&state.pool, id, &buyer).await?)
 }
 
 /// The caller's allocations, newest first.
@@ -236,9 +239,12 @@ pub async fn list_tickets(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Page<Allocation>>> {
+) -> Result<Response> {
     let page = PageRequest::parse(&query)
         .map_err(|(field, message)| Error::bad_parameter(field, message))?;
     let buyer = caller.identify(&state.fingerprint_key, None)?;
-    Ok(Json(holds::list(&state.pool, &buyer, page).await?))
+    json(
+        StatusCode::OK,
+        &holds::list(&state.pool, &buyer, page).await?,
+    )
 }

@@ -11,6 +11,7 @@ mod faults;
 mod fuzz_regressions;
 mod idempotency;
 mod inputs;
+mod internal_errors;
 mod lifecycle;
 mod load;
 mod openapi;
