@@ -43,18 +43,21 @@ pub struct DatabaseArgs {
     #[arg(long, env = "BOXOFFICE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Longest a transaction waits for a row lock before giving up (503), in milliseconds.
+    /// Longest a transaction waits for a row lock before giving up (503), in milliseconds
+    /// (1 to 2147483647, PostgreSQL's own limit for the setting).
     #[arg(long, env = "BOXOFFICE_LOCK_TIMEOUT_MS", default_value_t = 5_000,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub lock_timeout_ms: u32,
 
-    /// Longest any single SQL statement may run before it is cancelled (503), in milliseconds.
+    /// Longest any single SQL statement may run before it is cancelled (503), in milliseconds
+    /// (1 to 2147483647, PostgreSQL's own limit for the setting).
     #[arg(long, env = "BOXOFFICE_STATEMENT_TIMEOUT_MS", default_value_t = 15_000,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub statement_timeout_ms: u32,
 
-    /// Maximum number of pooled database connections per instance.
-    #[arg(long, env = "BOXOFFICE_DB_MAX_CONNECTIONS", default_value_t = 32)]
+    /// Maximum number of pooled database connections per instance (1 to 10000).
+    #[arg(long, env = "BOXOFFICE_DB_MAX_CONNECTIONS", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub db_max_connections: u32,
 }
 
@@ -205,5 +208,21 @@ mod tests {
                 "{invalid}"
             );
         }
+    }
+
+    /// Every numeric flag's range is one the rest of the system can take: PostgreSQL's
+    /// timeouts stop at i32::MAX milliseconds, and a pool needs a connection.
+    #[test]
+    fn database_settings_are_bounded_by_what_postgresql_accepts() {
+        let parse = |flags: &[&str]| {
+            Cli::try_parse_from(["boxoffice", "serve"].iter().chain(flags)).map(|_| ())
+        };
+        for flag in ["--lock-timeout-ms", "--statement-timeout-ms"] {
+            assert!(parse(&[flag, "2147483647"]).is_ok(), "{flag}");
+            assert!(parse(&[flag, "2147483648"]).is_err(), "{flag}");
+            assert!(parse(&[flag, "0"]).is_err(), "{flag}");
+        }
+        assert!(parse(&["--db-max-connections", "1"]).is_ok());
+        assert!(parse(&["--db-max-connections", "0"]).is_err());
     }
 }

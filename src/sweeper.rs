@@ -3,10 +3,13 @@
 //! event is expired under its row lock, so a hold is counted back exactly once. It also
 //! purges idempotency keys older than 24 hours.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::watch;
 
+use crate::error::panic_message;
 use crate::holds;
 use crate::state::AppState;
 
@@ -26,8 +29,15 @@ pub async fn run(state: AppState, interval: Duration, mut shutdown: watch::Recei
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(err) = sweep_once(&state).await {
-            tracing::warn!(error = %err, "sweep failed; retrying next round");
+        // A panic in one round must not end the sweeper (lapsed holds would then never
+        // return to the pool): it is logged like a failed round, and the next round runs.
+        match AssertUnwindSafe(sweep_once(&state)).catch_unwind().await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "sweep failed; retrying next round"),
+            Err(panic) => tracing::error!(
+                panic = %panic_message(&*panic),
+                "sweep panicked; retrying next round"
+            ),
         }
     }
 }
