@@ -1,21 +1,37 @@
 -- Event dates are accepted only from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z:
 -- a date outside could not be rendered as RFC 3339 (four-digit years), and one stored row
 -- like that broke every listing. Rows stored before the API checked are moved to the nearest
--- edge (one microsecond apart, so (name, date) stays unique), then the table is held to the
--- window.
+-- edge, one microsecond apart per name so they stay apart from each other; one whose new
+-- (name, date) is already taken by an event inside the window also gets its id's first
+-- characters appended to its name, so the move can never break the (name, date) key. Then
+-- the table is held to the window.
 WITH outside AS (
     SELECT id,
-           date < '1970-01-01 00:00:00+00' AS early,
-           row_number() OVER (
-               PARTITION BY name, date < '1970-01-01 00:00:00+00' ORDER BY date, id
-           ) AS n
+           name,
+           CASE
+               WHEN date < '1970-01-01 00:00:00+00' THEN
+                   timestamptz '1970-01-01 00:00:00+00'
+                   + (row_number() OVER (PARTITION BY name, date < '1970-01-01 00:00:00+00'
+                                         ORDER BY date, id) - 1) * interval '1 microsecond'
+               ELSE
+                   timestamptz '9999-12-31 23:59:59.999999+00'
+                   - (row_number() OVER (PARTITION BY name, date < '1970-01-01 00:00:00+00'
+                                         ORDER BY date DESC, id) - 1) * interval '1 microsecond'
+           END AS moved_to
     FROM events
     WHERE date < '1970-01-01 00:00:00+00' OR date >= '10000-01-01 00:00:00+00'
 )
 UPDATE events e
-SET date = CASE
-        WHEN o.early THEN timestamptz '1970-01-01 00:00:00+00' + (o.n - 1) * interval '1 microsecond'
-        ELSE timestamptz '9999-12-31 23:59:59.999999+00' - (o.n - 1) * interval '1 microsecond'
+SET date = o.moved_to,
+    name = CASE
+        WHEN EXISTS (
+            SELECT 1 FROM events inside
+            WHERE inside.name = o.name
+              AND inside.date = o.moved_to
+              AND inside.date >= '1970-01-01 00:00:00+00'
+              AND inside.date < '10000-01-01 00:00:00+00'
+        ) THEN left(o.name, 189) || ' (' || left(e.id::text, 8) || ')'
+        ELSE o.name
     END
 FROM outside o
 WHERE e.id = o.id;

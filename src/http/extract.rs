@@ -89,9 +89,12 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             serde_json::error::Category::Data if path != "." => {
                 Error::Validation(vec![FieldError::new(path, describe_data_error(&inner))])
             }
-            serde_json::error::Category::Data => {
-                Error::bad_request("the request body must be a JSON object")
-            }
+            // At the top level of an object (the leading '{' was checked above), a data
+            // error is about the object as a whole, such as a field given twice.
+            serde_json::error::Category::Data => Error::bad_request(format!(
+                "invalid JSON body: {}",
+                describe_data_error(&inner)
+            )),
             _ => Error::bad_request(format!("malformed JSON: {}", describe_data_error(&inner))),
         }
     })?;

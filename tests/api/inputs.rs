@@ -251,6 +251,9 @@ async fn the_migration_moves_stored_dates_into_the_window_and_normalizes_names()
         .unwrap();
     for (name, date) in [
         ("Year zero", "0001-12-31 23:30:00+00 BC"),
+        // An event inside the window already sits on the edge the next row moves to.
+        ("Gala", "1970-01-01 00:00:00+00"),
+        ("Gala", "0001-12-31 23:30:00+00 BC"),
         ("Year ten thousand", "10000-01-01 00:59:59+00"),
         ("Year ten thousand", "10000-01-02 00:00:00+00"),
         ("Cafe\u{301}", "2027-01-01 00:00:00+00"),
@@ -281,27 +284,32 @@ async fn the_migration_moves_stored_dates_into_the_window_and_normalizes_names()
         })
         .collect();
     seen.sort();
-    assert_eq!(seen.len(), 5);
+    assert_eq!(seen.len(), 7);
     assert_eq!(seen[0].0, "Caf\u{e9}", "the NFC row keeps its name");
     assert!(
         seen[1].0.starts_with("Caf\u{e9} ("),
         "the NFD twin is told apart: {seen:?}"
     );
+    assert_eq!(seen[2], ("Gala".into(), "1970-01-01T00:00:00Z".into()));
+    assert!(
+        seen[3].0.starts_with("Gala (") && seen[3].1 == "1970-01-01T00:00:00Z",
+        "the moved row is told apart from the one already on the edge: {seen:?}"
+    );
     assert_eq!(
-        seen[2],
+        seen[4],
         (
             "Year ten thousand".into(),
             "9999-12-31T23:59:59.999998Z".into()
         )
     );
     assert_eq!(
-        seen[3],
+        seen[5],
         (
             "Year ten thousand".into(),
             "9999-12-31T23:59:59.999999Z".into()
         )
     );
-    assert_eq!(seen[4], ("Year zero".into(), "1970-01-01T00:00:00Z".into()));
+    assert_eq!(seen[6], ("Year zero".into(), "1970-01-01T00:00:00Z".into()));
 
     for statement in [
         "UPDATE events SET date = '1969-12-31 23:59:59+00'",
@@ -335,12 +343,37 @@ async fn names_are_normalized_and_invisible_names_are_blank() {
     // Invisible characters around a name are dropped, so it is the same name too.
     let (status, body) = post_event(&app, "\u{200b}Caf\u{e9}\u{feff} ", date).await;
     assert_error(status, &body, StatusCode::CONFLICT, "EVENT_EXISTS");
+    // Spacing variants and invisible characters that a reader cannot see are the same name.
+    let (status, gala) = post_event(&app, "Gala Night", date).await;
+    assert_eq!(status, StatusCode::CREATED, "{gala}");
+    for twin in [
+        "Gala  Night",
+        "Gala\u{a0}Night",
+        "Gala\tNight",
+        "Gala \u{200b}Night",
+        "Gala Ni\u{ad}ght",
+        "Gala Night\u{3164}",
+        "Gala Night\u{2800}",
+        "Gala Night\u{34f}",
+        "\u{2060}Gala Night\u{200e}",
+    ] {
+        let (status, body) = post_event(&app, twin, date).await;
+        assert_error(status, &body, StatusCode::CONFLICT, "EVENT_EXISTS");
+    }
     // Nothing visible is blank.
     for blank in [
         "\u{200b}\u{200b}\u{200b}",
         " \u{200d}\u{2060} ",
         "\u{feff}",
         "\u{3000}\u{200e}",
+        "\u{3164}",
+        "\u{115f}\u{1160}",
+        "\u{ffa0}",
+        "\u{2800}",
+        "\u{fe0f}",
+        "\u{34f}",
+        "\u{17b4}",
+        "\u{301}\u{301}",
     ] {
         let (status, body) = post_event(&app, blank, date).await;
         assert_error(
@@ -355,7 +388,7 @@ async fn names_are_normalized_and_invisible_names_are_blank() {
     let (status, body) = post_event(&app, "Family \u{1f468}\u{200d}\u{1f469}", date).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["name"], "Family \u{1f468}\u{200d}\u{1f469}");
-    assert_eq!(app.row_count("events").await, 3);
+    assert_eq!(app.row_count("events").await, 4);
 }
 
 /// Each documented limit: the limit itself accepted, one past it refused with its code.
@@ -479,4 +512,27 @@ async fn every_documented_limit_at_its_edge() {
             assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
         }
     }
+}
+
+/// A body that is an object but breaks a rule no field owns (a field given twice) is a 400
+/// that says so.
+#[tokio::test]
+async fn a_field_given_twice_is_named() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .send(
+            app.request(Method::POST, "/events")
+                .header("content-type", "application/json")
+                .body(r#"{"name":"a","name":"b","date":"2027-01-01T00:00:00Z","totalTickets":1}"#),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate field `name`"),
+        "{body}"
+    );
+    assert_eq!(app.row_count("events").await, 0);
 }
