@@ -220,18 +220,11 @@ async fn the_window_edges_themselves() {
         ("9999-12-31T23:59:59+23:59", true),
         ("0001-01-01T00:00:00Z", false),
     ] {
-        let (status, body) = post_event(&app, &format!("Edge {date}"), date).await;
+        let answer = post_event(&app, &format!("Edge {date}"), date).await;
+        let body = assert_edge(date, accepted, answer, StatusCode::CREATED, INVALID);
         if accepted {
-            assert_eq!(status, StatusCode::CREATED, "{date}: {body}");
             let read = app.event(&id_of(&body)).await;
             assert_eq!(read["date"], body["date"]);
-        } else {
-            assert_error(
-                status,
-                &body,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "VALIDATION_ERROR",
-            );
         }
     }
     let (_, body) = post_event(&app, "Last instant", "9999-12-31T23:59:59.9999999Z").await;
@@ -391,6 +384,26 @@ async fn names_are_normalized_and_invisible_names_are_blank() {
     assert_eq!(app.row_count("events").await, 4);
 }
 
+/// One request at a limit's edge: `accepted` means the `ok` status, otherwise the refusal
+/// `status_refused` with `code`. Returns the body.
+fn assert_edge(
+    what: &str,
+    accepted: bool,
+    (status, body): (StatusCode, Value),
+    ok: StatusCode,
+    (status_refused, code): (StatusCode, &str),
+) -> Value {
+    if accepted {
+        assert_eq!(status, ok, "{what}: {body}");
+    } else {
+        assert_error(status, &body, status_refused, code);
+    }
+    body
+}
+
+const INVALID: (StatusCode, &str) = (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+const BAD: (StatusCode, &str) = (StatusCode::BAD_REQUEST, "BAD_REQUEST");
+
 /// Each documented limit: the limit itself accepted, one past it refused with its code.
 #[tokio::test]
 async fn every_documented_limit_at_its_edge() {
@@ -436,17 +449,9 @@ async fn every_documented_limit_at_its_edge() {
 
     // Quantity: 1 and the configured maximum accepted; 0 and one more refused.
     for (quantity, accepted) in [(1, true), (10, true), (0, false), (11, false)] {
-        let (status, body) = app.purchase(&event_id, quantity, &new_fingerprint()).await;
-        if accepted {
-            assert_eq!(status, StatusCode::CREATED, "{quantity}: {body}");
-        } else {
-            assert_error(
-                status,
-                &body,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "VALIDATION_ERROR",
-            );
-        }
+        let answer = app.purchase(&event_id, quantity, &new_fingerprint()).await;
+        let what = format!("quantity {quantity}");
+        assert_edge(&what, accepted, answer, StatusCode::CREATED, INVALID);
     }
 
     // Fingerprint: 256 characters accepted, 257 refused, in the header and in the body alike
@@ -460,36 +465,27 @@ async fn every_documented_limit_at_its_edge() {
         ("\u{e9}".repeat(257), false),
     ] {
         let value = reqwest::header::HeaderValue::from_bytes(fingerprint.as_bytes()).unwrap();
-        let (status, body) = app
+        let answer = app
             .send(
                 app.request(Method::POST, &format!("/events/{fresh_id}/tickets"))
                     .header("X-Device-Fingerprint", value)
                     .json(&json!({"quantity": 1})),
             )
             .await;
-        if accepted {
-            assert_eq!(status, StatusCode::CREATED, "{body}");
-        } else {
-            assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+        let body = assert_edge("header", accepted, answer, StatusCode::CREATED, BAD);
+        if !accepted {
             assert_eq!(body["details"][0]["field"], "X-Device-Fingerprint");
         }
     }
     for (fingerprint, accepted) in [("\u{e9}".repeat(256), true), ("\u{e9}".repeat(257), false)] {
-        let (status, body) = app
+        let answer = app
             .post_json(
                 &format!("/events/{fresh_id}/tickets"),
                 json!({"quantity": 1, "userFingerprint": fingerprint}),
             )
             .await;
-        if accepted {
-            assert_eq!(status, StatusCode::CREATED, "{body}");
-        } else {
-            assert_error(
-                status,
-                &body,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "VALIDATION_ERROR",
-            );
+        let body = assert_edge("body", accepted, answer, StatusCode::CREATED, INVALID);
+        if !accepted {
             assert_eq!(body["details"][0]["field"], "userFingerprint");
         }
     }
@@ -505,12 +501,8 @@ async fn every_documented_limit_at_its_edge() {
         ("limit=0", false),
         ("limit=101", false),
     ] {
-        let (status, body) = app.get(&format!("/events?{query}")).await;
-        if accepted {
-            assert_eq!(status, StatusCode::OK, "{query}: {body}");
-        } else {
-            assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
-        }
+        let answer = app.get(&format!("/events?{query}")).await;
+        assert_edge(query, accepted, answer, StatusCode::OK, BAD);
     }
 }
 
