@@ -3,77 +3,16 @@
 //! from a dead embedded PostgreSQL, and the `migrate` subcommand.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::Connection;
 
-use crate::helpers::{database_url, fresh_database};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn binary(data_dir: &Path, port: u16) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_boxoffice"));
-    command
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
-    command
-}
-
-fn start_binary(data_dir: &Path, port: u16) -> Child {
-    binary(data_dir, port)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the binary starts")
-}
-
-/// Runs a start that must fail and returns what it wrote to stderr; panics if it is still
-/// running after `limit` (a start that succeeded would serve forever).
-fn failed_start(mut command: Command, limit: Duration) -> String {
-    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("the start did not fail: still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "the start failed, but exited {status}");
-    stderr
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let response = client.get(format!("{base}/ready")).send().await;
-        if response.is_ok_and(|r| r.status() == StatusCode::OK) {
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the binary exited early with {status}");
-        }
-        assert!(Instant::now() < deadline, "the binary did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::helpers::{
+    ServerProcess, bounded_client, boxoffice_command, database_url, empty_database, failed_start,
+    free_port, serve_in_data_dir, tempdir,
+};
 
 /// A data directory and a port for runs of the binary, and a client to reach them.
 struct BinaryRuns {
@@ -92,33 +31,15 @@ impl BinaryRuns {
         Self {
             cluster: data_dir.join("postgres"),
             data_dir,
-            client: reqwest::Client::new(),
+            client: bounded_client(),
             port,
             base: format!("http://127.0.0.1:{port}"),
         }
     }
 
     /// Starts the binary and waits until it is ready.
-    async fn start(&self) -> Child {
-        let mut child = start_binary(&self.data_dir, self.port);
-        wait_healthy(&self.client, &self.base, &mut child).await;
-        child
-    }
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the binary did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    async fn start(&self) -> ServerProcess {
+        ServerProcess::start_in_data_dir(&self.data_dir, self.port).await
     }
 }
 
@@ -152,7 +73,7 @@ async fn embedded_database_survives_restart_and_sigterm_leaves_nothing_running()
         .unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
 
-    let status = terminate(&mut first);
+    let status = first.terminate();
     assert!(status.success(), "SIGTERM exits 0, got {status}");
     assert!(!alive(postgres_pid), "the embedded PostgreSQL was stopped");
     assert!(
@@ -170,7 +91,7 @@ async fn embedded_database_survives_restart_and_sigterm_leaves_nothing_running()
         .await
         .unwrap();
     assert_eq!(fetched["name"], "Persistent");
-    assert!(terminate(&mut second).success());
+    assert!(second.terminate().success());
     let _ = std::fs::remove_dir_all(&runs.data_dir);
 }
 
@@ -181,18 +102,17 @@ async fn a_killed_run_does_not_stop_the_next_start() {
 
     let mut first = runs.start().await;
     let orphan = postmaster_pid(cluster).unwrap();
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
     assert!(alive(orphan), "kill -9 leaves the embedded server running");
 
     let mut second = runs.start().await;
     assert!(!alive(orphan), "the orphaned server was replaced");
-    assert!(terminate(&mut second).success());
+    assert!(second.terminate().success());
 
     // A stale pid file whose process is gone must not block a start either.
     std::fs::write(cluster.join("postmaster.pid"), "999999\n").unwrap();
     let mut third = runs.start().await;
-    assert!(terminate(&mut third).success());
+    assert!(third.terminate().success());
     let _ = std::fs::remove_dir_all(&runs.data_dir);
 }
 
@@ -226,7 +146,10 @@ async fn a_second_process_on_a_live_data_dir_refuses_and_leaves_the_owner_servin
     let mut first = runs.start().await;
     let postgres_pid = postmaster_pid(&runs.cluster).unwrap();
 
-    let stderr = failed_start(binary(&runs.data_dir, free_port()), Duration::from_secs(30));
+    let stderr = failed_start(
+        serve_in_data_dir(&runs.data_dir, free_port()),
+        Duration::from_secs(30),
+    );
     assert!(
         stderr.contains(&format!("in use by Boxoffice process {}", first.id())),
         "names the owner's pid: {stderr}"
@@ -248,7 +171,7 @@ async fn a_second_process_on_a_live_data_dir_refuses_and_leaves_the_owner_servin
     let (status, event) = get_event(client, base, &id).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(event["name"], "Owned");
-    assert!(terminate(&mut first).success());
+    assert!(first.terminate().success());
     let _ = std::fs::remove_dir_all(&runs.data_dir);
 }
 
@@ -258,7 +181,7 @@ fn a_taken_port_fails_naming_the_address_before_starting_postgres() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
 
-    let stderr = failed_start(binary(&data_dir, port), Duration::from_secs(30));
+    let stderr = failed_start(serve_in_data_dir(&data_dir, port), Duration::from_secs(30));
     assert!(
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
         "names the address: {stderr}"
@@ -296,10 +219,7 @@ async fn a_killed_embedded_postgres_is_restarted_and_serving_resumes() {
             Instant::now() < deadline,
             "not serving again 30 s after the kill ({unavailable} answers were 503)"
         );
-        assert!(
-            boxoffice.try_wait().unwrap().is_none(),
-            "boxoffice itself keeps running"
-        );
+        assert!(!boxoffice.has_exited(), "boxoffice itself keeps running");
         let response = post_event(client, base, &format!("After the crash {unavailable}")).await;
         match response.status() {
             StatusCode::CREATED => {
@@ -327,7 +247,7 @@ async fn a_killed_embedded_postgres_is_restarted_and_serving_resumes() {
     assert_eq!(status, StatusCode::OK, "the event from before the crash");
     assert_eq!(event["name"], "Before the crash");
 
-    assert!(terminate(&mut boxoffice).success());
+    assert!(boxoffice.terminate().success());
     assert!(
         !alive(restarted),
         "the restarted PostgreSQL is stopped on shutdown"
@@ -337,18 +257,10 @@ async fn a_killed_embedded_postgres_is_restarted_and_serving_resumes() {
 
 #[tokio::test]
 async fn migrate_subcommand_applies_migrations_and_exits() {
-    let options = fresh_database().await;
     // A fresh database cloned from the template is already migrated; run it on an empty one.
-    let empty = format!("boxoffice_empty_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect_with(&options).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{empty}\"")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let target = options.clone().database(&empty);
-    let output = Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+    let target = empty_database().await;
+    let output = boxoffice_command()
         .args(["migrate", "--database-url", &database_url(&target)])
-        .env("RUST_LOG", "warn")
         .output()
         .unwrap();
     assert!(
@@ -366,17 +278,6 @@ async fn migrate_subcommand_applies_migrations_and_exits() {
     assert_eq!(tables, 2);
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "bo-{tag}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-use sqlx::Connection;
-
 #[tokio::test]
 async fn a_data_dir_the_postgres_user_cannot_reach_still_works_and_persists() {
     // A private parent (mode 0700, owned by us): as root, the postgres user cannot pass it,
@@ -388,12 +289,11 @@ async fn a_data_dir_the_postgres_user_cannot_reach_still_works_and_persists() {
     )
     .unwrap();
     let data_dir = private.join("data");
-    let client = reqwest::Client::new();
+    let client = bounded_client();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
 
-    let mut first = start_binary(&data_dir, port);
-    wait_healthy(&client, &base, &mut first).await;
+    let mut first = ServerProcess::start_in_data_dir(&data_dir, port).await;
     let created = client
         .post(format!("{base}/events"))
         .json(&json!({"name": "Private", "date": "2027-05-05T20:00:00Z", "totalTickets": 3}))
@@ -401,14 +301,13 @@ async fn a_data_dir_the_postgres_user_cannot_reach_still_works_and_persists() {
         .await
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
-    assert!(terminate(&mut first).success());
+    assert!(first.terminate().success());
 
     let link = data_dir.join("postgres");
     // SAFETY: geteuid has no preconditions.
     let relocated = (unsafe { libc::geteuid() } == 0)
         .then(|| std::fs::read_link(&link).expect("a link as root"));
-    let mut second = start_binary(&data_dir, port);
-    wait_healthy(&client, &base, &mut second).await;
+    let mut second = ServerProcess::start_in_data_dir(&data_dir, port).await;
     let page: Value = client
         .get(format!("{base}/events"))
         .send()
@@ -418,7 +317,7 @@ async fn a_data_dir_the_postgres_user_cannot_reach_still_works_and_persists() {
         .await
         .unwrap();
     assert_eq!(page["meta"]["total"], 1, "the event survived the restart");
-    assert!(terminate(&mut second).success());
+    assert!(second.terminate().success());
     if let Some(cluster) = relocated {
         assert!(cluster.join("PG_VERSION").exists());
         let _ = std::fs::remove_dir_all(cluster.parent().unwrap());

@@ -20,3 +20,4 @@ mod purchase;
 mod races;
 mod security;
 mod stream;
+mod timeouts;

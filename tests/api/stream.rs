@@ -14,16 +14,6 @@ use crate::helpers::{
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn remaining(message: &SseMessage) -> i64 {
-    message.data["statistics"]["remainingTickets"]
-        .as_i64()
-        .unwrap()
-}
-
-fn last_type(message: &SseMessage) -> Option<&str> {
-    message.data["lastEvent"]["type"].as_str()
-}
-
 #[tokio::test]
 async fn snapshot_on_connect() {
     let app = spawn_app().await;
@@ -55,7 +45,7 @@ async fn an_update_follows_each_kind_of_change() {
     let mut expect = async |kind: &str, statistics: [i64; 3]| {
         let seen = stream
             .until(WAIT, |m| {
-                last_type(m) == Some(kind) && remaining(m) == statistics[0]
+                m.last_type() == Some(kind) && m.remaining() == statistics[0]
             })
             .await;
         let message = seen.last().unwrap().clone();
@@ -119,17 +109,17 @@ async fn changes_reach_every_instance() {
     let id = event["id"].as_str().unwrap();
 
     let mut on_second = SseReader::connect(&second, &format!("/events/{id}/stream")).await;
-    assert_eq!(remaining(&on_second.next(WAIT).await.unwrap()), 50);
+    assert_eq!(on_second.next(WAIT).await.unwrap().remaining(), 50);
     let (status, _) = first.purchase(id, 3, "buyer-on-first").await;
     assert_eq!(status, StatusCode::CREATED);
-    let seen = on_second.until(WAIT, |m| remaining(m) == 47).await;
-    assert_eq!(last_type(seen.last().unwrap()), Some("ticket_allocated"));
+    let seen = on_second.until(WAIT, |m| m.remaining() == 47).await;
+    assert_eq!(seen.last().unwrap().last_type(), Some("ticket_allocated"));
 
     let mut on_first = SseReader::connect(&first, &format!("/events/{id}/stream")).await;
-    assert_eq!(remaining(&on_first.next(WAIT).await.unwrap()), 47);
+    assert_eq!(on_first.next(WAIT).await.unwrap().remaining(), 47);
     let (status, _) = second.purchase(id, 4, "buyer-on-second").await;
     assert_eq!(status, StatusCode::CREATED);
-    on_first.until(WAIT, |m| remaining(m) == 43).await;
+    on_first.until(WAIT, |m| m.remaining() == 43).await;
 }
 
 #[tokio::test]
@@ -138,7 +128,7 @@ async fn a_burst_is_coalesced_and_ends_on_the_latest_state() {
     let event = app.create_event("Burst", 600, None).await;
     let id = event["id"].as_str().unwrap().to_owned();
     let mut stream = SseReader::connect(&app, &format!("/events/{id}/stream")).await;
-    assert_eq!(remaining(&stream.next(WAIT).await.unwrap()), 600);
+    assert_eq!(stream.next(WAIT).await.unwrap().remaining(), 600);
 
     let purchases = (0..500).map(|i| {
         let request = app
@@ -151,7 +141,7 @@ async fn a_burst_is_coalesced_and_ends_on_the_latest_state() {
     assert!(statuses.iter().all(|s| *s == StatusCode::CREATED));
 
     let seen = stream
-        .until(Duration::from_secs(20), |m| remaining(m) == 100)
+        .until(Duration::from_secs(20), |m| m.remaining() == 100)
         .await;
     assert!(
         seen.len() < 100,
@@ -241,10 +231,10 @@ async fn ids_count_the_events_own_changes_and_strictly_increase() {
     let mut last_id = snapshot.id.unwrap();
     let (_, hold) = app.purchase(&watched, 1, "decliner").await;
     let message = next_change(&mut stream, &mut last_id).await;
-    assert_eq!(remaining(&message), 7);
+    assert_eq!(message.remaining(), 7);
     let (status, _) = app.purchase(&other, 3, "elsewhere").await;
     assert_eq!(status, StatusCode::CREATED);
-    on_other.until(WAIT, |m| remaining(m) == 7).await;
+    on_other.until(WAIT, |m| m.remaining() == 7).await;
 
     // A declined payment moves no tickets but is a change of its own, with its own id.
     let (status, _) = app
@@ -252,14 +242,14 @@ async fn ids_count_the_events_own_changes_and_strictly_increase() {
         .await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
     let message = next_change(&mut stream, &mut last_id).await;
-    assert_eq!(last_type(&message), Some("ticket_allocated"));
-    assert_eq!(remaining(&message), 7);
+    assert_eq!(message.last_type(), Some("ticket_allocated"));
+    assert_eq!(message.remaining(), 7);
 
     let (status, _) = app.cancel(&id_of(&hold), "decliner").await;
     assert_eq!(status, StatusCode::OK);
     let message = next_change(&mut stream, &mut last_id).await;
-    assert_eq!(last_type(&message), Some("ticket_cancelled"));
-    assert_eq!(remaining(&message), 8);
+    assert_eq!(message.last_type(), Some("ticket_cancelled"));
+    assert_eq!(message.remaining(), 8);
 
     assert_eq!(last_id, 5);
     assert_eq!(change_seq(&app, &watched).await, last_id);
@@ -277,7 +267,7 @@ async fn ids_keep_growing_across_a_restart() {
         let (status, _) = app.purchase(&id, 1, buyer).await;
         assert_eq!(status, StatusCode::CREATED);
     }
-    let seen = stream.until(WAIT, |m| remaining(m) == 17).await;
+    let seen = stream.until(WAIT, |m| m.remaining() == 17).await;
     let last_seen = seen.last().unwrap().id.unwrap();
     drop(stream);
     app.stop().await;
@@ -291,7 +281,7 @@ async fn ids_keep_growing_across_a_restart() {
     .await;
     let snapshot = stream.next(WAIT).await.unwrap();
     assert!(snapshot.data["lastEvent"].is_null());
-    assert_eq!(remaining(&snapshot), 17);
+    assert_eq!(snapshot.remaining(), 17);
     let first_id = snapshot.id.unwrap();
     assert!(
         first_id >= last_seen,
@@ -301,7 +291,7 @@ async fn ids_keep_growing_across_a_restart() {
     let (status, _) = app.purchase(&id, 1, "after-restart").await;
     assert_eq!(status, StatusCode::CREATED);
     let change = stream
-        .until(WAIT, |m| remaining(m) == 16)
+        .until(WAIT, |m| m.remaining() == 16)
         .await
         .pop()
         .unwrap();
@@ -328,26 +318,26 @@ async fn instances_give_the_same_change_the_same_id() {
         assert_eq!(status, StatusCode::CREATED);
     }
     let first_saw = on_first
-        .until(WAIT, |m| remaining(m) == 28)
+        .until(WAIT, |m| m.remaining() == 28)
         .await
         .pop()
         .unwrap();
     let mut on_second = SseReader::connect(&second, &path).await;
     let second_saw = on_second.next(WAIT).await.unwrap();
-    assert_eq!(remaining(&second_saw), 28);
+    assert_eq!(second_saw.remaining(), 28);
     assert_eq!(second_saw.id, first_saw.id, "a snapshot of the same state");
 
     // A change made through the second instance reaches both with one id.
     let (status, _) = second.purchase(&id, 2, "late").await;
     assert_eq!(status, StatusCode::CREATED);
     let on_first_id = on_first
-        .until(WAIT, |m| remaining(m) == 26)
+        .until(WAIT, |m| m.remaining() == 26)
         .await
         .pop()
         .unwrap()
         .id;
     let on_second_id = on_second
-        .until(WAIT, |m| remaining(m) == 26)
+        .until(WAIT, |m| m.remaining() == 26)
         .await
         .pop()
         .unwrap()

@@ -1,0 +1,233 @@
+//! Requests to a running server, in process ([`super::TestApp`]) or a separate process of the
+//! real binary ([`super::ServerProcess`]): both dereference to an [`Api`], so a test speaks to
+//! either the same way.
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// Longest any single request of a [`bounded_client`] may take: far above every server-side
+/// bound (pool acquire 5 s), so a request that reaches it is a hang, not a slow answer.
+pub const REQUEST_LIMIT: Duration = Duration::from_secs(20);
+
+/// An HTTP client whose every request (a stream's whole body included) must end within
+/// [`REQUEST_LIMIT`]: for tests that break servers and must not hang on them.
+pub fn bounded_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(REQUEST_LIMIT)
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("HTTP client builds")
+}
+
+/// A server's base address and a client to reach it.
+#[derive(Clone)]
+pub struct Api {
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub address: String,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(address: String, client: reqwest::Client) -> Self {
+        Self { address, client }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Sends a request and returns the status and the JSON body (Null when empty).
+    pub async fn send(&self, request: RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status();
+        let text = response.text().await.expect("body reads");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body {text:?}: {e}"))
+        };
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.request(Method::POST, path).json(&body))
+            .await
+    }
+
+    /// Creates an event and returns its JSON.
+    pub async fn create_event(&self, name: &str, total: i64, cap: Option<i64>) -> Value {
+        let (status, body) = self
+            .post_json(
+                "/events",
+                json!({
+                    "name": name,
+                    "date": "2027-06-01T19:00:00Z",
+                    "totalTickets": total,
+                    "maxTicketsPerFingerprint": cap,
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// The request of a purchase by the buyer with this device fingerprint, not yet sent.
+    pub fn purchase_request(
+        &self,
+        event_id: &str,
+        quantity: i64,
+        fingerprint: &str,
+    ) -> RequestBuilder {
+        self.request(Method::POST, &format!("/events/{event_id}/tickets"))
+            .header("X-Device-Fingerprint", fingerprint)
+            .json(&json!({ "quantity": quantity }))
+    }
+
+    /// A purchase by the buyer with this device fingerprint.
+    pub async fn purchase(
+        &self,
+        event_id: &str,
+        quantity: i64,
+        fingerprint: &str,
+    ) -> (StatusCode, Value) {
+        self.send(self.purchase_request(event_id, quantity, fingerprint))
+            .await
+    }
+
+    /// The request of a payment for a hold, not yet sent.
+    pub fn pay_request(
+        &self,
+        allocation_id: &str,
+        fingerprint: &str,
+        token: Option<&str>,
+    ) -> RequestBuilder {
+        self.request(Method::POST, &format!("/tickets/{allocation_id}/payment"))
+            .header("X-Device-Fingerprint", fingerprint)
+            .json(&json!({ "paymentToken": token }))
+    }
+
+    pub async fn pay(
+        &self,
+        allocation_id: &str,
+        fingerprint: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        self.send(self.pay_request(allocation_id, fingerprint, token))
+            .await
+    }
+
+    pub async fn cancel(&self, allocation_id: &str, fingerprint: &str) -> (StatusCode, Value) {
+        self.send(
+            self.request(Method::DELETE, &format!("/tickets/{allocation_id}/payment"))
+                .header("X-Device-Fingerprint", fingerprint),
+        )
+        .await
+    }
+
+    pub async fn event(&self, event_id: &str) -> Value {
+        let (status, body) = self.get(&format!("/events/{event_id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// `GET /tickets/{id}` as the buyer with this fingerprint.
+    pub async fn ticket(&self, allocation_id: &str, fingerprint: &str) -> (StatusCode, Value) {
+        self.send(self.ticket_request(allocation_id, fingerprint))
+            .await
+    }
+
+    /// The request of `GET /tickets/{id}` as the buyer with this fingerprint, not yet sent.
+    pub fn ticket_request(&self, allocation_id: &str, fingerprint: &str) -> RequestBuilder {
+        self.request(Method::GET, &format!("/tickets/{allocation_id}"))
+            .header("X-Device-Fingerprint", fingerprint)
+    }
+
+    /// The event's counts as the API reports them.
+    pub async fn counts(&self, event_id: &str) -> Counts {
+        let event = self.event(event_id).await;
+        let count = |field: &str| {
+            event[field]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{field} in {event}"))
+        };
+        (
+            count("availableTickets"),
+            count("reservedTickets"),
+            count("purchasedTickets"),
+        )
+    }
+
+    /// The value of an unlabelled counter on this server's `/metrics` (0 when absent: a
+    /// counter appears on its first increment).
+    pub async fn counter(&self, name: &str) -> u64 {
+        let text = self
+            .request(Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0, |value| {
+                value
+                    .trim()
+                    .parse::<f64>()
+                    .unwrap_or_else(|_| panic!("{name} value {value:?}")) as u64
+            })
+    }
+}
+
+/// An event's counts: (available, reserved, purchased).
+pub type Counts = (i64, i64, i64);
+
+/// Sends a request and returns its status, JSON body (Null when not JSON) and whether it
+/// carried `Retry-After`; `None` when it never got an answer (connection refused or reset).
+pub async fn exchange(request: RequestBuilder) -> Option<(StatusCode, Value, bool)> {
+    let response = request.send().await.ok()?;
+    let status = response.status();
+    let retry_after = response.headers().contains_key("retry-after");
+    let body = response.json().await.unwrap_or(Value::Null);
+    Some((status, body, retry_after))
+}
+
+/// Like [`exchange`], for requests that must be answered.
+pub async fn answered(request: RequestBuilder) -> (StatusCode, Value, bool) {
+    exchange(request)
+        .await
+        .expect("the server answers (no transport error)")
+}
+
+/// The `id` of a created resource's JSON.
+pub fn id_of(body: &Value) -> String {
+    body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("id in {body}"))
+        .to_owned()
+}
+
+/// A device fingerprint no other buyer in the run uses.
+pub fn new_fingerprint() -> String {
+    format!("device-{}", Uuid::new_v4().simple())
+}
+
+/// An RFC 3339 timestamp from a JSON field.
+pub fn timestamp(value: &Value) -> time::OffsetDateTime {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("timestamp expected, got {value}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text:?} is not RFC 3339: {e}"))
+}
