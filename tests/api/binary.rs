@@ -209,6 +209,13 @@ async fn a_killed_embedded_postgres_is_restarted_and_serving_resumes() {
     let killed = postmaster_pid(&runs.cluster).unwrap();
     // SAFETY: killing the test's own embedded PostgreSQL.
     unsafe { libc::kill(killed, libc::SIGKILL) };
+    // Requests start once the postmaster is dead: a backend that has not yet seen its death
+    // would otherwise answer the first one, before anything was restarted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(killed) {
+        assert!(Instant::now() < deadline, "the postmaster survived SIGKILL");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Meanwhile every answer is a success or a 503 that says when to retry; then the same
     // process serves again, on a new postmaster, with the data from before.
