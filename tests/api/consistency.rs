@@ -7,10 +7,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{TestApp, eventually, id_of, new_fingerprint, spawn_app_on, spawn_app_with};
-
-const PER_REQUEST: &[&str] = &["--purchase-mode", "per-request"];
-const BATCHED: &[&str] = &["--purchase-mode", "batched"];
+use crate::helpers::{
+    BATCHED, PER_REQUEST, TestApp, eventually, id_of, new_fingerprint, spawn_app_on, spawn_app_with,
+};
 
 /// Rounds per test: on the old notification-fed pre-check, 3–17 % of rounds were refused.
 const ROUNDS: usize = 60;

@@ -27,13 +27,6 @@ async fn keyed_purchase(
     (status, response.json().await.unwrap(), replayed)
 }
 
-async fn allocation_count(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM ticket_allocations")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_retry_gets_the_first_response_and_no_second_hold() {
     let app = spawn_app().await;
@@ -57,7 +50,7 @@ async fn a_retry_gets_the_first_response_and_no_second_hold() {
         assert_eq!(again, first);
         assert!(replayed);
     }
-    assert_eq!(allocation_count(&app).await, 1);
+    assert_eq!(app.row_count("ticket_allocations").await, 1);
     assert_eq!(app.event(id).await["reservedTickets"], 2);
 
     // The same key from another buyer is another key.
@@ -67,7 +60,7 @@ async fn a_retry_gets_the_first_response_and_no_second_hold() {
     // A new key is a new purchase.
     let (_, fresh, _) = keyed_purchase(&app, id, 2, "retrier", "order-2").await;
     assert_ne!(fresh["id"], first["id"]);
-    assert_eq!(allocation_count(&app).await, 3);
+    assert_eq!(app.row_count("ticket_allocations").await, 3);
     app.assert_balanced(id).await;
 }
 
@@ -95,7 +88,7 @@ async fn the_same_key_with_another_request_is_refused() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "IDEMPOTENCY_KEY_REUSED",
     );
-    assert_eq!(allocation_count(&app).await, 1);
+    assert_eq!(app.row_count("ticket_allocations").await, 1);
 }
 
 #[tokio::test]
@@ -125,7 +118,7 @@ async fn concurrent_duplicates_make_one_hold() {
             );
         }
     }
-    assert_eq!(allocation_count(&app).await, 1);
+    assert_eq!(app.row_count("ticket_allocations").await, 1);
     assert_eq!(app.event(&id).await["availableTickets"], 99);
 }
 
@@ -203,7 +196,7 @@ async fn malformed_keys_are_bad_requests() {
         keyed_purchase(&app, id, 1, "b", &"k".repeat(255)).await.0,
         StatusCode::CREATED
     );
-    assert_eq!(allocation_count(&app).await, 1);
+    assert_eq!(app.row_count("ticket_allocations").await, 1);
 }
 
 #[tokio::test]
@@ -228,7 +221,7 @@ async fn keys_expire_after_24_hours() {
     // An expired key is a new key: the request runs again.
     let (status, _, replayed) = keyed_purchase(&app, id, 1, "b", "old").await;
     assert_eq!((status, replayed), (StatusCode::CREATED, false));
-    assert_eq!(allocation_count(&app).await, 3);
+    assert_eq!(app.row_count("ticket_allocations").await, 3);
 
     sqlx::query(
         "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'older'",

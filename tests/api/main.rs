@@ -3,6 +3,7 @@
 mod helpers;
 
 mod binary;
+mod concurrency;
 mod consistency;
 mod errors;
 mod events;

@@ -1,28 +1,14 @@
 //! `POST /events/{id}/tickets`: the hold it returns, the counts it moves, every refusal,
-//! fingerprints, the per-buyer cap, the seed's 2000-buyers scenario and rollback.
-
-use std::sync::Arc;
+//! fingerprints, the per-buyer cap and rollback. Many buyers at once: `concurrency.rs`.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    TestApp, assert_error, new_fingerprint, spawn_app, spawn_app_on, spawn_app_with, timestamp,
+    BATCHED, PER_REQUEST, TestApp, assert_error, id_of, new_fingerprint, spawn_app, spawn_app_with,
+    timestamp,
 };
-
-fn id_of(body: &Value) -> &str {
-    body["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("id in {body}"))
-}
-
-async fn allocation_count(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM ticket_allocations")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
 
 /// A purchase with an arbitrary JSON body and no fingerprint header.
 async fn purchase_with_body(app: &TestApp, event_id: &str, body: Value) -> (StatusCode, Value) {
@@ -42,7 +28,7 @@ async fn purchase_returns_the_hold_and_deducts_the_tickets() {
 
     let (status, hold) = app.purchase(event_id, 3, &buyer).await;
     assert_eq!(status, StatusCode::CREATED, "{hold}");
-    Uuid::parse_str(id_of(&hold)).expect("id is a UUID");
+    Uuid::parse_str(&id_of(&hold)).expect("id is a UUID");
     assert_eq!(hold["eventId"], event_id);
     assert_eq!(hold["quantity"], 3);
     assert_eq!(hold["status"], "reserved");
@@ -67,7 +53,7 @@ async fn purchase_returns_the_hold_and_deducts_the_tickets() {
     );
 
     // What is stored is a keyed hash, never the fingerprint, and never shown.
-    let row = app.allocation_row(id_of(&hold)).await;
+    let row = app.allocation_row(&id_of(&hold)).await;
     assert_eq!(row.status, "reserved");
     assert_eq!(row.quantity, 3);
     assert_eq!(row.fingerprint_hash.len(), 64);
@@ -103,7 +89,7 @@ async fn more_than_is_left_is_refused_and_changes_nothing() {
         assert!(body.get("availableTickets").is_none(), "{body}");
     }
     assert_eq!(app.counts(event_id).await, (0, 5, 0));
-    assert_eq!(allocation_count(&app).await, 2);
+    assert_eq!(app.row_count("ticket_allocations").await, 2);
     app.assert_balanced(event_id).await;
 }
 
@@ -117,7 +103,7 @@ async fn unknown_event_and_malformed_ids() {
     let (status, body) = app.purchase("not-a-uuid", 1, &new_fingerprint()).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
     assert_eq!(body["details"][0]["field"], "id", "{body}");
-    assert_eq!(allocation_count(&app).await, 0);
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
 }
 
 #[tokio::test]
@@ -168,7 +154,7 @@ async fn bad_quantities_are_validation_errors() {
         "VALIDATION_ERROR",
     );
     assert_eq!(app.counts(event_id).await, (50, 0, 0));
-    assert_eq!(allocation_count(&app).await, 0);
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
 
     // The boundaries themselves are accepted.
     for quantity in [1, 10] {
@@ -213,10 +199,10 @@ async fn body_fingerprint_is_used_when_there_is_no_header() {
     assert_eq!(status, StatusCode::CREATED, "{hold}");
     assert!(!hold.to_string().contains(&device));
     // The body fingerprint is the same identity as that fingerprint sent in the header.
-    let (status, read) = app.ticket(id_of(&hold), &device).await;
+    let (status, read) = app.ticket(&id_of(&hold), &device).await;
     assert_eq!(status, StatusCode::OK, "{read}");
     assert_eq!(read["id"], hold["id"]);
-    let (status, body) = app.ticket(id_of(&hold), &new_fingerprint()).await;
+    let (status, body) = app.ticket(&id_of(&hold), &new_fingerprint()).await;
     assert_error(status, &body, StatusCode::FORBIDDEN, "FINGERPRINT_MISMATCH");
     // Without any fingerprint the caller is the derived (connection) identity: not the
     // body fingerprint's owner.
@@ -242,8 +228,10 @@ async fn body_fingerprint_is_used_when_there_is_no_header() {
     let (status, by_header) = app.purchase(event_id, 1, &device).await;
     assert_eq!(status, StatusCode::CREATED, "{by_header}");
     assert_eq!(
-        app.allocation_row(id_of(&hold)).await.fingerprint_hash,
-        app.allocation_row(id_of(&by_header)).await.fingerprint_hash,
+        app.allocation_row(&id_of(&hold)).await.fingerprint_hash,
+        app.allocation_row(&id_of(&by_header))
+            .await
+            .fingerprint_hash,
         "body and header fingerprints hash alike"
     );
 }
@@ -264,9 +252,9 @@ async fn header_fingerprint_wins_over_the_body() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{hold}");
-    let (status, _) = app.ticket(id_of(&hold), &header).await;
+    let (status, _) = app.ticket(&id_of(&hold), &header).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = app.ticket(id_of(&hold), &body_fingerprint).await;
+    let (status, body) = app.ticket(&id_of(&hold), &body_fingerprint).await;
     assert_error(status, &body, StatusCode::FORBIDDEN, "FINGERPRINT_MISMATCH");
 
     // The cap is charged to the header's identity, not the body's.
@@ -345,9 +333,9 @@ async fn per_fingerprint_cap() {
     assert_eq!(app.counts(event_id).await, (12, 8, 0));
 
     // Purchased tickets still count; cancelled ones no longer do.
-    let (status, _) = app.pay(id_of(&second), &alice, Some("tok_visa")).await;
+    let (status, _) = app.pay(&id_of(&second), &alice, Some("tok_visa")).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = app.cancel(id_of(&first), &alice).await;
+    let (status, _) = app.cancel(&id_of(&first), &alice).await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = app.purchase(event_id, 4, &alice).await;
     assert_error(status, &body, StatusCode::CONFLICT, "FINGERPRINT_LIMIT");
@@ -356,140 +344,6 @@ async fn per_fingerprint_cap() {
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(app.counts(event_id).await, (12, 7, 1));
     app.assert_balanced(event_id).await;
-}
-
-/// Both ways purchases reach the database: one transaction per request, and concurrent
-/// requests for one event coalesced into one transaction (the default).
-const PER_REQUEST: &[&str] = &["--purchase-mode", "per-request"];
-const BATCHED: &[&str] = &["--purchase-mode", "batched"];
-
-/// `count` instances on one fresh database, and an event created on the first: (instances,
-/// event id). Batches coalesce only inside one instance, so with two, requests for one event
-/// also meet at the database's row lock.
-async fn instances_with_event(
-    mode: &[&str],
-    count: usize,
-    name: &str,
-    total: i64,
-    cap: Option<i64>,
-) -> (Vec<Arc<TestApp>>, String) {
-    let first = spawn_app_with(mode).await;
-    let options = (*first.pool.connect_options()).clone();
-    let mut apps = vec![Arc::new(first)];
-    for _ in 1..count {
-        apps.push(Arc::new(spawn_app_on(&options, mode).await));
-    }
-    let event = apps[0].create_event(name, total, cap).await;
-    let event_id = event["id"].as_str().unwrap().to_owned();
-    (apps, event_id)
-}
-
-/// `buyers` purchases by new buyers, spread over the instances and released together by a
-/// barrier, buyer `i` asking for `quantity(i)` tickets. Each yields its quantity and answer.
-fn rush(
-    apps: &[Arc<TestApp>],
-    event_id: &str,
-    buyers: usize,
-    quantity: impl Fn(usize) -> i64,
-) -> tokio::task::JoinSet<(i64, (StatusCode, Value))> {
-    let start = Arc::new(tokio::sync::Barrier::new(buyers));
-    let mut requests = tokio::task::JoinSet::new();
-    for i in 0..buyers {
-        let app = apps[i % apps.len()].clone();
-        let (event_id, start) = (event_id.to_owned(), start.clone());
-        let quantity = quantity(i);
-        requests.spawn(async move {
-            let buyer = new_fingerprint();
-            start.wait().await;
-            (quantity, app.purchase(&event_id, quantity, &buyer).await)
-        });
-    }
-    requests
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_fingerprint_cap_holds_under_20_concurrent_requests_per_request() {
-    cap_under_concurrency(PER_REQUEST, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_fingerprint_cap_holds_under_20_concurrent_requests_batched() {
-    cap_under_concurrency(BATCHED, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_fingerprint_cap_holds_under_20_concurrent_requests_batched_on_two_instances() {
-    cap_under_concurrency(BATCHED, 2).await;
-}
-
-async fn cap_under_concurrency(mode: &[&str], count: usize) {
-    let (apps, event_id) = instances_with_event(mode, count, "Capped rush", 100, Some(5)).await;
-    let app = &apps[0];
-    let buyer = new_fingerprint();
-
-    let mut requests = tokio::task::JoinSet::new();
-    for i in 0..20 {
-        let app = apps[i % count].clone();
-        let (event_id, buyer) = (event_id.clone(), buyer.clone());
-        requests.spawn(async move { app.purchase(&event_id, 1, &buyer).await });
-    }
-    let mut granted = 0;
-    while let Some(result) = requests.join_next().await {
-        let (status, body) = result.unwrap();
-        if status == StatusCode::CREATED {
-            granted += 1;
-        } else {
-            assert_error(status, &body, StatusCode::CONFLICT, "FINGERPRINT_LIMIT");
-        }
-    }
-    assert_eq!(granted, 5, "exactly the cap is granted");
-    assert_eq!(app.counts(&event_id).await, (95, 5, 0));
-    assert_eq!(allocation_count(app).await, 5);
-    app.assert_balanced(&event_id).await;
-}
-
-/// The seed system's measured scenario: 2000 buyers at once for 100 tickets.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_buyers_for_one_hundred_tickets_per_request() {
-    seed_scenario(PER_REQUEST, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_buyers_for_one_hundred_tickets_batched() {
-    seed_scenario(BATCHED, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_buyers_for_one_hundred_tickets_batched_on_two_instances() {
-    seed_scenario(BATCHED, 2).await;
-}
-
-async fn seed_scenario(mode: &[&str], count: usize) {
-    let (apps, event_id) = instances_with_event(mode, count, "Seed rush", 100, None).await;
-    let app = &apps[0];
-
-    let mut requests = rush(&apps, &event_id, 2000, |_| 1);
-    let (mut created, mut sold_out) = (0, 0);
-    while let Some(result) = requests.join_next().await {
-        let (_, (status, body)) = result.unwrap();
-        if status == StatusCode::CREATED {
-            assert_eq!(body["status"], "reserved", "{body}");
-            created += 1;
-        } else {
-            assert_error(status, &body, StatusCode::CONFLICT, "TICKETS_SOLD_OUT");
-            sold_out += 1;
-        }
-    }
-    assert_eq!((created, sold_out), (100, 1900));
-    let event = app.assert_balanced(&event_id).await;
-    assert_eq!(event["availableTickets"], 0);
-    assert_eq!(event["reservedTickets"], 100);
-    let (rows, buyers): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT fingerprint_hash) FROM ticket_allocations")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!((rows, buyers), (100, 100));
 }
 
 /// A failure after the allocation INSERT and before the count UPDATE must leave no trace.
@@ -546,7 +400,7 @@ async fn failure_rolls_back(mode: &[&str]) {
         .unwrap();
     assert!(called && inserts == 1, "the INSERT ran before the failure");
     assert_eq!(
-        allocation_count(&app).await,
+        app.row_count("ticket_allocations").await,
         0,
         "the INSERT was rolled back"
     );
@@ -560,66 +414,6 @@ async fn failure_rolls_back(mode: &[&str]) {
     let (status, body) = app.purchase(event_id, 2, &new_fingerprint()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(app.counts(event_id).await, (8, 2, 0));
-    assert_eq!(allocation_count(&app).await, 1);
+    assert_eq!(app.row_count("ticket_allocations").await, 1);
     app.assert_balanced(event_id).await;
-}
-
-/// Concurrent requests of mixed sizes for a few tickets: never more granted than exist, and
-/// every refusal tells the truth about what was left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_quantities_at_once_never_oversell_per_request() {
-    mixed_quantities(PER_REQUEST, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_quantities_at_once_never_oversell_batched() {
-    mixed_quantities(BATCHED, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_quantities_at_once_never_oversell_batched_on_two_instances() {
-    mixed_quantities(BATCHED, 2).await;
-}
-
-async fn mixed_quantities(mode: &[&str], count: usize) {
-    let (apps, event_id) = instances_with_event(mode, count, "Mixed sizes", 25, None).await;
-    let app = &apps[0];
-    let mut requests = rush(&apps, &event_id, 60, |i| 1 + (i % 4) as i64);
-    let mut granted = 0;
-    let mut sold_out = false;
-    let mut reported_left = Vec::new();
-    while let Some(result) = requests.join_next().await {
-        let (quantity, (status, body)) = result.unwrap();
-        match status {
-            StatusCode::CREATED => {
-                assert_eq!(body["quantity"], quantity, "{body}");
-                granted += quantity;
-            }
-            _ if body["code"] == "INSUFFICIENT_TICKETS" => {
-                assert_eq!(status, StatusCode::CONFLICT);
-                let left = body["availableTickets"].as_i64().unwrap_or_default();
-                assert!(0 < left && left < quantity, "{quantity} refused: {body}");
-                reported_left.push(left);
-            }
-            _ => {
-                assert_error(status, &body, StatusCode::CONFLICT, "TICKETS_SOLD_OUT");
-                sold_out = true;
-            }
-        }
-    }
-    let event = app.assert_balanced(&event_id).await;
-    assert!(granted <= 25);
-    assert_eq!(event["reservedTickets"], granted);
-    let left = 25 - granted;
-    assert_eq!(event["availableTickets"], left);
-    // Tickets only ever went down here, so every refusal saw at least what is left now.
-    assert!(
-        !sold_out || left == 0,
-        "sold out was answered with {left} left"
-    );
-    assert!(reported_left.iter().all(|&reported| reported >= left));
-    assert!(
-        sold_out || !reported_left.is_empty(),
-        "150 tickets asked for 25"
-    );
 }

@@ -16,6 +16,11 @@ use uuid::Uuid;
 
 use super::{Api, assert_counts_match_rows, database_url, fresh_database, id_of, new_fingerprint};
 
+/// `serve` flags for the two ways purchases reach the database: one transaction per request,
+/// and concurrent requests for one event coalesced into one transaction (the default).
+pub const PER_REQUEST: &[&str] = &["--purchase-mode", "per-request"];
+pub const BATCHED: &[&str] = &["--purchase-mode", "batched"];
+
 /// A running server on its own database. Its requests ([`Api`]) are reached through `Deref`:
 /// `app.purchase(..)`, `app.address`.
 pub struct TestApp {
