@@ -18,5 +18,4 @@ pub mod metrics;
 pub mod payment;
 pub mod purchase;
 pub mod server;
-pub mod state;
 pub mod sweeper;

@@ -19,10 +19,11 @@ use crate::domain::fingerprint::FingerprintKey;
 use crate::embedded_pg::{EmbeddedPostgres, ShuttingDown, Supervisor};
 use crate::http::extract::forwarded::TrustedProxies;
 use crate::http::limits::RateLimits;
+use crate::http::state::{AppState, SaleRules};
 use crate::live::LiveStats;
-use crate::payment::SimulatedProvider;
+use crate::payment::{PaymentProvider, SimulatedProvider};
 use crate::purchase::Purchaser;
-use crate::state::{AppState, SaleRules};
+use crate::sweeper::Sweeper;
 
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -120,15 +121,21 @@ impl Server {
             (None, None) => unreachable!("no URL means embedded"),
         };
         let live = LiveStats::new();
+        let payments: Arc<dyn PaymentProvider> =
+            Arc::new(SimulatedProvider::new(database.pool.clone()));
         let state = AppState {
             pool: database.pool.clone(),
             rules: Arc::new(SaleRules {
                 max_tickets_per_purchase: args.max_tickets_per_purchase,
-                payment_recovery_seconds: args.payment_recovery_seconds,
             }),
             fingerprint_key: fingerprint_key(&database.pool, args.fingerprint_secret.as_deref())
                 .await?,
-            payments: Arc::new(SimulatedProvider::new(database.pool.clone())),
+            sweeper: Sweeper {
+                pool: database.pool.clone(),
+                payments: payments.clone(),
+                payment_recovery_seconds: args.payment_recovery_seconds,
+            },
+            payments,
             purchaser: Purchaser::new(
                 database.pool.clone(),
                 live.clone(),
@@ -178,7 +185,7 @@ impl Server {
     ) -> Result<(), StartError> {
         let (stop_background, background_stopped) = watch::channel(false);
         let sweeper = tokio::spawn(crate::sweeper::run(
-            self.state.clone(),
+            self.state.sweeper.clone(),
             self.sweep_interval,
             background_stopped.clone(),
         ));

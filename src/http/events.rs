@@ -11,7 +11,7 @@ use crate::db;
 use crate::domain::event::{CreateEventRequest, Event, NewEvent};
 use crate::domain::page::{Page, PageQuery, PageRequest};
 use crate::error::{Error, Result};
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 /// Create an event with all its tickets available.
 #[utoipa::path(

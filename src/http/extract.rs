@@ -19,7 +19,7 @@ use crate::domain::fingerprint::{
 };
 use crate::domain::idempotency::IdempotencyKey;
 use crate::error::{Error, FieldError};
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 pub mod forwarded;
 

@@ -8,6 +8,7 @@ pub mod limits;
 pub mod ops;
 pub mod page;
 pub mod response;
+pub mod state;
 pub mod stream;
 pub mod tickets;
 
@@ -32,7 +33,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::{Error, panic_message};
-use crate::state::AppState;
+use crate::http::state::AppState;
 use error::InternalCause;
 use extract::MAX_BODY_BYTES;
 

@@ -16,8 +16,8 @@ use crate::domain::idempotency::{IdempotencyKey, KeyRef, request_hash};
 use crate::domain::page::{Page, PageQuery, PageRequest};
 use crate::error::{Error, FieldError, Result};
 use crate::holds;
+use crate::http::state::AppState;
 use crate::idempotency::{self, Attempt};
-use crate::state::AppState;
 
 /// Reserve tickets: a hold that lasts until paid, cancelled or lapsed.
 #[utoipa::path(
