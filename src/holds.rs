@@ -19,6 +19,7 @@ use crate::domain::allocation::{Allocation, AllocationStatus, confirmation_code}
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::idempotency::KeyRef;
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::refusal::Refusal;
 use crate::domain::stats::ChangeKind;
 use crate::error::{Error, Result};
 use crate::payment::{ChargeOutcome, PaymentProvider};
@@ -42,7 +43,7 @@ fn ensure_holder(allocation: &Allocation, buyer: &FingerprintHash) -> Result<()>
     if allocation.fingerprint_hash == buyer.as_str() {
         Ok(())
     } else {
-        Err(Error::FingerprintMismatch)
+        Err(Refusal::FingerprintMismatch.into())
     }
 }
 
@@ -159,7 +160,7 @@ async fn cancel_in(tx: &mut Tx, id: Uuid, buyer: &FingerprintHash) -> Result<All
         AllocationStatus::Reserved if lapsed => {
             // Too late to cancel: it is expired, and its tickets go back all the same.
             expire(tx, &allocation).await?;
-            Err(Error::InvalidStatus(AllocationStatus::Expired))
+            Err(Refusal::InvalidStatus(AllocationStatus::Expired).into())
         }
         AllocationStatus::Reserved => {
             apply(
@@ -170,7 +171,7 @@ async fn cancel_in(tx: &mut Tx, id: Uuid, buyer: &FingerprintHash) -> Result<All
             )
             .await
         }
-        other => Err(Error::InvalidStatus(other)),
+        other => Err(Refusal::InvalidStatus(other).into()),
     }
 }
 
@@ -200,7 +201,7 @@ pub async fn pay(
     let settled = settle_payment(pool, id, &reference, outcome, idempotency).await?;
     match (outcome, settled.status) {
         (ChargeOutcome::Charged, _) | (_, AllocationStatus::Purchased) => Ok(settled),
-        _ => Err(Error::PaymentDeclined),
+        _ => Err(Refusal::PaymentDeclined.into()),
     }
 }
 
@@ -229,7 +230,7 @@ async fn begin_payment_in(
         AllocationStatus::Reserved if lapsed => {
             // The sweeper has not reached it yet: expire it now, then refuse.
             expire(tx, &allocation).await?;
-            Err(Error::ReservationExpired)
+            Err(Refusal::ReservationExpired.into())
         }
         AllocationStatus::Reserved => {
             let record = TransitionRecord {
@@ -238,8 +239,8 @@ async fn begin_payment_in(
             };
             apply(tx, &allocation, AllocationStatus::PaymentPending, record).await
         }
-        AllocationStatus::Expired => Err(Error::ReservationExpired),
-        other => Err(Error::InvalidStatus(other)),
+        AllocationStatus::Expired => Err(Refusal::ReservationExpired.into()),
+        other => Err(Refusal::InvalidStatus(other).into()),
     }
 }
 

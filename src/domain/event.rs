@@ -7,7 +7,7 @@ use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 use uuid::Uuid;
 
-use crate::error::FieldError;
+use super::refusal::FieldError;
 
 /// Longest event name, in characters (Unicode scalar values) after normalization.
 pub const NAME_MAX_CHARS: usize = 200;

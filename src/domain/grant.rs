@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::idempotency::KeyRef;
-use crate::error::Error;
+use crate::domain::refusal::Refusal;
 
 /// One purchase request waiting for a decision.
 #[derive(Debug, Clone)]
@@ -26,16 +26,16 @@ pub fn decide(
     cap: Option<i32>,
     held: &HashMap<String, i64>,
     asks: &[Ask],
-) -> Vec<Result<(), Error>> {
+) -> Vec<Result<(), Refusal>> {
     let mut remaining = available;
     let mut granted_to: HashMap<&str, i64> = HashMap::new();
     asks.iter()
         .map(|ask| {
             if remaining == 0 {
-                return Err(Error::TicketsSoldOut);
+                return Err(Refusal::TicketsSoldOut);
             }
             if remaining < ask.quantity {
-                return Err(Error::InsufficientTickets {
+                return Err(Refusal::InsufficientTickets {
                     available: remaining,
                 });
             }
@@ -44,7 +44,7 @@ pub fn decide(
                 let already = held.get(buyer).copied().unwrap_or(0)
                     + granted_to.get(buyer).copied().unwrap_or(0);
                 if already + i64::from(ask.quantity) > i64::from(limit) {
-                    return Err(Error::FingerprintLimit {
+                    return Err(Refusal::FingerprintLimit {
                         limit,
                         held: already,
                     });
@@ -74,14 +74,14 @@ mod tests {
         }
     }
 
-    fn codes(results: &[Result<(), Error>]) -> Vec<&'static str> {
+    fn codes(results: &[Result<(), Refusal>]) -> Vec<&'static str> {
         results
             .iter()
             .map(|r| match r {
                 Ok(()) => "ok",
-                Err(Error::TicketsSoldOut) => "sold_out",
-                Err(Error::InsufficientTickets { .. }) => "insufficient",
-                Err(Error::FingerprintLimit { .. }) => "limit",
+                Err(Refusal::TicketsSoldOut) => "sold_out",
+                Err(Refusal::InsufficientTickets { .. }) => "insufficient",
+                Err(Refusal::FingerprintLimit { .. }) => "limit",
                 Err(_) => "other",
             })
             .collect()
@@ -103,7 +103,7 @@ mod tests {
         );
         assert!(matches!(
             results[2],
-            Err(Error::InsufficientTickets { available: 1 })
+            Err(Refusal::InsufficientTickets { available: 1 })
         ));
     }
 
@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(codes(&results), ["ok", "limit", "ok", "limit"]);
         assert!(matches!(
             results[1],
-            Err(Error::FingerprintLimit { limit: 2, held: 2 })
+            Err(Refusal::FingerprintLimit { limit: 2, held: 2 })
         ));
     }
 

@@ -7,4 +7,5 @@ pub mod fingerprint;
 pub mod grant;
 pub mod idempotency;
 pub mod page;
+pub mod refusal;
 pub mod stats;

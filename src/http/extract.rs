@@ -18,7 +18,8 @@ use crate::domain::fingerprint::{
     FingerprintHash, FingerprintKey, FingerprintSource, parse_client_fingerprint,
 };
 use crate::domain::idempotency::IdempotencyKey;
-use crate::error::{Error, FieldError};
+use crate::domain::refusal::FieldError;
+use crate::error::Error;
 use crate::http::state::AppState;
 
 pub mod forwarded;

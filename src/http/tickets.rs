@@ -14,7 +14,8 @@ use crate::domain::allocation::{Allocation, PaymentRequest, PurchaseRequest, Qua
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::idempotency::{IdempotencyKey, KeyRef, request_hash};
 use crate::domain::page::{Page, PageQuery, PageRequest};
-use crate::error::{Error, FieldError, Result};
+use crate::domain::refusal::FieldError;
+use crate::error::{Error, Result};
 use crate::holds;
 use crate::http::state::AppState;
 use crate::idempotency::{self, Attempt};

@@ -19,6 +19,7 @@ use crate::domain::allocation::{Allocation, Quantity};
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::grant::Ask;
 use crate::domain::idempotency::KeyRef;
+use crate::domain::refusal::Refusal;
 use crate::error::{Error, Result};
 use crate::live::LiveStats;
 use coalescer::{BatchWork, Coalescer};
@@ -110,7 +111,7 @@ impl Purchaser {
                 .await??
                 .ok_or(Error::NotFound("event"))?;
             if available == 0 {
-                return Err(Error::TicketsSoldOut);
+                return Err(Refusal::TicketsSoldOut.into());
             }
         }
         let ask = Ask {

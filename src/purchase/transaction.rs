@@ -77,7 +77,10 @@ pub async fn reserve(
         metrics::lock_held(locked.elapsed());
         return Ok(decisions
             .into_iter()
-            .map(|d| d.and_then(|()| Err(Error::internal("a grant without a row"))))
+            .map(|d| match d {
+                Ok(()) => Err(Error::internal("a grant without a row")),
+                Err(refusal) => Err(refusal.into()),
+            })
             .collect());
     };
 
@@ -119,7 +122,7 @@ pub async fn reserve(
     Ok(decisions
         .into_iter()
         .map(|decision| {
-            decision.and_then(|()| {
+            decision.map_err(Error::from).and_then(|()| {
                 rows.next()
                     .ok_or_else(|| Error::internal("fewer rows than grants"))
             })
