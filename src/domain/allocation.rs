@@ -80,34 +80,6 @@ impl FromStr for AllocationStatus {
     }
 }
 
-/// The body of `POST /events/{id}/tickets`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PurchaseRequest {
-    /// How many tickets to hold, 1 to the server's per-purchase maximum (default 10).
-    #[schema(example = 2, required = true, nullable = false)]
-    pub quantity: Option<i64>,
-    /// The buyer's device fingerprint, for clients that cannot send the
-    /// `X-Device-Fingerprint` header (the header wins when both are present): up to 256
-    /// characters, no control characters.
-    #[schema(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
-    pub user_fingerprint: Option<String>,
-}
-
-/// The body of `POST /tickets/{id}/payment`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PaymentRequest {
-    /// A test card token: `tok_visa` (or none) succeeds, `tok_chargeDeclined` is declined.
-    #[schema(example = "tok_visa")]
-    pub payment_token: Option<String>,
-    /// The buyer's device fingerprint, for clients that cannot send the
-    /// `X-Device-Fingerprint` header (the header wins when both are present): up to 256
-    /// characters, no control characters.
-    #[schema(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
-    pub user_fingerprint: Option<String>,
-}
-
 /// A number of tickets one request may ask for: 1 to the configured maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quantity(i32);

@@ -1,6 +1,6 @@
 //! Events: the validated input that creates one, and the stored record.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 use unicode_normalization::UnicodeNormalization;
@@ -122,24 +122,13 @@ fn is_variation_selector(c: char) -> bool {
     matches!(u32::from(c), 0xFE00..=0xFE0F | 0xE0100..=0xE01EF)
 }
 
-/// The body of `POST /events` as it arrives; every field optional so that each problem
-/// can be reported against its field.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateEventRequest {
-    /// 1 to 200 characters once normalized (NFC, whitespace runs made one space, invisible
-    /// characters around it trimmed); a name with no visible character is refused as blank.
-    #[schema(example = "RustConf 2027", required = true, nullable = false)]
+/// The fields of an event as a client gave them, before any check: each may be missing, so
+/// that every problem can be reported against its field (named as the API names it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventDraft {
     pub name: Option<String>,
-    /// RFC 3339 date-time with an offset, from 1970-01-01T00:00:00Z to
-    /// 9999-12-31T23:59:59.999999Z once converted to UTC; stored in UTC to the microsecond.
-    #[schema(example = "2027-09-01T18:00:00Z", required = true, nullable = false)]
     pub date: Option<String>,
-    /// 1 to 1,000,000.
-    #[schema(example = 1000, required = true, nullable = false)]
     pub total_tickets: Option<i64>,
-    /// 1 to totalTickets, or null for no cap.
-    #[schema(example = 4)]
     pub max_tickets_per_fingerprint: Option<i64>,
 }
 
@@ -154,7 +143,7 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// Checks every field and reports all problems at once.
-    pub fn parse(request: CreateEventRequest) -> Result<Self, Vec<FieldError>> {
+    pub fn parse(request: EventDraft) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
 
         let name = match request.name.as_deref().map(normalize_name) {
@@ -272,8 +261,8 @@ pub struct Event {
 mod tests {
     use super::*;
 
-    fn request(name: &str, date: &str, total: i64, cap: Option<i64>) -> CreateEventRequest {
-        CreateEventRequest {
+    fn request(name: &str, date: &str, total: i64, cap: Option<i64>) -> EventDraft {
+        EventDraft {
             name: Some(name.into()),
             date: Some(date.into()),
             total_tickets: Some(total),
@@ -297,7 +286,7 @@ mod tests {
 
     #[test]
     fn reports_every_missing_field() {
-        let errors = fields(NewEvent::parse(CreateEventRequest::default()));
+        let errors = fields(NewEvent::parse(EventDraft::default()));
         assert_eq!(errors, ["name", "date", "totalTickets"]);
     }
 

@@ -11,6 +11,7 @@ pub mod response;
 pub mod state;
 pub mod stream;
 pub mod tickets;
+pub mod wire;
 
 use std::any::Any;
 use std::time::{Duration, Instant};

@@ -10,10 +10,11 @@ use super::extract::{
     ApiJson, ApiQuery, BuyerHeaders, Caller, IdPath, IdempotencyHeader, KeyedBuyerHeaders,
 };
 use super::response::json;
-use crate::domain::allocation::{Allocation, PaymentRequest, PurchaseRequest, Quantity};
+use super::wire::{PageQuery, PaymentRequest, PurchaseRequest};
+use crate::domain::allocation::{Allocation, Quantity};
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::idempotency::{IdempotencyKey, KeyRef, request_hash};
-use crate::domain::page::{Page, PageQuery, PageRequest};
+use crate::domain::page::{Page, PageRequest};
 use crate::domain::refusal::FieldError;
 use crate::error::{Error, Result};
 use crate::holds;
@@ -241,7 +242,7 @@ pub async fn list_tickets(
     caller: Caller,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Response> {
-    let page = PageRequest::parse(&query)
+    let page = PageRequest::parse(query.page.as_deref(), query.limit.as_deref())
         .map_err(|(field, message)| Error::bad_parameter(field, message))?;
     let buyer = caller.identify(&state.fingerprint_key, None)?;
     json(
