@@ -12,16 +12,15 @@
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::db;
 use crate::db::allocations::{self, LockedAllocation, TransitionRecord};
 use crate::db::events::{self, CountMove};
 use crate::domain::allocation::{Allocation, AllocationStatus, confirmation_code};
 use crate::domain::fingerprint::FingerprintHash;
-use crate::domain::idempotency::KeyRef;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::refusal::Refusal;
 use crate::domain::stats::ChangeKind;
 use crate::error::{Error, Result};
+use crate::idempotency::{self, Recorder};
 use crate::payment::{ChargeOutcome, PaymentProvider};
 
 type Tx = Transaction<'static, Postgres>;
@@ -183,7 +182,7 @@ pub async fn pay(
     id: Uuid,
     buyer: &FingerprintHash,
     token: Option<&str>,
-    idempotency: Option<&KeyRef>,
+    record: Option<&Recorder<Allocation>>,
 ) -> Result<Allocation> {
     let reference = format!("pay_{}", Uuid::new_v4().simple());
     let pending = begin_payment(pool, id, buyer, &reference).await?;
@@ -198,7 +197,7 @@ pub async fn pay(
             Error::ServiceUnavailable
         })?;
 
-    let settled = settle_payment(pool, id, &reference, outcome, idempotency).await?;
+    let settled = settle_payment(pool, id, &reference, outcome, record).await?;
     match (outcome, settled.status) {
         (ChargeOutcome::Charged, _) | (_, AllocationStatus::Purchased) => Ok(settled),
         _ => Err(Refusal::PaymentDeclined.into()),
@@ -246,26 +245,24 @@ async fn begin_payment_in(
 
 /// Step three: record the provider's outcome, if the allocation is still waiting for this
 /// reference. If recovery settled it first, the recorded state is returned unchanged.
-/// A captured payment's response is recorded under the request's idempotency key in the
-/// same transaction.
+/// A captured payment is recorded under the request's idempotency key (as `record` renders
+/// it) in the same transaction.
 async fn settle_payment(
     pool: &PgPool,
     id: Uuid,
     reference: &str,
     outcome: ChargeOutcome,
-    idempotency: Option<&KeyRef>,
+    record: Option<&Recorder<Allocation>>,
 ) -> Result<Allocation> {
     let mut tx = pool.begin().await?;
     let mut settled = settle_payment_in(&mut tx, id, reference, outcome).await;
-    if let (Ok(allocation), Some(key)) = (&settled, idempotency)
+    if let (Ok(allocation), Some(recorder)) = (&settled, record)
         && allocation.status == AllocationStatus::Purchased
     {
-        let body = serde_json::to_string(allocation).map_err(Error::internal);
-        settled = match body {
-            Ok(body) => db::idempotency::complete(&mut tx, &[(key, 200, body)])
+        settled = match recorder.render(allocation).map_err(Error::internal) {
+            Ok(response) => idempotency::record_in(&mut tx, &[(recorder.key(), response)])
                 .await
-                .map(|()| allocation.clone())
-                .map_err(Error::from),
+                .map(|()| allocation.clone()),
             Err(err) => Err(err),
         };
     }

@@ -13,7 +13,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{DatabaseArgs, ServeArgs};
+use crate::config::{DatabaseArgs, PurchaseMode, ServeArgs};
 use crate::db;
 use crate::domain::fingerprint::FingerprintKey;
 use crate::embedded_pg::{EmbeddedPostgres, ShuttingDown, Supervisor};
@@ -22,7 +22,7 @@ use crate::http::limits::RateLimits;
 use crate::http::state::{AppState, SaleRules};
 use crate::live::LiveStats;
 use crate::payment::{PaymentProvider, SimulatedProvider};
-use crate::purchase::Purchaser;
+use crate::purchase::{Batching, Purchaser};
 use crate::sweeper::Sweeper;
 
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -138,10 +138,14 @@ impl Server {
             payments,
             purchaser: Purchaser::new(
                 database.pool.clone(),
-                live.clone(),
+                live.availability(),
                 args.hold_seconds,
-                args.purchase_mode,
-                args.purchase_batch_max as usize,
+                match args.purchase_mode {
+                    PurchaseMode::Batched => Batching::Batched {
+                        max_batch: args.purchase_batch_max as usize,
+                    },
+                    PurchaseMode::PerRequest => Batching::PerRequest,
+                },
             ),
             live,
             limits: RateLimits::new(args.rate_limit_per_fingerprint, args.rate_limit_per_address),

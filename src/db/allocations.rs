@@ -50,11 +50,11 @@ impl FromRow<'_, PgRow> for Allocation {
 pub async fn insert_reserved(
     conn: &mut PgConnection,
     event_id: Uuid,
-    asks: &[Ask],
+    asks: &[&Ask],
     hold_seconds: u32,
 ) -> Result<Vec<Allocation>, sqlx::Error> {
     let ids: Vec<Uuid> = asks.iter().map(|_| Uuid::new_v4()).collect();
-    let quantities: Vec<i32> = asks.iter().map(|a| a.quantity).collect();
+    let quantities: Vec<i32> = asks.iter().map(|a| a.quantity.get()).collect();
     let buyers: Vec<&str> = asks.iter().map(|a| a.buyer.as_str()).collect();
     let mut rows: Vec<Allocation> = sqlx::query_as(concat!(
         "INSERT INTO ticket_allocations (id, event_id, quantity, status, fingerprint_hash, expires_at) \

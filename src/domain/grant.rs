@@ -3,17 +3,17 @@
 
 use std::collections::HashMap;
 
+use crate::domain::allocation::Quantity;
 use crate::domain::fingerprint::FingerprintHash;
-use crate::domain::idempotency::KeyRef;
 use crate::domain::refusal::Refusal;
 
 /// One purchase request waiting for a decision.
 #[derive(Debug, Clone)]
 pub struct Ask {
-    pub quantity: i32,
+    /// Tickets asked for.
+    pub quantity: Quantity,
+    /// Who asks (the per-buyer cap counts by this).
     pub buyer: FingerprintHash,
-    /// The request's claimed idempotency key, if it sent one.
-    pub idempotency: Option<KeyRef>,
 }
 
 /// Grants requests strictly in arrival order while stock lasts. A request that does not fit
@@ -21,20 +21,21 @@ pub struct Ask {
 /// each buyer already holds plus what this batch has granted them so far.
 ///
 /// `held` gives each capped buyer's current tickets for the event (absent means none).
-pub fn decide(
+pub fn decide<'a>(
     available: i32,
     cap: Option<i32>,
     held: &HashMap<String, i64>,
-    asks: &[Ask],
+    asks: impl IntoIterator<Item = &'a Ask>,
 ) -> Vec<Result<(), Refusal>> {
     let mut remaining = available;
     let mut granted_to: HashMap<&str, i64> = HashMap::new();
-    asks.iter()
+    asks.into_iter()
         .map(|ask| {
             if remaining == 0 {
                 return Err(Refusal::TicketsSoldOut);
             }
-            if remaining < ask.quantity {
+            let quantity = ask.quantity.get();
+            if remaining < quantity {
                 return Err(Refusal::InsufficientTickets {
                     available: remaining,
                 });
@@ -43,15 +44,15 @@ pub fn decide(
                 let buyer = ask.buyer.as_str();
                 let already = held.get(buyer).copied().unwrap_or(0)
                     + granted_to.get(buyer).copied().unwrap_or(0);
-                if already + i64::from(ask.quantity) > i64::from(limit) {
+                if already + i64::from(quantity) > i64::from(limit) {
                     return Err(Refusal::FingerprintLimit {
                         limit,
                         held: already,
                     });
                 }
-                *granted_to.entry(buyer).or_default() += i64::from(ask.quantity);
+                *granted_to.entry(buyer).or_default() += i64::from(quantity);
             }
-            remaining -= ask.quantity;
+            remaining -= quantity;
             Ok(())
         })
         .collect()
@@ -68,9 +69,8 @@ mod tests {
 
     fn ask(quantity: i32, name: &str) -> Ask {
         Ask {
-            quantity,
+            quantity: Quantity::parse(Some(i64::from(quantity)), 10).expect("a valid quantity"),
             buyer: buyer(name),
-            idempotency: None,
         }
     }
 

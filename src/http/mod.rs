@@ -4,6 +4,7 @@
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod idempotent;
 pub mod limits;
 pub mod ops;
 pub mod page;

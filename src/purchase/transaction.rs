@@ -23,22 +23,26 @@ use std::time::Instant;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::HoldRequest;
 use crate::db::events::CountMove;
-use crate::db::{allocations, events, idempotency};
+use crate::db::{allocations, events};
 use crate::domain::allocation::Allocation;
 use crate::domain::grant::{Ask, decide};
 use crate::domain::stats::ChangeKind;
 use crate::error::{Error, Result};
+use crate::idempotency;
 use crate::metrics;
 
-/// Runs the purchase transaction for `asks` (in arrival order) and returns one answer per
-/// ask. The outer error means the transaction itself failed, and nothing was written.
+/// Runs the purchase transaction for `requests` (in arrival order) and returns one answer
+/// per request. The outer error means the transaction itself failed, and nothing was written.
 pub async fn reserve(
     pool: &PgPool,
     event_id: Uuid,
-    asks: &[Ask],
+    requests: &[HoldRequest],
     hold_seconds: u32,
 ) -> Result<Vec<Result<Allocation>>> {
+    let asks: Vec<&Ask> = requests.iter().map(|r| &r.ask).collect();
+
     // Step 1.
     let mut tx = pool.begin().await?;
 
@@ -46,7 +50,10 @@ pub async fn reserve(
     let waiting = Instant::now();
     let Some(event) = events::lock(&mut tx, event_id).await? else {
         tx.rollback().await?;
-        return Ok(asks.iter().map(|_| Err(Error::NotFound("event"))).collect());
+        return Ok(requests
+            .iter()
+            .map(|_| Err(Error::NotFound("event")))
+            .collect());
     };
     let locked = Instant::now();
     metrics::lock_waited(locked - waiting);
@@ -63,14 +70,15 @@ pub async fn reserve(
         event.available_tickets,
         event.max_tickets_per_fingerprint,
         &held,
-        asks,
+        asks.iter().copied(),
     );
-    let granted: Vec<Ask> = asks
+    let granted: Vec<&HoldRequest> = requests
         .iter()
         .zip(&decisions)
         .filter(|(_, decision)| decision.is_ok())
-        .map(|(ask, _)| ask.clone())
+        .map(|(request, _)| request)
         .collect();
+    let granted_asks: Vec<&Ask> = granted.iter().map(|r| &r.ask).collect();
     let Some(last) = granted.last() else {
         // Nothing to write: release the lock at once.
         tx.rollback().await?;
@@ -85,33 +93,32 @@ pub async fn reserve(
     };
 
     // Steps 4 and 5: the holds and the counts, under the same lock and transaction.
-    let tickets: i64 = granted.iter().map(|a| i64::from(a.quantity)).sum();
-    let rows = allocations::insert_reserved(&mut tx, event_id, &granted, hold_seconds).await?;
+    let tickets: i64 = granted_asks
+        .iter()
+        .map(|a| i64::from(a.quantity.get()))
+        .sum();
+    let rows = allocations::insert_reserved(&mut tx, event_id, &granted_asks, hold_seconds).await?;
     events::move_counts(
         &mut tx,
         event_id,
         CountMove::Reserve,
         tickets,
         ChangeKind::TicketAllocated,
-        last.buyer.as_str(),
+        last.ask.buyer.as_str(),
     )
     .await?;
-    // Keyed requests' 201s are recorded with the holds they report, in the same transaction
-    // (one statement, and only when the batch has keyed requests).
+    // Keyed requests' answers are recorded with the holds they report, in the same
+    // transaction (one statement, and only when the batch has keyed requests), rendered as
+    // the HTTP layer asked.
     let keyed = granted
         .iter()
         .zip(&rows)
-        .filter_map(|(ask, row)| {
-            Some((
-                ask.idempotency.as_ref()?,
-                201,
-                serde_json::to_string(row).ok()?,
-            ))
+        .filter_map(|(request, row)| {
+            let recorder = request.record.as_ref()?;
+            Some((recorder.key(), recorder.render(row).ok()?))
         })
         .collect::<Vec<_>>();
-    if !keyed.is_empty() {
-        idempotency::complete(&mut tx, &keyed).await?;
-    }
+    idempotency::record_in(&mut tx, &keyed).await?;
     let mut rows = rows.into_iter();
 
     // Step 6.
