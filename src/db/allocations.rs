@@ -7,10 +7,11 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::domain::allocation::{Allocation, AllocationStatus};
+use crate::domain::allocation::Allocation;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::grant::Ask;
 use crate::domain::page::PageRequest;
+use crate::domain::status::AllocationStatus;
 
 /// The columns an [`Allocation`] is read from, as a literal for `concat!`.
 macro_rules! allocation_columns {

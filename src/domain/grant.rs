@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use crate::domain::allocation::Quantity;
 use crate::domain::fingerprint::FingerprintHash;
+use crate::domain::quantity::Quantity;
 use crate::domain::refusal::Refusal;
 
 /// One purchase request waiting for a decision.

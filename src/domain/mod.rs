@@ -2,10 +2,13 @@
 //! Nothing here knows about HTTP or SQL.
 
 pub mod allocation;
+pub mod confirmation;
 pub mod event;
 pub mod fingerprint;
 pub mod grant;
 pub mod idempotency;
 pub mod page;
+pub mod quantity;
 pub mod refusal;
 pub mod stats;
+pub mod status;

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::allocation::AllocationStatus;
+use super::status::AllocationStatus;
 
 /// A problem with one input field, reported in the `details` array of an error body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::response::json;
-use crate::domain::allocation::AllocationStatus;
 use crate::domain::refusal::{FieldError, Refusal};
+use crate::domain::status::AllocationStatus;
 use crate::error::Error;
 
 /// The body of every error response.

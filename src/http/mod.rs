@@ -7,11 +7,11 @@ pub mod extract;
 pub mod idempotent;
 pub mod limits;
 pub mod ops;
-pub mod page;
 pub mod response;
 pub mod state;
 pub mod stream;
 pub mod tickets;
+pub mod web;
 pub mod wire;
 
 use std::any::Any;
@@ -78,7 +78,7 @@ pub fn router(
 /// answers for unknown paths and methods; no middleware yet (see [`layers`]).
 pub fn routes(state: AppState) -> Router {
     let (api, openapi) = api().split_for_parts();
-    api.merge(page::routes())
+    api.merge(web::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(async || Error::NotFound("route"))
         .method_not_allowed_fallback(async || Error::MethodNotAllowed)

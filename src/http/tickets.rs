@@ -12,8 +12,9 @@ use super::extract::{
 use super::idempotent::keyed;
 use super::response::json;
 use super::wire::{PageQuery, PaymentRequest, PurchaseRequest};
-use crate::domain::allocation::{Allocation, Quantity};
+use crate::domain::allocation::Allocation;
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::quantity::Quantity;
 use crate::domain::refusal::FieldError;
 use crate::error::{Error, Result};
 use crate::holds;

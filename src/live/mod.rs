@@ -1,7 +1,7 @@
 //! Live statistics: count changes reach every instance through PostgreSQL `LISTEN/NOTIFY`
-//! (one listening connection per instance, [`listener`]) and are fanned out in process to the
+//! (one listening connection per instance, `listener.rs`) and are fanned out in process to the
 //! subscribers of each event (this file). The last availability heard is kept apart, as the
-//! hint the purchase path reads ([`availability`]).
+//! hint the purchase path reads (`availability.rs`).
 //!
 //! Each event has one `watch` channel holding its latest state, so a burst of changes costs
 //! a subscriber nothing until it reads, and it always reads the newest. A subscriber's

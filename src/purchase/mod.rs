@@ -15,9 +15,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db;
-use crate::domain::allocation::{Allocation, Quantity};
+use crate::domain::allocation::Allocation;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::grant::Ask;
+use crate::domain::quantity::Quantity;
 use crate::domain::refusal::Refusal;
 use crate::error::{Error, Result};
 use crate::idempotency::Recorder;
