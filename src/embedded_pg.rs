@@ -443,7 +443,7 @@ fn cluster_location(data_dir: &Path, run_as: Option<RunAs>) -> Result<PathBuf, E
         return Ok(local);
     }
     let digest = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
-    let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let tag = crate::domain::hex::encode(&digest[..8]);
     let home = Path::new(RELOCATED_ROOT).join(tag);
     fs::create_dir_all(&home).map_err(io("creating the relocated cluster directory"))?;
     let cluster = home.join("postgres");

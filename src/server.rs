@@ -234,7 +234,7 @@ async fn fingerprint_key(
     let mut random = [0u8; 32];
     getrandom::fill(&mut random)
         .map_err(|e| format!("no randomness for the fingerprint secret: {e}"))?;
-    let candidate: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let candidate = crate::domain::hex::encode(&random);
     let secret = db::settings::fingerprint_secret(pool, &candidate).await?;
     Ok(FingerprintKey::new(secret))
 }

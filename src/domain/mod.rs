@@ -6,6 +6,7 @@ pub mod confirmation;
 pub mod event;
 pub mod fingerprint;
 pub mod grant;
+pub mod hex;
 pub mod idempotency;
 pub mod page;
 pub mod quantity;

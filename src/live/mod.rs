@@ -26,7 +26,7 @@ use uuid::Uuid;
 pub use availability::AvailabilityHint;
 
 use crate::domain::event::Event;
-use crate::domain::stats::{CountsChanged, Statistics, StatsMessage};
+use crate::domain::stats::{CountsChanged, StatsMessage};
 use crate::metrics;
 
 /// Shortest gap between two messages to one subscriber.
@@ -45,17 +45,7 @@ impl Published {
     pub fn snapshot(event: &Event, change_seq: u64) -> Self {
         Self {
             id: change_seq,
-            message: Arc::new(StatsMessage {
-                event_id: event.id,
-                timestamp: OffsetDateTime::now_utc(),
-                statistics: Statistics {
-                    total_tickets: event.total_tickets,
-                    remaining_tickets: event.available_tickets,
-                    allocated_tickets: event.reserved_tickets,
-                    confirmed_tickets: event.purchased_tickets,
-                },
-                last_event: None,
-            }),
+            message: Arc::new(StatsMessage::snapshot(event, OffsetDateTime::now_utc())),
         }
     }
 }
