@@ -168,7 +168,7 @@ macro_rules! notify_counts {
     };
 }
 
-/// Moves `quantity` tickets between counts, bumps the change sequence and announces the
+/// Moves `tickets` tickets between counts, bumps the change sequence and announces the
 /// change, in one statement. Call only while holding the event's row lock (see [`lock`]):
 /// the lock is what makes sequence order commit order. The CHECK constraints refuse any
 /// result that would oversell.
@@ -176,7 +176,7 @@ pub async fn move_counts(
     conn: &mut PgConnection,
     id: Uuid,
     movement: CountMove,
-    quantity: i64,
+    tickets: i32,
     change: ChangeKind,
     actor: &str,
 ) -> Result<(), sqlx::Error> {
@@ -202,7 +202,7 @@ pub async fn move_counts(
     };
     sqlx::query(sql)
         .bind(id)
-        .bind(i32::try_from(quantity).map_err(|e| sqlx::Error::Encode(e.into()))?)
+        .bind(tickets)
         .bind(change.as_str())
         .bind(actor_tag(actor))
         .execute(conn)

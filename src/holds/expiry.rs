@@ -7,7 +7,7 @@ use super::{Tx, commit};
 use crate::db::allocations;
 use crate::db::events::{self, CountMove};
 use crate::domain::stats::ChangeKind;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Expires up to `batch` lapsed holds of one event and returns how many it expired.
 pub async fn expire_lapsed(pool: &PgPool, event_id: Uuid, batch: i64) -> Result<i64> {
@@ -28,7 +28,7 @@ async fn expire_lapsed_in(tx: &mut Tx, event_id: Uuid, batch: i64) -> Result<i64
             tx,
             event_id,
             CountMove::Release,
-            expired.tickets,
+            i32::try_from(expired.tickets).map_err(Error::internal)?,
             kind,
             actor,
         )

@@ -67,7 +67,7 @@ async fn apply(
     let updated = allocations::transition(tx, allocation.id, next, record).await?;
     let (event_id, quantity, actor) = (
         allocation.event_id,
-        i64::from(allocation.quantity),
+        allocation.quantity,
         &allocation.fingerprint_hash,
     );
     match next {

@@ -93,10 +93,8 @@ pub async fn reserve(
     };
 
     // Steps 4 and 5: the holds and the counts, under the same lock and transaction.
-    let tickets: i64 = granted_asks
-        .iter()
-        .map(|a| i64::from(a.quantity.get()))
-        .sum();
+    // Cannot overflow: the grants together fit in the event's available tickets, an i32.
+    let tickets: i32 = granted_asks.iter().map(|a| a.quantity.get()).sum();
     let rows = allocations::insert_reserved(&mut tx, event_id, &granted_asks, hold_seconds).await?;
     events::move_counts(
         &mut tx,
