@@ -36,6 +36,7 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// Longest pause between attempts to start a server that keeps failing to start.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
+/// Why the embedded server could not start or stop; each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
     #[error(
@@ -212,8 +213,8 @@ impl EmbeddedPostgres {
         &self.cluster_dir
     }
 
-    /// The server's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
+    /// The server's process id while it runs, for the log.
+    fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 

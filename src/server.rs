@@ -108,7 +108,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listening address, then opens the database and builds the state.
+    /// Binds the listening address, then opens the database and builds the state. Errors:
+    /// the address cannot be bound, the database cannot be opened or migrated (or the
+    /// embedded one started), or the fingerprint secret cannot be read or stored.
     pub async fn build(args: &ServeArgs) -> Result<Self, StartError> {
         // Bind first: a taken address is found before a database is started for nothing.
         let listener = TcpListener::bind(args.listen)
@@ -171,12 +173,14 @@ impl Server {
         })
     }
 
+    /// The bound address (the real port when `--listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
     }
 
+    /// The state handlers share, for tests that reach under the HTTP surface.
     pub fn state(&self) -> &AppState {
         &self.state
     }

@@ -134,6 +134,7 @@ async fn commit<T>(tx: Tx, outcome: Result<T>) -> Result<T> {
     outcome
 }
 
+/// One of `buyer`'s holds. Errors: `NotFound`, `FingerprintMismatch` (another buyer's).
 pub async fn get(pool: &PgPool, id: Uuid, buyer: &FingerprintHash) -> Result<Allocation> {
     let allocation = allocations::find(pool, id)
         .await?
@@ -142,6 +143,7 @@ pub async fn get(pool: &PgPool, id: Uuid, buyer: &FingerprintHash) -> Result<All
     Ok(allocation)
 }
 
+/// One page of `buyer`'s holds, newest first.
 pub async fn list(
     pool: &PgPool,
     buyer: &FingerprintHash,
