@@ -1,5 +1,8 @@
-//! The HTTP surface: routing, middleware and the OpenAPI document. Handlers are thin: they
-//! parse input, call one function of the purchase/holds/db layers and shape the answer.
+//! The HTTP surface: routing, middleware and the OpenAPI document. Handlers parse the wire
+//! shapes into domain types, identify the buyer, call the services (through the keyed
+//! wrapper in [`idempotent`] when a request may carry an idempotency key) and shape the
+//! answer. The event handlers call `db` directly: each is one statement, with no
+//! transaction to compose.
 
 pub mod error;
 pub mod events;

@@ -1,4 +1,4 @@
-//! The purchase transaction (ADR-004), for one request or a batch of them:
+//! The purchase transaction, for one request or a batch of them:
 //!
 //! 1. begin;
 //! 2. lock the event row (`SELECT … FOR UPDATE`): purchases of one event queue here, so
@@ -7,10 +7,13 @@
 //! 4. insert the `reserved` allocations (one statement for the whole batch);
 //! 5. move the tickets from available to reserved (one statement, which also announces
 //!    the change through `pg_notify`, delivered at commit);
-//! 6. commit, which releases the lock.
+//! 6. record the answers of keyed requests under their idempotency keys (one statement, only
+//!    when the batch has keyed requests; their JSON is rendered here, under the lock);
+//! 7. commit, which releases the lock.
 //!
-//! Only database statements run while the lock is held: after the lock returns, at most
-//! four round trips (cap sums when the event has a cap, insert, update, commit).
+//! While the lock is held: the cap sums (when the event has a cap), the insert, the update,
+//! the keyed record and the commit, plus the in-memory decision and rendering; never a call
+//! to anything but the database.
 //! Isolation is READ COMMITTED: the row lock, not the snapshot, serializes buyers, and
 //! `FOR UPDATE` always returns the latest committed row; every statement after it takes a
 //! fresh snapshot, so the cap sums see every earlier commit. Were the code ever wrong, the
@@ -105,7 +108,7 @@ pub async fn reserve(
         last.ask.buyer.as_str(),
     )
     .await?;
-    // Keyed requests' answers are recorded with the holds they report, in the same
+    // Step 6: keyed requests' answers are recorded with the holds they report, in the same
     // transaction (one statement, and only when the batch has keyed requests), rendered as
     // the HTTP layer asked.
     let keyed = granted
@@ -119,7 +122,7 @@ pub async fn reserve(
     idempotency::record_in(&mut tx, &keyed).await?;
     let mut rows = rows.into_iter();
 
-    // Step 6.
+    // Step 7.
     tx.commit().await?;
     metrics::lock_held(locked.elapsed());
     metrics::batch_committed(granted.len());
