@@ -4,6 +4,7 @@
 pub mod allocation;
 pub mod confirmation;
 pub mod event;
+mod event_name;
 pub mod fingerprint;
 pub mod grant;
 pub mod hex;
