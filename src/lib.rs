@@ -12,8 +12,8 @@
 //! - [`domain`]: validated types, the allocation state machine and the refusals; it imports
 //!   nothing of the app.
 //!
-//! [`server`] builds and wires them from [`config`]; [`metrics`] and [`embedded_pg`] are
-//! leaves that import nothing of the app.
+//! [`server`] builds and wires them from [`config`]; [`metrics`] imports nothing of the app,
+//! and [`embedded_pg`] only the domain's hex encoder.
 
 pub mod config;
 pub mod db;
