@@ -1,77 +1,55 @@
-//! The one error type of the service. Every failure a request can meet is a variant here;
-//! `http::error` maps each to its status and JSON body in one place.
+//! The one error type the services and handlers return. Every failure a request can meet is
+//! a variant here: the domain's refusals and field errors are wrapped, database errors are
+//! classified by `db::error`, and `http::error` maps each variant to its status and JSON body
+//! in one place.
 
-use serde::Serialize;
+use crate::db::error::{Conflict, DbFailure, classify};
+use crate::domain::refusal::{FieldError, Refusal};
 
-use crate::domain::allocation::AllocationStatus;
-
-/// A problem with one input field, reported in the `details` array of an error body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct FieldError {
-    /// The field, as named in the request (JSON body path, query or path parameter).
-    pub field: String,
-    /// What is wrong with it, for a person.
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
+/// Why a request or job failed. `Display` is the message an error body carries (except for
+/// `Internal`, whose detail goes to the log only).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
+    /// The request is malformed (JSON, content type, a parameter): `details` names fields.
     #[error("{message}")]
     BadRequest {
         message: String,
         details: Vec<FieldError>,
     },
+    /// Well-formed, but fields break their rules: one entry per problem.
     #[error("request validation failed")]
     Validation(Vec<FieldError>),
+    /// No such resource; the text names its kind ("event", "allocation", "route").
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The route exists, without this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// An event with this name and date exists already.
     #[error("an event with this name and date already exists")]
     EventExists,
+    /// The body is over `limit` bytes.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("the event is sold out")]
-    TicketsSoldOut,
-    #[error(
-        "only {} {} left",
-        tickets(i64::from(*available)),
-        if *available == 1 { "is" } else { "are" }
-    )]
-    InsufficientTickets { available: i32 },
-    #[error(
-        "this buyer may hold at most {} for the event and already holds {}",
-        tickets(i64::from(*limit)),
-        tickets(*held)
-    )]
-    FingerprintLimit { limit: i32, held: i64 },
-    #[error("this allocation belongs to another buyer")]
-    FingerprintMismatch,
-    #[error("the reservation has expired")]
-    ReservationExpired,
-    #[error("the allocation is {0}, which does not allow this action")]
-    InvalidStatus(AllocationStatus),
-    #[error("the payment was declined")]
-    PaymentDeclined,
+    /// A rule of the sale refused the request (sold out, cap, lifecycle, declined payment).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Over a rate limit; retry after the given number of seconds.
     #[error("too many requests; retry in {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
+    /// An organiser token is configured and none was sent.
     #[error("this action needs an organiser token (Authorization: Bearer <token>)")]
     Unauthorized,
+    /// The organiser token sent is wrong.
     #[error("the organiser token is not valid")]
     Forbidden,
+    /// The idempotency key was first used with a different request.
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
+    /// The first attempt with this key is still running.
     #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
     IdempotencyInProgress,
+    /// The database or the payment provider cannot be reached now; worth a retry.
     #[error("the service is temporarily unavailable")]
     ServiceUnavailable,
     /// Anything unexpected: logged in full, answered without detail.
@@ -80,6 +58,7 @@ pub enum Error {
 }
 
 impl Error {
+    /// A 400 with `message` and no field details.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest {
             message: message.into(),
@@ -87,6 +66,7 @@ impl Error {
         }
     }
 
+    /// A 400 about one parameter, named in the message and in `details`.
     pub fn bad_parameter(field: impl Into<String>, message: impl Into<String>) -> Self {
         let field = field.into();
         let message = message.into();
@@ -96,49 +76,25 @@ impl Error {
         }
     }
 
+    /// An unexpected failure; `detail` is logged, never answered.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         Self::Internal(detail.to_string())
     }
 }
 
-/// Database failures: an unreachable server is a 503, a known constraint is a domain error,
-/// anything else is internal.
+/// Database failures, as `db::error` classifies them: an unreachable server is a 503, a
+/// known constraint is the answer it stands for, anything else is internal.
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        match &err {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => {
+        match classify(&err) {
+            DbFailure::Unreachable => {
                 tracing::warn!(error = %err, "database unavailable");
                 Error::ServiceUnavailable
             }
-            sqlx::Error::Database(db) => match db.constraint() {
-                Some("events_name_date_key") => Error::EventExists,
-                _ if is_connection_loss(db.code().as_deref()) => Error::ServiceUnavailable,
-                _ => Error::internal(&err),
-            },
-            _ => Error::internal(&err),
+            DbFailure::ConnectionLoss => Error::ServiceUnavailable,
+            DbFailure::Conflict(Conflict::EventNameDate) => Error::EventExists,
+            DbFailure::Other => Error::internal(&err),
         }
-    }
-}
-
-/// SQLSTATEs that mean the server is gone, shutting down, full, refusing connections or too
-/// slow (08 connection exceptions, 57P0x shutdowns, 53 insufficient resources, 55000 for a
-/// database not accepting connections, 3D000 missing database, 28 authorization, 55P03
-/// lock_timeout, 57014 statement_timeout): not bugs, and worth a retry.
-fn is_connection_loss(code: Option<&str>) -> bool {
-    matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
-        || c.starts_with("28") || c == "55000" || c == "3D000" || c == "55P03" || c == "57014")
-}
-
-/// "1 ticket", "2 tickets": a count with its noun in the right number, for messages.
-fn tickets(count: i64) -> String {
-    if count == 1 {
-        "1 ticket".to_owned()
-    } else {
-        format!("{count} tickets")
     }
 }
 
@@ -152,27 +108,5 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("a panic without a message")
 }
 
+/// The app's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_agree_with_their_nouns() {
-        let one = Error::InsufficientTickets { available: 1 };
-        assert_eq!(one.to_string(), "only 1 ticket is left");
-        let two = Error::InsufficientTickets { available: 2 };
-        assert_eq!(two.to_string(), "only 2 tickets are left");
-        let capped = Error::FingerprintLimit { limit: 1, held: 1 };
-        assert_eq!(
-            capped.to_string(),
-            "this buyer may hold at most 1 ticket for the event and already holds 1 ticket"
-        );
-        let capped = Error::FingerprintLimit { limit: 4, held: 3 };
-        assert_eq!(
-            capped.to_string(),
-            "this buyer may hold at most 4 tickets for the event and already holds 3 tickets"
-        );
-    }
-}

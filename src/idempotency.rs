@@ -10,9 +10,10 @@
 //! runs again. A claim still `in_progress` long after any attempt could have committed
 //! belongs to a crashed attempt whose effect never committed, and is taken over.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::db;
 use crate::domain::fingerprint::FingerprintHash;
@@ -80,6 +81,70 @@ pub async fn begin(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// A response as stored under a key and replayed to a retry: the HTTP layer renders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The JSON body.
+    pub body: String,
+}
+
+/// Renders a service's result as the response a retry will be answered with.
+pub type Render<T> = Arc<dyn Fn(&T) -> std::result::Result<StoredResponse, String> + Send + Sync>;
+
+/// How a keyed request records its success inside the transaction that makes its effect: the
+/// claimed key, and the rendering the HTTP layer chose. The service says what happened (the
+/// value); it never picks a status or a body itself.
+#[derive(Clone)]
+pub struct Recorder<T> {
+    key: KeyRef,
+    render: Render<T>,
+}
+
+impl<T> std::fmt::Debug for Recorder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").field("key", &self.key).finish()
+    }
+}
+
+impl<T> Recorder<T> {
+    /// Records under `key` (claimed by [`begin`]) what `render` makes of the result.
+    pub fn new(key: KeyRef, render: Render<T>) -> Self {
+        Self { key, render }
+    }
+
+    /// The claimed key.
+    pub fn key(&self) -> &KeyRef {
+        &self.key
+    }
+
+    /// The response to store for `value`.
+    pub fn render(&self, value: &T) -> std::result::Result<StoredResponse, String> {
+        (self.render)(value)
+    }
+}
+
+/// Records the responses of keyed requests whose effect the caller's transaction `conn` is
+/// making, in one statement: a response is stored if and only if its effect commits. Takes
+/// the row lock of each `idempotency_keys` row; callers hold the event row lock already, and
+/// no transaction takes the two the other way round (a claim or a refusal's record runs
+/// outside any event lock), so the order event, then key cannot deadlock.
+pub async fn record_in(
+    conn: &mut PgConnection,
+    responses: &[(&KeyRef, StoredResponse)],
+) -> Result<()> {
+    if responses.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(&KeyRef, u16, String)> = responses
+        .iter()
+        .map(|(key, response)| (*key, response.status, response.body.clone()))
+        .collect();
+    db::idempotency::complete(conn, &rows).await?;
+    Ok(())
 }
 
 /// Records a response with no effect (a refusal), or gives the claim up after a failure so

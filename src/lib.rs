@@ -1,9 +1,19 @@
 //! Boxoffice: an HTTP ticket-selling service that never sells a ticket twice or a ticket
 //! that does not exist.
 //!
-//! Layers: [`http`] (routing and thin handlers) → [`purchase`] and [`holds`] (the
-//! transactions and their locks) → [`db`] (all SQL). [`domain`] holds validated types and
-//! the allocation state machine; [`sweeper`] is the background expiry job.
+//! Layers, imports flowing one way (checked by the `layers` test, `src/layers.rs`):
+//!
+//! - [`http`]: routing, extractors, handlers, the HTTP state and the one mapping of errors to
+//!   responses;
+//! - services: [`purchase`] (the purchase transaction and its lock), [`holds`] (pay, cancel,
+//!   expire), [`idempotency`] (keyed retries), [`live`] (live statistics), [`payment`] (the
+//!   provider) and [`sweeper`] (the background expiry job), returning [`error::Error`];
+//! - [`db`]: all SQL, and what a database error means;
+//! - [`domain`]: validated types, the allocation state machine and the refusals; it imports
+//!   nothing of the app.
+//!
+//! [`server`] builds and wires them from [`config`]; [`metrics`] imports nothing of the app,
+//! and [`embedded_pg`] only the domain's hex encoder.
 
 pub mod config;
 pub mod db;
@@ -18,5 +28,7 @@ pub mod metrics;
 pub mod payment;
 pub mod purchase;
 pub mod server;
-pub mod state;
 pub mod sweeper;
+
+#[cfg(test)]
+mod layers;

@@ -40,6 +40,7 @@ pub fn render(pool: &PgPool) -> String {
     handle.render()
 }
 
+/// One answered request: counted by method, route template and status; its latency timed.
 pub fn http_request(method: &str, route: &str, status: u16, latency: Duration) {
     let labels = [
         ("method", method.to_owned()),
@@ -56,26 +57,32 @@ pub fn purchase_outcome(outcome: &'static str) {
     counter!("boxoffice_purchases_total", "outcome" => outcome).increment(1);
 }
 
+/// How long a purchase transaction waited for its event row lock.
 pub fn lock_waited(wait: Duration) {
     histogram!("boxoffice_event_lock_wait_seconds").record(wait.as_secs_f64());
 }
 
+/// How long a purchase transaction held its event row lock (lock to commit or rollback).
 pub fn lock_held(held: Duration) {
     histogram!("boxoffice_event_lock_hold_seconds").record(held.as_secs_f64());
 }
 
+/// Purchase requests granted by one committed purchase transaction.
 pub fn batch_committed(size: usize) {
     histogram!("boxoffice_purchase_batch_size").record(size as f64);
 }
 
+/// Holds this instance's sweeper expired (a negative count counts as none).
 pub fn holds_expired(count: i64) {
     counter!("boxoffice_holds_expired_total").increment(count.max(0) as u64);
 }
 
+/// Stale payments this instance's sweeper settled.
 pub fn payments_recovered(count: usize) {
     counter!("boxoffice_payments_recovered_total").increment(count as u64);
 }
 
+/// An event stream opened (`1.0`) or closed (`-1.0`).
 pub fn sse_subscribers(delta: f64) {
     gauge!("boxoffice_sse_subscribers").increment(delta);
 }

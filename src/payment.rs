@@ -65,9 +65,9 @@ pub trait PaymentProvider: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>>;
 }
 
-/// Test-card tokens of the simulated provider, named as Stripe's test tokens are.
+/// The test-card token the simulated provider charges, named as Stripe's is; any other token
+/// (clients use `tok_chargeDeclined`) is declined.
 pub const TOKEN_SUCCEEDS: &str = "tok_visa";
-pub const TOKEN_DECLINED: &str = "tok_chargeDeclined";
 
 /// The built-in provider: no money moves; `tok_visa` (or no token) is charged, anything
 /// else is declined. Its ledger lives in the `payment_charges` table.

@@ -13,16 +13,17 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{DatabaseArgs, ServeArgs};
+use crate::config::{DatabaseArgs, PurchaseMode, ServeArgs};
 use crate::db;
 use crate::domain::fingerprint::FingerprintKey;
 use crate::embedded_pg::{EmbeddedPostgres, ShuttingDown, Supervisor};
 use crate::http::extract::forwarded::TrustedProxies;
 use crate::http::limits::RateLimits;
+use crate::http::state::{AppState, SaleRules};
 use crate::live::LiveStats;
-use crate::payment::SimulatedProvider;
-use crate::purchase::Purchaser;
-use crate::state::{AppState, SaleRules};
+use crate::payment::{PaymentProvider, SimulatedProvider};
+use crate::purchase::{Batching, Purchaser};
+use crate::sweeper::Sweeper;
 
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -107,7 +108,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listening address, then opens the database and builds the state.
+    /// Binds the listening address, then opens the database and builds the state. Errors:
+    /// the address cannot be bound, the database cannot be opened or migrated (or the
+    /// embedded one started), or the fingerprint secret cannot be read or stored.
     pub async fn build(args: &ServeArgs) -> Result<Self, StartError> {
         // Bind first: a taken address is found before a database is started for nothing.
         let listener = TcpListener::bind(args.listen)
@@ -120,21 +123,31 @@ impl Server {
             (None, None) => unreachable!("no URL means embedded"),
         };
         let live = LiveStats::new();
+        let payments: Arc<dyn PaymentProvider> =
+            Arc::new(SimulatedProvider::new(database.pool.clone()));
         let state = AppState {
             pool: database.pool.clone(),
             rules: Arc::new(SaleRules {
                 max_tickets_per_purchase: args.max_tickets_per_purchase,
-                payment_recovery_seconds: args.payment_recovery_seconds,
             }),
             fingerprint_key: fingerprint_key(&database.pool, args.fingerprint_secret.as_deref())
                 .await?,
-            payments: Arc::new(SimulatedProvider::new(database.pool.clone())),
+            sweeper: Sweeper {
+                pool: database.pool.clone(),
+                payments: payments.clone(),
+                payment_recovery_seconds: args.payment_recovery_seconds,
+            },
+            payments,
             purchaser: Purchaser::new(
                 database.pool.clone(),
-                live.clone(),
+                live.availability(),
                 args.hold_seconds,
-                args.purchase_mode,
-                args.purchase_batch_max as usize,
+                match args.purchase_mode {
+                    PurchaseMode::Batched => Batching::Batched {
+                        max_batch: args.purchase_batch_max as usize,
+                    },
+                    PurchaseMode::PerRequest => Batching::PerRequest,
+                },
             ),
             live,
             limits: RateLimits::new(args.rate_limit_per_fingerprint, args.rate_limit_per_address),
@@ -160,12 +173,14 @@ impl Server {
         })
     }
 
+    /// The bound address (the real port when `--listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
     }
 
+    /// The state handlers share, for tests that reach under the HTTP surface.
     pub fn state(&self) -> &AppState {
         &self.state
     }
@@ -178,7 +193,7 @@ impl Server {
     ) -> Result<(), StartError> {
         let (stop_background, background_stopped) = watch::channel(false);
         let sweeper = tokio::spawn(crate::sweeper::run(
-            self.state.clone(),
+            self.state.sweeper.clone(),
             self.sweep_interval,
             background_stopped.clone(),
         ));
@@ -223,7 +238,7 @@ async fn fingerprint_key(
     let mut random = [0u8; 32];
     getrandom::fill(&mut random)
         .map_err(|e| format!("no randomness for the fingerprint secret: {e}"))?;
-    let candidate: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let candidate = crate::domain::hex::encode(&random);
     let secret = db::settings::fingerprint_secret(pool, &candidate).await?;
     Ok(FingerprintKey::new(secret))
 }

@@ -4,14 +4,33 @@
 //! purges idempotency keys older than 24 hours.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::error::panic_message;
 use crate::holds;
-use crate::state::AppState;
+use crate::payment::PaymentProvider;
+
+/// What the sweeper needs, and nothing more: it runs beside the HTTP server, not inside it.
+#[derive(Clone)]
+pub struct Sweeper {
+    pub pool: PgPool,
+    /// Asked for the outcome of payments a crash left in `payment_pending`.
+    pub payments: Arc<dyn PaymentProvider>,
+    /// Seconds a payment may stay `payment_pending` before the sweeper settles it from the
+    /// provider's record (longer than any payment request can run).
+    pub payment_recovery_seconds: u32,
+}
+
+impl AsRef<Sweeper> for Sweeper {
+    fn as_ref(&self) -> &Sweeper {
+        self
+    }
+}
 
 /// Most events visited per round, and most holds expired per event per transaction: bounded
 /// so one round never holds an event lock for long.
@@ -21,7 +40,7 @@ const PAYMENTS_PER_ROUND: i64 = 100;
 const KEYS_PER_ROUND: i64 = 1000;
 
 /// Sweeps every `interval` until `shutdown` changes.
-pub async fn run(state: AppState, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(sweeper: Sweeper, interval: Duration, mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -31,7 +50,7 @@ pub async fn run(state: AppState, interval: Duration, mut shutdown: watch::Recei
         }
         // A panic in one round must not end the sweeper (lapsed holds would then never
         // return to the pool): it is logged like a failed round, and the next round runs.
-        match AssertUnwindSafe(sweep_once(&state)).catch_unwind().await {
+        match AssertUnwindSafe(sweep_once(&sweeper)).catch_unwind().await {
             Ok(Ok(_)) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "sweep failed; retrying next round"),
             Err(panic) => tracing::error!(
@@ -43,8 +62,10 @@ pub async fn run(state: AppState, interval: Duration, mut shutdown: watch::Recei
 }
 
 /// One round: expire lapsed holds, then settle stale payments. Returns the holds expired
-/// and payments settled.
-pub async fn sweep_once(state: &AppState) -> crate::error::Result<(i64, usize)> {
+/// and payments settled. Takes anything that carries the sweeper's dependencies (the HTTP
+/// state does, so tests can sweep a running app).
+pub async fn sweep_once(deps: &impl AsRef<Sweeper>) -> crate::error::Result<(i64, usize)> {
+    let state = deps.as_ref();
     let mut expired = 0;
     for event_id in
         crate::db::allocations::events_with_lapsed_holds(&state.pool, EVENTS_PER_ROUND).await?
@@ -64,7 +85,7 @@ pub async fn sweep_once(state: &AppState) -> crate::error::Result<(i64, usize)> 
 
     let stale = crate::db::allocations::stale_payments(
         &state.pool,
-        state.rules.payment_recovery_seconds,
+        state.payment_recovery_seconds,
         PAYMENTS_PER_ROUND,
     )
     .await?;

@@ -7,10 +7,11 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::domain::allocation::{Allocation, AllocationStatus};
+use crate::domain::allocation::Allocation;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::grant::Ask;
 use crate::domain::page::PageRequest;
+use crate::domain::status::AllocationStatus;
 
 /// The columns an [`Allocation`] is read from, as a literal for `concat!`.
 macro_rules! allocation_columns {
@@ -50,11 +51,11 @@ impl FromRow<'_, PgRow> for Allocation {
 pub async fn insert_reserved(
     conn: &mut PgConnection,
     event_id: Uuid,
-    asks: &[Ask],
+    asks: &[&Ask],
     hold_seconds: u32,
 ) -> Result<Vec<Allocation>, sqlx::Error> {
     let ids: Vec<Uuid> = asks.iter().map(|_| Uuid::new_v4()).collect();
-    let quantities: Vec<i32> = asks.iter().map(|a| a.quantity).collect();
+    let quantities: Vec<i32> = asks.iter().map(|a| a.quantity.get()).collect();
     let buyers: Vec<&str> = asks.iter().map(|a| a.buyer.as_str()).collect();
     let mut rows: Vec<Allocation> = sqlx::query_as(concat!(
         "INSERT INTO ticket_allocations (id, event_id, quantity, status, fingerprint_hash, expires_at) \

@@ -168,7 +168,7 @@ macro_rules! notify_counts {
     };
 }
 
-/// Moves `quantity` tickets between counts, bumps the change sequence and announces the
+/// Moves `tickets` tickets between counts, bumps the change sequence and announces the
 /// change, in one statement. Call only while holding the event's row lock (see [`lock`]):
 /// the lock is what makes sequence order commit order. The CHECK constraints refuse any
 /// result that would oversell.
@@ -176,7 +176,7 @@ pub async fn move_counts(
     conn: &mut PgConnection,
     id: Uuid,
     movement: CountMove,
-    quantity: i64,
+    tickets: i32,
     change: ChangeKind,
     actor: &str,
 ) -> Result<(), sqlx::Error> {
@@ -202,7 +202,7 @@ pub async fn move_counts(
     };
     sqlx::query(sql)
         .bind(id)
-        .bind(i32::try_from(quantity).map_err(|e| sqlx::Error::Encode(e.into()))?)
+        .bind(tickets)
         .bind(change.as_str())
         .bind(actor_tag(actor))
         .execute(conn)
@@ -230,4 +230,51 @@ pub async fn announce(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use crate::domain::stats::{ChangeKind, CountsChanged};
+
+    /// The keys `json_build_object` writes, read from the SQL itself.
+    fn sql_keys(sql: &str) -> BTreeSet<String> {
+        let args = sql
+            .split("json_build_object(")
+            .nth(1)
+            .expect("the notification builds a JSON object");
+        // Keys are the quoted literals in even positions: 'key', value, 'key', value, ...
+        args.split(',')
+            .step_by(2)
+            .filter_map(|key| {
+                let key = key.trim();
+                Some(key.strip_prefix('\'')?.strip_suffix('\'')?.to_owned())
+            })
+            .collect()
+    }
+
+    /// The notification is parsed as a `CountsChanged`: the SQL must write exactly the names
+    /// serde reads.
+    #[test]
+    fn the_notification_sql_uses_the_serde_names() {
+        let change = CountsChanged {
+            event_id: uuid::Uuid::nil(),
+            total: 1,
+            available: 1,
+            reserved: 0,
+            purchased: 0,
+            seq: 1,
+            kind: ChangeKind::TicketAllocated,
+            actor: "0011aabb".into(),
+        };
+        let json = serde_json::to_value(&change).expect("serializable");
+        let serde_keys: BTreeSet<String> = json
+            .as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(sql_keys(notify_counts!("$3", "$4")), serde_keys);
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod allocations;
 pub mod charges;
+pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod settings;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
-pub use sqlx::migrate::Migrator;
+use sqlx::migrate::Migrator;
 
 /// The schema migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

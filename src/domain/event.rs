@@ -1,13 +1,13 @@
 //! Events: the validated input that creates one, and the stored record.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
-use unicode_normalization::UnicodeNormalization;
-use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 use uuid::Uuid;
 
-use crate::error::FieldError;
+use super::event_name::{is_visible, normalize_name};
+
+use super::refusal::FieldError;
 
 /// Longest event name, in characters (Unicode scalar values) after normalization.
 pub const NAME_MAX_CHARS: usize = 200;
@@ -34,112 +34,13 @@ fn to_stored_precision(date: OffsetDateTime) -> OffsetDateTime {
         .unwrap_or(utc)
 }
 
-/// An event name as stored, so that names that look the same are the same: NFC (a
-/// precomposed "é" and "e" with a combining accent are one text); runs of whitespace of any
-/// kind (two spaces, a no-break space) made one space; the characters that never show in a
-/// name (soft hyphen, zero-width space, word joiner, zero-width no-break space) removed; and
-/// whitespace and invisible characters around it trimmed. Joiners and direction marks inside
-/// a name are kept: emoji sequences and right-to-left scripts need them.
-fn normalize_name(raw: &str) -> String {
-    let mut name = String::with_capacity(raw.len());
-    let mut space_pending = false;
-    for c in raw.chars() {
-        if matches!(c, '\u{ad}' | '\u{200b}' | '\u{2060}' | '\u{feff}') {
-            continue;
-        }
-        if c.is_whitespace() {
-            space_pending = true;
-            continue;
-        }
-        if space_pending {
-            name.push(' ');
-            space_pending = false;
-        }
-        name.push(c);
-    }
-    let trimmed = name.trim_matches(|c: char| {
-        c.is_whitespace()
-            || is_format(c)
-            || c == BLANK_BRAILLE
-            || (is_default_ignorable(c) && !is_variation_selector(c))
-    });
-    // Last, so that removing a character between a letter and its accent still composes.
-    trimmed.nfc().collect()
-}
-
-/// The Braille pattern with no dots: a symbol that prints as a blank.
-const BLANK_BRAILLE: char = '\u{2800}';
-
-/// A character that shows something by itself: a letter, number, punctuation, symbol or
-/// private-use character that is not default-ignorable (Hangul fillers are letters that
-/// show nothing) and not the blank Braille pattern. Whitespace, controls, format characters
-/// and marks with no base show nothing.
-fn is_visible(c: char) -> bool {
-    let shows = matches!(
-        c.general_category_group(),
-        GeneralCategoryGroup::Letter
-            | GeneralCategoryGroup::Number
-            | GeneralCategoryGroup::Punctuation
-            | GeneralCategoryGroup::Symbol
-    ) || c.general_category() == GeneralCategory::PrivateUse;
-    shows && !is_default_ignorable(c) && c != BLANK_BRAILLE
-}
-
-/// Unicode general category Cf (format): zero-width spaces and joiners, direction marks,
-/// the byte-order mark and their kin, which take no space on screen.
-fn is_format(c: char) -> bool {
-    c.general_category() == GeneralCategory::Format
-}
-
-/// The Unicode property Default_Ignorable_Code_Point (DerivedCoreProperties.txt): characters
-/// a renderer shows nothing for when it does not support them, whatever their category.
-fn is_default_ignorable(c: char) -> bool {
-    matches!(
-        u32::from(c),
-        0x00AD
-            | 0x034F
-            | 0x061C
-            | 0x115F..=0x1160
-            | 0x17B4..=0x17B5
-            | 0x180B..=0x180F
-            | 0x200B..=0x200F
-            | 0x202A..=0x202E
-            | 0x2060..=0x206F
-            | 0x3164
-            | 0xFE00..=0xFE0F
-            | 0xFEFF
-            | 0xFFA0
-            | 0xFFF0..=0xFFF8
-            | 0x1BCA0..=0x1BCA3
-            | 0x1D173..=0x1D17A
-            | 0xE0000..=0xE0FFF
-    )
-}
-
-/// Variation selectors choose how the character before them looks (the emoji or the text
-/// form of a heart): kept at the end of a name, where they still mean something.
-fn is_variation_selector(c: char) -> bool {
-    matches!(u32::from(c), 0xFE00..=0xFE0F | 0xE0100..=0xE01EF)
-}
-
-/// The body of `POST /events` as it arrives; every field optional so that each problem
-/// can be reported against its field.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateEventRequest {
-    /// 1 to 200 characters once normalized (NFC, whitespace runs made one space, invisible
-    /// characters around it trimmed); a name with no visible character is refused as blank.
-    #[schema(example = "RustConf 2027", required = true, nullable = false)]
+/// The fields of an event as a client gave them, before any check: each may be missing, so
+/// that every problem can be reported against its field (named as the API names it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventDraft {
     pub name: Option<String>,
-    /// RFC 3339 date-time with an offset, from 1970-01-01T00:00:00Z to
-    /// 9999-12-31T23:59:59.999999Z once converted to UTC; stored in UTC to the microsecond.
-    #[schema(example = "2027-09-01T18:00:00Z", required = true, nullable = false)]
     pub date: Option<String>,
-    /// 1 to 1,000,000.
-    #[schema(example = 1000, required = true, nullable = false)]
     pub total_tickets: Option<i64>,
-    /// 1 to totalTickets, or null for no cap.
-    #[schema(example = 4)]
     pub max_tickets_per_fingerprint: Option<i64>,
 }
 
@@ -154,7 +55,7 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// Checks every field and reports all problems at once.
-    pub fn parse(request: CreateEventRequest) -> Result<Self, Vec<FieldError>> {
+    pub fn parse(request: EventDraft) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
 
         let name = match request.name.as_deref().map(normalize_name) {
@@ -272,8 +173,8 @@ pub struct Event {
 mod tests {
     use super::*;
 
-    fn request(name: &str, date: &str, total: i64, cap: Option<i64>) -> CreateEventRequest {
-        CreateEventRequest {
+    fn request(name: &str, date: &str, total: i64, cap: Option<i64>) -> EventDraft {
+        EventDraft {
             name: Some(name.into()),
             date: Some(date.into()),
             total_tickets: Some(total),
@@ -297,7 +198,7 @@ mod tests {
 
     #[test]
     fn reports_every_missing_field() {
-        let errors = fields(NewEvent::parse(CreateEventRequest::default()));
+        let errors = fields(NewEvent::parse(EventDraft::default()));
         assert_eq!(errors, ["name", "date", "totalTickets"]);
     }
 

@@ -66,7 +66,7 @@ impl FingerprintKey {
             }
         }
         let digest = mac.finalize().into_bytes();
-        FingerprintHash(digest.iter().map(|b| format!("{b:02x}")).collect())
+        FingerprintHash(super::hex::encode(&digest))
     }
 }
 

@@ -4,16 +4,16 @@
 use std::collections::HashMap;
 
 use crate::domain::fingerprint::FingerprintHash;
-use crate::domain::idempotency::KeyRef;
-use crate::error::Error;
+use crate::domain::quantity::Quantity;
+use crate::domain::refusal::Refusal;
 
 /// One purchase request waiting for a decision.
 #[derive(Debug, Clone)]
 pub struct Ask {
-    pub quantity: i32,
+    /// Tickets asked for.
+    pub quantity: Quantity,
+    /// Who asks (the per-buyer cap counts by this).
     pub buyer: FingerprintHash,
-    /// The request's claimed idempotency key, if it sent one.
-    pub idempotency: Option<KeyRef>,
 }
 
 /// Grants requests strictly in arrival order while stock lasts. A request that does not fit
@@ -21,21 +21,22 @@ pub struct Ask {
 /// each buyer already holds plus what this batch has granted them so far.
 ///
 /// `held` gives each capped buyer's current tickets for the event (absent means none).
-pub fn decide(
+pub fn decide<'a>(
     available: i32,
     cap: Option<i32>,
     held: &HashMap<String, i64>,
-    asks: &[Ask],
-) -> Vec<Result<(), Error>> {
+    asks: impl IntoIterator<Item = &'a Ask>,
+) -> Vec<Result<(), Refusal>> {
     let mut remaining = available;
     let mut granted_to: HashMap<&str, i64> = HashMap::new();
-    asks.iter()
+    asks.into_iter()
         .map(|ask| {
             if remaining == 0 {
-                return Err(Error::TicketsSoldOut);
+                return Err(Refusal::TicketsSoldOut);
             }
-            if remaining < ask.quantity {
-                return Err(Error::InsufficientTickets {
+            let quantity = ask.quantity.get();
+            if remaining < quantity {
+                return Err(Refusal::InsufficientTickets {
                     available: remaining,
                 });
             }
@@ -43,15 +44,15 @@ pub fn decide(
                 let buyer = ask.buyer.as_str();
                 let already = held.get(buyer).copied().unwrap_or(0)
                     + granted_to.get(buyer).copied().unwrap_or(0);
-                if already + i64::from(ask.quantity) > i64::from(limit) {
-                    return Err(Error::FingerprintLimit {
+                if already + i64::from(quantity) > i64::from(limit) {
+                    return Err(Refusal::FingerprintLimit {
                         limit,
                         held: already,
                     });
                 }
-                *granted_to.entry(buyer).or_default() += i64::from(ask.quantity);
+                *granted_to.entry(buyer).or_default() += i64::from(quantity);
             }
-            remaining -= ask.quantity;
+            remaining -= quantity;
             Ok(())
         })
         .collect()
@@ -68,20 +69,19 @@ mod tests {
 
     fn ask(quantity: i32, name: &str) -> Ask {
         Ask {
-            quantity,
+            quantity: Quantity::parse(Some(i64::from(quantity)), 10).expect("a valid quantity"),
             buyer: buyer(name),
-            idempotency: None,
         }
     }
 
-    fn codes(results: &[Result<(), Error>]) -> Vec<&'static str> {
+    fn codes(results: &[Result<(), Refusal>]) -> Vec<&'static str> {
         results
             .iter()
             .map(|r| match r {
                 Ok(()) => "ok",
-                Err(Error::TicketsSoldOut) => "sold_out",
-                Err(Error::InsufficientTickets { .. }) => "insufficient",
-                Err(Error::FingerprintLimit { .. }) => "limit",
+                Err(Refusal::TicketsSoldOut) => "sold_out",
+                Err(Refusal::InsufficientTickets { .. }) => "insufficient",
+                Err(Refusal::FingerprintLimit { .. }) => "limit",
                 Err(_) => "other",
             })
             .collect()
@@ -103,7 +103,7 @@ mod tests {
         );
         assert!(matches!(
             results[2],
-            Err(Error::InsufficientTickets { available: 1 })
+            Err(Refusal::InsufficientTickets { available: 1 })
         ));
     }
 
@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(codes(&results), ["ok", "limit", "ok", "limit"]);
         assert!(matches!(
             results[1],
-            Err(Error::FingerprintLimit { limit: 2, held: 2 })
+            Err(Refusal::FingerprintLimit { limit: 2, held: 2 })
         ));
     }
 

@@ -50,11 +50,7 @@ pub fn request_hash(method: &str, path: &str, canonical_body: &str) -> String {
         hasher.update(part.as_bytes());
         hasher.update([0u8]);
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::hex::encode(&hasher.finalize())
 }
 
 #[cfg(test)]

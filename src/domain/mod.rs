@@ -2,9 +2,15 @@
 //! Nothing here knows about HTTP or SQL.
 
 pub mod allocation;
+pub mod confirmation;
 pub mod event;
+mod event_name;
 pub mod fingerprint;
 pub mod grant;
+pub mod hex;
 pub mod idempotency;
 pub mod page;
+pub mod quantity;
+pub mod refusal;
 pub mod stats;
+pub mod status;

@@ -1,24 +1,12 @@
 //! Pagination parameters and the list envelope shared by every list endpoint.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub const DEFAULT_LIMIT: i64 = 10;
 pub const MAX_LIMIT: i64 = 100;
 /// Highest page number: far beyond any real list, and small enough that the offset
 /// (page - 1) * limit can never overflow.
 pub const MAX_PAGE: i64 = 1_000_000_000;
-
-/// `?page=&limit=` as it arrives; text so that a bad value is reported by name.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// Page number, 1 to 1,000,000,000 (default 1).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000)]
-    pub page: Option<String>,
-    /// Items per page, 1 to 100 (default 10).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
-    pub limit: Option<String>,
-}
 
 /// A valid page request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +16,11 @@ pub struct PageRequest {
 }
 
 impl PageRequest {
-    /// Returns the offending parameter and why, for a 400.
-    pub fn parse(query: &PageQuery) -> Result<Self, (&'static str, String)> {
-        let page = parse_bounded(query.page.as_deref(), "page", 1, MAX_PAGE, 1)?;
-        let limit = parse_bounded(query.limit.as_deref(), "limit", 1, MAX_LIMIT, DEFAULT_LIMIT)?;
+    /// Checks `?page=&limit=` as given (text, so a bad value is reported by name); returns
+    /// the offending parameter and why, for a 400.
+    pub fn parse(page: Option<&str>, limit: Option<&str>) -> Result<Self, (&'static str, String)> {
+        let page = parse_bounded(page, "page", 1, MAX_PAGE, 1)?;
+        let limit = parse_bounded(limit, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT)?;
         Ok(Self { page, limit })
     }
 
@@ -91,39 +80,23 @@ impl<T> Page<T> {
 mod tests {
     use super::*;
 
-    fn query(page: Option<&str>, limit: Option<&str>) -> PageQuery {
-        PageQuery {
-            page: page.map(Into::into),
-            limit: limit.map(Into::into),
-        }
-    }
-
     #[test]
     fn defaults_and_bounds() {
         assert_eq!(
-            PageRequest::parse(&query(None, None)),
+            PageRequest::parse(None, None),
             Ok(PageRequest { page: 1, limit: 10 })
         );
         assert_eq!(
-            PageRequest::parse(&query(Some("3"), Some("100"))).map(|p| p.offset()),
+            PageRequest::parse(Some("3"), Some("100")).map(|p| p.offset()),
             Ok(200)
         );
+        assert_eq!(PageRequest::parse(Some("0"), None).unwrap_err().0, "page");
         assert_eq!(
-            PageRequest::parse(&query(Some("0"), None)).unwrap_err().0,
-            "page"
-        );
-        assert_eq!(
-            PageRequest::parse(&query(None, Some("101"))).unwrap_err().0,
+            PageRequest::parse(None, Some("101")).unwrap_err().0,
             "limit"
         );
-        assert_eq!(
-            PageRequest::parse(&query(None, Some("0"))).unwrap_err().0,
-            "limit"
-        );
-        assert_eq!(
-            PageRequest::parse(&query(Some("x"), None)).unwrap_err().0,
-            "page"
-        );
+        assert_eq!(PageRequest::parse(None, Some("0")).unwrap_err().0, "limit");
+        assert_eq!(PageRequest::parse(Some("x"), None).unwrap_err().0, "page");
     }
 
     #[test]

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::event::Event;
+
 /// The kind of change that moved an event's counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -78,7 +80,9 @@ pub struct StatsMessage {
     pub last_event: Option<LastEvent>,
 }
 
+/// The one place a stream message is built, from whichever source told of the counts.
 impl StatsMessage {
+    /// The message for a change heard through `NOTIFY`.
     pub fn from_change(change: &CountsChanged, timestamp: OffsetDateTime) -> Self {
         Self {
             event_id: change.event_id,
@@ -93,6 +97,21 @@ impl StatsMessage {
                 kind: change.kind,
                 actor: change.actor.clone(),
             }),
+        }
+    }
+
+    /// The snapshot message of an event as read from the database (no change behind it).
+    pub fn snapshot(event: &Event, timestamp: OffsetDateTime) -> Self {
+        Self {
+            event_id: event.id,
+            timestamp,
+            statistics: Statistics {
+                total_tickets: event.total_tickets,
+                remaining_tickets: event.available_tickets,
+                allocated_tickets: event.reserved_tickets,
+                confirmed_tickets: event.purchased_tickets,
+            },
+            last_event: None,
         }
     }
 }

@@ -6,8 +6,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::response::json;
-use crate::domain::allocation::AllocationStatus;
-use crate::error::{Error, FieldError};
+use crate::domain::refusal::{FieldError, Refusal};
+use crate::domain::status::AllocationStatus;
+use crate::error::Error;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -51,13 +52,17 @@ impl Error {
             Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             Error::EventExists => (StatusCode::CONFLICT, "EVENT_EXISTS"),
             Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            Error::TicketsSoldOut => (StatusCode::CONFLICT, "TICKETS_SOLD_OUT"),
-            Error::InsufficientTickets { .. } => (StatusCode::CONFLICT, "INSUFFICIENT_TICKETS"),
-            Error::FingerprintLimit { .. } => (StatusCode::CONFLICT, "FINGERPRINT_LIMIT"),
-            Error::FingerprintMismatch => (StatusCode::FORBIDDEN, "FINGERPRINT_MISMATCH"),
-            Error::ReservationExpired => (StatusCode::GONE, "RESERVATION_EXPIRED"),
-            Error::InvalidStatus(_) => (StatusCode::CONFLICT, "INVALID_STATUS"),
-            Error::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "PAYMENT_DECLINED"),
+            Error::Refused(refusal) => match refusal {
+                Refusal::TicketsSoldOut => (StatusCode::CONFLICT, "TICKETS_SOLD_OUT"),
+                Refusal::InsufficientTickets { .. } => {
+                    (StatusCode::CONFLICT, "INSUFFICIENT_TICKETS")
+                }
+                Refusal::FingerprintLimit { .. } => (StatusCode::CONFLICT, "FINGERPRINT_LIMIT"),
+                Refusal::FingerprintMismatch => (StatusCode::FORBIDDEN, "FINGERPRINT_MISMATCH"),
+                Refusal::ReservationExpired => (StatusCode::GONE, "RESERVATION_EXPIRED"),
+                Refusal::InvalidStatus(_) => (StatusCode::CONFLICT, "INVALID_STATUS"),
+                Refusal::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "PAYMENT_DECLINED"),
+            },
             Error::IdempotencyKeyReused => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
             }
@@ -92,12 +97,14 @@ impl Error {
             Error::BadRequest { details, .. } | Error::Validation(details) => {
                 body.details = details.clone()
             }
-            Error::InsufficientTickets { available } => body.available_tickets = Some(*available),
-            Error::FingerprintLimit { limit, held } => {
+            Error::Refused(Refusal::InsufficientTickets { available }) => {
+                body.available_tickets = Some(*available)
+            }
+            Error::Refused(Refusal::FingerprintLimit { limit, held }) => {
                 body.limit = Some(*limit);
                 body.held = Some(*held);
             }
-            Error::InvalidStatus(status) => body.status = Some(*status),
+            Error::Refused(Refusal::InvalidStatus(status)) => body.status = Some(*status),
             _ => {}
         }
         body

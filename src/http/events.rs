@@ -7,11 +7,12 @@ use axum::response::{IntoResponse, Response};
 use super::error::ErrorBody;
 use super::extract::{ApiJson, ApiQuery, IdPath, Organiser};
 use super::response::json;
+use super::wire::{CreateEventRequest, PageQuery};
 use crate::db;
-use crate::domain::event::{CreateEventRequest, Event, NewEvent};
-use crate::domain::page::{Page, PageQuery, PageRequest};
+use crate::domain::event::{Event, NewEvent};
+use crate::domain::page::{Page, PageRequest};
 use crate::error::{Error, Result};
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 /// Create an event with all its tickets available.
 #[utoipa::path(
@@ -34,7 +35,7 @@ pub async fn create_event(
     _organiser: Organiser,
     ApiJson(request): ApiJson<CreateEventRequest>,
 ) -> Result<Response> {
-    let new_event = NewEvent::parse(request).map_err(Error::Validation)?;
+    let new_event = NewEvent::parse(request.into()).map_err(Error::Validation)?;
     let event = db::events::insert(&state.pool, &new_event).await?;
     let location = format!("/events/{}", event.id);
     Ok((
@@ -58,7 +59,7 @@ pub async fn list_events(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Response> {
-    let page = PageRequest::parse(&query)
+    let page = PageRequest::parse(query.page.as_deref(), query.limit.as_deref())
         .map_err(|(field, message)| Error::bad_parameter(field, message))?;
     let (events, total) = db::events::list(&state.pool, page).await?;
     json(StatusCode::OK, &Page::new(events, total, page))

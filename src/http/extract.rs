@@ -18,8 +18,9 @@ use crate::domain::fingerprint::{
     FingerprintHash, FingerprintKey, FingerprintSource, parse_client_fingerprint,
 };
 use crate::domain::idempotency::IdempotencyKey;
-use crate::error::{Error, FieldError};
-use crate::state::AppState;
+use crate::domain::refusal::FieldError;
+use crate::error::Error;
+use crate::http::state::AppState;
 
 pub mod forwarded;
 

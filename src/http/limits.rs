@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 /// Entries kept before idle keys are dropped.
 const PRUNE_ABOVE: usize = 100_000;
 
+/// The two limiters, shared by every request (each is an `Arc`); `None` is a limit turned
+/// off. `Default` turns both off.
 #[derive(Clone, Default)]
 pub struct RateLimits {
     per_fingerprint: Option<Arc<DefaultKeyedRateLimiter<String>>>,

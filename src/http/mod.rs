@@ -1,15 +1,21 @@
-//! The HTTP surface: routing, middleware and the OpenAPI document. Handlers are thin: they
-//! parse input, call one function of the purchase/holds/db layers and shape the answer.
+//! The HTTP surface: routing, middleware and the OpenAPI document. Handlers parse the wire
+//! shapes into domain types, identify the buyer, call the services (through the keyed
+//! wrapper in [`idempotent`] when a request may carry an idempotency key) and shape the
+//! answer. The event handlers call `db` directly: each is one statement, with no
+//! transaction to compose.
 
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod idempotent;
 pub mod limits;
 pub mod ops;
-pub mod page;
 pub mod response;
+pub mod state;
 pub mod stream;
 pub mod tickets;
+pub mod web;
+pub mod wire;
 
 use std::any::Any;
 use std::time::{Duration, Instant};
@@ -32,7 +38,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::{Error, panic_message};
-use crate::state::AppState;
+use crate::http::state::AppState;
 use error::InternalCause;
 use extract::MAX_BODY_BYTES;
 
@@ -75,7 +81,7 @@ pub fn router(
 /// answers for unknown paths and methods; no middleware yet (see [`layers`]).
 pub fn routes(state: AppState) -> Router {
     let (api, openapi) = api().split_for_parts();
-    api.merge(page::routes())
+    api.merge(web::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(async || Error::NotFound("route"))
         .method_not_allowed_fallback(async || Error::MethodNotAllowed)

@@ -9,7 +9,7 @@ use super::error::ErrorBody;
 use super::response::json;
 use crate::db;
 use crate::error::{Error, Result};
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Status {

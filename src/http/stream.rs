@@ -13,8 +13,8 @@ use super::extract::IdPath;
 use crate::db;
 use crate::domain::stats::StatsMessage;
 use crate::error::{Error, Result};
+use crate::http::state::AppState;
 use crate::live::{MIN_INTERVAL, Published, Subscription};
-use crate::state::AppState;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 

@@ -1,23 +1,24 @@
 //! Buying and managing holds: purchase, pay, cancel, read, list.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde_json::json;
 
 use super::error::ErrorBody;
 use super::extract::{
     ApiJson, ApiQuery, BuyerHeaders, Caller, IdPath, IdempotencyHeader, KeyedBuyerHeaders,
 };
+use super::idempotent::keyed;
 use super::response::json;
-use crate::domain::allocation::{Allocation, PaymentRequest, PurchaseRequest, Quantity};
-use crate::domain::fingerprint::FingerprintHash;
-use crate::domain::idempotency::{IdempotencyKey, KeyRef, request_hash};
-use crate::domain::page::{Page, PageQuery, PageRequest};
-use crate::error::{Error, FieldError, Result};
+use super::wire::{PageQuery, PaymentRequest, PurchaseRequest};
+use crate::domain::allocation::Allocation;
+use crate::domain::page::{Page, PageRequest};
+use crate::domain::quantity::Quantity;
+use crate::domain::refusal::FieldError;
+use crate::error::{Error, Result};
 use crate::holds;
-use crate::idempotency::{self, Attempt};
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 /// Reserve tickets: a hold that lasts until paid, cancelled or lapsed.
 #[utoipa::path(
@@ -51,19 +52,26 @@ pub async fn purchase_tickets(
     state.limits.check(&buyer, caller.address())?;
     let path = format!("/events/{event_id}/tickets");
     let canonical = json!({ "quantity": quantity.get() }).to_string();
-    let claim = match begin_keyed(&state, &buyer, key, &path, &canonical).await? {
-        Keyed::Replay(response) => return Ok(response),
-        Keyed::Run(claim) => claim,
-    };
-    let outcome = state
-        .purchaser
-        .purchase(event_id, quantity, buyer, claim.clone())
-        .await;
-    crate::metrics::purchase_outcome(match &outcome {
-        Ok(_) => "reserved",
-        Err(err) => err.status_and_code().1,
-    });
-    respond(&state, claim, StatusCode::CREATED, outcome).await
+    let request = (path.as_str(), canonical.as_str());
+    keyed(
+        &state,
+        &buyer.clone(),
+        key,
+        request,
+        StatusCode::CREATED,
+        async |record| {
+            let outcome = state
+                .purchaser
+                .purchase(event_id, quantity, buyer, record)
+                .await;
+            crate::metrics::purchase_outcome(match &outcome {
+                Ok(_) => "reserved",
+                Err(err) => err.status_and_code().1,
+            });
+            outcome
+        },
+    )
+    .await
 }
 
 /// Pay for a hold. Only its holder may pay.
@@ -103,71 +111,19 @@ pub async fn pay_for_tickets(
         .filter(|t| !t.is_empty());
     let path = format!("/tickets/{id}/payment");
     let canonical = json!({ "paymentToken": token }).to_string();
-    let claim = match begin_keyed(&state, &buyer, key, &path, &canonical).await? {
-        Keyed::Replay(response) => return Ok(response),
-        Keyed::Run(claim) => claim,
-    };
-    let outcome = holds::pay(
-        &state.pool,
-        state.payments.as_ref(),
-        id,
+    let request = (path.as_str(), canonical.as_str());
+    keyed(
+        &state,
         &buyer,
-        token,
-        claim.as_ref(),
-    )
-    .await;
-    respond(&state, claim, StatusCode::OK, outcome).await
-}
-
-/// What an idempotency key says to do with a request.
-enum Keyed {
-    /// Run the request (under this claim, if it has a key).
-    Run(Option<KeyRef>),
-    /// Answer with the first attempt's response.
-    Replay(Response),
-}
-
-async fn begin_keyed(
-    state: &AppState,
-    buyer: &FingerprintHash,
-    key: Option<IdempotencyKey>,
-    path: &str,
-    canonical_body: &str,
-) -> Result<Keyed> {
-    let Some(key) = key else {
-        return Ok(Keyed::Run(None));
-    };
-    let hash = request_hash("POST", path, canonical_body);
-    Ok(
-        match idempotency::begin(&state.pool, buyer, &key, &hash).await? {
-            Attempt::First(claim) => Keyed::Run(Some(claim)),
-            Attempt::Replay { status, body } => {
-                let status = StatusCode::from_u16(status).map_err(Error::internal)?;
-                let mut response =
-                    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-                response
-                    .headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                Keyed::Replay(response)
-            }
+        key,
+        request,
+        StatusCode::OK,
+        async |record| {
+            let provider = state.payments.as_ref();
+            holds::pay(&state.pool, provider, id, &buyer, token, record.as_ref()).await
         },
     )
-}
-
-/// Answers a keyed or unkeyed request. A success was recorded under its key by the
-/// transaction that made its effect (the purchase batch, the payment's settlement); a
-/// refusal is recorded here, and a failure gives the claim up.
-async fn respond(
-    state: &AppState,
-    claim: Option<KeyRef>,
-    success: StatusCode,
-    outcome: Result<Allocation>,
-) -> Result<Response> {
-    if let (Some(claim), Err(err)) = (&claim, &outcome) {
-        let body = serde_json::to_string(&err.body()).map_err(Error::internal)?;
-        idempotency::finish(&state.pool, claim, err.status_and_code().0.as_u16(), &body).await;
-    }
-    json(success, &outcome?)
+    .await
 }
 
 /// Cancel a `reserved` hold; its tickets return to the pool.
@@ -240,7 +196,7 @@ pub async fn list_tickets(
     caller: Caller,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Response> {
-    let page = PageRequest::parse(&query)
+    let page = PageRequest::parse(query.page.as_deref(), query.limit.as_deref())
         .map_err(|(field, message)| Error::bad_parameter(field, message))?;
     let buyer = caller.identify(&state.fingerprint_key, None)?;
     json(

@@ -2,8 +2,9 @@
 //!
 //! [`transaction`] is the one transaction that makes holds, under the event row lock.
 //! [`coalescer`] batches concurrent requests for one event into that transaction. The
-//! [`Purchaser`] chooses between the two (`--purchase-mode`) and answers sold-out events
-//! without taking the lock, from a read that started after the request arrived.
+//! [`Purchaser`] chooses between the two ([`Batching`], from `--purchase-mode`) and answers
+//! sold-out events without taking the lock, from a read that started after the request
+//! arrived.
 
 pub mod coalescer;
 pub mod transaction;
@@ -13,54 +14,77 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::config::PurchaseMode;
 use crate::db;
-use crate::domain::allocation::{Allocation, Quantity};
+use crate::domain::allocation::Allocation;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::grant::Ask;
-use crate::domain::idempotency::KeyRef;
+use crate::domain::quantity::Quantity;
+use crate::domain::refusal::Refusal;
 use crate::error::{Error, Result};
-use crate::live::LiveStats;
+use crate::idempotency::Recorder;
+use crate::live::AvailabilityHint;
 use coalescer::{BatchWork, Coalescer};
+
+/// How purchase requests reach the purchase transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// One transaction per request.
+    PerRequest,
+    /// Requests for one event that arrive while its previous transaction runs share the
+    /// next one, up to `max_batch` requests.
+    Batched { max_batch: usize },
+}
+
+/// One purchase request as the transaction sees it: the ask, and how to record its answer
+/// under its idempotency key if it has one.
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    pub ask: Ask,
+    /// Given for keyed requests: the hold is recorded under the key in the transaction that
+    /// makes it.
+    pub record: Option<Recorder<Allocation>>,
+}
 
 /// Makes holds: decides sold-out without the lock when a fresh read shows it, and sends
 /// every other request to the purchase transaction (batched or one by one).
 #[derive(Clone)]
 pub struct Purchaser {
     pool: PgPool,
-    live: LiveStats,
+    availability: AvailabilityHint,
     hold_seconds: u32,
     fresh_reads: Coalescer<(), Result<Option<i32>>>,
-    batches: Option<Coalescer<Ask, Result<Allocation>>>,
+    batches: Option<Coalescer<HoldRequest, Result<Allocation>>>,
 }
 
 impl Purchaser {
-    /// `hold_seconds`: how long a new hold lasts; `max_batch`: most requests in one batched
-    /// transaction (batched mode only).
+    /// `availability`: the change listener's hint, read to skip a database read for events
+    /// that surely have tickets; `hold_seconds`: how long a new hold lasts.
     pub fn new(
         pool: PgPool,
-        live: LiveStats,
+        availability: AvailabilityHint,
         hold_seconds: u32,
-        mode: PurchaseMode,
-        max_batch: usize,
+        batching: Batching,
     ) -> Self {
-        let batches = match mode {
-            PurchaseMode::Batched => {
+        let batches = match batching {
+            Batching::Batched { max_batch } => {
                 let pool = pool.clone();
-                let work: BatchWork<Ask, Result<Allocation>> = Arc::new(move |event_id, asks| {
-                    let pool = pool.clone();
-                    Box::pin(async move {
-                        match transaction::reserve(&pool, event_id, &asks, hold_seconds).await {
-                            Ok(answers) => answers,
-                            // The transaction failed as a whole and wrote nothing: everyone
-                            // in it hears so.
-                            Err(err) => asks.iter().map(|_| Err(err.clone())).collect(),
-                        }
-                    })
-                });
+                let work: BatchWork<HoldRequest, Result<Allocation>> =
+                    Arc::new(move |event_id, requests| {
+                        let pool = pool.clone();
+                        Box::pin(async move {
+                            match transaction::reserve(&pool, event_id, &requests, hold_seconds)
+                                .await
+                            {
+                                Ok(answers) => answers,
+                                // The transaction failed as a whole and wrote nothing: everyone
+                                // in it hears so.
+                                Err(err) => requests.iter().map(|_| Err(err.clone())).collect(),
+                            }
+                        })
+                    });
                 Some(Coalescer::new(max_batch, work))
             }
-            PurchaseMode::PerRequest => None,
+            Batching::PerRequest => None,
         };
         let read_pool = pool.clone();
         let read: BatchWork<(), Result<Option<i32>>> = Arc::new(move |event_id, waiting| {
@@ -74,7 +98,7 @@ impl Purchaser {
         });
         Self {
             pool,
-            live,
+            availability,
             hold_seconds,
             // One read answers everyone who arrived before it started, however many.
             fresh_reads: Coalescer::new(usize::MAX, read),
@@ -82,16 +106,17 @@ impl Purchaser {
         }
     }
 
-    /// Reserves `quantity` tickets of `event_id` for `buyer`.
+    /// Reserves `quantity` tickets of `event_id` for `buyer`; a keyed request's `record` says
+    /// how its hold is recorded under its key, in the same transaction.
     ///
-    /// Errors: `NotFound` (no such event), `TicketsSoldOut`, `InsufficientTickets`,
-    /// `FingerprintLimit`, or a database failure.
+    /// Errors: `NotFound` (no such event), the refusals `TicketsSoldOut`,
+    /// `InsufficientTickets` and `FingerprintLimit`, or a database failure.
     pub async fn purchase(
         &self,
         event_id: Uuid,
         quantity: Quantity,
         buyer: FingerprintHash,
-        idempotency: Option<KeyRef>,
+        record: Option<Recorder<Allocation>>,
     ) -> Result<Allocation> {
         // A refusal must rest on state at least as new as this request: a client that saw a
         // cancellation commit and then asks must not hear "sold out". The count heard through
@@ -100,7 +125,7 @@ impl Purchaser {
         // without the lock only from a committed read that started after the request arrived
         // (coalesced: one read answers every request that was already waiting for one).
         let maybe_available = self
-            .live
+            .availability
             .known_available(event_id)
             .is_some_and(|known| known > 0);
         if !maybe_available {
@@ -110,19 +135,19 @@ impl Purchaser {
                 .await??
                 .ok_or(Error::NotFound("event"))?;
             if available == 0 {
-                return Err(Error::TicketsSoldOut);
+                return Err(Refusal::TicketsSoldOut.into());
             }
         }
-        let ask = Ask {
-            quantity: quantity.get(),
-            buyer,
-            idempotency,
+        let request = HoldRequest {
+            ask: Ask { quantity, buyer },
+            record,
         };
         match &self.batches {
-            Some(batches) => batches.submit(event_id, ask).await?,
+            Some(batches) => batches.submit(event_id, request).await?,
             None => {
                 let mut answers =
-                    transaction::reserve(&self.pool, event_id, &[ask], self.hold_seconds).await?;
+                    transaction::reserve(&self.pool, event_id, &[request], self.hold_seconds)
+                        .await?;
                 answers
                     .pop()
                     .unwrap_or_else(|| Err(Error::internal("no answer for the purchase")))

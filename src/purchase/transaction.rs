@@ -1,4 +1,4 @@
-//! The purchase transaction (ADR-004), for one request or a batch of them:
+//! The purchase transaction, for one request or a batch of them:
 //!
 //! 1. begin;
 //! 2. lock the event row (`SELECT … FOR UPDATE`): purchases of one event queue here, so
@@ -7,10 +7,13 @@
 //! 4. insert the `reserved` allocations (one statement for the whole batch);
 //! 5. move the tickets from available to reserved (one statement, which also announces
 //!    the change through `pg_notify`, delivered at commit);
-//! 6. commit, which releases the lock.
+//! 6. record the answers of keyed requests under their idempotency keys (one statement, only
+//!    when the batch has keyed requests; their JSON is rendered here, under the lock);
+//! 7. commit, which releases the lock.
 //!
-//! Only database statements run while the lock is held: after the lock returns, at most
-//! four round trips (cap sums when the event has a cap, insert, update, commit).
+//! While the lock is held: the cap sums (when the event has a cap), the insert, the update,
+//! the keyed record and the commit, plus the in-memory decision and rendering; never a call
+//! to anything but the database.
 //! Isolation is READ COMMITTED: the row lock, not the snapshot, serializes buyers, and
 //! `FOR UPDATE` always returns the latest committed row; every statement after it takes a
 //! fresh snapshot, so the cap sums see every earlier commit. Were the code ever wrong, the
@@ -23,22 +26,26 @@ use std::time::Instant;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::HoldRequest;
 use crate::db::events::CountMove;
-use crate::db::{allocations, events, idempotency};
+use crate::db::{allocations, events};
 use crate::domain::allocation::Allocation;
 use crate::domain::grant::{Ask, decide};
 use crate::domain::stats::ChangeKind;
 use crate::error::{Error, Result};
+use crate::idempotency;
 use crate::metrics;
 
-/// Runs the purchase transaction for `asks` (in arrival order) and returns one answer per
-/// ask. The outer error means the transaction itself failed, and nothing was written.
+/// Runs the purchase transaction for `requests` (in arrival order) and returns one answer
+/// per request. The outer error means the transaction itself failed, and nothing was written.
 pub async fn reserve(
     pool: &PgPool,
     event_id: Uuid,
-    asks: &[Ask],
+    requests: &[HoldRequest],
     hold_seconds: u32,
 ) -> Result<Vec<Result<Allocation>>> {
+    let asks: Vec<&Ask> = requests.iter().map(|r| &r.ask).collect();
+
     // Step 1.
     let mut tx = pool.begin().await?;
 
@@ -46,7 +53,10 @@ pub async fn reserve(
     let waiting = Instant::now();
     let Some(event) = events::lock(&mut tx, event_id).await? else {
         tx.rollback().await?;
-        return Ok(asks.iter().map(|_| Err(Error::NotFound("event"))).collect());
+        return Ok(requests
+            .iter()
+            .map(|_| Err(Error::NotFound("event")))
+            .collect());
     };
     let locked = Instant::now();
     metrics::lock_waited(locked - waiting);
@@ -63,55 +73,56 @@ pub async fn reserve(
         event.available_tickets,
         event.max_tickets_per_fingerprint,
         &held,
-        asks,
+        asks.iter().copied(),
     );
-    let granted: Vec<Ask> = asks
+    let granted: Vec<&HoldRequest> = requests
         .iter()
         .zip(&decisions)
         .filter(|(_, decision)| decision.is_ok())
-        .map(|(ask, _)| ask.clone())
+        .map(|(request, _)| request)
         .collect();
+    let granted_asks: Vec<&Ask> = granted.iter().map(|r| &r.ask).collect();
     let Some(last) = granted.last() else {
         // Nothing to write: release the lock at once.
         tx.rollback().await?;
         metrics::lock_held(locked.elapsed());
         return Ok(decisions
             .into_iter()
-            .map(|d| d.and_then(|()| Err(Error::internal("a grant without a row"))))
+            .map(|d| match d {
+                Ok(()) => Err(Error::internal("a grant without a row")),
+                Err(refusal) => Err(refusal.into()),
+            })
             .collect());
     };
 
     // Steps 4 and 5: the holds and the counts, under the same lock and transaction.
-    let tickets: i64 = granted.iter().map(|a| i64::from(a.quantity)).sum();
-    let rows = allocations::insert_reserved(&mut tx, event_id, &granted, hold_seconds).await?;
+    // Cannot overflow: the grants together fit in the event's available tickets, an i32.
+    let tickets: i32 = granted_asks.iter().map(|a| a.quantity.get()).sum();
+    let rows = allocations::insert_reserved(&mut tx, event_id, &granted_asks, hold_seconds).await?;
     events::move_counts(
         &mut tx,
         event_id,
         CountMove::Reserve,
         tickets,
         ChangeKind::TicketAllocated,
-        last.buyer.as_str(),
+        last.ask.buyer.as_str(),
     )
     .await?;
-    // Keyed requests' 201s are recorded with the holds they report, in the same transaction
-    // (one statement, and only when the batch has keyed requests).
+    // Step 6: keyed requests' answers are recorded with the holds they report, in the same
+    // transaction (one statement, and only when the batch has keyed requests), rendered as
+    // the HTTP layer asked.
     let keyed = granted
         .iter()
         .zip(&rows)
-        .filter_map(|(ask, row)| {
-            Some((
-                ask.idempotency.as_ref()?,
-                201,
-                serde_json::to_string(row).ok()?,
-            ))
+        .filter_map(|(request, row)| {
+            let recorder = request.record.as_ref()?;
+            Some((recorder.key(), recorder.render(row).ok()?))
         })
         .collect::<Vec<_>>();
-    if !keyed.is_empty() {
-        idempotency::complete(&mut tx, &keyed).await?;
-    }
+    idempotency::record_in(&mut tx, &keyed).await?;
     let mut rows = rows.into_iter();
 
-    // Step 6.
+    // Step 7.
     tx.commit().await?;
     metrics::lock_held(locked.elapsed());
     metrics::batch_committed(granted.len());
@@ -119,7 +130,7 @@ pub async fn reserve(
     Ok(decisions
         .into_iter()
         .map(|decision| {
-            decision.and_then(|()| {
+            decision.map_err(Error::from).and_then(|()| {
                 rows.next()
                     .ok_or_else(|| Error::internal("fewer rows than grants"))
             })

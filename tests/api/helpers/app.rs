@@ -27,7 +27,7 @@ pub struct TestApp {
     api: Api,
     /// Direct access to the test's database, for asserting on rows.
     pub pool: PgPool,
-    pub state: boxoffice::state::AppState,
+    pub state: boxoffice::http::state::AppState,
     shutdown: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<()>>,
 }

@@ -1,6 +1,7 @@
 //! Live statistics: count changes reach every instance through PostgreSQL `LISTEN/NOTIFY`
-//! (one listening connection per instance) and are fanned out in process to the
-//! subscribers of each event.
+//! (one listening connection per instance, `listener.rs`) and are fanned out in process to the
+//! subscribers of each event (this file). The last availability heard is kept apart, as the
+//! hint the purchase path reads (`availability.rs`).
 //!
 //! Each event has one `watch` channel holding its latest state, so a burst of changes costs
 //! a subscriber nothing until it reads, and it always reads the newest. A subscriber's
@@ -11,19 +12,21 @@
 //! channel only ever moves to a newer sequence, and a subscription never yields one it has
 //! already passed, so ids never go down within a stream.
 
+mod availability;
+mod listener;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::db::events::CHANGES_CHANNEL;
+pub use availability::AvailabilityHint;
+
 use crate::domain::event::Event;
-use crate::domain::stats::{CountsChanged, Statistics, StatsMessage};
+use crate::domain::stats::{CountsChanged, StatsMessage};
 use crate::metrics;
 
 /// Shortest gap between two messages to one subscriber.
@@ -42,17 +45,7 @@ impl Published {
     pub fn snapshot(event: &Event, change_seq: u64) -> Self {
         Self {
             id: change_seq,
-            message: Arc::new(StatsMessage {
-                event_id: event.id,
-                timestamp: OffsetDateTime::now_utc(),
-                statistics: Statistics {
-                    total_tickets: event.total_tickets,
-                    remaining_tickets: event.available_tickets,
-                    allocated_tickets: event.reserved_tickets,
-                    confirmed_tickets: event.purchased_tickets,
-                },
-                last_event: None,
-            }),
+            message: Arc::new(StatsMessage::snapshot(event, OffsetDateTime::now_utc())),
         }
     }
 }
@@ -61,7 +54,7 @@ impl Published {
 /// or a newer one. Notifications arrive in commit order, but a snapshot read after a listener
 /// reconnect can race with them: keeping the highest sequence means the channel never goes
 /// back to an older state.
-fn offer(sender: &watch::Sender<Option<Published>>, published: Published) {
+pub(crate) fn offer(sender: &watch::Sender<Option<Published>>, published: Published) {
     sender.send_if_modified(|latest| {
         if latest.as_ref().is_some_and(|held| held.id >= published.id) {
             return false;
@@ -73,10 +66,8 @@ fn offer(sender: &watch::Sender<Option<Published>>, published: Published) {
 
 struct Inner {
     channels: Mutex<HashMap<Uuid, watch::Sender<Option<Published>>>>,
-    /// Each changed event's available tickets as of the last notification heard: always a
-    /// committed value, updated in commit order. Emptied whenever the listener is not
-    /// connected, since changes may then go unheard.
-    known_available: Mutex<HashMap<Uuid, i32>>,
+    /// Each changed event's available tickets as of the last notification heard.
+    availability: AvailabilityHint,
     closed: watch::Sender<bool>,
 }
 
@@ -86,18 +77,17 @@ pub struct LiveStats {
     inner: Arc<Inner>,
 }
 
-impl Default for LiveStats {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl LiveStats {
+    /// A hub with no subscribers and nothing heard yet; [`LiveStats::listen`] feeds it.
+    #[expect(
+        clippy::new_without_default,
+        reason = "one hub per instance, built on purpose"
+    )]
     pub fn new() -> Self {
         Self {
             inner: Arc::new(Inner {
                 channels: Mutex::new(HashMap::new()),
-                known_available: Mutex::new(HashMap::new()),
+                availability: AvailabilityHint::default(),
                 closed: watch::channel(false).0,
             }),
         }
@@ -127,10 +117,8 @@ impl LiveStats {
     /// Hands a change to the event's subscribers, if it has any.
     pub fn publish(&self, change: &CountsChanged) {
         self.inner
-            .known_available
-            .lock()
-            .expect("availability map poisoned")
-            .insert(change.event_id, change.available);
+            .availability
+            .record(change.event_id, change.available);
         let channels = self.inner.channels.lock().expect("channel map poisoned");
         if let Some(sender) = channels.get(&change.event_id) {
             let published = Published {
@@ -141,25 +129,9 @@ impl LiveStats {
         }
     }
 
-    /// The event's available tickets as of the last change heard, if one has been heard since
-    /// the listener (re)connected. A hint only: it arrives after its commit was acknowledged,
-    /// so it may be older than what a client has already seen, and must never be the ground
-    /// for a refusal (see `purchase::Purchaser::purchase`).
-    pub fn known_available(&self, event_id: Uuid) -> Option<i32> {
-        let known = self
-            .inner
-            .known_available
-            .lock()
-            .expect("availability map poisoned");
-        known.get(&event_id).copied()
-    }
-
-    fn forget_known_available(&self) {
-        self.inner
-            .known_available
-            .lock()
-            .expect("availability map poisoned")
-            .clear();
+    /// The handle the purchase path reads the last heard availability through.
+    pub fn availability(&self) -> AvailabilityHint {
+        self.inner.availability.clone()
     }
 
     /// Ends every stream (on shutdown), so graceful shutdown is not held up by them.
@@ -167,72 +139,17 @@ impl LiveStats {
         self.inner.closed.send_replace(true);
     }
 
-    /// Listens for changes until shutdown, reconnecting after a lost connection. After a
-    /// (re)connect, watched events are refreshed from the database, since changes made while
-    /// disconnected were not heard.
-    pub async fn listen(self, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            let listener = async {
-                let mut listener = PgListener::connect_with(&pool).await?;
-                listener.listen(CHANGES_CHANNEL).await?;
-                Ok::<_, sqlx::Error>(listener)
-            };
-            let mut listener = tokio::select! {
-                connected = listener => match connected {
-                    Ok(listener) => listener,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot listen for count changes; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                            _ = shutdown.changed() => return,
-                        }
-                    }
-                },
-                _ = shutdown.changed() => return,
-            };
-            self.refresh_watched(&pool).await;
-            let reconnect = loop {
-                tokio::select! {
-                    notification = listener.try_recv() => match notification {
-                        Ok(Some(notification)) => match serde_json::from_str::<CountsChanged>(notification.payload()) {
-                            Ok(change) => self.publish(&change),
-                            Err(err) => tracing::warn!(error = %err, "unreadable change notification"),
-                        },
-                        // The connection dropped: reconnect and refresh.
-                        Ok(None) => break true,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "lost the change listener; reconnecting");
-                            break true;
-                        }
-                    },
-                    _ = shutdown.changed() => break false,
-                }
-            };
-            // Changes made while disconnected go unheard: forget what was known.
-            self.forget_known_available();
-            if !reconnect {
-                return;
-            }
-        }
+    /// The events that have subscribers now.
+    fn watched(&self) -> Vec<Uuid> {
+        let channels = self.inner.channels.lock().expect("channel map poisoned");
+        channels.keys().copied().collect()
     }
 
-    async fn refresh_watched(&self, pool: &PgPool) {
-        let watched: Vec<Uuid> = {
-            let channels = self.inner.channels.lock().expect("channel map poisoned");
-            channels.keys().copied().collect()
-        };
-        for event_id in watched {
-            if let Ok(Some((event, seq))) =
-                crate::db::events::find_with_change_seq(pool, event_id).await
-            {
-                let snapshot = Published::snapshot(&event, seq);
-                let channels = self.inner.channels.lock().expect("channel map poisoned");
-                if let Some(sender) = channels.get(&event_id) {
-                    // The listener is already connected, so a notification newer than this
-                    // read may have been published meanwhile: `offer` keeps the newer one.
-                    offer(sender, snapshot);
-                }
-            }
+    /// Offers a snapshot to the event's subscribers, if it still has any (see [`offer`]).
+    fn offer_snapshot(&self, event_id: Uuid, snapshot: Published) {
+        let channels = self.inner.channels.lock().expect("channel map poisoned");
+        if let Some(sender) = channels.get(&event_id) {
+            offer(sender, snapshot);
         }
     }
 

@@ -7,35 +7,43 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::state::AppState;
+use crate::http::state::AppState;
 
-const INDEX_HTML: &str = include_str!("../../web/index.html");
-const APP_JS: &str = include_str!("../../web/app.js");
-const FINGERPRINT_JS: &str = include_str!("../../web/fingerprint.js");
-const STYLE_CSS: &str = include_str!("../../web/style.css");
+/// Every embedded file: the path it is served at, its content type and its content.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../../web/index.html"),
+    ),
+    (
+        "/assets/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/app.js"),
+    ),
+    (
+        "/assets/fingerprint.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/fingerprint.js"),
+    ),
+    (
+        "/assets/style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/style.css"),
+    ),
+];
 
 /// Scripts and styles only from this origin; API calls only to this origin.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
+/// The web page's routes, one per embedded file, behind the page's security headers.
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/",
-            get(async || asset("text/html; charset=utf-8", INDEX_HTML)),
-        )
-        .route(
-            "/assets/app.js",
-            get(async || asset("text/javascript; charset=utf-8", APP_JS)),
-        )
-        .route(
-            "/assets/fingerprint.js",
-            get(async || asset("text/javascript; charset=utf-8", FINGERPRINT_JS)),
-        )
-        .route(
-            "/assets/style.css",
-            get(async || asset("text/css; charset=utf-8", STYLE_CSS)),
-        )
+    ASSETS
+        .iter()
+        .fold(Router::new(), |router, &(path, content_type, body)| {
+            router.route(path, get(async move || asset(content_type, body)))
+        })
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),

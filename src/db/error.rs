@@ -1,0 +1,49 @@
+//! What a database error means to the rest of the app. The SQLSTATEs and constraint names
+//! are known here, next to the SQL that can raise them, and nowhere else.
+
+/// A constraint whose violation is an expected answer rather than a bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// `events_name_date_key`: an event with this name and date exists already.
+    EventNameDate,
+}
+
+/// The kind of a database failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFailure {
+    /// No connection could be had or used (pool timeout or closed, I/O, TLS, worker crash).
+    Unreachable,
+    /// The server answered, but is gone, shutting down, full, refusing us or too slow:
+    /// worth a retry, not a bug.
+    ConnectionLoss,
+    /// A known constraint refused the write.
+    Conflict(Conflict),
+    /// Anything else: a bug or an unexpected state.
+    Other,
+}
+
+/// Classifies `err`.
+pub fn classify(err: &sqlx::Error) -> DbFailure {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => DbFailure::Unreachable,
+        sqlx::Error::Database(db) => match db.constraint() {
+            Some("events_name_date_key") => DbFailure::Conflict(Conflict::EventNameDate),
+            _ if is_connection_loss(db.code().as_deref()) => DbFailure::ConnectionLoss,
+            _ => DbFailure::Other,
+        },
+        _ => DbFailure::Other,
+    }
+}
+
+/// SQLSTATEs that mean the server is gone, shutting down, full, refusing connections or too
+/// slow (08 connection exceptions, 57P0x shutdowns, 53 insufficient resources, 55000 for a
+/// database not accepting connections, 3D000 missing database, 28 authorization, 55P03
+/// lock_timeout, 57014 statement_timeout): not bugs, and worth a retry.
+fn is_connection_loss(code: Option<&str>) -> bool {
+    matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
+        || c.starts_with("28") || c == "55000" || c == "3D000" || c == "55P03" || c == "57014")
+}

@@ -1,0 +1,95 @@
+//! What the domain says when it refuses: a business rule that does not allow the action
+//! ([`Refusal`]), or an input field that is not valid ([`FieldError`]). The app's error type
+//! wraps both; how they are answered over HTTP is decided in `http/error.rs` alone.
+
+use serde::Serialize;
+
+use super::status::AllocationStatus;
+
+/// A problem with one input field, reported in the `details` array of an error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field, as named in the request (JSON body path, query or path parameter).
+    pub field: String,
+    /// What is wrong with it, for a person.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem with `field` (named as the client sent it), described by `message`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A rule of the sale or of a hold's lifecycle that refuses a request. Each is a normal
+/// answer, not a failure: nothing was written, or only what the rule itself requires (a
+/// lapsed hold found by a payment is expired, then refused).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No ticket of the event is left.
+    #[error("the event is sold out")]
+    TicketsSoldOut,
+    /// Fewer tickets are left than asked for; `available` is how many.
+    #[error(
+        "only {} {} left",
+        tickets(i64::from(*available)),
+        if *available == 1 { "is" } else { "are" }
+    )]
+    InsufficientTickets { available: i32 },
+    /// The buyer would exceed the event's per-buyer cap: `limit` is the cap, `held` the
+    /// tickets the buyer already holds or has bought for the event.
+    #[error(
+        "this buyer may hold at most {} for the event and already holds {}",
+        tickets(i64::from(*limit)),
+        tickets(*held)
+    )]
+    FingerprintLimit { limit: i32, held: i64 },
+    /// The hold belongs to another buyer.
+    #[error("this allocation belongs to another buyer")]
+    FingerprintMismatch,
+    /// The hold lapsed before it was paid.
+    #[error("the reservation has expired")]
+    ReservationExpired,
+    /// The hold's status (given) does not allow the action.
+    #[error("the allocation is {0}, which does not allow this action")]
+    InvalidStatus(AllocationStatus),
+    /// The payment provider declined the charge; the hold is `reserved` again (or expired).
+    #[error("the payment was declined")]
+    PaymentDeclined,
+}
+
+/// "1 ticket", "2 tickets": a count with its noun in the right number, for messages.
+fn tickets(count: i64) -> String {
+    if count == 1 {
+        "1 ticket".to_owned()
+    } else {
+        format!("{count} tickets")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        let one = Refusal::InsufficientTickets { available: 1 };
+        assert_eq!(one.to_string(), "only 1 ticket is left");
+        let two = Refusal::InsufficientTickets { available: 2 };
+        assert_eq!(two.to_string(), "only 2 tickets are left");
+        let capped = Refusal::FingerprintLimit { limit: 1, held: 1 };
+        assert_eq!(
+            capped.to_string(),
+            "this buyer may hold at most 1 ticket for the event and already holds 1 ticket"
+        );
+        let capped = Refusal::FingerprintLimit { limit: 4, held: 3 };
+        assert_eq!(
+            capped.to_string(),
+            "this buyer may hold at most 4 tickets for the event and already holds 3 tickets"
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! The state machine of a hold (an allocation): its statuses and the moves between them.
+//!
+//! ```text
+//! reserved ──pay──▶ payment_pending ──charged──▶ purchased
+//!    ▲  │                 │
+//!    │  │                 └──declined──▶ reserved (same expiry)
+//!    │  ├──cancel──▶ cancelled
+//!    │  └──lapse───▶ expired ◀──lapse (after recovery)── payment_pending
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a hold is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocationStatus {
+    Reserved,
+    PaymentPending,
+    Purchased,
+    Cancelled,
+    Expired,
+}
+
+impl AllocationStatus {
+    /// The status as stored and as the API spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "reserved",
+            Self::PaymentPending => "payment_pending",
+            Self::Purchased => "purchased",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// The transitions the lifecycle allows; every write path checks against this.
+    pub const fn can_become(self, next: Self) -> bool {
+        use AllocationStatus::*;
+        matches!(
+            (self, next),
+            (Reserved, PaymentPending)
+                | (Reserved, Cancelled)
+                | (Reserved, Expired)
+                | (PaymentPending, Purchased)
+                | (PaymentPending, Reserved)
+                | (PaymentPending, Expired)
+        )
+    }
+}
+
+impl fmt::Display for AllocationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AllocationStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "reserved" => Self::Reserved,
+            "payment_pending" => Self::PaymentPending,
+            "purchased" => Self::Purchased,
+            "cancelled" => Self::Cancelled,
+            "expired" => Self::Expired,
+            other => return Err(format!("unknown allocation status {other:?}")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_through_text() {
+        for status in [
+            AllocationStatus::Reserved,
+            AllocationStatus::PaymentPending,
+            AllocationStatus::Purchased,
+            AllocationStatus::Cancelled,
+            AllocationStatus::Expired,
+        ] {
+            assert_eq!(status.as_str().parse::<AllocationStatus>(), Ok(status));
+        }
+        assert!("sold".parse::<AllocationStatus>().is_err());
+    }
+
+    #[test]
+    fn only_lifecycle_transitions_are_allowed() {
+        use AllocationStatus::*;
+        assert!(Reserved.can_become(PaymentPending));
+        assert!(PaymentPending.can_become(Reserved));
+        assert!(PaymentPending.can_become(Purchased));
+        assert!(!Reserved.can_become(Purchased));
+        assert!(!Purchased.can_become(Cancelled));
+        assert!(!Cancelled.can_become(Reserved));
+        assert!(!Expired.can_become(Reserved));
+        assert!(!PaymentPending.can_become(Cancelled));
+    }
+}

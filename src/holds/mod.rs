@@ -1,0 +1,183 @@
+//! The life of a hold after the purchase: read and cancel (this file), pay ([`payment`]),
+//! expire ([`expiry`]). The locking helpers here are shared by all three.
+//!
+//! Lock order, everywhere: the event row first, then the allocation row. Every transaction
+//! that writes an allocation or an event's counts takes the locks in that order (see
+//! [`lock_hold`] and `purchase`), so no two transactions can each hold a lock the other
+//! waits for: the system is free of deadlocks by construction.
+//!
+//! Parallel requests on one hold (two cancels, a payment and a cancel) queue on those locks;
+//! the first to get them changes the status, and the others re-read the new status under
+//! the lock and are refused. Exactly one wins, and each caller's answer matches the row.
+
+pub mod expiry;
+pub mod payment;
+
+pub use expiry::expire_lapsed;
+pub use payment::{pay, recover_payment};
+
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::db::allocations::{self, LockedAllocation, TransitionRecord};
+use crate::db::events::{self, CountMove};
+use crate::domain::allocation::Allocation;
+use crate::domain::fingerprint::FingerprintHash;
+use crate::domain::page::{Page, PageRequest};
+use crate::domain::refusal::Refusal;
+use crate::domain::stats::ChangeKind;
+use crate::domain::status::AllocationStatus;
+use crate::error::{Error, Result};
+
+type Tx = Transaction<'static, Postgres>;
+
+/// Locks a hold the deadlock-free way: its event row first, then the allocation row.
+async fn lock_hold(tx: &mut Tx, id: Uuid) -> Result<LockedAllocation> {
+    // event_id never changes, so reading it before any lock is safe.
+    let event_id = allocations::event_of(tx, id)
+        .await?
+        .ok_or(Error::NotFound("allocation"))?;
+    events::lock(tx, event_id).await?;
+    allocations::lock(tx, id)
+        .await?
+        .ok_or(Error::NotFound("allocation"))
+}
+
+/// Only the buyer who made the hold may see or act on it.
+fn ensure_holder(allocation: &Allocation, buyer: &FingerprintHash) -> Result<()> {
+    if allocation.fingerprint_hash == buyer.as_str() {
+        Ok(())
+    } else {
+        Err(Refusal::FingerprintMismatch.into())
+    }
+}
+
+/// Applies a transition and the count move it implies, inside the locked transaction.
+async fn apply(
+    tx: &mut Tx,
+    allocation: &Allocation,
+    next: AllocationStatus,
+    record: TransitionRecord<'_>,
+) -> Result<Allocation> {
+    debug_assert!(
+        allocation.status.can_become(next),
+        "{} -> {next}",
+        allocation.status
+    );
+    let updated = allocations::transition(tx, allocation.id, next, record).await?;
+    let (event_id, quantity, actor) = (
+        allocation.event_id,
+        allocation.quantity,
+        &allocation.fingerprint_hash,
+    );
+    match next {
+        AllocationStatus::Cancelled => {
+            events::move_counts(
+                tx,
+                event_id,
+                CountMove::Release,
+                quantity,
+                ChangeKind::TicketCancelled,
+                actor,
+            )
+            .await?
+        }
+        AllocationStatus::Expired => {
+            events::move_counts(
+                tx,
+                event_id,
+                CountMove::Release,
+                quantity,
+                ChangeKind::TicketExpired,
+                actor,
+            )
+            .await?
+        }
+        AllocationStatus::Purchased => {
+            events::move_counts(
+                tx,
+                event_id,
+                CountMove::Purchase,
+                quantity,
+                ChangeKind::TicketPurchased,
+                actor,
+            )
+            .await?
+        }
+        // A declined payment puts the hold back: no tickets move, but watchers hear of it.
+        // It bumps the event's change sequence, which relies on the event row lock that every
+        // caller took through `lock_hold`.
+        AllocationStatus::Reserved => {
+            events::announce(tx, event_id, ChangeKind::TicketAllocated, actor).await?
+        }
+        // payment_pending counts as reserved: nothing moves and nothing is announced.
+        AllocationStatus::PaymentPending => {}
+    }
+    Ok(updated)
+}
+
+/// A lapsed hold becomes `expired` and its tickets return to the pool.
+async fn expire(tx: &mut Tx, allocation: &Allocation) -> Result<Allocation> {
+    apply(
+        tx,
+        allocation,
+        AllocationStatus::Expired,
+        TransitionRecord::default(),
+    )
+    .await
+}
+
+/// Commits whatever the transaction wrote, even when the outcome is an error: a payment
+/// that finds its hold lapsed expires it and still answers 410.
+async fn commit<T>(tx: Tx, outcome: Result<T>) -> Result<T> {
+    tx.commit().await?;
+    outcome
+}
+
+/// One of `buyer`'s holds. Errors: `NotFound`, `FingerprintMismatch` (another buyer's).
+pub async fn get(pool: &PgPool, id: Uuid, buyer: &FingerprintHash) -> Result<Allocation> {
+    let allocation = allocations::find(pool, id)
+        .await?
+        .ok_or(Error::NotFound("allocation"))?;
+    ensure_holder(&allocation, buyer)?;
+    Ok(allocation)
+}
+
+/// One page of `buyer`'s holds, newest first.
+pub async fn list(
+    pool: &PgPool,
+    buyer: &FingerprintHash,
+    page: PageRequest,
+) -> Result<Page<Allocation>> {
+    let (rows, total) = allocations::list_for_fingerprint(pool, buyer, page).await?;
+    Ok(Page::new(rows, total, page))
+}
+
+/// The holder gives a `reserved` hold back; its tickets return to the pool.
+pub async fn cancel(pool: &PgPool, id: Uuid, buyer: &FingerprintHash) -> Result<Allocation> {
+    let mut tx = pool.begin().await?;
+    let outcome = cancel_in(&mut tx, id, buyer).await;
+    commit(tx, outcome).await
+}
+
+async fn cancel_in(tx: &mut Tx, id: Uuid, buyer: &FingerprintHash) -> Result<Allocation> {
+    let LockedAllocation { allocation, lapsed } = lock_hold(tx, id).await?;
+    ensure_holder(&allocation, buyer)?;
+    match allocation.status {
+        AllocationStatus::Reserved if lapsed => {
+            // Too late to cancel: it is expired, and its tickets go back all the same.
+            expire(tx, &allocation).await?;
+            Err(Refusal::InvalidStatus(AllocationStatus::Expired).into())
+        }
+        AllocationStatus::Reserved => {
+            apply(
+                tx,
+                &allocation,
+                AllocationStatus::Cancelled,
+                TransitionRecord::default(),
+            )
+            .await
+        }
+        other => Err(Refusal::InvalidStatus(other).into()),
+    }
+}

@@ -1,0 +1,177 @@
+//! Paying for a hold: three steps, so the provider is never called under a lock; and the
+//! recovery of payments a crash left in `payment_pending`.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{Tx, apply, commit, ensure_holder, expire, lock_hold};
+use crate::db::allocations::{LockedAllocation, TransitionRecord};
+use crate::domain::allocation::Allocation;
+use crate::domain::confirmation::confirmation_code;
+use crate::domain::fingerprint::FingerprintHash;
+use crate::domain::refusal::Refusal;
+use crate::domain::status::AllocationStatus;
+use crate::error::{Error, Result};
+use crate::idempotency::{self, Recorder};
+use crate::payment::{ChargeOutcome, PaymentProvider};
+
+/// Pays for a hold in three steps, so the provider is never called under a lock:
+/// commit `payment_pending`, call the provider, commit the outcome.
+pub async fn pay(
+    pool: &PgPool,
+    provider: &dyn PaymentProvider,
+    id: Uuid,
+    buyer: &FingerprintHash,
+    token: Option<&str>,
+    record: Option<&Recorder<Allocation>>,
+) -> Result<Allocation> {
+    let reference = format!("pay_{}", Uuid::new_v4().simple());
+    let pending = begin_payment(pool, id, buyer, &reference).await?;
+
+    // No lock is held here. If this process dies now, the sweeper finds the allocation in
+    // payment_pending and settles it from the provider's record (see `recover_payment`).
+    let outcome = provider
+        .charge(&reference, token, pending.quantity)
+        .await
+        .map_err(|err| {
+            tracing::error!(allocation = %id, %reference, error = %err, "payment provider failed; left for recovery");
+            Error::ServiceUnavailable
+        })?;
+
+    let settled = settle_payment(pool, id, &reference, outcome, record).await?;
+    match (outcome, settled.status) {
+        (ChargeOutcome::Charged, _) | (_, AllocationStatus::Purchased) => Ok(settled),
+        _ => Err(Refusal::PaymentDeclined.into()),
+    }
+}
+
+/// Step one of a payment: a `reserved`, unlapsed hold of this buyer becomes
+/// `payment_pending` under a fresh payment reference.
+async fn begin_payment(
+    pool: &PgPool,
+    id: Uuid,
+    buyer: &FingerprintHash,
+    reference: &str,
+) -> Result<Allocation> {
+    let mut tx = pool.begin().await?;
+    let outcome = begin_payment_in(&mut tx, id, buyer, reference).await;
+    commit(tx, outcome).await
+}
+
+async fn begin_payment_in(
+    tx: &mut Tx,
+    id: Uuid,
+    buyer: &FingerprintHash,
+    reference: &str,
+) -> Result<Allocation> {
+    let LockedAllocation { allocation, lapsed } = lock_hold(tx, id).await?;
+    ensure_holder(&allocation, buyer)?;
+    match allocation.status {
+        AllocationStatus::Reserved if lapsed => {
+            // The sweeper has not reached it yet: expire it now, then refuse.
+            expire(tx, &allocation).await?;
+            Err(Refusal::ReservationExpired.into())
+        }
+        AllocationStatus::Reserved => {
+            let record = TransitionRecord {
+                payment_reference: Some(reference),
+                ..TransitionRecord::default()
+            };
+            apply(tx, &allocation, AllocationStatus::PaymentPending, record).await
+        }
+        AllocationStatus::Expired => Err(Refusal::ReservationExpired.into()),
+        other => Err(Refusal::InvalidStatus(other).into()),
+    }
+}
+
+/// Step three: record the provider's outcome, if the allocation is still waiting for this
+/// reference. If recovery settled it first, the recorded state is returned unchanged.
+/// A captured payment is recorded under the request's idempotency key (as `record` renders
+/// it) in the same transaction.
+async fn settle_payment(
+    pool: &PgPool,
+    id: Uuid,
+    reference: &str,
+    outcome: ChargeOutcome,
+    record: Option<&Recorder<Allocation>>,
+) -> Result<Allocation> {
+    let mut tx = pool.begin().await?;
+    let mut settled = settle_payment_in(&mut tx, id, reference, outcome).await;
+    if let (Ok(allocation), Some(recorder)) = (&settled, record)
+        && allocation.status == AllocationStatus::Purchased
+    {
+        settled = match recorder.render(allocation).map_err(Error::internal) {
+            Ok(response) => idempotency::record_in(&mut tx, &[(recorder.key(), response)])
+                .await
+                .map(|()| allocation.clone()),
+            Err(err) => Err(err),
+        };
+    }
+    commit(tx, settled).await
+}
+
+async fn settle_payment_in(
+    tx: &mut Tx,
+    id: Uuid,
+    reference: &str,
+    outcome: ChargeOutcome,
+) -> Result<Allocation> {
+    let LockedAllocation { allocation, lapsed } = lock_hold(tx, id).await?;
+    let waiting = allocation.status == AllocationStatus::PaymentPending
+        && allocation.payment_reference.as_deref() == Some(reference);
+    if !waiting {
+        return Ok(allocation);
+    }
+    settle_in(tx, &allocation, outcome, lapsed).await
+}
+
+async fn settle_in(
+    tx: &mut Tx,
+    allocation: &Allocation,
+    outcome: ChargeOutcome,
+    lapsed: bool,
+) -> Result<Allocation> {
+    match outcome {
+        ChargeOutcome::Charged => {
+            let code = confirmation_code(random_bytes()?);
+            let record = TransitionRecord {
+                confirmation_code: Some(&code),
+                ..TransitionRecord::default()
+            };
+            apply(tx, allocation, AllocationStatus::Purchased, record).await
+        }
+        // Declined or voided: the hold goes back to reserved with its original expiry,
+        // or straight to expired if that expiry has passed meanwhile.
+        ChargeOutcome::Declined | ChargeOutcome::Voided if lapsed => expire(tx, allocation).await,
+        ChargeOutcome::Declined | ChargeOutcome::Voided => {
+            apply(
+                tx,
+                allocation,
+                AllocationStatus::Reserved,
+                TransitionRecord::default(),
+            )
+            .await
+        }
+    }
+}
+
+/// Settles a payment whose request never finished (crash, hang): ask the provider for the
+/// reference's outcome, voiding it if it was never charged, then record that outcome.
+pub async fn recover_payment(
+    pool: &PgPool,
+    provider: &dyn PaymentProvider,
+    id: Uuid,
+    reference: &str,
+) -> Result<Allocation> {
+    let outcome = provider.resolve(reference).await.map_err(|err| {
+        tracing::warn!(allocation = %id, %reference, error = %err, "payment recovery could not reach the provider");
+        Error::ServiceUnavailable
+    })?;
+    settle_payment(pool, id, reference, outcome, None).await
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(Error::internal)?;
+    Ok(bytes)
+}

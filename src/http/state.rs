@@ -1,0 +1,52 @@
+//! What every request handler shares. Background jobs get their own, smaller sets of
+//! dependencies (see `sweeper::Sweeper`), so they do not depend on the HTTP layer.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::domain::fingerprint::FingerprintKey;
+use crate::http::extract::forwarded::TrustedProxies;
+use crate::http::limits::RateLimits;
+use crate::live::LiveStats;
+use crate::payment::PaymentProvider;
+use crate::purchase::Purchaser;
+use crate::sweeper::Sweeper;
+
+/// Rules of the sale, fixed at start-up from the configuration.
+#[derive(Debug, Clone)]
+pub struct SaleRules {
+    /// Most tickets one purchase request may ask for (`--max-tickets-per-purchase`).
+    pub max_tickets_per_purchase: i32,
+}
+
+/// What every request handler shares: cheap to clone (pools, `Arc`s and handles).
+#[derive(Clone)]
+pub struct AppState {
+    /// The database pool every handler and service runs its statements on.
+    pub pool: PgPool,
+    /// The sale's rules from the configuration.
+    pub rules: Arc<SaleRules>,
+    /// The secret buyer fingerprints are hashed under.
+    pub fingerprint_key: FingerprintKey,
+    /// Charges payments (the simulated provider unless a test swaps it).
+    pub payments: Arc<dyn PaymentProvider>,
+    /// Makes holds: the purchase path.
+    pub purchaser: Purchaser,
+    /// The expiry sweeper's dependencies, so a test can run a sweep round against this app.
+    pub sweeper: Sweeper,
+    /// Per-buyer and per-address request budgets on the buying endpoints.
+    pub limits: RateLimits,
+    /// Proxies whose forwarding headers name the client address (rate limits, fingerprints).
+    pub trusted_proxies: TrustedProxies,
+    /// When set, creating an event requires this bearer token.
+    pub admin_token: Option<Arc<str>>,
+    /// The live statistics hub the event streams subscribe to.
+    pub live: LiveStats,
+}
+
+impl AsRef<Sweeper> for AppState {
+    fn as_ref(&self) -> &Sweeper {
+        &self.sweeper
+    }
+}

@@ -1,0 +1,75 @@
+//! The LISTEN loop: one connection per instance hears every count change, with reconnects
+//! and a refresh of the watched events after each (re)connect.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+
+use super::{LiveStats, Published};
+use crate::db::events::CHANGES_CHANNEL;
+use crate::domain::stats::CountsChanged;
+
+impl LiveStats {
+    /// Listens for changes until shutdown, reconnecting after a lost connection. After a
+    /// (re)connect, watched events are refreshed from the database, since changes made while
+    /// disconnected were not heard.
+    pub async fn listen(self, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let listener = async {
+                let mut listener = PgListener::connect_with(&pool).await?;
+                listener.listen(CHANGES_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            let mut listener = tokio::select! {
+                connected = listener => match connected {
+                    Ok(listener) => listener,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot listen for count changes; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = shutdown.changed() => return,
+                        }
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
+            self.refresh_watched(&pool).await;
+            let reconnect = loop {
+                tokio::select! {
+                    notification = listener.try_recv() => match notification {
+                        Ok(Some(notification)) => match serde_json::from_str::<CountsChanged>(notification.payload()) {
+                            Ok(change) => self.publish(&change),
+                            Err(err) => tracing::warn!(error = %err, "unreadable change notification"),
+                        },
+                        // The connection dropped: reconnect and refresh.
+                        Ok(None) => break true,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "lost the change listener; reconnecting");
+                            break true;
+                        }
+                    },
+                    _ = shutdown.changed() => break false,
+                }
+            };
+            // Changes made while disconnected go unheard: forget what was known.
+            self.inner.availability.forget_all();
+            if !reconnect {
+                return;
+            }
+        }
+    }
+
+    async fn refresh_watched(&self, pool: &PgPool) {
+        for event_id in self.watched() {
+            if let Ok(Some((event, seq))) =
+                crate::db::events::find_with_change_seq(pool, event_id).await
+            {
+                // The listener is already connected, so a notification newer than this read
+                // may have been published meanwhile: `offer` keeps the newer one.
+                self.offer_snapshot(event_id, Published::snapshot(&event, seq));
+            }
+        }
+    }
+}
