@@ -132,7 +132,7 @@ pub enum CountMove {
     /// reserved → available (cancel or expiry).
     Release,
     /// reserved → purchased (payment captured).
-    Purchase,
+    Pay,
 }
 
 /// The channel name, as a literal so the notifying SQL below can be built with `concat!`.
@@ -193,7 +193,7 @@ pub async fn move_counts(
              updated_at = now() WHERE id = $1 RETURNING ",
             notify_counts!("$3", "$4")
         ),
-        CountMove::Purchase => concat!(
+        CountMove::Pay => concat!(
             "UPDATE events SET reserved_tickets = reserved_tickets - $2, \
              purchased_tickets = purchased_tickets + $2, change_seq = change_seq + 1, \
              updated_at = now() WHERE id = $1 RETURNING ",

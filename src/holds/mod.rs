@@ -97,7 +97,7 @@ async fn apply(
             events::move_counts(
                 tx,
                 event_id,
-                CountMove::Purchase,
+                CountMove::Pay,
                 quantity,
                 ChangeKind::TicketPurchased,
                 actor,

@@ -62,7 +62,7 @@ pub async fn purchase_tickets(
         async |record| {
             let outcome = state
                 .purchaser
-                .purchase(event_id, quantity, buyer, record)
+                .reserve(event_id, quantity, buyer, record)
                 .await;
             crate::metrics::purchase_outcome(match &outcome {
                 Ok(_) => "reserved",

@@ -19,7 +19,7 @@ impl AvailabilityHint {
     /// The event's available tickets as of the last change heard, if one has been heard since
     /// the listener (re)connected. A hint only: it arrives after its commit was acknowledged,
     /// so it may be older than what a client has already seen, and must never be the ground
-    /// for a refusal (see `purchase::Purchaser::purchase`).
+    /// for a refusal (see `purchase::Purchaser::reserve`).
     pub fn known_available(&self, event_id: Uuid) -> Option<i32> {
         // Held only for a map read or write, never across an await.
         let known = self.known.lock().expect("availability map poisoned");

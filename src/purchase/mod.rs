@@ -111,7 +111,7 @@ impl Purchaser {
     ///
     /// Errors: `NotFound` (no such event), the refusals `TicketsSoldOut`,
     /// `InsufficientTickets` and `FingerprintLimit`, or a database failure.
-    pub async fn purchase(
+    pub async fn reserve(
         &self,
         event_id: Uuid,
         quantity: Quantity,
