@@ -1,27 +1,27 @@
-//! The storm driver of the fault tests: many buyers at once, over one or several instances,
-//! with a record of every promise (201) and every payment (200) made to them.
+//! The fault tests' storms: many buyers at once, over one or several instances, driven by
+//! the `boxoffice-load` crate's [`drive`], with a record of every promise (201) and every
+//! payment (200) made to them.
 //!
-//! Why not the `boxoffice-load` crate: its `run` returns only after the whole run and reports
-//! totals, while these tests need what it cannot express: the live count of tickets granted
-//! and of requests in flight (to kill a server mid-storm), each granted allocation with its
-//! buyer and whether its payment got a 200 (to check every promise against the rows), paying
-//! every n-th hold on another instance than the one that granted it, stopping at the first
-//! request that gets no answer or at the first `TICKETS_SOLD_OUT`, and the answers counted by
-//! action (purchase or pay), status and code. The load crate stays the tool for throughput
-//! (`tests/api/load.rs` runs it); this driver is kept minimal for what the faults check.
+//! The load crate sends the requests and reports each one live to an [`Observer`]; this layer
+//! is the observer the faults need: the live count of tickets granted and of requests in
+//! flight (to kill a server mid-storm), each granted allocation with its buyer and whether
+//! its payment got a 200 (to check every promise against the rows), the answers counted by
+//! action, status and code, and a buyer stopping at the first request that gets no answer or
+//! at the first `TICKETS_SOLD_OUT`.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use boxoffice_load::{Action, Observer, Outcome, Plan, Stop, drive};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Api, answered, exchange, new_fingerprint};
+use super::{Api, answered};
 
 /// One allocation a client got a 201 for, and whether it then got a 200 for paying it.
 #[derive(Debug, Clone)]
@@ -32,7 +32,7 @@ pub struct Granted {
     pub paid: bool,
 }
 
-/// What a storm's buyers saw, shared between them.
+/// What a storm's buyers saw, shared between them (and between storms on the same event).
 #[derive(Default)]
 pub struct StormLog {
     granted: Mutex<Vec<Granted>>,
@@ -45,16 +45,6 @@ pub struct StormLog {
 }
 
 impl StormLog {
-    fn record(&self, action: &'static str, status: StatusCode, body: &Value) {
-        let code = body["code"].as_str().unwrap_or_default().to_owned();
-        *self
-            .answers
-            .lock()
-            .unwrap()
-            .entry((action, status.as_u16(), code))
-            .or_default() += 1;
-    }
-
     pub fn granted(&self) -> Vec<Granted> {
         self.granted.lock().unwrap().clone()
     }
@@ -64,103 +54,118 @@ impl StormLog {
     }
 }
 
-/// How one storm buyer behaves.
+/// How one storm's buyers behave.
 #[derive(Clone)]
 pub struct Buyer {
-    /// Instances to spread requests over.
+    /// Instances to spread requests over (each buyer goes round them, request by request).
     pub instances: Arc<Vec<Api>>,
     pub event_id: String,
     pub log: Arc<StormLog>,
-    /// Pay for every n-th hold (on the next instance along), or never.
+    /// Pay for the hold of every n-th purchase (on the next instance along), or never.
     pub pay_every: Option<u64>,
     /// Stop at the first request that gets no answer (the server is gone).
     pub stop_on_transport_error: bool,
     /// Stop at the first `TICKETS_SOLD_OUT` (with expiring holds, stock comes back).
     pub stop_when_sold_out: bool,
-    /// Most requests this buyer sends.
+    /// Purchase requests per buyer: the storm sends at most this many times its buyers.
     pub max_requests: u64,
     /// Pause after each purchase request, to spread a storm over time.
     pub pause: Duration,
 }
 
-impl Buyer {
-    /// Buys until sold out, stopped, out of requests, or (if so configured) cut off.
-    pub async fn run(self, worker: usize) {
-        for n in 0..self.max_requests {
-            let instance = &self.instances[(worker + n as usize) % self.instances.len()];
-            let buyer = new_fingerprint();
-            let quantity = 1 + (worker as i64 + n as i64) % 2;
-            self.log.in_flight.fetch_add(1, Ordering::SeqCst);
-            let answer =
-                exchange(instance.purchase_request(&self.event_id, quantity, &buyer)).await;
-            self.log.in_flight.fetch_sub(1, Ordering::SeqCst);
-            let Some((status, body, _)) = answer else {
-                self.log.transport_errors.fetch_add(1, Ordering::Relaxed);
-                if self.stop_on_transport_error {
-                    return;
-                }
-                continue;
+/// The observer of one storm: records into its [`StormLog`] and stops a buyer as configured.
+struct Watch {
+    log: Arc<StormLog>,
+    stop_on_transport_error: bool,
+    stop_when_sold_out: bool,
+}
+
+impl Observer for Watch {
+    fn sending(&self, _: Action, _: usize) {
+        self.log.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn observe(&self, outcome: &Outcome) -> ControlFlow<Stop> {
+        let log = &self.log;
+        log.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let Some(status) = outcome.status else {
+            log.transport_errors.fetch_add(1, Ordering::Relaxed);
+            return if self.stop_on_transport_error {
+                ControlFlow::Break(Stop::Client)
+            } else {
+                ControlFlow::Continue(())
             };
-            self.log.record("purchase", status, &body);
-            tokio::time::sleep(self.pause).await;
-            if self.stop_when_sold_out && body["code"] == "TICKETS_SOLD_OUT" {
-                return;
-            }
-            if status != StatusCode::CREATED {
-                continue;
-            }
-            let id = body["id"].as_str().expect("allocation id").to_owned();
-            assert_eq!(body["quantity"].as_i64(), Some(quantity), "{body}");
-            // The 201 is a promise from here on, whatever happens to the payment.
-            let index = {
-                let mut granted = self.log.granted.lock().unwrap();
-                granted.push(Granted {
-                    id: id.clone(),
-                    buyer: buyer.clone(),
-                    quantity,
+        };
+        let code = outcome.code.clone().unwrap_or_default();
+        let sold_out = code == "TICKETS_SOLD_OUT";
+        *log.answers
+            .lock()
+            .unwrap()
+            .entry((outcome.action.name(), status.as_u16(), code))
+            .or_default() += 1;
+        match (outcome.action, status) {
+            (Action::Purchase, StatusCode::CREATED) => {
+                let id = outcome.allocation_id.clone().expect("allocation id");
+                assert_eq!(outcome.granted, Some(outcome.quantity), "{outcome:?}");
+                // The 201 is a promise from here on, whatever happens to the payment.
+                log.granted.lock().unwrap().push(Granted {
+                    id,
+                    buyer: outcome.buyer.clone(),
+                    quantity: outcome.quantity,
                     paid: false,
                 });
-                granted.len() - 1
-            };
-            self.log
-                .tickets_granted
-                .fetch_add(quantity as u64, Ordering::Relaxed);
-            if self.pay_every.is_some_and(|every| n % every == 0) {
-                let other = &self.instances[(worker + n as usize + 1) % self.instances.len()];
-                self.log.in_flight.fetch_add(1, Ordering::SeqCst);
-                let answer = exchange(other.pay_request(&id, &buyer, Some("tok_visa"))).await;
-                self.log.in_flight.fetch_sub(1, Ordering::SeqCst);
-                match answer {
-                    Some((status, body, _)) => {
-                        self.log.record("pay", status, &body);
-                        if status == StatusCode::OK {
-                            self.log.granted.lock().unwrap()[index].paid = true;
-                        }
-                    }
-                    None => {
-                        self.log.transport_errors.fetch_add(1, Ordering::Relaxed);
-                        if self.stop_on_transport_error {
-                            return;
-                        }
-                    }
-                }
+                log.tickets_granted
+                    .fetch_add(outcome.quantity as u64, Ordering::Relaxed);
             }
+            (Action::Pay, StatusCode::OK) => {
+                let mut granted = log.granted.lock().unwrap();
+                let id = outcome.allocation_id.as_deref();
+                let hold = granted
+                    .iter_mut()
+                    .rev()
+                    .find(|g| Some(g.id.as_str()) == id)
+                    .expect("a payment is for a granted hold");
+                hold.paid = true;
+            }
+            _ => {}
+        }
+        if self.stop_when_sold_out && outcome.action == Action::Purchase && sold_out {
+            ControlFlow::Break(Stop::Client)
+        } else {
+            ControlFlow::Continue(())
         }
     }
 }
 
 /// Runs `workers` buyers to completion (bounded by `limit`).
 pub async fn storm(buyer: Buyer, workers: usize, limit: Duration) {
-    let tasks: Vec<_> = (0..workers)
-        .map(|worker| tokio::spawn(buyer.clone().run(worker)))
-        .collect();
-    tokio::time::timeout(limit, async {
-        for task in tasks {
-            task.await.expect("buyer task");
-        }
-    })
-    .await
-    .expect("the storm ends within its time limit");
+    let plan = Plan {
+        clients: workers,
+        requests: buyer.max_requests * workers as u64,
+        // One and two tickets in turn: some requests meet too little stock, not none.
+        quantities: vec![1, 2],
+        // A fresh set of buyers per storm: no buyer's cap carries over.
+        buyer_prefix: format!("device-{}-", Uuid::new_v4().simple()),
+        pay_every: buyer.pay_every,
+        pay_on_next_instance: true,
+        rotate_instances: true,
+        pause: buyer.pause,
+        // The harness's client: its requests are bounded in time.
+        client: Some(buyer.instances[0].client.clone()),
+        ..Plan::new(
+            buyer.instances.iter().map(|a| a.address.clone()).collect(),
+            buyer.event_id.clone(),
+        )
+    };
+    let watch = Arc::new(Watch {
+        log: buyer.log.clone(),
+        stop_on_transport_error: buyer.stop_on_transport_error,
+        stop_when_sold_out: buyer.stop_when_sold_out,
+    });
+    tokio::time::timeout(limit, drive(&plan, watch))
+        .await
+        .expect("the storm ends within its time limit")
+        .expect("the storm runs (no buyer panicked)");
 }
 
 /// Every granted allocation is stored as granted (event, quantity, a live or sold status,
