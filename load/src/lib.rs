@@ -251,6 +251,10 @@ pub struct Outcome {
     pub allocation_id: Option<String>,
     /// Tickets in a 201's body.
     pub granted: Option<i64>,
+    /// Whether the answer carried `Retry-After`.
+    pub retry_after: bool,
+    /// The answer's JSON body (Null when none, or not JSON).
+    pub body: Value,
     /// From sending to the end of the body.
     pub latency: Duration,
 }
@@ -341,14 +345,13 @@ pub async fn drive(plan: &Plan, observer: Arc<dyn Observer>) -> Result<Totals, S
 
 /// Sends a request; `None` when it got no answer, body included (a body cut off by a dying
 /// server is no answer either). A body that is not JSON reads as Null.
-async fn exchange(request: reqwest::RequestBuilder) -> Option<(StatusCode, Value)> {
+async fn exchange(request: reqwest::RequestBuilder) -> Option<(StatusCode, Value, bool)> {
     let response = request.send().await.ok()?;
     let status = response.status();
+    let retry_after = response.headers().contains_key("retry-after");
     let bytes = response.bytes().await.ok()?;
-    Some((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Some((status, body, retry_after))
 }
 
 /// Purchase (or read) request `n` of client `worker`, and the payment of its hold if the
@@ -399,9 +402,11 @@ async fn one_request(
         code: None,
         allocation_id: None,
         granted: None,
+        retry_after: false,
+        body: Value::Null,
         latency: started.elapsed(),
     };
-    let Some((status, body)) = answer else {
+    let Some((status, body, retry_after)) = answer else {
         tally.transport_errors += 1;
         return observer.observe(&outcome);
     };
@@ -417,6 +422,8 @@ async fn one_request(
         outcome.allocation_id = body["id"].as_str().map(str::to_owned);
         outcome.granted = body["quantity"].as_i64();
     }
+    outcome.retry_after = retry_after;
+    outcome.body = body;
     let flow = observer.observe(&outcome);
     if !plan.pause.is_zero() {
         tokio::time::sleep(plan.pause).await;
@@ -448,20 +455,25 @@ async fn one_request(
     observer.sending(Action::Pay, instance);
     let started = Instant::now();
     let answer = exchange(request).await;
-    if answer.as_ref().is_some_and(|(s, _)| *s == StatusCode::OK) {
+    let latency = started.elapsed();
+    let (status, body, retry_after) = match answer {
+        Some((status, body, retry_after)) => (Some(status), body, retry_after),
+        None => (None, Value::Null, false),
+    };
+    if status == Some(StatusCode::OK) {
         tally.payments_succeeded += 1;
     }
     let paid = Outcome {
         action: Action::Pay,
         instance,
         quantity: outcome.granted.unwrap_or(0),
-        status: answer.as_ref().map(|(s, _)| *s),
-        code: answer
-            .as_ref()
-            .and_then(|(_, body)| body["code"].as_str().map(str::to_owned)),
+        status,
+        code: body["code"].as_str().map(str::to_owned),
         allocation_id: Some(id),
         granted: None,
-        latency: started.elapsed(),
+        retry_after,
+        body,
+        latency,
         ..outcome
     };
     observer.observe(&paid)
@@ -751,4 +763,65 @@ pub fn render(report: &Report) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Counts what it sees and stops the whole run at the first request with no answer.
+    #[derive(Default)]
+    struct StopAtFirstFailure {
+        sent: AtomicU64,
+        seen: Mutex<Vec<Outcome>>,
+    }
+
+    impl Observer for StopAtFirstFailure {
+        fn sending(&self, _: Action, _: usize) {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn observe(&self, outcome: &Outcome) -> ControlFlow<Stop> {
+            self.seen.lock().unwrap().push(outcome.clone());
+            if outcome.answered() {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(Stop::Run)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_observer_sees_every_request_and_can_stop_the_run() {
+        // Nothing listens on port 1: every request goes unanswered.
+        let plan = Plan {
+            clients: 4,
+            requests: 1_000,
+            quantities: vec![1, 2],
+            rotate_instances: true,
+            ..Plan::new(
+                vec!["http://127.0.0.1:1".into(), "http://127.0.0.2:1".into()],
+                "00000000-0000-0000-0000-000000000000".into(),
+            )
+        };
+        let observer = Arc::new(StopAtFirstFailure::default());
+        let totals = drive(&plan, observer.clone()).await.unwrap();
+        let seen = observer.seen.lock().unwrap();
+        // Each client sends at most one request before it sees the stop.
+        assert!(!seen.is_empty() && seen.len() <= 4, "{}", seen.len());
+        assert_eq!(observer.sent.load(Ordering::SeqCst), seen.len() as u64);
+        assert_eq!(totals.transport_errors, seen.len() as u64);
+        assert!(totals.statuses.is_empty() && totals.granted.is_empty());
+        for outcome in seen.iter() {
+            assert_eq!(outcome.action, Action::Purchase);
+            assert!(!outcome.answered());
+            assert_eq!(
+                outcome.instance,
+                (outcome.client + outcome.request as usize) % 2
+            );
+            assert_eq!(outcome.quantity, [1, 2][outcome.request as usize % 2]);
+        }
+    }
 }

@@ -7,10 +7,12 @@
 //! assertion leaves nothing running; temporary directories are removed the same way.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use boxoffice_load::{Observer, Outcome, Plan, Stop, drive};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -153,6 +155,55 @@ async fn kill_9_mid_storm_loses_no_promised_allocation_and_sells_nothing_twice()
     );
 }
 
+/// One answer to a buyer: status, body, whether it carried `Retry-After`, how long it took.
+type Answer = (StatusCode, Value, bool, Duration);
+
+/// Buyers that keep coming through a database outage: every answer with its status, body,
+/// whether it carried `Retry-After`, and how long it took, until `stop` is set.
+struct Through {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+}
+
+impl Observer for Through {
+    fn observe(&self, outcome: &Outcome) -> ControlFlow<Stop> {
+        let status = outcome
+            .status
+            .expect("the server answers (no transport error)");
+        self.answers.lock().unwrap().push((
+            status,
+            outcome.body.clone(),
+            outcome.retry_after,
+            outcome.latency,
+        ));
+        if self.stop.load(Ordering::Relaxed) {
+            ControlFlow::Break(Stop::Run)
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+impl Through {
+    /// Four buyers, one ticket per purchase, a new buyer per purchase, 20 ms apart.
+    fn drive(self, api: &Api, event_id: &str) -> impl Future<Output = ()> + Send + 'static {
+        let plan = Plan {
+            clients: 4,
+            requests: u64::MAX,
+            buyer_prefix: format!("device-{}-", Uuid::new_v4().simple()),
+            pause: Duration::from_millis(20),
+            // The bounded client: a hang is a failure, not a stuck run.
+            client: Some(api.client.clone()),
+            ..Plan::new(vec![api.address.clone()], event_id.to_owned())
+        };
+        async move {
+            drive(&plan, Arc::new(self))
+                .await
+                .expect("the buyers run (every request answered)");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_restart_gives_503_with_retry_after_then_recovers_without_a_restart() {
     let mut cluster = DedicatedCluster::start().await;
@@ -169,24 +220,14 @@ async fn database_restart_gives_503_with_retry_after_then_recovers_without_a_res
 
     // Buyers keep coming through the outage; every answer is timed.
     let load_stop = Arc::new(AtomicBool::new(false));
-    let answers = Arc::new(Mutex::new(Vec::<(StatusCode, Value, bool, Duration)>::new()));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (api, event_id) = (api.clone(), event_id.clone());
-        let (load_stop, answers) = (load_stop.clone(), answers.clone());
-        load.push(tokio::spawn(async move {
-            while !load_stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let (status, body, retry_after) =
-                    answered(api.purchase_request(&event_id, 1, &new_fingerprint())).await;
-                answers
-                    .lock()
-                    .unwrap()
-                    .push((status, body, retry_after, started.elapsed()));
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }));
-    }
+    let answers = Arc::new(Mutex::new(Vec::<Answer>::new()));
+    let load = tokio::spawn(
+        Through {
+            stop: load_stop.clone(),
+            answers: answers.clone(),
+        }
+        .drive(&api, &event_id),
+    );
     let count = |status: StatusCode| {
         let answers = answers.clone();
         move || {
@@ -255,9 +296,7 @@ async fn database_restart_gives_503_with_retry_after_then_recovers_without_a_res
     })
     .await;
     load_stop.store(true, Ordering::Relaxed);
-    for task in load {
-        task.await.unwrap();
-    }
+    load.await.unwrap();
 
     // The stream opened before the outage carries changes again once the change listener
     // has reconnected: a message announcing a purchase made after the recovery.

@@ -6,7 +6,8 @@
 //! - [`api`]: requests to a running server, shared by the in-process app and the process;
 //! - [`app`]: the in-process app ([`TestApp`], `spawn_app*`);
 //! - [`process`]: the real binary as a separate process ([`ServerProcess`]);
-//! - [`storm`]: many buyers at once, with a record of every promise made to them;
+//! - [`storm`]: many buyers at once (the load crate's storm), with a record of every
+//!   promise made to them;
 //! - [`sse`]: the Server-Sent Events reader;
 //! - [`assertions`]: counts that balance, the error shape, polling.
 
