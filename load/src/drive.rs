@@ -1,0 +1,434 @@
+//! The storm: concurrent keep-alive clients sending purchases (and payments, or reads) to one
+//! existing event, every request reported live to an [`Observer`] that may stop a client or
+//! the whole run.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+/// What a storm's clients saw, added up over the run.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Latency of every answered purchase (or read) request, in microseconds.
+    pub latencies_us: Vec<u64>,
+    /// Answers to purchase (or read) requests by status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Answers to purchase (or read) requests by error code.
+    pub codes: BTreeMap<String, u64>,
+    /// Every 201: (allocation id, buyer, quantity granted).
+    pub granted: Vec<(String, String, i64)>,
+    /// Payments answered 200.
+    pub payments_succeeded: u64,
+    /// Purchase (or read) requests that got no answer.
+    pub transport_errors: u64,
+}
+
+impl Totals {
+    fn add(&mut self, mut other: Totals) {
+        self.latencies_us.append(&mut other.latencies_us);
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        for (k, v) in other.codes {
+            *self.codes.entry(k).or_default() += v;
+        }
+        self.granted.append(&mut other.granted);
+        self.payments_succeeded += other.payments_succeeded;
+        self.transport_errors += other.transport_errors;
+    }
+}
+
+/// A storm against an existing event: who sends what, where, and how many times.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Base URLs of the instances, without a trailing slash.
+    pub urls: Vec<String>,
+    pub event_id: String,
+    /// Concurrent clients, each sending one request at a time.
+    pub clients: usize,
+    /// Purchase (or read) requests in all, shared by the clients.
+    pub requests: u64,
+    /// No request starts after this instant.
+    pub deadline: Option<Instant>,
+    /// Tickets asked for by purchase request `n`: `quantities[n % len]`.
+    pub quantities: Vec<i64>,
+    /// Buyer `k` is the fingerprint `{buyer_prefix}{k}`.
+    pub buyer_prefix: String,
+    /// Distinct buyers to cycle through; `None`: one per request.
+    pub buyers: Option<u64>,
+    /// Pay the hold of purchase request `n` when `n % pay_every == 0` (1: every hold).
+    pub pay_every: Option<u64>,
+    /// Pay on the instance after the one that granted the hold, not on the same one
+    /// (a payment must not depend on the instance that made the hold).
+    pub pay_on_next_instance: bool,
+    /// Client `c` sends request `n` to instance `(c + n) % len` instead of always
+    /// `c % len` (every client then meets every instance).
+    pub rotate_instances: bool,
+    /// Pause of a client after each answered purchase (or read), to spread a storm in time.
+    pub pause: Duration,
+    /// Send `GET /events/{id}` instead of purchases.
+    pub read_only: bool,
+    /// The HTTP client to use (its timeouts apply); `None`: a keep-alive client is built.
+    pub client: Option<Client>,
+}
+
+impl Plan {
+    /// The CLI's defaults: 64 clients, 10,000 one-ticket purchases, no payments.
+    pub fn new(urls: Vec<String>, event_id: String) -> Self {
+        Self {
+            urls,
+            event_id,
+            clients: 64,
+            requests: 10_000,
+            deadline: None,
+            quantities: vec![1],
+            buyer_prefix: "load-".into(),
+            buyers: None,
+            pay_every: None,
+            pay_on_next_instance: false,
+            rotate_instances: false,
+            pause: Duration::ZERO,
+            read_only: false,
+            client: None,
+        }
+    }
+}
+
+/// The request an [`Outcome`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `POST /events/{id}/tickets`.
+    Purchase,
+    /// `POST /tickets/{id}/payment` of a hold the storm got.
+    Pay,
+    /// `GET /events/{id}` (a read-only run).
+    Read,
+}
+
+impl Action {
+    /// The action's name in reports: `purchase`, `pay` or `read`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Purchase => "purchase",
+            Action::Pay => "pay",
+            Action::Read => "read",
+        }
+    }
+}
+
+/// One request of a storm and its answer, as an [`Observer`] sees it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub action: Action,
+    /// The client (0..clients) that sent it.
+    pub client: usize,
+    /// The number of the purchase (or read) request, shared by the clients; a payment
+    /// carries the number of the purchase that got its hold.
+    pub request: u64,
+    /// Index in [`Plan::urls`] of the instance it went to.
+    pub instance: usize,
+    /// The buyer's fingerprint.
+    pub buyer: String,
+    /// Tickets asked for (of the hold, for a payment).
+    pub quantity: i64,
+    /// `None`: no answer (connection refused or cut, or a timeout).
+    pub status: Option<StatusCode>,
+    /// The body's `code`, when it has one.
+    pub code: Option<String>,
+    /// The allocation: the new hold's (201) or the one paid for.
+    pub allocation_id: Option<String>,
+    /// Tickets in a 201's body.
+    pub granted: Option<i64>,
+    /// Whether the answer carried `Retry-After`.
+    pub retry_after: bool,
+    /// The answer's JSON body (Null when none, or not JSON).
+    pub body: Value,
+    /// From sending to the end of the body.
+    pub latency: Duration,
+}
+
+impl Outcome {
+    /// Whether the server answered at all.
+    pub fn answered(&self) -> bool {
+        self.status.is_some()
+    }
+}
+
+/// Who stops when an [`Observer`] says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The client that sent the request sends no more.
+    Client,
+    /// No client sends another request (those in flight still end and are observed).
+    Run,
+}
+
+/// Sees every request of a [`drive`] as it happens, from the clients' tasks.
+pub trait Observer: Send + Sync {
+    /// A request is about to go to instance `instance`; every call is followed by one
+    /// [`Observer::observe`] of its outcome, so callers can count requests in flight.
+    fn sending(&self, _action: Action, _instance: usize) {}
+
+    /// A request ended; `Break` stops its client or the whole run.
+    fn observe(&self, outcome: &Outcome) -> ControlFlow<Stop>;
+}
+
+/// No observer: the run goes on to its end.
+impl Observer for () {
+    fn observe(&self, _: &Outcome) -> ControlFlow<Stop> {
+        ControlFlow::Continue(())
+    }
+}
+
+/// Runs the plan's storm to its end (or until the observer stops it) and adds up what the
+/// clients saw. A panic in the observer fails the run.
+pub async fn drive(plan: &Plan, observer: Arc<dyn Observer>) -> Result<Totals, String> {
+    if plan.urls.is_empty() || plan.clients == 0 || plan.quantities.is_empty() {
+        return Err("need at least one URL, one client and one quantity".into());
+    }
+    let client = match &plan.client {
+        Some(client) => client.clone(),
+        None => Client::builder()
+            .pool_max_idle_per_host(plan.clients)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| e.to_string())?,
+    };
+    let plan = Arc::new(plan.clone());
+    let counter = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for worker in 0..plan.clients {
+        let (plan, client, counter, stop, observer) = (
+            plan.clone(),
+            client.clone(),
+            counter.clone(),
+            stop.clone(),
+            observer.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut local = Totals::default();
+            while !stop.load(Ordering::Relaxed) {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                if n >= plan.requests || plan.deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let flow = one_request(&plan, &client, worker, n, &*observer, &mut local).await;
+                if let ControlFlow::Break(scope) = flow {
+                    if scope == Stop::Run {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    break;
+                }
+            }
+            local
+        }));
+    }
+    let mut totals = Totals::default();
+    for worker in workers {
+        totals.add(worker.await.map_err(|e| e.to_string())?);
+    }
+    Ok(totals)
+}
+
+/// Sends a request; `None` when it got no answer, body included (a body cut off by a dying
+/// server is no answer either). A body that is not JSON reads as Null.
+async fn exchange(request: reqwest::RequestBuilder) -> Option<(StatusCode, Value, bool)> {
+    let response = request.send().await.ok()?;
+    let status = response.status();
+    let retry_after = response.headers().contains_key("retry-after");
+    let bytes = response.bytes().await.ok()?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Some((status, body, retry_after))
+}
+
+/// Purchase (or read) request `n` of client `worker`, and the payment of its hold if the
+/// plan says so.
+async fn one_request(
+    plan: &Plan,
+    client: &Client,
+    worker: usize,
+    n: u64,
+    observer: &dyn Observer,
+    tally: &mut Totals,
+) -> ControlFlow<Stop> {
+    let instances = plan.urls.len();
+    let instance = (worker + if plan.rotate_instances { n as usize } else { 0 }) % instances;
+    let base = &plan.urls[instance];
+    let event_id = &plan.event_id;
+    let buyer = format!(
+        "{}{}",
+        plan.buyer_prefix,
+        plan.buyers.map_or(n, |b| n % b.max(1))
+    );
+    let quantity = plan.quantities[(n % plan.quantities.len() as u64) as usize];
+    let (action, request) = if plan.read_only {
+        (
+            Action::Read,
+            client.get(format!("{base}/events/{event_id}")),
+        )
+    } else {
+        (
+            Action::Purchase,
+            client
+                .post(format!("{base}/events/{event_id}/tickets"))
+                .header("X-Device-Fingerprint", &buyer)
+                .json(&json!({ "quantity": quantity })),
+        )
+    };
+    observer.sending(action, instance);
+    let started = Instant::now();
+    let answer = exchange(request).await;
+    let mut outcome = Outcome {
+        action,
+        client: worker,
+        request: n,
+        instance,
+        buyer,
+        quantity,
+        status: None,
+        code: None,
+        allocation_id: None,
+        granted: None,
+        retry_after: false,
+        body: Value::Null,
+        latency: started.elapsed(),
+    };
+    let Some((status, body, retry_after)) = answer else {
+        tally.transport_errors += 1;
+        return observer.observe(&outcome);
+    };
+    tally.latencies_us.push(outcome.latency.as_micros() as u64);
+    *tally.statuses.entry(status.as_u16()).or_default() += 1;
+    outcome.status = Some(status);
+    outcome.code = body["code"].as_str().map(str::to_owned);
+    if let Some(code) = &outcome.code {
+        *tally.codes.entry(code.clone()).or_default() += 1;
+    }
+    let held = status == StatusCode::CREATED && !plan.read_only;
+    if held {
+        outcome.allocation_id = body["id"].as_str().map(str::to_owned);
+        outcome.granted = body["quantity"].as_i64();
+    }
+    outcome.retry_after = retry_after;
+    outcome.body = body;
+    let flow = observer.observe(&outcome);
+    if !plan.pause.is_zero() {
+        tokio::time::sleep(plan.pause).await;
+    }
+    if flow.is_break() || !held {
+        return flow;
+    }
+    let id = outcome.allocation_id.clone().unwrap_or_default();
+    tally.granted.push((
+        id.clone(),
+        outcome.buyer.clone(),
+        outcome.granted.unwrap_or(0),
+    ));
+    if !plan
+        .pay_every
+        .is_some_and(|every| n.is_multiple_of(every.max(1)))
+    {
+        return flow;
+    }
+    let instance = if plan.pay_on_next_instance {
+        (instance + 1) % instances
+    } else {
+        instance
+    };
+    let request = client
+        .post(format!("{}/tickets/{id}/payment", plan.urls[instance]))
+        .header("X-Device-Fingerprint", &outcome.buyer)
+        .json(&json!({ "paymentToken": "tok_visa" }));
+    observer.sending(Action::Pay, instance);
+    let started = Instant::now();
+    let answer = exchange(request).await;
+    let latency = started.elapsed();
+    let (status, body, retry_after) = match answer {
+        Some((status, body, retry_after)) => (Some(status), body, retry_after),
+        None => (None, Value::Null, false),
+    };
+    if status == Some(StatusCode::OK) {
+        tally.payments_succeeded += 1;
+    }
+    let paid = Outcome {
+        action: Action::Pay,
+        instance,
+        quantity: outcome.granted.unwrap_or(0),
+        status,
+        code: body["code"].as_str().map(str::to_owned),
+        allocation_id: Some(id),
+        granted: None,
+        retry_after,
+        body,
+        latency,
+        ..outcome
+    };
+    observer.observe(&paid)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Counts what it sees and stops the whole run at the first request with no answer.
+    #[derive(Default)]
+    struct StopAtFirstFailure {
+        sent: AtomicU64,
+        seen: Mutex<Vec<Outcome>>,
+    }
+
+    impl Observer for StopAtFirstFailure {
+        fn sending(&self, _: Action, _: usize) {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn observe(&self, outcome: &Outcome) -> ControlFlow<Stop> {
+            self.seen.lock().unwrap().push(outcome.clone());
+            if outcome.answered() {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(Stop::Run)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_observer_sees_every_request_and_can_stop_the_run() {
+        // Nothing listens on port 1: every request goes unanswered.
+        let plan = Plan {
+            clients: 4,
+            requests: 1_000,
+            quantities: vec![1, 2],
+            rotate_instances: true,
+            ..Plan::new(
+                vec!["http://127.0.0.1:1".into(), "http://127.0.0.2:1".into()],
+                "00000000-0000-0000-0000-000000000000".into(),
+            )
+        };
+        let observer = Arc::new(StopAtFirstFailure::default());
+        let totals = drive(&plan, observer.clone()).await.unwrap();
+        let seen = observer.seen.lock().unwrap();
+        // Each client sends at most one request before it sees the stop.
+        assert!(!seen.is_empty() && seen.len() <= 4, "{}", seen.len());
+        assert_eq!(observer.sent.load(Ordering::SeqCst), seen.len() as u64);
+        assert_eq!(totals.transport_errors, seen.len() as u64);
+        assert!(totals.statuses.is_empty() && totals.granted.is_empty());
+        for outcome in seen.iter() {
+            assert_eq!(outcome.action, Action::Purchase);
+            assert!(!outcome.answered());
+            assert_eq!(
+                outcome.instance,
+                (outcome.client + outcome.request as usize) % 2
+            );
+            assert_eq!(outcome.quantity, [1, 2][outcome.request as usize % 2]);
+        }
+    }
+}
