@@ -139,9 +139,9 @@ pub async fn record_in(
     if responses.is_empty() {
         return Ok(());
     }
-    let rows: Vec<(&KeyRef, u16, String)> = responses
+    let rows: Vec<(&KeyRef, u16, &str)> = responses
         .iter()
-        .map(|(key, response)| (*key, response.status, response.body.clone()))
+        .map(|(key, response)| (*key, response.status, response.body.as_str()))
         .collect();
     db::idempotency::complete(conn, &rows).await?;
     Ok(())
@@ -154,9 +154,7 @@ pub async fn finish(pool: &PgPool, key: &KeyRef, status: u16, body: &str) {
         db::idempotency::release(pool, key).await
     } else {
         match pool.acquire().await {
-            Ok(mut conn) => {
-                db::idempotency::complete(&mut conn, &[(key, status, body.to_owned())]).await
-            }
+            Ok(mut conn) => db::idempotency::complete(&mut conn, &[(key, status, body)]).await,
             Err(err) => Err(err),
         }
     };

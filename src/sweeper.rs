@@ -26,12 +26,6 @@ pub struct Sweeper {
     pub payment_recovery_seconds: u32,
 }
 
-impl AsRef<Sweeper> for Sweeper {
-    fn as_ref(&self) -> &Sweeper {
-        self
-    }
-}
-
 /// Most events visited per round, and most holds expired per event per transaction: bounded
 /// so one round never holds an event lock for long.
 const EVENTS_PER_ROUND: i64 = 100;
@@ -62,10 +56,8 @@ pub async fn run(sweeper: Sweeper, interval: Duration, mut shutdown: watch::Rece
 }
 
 /// One round: expire lapsed holds, then settle stale payments. Returns the holds expired
-/// and payments settled. Takes anything that carries the sweeper's dependencies (the HTTP
-/// state does, so tests can sweep a running app).
-pub async fn sweep_once(deps: &impl AsRef<Sweeper>) -> crate::error::Result<(i64, usize)> {
-    let state = deps.as_ref();
+/// and payments settled.
+pub async fn sweep_once(state: &Sweeper) -> crate::error::Result<(i64, usize)> {
     let mut expired = 0;
     for event_id in
         crate::db::allocations::events_with_lapsed_holds(&state.pool, EVENTS_PER_ROUND).await?

@@ -76,7 +76,7 @@ pub async fn reclaim(
 /// its effect commits.
 pub async fn complete(
     conn: &mut PgConnection,
-    keys: &[(&KeyRef, u16, String)],
+    keys: &[(&KeyRef, u16, &str)],
 ) -> Result<(), sqlx::Error> {
     let fingerprints: Vec<&str> = keys
         .iter()
@@ -84,7 +84,7 @@ pub async fn complete(
         .collect();
     let names: Vec<&str> = keys.iter().map(|(k, _, _)| k.key.as_str()).collect();
     let statuses: Vec<i32> = keys.iter().map(|(_, s, _)| i32::from(*s)).collect();
-    let bodies: Vec<&str> = keys.iter().map(|(_, _, b)| b.as_str()).collect();
+    let bodies: Vec<&str> = keys.iter().map(|(_, _, b)| *b).collect();
     sqlx::query(
         "UPDATE idempotency_keys k SET state = 'completed', response_status = r.status, \
                 response_body = r.body, completed_at = clock_timestamp() \

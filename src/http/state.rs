@@ -44,9 +44,3 @@ pub struct AppState {
     /// The live statistics hub the event streams subscribe to.
     pub live: LiveStats,
 }
-
-impl AsRef<Sweeper> for AppState {
-    fn as_ref(&self) -> &Sweeper {
-        &self.sweeper
-    }
-}

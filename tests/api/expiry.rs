@@ -281,7 +281,7 @@ async fn sweepers_of_several_instances_return_each_lapsed_hold_once() {
         } else {
             second.state.clone()
         };
-        sweeps.spawn(async move { boxoffice::sweeper::sweep_once(&state).await });
+        sweeps.spawn(async move { boxoffice::sweeper::sweep_once(&state.sweeper).await });
     }
     let mut expired = 0;
     while let Some(outcome) = sweeps.join_next().await {
@@ -306,7 +306,9 @@ async fn sweepers_of_several_instances_return_each_lapsed_hold_once() {
     assert_eq!(statuses, ["expired"]);
     // Nothing is left for a later sweep.
     assert_eq!(
-        boxoffice::sweeper::sweep_once(&second.state).await.unwrap(),
+        boxoffice::sweeper::sweep_once(&second.state.sweeper)
+            .await
+            .unwrap(),
         (0, 0)
     );
 }

@@ -229,7 +229,9 @@ async fn keys_expire_after_24_hours() {
     .execute(&app.pool)
     .await
     .unwrap();
-    boxoffice::sweeper::sweep_once(&app.state).await.unwrap();
+    boxoffice::sweeper::sweep_once(&app.state.sweeper)
+        .await
+        .unwrap();
     let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys ORDER BY key")
         .fetch_all(&app.pool)
         .await
