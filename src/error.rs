@@ -1,7 +1,8 @@
-//! The one error type the services and handlers return. Every failure a request can meet is
-//! a variant here: the domain's refusals and field errors are wrapped, database errors are
-//! classified by `db::error`, and `http::error` maps each variant to its status and JSON body
-//! in one place.
+//! The error type the services return. Every failure of the app itself is a variant here:
+//! the domain's refusals and field errors are wrapped, database errors are classified by
+//! `db::error`. Failures only HTTP knows (a malformed request, a transport limit, a missing
+//! token, a rate limit) are `http::error::ApiError`'s, which wraps this type and maps both to
+//! a status and a JSON body in one place.
 
 use crate::db::error::{Conflict, DbFailure, classify};
 use crate::domain::refusal::{FieldError, Refusal};
@@ -10,39 +11,18 @@ use crate::domain::refusal::{FieldError, Refusal};
 /// `Internal`, whose detail goes to the log only).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
-    /// The request is malformed (JSON, content type, a parameter): `details` names fields.
-    #[error("{message}")]
-    BadRequest {
-        message: String,
-        details: Vec<FieldError>,
-    },
     /// Well-formed, but fields break their rules: one entry per problem.
     #[error("request validation failed")]
     Validation(Vec<FieldError>),
     /// No such resource; the text names its kind ("event", "allocation", "route").
     #[error("{0} not found")]
     NotFound(&'static str),
-    /// The route exists, without this method.
-    #[error("method not allowed")]
-    MethodNotAllowed,
     /// An event with this name and date exists already.
     #[error("an event with this name and date already exists")]
     EventExists,
-    /// The body is over `limit` bytes.
-    #[error("request body is larger than {limit} bytes")]
-    PayloadTooLarge { limit: usize },
     /// A rule of the sale refused the request (sold out, cap, lifecycle, declined payment).
     #[error(transparent)]
     Refused(#[from] Refusal),
-    /// Over a rate limit; retry after the given number of seconds.
-    #[error("too many requests; retry in {retry_after_seconds} s")]
-    RateLimited { retry_after_seconds: u64 },
-    /// An organiser token is configured and none was sent.
-    #[error("this action needs an organiser token (Authorization: Bearer <token>)")]
-    Unauthorized,
-    /// The organiser token sent is wrong.
-    #[error("the organiser token is not valid")]
-    Forbidden,
     /// The idempotency key was first used with a different request.
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
@@ -58,24 +38,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// A 400 with `message` and no field details.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::BadRequest {
-            message: message.into(),
-            details: Vec::new(),
-        }
-    }
-
-    /// A 400 about one parameter, named in the message and in `details`.
-    pub fn bad_parameter(field: impl Into<String>, message: impl Into<String>) -> Self {
-        let field = field.into();
-        let message = message.into();
-        Self::BadRequest {
-            message: format!("invalid parameter `{field}`: {message}"),
-            details: vec![FieldError::new(field, message)],
-        }
-    }
-
     /// An unexpected failure; `detail` is logged, never answered.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         Self::Internal(detail.to_string())

@@ -1,5 +1,7 @@
-//! The one place where errors become HTTP responses:
+//! The one place where failures become HTTP responses:
 //! `{"error": "...", "code": "...", "details": [...]}` with the status that matches the code.
+//! [`ApiError`] is what handlers, extractors and layers answer with: a failure of the app
+//! (`crate::error::Error`, from the services) or one that only HTTP knows.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -9,6 +11,72 @@ use super::response::json;
 use crate::domain::refusal::{FieldError, Refusal};
 use crate::domain::status::AllocationStatus;
 use crate::error::Error;
+
+/// Why a request is answered with an error: the app's own failure, or one of the transport,
+/// the request's form or its credentials. `Display` is the message the body carries (except
+/// for an internal error, whose detail goes to the log only).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// A failure or refusal from the services, the domain or the database.
+    #[error(transparent)]
+    App(#[from] Error),
+    /// The request is malformed (JSON, content type, a parameter): `details` names fields.
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        details: Vec<FieldError>,
+    },
+    /// The route exists, without this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body is over `limit` bytes.
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// Over a rate limit; retry after the given number of seconds.
+    #[error("too many requests; retry in {retry_after_seconds} s")]
+    RateLimited { retry_after_seconds: u64 },
+    /// An organiser token is configured and none was sent.
+    #[error("this action needs an organiser token (Authorization: Bearer <token>)")]
+    Unauthorized,
+    /// The organiser token sent is wrong.
+    #[error("the organiser token is not valid")]
+    Forbidden,
+}
+
+/// What handlers and extractors return.
+pub type ApiResult<T> = std::result::Result<T, ApiError>;
+
+impl ApiError {
+    /// A 400 with `message` and no field details.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    /// A 400 about one parameter, named in the message and in `details`.
+    pub fn bad_parameter(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
+        Self::BadRequest {
+            message: format!("invalid parameter `{field}`: {message}"),
+            details: vec![FieldError::new(field, message)],
+        }
+    }
+
+    /// An unexpected failure; `detail` is logged, never answered.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self::App(Error::internal(detail))
+    }
+}
+
+/// Database failures met by a handler, classified as the services classify them.
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::App(err.into())
+    }
+}
 
 /// The body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -42,46 +110,27 @@ pub struct ErrorBody {
     pub status: Option<AllocationStatus>,
 }
 
-impl Error {
+impl ApiError {
     /// The status and machine code of each error; docs/errors.md lists the same table.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            Error::BadRequest { .. } => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
-            Error::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR"),
-            Error::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
-            Error::EventExists => (StatusCode::CONFLICT, "EVENT_EXISTS"),
-            Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            Error::Refused(refusal) => match refusal {
-                Refusal::TicketsSoldOut => (StatusCode::CONFLICT, "TICKETS_SOLD_OUT"),
-                Refusal::InsufficientTickets { .. } => {
-                    (StatusCode::CONFLICT, "INSUFFICIENT_TICKETS")
-                }
-                Refusal::FingerprintLimit { .. } => (StatusCode::CONFLICT, "FINGERPRINT_LIMIT"),
-                Refusal::FingerprintMismatch => (StatusCode::FORBIDDEN, "FINGERPRINT_MISMATCH"),
-                Refusal::ReservationExpired => (StatusCode::GONE, "RESERVATION_EXPIRED"),
-                Refusal::InvalidStatus(_) => (StatusCode::CONFLICT, "INVALID_STATUS"),
-                Refusal::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "PAYMENT_DECLINED"),
-            },
-            Error::IdempotencyKeyReused => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
+            ApiError::App(error) => app_status_and_code(error),
+            ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
             }
-            Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),
-            Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
-            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-            Error::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
-            Error::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
-            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
         }
     }
-}
 
-impl Error {
     /// The JSON body this error is answered with (no internal detail, ever).
     pub fn body(&self) -> ErrorBody {
         let (_, code) = self.status_and_code();
         let error = match self {
-            Error::Internal(_) => "an internal error occurred".to_owned(),
+            ApiError::App(Error::Internal(_)) => "an internal error occurred".to_owned(),
             other => other.to_string(),
         };
         let mut body = ErrorBody {
@@ -94,20 +143,45 @@ impl Error {
             status: None,
         };
         match self {
-            Error::BadRequest { details, .. } | Error::Validation(details) => {
+            ApiError::BadRequest { details, .. } | ApiError::App(Error::Validation(details)) => {
                 body.details = details.clone()
             }
-            Error::Refused(Refusal::InsufficientTickets { available }) => {
+            ApiError::App(Error::Refused(Refusal::InsufficientTickets { available })) => {
                 body.available_tickets = Some(*available)
             }
-            Error::Refused(Refusal::FingerprintLimit { limit, held }) => {
+            ApiError::App(Error::Refused(Refusal::FingerprintLimit { limit, held })) => {
                 body.limit = Some(*limit);
                 body.held = Some(*held);
             }
-            Error::Refused(Refusal::InvalidStatus(status)) => body.status = Some(*status),
+            ApiError::App(Error::Refused(Refusal::InvalidStatus(status))) => {
+                body.status = Some(*status)
+            }
             _ => {}
         }
         body
+    }
+}
+
+/// The status and machine code of each failure of the app (the code also labels the
+/// purchase outcome metric).
+pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
+    match error {
+        Error::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR"),
+        Error::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        Error::EventExists => (StatusCode::CONFLICT, "EVENT_EXISTS"),
+        Error::Refused(refusal) => match refusal {
+            Refusal::TicketsSoldOut => (StatusCode::CONFLICT, "TICKETS_SOLD_OUT"),
+            Refusal::InsufficientTickets { .. } => (StatusCode::CONFLICT, "INSUFFICIENT_TICKETS"),
+            Refusal::FingerprintLimit { .. } => (StatusCode::CONFLICT, "FINGERPRINT_LIMIT"),
+            Refusal::FingerprintMismatch => (StatusCode::FORBIDDEN, "FINGERPRINT_MISMATCH"),
+            Refusal::ReservationExpired => (StatusCode::GONE, "RESERVATION_EXPIRED"),
+            Refusal::InvalidStatus(_) => (StatusCode::CONFLICT, "INVALID_STATUS"),
+            Refusal::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "PAYMENT_DECLINED"),
+        },
+        Error::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
+        Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),
+        Error::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+        Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
 
@@ -121,19 +195,19 @@ pub struct InternalCause(pub String);
 /// an enum, so this is not expected).
 const FALLBACK_BODY: &str = r#"{"error":"an internal error occurred","code":"INTERNAL_ERROR"}"#;
 
-impl IntoResponse for Error {
+impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, _) = self.status_and_code();
         let retry_after = match &self {
-            Error::RateLimited {
+            ApiError::RateLimited {
                 retry_after_seconds,
             } => Some(retry_after_seconds.to_string()),
-            Error::ServiceUnavailable => Some("1".to_owned()),
+            ApiError::App(Error::ServiceUnavailable) => Some("1".to_owned()),
             _ => None,
         };
-        let challenge = matches!(self, Error::Unauthorized);
+        let challenge = matches!(self, ApiError::Unauthorized);
         let mut cause = match &self {
-            Error::Internal(detail) => Some(detail.clone()),
+            ApiError::App(Error::Internal(detail)) => Some(detail.clone()),
             _ => None,
         };
         let mut response = json(status, &self.body()).unwrap_or_else(|err| {

@@ -4,14 +4,14 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::error::ErrorBody;
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, IdPath, Organiser};
 use super::response::json;
 use super::wire::{CreateEventRequest, PageQuery};
 use crate::db;
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::page::{Page, PageRequest};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::http::state::AppState;
 
 /// Create an event with all its tickets available.
@@ -34,7 +34,7 @@ pub async fn create_event(
     State(state): State<AppState>,
     _organiser: Organiser,
     ApiJson(request): ApiJson<CreateEventRequest>,
-) -> Result<Response> {
+) -> ApiResult<Response> {
     let new_event = NewEvent::parse(request.into()).map_err(Error::Validation)?;
     let event = db::events::insert(&state.pool, &new_event).await?;
     let location = format!("/events/{}", event.id);
@@ -58,9 +58,9 @@ pub async fn create_event(
 pub async fn list_events(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Response> {
+) -> ApiResult<Response> {
     let page = PageRequest::parse(query.page.as_deref(), query.limit.as_deref())
-        .map_err(|(field, message)| Error::bad_parameter(field, message))?;
+        .map_err(|(field, message)| ApiError::bad_parameter(field, message))?;
     let (events, total) = db::events::list(&state.pool, page).await?;
     json(StatusCode::OK, &Page::new(events, total, page))
 }
@@ -76,7 +76,7 @@ pub async fn list_events(
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     )
 )]
-pub async fn get_event(State(state): State<AppState>, IdPath(id): IdPath) -> Result<Response> {
+pub async fn get_event(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<Response> {
     let event = db::events::find(&state.pool, id)
         .await?
         .ok_or(Error::NotFound("event"))?;

@@ -14,6 +14,7 @@ use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use super::error::{ApiError, ApiResult};
 use crate::domain::fingerprint::{
     FingerprintHash, FingerprintKey, FingerprintSource, parse_client_fingerprint,
 };
@@ -37,7 +38,7 @@ pub const FINGERPRINT_HEADER: &str = "x-device-fingerprint";
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let content_type = req
@@ -49,11 +50,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 .await
                 .map_err(|rejection: BytesRejection| {
                     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        Error::PayloadTooLarge {
+                        ApiError::PayloadTooLarge {
                             limit: MAX_BODY_BYTES,
                         }
                     } else {
-                        Error::bad_request("the request body could not be read")
+                        ApiError::bad_request("the request body could not be read")
                     }
                 })?;
         // No body, or a JSON null, means "no fields": optional bodies may be left out.
@@ -61,7 +62,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             return parse(b"{}").map(ApiJson);
         }
         if !content_type.as_deref().is_some_and(is_json) {
-            return Err(Error::bad_request(
+            return Err(ApiError::bad_request(
                 "the request body must be JSON (Content-Type: application/json)",
             ));
         }
@@ -77,10 +78,12 @@ fn is_json(content_type: &str) -> bool {
             && essence.to_ascii_lowercase().ends_with("+json"))
 }
 
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     // serde would also build a struct from a JSON array; every body here is an object.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Error::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
@@ -88,19 +91,19 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         let inner = err.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data if path != "." => {
-                Error::Validation(vec![FieldError::new(path, describe_data_error(&inner))])
+                Error::Validation(vec![FieldError::new(path, describe_data_error(&inner))]).into()
             }
             // At the top level of an object (the leading '{' was checked above), a data
             // error is about the object as a whole, such as a field given twice.
-            serde_json::error::Category::Data => Error::bad_request(format!(
+            serde_json::error::Category::Data => ApiError::bad_request(format!(
                 "invalid JSON body: {}",
                 describe_data_error(&inner)
             )),
-            _ => Error::bad_request(format!("malformed JSON: {}", describe_data_error(&inner))),
+            _ => ApiError::bad_request(format!("malformed JSON: {}", describe_data_error(&inner))),
         }
     })?;
     deserializer.end().map_err(|err| {
-        Error::bad_request(format!("malformed JSON: {}", describe_data_error(&err)))
+        ApiError::bad_request(format!("malformed JSON: {}", describe_data_error(&err)))
     })?;
     Ok(value)
 }
@@ -119,15 +122,15 @@ fn describe_data_error(err: &serde_json::Error) -> String {
 pub struct IdPath(pub Uuid);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdPath {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|_| Error::bad_parameter("id", "must be a UUID"))?;
+            .map_err(|_| ApiError::bad_parameter("id", "must be a UUID"))?;
         Uuid::parse_str(&raw)
             .map(IdPath)
-            .map_err(|_| Error::bad_parameter("id", "must be a UUID"))
+            .map_err(|_| ApiError::bad_parameter("id", "must be a UUID"))
     }
 }
 
@@ -136,14 +139,14 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(value)| ApiQuery(value))
             .map_err(|rejection| {
-                Error::bad_request(format!("invalid query string: {}", rejection.body_text()))
+                ApiError::bad_request(format!("invalid query string: {}", rejection.body_text()))
             })
     }
 }
@@ -153,21 +156,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 pub struct IdempotencyHeader(pub Option<IdempotencyKey>);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let Some(value) = parts.headers.get("idempotency-key") else {
             return Ok(Self(None));
         };
         let text = value.to_str().map_err(|_| {
-            Error::bad_parameter(
+            ApiError::bad_parameter(
                 "Idempotency-Key",
                 "must contain only printable ASCII characters",
             )
         })?;
         IdempotencyKey::parse(text)
             .map(|key| Self(Some(key)))
-            .map_err(|message| Error::bad_parameter("Idempotency-Key", message))
+            .map_err(|message| ApiError::bad_parameter("Idempotency-Key", message))
     }
 }
 
@@ -179,7 +182,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
 pub struct Organiser;
 
 impl FromRequestParts<AppState> for Organiser {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -193,14 +196,14 @@ impl FromRequestParts<AppState> for Organiser {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(Error::Unauthorized)?;
+            .ok_or(ApiError::Unauthorized)?;
         let matches: bool = Sha256::digest(presented.trim().as_bytes())
             .ct_eq(&Sha256::digest(expected.as_bytes()))
             .into();
         if matches {
             Ok(Organiser)
         } else {
-            Err(Error::Forbidden)
+            Err(ApiError::Forbidden)
         }
     }
 }
@@ -288,7 +291,7 @@ impl Caller {
 }
 
 impl FromRequestParts<AppState> for Caller {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -308,10 +311,10 @@ impl FromRequestParts<AppState> for Caller {
                 // The same rule as the body's `userFingerprint`: text of up to 256
                 // characters, no control characters. HTTP carries it as UTF-8 bytes.
                 let text = std::str::from_utf8(value.as_bytes()).map_err(|_| {
-                    Error::bad_parameter("X-Device-Fingerprint", "must be UTF-8 text")
+                    ApiError::bad_parameter("X-Device-Fingerprint", "must be UTF-8 text")
                 })?;
                 parse_client_fingerprint(text)
-                    .map_err(|message| Error::bad_parameter("X-Device-Fingerprint", message))?
+                    .map_err(|message| ApiError::bad_parameter("X-Device-Fingerprint", message))?
             }
         };
         let ip = parts

@@ -10,11 +10,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::error::{ApiError, ApiResult};
 use super::response::json;
 use super::state::AppState;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::idempotency::{IdempotencyKey, request_hash};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::idempotency::{self, Attempt, Recorder, StoredResponse};
 
 /// Answers a `POST` to `path` whose effect is `effect`, honouring the `Idempotency-Key` if
@@ -28,11 +29,11 @@ pub async fn keyed<T, F, Fut>(
     (path, canonical_body): (&str, &str),
     success: StatusCode,
     effect: F,
-) -> Result<Response>
+) -> ApiResult<Response>
 where
     T: Serialize + 'static,
     F: FnOnce(Option<Recorder<T>>) -> Fut,
-    Fut: Future<Output = Result<T>>,
+    Fut: Future<Output = Result<T, Error>>,
 {
     let claim = match key {
         None => None,
@@ -55,19 +56,19 @@ where
         };
         Recorder::new(claim, Arc::new(render))
     });
-    let outcome = effect(recorder).await;
+    let outcome = effect(recorder).await.map_err(ApiError::from);
     // A success was recorded by the transaction that made its effect; a refusal is recorded
     // here, as it is answered, and a failure gives the claim up.
     if let (Some(claim), Err(err)) = (&claim, &outcome) {
-        let body = serde_json::to_string(&err.body()).map_err(Error::internal)?;
+        let body = serde_json::to_string(&err.body()).map_err(ApiError::internal)?;
         idempotency::finish(&state.pool, claim, err.status_and_code().0.as_u16(), &body).await;
     }
     json(success, &outcome?)
 }
 
 /// The first attempt's response, marked as a replay.
-fn replay(status: u16, body: String) -> Result<Response> {
-    let status = StatusCode::from_u16(status).map_err(Error::internal)?;
+fn replay(status: u16, body: String) -> ApiResult<Response> {
+    let status = StatusCode::from_u16(status).map_err(ApiError::internal)?;
     let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     response
         .headers_mut()

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
+use super::error::{ApiError, ApiResult};
 use crate::domain::fingerprint::FingerprintHash;
-use crate::error::{Error, Result};
 
 /// Entries kept before idle keys are dropped.
 const PRUNE_ABOVE: usize = 100_000;
@@ -42,7 +42,7 @@ impl RateLimits {
     }
 
     /// Takes one request from both buckets, or answers 429 with when to retry.
-    pub fn check(&self, buyer: &FingerprintHash, address: Option<IpAddr>) -> Result<()> {
+    pub fn check(&self, buyer: &FingerprintHash, address: Option<IpAddr>) -> ApiResult<()> {
         if let (Some(limiter), Some(address)) = (&self.per_address, address) {
             admit(limiter, &address)?;
         }
@@ -56,13 +56,13 @@ impl RateLimits {
 fn admit<K: std::hash::Hash + Eq + Clone>(
     limiter: &DefaultKeyedRateLimiter<K>,
     key: &K,
-) -> Result<()> {
+) -> ApiResult<()> {
     if limiter.len() > PRUNE_ABOVE {
         limiter.retain_recent();
     }
     limiter.check_key(key).map_err(|not_until| {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
-        Error::RateLimited {
+        ApiError::RateLimited {
             retry_after_seconds: wait.as_secs() + 1,
         }
     })

@@ -39,6 +39,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::{Error, panic_message};
 use crate::http::state::AppState;
+use error::ApiError;
 use error::InternalCause;
 use extract::MAX_BODY_BYTES;
 
@@ -83,8 +84,8 @@ pub fn routes(state: AppState) -> Router {
     let (api, openapi) = api().split_for_parts();
     api.merge(web::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
-        .fallback(async || Error::NotFound("route"))
-        .method_not_allowed_fallback(async || Error::MethodNotAllowed)
+        .fallback(async || ApiError::from(Error::NotFound("route")))
+        .method_not_allowed_fallback(async || ApiError::MethodNotAllowed)
         .with_state(state)
 }
 
@@ -121,7 +122,7 @@ pub fn layers(
 /// A panic in a handler or layer becomes the usual 500 JSON error; its message is the cause
 /// that `log_request` logs with the request's method and path.
 fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
-    Error::internal(format!("panic: {}", panic_message(payload.as_ref()))).into_response()
+    ApiError::internal(format!("panic: {}", panic_message(payload.as_ref()))).into_response()
 }
 
 /// CORS for the configured origins only; none configured means no CORS headers at all, so
@@ -165,18 +166,18 @@ async fn json_errors(response: Response) -> Response {
     }
     let (parts, body) = response.into_parts();
     let error = match status {
-        StatusCode::NOT_FOUND => Error::NotFound("route"),
-        StatusCode::METHOD_NOT_ALLOWED => Error::MethodNotAllowed,
-        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge {
+        StatusCode::NOT_FOUND => Error::NotFound("route").into(),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
             limit: MAX_BODY_BYTES,
         },
         StatusCode::REQUEST_TIMEOUT
         | StatusCode::SERVICE_UNAVAILABLE
-        | StatusCode::GATEWAY_TIMEOUT => Error::ServiceUnavailable,
+        | StatusCode::GATEWAY_TIMEOUT => Error::ServiceUnavailable.into(),
         s if s.is_client_error() => {
-            Error::bad_request(s.canonical_reason().unwrap_or("bad request"))
+            ApiError::bad_request(s.canonical_reason().unwrap_or("bad request"))
         }
-        s => Error::internal(format!("layer answered {s}: {}", body_start(body).await)),
+        s => ApiError::internal(format!("layer answered {s}: {}", body_start(body).await)),
     };
     let mut replaced = error.into_response();
     // Keep the layer's status (e.g. 411, 431) and headers such as Allow.

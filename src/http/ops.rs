@@ -5,10 +5,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::error::ErrorBody;
+use super::error::{ApiResult, ErrorBody};
 use super::response::json;
 use crate::db;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::http::state::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -20,7 +20,7 @@ pub struct Status {
 /// Liveness: 200 while the process runs.
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses((status = 200, description = "The process is up", body = Status)))]
-pub async fn health() -> Result<Response> {
+pub async fn health() -> ApiResult<Response> {
     json(StatusCode::OK, &Status { status: "ok" })
 }
 
@@ -30,11 +30,11 @@ pub async fn health() -> Result<Response> {
         (status = 200, description = "The database answers", body = Status),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     ))]
-pub async fn ready(State(state): State<AppState>) -> Result<Response> {
+pub async fn ready(State(state): State<AppState>) -> ApiResult<Response> {
     if db::ping(&state.pool).await {
         json(StatusCode::OK, &Status { status: "ok" })
     } else {
-        Err(Error::ServiceUnavailable)
+        Err(Error::ServiceUnavailable.into())
     }
 }
 

@@ -7,13 +7,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use super::error::{ApiError, ApiResult};
 
 /// `value` as an `application/json` response with `status`; an internal error if it does not
 /// serialize.
-pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Result<Response> {
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> ApiResult<Response> {
     let body = serde_json::to_vec(value)
-        .map_err(|err| Error::internal(format!("serializing the response body: {err}")))?;
+        .map_err(|err| ApiError::internal(format!("serializing the response body: {err}")))?;
     Ok((
         status,
         [(

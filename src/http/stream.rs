@@ -8,11 +8,11 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream;
 use futures_util::{Stream, StreamExt, future};
 
-use super::error::ErrorBody;
+use super::error::{ApiResult, ErrorBody};
 use super::extract::IdPath;
 use crate::db;
 use crate::domain::stats::StatsMessage;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::http::state::AppState;
 use crate::live::{MIN_INTERVAL, Published, Subscription};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -40,7 +40,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub async fn event_stream(
     State(state): State<AppState>,
     IdPath(event_id): IdPath,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     // Subscribe before reading the snapshot, so no change can slip between the two.
     let mut subscription = state.live.subscribe(event_id);
     let (event, seq) = db::events::find_with_change_seq(&state.pool, event_id)

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::error::ErrorBody;
+use super::error::{ApiError, ApiResult, ErrorBody, app_status_and_code};
 use super::extract::{
     ApiJson, ApiQuery, BuyerHeaders, Caller, IdPath, IdempotencyHeader, KeyedBuyerHeaders,
 };
@@ -16,7 +16,7 @@ use crate::domain::allocation::Allocation;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::quantity::Quantity;
 use crate::domain::refusal::FieldError;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::holds;
 use crate::http::state::AppState;
 
@@ -45,7 +45,7 @@ pub async fn purchase_tickets(
     caller: Caller,
     IdempotencyHeader(key): IdempotencyHeader,
     ApiJson(request): ApiJson<PurchaseRequest>,
-) -> Result<Response> {
+) -> ApiResult<Response> {
     let quantity = Quantity::parse(request.quantity, state.rules.max_tickets_per_purchase)
         .map_err(|message| Error::Validation(vec![FieldError::new("quantity", message)]))?;
     let buyer = caller.identify(&state.fingerprint_key, request.user_fingerprint.as_deref())?;
@@ -66,7 +66,7 @@ pub async fn purchase_tickets(
                 .await;
             crate::metrics::purchase_outcome(match &outcome {
                 Ok(_) => "reserved",
-                Err(err) => err.status_and_code().1,
+                Err(err) => app_status_and_code(err).1,
             });
             outcome
         },
@@ -101,7 +101,7 @@ pub async fn pay_for_tickets(
     caller: Caller,
     IdempotencyHeader(key): IdempotencyHeader,
     ApiJson(request): ApiJson<PaymentRequest>,
-) -> Result<Response> {
+) -> ApiResult<Response> {
     let buyer = caller.identify(&state.fingerprint_key, request.user_fingerprint.as_deref())?;
     state.limits.check(&buyer, caller.address())?;
     let token = request
@@ -146,7 +146,7 @@ pub async fn cancel_tickets(
     State(state): State<AppState>,
     IdPath(id): IdPath,
     caller: Caller,
-) -> Result<Response> {
+) -> ApiResult<Response> {
     let buyer = caller.identify(&state.fingerprint_key, None)?;
     json(
         StatusCode::OK,
@@ -173,7 +173,7 @@ pub async fn get_ticket(
     State(state): State<AppState>,
     IdPath(id): IdPath,
     caller: Caller,
-) -> Result<Response> {
+) -> ApiResult<Response> {
     let buyer = caller.identify(&state.fingerprint_key, None)?;
     json(StatusCode::OK, &holds::get(&state.pool, id, &buyer).await?)
 }
@@ -195,9 +195,9 @@ pub async fn list_tickets(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Response> {
+) -> ApiResult<Response> {
     let page = PageRequest::parse(query.page.as_deref(), query.limit.as_deref())
-        .map_err(|(field, message)| Error::bad_parameter(field, message))?;
+        .map_err(|(field, message)| ApiError::bad_parameter(field, message))?;
     let buyer = caller.identify(&state.fingerprint_key, None)?;
     json(
         StatusCode::OK,

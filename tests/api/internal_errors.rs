@@ -31,7 +31,7 @@ async fn boom() -> AxumStatus {
     panic!("boom: secret internal detail")
 }
 
-async fn unserializable() -> boxoffice::error::Result<Response> {
+async fn unserializable() -> boxoffice::http::error::ApiResult<Response> {
     json(AxumStatus::CREATED, &Unserializable)
 }
 
