@@ -7,8 +7,11 @@
 //! A response that has an effect (a hold made, a payment captured) is recorded in the same
 //! transaction as the effect, so it exists if and only if the effect does. Refusals, which
 //! have no effect, are recorded after the fact; failures (5xx) give the claim up so a retry
-//! runs again. A claim still `in_progress` long after any attempt could have committed
-//! belongs to a crashed attempt whose effect never committed, and is taken over.
+//! runs again (a release removes only a claim still in progress, so it never undoes a
+//! recorded effect). The HTTP layer runs a keyed request's work to its end even when the
+//! request is cut off, so only a dead process leaves a claim unsettled: a claim still
+//! `in_progress` long after any attempt could have committed belongs to a crashed attempt
+//! whose effect never committed, and is taken over.
 
 use std::sync::Arc;
 use std::time::Duration;

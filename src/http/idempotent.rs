@@ -2,6 +2,12 @@
 //! replay the first response, run the effect with a recorder that renders its success the
 //! way this endpoint answers, record a refusal, give the claim up after a failure. The
 //! protocol itself (claim, wait, takeover, storage) is `crate::idempotency`'s.
+//!
+//! A keyed request's work runs in a task of its own, which the handler awaits. A request cut
+//! off (by the request timeout, or a client that hangs up) drops only the waiting: the claim,
+//! the effect and the record or release that ends the claim run to their end, so no claim is
+//! left `in_progress` by a request that went away, and a retry with the key gets what was
+//! done, or runs afresh.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,6 +28,9 @@ use crate::idempotency::{self, Attempt, Recorder, StoredResponse};
 /// one was sent. `canonical_body` is the request as it counts for sameness; `success` the
 /// status of a successful answer. `effect` gets the recorder that stores its success in the
 /// effect's own transaction (`None` for an unkeyed request).
+///
+/// Without a key the effect runs in the request, and a request cut off takes its unfinished
+/// work with it. With a key everything runs in a spawned task that outlives the request.
 pub async fn keyed<T, F, Fut>(
     state: &AppState,
     buyer: &FingerprintHash,
@@ -31,37 +40,62 @@ pub async fn keyed<T, F, Fut>(
     effect: F,
 ) -> ApiResult<Response>
 where
+    T: Serialize + Send + 'static,
+    F: FnOnce(Option<Recorder<T>>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, Error>> + Send + 'static,
+{
+    let Some(key) = key else {
+        return json(success, &effect(None).await?);
+    };
+    let hash = request_hash("POST", path, canonical_body);
+    let (state, buyer) = (state.clone(), buyer.clone());
+    // Spawned from before the claim to after its record or release: once the key may be
+    // claimed, nothing the client does can stop the work before the claim is settled.
+    let work =
+        tokio::spawn(async move { claimed(&state, &buyer, &key, &hash, success, effect).await });
+    match work.await {
+        Ok(answer) => answer,
+        // A panic in the work is answered like a panic in the handler (the panic layer's 500).
+        // Its claim stays in progress and is taken over once stale.
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => Err(ApiError::internal(format!("keyed request's task: {err}"))),
+    }
+}
+
+/// A keyed request from its claim to the settled claim: replayed, or run and then recorded
+/// (a success by its effect's transaction, a refusal here) or released (a failure).
+async fn claimed<T, F, Fut>(
+    state: &AppState,
+    buyer: &FingerprintHash,
+    key: &IdempotencyKey,
+    hash: &str,
+    success: StatusCode,
+    effect: F,
+) -> ApiResult<Response>
+where
     T: Serialize + 'static,
     F: FnOnce(Option<Recorder<T>>) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
-    let claim = match key {
-        None => None,
-        Some(key) => {
-            let hash = request_hash("POST", path, canonical_body);
-            match idempotency::begin(&state.pool, buyer, &key, &hash).await? {
-                Attempt::First(claim) => Some(claim),
-                Attempt::Replay { status, body } => return replay(status, body),
-            }
-        }
+    let claim = match idempotency::begin(&state.pool, buyer, key, hash).await? {
+        Attempt::First(claim) => claim,
+        Attempt::Replay { status, body } => return replay(status, body),
     };
-    let recorder = claim.clone().map(|claim| {
-        let render = move |value: &T| {
-            serde_json::to_string(value)
-                .map(|body| StoredResponse {
-                    status: success.as_u16(),
-                    body,
-                })
-                .map_err(|err| err.to_string())
-        };
-        Recorder::new(claim, Arc::new(render))
-    });
-    let outcome = effect(recorder).await.map_err(ApiError::from);
+    let render = move |value: &T| {
+        serde_json::to_string(value)
+            .map(|body| StoredResponse {
+                status: success.as_u16(),
+                body,
+            })
+            .map_err(|err| err.to_string())
+    };
+    let recorder = Recorder::new(claim.clone(), Arc::new(render));
+    let outcome = effect(Some(recorder)).await.map_err(ApiError::from);
     // A success was recorded by the transaction that made its effect; a refusal is recorded
     // here, as it is answered, and a failure gives the claim up.
-    if let (Some(claim), Err(err)) = (&claim, &outcome) {
+    if let Err(err) = &outcome {
         let body = serde_json::to_string(&err.body()).map_err(ApiError::internal)?;
-        idempotency::finish(&state.pool, claim, err.status_and_code().0.as_u16(), &body).await;
+        idempotency::finish(&state.pool, &claim, err.status_and_code().0.as_u16(), &body).await;
     }
     json(success, &outcome?)
 }

@@ -53,17 +53,15 @@ pub async fn purchase_tickets(
     let path = format!("/events/{event_id}/tickets");
     let canonical = json!({ "quantity": quantity.get() }).to_string();
     let request = (path.as_str(), canonical.as_str());
+    let purchaser = state.purchaser.clone();
     keyed(
         &state,
         &buyer.clone(),
         key,
         request,
         StatusCode::CREATED,
-        async |record| {
-            let outcome = state
-                .purchaser
-                .reserve(event_id, quantity, buyer, record)
-                .await;
+        async move |record| {
+            let outcome = purchaser.reserve(event_id, quantity, buyer, record).await;
             crate::metrics::purchase_outcome(match &outcome {
                 Ok(_) => "reserved",
                 Err(err) => app_status_and_code(err).1,
@@ -108,19 +106,21 @@ pub async fn pay_for_tickets(
         .payment_token
         .as_deref()
         .map(str::trim)
-        .filter(|t| !t.is_empty());
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
     let path = format!("/tickets/{id}/payment");
     let canonical = json!({ "paymentToken": token }).to_string();
     let request = (path.as_str(), canonical.as_str());
+    let (pool, payments) = (state.pool.clone(), state.payments.clone());
     keyed(
         &state,
-        &buyer,
+        &buyer.clone(),
         key,
         request,
         StatusCode::OK,
-        async |record| {
-            let provider = state.payments.as_ref();
-            holds::pay(&state.pool, provider, id, &buyer, token, record.as_ref()).await
+        async move |record| {
+            let token = token.as_deref();
+            holds::pay(&pool, payments.as_ref(), id, &buyer, token, record.as_ref()).await
         },
     )
     .await

@@ -5,11 +5,13 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{
-    BATCHED, PER_REQUEST, TestApp, eventually, id_of, new_fingerprint, spawn_app_on, spawn_app_with,
+    BATCHED, PER_REQUEST, TestApp, answered, assert_error, eventually, id_of, new_fingerprint,
+    spawn_app_on, spawn_app_with,
 };
+use crate::timeouts::lock_event;
 
 /// Rounds per test: on the old notification-fed pre-check, 3–17 % of rounds were refused.
 const ROUNDS: usize = 60;
@@ -140,5 +142,110 @@ async fn a_sold_out_event_is_still_refused() {
             let (status, body) = app.purchase(&event_id, 1, &new_fingerprint()).await;
             crate::helpers::assert_error(status, &body, StatusCode::CONFLICT, "TICKETS_SOLD_OUT");
         }
+    }
+}
+
+/// The process id of the app's change listener (its `LISTEN` connection).
+async fn listener_pid(app: &TestApp) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+    )
+    .bind(app.database_name())
+    .fetch_optional(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Takes the event's last ticket behind the app's back: a committed change that no
+/// notification announces, as one made while the listener was away goes unheard.
+async fn take_last_ticket_unheard(app: &TestApp, event_id: &str) {
+    let event = uuid::Uuid::parse_str(event_id).unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO ticket_allocations (id, event_id, quantity, status, fingerprint_hash, expires_at) \
+         VALUES (gen_random_uuid(), $1, 1, 'reserved', repeat('0', 64), now() + interval '10 minutes')",
+    )
+    .bind(event)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE events SET available_tickets = available_tickets - 1, \
+                           reserved_tickets = reserved_tickets + 1 WHERE id = $1",
+    )
+    .bind(event)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// A purchase sent while another session holds the event's row lock: its answer.
+async fn purchase_beside_a_held_lock(app: &TestApp, event_id: &str) -> (StatusCode, Value) {
+    let blocker = lock_event(&app.pool, event_id).await;
+    let (status, body, _) = answered(app.purchase_request(event_id, 1, &new_fingerprint())).await;
+    blocker.rollback().await.unwrap();
+    (status, body)
+}
+
+/// The availability heard from the listener is forgotten when its connection drops: changes
+/// made meanwhile go unheard, and a stale count would send every buyer of a sold-out event to
+/// its row lock. With the event at 0 and the lock held elsewhere, a purchase is refused from
+/// a fresh read, without waiting for the lock.
+#[tokio::test]
+async fn the_heard_availability_is_forgotten_when_the_listener_drops() {
+    for mode in [PER_REQUEST, BATCHED] {
+        let mut flags = vec!["--lock-timeout-ms", "300"];
+        flags.extend_from_slice(mode);
+        let app = spawn_app_with(&flags).await;
+        let event = app.create_event("Unheard", 2, None).await;
+        let event_id = id_of(&event);
+        // The listener hears this purchase: one ticket left.
+        buy_one(&app, &event_id, &new_fingerprint(), None).await;
+        eventually(
+            "the change to be heard",
+            Duration::from_secs(10),
+            || async {
+                let heard = app
+                    .state
+                    .live
+                    .availability()
+                    .known_available(event_id.parse().ok()?);
+                (heard == Some(1)).then_some(())
+            },
+        )
+        .await;
+        take_last_ticket_unheard(&app, &event_id).await;
+        // Stale: the heard count still says 1, so the purchase goes to the lock, and waits.
+        let (status, body) = purchase_beside_a_held_lock(&app, &event_id).await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+        );
+
+        let dropped = listener_pid(&app).await.expect("the app listens");
+        let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(dropped)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert!(terminated);
+        eventually(
+            "the listener to reconnect",
+            Duration::from_secs(10),
+            || async {
+                listener_pid(&app)
+                    .await
+                    .filter(|pid| *pid != dropped)
+                    .map(|_| ())
+            },
+        )
+        .await;
+        // Forgotten: sold out is answered from a fresh read, beside the held lock.
+        let (status, body) = purchase_beside_a_held_lock(&app, &event_id).await;
+        assert_error(status, &body, StatusCode::CONFLICT, "TICKETS_SOLD_OUT");
+        app.assert_balanced(&event_id).await;
     }
 }

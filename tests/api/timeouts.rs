@@ -1,17 +1,26 @@
 //! Every wait is bounded: a row lock held elsewhere (`--lock-timeout-ms`), a statement over
-//! its time (`--statement-timeout-ms`) and a request over its time (`--request-timeout-ms`)
-//! each end in a prompt 503 with `Retry-After`, and leave the counts balanced.
+//! its time (`--statement-timeout-ms`), a request over its time (`--request-timeout-ms`) and
+//! a pool with no free connection (5 s) each end in a prompt 503 with `Retry-After`, and
+//! leave the counts balanced. The session settings behind them, and READ COMMITTED, are
+//! pinned on every pooled connection whatever the database's own defaults.
 
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use reqwest::StatusCode;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, answered, assert_error, spawn_app_with};
+use crate::helpers::{
+    PER_REQUEST, TestApp, admin_connection, answered, assert_error, fresh_database, id_of,
+    new_fingerprint, spawn_app_on, spawn_app_with,
+};
 
 /// Holds the event's row lock in a transaction of its own until dropped or rolled back.
-async fn lock_event(pool: &PgPool, event_id: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+pub(crate) async fn lock_event(
+    pool: &PgPool,
+    event_id: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut blocker = pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE")
         .bind(Uuid::parse_str(event_id).unwrap())
@@ -121,4 +130,117 @@ async fn a_request_over_its_timeout_gives_503_instead_of_waiting() {
         }
         app.stop().await;
     }
+}
+
+#[tokio::test]
+async fn no_free_pooled_connection_within_5_s_gives_503() {
+    let app = spawn_app_with(&[]).await;
+    let event = app.create_event("Pool", 10, None).await;
+    let path = format!("/events/{}", id_of(&event));
+    // Take every connection of the app's own pool, and keep them.
+    let mut taken = Vec::new();
+    while let Ok(Ok(conn)) =
+        tokio::time::timeout(Duration::from_secs(1), app.state.pool.acquire()).await
+    {
+        taken.push(conn);
+    }
+    // All 16 are in use: ours, and the change listener's.
+    let pool = &app.state.pool;
+    assert_eq!(
+        (pool.size(), pool.num_idle()),
+        (16, 0),
+        "{} taken",
+        taken.len()
+    );
+    let started = Instant::now();
+    let (status, body, retry_after) = answered(app.request(reqwest::Method::GET, &path)).await;
+    let took = started.elapsed();
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    );
+    assert!(retry_after);
+    // The pool's wait (5 s), not the request timeout (30 s), ended it.
+    assert!(
+        (Duration::from_millis(4500)..Duration::from_secs(10)).contains(&took),
+        "answered after {took:?}"
+    );
+    drop(taken);
+    assert_eq!(app.get(&path).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sessions_stay_read_committed_on_a_database_whose_default_is_serializable() {
+    let options = fresh_database().await;
+    let database = options.get_database().unwrap().to_owned();
+    let mut admin = admin_connection().await;
+    for setting in [
+        "default_transaction_isolation = 'serializable'",
+        "lock_timeout = '1min'",
+        "statement_timeout = '2min'",
+    ] {
+        let statement = format!("ALTER DATABASE \"{database}\" SET {setting}");
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    let mut flags = vec![
+        "--lock-timeout-ms",
+        "4321",
+        "--statement-timeout-ms",
+        "12345",
+    ];
+    flags.extend_from_slice(PER_REQUEST);
+    let app = spawn_app_on(&options, &flags).await;
+    // The test's own pool is not pinned: it shows the database's default took effect.
+    let default: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(default, "serializable");
+    // Every connection of the app's pool, each opened fresh, is pinned.
+    let mut connections = Vec::new();
+    for _ in 0..8 {
+        connections.push(app.state.pool.acquire().await.unwrap());
+    }
+    for conn in &mut connections {
+        let settings: (String, String, String) = sqlx::query_as(
+            "SELECT current_setting('transaction_isolation'), \
+                    current_setting('lock_timeout'), current_setting('statement_timeout')",
+        )
+        .fetch_one(&mut **conn)
+        .await
+        .unwrap();
+        let expected = ("read committed", "4321ms", "12345ms");
+        assert_eq!(
+            (
+                settings.0.as_str(),
+                settings.1.as_str(),
+                settings.2.as_str()
+            ),
+            expected
+        );
+    }
+    drop(connections);
+
+    // Buyers queue on one event row: under SERIALIZABLE every one that waited for a
+    // purchase's commit would fail (40001, a 500); pinned, each is answered by the rules.
+    let event = app.create_event("Serializable default", 30, None).await;
+    let id = id_of(&event);
+    let buyers: Vec<String> = (0..60).map(|_| new_fingerprint()).collect();
+    let answers = join_all(buyers.iter().map(|buyer| app.purchase(&id, 1, buyer))).await;
+    let mut granted = 0;
+    for (status, body) in &answers {
+        if *status == StatusCode::CREATED {
+            granted += 1;
+        } else {
+            assert_error(*status, body, StatusCode::CONFLICT, "TICKETS_SOLD_OUT");
+        }
+    }
+    assert_eq!(granted, 30);
+    let event = app.assert_balanced(&id).await;
+    assert_eq!(event["availableTickets"], 0, "{event}");
 }
