@@ -74,7 +74,8 @@ pub struct Config {
     pub no_verify: bool,
 }
 
-/// What one client's requests got: kept per client so that recording takes no shared lock.
+/// What one client's requests got, kept per client so that recording never waits on another
+/// client (the lock is only there because an observer is shared).
 #[derive(Default)]
 struct Shard {
     /// Purchase (or read) requests answered below 500, in microseconds.
