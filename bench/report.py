@@ -18,8 +18,9 @@ def pgbench(clients):
 
 
 def sound(report):
-    v = report.get("verification")
-    return v is None or (not v["oversold"] and v["allocations_missing"] == 0)
+    # The load tool's own verdict (see docs/performance.md): verified, nothing oversold,
+    # every 201 read back, no 5xx, no request without an answer.
+    return report["sound"]
 
 
 rows = []

@@ -1,6 +1,8 @@
 //! The Boxoffice load-test tool: creates (or uses) an event, drives concurrent keep-alive
 //! clients at the purchase endpoint, optionally pays for each hold, then reads everything
-//! back and verifies that nothing was oversold and that every 201 a client saw exists.
+//! back and verifies that nothing was oversold, that every 201 a client saw exists and that
+//! every hold paid for is `purchased`. Its verdict ([`Report::reasons`]) also refuses a run
+//! with a 5xx, a request left unanswered or an answer a load run should not get.
 //!
 //! Two levels: [`run`] is the whole tool (the CLI's), and [`drive`] is its storm alone, against
 //! an existing event, reporting every request live to an [`Observer`] that can stop a client
@@ -13,10 +15,12 @@ mod report;
 
 pub use drive::{Action, Observer, Outcome, Plan, Stop, Totals, drive};
 use report::latency;
-pub use report::{Latency, Report, Verification, render};
+pub use report::{Answer, EventCounts, Latency, ReadBack, Report, Verification, render};
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashSet};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -65,9 +69,77 @@ pub struct Config {
     /// Time `GET /events/{id}` instead of purchasing (read throughput).
     #[arg(long)]
     pub read_only: bool,
-    /// Skip reading every allocation back after the run.
+    /// Skip the verification after the run (the run is then never called sound).
     #[arg(long)]
     pub no_verify: bool,
+}
+
+/// What one client's requests got, kept per client so that recording never waits on another
+/// client (the lock is only there because an observer is shared).
+#[derive(Default)]
+struct Shard {
+    /// Purchase (or read) requests answered below 500, in microseconds.
+    answered_us: Vec<u64>,
+    /// Purchase (or read) requests answered 5xx or not at all, in microseconds.
+    failed_us: Vec<u64>,
+    /// Every request, payments included, by action, status and code.
+    answers: BTreeMap<(&'static str, Option<u16>, Option<String>), u64>,
+    /// Allocations whose payment was answered 200.
+    paid: Vec<String>,
+}
+
+/// The run's observer: records each answer in its client's shard.
+struct Recorder {
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl Observer for Recorder {
+    fn observe(&self, outcome: &Outcome) -> ControlFlow<Stop> {
+        let mut shard = self.shards[outcome.client]
+            .lock()
+            .expect("a client's shard is never poisoned");
+        let status = outcome.status.map(|s| s.as_u16());
+        let key = (outcome.action.name(), status, outcome.code.clone());
+        *shard.answers.entry(key).or_default() += 1;
+        let micros = outcome.latency.as_micros() as u64;
+        match outcome.action {
+            Action::Pay => {
+                if status == Some(200) {
+                    shard.paid.extend(outcome.allocation_id.clone());
+                }
+            }
+            Action::Purchase | Action::Read if status.is_some_and(|s| s < 500) => {
+                shard.answered_us.push(micros)
+            }
+            Action::Purchase | Action::Read => shard.failed_us.push(micros),
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Recorder {
+    fn new(clients: usize) -> Self {
+        Self {
+            shards: (0..clients).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// All shards in one, latencies sorted.
+    fn merged(&self) -> Shard {
+        let mut all = Shard::default();
+        for shard in &self.shards {
+            let mut shard = shard.lock().expect("a client's shard is never poisoned");
+            all.answered_us.append(&mut shard.answered_us);
+            all.failed_us.append(&mut shard.failed_us);
+            all.paid.append(&mut shard.paid);
+            for (key, count) in std::mem::take(&mut shard.answers) {
+                *all.answers.entry(key).or_default() += count;
+            }
+        }
+        all.answered_us.sort_unstable();
+        all.failed_us.sort_unstable();
+        all
+    }
 }
 
 /// Creates (or uses) the event, runs the storm, then reads everything back.
@@ -134,27 +206,39 @@ pub async fn run(config: &Config) -> Result<Report, String> {
         ..Plan::new(urls.to_vec(), event_id.clone())
     };
 
+    let recorder = Arc::new(Recorder::new(config.clients));
     let started = Instant::now();
-    let mut tally = drive(&plan, Arc::new(())).await?;
+    let tally = drive(&plan, recorder.clone()).await?;
     let elapsed = started.elapsed().as_secs_f64();
     if !streams.is_empty() && config.hold_streams_seconds > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(config.hold_streams_seconds)).await;
     }
     drop(streams);
 
+    let recorded = recorder.merged();
     let requests = tally.latencies_us.len() as u64 + tally.transport_errors;
     let reservations = if config.read_only {
         0
     } else {
         tally.statuses.get(&201).copied().unwrap_or(0)
     };
-    let verification = if config.read_only {
+    let verification = if config.no_verify {
         None
     } else {
-        Some(verify(&client, &urls, &event_id, &tally.granted, config).await?)
+        let paid: HashSet<String> = recorded.paid.iter().cloned().collect();
+        Some(
+            verify(
+                &client,
+                &urls,
+                &event_id,
+                &tally.granted,
+                &paid,
+                config.clients,
+            )
+            .await?,
+        )
     };
-    tally.latencies_us.sort_unstable();
-    Ok(Report {
+    let mut report = Report {
         event_id,
         clients: config.clients,
         elapsed_seconds: elapsed,
@@ -164,11 +248,28 @@ pub async fn run(config: &Config) -> Result<Report, String> {
         reservations_per_second: reservations as f64 / elapsed,
         payments_succeeded: tally.payments_succeeded,
         transport_errors: tally.transport_errors,
-        latency_ms: latency(&tally.latencies_us),
+        latency_ms: latency(&recorded.answered_us),
+        failed_requests: recorded.failed_us.len() as u64,
+        failed_latency_ms: latency(&recorded.failed_us),
         statuses: tally.statuses,
         codes: tally.codes,
+        answers: recorded
+            .answers
+            .into_iter()
+            .map(|((action, status, code), count)| Answer {
+                action,
+                status,
+                code,
+                count,
+            })
+            .collect(),
         verification,
-    })
+        sound: false,
+        verdict: Vec::new(),
+    };
+    report.verdict = report.reasons();
+    report.sound = report.verdict.is_empty();
+    Ok(report)
 }
 
 async fn create_event(client: &Client, base: &str, config: &Config) -> Result<String, String> {
@@ -198,91 +299,102 @@ async fn create_event(client: &Client, base: &str, config: &Config) -> Result<St
         .ok_or_else(|| "event without id".into())
 }
 
-/// Reads the event and every granted allocation back.
+/// Reads the event, then every granted allocation (with its buyer's fingerprint), and judges
+/// them ([`Verification::new`]). `paid`: the allocations whose payment was answered 200,
+/// which must read back `purchased`.
 async fn verify(
     client: &Client,
     urls: &[String],
     event_id: &str,
     granted: &[(String, String, i64)],
-    config: &Config,
+    paid: &HashSet<String>,
+    clients: usize,
 ) -> Result<Verification, String> {
-    let event: Value = client
+    let response = client
         .get(format!("{}/events/{event_id}", urls[0]))
         .send()
         .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("reading the event back: {e}"))?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("reading the event back: {}", response.status()));
+    }
+    let event: Value = response.json().await.map_err(|e| e.to_string())?;
     let count = |field: &str| event[field].as_i64().unwrap_or(-1);
-    let (total, available, reserved, purchased) = (
-        count("totalTickets"),
-        count("availableTickets"),
-        count("reservedTickets"),
-        count("purchasedTickets"),
-    );
+    let counts = EventCounts {
+        total: count("totalTickets"),
+        available: count("availableTickets"),
+        reserved: count("reservedTickets"),
+        purchased: count("purchasedTickets"),
+    };
     let tickets_granted: i64 = granted.iter().map(|g| g.2).sum();
-    let oversold = available < 0
-        || reserved < 0
-        || purchased < 0
-        || available + reserved + purchased != total
-        || tickets_granted > total
-        || (config.event_id.is_none() && tickets_granted > reserved + purchased);
 
+    // Read only after the event: an allocation read back as held was held when the event
+    // was read (see `Verification::new`).
     let checked = Arc::new(AtomicU64::new(0));
     let missing = Arc::new(AtomicU64::new(0));
-    if !config.no_verify {
-        let next = Arc::new(AtomicU64::new(0));
-        let granted = Arc::new(granted.to_vec());
-        let mut readers = Vec::new();
-        for worker in 0..config.clients.clamp(1, 256) {
-            let (client, granted, next, checked, missing) = (
-                client.clone(),
-                granted.clone(),
-                next.clone(),
-                checked.clone(),
-                missing.clone(),
-            );
-            let base = urls[worker % urls.len()].clone();
-            let event_id = event_id.to_owned();
-            readers.push(tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some((id, buyer, quantity)) = granted.get(i) else {
-                        break;
-                    };
-                    let read = client
-                        .get(format!("{base}/tickets/{id}"))
-                        .header("X-Device-Fingerprint", buyer)
-                        .send()
-                        .await;
-                    let found = match read {
-                        Ok(response) if response.status() == StatusCode::OK => {
-                            let body: Value = response.json().await.unwrap_or(Value::Null);
-                            body["eventId"] == event_id.as_str()
-                                && body["quantity"].as_i64() == Some(*quantity)
-                        }
-                        _ => false,
-                    };
-                    checked.fetch_add(1, Ordering::Relaxed);
-                    if !found {
-                        missing.fetch_add(1, Ordering::Relaxed);
+    let held = Arc::new(AtomicI64::new(0));
+    let paid_checked = Arc::new(AtomicU64::new(0));
+    let paid_not_purchased = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let granted = Arc::new(granted.to_vec());
+    let paid = Arc::new(paid.clone());
+    let mut readers = Vec::new();
+    for worker in 0..clients.clamp(1, 256) {
+        let (client, granted, paid, next) =
+            (client.clone(), granted.clone(), paid.clone(), next.clone());
+        let (checked, missing, held, paid_checked, paid_not_purchased) = (
+            checked.clone(),
+            missing.clone(),
+            held.clone(),
+            paid_checked.clone(),
+            paid_not_purchased.clone(),
+        );
+        let base = urls[worker % urls.len()].clone();
+        let event_id = event_id.to_owned();
+        readers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some((id, buyer, quantity)) = granted.get(i) else {
+                    break;
+                };
+                let read = client
+                    .get(format!("{base}/tickets/{id}"))
+                    .header("X-Device-Fingerprint", buyer)
+                    .send()
+                    .await;
+                let body = match read {
+                    Ok(response) if response.status() == StatusCode::OK => {
+                        response.json().await.unwrap_or(Value::Null)
+                    }
+                    _ => Value::Null,
+                };
+                let found = body["eventId"] == event_id.as_str()
+                    && body["quantity"].as_i64() == Some(*quantity);
+                let status = body["status"].as_str().unwrap_or_default();
+                checked.fetch_add(1, Ordering::Relaxed);
+                if !found {
+                    missing.fetch_add(1, Ordering::Relaxed);
+                } else if matches!(status, "reserved" | "payment_pending" | "purchased") {
+                    held.fetch_add(*quantity, Ordering::Relaxed);
+                }
+                if paid.contains(id) {
+                    paid_checked.fetch_add(1, Ordering::Relaxed);
+                    if status != "purchased" {
+                        paid_not_purchased.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-            }));
-        }
-        for reader in readers {
-            reader.await.map_err(|e| e.to_string())?;
-        }
+            }
+        }));
     }
-    Ok(Verification {
-        total_tickets: total,
-        available_tickets: available,
-        reserved_tickets: reserved,
-        purchased_tickets: purchased,
-        tickets_granted,
-        oversold,
-        allocations_checked: checked.load(Ordering::Relaxed),
-        allocations_missing: missing.load(Ordering::Relaxed),
-    })
+    for reader in readers {
+        reader.await.map_err(|e| e.to_string())?;
+    }
+    let read_back = ReadBack {
+        checked: checked.load(Ordering::Relaxed),
+        missing: missing.load(Ordering::Relaxed),
+        tickets_held: held.load(Ordering::Relaxed),
+        paid_checked: paid_checked.load(Ordering::Relaxed),
+        paid_not_purchased: paid_not_purchased.load(Ordering::Relaxed),
+    };
+    Ok(Verification::new(counts, tickets_granted, read_back))
 }

@@ -3,7 +3,8 @@ use std::process::ExitCode;
 use boxoffice_load::{Config, render, run};
 use clap::Parser;
 
-/// Drive concurrent buyers at a Boxoffice event and verify nothing was oversold.
+/// Drive concurrent buyers at a Boxoffice event and verify nothing was oversold. Exits 0 for
+/// a sound run, 2 for a run that is not (the report says why), 1 when it could not run.
 #[derive(Debug, Parser)]
 #[command(name = "boxoffice-load", version, about)]
 struct Cli {
@@ -27,10 +28,12 @@ async fn main() -> ExitCode {
             } else {
                 print!("{}", render(&report));
             }
-            if report.is_sound() {
+            // The verdict as the report carries it, so the exit status and the printed
+            // report always agree.
+            if report.sound {
                 ExitCode::SUCCESS
             } else {
-                eprintln!("boxoffice-load: verification FAILED");
+                eprintln!("boxoffice-load: NOT SOUND: {}", report.verdict.join("; "));
                 ExitCode::from(2)
             }
         }

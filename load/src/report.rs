@@ -1,17 +1,85 @@
-//! What a run found: latency percentiles, the verification, the report and its text form.
+//! What a run found: latency percentiles, the answers, the verification, the verdict, and the
+//! report's text form.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
     pub max: f64,
     pub mean: f64,
+}
+
+/// How many requests of one kind got one answer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Answer {
+    /// `purchase`, `pay` or `read`.
+    pub action: &'static str,
+    /// `None`: no answer (connection refused or cut, or a timeout).
+    pub status: Option<u16>,
+    /// The error body's `code`, when it has one.
+    pub code: Option<String>,
+    pub count: u64,
+}
+
+impl Answer {
+    /// Whether this is an answer the documentation promises for a load run: a purchase held
+    /// (201) or refused because the event, or the buyer's share of it, ran out (409
+    /// `TICKETS_SOLD_OUT`, `INSUFFICIENT_TICKETS`, `FINGERPRINT_LIMIT`); a hold paid for
+    /// (200); an event read (200); or any of them rate limited (429 `RATE_LIMITED`). Anything
+    /// else means the server failed or the tool asked something it should not have.
+    pub fn is_expected(&self) -> bool {
+        let code = self.code.as_deref();
+        match (self.action, self.status) {
+            (_, Some(429)) => code == Some("RATE_LIMITED"),
+            ("purchase", Some(201)) | ("pay", Some(200)) | ("read", Some(200)) => true,
+            ("purchase", Some(409)) => matches!(
+                code,
+                Some("TICKETS_SOLD_OUT" | "INSUFFICIENT_TICKETS" | "FINGERPRINT_LIMIT")
+            ),
+            _ => false,
+        }
+    }
+
+    fn label(&self) -> String {
+        let status = self
+            .status
+            .map_or_else(|| "no answer".to_owned(), |s| s.to_string());
+        match &self.code {
+            Some(code) => format!("{} {status} {code}", self.action),
+            None => format!("{} {status}", self.action),
+        }
+    }
+}
+
+/// The event's counts as `GET /events/{id}` reported them after the run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EventCounts {
+    pub total: i64,
+    pub available: i64,
+    pub reserved: i64,
+    pub purchased: i64,
+}
+
+/// What reading the allocations back found.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ReadBack {
+    /// Allocations read (every 201 of the run).
+    pub checked: u64,
+    /// 201s whose allocation could not be read back, or read back with another event or
+    /// quantity.
+    pub missing: u64,
+    /// Tickets of the allocations read back `reserved`, `payment_pending` or `purchased`.
+    pub tickets_held: i64,
+    /// Allocations whose payment was answered 200.
+    pub paid_checked: u64,
+    /// Of those, the ones not read back `purchased`.
+    pub paid_not_purchased: u64,
 }
 
 /// What the event and the allocations looked like afterwards.
@@ -23,36 +91,160 @@ pub struct Verification {
     pub purchased_tickets: i64,
     /// Tickets in the 201 responses clients saw.
     pub tickets_granted: i64,
-    /// Counts below zero, counts that do not add up, or more granted than exist.
+    /// Tickets of the granted allocations that were still held when read back.
+    pub tickets_held: i64,
+    /// Counts below zero, counts that do not add up, more granted than exist, or more of
+    /// the run's tickets held than the event counts as reserved and purchased.
     pub oversold: bool,
     pub allocations_checked: u64,
     /// 201s whose allocation could not be read back.
     pub allocations_missing: u64,
+    /// Allocations whose payment was answered 200, read back.
+    pub paid_checked: u64,
+    /// Paid allocations not read back `purchased`.
+    pub paid_not_purchased: u64,
 }
 
+impl Verification {
+    /// Judges the counts read after the run against what the run was granted. The event is
+    /// read before the allocations, and a hold that is no longer held never is again, so
+    /// every allocation read back as held was held when the event was read: its tickets
+    /// must be within the event's reserved and purchased counts. That holds on an event of
+    /// the run's own and on an existing one (`--event-id`) that others sell from meanwhile.
+    pub fn new(counts: EventCounts, tickets_granted: i64, read_back: ReadBack) -> Self {
+        let EventCounts {
+            total,
+            available,
+            reserved,
+            purchased,
+        } = counts;
+        let oversold = available < 0
+            || reserved < 0
+            || purchased < 0
+            || available + reserved + purchased != total
+            || tickets_granted > total
+            || read_back.tickets_held > reserved + purchased;
+        Self {
+            total_tickets: total,
+            available_tickets: available,
+            reserved_tickets: reserved,
+            purchased_tickets: purchased,
+            tickets_granted,
+            tickets_held: read_back.tickets_held,
+            oversold,
+            allocations_checked: read_back.checked,
+            allocations_missing: read_back.missing,
+            paid_checked: read_back.paid_checked,
+            paid_not_purchased: read_back.paid_not_purchased,
+        }
+    }
+}
+
+/// A whole run: its rates, its answers and what was found afterwards.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub event_id: String,
     pub clients: usize,
     pub elapsed_seconds: f64,
+    /// Purchase (or read) requests sent, answered or not.
     pub requests: u64,
     pub requests_per_second: f64,
     pub reservations: u64,
     pub reservations_per_second: f64,
     pub payments_succeeded: u64,
+    /// Purchase (or read) requests that got no answer.
     pub transport_errors: u64,
+    /// Latency of the purchase (or read) requests the service answered, granted or refused
+    /// (any status below 500); failed requests are left out and counted below.
     pub latency_ms: Latency,
+    /// Purchase (or read) requests answered 5xx or not at all.
+    pub failed_requests: u64,
+    /// Latency of the failed requests (zero when there were none).
+    pub failed_latency_ms: Latency,
+    /// Answers to purchase (or read) requests by status.
     pub statuses: BTreeMap<u16, u64>,
+    /// Answers to purchase (or read) requests by error code.
     pub codes: BTreeMap<String, u64>,
+    /// Every request, payments included, by action, status and code.
+    pub answers: Vec<Answer>,
+    /// `None`: the run skipped verification (`--no-verify`).
     pub verification: Option<Verification>,
+    /// Whether the run is sound: no reason in `verdict`.
+    pub sound: bool,
+    /// Why the run is not sound ([`Report::reasons`] when it ended); empty when it is.
+    pub verdict: Vec<String>,
 }
 
 impl Report {
-    /// Zero oversell and every 201 read back.
+    /// Why the run cannot be called sound; empty when it can. A sound run was verified
+    /// (counts add up, nothing oversold, every 201 read back, every paid hold `purchased`)
+    /// and every request was answered with an expected answer ([`Answer::is_expected`]):
+    /// no 5xx, no request without an answer.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        let count = |keep: &dyn Fn(&Answer) -> bool| -> u64 {
+            self.answers
+                .iter()
+                .filter(|a| keep(a))
+                .map(|a| a.count)
+                .sum()
+        };
+        let server_errors = count(&|a| a.status.is_some_and(|s| s >= 500));
+        if server_errors > 0 {
+            reasons.push(format!("{server_errors} answers were server errors (5xx)"));
+        }
+        let unanswered = count(&|a| a.status.is_none());
+        if unanswered > 0 {
+            reasons.push(format!(
+                "{unanswered} requests got no answer (transport errors)"
+            ));
+        }
+        let unexpected: Vec<String> = self
+            .answers
+            .iter()
+            .filter(|a| a.status.is_some_and(|s| s < 500) && !a.is_expected())
+            .map(|a| format!("{} ×{}", a.label(), a.count))
+            .collect();
+        if !unexpected.is_empty() {
+            reasons.push(format!(
+                "undocumented answers for a load run: {}",
+                unexpected.join(", ")
+            ));
+        }
+        match &self.verification {
+            None => reasons.push("not verified (--no-verify)".into()),
+            Some(v) => {
+                if v.oversold {
+                    reasons.push(format!(
+                        "oversold: total {} available {} reserved {} purchased {}, granted {} of which held {}",
+                        v.total_tickets,
+                        v.available_tickets,
+                        v.reserved_tickets,
+                        v.purchased_tickets,
+                        v.tickets_granted,
+                        v.tickets_held
+                    ));
+                }
+                if v.allocations_missing > 0 {
+                    reasons.push(format!(
+                        "{} of {} granted allocations not read back",
+                        v.allocations_missing, v.allocations_checked
+                    ));
+                }
+                if v.paid_not_purchased > 0 {
+                    reasons.push(format!(
+                        "{} of {} paid allocations not read back purchased",
+                        v.paid_not_purchased, v.paid_checked
+                    ));
+                }
+            }
+        }
+        reasons
+    }
+
+    /// No reason in [`Report::reasons`].
     pub fn is_sound(&self) -> bool {
-        self.verification
-            .as_ref()
-            .is_none_or(|v| !v.oversold && v.allocations_missing == 0)
+        self.reasons().is_empty()
     }
 }
 
@@ -81,7 +273,12 @@ pub(crate) fn latency(sorted_us: &[u64]) -> Latency {
 /// The report as people read it.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    let l = &report.latency_ms;
+    let line = |l: &Latency| {
+        format!(
+            "p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}",
+            l.p50, l.p90, l.p99, l.max, l.mean
+        )
+    };
     out.push_str(&format!("event            {}\n", report.event_id));
     out.push_str(&format!("clients          {}\n", report.clients));
     out.push_str(&format!(
@@ -100,9 +297,16 @@ pub fn render(report: &Report) -> String {
         out.push_str(&format!("payments ok      {}\n", report.payments_succeeded));
     }
     out.push_str(&format!(
-        "latency ms       p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}\n",
-        l.p50, l.p90, l.p99, l.max, l.mean
+        "latency ms       {} (answered, below 500)\n",
+        line(&report.latency_ms)
     ));
+    if report.failed_requests > 0 {
+        out.push_str(&format!(
+            "failed           {} (5xx or no answer; latency ms {})\n",
+            report.failed_requests,
+            line(&report.failed_latency_ms)
+        ));
+    }
     out.push_str(&format!("statuses         {:?}\n", report.statuses));
     out.push_str(&format!("codes            {:?}\n", report.codes));
     if report.transport_errors > 0 {
@@ -114,13 +318,222 @@ pub fn render(report: &Report) -> String {
             v.total_tickets, v.available_tickets, v.reserved_tickets, v.purchased_tickets
         ));
         out.push_str(&format!(
-            "verification     tickets granted {}; oversold: {}; allocations read back {}/{} (missing {})\n",
+            "verification     tickets granted {} (held {}); oversold: {}; allocations read back {}/{} (missing {})\n",
             v.tickets_granted,
+            v.tickets_held,
             if v.oversold { "YES" } else { "no" },
             v.allocations_checked - v.allocations_missing,
             v.allocations_checked,
             v.allocations_missing
         ));
+        if v.paid_checked > 0 {
+            out.push_str(&format!(
+                "paid read back   {}/{} purchased\n",
+                v.paid_checked - v.paid_not_purchased,
+                v.paid_checked
+            ));
+        }
+    }
+    if report.verdict.is_empty() {
+        out.push_str("verdict          sound\n");
+    } else {
+        out.push_str(&format!(
+            "verdict          NOT SOUND: {}\n",
+            report.verdict.join("; ")
+        ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(action: &'static str, status: Option<u16>, code: Option<&str>, count: u64) -> Answer {
+        Answer {
+            action,
+            status,
+            code: code.map(str::to_owned),
+            count,
+        }
+    }
+
+    const COUNTS: EventCounts = EventCounts {
+        total: 10,
+        available: 4,
+        reserved: 4,
+        purchased: 2,
+    };
+
+    fn read_back(tickets_held: i64) -> ReadBack {
+        ReadBack {
+            checked: 6,
+            tickets_held,
+            ..ReadBack::default()
+        }
+    }
+
+    /// A sold-out run that sold 6 of 10 tickets, every 201 read back: sound.
+    fn sound_report() -> Report {
+        Report {
+            event_id: "e".into(),
+            clients: 1,
+            elapsed_seconds: 1.0,
+            requests: 8,
+            requests_per_second: 8.0,
+            reservations: 6,
+            reservations_per_second: 6.0,
+            payments_succeeded: 2,
+            transport_errors: 0,
+            latency_ms: Latency::default(),
+            failed_requests: 0,
+            failed_latency_ms: Latency::default(),
+            statuses: BTreeMap::new(),
+            codes: BTreeMap::new(),
+            answers: vec![
+                answer("purchase", Some(201), None, 6),
+                answer("purchase", Some(409), Some("TICKETS_SOLD_OUT"), 1),
+                answer("purchase", Some(409), Some("FINGERPRINT_LIMIT"), 1),
+                answer("pay", Some(200), None, 2),
+            ],
+            verification: Some(Verification::new(COUNTS, 6, read_back(6))),
+            sound: true,
+            verdict: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_verified_run_of_documented_answers_is_sound() {
+        assert_eq!(sound_report().reasons(), Vec::<String>::new());
+        assert!(sound_report().is_sound());
+    }
+
+    #[test]
+    fn a_server_error_makes_a_run_unsound() {
+        let mut report = sound_report();
+        report.answers.push(answer(
+            "purchase",
+            Some(503),
+            Some("SERVICE_UNAVAILABLE"),
+            3,
+        ));
+        assert_eq!(report.reasons(), ["3 answers were server errors (5xx)"]);
+        let mut report = sound_report();
+        report
+            .answers
+            .push(answer("pay", Some(500), Some("INTERNAL_ERROR"), 1));
+        assert_eq!(report.reasons(), ["1 answers were server errors (5xx)"]);
+    }
+
+    #[test]
+    fn a_request_without_an_answer_makes_a_run_unsound() {
+        let mut report = sound_report();
+        report.answers.push(answer("pay", None, None, 2));
+        assert_eq!(
+            report.reasons(),
+            ["2 requests got no answer (transport errors)"]
+        );
+    }
+
+    #[test]
+    fn a_run_without_verification_is_not_sound() {
+        let mut report = sound_report();
+        report.verification = None;
+        assert_eq!(report.reasons(), ["not verified (--no-verify)"]);
+    }
+
+    #[test]
+    fn answers_a_load_run_should_not_get_make_it_unsound() {
+        for (action, status, code) in [
+            ("purchase", 422, "VALIDATION_ERROR"),
+            ("purchase", 404, "NOT_FOUND"),
+            ("purchase", 409, "IDEMPOTENCY_IN_PROGRESS"),
+            ("pay", 402, "PAYMENT_DECLINED"),
+            ("pay", 409, "INVALID_STATUS"),
+            ("read", 404, "NOT_FOUND"),
+        ] {
+            let mut report = sound_report();
+            report
+                .answers
+                .push(answer(action, Some(status), Some(code), 1));
+            assert_eq!(
+                report.reasons(),
+                [format!(
+                    "undocumented answers for a load run: {action} {status} {code} ×1"
+                )]
+            );
+        }
+        for expected in [
+            answer("purchase", Some(409), Some("INSUFFICIENT_TICKETS"), 1),
+            answer("purchase", Some(429), Some("RATE_LIMITED"), 1),
+            answer("pay", Some(429), Some("RATE_LIMITED"), 1),
+            answer("read", Some(200), None, 1),
+        ] {
+            assert!(expected.is_expected(), "{expected:?}");
+        }
+    }
+
+    #[test]
+    fn a_paid_hold_not_purchased_makes_a_run_unsound() {
+        let mut report = sound_report();
+        let read_back = ReadBack {
+            paid_checked: 2,
+            paid_not_purchased: 1,
+            ..read_back(6)
+        };
+        report.verification = Some(Verification::new(COUNTS, 6, read_back));
+        assert_eq!(
+            report.reasons(),
+            ["1 of 2 paid allocations not read back purchased"]
+        );
+    }
+
+    #[test]
+    fn a_missing_allocation_makes_a_run_unsound() {
+        let mut report = sound_report();
+        let read_back = ReadBack {
+            missing: 1,
+            ..read_back(5)
+        };
+        report.verification = Some(Verification::new(COUNTS, 6, read_back));
+        assert_eq!(
+            report.reasons(),
+            ["1 of 6 granted allocations not read back"]
+        );
+    }
+
+    #[test]
+    fn more_held_than_the_event_counts_is_oversold_on_any_event() {
+        // An existing event (--event-id) whose counts say 6 tickets are out while the run
+        // alone holds 7 of them: oversold, though 7 granted is within the total.
+        let verification = Verification::new(COUNTS, 7, read_back(7));
+        assert!(verification.oversold);
+        // Granted beyond held (a hold lapsed before the read-back) is not.
+        assert!(!Verification::new(COUNTS, 7, read_back(6)).oversold);
+    }
+
+    #[test]
+    fn counts_that_do_not_add_up_are_oversold() {
+        for counts in [
+            EventCounts {
+                available: 5,
+                ..COUNTS
+            },
+            EventCounts {
+                available: -1,
+                reserved: 9,
+                ..COUNTS
+            },
+        ] {
+            assert!(Verification::new(counts, 0, ReadBack::default()).oversold);
+        }
+        assert!(Verification::new(COUNTS, 11, ReadBack::default()).oversold);
+    }
+
+    #[test]
+    fn latency_percentiles_come_from_the_samples_given() {
+        let l = latency(&[1_000, 2_000, 3_000, 4_000]);
+        assert_eq!((l.p50, l.p90, l.max, l.mean), (2.0, 4.0, 4.0, 2.5));
+        assert_eq!(latency(&[]).max, 0.0);
+    }
 }

@@ -1,9 +1,12 @@
-//! A short smoke run of the load-test tool against a real server: zero oversell and every
-//! 201 read back. No timing thresholds: speed is measured with the tool, not in tests.
+//! Short smoke runs of the load-test tool against a real server: zero oversell, every 201 read
+//! back, every refusal one the documentation promises for the run, and a verdict that refuses
+//! a run whose server failed. No timing thresholds: speed is measured with the tool, not in
+//! tests.
 
-use boxoffice_load::{Config, run};
+use boxoffice_load::{Answer, Config, Report, run};
+use reqwest::StatusCode;
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{BATCHED, PER_REQUEST, id_of, spawn_app_with};
 
 fn config(url: String) -> Config {
     Config {
@@ -24,35 +27,140 @@ fn config(url: String) -> Config {
     }
 }
 
+fn answer(action: &'static str, status: u16, code: Option<&str>, count: u64) -> Answer {
+    Answer {
+        action,
+        status: Some(status),
+        code: code.map(str::to_owned),
+        count,
+    }
+}
+
+/// The report's own verdict agrees with a fresh reading of it, and says sound.
+fn assert_sound(report: &Report) {
+    assert!(report.sound, "{report:#?}");
+    assert!(report.verdict.is_empty(), "{report:#?}");
+    assert!(report.is_sound(), "{report:#?}");
+    assert_eq!(report.failed_requests, 0, "{report:#?}");
+}
+
 #[tokio::test]
 async fn smoke_run_batched_sells_out_exactly() {
-    let app = spawn_app_with(&["--purchase-mode", "batched"]).await;
+    let app = spawn_app_with(BATCHED).await;
     let report = run(&config(app.address.clone()))
         .await
         .expect("the run completes");
     let verification = report.verification.clone().unwrap();
-    assert!(report.is_sound(), "{report:#?}");
+    assert_sound(&report);
     assert_eq!(report.reservations, 150, "{report:#?}");
-    assert_eq!(report.codes.get("TICKETS_SOLD_OUT"), Some(&150));
+    // Every refusal is the documented one for an event that ran out, and nothing else.
+    assert_eq!(
+        report.answers,
+        [
+            answer("purchase", 201, None, 150),
+            answer("purchase", 409, Some("TICKETS_SOLD_OUT"), 150),
+        ],
+        "{report:#?}"
+    );
     assert_eq!(verification.allocations_checked, 150);
     assert_eq!(verification.available_tickets, 0);
     assert_eq!(verification.tickets_granted, verification.reserved_tickets);
+    assert_eq!(verification.tickets_held, 150);
     app.assert_balanced(&report.event_id).await;
 }
 
 #[tokio::test]
 async fn smoke_run_per_request_with_payment() {
-    let app = spawn_app_with(&["--purchase-mode", "per-request"]).await;
+    let app = spawn_app_with(PER_REQUEST).await;
     let mut config = config(app.address.clone());
     config.requests = Some(100);
     config.quantity = 2;
     config.pay = true;
     let report = run(&config).await.expect("the run completes");
     let verification = report.verification.clone().unwrap();
-    assert!(report.is_sound(), "{report:#?}");
+    assert_sound(&report);
     assert_eq!(report.reservations, 75);
     assert_eq!(report.payments_succeeded, 75);
+    assert_eq!(
+        report.answers,
+        [
+            answer("pay", 200, None, 75),
+            answer("purchase", 201, None, 75),
+            answer("purchase", 409, Some("TICKETS_SOLD_OUT"), 25),
+        ],
+        "{report:#?}"
+    );
+    // Every hold paid for was read back `purchased`.
+    assert_eq!(verification.paid_checked, 75);
+    assert_eq!(verification.paid_not_purchased, 0);
     assert_eq!(verification.purchased_tickets, 150);
     assert_eq!(verification.available_tickets, 0);
     app.assert_balanced(&report.event_id).await;
+}
+
+#[tokio::test]
+async fn smoke_run_on_an_existing_event_holds_to_the_per_buyer_cap() {
+    let app = spawn_app_with(BATCHED).await;
+    let event = app.create_event("Existing event", 100, Some(2)).await;
+    let event_id = id_of(&event);
+    // Tickets held by someone outside the run: the held check must leave room for them.
+    let (status, body) = app.purchase(&event_id, 2, "not-in-the-run").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut config = config(app.address.clone());
+    config.event_id = Some(event_id.clone());
+    config.requests = Some(60);
+    config.buyers = Some(10);
+    let report = run(&config).await.expect("the run completes");
+    let verification = report.verification.clone().unwrap();
+    assert_sound(&report);
+    assert_eq!(report.event_id, event_id);
+    // Ten buyers, six requests each, a cap of two: two holds each, the rest refused by the cap.
+    assert_eq!(
+        report.answers,
+        [
+            answer("purchase", 201, None, 20),
+            answer("purchase", 409, Some("FINGERPRINT_LIMIT"), 40),
+        ],
+        "{report:#?}"
+    );
+    assert_eq!(verification.tickets_held, 20);
+    assert_eq!(verification.reserved_tickets, 22);
+    assert_eq!(verification.allocations_checked, 20);
+    app.assert_balanced(&event_id).await;
+}
+
+#[tokio::test]
+async fn a_run_whose_server_answers_5xx_is_not_sound() {
+    let app = spawn_app_with(PER_REQUEST).await;
+    let event = app.create_event("Failing event", 100, None).await;
+    // A constraint no new allocation can meet: every hold the server tries to store fails,
+    // and it answers 500 INTERNAL_ERROR (docs/errors.md). NOT VALID leaves no row to check.
+    sqlx::query(
+        "ALTER TABLE ticket_allocations ADD CONSTRAINT load_test_refuses_all \
+         CHECK (quantity < 0) NOT VALID",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("the constraint is added");
+    let mut config = config(app.address.clone());
+    config.event_id = Some(id_of(&event));
+    config.requests = Some(20);
+    config.clients = 4;
+    let report = run(&config).await.expect("the run completes");
+    assert_eq!(
+        report.answers,
+        [answer("purchase", 500, Some("INTERNAL_ERROR"), 20)],
+        "{report:#?}"
+    );
+    assert!(!report.sound, "{report:#?}");
+    assert!(!report.is_sound());
+    assert_eq!(report.verdict, ["20 answers were server errors (5xx)"]);
+    // Failed requests are counted apart and left out of the latency figures.
+    assert_eq!(report.failed_requests, 20);
+    assert!(report.failed_latency_ms.max > 0.0, "{report:#?}");
+    assert_eq!(report.latency_ms.max, 0.0, "{report:#?}");
+    // Nothing was sold, so the verification itself finds nothing wrong.
+    let verification = report.verification.clone().unwrap();
+    assert!(!verification.oversold);
+    assert_eq!(verification.available_tickets, 100);
 }
