@@ -138,8 +138,14 @@ mod tests {
             ["reserved", "payment_pending"]
         );
         assert_eq!(AllocationStatus::predecessors(Cancelled), ["reserved"]);
-        assert_eq!(AllocationStatus::predecessors(Purchased), ["payment_pending"]);
-        assert_eq!(AllocationStatus::predecessors(Reserved), ["payment_pending"]);
+        assert_eq!(
+            AllocationStatus::predecessors(Purchased),
+            ["payment_pending"]
+        );
+        assert_eq!(
+            AllocationStatus::predecessors(Reserved),
+            ["payment_pending"]
+        );
         assert_eq!(AllocationStatus::predecessors(PaymentPending), ["reserved"]);
     }
 
