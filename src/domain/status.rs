@@ -61,9 +61,7 @@ impl AllocationStatus {
                 | (PaymentPending, Expired)
         )
     }
-}
 
-impl AllocationStatus {
     /// The statuses that may become `next`, as stored: the `WHERE status = ANY(…)` of the
     /// statement that makes the change.
     pub fn predecessors(next: Self) -> Vec<&'static str> {
