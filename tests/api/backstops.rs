@@ -17,7 +17,8 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::helpers::{
-    BATCHED, PER_REQUEST, TestApp, eventually, id_of, new_fingerprint, spawn_app, spawn_app_with,
+    BATCHED, PER_REQUEST, TestApp, empty_database, eventually, id_of, new_fingerprint, spawn_app,
+    spawn_app_with,
 };
 
 /// The name of the constraint (or trigger, which names one) that refused `err`.
@@ -462,4 +463,74 @@ async fn a_status_change_outside_the_rule_matches_no_row() {
     assert_eq!(moved.status, AllocationStatus::Cancelled);
     assert_eq!(counter_row(&mut *tx, event_id, &buyer).await, Some((0, 10)));
     tx.rollback().await.unwrap();
+}
+
+/// A database migrated up to the migration before the counter, holding two events and
+/// allocations in every status; `cap` is the first event's per-buyer cap, under which
+/// buyer `a` holds 4 tickets (2 reserved, 2 payment_pending).
+async fn database_before_the_counter(cap: i32) -> PgPool {
+    let pool = PgPool::connect_with(empty_database().await).await.unwrap();
+    boxoffice::db::MIGRATOR
+        .run_to(20261130000002, &pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO events (id, name, date, total_tickets, available_tickets, \
+             reserved_tickets, purchased_tickets, max_tickets_per_fingerprint) VALUES \
+           ('00000000-0000-0000-0000-000000000001', 'A', '2027-01-01', 10, 3, 4, 3, {cap}), \
+           ('00000000-0000-0000-0000-000000000002', 'B', '2027-01-01', 10, 9, 1, 0, NULL); \
+         INSERT INTO ticket_allocations (id, event_id, quantity, status, fingerprint_hash, \
+             expires_at, payment_pending_at, payment_reference, purchased_at, \
+             confirmation_code, cancelled_at) VALUES \
+           (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 2, 'reserved', \
+            repeat('a', 64), now(), NULL, NULL, NULL, NULL, NULL), \
+           (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 2, 'payment_pending', \
+            repeat('a', 64), now(), now(), 'pay_1', NULL, NULL, NULL), \
+           (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 3, 'purchased', \
+            repeat('b', 64), now(), now(), 'pay_2', now(), 'BX-AAAA-AAAA', NULL), \
+           (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 4, 'cancelled', \
+            repeat('b', 64), now(), NULL, NULL, NULL, NULL, now()), \
+           (gen_random_uuid(), '00000000-0000-0000-0000-000000000002', 1, 'reserved', \
+            repeat('c', 64), now(), NULL, NULL, NULL, NULL, NULL);"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool
+}
+
+#[tokio::test]
+async fn the_migration_fills_the_counter_from_the_stored_holds() {
+    let pool = database_before_the_counter(5).await;
+    boxoffice::db::migrate(&pool).await.unwrap();
+    let counters: Vec<(Uuid, String, i32, i32)> = sqlx::query_as(
+        "SELECT event_id, left(fingerprint_hash, 1), held_tickets, max_tickets \
+         FROM buyer_tickets ORDER BY event_id, fingerprint_hash",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let (first, second) = (
+        uuid("00000000-0000-0000-0000-000000000001"),
+        uuid("00000000-0000-0000-0000-000000000002"),
+    );
+    assert_eq!(
+        counters,
+        [
+            (first, "a".into(), 4, 5),
+            (first, "b".into(), 3, 5),
+            (second, "c".into(), 1, 10),
+        ]
+    );
+    assert!(unbalanced_counters(&pool).await.is_empty());
+
+    // Holds that already break their cap stop the migration: they need a person.
+    let pool = database_before_the_counter(3).await;
+    let err = boxoffice::db::migrate(&pool)
+        .await
+        .expect_err("a stored buyer above the cap");
+    assert!(
+        err.to_string().contains("buyer_tickets_within_cap"),
+        "{err}"
+    );
 }
