@@ -55,6 +55,9 @@ impl From<sqlx::Error> for Error {
             }
             DbFailure::ConnectionLoss => Error::ServiceUnavailable,
             DbFailure::Conflict(Conflict::EventNameDate) => Error::EventExists,
+            DbFailure::Backstop(constraint) => {
+                Error::internal(format!("the schema's backstop {constraint} refused: {err}"))
+            }
             DbFailure::Other => Error::internal(&err),
         }
     }

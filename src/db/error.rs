@@ -8,6 +8,18 @@ pub enum Conflict {
     EventNameDate,
 }
 
+/// The constraints that back up a promise the code keeps on its own: the code decides first
+/// and should never reach them, so a violation means a bug, stopped before it was stored.
+/// See docs/concurrency.md, "Backstops in the schema".
+pub const BACKSTOPS: [&str; 6] = [
+    "buyer_tickets_within_cap",
+    "ticket_allocations_status_transition",
+    "events_available_range",
+    "events_reserved_range",
+    "events_purchased_range",
+    "events_counts_balance",
+];
+
 /// The kind of a database failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbFailure {
@@ -18,6 +30,9 @@ pub enum DbFailure {
     ConnectionLoss,
     /// A known constraint refused the write.
     Conflict(Conflict),
+    /// One of the [`BACKSTOPS`] refused the write (named here): a bug in the code that the
+    /// schema stopped.
+    Backstop(&'static str),
     /// Anything else: a bug or an unexpected state.
     Other,
 }
@@ -32,11 +47,17 @@ pub fn classify(err: &sqlx::Error) -> DbFailure {
         | sqlx::Error::WorkerCrashed => DbFailure::Unreachable,
         sqlx::Error::Database(db) => match db.constraint() {
             Some("events_name_date_key") => DbFailure::Conflict(Conflict::EventNameDate),
-            _ if is_connection_loss(db.code().as_deref()) => DbFailure::ConnectionLoss,
-            _ => DbFailure::Other,
+            Some(name) => backstop(name).map_or(DbFailure::Other, DbFailure::Backstop),
+            None if is_connection_loss(db.code().as_deref()) => DbFailure::ConnectionLoss,
+            None => DbFailure::Other,
         },
         _ => DbFailure::Other,
     }
+}
+
+/// The backstop named `constraint`, if it is one.
+fn backstop(constraint: &str) -> Option<&'static str> {
+    BACKSTOPS.into_iter().find(|name| *name == constraint)
 }
 
 /// SQLSTATEs that mean the server is gone, shutting down, full, refusing connections or too

@@ -36,7 +36,19 @@ impl AllocationStatus {
         }
     }
 
-    /// The transitions the lifecycle allows; every write path checks against this.
+    /// Every status, in lifecycle order.
+    pub const ALL: [Self; 5] = [
+        Self::Reserved,
+        Self::PaymentPending,
+        Self::Purchased,
+        Self::Cancelled,
+        Self::Expired,
+    ];
+
+    /// The transitions the lifecycle allows: the one rule. `holds::apply` refuses any other
+    /// move before writing, every SQL that changes a status matches only the predecessors
+    /// this allows (see [`Self::predecessors`]), and the trigger
+    /// `ticket_allocations_status_transition` holds the database to the same table.
     pub const fn can_become(self, next: Self) -> bool {
         use AllocationStatus::*;
         matches!(
@@ -47,6 +59,25 @@ impl AllocationStatus {
                 | (PaymentPending, Purchased)
                 | (PaymentPending, Reserved)
                 | (PaymentPending, Expired)
+        )
+    }
+
+    /// The statuses that may become `next`, as stored: the `WHERE status = ANY(…)` of the
+    /// statement that makes the change.
+    pub fn predecessors(next: Self) -> Vec<&'static str> {
+        Self::ALL
+            .into_iter()
+            .filter(|from| from.can_become(next))
+            .map(Self::as_str)
+            .collect()
+    }
+
+    /// Whether the hold's tickets count as the buyer's (toward the per-buyer cap and the
+    /// `buyer_tickets` counter): reserved, payment_pending and purchased do.
+    pub const fn holds_tickets(self) -> bool {
+        matches!(
+            self,
+            Self::Reserved | Self::PaymentPending | Self::Purchased
         )
     }
 }
@@ -78,13 +109,7 @@ mod tests {
 
     #[test]
     fn status_round_trips_through_text() {
-        for status in [
-            AllocationStatus::Reserved,
-            AllocationStatus::PaymentPending,
-            AllocationStatus::Purchased,
-            AllocationStatus::Cancelled,
-            AllocationStatus::Expired,
-        ] {
+        for status in AllocationStatus::ALL {
             assert_eq!(status.as_str().parse::<AllocationStatus>(), Ok(status));
         }
         assert!("sold".parse::<AllocationStatus>().is_err());
@@ -101,5 +126,37 @@ mod tests {
         assert!(!Cancelled.can_become(Reserved));
         assert!(!Expired.can_become(Reserved));
         assert!(!PaymentPending.can_become(Cancelled));
+    }
+
+    #[test]
+    fn predecessors_are_read_from_the_rule() {
+        use AllocationStatus::*;
+        assert_eq!(
+            AllocationStatus::predecessors(Expired),
+            ["reserved", "payment_pending"]
+        );
+        assert_eq!(AllocationStatus::predecessors(Cancelled), ["reserved"]);
+        assert_eq!(
+            AllocationStatus::predecessors(Purchased),
+            ["payment_pending"]
+        );
+        assert_eq!(
+            AllocationStatus::predecessors(Reserved),
+            ["payment_pending"]
+        );
+        assert_eq!(AllocationStatus::predecessors(PaymentPending), ["reserved"]);
+    }
+
+    /// The counter moves by the new status alone (`db::allocations::transition`): that is
+    /// sound only while every allowed move starts from a status that holds tickets.
+    #[test]
+    fn every_move_starts_from_a_status_that_holds_tickets() {
+        for from in AllocationStatus::ALL {
+            for next in AllocationStatus::ALL {
+                if from.can_become(next) {
+                    assert!(from.holds_tickets(), "{from} -> {next}");
+                }
+            }
+        }
     }
 }

@@ -52,19 +52,29 @@ fn ensure_holder(allocation: &Allocation, buyer: &FingerprintHash) -> Result<()>
     }
 }
 
-/// Applies a transition and the count move it implies, inside the locked transaction.
+/// Applies a transition and the count move it implies, inside the locked transaction. Every
+/// status change of a single hold goes through here. A move the status machine does not allow
+/// is refused as an internal error before anything is written, in every build; the
+/// statement itself also matches only the allowed predecessors, and the trigger
+/// `ticket_allocations_status_transition` refuses what both would miss.
 async fn apply(
     tx: &mut Tx,
     allocation: &Allocation,
     next: AllocationStatus,
     record: TransitionRecord<'_>,
 ) -> Result<Allocation> {
-    debug_assert!(
-        allocation.status.can_become(next),
-        "{} -> {next}",
-        allocation.status
-    );
-    let updated = allocations::transition(tx, allocation.id, next, record).await?;
+    let illegal = || {
+        Error::internal(format!(
+            "allocation {} cannot go from {} to {next}",
+            allocation.id, allocation.status
+        ))
+    };
+    if !allocation.status.can_become(next) {
+        return Err(illegal());
+    }
+    let updated = allocations::transition(tx, allocation.id, next, record)
+        .await?
+        .ok_or_else(illegal)?;
     let (event_id, quantity, actor) = (
         allocation.event_id,
         allocation.quantity,

@@ -4,7 +4,8 @@
 //! 2. lock the event row (`SELECT … FOR UPDATE`): purchases of one event queue here, so
 //!    each transaction sees the counts the previous one committed;
 //! 3. check availability and the per-buyer cap against those locked counts;
-//! 4. insert the `reserved` allocations (one statement for the whole batch);
+//! 4. insert the `reserved` allocations and add them to their buyers' `buyer_tickets`
+//!    counters (one statement for the whole batch);
 //! 5. move the tickets from available to reserved (one statement, which also announces
 //!    the change through `pg_notify`, delivered at commit);
 //! 6. record the answers of keyed requests under their idempotency keys (one statement, only
@@ -18,7 +19,8 @@
 //! `FOR UPDATE` always returns the latest committed row; every statement after it takes a
 //! fresh snapshot, so the cap sums see every earlier commit. Were the code ever wrong, the
 //! CHECK constraints on `events` still refuse a count below zero or a total that does not
-//! balance, and the transaction fails instead of overselling.
+//! balance, `buyer_tickets_within_cap` refuses a buyer above the cap, and the transaction
+//! fails instead of overselling.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -95,7 +97,8 @@ pub async fn reserve(
             .collect());
     };
 
-    // Steps 4 and 5: the holds and the counts, under the same lock and transaction.
+    // Steps 4 and 5: the holds (with the buyers' counters) and the counts, under the same
+    // lock and transaction.
     // Cannot overflow: the grants together fit in the event's available tickets, an i32.
     let tickets: i32 = granted_asks.iter().map(|a| a.quantity.get()).sum();
     let rows = allocations::insert_reserved(&mut tx, event_id, &granted_asks, hold_seconds).await?;

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod backstops;
 mod binary;
 mod concurrency;
 mod consistency;
