@@ -11,7 +11,7 @@ use sqlx::Connection;
 
 use crate::helpers::{
     ServerProcess, bounded_client, boxoffice_command, database_url, empty_database, failed_start,
-    free_port, serve_in_data_dir, tempdir,
+    free_port, retry_after, serve_in_data_dir, tempdir,
 };
 
 /// A data directory and a port for runs of the binary, and a client to reach them.
@@ -236,9 +236,10 @@ async fn a_killed_embedded_postgres_is_restarted_and_serving_resumes() {
                     .to_owned();
             }
             StatusCode::SERVICE_UNAVAILABLE => {
-                assert!(
-                    response.headers().contains_key("retry-after"),
-                    "a 503 carries Retry-After"
+                assert_eq!(
+                    retry_after(response.headers()).as_deref(),
+                    Some("1"),
+                    "a 503 carries Retry-After: 1"
                 );
                 unavailable += 1;
             }

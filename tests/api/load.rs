@@ -33,7 +33,18 @@ async fn smoke_run_batched_sells_out_exactly() {
     let verification = report.verification.clone().unwrap();
     assert!(report.is_sound(), "{report:#?}");
     assert_eq!(report.reservations, 150, "{report:#?}");
-    assert_eq!(report.codes.get("TICKETS_SOLD_OUT"), Some(&150));
+    // Every request answered, and every refusal the one a sold-out event gives.
+    assert_eq!(
+        report.statuses,
+        [(201, 150), (409, 150)].into(),
+        "{report:#?}"
+    );
+    assert_eq!(
+        report.codes,
+        [("TICKETS_SOLD_OUT".to_owned(), 150)].into(),
+        "{report:#?}"
+    );
+    assert_eq!(report.transport_errors, 0);
     assert_eq!(verification.allocations_checked, 150);
     assert_eq!(verification.available_tickets, 0);
     assert_eq!(verification.tickets_granted, verification.reserved_tickets);
@@ -51,6 +62,17 @@ async fn smoke_run_per_request_with_payment() {
     let verification = report.verification.clone().unwrap();
     assert!(report.is_sound(), "{report:#?}");
     assert_eq!(report.reservations, 75);
+    assert_eq!(
+        report.statuses,
+        [(201, 75), (409, 25)].into(),
+        "{report:#?}"
+    );
+    assert_eq!(
+        report.codes,
+        [("TICKETS_SOLD_OUT".to_owned(), 25)].into(),
+        "{report:#?}"
+    );
+    assert_eq!(report.transport_errors, 0);
     assert_eq!(report.payments_succeeded, 75);
     assert_eq!(verification.purchased_tickets, 150);
     assert_eq!(verification.available_tickets, 0);
