@@ -311,23 +311,44 @@ async fn a_data_dir_the_postgres_user_cannot_reach_still_works_and_persists() {
     assert_eq!(created.status(), StatusCode::CREATED);
     assert!(first.terminate().success());
 
-    let link = data_dir.join("postgres");
+    // Where the cluster went, asserted either way: as root (as CI runs, .ci/run) the postgres
+    // user cannot pass the private parent, so the cluster is kept under /var/lib/boxoffice and
+    // linked; as any other user the cluster runs as that user, inside the data dir.
+    let local = data_dir.join("postgres");
     // SAFETY: geteuid has no preconditions.
-    let relocated = (unsafe { libc::geteuid() } == 0)
-        .then(|| std::fs::read_link(&link).expect("a link as root"));
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let cluster = if as_root {
+        let target = std::fs::read_link(&local).unwrap_or_else(|e| {
+            panic!("as root, {} is a link to the cluster: {e}", local.display())
+        });
+        assert!(
+            target.starts_with("/var/lib/boxoffice") && target.ends_with("postgres"),
+            "relocated to {}",
+            target.display()
+        );
+        target
+    } else {
+        let meta = std::fs::symlink_metadata(&local).expect("the cluster is in the data dir");
+        assert!(meta.is_dir(), "not root: a plain directory, not a link");
+        local.clone()
+    };
+    assert!(
+        cluster.join("PG_VERSION").exists(),
+        "a cluster at {}",
+        cluster.display()
+    );
     let mut second = ServerProcess::start_in_data_dir(&data_dir, port).await;
-    let page: Value = client
-        .get(format!("{base}/events"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let response = client.get(format!("{base}/events")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page: Value = response.json().await.unwrap();
     assert_eq!(page["meta"]["total"], 1, "the event survived the restart");
     assert!(second.terminate().success());
-    if let Some(cluster) = relocated {
-        assert!(cluster.join("PG_VERSION").exists());
+    assert_eq!(
+        std::fs::canonicalize(&local).unwrap(),
+        std::fs::canonicalize(&cluster).unwrap(),
+        "the second run used the same cluster"
+    );
+    if as_root {
         let _ = std::fs::remove_dir_all(cluster.parent().unwrap());
     }
     let _ = std::fs::remove_dir_all(&private);
