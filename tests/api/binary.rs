@@ -62,15 +62,14 @@ async fn embedded_database_survives_restart_and_sigterm_leaves_nothing_running()
     let mut first = runs.start().await;
     let postgres_pid = postmaster_pid(cluster).expect("the embedded server runs");
     assert!(alive(postgres_pid));
-    let created: Value = client
+    let response = client
         .post(format!("{base}/events"))
         .json(&json!({"name": "Persistent", "date": "2027-05-05T20:00:00Z", "totalTickets": 3}))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
 
     let status = first.terminate();
@@ -82,14 +81,13 @@ async fn embedded_database_survives_restart_and_sigterm_leaves_nothing_running()
     );
 
     let mut second = runs.start().await;
-    let fetched: Value = client
+    let response = client
         .get(format!("{base}/events/{id}"))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let fetched: Value = response.json().await.unwrap();
     assert_eq!(fetched["name"], "Persistent");
     assert!(second.terminate().success());
     let _ = std::fs::remove_dir_all(&runs.data_dir);
