@@ -134,10 +134,12 @@ async fn changes_reach_every_instance() {
     on_first.until(WAIT, |m| m.remaining() == 43).await;
 }
 
-/// How late the harness may read a message after the server sent it (scheduling on a loaded
-/// 2-core machine). Message `j` is sent at least `(j - i) × 100 ms` after message `i`, so it
-/// cannot arrive earlier than that minus this delay of message `i`.
-const DELIVERY_TOLERANCE: Duration = Duration::from_millis(60);
+/// How late the harness may read a message after the server sent it: the in-process server
+/// and its reader share a loaded 2-core machine with the whole suite, where a read 90 ms late
+/// has been seen. Message `j` is sent at least `(j - i) × 100 ms` after message `i`, so it
+/// cannot arrive earlier than that less this delay of message `i`; over a run of messages a
+/// shorter spacing still shows (at 50 ms, any ten messages arrive 500 ms early).
+const DELIVERY_TOLERANCE: Duration = Duration::from_millis(150);
 
 #[tokio::test]
 async fn a_burst_is_coalesced_and_ends_on_the_latest_state() {
@@ -176,7 +178,7 @@ async fn a_burst_is_coalesced_and_ends_on_the_latest_state() {
     for (i, earlier) in arrivals.iter().enumerate() {
         for (j, later) in arrivals.iter().enumerate().skip(i + 1) {
             let gap = later.duration_since(*earlier);
-            let least = MIN_INTERVAL * (j - i) as u32 - DELIVERY_TOLERANCE;
+            let least = (MIN_INTERVAL * (j - i) as u32).saturating_sub(DELIVERY_TOLERANCE);
             assert!(
                 gap >= least,
                 "messages {i} and {j} arrived {gap:?} apart, less than {least:?}: {:?}",
