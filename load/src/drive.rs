@@ -59,8 +59,13 @@ pub struct Plan {
     pub quantities: Vec<i64>,
     /// Buyer `k` is the fingerprint `{buyer_prefix}{k}`.
     pub buyer_prefix: String,
-    /// Distinct buyers to cycle through; `None`: one per request.
+    /// Distinct buyers to cycle through; `None`: one per request (or per run of
+    /// [`Plan::requests_per_buyer`]).
     pub buyers: Option<u64>,
+    /// Consecutive purchase requests sent as one buyer (1: each its own): request `n`'s buyer
+    /// is `n / requests_per_buyer`, cycled by `buyers`. Above 1 the clients take a buyer's
+    /// requests at nearly the same moment, so that buyer has several in flight at once.
+    pub requests_per_buyer: u64,
     /// Pay the hold of purchase request `n` when `n % pay_every == 0` (1: every hold).
     pub pay_every: Option<u64>,
     /// Pay on the instance after the one that granted the hold, not on the same one
@@ -89,6 +94,7 @@ impl Plan {
             quantities: vec![1],
             buyer_prefix: "load-".into(),
             buyers: None,
+            requests_per_buyer: 1,
             pay_every: None,
             pay_on_next_instance: false,
             rotate_instances: false,
@@ -144,8 +150,8 @@ pub struct Outcome {
     pub allocation_id: Option<String>,
     /// Tickets in a 201's body.
     pub granted: Option<i64>,
-    /// Whether the answer carried `Retry-After`.
-    pub retry_after: bool,
+    /// The answer's `Retry-After` value, if it carried one.
+    pub retry_after: Option<String>,
     /// The answer's JSON body (Null when none, or not JSON).
     pub body: Value,
     /// From sending to the end of the body.
@@ -170,9 +176,9 @@ pub enum Stop {
 
 /// Sees every request of a [`drive`] as it happens, from the clients' tasks.
 pub trait Observer: Send + Sync {
-    /// A request is about to go to instance `instance`; every call is followed by one
-    /// [`Observer::observe`] of its outcome, so callers can count requests in flight.
-    fn sending(&self, _action: Action, _instance: usize) {}
+    /// A request of `buyer` is about to go to instance `instance`; every call is followed by
+    /// one [`Observer::observe`] of its outcome, so callers can count requests in flight.
+    fn sending(&self, _action: Action, _instance: usize, _buyer: &str) {}
 
     /// A request ended; `Break` stops its client or the whole run.
     fn observe(&self, outcome: &Outcome) -> ControlFlow<Stop>;
@@ -238,10 +244,13 @@ pub async fn drive(plan: &Plan, observer: Arc<dyn Observer>) -> Result<Totals, S
 
 /// Sends a request; `None` when it got no answer, body included (a body cut off by a dying
 /// server is no answer either). A body that is not JSON reads as Null.
-async fn exchange(request: reqwest::RequestBuilder) -> Option<(StatusCode, Value, bool)> {
+async fn exchange(request: reqwest::RequestBuilder) -> Option<(StatusCode, Value, Option<String>)> {
     let response = request.send().await.ok()?;
     let status = response.status();
-    let retry_after = response.headers().contains_key("retry-after");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap_or("?").to_owned());
     let bytes = response.bytes().await.ok()?;
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Some((status, body, retry_after))
@@ -261,10 +270,11 @@ async fn one_request(
     let instance = (worker + if plan.rotate_instances { n as usize } else { 0 }) % instances;
     let base = &plan.urls[instance];
     let event_id = &plan.event_id;
+    let run = n / plan.requests_per_buyer.max(1);
     let buyer = format!(
         "{}{}",
         plan.buyer_prefix,
-        plan.buyers.map_or(n, |b| n % b.max(1))
+        plan.buyers.map_or(run, |b| run % b.max(1))
     );
     let quantity = plan.quantities[(n % plan.quantities.len() as u64) as usize];
     let (action, request) = if plan.read_only {
@@ -281,7 +291,7 @@ async fn one_request(
                 .json(&json!({ "quantity": quantity })),
         )
     };
-    observer.sending(action, instance);
+    observer.sending(action, instance, &buyer);
     let started = Instant::now();
     let answer = exchange(request).await;
     let mut outcome = Outcome {
@@ -295,7 +305,7 @@ async fn one_request(
         code: None,
         allocation_id: None,
         granted: None,
-        retry_after: false,
+        retry_after: None,
         body: Value::Null,
         latency: started.elapsed(),
     };
@@ -345,13 +355,13 @@ async fn one_request(
         .post(format!("{}/tickets/{id}/payment", plan.urls[instance]))
         .header("X-Device-Fingerprint", &outcome.buyer)
         .json(&json!({ "paymentToken": "tok_visa" }));
-    observer.sending(Action::Pay, instance);
+    observer.sending(Action::Pay, instance, &outcome.buyer);
     let started = Instant::now();
     let answer = exchange(request).await;
     let latency = started.elapsed();
     let (status, body, retry_after) = match answer {
         Some((status, body, retry_after)) => (Some(status), body, retry_after),
-        None => (None, Value::Null, false),
+        None => (None, Value::Null, None),
     };
     if status == Some(StatusCode::OK) {
         tally.payments_succeeded += 1;
@@ -386,7 +396,7 @@ mod tests {
     }
 
     impl Observer for StopAtFirstFailure {
-        fn sending(&self, _: Action, _: usize) {
+        fn sending(&self, _: Action, _: usize, _: &str) {
             self.sent.fetch_add(1, Ordering::SeqCst);
         }
 
@@ -408,6 +418,7 @@ mod tests {
             requests: 1_000,
             quantities: vec![1, 2],
             rotate_instances: true,
+            requests_per_buyer: 2,
             ..Plan::new(
                 vec!["http://127.0.0.1:1".into(), "http://127.0.0.2:1".into()],
                 "00000000-0000-0000-0000-000000000000".into(),
@@ -429,6 +440,7 @@ mod tests {
                 (outcome.client + outcome.request as usize) % 2
             );
             assert_eq!(outcome.quantity, [1, 2][outcome.request as usize % 2]);
+            assert_eq!(outcome.buyer, format!("load-{}", outcome.request / 2));
         }
     }
 }

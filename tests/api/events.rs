@@ -223,7 +223,8 @@ async fn list_is_ordered_by_date_and_paginated() {
         json!({"total": 5, "page": 1, "limit": 10, "pages": 1})
     );
 
-    let (_, page) = app.get("/events?page=2&limit=2").await;
+    let (status, page) = app.get("/events?page=2&limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
     let names: Vec<&str> = page["data"]
         .as_array()
         .unwrap()
@@ -236,7 +237,8 @@ async fn list_is_ordered_by_date_and_paginated() {
         json!({"total": 5, "page": 2, "limit": 2, "pages": 3})
     );
 
-    let (_, page) = app.get("/events?page=3&limit=2").await;
+    let (status, page) = app.get("/events?page=3&limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["data"].as_array().unwrap().len(), 1);
 
     let (status, page) = app.get("/events?page=9&limit=2").await;
@@ -244,9 +246,11 @@ async fn list_is_ordered_by_date_and_paginated() {
     assert_eq!(page["data"], json!([]));
     assert_eq!(page["meta"]["total"], 5);
 
-    let (_, page) = app.get("/events?limit=100").await;
+    let (status, page) = app.get("/events?limit=100").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["meta"]["limit"], 100);
-    let (_, page) = app.get("/events?limit=1").await;
+    let (status, page) = app.get("/events?limit=1").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["meta"]["pages"], 5);
 }
 

@@ -61,11 +61,13 @@ async fn a_retry_gets_the_first_response_and_no_second_hold() {
     assert_eq!(app.event(id).await["reservedTickets"], 2);
 
     // The same key from another buyer is another key.
-    let (status, other, _) = keyed_purchase(&app, id, 2, "someone-else", "order-1").await;
-    assert_eq!(status, StatusCode::CREATED);
+    let (status, other, replayed) = keyed_purchase(&app, id, 2, "someone-else", "order-1").await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false), "{other}");
     assert_ne!(other["id"], first["id"]);
     // A new key is a new purchase.
-    let (_, fresh, _) = keyed_purchase(&app, id, 2, "retrier", "order-2").await;
+    let (status, fresh, replayed) = keyed_purchase(&app, id, 2, "retrier", "order-2").await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false), "{fresh}");
+    assert_eq!(fresh["quantity"], 2, "{fresh}");
     assert_ne!(fresh["id"], first["id"]);
     assert_eq!(app.row_count("ticket_allocations").await, 3);
     app.assert_balanced(id).await;
@@ -111,6 +113,7 @@ async fn concurrent_duplicates_make_one_hold() {
         .map(|r| &r.1)
         .collect();
     assert!(!created.is_empty());
+    assert!(created[0]["id"].is_string(), "{}", created[0]);
     assert!(
         created.iter().all(|body| body["id"] == created[0]["id"]),
         "one allocation id for all"
@@ -134,9 +137,11 @@ async fn a_refusal_is_replayed_too() {
     let app = spawn_app().await;
     let event = app.create_event("Tiny", 1, None).await;
     let id = event["id"].as_str().unwrap();
-    let (_, hold) = app.purchase(id, 1, "first").await;
-    let (status, body, _) = keyed_purchase(&app, id, 1, "late", "late-1").await;
+    let (status, hold) = app.purchase(id, 1, "first").await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let (status, body, replayed) = keyed_purchase(&app, id, 1, "late", "late-1").await;
     assert_error(status, &body, StatusCode::CONFLICT, "TICKETS_SOLD_OUT");
+    assert!(!replayed);
     // The ticket comes back, but the key answers as it first did.
     assert_eq!(
         app.cancel(hold["id"].as_str().unwrap(), "first").await.0,
@@ -155,9 +160,10 @@ async fn a_refusal_is_replayed_too() {
 async fn a_payment_retry_charges_once() {
     let app = spawn_app().await;
     let event = app.create_event("Pay once", 5, None).await;
-    let (_, hold) = app
+    let (status, hold) = app
         .purchase(event["id"].as_str().unwrap(), 2, "payer")
         .await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
     let hold_id = hold["id"].as_str().unwrap();
     let pay = |token: &'static str| {
         app.request(Method::POST, &format!("/tickets/{hold_id}/payment"))
@@ -174,7 +180,8 @@ async fn a_payment_retry_charges_once() {
         StatusCode::OK,
         "not 409 INVALID_STATUS: the first answer is replayed"
     );
-    assert_eq!(again["confirmationCode"], first["confirmationCode"]);
+    assert!(first["confirmationCode"].is_string(), "{first}");
+    assert_eq!(again, first, "the first answer, replayed whole");
     let charges = app.row_count("payment_charges").await;
     assert_eq!(charges, 1);
     let (status, body) = app.send(pay("tok_chargeDeclined")).await;
@@ -226,8 +233,8 @@ async fn keys_expire_after_24_hours() {
     .await
     .unwrap();
     // An expired key is a new key: the request runs again.
-    let (status, _, replayed) = keyed_purchase(&app, id, 1, "b", "old").await;
-    assert_eq!((status, replayed), (StatusCode::CREATED, false));
+    let (status, body, replayed) = keyed_purchase(&app, id, 1, "b", "old").await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false), "{body}");
     assert_eq!(app.row_count("ticket_allocations").await, 3);
 
     sqlx::query(
@@ -263,7 +270,10 @@ async fn a_claim_left_by_a_crashed_attempt_is_taken_over() {
     .await
     .unwrap();
     let (status, again, replayed) = keyed_purchase(&app, id, 1, "b", "crashy").await;
-    assert_eq!((status, replayed), (StatusCode::CREATED, false));
+    assert_eq!((status, replayed), (StatusCode::CREATED, false), "{again}");
+    // A new hold, not the first one replayed: an error body (no id) must not pass for it.
+    assert_eq!(again["quantity"], 1, "{again}");
+    assert!(again["id"].is_string(), "{again}");
     assert_ne!(again["id"], body["id"]);
     // A fresh in-progress claim is waited for, then reported as in progress.
     sqlx::query(

@@ -227,7 +227,8 @@ async fn the_window_edges_themselves() {
             assert_eq!(read["date"], body["date"]);
         }
     }
-    let (_, body) = post_event(&app, "Last instant", "9999-12-31T23:59:59.9999999Z").await;
+    let (status, body) = post_event(&app, "Last instant", "9999-12-31T23:59:59.9999999Z").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["date"], "9999-12-31T23:59:59.999999Z");
     list_all(&app).await;
 }
@@ -437,7 +438,8 @@ async fn every_documented_limit_at_its_edge() {
             .await;
         assert_eq!(status, expected, "{size} bytes: {body}");
     }
-    let (_, page) = app.get("/events?limit=100").await;
+    let (status, page) = app.get("/events?limit=100").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
     let sized = page["data"]
         .as_array()
         .unwrap()

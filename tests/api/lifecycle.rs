@@ -346,16 +346,19 @@ async fn the_list_shows_only_the_callers_allocations_newest_first() {
             .contains("fingerprint")
     );
 
-    let (_, page) = list(alice.clone(), "?limit=2").await;
+    let (status, page) = list(alice.clone(), "?limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(ids(&page), newest_first[..2]);
     assert_eq!(
         page["meta"],
         json!({"total": 3, "page": 1, "limit": 2, "pages": 2})
     );
-    let (_, page) = list(alice.clone(), "?page=2&limit=2").await;
+    let (status, page) = list(alice.clone(), "?page=2&limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(ids(&page), newest_first[2..]);
 
-    let (_, page) = list(bob, "").await;
+    let (status, page) = list(bob, "").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["meta"]["total"], 3);
     assert!(ids(&page).iter().all(|id| !alice_ids.contains(id)));
 

@@ -62,6 +62,7 @@ async fn smoke_run_batched_sells_out_exactly() {
         ],
         "{report:#?}"
     );
+    assert_eq!(report.transport_errors, 0);
     assert_eq!(verification.allocations_checked, 150);
     assert_eq!(verification.available_tickets, 0);
     assert_eq!(verification.tickets_granted, verification.reserved_tickets);
@@ -80,6 +81,17 @@ async fn smoke_run_per_request_with_payment() {
     let verification = report.verification.clone().unwrap();
     assert_sound(&report);
     assert_eq!(report.reservations, 75);
+    assert_eq!(
+        report.statuses,
+        [(201, 75), (409, 25)].into(),
+        "{report:#?}"
+    );
+    assert_eq!(
+        report.codes,
+        [("TICKETS_SOLD_OUT".to_owned(), 25)].into(),
+        "{report:#?}"
+    );
+    assert_eq!(report.transport_errors, 0);
     assert_eq!(report.payments_succeeded, 75);
     assert_eq!(
         report.answers,

@@ -3,7 +3,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{
+    Api, ServerProcess, assert_error, database_url, fresh_database, id_of, spawn_app,
+};
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
@@ -110,15 +112,9 @@ async fn the_document_lists_every_route_and_only_served_ones() {
 #[tokio::test]
 async fn swagger_ui_is_served_without_a_network() {
     let app = spawn_app().await;
-    let page = app
-        .client
-        .get(app.url("/docs/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let response = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
     assert!(page.contains("swagger-ui"), "{page}");
     // Its script is served by us, not a CDN.
     let script = app
@@ -134,14 +130,23 @@ async fn swagger_ui_is_served_without_a_network() {
     );
 }
 
-#[tokio::test]
-async fn metrics_are_exposed_in_prometheus_format() {
-    let app = spawn_app().await;
-    let event = app.create_event("Metered", 1, None).await;
-    let id = event["id"].as_str().unwrap();
-    app.purchase(id, 1, "m1").await;
-    app.purchase(id, 1, "m2").await;
-    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+/// One sample's value in a Prometheus text page: the line that starts with `series` (name
+/// and labels exactly as rendered) and a space; 0 when absent (a series appears on its first
+/// record).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| {
+            value
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{series} value {value:?}"))
+        })
+}
+
+/// `GET /metrics` of a server: asserts the status and the content type, returns the text.
+async fn metrics_page(api: &Api) -> String {
+    let response = api.client.get(api.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
         response.headers()["content-type"]
@@ -149,18 +154,114 @@ async fn metrics_are_exposed_in_prometheus_format() {
             .unwrap()
             .starts_with("text/plain")
     );
-    let text = response.text().await.unwrap();
-    for needle in [
-        "boxoffice_http_requests_total{method=\"POST\",route=\"/events/{id}/tickets\",status=\"201\"}",
-        "boxoffice_http_request_duration_seconds_bucket",
-        "boxoffice_purchases_total{outcome=\"reserved\"}",
-        "boxoffice_purchases_total{outcome=\"TICKETS_SOLD_OUT\"}",
-        "boxoffice_purchase_batch_size_bucket",
-        "boxoffice_event_lock_wait_seconds_bucket",
-        "boxoffice_event_lock_hold_seconds_bucket",
-        "boxoffice_db_pool_connections{state=\"idle\"}",
-        "boxoffice_db_pool_connections{state=\"in_use\"}",
-    ] {
-        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    response.text().await.unwrap()
+}
+
+/// The metrics count what happened: after three holds and two sold-out refusals, each counter
+/// and histogram moved by exactly that much. The recorder is process-wide, so the server is
+/// a process of its own: no other test's requests are counted in it.
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let server = ServerProcess::start(&database_url(&fresh_database().await), &[]).await;
+    let id = id_of(&server.create_event("Metered", 3, None).await);
+    let before = metrics_page(&server).await;
+    // One at a time: each hold is its own batch and its own transaction.
+    for buyer in ["m1", "m2", "m3"] {
+        let (status, body) = server.purchase(&id, 1, buyer).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
     }
+    let holds = metrics_page(&server).await;
+    for buyer in ["m4", "m5"] {
+        let (status, body) = server.purchase(&id, 1, buyer).await;
+        assert_error(status, &body, StatusCode::CONFLICT, "TICKETS_SOLD_OUT");
+    }
+    let after = metrics_page(&server).await;
+
+    let moved = |from: &str, to: &str, series: &str| sample(to, series) - sample(from, series);
+    let route = r#"method="POST",route="/events/{id}/tickets""#;
+    for (from, to, series, by) in [
+        (
+            &before,
+            &after,
+            format!("boxoffice_http_requests_total{{{route},status=\"201\"}}"),
+            3.0,
+        ),
+        (
+            &before,
+            &after,
+            format!("boxoffice_http_requests_total{{{route},status=\"409\"}}"),
+            2.0,
+        ),
+        (
+            &before,
+            &after,
+            format!("boxoffice_http_request_duration_seconds_count{{{route}}}"),
+            5.0,
+        ),
+        (
+            &before,
+            &after,
+            r#"boxoffice_purchases_total{outcome="reserved"}"#.to_owned(),
+            3.0,
+        ),
+        (
+            &before,
+            &after,
+            r#"boxoffice_purchases_total{outcome="TICKETS_SOLD_OUT"}"#.to_owned(),
+            2.0,
+        ),
+        (
+            &before,
+            &holds,
+            "boxoffice_purchase_batch_size_count".to_owned(),
+            3.0,
+        ),
+        (
+            &before,
+            &holds,
+            "boxoffice_purchase_batch_size_sum".to_owned(),
+            3.0,
+        ),
+        (
+            &before,
+            &holds,
+            r#"boxoffice_purchase_batch_size_bucket{le="1"}"#.to_owned(),
+            3.0,
+        ),
+        (
+            &before,
+            &holds,
+            "boxoffice_event_lock_wait_seconds_count".to_owned(),
+            3.0,
+        ),
+        (
+            &before,
+            &holds,
+            "boxoffice_event_lock_hold_seconds_count".to_owned(),
+            3.0,
+        ),
+    ] {
+        assert_eq!(moved(from, to, &series), by, "{series} in\n{to}");
+    }
+    // A histogram's +Inf bucket is its count, and time spent is positive.
+    for name in [
+        "boxoffice_event_lock_hold_seconds",
+        "boxoffice_event_lock_wait_seconds",
+    ] {
+        assert_eq!(
+            sample(&holds, &format!("{name}_bucket{{le=\"+Inf\"}}")),
+            sample(&holds, &format!("{name}_count")),
+            "{name}"
+        );
+    }
+    assert!(moved(&before, &holds, "boxoffice_event_lock_hold_seconds_sum") > 0.0);
+    // The pool gauges are read at render time: the connections the pool has, split in two.
+    let (idle, in_use) = (
+        sample(&after, r#"boxoffice_db_pool_connections{state="idle"}"#),
+        sample(&after, r#"boxoffice_db_pool_connections{state="in_use"}"#),
+    );
+    assert!(
+        idle >= 0.0 && in_use >= 0.0 && idle + in_use >= 1.0,
+        "idle {idle}, in use {in_use}"
+    );
 }

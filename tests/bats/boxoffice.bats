@@ -6,10 +6,21 @@
 #
 #   BOXOFFICE_URL=http://127.0.0.1:8080 BOXOFFICE_BIN=target/debug/boxoffice bats tests/bats
 #
-# BOXOFFICE_BIN is needed only by the expiry test, which starts its own server with a
-# short hold.
+# Two tests (expiry with a short hold, and per-request mode) start a server of their own
+# from BOXOFFICE_BIN; without it, setup_file builds the debug binary and uses that (as
+# run.sh does), and fails if there is none: no test is skipped.
 
 setup_file() {
+  load helpers
+  # From the repository's root, where cargo finds the package.
+  local found=0
+  pushd "$BATS_TEST_DIRNAME/../.." >/dev/null || return 1
+  boxoffice_find_bin || found=$?
+  popd >/dev/null || return 1
+  if [ "$found" -ne 0 ]; then
+    echo "no boxoffice binary: set BOXOFFICE_BIN, or let cargo build one" >&2
+    return 1
+  fi
   if [ -z "${BOXOFFICE_URL:-}" ]; then
     echo "BOXOFFICE_URL is not set: run tests/bats/run.sh, or point it at a running server" >&2
     return 1
@@ -25,7 +36,7 @@ setup() {
 }
 
 teardown() {
-  # Only the expiry test starts a server of its own.
+  # Only the expiry and per-request tests start a server of their own.
   if [ -n "${SERVER_PID:-}" ]; then
     boxoffice_stop "$SHORT_HOLD_DIR/data" || true
   fi
@@ -184,9 +195,6 @@ purchase() {
 }
 
 @test "expiry with a short hold: the tickets return, the hold reads expired, a late payment gets 410" {
-  if [ -z "${BOXOFFICE_BIN:-}" ]; then
-    skip "BOXOFFICE_BIN is not set: this test starts its own server with a short hold"
-  fi
   hold=3
   SHORT_HOLD_DIR=$(mktemp -d /tmp/boxoffice-bats-expiry.XXXXXX)
   chmod 755 "$SHORT_HOLD_DIR"
@@ -295,9 +303,6 @@ cancel_then_buy_rounds() {
 }
 
 @test "cancel then buy at once on one connection: never sold out (per request)" {
-  if [ -z "${BOXOFFICE_BIN:-}" ]; then
-    skip "BOXOFFICE_BIN is not set: this test starts its own server in per-request mode"
-  fi
   SHORT_HOLD_DIR=$(mktemp -d /tmp/boxoffice-bats-per-request.XXXXXX)
   chmod 755 "$SHORT_HOLD_DIR"
   boxoffice_start "$SHORT_HOLD_DIR/data" --purchase-mode per-request

@@ -24,8 +24,16 @@ boxoffice_suite_start bats --hold-seconds 600 --sweep-interval-ms 1000
 export BOXOFFICE_URL=$SERVER_URL
 echo "run.sh: boxoffice (pid $SERVER_PID) serving at $BOXOFFICE_URL after $((SECONDS - started))s"
 
+# TAP output, kept to check that no test was skipped: a skipped test proves nothing.
+tap=$(mktemp /tmp/boxoffice-bats-tap.XXXXXX)
 bats_status=0
-bats tests/bats "$@" || bats_status=$?
+bats --tap tests/bats "$@" | tee "$tap" || bats_status=$? # pipefail: bats' own status
+if grep -q '# skip' "$tap"; then
+  echo "run.sh: tests were skipped; every test must run:" >&2
+  grep '# skip' "$tap" >&2
+  [ "$bats_status" -ne 0 ] || bats_status=1
+fi
+rm -f "$tap"
 if [ "$bats_status" -ne 0 ]; then
   kept_log=${BOXOFFICE_BATS_SERVER_LOG:-/tmp/boxoffice-bats-server.log}
   cp "$SERVER_LOG" "$kept_log" || true

@@ -5,7 +5,9 @@
 // /tmp, then, through the page: creates an event, holds two tickets and pays with the card
 // that succeeds, reads the confirmation code; in a second browser context holds tickets for
 // the same event and checks that the first page's count drops live, without a reload; sees a
-// declined card's message, the per-buyer limit and a cancelled hold. Saves a screenshot of
+// declined card's message, the per-buyer limit and a cancelled hold. Fails on any uncaught
+// or console error, any 5xx, and any 4xx but the refusals those flows provoke on purpose
+// (EXPECTED_REFUSALS). Saves a screenshot of
 // the confirmation page to target/browser-confirmation.png. Stops the server with SIGTERM.
 //
 //   (cd tests/browser && npm ci) && node tests/browser/run.mjs
@@ -240,16 +242,47 @@ async function expectText(page, testid, expected, timeout = 10_000) {
 // The test
 // ---------------------------------------------------------------------------------------
 
+/**
+ * The API answers of 400 and more that the flows below provoke on purpose, as
+ * `METHOD /path status` with ids replaced by `{id}`, each as many times as it happens. Any
+ * other such answer, any 5xx, and any console error but the browser's own report of one of
+ * these answers fails the run.
+ */
+const EXPECTED_REFUSALS = [
+  'POST /events 422', // the form error: limit per buyer above the total
+  'POST /tickets/{id}/payment 402', // the declined card
+  'POST /events/{id}/tickets 409', // the limit per buyer
+  'POST /events/{id}/tickets 409', // more than are left
+];
+
+/** `METHOD /path status` of a response, with ids replaced by `{id}`. */
+function answerKey(method, url, status) {
+  const route = new URL(url).pathname.replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '{id}');
+  return `${method} ${route} ${status}`;
+}
+
 async function newPage(browser, name, options) {
   const context = await browser.newContext(options);
   context.setDefaultTimeout(15_000);
   const page = await context.newPage();
   page.problems = [];
   page.apiRequests = [];
+  // Every answer of 400 or more from the server, and every console error with the URL it
+  // is about: judged together at the end, when both are in.
+  page.refusals = [];
+  page.consoleErrors = [];
   page.on('pageerror', (error) => page.problems.push(`${name}: uncaught ${error.message}`));
   page.on('console', (message) => {
-    if (message.type() === 'error' && /Content.Security.Policy|Refused to/i.test(message.text())) {
-      page.problems.push(`${name}: ${message.text()}`);
+    if (message.type() === 'error') {
+      page.consoleErrors.push({ text: message.text(), url: message.location()?.url ?? '' });
+    }
+  });
+  page.on('response', (response) => {
+    const status = response.status();
+    if (status >= 400) {
+      const key = answerKey(response.request().method(), response.url(), status);
+      page.refusals.push({ key, url: response.url(), status });
+      if (status >= 500) page.problems.push(`${name}: the server answered ${key}`);
     }
   });
   page.on('request', (request) => {
@@ -475,8 +508,22 @@ async function run() {
       await shot(a, 'a-sold-out');
     });
 
-    await step('no uncaught errors or Content-Security-Policy violations in either page', async () => {
+    await step('no uncaught or console errors, no 5xx, and only the refusals the flows provoke', async () => {
       const problems = [...a.problems, ...b.problems];
+      for (const [name, page] of [['buyer A', a], ['buyer B', b]]) {
+        for (const { text, url } of page.consoleErrors) {
+          // Chromium logs every answer of 400 or more as "Failed to load resource"; such a
+          // line is the refusal itself, judged below, when the page got that answer there.
+          const failed = /^Failed to load resource: the server responded with a status of (\d{3})/.exec(text);
+          const known = failed && page.refusals.some((r) => r.url === url && r.status === Number(failed[1]));
+          if (!known) problems.push(`${name}: console error ${text}${url ? ` (${url})` : ''}`);
+        }
+      }
+      const seen = [...a.refusals, ...b.refusals].map((r) => r.key).sort();
+      const expected = [...EXPECTED_REFUSALS].sort();
+      if (JSON.stringify(seen) !== JSON.stringify(expected)) {
+        problems.push(`answers of 400 or more: ${JSON.stringify(seen)}, expected exactly ${JSON.stringify(expected)}`);
+      }
       assert(problems.length === 0, problems.join('\n'));
     });
   } catch (error) {

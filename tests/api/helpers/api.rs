@@ -193,18 +193,26 @@ impl Api {
 /// An event's counts: (available, reserved, purchased).
 pub type Counts = (i64, i64, i64);
 
-/// Sends a request and returns its status, JSON body (Null when not JSON) and whether it
-/// carried `Retry-After`; `None` when it never got an answer (connection refused or reset).
-pub async fn exchange(request: RequestBuilder) -> Option<(StatusCode, Value, bool)> {
+/// Sends a request and returns its status, JSON body (Null when not JSON) and its
+/// `Retry-After` value, if any; `None` when it never got an answer (connection refused or
+/// reset).
+pub async fn exchange(request: RequestBuilder) -> Option<(StatusCode, Value, Option<String>)> {
     let response = request.send().await.ok()?;
     let status = response.status();
-    let retry_after = response.headers().contains_key("retry-after");
+    let retry_after = retry_after(response.headers());
     let body = response.json().await.unwrap_or(Value::Null);
     Some((status, body, retry_after))
 }
 
+/// A response's `Retry-After` value, if it has one (a value that is not text reads as `?`).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap_or("?").to_owned())
+}
+
 /// Like [`exchange`], for requests that must be answered.
-pub async fn answered(request: RequestBuilder) -> (StatusCode, Value, bool) {
+pub async fn answered(request: RequestBuilder) -> (StatusCode, Value, Option<String>) {
     exchange(request)
         .await
         .expect("the server answers (no transport error)")

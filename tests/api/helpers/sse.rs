@@ -14,6 +14,9 @@ pub struct SseMessage {
     pub event: String,
     pub id: Option<u64>,
     pub data: Value,
+    /// When the chunk that completed it was read off the connection (the harness reads
+    /// promptly only while a test is reading the stream).
+    pub received: tokio::time::Instant,
 }
 
 impl SseMessage {
@@ -34,6 +37,8 @@ impl SseMessage {
 pub struct SseReader {
     response: reqwest::Response,
     buffer: String,
+    /// When the last chunk was read.
+    last_chunk: tokio::time::Instant,
 }
 
 impl SseReader {
@@ -62,6 +67,7 @@ impl SseReader {
         Self {
             response,
             buffer: String::new(),
+            last_chunk: tokio::time::Instant::now(),
         }
     }
 
@@ -87,13 +93,21 @@ impl SseReader {
                     continue; // a comment (keep-alive) block
                 }
                 let data = serde_json::from_str(&data).expect("stream data is JSON");
-                return Some(SseMessage { event, id, data });
+                return Some(SseMessage {
+                    event,
+                    id,
+                    data,
+                    received: self.last_chunk,
+                });
             }
             let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
                 .await
                 .ok()?;
             match chunk.expect("stream reads") {
-                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                Some(bytes) => {
+                    self.last_chunk = tokio::time::Instant::now();
+                    self.buffer.push_str(&String::from_utf8_lossy(&bytes));
+                }
                 None => return None,
             }
         }

@@ -5,11 +5,16 @@
 //! The load crate sends the requests and reports each one live to an [`Observer`]; this layer
 //! is the observer the faults need: the live count of tickets granted and of requests in
 //! flight (to kill a server mid-storm), each granted allocation with its buyer and whether
-//! its payment got a 200 (to check every promise against the rows), the answers counted by
-//! action, status and code, and a buyer stopping at the first request that gets no answer or
-//! at the first `TICKETS_SOLD_OUT`.
+//! its payment got a 200 (to check every promise against the rows and the per-buyer cap),
+//! how often a buyer had two purchases in flight at once, the answers counted by action,
+//! status and code, and a buyer stopping at the first request that gets no answer or at the
+//! first `TICKETS_SOLD_OUT`.
+//!
+//! Each buyer sends [`REQUESTS_PER_BUYER`] purchases in a row, taken by different clients at
+//! nearly the same moment: in batched mode they often share a batch, where the cap must count
+//! the grants made before them in it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +27,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Api, answered};
+
+/// Purchase requests each buyer of a storm sends, one after the other in the request order
+/// (quantities 1 and 2 in turn: 4 or 5 tickets asked for, past a cap of 3).
+pub const REQUESTS_PER_BUYER: u64 = 3;
 
 /// One allocation a client got a 201 for, and whether it then got a 200 for paying it.
 #[derive(Debug, Clone)]
@@ -42,6 +51,10 @@ pub struct StormLog {
     pub transport_errors: AtomicU64,
     /// Requests sent and not yet answered.
     pub in_flight: AtomicUsize,
+    /// Purchases in flight per buyer.
+    buyer_in_flight: Mutex<HashMap<String, usize>>,
+    /// Purchases sent while the same buyer already had one in flight.
+    pub sent_beside_another: AtomicU64,
 }
 
 impl StormLog {
@@ -51,6 +64,37 @@ impl StormLog {
 
     pub fn answers(&self) -> BTreeMap<(&'static str, u16, String), u64> {
         self.answers.lock().unwrap().clone()
+    }
+
+    /// Asserts the storm made buyers race themselves: some purchase was sent while its
+    /// buyer's previous one was still in flight.
+    pub fn assert_buyers_overlapped(&self) {
+        let overlapped = self.sent_beside_another.load(Ordering::SeqCst);
+        assert!(
+            overlapped > 0,
+            "no buyer ever had two purchases in flight at once"
+        );
+    }
+
+    /// Asserts no buyer was promised more than `cap` tickets: the sum of its 201s. Valid while
+    /// no hold of the storm ended unpaid (a cancel or an expiry gives cap room back).
+    pub fn assert_cap_kept(&self, cap: i64) {
+        let mut by_buyer = BTreeMap::<String, i64>::new();
+        for g in self.granted() {
+            *by_buyer.entry(g.buyer).or_default() += g.quantity;
+        }
+        let over: Vec<_> = by_buyer.iter().filter(|(_, held)| **held > cap).collect();
+        assert!(
+            over.is_empty(),
+            "{} of {} buyers promised more than the cap of {cap}, for example {:?}",
+            over.len(),
+            by_buyer.len(),
+            &over[..over.len().min(3)]
+        );
+        assert!(
+            by_buyer.values().any(|held| *held == cap),
+            "no buyer reached the cap of {cap}, so the storm did not test it: {by_buyer:?}"
+        );
     }
 }
 
@@ -81,13 +125,28 @@ struct Watch {
 }
 
 impl Observer for Watch {
-    fn sending(&self, _: Action, _: usize) {
+    fn sending(&self, action: Action, _: usize, buyer: &str) {
         self.log.in_flight.fetch_add(1, Ordering::SeqCst);
+        if action == Action::Purchase {
+            let mut in_flight = self.log.buyer_in_flight.lock().unwrap();
+            let count = in_flight.entry(buyer.to_owned()).or_default();
+            if *count > 0 {
+                self.log.sent_beside_another.fetch_add(1, Ordering::SeqCst);
+            }
+            *count += 1;
+        }
     }
 
     fn observe(&self, outcome: &Outcome) -> ControlFlow<Stop> {
         let log = &self.log;
         log.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if outcome.action == Action::Purchase {
+            *log.buyer_in_flight
+                .lock()
+                .unwrap()
+                .get_mut(&outcome.buyer)
+                .expect("a purchase in flight") -= 1;
+        }
         let Some(status) = outcome.status else {
             log.transport_errors.fetch_add(1, Ordering::Relaxed);
             return if self.stop_on_transport_error {
@@ -146,6 +205,7 @@ pub async fn storm(buyer: Buyer, workers: usize, limit: Duration) {
         quantities: vec![1, 2],
         // A fresh set of buyers per storm: no buyer's cap carries over.
         buyer_prefix: format!("device-{}-", Uuid::new_v4().simple()),
+        requests_per_buyer: REQUESTS_PER_BUYER,
         pay_every: buyer.pay_every,
         pay_on_next_instance: true,
         rotate_instances: true,
