@@ -157,6 +157,11 @@ pub struct TransitionRecord<'a> {
 
 /// Moves the allocation to `next`, stamping the time of the change. The caller has checked
 /// the move against the state machine while holding the event and allocation locks.
+///
+/// `expired_at` is the statement's own clock, not the transaction's start (`now()`): a payment
+/// or cancel finds a hold lapsed by `clock_timestamp()` once it holds the locks, and its
+/// transaction may have begun before the deadline; `now()` would record an expiry earlier
+/// than the `expires_at` it followed.
 pub async fn transition(
     conn: &mut PgConnection,
     id: Uuid,
@@ -171,7 +176,7 @@ pub async fn transition(
             purchased_at = CASE WHEN $2 = 'purchased' THEN now() ELSE purchased_at END, \
             confirmation_code = CASE WHEN $2 = 'purchased' THEN $4 ELSE confirmation_code END, \
             cancelled_at = CASE WHEN $2 = 'cancelled' THEN now() ELSE cancelled_at END, \
-            expired_at = CASE WHEN $2 = 'expired' THEN now() ELSE expired_at END, \
+            expired_at = CASE WHEN $2 = 'expired' THEN clock_timestamp() ELSE expired_at END, \
             updated_at = now() \
          WHERE id = $1 RETURNING ",
         allocation_columns!()
