@@ -3,9 +3,10 @@
 //! balanced counts, no 5xx and no deadlock.
 //!
 //! The two-request races start behind a barrier and are made to overlap every round: a
-//! blocker holds the event row until both requests are seen waiting for it, so each round one
-//! request waits for the other's locks. Which lock decides each race, and the tests that pin
-//! it, are in `locks.rs`.
+//! blocker holds the hold's allocation row until both requests are seen waiting behind it, so
+//! each round one request waits for the other's locks. These tests check outcomes, whichever
+//! lock serializes the two; which lock decides each race, and the tests that pin it, are in
+//! `locks.rs`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,18 +30,19 @@ async fn hold(app: &TestApp, event_id: &str, quantity: i64, holder: &str) -> Str
     id_of(&body)
 }
 
-/// Runs `first` and `second` (requests on one hold of `event_id`) at once: both start behind
-/// a barrier while a blocker holds the event row, which it releases only once both are seen
-/// waiting for it. So the two overlap every round: after the release, one of them waits for
-/// the other's locks.
+/// Runs `first` and `second` (requests on the hold `allocation_id`) at once: both start behind
+/// a barrier while a blocker holds the allocation row, which it releases, unchanged, only once
+/// both are seen waiting behind it (one for the row, the other for the event row the first
+/// holds, or for its place in the row's queue). So the two overlap every round: after the
+/// release, one of them waits for the other's locks.
 async fn overlapping<A: Future, B: Future>(
     app: &TestApp,
-    event_id: &str,
+    allocation_id: &str,
     first: A,
     second: B,
 ) -> (A::Output, B::Output) {
     let mut blocker = Blocker::begin(&app.pool).await;
-    blocker.lock_event(event_id).await;
+    blocker.lock_allocation(allocation_id).await;
     let start = Barrier::new(2);
     let (first, second, ()) = tokio::join!(
         async {
@@ -74,7 +76,7 @@ async fn parallel_cancels_of_one_hold_have_exactly_one_winner() {
         let second = if round % 2 == 0 { &app } else { &other };
         let (a, b) = overlapping(
             &app,
-            event_id,
+            &id,
             app.cancel(&id, &holder),
             second.cancel(&id, &holder),
         )
@@ -112,7 +114,7 @@ async fn payment_against_cancel_has_exactly_one_winner() {
         let id = hold(&app, event_id, 2, &holder).await;
         let (payment, cancel) = overlapping(
             &app,
-            event_id,
+            &id,
             app.pay(&id, &holder, Some("tok_visa")),
             app.cancel(&id, &holder),
         )
@@ -273,7 +275,7 @@ async fn parallel_payments_of_one_hold_charge_once() {
         let id = hold(&app, event_id, 1, &holder).await;
         let (a, b) = overlapping(
             &app,
-            event_id,
+            &id,
             app.pay(&id, &holder, Some("tok_visa")),
             app.pay(&id, &holder, Some("tok_visa")),
         )
