@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use boxoffice::domain::stats::ChangeKind;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -244,5 +245,87 @@ async fn a_payment_decides_under_the_allocation_lock() {
         "the refused payment never reached the provider"
     );
     assert_eq!(app.counts(&event_id).await, (8, 2, 0));
+    app.assert_balanced(&event_id).await;
+}
+
+/// The blocker runs an expiry batch by hand, with the sweeper's own statements: the event row
+/// first, then, while a cancel or payment of the lapsed hold `id` is sent and seen waiting,
+/// the batch's pick of lapsed holds (`FOR UPDATE SKIP LOCKED`) and the count move. The request
+/// must be waiting for the event row and hold no allocation row, so the pick finds the hold;
+/// a request that locked the allocation first would make the sweep skip it.
+async fn expiry_batch_while_waiting(
+    app: &TestApp,
+    event_id: &str,
+    id: &str,
+    request: tokio::task::JoinHandle<(StatusCode, serde_json::Value)>,
+) -> (StatusCode, serde_json::Value) {
+    let event = Uuid::parse_str(event_id).unwrap();
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_event(event_id).await;
+    let waiters = blocker.wait_for_waiters(1).await;
+    assert!(!request.is_finished(), "the request waits: {waiters:?}");
+    let expired = boxoffice::db::allocations::expire_lapsed(blocker.conn(), event, 500)
+        .await
+        .unwrap();
+    assert_eq!(
+        (expired.holds, expired.tickets),
+        (1, 2),
+        "the expiry batch found the lapsed hold {id} unlocked"
+    );
+    boxoffice::db::events::move_counts(
+        blocker.conn(),
+        event,
+        boxoffice::db::events::CountMove::Release,
+        2,
+        ChangeKind::TicketExpired,
+        BLOCKER_BUYER,
+    )
+    .await
+    .unwrap();
+    blocker.commit().await;
+    request.await.unwrap()
+}
+
+/// A fresh app with its background sweeper off, and a lapsed, unswept hold of 2 tickets out
+/// of 10: (app, event id, allocation id, holder).
+async fn lapsed_hold(name: &str) -> (TestApp, String, String, String) {
+    let app = spawn_app_with(&["--hold-seconds", "1", "--sweep-interval-ms", "3600000"]).await;
+    let (event_id, id, holder) = app.event_with_hold(name, 10, 2).await;
+    let deadline = app.allocation_row(&id).await.expires_at + Duration::from_millis(50);
+    let left = deadline - time::OffsetDateTime::now_utc();
+    if left.is_positive() {
+        tokio::time::sleep(left.try_into().unwrap()).await;
+    }
+    assert_eq!(app.counts(&event_id).await, (8, 2, 0), "lapsed, not swept");
+    (app, event_id, id, holder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_takes_the_event_lock_before_the_allocation_lock() {
+    let (app, event_id, id, holder) = lapsed_hold("Cancel in line").await;
+    let (api, cancelled) = (Api::clone(&app), id.clone());
+    let cancel = tokio::spawn(async move { api.cancel(&cancelled, &holder).await });
+
+    let (status, body) = expiry_batch_while_waiting(&app, &event_id, &id, cancel).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "INVALID_STATUS");
+    assert_eq!(body["status"], "expired", "{body}");
+    assert_eq!(app.allocation_row(&id).await.status, "expired");
+    assert_eq!(app.counts(&event_id).await, (10, 0, 0), "returned once");
+    app.assert_balanced(&event_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_takes_the_event_lock_before_the_allocation_lock() {
+    let (app, event_id, id, holder) = lapsed_hold("Payment in line").await;
+    let (api, paid) = (Api::clone(&app), id.clone());
+    let payment = tokio::spawn(async move { api.pay(&paid, &holder, Some("tok_visa")).await });
+
+    let (status, body) = expiry_batch_while_waiting(&app, &event_id, &id, payment).await;
+    assert_error(status, &body, StatusCode::GONE, "RESERVATION_EXPIRED");
+    let row = app.allocation_row(&id).await;
+    assert_eq!(row.status, "expired");
+    assert!(row.payment_pending_at.is_none());
+    assert_eq!(app.row_count("payment_charges").await, 0);
+    assert_eq!(app.counts(&event_id).await, (10, 0, 0), "returned once");
     app.assert_balanced(&event_id).await;
 }
