@@ -227,9 +227,11 @@ pub async fn events_with_lapsed_holds(pool: &PgPool, limit: i64) -> Result<Vec<U
 }
 
 /// Marks up to `limit` lapsed `reserved` holds of one event `expired` and returns the
-/// tickets they held. Call while holding the event lock: that lock is what keeps two
-/// sweepers (on two instances) from expiring the same hold twice. `SKIP LOCKED` only keeps
-/// the sweep from ever waiting on a row, should a future writer lock one without its event.
+/// tickets they held. Each hold is locked before it changes, so two sweepers (on two
+/// instances) never expire one twice. Call while holding the event lock: taking these rows
+/// before it would invert the lock order and deadlock with a late cancel or payment.
+/// `SKIP LOCKED` only keeps the sweep from ever waiting on a row, should a future writer lock
+/// one without its event.
 pub async fn expire_lapsed(
     conn: &mut PgConnection,
     event_id: Uuid,
