@@ -103,9 +103,18 @@ async fn a_purchase_decides_under_the_event_lock_per_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purchase_decides_under_the_event_lock_batched() {
-    // The first request's batch waits at the lock; the others queue behind it in the
-    // coalescer (or, arriving after the commit, read zero before the lock): one backend waits.
+    // The requests share batches, and an instance runs one batch per event at a time: one
+    // backend waits at the lock, any later batch queues in the coalescer behind it.
     purchase_waits_for_the_event_lock(BATCHED, 1).await;
+}
+
+/// Sleeps until just past the hold's `expires_at` (one clock: same machine as the database).
+async fn sleep_until_lapsed(app: &TestApp, id: &str) {
+    let deadline = app.allocation_row(id).await.expires_at + Duration::from_millis(50);
+    let left = deadline - time::OffsetDateTime::now_utc();
+    if left.is_positive() {
+        tokio::time::sleep(left.try_into().unwrap()).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,11 +128,7 @@ async fn the_sweeper_expires_under_the_event_lock() {
     let (status, swept) = app.purchase(&event_id, 3, &new_fingerprint()).await;
     assert_eq!(status, StatusCode::CREATED, "{swept}");
     let (late_cancel, swept) = (id_of(&late_cancel), id_of(&swept));
-    let deadline = app.allocation_row(&swept).await.expires_at + Duration::from_millis(50);
-    let left = deadline - time::OffsetDateTime::now_utc();
-    if left.is_positive() {
-        tokio::time::sleep(left.try_into().unwrap()).await;
-    }
+    sleep_until_lapsed(&app, &swept).await;
     assert_eq!(
         app.counts(&event_id).await,
         (5, 5, 0),
@@ -249,19 +254,20 @@ async fn a_payment_decides_under_the_allocation_lock() {
 }
 
 /// The blocker runs an expiry batch by hand, with the sweeper's own statements: the event row
-/// first, then, while a cancel or payment of the lapsed hold `id` is sent and seen waiting,
-/// the batch's pick of lapsed holds (`FOR UPDATE SKIP LOCKED`) and the count move. The request
-/// must be waiting for the event row and hold no allocation row, so the pick finds the hold;
-/// a request that locked the allocation first would make the sweep skip it.
+/// first; then, once a cancel or payment of the lapsed hold `id` (spawned by `send`) is seen
+/// waiting, the batch's pick of lapsed holds (`FOR UPDATE SKIP LOCKED`) and the count move.
+/// The request must be waiting for the event row and hold no allocation row, so the pick
+/// finds the hold; a request that locked the allocation first would make the sweep skip it.
 async fn expiry_batch_while_waiting(
     app: &TestApp,
     event_id: &str,
     id: &str,
-    request: tokio::task::JoinHandle<(StatusCode, serde_json::Value)>,
+    send: impl FnOnce() -> tokio::task::JoinHandle<(StatusCode, serde_json::Value)>,
 ) -> (StatusCode, serde_json::Value) {
     let event = Uuid::parse_str(event_id).unwrap();
     let mut blocker = Blocker::begin(&app.pool).await;
     blocker.lock_event(event_id).await;
+    let request = send();
     let waiters = blocker.wait_for_waiters(1).await;
     assert!(!request.is_finished(), "the request waits: {waiters:?}");
     let expired = boxoffice::db::allocations::expire_lapsed(blocker.conn(), event, 500)
@@ -291,11 +297,7 @@ async fn expiry_batch_while_waiting(
 async fn lapsed_hold(name: &str) -> (TestApp, String, String, String) {
     let app = spawn_app_with(&["--hold-seconds", "1", "--sweep-interval-ms", "3600000"]).await;
     let (event_id, id, holder) = app.event_with_hold(name, 10, 2).await;
-    let deadline = app.allocation_row(&id).await.expires_at + Duration::from_millis(50);
-    let left = deadline - time::OffsetDateTime::now_utc();
-    if left.is_positive() {
-        tokio::time::sleep(left.try_into().unwrap()).await;
-    }
+    sleep_until_lapsed(&app, &id).await;
     assert_eq!(app.counts(&event_id).await, (8, 2, 0), "lapsed, not swept");
     (app, event_id, id, holder)
 }
@@ -304,7 +306,7 @@ async fn lapsed_hold(name: &str) -> (TestApp, String, String, String) {
 async fn a_cancel_takes_the_event_lock_before_the_allocation_lock() {
     let (app, event_id, id, holder) = lapsed_hold("Cancel in line").await;
     let (api, cancelled) = (Api::clone(&app), id.clone());
-    let cancel = tokio::spawn(async move { api.cancel(&cancelled, &holder).await });
+    let cancel = || tokio::spawn(async move { api.cancel(&cancelled, &holder).await });
 
     let (status, body) = expiry_batch_while_waiting(&app, &event_id, &id, cancel).await;
     assert_error(status, &body, StatusCode::CONFLICT, "INVALID_STATUS");
@@ -318,7 +320,7 @@ async fn a_cancel_takes_the_event_lock_before_the_allocation_lock() {
 async fn a_payment_takes_the_event_lock_before_the_allocation_lock() {
     let (app, event_id, id, holder) = lapsed_hold("Payment in line").await;
     let (api, paid) = (Api::clone(&app), id.clone());
-    let payment = tokio::spawn(async move { api.pay(&paid, &holder, Some("tok_visa")).await });
+    let payment = || tokio::spawn(async move { api.pay(&paid, &holder, Some("tok_visa")).await });
 
     let (status, body) = expiry_batch_while_waiting(&app, &event_id, &id, payment).await;
     assert_error(status, &body, StatusCode::GONE, "RESERVATION_EXPIRED");
