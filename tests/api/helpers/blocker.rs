@@ -75,12 +75,13 @@ impl Blocker {
         .unwrap()
     }
 
-    /// Waits until at least `count` backends wait for the blocker's locks; returns their
-    /// statements. Well under the app's 5 s lock timeout, so the waiters are still there.
+    /// Waits until at least `count` backends wait behind the blocker; returns their
+    /// statements. Polled every 20 ms, so the caller acts well within the app's 5 s lock
+    /// timeout, which counts from when a waiter began to wait.
     pub async fn wait_for_waiters(&self, count: usize) -> Vec<String> {
         eventually(
-            &format!("{count} backend(s) to wait for the blocker's locks"),
-            Duration::from_secs(3),
+            &format!("{count} backend(s) to wait behind the blocker"),
+            Duration::from_secs(10),
             || async {
                 let waiters = self.waiters().await;
                 (waiters.len() >= count).then_some(waiters)
