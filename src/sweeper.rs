@@ -1,7 +1,7 @@
 //! The background job that returns lapsed holds to the pool and settles payments that a
-//! crash left in `payment_pending`. Several instances may sweep one database at once: each
-//! event is expired under its row lock, so a hold is counted back exactly once. It also
-//! purges idempotency keys older than 24 hours.
+//! crash left in `payment_pending`. Several instances may sweep one database at once: a batch
+//! locks the holds it expires, after their event's row, so a hold is counted back exactly
+//! once. It also purges idempotency keys older than 24 hours.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

@@ -182,6 +182,11 @@ pub struct TransitionRecord<'a> {
 /// one statement. The statement matches the row only in a status that may become `next`
 /// (`AllocationStatus::predecessors`): `None` means it was in no such status and nothing
 /// changed. Call while holding the event and allocation locks.
+///
+/// `expired_at` is the statement's own clock, not the transaction's start (`now()`): a payment
+/// or cancel finds a hold lapsed by `clock_timestamp()` once it holds the locks, and its
+/// transaction may have begun before the deadline; `now()` would record an expiry earlier
+/// than the `expires_at` it followed.
 pub async fn transition(
     conn: &mut PgConnection,
     id: Uuid,
@@ -197,7 +202,7 @@ pub async fn transition(
                 purchased_at = CASE WHEN $2 = 'purchased' THEN now() ELSE purchased_at END, \
                 confirmation_code = CASE WHEN $2 = 'purchased' THEN $4 ELSE confirmation_code END, \
                 cancelled_at = CASE WHEN $2 = 'cancelled' THEN now() ELSE cancelled_at END, \
-                expired_at = CASE WHEN $2 = 'expired' THEN now() ELSE expired_at END, \
+                expired_at = CASE WHEN $2 = 'expired' THEN clock_timestamp() ELSE expired_at END, \
                 updated_at = now() \
              WHERE id = $1 AND status = ANY($5) \
              RETURNING ",
@@ -265,8 +270,9 @@ const _: () = assert!(AllocationStatus::Reserved.can_become(AllocationStatus::Ex
 
 /// Marks up to `limit` lapsed `reserved` holds of one event `expired`, takes their tickets
 /// off their buyers' `buyer_tickets` rows (one update per buyer), and returns the tickets
-/// they held, in one statement. Call while holding the event lock: that lock is what keeps
-/// two sweepers (on two instances) from expiring the same hold twice. `SKIP LOCKED` only
+/// they held, in one statement. Each hold is locked before it changes, so two sweepers (on two
+/// instances) never expire one twice. Call while holding the event lock: taking these rows
+/// before it would invert the lock order and deadlock with a late cancel or payment. `SKIP LOCKED` only
 /// keeps the sweep from ever waiting on a row, should a future writer lock one without its
 /// event.
 pub async fn expire_lapsed(

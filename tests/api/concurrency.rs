@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::helpers::{
-    BATCHED, PER_REQUEST, TestApp, assert_error, new_fingerprint, spawn_app_on, spawn_app_with,
+    BATCHED, PER_REQUEST, TestApp, assert_error, id_of, new_fingerprint, spawn_app_on,
+    spawn_app_with,
 };
 
 /// `count` instances on one fresh database, and an event created on the first: (instances,
@@ -197,5 +200,112 @@ async fn mixed_quantities(mode: &[&str], count: usize) {
     assert!(
         sold_out || !reported_left.is_empty(),
         "150 tickets asked for 25"
+    );
+}
+
+/// Two batched instances sell out one event, round after round. One coalescer runs one batch
+/// per event at a time, so only a second instance makes two batches meet at the event row
+/// lock. The meeting is shown, not assumed: in enough rounds both instances granted tickets
+/// within the last second before the sell-out, and their last granting transactions were open
+/// at once (each began before the other's answer arrived), so one waited for the other's lock
+/// at the very moment the tickets ran out. No round oversells, and every round balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_batched_instances_meet_at_the_sell_out_and_never_oversell() {
+    const ROUNDS: usize = 16;
+    const TICKETS: i64 = 40;
+    const BUYERS: usize = 120;
+    const MIN_MEETINGS: usize = ROUNDS / 2;
+    // Batches of at most 8: selling 40 tickets takes each instance several batches, so
+    // neither sells out alone with its first one.
+    let mode = [BATCHED, &["--purchase-batch-max", "8"]].concat();
+    let first = spawn_app_with(&mode).await;
+    let options = (*first.pool.connect_options()).clone();
+    let apps = [
+        Arc::new(first),
+        Arc::new(spawn_app_on(&options, &mode).await),
+    ];
+
+    let (mut meetings, mut missed) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let event = apps[0]
+            .create_event(&format!("Meeting {round}"), TICKETS, None)
+            .await;
+        let event_id = id_of(&event);
+        let start = Arc::new(tokio::sync::Barrier::new(BUYERS));
+        let mut requests = tokio::task::JoinSet::new();
+        for i in 0..BUYERS {
+            let instance = i % apps.len();
+            let (app, event_id, start) = (apps[instance].clone(), event_id.clone(), start.clone());
+            requests.spawn(async move {
+                let buyer = new_fingerprint();
+                start.wait().await;
+                let answer = app.purchase(&event_id, 1, &buyer).await;
+                (instance, answer, OffsetDateTime::now_utc())
+            });
+        }
+        // Per instance: the holds it granted, and when its last grant was answered.
+        let mut granted: [Vec<Uuid>; 2] = Default::default();
+        let mut last_answer = [OffsetDateTime::UNIX_EPOCH; 2];
+        while let Some(result) = requests.join_next().await {
+            let (instance, (status, body), answered) = result.unwrap();
+            if status == StatusCode::CREATED {
+                granted[instance].push(Uuid::parse_str(&id_of(&body)).unwrap());
+                last_answer[instance] = last_answer[instance].max(answered);
+            } else {
+                assert_error(status, &body, StatusCode::CONFLICT, "TICKETS_SOLD_OUT");
+            }
+        }
+        let sold = (granted[0].len() + granted[1].len()) as i64;
+        assert_eq!(
+            sold, TICKETS,
+            "round {round}: every ticket sold, none twice"
+        );
+        assert_eq!(
+            apps[0].counts(&event_id).await,
+            (0, TICKETS, 0),
+            "round {round}"
+        );
+        apps[0].assert_balanced(&event_id).await;
+        let rows: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM ticket_allocations WHERE event_id = $1")
+                .bind(Uuid::parse_str(&event_id).unwrap())
+                .fetch_one(&apps[0].pool)
+                .await
+                .unwrap();
+        assert_eq!(rows, TICKETS, "round {round}");
+        if granted.iter().any(Vec::is_empty) {
+            missed.push((round, "one instance granted nothing"));
+            continue;
+        }
+
+        // A hold's created_at is now(), its transaction's start: the latest one per instance
+        // is when that instance's last granting transaction began.
+        let mut last_start = [OffsetDateTime::UNIX_EPOCH; 2];
+        for (instance, ids) in granted.iter().enumerate() {
+            last_start[instance] = sqlx::query_scalar(
+                "SELECT max(created_at) FROM ticket_allocations WHERE id = ANY ($1)",
+            )
+            .bind(ids)
+            .fetch_one(&apps[0].pool)
+            .await
+            .unwrap();
+        }
+        let sold_out = last_answer[0].max(last_answer[1]);
+        let within_last_second = last_answer
+            .iter()
+            .all(|&answer| sold_out - answer < time::Duration::SECOND);
+        let open_at_once = last_start[0] < last_answer[1] && last_start[1] < last_answer[0];
+        match (within_last_second, open_at_once) {
+            (true, true) => meetings.push(round),
+            (false, _) => missed.push((round, "one instance's last grant came earlier")),
+            (true, false) => missed.push((round, "the last transactions did not overlap")),
+        }
+    }
+    println!(
+        "both instances' batches met at the sell-out in rounds {meetings:?}; missed {missed:?}"
+    );
+    assert!(
+        meetings.len() >= MIN_MEETINGS,
+        "the instances met at the sell-out in only {meetings:?} of {ROUNDS} rounds: {missed:?}"
     );
 }

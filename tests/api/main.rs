@@ -16,6 +16,7 @@ mod inputs;
 mod internal_errors;
 mod lifecycle;
 mod load;
+mod locks;
 mod openapi;
 mod proxy;
 mod purchase;

@@ -1,17 +1,25 @@
 //! The three races the seed system lost, each repeated many times, and a mixed storm of
 //! every operation at once: exactly one winner per hold, answers that agree with the rows,
 //! balanced counts, no 5xx and no deadlock.
+//!
+//! The two-request races start behind a barrier and are made to overlap every round: a
+//! blocker holds the hold's allocation row until both requests are seen waiting behind it, so
+//! each round one request waits for the other's locks. These tests check outcomes, whichever
+//! lock serializes the two; which lock decides each race, and the tests that pin it, are in
+//! `locks.rs`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use crate::helpers::{
-    TestApp, assert_error, deadlocks_detected, eventually, id_of, new_fingerprint, spawn_app,
-    spawn_app_on, spawn_app_with, timestamp,
+    Blocker, TestApp, assert_error, deadlocks_detected, eventually, id_of, new_fingerprint,
+    spawn_app, spawn_app_on, spawn_app_with, timestamp,
 };
 
 const ROUNDS: usize = 30;
@@ -20,6 +28,37 @@ async fn hold(app: &TestApp, event_id: &str, quantity: i64, holder: &str) -> Str
     let (status, body) = app.purchase(event_id, quantity, holder).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     id_of(&body)
+}
+
+/// Runs `first` and `second` (requests on the hold `allocation_id`) at once: both start behind
+/// a barrier while a blocker holds the allocation row, which it releases, unchanged, only once
+/// both are seen waiting behind it (one for the row, the other for the event row the first
+/// holds, or for its place in the row's queue). So the two overlap every round: after the
+/// release, one of them waits for the other's locks.
+async fn overlapping<A: Future, B: Future>(
+    app: &TestApp,
+    allocation_id: &str,
+    first: A,
+    second: B,
+) -> (A::Output, B::Output) {
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_allocation(allocation_id).await;
+    let start = Barrier::new(2);
+    let (first, second, ()) = tokio::join!(
+        async {
+            start.wait().await;
+            first.await
+        },
+        async {
+            start.wait().await;
+            second.await
+        },
+        async move {
+            blocker.wait_for_waiters(2).await;
+            blocker.release().await;
+        }
+    );
+    (first, second)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,7 +74,13 @@ async fn parallel_cancels_of_one_hold_have_exactly_one_winner() {
         let holder = new_fingerprint();
         let id = hold(&app, event_id, 2, &holder).await;
         let second = if round % 2 == 0 { &app } else { &other };
-        let (a, b) = tokio::join!(app.cancel(&id, &holder), second.cancel(&id, &holder));
+        let (a, b) = overlapping(
+            &app,
+            &id,
+            app.cancel(&id, &holder),
+            second.cancel(&id, &holder),
+        )
+        .await;
         let mut winners = 0;
         for (status, body) in [a, b] {
             if status == StatusCode::OK {
@@ -67,10 +112,13 @@ async fn payment_against_cancel_has_exactly_one_winner() {
     for round in 0..ROUNDS {
         let holder = new_fingerprint();
         let id = hold(&app, event_id, 2, &holder).await;
-        let (payment, cancel) = tokio::join!(
+        let (payment, cancel) = overlapping(
+            &app,
+            &id,
             app.pay(&id, &holder, Some("tok_visa")),
-            app.cancel(&id, &holder)
-        );
+            app.cancel(&id, &holder),
+        )
+        .await;
         let row = app.allocation_row(&id).await;
         match (payment.0, cancel.0) {
             (StatusCode::OK, _) => {
@@ -113,7 +161,22 @@ async fn payment_against_cancel_has_exactly_one_winner() {
         );
     }
     assert_eq!(paid + cancelled, 2 * ROUNDS as i64);
+    println!(
+        "payment against cancel: the payment won {} rounds, the cancel {}",
+        paid / 2,
+        cancelled / 2
+    );
     app.assert_balanced(event_id).await;
+}
+
+/// How one payment at the deadline ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum AtTheBell {
+    Paid,
+    /// The payment found the hold lapsed and expired it itself.
+    ExpiredByThePayment,
+    /// The sweeper had expired it before the payment was sent.
+    ExpiredByTheSweeper,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,59 +185,83 @@ async fn payment_against_expiry_ends_one_way_or_the_other() {
     let event = app.create_event("Pay at the bell", 100, None).await;
     let event_id = event["id"].as_str().unwrap().to_owned();
 
-    // Each round pays at its own moment around the deadline, from 600 ms early to 300 ms
-    // late, while the sweeper expires holds every 10 ms.
+    // Round r pays r - 15 ms from its hold's deadline (-15 to +15 ms, in 1 ms steps), while
+    // the sweeper expires lapsed holds every 10 ms. Rounds start 40 ms apart, so their
+    // payments do not queue behind each other.
+    const OFFSETS_MS: std::ops::RangeInclusive<i64> = -15..=15;
     let mut rounds = JoinSet::new();
-    for round in 0..ROUNDS {
+    for (round, offset_ms) in OFFSETS_MS.enumerate() {
         let (app, event_id) = (app.clone(), event_id.clone());
         rounds.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(40 * round as u64)).await;
             let holder = new_fingerprint();
             let (status, held) = app.purchase(&event_id, 1, &holder).await;
             assert_eq!(status, StatusCode::CREATED, "{held}");
             let id = id_of(&held);
-            let offset_ms = -600 + 30 * round as i64;
-            let moment = timestamp(&held["expiresAt"]) + time::Duration::milliseconds(offset_ms);
+            let deadline = timestamp(&held["expiresAt"]);
+            let moment = deadline + time::Duration::milliseconds(offset_ms);
             let wait = moment - time::OffsetDateTime::now_utc();
             if wait.is_positive() {
                 tokio::time::sleep(wait.try_into().unwrap()).await;
             }
+            // One clock: the database's lapse check runs after this instant.
+            let sent = time::OffsetDateTime::now_utc();
             let (status, body) = app.pay(&id, &holder, Some("tok_visa")).await;
+            let answered = time::OffsetDateTime::now_utc();
             let row = app.allocation_row(&id).await;
-            if status == StatusCode::OK {
+            let in_flight_at_deadline = sent <= deadline && deadline < answered;
+            let outcome = if status == StatusCode::OK {
                 assert_eq!(body["status"], "purchased", "{body}");
-                assert_eq!(row.status, "purchased", "round {round}");
+                assert_eq!(row.status, "purchased", "offset {offset_ms} ms");
+                assert!(row.confirmation_code.is_some(), "offset {offset_ms} ms");
                 let began = row.payment_pending_at.expect("payment_pending_at");
                 assert!(
                     began < row.expires_at,
-                    "round {round}: a payment that began at {began} after the hold lapsed at {} was accepted",
+                    "offset {offset_ms} ms: a payment that began at {began} after the hold lapsed at {} was accepted",
                     row.expires_at
                 );
-                true
+                AtTheBell::Paid
             } else {
                 assert_error(status, &body, StatusCode::GONE, "RESERVATION_EXPIRED");
-                assert_eq!(row.status, "expired", "round {round}");
+                assert_eq!(row.status, "expired", "offset {offset_ms} ms");
                 assert!(row.purchased_at.is_none() && row.payment_pending_at.is_none());
-                false
-            }
+                let expired_at = row.expired_at.expect("expired_at");
+                assert!(expired_at >= row.expires_at, "offset {offset_ms} ms: {row:?}");
+                if expired_at < sent {
+                    AtTheBell::ExpiredByTheSweeper
+                } else {
+                    AtTheBell::ExpiredByThePayment
+                }
+            };
+            assert!(
+                sent <= deadline || outcome != AtTheBell::Paid,
+                "offset {offset_ms} ms: a payment sent after the deadline was accepted"
+            );
+            (offset_ms, outcome, in_flight_at_deadline)
         });
     }
-    let mut purchased = 0;
-    let mut expired = 0;
-    while let Some(outcome) = rounds.join_next().await {
-        if outcome.unwrap() {
-            purchased += 1;
-        } else {
-            expired += 1;
-        }
+    let mut outcomes = std::collections::BTreeMap::<AtTheBell, Vec<i64>>::new();
+    let mut in_flight = 0;
+    while let Some(round) = rounds.join_next().await {
+        let (offset_ms, outcome, in_flight_at_deadline) = round.unwrap();
+        outcomes.entry(outcome).or_default().push(offset_ms);
+        in_flight += usize::from(in_flight_at_deadline);
     }
+    for offsets in outcomes.values_mut() {
+        offsets.sort();
+    }
+    println!(
+        "payments at the deadline, offsets in ms by outcome: {outcomes:?}; {in_flight} in flight across the deadline"
+    );
+    let purchased = outcomes.get(&AtTheBell::Paid).map_or(0, Vec::len);
     assert!(
-        purchased > 0 && expired > 0,
-        "both outcomes occur: {purchased} paid, {expired} expired"
+        purchased > 0 && purchased < OFFSETS_MS.count(),
+        "both outcomes occur: {outcomes:?}"
     );
     let event = app.assert_balanced(&event_id).await;
     assert_eq!(event["purchasedTickets"], purchased);
     assert_eq!(event["reservedTickets"], 0);
-    assert_eq!(event["availableTickets"], 100 - purchased);
+    assert_eq!(event["availableTickets"], 100 - purchased as i64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,10 +273,13 @@ async fn parallel_payments_of_one_hold_charge_once() {
     for round in 0..ROUNDS {
         let holder = new_fingerprint();
         let id = hold(&app, event_id, 1, &holder).await;
-        let (a, b) = tokio::join!(
+        let (a, b) = overlapping(
+            &app,
+            &id,
             app.pay(&id, &holder, Some("tok_visa")),
-            app.pay(&id, &holder, Some("tok_visa"))
-        );
+            app.pay(&id, &holder, Some("tok_visa")),
+        )
+        .await;
         let mut winners = 0;
         for (status, body) in [a, b] {
             if status == StatusCode::OK {

@@ -9,11 +9,13 @@
 //! - [`storm`]: many buyers at once (the load crate's storm), with a record of every
 //!   promise made to them;
 //! - [`sse`]: the Server-Sent Events reader;
-//! - [`assertions`]: counts that balance, the error shape, polling.
+//! - [`assertions`]: counts that balance, the error shape, polling;
+//! - [`blocker`]: a transaction that holds row locks while requests are sent.
 
 mod api;
 mod app;
 mod assertions;
+mod blocker;
 mod database;
 mod process;
 mod sse;
@@ -22,6 +24,7 @@ mod storm;
 pub use api::*;
 pub use app::*;
 pub use assertions::*;
+pub use blocker::*;
 pub use database::*;
 pub use process::*;
 pub use sse::*;
