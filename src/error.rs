@@ -32,6 +32,16 @@ pub enum Error {
     /// The database or the payment provider cannot be reached now; worth a retry.
     #[error("the service is temporarily unavailable")]
     ServiceUnavailable,
+    /// The payment provider failed while charging this payment: whether it charged is
+    /// unknown until recovery settles it. Answered like `ServiceUnavailable`, but a keyed
+    /// request's claim is parked on the payment rather than released.
+    #[error("the service is temporarily unavailable")]
+    PaymentOutcomeUnknown {
+        /// The allocation paid for, left `payment_pending`.
+        allocation: uuid::Uuid,
+        /// The reference the provider was called with.
+        reference: String,
+    },
     /// Anything unexpected: logged in full, answered without detail.
     #[error("internal error: {0}")]
     Internal(String),

@@ -6,17 +6,21 @@
 //! A first attempt claims the key (a committed `in_progress` row, so duplicates can see it).
 //! A response that has an effect (a hold made, a payment captured) is recorded in the same
 //! transaction as the effect, so it exists if and only if the effect does. Refusals, which
-//! have no effect, are recorded after the fact; failures (5xx) give the claim up so a retry
-//! runs again (a release removes only a claim still in progress, so it never undoes a
-//! recorded effect). The HTTP layer runs a keyed request's work to its end even when the
-//! request is cut off, so only a dead process leaves a claim unsettled: a claim still
-//! `in_progress` long after any attempt could have committed belongs to a crashed attempt
-//! whose effect never committed, and is taken over.
+//! have no effect, are recorded after the fact. A claim is released only when the effect is
+//! known not to have happened: a failure (5xx) with no effect gives it up so a retry runs
+//! again (a release removes only a claim still in progress, so it never undoes a recorded
+//! effect). A payment whose provider call failed may have been charged: its claim is
+//! [parked](park) on the payment instead, and a retry resolves it from the allocation
+//! (see `holds::payment`). The HTTP layer runs a keyed request's work to its end even when
+//! the request is cut off, so only a dead process leaves a claim unsettled: a claim still
+//! `in_progress` (and not parked) long after any attempt could have committed belongs to a
+//! crashed attempt whose effect never committed, and is taken over.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::db;
 use crate::domain::fingerprint::FingerprintHash;
@@ -35,6 +39,9 @@ const STALE_CLAIM_SECONDS: f64 = 120.0;
 pub enum Attempt {
     /// Run it; the key is claimed for this attempt.
     First(KeyRef),
+    /// An earlier attempt's payment has an unknown outcome and the claim is parked on it:
+    /// resolve it from the allocation before anything runs again.
+    Parked(KeyRef, ParkedPayment),
     /// Answer with the first attempt's response.
     Replay { status: u16, body: String },
 }
@@ -53,8 +60,12 @@ pub async fn begin(
             return Ok(Attempt::First(key));
         }
         let stored = db::idempotency::find(pool, &key).await?;
+        // A parked claim is never stale: its payment may have been charged.
         let abandoned = stored.as_ref().is_some_and(|s| {
-            s.expired || (!s.completed && s.claim_age_seconds >= STALE_CLAIM_SECONDS)
+            s.expired
+                || (!s.completed
+                    && s.awaiting_allocation.is_none()
+                    && s.claim_age_seconds >= STALE_CLAIM_SECONDS)
         });
         if abandoned
             && db::idempotency::reclaim(pool, &key, request_hash, STALE_CLAIM_SECONDS).await?
@@ -75,6 +86,19 @@ pub async fn begin(
                         "a completed idempotency key without its response",
                     )),
                 };
+            }
+            Some(db::idempotency::StoredKey {
+                awaiting_allocation: Some(allocation),
+                awaiting_reference: Some(reference),
+                ..
+            }) => {
+                return Ok(Attempt::Parked(
+                    key,
+                    ParkedPayment {
+                        allocation,
+                        reference,
+                    },
+                ));
             }
             // In progress (or released a moment ago): wait for the first attempt.
             _ => {}
@@ -98,6 +122,15 @@ pub struct StoredResponse {
 /// Renders a service's result as the response a retry will be answered with.
 pub type Render<T> = Arc<dyn Fn(&T) -> std::result::Result<StoredResponse, String> + Send + Sync>;
 
+/// The payment a parked claim waits for: its allocation and its provider reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedPayment {
+    /// The allocation paid for.
+    pub allocation: Uuid,
+    /// The reference the provider was called with; its outcome is unknown.
+    pub reference: String,
+}
+
 /// How a keyed request records its success inside the transaction that makes its effect: the
 /// claimed key, and the rendering the HTTP layer chose. The service says what happened (the
 /// value); it never picks a status or a body itself.
@@ -105,23 +138,38 @@ pub type Render<T> = Arc<dyn Fn(&T) -> std::result::Result<StoredResponse, Strin
 pub struct Recorder<T> {
     key: KeyRef,
     render: Render<T>,
+    parked: Option<ParkedPayment>,
 }
 
 impl<T> std::fmt::Debug for Recorder<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder").field("key", &self.key).finish()
+        f.debug_struct("Recorder")
+            .field("key", &self.key)
+            .field("parked", &self.parked)
+            .finish()
     }
 }
 
 impl<T> Recorder<T> {
-    /// Records under `key` (claimed by [`begin`]) what `render` makes of the result.
-    pub fn new(key: KeyRef, render: Render<T>) -> Self {
-        Self { key, render }
+    /// Records under `key` (claimed by [`begin`]) what `render` makes of the result; `parked`
+    /// is the payment the claim is parked on, if [`begin`] found it parked.
+    pub fn new(key: KeyRef, render: Render<T>, parked: Option<ParkedPayment>) -> Self {
+        Self {
+            key,
+            render,
+            parked,
+        }
     }
 
     /// The claimed key.
     pub fn key(&self) -> &KeyRef {
         &self.key
+    }
+
+    /// The payment an earlier attempt left with an unknown outcome, which this attempt must
+    /// resolve before it runs anything.
+    pub fn parked(&self) -> Option<&ParkedPayment> {
+        self.parked.as_ref()
     }
 
     /// The response to store for `value`.
@@ -151,7 +199,7 @@ pub async fn record_in(
 }
 
 /// Records a response with no effect (a refusal), or gives the claim up after a failure so
-/// that a retry runs again.
+/// that a retry runs again (a parked claim stays parked).
 pub async fn finish(pool: &PgPool, key: &KeyRef, status: u16, body: &str) {
     let recorded = if status >= 500 {
         db::idempotency::release(pool, key).await
@@ -164,5 +212,28 @@ pub async fn finish(pool: &PgPool, key: &KeyRef, status: u16, body: &str) {
     if let Err(err) = recorded {
         // The claim stays in progress and is taken over once stale: a retry still works.
         tracing::warn!(error = %err, "could not record an idempotent response");
+    }
+}
+
+/// Parks the claim on a payment whose provider outcome is unknown, instead of releasing it:
+/// the payment may have been charged, so a retry must learn its outcome from the allocation
+/// rather than run again.
+pub async fn park(pool: &PgPool, key: &KeyRef, payment: &ParkedPayment) {
+    if let Err(err) = db::idempotency::park(pool, key, payment.allocation, &payment.reference).await
+    {
+        // The claim stays in progress, unparked: it is taken over once stale, and the retry
+        // then finds the hold `payment_pending` or settled and is refused 409 INVALID_STATUS.
+        tracing::warn!(error = %err, "could not park an idempotency claim");
+    }
+}
+
+/// Makes a claim parked on `payment` this attempt's own fresh claim, once that payment is
+/// known not to have been charged. Errors with `IdempotencyInProgress` if another retry took
+/// it first.
+pub async fn unpark(pool: &PgPool, key: &KeyRef, payment: &ParkedPayment) -> Result<()> {
+    if db::idempotency::unpark(pool, key, &payment.reference).await? {
+        Ok(())
+    } else {
+        Err(Error::IdempotencyInProgress)
     }
 }

@@ -4,6 +4,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::PgPool;
 
@@ -66,19 +68,35 @@ pub trait PaymentProvider: Send + Sync + 'static {
 }
 
 /// The test-card token the simulated provider charges, named as Stripe's is; any other token
-/// (clients use `tok_chargeDeclined`) is declined.
+/// (clients use `tok_chargeDeclined`) is declined, except the two below.
 pub const TOKEN_SUCCEEDS: &str = "tok_visa";
 
-/// The built-in provider: no money moves; `tok_visa` (or no token) is charged, anything
+/// A token the simulated provider charges and then fails to answer for, every time: the
+/// caller sees a provider failure, though the charge is on the ledger. Recovery settles the
+/// payment as charged.
+pub const TOKEN_LOST_AFTER_CHARGE: &str = "tok_lostAfterCharge";
+
+/// A token for which the simulated provider is unreachable once: the first charge with it
+/// that a running instance sees fails without charging (recovery voids the reference);
+/// every later one is charged like `tok_visa`.
+pub const TOKEN_UNREACHABLE_ONCE: &str = "tok_unreachableOnce";
+
+/// The built-in provider: no money moves; `tok_visa` (or no token) is charged,
+/// `tok_lostAfterCharge` and `tok_unreachableOnce` fail as their constants say, anything
 /// else is declined. Its ledger lives in the `payment_charges` table.
 #[derive(Debug, Clone)]
 pub struct SimulatedProvider {
     pool: PgPool,
+    /// Whether `tok_unreachableOnce` has had its one failure in this instance.
+    unreachable_spent: Arc<AtomicBool>,
 }
 
 impl SimulatedProvider {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            unreachable_spent: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 
@@ -90,13 +108,25 @@ impl PaymentProvider for SimulatedProvider {
         _quantity: i32,
     ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
         Box::pin(async move {
+            if token == Some(TOKEN_UNREACHABLE_ONCE)
+                && !self.unreachable_spent.swap(true, Ordering::SeqCst)
+            {
+                return Err(ProviderError("simulated: provider unreachable".into()));
+            }
             let outcome = match token {
-                None | Some(TOKEN_SUCCEEDS) => ChargeOutcome::Charged,
+                None | Some(TOKEN_SUCCEEDS | TOKEN_LOST_AFTER_CHARGE | TOKEN_UNREACHABLE_ONCE) => {
+                    ChargeOutcome::Charged
+                }
                 Some(_) => ChargeOutcome::Declined,
             };
             let recorded = db::charges::record_once(&self.pool, reference, outcome.as_str())
                 .await
                 .map_err(|e| ProviderError(e.to_string()))?;
+            if token == Some(TOKEN_LOST_AFTER_CHARGE) {
+                return Err(ProviderError(
+                    "simulated: connection lost after the charge".into(),
+                ));
+            }
             ChargeOutcome::parse(&recorded)
         })
     }

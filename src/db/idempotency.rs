@@ -1,6 +1,7 @@
 //! SQL for `idempotency_keys`.
 
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::domain::idempotency::KeyRef;
 
@@ -15,6 +16,10 @@ pub struct StoredKey {
     pub claim_age_seconds: f64,
     /// Whether the key is older than its 24-hour lifetime.
     pub expired: bool,
+    /// The allocation whose payment a parked claim waits for (see [`park`]).
+    pub awaiting_allocation: Option<Uuid>,
+    /// That payment's reference.
+    pub awaiting_reference: Option<String>,
 }
 
 /// Claims a new key for a first attempt; false when the key exists already.
@@ -35,7 +40,8 @@ pub async fn find(pool: &PgPool, key: &KeyRef) -> Result<Option<StoredKey>, sqlx
     sqlx::query_as(
         "SELECT request_hash, state = 'completed' AS completed, response_status, response_body, \
                 extract(epoch FROM clock_timestamp() - claimed_at)::float8 AS claim_age_seconds, \
-                created_at < clock_timestamp() - interval '24 hours' AS expired \
+                created_at < clock_timestamp() - interval '24 hours' AS expired, \
+                awaiting_allocation, awaiting_reference \
          FROM idempotency_keys WHERE fingerprint_hash = $1 AND key = $2",
     )
     .bind(&key.fingerprint_hash)
@@ -45,7 +51,8 @@ pub async fn find(pool: &PgPool, key: &KeyRef) -> Result<Option<StoredKey>, sqlx
 }
 
 /// Takes over a stale in-progress claim (or restarts an expired key) for a new attempt;
-/// false if another attempt took it first.
+/// false if another attempt took it first. A parked claim is never stale: its payment may
+/// have been charged, and only the allocation's settled state can free it.
 pub async fn reclaim(
     pool: &PgPool,
     key: &KeyRef,
@@ -56,10 +63,12 @@ pub async fn reclaim(
         "UPDATE idempotency_keys SET \
             request_hash = $3, state = 'in_progress', response_status = NULL, response_body = NULL, \
             completed_at = NULL, claimed_at = clock_timestamp(), \
+            awaiting_allocation = NULL, awaiting_reference = NULL, \
             created_at = CASE WHEN created_at < clock_timestamp() - interval '24 hours' \
                               THEN clock_timestamp() ELSE created_at END \
          WHERE fingerprint_hash = $1 AND key = $2 \
-           AND ((state = 'in_progress' AND claimed_at <= clock_timestamp() - make_interval(secs => $4)) \
+           AND ((state = 'in_progress' AND awaiting_allocation IS NULL \
+                 AND claimed_at <= clock_timestamp() - make_interval(secs => $4)) \
                 OR created_at < clock_timestamp() - interval '24 hours')",
     )
     .bind(&key.fingerprint_hash)
@@ -87,7 +96,8 @@ pub async fn complete(
     let bodies: Vec<&str> = keys.iter().map(|(_, _, b)| *b).collect();
     sqlx::query(
         "UPDATE idempotency_keys k SET state = 'completed', response_status = r.status, \
-                response_body = r.body, completed_at = clock_timestamp() \
+                response_body = r.body, completed_at = clock_timestamp(), \
+                awaiting_allocation = NULL, awaiting_reference = NULL \
          FROM unnest($1::text[], $2::text[], $3::int[], $4::text[]) AS r(fingerprint_hash, key, status, body) \
          WHERE k.fingerprint_hash = r.fingerprint_hash AND k.key = r.key AND k.state = 'in_progress'",
     )
@@ -100,14 +110,56 @@ pub async fn complete(
     Ok(())
 }
 
-/// Gives a claim up after a failure with no effect, so a retry runs again.
+/// Gives a claim up after a failure with no effect, so a retry runs again. A parked claim
+/// is not a failure with no effect: it stays (see [`unpark`]).
 pub async fn release(pool: &PgPool, key: &KeyRef) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE fingerprint_hash = $1 AND key = $2 AND state = 'in_progress'")
-        .bind(&key.fingerprint_hash)
-        .bind(&key.key)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE fingerprint_hash = $1 AND key = $2 \
+         AND state = 'in_progress' AND awaiting_allocation IS NULL",
+    )
+    .bind(&key.fingerprint_hash)
+    .bind(&key.key)
+    .execute(pool)
+    .await?;
     Ok(())
+}
+
+/// Parks an in-progress claim on the payment `reference` of `allocation`, whose outcome is
+/// unknown: the claim is neither released nor taken over until that payment is settled.
+pub async fn park(
+    pool: &PgPool,
+    key: &KeyRef,
+    allocation: Uuid,
+    reference: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET awaiting_allocation = $3, awaiting_reference = $4 \
+         WHERE fingerprint_hash = $1 AND key = $2 AND state = 'in_progress'",
+    )
+    .bind(&key.fingerprint_hash)
+    .bind(&key.key)
+    .bind(allocation)
+    .bind(reference)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Turns a claim parked on `reference` back into a fresh claim of the calling attempt, once
+/// that payment is known not to have been charged; false if another attempt did it first.
+pub async fn unpark(pool: &PgPool, key: &KeyRef, reference: &str) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE idempotency_keys SET awaiting_allocation = NULL, awaiting_reference = NULL, \
+                claimed_at = clock_timestamp() \
+         WHERE fingerprint_hash = $1 AND key = $2 AND state = 'in_progress' \
+           AND awaiting_reference = $3",
+    )
+    .bind(&key.fingerprint_hash)
+    .bind(&key.key)
+    .bind(reference)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
 }
 
 /// Deletes up to `limit` keys older than 24 hours; returns how many.

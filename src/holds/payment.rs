@@ -1,10 +1,11 @@
-//! Paying for a hold: three steps, so the provider is never called under a lock; and the
-//! recovery of payments a crash left in `payment_pending`.
+//! Paying for a hold: three steps, so the provider is never called under a lock; the
+//! recovery of payments a crash left in `payment_pending`; and the answer to a keyed retry
+//! whose first attempt left its payment's outcome unknown.
 
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Tx, apply, commit, ensure_holder, expire, lock_hold};
+use super::{Tx, apply, commit, ensure_holder, expire, get, lock_hold};
 use crate::db::allocations::{LockedAllocation, TransitionRecord};
 use crate::domain::allocation::Allocation;
 use crate::domain::confirmation::confirmation_code;
@@ -12,11 +13,16 @@ use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::refusal::Refusal;
 use crate::domain::status::AllocationStatus;
 use crate::error::{Error, Result};
-use crate::idempotency::{self, Recorder};
+use crate::idempotency::{self, ParkedPayment, Recorder};
 use crate::payment::{ChargeOutcome, PaymentProvider};
 
 /// Pays for a hold in three steps, so the provider is never called under a lock:
 /// commit `payment_pending`, call the provider, commit the outcome.
+///
+/// If the provider fails, whether it charged is unknown: the error is
+/// `PaymentOutcomeUnknown`, so that a keyed request's claim is parked on this payment. A
+/// keyed retry that finds its claim parked (`record`'s [`Recorder::parked`]) first resolves
+/// that payment (see [`resolve_parked`]) and pays afresh only if it was not charged.
 pub async fn pay(
     pool: &PgPool,
     provider: &dyn PaymentProvider,
@@ -25,6 +31,12 @@ pub async fn pay(
     token: Option<&str>,
     record: Option<&Recorder<Allocation>>,
 ) -> Result<Allocation> {
+    if let Some(recorder) = record
+        && let Some(parked) = recorder.parked()
+        && let Some(purchased) = resolve_parked(pool, id, buyer, parked, recorder).await?
+    {
+        return Ok(purchased);
+    }
     let reference = format!("pay_{}", Uuid::new_v4().simple());
     let pending = begin_payment(pool, id, buyer, &reference).await?;
 
@@ -35,13 +47,57 @@ pub async fn pay(
         .await
         .map_err(|err| {
             tracing::error!(allocation = %id, %reference, error = %err, "payment provider failed; left for recovery");
-            Error::ServiceUnavailable
+            Error::PaymentOutcomeUnknown {
+                allocation: id,
+                reference: reference.clone(),
+            }
         })?;
 
     let settled = settle_payment(pool, id, &reference, outcome, record).await?;
     match (outcome, settled.status) {
         (ChargeOutcome::Charged, _) | (_, AllocationStatus::Purchased) => Ok(settled),
         _ => Err(Refusal::PaymentDeclined.into()),
+    }
+}
+
+/// A keyed retry whose claim is parked on `parked`, an earlier attempt's payment with an
+/// unknown outcome: it never pays again while that outcome is unknown. Charged (the hold is
+/// `purchased` under that reference): the purchase is recorded under the key and returned,
+/// and replayed to later retries. Still `payment_pending` under it: `PaymentOutcomeUnknown`
+/// again, the claim stays parked. Anything else means recovery or the request settled it
+/// uncharged (a charged reference always ends `purchased`): the claim becomes this
+/// attempt's, and `None` lets it pay afresh.
+async fn resolve_parked(
+    pool: &PgPool,
+    id: Uuid,
+    buyer: &FingerprintHash,
+    parked: &ParkedPayment,
+    recorder: &Recorder<Allocation>,
+) -> Result<Option<Allocation>> {
+    if parked.allocation != id {
+        return Err(Error::internal(format!(
+            "a payment key for allocation {id} is parked on allocation {}",
+            parked.allocation
+        )));
+    }
+    // No lock: a settled payment's outcome never changes, and an unsettled one is only
+    // reported as unsettled, so a read that is a moment old answers truly.
+    let allocation = get(pool, id, buyer).await?;
+    let this_payment = allocation.payment_reference.as_deref() == Some(parked.reference.as_str());
+    match allocation.status {
+        AllocationStatus::Purchased if this_payment => {
+            let mut tx = pool.begin().await?;
+            let recorded = record_purchase(&mut tx, allocation, recorder).await;
+            commit(tx, recorded).await.map(Some)
+        }
+        AllocationStatus::PaymentPending if this_payment => Err(Error::PaymentOutcomeUnknown {
+            allocation: id,
+            reference: parked.reference.clone(),
+        }),
+        _ => {
+            idempotency::unpark(pool, recorder.key(), parked).await?;
+            Ok(None)
+        }
     }
 }
 
@@ -96,18 +152,28 @@ async fn settle_payment(
     record: Option<&Recorder<Allocation>>,
 ) -> Result<Allocation> {
     let mut tx = pool.begin().await?;
-    let mut settled = settle_payment_in(&mut tx, id, reference, outcome).await;
-    if let (Ok(allocation), Some(recorder)) = (&settled, record)
-        && allocation.status == AllocationStatus::Purchased
-    {
-        settled = match recorder.render(allocation).map_err(Error::internal) {
-            Ok(response) => idempotency::record_in(&mut tx, &[(recorder.key(), response)])
-                .await
-                .map(|()| allocation.clone()),
-            Err(err) => Err(err),
-        };
-    }
+    let settled = match (
+        settle_payment_in(&mut tx, id, reference, outcome).await,
+        record,
+    ) {
+        (Ok(allocation), Some(recorder)) if allocation.status == AllocationStatus::Purchased => {
+            record_purchase(&mut tx, allocation, recorder).await
+        }
+        (settled, _) => settled,
+    };
     commit(tx, settled).await
+}
+
+/// Records a purchased hold under the request's key (as `recorder` renders it), in the
+/// caller's transaction.
+async fn record_purchase(
+    tx: &mut Tx,
+    allocation: Allocation,
+    recorder: &Recorder<Allocation>,
+) -> Result<Allocation> {
+    let response = recorder.render(&allocation).map_err(Error::internal)?;
+    idempotency::record_in(tx, &[(recorder.key(), response)]).await?;
+    Ok(allocation)
 }
 
 async fn settle_payment_in(

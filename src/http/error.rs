@@ -180,7 +180,9 @@ pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
         },
         Error::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
         Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),
-        Error::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+        Error::ServiceUnavailable | Error::PaymentOutcomeUnknown { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
+        }
         Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }
@@ -202,7 +204,9 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited {
                 retry_after_seconds,
             } => Some(retry_after_seconds.to_string()),
-            ApiError::App(Error::ServiceUnavailable) => Some("1".to_owned()),
+            ApiError::App(Error::ServiceUnavailable | Error::PaymentOutcomeUnknown { .. }) => {
+                Some("1".to_owned())
+            }
             _ => None,
         };
         let challenge = matches!(self, ApiError::Unauthorized);

@@ -1,7 +1,8 @@
 //! The HTTP side of idempotent retries, shared by both keyed endpoints: claim the key or
 //! replay the first response, run the effect with a recorder that renders its success the
-//! way this endpoint answers, record a refusal, give the claim up after a failure. The
-//! protocol itself (claim, wait, takeover, storage) is `crate::idempotency`'s.
+//! way this endpoint answers, record a refusal, give the claim up after a failure with no
+//! effect, or park it on a payment whose outcome is unknown. The protocol itself (claim,
+//! wait, takeover, parking, storage) is `crate::idempotency`'s.
 //!
 //! A keyed request's work runs in a task of its own, which the handler awaits. A request cut
 //! off (by the request timeout, or a client that hangs up) drops only the waiting: the claim,
@@ -22,7 +23,7 @@ use super::state::AppState;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::idempotency::{IdempotencyKey, request_hash};
 use crate::error::Error;
-use crate::idempotency::{self, Attempt, Recorder, StoredResponse};
+use crate::idempotency::{self, Attempt, ParkedPayment, Recorder, StoredResponse};
 
 /// Answers a `POST` to `path` whose effect is `effect`, honouring the `Idempotency-Key` if
 /// one was sent. `canonical_body` is the request as it counts for sameness; `success` the
@@ -63,7 +64,8 @@ where
 }
 
 /// A keyed request from its claim to the settled claim: replayed, or run and then recorded
-/// (a success by its effect's transaction, a refusal here) or released (a failure).
+/// (a success by its effect's transaction, a refusal here), released (a failure with no
+/// effect) or parked (a payment whose outcome is unknown).
 async fn claimed<T, F, Fut>(
     state: &AppState,
     buyer: &FingerprintHash,
@@ -77,8 +79,10 @@ where
     F: FnOnce(Option<Recorder<T>>) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
-    let claim = match idempotency::begin(&state.pool, buyer, key, hash).await? {
-        Attempt::First(claim) => claim,
+    let (claim, parked) = match idempotency::begin(&state.pool, buyer, key, hash).await? {
+        Attempt::First(claim) => (claim, None),
+        // The effect resolves the parked payment before it runs anything.
+        Attempt::Parked(claim, payment) => (claim, Some(payment)),
         Attempt::Replay { status, body } => return replay(status, body),
     };
     let render = move |value: &T| {
@@ -89,13 +93,29 @@ where
             })
             .map_err(|err| err.to_string())
     };
-    let recorder = Recorder::new(claim.clone(), Arc::new(render));
-    let outcome = effect(Some(recorder)).await.map_err(ApiError::from);
+    let recorder = Recorder::new(claim.clone(), Arc::new(render), parked);
+    let outcome = effect(Some(recorder)).await;
     // A success was recorded by the transaction that made its effect; a refusal is recorded
-    // here, as it is answered, and a failure gives the claim up.
-    if let Err(err) = &outcome {
-        let body = serde_json::to_string(&err.body()).map_err(ApiError::internal)?;
-        idempotency::finish(&state.pool, &claim, err.status_and_code().0.as_u16(), &body).await;
+    // here, as it is answered. A failure gives the claim up, unless it may have had an effect:
+    // a payment the provider may have charged keeps the claim, parked on that payment, so
+    // that a retry answers from its outcome and never pays again while it is unknown.
+    match &outcome {
+        Ok(_) => {}
+        Err(Error::PaymentOutcomeUnknown {
+            allocation,
+            reference,
+        }) => {
+            let payment = ParkedPayment {
+                allocation: *allocation,
+                reference: reference.clone(),
+            };
+            idempotency::park(&state.pool, &claim, &payment).await;
+        }
+        Err(err) => {
+            let err = ApiError::from(err.clone());
+            let body = serde_json::to_string(&err.body()).map_err(ApiError::internal)?;
+            idempotency::finish(&state.pool, &claim, err.status_and_code().0.as_u16(), &body).await;
+        }
     }
     json(success, &outcome?)
 }
