@@ -229,7 +229,7 @@ pub async fn park(pool: &PgPool, key: &KeyRef, payment: &ParkedPayment) {
 
 /// Makes a claim parked on `payment` this attempt's own fresh claim, once that payment is
 /// known not to have been charged. Errors with `IdempotencyInProgress` if another retry took
-/// it first.
+/// it first; the claim is then that retry's, and this attempt must leave it alone.
 pub async fn unpark(pool: &PgPool, key: &KeyRef, payment: &ParkedPayment) -> Result<()> {
     if db::idempotency::unpark(pool, key, &payment.reference).await? {
         Ok(())

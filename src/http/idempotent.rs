@@ -100,7 +100,9 @@ where
     // a payment the provider may have charged keeps the claim, parked on that payment, so
     // that a retry answers from its outcome and never pays again while it is unknown.
     match &outcome {
-        Ok(_) => {}
+        // The claim went to another attempt (two retries of a parked claim raced to take it
+        // over, and this one lost): its record or release is that attempt's, not ours.
+        Ok(_) | Err(Error::IdempotencyInProgress) => {}
         Err(Error::PaymentOutcomeUnknown {
             allocation,
             reference,

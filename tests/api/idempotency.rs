@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::{
-    BATCHED, PER_REQUEST, ServerProcess, TestApp, assert_error, database_url, eventually,
+    BATCHED, Blocker, PER_REQUEST, ServerProcess, TestApp, assert_error, database_url, eventually,
     fresh_database, id_of, spawn_app, spawn_app_with,
 };
 use crate::timeouts::lock_event;
@@ -742,4 +742,61 @@ async fn a_parked_claim_is_never_taken_over_as_stale() {
     let (status, paid, _, _) = keyed_pay(&app, &hold, &buyer, "pay-old", token).await;
     assert_eq!(status, StatusCode::OK, "{paid}");
     assert_eq!(paid["status"], "purchased", "{paid}");
+}
+
+#[tokio::test]
+async fn two_retries_of_a_voided_payment_pay_once_and_the_key_keeps_the_purchase() {
+    let app = spawn_app_with(&RECOVERY_BY_HAND).await;
+    let (event_id, hold, buyer) = app.event_with_hold("Two retries", 10, 2).await;
+    let token = "tok_unreachableOnce";
+    assert_unavailable(&keyed_pay(&app, &hold, &buyer, "pay-twice", token).await);
+    assert_eq!(recover_payments(&app).await, 1);
+    assert_eq!(app.allocation_row(&hold).await.status, "reserved");
+
+    // Both retries find the claim parked and the payment voided; the key row is held, so
+    // both then wait to take the claim over (`unpark`), and only one can.
+    let mut blocker = Blocker::begin(&app.pool).await;
+    sqlx::query("SELECT 1 FROM idempotency_keys WHERE key = 'pay-twice' FOR UPDATE")
+        .fetch_one(blocker.conn())
+        .await
+        .unwrap();
+    let release = async {
+        let waiters = blocker.wait_for_waiters(2).await;
+        assert!(
+            waiters
+                .iter()
+                .all(|q| q.contains("awaiting_allocation = NULL")),
+            "both retries wait to take the parked claim: {waiters:?}"
+        );
+        blocker.release().await;
+    };
+    let (first, second, ()) = tokio::join!(
+        keyed_pay(&app, &hold, &buyer, "pay-twice", token),
+        keyed_pay(&app, &hold, &buyer, "pay-twice", token),
+        release
+    );
+    let (winner, loser) = if first.0 == StatusCode::OK {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(
+        (winner.0, winner.2),
+        (StatusCode::OK, false),
+        "{}",
+        winner.1
+    );
+    assert_eq!(winner.1["status"], "purchased", "{}", winner.1);
+    assert_error(
+        loser.0,
+        &loser.1,
+        StatusCode::CONFLICT,
+        "IDEMPOTENCY_IN_PROGRESS",
+    );
+    // The loser left the winner's claim alone: the key holds the purchase.
+    let (status, again, replayed, _) = keyed_pay(&app, &hold, &buyer, "pay-twice", token).await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again, winner.1);
+    assert_eq!(charged(&app).await, 1, "one charge");
+    assert_eq!(app.event(&event_id).await["purchasedTickets"], 2);
 }
