@@ -90,7 +90,7 @@ pub async fn purchase_tickets(
         (status = 410, description = "RESERVATION_EXPIRED", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR; IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
         (status = 429, description = "RATE_LIMITED, with Retry-After", body = ErrorBody),
-        (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE, with Retry-After. If the provider failed, the payment's outcome is unknown until recovery settles it; a retry with the same Idempotency-Key gets 503 until then", body = ErrorBody),
     )
 )]
 pub async fn pay_for_tickets(
