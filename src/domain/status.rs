@@ -90,6 +90,16 @@ mod tests {
         assert!("sold".parse::<AllocationStatus>().is_err());
     }
 
+    /// Logs and error messages print a status through `Display`: the stored spelling.
+    #[test]
+    fn status_displays_as_stored() {
+        assert_eq!(
+            AllocationStatus::PaymentPending.to_string(),
+            "payment_pending"
+        );
+        assert_eq!(format!("{}", AllocationStatus::Expired), "expired");
+    }
+
     #[test]
     fn only_lifecycle_transitions_are_allowed() {
         use AllocationStatus::*;

@@ -15,6 +15,7 @@ mod inputs;
 mod internal_errors;
 mod lifecycle;
 mod load;
+mod mutants_kill;
 mod openapi;
 mod proxy;
 mod purchase;
