@@ -140,41 +140,60 @@ async fn an_expired_key_runs_again_once_and_then_replays_the_new_answer() {
 }
 
 /// Kills `replace match guard abandoned with false in begin`: a retry that saw the expired
-/// key but lost the takeover to a concurrent retry would judge the key by its stale snapshot
+/// key but lost the takeover to a concurrent retry would judge the key by its stale copy
 /// (the old request) and answer 422 `IDEMPOTENCY_KEY_REUSED`, instead of looking again and
-/// replaying the winner's answer. Several rounds, so that some loser reads the key before the
-/// winner's takeover commits.
+/// replaying the winner's answer. The race is made certain, not hoped for: a blocker holds
+/// the key's row lock until every retry has read the expired key and queued on that lock in
+/// its takeover, so one takes over and all the others lose with a stale copy in hand.
 #[tokio::test]
 async fn concurrent_retries_of_an_expired_key_all_get_the_one_new_answer() {
+    const RETRIES: i64 = 8;
     let app = spawn_app().await;
-    let event = app.create_event("Renewed at once", 200, None).await;
+    let event = app.create_event("Renewed at once", 100, None).await;
     let id = id_of(&event);
-    for round in 0..5 {
-        let key = format!("stampede-{round}");
-        let (status, old, _) = keyed_purchase(&app, &id, 1, &key).await;
-        assert_eq!(status, StatusCode::CREATED, "{old}");
-        expire_key(&app.pool, &key).await;
+    let (status, old, _) = keyed_purchase(&app, &id, 1, "stampede").await;
+    assert_eq!(status, StatusCode::CREATED, "{old}");
+    expire_key(&app.pool, "stampede").await;
 
-        // Another request under the expired key: quantity 2 instead of 1.
-        let retries = (0..8).map(|_| keyed_purchase(&app, &id, 2, &key));
-        let answers = futures_util::future::join_all(retries).await;
-        let fresh: Vec<&Value> = answers
-            .iter()
-            .map(|(status, body, _)| {
-                assert_eq!(*status, StatusCode::CREATED, "round {round}: {body}");
-                body
-            })
-            .collect();
-        assert!(
-            fresh.iter().all(|body| body["id"] == fresh[0]["id"]),
-            "round {round}: one new hold for all: {fresh:?}"
-        );
-        assert_ne!(fresh[0]["id"], old["id"]);
-        assert_eq!(
-            answers.iter().filter(|(_, _, replayed)| !replayed).count(),
-            1,
-            "round {round}: one attempt ran, the others replayed it"
-        );
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM idempotency_keys WHERE key = 'stampede' FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    // Another request under the expired key: quantity 2 instead of 1.
+    let retries = futures_util::future::join_all(
+        (0..RETRIES).map(|_| keyed_purchase(&app, &id, 2, "stampede")),
+    );
+    let release = async {
+        eventually(
+            "every retry queued on the key's row lock",
+            Duration::from_secs(10),
+            || async {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                       AND query LIKE 'UPDATE idempotency_keys%'",
+                )
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+                (waiting == RETRIES).then_some(())
+            },
+        )
+        .await;
+        blocker.rollback().await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(retries, release);
+
+    for (status, body, _) in &answers {
+        assert_eq!(*status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["id"], answers[0].1["id"], "one new hold for all");
     }
-    assert_eq!(app.row_count("ticket_allocations").await, 10);
+    assert_ne!(answers[0].1["id"], old["id"]);
+    assert_eq!(
+        answers.iter().filter(|(_, _, replayed)| !replayed).count(),
+        1,
+        "one attempt ran, the others replayed it"
+    );
+    assert_eq!(app.row_count("ticket_allocations").await, 2);
 }
