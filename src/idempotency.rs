@@ -237,3 +237,38 @@ pub async fn unpark(pool: &PgPool, key: &KeyRef, payment: &ParkedPayment) -> Res
         Err(Error::IdempotencyInProgress)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Logs show a recorder by its key (never its rendering closure); it renders through the
+    /// closure the HTTP layer gave it.
+    #[test]
+    fn a_recorder_shows_its_key_and_renders_through_its_closure() {
+        let key = KeyRef {
+            fingerprint_hash: "buyer-hash".into(),
+            key: "order-1".into(),
+        };
+        let recorder: Recorder<u8> = Recorder::new(
+            key.clone(),
+            Arc::new(|value| {
+                Ok(StoredResponse {
+                    status: 201,
+                    body: value.to_string(),
+                })
+            }),
+            None,
+        );
+        let shown = format!("{recorder:?}");
+        assert!(shown.contains("order-1"), "{shown}");
+        assert_eq!(recorder.key(), &key);
+        assert_eq!(
+            recorder.render(&7),
+            Ok(StoredResponse {
+                status: 201,
+                body: "7".into(),
+            })
+        );
+    }
+}

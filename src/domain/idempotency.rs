@@ -68,6 +68,18 @@ mod tests {
         assert!(IdempotencyKey::parse("é").is_err());
     }
 
+    /// The stored key is the client's key as sent, scoped by the buyer's hash.
+    #[test]
+    fn a_stored_key_is_the_buyers_hash_and_the_key_as_sent() {
+        use crate::domain::fingerprint::{FingerprintKey, FingerprintSource};
+        let buyer = FingerprintKey::new("k").hash(&FingerprintSource::Client("b".into()));
+        let key = IdempotencyKey::parse("order 42").expect("a valid key");
+        assert_eq!(key.as_str(), "order 42");
+        let stored = KeyRef::new(&buyer, &key);
+        assert_eq!(stored.key, "order 42");
+        assert_eq!(stored.fingerprint_hash, buyer.as_str());
+    }
+
     #[test]
     fn hash_separates_the_parts() {
         let a = request_hash("POST", "/events/1/tickets", "{\"quantity\":1}");

@@ -115,6 +115,42 @@ mod tests {
         assert!("sold".parse::<AllocationStatus>().is_err());
     }
 
+    /// Every pair of statuses, against the diagram at the top of this file. cargo-mutants
+    /// does not mutate inside `matches!`, so a lost or added arm of `can_become` is caught
+    /// here or nowhere.
+    #[test]
+    fn the_allowed_moves_are_exactly_the_diagrams() {
+        use AllocationStatus::*;
+        let all = [Reserved, PaymentPending, Purchased, Cancelled, Expired];
+        let diagram = [
+            (Reserved, PaymentPending),
+            (Reserved, Cancelled),
+            (Reserved, Expired),
+            (PaymentPending, Purchased),
+            (PaymentPending, Reserved),
+            (PaymentPending, Expired),
+        ];
+        for from in all {
+            for to in all {
+                assert_eq!(
+                    from.can_become(to),
+                    diagram.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+    }
+
+    /// Logs and error messages print a status through `Display`: the stored spelling.
+    #[test]
+    fn status_displays_as_stored() {
+        assert_eq!(
+            AllocationStatus::PaymentPending.to_string(),
+            "payment_pending"
+        );
+        assert_eq!(format!("{}", AllocationStatus::Expired), "expired");
+    }
+
     #[test]
     fn only_lifecycle_transitions_are_allowed() {
         use AllocationStatus::*;
