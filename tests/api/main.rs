@@ -17,7 +17,6 @@ mod internal_errors;
 mod lifecycle;
 mod load;
 mod locks;
-mod mutants_kill;
 mod openapi;
 mod proxy;
 mod purchase;

@@ -1,34 +1,21 @@
-//! Tests written for mutants of the idempotency protocol (`src/idempotency.rs`) that the
-//! rest of the suite let survive: each names the mutant it kills. See docs/testing.md,
-//! "Mutation testing".
+//! The protocol's waits and takeovers: a duplicate waits for a slow first attempt, a completed
+//! key replays however old its claim, an expired key runs again exactly once. Written for
+//! mutants of `src/idempotency.rs` that the rest of the suite let survive: each test names
+//! the mutant it kills (docs/testing.md, "Mutation testing").
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::StatusCode;
+use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::keyed_purchase;
 use crate::helpers::{TestApp, eventually, id_of, spawn_app};
 
-/// A keyed purchase: its status, JSON body and whether it was a replay.
-async fn keyed_purchase(
-    app: &TestApp,
-    event: &str,
-    quantity: i64,
-    key: &str,
-) -> (StatusCode, Value, bool) {
-    let response = app
-        .request(Method::POST, &format!("/events/{event}/tickets"))
-        .header("X-Device-Fingerprint", "mutant-hunter")
-        .header("Idempotency-Key", key)
-        .json(&json!({ "quantity": quantity }))
-        .send()
-        .await
-        .unwrap();
-    let replayed = response.headers().contains_key("idempotent-replayed");
-    let status = response.status();
-    (status, response.json().await.unwrap(), replayed)
+/// A keyed purchase by this file's one buyer.
+async fn keyed(app: &TestApp, event: &str, quantity: i64, key: &str) -> (StatusCode, Value, bool) {
+    keyed_purchase(app, event, quantity, "mutant-hunter", key).await
 }
 
 /// Makes the stored key look 25 hours old: past its lifetime, so the next request under it
@@ -60,7 +47,7 @@ async fn a_duplicate_waits_for_a_slow_first_attempt_and_replays_its_answer() {
         .execute(&mut *blocker)
         .await
         .unwrap();
-    let first = keyed_purchase(&app, &id, 2, "slow");
+    let first = keyed(&app, &id, 2, "slow");
     let duplicate_then_release = async {
         eventually(
             "the first attempt's claim",
@@ -75,7 +62,7 @@ async fn a_duplicate_waits_for_a_slow_first_attempt_and_replays_its_answer() {
             },
         )
         .await;
-        let duplicate = keyed_purchase(&app, &id, 2, "slow");
+        let duplicate = keyed(&app, &id, 2, "slow");
         let release = async {
             tokio::time::sleep(Duration::from_millis(1_000)).await;
             blocker.rollback().await.unwrap();
@@ -102,7 +89,7 @@ async fn a_completed_key_is_replayed_however_long_ago_it_was_claimed() {
     let app = spawn_app().await;
     let event = app.create_event("Old claim", 10, None).await;
     let id = id_of(&event);
-    let (status, first, _) = keyed_purchase(&app, &id, 1, "done-long-ago").await;
+    let (status, first, _) = keyed(&app, &id, 1, "done-long-ago").await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
     // Within the key's 24 hours, but claimed long before any attempt could still run.
     sqlx::query(
@@ -112,7 +99,7 @@ async fn a_completed_key_is_replayed_however_long_ago_it_was_claimed() {
     .execute(&app.pool)
     .await
     .unwrap();
-    let (status, again, replayed) = keyed_purchase(&app, &id, 1, "done-long-ago").await;
+    let (status, again, replayed) = keyed(&app, &id, 1, "done-long-ago").await;
     assert_eq!((status, replayed), (StatusCode::CREATED, true), "{again}");
     assert_eq!(again, first);
     assert_eq!(app.row_count("ticket_allocations").await, 1);
@@ -126,14 +113,14 @@ async fn an_expired_key_runs_again_once_and_then_replays_the_new_answer() {
     let app = spawn_app().await;
     let event = app.create_event("Renewed key", 10, None).await;
     let id = id_of(&event);
-    let (status, old, _) = keyed_purchase(&app, &id, 1, "renewed").await;
+    let (status, old, _) = keyed(&app, &id, 1, "renewed").await;
     assert_eq!(status, StatusCode::CREATED, "{old}");
     expire_key(&app.pool, "renewed").await;
 
-    let (status, new, replayed) = keyed_purchase(&app, &id, 1, "renewed").await;
+    let (status, new, replayed) = keyed(&app, &id, 1, "renewed").await;
     assert_eq!((status, replayed), (StatusCode::CREATED, false), "{new}");
     assert_ne!(new["id"], old["id"]);
-    let (status, again, replayed) = keyed_purchase(&app, &id, 1, "renewed").await;
+    let (status, again, replayed) = keyed(&app, &id, 1, "renewed").await;
     assert_eq!((status, replayed), (StatusCode::CREATED, true), "{again}");
     assert_eq!(again, new);
     assert_eq!(app.row_count("ticket_allocations").await, 2);
@@ -151,7 +138,7 @@ async fn concurrent_retries_of_an_expired_key_all_get_the_one_new_answer() {
     let app = spawn_app().await;
     let event = app.create_event("Renewed at once", 100, None).await;
     let id = id_of(&event);
-    let (status, old, _) = keyed_purchase(&app, &id, 1, "stampede").await;
+    let (status, old, _) = keyed(&app, &id, 1, "stampede").await;
     assert_eq!(status, StatusCode::CREATED, "{old}");
     expire_key(&app.pool, "stampede").await;
 
@@ -161,9 +148,8 @@ async fn concurrent_retries_of_an_expired_key_all_get_the_one_new_answer() {
         .await
         .unwrap();
     // Another request under the expired key: quantity 2 instead of 1.
-    let retries = futures_util::future::join_all(
-        (0..RETRIES).map(|_| keyed_purchase(&app, &id, 2, "stampede")),
-    );
+    let retries =
+        futures_util::future::join_all((0..RETRIES).map(|_| keyed(&app, &id, 2, "stampede")));
     let release = async {
         eventually(
             "every retry queued on the key's row lock",

@@ -1,0 +1,282 @@
+//! A keyed payment whose provider outcome is unknown parks its key on the payment: a retry
+//! learns the outcome from the hold and never pays twice.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{Blocker, TestApp, assert_error, spawn_app_with};
+
+/// Payment recovery after one second; the app's own sweeper never runs during the test, so
+/// the test decides when recovery happens (`sweep_once`).
+const RECOVERY_BY_HAND: [&str; 4] = [
+    "--payment-recovery-seconds",
+    "1",
+    "--sweep-interval-ms",
+    "3600000",
+];
+
+/// A keyed payment of `hold` by `buyer` with `token`: (status, body, replayed, Retry-After).
+async fn keyed_pay(
+    app: &TestApp,
+    hold: &str,
+    buyer: &str,
+    key: &str,
+    token: &str,
+) -> (StatusCode, Value, bool, Option<String>) {
+    let response = app
+        .request(Method::POST, &format!("/tickets/{hold}/payment"))
+        .header("X-Device-Fingerprint", buyer)
+        .header("Idempotency-Key", key)
+        .json(&json!({ "paymentToken": token }))
+        .send()
+        .await
+        .unwrap();
+    let replayed = response.headers().get("idempotent-replayed").is_some();
+    let retry_after = crate::helpers::retry_after(response.headers());
+    let status = response.status();
+    (
+        status,
+        response.json().await.unwrap(),
+        replayed,
+        retry_after,
+    )
+}
+
+/// The stored key: (state, parked on allocation, parked on reference).
+async fn parked_key(app: &TestApp, key: &str) -> (String, Option<uuid::Uuid>, Option<String>) {
+    sqlx::query_as(
+        "SELECT state, awaiting_allocation, awaiting_reference FROM idempotency_keys WHERE key = $1",
+    )
+    .bind(key)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Settles stale payments the way the sweeper does, once they are older than the recovery
+/// age of one second; returns how many were settled.
+async fn recover_payments(app: &TestApp) -> usize {
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    boxoffice::sweeper::sweep_once(&app.state.sweeper)
+        .await
+        .unwrap()
+        .1
+}
+
+async fn charged(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM payment_charges WHERE outcome = 'charged'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+fn assert_unavailable(answer: &(StatusCode, Value, bool, Option<String>)) {
+    let (status, body, replayed, retry_after) = answer;
+    assert_error(
+        *status,
+        body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    );
+    assert!(!replayed, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+}
+
+#[tokio::test]
+async fn a_payment_charged_but_unanswered_keeps_its_key_until_recovery_gives_the_purchase() {
+    let app = spawn_app_with(&RECOVERY_BY_HAND).await;
+    let (event_id, hold, buyer) = app.event_with_hold("Lost after charge", 10, 2).await;
+    let first = keyed_pay(&app, &hold, &buyer, "pay-lost", "tok_lostAfterCharge").await;
+    assert_unavailable(&first);
+    let pending = app.allocation_row(&hold).await;
+    assert_eq!(pending.status, "payment_pending");
+    let reference = pending.payment_reference.clone().unwrap();
+    assert_eq!(
+        app.charge_outcome(&reference).await.as_deref(),
+        Some("charged")
+    );
+    // Not released: parked on the payment whose outcome the request could not learn.
+    let parked = parked_key(&app, "pay-lost").await;
+    assert_eq!(
+        parked,
+        (
+            "in_progress".to_owned(),
+            Some(uuid::Uuid::parse_str(&hold).unwrap()),
+            Some(reference.clone())
+        )
+    );
+
+    // Before recovery the outcome is still unknown: 503 again, and no second payment begins.
+    for _ in 0..2 {
+        let again = keyed_pay(&app, &hold, &buyer, "pay-lost", "tok_lostAfterCharge").await;
+        assert_unavailable(&again);
+    }
+    let still = app.allocation_row(&hold).await;
+    assert_eq!(
+        (still.status.as_str(), still.payment_reference.as_deref()),
+        ("payment_pending", Some(reference.as_str()))
+    );
+    assert_eq!(app.row_count("payment_charges").await, 1);
+    assert_eq!(parked_key(&app, "pay-lost").await, parked, "still parked");
+
+    assert_eq!(recover_payments(&app).await, 1);
+    let settled = app.allocation_row(&hold).await;
+    assert_eq!(settled.status, "purchased");
+
+    // The retry learns the purchase; from then on it is replayed.
+    let (status, paid, replayed, _) =
+        keyed_pay(&app, &hold, &buyer, "pay-lost", "tok_lostAfterCharge").await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{paid}");
+    assert_eq!(paid["id"], hold.as_str(), "{paid}");
+    assert_eq!(paid["status"], "purchased", "{paid}");
+    assert_eq!(
+        paid["confirmationCode"].as_str(),
+        settled.confirmation_code.as_deref(),
+        "{paid}"
+    );
+    let (state, awaiting, awaiting_reference) = parked_key(&app, "pay-lost").await;
+    assert_eq!(
+        (state.as_str(), awaiting, awaiting_reference),
+        ("completed", None, None)
+    );
+    for _ in 0..2 {
+        let (status, again, replayed, _) =
+            keyed_pay(&app, &hold, &buyer, "pay-lost", "tok_lostAfterCharge").await;
+        assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+        assert_eq!(again, paid, "the purchase, replayed whole");
+    }
+    assert_eq!(app.row_count("payment_charges").await, 1);
+    assert_eq!(charged(&app).await, 1, "one charge");
+    assert_eq!(app.event(&event_id).await["purchasedTickets"], 2);
+}
+
+#[tokio::test]
+async fn a_payment_that_never_reached_the_provider_is_paid_afresh_by_its_retry_after_recovery() {
+    let app = spawn_app_with(&RECOVERY_BY_HAND).await;
+    let (event_id, hold, buyer) = app.event_with_hold("Unreachable once", 10, 2).await;
+    let token = "tok_unreachableOnce";
+    assert_unavailable(&keyed_pay(&app, &hold, &buyer, "pay-unreached", token).await);
+    let first_reference = app.allocation_row(&hold).await.payment_reference.unwrap();
+    assert_eq!(app.charge_outcome(&first_reference).await, None);
+    let (_, awaiting, _) = parked_key(&app, "pay-unreached").await;
+    assert_eq!(awaiting, Some(uuid::Uuid::parse_str(&hold).unwrap()));
+
+    // Unknown until recovery: the retry neither pays nor frees the key.
+    assert_unavailable(&keyed_pay(&app, &hold, &buyer, "pay-unreached", token).await);
+    assert_eq!(app.row_count("payment_charges").await, 0);
+
+    assert_eq!(recover_payments(&app).await, 1);
+    let voided = app.allocation_row(&hold).await;
+    assert_eq!(voided.status, "reserved");
+    assert_eq!(
+        app.charge_outcome(&first_reference).await.as_deref(),
+        Some("voided")
+    );
+
+    // Nothing happened, so the retry runs afresh: a new payment, charged once.
+    let (status, paid, replayed, _) = keyed_pay(&app, &hold, &buyer, "pay-unreached", token).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{paid}");
+    assert_eq!(paid["status"], "purchased", "{paid}");
+    let row = app.allocation_row(&hold).await;
+    assert_eq!(row.status, "purchased");
+    assert_ne!(
+        row.payment_reference.as_deref(),
+        Some(first_reference.as_str())
+    );
+    let (status, again, replayed, _) = keyed_pay(&app, &hold, &buyer, "pay-unreached", token).await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again, paid);
+    assert_eq!(charged(&app).await, 1, "one charge");
+    assert_eq!(
+        app.row_count("payment_charges").await,
+        2,
+        "the void and the charge"
+    );
+    assert_eq!(app.event(&event_id).await["purchasedTickets"], 2);
+}
+
+#[tokio::test]
+async fn a_parked_claim_is_never_taken_over_as_stale() {
+    let app = spawn_app_with(&RECOVERY_BY_HAND).await;
+    let (_, hold, buyer) = app.event_with_hold("Parked and old", 10, 1).await;
+    let token = "tok_lostAfterCharge";
+    assert_unavailable(&keyed_pay(&app, &hold, &buyer, "pay-old", token).await);
+    let parked = parked_key(&app, "pay-old").await;
+    assert!(parked.1.is_some(), "{parked:?}");
+    // Older than any attempt could run: an unparked claim this old would be taken over.
+    sqlx::query(
+        "UPDATE idempotency_keys SET claimed_at = now() - interval '10 minutes' WHERE key = 'pay-old'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // Taken over, the retry would run the payment again and find the hold payment_pending:
+    // 409 INVALID_STATUS recorded for good. Parked, it still waits for the outcome.
+    assert_unavailable(&keyed_pay(&app, &hold, &buyer, "pay-old", token).await);
+    assert_eq!(parked_key(&app, "pay-old").await, parked);
+    assert_eq!(app.allocation_row(&hold).await.status, "payment_pending");
+
+    assert_eq!(recover_payments(&app).await, 1);
+    let (status, paid, _, _) = keyed_pay(&app, &hold, &buyer, "pay-old", token).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(paid["status"], "purchased", "{paid}");
+}
+
+#[tokio::test]
+async fn two_retries_of_a_voided_payment_pay_once_and_the_key_keeps_the_purchase() {
+    let app = spawn_app_with(&RECOVERY_BY_HAND).await;
+    let (event_id, hold, buyer) = app.event_with_hold("Two retries", 10, 2).await;
+    let token = "tok_unreachableOnce";
+    assert_unavailable(&keyed_pay(&app, &hold, &buyer, "pay-twice", token).await);
+    assert_eq!(recover_payments(&app).await, 1);
+    assert_eq!(app.allocation_row(&hold).await.status, "reserved");
+
+    // Both retries find the claim parked and the payment voided; the key row is held, so
+    // both then wait to take the claim over (`unpark`), and only one can.
+    let mut blocker = Blocker::begin(&app.pool).await;
+    sqlx::query("SELECT 1 FROM idempotency_keys WHERE key = 'pay-twice' FOR UPDATE")
+        .fetch_one(blocker.conn())
+        .await
+        .unwrap();
+    let release = async {
+        let waiters = blocker.wait_for_waiters(2).await;
+        assert!(
+            waiters
+                .iter()
+                .all(|q| q.contains("awaiting_allocation = NULL")),
+            "both retries wait to take the parked claim: {waiters:?}"
+        );
+        blocker.release().await;
+    };
+    let (first, second, ()) = tokio::join!(
+        keyed_pay(&app, &hold, &buyer, "pay-twice", token),
+        keyed_pay(&app, &hold, &buyer, "pay-twice", token),
+        release
+    );
+    let (winner, loser) = if first.0 == StatusCode::OK {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(
+        (winner.0, winner.2),
+        (StatusCode::OK, false),
+        "{}",
+        winner.1
+    );
+    assert_eq!(winner.1["status"], "purchased", "{}", winner.1);
+    assert_error(
+        loser.0,
+        &loser.1,
+        StatusCode::CONFLICT,
+        "IDEMPOTENCY_IN_PROGRESS",
+    );
+    // The loser left the winner's claim alone: the key holds the purchase.
+    let (status, again, replayed, _) = keyed_pay(&app, &hold, &buyer, "pay-twice", token).await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again, winner.1);
+    assert_eq!(charged(&app).await, 1, "one charge");
+    assert_eq!(app.event(&event_id).await["purchasedTickets"], 2);
+}
