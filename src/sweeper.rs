@@ -55,32 +55,86 @@ pub async fn run(sweeper: Sweeper, interval: Duration, mut shutdown: watch::Rece
     }
 }
 
-/// One round: expire lapsed holds, then settle stale payments. Returns the holds expired
-/// and payments settled.
+/// One round: expire lapsed holds, settle stale payments, purge old idempotency keys.
+/// Returns the holds expired and payments settled.
+///
+/// Each job, and each event within the expiry, runs whatever another one met: a failure is
+/// logged with what it concerns and the round goes on, so one event whose expiry keeps
+/// failing (a backstop refusing it, say) never stops the holds of every other event from
+/// returning, nor payment recovery or the purge. The round then answers the first failure.
 pub async fn sweep_once(state: &Sweeper) -> crate::error::Result<(i64, usize)> {
-    let mut expired = 0;
-    for event_id in
-        crate::db::allocations::events_with_lapsed_holds(&state.pool, EVENTS_PER_ROUND).await?
-    {
-        loop {
-            let n = holds::expire_lapsed(&state.pool, event_id, HOLDS_PER_BATCH).await?;
-            expired += n;
-            if n < HOLDS_PER_BATCH {
-                break;
-            }
-        }
-    }
+    let mut failure = None;
+    let expired = expire_round(state, &mut failure).await;
     if expired > 0 {
         tracing::info!(expired, "expired lapsed holds");
         crate::metrics::holds_expired(expired);
     }
+    let settled = recover_round(state, &mut failure).await;
+    crate::metrics::payments_recovered(settled);
+    // Idempotency keys live 24 hours.
+    match crate::db::idempotency::purge_expired(&state.pool, KEYS_PER_ROUND).await {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "purged idempotency keys older than 24 hours"),
+        Err(err) => keep_first(&mut failure, err.into()),
+    }
+    match failure {
+        Some(err) => Err(err),
+        None => Ok((expired, settled)),
+    }
+}
 
-    let stale = crate::db::allocations::stale_payments(
+/// Keeps the round's first failure.
+fn keep_first(failure: &mut Option<crate::error::Error>, err: crate::error::Error) {
+    failure.get_or_insert(err);
+}
+
+/// Expires the lapsed holds of each event, event by event; returns the holds expired.
+async fn expire_round(state: &Sweeper, failure: &mut Option<crate::error::Error>) -> i64 {
+    let events =
+        match crate::db::allocations::events_with_lapsed_holds(&state.pool, EVENTS_PER_ROUND).await
+        {
+            Ok(events) => events,
+            Err(err) => {
+                keep_first(failure, err.into());
+                return 0;
+            }
+        };
+    let mut expired = 0;
+    for event_id in events {
+        loop {
+            match holds::expire_lapsed(&state.pool, event_id, HOLDS_PER_BATCH).await {
+                Ok(n) => {
+                    expired += n;
+                    if n < HOLDS_PER_BATCH {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(event = %event_id, error = %err, "could not expire the event's lapsed holds; other events go on");
+                    keep_first(failure, err);
+                    break;
+                }
+            }
+        }
+    }
+    expired
+}
+
+/// Settles payments left `payment_pending` longer than the recovery age; returns how many.
+async fn recover_round(state: &Sweeper, failure: &mut Option<crate::error::Error>) -> usize {
+    let stale = match crate::db::allocations::stale_payments(
         &state.pool,
         state.payment_recovery_seconds,
         PAYMENTS_PER_ROUND,
     )
-    .await?;
+    .await
+    {
+        Ok(stale) => stale,
+        Err(err) => {
+            keep_first(failure, err.into());
+            return 0;
+        }
+    };
     let mut settled = 0;
     for (id, reference) in stale {
         match holds::recover_payment(&state.pool, state.payments.as_ref(), id, &reference).await {
@@ -93,12 +147,5 @@ pub async fn sweep_once(state: &Sweeper) -> crate::error::Result<(i64, usize)> {
             }
         }
     }
-    crate::metrics::payments_recovered(settled);
-
-    // Idempotency keys live 24 hours.
-    let purged = crate::db::idempotency::purge_expired(&state.pool, KEYS_PER_ROUND).await?;
-    if purged > 0 {
-        tracing::info!(purged, "purged idempotency keys older than 24 hours");
-    }
-    Ok((expired, settled))
+    settled
 }

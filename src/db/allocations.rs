@@ -1,11 +1,10 @@
-//! SQL for the `ticket_allocations` table and the `buyer_tickets` counter that moves with
-//! it. Writes here run inside a transaction that already holds the allocation's event row
-//! lock (see `db::events::lock`).
+//! SQL for the `ticket_allocations` table. Writes here run inside a transaction that already
+//! holds the allocation's event row lock (see `db::events::lock`).
 //!
-//! Every statement that creates a hold or changes a status also moves the buyer's
-//! `buyer_tickets` row in the same statement, so the counter cannot drift from the rows; its
-//! CHECK (`buyer_tickets_within_cap`) is the schema's backstop for the per-buyer cap.
-//! Every statement that changes a status matches only the statuses
+//! The database moves each buyer's `buyer_tickets` counter with every statement that writes
+//! holds (statement-level triggers, migration `20261130000003`), so no code here moves it and
+//! no writer can let it drift; its CHECK (`buyer_tickets_within_cap`) is the schema's
+//! backstop for the per-buyer cap. Every statement that changes a status matches only the statuses
 //! `AllocationStatus::can_become` allows to precede the new one.
 
 use std::collections::HashMap;
@@ -54,8 +53,8 @@ impl FromRow<'_, PgRow> for Allocation {
 }
 
 /// Inserts one `reserved` hold per ask, each lapsing `hold_seconds` from now (database
-/// clock), and adds each buyer's granted tickets to their `buyer_tickets` row, in one
-/// statement for the whole batch. A grant above a buyer's cap fails the statement on
+/// clock), in one statement for the whole batch; the database adds them to their buyers'
+/// `buyer_tickets` rows. A grant above a buyer's cap fails the statement on
 /// `buyer_tickets_within_cap` and nothing is written. Returned in the order of `asks`.
 pub async fn insert_reserved(
     conn: &mut PgConnection,
@@ -66,25 +65,12 @@ pub async fn insert_reserved(
     let ids: Vec<Uuid> = asks.iter().map(|_| Uuid::new_v4()).collect();
     let quantities: Vec<i32> = asks.iter().map(|a| a.quantity.get()).collect();
     let buyers: Vec<&str> = asks.iter().map(|a| a.buyer.as_str()).collect();
-    // One statement, not one per hold or per buyer: the counter rows are upserted per buyer
-    // (aggregated, so no row is touched twice) with the event's current cap, read under the
-    // event row lock the caller holds.
     let mut rows: Vec<Allocation> = sqlx::query_as(concat!(
-        "WITH inserted AS ( \
-             INSERT INTO ticket_allocations (id, event_id, quantity, status, fingerprint_hash, expires_at) \
-             SELECT id, $1, quantity, 'reserved', buyer, now() + make_interval(secs => $5) \
-             FROM unnest($2::uuid[], $3::int[], $4::text[]) AS ask(id, quantity, buyer) \
-             RETURNING ",
-        allocation_columns!(),
-        "), counted AS ( \
-             INSERT INTO buyer_tickets (event_id, fingerprint_hash, held_tickets, max_tickets) \
-             SELECT $1, fingerprint_hash, sum(quantity), (SELECT buyer_cap FROM events WHERE id = $1) \
-             FROM inserted GROUP BY fingerprint_hash \
-             ON CONFLICT (event_id, fingerprint_hash) \
-             DO UPDATE SET held_tickets = buyer_tickets.held_tickets + EXCLUDED.held_tickets) \
-         SELECT ",
-        allocation_columns!(),
-        " FROM inserted"
+        "INSERT INTO ticket_allocations (id, event_id, quantity, status, fingerprint_hash, expires_at) \
+         SELECT id, $1, quantity, 'reserved', buyer, now() + make_interval(secs => $5) \
+         FROM unnest($2::uuid[], $3::int[], $4::text[]) AS ask(id, quantity, buyer) \
+         RETURNING ",
+        allocation_columns!()
     ))
     .bind(event_id)
     .bind(&ids)
@@ -177,9 +163,8 @@ pub struct TransitionRecord<'a> {
     pub confirmation_code: Option<&'a str>,
 }
 
-/// Moves the allocation to `next`, stamping the time of the change, and, when `next` ends
-/// the hold (cancelled, expired), takes its tickets off the buyer's `buyer_tickets` row, in
-/// one statement. The statement matches the row only in a status that may become `next`
+/// Moves the allocation to `next`, stamping the time of the change (the database moves the
+/// buyer's `buyer_tickets` row when `next` ends the hold). The statement matches the row only in a status that may become `next`
 /// (`AllocationStatus::predecessors`): `None` means it was in no such status and nothing
 /// changed. Call while holding the event and allocation locks.
 ///
@@ -194,35 +179,23 @@ pub async fn transition(
     record: TransitionRecord<'_>,
 ) -> Result<Option<Allocation>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "WITH moved AS ( \
-             UPDATE ticket_allocations SET \
-                status = $2, \
-                payment_pending_at = CASE WHEN $2 = 'payment_pending' THEN now() ELSE payment_pending_at END, \
-                payment_reference = CASE WHEN $2 = 'payment_pending' THEN $3 ELSE payment_reference END, \
-                purchased_at = CASE WHEN $2 = 'purchased' THEN now() ELSE purchased_at END, \
-                confirmation_code = CASE WHEN $2 = 'purchased' THEN $4 ELSE confirmation_code END, \
-                cancelled_at = CASE WHEN $2 = 'cancelled' THEN now() ELSE cancelled_at END, \
-                expired_at = CASE WHEN $2 = 'expired' THEN clock_timestamp() ELSE expired_at END, \
-                updated_at = now() \
-             WHERE id = $1 AND status = ANY($5) \
-             RETURNING ",
-        allocation_columns!(),
-        "), released AS ( \
-             UPDATE buyer_tickets b SET held_tickets = b.held_tickets - moved.quantity \
-             FROM moved \
-             WHERE $6 AND b.event_id = moved.event_id AND b.fingerprint_hash = moved.fingerprint_hash) \
-         SELECT ",
-        allocation_columns!(),
-        " FROM moved"
+        "UPDATE ticket_allocations SET \
+            status = $2, \
+            payment_pending_at = CASE WHEN $2 = 'payment_pending' THEN now() ELSE payment_pending_at END, \
+            payment_reference = CASE WHEN $2 = 'payment_pending' THEN $3 ELSE payment_reference END, \
+            purchased_at = CASE WHEN $2 = 'purchased' THEN now() ELSE purchased_at END, \
+            confirmation_code = CASE WHEN $2 = 'purchased' THEN $4 ELSE confirmation_code END, \
+            cancelled_at = CASE WHEN $2 = 'cancelled' THEN now() ELSE cancelled_at END, \
+            expired_at = CASE WHEN $2 = 'expired' THEN clock_timestamp() ELSE expired_at END, \
+            updated_at = now() \
+         WHERE id = $1 AND status = ANY($5) RETURNING ",
+        allocation_columns!()
     ))
     .bind(id)
     .bind(next.as_str())
     .bind(record.payment_reference)
     .bind(record.confirmation_code)
     .bind(AllocationStatus::predecessors(next))
-    // Every allowed move starts from a status that holds tickets (a unit test of the
-    // status machine says so), so whether the counter moves depends on `next` alone.
-    .bind(!next.holds_tickets())
     .fetch_optional(conn)
     .await
 }
@@ -268,9 +241,9 @@ pub async fn events_with_lapsed_holds(pool: &PgPool, limit: i64) -> Result<Vec<U
 /// payment or to recovery); the status machine must allow that move.
 const _: () = assert!(AllocationStatus::Reserved.can_become(AllocationStatus::Expired));
 
-/// Marks up to `limit` lapsed `reserved` holds of one event `expired`, takes their tickets
-/// off their buyers' `buyer_tickets` rows (one update per buyer), and returns the tickets
-/// they held, in one statement. Each hold is locked before it changes, so two sweepers (on two
+/// Marks up to `limit` lapsed `reserved` holds of one event `expired` (the database takes
+/// their tickets off their buyers' `buyer_tickets` rows) and returns the tickets they held,
+/// in one statement. Each hold is locked before it changes, so two sweepers (on two
 /// instances) never expire one twice. Call while holding the event lock: taking these rows
 /// before it would invert the lock order and deadlock with a late cancel or payment. `SKIP LOCKED` only
 /// keeps the sweep from ever waiting on a row, should a future writer lock one without its
@@ -289,12 +262,7 @@ pub async fn expire_lapsed(
              UPDATE ticket_allocations a \
              SET status = $4, expired_at = now(), updated_at = now() \
              FROM lapsed WHERE a.id = lapsed.id AND a.status = $3 \
-             RETURNING a.quantity, a.fingerprint_hash), \
-         released AS ( \
-             UPDATE buyer_tickets b SET held_tickets = b.held_tickets - per_buyer.tickets \
-             FROM (SELECT fingerprint_hash, sum(quantity) AS tickets FROM expired \
-                   GROUP BY fingerprint_hash) per_buyer \
-             WHERE b.event_id = $1 AND b.fingerprint_hash = per_buyer.fingerprint_hash) \
+             RETURNING a.quantity, a.fingerprint_hash) \
          SELECT count(*)::bigint, COALESCE(sum(quantity), 0)::bigint, max(fingerprint_hash) FROM expired",
     )
     .bind(event_id)

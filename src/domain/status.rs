@@ -71,15 +71,6 @@ impl AllocationStatus {
             .map(Self::as_str)
             .collect()
     }
-
-    /// Whether the hold's tickets count as the buyer's (toward the per-buyer cap and the
-    /// `buyer_tickets` counter): reserved, payment_pending and purchased do.
-    pub const fn holds_tickets(self) -> bool {
-        matches!(
-            self,
-            Self::Reserved | Self::PaymentPending | Self::Purchased
-        )
-    }
 }
 
 impl fmt::Display for AllocationStatus {
@@ -181,18 +172,5 @@ mod tests {
             ["payment_pending"]
         );
         assert_eq!(AllocationStatus::predecessors(PaymentPending), ["reserved"]);
-    }
-
-    /// The counter moves by the new status alone (`db::allocations::transition`): that is
-    /// sound only while every allowed move starts from a status that holds tickets.
-    #[test]
-    fn every_move_starts_from_a_status_that_holds_tickets() {
-        for from in AllocationStatus::ALL {
-            for next in AllocationStatus::ALL {
-                if from.can_become(next) {
-                    assert!(from.holds_tickets(), "{from} -> {next}");
-                }
-            }
-        }
     }
 }

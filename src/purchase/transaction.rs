@@ -4,8 +4,8 @@
 //! 2. lock the event row (`SELECT … FOR UPDATE`): purchases of one event queue here, so
 //!    each transaction sees the counts the previous one committed;
 //! 3. check availability and the per-buyer cap against those locked counts;
-//! 4. insert the `reserved` allocations and add them to their buyers' `buyer_tickets`
-//!    counters (one statement for the whole batch);
+//! 4. insert the `reserved` allocations (one statement for the whole batch; the
+//!    database's trigger adds them to their buyers' `buyer_tickets` counters);
 //! 5. move the tickets from available to reserved (one statement, which also announces
 //!    the change through `pg_notify`, delivered at commit);
 //! 6. record the answers of keyed requests under their idempotency keys (one statement, only

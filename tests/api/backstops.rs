@@ -176,6 +176,63 @@ async fn a_write_above_a_buyers_cap_is_refused_by_the_schema() {
     assert!(unbalanced_counters(&app.pool).await.is_empty());
 }
 
+/// The counter is the database's, not the code's: holds written by plain SQL (an older
+/// instance during an upgrade, a repair by hand) move it exactly as the app's statements do,
+/// and such a write above the cap is refused all the same.
+#[tokio::test]
+async fn the_counter_follows_writes_made_without_the_code() {
+    let app = spawn_app().await;
+    let event = app.create_event("Written by hand", 10, Some(4)).await;
+    let event_id = uuid(&id_of(&event));
+    let buyer = "b".repeat(64);
+    let insert = |quantity: i32| {
+        sqlx::query_scalar::<_, Uuid>(
+            "INSERT INTO ticket_allocations (id, event_id, quantity, status, fingerprint_hash, expires_at) \
+             VALUES (gen_random_uuid(), $1, $2, 'reserved', $3, now() + interval '1 hour') RETURNING id",
+        )
+        .bind(event_id)
+        .bind(quantity)
+        .bind(buyer.clone())
+    };
+    let first = insert(3).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(counter_row(&app.pool, event_id, &buyer).await, Some((3, 4)));
+    let err = insert(2)
+        .fetch_one(&app.pool)
+        .await
+        .expect_err("3 + 2 against a cap of 4");
+    assert_eq!(
+        refused_by(&err).as_deref(),
+        Some("buyer_tickets_within_cap"),
+        "{err}"
+    );
+    // Ending the hold by hand gives its tickets back; a later hold counts from there.
+    sqlx::query(
+        "UPDATE ticket_allocations SET status = 'cancelled', cancelled_at = now() WHERE id = $1",
+    )
+    .bind(first)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(counter_row(&app.pool, event_id, &buyer).await, Some((0, 4)));
+    insert(4).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(counter_row(&app.pool, event_id, &buyer).await, Some((4, 4)));
+    // An update that moves no tickets (a later column) leaves the counter alone.
+    sqlx::query("UPDATE ticket_allocations SET updated_at = now() WHERE event_id = $1")
+        .bind(event_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(counter_row(&app.pool, event_id, &buyer).await, Some((4, 4)));
+    // A hold deleted by hand takes its tickets off too.
+    sqlx::query("DELETE FROM ticket_allocations WHERE status = 'reserved' AND event_id = $1")
+        .bind(event_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(counter_row(&app.pool, event_id, &buyer).await, Some((0, 4)));
+    assert!(unbalanced_counters(&app.pool).await.is_empty());
+}
+
 #[tokio::test]
 async fn lowering_a_cap_below_what_a_buyer_holds_is_refused_by_the_schema() {
     let app = spawn_app().await;
@@ -533,4 +590,60 @@ async fn the_migration_fills_the_counter_from_the_stored_holds() {
         err.to_string().contains("buyer_tickets_within_cap"),
         "{err}"
     );
+}
+
+/// A backstop that refuses one event's expiry (here a counter set wrong by hand) stops that
+/// event only: the same round still expires every other event's lapsed holds, and reports
+/// the failure.
+#[tokio::test]
+async fn an_expiry_refused_for_one_event_leaves_the_other_events_swept() {
+    let app = spawn_app_with(&["--hold-seconds", "1", "--sweep-interval-ms", "3600000"]).await;
+    let broken = id_of(&app.create_event("Broken counter", 10, None).await);
+    let healthy = id_of(&app.create_event("Healthy", 10, None).await);
+    let buyer = new_fingerprint();
+    for event in [&broken, &broken, &healthy, &healthy, &healthy] {
+        let (status, body) = app.purchase(event, 2, &buyer).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // The broken event's counter says 2 where its holds count 4: expiring them would take it
+    // to -2, which `buyer_tickets_within_cap` refuses.
+    let moved = sqlx::query("UPDATE buyer_tickets SET held_tickets = 2 WHERE event_id = $1")
+        .bind(uuid(&broken))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(moved.rows_affected(), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let err = boxoffice::sweeper::sweep_once(&app.state.sweeper)
+        .await
+        .expect_err("the broken event's expiry is refused");
+    assert!(
+        err.to_string().contains("buyer_tickets_within_cap"),
+        "{err}"
+    );
+    let reserved = |event: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM ticket_allocations WHERE event_id = $1 AND status = 'reserved'",
+            )
+            .bind(uuid(&event))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        reserved(broken.clone()).await,
+        2,
+        "the refused expiry changed nothing"
+    );
+    assert_eq!(
+        reserved(healthy.clone()).await,
+        0,
+        "the other event was swept"
+    );
+    let event = app.assert_balanced(&healthy).await;
+    assert_eq!(event["availableTickets"], 10);
 }
