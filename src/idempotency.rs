@@ -214,7 +214,10 @@ pub async fn hold_claims(conn: &mut PgConnection, claims: &[&Claim]) -> Result<V
 /// no longer held by its attempt fails with `IdempotencyInProgress`, and the caller's
 /// transaction must roll back: the claim is another attempt's, and so is the effect. Lock
 /// order as in [`hold_claims`].
-pub async fn record_in(conn: &mut PgConnection, responses: &[(&Claim, StoredResponse)]) -> Result<()> {
+pub async fn record_in(
+    conn: &mut PgConnection,
+    responses: &[(&Claim, StoredResponse)],
+) -> Result<()> {
     if responses.is_empty() {
         return Ok(());
     }

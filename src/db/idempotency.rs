@@ -90,7 +90,10 @@ pub async fn reclaim(
 /// taken over until that transaction ends, so its [`complete`] then records it. Rows are
 /// locked in key order, so two transactions locking several never wait on each other in a
 /// cycle.
-pub async fn lock_held(conn: &mut PgConnection, claims: &[&Claim]) -> Result<Vec<usize>, sqlx::Error> {
+pub async fn lock_held(
+    conn: &mut PgConnection,
+    claims: &[&Claim],
+) -> Result<Vec<usize>, sqlx::Error> {
     let (fingerprints, names, attempts) = columns(claims);
     let held: Vec<i64> = sqlx::query_scalar(
         "SELECT r.ord FROM idempotency_keys k \
@@ -147,7 +150,10 @@ pub async fn complete(
 /// The claims as the columns `unnest` takes.
 fn columns<'a>(claims: &[&'a Claim]) -> (Vec<&'a str>, Vec<&'a str>, Vec<Uuid>) {
     (
-        claims.iter().map(|c| c.key.fingerprint_hash.as_str()).collect(),
+        claims
+            .iter()
+            .map(|c| c.key.fingerprint_hash.as_str())
+            .collect(),
         claims.iter().map(|c| c.key.key.as_str()).collect(),
         claims.iter().map(|c| c.attempt).collect(),
     )

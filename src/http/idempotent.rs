@@ -74,7 +74,9 @@ where
         // A panic in the work is answered like a panic in the handler (the panic layer's 500).
         // Its claim stays in progress and is taken over once stale.
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => Err(ApiError::internal("keyed request's task ended without an answer")),
+        Err(_) => Err(ApiError::internal(
+            "keyed request's task ended without an answer",
+        )),
     }
 }
 

@@ -256,12 +256,7 @@ async fn a_keyed_retry_after_a_kill_replays_a_committed_hold_and_never_one_that_
 #[tokio::test]
 async fn a_graceful_shutdown_waits_for_a_cut_off_keyed_purchase_to_settle_its_claim() {
     let options = fresh_database().await;
-    let flags = [
-        "--request-timeout-ms",
-        "1000",
-        "--lock-timeout-ms",
-        "3000",
-    ];
+    let flags = ["--request-timeout-ms", "1000", "--lock-timeout-ms", "3000"];
     let app = spawn_app_on(&options, &flags).await;
     let id = id_of(&app.create_event("Shut down", 10, None).await);
     let pool = app.pool.clone();
@@ -334,12 +329,7 @@ async fn a_cut_off_keyed_purchase_that_fails_logs_its_cause() {
     let pool = PgPool::connect_with(options.clone()).await.unwrap();
     let server = ServerProcess::start(
         &url,
-        &[
-            "--request-timeout-ms",
-            "1000",
-            "--lock-timeout-ms",
-            "60000",
-        ],
+        &["--request-timeout-ms", "1000", "--lock-timeout-ms", "60000"],
     )
     .await;
     let id = id_of(&server.create_event("Unlogged", 10, None).await);

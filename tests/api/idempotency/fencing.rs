@@ -7,9 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use super::keyed_purchase;
-use crate::helpers::{
-    Api, BATCHED, PER_REQUEST, assert_error, eventually, id_of, spawn_app_with,
-};
+use crate::helpers::{Api, BATCHED, PER_REQUEST, assert_error, eventually, id_of, spawn_app_with};
 use crate::timeouts::lock_event;
 
 /// The reviewer's probe: a first attempt waits for a blocked event lock (the lock timeout is
@@ -99,12 +97,11 @@ async fn an_attempt_whose_claim_was_taken_over_makes_no_hold_and_only_it_fails()
         assert_eq!(beside.await.unwrap().0, StatusCode::CREATED, "{mode:?}");
         // The first attempt got the lock too, found its claim gone and made nothing: one
         // hold for the key, and the key replays it.
-        let buyer_holds: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM ticket_allocations WHERE quantity = 2",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+        let buyer_holds: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM ticket_allocations WHERE quantity = 2")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
         assert_eq!(buyer_holds, 1, "{mode:?}: two holds under one key");
         let (status, again, replayed) = keyed_purchase(&app, &id, 2, "buyer", "order").await;
         assert_eq!((status, replayed), (StatusCode::CREATED, true), "{again}");
