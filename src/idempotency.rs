@@ -12,9 +12,10 @@
 //! effect). A payment whose provider call failed may have been charged: its claim is
 //! [parked](park) on the payment instead, and a retry resolves it from the allocation
 //! (see `holds::payment`). The HTTP layer runs a keyed request's work to its end even when
-//! the request is cut off, so only a dead process leaves a claim unsettled: a claim still
-//! `in_progress` (and not parked) for [`STALE_CLAIM_SECONDS`] is taken to belong to a crashed
-//! attempt, and is taken over. That age is a guess, not a guarantee (an attempt may still be
+//! the request is cut off, and a graceful shutdown waits for it, so a claim is left unsettled
+//! only by a dead process, a panic, a release that failed on every try, or work still running
+//! when the shutdown stops waiting: a claim still `in_progress` (and not parked) for
+//! [`STALE_CLAIM_SECONDS`] is taken to be abandoned, and is taken over. That age is a guess, not a guarantee (an attempt may still be
 //! waiting for a lock or the provider), so the claim carries its attempt's id, a fencing
 //! token: a takeover gives the claim a new id, and the attempt it was taken from can then no
 //! longer record, release or park it. Its record fails its effect's transaction (a batched
