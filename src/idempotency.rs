@@ -12,9 +12,15 @@
 //! effect). A payment whose provider call failed may have been charged: its claim is
 //! [parked](park) on the payment instead, and a retry resolves it from the allocation
 //! (see `holds::payment`). The HTTP layer runs a keyed request's work to its end even when
-//! the request is cut off, so only a dead process leaves a claim unsettled: a claim still
-//! `in_progress` (and not parked) long after any attempt could have committed belongs to a
-//! crashed attempt whose effect never committed, and is taken over.
+//! the request is cut off, and a graceful shutdown waits for it, so a claim is left unsettled
+//! only by a dead process, a panic, a release that failed on every try, or work still running
+//! when the shutdown stops waiting: a claim still `in_progress` (and not parked) for
+//! [`STALE_CLAIM_SECONDS`] is taken to be abandoned, and is taken over. That age is a guess, not a guarantee (an attempt may still be
+//! waiting for a lock or the provider), so the claim carries its attempt's id, a fencing
+//! token: a takeover gives the claim a new id, and the attempt it was taken from can then no
+//! longer record, release or park it. Its record fails its effect's transaction (a batched
+//! purchase leaves just that request out, under the lock, before it writes anything), so a
+//! key never gets two effects.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,24 +30,29 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::domain::fingerprint::FingerprintHash;
-use crate::domain::idempotency::{IdempotencyKey, KeyRef};
+use crate::domain::idempotency::{Claim, IdempotencyKey, KeyRef};
 use crate::error::{Error, Result};
 
 /// How long a duplicate waits for the first attempt before answering 409.
 const WAIT_FOR_FIRST: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(25);
-/// Age after which an `in_progress` claim is taken to be abandoned: longer than any attempt
-/// can run (request, lock and statement timeouts are all shorter).
-const STALE_CLAIM_SECONDS: f64 = 120.0;
+/// Age after which an `in_progress` claim is taken to be abandoned by a crashed attempt. An
+/// attempt may run longer (lock and statement timeouts can be longer, and a provider call has
+/// none): the claim's attempt id keeps such an attempt from recording over its successor.
+pub const STALE_CLAIM_SECONDS: f64 = 120.0;
+/// How often [`finish`] and [`park`] try their write before leaving the claim to go stale.
+const SETTLE_TRIES: u32 = 3;
 
 /// What to do with a keyed request.
 #[derive(Debug)]
 pub enum Attempt {
     /// Run it; the key is claimed for this attempt.
-    First(KeyRef),
+    First(Claim),
     /// An earlier attempt's payment has an unknown outcome and the claim is parked on it:
-    /// resolve it from the allocation before anything runs again.
-    Parked(KeyRef, ParkedPayment),
+    /// resolve it from the allocation before anything runs again. The claim keeps that
+    /// attempt's id: retries that find it parked race to [`unpark`] it, and only the winner
+    /// goes on.
+    Parked(Claim, ParkedPayment),
     /// Answer with the first attempt's response.
     Replay { status: u16, body: String },
 }
@@ -54,10 +65,14 @@ pub async fn begin(
     request_hash: &str,
 ) -> Result<Attempt> {
     let key = KeyRef::new(buyer, key);
+    let ours = Claim {
+        key: key.clone(),
+        attempt: Uuid::new_v4(),
+    };
     let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
     loop {
-        if db::idempotency::claim(pool, &key, request_hash).await? {
-            return Ok(Attempt::First(key));
+        if db::idempotency::claim(pool, &ours, request_hash).await? {
+            return Ok(Attempt::First(ours));
         }
         let stored = db::idempotency::find(pool, &key).await?;
         // A parked claim is never stale: its payment may have been charged.
@@ -68,9 +83,9 @@ pub async fn begin(
                     && s.claim_age_seconds >= STALE_CLAIM_SECONDS)
         });
         if abandoned
-            && db::idempotency::reclaim(pool, &key, request_hash, STALE_CLAIM_SECONDS).await?
+            && db::idempotency::reclaim(pool, &ours, request_hash, STALE_CLAIM_SECONDS).await?
         {
-            return Ok(Attempt::First(key));
+            return Ok(Attempt::First(ours));
         }
         match stored {
             // Expired or abandoned, and another attempt took it over first: look again.
@@ -90,10 +105,14 @@ pub async fn begin(
             Some(db::idempotency::StoredKey {
                 awaiting_allocation: Some(allocation),
                 awaiting_reference: Some(reference),
+                attempt,
                 ..
             }) => {
                 return Ok(Attempt::Parked(
-                    key,
+                    Claim {
+                        key: key.clone(),
+                        attempt,
+                    },
                     ParkedPayment {
                         allocation,
                         reference,
@@ -136,7 +155,7 @@ pub struct ParkedPayment {
 /// value); it never picks a status or a body itself.
 #[derive(Clone)]
 pub struct Recorder<T> {
-    key: KeyRef,
+    claim: Claim,
     render: Render<T>,
     parked: Option<ParkedPayment>,
 }
@@ -144,26 +163,26 @@ pub struct Recorder<T> {
 impl<T> std::fmt::Debug for Recorder<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recorder")
-            .field("key", &self.key)
+            .field("claim", &self.claim)
             .field("parked", &self.parked)
             .finish()
     }
 }
 
 impl<T> Recorder<T> {
-    /// Records under `key` (claimed by [`begin`]) what `render` makes of the result; `parked`
+    /// Records under `claim` (made by [`begin`]) what `render` makes of the result; `parked`
     /// is the payment the claim is parked on, if [`begin`] found it parked.
-    pub fn new(key: KeyRef, render: Render<T>, parked: Option<ParkedPayment>) -> Self {
+    pub fn new(claim: Claim, render: Render<T>, parked: Option<ParkedPayment>) -> Self {
         Self {
-            key,
+            claim,
             render,
             parked,
         }
     }
 
-    /// The claimed key.
-    pub fn key(&self) -> &KeyRef {
-        &self.key
+    /// The claim this attempt records under.
+    pub fn claim(&self) -> &Claim {
+        &self.claim
     }
 
     /// The payment an earlier attempt left with an unknown outcome, which this attempt must
@@ -178,60 +197,102 @@ impl<T> Recorder<T> {
     }
 }
 
+/// Of the `claims` of keyed requests whose effect the caller's transaction `conn` is about to
+/// make, the indexes of those still held by their attempt, now locked until that transaction
+/// ends; the others were taken over (see [`STALE_CLAIM_SECONDS`]) and their requests must make
+/// no effect. Takes the row lock of each `idempotency_keys` row; callers hold the event row
+/// lock already, and no transaction takes the two the other way round (a claim or a refusal's
+/// record runs outside any event lock), so the order event, then key cannot deadlock.
+pub async fn hold_claims(conn: &mut PgConnection, claims: &[&Claim]) -> Result<Vec<usize>> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(db::idempotency::lock_held(conn, claims).await?)
+}
+
 /// Records the responses of keyed requests whose effect the caller's transaction `conn` is
-/// making, in one statement: a response is stored if and only if its effect commits. Takes
-/// the row lock of each `idempotency_keys` row; callers hold the event row lock already, and
-/// no transaction takes the two the other way round (a claim or a refusal's record runs
-/// outside any event lock), so the order event, then key cannot deadlock.
+/// making, in one statement: a response is stored if and only if its effect commits. A claim
+/// no longer held by its attempt fails with `IdempotencyInProgress`, and the caller's
+/// transaction must roll back: the claim is another attempt's, and so is the effect. Lock
+/// order as in [`hold_claims`].
 pub async fn record_in(
     conn: &mut PgConnection,
-    responses: &[(&KeyRef, StoredResponse)],
+    responses: &[(&Claim, StoredResponse)],
 ) -> Result<()> {
     if responses.is_empty() {
         return Ok(());
     }
-    let rows: Vec<(&KeyRef, u16, &str)> = responses
+    let rows: Vec<(&Claim, u16, &str)> = responses
         .iter()
-        .map(|(key, response)| (*key, response.status, response.body.as_str()))
+        .map(|(claim, response)| (*claim, response.status, response.body.as_str()))
         .collect();
-    db::idempotency::complete(conn, &rows).await?;
-    Ok(())
+    let recorded = db::idempotency::complete(conn, &rows).await?;
+    if recorded == rows.len() as u64 {
+        Ok(())
+    } else {
+        Err(Error::IdempotencyInProgress)
+    }
 }
 
 /// Records a response with no effect (a refusal), or gives the claim up after a failure so
-/// that a retry runs again (a parked claim stays parked).
-pub async fn finish(pool: &PgPool, key: &KeyRef, status: u16, body: &str) {
-    let recorded = if status >= 500 {
-        db::idempotency::release(pool, key).await
-    } else {
-        match pool.acquire().await {
-            Ok(mut conn) => db::idempotency::complete(&mut conn, &[(key, status, body)]).await,
-            Err(err) => Err(err),
+/// that a retry runs again (a parked claim stays parked). Either only while this attempt
+/// still holds the claim. A failed write is tried again a few times: a claim left behind
+/// answers its retries 409 until it goes stale.
+pub async fn finish(pool: &PgPool, claim: &Claim, status: u16, body: &str) {
+    settle("record an idempotent response", || async {
+        if status >= 500 {
+            db::idempotency::release(pool, claim).await
+        } else {
+            let mut conn = pool.acquire().await?;
+            db::idempotency::complete(&mut conn, &[(claim, status, body)])
+                .await
+                .map(drop)
         }
-    };
-    if let Err(err) = recorded {
-        // The claim stays in progress and is taken over once stale: a retry still works.
-        tracing::warn!(error = %err, "could not record an idempotent response");
+    })
+    .await;
+}
+
+/// Runs `write`, which settles a claim, up to [`SETTLE_TRIES`] times; a write that still fails
+/// is logged, and the claim stays in progress until it is taken over as stale.
+async fn settle<F, Fut>(what: &str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<(), sqlx::Error>>,
+{
+    for tried in 1..=SETTLE_TRIES {
+        match write().await {
+            Ok(()) => return,
+            // A closed pool will not open again: trying again only delays shutdown.
+            Err(err) if tried == SETTLE_TRIES || matches!(err, sqlx::Error::PoolClosed) => {
+                tracing::warn!(error = %err, tried, "could not {what}; the claim stays in progress until stale");
+                return;
+            }
+            Err(err) => {
+                tracing::info!(error = %err, tried, "could not {what}; trying again");
+                tokio::time::sleep(Duration::from_millis(200) * tried).await;
+            }
+        }
     }
 }
 
 /// Parks the claim on a payment whose provider outcome is unknown, instead of releasing it:
 /// the payment may have been charged, so a retry must learn its outcome from the allocation
 /// rather than run again.
-pub async fn park(pool: &PgPool, key: &KeyRef, payment: &ParkedPayment) {
-    if let Err(err) = db::idempotency::park(pool, key, payment.allocation, &payment.reference).await
-    {
-        // The claim stays in progress, unparked: it is taken over once stale, and the retry
-        // then finds the hold `payment_pending` or settled and is refused 409 INVALID_STATUS.
-        tracing::warn!(error = %err, "could not park an idempotency claim");
-    }
+/// Tried like [`finish`]'s write. If it never succeeds, the claim stays in progress, unparked:
+/// it is taken over once stale, and the retry then finds the hold `payment_pending` or settled
+/// and is refused 409 INVALID_STATUS.
+pub async fn park(pool: &PgPool, claim: &Claim, payment: &ParkedPayment) {
+    settle("park an idempotency claim", || {
+        db::idempotency::park(pool, claim, payment.allocation, &payment.reference)
+    })
+    .await;
 }
 
 /// Makes a claim parked on `payment` this attempt's own fresh claim, once that payment is
 /// known not to have been charged. Errors with `IdempotencyInProgress` if another retry took
 /// it first; the claim is then that retry's, and this attempt must leave it alone.
-pub async fn unpark(pool: &PgPool, key: &KeyRef, payment: &ParkedPayment) -> Result<()> {
-    if db::idempotency::unpark(pool, key, &payment.reference).await? {
+pub async fn unpark(pool: &PgPool, claim: &Claim, payment: &ParkedPayment) -> Result<()> {
+    if db::idempotency::unpark(pool, &claim.key, &payment.reference).await? {
         Ok(())
     } else {
         Err(Error::IdempotencyInProgress)
@@ -246,12 +307,15 @@ mod tests {
     /// closure the HTTP layer gave it.
     #[test]
     fn a_recorder_shows_its_key_and_renders_through_its_closure() {
-        let key = KeyRef {
-            fingerprint_hash: "buyer-hash".into(),
-            key: "order-1".into(),
+        let claim = Claim {
+            key: KeyRef {
+                fingerprint_hash: "buyer-hash".into(),
+                key: "order-1".into(),
+            },
+            attempt: Uuid::nil(),
         };
         let recorder: Recorder<u8> = Recorder::new(
-            key.clone(),
+            claim.clone(),
             Arc::new(|value| {
                 Ok(StoredResponse {
                     status: 201,
@@ -262,7 +326,7 @@ mod tests {
         );
         let shown = format!("{recorder:?}");
         assert!(shown.contains("order-1"), "{shown}");
-        assert_eq!(recorder.key(), &key);
+        assert_eq!(recorder.claim(), &claim);
         assert_eq!(
             recorder.render(&7),
             Ok(StoredResponse {

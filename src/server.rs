@@ -18,6 +18,7 @@ use crate::db;
 use crate::domain::fingerprint::FingerprintKey;
 use crate::embedded_pg::{EmbeddedPostgres, ShuttingDown, Supervisor};
 use crate::http::extract::forwarded::TrustedProxies;
+use crate::http::idempotent::KeyedTasks;
 use crate::http::limits::RateLimits;
 use crate::http::state::{AppState, SaleRules};
 use crate::live::LiveStats;
@@ -26,6 +27,11 @@ use crate::purchase::{Batching, Purchaser};
 use crate::sweeper::Sweeper;
 
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long a graceful shutdown waits for keyed requests' tasks (which outlive their requests)
+/// to settle their claims before it closes the pool. A task still running then fails on the
+/// closed pool, and its claim stays in progress until it is taken over as stale.
+const KEYED_TASKS_DRAIN: Duration = Duration::from_secs(30);
 
 /// Name of the database the embedded server keeps Boxoffice's data in.
 const EMBEDDED_DATABASE: &str = "boxoffice";
@@ -150,6 +156,7 @@ impl Server {
                 },
             ),
             live,
+            keyed_tasks: KeyedTasks::default(),
             limits: RateLimits::new(args.rate_limit_per_fingerprint, args.rate_limit_per_address),
             trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
             admin_token: args
@@ -186,7 +193,8 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests
-    /// finish, stops the sweeper and closes the database.
+    /// finish, waits (up to [`KEYED_TASKS_DRAIN`]) for keyed requests' tasks to settle their
+    /// claims, stops the sweeper and closes the database.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -198,6 +206,7 @@ impl Server {
             background_stopped.clone(),
         ));
         let live = self.state.live.clone();
+        let keyed_tasks = self.state.keyed_tasks.clone();
         let database_shutting_down = self.database.shutting_down();
         let change_listener = tokio::spawn(
             live.clone()
@@ -217,6 +226,14 @@ impl Server {
             live.close();
         })
         .await;
+        // A keyed task of a request that was cut off is not a request the drain waits for,
+        // yet it needs the pool to record or release its claim: wait for it before closing.
+        if !keyed_tasks.wait(KEYED_TASKS_DRAIN).await {
+            tracing::warn!(
+                running = keyed_tasks.running(),
+                "keyed requests still running at shutdown; their claims stay in progress until stale"
+            );
+        }
         let _ = stop_background.send(true);
         let _ = sweeper.await;
         let _ = change_listener.await;

@@ -1,6 +1,7 @@
 //! Idempotency keys: what a valid key is, and how "the same request" is recognised.
 
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use super::fingerprint::FingerprintHash;
 
@@ -41,6 +42,17 @@ impl KeyRef {
             key: key.as_str().to_owned(),
         }
     }
+}
+
+/// A key as claimed by one attempt: the attempt id is a fencing token. A claim taken over as
+/// stale gets a new one, so the attempt it was taken from can no longer record, release or
+/// park it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The claimed key.
+    pub key: KeyRef,
+    /// The attempt holding the claim.
+    pub attempt: Uuid,
 }
 
 /// SHA-256 of the method, path and canonical body (hex): equal exactly for the same request.

@@ -95,7 +95,7 @@ async fn resolve_parked(
             reference: parked.reference.clone(),
         }),
         _ => {
-            idempotency::unpark(pool, recorder.key(), parked).await?;
+            idempotency::unpark(pool, recorder.claim(), parked).await?;
             Ok(None)
         }
     }
@@ -172,7 +172,7 @@ async fn record_purchase(
     recorder: &Recorder<Allocation>,
 ) -> Result<Allocation> {
     let response = recorder.render(&allocation).map_err(Error::internal)?;
-    idempotency::record_in(tx, &[(recorder.key(), response)]).await?;
+    idempotency::record_in(tx, &[(recorder.claim(), response)]).await?;
     Ok(allocation)
 }
 

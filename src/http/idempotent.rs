@@ -8,16 +8,21 @@
 //! off (by the request timeout, or a client that hangs up) drops only the waiting: the claim,
 //! the effect and the record or release that ends the claim run to their end, so no claim is
 //! left `in_progress` by a request that went away, and a retry with the key gets what was
-//! done, or runs afresh.
+//! done, or runs afresh. The tasks are counted ([`KeyedTasks`]) so that a graceful shutdown
+//! waits for them before it closes the pool; a task whose request is gone logs its own 500.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use serde::Serialize;
+use tokio::sync::{oneshot, watch};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, InternalCause};
 use super::response::json;
 use super::state::AppState;
 use crate::domain::fingerprint::FingerprintHash;
@@ -49,17 +54,114 @@ where
         return json(success, &effect(None).await?);
     };
     let hash = request_hash("POST", path, canonical_body);
-    let (state, buyer) = (state.clone(), buyer.clone());
+    let (state, buyer, path) = (state.clone(), buyer.clone(), path.to_owned());
+    let started = Instant::now();
+    let (answer, answered) = oneshot::channel();
     // Spawned from before the claim to after its record or release: once the key may be
     // claimed, nothing the client does can stop the work before the claim is settled.
-    let work =
-        tokio::spawn(async move { claimed(&state, &buyer, &key, &hash, success, effect).await });
-    match work.await {
-        Ok(answer) => answer,
+    state.keyed_tasks.clone().spawn(async move {
+        let outcome = AssertUnwindSafe(claimed(&state, &buyer, &key, &hash, success, effect))
+            .catch_unwind()
+            .await;
+        // The request was cut off: no response will carry this outcome to the request log,
+        // so a failure is logged here, in the request log's shape.
+        if let Err(unanswered) = answer.send(outcome) {
+            log_unanswered(&path, started, unanswered);
+        }
+    });
+    match answered.await {
+        Ok(Ok(answer)) => answer,
         // A panic in the work is answered like a panic in the handler (the panic layer's 500).
         // Its claim stays in progress and is taken over once stale.
-        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-        Err(err) => Err(ApiError::internal(format!("keyed request's task: {err}"))),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => Err(ApiError::internal(
+            "keyed request's task ended without an answer",
+        )),
+    }
+}
+
+/// What a keyed request's task produced: its answer, or the payload of its panic.
+type Outcome = std::thread::Result<ApiResult<Response>>;
+
+/// Logs a keyed request's outcome that no response carries (the request was cut off) the way
+/// the request log logs a 500 (`log_request` in `http/mod.rs`): at error level, with method,
+/// path, status, latency and cause. Anything but a 500 is left to the request's own 503 line.
+fn log_unanswered(path: &str, started: Instant, outcome: Outcome) {
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (status, cause) = match outcome {
+        Ok(answer) => {
+            let response = answer.into_response();
+            match response.extensions().get::<InternalCause>() {
+                Some(InternalCause(cause)) => (response.status().as_u16(), cause.clone()),
+                None => return,
+            }
+        }
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic with no message".to_owned());
+            (500, format!("panic: {message}"))
+        }
+    };
+    tracing::error!(
+        target: "boxoffice::request",
+        method = "POST",
+        %path,
+        status,
+        latency_ms,
+        %cause,
+        "keyed request failed after its request was cut off"
+    );
+}
+
+/// The keyed requests' tasks still running, so that a graceful shutdown can wait for them to
+/// settle their claims before it closes the pool. Cheap to clone; every clone counts the same.
+#[derive(Debug, Clone)]
+pub struct KeyedTasks {
+    running: Arc<watch::Sender<usize>>,
+}
+
+impl Default for KeyedTasks {
+    fn default() -> Self {
+        Self {
+            running: Arc::new(watch::Sender::new(0)),
+        }
+    }
+}
+
+/// Counts one task as running until it is dropped, however the task ends (a panic included).
+struct Running(Arc<watch::Sender<usize>>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.send_modify(|running| *running -= 1);
+    }
+}
+
+impl KeyedTasks {
+    /// Spawns `work`, counted as running until it ends.
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.running.send_modify(|running| *running += 1);
+        let running = Running(self.running.clone());
+        tokio::spawn(async move {
+            let _running = running;
+            work.await;
+        });
+    }
+
+    /// How many tasks are running.
+    pub fn running(&self) -> usize {
+        *self.running.borrow()
+    }
+
+    /// Waits until no task runs, or `limit` has passed; true if none runs.
+    pub async fn wait(&self, limit: Duration) -> bool {
+        let mut running = self.running.subscribe();
+        tokio::time::timeout(limit, running.wait_for(|n| *n == 0))
+            .await
+            .is_ok()
     }
 }
 

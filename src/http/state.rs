@@ -7,6 +7,7 @@ use sqlx::PgPool;
 
 use crate::domain::fingerprint::FingerprintKey;
 use crate::http::extract::forwarded::TrustedProxies;
+use crate::http::idempotent::KeyedTasks;
 use crate::http::limits::RateLimits;
 use crate::live::LiveStats;
 use crate::payment::PaymentProvider;
@@ -43,4 +44,6 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// The live statistics hub the event streams subscribe to.
     pub live: LiveStats,
+    /// The keyed requests' tasks, which outlive their requests: shutdown waits for them.
+    pub keyed_tasks: KeyedTasks,
 }

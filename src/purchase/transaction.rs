@@ -3,7 +3,10 @@
 //! 1. begin;
 //! 2. lock the event row (`SELECT … FOR UPDATE`): purchases of one event queue here, so
 //!    each transaction sees the counts the previous one committed;
-//! 3. check availability and the per-buyer cap against those locked counts;
+//! 3. lock the claims of keyed requests (their `idempotency_keys` rows), and leave out the
+//!    requests whose claim another attempt took over as stale: they make nothing and answer
+//!    409 `IDEMPOTENCY_IN_PROGRESS`, and the rest of the batch goes on; then check
+//!    availability and the per-buyer cap against the locked counts;
 //! 4. insert the `reserved` allocations (one statement for the whole batch; the
 //!    database's trigger adds them to their buyers' `buyer_tickets` counters);
 //! 5. move the tickets from available to reserved (one statement, which also announces
@@ -12,7 +15,7 @@
 //!    when the batch has keyed requests; their JSON is rendered here, under the lock);
 //! 7. commit, which releases the lock.
 //!
-//! While the lock is held: the cap sums (when the event has a cap), the insert, the update,
+//! While the lock is held: the claims' lock, the cap sums (when the event has a cap), the insert, the update,
 //! the keyed record and the commit, plus the in-memory decision and rendering; never a call
 //! to anything but the database.
 //! Isolation is READ COMMITTED: the row lock, not the snapshot, serializes buyers, and
@@ -25,7 +28,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::HoldRequest;
@@ -33,6 +36,7 @@ use crate::db::events::CountMove;
 use crate::db::{allocations, events};
 use crate::domain::allocation::Allocation;
 use crate::domain::grant::{Ask, decide};
+use crate::domain::idempotency::Claim;
 use crate::domain::stats::ChangeKind;
 use crate::error::{Error, Result};
 use crate::idempotency;
@@ -43,11 +47,9 @@ use crate::metrics;
 pub async fn reserve(
     pool: &PgPool,
     event_id: Uuid,
-    requests: &[HoldRequest],
+    all: &[HoldRequest],
     hold_seconds: u32,
 ) -> Result<Vec<Result<Allocation>>> {
-    let asks: Vec<&Ask> = requests.iter().map(|r| &r.ask).collect();
-
     // Step 1.
     let mut tx = pool.begin().await?;
 
@@ -55,15 +57,22 @@ pub async fn reserve(
     let waiting = Instant::now();
     let Some(event) = events::lock(&mut tx, event_id).await? else {
         tx.rollback().await?;
-        return Ok(requests
-            .iter()
-            .map(|_| Err(Error::NotFound("event")))
-            .collect());
+        return Ok(all.iter().map(|_| Err(Error::NotFound("event"))).collect());
     };
     let locked = Instant::now();
     metrics::lock_waited(locked - waiting);
 
-    // Step 3: decide against the locked counts.
+    // Step 3: the keyed requests whose claim is still theirs, locked until commit so that no
+    // takeover can come between this check and the record in step 6; then decide, for the
+    // requests that still run, against the locked counts.
+    let lost = lost_claims(&mut tx, all).await?;
+    let requests: Vec<&HoldRequest> = all
+        .iter()
+        .zip(&lost)
+        .filter(|(_, lost)| !**lost)
+        .map(|(request, _)| request)
+        .collect();
+    let asks: Vec<&Ask> = requests.iter().map(|r| &r.ask).collect();
     let held = match event.max_tickets_per_fingerprint {
         Some(_) => {
             let buyers: Vec<&str> = asks.iter().map(|a| a.buyer.as_str()).collect();
@@ -81,20 +90,18 @@ pub async fn reserve(
         .iter()
         .zip(&decisions)
         .filter(|(_, decision)| decision.is_ok())
-        .map(|(request, _)| request)
+        .map(|(request, _)| *request)
         .collect();
     let granted_asks: Vec<&Ask> = granted.iter().map(|r| &r.ask).collect();
     let Some(last) = granted.last() else {
         // Nothing to write: release the lock at once.
         tx.rollback().await?;
         metrics::lock_held(locked.elapsed());
-        return Ok(decisions
-            .into_iter()
-            .map(|d| match d {
-                Ok(()) => Err(Error::internal("a grant without a row")),
-                Err(refusal) => Err(refusal.into()),
-            })
-            .collect());
+        let answers = decisions.into_iter().map(|d| match d {
+            Ok(()) => Err(Error::internal("a grant without a row")),
+            Err(refusal) => Err(refusal.into()),
+        });
+        return Ok(with_lost(&lost, answers));
     };
 
     // Steps 4 and 5: the holds (with the buyers' counters) and the counts, under the same
@@ -119,7 +126,7 @@ pub async fn reserve(
         .zip(&rows)
         .filter_map(|(request, row)| {
             let recorder = request.record.as_ref()?;
-            Some((recorder.key(), recorder.render(row).ok()?))
+            Some((recorder.claim(), recorder.render(row).ok()?))
         })
         .collect::<Vec<_>>();
     idempotency::record_in(&mut tx, &keyed).await?;
@@ -130,13 +137,44 @@ pub async fn reserve(
     metrics::lock_held(locked.elapsed());
     metrics::batch_committed(granted.len());
 
-    Ok(decisions
-        .into_iter()
-        .map(|decision| {
-            decision.map_err(Error::from).and_then(|()| {
-                rows.next()
-                    .ok_or_else(|| Error::internal("fewer rows than grants"))
-            })
+    let answers = decisions.into_iter().map(|decision| {
+        decision.map_err(Error::from).and_then(|()| {
+            rows.next()
+                .ok_or_else(|| Error::internal("fewer rows than grants"))
         })
-        .collect())
+    });
+    Ok(with_lost(&lost, answers))
+}
+
+/// For each request, whether it is keyed and its claim is no longer its own (another attempt
+/// took it over as stale); the claims still held are locked until the transaction ends.
+async fn lost_claims(tx: &mut PgConnection, requests: &[HoldRequest]) -> Result<Vec<bool>> {
+    let keyed: Vec<(usize, &Claim)> = requests
+        .iter()
+        .enumerate()
+        .filter_map(|(i, request)| Some((i, request.record.as_ref()?.claim())))
+        .collect();
+    let claims: Vec<&Claim> = keyed.iter().map(|(_, claim)| *claim).collect();
+    let held = idempotency::hold_claims(tx, &claims).await?;
+    let mut lost = vec![false; requests.len()];
+    for (n, (i, _)) in keyed.iter().enumerate() {
+        lost[*i] = held.binary_search(&n).is_err();
+    }
+    Ok(lost)
+}
+
+/// The answers of all requests in arrival order: 409 `IDEMPOTENCY_IN_PROGRESS` for those whose
+/// claim was lost, and `answers` (one per other request, in order) for the rest.
+fn with_lost(
+    lost: &[bool],
+    mut answers: impl Iterator<Item = Result<Allocation>>,
+) -> Vec<Result<Allocation>> {
+    lost.iter()
+        .map(|lost| match lost {
+            true => Err(Error::IdempotencyInProgress),
+            false => answers
+                .next()
+                .unwrap_or_else(|| Err(Error::internal("fewer answers than requests"))),
+        })
+        .collect()
 }

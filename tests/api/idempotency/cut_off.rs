@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use super::keyed_purchase;
 use crate::helpers::{
     BATCHED, PER_REQUEST, ServerProcess, TestApp, assert_error, database_url, eventually,
-    fresh_database, id_of, spawn_app_with,
+    fresh_database, id_of, spawn_app_on, spawn_app_with,
 };
 use crate::timeouts::lock_event;
 
@@ -247,4 +247,137 @@ async fn a_keyed_retry_after_a_kill_replays_a_committed_hold_and_never_one_that_
     assert_ne!(fresh["id"], first["id"]);
     let event = server.get(&format!("/events/{id}")).await.1;
     assert_eq!(event["reservedTickets"], 2, "{event}");
+}
+
+/// The reviewer's probe for shutdown: a keyed purchase cut off by the request timeout fails
+/// (lock timeout) only after a graceful shutdown began. The shutdown waits for its task, so
+/// the failure gives the claim up before the pool closes, and a retry on a new instance runs
+/// afresh instead of getting 409 `IDEMPOTENCY_IN_PROGRESS` for 120 s.
+#[tokio::test]
+async fn a_graceful_shutdown_waits_for_a_cut_off_keyed_purchase_to_settle_its_claim() {
+    let options = fresh_database().await;
+    let flags = ["--request-timeout-ms", "1000", "--lock-timeout-ms", "3000"];
+    let app = spawn_app_on(&options, &flags).await;
+    let id = id_of(&app.create_event("Shut down", 10, None).await);
+    let pool = app.pool.clone();
+    let blocker = lock_event(&pool, &id).await;
+    let (status, body, _) = keyed_purchase(&app, &id, 1, "buyer", "order").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    );
+    assert_eq!(key_state(&app, "order").await, (1, false));
+    // Shut down while the purchase still waits for the lock; it fails after that.
+    app.stop().await;
+    blocker.rollback().await.unwrap();
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0, "the claim outlived the shutdown");
+
+    let app = spawn_app_on(&options, &[]).await;
+    let (status, hold, replayed) = keyed_purchase(&app, &id, 1, "buyer", "order").await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false), "{hold}");
+    app.assert_balanced(&id).await;
+    app.stop().await;
+}
+
+/// A release that fails once (a statement error, as in a short database outage) is tried
+/// again: the claim is given up, not left in progress for 120 s.
+#[tokio::test]
+async fn a_release_that_fails_once_is_tried_again() {
+    let app = spawn_app_with(&["--lock-timeout-ms", "300"]).await;
+    let id = id_of(&app.create_event("Flaky release", 10, None).await);
+    for statement in [
+        "CREATE SEQUENCE release_tries",
+        "CREATE FUNCTION refuse_first() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN IF nextval('release_tries') = 1 THEN RAISE EXCEPTION 'refused once'; END IF; \
+         RETURN OLD; END $$",
+        "CREATE TRIGGER refuse_first BEFORE DELETE ON idempotency_keys \
+         FOR EACH ROW EXECUTE FUNCTION refuse_first()",
+    ] {
+        sqlx::query(statement).execute(&app.pool).await.unwrap();
+    }
+    let blocker = lock_event(&app.pool, &id).await;
+    // The lock timeout fails the purchase (503), with no effect: its claim is released.
+    let (status, body, _) = keyed_purchase(&app, &id, 1, "buyer", "order").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    );
+    blocker.rollback().await.unwrap();
+    let tries: i64 = sqlx::query_scalar("SELECT last_value FROM release_tries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(tries, 2, "the release was tried twice");
+    assert_eq!(key_state(&app, "order").await, (0, false));
+    app.stop().await;
+}
+
+/// A keyed purchase whose request was cut off, and which then fails with a 500, logs its
+/// cause from its own task: no response reaches the request log to carry it.
+#[tokio::test]
+async fn a_cut_off_keyed_purchase_that_fails_logs_its_cause() {
+    let options = fresh_database().await;
+    let url = database_url(&options);
+    let pool = PgPool::connect_with(options.clone()).await.unwrap();
+    let server = ServerProcess::start(
+        &url,
+        &["--request-timeout-ms", "1000", "--lock-timeout-ms", "60000"],
+    )
+    .await;
+    let id = id_of(&server.create_event("Unlogged", 10, None).await);
+    let blocker = lock_event(&pool, &id).await;
+    let (status, body) = server
+        .send(
+            server
+                .purchase_request(&id, 1, "buyer")
+                .header("Idempotency-Key", "order"),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    );
+    // The record of its 201 will fail: a 500 nobody waits for.
+    for statement in [
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+        "CREATE TRIGGER refuse BEFORE UPDATE ON idempotency_keys FOR EACH ROW \
+         WHEN (NEW.response_status = 201) EXECUTE FUNCTION refuse()",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    blocker.rollback().await.unwrap();
+    eventually(
+        "the cut-off purchase's failure in the log",
+        Duration::from_secs(10),
+        || async {
+            let log = server.log_text();
+            log.lines()
+                .any(|line| {
+                    line.contains("refused by the test")
+                        && line.contains("ERROR")
+                        && line.contains(&format!("/events/{id}/tickets"))
+                        && line.contains("500")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ticket_allocations")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        0
+    );
 }

@@ -5,11 +5,13 @@
 //!   payments, malformed keys, the 24-hour lifetime, a crashed attempt's claim;
 //! - [`cut_off`]: a request cut off by the request timeout or a kill, and the response and
 //!   its effect committing together or not at all;
+//! - [`fencing`]: an attempt whose claim was taken over as stale records nothing;
 //! - [`parked`]: a payment whose provider outcome is unknown parks its key until recovery;
 //! - [`waits`]: the wait for a first attempt, the takeover of an expired key (written for
 //!   mutants of the protocol that survived; see docs/testing.md).
 
 mod cut_off;
+mod fencing;
 mod parked;
 mod replay;
 mod waits;
