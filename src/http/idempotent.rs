@@ -106,6 +106,7 @@ where
         Err(Error::PaymentOutcomeUnknown {
             allocation,
             reference,
+            ..
         }) => {
             let payment = ParkedPayment {
                 allocation: *allocation,
