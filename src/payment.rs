@@ -167,3 +167,25 @@ impl PaymentProvider for SimulatedProvider {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_of_one_hold_share_its_prefix_and_no_other() {
+        let hold = Uuid::now_v7();
+        let (first, later) = (new_reference(hold), new_reference(hold));
+        assert_ne!(first, later);
+        let prefix = format!("pay_{}_", hold.simple());
+        assert_eq!(hold_prefix(&first), Some(prefix.as_str()));
+        assert_eq!(hold_prefix(&later), Some(prefix.as_str()));
+        assert_ne!(
+            hold_prefix(&new_reference(Uuid::now_v7())),
+            Some(prefix.as_str())
+        );
+        for foreign in ["pay_blocker", "pay_in_flight", "pay_", "ch_123", ""] {
+            assert_eq!(hold_prefix(foreign), None, "{foreign:?}");
+        }
+    }
+}
