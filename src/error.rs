@@ -41,6 +41,9 @@ pub enum Error {
         allocation: uuid::Uuid,
         /// The reference the provider was called with.
         reference: String,
+        /// When recovery will have settled it at the latest: the payment's start plus the
+        /// recovery age and one sweep interval. A retry before then gets this error again.
+        settled_by: time::OffsetDateTime,
     },
     /// Anything unexpected: logged in full, answered without detail.
     #[error("internal error: {0}")]

@@ -4,10 +4,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::db;
 
@@ -76,10 +75,29 @@ pub const TOKEN_SUCCEEDS: &str = "tok_visa";
 /// payment as charged.
 pub const TOKEN_LOST_AFTER_CHARGE: &str = "tok_lostAfterCharge";
 
-/// A token for which the simulated provider is unreachable once: the first charge with it
-/// that a running instance sees fails without charging (recovery voids the reference);
-/// every later one is charged like `tok_visa`.
+/// A token for which the simulated provider is unreachable once per hold: a charge with it
+/// fails without charging until the provider's ledger holds a voided reference of the same
+/// hold (recovery voids the failed one), and is charged like `tok_visa` from then on. It
+/// depends on the payment only, so every instance, before and after a restart, answers it
+/// alike.
 pub const TOKEN_UNREACHABLE_ONCE: &str = "tok_unreachableOnce";
+
+/// A fresh payment reference for paying `allocation`: `pay_<allocation>_<nonce>`. Like a
+/// real provider's order id, the allocation part groups every payment attempt of one hold
+/// (the simulated provider reads it for `tok_unreachableOnce`); the nonce makes each
+/// attempt's reference unique.
+pub fn new_reference(allocation: Uuid) -> String {
+    format!("pay_{}_{}", allocation.simple(), Uuid::new_v4().simple())
+}
+
+/// The prefix every reference of `reference`'s hold shares (`pay_<allocation>_`), if it has
+/// the shape [`new_reference`] gives.
+fn hold_prefix(reference: &str) -> Option<&str> {
+    let rest = reference.strip_prefix("pay_")?;
+    let (allocation, _nonce) = rest.split_once('_')?;
+    Uuid::try_parse(allocation).ok()?;
+    Some(&reference[..4 + allocation.len() + 1])
+}
 
 /// The built-in provider: no money moves; `tok_visa` (or no token) is charged,
 /// `tok_lostAfterCharge` and `tok_unreachableOnce` fail as their constants say, anything
@@ -87,16 +105,23 @@ pub const TOKEN_UNREACHABLE_ONCE: &str = "tok_unreachableOnce";
 #[derive(Debug, Clone)]
 pub struct SimulatedProvider {
     pool: PgPool,
-    /// Whether `tok_unreachableOnce` has had its one failure in this instance.
-    unreachable_spent: Arc<AtomicBool>,
 }
 
 impl SimulatedProvider {
+    /// The simulated provider, keeping its ledger in `pool`'s `payment_charges`.
     pub fn new(pool: PgPool) -> Self {
-        Self {
-            pool,
-            unreachable_spent: Arc::new(AtomicBool::new(false)),
-        }
+        Self { pool }
+    }
+
+    /// Whether an earlier payment of `reference`'s hold was voided: `tok_unreachableOnce`'s
+    /// one failure is spent. Read from the ledger, so it is the same on every instance.
+    async fn unreachable_spent(&self, reference: &str) -> Result<bool, ProviderError> {
+        let Some(prefix) = hold_prefix(reference) else {
+            return Ok(false);
+        };
+        db::charges::any_voided_with_prefix(&self.pool, prefix)
+            .await
+            .map_err(|e| ProviderError(e.to_string()))
     }
 }
 
@@ -108,9 +133,7 @@ impl PaymentProvider for SimulatedProvider {
         _quantity: i32,
     ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
         Box::pin(async move {
-            if token == Some(TOKEN_UNREACHABLE_ONCE)
-                && !self.unreachable_spent.swap(true, Ordering::SeqCst)
-            {
+            if token == Some(TOKEN_UNREACHABLE_ONCE) && !self.unreachable_spent(reference).await? {
                 return Err(ProviderError("simulated: provider unreachable".into()));
             }
             let outcome = match token {
@@ -142,5 +165,27 @@ impl PaymentProvider for SimulatedProvider {
                     .map_err(|e| ProviderError(e.to_string()))?;
             ChargeOutcome::parse(&recorded)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_of_one_hold_share_its_prefix_and_no_other() {
+        let hold = Uuid::now_v7();
+        let (first, later) = (new_reference(hold), new_reference(hold));
+        assert_ne!(first, later);
+        let prefix = format!("pay_{}_", hold.simple());
+        assert_eq!(hold_prefix(&first), Some(prefix.as_str()));
+        assert_eq!(hold_prefix(&later), Some(prefix.as_str()));
+        assert_ne!(
+            hold_prefix(&new_reference(Uuid::now_v7())),
+            Some(prefix.as_str())
+        );
+        for foreign in ["pay_blocker", "pay_in_flight", "pay_", "ch_123", ""] {
+            assert_eq!(hold_prefix(foreign), None, "{foreign:?}");
+        }
     }
 }

@@ -108,7 +108,6 @@ pub struct Server {
     listener: TcpListener,
     state: AppState,
     database: Database,
-    sweep_interval: Duration,
     request_timeout: Duration,
     cors_origins: Vec<String>,
 }
@@ -142,6 +141,7 @@ impl Server {
                 pool: database.pool.clone(),
                 payments: payments.clone(),
                 payment_recovery_seconds: args.payment_recovery_seconds,
+                interval: Duration::from_millis(args.sweep_interval_ms),
             },
             payments,
             purchaser: Purchaser::new(
@@ -174,7 +174,6 @@ impl Server {
             listener,
             state,
             database,
-            sweep_interval: Duration::from_millis(args.sweep_interval_ms),
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             cors_origins: args.cors_origins.clone(),
         })
@@ -202,7 +201,6 @@ impl Server {
         let (stop_background, background_stopped) = watch::channel(false);
         let sweeper = tokio::spawn(crate::sweeper::run(
             self.state.sweeper.clone(),
-            self.sweep_interval,
             background_stopped.clone(),
         ));
         let live = self.state.live.clone();

@@ -24,6 +24,17 @@ pub struct Sweeper {
     /// Seconds a payment may stay `payment_pending` before the sweeper settles it from the
     /// provider's record (longer than any payment request can run).
     pub payment_recovery_seconds: u32,
+    /// The period of the sweep rounds (`--sweep-interval-ms`).
+    pub interval: Duration,
+}
+
+impl Sweeper {
+    /// How long after a payment went `payment_pending` recovery will have settled it at the
+    /// latest (if the provider answers): the recovery age, plus one round for the sweeper to
+    /// come by.
+    pub fn recovery_window(&self) -> Duration {
+        Duration::from_secs(self.payment_recovery_seconds.into()) + self.interval
+    }
 }
 
 /// Most events visited per round, and most holds expired per event per transaction: bounded
@@ -33,9 +44,9 @@ const HOLDS_PER_BATCH: i64 = 500;
 const PAYMENTS_PER_ROUND: i64 = 100;
 const KEYS_PER_ROUND: i64 = 1000;
 
-/// Sweeps every `interval` until `shutdown` changes.
-pub async fn run(sweeper: Sweeper, interval: Duration, mut shutdown: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(interval);
+/// Sweeps every `sweeper.interval` until `shutdown` changes.
+pub async fn run(sweeper: Sweeper, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(sweeper.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -20,3 +20,16 @@ pub async fn record_once(
     .fetch_one(pool)
     .await
 }
+
+/// Whether a reference starting with `prefix` was voided. The simulated provider asks this
+/// with a hold's reference prefix (`pay_<allocation>_`) to tell that hold's first payment
+/// from a later one; only `tok_unreachableOnce` asks, so a scan of the ledger is fine.
+pub async fn any_voided_with_prefix(pool: &PgPool, prefix: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM payment_charges \
+         WHERE outcome = 'voided' AND starts_with(reference, $1))",
+    )
+    .bind(prefix)
+    .fetch_one(pool)
+    .await
+}

@@ -2,7 +2,10 @@
 //! recovery of payments a crash left in `payment_pending`; and the answer to a keyed retry
 //! whose first attempt left its payment's outcome unknown.
 
+use std::time::Duration;
+
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Tx, apply, commit, ensure_holder, expire, get, lock_hold};
@@ -14,7 +17,7 @@ use crate::domain::refusal::Refusal;
 use crate::domain::status::AllocationStatus;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, ParkedPayment, Recorder};
-use crate::payment::{ChargeOutcome, PaymentProvider};
+use crate::payment::{self, ChargeOutcome, PaymentProvider};
 
 /// Pays for a hold in three steps, so the provider is never called under a lock:
 /// commit `payment_pending`, call the provider, commit the outcome.
@@ -23,9 +26,12 @@ use crate::payment::{ChargeOutcome, PaymentProvider};
 /// `PaymentOutcomeUnknown`, so that a keyed request's claim is parked on this payment. A
 /// keyed retry that finds its claim parked (`record`'s [`Recorder::parked`]) first resolves
 /// that payment (see [`resolve_parked`]) and pays afresh only if it was not charged.
+/// `recovery_window` is how long after a payment begins recovery may take to settle it
+/// (`Sweeper::recovery_window`): the error says when that is.
 pub async fn pay(
     pool: &PgPool,
     provider: &dyn PaymentProvider,
+    recovery_window: Duration,
     id: Uuid,
     buyer: &FingerprintHash,
     token: Option<&str>,
@@ -33,11 +39,12 @@ pub async fn pay(
 ) -> Result<Allocation> {
     if let Some(recorder) = record
         && let Some(parked) = recorder.parked()
-        && let Some(purchased) = resolve_parked(pool, id, buyer, parked, recorder).await?
+        && let Some(purchased) =
+            resolve_parked(pool, recovery_window, id, buyer, parked, recorder).await?
     {
         return Ok(purchased);
     }
-    let reference = format!("pay_{}", Uuid::new_v4().simple());
+    let reference = payment::new_reference(id);
     let pending = begin_payment(pool, id, buyer, &reference).await?;
 
     // No lock is held here. If this process dies now, the sweeper finds the allocation in
@@ -47,10 +54,7 @@ pub async fn pay(
         .await
         .map_err(|err| {
             tracing::error!(allocation = %id, %reference, error = %err, "payment provider failed; left for recovery");
-            Error::PaymentOutcomeUnknown {
-                allocation: id,
-                reference: reference.clone(),
-            }
+            outcome_unknown(&pending, &reference, recovery_window)
         })?;
 
     let settled = settle_payment(pool, id, &reference, outcome, record).await?;
@@ -69,6 +73,7 @@ pub async fn pay(
 /// attempt's, and `None` lets it pay afresh.
 async fn resolve_parked(
     pool: &PgPool,
+    recovery_window: Duration,
     id: Uuid,
     buyer: &FingerprintHash,
     parked: &ParkedPayment,
@@ -90,14 +95,29 @@ async fn resolve_parked(
             let recorded = record_purchase(&mut tx, allocation, recorder).await;
             commit(tx, recorded).await.map(Some)
         }
-        AllocationStatus::PaymentPending if this_payment => Err(Error::PaymentOutcomeUnknown {
-            allocation: id,
-            reference: parked.reference.clone(),
-        }),
+        AllocationStatus::PaymentPending if this_payment => Err(outcome_unknown(
+            &allocation,
+            &parked.reference,
+            recovery_window,
+        )),
         _ => {
             idempotency::unpark(pool, recorder.claim(), parked).await?;
             Ok(None)
         }
+    }
+}
+
+/// The payment of `allocation` under `reference` has an unknown outcome: recovery settles
+/// it by `recovery_window` after it began (`payment_pending_at`, which a `payment_pending`
+/// hold always has; now, should it be missing).
+fn outcome_unknown(allocation: &Allocation, reference: &str, recovery_window: Duration) -> Error {
+    let began = allocation
+        .payment_pending_at
+        .unwrap_or_else(OffsetDateTime::now_utc);
+    Error::PaymentOutcomeUnknown {
+        allocation: allocation.id,
+        reference: reference.to_owned(),
+        settled_by: began + recovery_window,
     }
 }
 

@@ -187,6 +187,15 @@ pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
     }
 }
 
+/// Whole seconds from now until `moment`, rounded up, and at least 1.
+fn seconds_until(moment: time::OffsetDateTime) -> u64 {
+    let left = (moment - time::OffsetDateTime::now_utc())
+        .as_seconds_f64()
+        .ceil();
+    // A float-to-int `as` saturates: a moment past (negative) becomes 0, then 1.
+    (left as u64).max(1)
+}
+
 /// The cause of a 500, carried as a response extension (never in the body) so that the
 /// request log line (`log_request` in `http/mod.rs`) can name it: one error line per 500, with
 /// method, path and cause together.
@@ -204,8 +213,11 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited {
                 retry_after_seconds,
             } => Some(retry_after_seconds.to_string()),
-            ApiError::App(Error::ServiceUnavailable | Error::PaymentOutcomeUnknown { .. }) => {
-                Some("1".to_owned())
+            ApiError::App(Error::ServiceUnavailable) => Some("1".to_owned()),
+            // Retrying a payment of unknown outcome gets this 503 again until recovery has
+            // settled it: wait for that, not a second.
+            ApiError::App(Error::PaymentOutcomeUnknown { settled_by, .. }) => {
+                Some(seconds_until(*settled_by).to_string())
             }
             _ => None,
         };

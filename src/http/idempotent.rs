@@ -208,6 +208,7 @@ where
         Err(Error::PaymentOutcomeUnknown {
             allocation,
             reference,
+            ..
         }) => {
             let payment = ParkedPayment {
                 allocation: *allocation,

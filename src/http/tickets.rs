@@ -90,7 +90,7 @@ pub async fn purchase_tickets(
         (status = 410, description = "RESERVATION_EXPIRED", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR; IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
         (status = 429, description = "RATE_LIMITED, with Retry-After", body = ErrorBody),
-        (status = 503, description = "SERVICE_UNAVAILABLE, with Retry-After. If the provider failed, the payment's outcome is unknown until recovery settles it; a retry with the same Idempotency-Key gets 503 until then", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE, with Retry-After. If the provider failed, the payment's outcome is unknown until recovery settles it; a retry with the same Idempotency-Key gets 503 until then, and Retry-After is the seconds left until recovery will have settled it", body = ErrorBody),
     )
 )]
 pub async fn pay_for_tickets(
@@ -112,6 +112,7 @@ pub async fn pay_for_tickets(
     let canonical = json!({ "paymentToken": token }).to_string();
     let request = (path.as_str(), canonical.as_str());
     let (pool, payments) = (state.pool.clone(), state.payments.clone());
+    let recovery_window = state.sweeper.recovery_window();
     keyed(
         &state,
         &buyer.clone(),
@@ -120,7 +121,17 @@ pub async fn pay_for_tickets(
         StatusCode::OK,
         async move |record| {
             let token = token.as_deref();
-            holds::pay(&pool, payments.as_ref(), id, &buyer, token, record.as_ref()).await
+            let record = record.as_ref();
+            holds::pay(
+                &pool,
+                payments.as_ref(),
+                recovery_window,
+                id,
+                &buyer,
+                token,
+                record,
+            )
+            .await
         },
     )
     .await

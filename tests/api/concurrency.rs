@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::helpers::{
-    BATCHED, PER_REQUEST, TestApp, assert_error, id_of, new_fingerprint, spawn_app_on,
-    spawn_app_with,
+    BATCHED, PER_REQUEST, TestApp, assert_error, fresh_database, id_of, new_fingerprint,
+    spawn_app_on, spawn_app_with,
 };
 
 /// `count` instances on one fresh database, and an event created on the first: (instances,
@@ -203,12 +202,46 @@ async fn mixed_quantities(mode: &[&str], count: usize) {
     );
 }
 
+/// A backend of one instance waiting to take the event row's lock (`db::events::lock`)
+/// behind a backend of the other, as `pg_stat_activity` shows it now: (waiting instance,
+/// blocking instance, the event's committed available tickets). Instances are told apart by
+/// their connections' application names.
+const CROSS_INSTANCE_LOCK_WAITS: &str = "\
+    SELECT w.application_name, h.application_name, e.available_tickets \
+    FROM pg_stat_activity w \
+    JOIN pg_stat_activity h ON h.pid = ANY (pg_blocking_pids(w.pid)) \
+    JOIN events e ON e.id = $1 \
+    WHERE w.datname = current_database() AND w.wait_event_type = 'Lock' \
+      AND w.query LIKE '%FROM events WHERE id = $1 FOR UPDATE' \
+      AND w.application_name LIKE 'instance-%' AND h.application_name LIKE 'instance-%' \
+      AND w.application_name <> h.application_name";
+
+/// Samples [`CROSS_INSTANCE_LOCK_WAITS`] for `event_id` until `sampling` turns false:
+/// every wait seen, as (waiting instance, blocking instance, available tickets).
+async fn cross_instance_lock_waits(
+    pool: sqlx::PgPool,
+    event_id: Uuid,
+    sampling: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<(String, String, i32)> {
+    let mut seen = Vec::new();
+    while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+        let waits: Vec<(String, String, i32)> = sqlx::query_as(CROSS_INSTANCE_LOCK_WAITS)
+            .bind(event_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        seen.extend(waits);
+        tokio::task::yield_now().await;
+    }
+    seen
+}
+
 /// Two batched instances sell out one event, round after round. One coalescer runs one batch
 /// per event at a time, so only a second instance makes two batches meet at the event row
-/// lock. The meeting is shown, not assumed: in enough rounds both instances granted tickets
-/// within the last second before the sell-out, and their last granting transactions were open
-/// at once (each began before the other's answer arrived), so one waited for the other's lock
-/// at the very moment the tickets ran out. No round oversells, and every round balances.
+/// lock. The meeting is shown, not assumed: in enough rounds `pg_stat_activity`, sampled
+/// throughout the round, shows each instance's transaction waiting for the event lock that a
+/// transaction of the other instance holds, once with at most a batch's worth of tickets
+/// left. No round oversells, and every round balances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_batched_instances_meet_at_the_sell_out_and_never_oversell() {
     const ROUNDS: usize = 16;
@@ -217,13 +250,18 @@ async fn two_batched_instances_meet_at_the_sell_out_and_never_oversell() {
     const MIN_MEETINGS: usize = ROUNDS / 2;
     // Batches of at most 8: selling 40 tickets takes each instance several batches, so
     // neither sells out alone with its first one.
-    let mode = [BATCHED, &["--purchase-batch-max", "8"]].concat();
-    let first = spawn_app_with(&mode).await;
-    let options = (*first.pool.connect_options()).clone();
-    let apps = [
-        Arc::new(first),
-        Arc::new(spawn_app_on(&options, &mode).await),
-    ];
+    const BATCH_MAX: i32 = 8;
+    let batch_max = BATCH_MAX.to_string();
+    let mode = [BATCHED, &["--purchase-batch-max", &batch_max]].concat();
+    let options = fresh_database().await;
+    let mut apps = Vec::new();
+    for instance in 0..2 {
+        let named = options
+            .clone()
+            .application_name(&format!("instance-{instance}"));
+        apps.push(Arc::new(spawn_app_on(&named, &mode).await));
+    }
+    let sampler_pool = sqlx::PgPool::connect_with(options).await.unwrap();
 
     let (mut meetings, mut missed) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
@@ -231,6 +269,12 @@ async fn two_batched_instances_meet_at_the_sell_out_and_never_oversell() {
             .create_event(&format!("Meeting {round}"), TICKETS, None)
             .await;
         let event_id = id_of(&event);
+        let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = tokio::spawn(cross_instance_lock_waits(
+            sampler_pool.clone(),
+            Uuid::parse_str(&event_id).unwrap(),
+            sampling.clone(),
+        ));
         let start = Arc::new(tokio::sync::Barrier::new(BUYERS));
         let mut requests = tokio::task::JoinSet::new();
         for i in 0..BUYERS {
@@ -239,25 +283,23 @@ async fn two_batched_instances_meet_at_the_sell_out_and_never_oversell() {
             requests.spawn(async move {
                 let buyer = new_fingerprint();
                 start.wait().await;
-                let answer = app.purchase(&event_id, 1, &buyer).await;
-                (instance, answer, OffsetDateTime::now_utc())
+                (instance, app.purchase(&event_id, 1, &buyer).await)
             });
         }
-        // Per instance: the holds it granted, and when its last grant was answered.
-        let mut granted: [Vec<Uuid>; 2] = Default::default();
-        let mut last_answer = [OffsetDateTime::UNIX_EPOCH; 2];
+        let mut granted = [0; 2];
         while let Some(result) = requests.join_next().await {
-            let (instance, (status, body), answered) = result.unwrap();
+            let (instance, (status, body)) = result.unwrap();
             if status == StatusCode::CREATED {
-                granted[instance].push(Uuid::parse_str(&id_of(&body)).unwrap());
-                last_answer[instance] = last_answer[instance].max(answered);
+                granted[instance] += 1;
             } else {
                 assert_error(status, &body, StatusCode::CONFLICT, "TICKETS_SOLD_OUT");
             }
         }
-        let sold = (granted[0].len() + granted[1].len()) as i64;
+        sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+        let waits = sampler.await.unwrap();
         assert_eq!(
-            sold, TICKETS,
+            granted[0] + granted[1],
+            TICKETS,
             "round {round}: every ticket sold, none twice"
         );
         assert_eq!(
@@ -273,39 +315,28 @@ async fn two_batched_instances_meet_at_the_sell_out_and_never_oversell() {
                 .await
                 .unwrap();
         assert_eq!(rows, TICKETS, "round {round}");
-        if granted.iter().any(Vec::is_empty) {
-            missed.push((round, "one instance granted nothing"));
-            continue;
-        }
 
-        // A hold's created_at is now(), its transaction's start: the latest one per instance
-        // is when that instance's last granting transaction began.
-        let mut last_start = [OffsetDateTime::UNIX_EPOCH; 2];
-        for (instance, ids) in granted.iter().enumerate() {
-            last_start[instance] = sqlx::query_scalar(
-                "SELECT max(created_at) FROM ticket_allocations WHERE id = ANY ($1)",
-            )
-            .bind(ids)
-            .fetch_one(&apps[0].pool)
-            .await
-            .unwrap();
+        // A meeting: each instance was seen waiting behind the other, and one of them with
+        // no more than a batch's worth of tickets left (the sell-out's last batches).
+        let mut waited = std::collections::BTreeMap::<String, i32>::new();
+        for (waiter, _, available) in &waits {
+            let least = waited.entry(waiter.clone()).or_insert(*available);
+            *least = (*least).min(*available);
         }
-        let sold_out = last_answer[0].max(last_answer[1]);
-        let within_last_second = last_answer
-            .iter()
-            .all(|&answer| sold_out - answer < time::Duration::SECOND);
-        let open_at_once = last_start[0] < last_answer[1] && last_start[1] < last_answer[0];
-        match (within_last_second, open_at_once) {
-            (true, true) => meetings.push(round),
-            (false, _) => missed.push((round, "one instance's last grant came earlier")),
-            (true, false) => missed.push((round, "the last transactions did not overlap")),
+        let both_waited = waited.len() == 2;
+        let at_the_sell_out = waited.values().any(|&left| left <= BATCH_MAX);
+        if both_waited && at_the_sell_out {
+            meetings.push((round, waited));
+        } else {
+            missed.push((round, waited));
         }
     }
     println!(
-        "both instances' batches met at the sell-out in rounds {meetings:?}; missed {missed:?}"
+        "each instance seen waiting for the other's event lock (fewest tickets left then) in rounds {meetings:?}; missed {missed:?}"
     );
     assert!(
         meetings.len() >= MIN_MEETINGS,
-        "the instances met at the sell-out in only {meetings:?} of {ROUNDS} rounds: {missed:?}"
+        "the instances met at the event lock near the sell-out in only {} of {ROUNDS} rounds: met {meetings:?}, missed {missed:?}",
+        meetings.len()
     );
 }

@@ -179,54 +179,88 @@ enum AtTheBell {
     ExpiredByTheSweeper,
 }
 
+/// How long a payment takes from sending to its answer here, now: the median of a few
+/// payments of fresh holds (on an event of their own).
+async fn payment_latency(app: &TestApp) -> time::Duration {
+    let event = app.create_event("Calibration", 100, None).await;
+    let event_id = id_of(&event);
+    let mut latencies = Vec::new();
+    for _ in 0..7 {
+        let holder = new_fingerprint();
+        let id = hold(app, &event_id, 1, &holder).await;
+        let sent = time::OffsetDateTime::now_utc();
+        let (status, body) = app.pay(&id, &holder, Some("tok_visa")).await;
+        latencies.push(time::OffsetDateTime::now_utc() - sent);
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    latencies.sort();
+    latencies[latencies.len() / 2]
+}
+
+/// Sleeps until `moment` by the test's clock: the timer for all but the last 2 ms (it may
+/// wake a millisecond late), then yields until the moment, so sends land where aimed.
+async fn until(moment: time::OffsetDateTime) {
+    let wait = moment - time::Duration::milliseconds(2) - time::OffsetDateTime::now_utc();
+    if wait.is_positive() {
+        tokio::time::sleep(wait.try_into().unwrap()).await;
+    }
+    while time::OffsetDateTime::now_utc() < moment {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Payments sent just before their hold's deadline, while the sweeper expires lapsed holds
+/// every 10 ms: each ends paid or expired, never both, never paid after the deadline. Most
+/// rounds land in the race window: the payment request is in flight across the deadline
+/// (sent at or before it, answered after it), so the deadline passes while the payment is
+/// on its way to, or inside, its lapse check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_against_expiry_ends_one_way_or_the_other() {
+    const ROUNDS: u32 = 31;
     let app = Arc::new(spawn_app_with(&["--hold-seconds", "1", "--sweep-interval-ms", "10"]).await);
+    // Aim from the measured latency: round r sends at deadline - latency * (0.6 - 0.55 r / 30),
+    // from 0.6 to 0.05 of a payment's latency before the deadline, so its answer is due after
+    // the deadline with room for jitter. Rounds start 40 ms apart, so their payments do not
+    // queue behind each other.
+    let latency = payment_latency(&app).await;
     let event = app.create_event("Pay at the bell", 100, None).await;
     let event_id = event["id"].as_str().unwrap().to_owned();
-
-    // Round r pays r - 15 ms from its hold's deadline (-15 to +15 ms, in 1 ms steps), while
-    // the sweeper expires lapsed holds every 10 ms. Rounds start 40 ms apart, so their
-    // payments do not queue behind each other.
-    const OFFSETS_MS: std::ops::RangeInclusive<i64> = -15..=15;
     let mut rounds = JoinSet::new();
-    for (round, offset_ms) in OFFSETS_MS.enumerate() {
+    for round in 0..ROUNDS {
         let (app, event_id) = (app.clone(), event_id.clone());
+        let ahead = latency * (0.6 - 0.55 * f64::from(round) / f64::from(ROUNDS - 1));
         rounds.spawn(async move {
-            tokio::time::sleep(Duration::from_millis(40 * round as u64)).await;
+            tokio::time::sleep(Duration::from_millis(40 * u64::from(round))).await;
             let holder = new_fingerprint();
             let (status, held) = app.purchase(&event_id, 1, &holder).await;
             assert_eq!(status, StatusCode::CREATED, "{held}");
             let id = id_of(&held);
             let deadline = timestamp(&held["expiresAt"]);
-            let moment = deadline + time::Duration::milliseconds(offset_ms);
-            let wait = moment - time::OffsetDateTime::now_utc();
-            if wait.is_positive() {
-                tokio::time::sleep(wait.try_into().unwrap()).await;
-            }
+            until(deadline - ahead).await;
             // One clock: the database's lapse check runs after this instant.
             let sent = time::OffsetDateTime::now_utc();
             let (status, body) = app.pay(&id, &holder, Some("tok_visa")).await;
             let answered = time::OffsetDateTime::now_utc();
             let row = app.allocation_row(&id).await;
+            let offset_us = (sent - deadline).whole_microseconds();
             let in_flight_at_deadline = sent <= deadline && deadline < answered;
             let outcome = if status == StatusCode::OK {
                 assert_eq!(body["status"], "purchased", "{body}");
-                assert_eq!(row.status, "purchased", "offset {offset_ms} ms");
-                assert!(row.confirmation_code.is_some(), "offset {offset_ms} ms");
+                assert_eq!(row.status, "purchased", "offset {offset_us} us");
+                assert!(row.confirmation_code.is_some(), "offset {offset_us} us");
                 let began = row.payment_pending_at.expect("payment_pending_at");
                 assert!(
                     began < row.expires_at,
-                    "offset {offset_ms} ms: a payment that began at {began} after the hold lapsed at {} was accepted",
+                    "offset {offset_us} us: a payment that began at {began} after the hold lapsed at {} was accepted",
                     row.expires_at
                 );
                 AtTheBell::Paid
             } else {
                 assert_error(status, &body, StatusCode::GONE, "RESERVATION_EXPIRED");
-                assert_eq!(row.status, "expired", "offset {offset_ms} ms");
+                assert_eq!(row.status, "expired", "offset {offset_us} us");
                 assert!(row.purchased_at.is_none() && row.payment_pending_at.is_none());
                 let expired_at = row.expired_at.expect("expired_at");
-                assert!(expired_at >= row.expires_at, "offset {offset_ms} ms: {row:?}");
+                assert!(expired_at >= row.expires_at, "offset {offset_us} us: {row:?}");
                 if expired_at < sent {
                     AtTheBell::ExpiredByTheSweeper
                 } else {
@@ -235,27 +269,31 @@ async fn payment_against_expiry_ends_one_way_or_the_other() {
             };
             assert!(
                 sent <= deadline || outcome != AtTheBell::Paid,
-                "offset {offset_ms} ms: a payment sent after the deadline was accepted"
+                "offset {offset_us} us: a payment sent after the deadline was accepted"
             );
-            (offset_ms, outcome, in_flight_at_deadline)
+            (offset_us, outcome, in_flight_at_deadline)
         });
     }
-    let mut outcomes = std::collections::BTreeMap::<AtTheBell, Vec<i64>>::new();
+    let mut outcomes = std::collections::BTreeMap::<AtTheBell, Vec<i128>>::new();
     let mut in_flight = 0;
     while let Some(round) = rounds.join_next().await {
-        let (offset_ms, outcome, in_flight_at_deadline) = round.unwrap();
-        outcomes.entry(outcome).or_default().push(offset_ms);
-        in_flight += usize::from(in_flight_at_deadline);
+        let (offset_us, outcome, in_flight_at_deadline) = round.unwrap();
+        outcomes.entry(outcome).or_default().push(offset_us);
+        in_flight += u32::from(in_flight_at_deadline);
     }
     for offsets in outcomes.values_mut() {
         offsets.sort();
     }
     println!(
-        "payments at the deadline, offsets in ms by outcome: {outcomes:?}; {in_flight} in flight across the deadline"
+        "payment latency {latency}; sends in us from the deadline by outcome: {outcomes:?}; {in_flight} of {ROUNDS} in flight across the deadline"
+    );
+    assert!(
+        in_flight * 2 > ROUNDS,
+        "most rounds land in the race window: only {in_flight} of {ROUNDS} payments were in flight across the deadline ({outcomes:?})"
     );
     let purchased = outcomes.get(&AtTheBell::Paid).map_or(0, Vec::len);
     assert!(
-        purchased > 0 && purchased < OFFSETS_MS.count(),
+        purchased > 0 && purchased < ROUNDS as usize,
         "both outcomes occur: {outcomes:?}"
     );
     let event = app.assert_balanced(&event_id).await;

@@ -124,8 +124,22 @@ pub async fn fresh_database() -> PgConnectOptions {
     cluster().admin.clone().database(&name)
 }
 
-/// A URL for the options (socket directory or host, port, user, database).
+/// A URL for the options (socket directory or host, port, user, database), naming the
+/// application when the options do, so that a test can tell instances apart in
+/// `pg_stat_activity`.
 pub fn database_url(options: &PgConnectOptions) -> String {
+    let url = unnamed_database_url(options);
+    match options.get_application_name() {
+        Some(name) => {
+            let mut url = reqwest::Url::parse(&url).expect("a database URL");
+            url.query_pairs_mut().append_pair("application_name", name);
+            url.to_string()
+        }
+        None => url,
+    }
+}
+
+fn unnamed_database_url(options: &PgConnectOptions) -> String {
     let db = options.get_database().expect("database set");
     let user = options.get_username();
     match options.get_socket() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Blocker, TestApp, assert_error, spawn_app_with};
+use crate::helpers::{Blocker, TestApp, assert_error, spawn_app_on, spawn_app_with};
 
 /// Payment recovery after one second; the app's own sweeper never runs during the test, so
 /// the test decides when recovery happens (`sweep_once`).
@@ -72,7 +72,16 @@ async fn charged(app: &TestApp) -> i64 {
         .unwrap()
 }
 
-fn assert_unavailable(answer: &(StatusCode, Value, bool, Option<String>)) {
+/// Seconds after a payment begins by which recovery will have settled it under
+/// `RECOVERY_BY_HAND`: the recovery age (1 s) plus one sweep interval (an hour).
+const RECOVERY_WINDOW_SECONDS: u64 = 1 + 3600;
+
+/// The answer is 503, not a replay, and its `Retry-After` is the seconds left until
+/// recovery will have settled the payment: within `seconds`.
+fn assert_unavailable_for(
+    answer: &(StatusCode, Value, bool, Option<String>),
+    seconds: std::ops::RangeInclusive<u64>,
+) {
     let (status, body, replayed, retry_after) = answer;
     assert_error(
         *status,
@@ -81,7 +90,23 @@ fn assert_unavailable(answer: &(StatusCode, Value, bool, Option<String>)) {
         "SERVICE_UNAVAILABLE",
     );
     assert!(!replayed, "{body}");
-    assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+    let retry_after: u64 = retry_after
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("Retry-After in whole seconds: {retry_after:?}; {body}"));
+    assert!(
+        seconds.contains(&retry_after),
+        "Retry-After {retry_after} s, expected {seconds:?}; {body}"
+    );
+}
+
+/// A 503 for a payment that began moments ago (well within a minute): `Retry-After` is
+/// nearly the whole recovery window.
+fn assert_unavailable(answer: &(StatusCode, Value, bool, Option<String>)) {
+    assert_unavailable_for(
+        answer,
+        RECOVERY_WINDOW_SECONDS - 60..=RECOVERY_WINDOW_SECONDS,
+    );
 }
 
 #[tokio::test]
@@ -279,4 +304,82 @@ async fn two_retries_of_a_voided_payment_pay_once_and_the_key_keeps_the_purchase
     assert_eq!(again, winner.1);
     assert_eq!(charged(&app).await, 1, "one charge");
     assert_eq!(app.event(&event_id).await["purchasedTickets"], 2);
+}
+
+#[tokio::test]
+async fn a_parked_payment_is_told_to_retry_when_recovery_will_have_settled_it() {
+    let app = spawn_app_with(&RECOVERY_BY_HAND).await;
+    let (_, hold, buyer) = app.event_with_hold("Retry after recovery", 10, 1).await;
+    let token = "tok_lostAfterCharge";
+    // The first answer, and a retry that finds the claim parked: the whole window is left.
+    let first = keyed_pay(&app, &hold, &buyer, "pay-when", token).await;
+    assert_unavailable_for(
+        &first,
+        RECOVERY_WINDOW_SECONDS - 5..=RECOVERY_WINDOW_SECONDS,
+    );
+    let again = keyed_pay(&app, &hold, &buyer, "pay-when", token).await;
+    assert_unavailable_for(
+        &again,
+        RECOVERY_WINDOW_SECONDS - 5..=RECOVERY_WINDOW_SECONDS,
+    );
+
+    // The payment began 1000 s earlier: 1000 s less to wait.
+    let age = |seconds: i64| {
+        let pool = app.pool.clone();
+        let hold = uuid::Uuid::parse_str(&hold).unwrap();
+        async move {
+            sqlx::query(
+                "UPDATE ticket_allocations \
+                 SET payment_pending_at = payment_pending_at - make_interval(secs => $2) \
+                 WHERE id = $1",
+            )
+            .bind(hold)
+            .bind(seconds as f64)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    age(1000).await;
+    let later = keyed_pay(&app, &hold, &buyer, "pay-when", token).await;
+    assert_unavailable_for(
+        &later,
+        RECOVERY_WINDOW_SECONDS - 1000 - 5..=RECOVERY_WINDOW_SECONDS - 1000,
+    );
+
+    // Past the window, the sweeper has not come by (it is run by hand here): at least 1 s.
+    age(3000).await;
+    let overdue = keyed_pay(&app, &hold, &buyer, "pay-when", token).await;
+    assert_unavailable_for(&overdue, 1..=1);
+    assert_eq!(app.allocation_row(&hold).await.status, "payment_pending");
+    assert_eq!(app.row_count("payment_charges").await, 1, "one charge only");
+}
+
+/// `tok_unreachableOnce` depends on the payment, not on the process: each hold's first
+/// payment fails, whichever instance sees the token first, and a later payment of that hold
+/// is charged, even on an instance that never saw the token (as after a restart).
+#[tokio::test]
+async fn tok_unreachable_once_fails_each_holds_first_payment_on_every_instance() {
+    let app = spawn_app_with(&RECOVERY_BY_HAND).await;
+    let options = (*app.pool.connect_options()).clone();
+    let fresh = spawn_app_on(&options, &RECOVERY_BY_HAND).await;
+    let token = "tok_unreachableOnce";
+    let (_, first, first_buyer) = app.event_with_hold("Unreachable, first", 10, 1).await;
+    let (_, second, second_buyer) = app.event_with_hold("Unreachable, second", 10, 1).await;
+    assert_unavailable(&keyed_pay(&app, &first, &first_buyer, "pay-first", token).await);
+    // The same instance has seen the token fail; another hold's first payment fails too.
+    assert_unavailable(&keyed_pay(&app, &second, &second_buyer, "pay-second", token).await);
+    assert_eq!(app.row_count("payment_charges").await, 0, "nothing charged");
+
+    assert_eq!(recover_payments(&app).await, 2);
+    let retries = [
+        (&fresh, &first, &first_buyer, "pay-first"),
+        (&app, &second, &second_buyer, "pay-second"),
+    ];
+    for (instance, hold, buyer, key) in retries {
+        let (status, paid, replayed, _) = keyed_pay(instance, hold, buyer, key, token).await;
+        assert_eq!((status, replayed), (StatusCode::OK, false), "{paid}");
+        assert_eq!(paid["status"], "purchased", "{paid}");
+    }
+    assert_eq!(charged(&app).await, 2, "one charge per hold");
 }
