@@ -241,13 +241,15 @@ async fn cross_instance_lock_waits(
 /// lock. The meeting is shown, not assumed: in enough rounds `pg_stat_activity`, sampled
 /// throughout the round, shows each instance's transaction waiting for the event lock that a
 /// transaction of the other instance holds, once with at most a batch's worth of tickets
-/// left. No round oversells, and every round balances.
+/// left. Rounds go on until 8 have met, at most 48: the sampler is a task like any other and
+/// sees fewer waits on a loaded machine, so the number of rounds, not the rate, is what may
+/// vary. No round oversells, and every round balances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_batched_instances_meet_at_the_sell_out_and_never_oversell() {
-    const ROUNDS: usize = 16;
+    const MAX_ROUNDS: usize = 48;
     const TICKETS: i64 = 40;
     const BUYERS: usize = 120;
-    const MIN_MEETINGS: usize = ROUNDS / 2;
+    const MIN_MEETINGS: usize = 8;
     // Batches of at most 8: selling 40 tickets takes each instance several batches, so
     // neither sells out alone with its first one.
     const BATCH_MAX: i32 = 8;
@@ -264,7 +266,10 @@ async fn two_batched_instances_meet_at_the_sell_out_and_never_oversell() {
     let sampler_pool = sqlx::PgPool::connect_with(options).await.unwrap();
 
     let (mut meetings, mut missed) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        if meetings.len() >= MIN_MEETINGS {
+            break;
+        }
         let event = apps[0]
             .create_event(&format!("Meeting {round}"), TICKETS, None)
             .await;
@@ -336,7 +341,7 @@ async fn two_batched_instances_meet_at_the_sell_out_and_never_oversell() {
     );
     assert!(
         meetings.len() >= MIN_MEETINGS,
-        "the instances met at the event lock near the sell-out in only {} of {ROUNDS} rounds: met {meetings:?}, missed {missed:?}",
+        "the instances met at the event lock near the sell-out in only {} of {MAX_ROUNDS} rounds: met {meetings:?}, missed {missed:?}",
         meetings.len()
     );
 }
