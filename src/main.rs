@@ -39,5 +39,8 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: &boxoffice::config::ServeArgs) -> Result<(), boxoffice::server::StartError> {
-    Server::build(args).await?.run(shutdown_signal()).await
+    // Signals are caught from here on, so one sent during start-up still ends in a graceful
+    // shutdown (see `shutdown_signal`).
+    let shutdown = shutdown_signal()?;
+    Server::build(args).await?.run(shutdown).await
 }

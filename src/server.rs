@@ -268,13 +268,22 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = interrupt => tracing::info!("SIGINT received; shutting down"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
-    }
+/// Registers for SIGINT and SIGTERM now, and returns what resolves on the first of them.
+///
+/// Registering before start-up, not when the server first polls the future, is the point: a
+/// signal that arrives while the database starts, or in the moment between the server
+/// answering `/ready` and its shutdown future being polled, would otherwise meet the default
+/// disposition and end the process at once (exit by signal, an embedded PostgreSQL left
+/// running). Registered, it is kept, and the server shuts down gracefully once it runs.
+/// Errors: the signal handlers could not be installed.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+        }
+    })
 }

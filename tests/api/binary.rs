@@ -93,6 +93,37 @@ async fn embedded_database_survives_restart_and_sigterm_leaves_nothing_running()
     let _ = std::fs::remove_dir_all(&runs.data_dir);
 }
 
+/// A SIGTERM sent while the binary starts (its embedded PostgreSQL up, the server not yet
+/// serving) is kept and ends in the same graceful shutdown as one sent later: exit 0, the
+/// embedded server stopped. Before the handlers were installed ahead of start-up, such a
+/// signal met the default disposition: the process died by the signal and left its
+/// PostgreSQL running.
+#[tokio::test]
+async fn a_sigterm_during_start_up_shuts_down_gracefully() {
+    let runs = BinaryRuns::new("early-term");
+    let mut server = ServerProcess::spawn_in_data_dir(&runs.data_dir, runs.port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let postgres_pid = loop {
+        if let Some(pid) = postmaster_pid(&runs.cluster).filter(|pid| alive(*pid)) {
+            break pid;
+        }
+        assert!(
+            !server.has_exited() && Instant::now() < deadline,
+            "the embedded PostgreSQL never started; log:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM during start-up exits 0, got {status}; its log:\n{}",
+        server.log_text()
+    );
+    assert!(!alive(postgres_pid), "the embedded PostgreSQL was stopped");
+    let _ = std::fs::remove_dir_all(&runs.data_dir);
+}
+
 #[tokio::test]
 async fn a_killed_run_does_not_stop_the_next_start() {
     let runs = BinaryRuns::new("killed");
@@ -105,7 +136,12 @@ async fn a_killed_run_does_not_stop_the_next_start() {
 
     let mut second = runs.start().await;
     assert!(!alive(orphan), "the orphaned server was replaced");
-    assert!(second.terminate().success());
+    let status = second.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM exits 0, got {status}; its log:\n{}",
+        second.log_text()
+    );
 
     // A stale pid file whose process is gone must not block a start either.
     std::fs::write(cluster.join("postmaster.pid"), "999999\n").unwrap();

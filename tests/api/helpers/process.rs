@@ -117,6 +117,12 @@ impl ServerProcess {
         server
     }
 
+    /// Spawns the binary with its embedded PostgreSQL under `data_dir` on `port`, without
+    /// waiting for it to be ready (a test that acts during start-up).
+    pub fn spawn_in_data_dir(data_dir: &Path, port: u16) -> Self {
+        Self::spawn(serve_in_data_dir(data_dir, port), port)
+    }
+
     /// Spawns `command` (which listens on `port`), collecting its standard error.
     fn spawn(mut command: Command, port: u16) -> Self {
         let mut child = command
