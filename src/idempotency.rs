@@ -303,6 +303,36 @@ pub async fn unpark(pool: &PgPool, claim: &Claim, payment: &ParkedPayment) -> Re
 mod tests {
     use super::*;
 
+    /// Calls a settling write that always fails with `failure`: (calls made, time taken).
+    async fn settle_failing(failure: fn() -> sqlx::Error) -> (u32, std::time::Duration) {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let started = std::time::Instant::now();
+        settle("settle in a test", || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Err(failure()))
+        })
+        .await;
+        (calls.into_inner(), started.elapsed())
+    }
+
+    /// A failing write is tried [`SETTLE_TRIES`] times, waiting 200 ms, then 400 ms, between
+    /// tries (a database that blinks gets time to come back).
+    #[tokio::test]
+    async fn a_failing_settle_is_tried_three_times_with_growing_pauses() {
+        let (calls, took) = settle_failing(|| sqlx::Error::PoolTimedOut).await;
+        assert_eq!(calls, SETTLE_TRIES);
+        assert!(took >= Duration::from_millis(600), "{took:?}");
+        assert!(took < Duration::from_millis(1200), "{took:?}");
+    }
+
+    /// A closed pool will not open again: one try, no pause, so shutdown is not delayed.
+    #[tokio::test]
+    async fn a_closed_pool_is_tried_once() {
+        let (calls, took) = settle_failing(|| sqlx::Error::PoolClosed).await;
+        assert_eq!(calls, 1);
+        assert!(took < Duration::from_millis(150), "{took:?}");
+    }
+
     /// Logs show a recorder by its key (never its rendering closure); it renders through the
     /// closure the HTTP layer gave it.
     #[test]
