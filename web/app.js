@@ -77,7 +77,11 @@ const FIELD_LABELS = {
   date: 'Date',
   totalTickets: 'Tickets',
   maxTicketsPerFingerprint: 'Limit per buyer',
+  currency: 'Currency',
+  price: 'Price',
   quantity: 'Quantity',
+  lines: 'Tickets',
+  ticketTypeId: 'Ticket type',
   paymentToken: 'Card',
 };
 
@@ -91,17 +95,104 @@ function fieldMessage({ field, message }) {
 
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
-/** What went wrong, in a sentence a buyer can act on. */
-function explain(error) {
+// ---------------------------------------------------------------------------------------
+// Money
+// ---------------------------------------------------------------------------------------
+
+// Amounts arrive as integers in the currency's minor unit (cents for EUR, yen for JPY). They
+// are added as integers (the server bounds prices so that every total stays inside the
+// integers a number holds exactly) and turned into a decimal string only to be shown.
+
+const moneyFormats = new Map();
+
+/** Digits of a currency's minor unit, as Intl knows them: 2 for EUR, 0 for JPY, 3 for KWD. */
+function minorDigits(currency) {
+  try {
+    return new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits;
+  } catch {
+    return 2;
+  }
+}
+
+/** An integer number of minor units as an exact decimal string: 1250, 2 digits → "12.50". */
+function minorToDecimal(amount, digits) {
+  const sign = amount < 0 ? '-' : '';
+  const text = String(Math.abs(Math.trunc(amount))).padStart(digits + 1, '0');
+  return digits === 0 ? `${sign}${text}` : `${sign}${text.slice(0, -digits)}.${text.slice(-digits)}`;
+}
+
+/** An amount in minor units, formatted for its currency and this browser's language. */
+function money(amount, currency) {
+  if (typeof amount !== 'number' || !currency) return '—';
+  let format = moneyFormats.get(currency);
+  if (!format) {
+    try {
+      format = new Intl.NumberFormat(undefined, { style: 'currency', currency });
+    } catch {
+      return `${minorToDecimal(amount, 2)} ${currency}`;
+    }
+    moneyFormats.set(currency, format);
+  }
+  // A decimal string is formatted exactly; the number it stands for is never computed.
+  return format.format(minorToDecimal(amount, minorDigits(currency)));
+}
+
+/**
+ * A price a person typed in major units ("12.50", "12,5", "1500") as integer minor units,
+ * by string arithmetic so that no binary fraction creeps in: { amount } or { error }.
+ */
+function parseMajorAmount(text, digits) {
+  const match = /^(\d+)(?:[.,](\d*))?$/.exec(text.trim());
+  if (!match) return { error: 'must be an amount such as 12.50' };
+  const fraction = match[2] ?? '';
+  if (fraction.length > digits) {
+    return { error: digits === 0 ? 'takes no decimals in this currency' : `takes at most ${plural(digits, 'decimal')} in this currency` };
+  }
+  const amount = Number(`${match[1]}${fraction.padEnd(digits, '0')}`);
+  if (!Number.isSafeInteger(amount)) return { error: 'is too large' };
+  return { amount };
+}
+
+/** A date and time as text, for sentences. */
+const dateText = (iso) => {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? String(iso) : dateFormat.format(date);
+};
+
+/**
+ * What went wrong, in a sentence a buyer can act on. `types`, when given, maps the event's
+ * ticket type ids to their names, so that refusals about one type can name it.
+ */
+function explain(error, types) {
   if (!(error instanceof ApiError)) return `Something went wrong: ${error?.message ?? error}`;
   const b = error.body;
+  // Refusals name a type only when the event has several; one type is the event itself.
+  const typeName = (id) => (types && types.size > 1 ? types.get(id) : undefined);
   switch (error.code) {
+    case 'SALES_CLOSED': {
+      const subject = typeName(b.ticketTypeId) ? `${typeName(b.ticketTypeId)} tickets` : 'this event';
+      if (b.salesStartAt && Date.parse(b.salesStartAt) > serverNow()) {
+        return `Not on sale yet: sales for ${subject} open ${dateText(b.salesStartAt)}.`;
+      }
+      if (b.salesEndAt && Date.parse(b.salesEndAt) <= serverNow()) {
+        return `Sales have ended: sales for ${subject} closed ${dateText(b.salesEndAt)}.`;
+      }
+      return `Not on sale: ${subject} cannot be bought right now.`;
+    }
     case 'TICKETS_SOLD_OUT':
-      return 'Sold out: there are no tickets left for this event.';
-    case 'INSUFFICIENT_TICKETS':
+      return typeName(b.ticketTypeId)
+        ? `Sold out: there are no ${typeName(b.ticketTypeId)} tickets left. Choose another type.`
+        : 'Sold out: there are no tickets left for this event.';
+    case 'INSUFFICIENT_TICKETS': {
+      const short = Array.isArray(b.lines) ? b.lines.filter((l) => typeName(l.ticketTypeId) !== undefined) : [];
+      if (short.length > 0) {
+        const left = short.map((l) => `${typeName(l.ticketTypeId)}: ${l.available} left`).join(', ');
+        return `Not enough tickets left for this order (${left}). Choose fewer.`;
+      }
       return typeof b.availableTickets === 'number'
         ? `Not enough tickets left: only ${plural(b.availableTickets, 'ticket')} remaining. Choose fewer.`
         : 'Not enough tickets left for that many. Choose fewer.';
+    }
     case 'FINGERPRINT_LIMIT':
       return typeof b.limit === 'number'
         ? `Limit per buyer reached: you may have at most ${plural(b.limit, 'ticket')} for this event` +
@@ -218,6 +309,8 @@ const STATUS_LABELS = {
   purchased: 'Purchased',
   cancelled: 'Cancelled',
   expired: 'Expired',
+  refund_pending: 'Refunding',
+  refunded: 'Refunded',
 };
 
 /** A reserved hold whose time is up counts as expired even before the server marks it. */
@@ -393,6 +486,8 @@ async function showCreateEvent(v) {
   const date = h('input', { type: 'datetime-local', required: true, value: defaultEventDate(), testid: 'create-date' });
   const total = h('input', { type: 'number', required: true, min: 1, max: 1000000, step: 1, inputmode: 'numeric', value: '100', testid: 'create-total' });
   const cap = h('input', { type: 'number', min: 1, step: 1, inputmode: 'numeric', placeholder: 'No limit', testid: 'create-cap' });
+  const currency = h('input', { type: 'text', maxlength: 3, autocomplete: 'off', autocapitalize: 'characters', spellcheck: 'false', placeholder: 'Default', class: 'code-input', testid: 'create-currency' });
+  const price = h('input', { type: 'text', inputmode: 'decimal', autocomplete: 'off', placeholder: '0.00', testid: 'create-price' });
   const submit = h('button', { type: 'submit', testid: 'create-submit' }, 'Create event');
   const status = h('div', { class: 'form-status' });
   const form = h(
@@ -401,6 +496,9 @@ async function showCreateEvent(v) {
     field('Name', 'name', name),
     field('Date and time', 'date', date, 'In your time zone.'),
     h('div', { class: 'field-row' }, field('Tickets', 'totalTickets', total), field('Limit per buyer', 'maxTicketsPerFingerprint', cap, 'Optional.')),
+    h('div', { class: 'field-row' },
+      field('Currency', 'currency', currency, 'A code such as EUR or JPY; empty for the server\'s default.'),
+      field('Ticket price', 'price', price, 'Of a "General admission" ticket, e.g. 12.50; empty for free.')),
     status,
     h('div', { class: 'actions' }, submit, h('a', { class: 'button secondary', href: '#/' }, 'Cancel')),
   );
@@ -437,6 +535,32 @@ async function showCreateEvent(v) {
       totalTickets: Number(total.value),
     };
     if (cap.value.trim() !== '') body.maxTicketsPerFingerprint = Number(cap.value);
+    const code = currency.value.trim().toUpperCase();
+    if (code !== '') {
+      if (!/^[A-Z]{3}$/.test(code)) {
+        showFieldError('currency', 'Currency must be a three-letter code such as EUR.');
+        return;
+      }
+      body.currency = code;
+    }
+    const priceText = price.value.trim();
+    if (priceText !== '') {
+      // Minor units depend on the currency: "12" is 1200 cents but 12 yen. Without a code
+      // the server's default currency decides, which the page does not know: only 0 is sure.
+      const parsed = parseMajorAmount(priceText, code === '' ? 0 : minorDigits(code));
+      if (code === '' && /^\d+(?:[.,]\d*)?$/.test(priceText) && !/^0+(?:[.,]0*)?$/.test(priceText)) {
+        showFieldError('currency', 'Give the currency of a price that is not free.');
+        return;
+      }
+      if (code === '' && /^0+(?:[.,]0*)?$/.test(priceText)) {
+        body.price = 0;
+      } else if (parsed.error) {
+        showFieldError('price', `Price ${parsed.error}.`);
+        return;
+      } else {
+        body.price = parsed.amount;
+      }
+    }
     submit.disabled = true;
     submit.textContent = 'Creating…';
     try {
@@ -465,6 +589,91 @@ async function showCreateEvent(v) {
 
 // --- #/events/ID : one event, live ------------------------------------------------------
 
+/** Why a ticket type cannot be bought now (inactive, before or after its sales), or null. */
+function offSaleReason(type, event) {
+  if (type.active === false) return 'Not on sale';
+  const now = serverNow();
+  const starts = [type.salesStartAt, event.salesStartAt].filter(Boolean);
+  const ends = [type.salesEndAt, event.salesEndAt].filter(Boolean);
+  const opens = starts.filter((at) => Date.parse(at) > now).sort((x, y) => Date.parse(y) - Date.parse(x))[0];
+  if (opens) return `On sale from ${dateText(opens)}`;
+  if (ends.some((at) => Date.parse(at) <= now)) return 'Sales ended';
+  return null;
+}
+
+/**
+ * One ticket type on the event page: name, price, what is left, and how many to buy. With a
+ * single type the row is the whole order (quantity from 1, the form's `buy-quantity`).
+ */
+function typeRow(type, event, single) {
+  const min = single ? 1 : 0;
+  const input = h('input', {
+    type: 'number',
+    min,
+    step: 1,
+    value: String(min),
+    inputmode: 'numeric',
+    id: single ? 'buy-quantity' : null,
+    testid: single ? 'buy-quantity' : 'type-quantity',
+    'aria-label': single ? null : `${type.name}: how many tickets?`,
+  });
+  const listeners = [];
+  const changed = () => listeners.forEach((fn) => fn());
+  input.addEventListener('input', changed);
+  const stepper = (delta, label) =>
+    h('button', {
+      type: 'button',
+      class: 'secondary step',
+      'aria-label': label,
+      onclick: () => {
+        const next = Math.max(min, (Number.parseInt(input.value, 10) || 0) + delta);
+        input.value = String(Math.min(next, Number(input.max) || next));
+        changed();
+      },
+    }, delta > 0 ? '+' : '−');
+  const steppers = [stepper(-1, 'One fewer'), stepper(1, 'One more')];
+  const availableEl = h('span', { class: 'type-available', testid: 'type-available' });
+  const price = type.price === null || type.price === undefined
+    ? null
+    : h('span', { class: 'type-price', testid: 'type-price' }, type.price === 0 ? 'Free' : money(type.price, event.currency ?? type.currency));
+  const el = h(
+    'li',
+    { class: 'type-row', testid: 'ticket-type', 'data-type-id': type.id },
+    h('div', { class: 'type-info' },
+      h('span', { class: 'type-name', testid: 'type-name' }, type.name),
+      price,
+      type.description ? h('p', { class: 'muted small type-description' }, type.description) : null,
+      type.maxPerOrder ? h('p', { class: 'muted small' }, `At most ${type.maxPerOrder} per order.`) : null),
+    h('div', { class: 'type-side' }, availableEl, h('div', { class: 'quantity' }, steppers[0], input, steppers[1])),
+  );
+
+  let available = type.available;
+  const parsed = () => Number(input.value);
+  return {
+    el,
+    type,
+    onChange: (fn) => listeners.push(fn),
+    /** How many of this type the order takes now: 0 when off sale or left empty. */
+    quantity: () => (input.disabled || !Number.isInteger(parsed()) || parsed() < 0 ? 0 : parsed()),
+    /** Whether the field holds a count the order can take (empty counts as 0 beside others). */
+    valid: () => input.disabled || (single ? Number.isInteger(parsed()) && parsed() >= 1 : input.value === '' || (Number.isInteger(parsed()) && parsed() >= 0)),
+    setAvailable: (n) => {
+      if (typeof n === 'number') available = n;
+    },
+    /** Shows what is left given the event's own count; answers on-sale, sold-out or closed. */
+    render: (eventAvailable, cap) => {
+      const left = Math.min(available ?? eventAvailable, eventAvailable);
+      const reason = offSaleReason(type, event);
+      const state = reason ? 'closed' : left === 0 ? 'sold-out' : 'on-sale';
+      el.dataset.sale = state;
+      availableEl.textContent = reason ?? (left === 0 ? 'Sold out' : `${left} left`);
+      for (const control of [input, ...steppers]) control.disabled = state !== 'on-sale';
+      input.max = String(Math.max(min, Math.min(left, type.maxPerOrder ?? Infinity, cap)));
+      return state;
+    },
+  };
+}
+
 async function showEvent(v, _query, id) {
   mount('Event', h('p', { class: 'muted' }, 'Loading event…'));
   let event;
@@ -487,71 +696,102 @@ async function showEvent(v, _query, id) {
   const availableLabel = h('span', { class: 'big-label' }, ' tickets left');
   const heldEl = h('dd', { testid: 'stat-held' });
   const soldEl = h('dd', { testid: 'stat-sold' });
-  const totalEl = h('dd', { testid: 'stat-total' });
+  const statTotalEl = h('dd', { testid: 'stat-total' });
   const meterSlot = h('div', { class: 'meter-slot' });
   const liveEl = h('span', { class: 'live connecting', testid: 'live-status' }, 'Connecting…');
   const lastChangeEl = h('p', { class: 'muted last-change', testid: 'last-change' });
 
-  const quantity = h('input', { type: 'number', min: 1, step: 1, value: '1', inputmode: 'numeric', required: true, id: 'buy-quantity', testid: 'buy-quantity' });
+  // The types on sale, each a row with its own quantity. A server without ticket types
+  // answers no `ticketTypes`: its one pool is then shown as one unpriced row.
+  const types = Array.isArray(event.ticketTypes)
+    ? event.ticketTypes
+    : [{ id: null, name: 'Tickets', price: null, active: true }];
+  const typeNames = new Map(types.map((t) => [t.id, t.name]));
+  const single = types.length === 1;
+  const rows = types.map((type) => typeRow(type, event, single));
+
   const buy = h('button', { type: 'submit', testid: 'buy-submit' }, 'Hold tickets');
   const buyStatus = h('div', { class: 'form-status' });
-  const stepper = (delta, label) =>
-    h('button', {
-      type: 'button',
-      class: 'secondary step',
-      'aria-label': label,
-      onclick: () => {
-        const next = Math.max(1, (Number.parseInt(quantity.value, 10) || 1) + delta);
-        quantity.value = String(Math.min(next, Number(quantity.max) || next));
-      },
-    }, delta > 0 ? '+' : '−');
-  const steppers = [stepper(-1, 'One fewer'), stepper(1, 'One more')];
+  const totalEl = h('strong', { testid: 'order-total' });
+  const countEl = h('span', { class: 'muted', testid: 'order-count' });
   const buyForm = h(
     'form',
     { class: 'buy-form', testid: 'buy-form', novalidate: true },
-    h('label', { for: 'buy-quantity' }, 'How many tickets?'),
-    h('div', { class: 'quantity' }, steppers[0], quantity, steppers[1]),
+    single ? h('label', { for: 'buy-quantity' }, 'How many tickets?') : null,
+    h('ul', { class: 'type-list', testid: 'ticket-types' }, rows.map((r) => r.el)),
+    h('p', { class: 'order-total', hidden: event.currency === undefined }, h('span', null, 'Total ', countEl), totalEl),
     buy,
   );
   const soldOutNote = h('p', { class: 'notice info', testid: 'sold-out-note', hidden: true });
+
+  /** Quantities chosen now, and the order's total: integers added, formatted at the end. */
+  const order = () => {
+    let count = 0;
+    let total = 0;
+    for (const r of rows) {
+      count += r.quantity();
+      total += r.quantity() * (r.type.price ?? 0);
+    }
+    return { count, total };
+  };
+  const renderTotal = () => {
+    const { count, total } = order();
+    countEl.textContent = `(${plural(count, 'ticket')})`;
+    totalEl.textContent = total === 0 ? 'Free' : money(total, event.currency);
+  };
 
   const render = () => {
     availableEl.textContent = String(stats.available);
     availableLabel.textContent = stats.available === 1 ? ' ticket left' : ' tickets left';
     heldEl.textContent = String(stats.held);
     soldEl.textContent = String(stats.sold);
-    totalEl.textContent = String(stats.total);
+    statTotalEl.textContent = String(stats.total);
     fill(meterSlot, availabilityMeter(stats.available, stats.total));
-    const soldOut = stats.available === 0;
-    for (const control of [buy, quantity, ...steppers]) control.disabled = soldOut;
+    const cap = event.maxTicketsPerFingerprint ?? Infinity;
+    const sale = rows.map((r) => r.render(stats.available, cap));
+    const soldOut = stats.available === 0 || sale.every((state) => state === 'sold-out');
+    const closed = !soldOut && sale.every((state) => state !== 'on-sale');
+    buy.disabled = soldOut || closed;
     soldOutNote.hidden = !soldOut;
     soldOutNote.textContent = stats.held > 0
       ? 'Sold out for now. Held tickets that are not paid for go back on sale; this page updates by itself.'
       : 'Sold out.';
-    buy.textContent = soldOut ? 'Sold out' : 'Hold tickets';
-    const cap = event.maxTicketsPerFingerprint ?? Infinity;
-    quantity.max = String(Math.max(1, Math.min(stats.available, cap)));
+    buy.textContent = soldOut ? 'Sold out' : closed ? 'Not on sale' : 'Hold tickets';
+    renderTotal();
   };
+  for (const r of rows) r.onChange(renderTotal);
   render();
+  // Sales windows open and close with the clock, not only with the stream.
+  if (types.some((t) => t.salesStartAt || t.salesEndAt) || event.salesStartAt || event.salesEndAt) v.every(1000, render);
 
   buyForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     fill(buyStatus);
-    const n = Number.parseInt(quantity.value, 10);
-    if (!Number.isInteger(n) || n < 1) {
+    const chosen = rows.filter((r) => r.quantity() > 0);
+    if (chosen.length === 0 || rows.some((r) => !r.valid())) {
       fill(buyStatus, notice('error', 'Choose how many tickets: at least 1.', 'buy-error'));
       return;
     }
+    // One order for every line: the server holds all of them or none.
+    const body = types[0].id === null
+      ? { quantity: chosen[0].quantity() }
+      : { lines: chosen.map((r) => ({ ticketTypeId: r.type.id, quantity: r.quantity() })) };
     buy.disabled = true;
     buy.textContent = 'Holding…';
     try {
-      const allocation = await api('POST', `/events/${id}/tickets`, { quantity: n });
+      const allocation = await api('POST', `/events/${id}/tickets`, body);
       remember(allocation, event);
       if (v.active) location.hash = `#/tickets/${allocation.id}`;
     } catch (error) {
       if (!v.active) return;
+      // What the refusal says about each type is newer than what the page knew.
+      const b = error.body ?? {};
+      if (error.code === 'TICKETS_SOLD_OUT' && b.ticketTypeId) rows.find((r) => r.type.id === b.ticketTypeId)?.setAvailable(0);
+      if (error.code === 'INSUFFICIENT_TICKETS' && Array.isArray(b.lines)) {
+        for (const line of b.lines) rows.find((r) => r.type.id === line.ticketTypeId)?.setAvailable(line.available);
+      }
       render();
-      fill(buyStatus, notice('error', explain(error), 'buy-error'));
+      fill(buyStatus, notice('error', explain(error, typeNames), 'buy-error'));
     }
   });
 
@@ -568,7 +808,7 @@ async function showEvent(v, _query, id) {
       h('dl', { class: 'counts' },
         h('div', null, h('dt', null, 'Held'), heldEl),
         h('div', null, h('dt', null, 'Sold'), soldEl),
-        h('div', null, h('dt', null, 'Total'), totalEl)),
+        h('div', null, h('dt', null, 'Total'), statTotalEl)),
       lastChangeEl,
     ),
     h(
@@ -616,6 +856,7 @@ async function showEvent(v, _query, id) {
     stats.available = s.remainingTickets;
     stats.held = s.allocatedTickets;
     stats.sold = s.confirmedTickets;
+    for (const t of s.ticketTypes ?? []) rows.find((r) => r.type.id === t.id)?.setAvailable(t.available);
     render();
     if (before !== stats.available) flash(availableEl);
     const change = data.lastEvent && CHANGE_TEXT[data.lastEvent.type];
@@ -624,6 +865,64 @@ async function showEvent(v, _query, id) {
       lastChangeEl.textContent = `${change} at ${Number.isNaN(at.getTime()) ? data.timestamp : timeFormat.format(at)}.`;
     }
   });
+}
+
+/** A price or total as shown: "Free" for nothing. */
+const priceText = (amount, currency) => (amount === 0 ? 'Free' : money(amount, currency));
+
+/** What an order pays, once a server that prices tickets answered it; else null. */
+const payable = (a) => (typeof a.total === 'number' && a.currency ? a.total : null);
+
+/** The label of the pay button: the amount when it is known. */
+function payLabel(a) {
+  const total = payable(a);
+  if (total === null) return `Pay for ${plural(a.quantity, 'ticket')}`;
+  return total === 0 ? `Get ${plural(a.quantity, 'free ticket')}` : `Pay ${money(total, a.currency)}`;
+}
+
+/** The order's lines, its total, and its refunds, for the ticket page. */
+function orderDetails(a) {
+  if (!Array.isArray(a.lines)) return null;
+  const line = (l) =>
+    h('tr', { testid: 'order-line', 'data-type-id': l.ticketTypeId },
+      h('th', { scope: 'row' }, `${l.quantity} × ${l.ticketTypeName}`,
+        l.refundedQuantity > 0 ? h('span', { class: 'muted small', testid: 'line-refunded' }, ` · ${l.refundedQuantity} refunded`) : null),
+      h('td', { class: 'muted small' }, l.unitPrice === 0 ? 'Free' : `${money(l.unitPrice, a.currency)} each`),
+      h('td', { class: 'amount', testid: 'line-amount' }, priceText(l.amount, a.currency)));
+  const refunded = a.refundedAmount > 0
+    ? h('tr', { class: 'refunded' }, h('th', { scope: 'row', colspan: 2 }, 'Refunded'), h('td', { class: 'amount', testid: 'ticket-refunded' }, `−${money(a.refundedAmount, a.currency)}`))
+    : null;
+  return [
+    h('table', { class: 'order-lines', testid: 'order-lines' },
+      h('caption', { class: 'visually-hidden' }, 'Tickets in this order'),
+      h('tbody', null, a.lines.map(line)),
+      h('tfoot', null,
+        h('tr', null, h('th', { scope: 'row', colspan: 2 }, 'Total'), h('td', { class: 'amount', testid: 'ticket-total' }, priceText(a.total, a.currency))),
+        refunded)),
+    refundList(a),
+  ];
+}
+
+/** Each refund of an order: when, how much, of which tickets, and why. */
+function refundList(a) {
+  if (!Array.isArray(a.refunds) || a.refunds.length === 0) return null;
+  const names = new Map((a.lines ?? []).map((l) => [l.ticketTypeId, l.ticketTypeName]));
+  const what = (r) => (r.lines ?? []).map((l) => `${l.quantity} × ${names.get(l.ticketTypeId) ?? 'ticket'}`).join(', ');
+  return h('section', { class: 'refunds', 'aria-label': 'Refunds' },
+    h('h2', null, 'Refunds'),
+    h('ul', { testid: 'refunds' }, a.refunds.map((r) =>
+      h('li', { testid: 'refund', 'data-refund-id': r.id },
+        h('strong', null, money(r.amount, a.currency)), what(r) ? ` for ${what(r)}` : '', ' · ', when(r.createdAt),
+        r.reason ? h('span', { class: 'muted' }, ` · ${r.reason}`) : null))));
+}
+
+/** One line of text for an order in a list: "2 × Standard, 1 × Student · €33.00". */
+function orderLine(a) {
+  if (!Array.isArray(a.lines)) return null;
+  return h('p', { class: 'small', testid: 'ticket-lines' },
+    a.lines.map((l) => `${l.quantity} × ${l.ticketTypeName}`).join(', '), ' · ',
+    h('strong', { testid: 'ticket-total' }, priceText(a.total, a.currency)),
+    a.refundedAmount > 0 ? h('span', { class: 'muted', testid: 'ticket-refunded' }, ` · ${money(a.refundedAmount, a.currency)} refunded`) : null);
 }
 
 // --- #/tickets/ID : one hold ------------------------------------------------------------
@@ -666,10 +965,11 @@ async function showTicket(v, _query, id) {
     body.dataset.status = status;
     if (status === 'reserved') leaveState = renderHold(a, message);
     else if (status === 'payment_pending') {
-      fill(body, h('section', { class: 'card' }, h('h1', null, 'Payment in progress…'), summary(a), h('p', { class: 'muted' }, 'This takes a moment; the page updates by itself.')));
+      fill(body, h('section', { class: 'card' }, h('h1', null, 'Payment in progress…'), summary(a), orderDetails(a), h('p', { class: 'muted' }, 'This takes a moment; the page updates by itself.')));
       const timer = setTimeout(refresh, 1500);
       leaveState = () => clearTimeout(timer);
-    } else if (status === 'purchased') renderConfirmation(a);
+    } else if (status === 'purchased' || status === 'refund_pending') renderConfirmation(a);
+    else if (status === 'refunded') renderRefunded(a);
     else renderClosed(a, status, message);
   };
 
@@ -697,17 +997,19 @@ async function showTicket(v, _query, id) {
         h('input', { type: 'radio', name: 'card', value: token, checked: i === 0, testid }),
         h('span', null, h('strong', null, label), h('span', { class: 'muted' }, hint))),
     );
-    const pay = h('button', { type: 'submit', testid: 'pay-submit' }, `Pay for ${plural(a.quantity, 'ticket')}`);
+    const pay = h('button', { type: 'submit', testid: 'pay-submit' }, payLabel(a));
     const cancel = h('button', { type: 'button', class: 'secondary danger', testid: 'cancel-hold' }, 'Cancel hold');
     const status = h('div', { class: 'form-status' }, message);
     const form = h('form', { class: 'pay-form', testid: 'pay-form' },
-      h('fieldset', null, h('legend', null, 'Pay with a test card'), radios),
+      // A free order is confirmed without a charge: no card to choose.
+      h('fieldset', { hidden: payable(a) === 0 }, h('legend', null, 'Pay with a test card'), radios),
       status,
       h('div', { class: 'actions' }, pay, cancel));
 
     fill(body, h('section', { class: 'card hold', testid: 'hold' },
       h('h1', null, 'Your tickets are held'),
       summary(a),
+      orderDetails(a),
       h('div', { class: 'countdown-row' }, h('span', null, 'Time left to pay'), countdown),
       bar,
       form));
@@ -744,14 +1046,14 @@ async function showTicket(v, _query, id) {
       } catch (error) {
         if (!v.active) return;
         if (error.code === 'PAYMENT_DECLINED') {
-          busy(false, `Pay for ${plural(a.quantity, 'ticket')}`);
+          busy(false, payLabel(a));
           fill(status, notice('error', explain(error), 'pay-error'));
         } else if (error.code === 'RESERVATION_EXPIRED') {
           render({ ...a, status: 'expired' }, notice('error', explain(error), 'pay-error'));
         } else if (error.code === 'INVALID_STATUS') {
           refresh();
         } else {
-          busy(false, `Pay for ${plural(a.quantity, 'ticket')}`);
+          busy(false, payLabel(a));
           fill(status, notice('error', explain(error), 'pay-error'));
         }
       }
@@ -784,6 +1086,8 @@ async function showTicket(v, _query, id) {
       h('p', { class: 'eyebrow' }, 'Payment received'),
       h('h1', null, "You're going!"),
       summary(a),
+      orderDetails(a),
+      a.status === 'refund_pending' ? notice('info', 'A refund is being made; this page shows it once it is done.', 'refund-pending') : null,
       h('p', { class: 'muted' }, 'Your confirmation code. Show it at the door:'),
       h('p', { class: 'code', testid: 'confirmation-code' }, a.confirmationCode ?? '—'),
       a.purchasedAt ? h('p', { class: 'muted small' }, 'Paid ', when(a.purchasedAt)) : null,
@@ -799,9 +1103,19 @@ async function showTicket(v, _query, id) {
     fill(body, h('section', { class: 'card', testid: `hold-${status}` },
       h('h1', null, status === 'cancelled' ? 'Hold cancelled' : 'Hold expired'),
       summary(a),
+      orderDetails(a),
       message,
       h('p', null, text),
       h('div', { class: 'actions' }, h('a', { class: 'button', href: `#/events/${a.eventId}` }, 'Buy again'), h('a', { class: 'button secondary', href: '#/tickets' }, 'My tickets'))));
+  };
+
+  const renderRefunded = (a) => {
+    fill(body, h('section', { class: 'card', testid: 'hold-refunded' },
+      h('h1', null, 'Tickets refunded'),
+      summary(a),
+      orderDetails(a),
+      h('p', null, 'Every ticket of this order was refunded; they went back on sale.'),
+      h('div', { class: 'actions' }, h('a', { class: 'button', href: `#/events/${a.eventId}` }, 'Back to the event'), h('a', { class: 'button secondary', href: '#/tickets' }, 'My tickets'))));
   };
 
   render(allocation);
@@ -872,8 +1186,10 @@ function ticketRow(v, allocation, event, countdowns) {
         }
       });
       append(actions, [h('a', { class: 'button small', href: `#/tickets/${a.id}`, testid: 'ticket-pay' }, 'Pay'), cancel]);
-    } else if (status === 'purchased') {
+    } else if (status === 'purchased' || status === 'refund_pending') {
       fill(detail, 'Code ', h('code', { class: 'inline-code', testid: 'ticket-code' }, a.confirmationCode ?? '—'));
+    } else if (status === 'refunded') {
+      fill(detail, 'Refunded');
     } else if (status === 'payment_pending') {
       fill(detail, 'Payment in progress');
     } else {
@@ -884,6 +1200,7 @@ function ticketRow(v, allocation, event, countdowns) {
       h('div', { class: 'ticket-main' },
         h('h2', null, h('a', { href: `#/tickets/${a.id}`, class: 'card-link' }, event ? event.name : 'Event')),
         h('p', { class: 'muted small' }, plural(a.quantity, 'ticket'), event ? [' · ', when(event.date)] : null),
+        orderLine(a),
         detail),
       h('div', { class: 'ticket-side' }, statusBadge(status, 'ticket-status'), actions),
       message,
