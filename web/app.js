@@ -640,7 +640,7 @@ function typeRow(type, event, single) {
     'li',
     { class: 'type-row', testid: 'ticket-type', 'data-type-id': type.id },
     h('div', { class: 'type-info' },
-      h('span', { class: 'type-name', testid: 'type-name' }, type.name),
+      type.name ? h('span', { class: 'type-name', testid: 'type-name' }, type.name) : null,
       price,
       type.description ? h('p', { class: 'muted small type-description' }, type.description) : null,
       type.maxPerOrder ? h('p', { class: 'muted small' }, `At most ${type.maxPerOrder} per order.`) : null),
@@ -705,7 +705,7 @@ async function showEvent(v, _query, id) {
   // answers no `ticketTypes`: its one pool is then shown as one unpriced row.
   const types = Array.isArray(event.ticketTypes)
     ? event.ticketTypes
-    : [{ id: null, name: 'Tickets', price: null, active: true }];
+    : [{ id: null, name: null, price: null, active: true }];
   const typeNames = new Map(types.map((t) => [t.id, t.name]));
   const single = types.length === 1;
   const rows = types.map((type) => typeRow(type, event, single));

@@ -5,10 +5,13 @@
 // /tmp, then, through the page: creates an event, holds two tickets and pays with the card
 // that succeeds, reads the confirmation code; in a second browser context holds tickets for
 // the same event and checks that the first page's count drops live, without a reload; sees a
-// declined card's message, the per-buyer limit and a cancelled hold. Fails on any uncaught
-// or console error, any 5xx, and any 4xx but the refusals those flows provoke on purpose
-// (EXPECTED_REFUSALS). Saves a screenshot of
-// the confirmation page to target/browser-confirmation.png. Stops the server with SIGTERM.
+// declined card's message, the per-buyer limit and a cancelled hold; in a third context
+// (language en-US) buys two priced ticket types in one order and checks the total before
+// buying, on the ticket and in "My tickets", each type's count dropping live, and prices
+// typed in the new-event form (JPY without decimals, 0.29 EUR as exactly 29 cents). Fails
+// on any uncaught or console error, any 5xx, and any 4xx but the refusals those flows
+// provoke on purpose (EXPECTED_REFUSALS). Saves a screenshot of the confirmation page to
+// target/browser-confirmation.png. Stops the server with SIGTERM.
 //
 //   (cd tests/browser && npm ci) && node tests/browser/run.mjs
 //
@@ -238,6 +241,21 @@ async function expectText(page, testid, expected, timeout = 10_000) {
   }
 }
 
+/** A JSON call to the server outside the browser; throws unless it answers 2xx. */
+async function apiCall(method, route, body) {
+  const response = await fetch(`${server.url}${route}`, {
+    method,
+    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert(response.ok, `${method} ${route} answered ${response.status}: ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** The row of one ticket type on an event page. */
+const typeRowOf = (page, typeId) => page.locator(`[data-testid=ticket-type][data-type-id="${typeId}"]`);
+
 // ---------------------------------------------------------------------------------------
 // The test
 // ---------------------------------------------------------------------------------------
@@ -301,6 +319,7 @@ async function run() {
   let eventId;
   let a;
   let b;
+  let c;
 
   try {
     await step('start boxoffice serve with an embedded PostgreSQL', async () => {
@@ -316,6 +335,8 @@ async function run() {
       // The buyer on a phone-sized screen, the second buyer on a laptop.
       a = await newPage(browser, 'buyer A', { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
       b = await newPage(browser, 'buyer B', { viewport: { width: 1280, height: 800 } });
+      // The buyer of several ticket types, in a language fixed so that prices read "€12.50".
+      c = await newPage(browser, 'buyer C', { viewport: { width: 1024, height: 900 }, locale: 'en-US' });
     });
 
     await step('the page loads and computes a SHA-256 device fingerprint', async () => {
@@ -508,9 +529,111 @@ async function run() {
       await shot(a, 'a-sold-out');
     });
 
+    // Ticket types, prices and multi-line orders, in a third browser whose language is
+    // fixed, so that prices read the same on every machine.
+    let priced;
+    let typeIds;
+    await step('an event with two priced types lists them with prices in its currency', async () => {
+      priced = await apiCall('POST', '/events', { name: `${eventName} priced`, date: '2031-03-01T20:00:00Z', totalTickets: 50, currency: 'EUR', price: 1250 });
+      assert(priced.currency === 'EUR', `the event's currency is ${priced.currency}`);
+      const student = await apiCall('POST', `/events/${priced.id}/ticket-types`, { name: 'Student', price: 800 });
+      // A quota of its own, so that the Student type has less left than the event.
+      await apiCall('POST', `/events/${priced.id}/quotas`, { name: 'Students', size: 10, ticketTypeIds: [student.id] });
+      const general = (await apiCall('GET', `/events/${priced.id}`)).ticketTypes.find((t) => t.name === 'General admission');
+      typeIds = { general: general.id, student: student.id };
+      await c.goto(`${base}/#/events/${priced.id}`);
+      await eventually('two ticket types on the page', async () => (await c.getByTestId('ticket-type').count()) === 2);
+      for (const [type, name, price, left] of [['general', 'General admission', '€12.50', '50 left'], ['student', 'Student', '€8.00', '10 left']]) {
+        const row = typeRowOf(c, typeIds[type]);
+        const shown = [await row.getByTestId('type-name').textContent(), await row.getByTestId('type-price').textContent(), await row.getByTestId('type-available').textContent()];
+        assert(JSON.stringify(shown) === JSON.stringify([name, price, left]), `the ${type} row reads ${JSON.stringify(shown)}, expected ${JSON.stringify([name, price, left])}`);
+      }
+      await expectText(c, 'order-total', 'Free');
+      await expectText(c, 'live-status', 'Live');
+    });
+
+    let pricedHold;
+    await step('buy two types in one order: the total before buying and on the ticket is the sum of the lines', async () => {
+      // A second buyer watches the event: each type's count drops live, from the stream.
+      await b.goto(`${base}/#/events/${priced.id}`);
+      await expectText(b, 'live-status', 'Live');
+      await typeRowOf(c, typeIds.general).getByTestId('type-quantity').fill('2');
+      await typeRowOf(c, typeIds.student).getByRole('button', { name: 'One more' }).click();
+      await expectText(c, 'order-count', '(3 tickets)');
+      await expectText(c, 'order-total', '€33.00');
+      await shot(c, 'c-two-types');
+      const [response] = await Promise.all([
+        c.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === `/events/${priced.id}/tickets`),
+        c.getByTestId('buy-submit').click(),
+      ]);
+      const sent = response.request().postDataJSON();
+      const expectedLines = [{ ticketTypeId: typeIds.general, quantity: 2 }, { ticketTypeId: typeIds.student, quantity: 1 }];
+      assert(JSON.stringify(sent) === JSON.stringify({ lines: expectedLines }), `the page sent ${JSON.stringify(sent)}, expected one order of both lines`);
+      assert(response.status() === 201, `the order was answered ${response.status()}`);
+      const order = await response.json();
+      pricedHold = order.id;
+      const sum = order.lines.reduce((total, line) => total + line.amount, 0);
+      assert(order.total === 3300 && sum === 3300 && order.currency === 'EUR' && order.quantity === 3, `the order is ${JSON.stringify(order)}`);
+      await c.waitForURL(/#\/tickets\/[0-9a-f-]{36}$/);
+      await expectText(c, 'ticket-total', '€33.00');
+      const amounts = await c.getByTestId('line-amount').allTextContents();
+      assert(JSON.stringify(amounts) === JSON.stringify(['€25.00', '€8.00']), `the lines read ${JSON.stringify(amounts)}`);
+      await expectText(c, 'pay-submit', 'Pay €33.00');
+      await expectText(b, 'stat-available', '47', 5000);
+      await eventually('the Student count to drop live', async () => (await typeRowOf(b, typeIds.student).getByTestId('type-available').textContent()) === '9 left', 5000);
+      assert((await typeRowOf(b, typeIds.general).getByTestId('type-available').textContent()) === '47 left', 'General admission should show the event\'s 47 left');
+      await c.getByTestId('card-visa').check();
+      await c.getByTestId('pay-submit').click();
+      await expectText(c, 'confirmation-code', /^BX-/);
+      await expectText(c, 'ticket-total', '€33.00');
+      await shot(c, 'c-two-types-paid');
+    });
+
+    await step('"My tickets" shows the order\'s lines and total', async () => {
+      await c.getByTestId('to-my-tickets').click();
+      const row = c.locator(`[data-testid=ticket-row][data-ticket-id="${pricedHold}"]`);
+      await row.waitFor();
+      const lines = (await row.getByTestId('ticket-lines').textContent()).trim();
+      assert(lines === '2 × General admission, 1 × Student · €33.00', `the row reads ${JSON.stringify(lines)}`);
+      assert((await row.getByTestId('ticket-total').textContent()).trim() === '€33.00', 'the row\'s total is wrong');
+      await shot(c, 'c-my-tickets');
+    });
+
+    await step('prices typed in the form become exact minor units; a JPY price shows no decimals', async () => {
+      const create = async (name, currency, price) => {
+        await c.getByTestId('nav-new').click();
+        await c.getByTestId('create-name').fill(name);
+        await c.getByTestId('create-total').fill('10');
+        await c.getByTestId('create-currency').fill(currency);
+        await c.getByTestId('create-price').fill(price);
+        await c.getByTestId('create-submit').click();
+      };
+      // More decimals than the currency has are refused before any request.
+      await create(`${eventName} yen`, 'jpy', '1500.5');
+      await expectText(c, 'error-price', 'Price takes no decimals in this currency.');
+      await c.getByTestId('create-price').fill('1500');
+      await c.getByTestId('create-submit').click();
+      await c.waitForURL(/#\/events\/[0-9a-f-]{36}$/);
+      const yen = await apiCall('GET', `/events/${c.url().split('/').pop()}`);
+      assert(yen.currency === 'JPY' && yen.ticketTypes.length === 1 && yen.ticketTypes[0].price === 1500, `the yen event is ${JSON.stringify(yen)}`);
+      await expectText(c, 'type-price', '¥1,500');
+      await c.getByTestId('buy-quantity').fill('3');
+      await expectText(c, 'order-total', '¥4,500');
+      await shot(c, 'c-yen');
+      // 0.29 × 100 is 28.999999999999996 in floating point: the form must not multiply.
+      await create(`${eventName} cents`, 'EUR', '12.345');
+      await expectText(c, 'error-price', 'Price takes at most 2 decimals in this currency.');
+      await c.getByTestId('create-price').fill('0.29');
+      await c.getByTestId('create-submit').click();
+      await c.waitForURL(/#\/events\/[0-9a-f-]{36}$/);
+      const cents = await apiCall('GET', `/events/${c.url().split('/').pop()}`);
+      assert(cents.currency === 'EUR' && cents.ticketTypes[0].price === 29, `the cents event is ${JSON.stringify(cents)}`);
+      await expectText(c, 'type-price', '€0.29');
+    });
+
     await step('no uncaught or console errors, no 5xx, and only the refusals the flows provoke', async () => {
-      const problems = [...a.problems, ...b.problems];
-      for (const [name, page] of [['buyer A', a], ['buyer B', b]]) {
+      const problems = [...a.problems, ...b.problems, ...c.problems];
+      for (const [name, page] of [['buyer A', a], ['buyer B', b], ['buyer C', c]]) {
         for (const { text, url } of page.consoleErrors) {
           // Chromium logs every answer of 400 or more as "Failed to load resource"; such a
           // line is the refusal itself, judged below, when the page got that answer there.
@@ -519,7 +642,7 @@ async function run() {
           if (!known) problems.push(`${name}: console error ${text}${url ? ` (${url})` : ''}`);
         }
       }
-      const seen = [...a.refusals, ...b.refusals].map((r) => r.key).sort();
+      const seen = [...a.refusals, ...b.refusals, ...c.refusals].map((r) => r.key).sort();
       const expected = [...EXPECTED_REFUSALS].sort();
       if (JSON.stringify(seen) !== JSON.stringify(expected)) {
         problems.push(`answers of 400 or more: ${JSON.stringify(seen)}, expected exactly ${JSON.stringify(expected)}`);
@@ -531,7 +654,7 @@ async function run() {
       failed++;
       console.log(`FAIL ${error?.stack ?? error}`);
     }
-    for (const [name, page] of [['a', a], ['b', b]]) {
+    for (const [name, page] of [['a', a], ['b', b], ['c', c]]) {
       if (!page) continue;
       const file = path.join(ROOT, 'target', `browser-failure-${name}.png`);
       await page.screenshot({ path: file, fullPage: true }).then(
