@@ -547,19 +547,17 @@ async function showCreateEvent(v) {
     if (priceText !== '') {
       // Minor units depend on the currency: "12" is 1200 cents but 12 yen. Without a code
       // the server's default currency decides, which the page does not know: only 0 is sure.
-      const parsed = parseMajorAmount(priceText, code === '' ? 0 : minorDigits(code));
-      if (code === '' && /^\d+(?:[.,]\d*)?$/.test(priceText) && !/^0+(?:[.,]0*)?$/.test(priceText)) {
+      const free = /^0+(?:[.,]0*)?$/.test(priceText);
+      if (code === '' && !free) {
         showFieldError('currency', 'Give the currency of a price that is not free.');
         return;
       }
-      if (code === '' && /^0+(?:[.,]0*)?$/.test(priceText)) {
-        body.price = 0;
-      } else if (parsed.error) {
+      const parsed = free ? { amount: 0 } : parseMajorAmount(priceText, minorDigits(code));
+      if (parsed.error) {
         showFieldError('price', `Price ${parsed.error}.`);
         return;
-      } else {
-        body.price = parsed.amount;
       }
+      body.price = parsed.amount;
     }
     submit.disabled = true;
     submit.textContent = 'Creating…';
@@ -740,6 +738,8 @@ async function showEvent(v, _query, id) {
     totalEl.textContent = total === 0 ? 'Free' : money(total, event.currency);
   };
 
+  // While an order is on its way, live updates redraw the page but leave the button alone.
+  let holding = false;
   const render = () => {
     availableEl.textContent = String(stats.available);
     availableLabel.textContent = stats.available === 1 ? ' ticket left' : ' tickets left';
@@ -751,12 +751,12 @@ async function showEvent(v, _query, id) {
     const sale = rows.map((r) => r.render(stats.available, cap));
     const soldOut = stats.available === 0 || sale.every((state) => state === 'sold-out');
     const closed = !soldOut && sale.every((state) => state !== 'on-sale');
-    buy.disabled = soldOut || closed;
+    buy.disabled = holding || soldOut || closed;
     soldOutNote.hidden = !soldOut;
     soldOutNote.textContent = stats.held > 0
       ? 'Sold out for now. Held tickets that are not paid for go back on sale; this page updates by itself.'
       : 'Sold out.';
-    buy.textContent = soldOut ? 'Sold out' : closed ? 'Not on sale' : 'Hold tickets';
+    buy.textContent = holding ? 'Holding…' : soldOut ? 'Sold out' : closed ? 'Not on sale' : 'Hold tickets';
     renderTotal();
   };
   for (const r of rows) r.onChange(renderTotal);
@@ -776,13 +776,14 @@ async function showEvent(v, _query, id) {
     const body = types[0].id === null
       ? { quantity: chosen[0].quantity() }
       : { lines: chosen.map((r) => ({ ticketTypeId: r.type.id, quantity: r.quantity() })) };
-    buy.disabled = true;
-    buy.textContent = 'Holding…';
+    holding = true;
+    render();
     try {
       const allocation = await api('POST', `/events/${id}/tickets`, body);
       remember(allocation, event);
       if (v.active) location.hash = `#/tickets/${allocation.id}`;
     } catch (error) {
+      holding = false;
       if (!v.active) return;
       // What the refusal says about each type is newer than what the page knew.
       const b = error.body ?? {};
