@@ -370,8 +370,11 @@ async function run() {
       await shot(a, 'a-create-form-error');
     });
 
-    await step('create an event through the page (20 tickets, at most 6 per buyer)', async () => {
+    await step('create an event through the page (20 tickets at 5.00 EUR, at most 6 per buyer)', async () => {
       await a.getByTestId('create-cap').fill('6');
+      // Priced, so that paying calls the provider: a free order is confirmed without a card.
+      await a.getByTestId('create-currency').fill('EUR');
+      await a.getByTestId('create-price').fill('5.00');
       await a.getByTestId('create-submit').click();
       await a.waitForURL(/#\/events\/[0-9a-f-]{36}$/);
       eventId = a.url().split('/').pop();
