@@ -12,6 +12,7 @@ pub mod hex;
 pub mod idempotency;
 pub mod money;
 pub mod page;
+pub mod patch;
 pub mod quantity;
 pub mod refusal;
 pub mod stats;
