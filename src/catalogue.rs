@@ -18,7 +18,7 @@ use crate::domain::catalogue::{
     EventDetails, Quota, QuotaPatch, QuotaSettings, QuotaView, TicketTypePatch, TicketTypeSettings,
     TicketTypeView,
 };
-use crate::domain::event::{Event, EventPatch, EventSettings};
+use crate::domain::event::{Event, EventPatch, EventSettings, NewEvent};
 use crate::domain::refusal::{FieldError, Refusal};
 use crate::error::{Error, Result};
 
@@ -32,6 +32,13 @@ pub async fn event_details(pool: &PgPool, id: Uuid) -> Result<EventDetails> {
         event,
         ticket_types,
     })
+}
+
+/// Creates an event with its default type, and answers it as `GET /events/{id}` would: read
+/// back from one snapshot right after the creating transaction committed.
+pub async fn create_event(pool: &PgPool, new_event: &NewEvent) -> Result<EventDetails> {
+    let event = db::events::insert(pool, new_event).await?;
+    event_details(pool, event.id).await
 }
 
 /// The public view of the event's types, in creation order.

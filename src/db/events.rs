@@ -75,17 +75,6 @@ pub async fn insert(pool: &PgPool, event: &NewEvent) -> Result<Event, sqlx::Erro
     Ok(stored)
 }
 
-pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Event>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        event_columns!(),
-        " FROM events WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(pool)
-    .await
-}
-
 /// One page of events by date then id, and the total count.
 pub async fn list(pool: &PgPool, page: PageRequest) -> Result<(Vec<Event>, i64), sqlx::Error> {
     let events = sqlx::query_as(concat!(

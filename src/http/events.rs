@@ -16,12 +16,13 @@ use crate::domain::page::{Page, PageRequest};
 use crate::error::Error;
 use crate::http::state::AppState;
 
-/// Create an event with all its tickets available.
+/// Create an event with all its tickets available and its default ticket type; answered as
+/// `GET /events/{id}` answers it.
 #[utoipa::path(
     post, path = "/events", tag = "events",
     request_body = CreateEventRequest,
     responses(
-        (status = 201, description = "Created; `Location` names the new event", body = Event,
+        (status = 201, description = "Created; `Location` names the new event", body = EventDetails,
          headers(("Location" = String, description = "/events/{id}"))),
         (status = 400, description = "BAD_REQUEST: malformed JSON or wrong content type", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED: an organiser token is configured and none was sent", body = ErrorBody),
@@ -39,8 +40,8 @@ pub async fn create_event(
 ) -> ApiResult<Response> {
     let new_event =
         NewEvent::parse(request.into(), state.rules.default_currency).map_err(Error::Validation)?;
-    let event = db::events::insert(&state.pool, &new_event).await?;
-    let location = format!("/events/{}", event.id);
+    let event = catalogue::create_event(&state.pool, &new_event).await?;
+    let location = format!("/events/{}", event.event.id);
     Ok((
         [(header::LOCATION, location)],
         json(StatusCode::CREATED, &event)?,
