@@ -480,6 +480,46 @@ mod tests {
     }
 
     #[test]
+    fn quota_type_ids_are_uuids_distinct_sorted_and_few() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(
+            parse_type_ids(vec![b.to_string(), a.to_string()]),
+            Ok(vec![a, b])
+        );
+        assert!(parse_type_ids(vec![a.to_string(), a.to_string()]).is_err());
+        assert!(parse_type_ids(vec!["x".into()]).is_err());
+        let many = (0..=QUOTA_TYPES_MAX).map(|_| Uuid::now_v7().to_string());
+        assert!(parse_type_ids(many.collect()).is_err());
+    }
+
+    #[test]
+    fn a_new_type_is_active_and_null_clears_only_what_may_be_empty() {
+        let created = TicketTypeSettings::create(TicketTypePatch {
+            name: Some(Some("VIP".into())),
+            price: Some(Some(100)),
+            description: Some(Some("front row".into())),
+            active: Some(None),
+            ..TicketTypePatch::default()
+        })
+        .expect("valid");
+        assert!(created.active);
+        let cleared = created
+            .apply(TicketTypePatch {
+                description: Some(None),
+                ..TicketTypePatch::default()
+            })
+            .expect("valid");
+        assert_eq!((cleared.description, cleared.price), (None, 100));
+        let refused = created.apply(TicketTypePatch {
+            active: Some(None),
+            price: Some(None),
+            ..TicketTypePatch::default()
+        });
+        let fields: Vec<String> = refused.unwrap_err().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["price", "active"]);
+    }
+
+    #[test]
     fn a_type_has_the_least_of_the_event_and_its_quotas() {
         let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let quotas = [quota(60, &[a]), quota(40, &[a, b])];

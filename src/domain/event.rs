@@ -405,6 +405,50 @@ mod tests {
         assert_eq!(fields(NewEvent::parse_eur(draft)), ["salesStartAt"]);
     }
 
+    #[test]
+    fn a_patch_is_checked_against_the_stored_event() {
+        let stored = EventSettings {
+            name: "Gig".into(),
+            date: datetime("2027-01-01T00:00:00Z"),
+            total_tickets: 10,
+            max_tickets_per_fingerprint: Some(8),
+            sales: SalesWindow {
+                start: Some(datetime("2026-12-01T00:00:00Z")),
+                end: None,
+            },
+        };
+        assert_eq!(stored.apply(EventPatch::default()), Ok(stored.clone()));
+        // The stored cap no longer fits a lower total; the new end must follow the stored start.
+        let patch = EventPatch {
+            total_tickets: Some(Some(5)),
+            sales_end_at: Some(Some("2026-11-01T00:00:00Z".into())),
+            ..EventPatch::default()
+        };
+        let problems: Vec<String> = stored
+            .apply(patch)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(problems, ["maxTicketsPerFingerprint", "salesEndAt"]);
+        let patch = EventPatch {
+            total_tickets: Some(Some(5)),
+            max_tickets_per_fingerprint: Some(None),
+            sales_start_at: Some(None),
+            ..EventPatch::default()
+        };
+        let changed = stored.apply(patch).expect("valid");
+        assert_eq!(
+            (changed.total_tickets, changed.max_tickets_per_fingerprint),
+            (5, None)
+        );
+        assert_eq!(changed.sales, SalesWindow::default());
+    }
+
+    fn datetime(text: &str) -> OffsetDateTime {
+        parse_date_time(text).expect("a valid date-time")
+    }
+
     fn fields(result: Result<NewEvent, Vec<FieldError>>) -> Vec<String> {
         result.unwrap_err().into_iter().map(|e| e.field).collect()
     }
