@@ -12,7 +12,8 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Api, SseReader, TestApp, assert_error, id_of, new_fingerprint, spawn_app, spawn_app_with,
+    Api, Blocker, SseReader, TestApp, assert_error, id_of, new_fingerprint, spawn_app,
+    spawn_app_with,
 };
 
 /// Sends `body` with `method` to `path`, with the organiser token when one is given.
@@ -882,4 +883,34 @@ async fn catalogue_changes_racing_purchases_keep_every_count_true() {
             assert!(available <= size);
         }
     }
+}
+
+/// A capacity cut decides on the counts under the event lock: the blocker plays a sale that
+/// holds the event row while the cut is sent, and moves 6 of 10 tickets to reserved before
+/// it commits; the cut to 5, which waited, must see them and refuse. (Without the lock it
+/// would judge the old counts, then write available = 4 + (5 - 10), and the schema's CHECK
+/// would make that a 500.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capacity_cut_decides_under_the_event_lock() {
+    let app = spawn_app().await;
+    let event_id = id_of(&app.create_event("Locked cut", 10, None).await);
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_event(&event_id).await;
+    let api: Api = (*app).clone();
+    let path = format!("/events/{event_id}");
+    let cut = tokio::spawn(async move { patch(&api, &path, json!({ "totalTickets": 5 })).await });
+    blocker.wait_for_waiters(1).await;
+    sqlx::query(
+        "UPDATE events SET available_tickets = available_tickets - 6, \
+         reserved_tickets = reserved_tickets + 6 WHERE id = $1",
+    )
+    .bind(Uuid::parse_str(&event_id).unwrap())
+    .execute(blocker.conn())
+    .await
+    .unwrap();
+    blocker.commit().await;
+    let (status, body) = cut.await.unwrap();
+    assert_error(status, &body, StatusCode::CONFLICT, "CAPACITY_BELOW_SOLD");
+    assert_eq!(body["reservedTickets"], 6, "{body}");
+    assert_eq!(app.counts(&event_id).await, (4, 6, 0));
 }
