@@ -21,6 +21,9 @@ pub enum Error {
     /// An event with this name and date exists already.
     #[error("an event with this name and date already exists")]
     EventExists,
+    /// The event has a ticket type with this name already.
+    #[error("this event already has a ticket type with this name")]
+    TicketTypeExists,
     /// A rule of the sale refused the request (sold out, cap, lifecycle, declined payment).
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -80,6 +83,7 @@ impl From<sqlx::Error> for Error {
             }
             DbFailure::ConnectionLoss => Error::ServiceUnavailable,
             DbFailure::Conflict(Conflict::EventNameDate) => Error::EventExists,
+            DbFailure::Conflict(Conflict::TicketTypeName) => Error::TicketTypeExists,
             DbFailure::Backstop(constraint) => {
                 Error::internal(format!("the schema's backstop {constraint} refused: {err}"))
             }

@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use time::OffsetDateTime;
 
-use crate::domain::catalogue::{DEFAULT_TICKET_TYPE_NAME, SalesWindow};
-use crate::domain::event::{Event, NewEvent};
+use crate::domain::catalogue::{DEFAULT_TICKET_TYPE_NAME, Quota, SalesWindow, TicketType};
+use crate::domain::event::{Event, EventSettings, NewEvent};
 use crate::domain::page::PageRequest;
 use crate::domain::stats::{ChangeKind, actor_tag};
 
@@ -75,17 +75,6 @@ pub async fn insert(pool: &PgPool, event: &NewEvent) -> Result<Event, sqlx::Erro
     .await?;
     tx.commit().await?;
     Ok(stored)
-}
-
-pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Event>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        event_columns!(),
-        " FROM events WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(pool)
-    .await
 }
 
 /// One page of events by date then id, and the total count.
@@ -333,6 +322,83 @@ pub async fn announce(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The actor an organiser's change is announced with (a buyer's is a fingerprint tag).
+pub const ORGANISER_ACTOR: &str = "organiser";
+
+/// Writes an organiser's changes to the event, in one statement that also moves
+/// `available_tickets` by the change of `total_tickets`, bumps the change sequence and
+/// announces the new counts (`event_updated`, actor [`ORGANISER_ACTOR`]), so every stream
+/// sees the new total. Call only while holding the event's row lock (see [`lock`]), having
+/// checked the new total covers the tickets held; the CHECK constraints refuse it otherwise.
+/// A clash of name and date fails on `events_name_date_key` (`EVENT_EXISTS`).
+pub async fn update_settings(
+    conn: &mut PgConnection,
+    id: Uuid,
+    settings: &EventSettings,
+) -> Result<Event, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE events SET name = $2, date = $3, \
+         available_tickets = available_tickets + ($4 - total_tickets), total_tickets = $4, \
+         max_tickets_per_fingerprint = $5, sales_start_at = $6, sales_end_at = $7, \
+         change_seq = change_seq + 1, updated_at = now() WHERE id = $1 RETURNING ",
+        event_columns!(),
+        ", ",
+        notify_counts!("$8", "$9")
+    ))
+    .bind(id)
+    .bind(&settings.name)
+    .bind(settings.date)
+    .bind(settings.total_tickets)
+    .bind(settings.max_tickets_per_fingerprint)
+    .bind(settings.sales.start)
+    .bind(settings.sales.end)
+    .bind(ChangeKind::EventUpdated.as_str())
+    .bind(ORGANISER_ACTOR)
+    .fetch_one(conn)
+    .await
+}
+
+/// The most tickets one buyer holds for the event (0 when none does). Call under the event's
+/// row lock: every change to a buyer's counter comes from an allocation change, which takes
+/// that lock first.
+pub async fn most_held_by_one_buyer(conn: &mut PgConnection, id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(max(held_tickets), 0)::bigint FROM buyer_tickets WHERE event_id = $1",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}
+
+/// The event with its ticket types and quotas, read in one REPEATABLE READ, read-only
+/// transaction: all three from one snapshot, so the types' availability is never computed
+/// from counts of two different moments. Takes no lock.
+pub async fn find_with_catalogue(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<Option<(Event, Vec<TicketType>, Vec<Quota>)>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // First statement of the transaction, so the snapshot is taken after it.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let event: Option<Event> = sqlx::query_as(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(event) = event else {
+        return Ok(None);
+    };
+    let ticket_types = super::ticket_types::for_event(&mut tx, id).await?;
+    let quotas = super::quotas::for_event(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Some((event, ticket_types, quotas)))
 }
 
 #[cfg(test)]

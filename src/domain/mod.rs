@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod money;
 pub mod order;
 pub mod page;
+pub mod patch;
 pub mod quantity;
 pub mod refusal;
 pub mod stats;

@@ -76,6 +76,19 @@ pub enum Refusal {
     /// The payment provider declined the charge; the hold is `reserved` again (or expired).
     #[error("the payment was declined")]
     PaymentDeclined,
+    /// A capacity (an event's `totalTickets`, a quota's `size`) would drop below the tickets
+    /// already held against it: `reserved` (live holds) plus `purchased`.
+    #[error(
+        "the capacity cannot go below the {} already held ({reserved} reserved, {purchased} purchased)",
+        tickets(i64::from(*reserved) + i64::from(*purchased))
+    )]
+    CapacityBelowSold { reserved: i32, purchased: i32 },
+    /// The per-buyer cap would drop below what a buyer already holds (`held`) for the event.
+    #[error(
+        "maxTicketsPerFingerprint cannot go below the {} one buyer already holds for the event",
+        tickets(*held)
+    )]
+    CapBelowHeld { held: i64 },
 }
 
 /// How many tickets of one requested type are left, as an `INSUFFICIENT_TICKETS` refusal

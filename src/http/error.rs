@@ -103,10 +103,19 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub limit: Option<i32>,
-    /// With `FINGERPRINT_LIMIT`: tickets this buyer already holds for the event.
+    /// With `FINGERPRINT_LIMIT`: tickets this buyer already holds for the event; with
+    /// `CAPACITY_BELOW_SOLD` about `maxTicketsPerFingerprint`: the most one buyer holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub held: Option<i64>,
+    /// With `CAPACITY_BELOW_SOLD` about a capacity: tickets held by live reservations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reserved_tickets: Option<i32>,
+    /// With `CAPACITY_BELOW_SOLD` about a capacity: tickets purchased (and not refunded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub purchased_tickets: Option<i32>,
     /// With `INVALID_STATUS`: the allocation's current status.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -167,6 +176,8 @@ impl ApiError {
             available_tickets: None,
             limit: None,
             held: None,
+            reserved_tickets: None,
+            purchased_tickets: None,
             status: None,
             ticket_type_id: None,
             sales_window: None,
@@ -198,6 +209,16 @@ impl ApiError {
                 body.limit = Some(*limit);
                 body.held = Some(*held);
             }
+            ApiError::App(Error::Refused(Refusal::CapacityBelowSold {
+                reserved,
+                purchased,
+            })) => {
+                body.reserved_tickets = Some(*reserved);
+                body.purchased_tickets = Some(*purchased);
+            }
+            ApiError::App(Error::Refused(Refusal::CapBelowHeld { held })) => {
+                body.held = Some(*held)
+            }
             ApiError::App(Error::Refused(Refusal::InvalidStatus(status))) => {
                 body.status = Some(*status)
             }
@@ -214,6 +235,7 @@ pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
         Error::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR"),
         Error::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
         Error::EventExists => (StatusCode::CONFLICT, "EVENT_EXISTS"),
+        Error::TicketTypeExists => (StatusCode::CONFLICT, "TICKET_TYPE_EXISTS"),
         Error::Refused(refusal) => match refusal {
             Refusal::TicketsSoldOut { .. } => (StatusCode::CONFLICT, "TICKETS_SOLD_OUT"),
             Refusal::SalesClosed { .. } => (StatusCode::CONFLICT, "SALES_CLOSED"),
@@ -223,6 +245,9 @@ pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
             Refusal::ReservationExpired => (StatusCode::GONE, "RESERVATION_EXPIRED"),
             Refusal::InvalidStatus(_) => (StatusCode::CONFLICT, "INVALID_STATUS"),
             Refusal::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "PAYMENT_DECLINED"),
+            Refusal::CapacityBelowSold { .. } | Refusal::CapBelowHeld { .. } => {
+                (StatusCode::CONFLICT, "CAPACITY_BELOW_SOLD")
+            }
         },
         Error::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
         Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),
