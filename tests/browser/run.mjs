@@ -7,7 +7,8 @@
 // the same event and checks that the first page's count drops live, without a reload; sees a
 // declined card's message, the per-buyer limit and a cancelled hold; in a third context
 // (language en-US) buys two priced ticket types in one order and checks the total before
-// buying, on the ticket and in "My tickets", each type's count dropping live, and prices
+// buying, on the ticket and in "My tickets", each type's count dropping live, types sold
+// out or not yet on sale, a short order's refusal naming its type, and prices
 // typed in the new-event form (JPY without decimals, 0.29 EUR as exactly 29 cents). Fails
 // on any uncaught or console error, any 5xx, and any 4xx but the refusals those flows
 // provoke on purpose (EXPECTED_REFUSALS). Saves a screenshot of the confirmation page to
@@ -242,10 +243,10 @@ async function expectText(page, testid, expected, timeout = 10_000) {
 }
 
 /** A JSON call to the server outside the browser; throws unless it answers 2xx. */
-async function apiCall(method, route, body) {
+async function apiCall(method, route, body, headers = {}) {
   const response = await fetch(`${server.url}${route}`, {
     method,
-    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    headers: body === undefined ? headers : { ...headers, 'Content-Type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();
@@ -271,6 +272,7 @@ const EXPECTED_REFUSALS = [
   'POST /tickets/{id}/payment 402', // the declined card
   'POST /events/{id}/tickets 409', // the limit per buyer
   'POST /events/{id}/tickets 409', // more than are left
+  'POST /events/{id}/tickets 409', // more General admission tickets than are left
 ];
 
 /** `METHOD /path status` of a response, with ids replaced by `{id}`. */
@@ -600,6 +602,33 @@ async function run() {
       assert(lines === '2 × General admission, 1 × Student · €33.00', `the row reads ${JSON.stringify(lines)}`);
       assert((await row.getByTestId('ticket-total').textContent()).trim() === '€33.00', 'the row\'s total is wrong');
       await shot(c, 'c-my-tickets');
+    });
+
+    await step('types off sale or sold out say so, and a short order names the type', async () => {
+      const event = await apiCall('POST', '/events', { name: `${eventName} types`, date: '2031-04-01T20:00:00Z', totalTickets: 10, currency: 'EUR', price: 1000 });
+      const vip = await apiCall('POST', `/events/${event.id}/ticket-types`, { name: 'VIP', price: 5000 });
+      await apiCall('POST', `/events/${event.id}/quotas`, { name: 'VIP seats', size: 1, ticketTypeIds: [vip.id] });
+      const late = await apiCall('POST', `/events/${event.id}/ticket-types`, { name: 'Late', price: 900, salesStartAt: '2030-01-01T00:00:00Z' });
+      // Another buyer holds the one VIP seat.
+      await apiCall('POST', `/events/${event.id}/tickets`, { lines: [{ ticketTypeId: vip.id, quantity: 1 }] }, { 'X-Device-Fingerprint': 'another buyer of the browser test' });
+      await c.evaluate((id) => {
+        location.hash = `#/events/${id}`;
+      }, event.id);
+      await eventually('three ticket types on the page', async () => (await c.getByTestId('ticket-type').count()) === 3);
+      const general = (await apiCall('GET', `/events/${event.id}`)).ticketTypes.find((t) => t.name === 'General admission');
+      const state = async (id) => [await typeRowOf(c, id).getAttribute('data-sale'), (await typeRowOf(c, id).getByTestId('type-available').textContent()).trim()];
+      const vipState = await state(vip.id);
+      assert(JSON.stringify(vipState) === JSON.stringify(['sold-out', 'Sold out']), `the VIP row reads ${JSON.stringify(vipState)}`);
+      assert(await typeRowOf(c, vip.id).getByTestId('type-quantity').isDisabled(), 'a sold-out type should take no quantity');
+      const lateState = await state(late.id);
+      assert(lateState[0] === 'closed' && /^On sale from /.test(lateState[1]), `the Late row reads ${JSON.stringify(lateState)}`);
+      assert(await typeRowOf(c, late.id).getByTestId('type-quantity').isDisabled(), 'a type not on sale yet should take no quantity');
+      // More than is left: the refusal names the type and how many it has.
+      await typeRowOf(c, general.id).getByTestId('type-quantity').fill('10');
+      await c.getByTestId('buy-submit').click();
+      await expectText(c, 'buy-error', 'Not enough tickets left for this order (General admission: 9 left). Choose fewer.');
+      await expectText(c, 'ticket-types', /9 left/);
+      await shot(c, 'c-types-refused');
     });
 
     await step('prices typed in the form become exact minor units; a JPY price shows no decimals', async () => {
