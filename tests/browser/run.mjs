@@ -9,7 +9,9 @@
 // (language en-US) buys two priced ticket types in one order and checks the total before
 // buying, on the ticket and in "My tickets", each type's count dropping live, types sold
 // out or not yet on sale, a short order's refusal naming its type, and prices
-// typed in the new-event form (JPY without decimals, 0.29 EUR as exactly 29 cents). Fails
+// typed in the new-event form (JPY without decimals, 0.29 EUR as exactly 29 cents); then
+// restarts the server with an admin token (same data, same port) and sees a partial and a
+// full refund on the ticket and in "My tickets". Fails
 // on any uncaught or console error, any 5xx, and any 4xx but the refusals those flows
 // provoke on purpose (EXPECTED_REFUSALS). Saves a screenshot of the confirmation page to
 // target/browser-confirmation.png. Stops the server with SIGTERM.
@@ -34,6 +36,8 @@ const BIN = path.resolve(ROOT, process.env.BOXOFFICE_BIN || 'target/debug/boxoff
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SCREENSHOT = path.join(ROOT, 'target', 'browser-confirmation.png');
 const START_TIMEOUT_MS = Number(process.env.BOXOFFICE_START_TIMEOUT || 90) * 1000;
+// The organiser's token of the restarted server, for refunds.
+const ADMIN_TOKEN = 'browser-test-admin-token';
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -79,11 +83,17 @@ function freePort() {
   });
 }
 
-async function startServer() {
+/**
+ * Starts the server with `extraArgs`, on `fixedPort` when given (a restart keeps the page's
+ * origin, so its device id and fingerprint) and on the data of an earlier start if any.
+ */
+async function startServer(extraArgs = [], fixedPort = null) {
   if (!fs.existsSync(BIN)) throw new Error(`no boxoffice binary at ${BIN}: run \`cargo build\` first or set BOXOFFICE_BIN`);
-  // Under /tmp and traversable: as root, the embedded PostgreSQL runs as `postgres`.
-  workDir = fs.mkdtempSync('/tmp/boxoffice-browser-');
-  fs.chmodSync(workDir, 0o755);
+  if (!workDir) {
+    // Under /tmp and traversable: as root, the embedded PostgreSQL runs as `postgres`.
+    workDir = fs.mkdtempSync('/tmp/boxoffice-browser-');
+    fs.chmodSync(workDir, 0o755);
+  }
   const dataDir = path.join(workDir, 'data');
   const logPath = path.join(workDir, 'server.log');
   const env = { ...process.env, NO_COLOR: '1' };
@@ -93,9 +103,9 @@ async function startServer() {
   }
 
   for (let attempt = 1; attempt <= 5; attempt++) {
-    const port = await freePort();
+    const port = fixedPort ?? (await freePort());
     const log = fs.openSync(logPath, 'a');
-    const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir], {
+    const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...extraArgs], {
       env,
       stdio: ['ignore', log, log],
     });
@@ -110,7 +120,7 @@ async function startServer() {
       if (server.done) {
         const text = readLog();
         server = null;
-        if (/address already in use/i.test(text)) {
+        if (/address already in use/i.test(text) && fixedPort === null) {
           console.log(`port ${port} was taken; retrying (attempt ${attempt})`);
           break;
         }
@@ -661,6 +671,36 @@ async function run() {
       const cents = await apiCall('GET', `/events/${c.url().split('/').pop()}`);
       assert(cents.currency === 'EUR' && cents.ticketTypes[0].price === 29, `the cents event is ${JSON.stringify(cents)}`);
       await expectText(c, 'type-price', '€0.29');
+    });
+
+    // Refunds need the admin token, which would also lock the new-event form: so they come
+    // last, after a restart of the server with a token, on the same data and port.
+    await step('refunds show on the ticket and in "My tickets" (the server restarted with an admin token)', async () => {
+      for (const page of [a, b, c]) await page.goto('about:blank');
+      const problem = await stopServer();
+      assert(problem === null, problem);
+      await startServer(['--admin-token', ADMIN_TOKEN], Number(new URL(base).port));
+      const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+      await apiCall('POST', `/tickets/${pricedHold}/refund`, { lines: [{ ticketTypeId: typeIds.student, quantity: 1 }], reason: 'Not a student' }, admin);
+      await c.goto(`${base}/#/tickets/${pricedHold}`);
+      await c.getByTestId('confirmation').waitFor();
+      await expectText(c, 'ticket-total', '€33.00');
+      await expectText(c, 'ticket-refunded', '−€8.00');
+      await expectText(c, 'line-refunded', '· 1 refunded');
+      await expectText(c, 'refund', /^€8\.00 for 1 × Student · .+ · Not a student$/);
+      await shot(c, 'c-partly-refunded');
+      // The rest of the order: nothing is left, so the order reads refunded.
+      await apiCall('POST', `/tickets/${pricedHold}/refund`, {}, admin);
+      await c.reload();
+      await c.getByTestId('hold-refunded').waitFor();
+      await expectText(c, 'ticket-refunded', '−€33.00');
+      assert((await c.getByTestId('refund').count()) === 2, 'both refunds should be listed');
+      await shot(c, 'c-refunded');
+      await c.getByTestId('nav-tickets').click();
+      const row = c.locator(`[data-testid=ticket-row][data-ticket-id="${pricedHold}"]`);
+      await row.waitFor();
+      const shown = [await row.getByTestId('ticket-status').textContent(), await row.getByTestId('ticket-refunded').textContent()];
+      assert(JSON.stringify(shown) === JSON.stringify(['Refunded', ' · €33.00 refunded']), `the row reads ${JSON.stringify(shown)}`);
     });
 
     await step('no uncaught or console errors, no 5xx, and only the refusals the flows provoke', async () => {
