@@ -536,6 +536,9 @@ async function run() {
       await a.getByTestId('buy-quantity').fill('3');
       await a.getByTestId('buy-submit').click();
       await expectText(a, 'hold-countdown', /^\d+:\d\d$/);
+      // The event is free: the hold is confirmed without a charge, so no card is offered.
+      await expectText(a, 'pay-submit', 'Get 3 free tickets');
+      assert(!(await a.getByTestId('card-visa').isVisible()), 'a free order should offer no card');
       await a.getByTestId('back-to-event').click();
       await expectText(a, 'stat-available', '0');
       await expectText(a, 'buy-submit', 'Sold out');
