@@ -857,7 +857,9 @@ async function showEvent(v, _query, id) {
     stats.available = s.remainingTickets;
     stats.held = s.allocatedTickets;
     stats.sold = s.confirmedTickets;
-    for (const t of s.ticketTypes ?? []) rows.find((r) => r.type.id === t.id)?.setAvailable(t.available);
+    // Each type's availability, beside the statistics (or inside them); types past the
+    // stream's bound are not listed and keep what the page last knew.
+    for (const t of data.ticketTypes ?? s.ticketTypes ?? []) rows.find((r) => r.type.id === t.id)?.setAvailable(t.available);
     render();
     if (before !== stats.available) flash(availableEl);
     const change = data.lastEvent && CHANGE_TEXT[data.lastEvent.type];
