@@ -696,6 +696,8 @@ async function run() {
       await apiCall('POST', `/tickets/${pricedHold}/refund`, {}, admin);
       await c.reload();
       await c.getByTestId('hold-refunded').waitFor();
+      const heading = await c.getByTestId('hold-refunded').locator('h1').textContent();
+      assert(heading === 'Tickets refunded', `the refunded order's page is headed ${JSON.stringify(heading)}`);
       await expectText(c, 'ticket-refunded', '−€33.00');
       assert((await c.getByTestId('refund').count()) === 2, 'both refunds should be listed');
       await shot(c, 'c-refunded');
