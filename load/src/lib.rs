@@ -57,7 +57,7 @@ pub struct Config {
     /// Stop after this many purchase requests (default 10,000 when no duration is given).
     #[arg(long)]
     pub requests: Option<u64>,
-    /// Tickets per purchase request.
+    /// Tickets per purchase request (per line, with --ticket-types above 1).
     #[arg(long, default_value_t = 1)]
     pub quantity: i64,
     /// Distinct buyers (fingerprints) to cycle through; default: one per request.
