@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
+use crate::domain::money::Currency;
+
 /// Boxoffice: sells event tickets without ever overselling.
 #[derive(Debug, Parser)]
 #[command(
@@ -81,6 +83,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXOFFICE_MAX_TICKETS_PER_PURCHASE", default_value_t = 10,
           value_parser = clap::value_parser!(i32).range(1..=1_000_000))]
     pub max_tickets_per_purchase: i32,
+
+    /// Currency of events created without one: an ISO 4217 code (EUR, USD, JPY, …).
+    #[arg(long, env = "BOXOFFICE_DEFAULT_CURRENCY", default_value = "EUR",
+          value_parser = clap::builder::ValueParser::new(str::parse::<Currency>))]
+    pub default_currency: Currency,
 
     /// How long a hold lasts before it lapses and its tickets return to the pool.
     #[arg(long, env = "BOXOFFICE_HOLD_SECONDS", default_value_t = 600,
@@ -224,5 +231,20 @@ mod tests {
         }
         assert!(parse(&["--db-max-connections", "1"]).is_ok());
         assert!(parse(&["--db-max-connections", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_default_currency_is_an_iso_code() {
+        let currency =
+            |flags: &[&str]| match Cli::try_parse_from(["boxoffice", "serve"].iter().chain(flags))?
+                .command
+            {
+                Some(Command::Serve(args)) => Ok::<_, clap::Error>(args.default_currency.code()),
+                _ => unreachable!("argv names serve"),
+            };
+        assert_eq!(currency(&[]).unwrap(), "EUR");
+        assert_eq!(currency(&["--default-currency", "JPY"]).unwrap(), "JPY");
+        assert!(currency(&["--default-currency", "jpy"]).is_err());
+        assert!(currency(&["--default-currency", "ABC"]).is_err());
     }
 }

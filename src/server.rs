@@ -134,6 +134,7 @@ impl Server {
             pool: database.pool.clone(),
             rules: Arc::new(SaleRules {
                 max_tickets_per_purchase: args.max_tickets_per_purchase,
+                default_currency: args.default_currency,
             }),
             fingerprint_key: fingerprint_key(&database.pool, args.fingerprint_secret.as_deref())
                 .await?,

@@ -4,6 +4,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use crate::domain::catalogue::DEFAULT_TICKET_TYPE_NAME;
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::page::PageRequest;
 use crate::domain::stats::{ChangeKind, actor_tag};
@@ -12,7 +13,8 @@ use crate::domain::stats::{ChangeKind, actor_tag};
 macro_rules! event_columns {
     () => {
         "id, name, date, total_tickets, available_tickets, reserved_tickets, \
-         purchased_tickets, max_tickets_per_fingerprint, created_at, updated_at"
+         purchased_tickets, max_tickets_per_fingerprint, currency, sales_start_at, sales_end_at, \
+         created_at, updated_at"
     };
 }
 
@@ -27,27 +29,50 @@ impl FromRow<'_, PgRow> for Event {
             reserved_tickets: row.try_get("reserved_tickets")?,
             purchased_tickets: row.try_get("purchased_tickets")?,
             max_tickets_per_fingerprint: row.try_get("max_tickets_per_fingerprint")?,
+            currency: super::decode_currency(row.try_get("currency")?)?,
+            sales_start_at: row.try_get("sales_start_at")?,
+            sales_end_at: row.try_get("sales_end_at")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
     }
 }
 
-/// Inserts a new event with every ticket available. A duplicate (name, date) fails on
+/// Inserts a new event with every ticket available, and its default ticket type ("General
+/// admission", at the event's price, in no quota), in one transaction: no event is ever
+/// seen without the type `{quantity}` buys. A duplicate (name, date) fails on
 /// `events_name_date_key`, which the error layer turns into `EVENT_EXISTS`.
 pub async fn insert(pool: &PgPool, event: &NewEvent) -> Result<Event, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "INSERT INTO events (id, name, date, total_tickets, available_tickets, max_tickets_per_fingerprint) \
-         VALUES ($1, $2, $3, $4, $4, $5) \
-         RETURNING ", event_columns!()
+    let mut tx = pool.begin().await?;
+    let stored: Event = sqlx::query_as(concat!(
+        "INSERT INTO events (id, name, date, total_tickets, available_tickets, \
+         max_tickets_per_fingerprint, currency, sales_start_at, sales_end_at) \
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8) \
+         RETURNING ",
+        event_columns!()
     ))
     .bind(Uuid::now_v7())
     .bind(&event.name)
     .bind(event.date)
     .bind(event.total_tickets)
     .bind(event.max_tickets_per_fingerprint)
-    .fetch_one(pool)
-    .await
+    .bind(event.currency.code())
+    .bind(event.sales.start)
+    .bind(event.sales.end)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO ticket_types (id, event_id, name, price, is_default) \
+         VALUES ($1, $2, $3, $4, true)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(stored.id)
+    .bind(DEFAULT_TICKET_TYPE_NAME)
+    .bind(event.price)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(stored)
 }
 
 pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Event>, sqlx::Error> {

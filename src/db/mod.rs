@@ -6,7 +6,9 @@ pub mod charges;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod quotas;
 pub mod settings;
+pub mod ticket_types;
 
 use std::time::Duration;
 
@@ -81,4 +83,12 @@ pub fn quote_identifier(name: &str) -> String {
 /// Whether the database answers a trivial query.
 pub async fn ping(pool: &PgPool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}
+
+/// A stored currency code as the domain's [`Currency`](crate::domain::money::Currency); the
+/// `*_currency_code` constraints store only three capitals, and the app writes only ISO codes.
+pub(crate) fn decode_currency(code: String) -> Result<crate::domain::money::Currency, sqlx::Error> {
+    code.parse().map_err(|message: String| {
+        sqlx::Error::Decode(format!("currency {code:?}: {message}").into())
+    })
 }

@@ -7,6 +7,8 @@ use uuid::Uuid;
 
 use super::event_name::{is_visible, normalize_name};
 
+use super::catalogue::SalesWindow;
+use super::money::{Currency, parse_price};
 use super::refusal::FieldError;
 
 /// Longest event name, in characters (Unicode scalar values) after normalization.
@@ -42,6 +44,55 @@ pub struct EventDraft {
     pub date: Option<String>,
     pub total_tickets: Option<i64>,
     pub max_tickets_per_fingerprint: Option<i64>,
+    /// ISO 4217 code; absent means the server's default currency.
+    pub currency: Option<String>,
+    /// Price of the default ticket type, in minor units; absent means free.
+    pub price: Option<i64>,
+    pub sales_start_at: Option<String>,
+    pub sales_end_at: Option<String>,
+}
+
+/// A date-time as the API takes it (RFC 3339 with an offset, inside the accepted window),
+/// converted to UTC at the precision PostgreSQL stores; the error says why, for the field.
+pub fn parse_date_time(text: &str) -> Result<OffsetDateTime, String> {
+    match OffsetDateTime::parse(text, &Rfc3339) {
+        Ok(date) if in_date_window(date) => Ok(to_stored_precision(date)),
+        Ok(_) => Err(
+            "must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z \
+                      once converted to UTC"
+                .into(),
+        ),
+        Err(_) => {
+            Err("must be an RFC 3339 date-time with an offset, e.g. 2027-09-01T18:00:00Z".into())
+        }
+    }
+}
+
+/// A sales window from its two optional ends (named `salesStartAt` and `salesEndAt`),
+/// pushing a problem per field onto `errors`: each end must parse, and the end must come
+/// after the start.
+pub fn parse_sales_window(
+    start: Option<&str>,
+    end: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> SalesWindow {
+    let mut parse = |field: &str, text: Option<&str>| {
+        text.and_then(|text| {
+            parse_date_time(text)
+                .map_err(|message| errors.push(FieldError::new(field, message)))
+                .ok()
+        })
+    };
+    let window = SalesWindow {
+        start: parse("salesStartAt", start),
+        end: parse("salesEndAt", end),
+    };
+    if let (Some(start), Some(end)) = (window.start, window.end)
+        && end <= start
+    {
+        errors.push(FieldError::new("salesEndAt", "must be after salesStartAt"));
+    }
+    window
 }
 
 /// An event that is valid to create: it exists only if every rule holds.
@@ -51,11 +102,16 @@ pub struct NewEvent {
     pub date: OffsetDateTime,
     pub total_tickets: i32,
     pub max_tickets_per_fingerprint: Option<i32>,
+    pub currency: Currency,
+    /// Price of the default ticket type, in minor units.
+    pub price: i64,
+    pub sales: SalesWindow,
 }
 
 impl NewEvent {
-    /// Checks every field and reports all problems at once.
-    pub fn parse(request: EventDraft) -> Result<Self, Vec<FieldError>> {
+    /// Checks every field and reports all problems at once; `default_currency` is the
+    /// event's currency when the request names none.
+    pub fn parse(request: EventDraft, default_currency: Currency) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
 
         let name = match request.name.as_deref().map(normalize_name) {
@@ -89,24 +145,9 @@ impl NewEvent {
                 errors.push(FieldError::new("date", "is required"));
                 None
             }
-            Some(text) => match OffsetDateTime::parse(text, &Rfc3339) {
-                Ok(date) if in_date_window(date) => Some(to_stored_precision(date)),
-                Ok(_) => {
-                    errors.push(FieldError::new(
-                        "date",
-                        "must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z \
-                         once converted to UTC",
-                    ));
-                    None
-                }
-                Err(_) => {
-                    errors.push(FieldError::new(
-                        "date",
-                        "must be an RFC 3339 date-time with an offset, e.g. 2027-09-01T18:00:00Z",
-                    ));
-                    None
-                }
-            },
+            Some(text) => parse_date_time(text)
+                .map_err(|message| errors.push(FieldError::new("date", message)))
+                .ok(),
         };
 
         let total_tickets = match request.total_tickets {
@@ -137,13 +178,36 @@ impl NewEvent {
             }
         };
 
-        match (name, date, total_tickets) {
-            (Some(name), Some(date), Some(total_tickets)) if errors.is_empty() => Ok(Self {
-                name,
-                date,
-                total_tickets,
-                max_tickets_per_fingerprint: cap,
-            }),
+        let currency = match request.currency.as_deref() {
+            None => Some(default_currency),
+            Some(code) => code
+                .parse()
+                .map_err(|message| errors.push(FieldError::new("currency", message)))
+                .ok(),
+        };
+        let price = parse_price(request.price.unwrap_or(0))
+            .map_err(|message| errors.push(FieldError::new("price", message)))
+            .ok();
+        let sales = parse_sales_window(
+            request.sales_start_at.as_deref(),
+            request.sales_end_at.as_deref(),
+            &mut errors,
+        );
+
+        match (name, date, total_tickets, currency, price) {
+            (Some(name), Some(date), Some(total_tickets), Some(currency), Some(price))
+                if errors.is_empty() =>
+            {
+                Ok(Self {
+                    name,
+                    date,
+                    total_tickets,
+                    max_tickets_per_fingerprint: cap,
+                    currency,
+                    price,
+                    sales,
+                })
+            }
             _ => Err(errors),
         }
     }
@@ -163,6 +227,15 @@ pub struct Event {
     pub reserved_tickets: i32,
     pub purchased_tickets: i32,
     pub max_tickets_per_fingerprint: Option<i32>,
+    /// ISO 4217 code of every price and amount of the event.
+    #[schema(value_type = String, example = "EUR")]
+    pub currency: Currency,
+    /// When sales open (absent: open from creation); each type may narrow it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sales_start_at: Option<OffsetDateTime>,
+    /// When sales close, exclusive (absent: never).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sales_end_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -179,7 +252,52 @@ mod tests {
             date: Some(date.into()),
             total_tickets: Some(total),
             max_tickets_per_fingerprint: cap,
+            ..EventDraft::default()
         }
+    }
+
+    fn eur() -> Currency {
+        "EUR".parse().expect("EUR is ISO 4217")
+    }
+
+    impl NewEvent {
+        fn parse_eur(draft: EventDraft) -> Result<Self, Vec<FieldError>> {
+            Self::parse(draft, eur())
+        }
+    }
+
+    #[test]
+    fn money_and_sales_window_default_and_are_checked() {
+        let event =
+            NewEvent::parse_eur(request("a", "2027-01-01T00:00:00Z", 5, None)).expect("valid");
+        assert_eq!((event.currency, event.price), (eur(), 0));
+        assert_eq!(event.sales, SalesWindow::default());
+        let draft = EventDraft {
+            currency: Some("JPY".into()),
+            price: Some(1500),
+            sales_start_at: Some("2027-01-01T10:00:00+01:00".into()),
+            sales_end_at: Some("2027-01-02T00:00:00Z".into()),
+            ..request("a", "2027-01-01T00:00:00Z", 5, None)
+        };
+        let event = NewEvent::parse_eur(draft).expect("valid");
+        assert_eq!((event.currency.code(), event.price), ("JPY", 1500));
+        assert_eq!(event.sales.start.map(|s| s.hour()), Some(9));
+        let draft = EventDraft {
+            currency: Some("eur".into()),
+            price: Some(-1),
+            sales_start_at: Some("2027-01-02T00:00:00Z".into()),
+            sales_end_at: Some("2027-01-02T00:00:00Z".into()),
+            ..request("a", "2027-01-01T00:00:00Z", 5, None)
+        };
+        assert_eq!(
+            fields(NewEvent::parse_eur(draft)),
+            ["currency", "price", "salesEndAt"]
+        );
+        let draft = EventDraft {
+            sales_start_at: Some("tomorrow".into()),
+            ..request("a", "2027-01-01T00:00:00Z", 5, None)
+        };
+        assert_eq!(fields(NewEvent::parse_eur(draft)), ["salesStartAt"]);
     }
 
     fn fields(result: Result<NewEvent, Vec<FieldError>>) -> Vec<String> {
@@ -188,8 +306,9 @@ mod tests {
 
     #[test]
     fn accepts_a_valid_event_and_trims_the_name() {
-        let event = NewEvent::parse(request("  Gig ", "2027-01-02T03:04:05+02:00", 10, Some(2)))
-            .expect("valid");
+        let event =
+            NewEvent::parse_eur(request("  Gig ", "2027-01-02T03:04:05+02:00", 10, Some(2)))
+                .expect("valid");
         assert_eq!(event.name, "Gig");
         assert_eq!(event.total_tickets, 10);
         assert_eq!(event.max_tickets_per_fingerprint, Some(2));
@@ -198,7 +317,7 @@ mod tests {
 
     #[test]
     fn reports_every_missing_field() {
-        let errors = fields(NewEvent::parse(EventDraft::default()));
+        let errors = fields(NewEvent::parse_eur(EventDraft::default()));
         assert_eq!(errors, ["name", "date", "totalTickets"]);
     }
 
@@ -206,7 +325,7 @@ mod tests {
     fn rejects_out_of_range_values() {
         let long = "x".repeat(NAME_MAX_CHARS + 1);
         assert_eq!(
-            fields(NewEvent::parse(request(
+            fields(NewEvent::parse_eur(request(
                 &long,
                 "2027-01-01T00:00:00Z",
                 1,
@@ -215,7 +334,7 @@ mod tests {
             ["name"]
         );
         assert_eq!(
-            fields(NewEvent::parse(request(
+            fields(NewEvent::parse_eur(request(
                 "   ",
                 "2027-01-01T00:00:00Z",
                 1,
@@ -224,11 +343,16 @@ mod tests {
             ["name"]
         );
         assert_eq!(
-            fields(NewEvent::parse(request("a", "2027-01-01 00:00", 1, None))),
+            fields(NewEvent::parse_eur(request(
+                "a",
+                "2027-01-01 00:00",
+                1,
+                None
+            ))),
             ["date"]
         );
         assert_eq!(
-            fields(NewEvent::parse(request(
+            fields(NewEvent::parse_eur(request(
                 "a",
                 "2027-01-01T00:00:00",
                 1,
@@ -237,7 +361,7 @@ mod tests {
             ["date"]
         );
         assert_eq!(
-            fields(NewEvent::parse(request(
+            fields(NewEvent::parse_eur(request(
                 "a",
                 "2027-01-01T00:00:00Z",
                 0,
@@ -246,7 +370,7 @@ mod tests {
             ["totalTickets"]
         );
         assert_eq!(
-            fields(NewEvent::parse(request(
+            fields(NewEvent::parse_eur(request(
                 "a",
                 "2027-01-01T00:00:00Z",
                 1_000_001,
@@ -255,7 +379,7 @@ mod tests {
             ["totalTickets"]
         );
         assert_eq!(
-            fields(NewEvent::parse(request(
+            fields(NewEvent::parse_eur(request(
                 "a",
                 "2027-01-01T00:00:00Z",
                 5,
@@ -264,7 +388,7 @@ mod tests {
             ["maxTicketsPerFingerprint"]
         );
         assert_eq!(
-            fields(NewEvent::parse(request(
+            fields(NewEvent::parse_eur(request(
                 "a",
                 "2027-01-01T00:00:00Z",
                 5,
@@ -278,7 +402,7 @@ mod tests {
     fn accepts_the_boundaries() {
         let long = "é".repeat(NAME_MAX_CHARS);
         assert!(
-            NewEvent::parse(request(
+            NewEvent::parse_eur(request(
                 &long,
                 "2027-01-01T00:00:00Z",
                 1_000_000,
@@ -286,12 +410,12 @@ mod tests {
             ))
             .is_ok()
         );
-        assert!(NewEvent::parse(request("a", "2027-01-01T00:00:00Z", 1, Some(1))).is_ok());
+        assert!(NewEvent::parse_eur(request("a", "2027-01-01T00:00:00Z", 1, Some(1))).is_ok());
     }
 
     #[test]
     fn names_are_nfc_without_invisible_edges() {
-        let event = NewEvent::parse(request(
+        let event = NewEvent::parse_eur(request(
             "\u{200b} Cafe\u{301}\u{feff}",
             "2027-01-01T00:00:00Z",
             1,
@@ -301,7 +425,7 @@ mod tests {
         assert_eq!(event.name, "Caf\u{e9}");
         for blank in ["\u{200b}", "\u{2060} \u{200d}", "\u{3000}"] {
             assert_eq!(
-                fields(NewEvent::parse(request(
+                fields(NewEvent::parse_eur(request(
                     blank,
                     "2027-01-01T00:00:00Z",
                     1,
@@ -320,11 +444,11 @@ mod tests {
             "0000-01-01T00:30:00+01:00",
         ] {
             assert_eq!(
-                fields(NewEvent::parse(request("a", date, 1, None))),
+                fields(NewEvent::parse_eur(request("a", date, 1, None))),
                 ["date"]
             );
         }
-        let event = NewEvent::parse(request("a", "2027-01-01T01:00:00.1234567+01:00", 1, None))
+        let event = NewEvent::parse_eur(request("a", "2027-01-01T01:00:00.1234567+01:00", 1, None))
             .expect("valid");
         assert_eq!(event.date.offset(), UtcOffset::UTC);
         assert_eq!(event.date.nanosecond(), 123_456_000);

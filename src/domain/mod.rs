@@ -2,6 +2,7 @@
 //! Nothing here knows about HTTP or SQL.
 
 pub mod allocation;
+pub mod catalogue;
 pub mod confirmation;
 pub mod event;
 mod event_name;
@@ -9,6 +10,7 @@ pub mod fingerprint;
 pub mod grant;
 pub mod hex;
 pub mod idempotency;
+pub mod money;
 pub mod page;
 pub mod quantity;
 pub mod refusal;

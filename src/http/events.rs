@@ -35,7 +35,8 @@ pub async fn create_event(
     _organiser: Organiser,
     ApiJson(request): ApiJson<CreateEventRequest>,
 ) -> ApiResult<Response> {
-    let new_event = NewEvent::parse(request.into()).map_err(Error::Validation)?;
+    let new_event =
+        NewEvent::parse(request.into(), state.rules.default_currency).map_err(Error::Validation)?;
     let event = db::events::insert(&state.pool, &new_event).await?;
     let location = format!("/events/{}", event.id);
     Ok((

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::domain::fingerprint::FingerprintKey;
+use crate::domain::money::Currency;
 use crate::http::extract::forwarded::TrustedProxies;
 use crate::http::idempotent::KeyedTasks;
 use crate::http::limits::RateLimits;
@@ -19,6 +20,8 @@ use crate::sweeper::Sweeper;
 pub struct SaleRules {
     /// Most tickets one purchase request may ask for (`--max-tickets-per-purchase`).
     pub max_tickets_per_purchase: i32,
+    /// Currency of events created without one (`--default-currency`).
+    pub default_currency: Currency,
 }
 
 /// What every request handler shares: cheap to clone (pools, `Arc`s and handles).

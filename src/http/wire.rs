@@ -53,6 +53,20 @@ pub struct CreateEventRequest {
     /// 1 to totalTickets, or null for no cap.
     #[schema(example = 4)]
     pub max_tickets_per_fingerprint: Option<i64>,
+    /// ISO 4217 code of the event's prices (default: the server's `--default-currency`,
+    /// itself EUR by default).
+    #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
+    pub currency: Option<String>,
+    /// Price of the default ticket type ("General admission"), an integer in the currency's
+    /// minor unit (cents for EUR), 0 (free, the default) to 1,000,000,000.
+    #[schema(example = 2500, minimum = 0, maximum = 1_000_000_000)]
+    pub price: Option<i64>,
+    /// When sales open: RFC 3339 date-time with an offset (absent: at once).
+    #[schema(example = "2027-06-01T10:00:00Z")]
+    pub sales_start_at: Option<String>,
+    /// When sales close, exclusive: RFC 3339, after salesStartAt (absent: never).
+    #[schema(example = "2027-09-01T18:00:00Z")]
+    pub sales_end_at: Option<String>,
 }
 
 /// `?page=&limit=` as it arrives; text so that a bad value is reported by name.
@@ -74,6 +88,10 @@ impl From<CreateEventRequest> for EventDraft {
             date: request.date,
             total_tickets: request.total_tickets,
             max_tickets_per_fingerprint: request.max_tickets_per_fingerprint,
+            currency: request.currency,
+            price: request.price,
+            sales_start_at: request.sales_start_at,
+            sales_end_at: request.sales_end_at,
         }
     }
 }

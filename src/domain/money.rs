@@ -1,0 +1,99 @@
+//! Money: ISO 4217 currencies and prices, always integers in the currency's minor unit
+//! (cents for EUR, yen for JPY), never floats.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// Highest price of one ticket, in minor units (10,000,000.00 EUR; 1,000,000,000 JPY). An
+/// event has at most 1,000,000 tickets, so any order's total and any event's gross stay at or
+/// below 10^15: inside `i64` with room to spare, and inside the integers a JavaScript number
+/// holds exactly (2^53 ≈ 9.007 × 10^15), so the web page can add amounts without rounding.
+/// The `*_price_range` constraints hold the database to the same bound.
+pub const PRICE_MAX: i64 = 1_000_000_000;
+
+/// A currency of the ISO 4217 list, by its three-letter code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Currency(iso_currency::Currency);
+
+impl Currency {
+    /// The three upper-case letters, as stored and answered ("EUR").
+    pub fn code(self) -> &'static str {
+        self.0.code()
+    }
+
+    /// Digits of the minor unit: 2 for EUR, 0 for JPY, 3 for KWD; 0 for codes with no minor
+    /// unit defined (gold, SDR, "no currency").
+    pub fn minor_unit_digits(self) -> u16 {
+        self.0.exponent().unwrap_or(0)
+    }
+}
+
+impl FromStr for Currency {
+    type Err = String;
+
+    /// Exactly a code of the ISO 4217 list, upper case ("EUR"; "eur" and "EURO" are refused).
+    fn from_str(code: &str) -> Result<Self, String> {
+        iso_currency::Currency::from_code(code)
+            .map(Self)
+            .ok_or_else(|| "must be an ISO 4217 currency code, e.g. EUR".to_owned())
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.code())
+    }
+}
+
+/// A price as a client gave it, checked: 0 (free) to [`PRICE_MAX`] minor units. The error
+/// says why, for the field that carried it.
+pub fn parse_price(value: i64) -> Result<i64, String> {
+    if (0..=PRICE_MAX).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "must be an integer from 0 to {PRICE_MAX}, in the currency's minor unit"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn currencies_are_the_iso_list_in_upper_case() {
+        let eur: Currency = "EUR".parse().expect("EUR is ISO 4217");
+        assert_eq!(eur.code(), "EUR");
+        assert_eq!(eur.minor_unit_digits(), 2);
+        assert_eq!(
+            "JPY".parse::<Currency>().map(|c| c.minor_unit_digits()),
+            Ok(0)
+        );
+        assert_eq!(
+            "KWD".parse::<Currency>().map(|c| c.minor_unit_digits()),
+            Ok(3)
+        );
+        for invalid in ["eur", "EURO", "XYZ", "", "E", "€"] {
+            assert!(invalid.parse::<Currency>().is_err(), "{invalid}");
+        }
+    }
+
+    #[test]
+    fn prices_are_bounded_minor_units() {
+        assert_eq!(parse_price(0), Ok(0));
+        assert_eq!(parse_price(PRICE_MAX), Ok(PRICE_MAX));
+        assert!(parse_price(-1).is_err());
+        assert!(parse_price(PRICE_MAX + 1).is_err());
+        // The bound keeps the largest possible event gross exact in a JavaScript number.
+        assert!(PRICE_MAX * 1_000_000 < 1 << 53);
+    }
+}
