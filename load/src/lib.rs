@@ -2,15 +2,16 @@
 //! clients at the purchase endpoint, optionally pays for each hold, then reads everything
 //! back and verifies that nothing was oversold, that every 201 a client saw exists and that
 //! every hold paid for is `purchased`. With several ticket types ([`Catalogue`]) its orders
-//! carry lines of random types, and it also checks every quota's counts and the price of
-//! every 201. Its verdict ([`Report::reasons`]) also refuses a run
-//! with a 5xx, a request left unanswered or an answer a load run should not get.
+//! carry lines of random types, and it also checks every quota's counts and that every 201
+//! holds what was asked, priced right ([`check_answer`]). Its verdict ([`Report::reasons`])
+//! also refuses a run with a 5xx, a request left unanswered or an answer a load run should
+//! not get.
 //!
-//! Two levels: [`run`] is the whole tool (the CLI's), and [`drive`] is its storm alone, against
-//! an existing event, reporting every request live to an [`Observer`] that can stop a client
-//! or the whole run. The fault tests drive their storms with [`drive`]: they kill servers
-//! mid-storm, so they need to see each answer (and each request in flight) as it happens,
-//! not only the totals at the end.
+//! Two levels: [`run_with`] is the whole tool (the CLI's; [`run`] is its single-type run),
+//! and [`drive`] is its storm alone, against an existing event, reporting every request live
+//! to an [`Observer`] that can stop a client or the whole run. The fault tests drive their
+//! storms with [`drive`]: they kill servers mid-storm, so they need to see each answer (and
+//! each request in flight) as it happens, not only the totals at the end.
 
 mod drive;
 mod order;
