@@ -5,6 +5,7 @@
 //! a status and a JSON body in one place.
 
 use crate::db::error::{Conflict, DbFailure, classify};
+use crate::domain::grant::Rejection;
 use crate::domain::refusal::{FieldError, Refusal};
 
 /// Why a request or job failed. `Display` is the message an error body carries (except for
@@ -20,6 +21,9 @@ pub enum Error {
     /// An event with this name and date exists already.
     #[error("an event with this name and date already exists")]
     EventExists,
+    /// The event has a ticket type with this name already.
+    #[error("this event already has a ticket type with this name")]
+    TicketTypeExists,
     /// A rule of the sale refused the request (sold out, cap, lifecycle, declined payment).
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -57,6 +61,17 @@ impl Error {
     }
 }
 
+/// An order's rejection: a line that names nothing sellable is a field error, a rule of the
+/// sale a refusal.
+impl From<Rejection> for Error {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::Invalid(field) => Self::Validation(vec![field]),
+            Rejection::Refused(refusal) => Self::Refused(refusal),
+        }
+    }
+}
+
 /// Database failures, as `db::error` classifies them: an unreachable server is a 503, a
 /// known constraint is the answer it stands for, anything else is internal.
 impl From<sqlx::Error> for Error {
@@ -68,6 +83,7 @@ impl From<sqlx::Error> for Error {
             }
             DbFailure::ConnectionLoss => Error::ServiceUnavailable,
             DbFailure::Conflict(Conflict::EventNameDate) => Error::EventExists,
+            DbFailure::Conflict(Conflict::TicketTypeName) => Error::TicketTypeExists,
             DbFailure::Backstop(constraint) => {
                 Error::internal(format!("the schema's backstop {constraint} refused: {err}"))
             }

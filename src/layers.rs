@@ -23,6 +23,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // sweeper expires and settles through holds and payment.
     ("payment", &["db", "domain", "error"]),
     ("idempotency", &["db", "domain", "error"]),
+    // The organiser's catalogue writes (event settings, ticket types, quotas): their own
+    // transactions under the event lock, needing no other service.
+    ("catalogue", &["db", "domain", "error"]),
     ("live", &["db", "domain", "error", "metrics"]),
     (
         "purchase",
@@ -45,6 +48,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "error",
             "metrics",
             "payment",
+            "catalogue",
             "idempotency",
             "live",
             "purchase",

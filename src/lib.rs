@@ -6,7 +6,7 @@
 //! - [`http`]: routing, extractors, handlers, the HTTP state and the one mapping of errors to
 //!   responses;
 //! - services: [`purchase`] (the purchase transaction and its lock), [`holds`] (pay, cancel,
-//!   expire), [`idempotency`] (keyed retries), [`live`] (live statistics), [`payment`] (the
+//!   expire), [`catalogue`] (event settings, ticket types and quotas), [`idempotency`] (keyed retries), [`live`] (live statistics), [`payment`] (the
 //!   provider) and [`sweeper`] (the background expiry job), returning [`error::Error`];
 //! - [`db`]: all SQL, and what a database error means;
 //! - [`domain`]: validated types, the allocation state machine and the refusals; it imports
@@ -15,6 +15,7 @@
 //! [`server`] builds and wires them from [`config`]; [`metrics`] imports nothing of the app,
 //! and [`embedded_pg`] only the domain's hex encoder.
 
+pub mod catalogue;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -6,6 +6,8 @@
 pub enum Conflict {
     /// `events_name_date_key`: an event with this name and date exists already.
     EventNameDate,
+    /// `ticket_types_event_name_key`: the event has a ticket type of this name already.
+    TicketTypeName,
 }
 
 /// The constraints that back up a promise the code keeps on its own: the code decides first
@@ -47,6 +49,7 @@ pub fn classify(err: &sqlx::Error) -> DbFailure {
         | sqlx::Error::WorkerCrashed => DbFailure::Unreachable,
         sqlx::Error::Database(db) => match db.constraint() {
             Some("events_name_date_key") => DbFailure::Conflict(Conflict::EventNameDate),
+            Some("ticket_types_event_name_key") => DbFailure::Conflict(Conflict::TicketTypeName),
             Some(name) => backstop(name).map_or(DbFailure::Other, DbFailure::Backstop),
             None if is_connection_loss(db.code().as_deref()) => DbFailure::ConnectionLoss,
             None => DbFailure::Other,

@@ -1,11 +1,14 @@
 //! The catalogue of an event: the ticket types it sells, at their prices and in their sales
 //! windows, and the quotas that share tickets among types.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::money::Currency;
+use super::event::{Event, parse_date_time, parse_name};
+use super::money::{Currency, parse_price};
+use super::patch::{Patch, nullable, required};
+use super::refusal::FieldError;
 
 /// Name of the type every event is made with, which `{quantity}` without a `ticketTypeId`
 /// buys.
@@ -95,7 +98,7 @@ pub fn available_of(ticket_type: Uuid, event_available: i32, quotas: &[Quota]) -
 
 /// One line of an order as stored: a type, how many, at the price it had when the order was
 /// made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocationLine {
     pub ticket_type_id: Uuid,
@@ -107,6 +110,342 @@ pub struct AllocationLine {
     pub amount: i64,
     /// Tickets of this line refunded so far.
     pub refunded_quantity: i32,
+}
+
+impl SalesWindow {
+    /// This window with its ends changed by a partial update (`salesStartAt`,
+    /// `salesEndAt`: absent keeps an end, null opens it), pushing a problem per field onto
+    /// `errors`: each new end must parse, and the resulting end must come after the start.
+    pub fn patched(
+        self,
+        start: Patch<String>,
+        end: Patch<String>,
+        errors: &mut Vec<FieldError>,
+    ) -> SalesWindow {
+        let window = SalesWindow {
+            start: nullable(
+                "salesStartAt",
+                start,
+                self.start,
+                |t| parse_date_time(&t),
+                errors,
+            ),
+            end: nullable("salesEndAt", end, self.end, |t| parse_date_time(&t), errors),
+        };
+        if let (Some(start), Some(end)) = (window.start, window.end)
+            && end <= start
+        {
+            errors.push(FieldError::new("salesEndAt", "must be after salesStartAt"));
+        }
+        window
+    }
+}
+
+/// Longest description of a ticket type, in characters.
+pub const DESCRIPTION_MAX_CHARS: usize = 2000;
+/// Highest `maxPerOrder` of a ticket type (an event has at most this many tickets).
+pub const MAX_PER_ORDER_MAX: i64 = 1_000_000;
+/// Largest quota (an event has at most this many tickets).
+pub const QUOTA_SIZE_MAX: i64 = 1_000_000;
+/// Most ticket types one quota may contain: far more than any event sells, and it bounds
+/// the work of the recount a quota change makes under the event lock.
+pub const QUOTA_TYPES_MAX: usize = 100;
+
+/// The fields of a ticket type an organiser sets, as they will be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketTypeSettings {
+    pub name: String,
+    pub description: Option<String>,
+    /// In the event currency's minor unit, 0 to `money::PRICE_MAX`.
+    pub price: i64,
+    pub max_per_order: Option<i32>,
+    pub sales: SalesWindow,
+    pub active: bool,
+}
+
+/// A ticket type's fields as a client gave them (`POST` or `PATCH
+/// /events/{id}/ticket-types…`): each absent, null or a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketTypePatch {
+    pub name: Patch<String>,
+    pub description: Patch<String>,
+    pub price: Patch<i64>,
+    pub max_per_order: Patch<i64>,
+    pub sales_start_at: Patch<String>,
+    pub sales_end_at: Patch<String>,
+    pub active: Patch<bool>,
+}
+
+impl TicketTypeSettings {
+    /// A new type from a client's fields: `name` and `price` are required; it is active and
+    /// on sale with its event unless told otherwise.
+    pub fn create(fields: TicketTypePatch) -> Result<Self, Vec<FieldError>> {
+        Self::merge(None, fields)
+    }
+
+    /// The settings of a stored type.
+    pub fn of(ticket_type: &TicketType) -> Self {
+        Self {
+            name: ticket_type.name.clone(),
+            description: ticket_type.description.clone(),
+            price: ticket_type.price,
+            max_per_order: ticket_type.max_per_order,
+            sales: ticket_type.sales,
+            active: ticket_type.active,
+        }
+    }
+
+    /// These settings changed by `patch`; all problems at once.
+    pub fn apply(&self, patch: TicketTypePatch) -> Result<Self, Vec<FieldError>> {
+        Self::merge(Some(self), patch)
+    }
+
+    fn merge(current: Option<&Self>, patch: TicketTypePatch) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let name = required(
+            "name",
+            patch.name,
+            current.map(|c| c.name.clone()),
+            |raw| parse_name(&raw),
+            &mut errors,
+        );
+        let price = required(
+            "price",
+            patch.price,
+            current.map(|c| c.price),
+            parse_price,
+            &mut errors,
+        );
+        let description = nullable(
+            "description",
+            patch.description,
+            current.and_then(|c| c.description.clone()),
+            |text| {
+                if text.chars().count() <= DESCRIPTION_MAX_CHARS {
+                    Ok(text)
+                } else {
+                    Err(format!(
+                        "must be at most {DESCRIPTION_MAX_CHARS} characters"
+                    ))
+                }
+            },
+            &mut errors,
+        );
+        let max_per_order = nullable(
+            "maxPerOrder",
+            patch.max_per_order,
+            current.and_then(|c| c.max_per_order),
+            |n| {
+                if (1..=MAX_PER_ORDER_MAX).contains(&n) {
+                    Ok(n as i32)
+                } else {
+                    Err(format!(
+                        "must be between 1 and {MAX_PER_ORDER_MAX}, or null for no limit"
+                    ))
+                }
+            },
+            &mut errors,
+        );
+        let sales = current
+            .map_or_else(SalesWindow::default, |c| c.sales)
+            .patched(patch.sales_start_at, patch.sales_end_at, &mut errors);
+        // Absent or null on creation both mean the default: on sale.
+        let active = match (patch.active, current) {
+            (Some(Some(active)), _) => active,
+            (None, Some(current)) => current.active,
+            (None | Some(None), None) => true,
+            (Some(None), Some(current)) => {
+                errors.push(FieldError::new("active", "must not be null"));
+                current.active
+            }
+        };
+        match (name, price) {
+            (Some(name), Some(price)) if errors.is_empty() => Ok(Self {
+                name,
+                description,
+                price,
+                max_per_order,
+                sales,
+                active,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The fields of a quota an organiser sets: its types are distinct and in id order (whether
+/// they belong to the event is checked against the stored types, under the event lock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaSettings {
+    pub name: String,
+    pub size: i32,
+    pub ticket_type_ids: Vec<Uuid>,
+}
+
+/// A quota's fields as a client gave them (`POST` or `PATCH /events/{id}/quotas…`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuotaPatch {
+    pub name: Patch<String>,
+    pub size: Patch<i64>,
+    pub ticket_type_ids: Patch<Vec<String>>,
+}
+
+impl QuotaSettings {
+    /// A new quota from a client's fields, all three required.
+    pub fn create(fields: QuotaPatch) -> Result<Self, Vec<FieldError>> {
+        Self::merge(None, fields)
+    }
+
+    /// The settings of a stored quota.
+    pub fn of(quota: &Quota) -> Self {
+        Self {
+            name: quota.name.clone(),
+            size: quota.size,
+            ticket_type_ids: quota.ticket_type_ids.clone(),
+        }
+    }
+
+    /// These settings changed by `patch`; all problems at once.
+    pub fn apply(&self, patch: QuotaPatch) -> Result<Self, Vec<FieldError>> {
+        Self::merge(Some(self), patch)
+    }
+
+    fn merge(current: Option<&Self>, patch: QuotaPatch) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let name = required(
+            "name",
+            patch.name,
+            current.map(|c| c.name.clone()),
+            |raw| parse_name(&raw),
+            &mut errors,
+        );
+        let size = required(
+            "size",
+            patch.size,
+            current.map(|c| c.size),
+            |n| {
+                if (0..=QUOTA_SIZE_MAX).contains(&n) {
+                    Ok(n as i32)
+                } else {
+                    Err(format!("must be between 0 and {QUOTA_SIZE_MAX}"))
+                }
+            },
+            &mut errors,
+        );
+        let ticket_type_ids = required(
+            "ticketTypeIds",
+            patch.ticket_type_ids,
+            current.map(|c| c.ticket_type_ids.clone()),
+            parse_type_ids,
+            &mut errors,
+        );
+        match (name, size, ticket_type_ids) {
+            (Some(name), Some(size), Some(ticket_type_ids)) if errors.is_empty() => Ok(Self {
+                name,
+                size,
+                ticket_type_ids,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A quota's type ids: UUIDs, distinct, at most [`QUOTA_TYPES_MAX`], returned in id order.
+fn parse_type_ids(raw: Vec<String>) -> Result<Vec<Uuid>, String> {
+    if raw.len() > QUOTA_TYPES_MAX {
+        return Err(format!(
+            "must hold at most {QUOTA_TYPES_MAX} ticket type ids"
+        ));
+    }
+    let mut ids = raw
+        .iter()
+        .map(|text| Uuid::parse_str(text).map_err(|_| format!("{text:?} is not a UUID")))
+        .collect::<Result<Vec<_>, _>>()?;
+    ids.sort();
+    let count = ids.len();
+    ids.dedup();
+    if ids.len() == count {
+        Ok(ids)
+    } else {
+        Err("must not name a ticket type twice".into())
+    }
+}
+
+/// A quota as the API answers it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaView {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub name: String,
+    /// Tickets the quota shares among its types; available + reserved + purchased = size.
+    pub size: i32,
+    pub available_tickets: i32,
+    /// Held by live orders' lines of its types (reserved or payment pending).
+    pub reserved_tickets: i32,
+    /// Bought and not refunded.
+    pub purchased_tickets: i32,
+    /// The types that count against it, in id order.
+    pub ticket_type_ids: Vec<Uuid>,
+}
+
+impl From<Quota> for QuotaView {
+    fn from(quota: Quota) -> Self {
+        Self {
+            id: quota.id,
+            event_id: quota.event_id,
+            name: quota.name,
+            size: quota.size,
+            available_tickets: quota.available_tickets,
+            reserved_tickets: quota.reserved_tickets,
+            purchased_tickets: quota.purchased_tickets,
+            ticket_type_ids: quota.ticket_type_ids,
+        }
+    }
+}
+
+impl TicketTypeView {
+    /// The public view of `ticket_type`, with what is available of it given the event's
+    /// available tickets and the event's quotas (see [`available_of`]).
+    pub fn of(
+        ticket_type: &TicketType,
+        currency: Currency,
+        event_available: i32,
+        quotas: &[Quota],
+    ) -> Self {
+        Self {
+            id: ticket_type.id,
+            event_id: ticket_type.event_id,
+            name: ticket_type.name.clone(),
+            description: ticket_type.description.clone(),
+            price: ticket_type.price,
+            currency,
+            max_per_order: ticket_type.max_per_order,
+            sales_start_at: ticket_type.sales.start,
+            sales_end_at: ticket_type.sales.end,
+            active: ticket_type.active,
+            available: available_of(ticket_type.id, event_available, quotas),
+        }
+    }
+
+    /// The views of an event's types, in the order given, from one consistent reading of the
+    /// event and its quotas.
+    pub fn all(event: &Event, ticket_types: &[TicketType], quotas: &[Quota]) -> Vec<Self> {
+        ticket_types
+            .iter()
+            .map(|t| Self::of(t, event.currency, event.available_tickets, quotas))
+            .collect()
+    }
+}
+
+/// `GET /events/{id}`: the event with the public view of each of its types, in creation
+/// order.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDetails {
+    #[serde(flatten)]
+    pub event: Event,
+    pub ticket_types: Vec<TicketTypeView>,
 }
 
 #[cfg(test)]
@@ -138,6 +477,46 @@ mod tests {
             purchased_tickets: 0,
             ticket_type_ids: types.to_vec(),
         }
+    }
+
+    #[test]
+    fn quota_type_ids_are_uuids_distinct_sorted_and_few() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(
+            parse_type_ids(vec![b.to_string(), a.to_string()]),
+            Ok(vec![a, b])
+        );
+        assert!(parse_type_ids(vec![a.to_string(), a.to_string()]).is_err());
+        assert!(parse_type_ids(vec!["x".into()]).is_err());
+        let many = (0..=QUOTA_TYPES_MAX).map(|_| Uuid::now_v7().to_string());
+        assert!(parse_type_ids(many.collect()).is_err());
+    }
+
+    #[test]
+    fn a_new_type_is_active_and_null_clears_only_what_may_be_empty() {
+        let created = TicketTypeSettings::create(TicketTypePatch {
+            name: Some(Some("VIP".into())),
+            price: Some(Some(100)),
+            description: Some(Some("front row".into())),
+            active: Some(None),
+            ..TicketTypePatch::default()
+        })
+        .expect("valid");
+        assert!(created.active);
+        let cleared = created
+            .apply(TicketTypePatch {
+                description: Some(None),
+                ..TicketTypePatch::default()
+            })
+            .expect("valid");
+        assert_eq!((cleared.description, cleared.price), (None, 100));
+        let refused = created.apply(TicketTypePatch {
+            active: Some(None),
+            price: Some(None),
+            ..TicketTypePatch::default()
+        });
+        let fields: Vec<String> = refused.unwrap_err().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["price", "active"]);
     }
 
     #[test]

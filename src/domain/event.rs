@@ -9,6 +9,7 @@ use super::event_name::{is_visible, normalize_name};
 
 use super::catalogue::SalesWindow;
 use super::money::{Currency, parse_price};
+use super::patch::{Patch, nullable, required};
 use super::refusal::FieldError;
 
 /// Longest event name, in characters (Unicode scalar values) after normalization.
@@ -95,6 +96,22 @@ pub fn parse_sales_window(
     window
 }
 
+/// A name as the API takes it for an event, a ticket type or a quota: normalized (see
+/// `normalize_name`), with a visible character, at most [`NAME_MAX_CHARS`] characters and no
+/// control character; the error says why.
+pub fn parse_name(raw: &str) -> Result<String, String> {
+    let name = normalize_name(raw);
+    if !name.chars().any(is_visible) {
+        Err("must not be blank".into())
+    } else if name.chars().count() > NAME_MAX_CHARS {
+        Err(format!("must be at most {NAME_MAX_CHARS} characters"))
+    } else if name.chars().any(char::is_control) {
+        Err("must not contain control characters".into())
+    } else {
+        Ok(name)
+    }
+}
+
 /// An event that is valid to create: it exists only if every rule holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
@@ -114,30 +131,14 @@ impl NewEvent {
     pub fn parse(request: EventDraft, default_currency: Currency) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
 
-        let name = match request.name.as_deref().map(normalize_name) {
+        let name = match request.name.as_deref().map(parse_name) {
             None => {
                 errors.push(FieldError::new("name", "is required"));
                 None
             }
-            Some(name) if !name.chars().any(is_visible) => {
-                errors.push(FieldError::new("name", "must not be blank"));
-                None
-            }
-            Some(name) if name.chars().count() > NAME_MAX_CHARS => {
-                errors.push(FieldError::new(
-                    "name",
-                    format!("must be at most {NAME_MAX_CHARS} characters"),
-                ));
-                None
-            }
-            Some(name) if name.chars().any(char::is_control) => {
-                errors.push(FieldError::new(
-                    "name",
-                    "must not contain control characters",
-                ));
-                None
-            }
-            Some(name) => Some(name),
+            Some(name) => name
+                .map_err(|message| errors.push(FieldError::new("name", message)))
+                .ok(),
         };
 
         let date = match request.date.as_deref() {
@@ -242,6 +243,110 @@ pub struct Event {
     pub updated_at: OffsetDateTime,
 }
 
+/// The fields of an event an organiser may change (`PATCH /events/{id}`), as they will be
+/// stored: each checked as `POST /events` checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSettings {
+    pub name: String,
+    pub date: OffsetDateTime,
+    pub total_tickets: i32,
+    pub max_tickets_per_fingerprint: Option<i32>,
+    pub sales: SalesWindow,
+}
+
+/// A `PATCH /events/{id}` body as the client gave it: each field absent, null or a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventPatch {
+    pub name: Patch<String>,
+    pub date: Patch<String>,
+    pub total_tickets: Patch<i64>,
+    pub max_tickets_per_fingerprint: Patch<i64>,
+    pub sales_start_at: Patch<String>,
+    pub sales_end_at: Patch<String>,
+}
+
+impl EventSettings {
+    /// The settings of a stored event.
+    pub fn of(event: &Event) -> Self {
+        Self {
+            name: event.name.clone(),
+            date: event.date,
+            total_tickets: event.total_tickets,
+            max_tickets_per_fingerprint: event.max_tickets_per_fingerprint,
+            sales: SalesWindow {
+                start: event.sales_start_at,
+                end: event.sales_end_at,
+            },
+        }
+    }
+
+    /// These settings changed by `patch`, every rule checked against the result (the cap
+    /// against the new total, the window's end against its new start); all problems at once.
+    pub fn apply(&self, patch: EventPatch) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let name = required(
+            "name",
+            patch.name,
+            Some(self.name.clone()),
+            |raw| parse_name(&raw),
+            &mut errors,
+        );
+        let date = required(
+            "date",
+            patch.date,
+            Some(self.date),
+            |raw| parse_date_time(&raw),
+            &mut errors,
+        );
+        let total_tickets = required(
+            "totalTickets",
+            patch.total_tickets,
+            Some(self.total_tickets),
+            |n| {
+                if (1..=TOTAL_TICKETS_MAX).contains(&n) {
+                    Ok(n as i32)
+                } else {
+                    Err(format!("must be between 1 and {TOTAL_TICKETS_MAX}"))
+                }
+            },
+            &mut errors,
+        );
+        let cap = nullable(
+            "maxTicketsPerFingerprint",
+            patch.max_tickets_per_fingerprint,
+            self.max_tickets_per_fingerprint.map(i64::from),
+            Ok,
+            &mut errors,
+        );
+        let cap = match (cap, total_tickets) {
+            (None, _) => None,
+            (Some(cap), Some(total)) if cap >= 1 && cap <= i64::from(total) => Some(cap as i32),
+            // The total is refused already; the cap cannot be judged against it.
+            (Some(cap), None) if cap >= 1 => None,
+            (Some(_), _) => {
+                errors.push(FieldError::new(
+                    "maxTicketsPerFingerprint",
+                    "must be between 1 and totalTickets, or null for no cap",
+                ));
+                None
+            }
+        };
+        let sales = self
+            .sales
+            .patched(patch.sales_start_at, patch.sales_end_at, &mut errors);
+        match (name, date, total_tickets) {
+            (Some(name), Some(date), Some(total_tickets)) if errors.is_empty() => Ok(Self {
+                name,
+                date,
+                total_tickets,
+                max_tickets_per_fingerprint: cap,
+                sales,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +403,50 @@ mod tests {
             ..request("a", "2027-01-01T00:00:00Z", 5, None)
         };
         assert_eq!(fields(NewEvent::parse_eur(draft)), ["salesStartAt"]);
+    }
+
+    #[test]
+    fn a_patch_is_checked_against_the_stored_event() {
+        let stored = EventSettings {
+            name: "Gig".into(),
+            date: datetime("2027-01-01T00:00:00Z"),
+            total_tickets: 10,
+            max_tickets_per_fingerprint: Some(8),
+            sales: SalesWindow {
+                start: Some(datetime("2026-12-01T00:00:00Z")),
+                end: None,
+            },
+        };
+        assert_eq!(stored.apply(EventPatch::default()), Ok(stored.clone()));
+        // The stored cap no longer fits a lower total; the new end must follow the stored start.
+        let patch = EventPatch {
+            total_tickets: Some(Some(5)),
+            sales_end_at: Some(Some("2026-11-01T00:00:00Z".into())),
+            ..EventPatch::default()
+        };
+        let problems: Vec<String> = stored
+            .apply(patch)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(problems, ["maxTicketsPerFingerprint", "salesEndAt"]);
+        let patch = EventPatch {
+            total_tickets: Some(Some(5)),
+            max_tickets_per_fingerprint: Some(None),
+            sales_start_at: Some(None),
+            ..EventPatch::default()
+        };
+        let changed = stored.apply(patch).expect("valid");
+        assert_eq!(
+            (changed.total_tickets, changed.max_tickets_per_fingerprint),
+            (5, None)
+        );
+        assert_eq!(changed.sales, SalesWindow::default());
+    }
+
+    fn datetime(text: &str) -> OffsetDateTime {
+        parse_date_time(text).expect("a valid date-time")
     }
 
     fn fields(result: Result<NewEvent, Vec<FieldError>>) -> Vec<String> {

@@ -15,6 +15,8 @@ pub enum ChangeKind {
     TicketPurchased,
     TicketCancelled,
     TicketExpired,
+    /// An organiser changed the event (`PATCH /events/{id}`): its total may have moved.
+    EventUpdated,
 }
 
 impl ChangeKind {
@@ -24,6 +26,7 @@ impl ChangeKind {
             Self::TicketPurchased => "ticket_purchased",
             Self::TicketCancelled => "ticket_cancelled",
             Self::TicketExpired => "ticket_expired",
+            Self::EventUpdated => "event_updated",
         }
     }
 }

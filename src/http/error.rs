@@ -8,7 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::response::json;
-use crate::domain::refusal::{FieldError, Refusal};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::refusal::{FieldError, LineAvailability, Refusal};
 use crate::domain::status::AllocationStatus;
 use crate::error::Error;
 
@@ -100,14 +103,47 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub limit: Option<i32>,
-    /// With `FINGERPRINT_LIMIT`: tickets this buyer already holds for the event.
+    /// With `FINGERPRINT_LIMIT`: tickets this buyer already holds for the event; with
+    /// `CAPACITY_BELOW_SOLD` about `maxTicketsPerFingerprint`: the most one buyer holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub held: Option<i64>,
+    /// With `CAPACITY_BELOW_SOLD` about a capacity: tickets held by live reservations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reserved_tickets: Option<i32>,
+    /// With `CAPACITY_BELOW_SOLD` about a capacity: tickets purchased (and not refunded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub purchased_tickets: Option<i32>,
     /// With `INVALID_STATUS`: the allocation's current status.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub status: Option<AllocationStatus>,
+    /// With `TICKETS_SOLD_OUT` and `SALES_CLOSED`: the ticket type refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub ticket_type_id: Option<Uuid>,
+    /// With `SALES_CLOSED`: the sales window that closes the type now (null ends are open).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(inline)]
+    pub sales_window: Option<SalesWindowBody>,
+    /// With `INSUFFICIENT_TICKETS`: how many tickets each requested type has left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub lines: Option<Vec<LineAvailability>>,
+}
+
+/// A sales window in an error body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SalesWindowBody {
+    /// When sales open (null: no start).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sales_start_at: Option<OffsetDateTime>,
+    /// When sales close, exclusive (null: no end).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sales_end_at: Option<OffsetDateTime>,
 }
 
 impl ApiError {
@@ -140,18 +176,48 @@ impl ApiError {
             available_tickets: None,
             limit: None,
             held: None,
+            reserved_tickets: None,
+            purchased_tickets: None,
             status: None,
+            ticket_type_id: None,
+            sales_window: None,
+            lines: None,
         };
         match self {
             ApiError::BadRequest { details, .. } | ApiError::App(Error::Validation(details)) => {
                 body.details = details.clone()
             }
-            ApiError::App(Error::Refused(Refusal::InsufficientTickets { available })) => {
-                body.available_tickets = Some(*available)
+            ApiError::App(Error::Refused(Refusal::InsufficientTickets { available, lines })) => {
+                body.available_tickets = Some(*available);
+                body.lines = Some(lines.clone());
+            }
+            ApiError::App(Error::Refused(Refusal::TicketsSoldOut { ticket_type_id })) => {
+                body.ticket_type_id = Some(*ticket_type_id)
+            }
+            ApiError::App(Error::Refused(Refusal::SalesClosed {
+                ticket_type_id,
+                sales_start_at,
+                sales_end_at,
+            })) => {
+                body.ticket_type_id = Some(*ticket_type_id);
+                body.sales_window = Some(SalesWindowBody {
+                    sales_start_at: *sales_start_at,
+                    sales_end_at: *sales_end_at,
+                });
             }
             ApiError::App(Error::Refused(Refusal::FingerprintLimit { limit, held })) => {
                 body.limit = Some(*limit);
                 body.held = Some(*held);
+            }
+            ApiError::App(Error::Refused(Refusal::CapacityBelowSold {
+                reserved,
+                purchased,
+            })) => {
+                body.reserved_tickets = Some(*reserved);
+                body.purchased_tickets = Some(*purchased);
+            }
+            ApiError::App(Error::Refused(Refusal::CapBelowHeld { held })) => {
+                body.held = Some(*held)
             }
             ApiError::App(Error::Refused(Refusal::InvalidStatus(status))) => {
                 body.status = Some(*status)
@@ -169,14 +235,19 @@ pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
         Error::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR"),
         Error::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
         Error::EventExists => (StatusCode::CONFLICT, "EVENT_EXISTS"),
+        Error::TicketTypeExists => (StatusCode::CONFLICT, "TICKET_TYPE_EXISTS"),
         Error::Refused(refusal) => match refusal {
-            Refusal::TicketsSoldOut => (StatusCode::CONFLICT, "TICKETS_SOLD_OUT"),
+            Refusal::TicketsSoldOut { .. } => (StatusCode::CONFLICT, "TICKETS_SOLD_OUT"),
+            Refusal::SalesClosed { .. } => (StatusCode::CONFLICT, "SALES_CLOSED"),
             Refusal::InsufficientTickets { .. } => (StatusCode::CONFLICT, "INSUFFICIENT_TICKETS"),
             Refusal::FingerprintLimit { .. } => (StatusCode::CONFLICT, "FINGERPRINT_LIMIT"),
             Refusal::FingerprintMismatch => (StatusCode::FORBIDDEN, "FINGERPRINT_MISMATCH"),
             Refusal::ReservationExpired => (StatusCode::GONE, "RESERVATION_EXPIRED"),
             Refusal::InvalidStatus(_) => (StatusCode::CONFLICT, "INVALID_STATUS"),
             Refusal::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "PAYMENT_DECLINED"),
+            Refusal::CapacityBelowSold { .. } | Refusal::CapBelowHeld { .. } => {
+                (StatusCode::CONFLICT, "CAPACITY_BELOW_SOLD")
+            }
         },
         Error::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
         Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),

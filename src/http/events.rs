@@ -8,18 +8,21 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, IdPath, Organiser};
 use super::response::json;
 use super::wire::{CreateEventRequest, PageQuery};
+use crate::catalogue;
 use crate::db;
+use crate::domain::catalogue::EventDetails;
 use crate::domain::event::{Event, NewEvent};
 use crate::domain::page::{Page, PageRequest};
 use crate::error::Error;
 use crate::http::state::AppState;
 
-/// Create an event with all its tickets available.
+/// Create an event with all its tickets available and its default ticket type; answered as
+/// `GET /events/{id}` answers it.
 #[utoipa::path(
     post, path = "/events", tag = "events",
     request_body = CreateEventRequest,
     responses(
-        (status = 201, description = "Created; `Location` names the new event", body = Event,
+        (status = 201, description = "Created; `Location` names the new event", body = EventDetails,
          headers(("Location" = String, description = "/events/{id}"))),
         (status = 400, description = "BAD_REQUEST: malformed JSON or wrong content type", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED: an organiser token is configured and none was sent", body = ErrorBody),
@@ -37,8 +40,8 @@ pub async fn create_event(
 ) -> ApiResult<Response> {
     let new_event =
         NewEvent::parse(request.into(), state.rules.default_currency).map_err(Error::Validation)?;
-    let event = db::events::insert(&state.pool, &new_event).await?;
-    let location = format!("/events/{}", event.id);
+    let event = catalogue::create_event(&state.pool, &new_event).await?;
+    let location = format!("/events/{}", event.event.id);
     Ok((
         [(header::LOCATION, location)],
         json(StatusCode::CREATED, &event)?,
@@ -66,20 +69,19 @@ pub async fn list_events(
     json(StatusCode::OK, &Page::new(events, total, page))
 }
 
-/// Read one event with its live counts.
+/// Read one event with its live counts and its ticket types (each with what is available of
+/// it), all from one snapshot.
 #[utoipa::path(
     get, path = "/events/{id}", tag = "events",
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     responses(
-        (status = 200, description = "The event", body = Event),
+        (status = 200, description = "The event", body = EventDetails),
         (status = 400, description = "BAD_REQUEST: id is not a UUID", body = ErrorBody),
         (status = 404, description = "NOT_FOUND", body = ErrorBody),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     )
 )]
 pub async fn get_event(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<Response> {
-    let event = db::events::find(&state.pool, id)
-        .await?
-        .ok_or(Error::NotFound("event"))?;
-    json(StatusCode::OK, &event)
+    let details = catalogue::event_details(&state.pool, id).await?;
+    json(StatusCode::OK, &details)
 }

@@ -134,6 +134,38 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// The path parameters of an item of an event (`/events/{id}/ticket-types/{typeId}`,
+/// `/events/{id}/quotas/{quotaId}`): the event's id and the item's, both UUIDs (400
+/// otherwise, naming the parameter).
+#[derive(Debug, Clone, Copy)]
+pub struct EventItemPath {
+    pub event_id: Uuid,
+    pub item_id: Uuid,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for EventItemPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::bad_parameter("id", "must be a UUID"))?;
+        let uuid = |(name, raw): &(String, String)| {
+            Uuid::parse_str(raw)
+                .map_err(|_| ApiError::bad_parameter(name.clone(), "must be a UUID"))
+        };
+        match params.as_slice() {
+            [event, item] => Ok(Self {
+                event_id: uuid(event)?,
+                item_id: uuid(item)?,
+            }),
+            _ => Err(ApiError::internal(
+                "an event item route has two path parameters",
+            )),
+        }
+    }
+}
+
 /// Query parameters; an undecodable query string is a 400.
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);

@@ -1,9 +1,10 @@
 //! The HTTP surface: routing, middleware and the OpenAPI document. Handlers parse the wire
 //! shapes into domain types, identify the buyer, call the services (through the keyed
 //! wrapper in [`idempotent`] when a request may carry an idempotency key) and shape the
-//! answer. The event handlers call `db` directly: each is one statement, with no
-//! transaction to compose.
+//! answer. The event handlers that create and list call `db` directly: each is one
+//! statement, with no transaction to compose; the catalogue's go through `crate::catalogue`.
 
+pub mod catalogue;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -48,6 +49,7 @@ use extract::MAX_BODY_BYTES;
     info(title = "Boxoffice", description = "Sells event tickets without ever overselling."),
     tags(
         (name = "events", description = "Organisers create events; buyers list and read them"),
+        (name = "catalogue", description = "Organisers sell ticket types against shared quotas"),
         (name = "tickets", description = "Holds: purchase, pay, cancel, read"),
         (name = "operations", description = "Health and readiness"),
     )
@@ -58,7 +60,14 @@ struct ApiDoc;
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(events::create_event, events::list_events))
-        .routes(routes!(events::get_event))
+        .routes(routes!(events::get_event, catalogue::update_event))
+        .routes(routes!(
+            catalogue::list_ticket_types,
+            catalogue::create_ticket_type
+        ))
+        .routes(routes!(catalogue::update_ticket_type))
+        .routes(routes!(catalogue::list_quotas, catalogue::create_quota))
+        .routes(routes!(catalogue::update_quota, catalogue::delete_quota))
         .routes(routes!(stream::event_stream))
         .routes(routes!(tickets::purchase_tickets))
         .routes(routes!(tickets::pay_for_tickets, tickets::cancel_tickets))
@@ -138,7 +147,7 @@ fn cors(origins: &[String]) -> Result<Option<CorsLayer>, String> {
     Ok(Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,

@@ -2,22 +2,93 @@
 //! Every field is optional text or number, so that each problem can be reported against its
 //! field; the handlers turn them into the domain's validated types.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::domain::event::EventDraft;
+use crate::domain::catalogue::{QuotaPatch, TicketTypePatch};
+use crate::domain::event::{EventDraft, EventPatch};
+use crate::domain::order::{LineDraft, OrderDraft};
+use crate::domain::patch::Patch;
 
-/// The body of `POST /events/{id}/tickets`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+/// The body of `POST /events/{id}/tickets` as it arrives: one line (`quantity`, and
+/// `ticketTypeId` or the event's default type) or several (`lines`), never both. Every field
+/// is optional here so that each problem is reported against its field; [`PurchaseBody`] is
+/// how the document states the two shapes.
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PurchaseRequest {
-    /// How many tickets to hold, 1 to the server's per-purchase maximum (default 10).
-    #[schema(example = 2, required = true, nullable = false)]
     pub quantity: Option<i64>,
+    pub ticket_type_id: Option<String>,
+    pub lines: Option<Vec<OrderLineRequest>>,
+    pub user_fingerprint: Option<String>,
+}
+
+/// The body of `POST /events/{id}/tickets`, as documented: one line, or several.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum PurchaseBody {
+    OneLine(OneLinePurchase),
+    Lines(LinesPurchase),
+}
+
+/// An order of one ticket type.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OneLinePurchase {
+    /// How many tickets to hold, 1 to the server's per-purchase maximum (default 10) and
+    /// the type's maxPerOrder.
+    #[schema(example = 2, minimum = 1)]
+    pub quantity: i64,
+    /// The ticket type to buy (default: the event's "General admission").
+    pub ticket_type_id: Option<uuid::Uuid>,
     /// The buyer's device fingerprint, for clients that cannot send the
     /// `X-Device-Fingerprint` header (the header wins when both are present): up to 256
     /// characters, no control characters.
     #[schema(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub user_fingerprint: Option<String>,
+}
+
+/// An order of several ticket types, all held or none.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LinesPurchase {
+    /// 1 to 20 lines of distinct types; their quantities add up to at most the per-purchase
+    /// maximum.
+    #[schema(min_items = 1, max_items = 20)]
+    pub lines: Vec<OrderLineRequest>,
+    /// As in the one-line order.
+    #[schema(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    pub user_fingerprint: Option<String>,
+}
+
+/// One line of an order.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLineRequest {
+    /// A ticket type of the event.
+    #[schema(value_type = uuid::Uuid, required = true, nullable = false)]
+    pub ticket_type_id: Option<String>,
+    /// 1 to the type's maxPerOrder and the per-purchase maximum.
+    #[schema(example = 2, required = true, nullable = false, minimum = 1)]
+    pub quantity: Option<i64>,
+}
+
+impl PurchaseRequest {
+    /// The order's fields for the domain's checks; `user_fingerprint` stays with the caller.
+    pub fn order(&self) -> OrderDraft {
+        OrderDraft {
+            quantity: self.quantity,
+            ticket_type_id: self.ticket_type_id.clone(),
+            lines: self.lines.as_ref().map(|lines| {
+                lines
+                    .iter()
+                    .map(|line| LineDraft {
+                        ticket_type_id: line.ticket_type_id.clone(),
+                        quantity: line.quantity,
+                    })
+                    .collect()
+            }),
+        }
+    }
 }
 
 /// The body of `POST /tickets/{id}/payment`.
@@ -92,6 +163,220 @@ impl From<CreateEventRequest> for EventDraft {
             price: request.price,
             sales_start_at: request.sales_start_at,
             sales_end_at: request.sales_end_at,
+        }
+    }
+}
+
+/// A `PATCH` field: absent stays `None`, an explicit `null` becomes `Some(None)` (serde's
+/// `default` covers the absent case; this function only ever sees a present value).
+fn present<'de, D, T>(deserializer: D) -> Result<Patch<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The body of `PATCH /events/{id}`: every field optional (absent: unchanged), each checked
+/// as `POST /events` checks it.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateEventRequest {
+    /// As in `POST /events`; not null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable = false, example = "RustConf 2027")]
+    pub name: Patch<String>,
+    /// As in `POST /events`; not null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable = false, example = "2027-09-01T18:00:00Z")]
+    pub date: Patch<String>,
+    /// 1 to 1,000,000, and at least the tickets reserved and purchased
+    /// (`CAPACITY_BELOW_SOLD` otherwise); not null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, nullable = false, example = 1200)]
+    pub total_tickets: Patch<i64>,
+    /// 1 to totalTickets and at least what one buyer already holds, or null for no cap.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, example = 4)]
+    pub max_tickets_per_fingerprint: Patch<i64>,
+    /// RFC 3339, or null to open sales at once.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "2027-06-01T10:00:00Z")]
+    pub sales_start_at: Patch<String>,
+    /// RFC 3339 after salesStartAt, or null for no end.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "2027-09-01T18:00:00Z")]
+    pub sales_end_at: Patch<String>,
+}
+
+impl From<UpdateEventRequest> for EventPatch {
+    fn from(request: UpdateEventRequest) -> Self {
+        EventPatch {
+            name: request.name,
+            date: request.date,
+            total_tickets: request.total_tickets,
+            max_tickets_per_fingerprint: request.max_tickets_per_fingerprint,
+            sales_start_at: request.sales_start_at,
+            sales_end_at: request.sales_end_at,
+        }
+    }
+}
+
+/// The body of `POST /events/{id}/ticket-types`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateTicketTypeRequest {
+    /// 1 to 200 characters once normalized, as an event name; unique within the event
+    /// (`TICKET_TYPE_EXISTS` otherwise).
+    #[schema(example = "Weekend pass", required = true, nullable = false)]
+    pub name: Option<String>,
+    /// Price of one ticket, an integer in the event currency's minor unit, 0 to
+    /// 1,000,000,000.
+    #[schema(
+        example = 4500,
+        required = true,
+        nullable = false,
+        minimum = 0,
+        maximum = 1_000_000_000
+    )]
+    pub price: Option<i64>,
+    /// Up to 2,000 characters.
+    #[schema(example = "Saturday and Sunday")]
+    pub description: Option<String>,
+    /// Most tickets of this type in one order, 1 to 1,000,000 (absent or null: no limit but
+    /// the purchase maximum).
+    #[schema(example = 4, minimum = 1, maximum = 1_000_000)]
+    pub max_per_order: Option<i64>,
+    /// When this type goes on sale (RFC 3339; absent: with the event).
+    #[schema(example = "2027-06-01T10:00:00Z")]
+    pub sales_start_at: Option<String>,
+    /// When this type's sales close, exclusive (RFC 3339, after salesStartAt).
+    #[schema(example = "2027-08-31T23:59:59Z")]
+    pub sales_end_at: Option<String>,
+    /// Whether it is sold (default true); an inactive type is listed but not sold.
+    #[schema(example = true)]
+    pub active: Option<bool>,
+}
+
+impl From<CreateTicketTypeRequest> for TicketTypePatch {
+    fn from(request: CreateTicketTypeRequest) -> Self {
+        TicketTypePatch {
+            name: request.name.map(Some),
+            description: request.description.map(Some),
+            price: request.price.map(Some),
+            max_per_order: request.max_per_order.map(Some),
+            sales_start_at: request.sales_start_at.map(Some),
+            sales_end_at: request.sales_end_at.map(Some),
+            active: request.active.map(Some),
+        }
+    }
+}
+
+/// The body of `PATCH /events/{id}/ticket-types/{typeId}`: every field optional (absent:
+/// unchanged); null clears description, maxPerOrder, salesStartAt and salesEndAt.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateTicketTypeRequest {
+    /// As on creation; not null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable = false, example = "Weekend pass")]
+    pub name: Patch<String>,
+    /// As on creation; not null. Applies to new orders only: a hold keeps its price.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, nullable = false, example = 5000, minimum = 0, maximum = 1_000_000_000)]
+    pub price: Patch<i64>,
+    /// Up to 2,000 characters, or null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub description: Patch<String>,
+    /// 1 to 1,000,000, or null for no limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
+    pub max_per_order: Patch<i64>,
+    /// RFC 3339, or null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub sales_start_at: Patch<String>,
+    /// RFC 3339 after salesStartAt, or null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub sales_end_at: Patch<String>,
+    /// Not null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<bool>, nullable = false)]
+    pub active: Patch<bool>,
+}
+
+impl From<UpdateTicketTypeRequest> for TicketTypePatch {
+    fn from(request: UpdateTicketTypeRequest) -> Self {
+        TicketTypePatch {
+            name: request.name,
+            description: request.description,
+            price: request.price,
+            max_per_order: request.max_per_order,
+            sales_start_at: request.sales_start_at,
+            sales_end_at: request.sales_end_at,
+            active: request.active,
+        }
+    }
+}
+
+/// The body of `POST /events/{id}/quotas`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateQuotaRequest {
+    /// 1 to 200 characters once normalized, as an event name.
+    #[schema(example = "Saturday", required = true, nullable = false)]
+    pub name: Option<String>,
+    /// Tickets the quota shares among its types, 0 to 1,000,000, and at least what its types
+    /// already hold (`CAPACITY_BELOW_SOLD` otherwise).
+    #[schema(
+        example = 60,
+        required = true,
+        nullable = false,
+        minimum = 0,
+        maximum = 1_000_000
+    )]
+    pub size: Option<i64>,
+    /// Ids of ticket types of this event, distinct, at most 100 (may be empty).
+    #[schema(value_type = Vec<uuid::Uuid>, required = true, nullable = false, max_items = 100)]
+    pub ticket_type_ids: Option<Vec<String>>,
+}
+
+impl From<CreateQuotaRequest> for QuotaPatch {
+    fn from(request: CreateQuotaRequest) -> Self {
+        QuotaPatch {
+            name: request.name.map(Some),
+            size: request.size.map(Some),
+            ticket_type_ids: request.ticket_type_ids.map(Some),
+        }
+    }
+}
+
+/// The body of `PATCH /events/{id}/quotas/{quotaId}`: every field optional (absent:
+/// unchanged), none nullable.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateQuotaRequest {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable = false, example = "Saturday")]
+    pub name: Patch<String>,
+    /// 0 to 1,000,000, and at least what its types hold.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, nullable = false, minimum = 0, maximum = 1_000_000)]
+    pub size: Patch<i64>,
+    /// The new set of types (replaces the old one), as on creation.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<uuid::Uuid>>, nullable = false, max_items = 100)]
+    pub ticket_type_ids: Patch<Vec<String>>,
+}
+
+impl From<UpdateQuotaRequest> for QuotaPatch {
+    fn from(request: UpdateQuotaRequest) -> Self {
+        QuotaPatch {
+            name: request.name,
+            size: request.size,
+            ticket_type_ids: request.ticket_type_ids,
         }
     }
 }

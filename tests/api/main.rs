@@ -4,6 +4,7 @@ mod helpers;
 
 mod backstops;
 mod binary;
+mod catalogue;
 mod concurrency;
 mod consistency;
 mod errors;

@@ -27,7 +27,11 @@ async fn the_document_lists_every_route_and_only_served_ones() {
     let paths = doc["paths"].as_object().unwrap();
     let expected = [
         ("/events", vec!["get", "post"]),
-        ("/events/{id}", vec!["get"]),
+        ("/events/{id}", vec!["get", "patch"]),
+        ("/events/{id}/ticket-types", vec!["get", "post"]),
+        ("/events/{id}/ticket-types/{typeId}", vec!["patch"]),
+        ("/events/{id}/quotas", vec!["get", "post"]),
+        ("/events/{id}/quotas/{quotaId}", vec!["delete", "patch"]),
         ("/events/{id}/stream", vec!["get"]),
         ("/events/{id}/tickets", vec!["post"]),
         ("/tickets", vec!["get"]),

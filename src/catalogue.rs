@@ -1,0 +1,244 @@
+//! The catalogue's organiser side: an event's settings, its ticket types and its quotas.
+//!
+//! Every write runs in one transaction that first takes the event's row lock
+//! (`db::events::lock`), then, for quotas, the event's quota rows in id order
+//! (`db::quotas::lock_for_event`): the lock order of the purchase path, so a change is wholly
+//! before or wholly after any purchase batch and no two writers can deadlock. Holding the
+//! event lock also freezes the event's allocations and their lines (every change to them
+//! takes that lock first), which is what lets a quota recount what its types hold and an
+//! event compare a new capacity with what is sold. Reads take no lock; they answer from one
+//! snapshot (`db::events::find_with_catalogue`).
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::db;
+use crate::db::quotas::QuotaCounts;
+use crate::domain::catalogue::{
+    EventDetails, Quota, QuotaPatch, QuotaSettings, QuotaView, TicketTypePatch, TicketTypeSettings,
+    TicketTypeView,
+};
+use crate::domain::event::{Event, EventPatch, EventSettings, NewEvent};
+use crate::domain::refusal::{FieldError, Refusal};
+use crate::error::{Error, Result};
+
+/// The event with the public view of each of its types, from one snapshot.
+pub async fn event_details(pool: &PgPool, id: Uuid) -> Result<EventDetails> {
+    let (event, ticket_types, quotas) = db::events::find_with_catalogue(pool, id)
+        .await?
+        .ok_or(Error::NotFound("event"))?;
+    let ticket_types = TicketTypeView::all(&event, &ticket_types, &quotas);
+    Ok(EventDetails {
+        event,
+        ticket_types,
+    })
+}
+
+/// Creates an event with its default type, and answers it as `GET /events/{id}` would: read
+/// back from one snapshot right after the creating transaction committed.
+pub async fn create_event(pool: &PgPool, new_event: &NewEvent) -> Result<EventDetails> {
+    let event = db::events::insert(pool, new_event).await?;
+    event_details(pool, event.id).await
+}
+
+/// The public view of the event's types, in creation order.
+pub async fn ticket_types(pool: &PgPool, event_id: Uuid) -> Result<Vec<TicketTypeView>> {
+    Ok(event_details(pool, event_id).await?.ticket_types)
+}
+
+/// Changes the event's settings (`PATCH /events/{id}`). Under the event lock: the new total
+/// must cover the tickets reserved and purchased (else `CAPACITY_BELOW_SOLD`, nothing
+/// changed), and a lower per-buyer cap must cover what each buyer already holds (checked
+/// here so the answer is a refusal, not the `buyer_tickets_within_cap` backstop's 500).
+pub async fn update_event(pool: &PgPool, id: Uuid, patch: EventPatch) -> Result<Event> {
+    let mut tx = pool.begin().await?;
+    let event = locked_event(&mut tx, id).await?;
+    let settings = EventSettings::of(&event)
+        .apply(patch)
+        .map_err(Error::Validation)?;
+    if settings.total_tickets < event.reserved_tickets + event.purchased_tickets {
+        return Err(Refusal::CapacityBelowSold {
+            reserved: event.reserved_tickets,
+            purchased: event.purchased_tickets,
+        }
+        .into());
+    }
+    // A buyer with no cap of the event's own is held to its total (`events.buyer_cap`).
+    let buyer_cap = settings
+        .max_tickets_per_fingerprint
+        .unwrap_or(settings.total_tickets);
+    let held = db::events::most_held_by_one_buyer(&mut tx, id).await?;
+    if i64::from(buyer_cap) < held {
+        return Err(Refusal::CapBelowHeld { held }.into());
+    }
+    let event = db::events::update_settings(&mut tx, id, &settings).await?;
+    tx.commit().await?;
+    Ok(event)
+}
+
+/// Adds a ticket type to the event; a name the event already uses is `TICKET_TYPE_EXISTS`.
+pub async fn create_ticket_type(
+    pool: &PgPool,
+    event_id: Uuid,
+    settings: TicketTypeSettings,
+) -> Result<TicketTypeView> {
+    let mut tx = pool.begin().await?;
+    let event = locked_event(&mut tx, event_id).await?;
+    let ticket_type = db::ticket_types::insert(&mut tx, event_id, &settings).await?;
+    // A new type is in no quota yet: it has what the event has.
+    let view = TicketTypeView::of(&ticket_type, event.currency, event.available_tickets, &[]);
+    tx.commit().await?;
+    Ok(view)
+}
+
+/// Changes a type of the event (absent fields unchanged, null clears the nullable ones).
+/// Orders already made keep the price stored on their lines.
+pub async fn update_ticket_type(
+    pool: &PgPool,
+    event_id: Uuid,
+    type_id: Uuid,
+    patch: TicketTypePatch,
+) -> Result<TicketTypeView> {
+    let mut tx = pool.begin().await?;
+    let event = locked_event(&mut tx, event_id).await?;
+    let current = db::ticket_types::find(&mut tx, event_id, type_id)
+        .await?
+        .ok_or(Error::NotFound("ticket type"))?;
+    let settings = TicketTypeSettings::of(&current)
+        .apply(patch)
+        .map_err(Error::Validation)?;
+    let ticket_type = db::ticket_types::update(&mut tx, type_id, &settings).await?;
+    let quotas = db::quotas::for_event(&mut tx, event_id).await?;
+    let view = TicketTypeView::of(
+        &ticket_type,
+        event.currency,
+        event.available_tickets,
+        &quotas,
+    );
+    tx.commit().await?;
+    Ok(view)
+}
+
+/// The event's quotas in id order, from one snapshot.
+pub async fn quotas(pool: &PgPool, event_id: Uuid) -> Result<Vec<QuotaView>> {
+    let (_, _, quotas) = db::events::find_with_catalogue(pool, event_id)
+        .await?
+        .ok_or(Error::NotFound("event"))?;
+    Ok(quotas.into_iter().map(QuotaView::from).collect())
+}
+
+/// Adds a quota, counting what its types already hold: refused with `CAPACITY_BELOW_SOLD`
+/// when that is more than its size.
+pub async fn create_quota(
+    pool: &PgPool,
+    event_id: Uuid,
+    settings: QuotaSettings,
+) -> Result<QuotaView> {
+    let mut tx = pool.begin().await?;
+    locked_event(&mut tx, event_id).await?;
+    // The lock order: event, then quotas in id order (docs/concurrency.md).
+    db::quotas::lock_for_event(&mut tx, event_id).await?;
+    let counts = recount(&mut tx, event_id, &settings).await?;
+    let id = db::quotas::insert(&mut tx, event_id, &settings, counts).await?;
+    tx.commit().await?;
+    Ok(view(id, event_id, settings, counts))
+}
+
+/// Changes a quota (name, size, types), recounting what its types hold: refused with
+/// `CAPACITY_BELOW_SOLD` when the new size is below that.
+pub async fn update_quota(
+    pool: &PgPool,
+    event_id: Uuid,
+    quota_id: Uuid,
+    patch: QuotaPatch,
+) -> Result<QuotaView> {
+    let mut tx = pool.begin().await?;
+    locked_event(&mut tx, event_id).await?;
+    let current = locked_quota(&mut tx, event_id, quota_id).await?;
+    let settings = QuotaSettings::of(&current)
+        .apply(patch)
+        .map_err(Error::Validation)?;
+    let counts = recount(&mut tx, event_id, &settings).await?;
+    db::quotas::update(&mut tx, quota_id, event_id, &settings, counts).await?;
+    tx.commit().await?;
+    Ok(view(quota_id, event_id, settings, counts))
+}
+
+/// Deletes a quota; its types then sell against the event and their other quotas only.
+pub async fn delete_quota(pool: &PgPool, event_id: Uuid, quota_id: Uuid) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    locked_event(&mut tx, event_id).await?;
+    locked_quota(&mut tx, event_id, quota_id).await?;
+    db::quotas::delete(&mut tx, quota_id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Takes the event's row lock (first, always) and returns the event; 404 when there is none.
+async fn locked_event(tx: &mut PgConnection, id: Uuid) -> Result<Event> {
+    db::events::lock(tx, id)
+        .await?
+        .ok_or(Error::NotFound("event"))
+}
+
+/// Locks the event's quotas in id order (the event lock already held) and returns the one
+/// asked for; 404 when the event has no such quota.
+async fn locked_quota(tx: &mut PgConnection, event_id: Uuid, quota_id: Uuid) -> Result<Quota> {
+    db::quotas::lock_for_event(tx, event_id)
+        .await?
+        .into_iter()
+        .find(|quota| quota.id == quota_id)
+        .ok_or(Error::NotFound("quota"))
+}
+
+/// What a quota with these settings holds now, under the event lock: its types must be the
+/// event's (else a field error on `ticketTypeIds`), and what they hold must fit its size.
+async fn recount(
+    tx: &mut PgConnection,
+    event_id: Uuid,
+    settings: &QuotaSettings,
+) -> Result<QuotaCounts> {
+    let known = db::ticket_types::for_event(tx, event_id).await?;
+    let unknown: Vec<String> = settings
+        .ticket_type_ids
+        .iter()
+        .filter(|id| !known.iter().any(|t| t.id == **id))
+        .map(Uuid::to_string)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Error::Validation(vec![FieldError::new(
+            "ticketTypeIds",
+            format!("not ticket types of this event: {}", unknown.join(", ")),
+        )]));
+    }
+    let (reserved, purchased) =
+        db::quotas::held_by_types(tx, event_id, &settings.ticket_type_ids).await?;
+    // Both sums are bounded by the event's total (at most 1,000,000).
+    let reserved = i32::try_from(reserved).map_err(Error::internal)?;
+    let purchased = i32::try_from(purchased).map_err(Error::internal)?;
+    if reserved + purchased > settings.size {
+        return Err(Refusal::CapacityBelowSold {
+            reserved,
+            purchased,
+        }
+        .into());
+    }
+    Ok(QuotaCounts {
+        reserved,
+        purchased,
+    })
+}
+
+/// The quota as answered after a write, from what was written.
+fn view(id: Uuid, event_id: Uuid, settings: QuotaSettings, counts: QuotaCounts) -> QuotaView {
+    QuotaView {
+        id,
+        event_id,
+        name: settings.name,
+        size: settings.size,
+        available_tickets: settings.size - counts.reserved - counts.purchased,
+        reserved_tickets: counts.reserved,
+        purchased_tickets: counts.purchased,
+        ticket_type_ids: settings.ticket_type_ids,
+    }
+}
