@@ -96,14 +96,14 @@ CREATE TABLE quota_ticket_types (
 
 CREATE INDEX quota_ticket_types_type_idx ON quota_ticket_types (ticket_type_id);
 
--- Orders: an allocation's money, in its event's currency, fixed when it is made.
+-- Orders: an allocation's money, in its event's currency (which never changes), fixed when
+-- it is made: `total` is the sum of its lines' `unit_price × quantity` (0 for an allocation
+-- with no lines, as those stored before this migration are made free below).
 ALTER TABLE ticket_allocations
-    ADD COLUMN currency          text    NOT NULL DEFAULT 'EUR',
     ADD COLUMN total             bigint  NOT NULL DEFAULT 0,
     ADD COLUMN refunded_quantity integer NOT NULL DEFAULT 0,
     ADD COLUMN refunded_amount   bigint  NOT NULL DEFAULT 0,
     ADD COLUMN refunded_at       timestamptz,
-    ADD CONSTRAINT ticket_allocations_currency_code CHECK (currency ~ '^[A-Z]{3}$'),
     ADD CONSTRAINT ticket_allocations_total_nonnegative CHECK (total >= 0),
     ADD CONSTRAINT ticket_allocations_refunded_quantity_range
         CHECK (refunded_quantity BETWEEN 0 AND quantity),
@@ -115,8 +115,12 @@ ALTER TABLE ticket_allocations
     ADD CONSTRAINT ticket_allocations_refunded_is_complete
         CHECK ((status = 'refunded') = (refunded_at IS NOT NULL)
                AND (status <> 'refunded' OR refunded_quantity = quantity));
-ALTER TABLE ticket_allocations ALTER COLUMN currency DROP DEFAULT;
-ALTER TABLE ticket_allocations ALTER COLUMN total DROP DEFAULT;
+
+-- A refunded purchase keeps the record of its purchase.
+ALTER TABLE ticket_allocations DROP CONSTRAINT ticket_allocations_purchased_is_complete;
+ALTER TABLE ticket_allocations ADD CONSTRAINT ticket_allocations_purchased_is_complete
+    CHECK ((status IN ('purchased', 'refunded'))
+           = (purchased_at IS NOT NULL AND confirmation_code IS NOT NULL));
 
 ALTER TABLE ticket_allocations DROP CONSTRAINT ticket_allocations_status_known;
 ALTER TABLE ticket_allocations ADD CONSTRAINT ticket_allocations_status_known

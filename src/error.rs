@@ -5,6 +5,7 @@
 //! a status and a JSON body in one place.
 
 use crate::db::error::{Conflict, DbFailure, classify};
+use crate::domain::grant::Rejection;
 use crate::domain::refusal::{FieldError, Refusal};
 
 /// Why a request or job failed. `Display` is the message an error body carries (except for
@@ -57,6 +58,17 @@ impl Error {
     /// An unexpected failure; `detail` is logged, never answered.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         Self::Internal(detail.to_string())
+    }
+}
+
+/// An order's rejection: a line that names nothing sellable is a field error, a rule of the
+/// sale a refusal.
+impl From<Rejection> for Error {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::Invalid(field) => Self::Validation(vec![field]),
+            Rejection::Refused(refusal) => Self::Refused(refusal),
+        }
     }
 }
 

@@ -10,21 +10,54 @@
 use std::collections::HashMap;
 
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::allocation::Allocation;
+use crate::domain::catalogue::AllocationLine;
 use crate::domain::fingerprint::FingerprintHash;
-use crate::domain::grant::Ask;
+use crate::domain::grant::{Ask, Grant};
+use crate::domain::money::Currency;
 use crate::domain::page::PageRequest;
 use crate::domain::status::AllocationStatus;
 
-/// The columns an [`Allocation`] is read from, as a literal for `concat!`.
-macro_rules! allocation_columns {
+/// The columns an [`Allocation`] is read from, without its lines and refunds, as a literal
+/// for `concat!`.
+macro_rules! allocation_row_columns {
     () => {
         "id, event_id, quantity, status, fingerprint_hash, expires_at, payment_pending_at, \
          purchased_at, cancelled_at, expired_at, confirmation_code, payment_reference, \
-         created_at, updated_at"
+         total, refunded_quantity, refunded_amount, refunded_at, created_at, updated_at"
+    };
+}
+
+/// Every column an [`Allocation`] is read from, with its lines (in the types' creation
+/// order) and refunds (oldest first) as JSON, over the unaliased `ticket_allocations` (the
+/// subqueries name it to tell its `id` from the types').
+macro_rules! allocation_columns {
+    () => {
+        concat!(
+            allocation_row_columns!(),
+            ", (SELECT e.currency FROM events e WHERE e.id = ticket_allocations.event_id) \
+               AS currency, \
+             (SELECT coalesce(json_agg(json_build_object( \
+                 'ticketTypeId', l.ticket_type_id, 'ticketTypeName', t.name, \
+                 'quantity', l.quantity, 'unitPrice', l.unit_price, \
+                 'amount', l.unit_price * l.quantity, 'refundedQuantity', l.refunded_quantity) \
+                 ORDER BY t.created_at, t.id), '[]') \
+               FROM allocation_lines l JOIN ticket_types t ON t.id = l.ticket_type_id \
+               WHERE l.allocation_id = ticket_allocations.id) AS lines, \
+             (SELECT coalesce(json_agg(json_build_object( \
+                 'id', r.id, 'status', r.status, 'amount', r.amount, 'reason', r.reason, \
+                 'createdAt', r.created_at, \
+                 'lines', (SELECT coalesce(json_agg(json_build_object( \
+                              'ticketTypeId', rl.ticket_type_id, 'quantity', rl.quantity, \
+                              'amount', rl.amount) ORDER BY rl.ticket_type_id), '[]') \
+                           FROM refund_lines rl WHERE rl.refund_id = r.id)) \
+                 ORDER BY r.created_at, r.id), '[]') \
+               FROM refunds r WHERE r.allocation_id = ticket_allocations.id) AS refunds"
+        )
     };
 }
 
@@ -38,6 +71,13 @@ impl FromRow<'_, PgRow> for Allocation {
             status: status
                 .parse()
                 .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+            lines: row.try_get::<Json<_>, _>("lines")?.0,
+            total: row.try_get("total")?,
+            currency: super::decode_currency(row.try_get("currency")?)?,
+            refunded_amount: row.try_get("refunded_amount")?,
+            refunded_quantity: row.try_get("refunded_quantity")?,
+            refunds: row.try_get::<Json<_>, _>("refunds")?.0,
+            refunded_at: row.try_get("refunded_at")?,
             fingerprint_hash: row.try_get("fingerprint_hash")?,
             expires_at: row.try_get("expires_at")?,
             payment_pending_at: row.try_get("payment_pending_at")?,
@@ -52,50 +92,94 @@ impl FromRow<'_, PgRow> for Allocation {
     }
 }
 
-/// Inserts one `reserved` hold per ask, each lapsing `hold_seconds` from now (database
-/// clock), in one statement for the whole batch; the database adds them to their buyers'
-/// `buyer_tickets` rows. A grant above a buyer's cap fails the statement on
-/// `buyer_tickets_within_cap` and nothing is written. Returned in the order of `asks`.
+/// Inserts one `reserved` hold per grant, each lapsing `hold_seconds` from now (database
+/// clock), with its lines at their granted prices, in one statement for the whole batch; the
+/// database adds them to their buyers' `buyer_tickets` rows. A grant above a buyer's cap
+/// fails the statement on `buyer_tickets_within_cap` and nothing is written. Returned in the
+/// order of `grants`.
 pub async fn insert_reserved(
     conn: &mut PgConnection,
     event_id: Uuid,
-    asks: &[&Ask],
+    currency: Currency,
+    grants: &[(&Ask, &Grant)],
     hold_seconds: u32,
 ) -> Result<Vec<Allocation>, sqlx::Error> {
-    let ids: Vec<Uuid> = asks.iter().map(|_| Uuid::new_v4()).collect();
-    let quantities: Vec<i32> = asks.iter().map(|a| a.quantity.get()).collect();
-    let buyers: Vec<&str> = asks.iter().map(|a| a.buyer.as_str()).collect();
+    let ids: Vec<Uuid> = grants.iter().map(|_| Uuid::new_v4()).collect();
+    let quantities: Vec<i32> = grants.iter().map(|(_, grant)| grant.quantity).collect();
+    let totals: Vec<i64> = grants.iter().map(|(_, grant)| grant.total).collect();
+    let buyers: Vec<&str> = grants.iter().map(|(ask, _)| ask.buyer.as_str()).collect();
+    let mut line_allocations = Vec::new();
+    let mut line_types = Vec::new();
+    let mut line_quantities = Vec::new();
+    let mut line_prices = Vec::new();
+    for (id, (_, grant)) in ids.iter().zip(grants) {
+        for line in &grant.lines {
+            line_allocations.push(*id);
+            line_types.push(line.ticket_type_id);
+            line_quantities.push(line.quantity);
+            line_prices.push(line.unit_price);
+        }
+    }
+    // The lines go in with their allocations in one statement; their foreign key to the
+    // allocation is checked at the statement's end, when both are there. The RETURNING
+    // cannot see the lines (one snapshot for the whole statement): they are filled in below
+    // from the grants.
     let mut rows: Vec<Allocation> = sqlx::query_as(concat!(
-        "INSERT INTO ticket_allocations (id, event_id, quantity, status, fingerprint_hash, expires_at) \
-         SELECT id, $1, quantity, 'reserved', buyer, now() + make_interval(secs => $5) \
-         FROM unnest($2::uuid[], $3::int[], $4::text[]) AS ask(id, quantity, buyer) \
+        "WITH lines AS ( \
+             INSERT INTO allocation_lines (allocation_id, ticket_type_id, quantity, unit_price) \
+             SELECT * FROM unnest($7::uuid[], $8::uuid[], $9::int[], $10::bigint[])) \
+         INSERT INTO ticket_allocations \
+             (id, event_id, quantity, status, fingerprint_hash, expires_at, total) \
+         SELECT id, $1, quantity, 'reserved', buyer, now() + make_interval(secs => $5), total \
+         FROM unnest($2::uuid[], $3::int[], $4::text[], $11::bigint[]) \
+             AS ask(id, quantity, buyer, total) \
          RETURNING ",
-        allocation_columns!()
+        allocation_row_columns!(),
+        ", '[]'::json AS lines, '[]'::json AS refunds, $6::text AS currency"
     ))
     .bind(event_id)
     .bind(&ids)
     .bind(&quantities)
     .bind(&buyers)
     .bind(f64::from(hold_seconds))
+    .bind(currency.code())
+    .bind(&line_allocations)
+    .bind(&line_types)
+    .bind(&line_quantities)
+    .bind(&line_prices)
+    .bind(&totals)
     .fetch_all(conn)
     .await?;
-    // RETURNING order is not guaranteed: put the rows back in ask order.
+    // RETURNING order is not guaranteed: put the rows back in grant order.
     rows.sort_by_key(|row| ids.iter().position(|id| *id == row.id));
+    for (row, (_, grant)) in rows.iter_mut().zip(grants) {
+        row.lines = grant
+            .lines
+            .iter()
+            .map(|line| AllocationLine {
+                ticket_type_id: line.ticket_type_id,
+                ticket_type_name: line.ticket_type_name.clone(),
+                quantity: line.quantity,
+                unit_price: line.unit_price,
+                amount: line.unit_price * i64::from(line.quantity),
+                refunded_quantity: 0,
+            })
+            .collect();
+    }
     Ok(rows)
 }
 
 /// Tickets each of `buyers` holds or has bought for the event (reserved, payment_pending and
-/// purchased). Read under the event lock, so no concurrent purchase can change the sums.
+/// purchased, less what was refunded), from the database-kept `buyer_tickets` counters. Read
+/// under the event lock, so no concurrent purchase can change them.
 pub async fn held_by_buyers(
     conn: &mut PgConnection,
     event_id: Uuid,
     buyers: &[&str],
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT fingerprint_hash, sum(quantity)::bigint FROM ticket_allocations \
-         WHERE fingerprint_hash = ANY($2) AND event_id = $1 \
-           AND status IN ('reserved', 'payment_pending', 'purchased') \
-         GROUP BY fingerprint_hash",
+        "SELECT fingerprint_hash, held_tickets::bigint FROM buyer_tickets \
+         WHERE event_id = $1 AND fingerprint_hash = ANY($2)",
     )
     .bind(event_id)
     .bind(buyers)
@@ -253,7 +337,13 @@ pub async fn expire_lapsed(
     event_id: Uuid,
     limit: i64,
 ) -> Result<ExpiredHolds, sqlx::Error> {
-    let (holds, tickets, last_holder): (i64, i64, Option<String>) = sqlx::query_as(
+    let (holds, tickets, last_holder, types, counts): (
+        i64,
+        i64,
+        Option<String>,
+        Vec<Uuid>,
+        Vec<i32>,
+    ) = sqlx::query_as(
         "WITH lapsed AS ( \
              SELECT id FROM ticket_allocations \
              WHERE event_id = $1 AND status = $3 AND expires_at <= now() \
@@ -262,8 +352,16 @@ pub async fn expire_lapsed(
              UPDATE ticket_allocations a \
              SET status = $4, expired_at = now(), updated_at = now() \
              FROM lapsed WHERE a.id = lapsed.id AND a.status = $3 \
-             RETURNING a.quantity, a.fingerprint_hash) \
-         SELECT count(*)::bigint, COALESCE(sum(quantity), 0)::bigint, max(fingerprint_hash) FROM expired",
+             RETURNING a.id, a.quantity, a.fingerprint_hash), \
+         by_type AS ( \
+             SELECT l.ticket_type_id, sum(l.quantity - l.refunded_quantity)::int AS tickets \
+             FROM allocation_lines l JOIN expired ON expired.id = l.allocation_id \
+             GROUP BY l.ticket_type_id) \
+         SELECT (SELECT count(*) FROM expired)::bigint, \
+                (SELECT COALESCE(sum(quantity), 0) FROM expired)::bigint, \
+                (SELECT max(fingerprint_hash) FROM expired), \
+                ARRAY(SELECT ticket_type_id FROM by_type ORDER BY ticket_type_id), \
+                ARRAY(SELECT tickets FROM by_type ORDER BY ticket_type_id)",
     )
     .bind(event_id)
     .bind(limit)
@@ -275,6 +373,7 @@ pub async fn expire_lapsed(
         holds,
         tickets,
         last_holder,
+        by_type: types.into_iter().zip(counts).collect(),
     })
 }
 
@@ -282,9 +381,12 @@ pub async fn expire_lapsed(
 #[derive(Debug)]
 pub struct ExpiredHolds {
     pub holds: i64,
+    /// The tickets they held.
     pub tickets: i64,
     /// One of the expired holds' buyers, for the change notification.
     pub last_holder: Option<String>,
+    /// The tickets returned, by ticket type, for the counts of the event and its quotas.
+    pub by_type: Vec<(Uuid, i32)>,
 }
 
 /// Allocations left in `payment_pending` for longer than `older_than_seconds`: their

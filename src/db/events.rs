@@ -4,7 +4,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::domain::catalogue::{DEFAULT_TICKET_TYPE_NAME, Quota, TicketType};
+use time::OffsetDateTime;
+
+use crate::domain::catalogue::{DEFAULT_TICKET_TYPE_NAME, Quota, SalesWindow, TicketType};
 use crate::domain::event::{Event, EventSettings, NewEvent};
 use crate::domain::page::PageRequest;
 use crate::domain::stats::{ChangeKind, actor_tag};
@@ -115,13 +117,34 @@ pub async fn find_with_change_seq(
     .transpose()
 }
 
-/// The event's available tickets as last committed, read without a lock (`None`: no such
-/// event).
-pub async fn available_tickets(pool: &PgPool, id: Uuid) -> Result<Option<i32>, sqlx::Error> {
-    sqlx::query_scalar("SELECT available_tickets FROM events WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+/// An event's sale state as last committed, read without a lock: its available tickets,
+/// its sales window, and the database clock at the read.
+#[derive(Debug, Clone)]
+pub struct SaleRead {
+    pub available_tickets: i32,
+    pub sales: SalesWindow,
+    pub now: OffsetDateTime,
+}
+
+/// The event's sale state as last committed, read without a lock (`None`: no such event).
+pub async fn sale_read(pool: &PgPool, id: Uuid) -> Result<Option<SaleRead>, sqlx::Error> {
+    let row: Option<(
+        i32,
+        Option<OffsetDateTime>,
+        Option<OffsetDateTime>,
+        OffsetDateTime,
+    )> = sqlx::query_as(
+        "SELECT available_tickets, sales_start_at, sales_end_at, clock_timestamp() \
+             FROM events WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(available_tickets, start, end, now)| SaleRead {
+        available_tickets,
+        sales: SalesWindow { start, end },
+        now,
+    }))
 }
 
 /// Takes the event's row lock for the rest of the transaction and returns the row as it is
@@ -138,7 +161,26 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Event>, sq
     .await
 }
 
-/// How an allocation's transition moves tickets between the event's counts.
+/// [`lock`] for the purchase transaction: the locked row, and the database clock once the
+/// lock is held (the instant sales windows are judged at; one clock for every instance).
+pub async fn lock_for_sale(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<(Event, OffsetDateTime)>, sqlx::Error> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        ", clock_timestamp() AS locked_at FROM events WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| Ok((Event::from_row(&row)?, row.try_get("locked_at")?)))
+        .transpose()
+}
+
+/// How an allocation's transition moves tickets between the counts of the event and of its
+/// quotas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CountMove {
     /// available → reserved (a new hold).
@@ -147,6 +189,8 @@ pub enum CountMove {
     Release,
     /// reserved → purchased (payment captured).
     Pay,
+    /// purchased → available (a completed refund).
+    Refund,
 }
 
 /// The channel name, as a literal so the notifying SQL below can be built with `concat!`.
@@ -182,43 +226,77 @@ macro_rules! notify_counts {
     };
 }
 
-/// Moves `tickets` tickets between counts, bumps the change sequence and announces the
-/// change, in one statement. Call only while holding the event's row lock (see [`lock`]):
-/// the lock is what makes sequence order commit order. The CHECK constraints refuse any
-/// result that would oversell.
+/// The statement of [`move_counts`] for one move between two count columns. The quota update
+/// is a data-modifying CTE: it runs to completion whether or not the outer statement reads
+/// it, inside the same statement and transaction as the event's.
+macro_rules! move_counts_sql {
+    ($from:literal, $to:literal) => {
+        concat!(
+            "WITH moved AS ( \
+                 SELECT qt.quota_id, sum(m.tickets)::int AS tickets \
+                 FROM unnest($5::uuid[], $6::int[]) AS m(ticket_type_id, tickets) \
+                 JOIN quota_ticket_types qt ON qt.ticket_type_id = m.ticket_type_id \
+                 GROUP BY qt.quota_id), \
+             quota_moves AS ( \
+                 UPDATE quotas q SET ",
+            $from,
+            " = q.",
+            $from,
+            " - moved.tickets, ",
+            $to,
+            " = q.",
+            $to,
+            " + moved.tickets, updated_at = now() \
+                 FROM moved WHERE q.id = moved.quota_id) \
+             UPDATE events SET ",
+            $from,
+            " = ",
+            $from,
+            " - $2, ",
+            $to,
+            " = ",
+            $to,
+            " + $2, \
+                 change_seq = change_seq + 1, updated_at = now() \
+             WHERE id = $1 RETURNING ",
+            notify_counts!("$3", "$4")
+        )
+    };
+}
+
+/// Moves tickets between counts, on the event and on every quota that contains their types,
+/// bumps the event's change sequence and announces the change, in one statement. `tickets`
+/// is the number the event's counts move by (the allocations' own quantities); `by_type`
+/// gives the same tickets by ticket type, for the quotas (types in no quota move only the
+/// event's counts). Call only while holding the event's row lock (see [`lock`]) and, when the event
+/// has quotas, their row locks (`quotas::lock_for_event`): the event lock is what makes
+/// sequence order commit order, and lock order event → quotas → allocations is kept by every
+/// caller. The CHECK constraints on `events` and `quotas` refuse any result that would
+/// oversell.
 pub async fn move_counts(
     conn: &mut PgConnection,
     id: Uuid,
     movement: CountMove,
     tickets: i32,
+    by_type: &[(Uuid, i32)],
     change: ChangeKind,
     actor: &str,
 ) -> Result<(), sqlx::Error> {
+    let types: Vec<Uuid> = by_type.iter().map(|(id, _)| *id).collect();
+    let counts: Vec<i32> = by_type.iter().map(|(_, n)| *n).collect();
     let sql = match movement {
-        CountMove::Reserve => concat!(
-            "UPDATE events SET available_tickets = available_tickets - $2, \
-             reserved_tickets = reserved_tickets + $2, change_seq = change_seq + 1, \
-             updated_at = now() WHERE id = $1 RETURNING ",
-            notify_counts!("$3", "$4")
-        ),
-        CountMove::Release => concat!(
-            "UPDATE events SET available_tickets = available_tickets + $2, \
-             reserved_tickets = reserved_tickets - $2, change_seq = change_seq + 1, \
-             updated_at = now() WHERE id = $1 RETURNING ",
-            notify_counts!("$3", "$4")
-        ),
-        CountMove::Pay => concat!(
-            "UPDATE events SET reserved_tickets = reserved_tickets - $2, \
-             purchased_tickets = purchased_tickets + $2, change_seq = change_seq + 1, \
-             updated_at = now() WHERE id = $1 RETURNING ",
-            notify_counts!("$3", "$4")
-        ),
+        CountMove::Reserve => move_counts_sql!("available_tickets", "reserved_tickets"),
+        CountMove::Release => move_counts_sql!("reserved_tickets", "available_tickets"),
+        CountMove::Pay => move_counts_sql!("reserved_tickets", "purchased_tickets"),
+        CountMove::Refund => move_counts_sql!("purchased_tickets", "available_tickets"),
     };
     sqlx::query(sql)
         .bind(id)
         .bind(tickets)
         .bind(change.as_str())
         .bind(actor_tag(actor))
+        .bind(&types)
+        .bind(&counts)
         .execute(conn)
         .await?;
     Ok(())

@@ -1,7 +1,7 @@
 //! The catalogue of an event: the ticket types it sells, at their prices and in their sales
 //! windows, and the quotas that share tickets among types.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -98,7 +98,7 @@ pub fn available_of(ticket_type: Uuid, event_available: i32, quotas: &[Quota]) -
 
 /// One line of an order as stored: a type, how many, at the price it had when the order was
 /// made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocationLine {
     pub ticket_type_id: Uuid,

@@ -11,6 +11,7 @@ pub mod grant;
 pub mod hex;
 pub mod idempotency;
 pub mod money;
+pub mod order;
 pub mod page;
 pub mod patch;
 pub mod quantity;

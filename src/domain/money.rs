@@ -13,6 +13,10 @@ use serde::Serialize;
 /// The `*_price_range` constraints hold the database to the same bound.
 pub const PRICE_MAX: i64 = 1_000_000_000;
 
+// The bound keeps the largest possible event gross (1,000,000 tickets) exact in a
+// JavaScript number.
+const _: () = assert!(PRICE_MAX * 1_000_000 < 1 << 53);
+
 /// A currency of the ISO 4217 list, by its three-letter code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Currency(iso_currency::Currency);
@@ -93,7 +97,5 @@ mod tests {
         assert_eq!(parse_price(PRICE_MAX), Ok(PRICE_MAX));
         assert!(parse_price(-1).is_err());
         assert!(parse_price(PRICE_MAX + 1).is_err());
-        // The bound keeps the largest possible event gross exact in a JavaScript number.
-        const { assert!(PRICE_MAX * 1_000_000 < 1 << 53) };
     }
 }

@@ -3,6 +3,8 @@
 //! wraps both; how they are answered over HTTP is decided in `http/error.rs` alone.
 
 use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 use super::status::AllocationStatus;
 
@@ -30,16 +32,30 @@ impl FieldError {
 /// lapsed hold found by a payment is expired, then refused).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// No ticket of the event is left.
+    /// A requested ticket type (`ticket_type_id`) has nothing left: the event, or a quota
+    /// that contains the type, is sold out.
     #[error("the event is sold out")]
-    TicketsSoldOut,
-    /// Fewer tickets are left than asked for; `available` is how many.
+    TicketsSoldOut { ticket_type_id: Uuid },
+    /// Every requested type has tickets left, but not enough for the whole order;
+    /// `available` is how many the order could get (for a one-line order, of its type), and
+    /// `lines` how many each requested type has left.
     #[error(
         "only {} {} left",
         tickets(i64::from(*available)),
         if *available == 1 { "is" } else { "are" }
     )]
-    InsufficientTickets { available: i32 },
+    InsufficientTickets {
+        available: i32,
+        lines: Vec<LineAvailability>,
+    },
+    /// A requested ticket type (or its event) is not on sale now: `sales_start_at` and
+    /// `sales_end_at` are the window that closes it.
+    #[error("ticket sales for this type are closed now")]
+    SalesClosed {
+        ticket_type_id: Uuid,
+        sales_start_at: Option<OffsetDateTime>,
+        sales_end_at: Option<OffsetDateTime>,
+    },
     /// The buyer would exceed the event's per-buyer cap: `limit` is the cap, `held` the
     /// tickets the buyer already holds or has bought for the event.
     #[error(
@@ -75,6 +91,15 @@ pub enum Refusal {
     CapBelowHeld { held: i64 },
 }
 
+/// How many tickets of one requested type are left, as an `INSUFFICIENT_TICKETS` refusal
+/// reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LineAvailability {
+    pub ticket_type_id: Uuid,
+    pub available: i32,
+}
+
 /// "1 ticket", "2 tickets": a count with its noun in the right number, for messages.
 fn tickets(count: i64) -> String {
     if count == 1 {
@@ -90,9 +115,15 @@ mod tests {
 
     #[test]
     fn counts_agree_with_their_nouns() {
-        let one = Refusal::InsufficientTickets { available: 1 };
+        let one = Refusal::InsufficientTickets {
+            available: 1,
+            lines: Vec::new(),
+        };
         assert_eq!(one.to_string(), "only 1 ticket is left");
-        let two = Refusal::InsufficientTickets { available: 2 };
+        let two = Refusal::InsufficientTickets {
+            available: 2,
+            lines: Vec::new(),
+        };
         assert_eq!(two.to_string(), "only 2 tickets are left");
         let capped = Refusal::FingerprintLimit { limit: 1, held: 1 };
         assert_eq!(

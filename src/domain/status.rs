@@ -6,7 +6,12 @@
 //!    │  │                 └──declined──▶ reserved (same expiry)
 //!    │  ├──cancel──▶ cancelled
 //!    │  └──lapse───▶ expired ◀──lapse (after recovery)── payment_pending
+//!
+//! purchased ──refund of every ticket left──▶ refunded
 //! ```
+//!
+//! A partial refund leaves a purchase `purchased`; the last ticket refunded makes it
+//! `refunded`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,6 +27,7 @@ pub enum AllocationStatus {
     Purchased,
     Cancelled,
     Expired,
+    Refunded,
 }
 
 impl AllocationStatus {
@@ -33,16 +39,18 @@ impl AllocationStatus {
             Self::Purchased => "purchased",
             Self::Cancelled => "cancelled",
             Self::Expired => "expired",
+            Self::Refunded => "refunded",
         }
     }
 
     /// Every status, in lifecycle order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Reserved,
         Self::PaymentPending,
         Self::Purchased,
         Self::Cancelled,
         Self::Expired,
+        Self::Refunded,
     ];
 
     /// The transitions the lifecycle allows: the one rule. `holds::apply` refuses any other
@@ -59,6 +67,7 @@ impl AllocationStatus {
                 | (PaymentPending, Purchased)
                 | (PaymentPending, Reserved)
                 | (PaymentPending, Expired)
+                | (Purchased, Refunded)
         )
     }
 
@@ -89,6 +98,7 @@ impl FromStr for AllocationStatus {
             "purchased" => Self::Purchased,
             "cancelled" => Self::Cancelled,
             "expired" => Self::Expired,
+            "refunded" => Self::Refunded,
             other => return Err(format!("unknown allocation status {other:?}")),
         })
     }
@@ -112,7 +122,14 @@ mod tests {
     #[test]
     fn the_allowed_moves_are_exactly_the_diagrams() {
         use AllocationStatus::*;
-        let all = [Reserved, PaymentPending, Purchased, Cancelled, Expired];
+        let all = [
+            Reserved,
+            PaymentPending,
+            Purchased,
+            Cancelled,
+            Expired,
+            Refunded,
+        ];
         let diagram = [
             (Reserved, PaymentPending),
             (Reserved, Cancelled),
@@ -120,6 +137,7 @@ mod tests {
             (PaymentPending, Purchased),
             (PaymentPending, Reserved),
             (PaymentPending, Expired),
+            (Purchased, Refunded),
         ];
         for from in all {
             for to in all {
@@ -172,5 +190,6 @@ mod tests {
             ["payment_pending"]
         );
         assert_eq!(AllocationStatus::predecessors(PaymentPending), ["reserved"]);
+        assert_eq!(AllocationStatus::predecessors(Refunded), ["purchased"]);
     }
 }

@@ -4,8 +4,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Tx, commit};
-use crate::db::allocations;
 use crate::db::events::{self, CountMove};
+use crate::db::{allocations, quotas};
 use crate::domain::stats::ChangeKind;
 use crate::error::{Error, Result};
 
@@ -17,10 +17,12 @@ pub async fn expire_lapsed(pool: &PgPool, event_id: Uuid, batch: i64) -> Result<
 }
 
 async fn expire_lapsed_in(tx: &mut Tx, event_id: Uuid, batch: i64) -> Result<i64> {
-    // Event lock first, as everywhere; then the lapsed allocation rows.
+    // Event lock first, as everywhere; then its quota rows in id order; then the lapsed
+    // allocation rows.
     if events::lock(tx, event_id).await?.is_none() {
         return Ok(0);
     }
+    quotas::lock_for_event(tx, event_id).await?;
     let expired = allocations::expire_lapsed(tx, event_id, batch).await?;
     if let Some(actor) = expired.last_holder.as_deref() {
         let kind = ChangeKind::TicketExpired;
@@ -29,6 +31,7 @@ async fn expire_lapsed_in(tx: &mut Tx, event_id: Uuid, batch: i64) -> Result<i64
             event_id,
             CountMove::Release,
             i32::try_from(expired.tickets).map_err(Error::internal)?,
+            &expired.by_type,
             kind,
             actor,
         )

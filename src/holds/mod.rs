@@ -1,7 +1,8 @@
 //! The life of a hold after the purchase: read and cancel (this file), pay ([`payment`]),
 //! expire ([`expiry`]). The locking helpers here are shared by all three.
 //!
-//! Lock order, everywhere: the event row first, then the allocation row. Every transaction
+//! Lock order, everywhere: the event row first, then the event's quota rows in id order,
+//! then the allocation row. Every transaction
 //! that writes an allocation or an event's counts takes the locks in that order (see
 //! [`lock_hold`] and `purchase`), so no two transactions can each hold a lock the other
 //! waits for: the system is free of deadlocks by construction.
@@ -21,6 +22,7 @@ use uuid::Uuid;
 
 use crate::db::allocations::{self, LockedAllocation, TransitionRecord};
 use crate::db::events::{self, CountMove};
+use crate::db::quotas;
 use crate::domain::allocation::Allocation;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::page::{Page, PageRequest};
@@ -31,13 +33,15 @@ use crate::error::{Error, Result};
 
 type Tx = Transaction<'static, Postgres>;
 
-/// Locks a hold the deadlock-free way: its event row first, then the allocation row.
+/// Locks a hold the deadlock-free way: its event row first, then the event's quota rows (in
+/// id order: a status change moves their counts too), then the allocation row.
 async fn lock_hold(tx: &mut Tx, id: Uuid) -> Result<LockedAllocation> {
     // event_id never changes, so reading it before any lock is safe.
     let event_id = allocations::event_of(tx, id)
         .await?
         .ok_or(Error::NotFound("allocation"))?;
     events::lock(tx, event_id).await?;
+    quotas::lock_for_event(tx, event_id).await?;
     allocations::lock(tx, id)
         .await?
         .ok_or(Error::NotFound("allocation"))
@@ -75,10 +79,11 @@ async fn apply(
     let updated = allocations::transition(tx, allocation.id, next, record)
         .await?
         .ok_or_else(illegal)?;
-    let (event_id, quantity, actor) = (
-        allocation.event_id,
-        allocation.quantity,
-        &allocation.fingerprint_hash,
+    let (event_id, actor) = (allocation.event_id, &allocation.fingerprint_hash);
+    let by_type = allocation.tickets_by_type();
+    let (quantity, by_type) = (
+        allocation.quantity - allocation.refunded_quantity,
+        by_type.as_slice(),
     );
     match next {
         AllocationStatus::Cancelled => {
@@ -87,6 +92,7 @@ async fn apply(
                 event_id,
                 CountMove::Release,
                 quantity,
+                by_type,
                 ChangeKind::TicketCancelled,
                 actor,
             )
@@ -98,6 +104,7 @@ async fn apply(
                 event_id,
                 CountMove::Release,
                 quantity,
+                by_type,
                 ChangeKind::TicketExpired,
                 actor,
             )
@@ -109,6 +116,7 @@ async fn apply(
                 event_id,
                 CountMove::Pay,
                 quantity,
+                by_type,
                 ChangeKind::TicketPurchased,
                 actor,
             )
@@ -122,6 +130,13 @@ async fn apply(
         }
         // payment_pending counts as reserved: nothing moves and nothing is announced.
         AllocationStatus::PaymentPending => {}
+        // A refund gives back some of a purchase's lines and moves their tickets itself
+        // (`refunds`); no single-hold transition ends in `refunded`.
+        AllocationStatus::Refunded => {
+            return Err(Error::internal(
+                "a refund moves its own tickets; it is not a hold transition",
+            ));
+        }
     }
     Ok(updated)
 }

@@ -8,7 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::response::json;
-use crate::domain::refusal::{FieldError, Refusal};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::refusal::{FieldError, LineAvailability, Refusal};
 use crate::domain::status::AllocationStatus;
 use crate::error::Error;
 
@@ -117,6 +120,30 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub status: Option<AllocationStatus>,
+    /// With `TICKETS_SOLD_OUT` and `SALES_CLOSED`: the ticket type refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub ticket_type_id: Option<Uuid>,
+    /// With `SALES_CLOSED`: the sales window that closes the type now (null ends are open).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(inline)]
+    pub sales_window: Option<SalesWindowBody>,
+    /// With `INSUFFICIENT_TICKETS`: how many tickets each requested type has left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub lines: Option<Vec<LineAvailability>>,
+}
+
+/// A sales window in an error body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SalesWindowBody {
+    /// When sales open (null: no start).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sales_start_at: Option<OffsetDateTime>,
+    /// When sales close, exclusive (null: no end).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sales_end_at: Option<OffsetDateTime>,
 }
 
 impl ApiError {
@@ -152,13 +179,31 @@ impl ApiError {
             reserved_tickets: None,
             purchased_tickets: None,
             status: None,
+            ticket_type_id: None,
+            sales_window: None,
+            lines: None,
         };
         match self {
             ApiError::BadRequest { details, .. } | ApiError::App(Error::Validation(details)) => {
                 body.details = details.clone()
             }
-            ApiError::App(Error::Refused(Refusal::InsufficientTickets { available })) => {
-                body.available_tickets = Some(*available)
+            ApiError::App(Error::Refused(Refusal::InsufficientTickets { available, lines })) => {
+                body.available_tickets = Some(*available);
+                body.lines = Some(lines.clone());
+            }
+            ApiError::App(Error::Refused(Refusal::TicketsSoldOut { ticket_type_id })) => {
+                body.ticket_type_id = Some(*ticket_type_id)
+            }
+            ApiError::App(Error::Refused(Refusal::SalesClosed {
+                ticket_type_id,
+                sales_start_at,
+                sales_end_at,
+            })) => {
+                body.ticket_type_id = Some(*ticket_type_id);
+                body.sales_window = Some(SalesWindowBody {
+                    sales_start_at: *sales_start_at,
+                    sales_end_at: *sales_end_at,
+                });
             }
             ApiError::App(Error::Refused(Refusal::FingerprintLimit { limit, held })) => {
                 body.limit = Some(*limit);
@@ -192,7 +237,8 @@ pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
         Error::EventExists => (StatusCode::CONFLICT, "EVENT_EXISTS"),
         Error::TicketTypeExists => (StatusCode::CONFLICT, "TICKET_TYPE_EXISTS"),
         Error::Refused(refusal) => match refusal {
-            Refusal::TicketsSoldOut => (StatusCode::CONFLICT, "TICKETS_SOLD_OUT"),
+            Refusal::TicketsSoldOut { .. } => (StatusCode::CONFLICT, "TICKETS_SOLD_OUT"),
+            Refusal::SalesClosed { .. } => (StatusCode::CONFLICT, "SALES_CLOSED"),
             Refusal::InsufficientTickets { .. } => (StatusCode::CONFLICT, "INSUFFICIENT_TICKETS"),
             Refusal::FingerprintLimit { .. } => (StatusCode::CONFLICT, "FINGERPRINT_LIMIT"),
             Refusal::FingerprintMismatch => (StatusCode::FORBIDDEN, "FINGERPRINT_MISMATCH"),

@@ -11,11 +11,10 @@ use super::extract::{
 };
 use super::idempotent::keyed;
 use super::response::json;
-use super::wire::{PageQuery, PaymentRequest, PurchaseRequest};
+use super::wire::{PageQuery, PaymentRequest, PurchaseBody, PurchaseRequest};
 use crate::domain::allocation::Allocation;
+use crate::domain::order::parse_lines;
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::quantity::Quantity;
-use crate::domain::refusal::FieldError;
 use crate::error::Error;
 use crate::holds;
 use crate::http::state::AppState;
@@ -27,7 +26,7 @@ use crate::http::state::AppState;
         ("id" = uuid::Uuid, Path, description = "Event id"),
         KeyedBuyerHeaders,
     ),
-    request_body = PurchaseRequest,
+    request_body = PurchaseBody,
     responses(
         (status = 201, description = "The hold, status `reserved`", body = Allocation),
         (status = 400, description = "BAD_REQUEST", body = ErrorBody),
@@ -46,12 +45,23 @@ pub async fn purchase_tickets(
     IdempotencyHeader(key): IdempotencyHeader,
     ApiJson(request): ApiJson<PurchaseRequest>,
 ) -> ApiResult<Response> {
-    let quantity = Quantity::parse(request.quantity, state.rules.max_tickets_per_purchase)
-        .map_err(|message| Error::Validation(vec![FieldError::new("quantity", message)]))?;
+    let lines = parse_lines(request.order(), state.rules.max_tickets_per_purchase)
+        .map_err(Error::Validation)?;
     let buyer = caller.identify(&state.fingerprint_key, request.user_fingerprint.as_deref())?;
     state.limits.check(&buyer, caller.address())?;
     let path = format!("/events/{event_id}/tickets");
-    let canonical = json!({ "quantity": quantity.get() }).to_string();
+    // The request as the idempotency record compares it: a one-line order of the default
+    // type keeps the form it had before ticket types existed.
+    let canonical = match lines.as_slice() {
+        [line] if line.ticket_type_id.is_none() => json!({ "quantity": line.quantity.get() }),
+        _ => json!({
+            "lines": lines
+                .iter()
+                .map(|line| json!({ "ticketTypeId": line.ticket_type_id, "quantity": line.quantity.get() }))
+                .collect::<Vec<_>>()
+        }),
+    }
+    .to_string();
     let request = (path.as_str(), canonical.as_str());
     let purchaser = state.purchaser.clone();
     keyed(
@@ -61,7 +71,7 @@ pub async fn purchase_tickets(
         request,
         StatusCode::CREATED,
         async move |record| {
-            let outcome = purchaser.reserve(event_id, quantity, buyer, record).await;
+            let outcome = purchaser.reserve(event_id, lines, buyer, record).await;
             crate::metrics::purchase_outcome(match &outcome {
                 Ok(_) => "reserved",
                 Err(err) => app_status_and_code(err).1,

@@ -6,20 +6,89 @@ use serde::{Deserialize, Deserializer};
 
 use crate::domain::catalogue::{QuotaPatch, TicketTypePatch};
 use crate::domain::event::{EventDraft, EventPatch};
+use crate::domain::order::{LineDraft, OrderDraft};
 use crate::domain::patch::Patch;
 
-/// The body of `POST /events/{id}/tickets`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+/// The body of `POST /events/{id}/tickets` as it arrives: one line (`quantity`, and
+/// `ticketTypeId` or the event's default type) or several (`lines`), never both. Every field
+/// is optional here so that each problem is reported against its field; [`PurchaseBody`] is
+/// how the document states the two shapes.
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PurchaseRequest {
-    /// How many tickets to hold, 1 to the server's per-purchase maximum (default 10).
-    #[schema(example = 2, required = true, nullable = false)]
     pub quantity: Option<i64>,
+    pub ticket_type_id: Option<String>,
+    pub lines: Option<Vec<OrderLineRequest>>,
+    pub user_fingerprint: Option<String>,
+}
+
+/// The body of `POST /events/{id}/tickets`, as documented: one line, or several.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum PurchaseBody {
+    OneLine(OneLinePurchase),
+    Lines(LinesPurchase),
+}
+
+/// An order of one ticket type.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OneLinePurchase {
+    /// How many tickets to hold, 1 to the server's per-purchase maximum (default 10) and
+    /// the type's maxPerOrder.
+    #[schema(example = 2, minimum = 1)]
+    pub quantity: i64,
+    /// The ticket type to buy (default: the event's "General admission").
+    pub ticket_type_id: Option<uuid::Uuid>,
     /// The buyer's device fingerprint, for clients that cannot send the
     /// `X-Device-Fingerprint` header (the header wins when both are present): up to 256
     /// characters, no control characters.
     #[schema(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub user_fingerprint: Option<String>,
+}
+
+/// An order of several ticket types, all held or none.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LinesPurchase {
+    /// 1 to 20 lines of distinct types; their quantities add up to at most the per-purchase
+    /// maximum.
+    #[schema(min_items = 1, max_items = 20)]
+    pub lines: Vec<OrderLineRequest>,
+    /// As in the one-line order.
+    #[schema(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    pub user_fingerprint: Option<String>,
+}
+
+/// One line of an order.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLineRequest {
+    /// A ticket type of the event.
+    #[schema(value_type = uuid::Uuid, required = true, nullable = false)]
+    pub ticket_type_id: Option<String>,
+    /// 1 to the type's maxPerOrder and the per-purchase maximum.
+    #[schema(example = 2, required = true, nullable = false, minimum = 1)]
+    pub quantity: Option<i64>,
+}
+
+impl PurchaseRequest {
+    /// The order's fields for the domain's checks; `user_fingerprint` stays with the caller.
+    pub fn order(&self) -> OrderDraft {
+        OrderDraft {
+            quantity: self.quantity,
+            ticket_type_id: self.ticket_type_id.clone(),
+            lines: self.lines.as_ref().map(|lines| {
+                lines
+                    .iter()
+                    .map(|line| LineDraft {
+                        ticket_type_id: line.ticket_type_id.clone(),
+                        quantity: line.quantity,
+                    })
+                    .collect()
+            }),
+        }
+    }
 }
 
 /// The body of `POST /tickets/{id}/payment`.

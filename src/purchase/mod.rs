@@ -17,9 +17,7 @@ use uuid::Uuid;
 use crate::db;
 use crate::domain::allocation::Allocation;
 use crate::domain::fingerprint::FingerprintHash;
-use crate::domain::grant::Ask;
-use crate::domain::quantity::Quantity;
-use crate::domain::refusal::Refusal;
+use crate::domain::grant::{Ask, LineAsk, SaleState, decide};
 use crate::error::{Error, Result};
 use crate::idempotency::Recorder;
 use crate::live::AvailabilityHint;
@@ -52,7 +50,7 @@ pub struct Purchaser {
     pool: PgPool,
     availability: AvailabilityHint,
     hold_seconds: u32,
-    fresh_reads: Coalescer<(), Result<Option<i32>>>,
+    fresh_reads: Coalescer<(), Result<Option<FreshRead>>>,
     batches: Option<Coalescer<HoldRequest, Result<Allocation>>>,
 }
 
@@ -87,13 +85,11 @@ impl Purchaser {
             Batching::PerRequest => None,
         };
         let read_pool = pool.clone();
-        let read: BatchWork<(), Result<Option<i32>>> = Arc::new(move |event_id, waiting| {
+        let read: BatchWork<(), Result<Option<FreshRead>>> = Arc::new(move |event_id, waiting| {
             let pool = read_pool.clone();
             Box::pin(async move {
-                let available = db::events::available_tickets(&pool, event_id)
-                    .await
-                    .map_err(Error::from);
-                waiting.iter().map(|()| available.clone()).collect()
+                let read = FreshRead::of(&pool, event_id).await;
+                waiting.iter().map(|()| read.clone()).collect()
             })
         });
         Self {
@@ -106,18 +102,21 @@ impl Purchaser {
         }
     }
 
-    /// Reserves `quantity` tickets of `event_id` for `buyer`; a keyed request's `record` says
-    /// how its hold is recorded under its key, in the same transaction.
+    /// Reserves the order's `lines` of `event_id` for `buyer`, all or nothing; a keyed
+    /// request's `record` says how its hold is recorded under its key, in the same
+    /// transaction.
     ///
-    /// Errors: `NotFound` (no such event), the refusals `TicketsSoldOut`,
+    /// Errors: `NotFound` (no such event), `Validation` (a line names no active type of the
+    /// event, or more than its `maxPerOrder`), the refusals `SalesClosed`, `TicketsSoldOut`,
     /// `InsufficientTickets` and `FingerprintLimit`, or a database failure.
     pub async fn reserve(
         &self,
         event_id: Uuid,
-        quantity: Quantity,
+        lines: Vec<LineAsk>,
         buyer: FingerprintHash,
         record: Option<Recorder<Allocation>>,
     ) -> Result<Allocation> {
+        let ask = Ask { lines, buyer };
         // A refusal must rest on state at least as new as this request: a client that saw a
         // cancellation commit and then asks must not hear "sold out". The count heard through
         // the change listener arrives some time after its commit was acknowledged, so it may
@@ -129,19 +128,16 @@ impl Purchaser {
             .known_available(event_id)
             .is_some_and(|known| known > 0);
         if !maybe_available {
-            let available = self
+            let read = self
                 .fresh_reads
                 .submit(event_id, ())
                 .await??
                 .ok_or(Error::NotFound("event"))?;
-            if available == 0 {
-                return Err(Refusal::TicketsSoldOut.into());
+            if let Some(rejection) = read.sold_out_answer(&ask) {
+                return Err(rejection);
             }
         }
-        let request = HoldRequest {
-            ask: Ask { quantity, buyer },
-            record,
-        };
+        let request = HoldRequest { ask, record };
         match &self.batches {
             Some(batches) => batches.submit(event_id, request).await?,
             None => {
@@ -153,5 +149,49 @@ impl Purchaser {
                     .unwrap_or_else(|| Err(Error::internal("no answer for the purchase")))
             }
         }
+    }
+}
+
+/// A committed read of an event's sale state that started after the requests it answers
+/// arrived; the types are read only when the event has no ticket left.
+#[derive(Debug, Clone)]
+struct FreshRead {
+    sale: db::events::SaleRead,
+    /// Present when the event is sold out.
+    types: Option<Vec<crate::domain::catalogue::TicketType>>,
+}
+
+impl FreshRead {
+    async fn of(pool: &PgPool, event_id: Uuid) -> Result<Option<Self>> {
+        let Some(sale) = db::events::sale_read(pool, event_id).await? else {
+            return Ok(None);
+        };
+        let types = match sale.available_tickets {
+            0 => {
+                let mut conn = pool.acquire().await?;
+                Some(db::ticket_types::for_event(&mut conn, event_id).await?)
+            }
+            _ => None,
+        };
+        Ok(Some(Self { sale, types }))
+    }
+
+    /// The answer for `ask` when the event had no ticket left at the read: the same checks
+    /// as under the lock (`decide`), in the same order, so a line naming no active type is
+    /// still a field error and a closed window still `SALES_CLOSED`; with nothing available,
+    /// every valid order is `TICKETS_SOLD_OUT`. `None` when the event had tickets: only the
+    /// locked transaction may decide then.
+    fn sold_out_answer(&self, ask: &Ask) -> Option<Error> {
+        let types = self.types.as_deref()?;
+        let sale = SaleState {
+            now: self.sale.now,
+            event_sales: self.sale.sales,
+            available: 0,
+            cap: None,
+            types,
+            quotas: &[],
+        };
+        let decision = decide(sale, &std::collections::HashMap::new(), [ask]).pop()?;
+        decision.err().map(Error::from)
     }
 }

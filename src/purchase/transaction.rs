@@ -1,29 +1,37 @@
-//! The purchase transaction, for one request or a batch of them:
+//! The purchase transaction, for one order or a batch of them:
 //!
 //! 1. begin;
 //! 2. lock the event row (`SELECT … FOR UPDATE`): purchases of one event queue here, so
-//!    each transaction sees the counts the previous one committed;
+//!    each transaction sees the counts the previous one committed; then lock the event's
+//!    quota rows in id order, and read its ticket types (their writers take the event lock
+//!    too, so neither can change until commit). Lock order: the event row, then quota rows in
+//!    id order, then allocation rows, in every transaction that takes more than one; since
+//!    every writer of an event's quotas or allocations takes the event row first, no two
+//!    transactions can each hold a lock the other waits for;
 //! 3. lock the claims of keyed requests (their `idempotency_keys` rows), and leave out the
 //!    requests whose claim another attempt took over as stale: they make nothing and answer
-//!    409 `IDEMPOTENCY_IN_PROGRESS`, and the rest of the batch goes on; then check
-//!    availability and the per-buyer cap against the locked counts;
-//! 4. insert the `reserved` allocations (one statement for the whole batch; the
-//!    database's trigger adds them to their buyers' `buyer_tickets` counters);
-//! 5. move the tickets from available to reserved (one statement, which also announces
-//!    the change through `pg_notify`, delivered at commit);
+//!    409 `IDEMPOTENCY_IN_PROGRESS`, and the rest of the batch goes on; then decide each
+//!    order, in arrival order, against running counts of the event and of every quota
+//!    (`domain::grant::decide`): all its lines, or nothing;
+//! 4. insert the `reserved` allocations with their lines at the prices read in step 2 (one
+//!    statement for the whole batch; the database's trigger adds them to their buyers'
+//!    `buyer_tickets` counters);
+//! 5. move the tickets from available to reserved on the event and on every quota the
+//!    granted lines count against (one statement, which also announces the change through
+//!    `pg_notify`, delivered at commit);
 //! 6. record the answers of keyed requests under their idempotency keys (one statement, only
 //!    when the batch has keyed requests; their JSON is rendered here, under the lock);
-//! 7. commit, which releases the lock.
+//! 7. commit, which releases the locks.
 //!
-//! While the lock is held: the claims' lock, the cap sums (when the event has a cap), the insert, the update,
-//! the keyed record and the commit, plus the in-memory decision and rendering; never a call
-//! to anything but the database.
-//! Isolation is READ COMMITTED: the row lock, not the snapshot, serializes buyers, and
-//! `FOR UPDATE` always returns the latest committed row; every statement after it takes a
-//! fresh snapshot, so the cap sums see every earlier commit. Were the code ever wrong, the
-//! CHECK constraints on `events` still refuse a count below zero or a total that does not
-//! balance, `buyer_tickets_within_cap` refuses a buyer above the cap, and the transaction
-//! fails instead of overselling.
+//! While the lock is held: the quota locks, the types read, the claims' lock, the cap
+//! counters (when the event has a cap), the insert, the update, the keyed record and the
+//! commit, plus the in-memory decision and rendering; never a call to anything but the
+//! database. Isolation is READ COMMITTED: the row locks, not the snapshot, serialize buyers,
+//! and `FOR UPDATE` always returns the latest committed row; every statement after it takes
+//! a fresh snapshot. Were the code ever wrong, the CHECK constraints on `events` and `quotas`
+//! still refuse a count below zero or a total that does not balance,
+//! `buyer_tickets_within_cap` refuses a buyer above the cap, and the transaction fails
+//! instead of overselling.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -33,9 +41,10 @@ use uuid::Uuid;
 
 use super::HoldRequest;
 use crate::db::events::CountMove;
-use crate::db::{allocations, events};
+use crate::db::{allocations, events, quotas, ticket_types};
 use crate::domain::allocation::Allocation;
-use crate::domain::grant::{Ask, decide};
+use crate::domain::catalogue::SalesWindow;
+use crate::domain::grant::{Ask, Grant, SaleState, decide};
 use crate::domain::idempotency::Claim;
 use crate::domain::stats::ChangeKind;
 use crate::error::{Error, Result};
@@ -53,14 +62,17 @@ pub async fn reserve(
     // Step 1.
     let mut tx = pool.begin().await?;
 
-    // Step 2: the event row lock, held until commit or rollback.
+    // Step 2: the event row lock, held until commit or rollback; then the quota rows in id
+    // order, and the types (unchanging while the event row is locked).
     let waiting = Instant::now();
-    let Some(event) = events::lock(&mut tx, event_id).await? else {
+    let Some((event, now)) = events::lock_for_sale(&mut tx, event_id).await? else {
         tx.rollback().await?;
         return Ok(all.iter().map(|_| Err(Error::NotFound("event"))).collect());
     };
     let locked = Instant::now();
     metrics::lock_waited(locked - waiting);
+    let quotas = quotas::lock_for_event(&mut tx, event_id).await?;
+    let types = ticket_types::for_event(&mut tx, event_id).await?;
 
     // Step 3: the keyed requests whose claim is still theirs, locked until commit so that no
     // takeover can come between this check and the record in step 6; then decide, for the
@@ -80,40 +92,50 @@ pub async fn reserve(
         }
         None => HashMap::new(),
     };
-    let decisions = decide(
-        event.available_tickets,
-        event.max_tickets_per_fingerprint,
-        &held,
-        asks.iter().copied(),
-    );
-    let granted: Vec<&HoldRequest> = requests
+    let sale = SaleState {
+        now,
+        event_sales: SalesWindow {
+            start: event.sales_start_at,
+            end: event.sales_end_at,
+        },
+        available: event.available_tickets,
+        cap: event.max_tickets_per_fingerprint,
+        types: &types,
+        quotas: &quotas,
+    };
+    let decisions = decide(sale, &held, asks.iter().copied());
+    let granted: Vec<(&HoldRequest, &Grant)> = requests
         .iter()
         .zip(&decisions)
-        .filter(|(_, decision)| decision.is_ok())
-        .map(|(request, _)| *request)
+        .filter_map(|(request, decision)| Some((*request, decision.as_ref().ok()?)))
         .collect();
-    let granted_asks: Vec<&Ask> = granted.iter().map(|r| &r.ask).collect();
-    let Some(last) = granted.last() else {
-        // Nothing to write: release the lock at once.
+    let Some((last, _)) = granted.last() else {
+        // Nothing to write: release the locks at once.
         tx.rollback().await?;
         metrics::lock_held(locked.elapsed());
         let answers = decisions.into_iter().map(|d| match d {
-            Ok(()) => Err(Error::internal("a grant without a row")),
-            Err(refusal) => Err(refusal.into()),
+            Ok(_) => Err(Error::internal("a grant without a row")),
+            Err(rejection) => Err(rejection.into()),
         });
         return Ok(with_lost(&lost, answers));
     };
 
-    // Steps 4 and 5: the holds (with the buyers' counters) and the counts, under the same
-    // lock and transaction.
-    // Cannot overflow: the grants together fit in the event's available tickets, an i32.
-    let tickets: i32 = granted_asks.iter().map(|a| a.quantity.get()).sum();
-    let rows = allocations::insert_reserved(&mut tx, event_id, &granted_asks, hold_seconds).await?;
+    // Steps 4 and 5: the holds with their lines (and the buyers' counters), and the counts
+    // of the event and its quotas, under the same locks and transaction.
+    let pairs: Vec<(&Ask, &Grant)> = granted
+        .iter()
+        .map(|(request, grant)| (&request.ask, *grant))
+        .collect();
+    let rows =
+        allocations::insert_reserved(&mut tx, event_id, event.currency, &pairs, hold_seconds)
+            .await?;
     events::move_counts(
         &mut tx,
         event_id,
         CountMove::Reserve,
-        tickets,
+        // Cannot overflow: the grants together fit in the event's available tickets.
+        granted.iter().map(|(_, grant)| grant.quantity).sum(),
+        &tickets_by_type(granted.iter().map(|(_, grant)| *grant)),
         ChangeKind::TicketAllocated,
         last.ask.buyer.as_str(),
     )
@@ -124,7 +146,7 @@ pub async fn reserve(
     let keyed = granted
         .iter()
         .zip(&rows)
-        .filter_map(|(request, row)| {
+        .filter_map(|((request, _), row)| {
             let recorder = request.record.as_ref()?;
             Some((recorder.claim(), recorder.render(row).ok()?))
         })
@@ -138,12 +160,22 @@ pub async fn reserve(
     metrics::batch_committed(granted.len());
 
     let answers = decisions.into_iter().map(|decision| {
-        decision.map_err(Error::from).and_then(|()| {
+        decision.map_err(Error::from).and_then(|_| {
             rows.next()
                 .ok_or_else(|| Error::internal("fewer rows than grants"))
         })
     });
     Ok(with_lost(&lost, answers))
+}
+
+/// The tickets of each type the grants take, summed over the batch (types in id order).
+fn tickets_by_type<'a>(grants: impl Iterator<Item = &'a Grant>) -> Vec<(Uuid, i32)> {
+    let mut by_type: std::collections::BTreeMap<Uuid, i32> = std::collections::BTreeMap::new();
+    for line in grants.flat_map(|grant| &grant.lines) {
+        // Cannot overflow: the grants together fit in the event's available tickets.
+        *by_type.entry(line.ticket_type_id).or_default() += line.quantity;
+    }
+    by_type.into_iter().collect()
 }
 
 /// For each request, whether it is keyed and its claim is no longer its own (another attempt

@@ -8,7 +8,7 @@ use std::time::Duration;
 use boxoffice::db::allocations::{self};
 use boxoffice::db::events;
 use boxoffice::domain::fingerprint::{FingerprintKey, FingerprintSource};
-use boxoffice::domain::grant::Ask;
+use boxoffice::domain::grant::{Ask, Grant, GrantedLine, LineAsk};
 use boxoffice::domain::quantity::Quantity;
 use boxoffice::error::Error;
 use reqwest::StatusCode;
@@ -30,9 +30,43 @@ fn refused_by(err: &sqlx::Error) -> Option<String> {
 
 fn ask(quantity: i64, buyer: &str) -> Ask {
     Ask {
-        quantity: Quantity::parse(Some(quantity), 100).expect("a valid quantity"),
+        lines: vec![LineAsk {
+            ticket_type_id: None,
+            quantity: Quantity::parse(Some(quantity), 100).expect("a valid quantity"),
+            field_prefix: String::new(),
+        }],
         buyer: FingerprintKey::new("backstops").hash(&FingerprintSource::Client(buyer.into())),
     }
+}
+
+/// Inserts `asks` as the purchase transaction would, each granted whole as one free line of
+/// the event's default type, without asking the grant decision.
+async fn insert_granted(
+    tx: &mut sqlx::PgConnection,
+    event_id: Uuid,
+    asks: &[&Ask],
+) -> Result<Vec<boxoffice::domain::allocation::Allocation>, sqlx::Error> {
+    let default_type: Uuid =
+        sqlx::query_scalar("SELECT id FROM ticket_types WHERE event_id = $1 AND is_default")
+            .bind(event_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let grants: Vec<Grant> = asks
+        .iter()
+        .map(|ask| Grant {
+            lines: vec![GrantedLine {
+                ticket_type_id: default_type,
+                ticket_type_name: "General admission".into(),
+                quantity: ask.quantity(),
+                unit_price: 0,
+            }],
+            quantity: ask.quantity(),
+            total: 0,
+        })
+        .collect();
+    let pairs: Vec<(&Ask, &Grant)> = asks.iter().copied().zip(&grants).collect();
+    let eur = "EUR".parse().expect("EUR is ISO 4217");
+    allocations::insert_reserved(tx, event_id, eur, &pairs, 60).await
 }
 
 pub(crate) fn uuid(id: &str) -> Uuid {
@@ -93,7 +127,7 @@ async fn a_write_above_a_buyers_cap_is_refused_by_the_schema() {
         .unwrap()
         .expect("the event");
     let (first, second) = (ask(2, "greedy"), ask(2, "greedy"));
-    let err = allocations::insert_reserved(&mut tx, event_id, &[&first, &second], 60)
+    let err = insert_granted(&mut tx, event_id, &[&first, &second])
         .await
         .expect_err("a batch above the cap");
     assert_eq!(
@@ -117,7 +151,7 @@ async fn a_write_above_a_buyers_cap_is_refused_by_the_schema() {
         .unwrap()
         .expect("the event");
     let (two, one) = (ask(2, "greedy"), ask(1, "greedy"));
-    let rows = allocations::insert_reserved(&mut tx, event_id, &[&two, &one], 60)
+    let rows = insert_granted(&mut tx, event_id, &[&two, &one])
         .await
         .expect("a batch within the cap");
     assert_eq!(rows.len(), 2);
@@ -157,7 +191,7 @@ async fn a_write_above_a_buyers_cap_is_refused_by_the_schema() {
         .unwrap()
         .expect("the event");
     let (all, more) = (ask(4, "everything"), ask(1, "everything"));
-    let err = allocations::insert_reserved(&mut tx, open_id, &[&all, &more], 60)
+    let err = insert_granted(&mut tx, open_id, &[&all, &more])
         .await
         .expect_err("more than the total for one buyer");
     assert_eq!(

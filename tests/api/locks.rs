@@ -283,6 +283,7 @@ async fn expiry_batch_while_waiting(
         event,
         boxoffice::db::events::CountMove::Release,
         2,
+        &expired.by_type,
         ChangeKind::TicketExpired,
         BLOCKER_BUYER,
     )

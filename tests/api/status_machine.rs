@@ -28,13 +28,15 @@ async fn database_allows(pool: &PgPool, event_id: Uuid, from: &str, to: &str) ->
     sqlx::query(
         "INSERT INTO ticket_allocations (id, event_id, quantity, status, fingerprint_hash, \
              expires_at, payment_pending_at, payment_reference, purchased_at, confirmation_code, \
-             cancelled_at, expired_at) \
+             cancelled_at, expired_at, refunded_at, refunded_quantity) \
          VALUES ($1, $2, 1, $3, repeat('a', 64), now() + interval '1 hour', now(), \
              'pay_' || $1::text, \
-             CASE WHEN $3 = 'purchased' THEN now() END, \
-             CASE WHEN $3 = 'purchased' THEN 'BX-' || $1::text END, \
+             CASE WHEN $3 IN ('purchased', 'refunded') THEN now() END, \
+             CASE WHEN $3 IN ('purchased', 'refunded') THEN 'BX-' || $1::text END, \
              CASE WHEN $3 = 'cancelled' THEN now() END, \
-             CASE WHEN $3 = 'expired' THEN now() END)",
+             CASE WHEN $3 = 'expired' THEN now() END, \
+             CASE WHEN $3 = 'refunded' THEN now() END, \
+             CASE WHEN $3 = 'refunded' THEN 1 ELSE 0 END)",
     )
     .bind(id)
     .bind(event_id)
@@ -44,10 +46,13 @@ async fn database_allows(pool: &PgPool, event_id: Uuid, from: &str, to: &str) ->
     .unwrap_or_else(|err| panic!("a hold in {from}: {err}"));
     let moved = sqlx::query(
         "UPDATE ticket_allocations SET status = $2, \
-             purchased_at = CASE WHEN $2 = 'purchased' THEN now() END, \
-             confirmation_code = CASE WHEN $2 = 'purchased' THEN 'BX-' || id::text END, \
+             purchased_at = CASE WHEN $2 IN ('purchased', 'refunded') THEN now() END, \
+             confirmation_code = CASE WHEN $2 IN ('purchased', 'refunded') \
+                                      THEN 'BX-' || id::text END, \
              cancelled_at = CASE WHEN $2 = 'cancelled' THEN now() END, \
-             expired_at = CASE WHEN $2 = 'expired' THEN now() END \
+             expired_at = CASE WHEN $2 = 'expired' THEN now() END, \
+             refunded_at = CASE WHEN $2 = 'refunded' THEN now() END, \
+             refunded_quantity = CASE WHEN $2 = 'refunded' THEN quantity ELSE 0 END \
          WHERE id = $1",
     )
     .bind(id)
@@ -87,7 +92,10 @@ async fn the_database_and_can_become_agree_on_every_transition() {
             allowed += usize::from(database);
         }
     }
-    assert_eq!(allowed, 6, "the lifecycle has six moves");
+    assert_eq!(
+        allowed, 7,
+        "the lifecycle has seven moves (refunded is the seventh)"
+    );
 }
 
 #[tokio::test]
