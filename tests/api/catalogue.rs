@@ -955,15 +955,61 @@ async fn a_capacity_cut_decides_under_the_event_lock() {
     assert_eq!(app.counts(&event_id).await, (4, 6, 0));
 }
 
-/// A new quota counts what its types hold under the event lock: the blocker plays a
-/// purchase (an allocation of 4 with its line, and the event's counts) holding the event row
-/// while the quota is sent, and commits only once the quota waits; the quota must count the
-/// 4. (Counted before the lock, it would start from 0 and never agree with the lines.)
+/// The blocker's part in the quota lock tests: while holding the event row, it plays a
+/// purchase of `quantity` tickets of `ticket_type` (the allocation, its line and the
+/// event's counts), then commits.
+async fn commit_a_purchase_behind(
+    mut blocker: Blocker,
+    event_id: &str,
+    ticket_type: &str,
+    quantity: i32,
+) {
+    let allocation = Uuid::new_v4();
+    let event = Uuid::parse_str(event_id).unwrap();
+    sqlx::query(
+        "INSERT INTO ticket_allocations (id, event_id, quantity, fingerprint_hash, expires_at) \
+         VALUES ($1, $2, $3, encode(sha256($1::text::bytea), 'hex'), \
+                 now() + interval '10 minutes')",
+    )
+    .bind(allocation)
+    .bind(event)
+    .bind(quantity)
+    .execute(blocker.conn())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO allocation_lines (allocation_id, ticket_type_id, quantity, unit_price) \
+         VALUES ($1, $2, $3, 0)",
+    )
+    .bind(allocation)
+    .bind(Uuid::parse_str(ticket_type).unwrap())
+    .bind(quantity)
+    .execute(blocker.conn())
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE events SET available_tickets = available_tickets - $2, \
+         reserved_tickets = reserved_tickets + $2 WHERE id = $1",
+    )
+    .bind(event)
+    .bind(quantity)
+    .execute(blocker.conn())
+    .await
+    .unwrap();
+    blocker.commit().await;
+}
+
+/// A quota counts what its types hold under the event lock, when it is made and when its
+/// types change: each time the blocker plays a purchase holding the event row while the
+/// quota request is sent, and commits only once the request waits; the quota must count it.
+/// (Counted before the lock, it would miss those tickets and never agree with the lines.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_quota_counts_under_the_event_lock() {
+async fn a_quota_counts_under_the_event_lock() {
     let app = spawn_app().await;
     let event_id = id_of(&app.create_event("Locked quota", 10, None).await);
     let general = default_type(&app, &event_id).await;
+    let other = id_of(&create_type(&app, &event_id, json!({ "name": "Other", "price": 0 })).await);
+
     let mut blocker = Blocker::begin(&app.pool).await;
     blocker.lock_event(&event_id).await;
     let api: Api = (*app).clone();
@@ -971,35 +1017,7 @@ async fn a_new_quota_counts_under_the_event_lock() {
     let body = json!({ "name": "Q", "size": 10, "ticketTypeIds": [general] });
     let made = tokio::spawn(async move { api.post_json(&path, body).await });
     blocker.wait_for_waiters(1).await;
-    let allocation = Uuid::new_v4();
-    let event = Uuid::parse_str(&event_id).unwrap();
-    sqlx::query(
-        "INSERT INTO ticket_allocations (id, event_id, quantity, fingerprint_hash, expires_at) \
-         VALUES ($1, $2, 4, repeat('ab', 32), now() + interval '10 minutes')",
-    )
-    .bind(allocation)
-    .bind(event)
-    .execute(blocker.conn())
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO allocation_lines (allocation_id, ticket_type_id, quantity, unit_price) \
-         VALUES ($1, $2, 4, 0)",
-    )
-    .bind(allocation)
-    .bind(Uuid::parse_str(&general).unwrap())
-    .execute(blocker.conn())
-    .await
-    .unwrap();
-    sqlx::query(
-        "UPDATE events SET available_tickets = available_tickets - 4, \
-         reserved_tickets = reserved_tickets + 4 WHERE id = $1",
-    )
-    .bind(event)
-    .execute(blocker.conn())
-    .await
-    .unwrap();
-    blocker.commit().await;
+    commit_a_purchase_behind(blocker, &event_id, &general, 4).await;
     let (status, quota) = made.await.unwrap();
     assert_eq!(status, StatusCode::CREATED, "{quota}");
     assert_eq!(
@@ -1009,6 +1027,26 @@ async fn a_new_quota_counts_under_the_event_lock() {
     assert_eq!(
         assert_quotas_match_lines(&app.pool, &event_id).await,
         [(10, 6, 4, 0)]
+    );
+
+    // Its types change to take in `other`, while a purchase of 3 of `other` commits.
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_event(&event_id).await;
+    let api: Api = (*app).clone();
+    let path = format!("/events/{event_id}/quotas/{}", id_of(&quota));
+    let body = json!({ "ticketTypeIds": [general, other] });
+    let changed = tokio::spawn(async move { patch(&api, &path, body).await });
+    blocker.wait_for_waiters(1).await;
+    commit_a_purchase_behind(blocker, &event_id, &other, 3).await;
+    let (status, quota) = changed.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{quota}");
+    assert_eq!(
+        [&quota["availableTickets"], &quota["reservedTickets"]],
+        [&json!(3), &json!(7)]
+    );
+    assert_eq!(
+        assert_quotas_match_lines(&app.pool, &event_id).await,
+        [(10, 3, 7, 0)]
     );
     app.assert_balanced(&event_id).await;
 }
