@@ -20,6 +20,7 @@ use crate::domain::catalogue::{
 };
 use crate::domain::event::{Event, EventPatch, EventSettings, NewEvent};
 use crate::domain::refusal::{FieldError, Refusal};
+use crate::domain::report::SalesReport;
 use crate::error::{Error, Result};
 
 /// The event with the public view of each of its types, from one snapshot.
@@ -32,6 +33,15 @@ pub async fn event_details(pool: &PgPool, id: Uuid) -> Result<EventDetails> {
         event,
         ticket_types,
     })
+}
+
+/// The event's sales report (`GET /events/{id}/report`), from one snapshot of committed
+/// rows; takes no lock.
+pub async fn sales_report(pool: &PgPool, id: Uuid) -> Result<SalesReport> {
+    let (currency, ticket_types) = db::report::sales(pool, id)
+        .await?
+        .ok_or(Error::NotFound("event"))?;
+    Ok(SalesReport::new(currency, ticket_types))
 }
 
 /// Creates an event with its default type, and answers it as `GET /events/{id}` would: read

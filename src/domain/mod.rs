@@ -16,5 +16,6 @@ pub mod page;
 pub mod patch;
 pub mod quantity;
 pub mod refusal;
+pub mod report;
 pub mod stats;
 pub mod status;

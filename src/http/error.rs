@@ -44,6 +44,12 @@ pub enum ApiError {
     /// The organiser token sent is wrong.
     #[error("the organiser token is not valid")]
     Forbidden,
+    /// An admin-only route on a server started without an admin token: nobody may use it.
+    #[error(
+        "this route needs an admin token, and none is configured: start the server with \
+         --admin-token or BOXOFFICE_ADMIN_TOKEN to use it"
+    )]
+    AdminTokenNotConfigured,
 }
 
 /// What handlers and extractors return.
@@ -157,7 +163,9 @@ impl ApiError {
                 (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
             }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            ApiError::Unauthorized | ApiError::AdminTokenNotConfigured => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+            }
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
         }
     }
@@ -292,7 +300,10 @@ impl IntoResponse for ApiError {
             }
             _ => None,
         };
-        let challenge = matches!(self, ApiError::Unauthorized);
+        let challenge = matches!(
+            self,
+            ApiError::Unauthorized | ApiError::AdminTokenNotConfigured
+        );
         let mut cause = match &self {
             ApiError::App(Error::Internal(detail)) => Some(detail.clone()),
             _ => None,
