@@ -63,6 +63,7 @@ pub struct CountsChanged {
 pub struct TypeAvailability {
     /// The ticket type's id.
     pub id: Uuid,
+    /// Tickets of the type that can be bought in this state.
     pub available: i32,
 }
 
