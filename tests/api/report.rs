@@ -184,3 +184,78 @@ async fn the_report_adds_up_holds_payments_cancels_and_kept_prices() {
     let (_, reserved, purchased) = app.counts(&event_id).await;
     assert_eq!((reserved, purchased), (3, 5));
 }
+
+#[tokio::test]
+async fn the_report_counts_partial_and_full_refunds() {
+    let app = spawn_app_with(&["--admin-token", TOKEN]).await;
+    let (status, event) = as_admin(
+        &app,
+        Method::POST,
+        "/events",
+        json!({ "name": "Refunded gala", "date": "2027-06-01T19:00:00Z", "totalTickets": 50,
+                "currency": "JPY", "price": 1000 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{event}");
+    let event_id = id_of(&event);
+    let general = id_of(&event["ticketTypes"][0]);
+    let (status, vip) = as_admin(
+        &app,
+        Method::POST,
+        &format!("/events/{event_id}/ticket-types"),
+        json!({ "name": "VIP", "price": 5000 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{vip}");
+    let vip = id_of(&vip);
+
+    // 3 general and 2 VIP, paid; one general ticket refunded.
+    let (partly, buyer) = order(&app, &event_id, &[(&general, 3), (&vip, 2)]).await;
+    let (status, body) = app.pay(&partly, &buyer, Some("tok_visa")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = as_admin(
+        &app,
+        Method::POST,
+        &format!("/tickets/{partly}/refund"),
+        json!({ "lines": [{ "ticketTypeId": general, "quantity": 1 }], "reason": "one fewer" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "purchased", "{body}");
+    // 1 VIP, paid, then refunded in full.
+    let (whole, buyer) = order(&app, &event_id, &[(&vip, 1)]).await;
+    let (status, body) = app.pay(&whole, &buyer, Some("tok_visa")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = as_admin(
+        &app,
+        Method::POST,
+        &format!("/tickets/{whole}/refund"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "refunded", "{body}");
+
+    let (status, body) = report(&app, &event_id, Some(&format!("Bearer {TOKEN}"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "currency": "JPY",
+            "ticketTypes": [
+                { "ticketTypeId": general, "name": "General admission", "price": 1000,
+                  "reserved": 0, "purchased": 2, "refunded": 1,
+                  "grossAmount": 3000, "refundedAmount": 1000, "netAmount": 2000 },
+                { "ticketTypeId": vip, "name": "VIP", "price": 5000,
+                  "reserved": 0, "purchased": 2, "refunded": 1,
+                  "grossAmount": 15000, "refundedAmount": 5000, "netAmount": 10000 },
+            ],
+            "totals": {
+                "reserved": 0, "purchased": 4, "refunded": 2,
+                "grossAmount": 18000, "refundedAmount": 6000, "netAmount": 12000,
+            },
+        })
+    );
+    // Refunded tickets are back in the pool: the report's sold tickets are the event's.
+    assert_eq!(app.counts(&event_id).await, (46, 0, 4));
+}
