@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod quotas;
 pub mod refunds;
 pub mod report;
+pub mod sale;
 pub mod settings;
 pub mod ticket_types;
 

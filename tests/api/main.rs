@@ -23,6 +23,7 @@ mod openapi;
 mod proxy;
 mod purchase;
 mod races;
+mod refunds;
 mod report;
 mod security;
 mod status_machine;
