@@ -24,6 +24,7 @@ mod proxy;
 mod purchase;
 mod races;
 mod refunds;
+mod report;
 mod security;
 mod status_machine;
 mod stream;
