@@ -188,12 +188,17 @@ CREATE TABLE refund_lines (
     CONSTRAINT refund_lines_amount_nonnegative CHECK (amount >= 0)
 );
 
--- The simulated provider's ledger records what each charge took, and what it refunded.
+-- The simulated provider's ledger records what each charge took (amount, currency and the
+-- test card token; none for a void or a charge made before this migration), and what it
+-- refunded.
 ALTER TABLE payment_charges
     ADD COLUMN amount   bigint,
     ADD COLUMN currency text,
+    ADD COLUMN token    text,
     ADD CONSTRAINT payment_charges_amount_nonnegative CHECK (amount IS NULL OR amount >= 0);
 
+-- A refund by reference: `refunded` (money given back), `refused` (more than the charge has
+-- left), `voided` (recovery settled a refund the provider never received).
 CREATE TABLE payment_refunds (
     reference        text        PRIMARY KEY,
     charge_reference text        NOT NULL REFERENCES payment_charges (reference),
@@ -202,8 +207,8 @@ CREATE TABLE payment_refunds (
     outcome          text        NOT NULL,
     created_at       timestamptz NOT NULL DEFAULT now(),
 
-    CONSTRAINT payment_refunds_amount_positive CHECK (amount >= 0),
-    CONSTRAINT payment_refunds_outcome_known CHECK (outcome IN ('refunded', 'voided'))
+    CONSTRAINT payment_refunds_amount_nonnegative CHECK (amount >= 0),
+    CONSTRAINT payment_refunds_outcome_known CHECK (outcome IN ('refunded', 'refused', 'voided'))
 );
 
 -- A refunded ticket no longer counts against its buyer's cap: the counters count each live

@@ -5,10 +5,13 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db;
+use crate::db::charges::{ChargeRecord, RefundRecord};
+use crate::domain::money::Currency;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -42,6 +45,28 @@ impl ChargeOutcome {
     }
 }
 
+/// What the provider did with a refund reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// The money went back to the card.
+    Refunded,
+    /// The provider refused: more than the charge has left to give back.
+    Refused,
+    /// Recovery voided a reference the provider never received: no refund can follow.
+    Voided,
+}
+
+impl RefundOutcome {
+    fn parse(text: &str) -> Result<Self, ProviderError> {
+        match text {
+            "refunded" => Ok(Self::Refunded),
+            "refused" => Ok(Self::Refused),
+            "voided" => Ok(Self::Voided),
+            other => Err(ProviderError(format!("unknown refund outcome {other:?}"))),
+        }
+    }
+}
+
 /// The provider could not be reached or answered nonsense; the outcome is unknown.
 #[derive(Debug, thiserror::Error)]
 #[error("payment provider failure: {0}")]
@@ -49,14 +74,36 @@ pub struct ProviderError(pub String);
 
 /// A payment provider with idempotent references, as real ones (Stripe, Adyen) offer.
 pub trait PaymentProvider: Send + Sync + 'static {
-    /// Charges `quantity` tickets under `reference`. Charging the same reference again
-    /// returns the first outcome and takes no more money.
+    /// Charges `amount` (minor units of `currency`) under `reference`. Charging the same
+    /// reference again returns the first outcome and takes no more money.
     fn charge<'a>(
         &'a self,
         reference: &'a str,
         token: Option<&'a str>,
-        quantity: i32,
+        amount: i64,
+        currency: Currency,
     ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>>;
+
+    /// Gives back `amount` (minor units of `currency`) of the charge `charge_reference`,
+    /// under the refund's own `reference`: asking again returns the first outcome and gives
+    /// back no more. Never gives back more than the charge took, over all its refunds.
+    fn refund<'a>(
+        &'a self,
+        reference: &'a str,
+        charge_reference: &'a str,
+        amount: i64,
+        currency: Currency,
+    ) -> BoxFuture<'a, Result<RefundOutcome, ProviderError>>;
+
+    /// Settles a refund reference whose request may or may not have reached the provider:
+    /// returns the recorded outcome, or voids the reference so that no later refund under it
+    /// can succeed.
+    fn resolve_refund<'a>(
+        &'a self,
+        reference: &'a str,
+        charge_reference: &'a str,
+        currency: Currency,
+    ) -> BoxFuture<'a, Result<RefundOutcome, ProviderError>>;
 
     /// Settles a reference whose charge request may or may not have happened: returns the
     /// recorded outcome, or voids the reference so that no later charge can succeed.
@@ -82,12 +129,39 @@ pub const TOKEN_LOST_AFTER_CHARGE: &str = "tok_lostAfterCharge";
 /// alike.
 pub const TOKEN_UNREACHABLE_ONCE: &str = "tok_unreachableOnce";
 
+/// A token the simulated provider charges like `tok_visa`, and whose charge's first refund
+/// finds the provider unreachable (nothing is refunded): the refund stays pending until
+/// recovery voids it (it then fails); every later refund of that charge works.
+pub const TOKEN_REFUND_UNREACHABLE_ONCE: &str = "tok_refundUnreachableOnce";
+
 /// A fresh payment reference for paying `allocation`: `pay_<allocation>_<nonce>`. Like a
 /// real provider's order id, the allocation part groups every payment attempt of one hold
 /// (the simulated provider reads it for `tok_unreachableOnce`); the nonce makes each
 /// attempt's reference unique.
 pub fn new_reference(allocation: Uuid) -> String {
     format!("pay_{}_{}", allocation.simple(), Uuid::new_v4().simple())
+}
+
+/// The prefix of the references of a refund request for `allocation`,
+/// `re_<allocation>_<32 hex>`: derived from the organiser's idempotency key when the request
+/// has one, so a retry finds the refund its first attempt began (and resumes it while it is
+/// pending); fresh otherwise. Each refund made under it adds a suffix of its own
+/// ([`refund_attempt_reference`]), since a failed refund's reference is spent at the
+/// provider.
+pub fn refund_reference(allocation: Uuid, idempotency_key: Option<&str>) -> String {
+    let tail = match idempotency_key {
+        Some(key) => {
+            let digest = Sha256::digest(key.as_bytes());
+            crate::domain::hex::encode(&digest[..16])
+        }
+        None => Uuid::new_v4().simple().to_string(),
+    };
+    format!("re_{}_{tail}", allocation.simple())
+}
+
+/// A fresh reference for one refund under `prefix` (see [`refund_reference`]).
+pub fn refund_attempt_reference(prefix: &str) -> String {
+    format!("{prefix}_{}", &Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// The prefix every reference of `reference`'s hold shares (`pay_<allocation>_`), if it has
@@ -100,8 +174,9 @@ fn hold_prefix(reference: &str) -> Option<&str> {
 }
 
 /// The built-in provider: no money moves; `tok_visa` (or no token) is charged,
-/// `tok_lostAfterCharge` and `tok_unreachableOnce` fail as their constants say, anything
-/// else is declined. Its ledger lives in the `payment_charges` table.
+/// `tok_lostAfterCharge`, `tok_unreachableOnce` and `tok_refundUnreachableOnce` behave as
+/// their constants say, anything else is declined. Its ledger lives in the
+/// `payment_charges` and `payment_refunds` tables.
 #[derive(Debug, Clone)]
 pub struct SimulatedProvider {
     pool: PgPool,
@@ -130,21 +205,32 @@ impl PaymentProvider for SimulatedProvider {
         &'a self,
         reference: &'a str,
         token: Option<&'a str>,
-        _quantity: i32,
+        amount: i64,
+        currency: Currency,
     ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
         Box::pin(async move {
             if token == Some(TOKEN_UNREACHABLE_ONCE) && !self.unreachable_spent(reference).await? {
                 return Err(ProviderError("simulated: provider unreachable".into()));
             }
             let outcome = match token {
-                None | Some(TOKEN_SUCCEEDS | TOKEN_LOST_AFTER_CHARGE | TOKEN_UNREACHABLE_ONCE) => {
-                    ChargeOutcome::Charged
-                }
+                None
+                | Some(
+                    TOKEN_SUCCEEDS
+                    | TOKEN_LOST_AFTER_CHARGE
+                    | TOKEN_UNREACHABLE_ONCE
+                    | TOKEN_REFUND_UNREACHABLE_ONCE,
+                ) => ChargeOutcome::Charged,
                 Some(_) => ChargeOutcome::Declined,
             };
-            let recorded = db::charges::record_once(&self.pool, reference, outcome.as_str())
-                .await
-                .map_err(|e| ProviderError(e.to_string()))?;
+            let took = ChargeRecord {
+                amount,
+                currency: currency.code(),
+                token,
+            };
+            let recorded =
+                db::charges::record_once(&self.pool, reference, outcome.as_str(), Some(took))
+                    .await
+                    .map_err(|e| ProviderError(e.to_string()))?;
             if token == Some(TOKEN_LOST_AFTER_CHARGE) {
                 return Err(ProviderError(
                     "simulated: connection lost after the charge".into(),
@@ -159,11 +245,62 @@ impl PaymentProvider for SimulatedProvider {
         reference: &'a str,
     ) -> BoxFuture<'a, Result<ChargeOutcome, ProviderError>> {
         Box::pin(async move {
+            let recorded = db::charges::record_once(
+                &self.pool,
+                reference,
+                ChargeOutcome::Voided.as_str(),
+                None,
+            )
+            .await
+            .map_err(|e| ProviderError(e.to_string()))?;
+            ChargeOutcome::parse(&recorded)
+        })
+    }
+
+    fn refund<'a>(
+        &'a self,
+        reference: &'a str,
+        charge_reference: &'a str,
+        amount: i64,
+        currency: Currency,
+    ) -> BoxFuture<'a, Result<RefundOutcome, ProviderError>> {
+        Box::pin(async move {
+            let fail = |e: sqlx::Error| ProviderError(e.to_string());
+            let token = db::charges::token_of(&self.pool, charge_reference)
+                .await
+                .map_err(fail)?;
+            if token.as_deref() == Some(TOKEN_REFUND_UNREACHABLE_ONCE)
+                && !db::charges::any_refund_voided(&self.pool, charge_reference)
+                    .await
+                    .map_err(fail)?
+            {
+                return Err(ProviderError("simulated: provider unreachable".into()));
+            }
+            let refund = RefundRecord {
+                reference,
+                charge_reference,
+                amount,
+                currency: currency.code(),
+            };
+            let recorded = db::charges::refund_once(&self.pool, refund)
+                .await
+                .map_err(fail)?;
+            RefundOutcome::parse(&recorded)
+        })
+    }
+
+    fn resolve_refund<'a>(
+        &'a self,
+        reference: &'a str,
+        charge_reference: &'a str,
+        currency: Currency,
+    ) -> BoxFuture<'a, Result<RefundOutcome, ProviderError>> {
+        Box::pin(async move {
             let recorded =
-                db::charges::record_once(&self.pool, reference, ChargeOutcome::Voided.as_str())
+                db::charges::void_refund(&self.pool, reference, charge_reference, currency.code())
                     .await
                     .map_err(|e| ProviderError(e.to_string()))?;
-            ChargeOutcome::parse(&recorded)
+            RefundOutcome::parse(&recorded)
         })
     }
 }
@@ -171,6 +308,21 @@ impl PaymentProvider for SimulatedProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyed_refund_reference_is_the_same_on_every_retry() {
+        let order = Uuid::now_v7();
+        let keyed = refund_reference(order, Some("k-1"));
+        assert_eq!(keyed, refund_reference(order, Some("k-1")));
+        assert_ne!(keyed, refund_reference(order, Some("k-2")));
+        assert_ne!(keyed, refund_reference(Uuid::now_v7(), Some("k-1")));
+        assert_ne!(refund_reference(order, None), refund_reference(order, None));
+        assert!(keyed.starts_with(&format!("re_{}_", order.simple())));
+        assert_eq!(keyed.len(), 3 + 32 + 1 + 32);
+        let attempt = refund_attempt_reference(&keyed);
+        assert!(attempt.starts_with(&format!("{keyed}_")));
+        assert_ne!(attempt, refund_attempt_reference(&keyed));
+    }
 
     #[test]
     fn references_of_one_hold_share_its_prefix_and_no_other() {

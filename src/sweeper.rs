@@ -66,8 +66,8 @@ pub async fn run(sweeper: Sweeper, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// One round: expire lapsed holds, settle stale payments, purge old idempotency keys.
-/// Returns the holds expired and payments settled.
+/// One round: expire lapsed holds, settle stale payments and refunds, purge old idempotency
+/// keys. Returns (holds expired, payments and refunds settled).
 ///
 /// Each job, and each event within the expiry, runs whatever another one met: a failure is
 /// logged with what it concerns and the round goes on, so one event whose expiry keeps
@@ -82,6 +82,7 @@ pub async fn sweep_once(state: &Sweeper) -> crate::error::Result<(i64, usize)> {
     }
     let settled = recover_round(state, &mut failure).await;
     crate::metrics::payments_recovered(settled);
+    let settled = settled + recover_refunds_round(state, &mut failure).await;
     // Idempotency keys live 24 hours.
     match crate::db::idempotency::purge_expired(&state.pool, KEYS_PER_ROUND).await {
         Ok(0) => {}
@@ -131,6 +132,41 @@ async fn expire_round(state: &Sweeper, failure: &mut Option<crate::error::Error>
     expired
 }
 
+/// Settles refunds left pending longer than the recovery age (the provider failed or the
+/// request died); returns how many.
+async fn recover_refunds_round(
+    state: &Sweeper,
+    failure: &mut Option<crate::error::Error>,
+) -> usize {
+    let stale = match crate::db::refunds::stale(
+        &state.pool,
+        state.payment_recovery_seconds,
+        PAYMENTS_PER_ROUND,
+    )
+    .await
+    {
+        Ok(stale) => stale,
+        Err(err) => {
+            keep_first(failure, err.into());
+            return 0;
+        }
+    };
+    let mut settled = 0;
+    for (id, reference) in stale {
+        let payments = state.payments.as_ref();
+        match holds::recover_refund(&state.pool, payments, id, &reference).await {
+            Ok(_) => {
+                settled += 1;
+                tracing::info!(allocation = %id, %reference, "settled a stale refund");
+            }
+            Err(err) => {
+                tracing::warn!(allocation = %id, %reference, error = %err, "could not settle a stale refund")
+            }
+        }
+    }
+    settled
+}
+
 /// Settles payments left `payment_pending` longer than the recovery age; returns how many.
 async fn recover_round(state: &Sweeper, failure: &mut Option<crate::error::Error>) -> usize {
     let stale = match crate::db::allocations::stale_payments(
@@ -147,8 +183,9 @@ async fn recover_round(state: &Sweeper, failure: &mut Option<crate::error::Error
         }
     };
     let mut settled = 0;
-    for (id, reference) in stale {
-        match holds::recover_payment(&state.pool, state.payments.as_ref(), id, &reference).await {
+    for (id, reference, total) in stale {
+        let payments = state.payments.as_ref();
+        match holds::recover_payment(&state.pool, payments, id, &reference, total).await {
             Ok(allocation) => {
                 settled += 1;
                 tracing::info!(allocation = %id, status = %allocation.status, "settled a stale payment");

@@ -199,6 +199,18 @@ pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Allocation>, sqlx::E
     .await
 }
 
+/// The allocation as the caller's transaction sees it (after its own changes).
+pub async fn find_in(conn: &mut PgConnection, id: Uuid) -> Result<Option<Allocation>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        allocation_columns!(),
+        " FROM ticket_allocations WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
 /// The event an allocation belongs to. The column never changes, so reading it without a
 /// lock is safe; callers use it to take the event lock before the allocation's.
 pub async fn event_of(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
@@ -389,15 +401,16 @@ pub struct ExpiredHolds {
     pub by_type: Vec<(Uuid, i32)>,
 }
 
-/// Allocations left in `payment_pending` for longer than `older_than_seconds`: their
-/// payment request crashed or hung, and the sweeper resolves them.
+/// Allocations left in `payment_pending` for longer than `older_than_seconds`, with their
+/// payment reference and total: their payment request crashed or hung, and the sweeper
+/// resolves them.
 pub async fn stale_payments(
     pool: &PgPool,
     older_than_seconds: u32,
     limit: i64,
-) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+) -> Result<Vec<(Uuid, String, i64)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, payment_reference FROM ticket_allocations \
+        "SELECT id, payment_reference, total FROM ticket_allocations \
          WHERE status = 'payment_pending' \
            AND payment_pending_at <= now() - make_interval(secs => $1) \
          ORDER BY payment_pending_at LIMIT $2",

@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod quotas;
+pub mod refunds;
 pub mod settings;
 pub mod ticket_types;
 

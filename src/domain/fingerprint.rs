@@ -18,6 +18,9 @@ pub enum FingerprintSource {
         user_agent: String,
         accept_language: String,
     },
+    /// The organiser (admin token holder): the scope of the organiser's idempotency keys,
+    /// apart from every buyer's.
+    Organiser,
 }
 
 /// Checks a client-supplied fingerprint: blank counts as absent.
@@ -64,6 +67,7 @@ impl FingerprintKey {
                     mac.update(b"\0");
                 }
             }
+            FingerprintSource::Organiser => mac.update(b"organiser\0"),
         }
         let digest = mac.finalize().into_bytes();
         FingerprintHash(super::hex::encode(&digest))

@@ -15,6 +15,7 @@ pub mod order;
 pub mod page;
 pub mod patch;
 pub mod quantity;
+pub mod refund;
 pub mod refusal;
 pub mod stats;
 pub mod status;

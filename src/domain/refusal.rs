@@ -73,6 +73,14 @@ pub enum Refusal {
     /// The hold's status (given) does not allow the action.
     #[error("the allocation is {0}, which does not allow this action")]
     InvalidStatus(AllocationStatus),
+    /// A refund asks for more than the order has left to refund (`refundable` of the type
+    /// `ticket_type_id`, or nothing at all when no type is named); refunds under way count
+    /// as refunded.
+    #[error("the refund asks for more than is left to refund ({refundable} left)")]
+    RefundExceedsPurchase {
+        ticket_type_id: Option<Uuid>,
+        refundable: i32,
+    },
     /// The payment provider declined the charge; the hold is `reserved` again (or expired).
     #[error("the payment was declined")]
     PaymentDeclined,

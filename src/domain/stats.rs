@@ -15,6 +15,8 @@ pub enum ChangeKind {
     TicketPurchased,
     TicketCancelled,
     TicketExpired,
+    /// Tickets of a purchase were refunded and returned to the pool.
+    TicketRefunded,
     /// An organiser changed the event (`PATCH /events/{id}`): its total may have moved.
     EventUpdated,
 }
@@ -26,6 +28,7 @@ impl ChangeKind {
             Self::TicketPurchased => "ticket_purchased",
             Self::TicketCancelled => "ticket_cancelled",
             Self::TicketExpired => "ticket_expired",
+            Self::TicketRefunded => "ticket_refunded",
             Self::EventUpdated => "event_updated",
         }
     }

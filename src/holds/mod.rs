@@ -13,9 +13,11 @@
 
 pub mod expiry;
 pub mod payment;
+pub mod refund;
 
 pub use expiry::expire_lapsed;
 pub use payment::{pay, recover_payment};
+pub use refund::{recover_refund, refund};
 
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;

@@ -48,14 +48,18 @@ pub async fn pay(
     let pending = begin_payment(pool, id, buyer, &reference).await?;
 
     // No lock is held here. If this process dies now, the sweeper finds the allocation in
-    // payment_pending and settles it from the provider's record (see `recover_payment`).
-    let outcome = provider
-        .charge(&reference, token, pending.quantity)
-        .await
-        .map_err(|err| {
-            tracing::error!(allocation = %id, %reference, error = %err, "payment provider failed; left for recovery");
-            outcome_unknown(&pending, &reference, recovery_window)
-        })?;
+    // payment_pending and settles it from the provider's record (see `recover_payment`). A
+    // free order is confirmed without the provider: there is nothing to charge.
+    let outcome = match pending.total {
+        0 => ChargeOutcome::Charged,
+        total => provider
+            .charge(&reference, token, total, pending.currency)
+            .await
+            .map_err(|err| {
+                tracing::error!(allocation = %id, %reference, error = %err, "payment provider failed; left for recovery");
+                outcome_unknown(&pending, &reference, recovery_window)
+            })?,
+    };
 
     let settled = settle_payment(pool, id, &reference, outcome, record).await?;
     match (outcome, settled.status) {
@@ -242,17 +246,22 @@ async fn settle_in(
 }
 
 /// Settles a payment whose request never finished (crash, hang): ask the provider for the
-/// reference's outcome, voiding it if it was never charged, then record that outcome.
+/// reference's outcome, voiding it if it was never charged, then record that outcome. A free
+/// order never reached the provider, and is confirmed as its payment would have been.
 pub async fn recover_payment(
     pool: &PgPool,
     provider: &dyn PaymentProvider,
     id: Uuid,
     reference: &str,
+    total: i64,
 ) -> Result<Allocation> {
-    let outcome = provider.resolve(reference).await.map_err(|err| {
-        tracing::warn!(allocation = %id, %reference, error = %err, "payment recovery could not reach the provider");
-        Error::ServiceUnavailable
-    })?;
+    let outcome = match total {
+        0 => ChargeOutcome::Charged,
+        _ => provider.resolve(reference).await.map_err(|err| {
+            tracing::warn!(allocation = %id, %reference, error = %err, "payment recovery could not reach the provider");
+            Error::ServiceUnavailable
+        })?,
+    };
     settle_payment(pool, id, reference, outcome, None).await
 }
 

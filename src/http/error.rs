@@ -41,6 +41,12 @@ pub enum ApiError {
     /// An organiser token is configured and none was sent.
     #[error("this action needs an organiser token (Authorization: Bearer <token>)")]
     Unauthorized,
+    /// An admin-only route on a server started without an admin token.
+    #[error(
+        "this action needs the admin token, and the server has none: start it with \
+         --admin-token <token> (or BOXOFFICE_ADMIN_TOKEN) and send Authorization: Bearer <token>"
+    )]
+    AdminTokenNotConfigured,
     /// The organiser token sent is wrong.
     #[error("the organiser token is not valid")]
     Forbidden,
@@ -128,6 +134,11 @@ pub struct ErrorBody {
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     #[schema(inline)]
     pub sales_window: Option<SalesWindowBody>,
+    /// With `REFUND_EXCEEDS_PURCHASE`: how many tickets of the type named (or of the whole
+    /// order, when none is) are left to refund.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub refundable: Option<i32>,
     /// With `INSUFFICIENT_TICKETS`: how many tickets each requested type has left.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -157,7 +168,9 @@ impl ApiError {
                 (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
             }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            ApiError::Unauthorized | ApiError::AdminTokenNotConfigured => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+            }
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
         }
     }
@@ -180,6 +193,7 @@ impl ApiError {
             purchased_tickets: None,
             status: None,
             ticket_type_id: None,
+            refundable: None,
             sales_window: None,
             lines: None,
         };
@@ -190,6 +204,13 @@ impl ApiError {
             ApiError::App(Error::Refused(Refusal::InsufficientTickets { available, lines })) => {
                 body.available_tickets = Some(*available);
                 body.lines = Some(lines.clone());
+            }
+            ApiError::App(Error::Refused(Refusal::RefundExceedsPurchase {
+                ticket_type_id,
+                refundable,
+            })) => {
+                body.ticket_type_id = *ticket_type_id;
+                body.refundable = Some(*refundable);
             }
             ApiError::App(Error::Refused(Refusal::TicketsSoldOut { ticket_type_id })) => {
                 body.ticket_type_id = Some(*ticket_type_id)
@@ -239,6 +260,9 @@ pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
         Error::Refused(refusal) => match refusal {
             Refusal::TicketsSoldOut { .. } => (StatusCode::CONFLICT, "TICKETS_SOLD_OUT"),
             Refusal::SalesClosed { .. } => (StatusCode::CONFLICT, "SALES_CLOSED"),
+            Refusal::RefundExceedsPurchase { .. } => {
+                (StatusCode::CONFLICT, "REFUND_EXCEEDS_PURCHASE")
+            }
             Refusal::InsufficientTickets { .. } => (StatusCode::CONFLICT, "INSUFFICIENT_TICKETS"),
             Refusal::FingerprintLimit { .. } => (StatusCode::CONFLICT, "FINGERPRINT_LIMIT"),
             Refusal::FingerprintMismatch => (StatusCode::FORBIDDEN, "FINGERPRINT_MISMATCH"),

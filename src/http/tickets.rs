@@ -7,17 +7,21 @@ use serde_json::json;
 
 use super::error::{ApiError, ApiResult, ErrorBody, app_status_and_code};
 use super::extract::{
-    ApiJson, ApiQuery, BuyerHeaders, Caller, IdPath, IdempotencyHeader, KeyedBuyerHeaders,
+    AdminOnly, ApiJson, ApiQuery, BuyerHeaders, Caller, IdPath, IdempotencyHeader,
+    KeyedBuyerHeaders,
 };
 use super::idempotent::keyed;
 use super::response::json;
-use super::wire::{PageQuery, PaymentRequest, PurchaseBody, PurchaseRequest};
+use super::wire::{PageQuery, PaymentRequest, PurchaseBody, PurchaseRequest, RefundRequest};
 use crate::domain::allocation::Allocation;
+use crate::domain::fingerprint::FingerprintSource;
 use crate::domain::order::parse_lines;
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::refund::RefundAsk;
 use crate::error::Error;
 use crate::holds;
 use crate::http::state::AppState;
+use crate::payment;
 
 /// Reserve tickets: a hold that lasts until paid, cancelled or lapsed.
 #[utoipa::path(
@@ -142,6 +146,61 @@ pub async fn pay_for_tickets(
                 record,
             )
             .await
+        },
+    )
+    .await
+}
+
+/// Refund some or all of a purchase (organiser only: the admin token). The tickets return to
+/// the event's and their quotas' pools when the provider has given the money back.
+#[utoipa::path(
+    post, path = "/tickets/{id}/refund", tag = "tickets",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Allocation id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: a retry with the same key gets the first answer, or resumes the refund its first attempt began"),
+    ),
+    request_body(content = Option<RefundRequest>, description = "Optional; no lines refunds everything not yet refunded"),
+    responses(
+        (status = 200, description = "Refunded: the order with its refunds; `refunded` once nothing is left, `purchased` after a partial refund", body = Allocation),
+        (status = 400, description = "BAD_REQUEST", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no admin token sent, or the server has none configured", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the admin token is wrong", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "INVALID_STATUS: not `purchased`; REFUND_EXCEEDS_PURCHASE (with refundable); IDEMPOTENCY_IN_PROGRESS", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 422, description = "VALIDATION_ERROR (a line names no line of the order, quantity below 1, reason too long); IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE, with Retry-After: the provider failed; the refund stays pending until recovery settles it, and a retry with the same Idempotency-Key resumes it", body = ErrorBody),
+    )
+)]
+pub async fn refund_tickets(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+    _admin: AdminOnly,
+    IdempotencyHeader(key): IdempotencyHeader,
+    ApiJson(request): ApiJson<RefundRequest>,
+) -> ApiResult<Response> {
+    let ask = RefundAsk::parse(request.draft()).map_err(Error::Validation)?;
+    let prefix = payment::refund_reference(id, key.as_ref().map(|key| key.as_str()));
+    let path = format!("/tickets/{id}/refund");
+    let canonical = json!({
+        "lines": ask.lines.as_ref().map(|lines| lines
+            .iter()
+            .map(|(ticket_type, quantity, _)| json!({ "ticketTypeId": ticket_type, "quantity": quantity }))
+            .collect::<Vec<_>>()),
+        "reason": ask.reason,
+    })
+    .to_string();
+    let request = (path.as_str(), canonical.as_str());
+    let organiser = state.fingerprint_key.hash(&FingerprintSource::Organiser);
+    let (pool, payments) = (state.pool.clone(), state.payments.clone());
+    keyed(
+        &state,
+        &organiser,
+        key,
+        request,
+        StatusCode::OK,
+        async move |record| {
+            holds::refund(&pool, payments.as_ref(), id, &ask, &prefix, record.as_ref()).await
         },
     )
     .await

@@ -8,6 +8,7 @@ use crate::domain::catalogue::{QuotaPatch, TicketTypePatch};
 use crate::domain::event::{EventDraft, EventPatch};
 use crate::domain::order::{LineDraft, OrderDraft};
 use crate::domain::patch::Patch;
+use crate::domain::refund::{RefundDraft, RefundLineDraft};
 
 /// The body of `POST /events/{id}/tickets` as it arrives: one line (`quantity`, and
 /// `ticketTypeId` or the event's default type) or several (`lines`), never both. Every field
@@ -87,6 +88,37 @@ impl PurchaseRequest {
                     })
                     .collect()
             }),
+        }
+    }
+}
+
+/// The body of `POST /tickets/{id}/refund`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundRequest {
+    /// The tickets to refund, 1 to 20 lines of distinct types of the order; absent: every
+    /// ticket not yet refunded.
+    #[schema(nullable = false, min_items = 1, max_items = 20)]
+    pub lines: Option<Vec<OrderLineRequest>>,
+    /// Why, for the organiser's records: up to 500 characters.
+    #[schema(example = "event moved", max_length = 500)]
+    pub reason: Option<String>,
+}
+
+impl RefundRequest {
+    /// The refund's fields for the domain's checks.
+    pub fn draft(&self) -> RefundDraft {
+        RefundDraft {
+            lines: self.lines.as_ref().map(|lines| {
+                lines
+                    .iter()
+                    .map(|line| RefundLineDraft {
+                        ticket_type_id: line.ticket_type_id.clone(),
+                        quantity: line.quantity,
+                    })
+                    .collect()
+            }),
+            reason: self.reason.clone(),
         }
     }
 }

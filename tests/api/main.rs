@@ -24,6 +24,7 @@ mod orders;
 mod proxy;
 mod purchase;
 mod races;
+mod refunds;
 mod security;
 mod status_machine;
 mod stream;

@@ -9,13 +9,13 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Asserts an event's counts (its JSON as the API returns it) agree with its allocation rows
-/// in `pool` and with each other.
+/// in `pool` (a purchase counts what is left of it after refunds) and with each other.
 pub async fn assert_counts_match_rows(pool: &PgPool, event: &Value) {
     let id = Uuid::parse_str(event["id"].as_str().expect("event id")).unwrap();
     let (reserved, purchased): (i64, i64) = sqlx::query_as(
             "SELECT \
                COALESCE(sum(quantity) FILTER (WHERE status IN ('reserved', 'payment_pending')), 0)::bigint, \
-               COALESCE(sum(quantity) FILTER (WHERE status = 'purchased'), 0)::bigint \
+               COALESCE(sum(quantity - refunded_quantity) FILTER (WHERE status = 'purchased'), 0)::bigint \
              FROM ticket_allocations WHERE event_id = $1",
         )
         .bind(id)

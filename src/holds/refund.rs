@@ -1,0 +1,217 @@
+//! Refunding a purchase, in three steps like a payment, so the provider is never called
+//! under a lock: commit a `pending` refund (its tickets count as refunded from then on, so
+//! parallel refunds of one order can never give back a ticket twice), ask the provider,
+//! commit the outcome. The tickets return to the event's and their quotas' pools in the
+//! transaction that completes the refund. The sweeper settles a refund a crash or a failing
+//! provider left pending ([`recover_refund`]).
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{Tx, commit, lock_hold};
+use crate::db::allocations;
+use crate::db::events::{self, CountMove};
+use crate::db::refunds::{self, PendingRefund};
+use crate::domain::allocation::{Allocation, RefundStatus};
+use crate::domain::refund::{RefundAsk, plan};
+use crate::domain::refusal::Refusal;
+use crate::domain::stats::ChangeKind;
+use crate::domain::status::AllocationStatus;
+use crate::error::{Error, Result};
+use crate::idempotency::{self, Recorder};
+use crate::payment::{self, PaymentProvider, RefundOutcome};
+
+/// Refunds `ask`'s tickets of the purchase `id` as the request `prefix` (see
+/// `payment::refund_reference`; a keyed request's retry has the same prefix): a refund of
+/// that request still pending is resumed instead of starting another, one completed is
+/// answered as done, one failed is tried afresh. A completed refund is recorded under the
+/// request's key (as `record` renders it) in the transaction that completes it.
+///
+/// Errors: `NotFound`; `InvalidStatus` (not `purchased`); `Validation` (a line names no line
+/// of the order); `RefundExceedsPurchase`; `ServiceUnavailable` when the provider failed:
+/// the refund stays pending and recovery settles it.
+pub async fn refund(
+    pool: &PgPool,
+    provider: &dyn PaymentProvider,
+    id: Uuid,
+    ask: &RefundAsk,
+    prefix: &str,
+    record: Option<&Recorder<Allocation>>,
+) -> Result<Allocation> {
+    let mut tx = pool.begin().await?;
+    let begun = begin_refund_in(&mut tx, id, ask, prefix).await;
+    let (pending, allocation) = match commit(tx, begun).await? {
+        Begun::Pending(pending, allocation) => (pending, allocation),
+        // A retry of a refund already settled: the order as it is now.
+        Begun::Settled(allocation) => return Ok(allocation),
+    };
+
+    // No lock is held here. If this process dies now, the sweeper finds the refund pending
+    // and settles it from the provider's record. A free order has nothing to give back.
+    let reference = pending.reference.as_str();
+    let outcome = match (pending.amount, allocation.payment_reference.as_deref()) {
+        (0, _) => RefundOutcome::Refunded,
+        (amount, Some(charge)) => provider
+            .refund(reference, charge, amount, allocation.currency)
+            .await
+            .map_err(|err| {
+                tracing::error!(allocation = %id, %reference, error = %err, "refund provider failed; left for recovery");
+                Error::ServiceUnavailable
+            })?,
+        (_, None) => return Err(Error::internal("a purchase without a payment reference")),
+    };
+    settle(pool, &pending, outcome, record).await
+}
+
+/// What step one found or made.
+enum Begun {
+    Pending(PendingRefund, Allocation),
+    Settled(Allocation),
+}
+
+async fn begin_refund_in(tx: &mut Tx, id: Uuid, ask: &RefundAsk, prefix: &str) -> Result<Begun> {
+    // Lock order as everywhere: event, its quotas, then the allocation; then its refunds.
+    let allocation = lock_hold(tx, id).await?.allocation;
+    match refunds::lock_latest_with_prefix(tx, id, prefix).await? {
+        Some((pending, RefundStatus::Pending)) => return Ok(Begun::Pending(pending, allocation)),
+        Some((_, RefundStatus::Completed)) => return Ok(Begun::Settled(allocation)),
+        Some((_, RefundStatus::Failed)) | None => {}
+    }
+    if allocation.status != AllocationStatus::Purchased {
+        return Err(Refusal::InvalidStatus(allocation.status).into());
+    }
+    let under_way = refunds::pending_by_type(tx, id).await?;
+    let lines = plan(&allocation.lines, &under_way, ask)?;
+    let pending = refunds::insert_pending(
+        tx,
+        id,
+        &payment::refund_attempt_reference(prefix),
+        allocation.currency,
+        &lines,
+        ask.reason.as_deref(),
+    )
+    .await?;
+    Ok(Begun::Pending(pending, allocation))
+}
+
+/// Step three: record the provider's outcome if the refund is still pending (recovery may
+/// have settled it first: then the order is returned as it is).
+async fn settle(
+    pool: &PgPool,
+    pending: &PendingRefund,
+    outcome: RefundOutcome,
+    record: Option<&Recorder<Allocation>>,
+) -> Result<Allocation> {
+    let mut tx = pool.begin().await?;
+    let settled = settle_in(&mut tx, pending, outcome).await;
+    let settled = match (settled, record) {
+        (Ok(allocation), Some(recorder)) => {
+            let response = recorder.render(&allocation).map_err(Error::internal);
+            match response {
+                Ok(response) => idempotency::record_in(&mut tx, &[(recorder.claim(), response)])
+                    .await
+                    .map(|()| allocation),
+                Err(err) => Err(err),
+            }
+        }
+        (settled, _) => settled,
+    };
+    commit(tx, settled).await
+}
+
+async fn settle_in(
+    tx: &mut Tx,
+    pending: &PendingRefund,
+    outcome: RefundOutcome,
+) -> Result<Allocation> {
+    let allocation = lock_hold(tx, pending.allocation_id).await?.allocation;
+    let still_pending = matches!(
+        refunds::lock_by_reference(tx, &pending.reference).await?,
+        Some((_, RefundStatus::Pending))
+    );
+    if !still_pending {
+        return Ok(allocation);
+    }
+    match outcome {
+        RefundOutcome::Refunded => {
+            if !refunds::complete(tx, pending).await? {
+                return Err(Error::internal(format!(
+                    "refund {} completed on an allocation that is not purchased",
+                    pending.id
+                )));
+            }
+            // The tickets go back to the pools of the event and of their types' quotas in
+            // the transaction that records the refund.
+            let by_type: Vec<(Uuid, i32)> = pending
+                .lines
+                .iter()
+                .map(|line| (line.ticket_type_id, line.quantity))
+                .collect();
+            events::move_counts(
+                tx,
+                allocation.event_id,
+                CountMove::Refund,
+                by_type.iter().map(|(_, n)| n).sum(),
+                &by_type,
+                ChangeKind::TicketRefunded,
+                &allocation.fingerprint_hash,
+            )
+            .await?;
+            read_in(tx, allocation.id).await
+        }
+        RefundOutcome::Refused | RefundOutcome::Voided => {
+            refunds::fail(tx, pending.id).await?;
+            match outcome {
+                RefundOutcome::Refused => Err(Refusal::RefundExceedsPurchase {
+                    ticket_type_id: None,
+                    refundable: 0,
+                }
+                .into()),
+                _ => read_in(tx, allocation.id).await,
+            }
+        }
+    }
+}
+
+/// The allocation as this transaction sees it, after its changes.
+async fn read_in(tx: &mut Tx, id: Uuid) -> Result<Allocation> {
+    allocations::find_in(tx, id)
+        .await?
+        .ok_or(Error::NotFound("allocation"))
+}
+
+/// Settles a refund left pending (crash, failing provider): ask the provider for the
+/// reference's outcome, voiding it if it never arrived, then record that outcome.
+pub async fn recover_refund(
+    pool: &PgPool,
+    provider: &dyn PaymentProvider,
+    allocation_id: Uuid,
+    reference: &str,
+) -> Result<Allocation> {
+    // A read: settling locks again, and settles only what is still pending then.
+    let found = refunds::lock_by_reference(&mut *pool.acquire().await?, reference).await?;
+    let allocation = allocations::find(pool, allocation_id)
+        .await?
+        .ok_or(Error::NotFound("allocation"))?;
+    let Some((pending, RefundStatus::Pending)) = found else {
+        return Ok(allocation);
+    };
+    let outcome = match (pending.amount, allocation.payment_reference.as_deref()) {
+        (0, _) => RefundOutcome::Refunded,
+        (_, Some(charge)) => provider
+            .resolve_refund(reference, charge, allocation.currency)
+            .await
+            .map_err(|err| {
+                tracing::warn!(allocation = %allocation_id, %reference, error = %err, "refund recovery could not reach the provider");
+                Error::ServiceUnavailable
+            })?,
+        (_, None) => return Err(Error::internal("a purchase without a payment reference")),
+    };
+    match settle(pool, &pending, outcome, None).await {
+        // The provider refused the refund: it is failed, and that settles it.
+        Err(Error::Refused(_)) => allocations::find(pool, allocation_id)
+            .await?
+            .ok_or(Error::NotFound("allocation")),
+        other => other,
+    }
+}

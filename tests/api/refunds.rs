@@ -1,0 +1,502 @@
+//! Money through HTTP: each order is charged exactly once for exactly its total; refunds,
+//! full and partial, give back no more than was taken, never a ticket twice, and return
+//! their tickets to the event's and their quotas' pools.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::helpers::{TestApp, assert_error, id_of, new_fingerprint, spawn_app_with};
+
+const ADMIN: &str = "refund-organiser";
+
+/// An app with an admin token whose sweeper never runs by itself, and payment recovery
+/// after one second (the tests run `sweep_once` when they want recovery).
+async fn app() -> TestApp {
+    spawn_app_with(&[
+        "--admin-token",
+        ADMIN,
+        "--payment-recovery-seconds",
+        "1",
+        "--sweep-interval-ms",
+        "3600000",
+    ])
+    .await
+}
+
+async fn admin_post(app: &TestApp, path: &str, body: Value) -> (StatusCode, Value) {
+    app.send(
+        app.request(Method::POST, path)
+            .header("Authorization", format!("Bearer {ADMIN}"))
+            .json(&body),
+    )
+    .await
+}
+
+/// An event of `total` tickets in `currency`, its default type at `price`, and a second type
+/// "B" at `b_price` in a quota "Q" of `quota` tickets: (event id, default type, type B,
+/// quota id).
+async fn priced_event(
+    app: &TestApp,
+    total: i64,
+    currency: &str,
+    price: i64,
+    b_price: i64,
+    quota: i64,
+) -> (String, String, String, String) {
+    let (status, event) = admin_post(
+        app,
+        "/events",
+        json!({"name": format!("Priced {}", new_fingerprint()), "date": "2027-06-01T19:00:00Z",
+               "totalTickets": total, "currency": currency, "price": price}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{event}");
+    let event_id = id_of(&event);
+    let default_type = event["ticketTypes"][0]["id"].as_str().unwrap().to_owned();
+    let (status, b) = admin_post(
+        app,
+        &format!("/events/{event_id}/ticket-types"),
+        json!({"name": "B", "price": b_price}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    let b = id_of(&b);
+    let (status, q) = admin_post(
+        app,
+        &format!("/events/{event_id}/quotas"),
+        json!({"name": "Q", "size": quota, "ticketTypeIds": [b]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{q}");
+    (event_id, default_type, b, id_of(&q))
+}
+
+/// Buys `lines` ((type, quantity)) for a new buyer and pays with `token`: (allocation, buyer).
+async fn bought(
+    app: &TestApp,
+    event_id: &str,
+    lines: &[(&str, i64)],
+    token: Option<&str>,
+) -> (Value, String) {
+    let buyer = new_fingerprint();
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(t, q)| json!({"ticketTypeId": t, "quantity": q}))
+        .collect();
+    let (status, hold) = app
+        .send(
+            app.request(Method::POST, &format!("/events/{event_id}/tickets"))
+                .header("X-Device-Fingerprint", &buyer)
+                .json(&json!({ "lines": lines })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let (status, paid) = app.pay(&id_of(&hold), &buyer, token).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    (paid, buyer)
+}
+
+async fn refund(app: &TestApp, id: &str, body: Value) -> (StatusCode, Value) {
+    admin_post(app, &format!("/tickets/{id}/refund"), body).await
+}
+
+/// Ledger rows of the allocation's charges: (outcome, amount, currency).
+async fn charges(app: &TestApp, allocation: &str) -> Vec<(String, Option<i64>, Option<String>)> {
+    let prefix = format!("pay_{}_", allocation.replace('-', ""));
+    sqlx::query_as(
+        "SELECT outcome, amount, currency FROM payment_charges \
+         WHERE starts_with(reference, $1) ORDER BY created_at",
+    )
+    .bind(prefix)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Money the provider gave back for the allocation's charge.
+async fn refunded_by_provider(app: &TestApp, allocation: &str) -> i64 {
+    let prefix = format!("pay_{}_", allocation.replace('-', ""));
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(r.amount), 0)::bigint FROM payment_refunds r \
+         WHERE starts_with(r.charge_reference, $1) AND r.outcome = 'refunded'",
+    )
+    .bind(prefix)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Refund rows by status, and what the provider refused: (status, count), refused as
+/// "provider_refused".
+async fn refund_rows(app: &TestApp) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT status, count(*) FROM refunds GROUP BY status \
+         UNION ALL SELECT 'provider_refused', count(*) FROM payment_refunds \
+             WHERE outcome = 'refused' HAVING count(*) > 0 \
+         ORDER BY 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// (available, reserved, purchased) of the quota.
+async fn quota_counts(app: &TestApp, quota: &str) -> (i32, i32, i32) {
+    sqlx::query_as(
+        "SELECT available_tickets, reserved_tickets, purchased_tickets FROM quotas WHERE id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(quota).unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn each_order_is_charged_once_for_exactly_its_total_and_a_free_one_not_at_all() {
+    let app = app().await;
+    let (event_id, ga, b, _) = priced_event(&app, 100, "JPY", 1_500, 999, 50).await;
+
+    let (paid, buyer) = bought(&app, &event_id, &[(&ga, 2), (&b, 3)], None).await;
+    let total = 2 * 1_500 + 3 * 999;
+    assert_eq!(paid["total"], total, "{paid}");
+    assert_eq!(paid["currency"], "JPY");
+    let id = id_of(&paid);
+    assert_eq!(
+        charges(&app, &id).await,
+        [("charged".to_owned(), Some(total), Some("JPY".to_owned()))]
+    );
+    // Paying again takes nothing more.
+    let (status, body) = app.pay(&id, &buyer, None).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "INVALID_STATUS");
+    assert_eq!(charges(&app, &id).await.len(), 1);
+
+    // A declined card, then a good one: one decline and one charge of the total.
+    let buyer = new_fingerprint();
+    let (status, hold) = app
+        .send(
+            app.request(Method::POST, &format!("/events/{event_id}/tickets"))
+                .header("X-Device-Fingerprint", &buyer)
+                .json(&json!({"ticketTypeId": b, "quantity": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let id = id_of(&hold);
+    let (status, body) = app.pay(&id, &buyer, Some("tok_chargeDeclined")).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::PAYMENT_REQUIRED,
+        "PAYMENT_DECLINED",
+    );
+    let (status, body) = app.pay(&id, &buyer, Some("tok_visa")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ledger = charges(&app, &id).await;
+    let charged: Vec<_> = ledger.iter().filter(|c| c.0 == "charged").collect();
+    assert_eq!(
+        charged,
+        [&("charged".to_owned(), Some(999), Some("JPY".to_owned()))]
+    );
+
+    // A free order is purchased without a word to the provider.
+    let (status, free) = admin_post(
+        &app,
+        "/events",
+        json!({"name": "Free", "date": "2027-06-01T19:00:00Z", "totalTickets": 5}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{free}");
+    let (status, hold) = app.purchase(&id_of(&free), 2, &buyer).await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    assert_eq!(hold["total"], 0);
+    let (status, paid) = app
+        .pay(&id_of(&hold), &buyer, Some("tok_chargeDeclined"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(paid["status"], "purchased");
+    assert!(charges(&app, &id_of(&hold)).await.is_empty());
+}
+
+#[tokio::test]
+async fn partial_then_full_refunds_give_back_tickets_and_money_once() {
+    let app = app().await;
+    let (event_id, ga, b, quota) = priced_event(&app, 20, "EUR", 2_000, 500, 10).await;
+    let (paid, _) = bought(&app, &event_id, &[(&ga, 2), (&b, 4)], None).await;
+    let id = id_of(&paid);
+    let total = 2 * 2_000 + 4 * 500;
+    assert_eq!(quota_counts(&app, &quota).await, (6, 0, 4));
+
+    // Partial: one of B.
+    let (status, partial) = refund(
+        &app,
+        &id,
+        json!({"lines": [{"ticketTypeId": b, "quantity": 1}], "reason": "cannot come"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{partial}");
+    assert_eq!(partial["status"], "purchased", "{partial}");
+    assert_eq!(partial["refundedAmount"], 500);
+    let b_line = partial["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["ticketTypeId"] == b.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(b_line["refundedQuantity"], 1, "{partial}");
+    assert_eq!(partial["refunds"].as_array().unwrap().len(), 1);
+    assert_eq!(partial["refunds"][0]["amount"], 500);
+    assert_eq!(partial["refunds"][0]["reason"], "cannot come");
+    assert_eq!(partial["refunds"][0]["lines"][0]["quantity"], 1);
+    assert_eq!(quota_counts(&app, &quota).await, (7, 0, 3));
+    let event = app.assert_balanced(&event_id).await;
+    assert_eq!(
+        (
+            event["availableTickets"].as_i64(),
+            event["purchasedTickets"].as_i64()
+        ),
+        (Some(15), Some(5))
+    );
+
+    // More of B than is left: refused, nothing moves.
+    let (status, body) = refund(
+        &app,
+        &id,
+        json!({"lines": [{"ticketTypeId": b, "quantity": 4}]}),
+    )
+    .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "REFUND_EXCEEDS_PURCHASE",
+    );
+    assert_eq!(body["refundable"], 3, "{body}");
+    assert_eq!(body["ticketTypeId"], b.as_str());
+
+    // Everything left, without lines.
+    let (status, full) = refund(&app, &id, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{full}");
+    assert_eq!(full["status"], "refunded", "{full}");
+    assert_eq!(full["refundedAmount"], total);
+    assert!(full["refundedAt"].is_string(), "{full}");
+    assert_eq!(quota_counts(&app, &quota).await, (10, 0, 0));
+    let event = app.assert_balanced(&event_id).await;
+    assert_eq!(event["availableTickets"], 20);
+    assert_eq!(refunded_by_provider(&app, &id).await, total);
+
+    // Nothing is left: refused as a refund beyond the purchase, or as the wrong status.
+    let (status, body) = refund(&app, &id, json!({})).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "INVALID_STATUS");
+    assert_eq!(body["status"], "refunded");
+}
+
+#[tokio::test]
+async fn only_purchases_are_refunded_and_only_with_the_admin_token() {
+    let app = app().await;
+    let (event_id, ga, _, _) = priced_event(&app, 10, "EUR", 100, 100, 5).await;
+    let buyer = new_fingerprint();
+    let (status, hold) = app.purchase(&event_id, 1, &buyer).await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let (status, body) = refund(&app, &id_of(&hold), json!({})).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "INVALID_STATUS");
+    assert_eq!(body["status"], "reserved");
+
+    let (paid, _) = bought(&app, &event_id, &[(&ga, 1)], None).await;
+    let path = format!("/tickets/{}/refund", id_of(&paid));
+    let (status, body) = app.post_json(&path, json!({})).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let (status, body) = app
+        .send(
+            app.request(Method::POST, &path)
+                .header("Authorization", "Bearer wrong")
+                .json(&json!({})),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let (status, body) = refund(
+        &app,
+        &id_of(&paid),
+        json!({"lines": [{"ticketTypeId": uuid::Uuid::nil(), "quantity": 1}]}),
+    )
+    .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(body["details"][0]["field"], "lines[0].ticketTypeId");
+    let (status, body) = refund(&app, &uuid::Uuid::nil().to_string(), json!({})).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+
+    // A server without an admin token refuses refunds, and says how to configure one.
+    let open = crate::helpers::spawn_app().await;
+    let (status, body) = open.post_json(&path, json!({})).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert!(
+        body["error"].as_str().unwrap().contains("--admin-token"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_free_order_is_refunded_without_the_provider() {
+    let app = app().await;
+    let (event_id, ga, _, _) = priced_event(&app, 10, "EUR", 0, 0, 5).await;
+    let (paid, _) = bought(&app, &event_id, &[(&ga, 3)], None).await;
+    assert_eq!(paid["total"], 0);
+    let (status, refunded) = refund(&app, &id_of(&paid), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{refunded}");
+    assert_eq!(refunded["status"], "refunded");
+    assert_eq!(refunded["refundedAmount"], 0);
+    assert_eq!(app.row_count("payment_refunds").await, 0);
+    assert_eq!(app.assert_balanced(&event_id).await["availableTickets"], 10);
+}
+
+/// Ten refunds of one order at once, each asking for everything: exactly one gives anything
+/// back; the order is refunded once, the provider gives back its total once, and the pools
+/// get its tickets once. (With partial asks for one ticket each, as many succeed as there
+/// are tickets.)
+#[tokio::test]
+async fn parallel_refunds_of_one_order_never_give_back_a_ticket_twice() {
+    let app = app().await;
+    let (event_id, ga, b, quota) = priced_event(&app, 30, "EUR", 700, 300, 10).await;
+    let (paid, _) = bought(&app, &event_id, &[(&ga, 2), (&b, 3)], None).await;
+    let id = id_of(&paid);
+    let mut all = JoinSet::new();
+    for _ in 0..10 {
+        let request = app
+            .request(Method::POST, &format!("/tickets/{id}/refund"))
+            .header("Authorization", format!("Bearer {ADMIN}"))
+            .json(&json!({}));
+        all.spawn(crate::helpers::answered(request));
+    }
+    let mut ok = 0;
+    while let Some(answer) = all.join_next().await {
+        let (status, body, _) = answer.unwrap();
+        match status {
+            StatusCode::OK => ok += 1,
+            StatusCode::CONFLICT => assert!(
+                ["REFUND_EXCEEDS_PURCHASE", "INVALID_STATUS"]
+                    .contains(&body["code"].as_str().unwrap()),
+                "{body}"
+            ),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    // The others were refused before the provider was asked: no second refund was ever
+    // begun (the provider's own ledger would refuse one, but that is its net, not ours).
+    assert_eq!(refund_rows(&app).await, [("completed".to_owned(), 1)]);
+    assert_eq!(refunded_by_provider(&app, &id).await, 2 * 700 + 3 * 300);
+    assert_eq!(quota_counts(&app, &quota).await, (10, 0, 0));
+    assert_eq!(app.assert_balanced(&event_id).await["availableTickets"], 30);
+
+    // One ticket each, eight asks for five tickets: five refunds.
+    let (paid, _) = bought(&app, &event_id, &[(&b, 5)], None).await;
+    let id = id_of(&paid);
+    let mut all = JoinSet::new();
+    for _ in 0..8 {
+        let request = app
+            .request(Method::POST, &format!("/tickets/{id}/refund"))
+            .header("Authorization", format!("Bearer {ADMIN}"))
+            .json(&json!({"lines": [{"ticketTypeId": b, "quantity": 1}]}));
+        all.spawn(crate::helpers::answered(request));
+    }
+    let mut ok = 0;
+    while let Some(answer) = all.join_next().await {
+        let (status, body, _) = answer.unwrap();
+        match status {
+            StatusCode::OK => ok += 1,
+            _ => assert!(
+                ["REFUND_EXCEEDS_PURCHASE", "INVALID_STATUS"]
+                    .contains(&body["code"].as_str().unwrap()),
+                "{status}: {body}"
+            ),
+        }
+    }
+    assert_eq!(ok, 5);
+    assert_eq!(refund_rows(&app).await, [("completed".to_owned(), 6)]);
+    assert_eq!(refunded_by_provider(&app, &id).await, 5 * 300);
+    assert_eq!(quota_counts(&app, &quota).await, (10, 0, 0));
+}
+
+/// The provider fails the first refund of a charge made with `tok_refundUnreachableOnce`:
+/// the refund stays pending (nothing moves), recovery voids it (failed, nothing moves), and
+/// the next refund goes through. A keyed retry while it is pending resumes it rather than
+/// starting a second one.
+#[tokio::test]
+async fn a_refund_the_provider_fails_is_settled_by_recovery_and_then_retried() {
+    let app = app().await;
+    let (event_id, ga, _, _) = priced_event(&app, 10, "EUR", 1_000, 1, 5).await;
+    let (paid, buyer) = bought(
+        &app,
+        &event_id,
+        &[(&ga, 2)],
+        Some("tok_refundUnreachableOnce"),
+    )
+    .await;
+    let id = id_of(&paid);
+    let keyed = |app: &TestApp| {
+        app.request(Method::POST, &format!("/tickets/{id}/refund"))
+            .header("Authorization", format!("Bearer {ADMIN}"))
+            .header("Idempotency-Key", "refund-once")
+            .json(&json!({}))
+    };
+    let (status, body) = app.send(keyed(&app)).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    );
+    let (status, body) = app.send(keyed(&app)).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    );
+    assert_eq!(
+        app.row_count("refunds").await,
+        1,
+        "the retry resumed the pending refund"
+    );
+    let event = app.assert_balanced(&event_id).await;
+    assert_eq!(event["purchasedTickets"], 2);
+    // While it is pending, its tickets count as refunded: no second refund of them.
+    let (status, body) = refund(&app, &id, json!({})).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "REFUND_EXCEEDS_PURCHASE",
+    );
+
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    boxoffice::sweeper::sweep_once(&app.state.sweeper)
+        .await
+        .unwrap();
+    let (status, order) = app.ticket(&id, &buyer).await;
+    assert_eq!(status, StatusCode::OK, "{order}");
+    assert_eq!(order["status"], "purchased");
+    assert_eq!(order["refunds"][0]["status"], "failed", "{order}");
+    assert_eq!(order["refundedAmount"], 0);
+    assert_eq!(refunded_by_provider(&app, &id).await, 0);
+
+    // The same key again: its refund failed, so it refunds afresh, and this time it works.
+    let (status, done) = app.send(keyed(&app)).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], "refunded");
+    assert_eq!(refunded_by_provider(&app, &id).await, 2_000);
+    assert_eq!(app.assert_balanced(&event_id).await["availableTickets"], 10);
+    // And replays that answer.
+    let (status, replay) = app.send(keyed(&app)).await;
+    assert_eq!(
+        (status, &replay["status"]),
+        (StatusCode::OK, &json!("refunded"))
+    );
+}
