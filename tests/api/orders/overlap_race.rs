@@ -373,6 +373,30 @@ async fn overlap_race(mode: &[&str]) {
     .await
     .unwrap();
     assert_eq!(priced, 0, "stored totals are the sums of their lines");
+    // The provider charged each purchase once, for exactly its total, and nothing else.
+    let charges: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT a.id::text, a.status, a.total, \
+           count(c.reference) FILTER (WHERE c.outcome = 'charged'), \
+           COALESCE(sum(c.amount) FILTER (WHERE c.outcome = 'charged' AND c.currency = 'EUR'), 0)::bigint \
+         FROM ticket_allocations a LEFT JOIN payment_charges c \
+           ON starts_with(c.reference, 'pay_' || replace(a.id::text, '-', '') || '_') \
+         WHERE a.event_id = $1::uuid GROUP BY a.id",
+    )
+    .bind(&event_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    for (id, status, total, count, amount) in charges {
+        let expected = match status.as_str() {
+            "purchased" => (1, total),
+            _ => (0, 0),
+        };
+        assert_eq!(
+            (count, amount),
+            expected,
+            "{id} ({status}, total {total}) charged"
+        );
+    }
 
     let database = app.database_name();
     for app in apps {

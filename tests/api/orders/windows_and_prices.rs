@@ -283,6 +283,19 @@ async fn a_hold_keeps_the_price_it_was_made_at() {
         (json!("purchased"), json!(2000))
     );
     assert_eq!(paid["lines"][0]["unitPrice"], 1000, "{paid}");
+    let charged: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT amount, currency FROM payment_charges \
+         WHERE starts_with(reference, $1) AND outcome = 'charged'",
+    )
+    .bind(format!("pay_{}_", id_of(&hold).replace('-', "")))
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        charged,
+        [(2000, "EUR".to_owned())],
+        "charged the hold's total once"
+    );
 
     // A new order pays the new price.
     let (status, new) = order(&app, &event_id, &new_fingerprint(), lines_body(&asked)).await;
