@@ -5,12 +5,14 @@
 //!   overlapping quotas, on two instances, in both purchase modes, with payments and
 //!   cancellations: no quota and no event above its size, and every count equal to the lines
 //!   that hold it;
+//! - [`read_back`]: the 201 is the allocation as `GET /tickets/{id}` reads it back;
 //! - [`refusals`]: all or nothing, sold-out types, validation naming the field, the per-buyer
 //!   cap over all types;
 //! - [`windows_and_prices`]: sales windows at their edges, a price change after a hold, free
 //!   orders.
 
 mod overlap_race;
+mod read_back;
 mod refusals;
 mod windows_and_prices;
 
@@ -64,8 +66,9 @@ fn lines_body(lines: &[(&str, i64)]) -> Value {
     })
 }
 
-/// Asserts a 201's allocation is exactly the order asked, priced as `price_of` says: its
-/// lines in the order asked, each `amount = unitPrice × quantity`; `quantity` and `total`
+/// Asserts a 201's allocation is exactly the order asked, priced as `price_of` says: one
+/// line per type asked (in the event's type order, which [`read_back`] checks), each
+/// `amount = unitPrice × quantity`; `quantity` and `total`
 /// the sums of the lines; nothing refunded yet.
 fn assert_priced_as_asked(
     allocation: &Value,
@@ -79,9 +82,12 @@ fn assert_priced_as_asked(
     assert_eq!(lines.len(), asked.len(), "{allocation}");
     let mut quantity = 0;
     let mut total = 0;
-    for (line, (type_id, asked_quantity)) in lines.iter().zip(asked) {
+    for (type_id, asked_quantity) in asked {
+        let line = lines
+            .iter()
+            .find(|line| line["ticketTypeId"] == *type_id)
+            .unwrap_or_else(|| panic!("a line of {type_id} in {allocation}"));
         let unit_price = line["unitPrice"].as_i64().expect("unitPrice");
-        assert_eq!(line["ticketTypeId"], *type_id, "{allocation}");
         assert_eq!(line["quantity"], *asked_quantity, "{allocation}");
         assert_eq!(unit_price, price_of(type_id), "{allocation}");
         assert_eq!(line["amount"], unit_price * asked_quantity, "{allocation}");
