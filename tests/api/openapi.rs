@@ -37,6 +37,7 @@ async fn the_document_lists_every_route_and_only_served_ones() {
         ("/tickets", vec!["get"]),
         ("/tickets/{id}", vec!["get"]),
         ("/tickets/{id}/payment", vec!["delete", "post"]),
+        ("/tickets/{id}/refund", vec!["post"]),
         ("/health", vec!["get"]),
         ("/ready", vec!["get"]),
         ("/metrics", vec!["get"]),
