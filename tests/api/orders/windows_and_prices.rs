@@ -308,7 +308,14 @@ async fn a_hold_keeps_the_price_it_was_made_at() {
 async fn free_orders_total_zero_and_prices_add_up_in_the_event_currency() {
     let app = spawn_app().await;
     // An event made without a price: its default type is free.
-    let free_event = id_of(&app.create_event("Free", 100, None).await);
+    let (status, event) = app
+        .post_json(
+            "/events",
+            json!({ "name": "Free", "date": "2027-06-01T19:00:00Z", "totalTickets": 100 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{event}");
+    let free_event = id_of(&event);
     let buyer = new_fingerprint();
     let (status, hold) = app.purchase(&free_event, 3, &buyer).await;
     assert_eq!(status, StatusCode::CREATED, "{hold}");
