@@ -49,7 +49,7 @@ load() { # name, args...
   # Exit status 2 is a run that is not sound: keep its report for bench/report.py, which
   # marks it; any other failure stops the bench.
   "$LOAD" --url "$URL" --json "$@" >"$OUT/$name.json" || [ $? -eq 2 ]
-  jq -c '{reservations_per_second, requests_per_second, latency_ms, codes, sound, verdict}' "$OUT/$name.json" >&2
+  jq -c '{reservations_per_second, tickets_per_second, requests_per_second, latency_ms, codes, sound, verdict}' "$OUT/$name.json" >&2
 }
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status"; }
@@ -70,6 +70,10 @@ for mode in per-request batched; do
   done
   if [ "$mode" = batched ]; then
     peak_rss_kb >"$OUT/peak-rss-kb-batched-256"
+    # 1b. The catalogue on the same server, right after the single-type run it is compared
+    # with: three types (A in Q1 and Q2, B in Q2, C in none), orders of one to three lines.
+    load hot-types-batched-256 --tickets 1000000 --clients 256 --duration "$DURATION" \
+      --ticket-types 3 --quotas overlap --max-lines 3 --price 2500 --price 4000 --price 1000
     # 2. The seed scenario: 2000 buyers at once for 100 tickets.
     load seed-2000-for-100 --tickets 100 --clients 2000 --requests 2000
     # 3. Sold-out rejections.

@@ -11,6 +11,23 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
+use crate::order::{self, Line};
+
+/// An order a client got a 201 for.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub allocation_id: String,
+    /// The buyer's fingerprint.
+    pub buyer: String,
+    /// Tickets held.
+    pub quantity: i64,
+    /// Its lines as the 201 gave them, sorted (empty from a server without ticket types).
+    pub lines: Vec<Line>,
+}
+
+/// How many 201s [`order::check_answer`] refuses to keep as examples.
+const MISPRICED_EXAMPLES: usize = 5;
+
 /// What a storm's clients saw, added up over the run.
 #[derive(Debug, Default)]
 pub struct Totals {
@@ -20,8 +37,12 @@ pub struct Totals {
     pub statuses: BTreeMap<u16, u64>,
     /// Answers to purchase (or read) requests by error code.
     pub codes: BTreeMap<String, u64>,
-    /// Every 201: (allocation id, buyer, quantity granted).
-    pub granted: Vec<(String, String, i64)>,
+    /// Every 201.
+    pub granted: Vec<Granted>,
+    /// 201s that do not hold what was asked, priced right ([`order::check_answer`]).
+    pub mispriced: u64,
+    /// The first few of them: the allocation and what is wrong with it.
+    pub mispriced_examples: Vec<String>,
     /// Payments answered 200.
     pub payments_succeeded: u64,
     /// Purchase (or read) requests that got no answer.
@@ -38,6 +59,10 @@ impl Totals {
             *self.codes.entry(k).or_default() += v;
         }
         self.granted.append(&mut other.granted);
+        self.mispriced += other.mispriced;
+        self.mispriced_examples
+            .append(&mut other.mispriced_examples);
+        self.mispriced_examples.truncate(MISPRICED_EXAMPLES);
         self.payments_succeeded += other.payments_succeeded;
         self.transport_errors += other.transport_errors;
     }
@@ -55,8 +80,15 @@ pub struct Plan {
     pub requests: u64,
     /// No request starts after this instant.
     pub deadline: Option<Instant>,
-    /// Tickets asked for by purchase request `n`: `quantities[n % len]`.
+    /// Tickets asked for by purchase request `n`: `quantities[n % len]` (per line, for an
+    /// order of several lines).
     pub quantities: Vec<i64>,
+    /// Ticket type ids to order from, by `{lines}`; empty: `{quantity}` orders of the event's
+    /// default type.
+    pub ticket_types: Vec<String>,
+    /// Lines per order at most: each order asks for 1 to this many distinct types of
+    /// [`Plan::ticket_types`] ([`order::pick_types`]).
+    pub max_lines: usize,
     /// Buyer `k` is the fingerprint `{buyer_prefix}{k}`.
     pub buyer_prefix: String,
     /// Distinct buyers to cycle through; `None`: one per request (or per run of
@@ -92,6 +124,8 @@ impl Plan {
             requests: 10_000,
             deadline: None,
             quantities: vec![1],
+            ticket_types: Vec::new(),
+            max_lines: 1,
             buyer_prefix: "load-".into(),
             buyers: None,
             requests_per_buyer: 1,
@@ -142,6 +176,8 @@ pub struct Outcome {
     pub buyer: String,
     /// Tickets asked for (of the hold, for a payment).
     pub quantity: i64,
+    /// The lines asked for; empty for a `{quantity}` order.
+    pub lines: Vec<Line>,
     /// `None`: no answer (connection refused or cut, or a timeout).
     pub status: Option<StatusCode>,
     /// The body's `code`, when it has one.
@@ -276,7 +312,19 @@ async fn one_request(
         plan.buyer_prefix,
         plan.buyers.map_or(run, |b| run % b.max(1))
     );
-    let quantity = plan.quantities[(n % plan.quantities.len() as u64) as usize];
+    let per_line = plan.quantities[(n % plan.quantities.len() as u64) as usize];
+    let lines: Vec<Line> = if plan.ticket_types.is_empty() {
+        Vec::new()
+    } else {
+        order::pick_types(n, plan.ticket_types.len(), plan.max_lines)
+            .into_iter()
+            .map(|t| Line {
+                ticket_type_id: plan.ticket_types[t].clone(),
+                quantity: per_line,
+            })
+            .collect()
+    };
+    let quantity = per_line * lines.len().max(1) as i64;
     let (action, request) = if plan.read_only {
         (
             Action::Read,
@@ -288,7 +336,7 @@ async fn one_request(
             client
                 .post(format!("{base}/events/{event_id}/tickets"))
                 .header("X-Device-Fingerprint", &buyer)
-                .json(&json!({ "quantity": quantity })),
+                .json(&order::body(&lines, quantity)),
         )
     };
     observer.sending(action, instance, &buyer);
@@ -301,6 +349,7 @@ async fn one_request(
         instance,
         buyer,
         quantity,
+        lines,
         status: None,
         code: None,
         allocation_id: None,
@@ -335,11 +384,18 @@ async fn one_request(
         return flow;
     }
     let id = outcome.allocation_id.clone().unwrap_or_default();
-    tally.granted.push((
-        id.clone(),
-        outcome.buyer.clone(),
-        outcome.granted.unwrap_or(0),
-    ));
+    if let Err(wrong) = order::check_answer(&outcome.lines, outcome.quantity, &outcome.body) {
+        tally.mispriced += 1;
+        if tally.mispriced_examples.len() < MISPRICED_EXAMPLES {
+            tally.mispriced_examples.push(format!("{id}: {wrong}"));
+        }
+    }
+    tally.granted.push(Granted {
+        allocation_id: id.clone(),
+        buyer: outcome.buyer.clone(),
+        quantity: outcome.granted.unwrap_or(0),
+        lines: order::lines_of(&outcome.body),
+    });
     if !plan
         .pay_every
         .is_some_and(|every| n.is_multiple_of(every.max(1)))

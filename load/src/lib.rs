@@ -1,29 +1,36 @@
 //! The Boxoffice load-test tool: creates (or uses) an event, drives concurrent keep-alive
 //! clients at the purchase endpoint, optionally pays for each hold, then reads everything
 //! back and verifies that nothing was oversold, that every 201 a client saw exists and that
-//! every hold paid for is `purchased`. Its verdict ([`Report::reasons`]) also refuses a run
-//! with a 5xx, a request left unanswered or an answer a load run should not get.
+//! every hold paid for is `purchased`. With several ticket types ([`Catalogue`]) its orders
+//! carry lines of random types, and it also checks every quota's counts and that every 201
+//! holds what was asked, priced right ([`check_answer`]). Its verdict ([`Report::reasons`])
+//! also refuses a run with a 5xx, a request left unanswered or an answer a load run should
+//! not get.
 //!
-//! Two levels: [`run`] is the whole tool (the CLI's), and [`drive`] is its storm alone, against
-//! an existing event, reporting every request live to an [`Observer`] that can stop a client
-//! or the whole run. The fault tests drive their storms with [`drive`]: they kill servers
-//! mid-storm, so they need to see each answer (and each request in flight) as it happens,
-//! not only the totals at the end.
+//! Two levels: [`run_with`] is the whole tool (the CLI's; [`run`] is its single-type run),
+//! and [`drive`] is its storm alone, against an existing event, reporting every request live
+//! to an [`Observer`] that can stop a client or the whole run. The fault tests drive their
+//! storms with [`drive`]: they kill servers mid-storm, so they need to see each answer (and
+//! each request in flight) as it happens, not only the totals at the end.
 
 mod drive;
+mod order;
 mod report;
 
-pub use drive::{Action, Observer, Outcome, Plan, Stop, Totals, drive};
+pub use drive::{Action, Granted, Observer, Outcome, Plan, Stop, Totals, drive};
+pub use order::{Line, check_answer, pick_types};
 use report::latency;
-pub use report::{Answer, EventCounts, Latency, ReadBack, Report, Verification, render};
+pub use report::{
+    Answer, EventCounts, Latency, QuotaCheck, QuotaCounts, ReadBack, Report, Verification, render,
+};
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -51,7 +58,7 @@ pub struct Config {
     /// Stop after this many purchase requests (default 10,000 when no duration is given).
     #[arg(long)]
     pub requests: Option<u64>,
-    /// Tickets per purchase request.
+    /// Tickets per purchase request (per line, with --ticket-types above 1).
     #[arg(long, default_value_t = 1)]
     pub quantity: i64,
     /// Distinct buyers (fingerprints) to cycle through; default: one per request.
@@ -72,6 +79,69 @@ pub struct Config {
     /// Skip the verification after the run (the run is then never called sound).
     #[arg(long)]
     pub no_verify: bool,
+}
+
+/// The event's catalogue and the orders' lines: what a run sells beyond one unpriced type.
+/// Its default is the single-type run: `{quantity}` orders of the event's default type.
+#[derive(Debug, Clone, Args)]
+pub struct Catalogue {
+    /// Ticket types to order from. 1: `{quantity}` orders of the event's default type, as
+    /// before ticket types. Above 1: `{lines}` orders; on an event the tool creates, the
+    /// default type ("General admission") is the first and the tool creates the others
+    /// ("Type B", "Type C", …) with `POST /events/{id}/ticket-types`; with `--event-id`, the
+    /// event's first N types as `GET /events/{id}/ticket-types` lists them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub ticket_types: u16,
+    /// Most lines per order: each order asks for 1 to this many distinct types, picked at
+    /// random (at most --ticket-types), each line of --quantity tickets.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub max_lines: u16,
+    /// Price of a ticket type in the currency's minor unit (cents for EUR), in type order,
+    /// repeated for each type (`--price 2500 --price 4000 --price 1000`); the last given
+    /// applies to the types after it. Default: the server's (0, free).
+    #[arg(long = "price", value_parser = clap::value_parser!(i64).range(0..))]
+    pub prices: Vec<i64>,
+    /// ISO 4217 currency of the event to create. Default: the server's.
+    #[arg(long)]
+    pub currency: Option<String>,
+    /// Quotas to create on the event (not with --event-id).
+    #[arg(long, value_enum, default_value_t = QuotaLayout::None)]
+    pub quotas: QuotaLayout,
+}
+
+impl Default for Catalogue {
+    fn default() -> Self {
+        Self {
+            ticket_types: 1,
+            max_lines: 1,
+            prices: Vec::new(),
+            currency: None,
+            quotas: QuotaLayout::None,
+        }
+    }
+}
+
+/// Quotas of the event a run creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuotaLayout {
+    /// No quota: only the event's capacity bounds the types.
+    None,
+    /// Two overlapping quotas: Q1 (2/5 of --tickets) holds the first type, Q2 (2/3 of
+    /// --tickets) holds the first and the second; the others are in none. On 150 tickets of
+    /// three types: A in Q1 of 60 and Q2 of 100, B in Q2, C in none. Needs 2 types or more.
+    Overlap,
+}
+
+impl Catalogue {
+    /// Whether orders go as `{lines}`.
+    fn has_lines(&self) -> bool {
+        self.ticket_types > 1
+    }
+
+    /// The price of type `k`, if prices were given.
+    fn price(&self, k: usize) -> Option<i64> {
+        self.prices.get(k).or(self.prices.last()).copied()
+    }
 }
 
 /// What one client's requests got, kept per client so that recording never waits on another
@@ -142,10 +212,28 @@ impl Recorder {
     }
 }
 
-/// Creates (or uses) the event, runs the storm, then reads everything back.
+/// Creates (or uses) the event, runs the storm of `{quantity}` orders of its default type,
+/// then reads everything back: [`run_with`] and the default [`Catalogue`].
 pub async fn run(config: &Config) -> Result<Report, String> {
+    run_with(config, &Catalogue::default()).await
+}
+
+/// Creates (or uses) the event with its catalogue (ticket types, prices, quotas), runs the
+/// storm, then reads everything back.
+pub async fn run_with(config: &Config, catalogue: &Catalogue) -> Result<Report, String> {
     if config.urls.is_empty() || config.clients == 0 {
         return Err("need at least one --url and one client".into());
+    }
+    if catalogue.max_lines > catalogue.ticket_types {
+        return Err("--max-lines cannot be above --ticket-types".into());
+    }
+    if catalogue.quotas == QuotaLayout::Overlap && catalogue.ticket_types < 2 {
+        return Err("--quotas overlap needs --ticket-types 2 or more".into());
+    }
+    if catalogue.quotas != QuotaLayout::None && config.event_id.is_some() {
+        return Err(
+            "--quotas shapes an event the tool creates, not one given by --event-id".into(),
+        );
     }
     let client = Client::builder()
         .pool_max_idle_per_host(config.clients + config.idle_streams)
@@ -161,7 +249,12 @@ pub async fn run(config: &Config) -> Result<Report, String> {
     );
     let event_id = match &config.event_id {
         Some(id) => id.clone(),
-        None => create_event(&client, &urls[0], config).await?,
+        None => create_event(&client, &urls[0], config, catalogue).await?,
+    };
+    let ticket_types = if catalogue.has_lines() {
+        ticket_types(&client, &urls[0], &event_id, config, catalogue).await?
+    } else {
+        Vec::new()
     };
 
     let mut streams = Vec::new();
@@ -198,6 +291,8 @@ pub async fn run(config: &Config) -> Result<Report, String> {
         requests: limit,
         deadline,
         quantities: vec![config.quantity],
+        ticket_types,
+        max_lines: catalogue.max_lines.into(),
         buyer_prefix: format!("load-{run_tag}-"),
         buyers: config.buyers,
         pay_every: config.pay.then_some(1),
@@ -222,6 +317,7 @@ pub async fn run(config: &Config) -> Result<Report, String> {
     } else {
         tally.statuses.get(&201).copied().unwrap_or(0)
     };
+    let tickets_reserved: i64 = tally.granted.iter().map(|g| g.quantity).sum();
     let verification = if config.no_verify {
         None
     } else {
@@ -246,6 +342,10 @@ pub async fn run(config: &Config) -> Result<Report, String> {
         requests_per_second: requests as f64 / elapsed,
         reservations,
         reservations_per_second: reservations as f64 / elapsed,
+        tickets_reserved,
+        tickets_per_second: tickets_reserved as f64 / elapsed,
+        orders_mispriced: tally.mispriced,
+        mispriced_examples: tally.mispriced_examples,
         payments_succeeded: tally.payments_succeeded,
         transport_errors: tally.transport_errors,
         latency_ms: latency(&recorded.answered_us),
@@ -272,53 +372,180 @@ pub async fn run(config: &Config) -> Result<Report, String> {
     Ok(report)
 }
 
-async fn create_event(client: &Client, base: &str, config: &Config) -> Result<String, String> {
+/// Sends `body` to `url` and returns the answer's JSON if its status is `expected`.
+async fn exchange(
+    request: reqwest::RequestBuilder,
+    expected: StatusCode,
+    what: &str,
+) -> Result<Value, String> {
+    let response = request.send().await.map_err(|e| format!("{what}: {e}"))?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| format!("{what}: {status}: {e}"))?;
+    if status != expected {
+        return Err(format!("{what}: {status} {body}"));
+    }
+    Ok(body)
+}
+
+/// The id of a created resource.
+fn id(body: &Value, what: &str) -> Result<String, String> {
+    body["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{what} without id: {body}"))
+}
+
+/// The items of a list answer: a JSON array, or the `data` array of a page.
+fn items(body: &Value) -> &[Value] {
+    body.as_array()
+        .or_else(|| body["data"].as_array())
+        .map_or(&[], Vec::as_slice)
+}
+
+async fn create_event(
+    client: &Client,
+    base: &str,
+    config: &Config,
+    catalogue: &Catalogue,
+) -> Result<String, String> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let body = json!({
+    let mut body = json!({
         "name": format!("Load test {}", stamp.as_nanos()),
         "date": "2030-01-01T20:00:00Z",
         "totalTickets": config.tickets,
         "maxTicketsPerFingerprint": config.max_per_fingerprint,
     });
-    let response = client
-        .post(format!("{base}/events"))
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| format!("creating the event: {e}"))?;
-    let status = response.status();
-    let event: Value = response.json().await.map_err(|e| e.to_string())?;
-    if status != StatusCode::CREATED {
-        return Err(format!("creating the event: {status} {event}"));
+    // Only what was asked for: a single-type run sends the body it sent before prices.
+    if let Some(price) = catalogue.price(0) {
+        body["price"] = json!(price);
     }
-    event["id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| "event without id".into())
+    if let Some(currency) = &catalogue.currency {
+        body["currency"] = json!(currency);
+    }
+    let request = client.post(format!("{base}/events")).json(&body);
+    let event = exchange(request, StatusCode::CREATED, "creating the event").await?;
+    id(&event, "event")
 }
 
-/// Reads the event, then every granted allocation (with its buyer's fingerprint), and judges
-/// them ([`Verification::new`]). `paid`: the allocations whose payment was answered 200,
-/// which must read back `purchased`.
+/// The ids of the types to order from: on an event of the tool's, its default type and the
+/// ones it creates now (then the quotas of the layout); on a given event, its first types.
+async fn ticket_types(
+    client: &Client,
+    base: &str,
+    event_id: &str,
+    config: &Config,
+    catalogue: &Catalogue,
+) -> Result<Vec<String>, String> {
+    let wanted = usize::from(catalogue.ticket_types);
+    let url = format!("{base}/events/{event_id}/ticket-types");
+    let listed = exchange(client.get(&url), StatusCode::OK, "listing ticket types").await?;
+    let mut ids = items(&listed)
+        .iter()
+        .filter(|t| t["active"] != false)
+        .map(|t| id(t, "ticket type"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if config.event_id.is_none() {
+        ids.truncate(1);
+        for k in ids.len()..wanted {
+            let name = match u8::try_from(k) {
+                Ok(k) if k < 26 => format!("Type {}", char::from(b'A' + k)),
+                _ => format!("Type {}", k + 1),
+            };
+            let body = json!({ "name": name, "price": catalogue.price(k).unwrap_or(0) });
+            let created = exchange(
+                client.post(&url).json(&body),
+                StatusCode::CREATED,
+                "creating a ticket type",
+            )
+            .await?;
+            ids.push(id(&created, "ticket type")?);
+        }
+        if catalogue.quotas == QuotaLayout::Overlap {
+            let quotas = format!("{base}/events/{event_id}/quotas");
+            for (name, size, types) in [
+                ("Q1", config.tickets * 2 / 5, &ids[..1]),
+                ("Q2", config.tickets * 2 / 3, &ids[..2]),
+            ] {
+                let body = json!({ "name": name, "size": size, "ticketTypeIds": types });
+                exchange(
+                    client.post(&quotas).json(&body),
+                    StatusCode::CREATED,
+                    "creating a quota",
+                )
+                .await?;
+            }
+        }
+    }
+    if ids.len() < wanted {
+        return Err(format!(
+            "the event has {} active ticket types, --ticket-types asks for {wanted}",
+            ids.len()
+        ));
+    }
+    ids.truncate(wanted);
+    Ok(ids)
+}
+
+/// The event's quotas; none from a server without quotas (404 on the route).
+async fn quotas(client: &Client, base: &str, event_id: &str) -> Result<Vec<QuotaCounts>, String> {
+    let response = client
+        .get(format!("{base}/events/{event_id}/quotas"))
+        .send()
+        .await
+        .map_err(|e| format!("reading the quotas back: {e}"))?;
+    if response.status() == StatusCode::NOT_FOUND {
+        return Ok(Vec::new());
+    }
+    if response.status() != StatusCode::OK {
+        return Err(format!("reading the quotas back: {}", response.status()));
+    }
+    let listed: Value = response.json().await.map_err(|e| e.to_string())?;
+    let count = |q: &Value, field: &str| q[field].as_i64().unwrap_or(-1);
+    items(&listed)
+        .iter()
+        .map(|q| {
+            Ok(QuotaCounts {
+                id: id(q, "quota")?,
+                name: q["name"].as_str().unwrap_or_default().to_owned(),
+                size: count(q, "size"),
+                available: count(q, "availableTickets"),
+                reserved: count(q, "reservedTickets"),
+                purchased: count(q, "purchasedTickets"),
+                ticket_type_ids: q["ticketTypeIds"]
+                    .as_array()
+                    .map(|ids| {
+                        ids.iter()
+                            .filter_map(|t| t.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Reads the event and its quotas, then every granted allocation (with its buyer's
+/// fingerprint), and judges them ([`Verification::new`], [`Verification::with_quotas`]).
+/// `paid`: the allocations whose payment was answered 200, which must read back `purchased`.
 async fn verify(
     client: &Client,
     urls: &[String],
     event_id: &str,
-    granted: &[(String, String, i64)],
+    granted: &[Granted],
     paid: &HashSet<String>,
     clients: usize,
 ) -> Result<Verification, String> {
-    let response = client
-        .get(format!("{}/events/{event_id}", urls[0]))
-        .send()
-        .await
-        .map_err(|e| format!("reading the event back: {e}"))?;
-    if response.status() != StatusCode::OK {
-        return Err(format!("reading the event back: {}", response.status()));
-    }
-    let event: Value = response.json().await.map_err(|e| e.to_string())?;
+    let event = exchange(
+        client.get(format!("{}/events/{event_id}", urls[0])),
+        StatusCode::OK,
+        "reading the event back",
+    )
+    .await?;
     let count = |field: &str| event[field].as_i64().unwrap_or(-1);
     let counts = EventCounts {
         total: count("totalTickets"),
@@ -326,15 +553,17 @@ async fn verify(
         reserved: count("reservedTickets"),
         purchased: count("purchasedTickets"),
     };
-    let tickets_granted: i64 = granted.iter().map(|g| g.2).sum();
+    let quotas = quotas(client, &urls[0], event_id).await?;
+    let tickets_granted: i64 = granted.iter().map(|g| g.quantity).sum();
+    let mut granted_by_type = BTreeMap::new();
+    for line in granted.iter().flat_map(|g| &g.lines) {
+        *granted_by_type
+            .entry(line.ticket_type_id.clone())
+            .or_default() += line.quantity;
+    }
 
-    // Read only after the event: an allocation read back as held was held when the event
-    // was read (see `Verification::new`).
-    let checked = Arc::new(AtomicU64::new(0));
-    let missing = Arc::new(AtomicU64::new(0));
-    let held = Arc::new(AtomicI64::new(0));
-    let paid_checked = Arc::new(AtomicU64::new(0));
-    let paid_not_purchased = Arc::new(AtomicU64::new(0));
+    // Read only after the event and its quotas: an allocation read back as held was held
+    // when they were read (see `Verification::new`).
     let next = Arc::new(AtomicU64::new(0));
     let granted = Arc::new(granted.to_vec());
     let paid = Arc::new(paid.clone());
@@ -342,24 +571,19 @@ async fn verify(
     for worker in 0..clients.clamp(1, 256) {
         let (client, granted, paid, next) =
             (client.clone(), granted.clone(), paid.clone(), next.clone());
-        let (checked, missing, held, paid_checked, paid_not_purchased) = (
-            checked.clone(),
-            missing.clone(),
-            held.clone(),
-            paid_checked.clone(),
-            paid_not_purchased.clone(),
-        );
         let base = urls[worker % urls.len()].clone();
         let event_id = event_id.to_owned();
         readers.push(tokio::spawn(async move {
+            let mut read_back = ReadBack::default();
+            let mut held_by_type = BTreeMap::<String, i64>::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some((id, buyer, quantity)) = granted.get(i) else {
+                let Some(g) = granted.get(i) else {
                     break;
                 };
                 let read = client
-                    .get(format!("{base}/tickets/{id}"))
-                    .header("X-Device-Fingerprint", buyer)
+                    .get(format!("{base}/tickets/{}", g.allocation_id))
+                    .header("X-Device-Fingerprint", &g.buyer)
                     .send()
                     .await;
                 let body = match read {
@@ -369,32 +593,47 @@ async fn verify(
                     _ => Value::Null,
                 };
                 let found = body["eventId"] == event_id.as_str()
-                    && body["quantity"].as_i64() == Some(*quantity);
+                    && body["quantity"].as_i64() == Some(g.quantity)
+                    && order::lines_of(&body) == g.lines;
                 let status = body["status"].as_str().unwrap_or_default();
-                checked.fetch_add(1, Ordering::Relaxed);
+                read_back.checked += 1;
                 if !found {
-                    missing.fetch_add(1, Ordering::Relaxed);
+                    read_back.missing += 1;
                 } else if matches!(status, "reserved" | "payment_pending" | "purchased") {
-                    held.fetch_add(*quantity, Ordering::Relaxed);
+                    read_back.tickets_held += g.quantity;
+                    for line in &g.lines {
+                        *held_by_type.entry(line.ticket_type_id.clone()).or_default() +=
+                            line.quantity;
+                    }
                 }
-                if paid.contains(id) {
-                    paid_checked.fetch_add(1, Ordering::Relaxed);
+                if paid.contains(&g.allocation_id) {
+                    read_back.paid_checked += 1;
                     if status != "purchased" {
-                        paid_not_purchased.fetch_add(1, Ordering::Relaxed);
+                        read_back.paid_not_purchased += 1;
                     }
                 }
             }
+            (read_back, held_by_type)
         }));
     }
+    let mut read_back = ReadBack::default();
+    let mut held_by_type = BTreeMap::new();
     for reader in readers {
-        reader.await.map_err(|e| e.to_string())?;
+        let (one, held) = reader.await.map_err(|e| e.to_string())?;
+        read_back.checked += one.checked;
+        read_back.missing += one.missing;
+        read_back.tickets_held += one.tickets_held;
+        read_back.paid_checked += one.paid_checked;
+        read_back.paid_not_purchased += one.paid_not_purchased;
+        for (ticket_type, tickets) in held {
+            *held_by_type.entry(ticket_type).or_default() += tickets;
+        }
     }
-    let read_back = ReadBack {
-        checked: checked.load(Ordering::Relaxed),
-        missing: missing.load(Ordering::Relaxed),
-        tickets_held: held.load(Ordering::Relaxed),
-        paid_checked: paid_checked.load(Ordering::Relaxed),
-        paid_not_purchased: paid_not_purchased.load(Ordering::Relaxed),
-    };
-    Ok(Verification::new(counts, tickets_granted, read_back))
+    Ok(
+        Verification::new(counts, tickets_granted, read_back).with_quotas(
+            quotas,
+            granted_by_type,
+            held_by_type,
+        ),
+    )
 }

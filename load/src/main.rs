@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use boxoffice_load::{Config, render, run};
+use boxoffice_load::{Catalogue, Config, render, run_with};
 use clap::Parser;
 
 /// Drive concurrent buyers at a Boxoffice event and verify nothing was oversold. Exits 0 for
@@ -10,6 +10,8 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     config: Config,
+    #[command(flatten)]
+    catalogue: Catalogue,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -18,7 +20,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli.config).await {
+    match run_with(&cli.config, &cli.catalogue).await {
         Ok(report) => {
             if cli.json {
                 println!(

@@ -82,6 +82,72 @@ pub struct ReadBack {
     pub paid_not_purchased: u64,
 }
 
+/// A quota's counts as `GET /events/{id}/quotas` reported them after the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuotaCounts {
+    pub id: String,
+    pub name: String,
+    pub size: i64,
+    pub available: i64,
+    pub reserved: i64,
+    pub purchased: i64,
+    pub ticket_type_ids: Vec<String>,
+}
+
+/// A quota after the run, judged against the run's tickets of its types.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuotaCheck {
+    #[serde(flatten)]
+    pub counts: QuotaCounts,
+    /// Tickets of the quota's types in the 201 responses clients saw.
+    pub tickets_granted: i64,
+    /// Of those, the tickets of allocations still held when read back.
+    pub tickets_held: i64,
+    /// Counts below zero, counts that do not add up to the size, more of its types granted
+    /// than it holds, or more of the run's tickets of its types held than it counts as
+    /// reserved and purchased.
+    pub overfull: bool,
+}
+
+impl QuotaCheck {
+    /// Judges a quota as [`Verification::new`] judges the event: it is read before the
+    /// allocations, so every ticket of its types read back as held was held when it was read.
+    /// `granted` and `held`: the run's tickets by ticket type id.
+    pub fn new(
+        counts: QuotaCounts,
+        granted: &BTreeMap<String, i64>,
+        held: &BTreeMap<String, i64>,
+    ) -> Self {
+        let of_types = |by_type: &BTreeMap<String, i64>| -> i64 {
+            counts
+                .ticket_type_ids
+                .iter()
+                .filter_map(|t| by_type.get(t))
+                .sum()
+        };
+        let (tickets_granted, tickets_held) = (of_types(granted), of_types(held));
+        let QuotaCounts {
+            size,
+            available,
+            reserved,
+            purchased,
+            ..
+        } = counts;
+        let overfull = available < 0
+            || reserved < 0
+            || purchased < 0
+            || available + reserved + purchased != size
+            || tickets_granted > size
+            || tickets_held > reserved + purchased;
+        Self {
+            counts,
+            tickets_granted,
+            tickets_held,
+            overfull,
+        }
+    }
+}
+
 /// What the event and the allocations looked like afterwards.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verification {
@@ -103,6 +169,13 @@ pub struct Verification {
     pub paid_checked: u64,
     /// Paid allocations not read back `purchased`.
     pub paid_not_purchased: u64,
+    /// The run's tickets by ticket type id, as the 201s' lines gave them (empty from a
+    /// server without ticket types).
+    pub granted_by_type: BTreeMap<String, i64>,
+    /// Of those, the tickets of allocations still held when read back.
+    pub held_by_type: BTreeMap<String, i64>,
+    /// Every quota of the event ([`QuotaCheck`]).
+    pub quotas: Vec<QuotaCheck>,
 }
 
 impl Verification {
@@ -136,6 +209,28 @@ impl Verification {
             allocations_missing: read_back.missing,
             paid_checked: read_back.paid_checked,
             paid_not_purchased: read_back.paid_not_purchased,
+            granted_by_type: BTreeMap::new(),
+            held_by_type: BTreeMap::new(),
+            quotas: Vec::new(),
+        }
+    }
+
+    /// Adds the run's tickets by type and judges every quota against them ([`QuotaCheck`]).
+    pub fn with_quotas(
+        self,
+        quotas: Vec<QuotaCounts>,
+        granted_by_type: BTreeMap<String, i64>,
+        held_by_type: BTreeMap<String, i64>,
+    ) -> Self {
+        let quotas = quotas
+            .into_iter()
+            .map(|q| QuotaCheck::new(q, &granted_by_type, &held_by_type))
+            .collect();
+        Self {
+            granted_by_type,
+            held_by_type,
+            quotas,
+            ..self
         }
     }
 }
@@ -149,8 +244,17 @@ pub struct Report {
     /// Purchase (or read) requests sent, answered or not.
     pub requests: u64,
     pub requests_per_second: f64,
+    /// Purchases held (201): orders, of one line or several.
     pub reservations: u64,
     pub reservations_per_second: f64,
+    /// Tickets in those 201s.
+    pub tickets_reserved: i64,
+    pub tickets_per_second: f64,
+    /// 201s that do not hold what was asked or are priced wrong (an amount other than unit
+    /// price × quantity, a total other than the sum of the amounts).
+    pub orders_mispriced: u64,
+    /// The first few of them: the allocation and what is wrong with it.
+    pub mispriced_examples: Vec<String>,
     pub payments_succeeded: u64,
     /// Purchase (or read) requests that got no answer.
     pub transport_errors: u64,
@@ -177,8 +281,9 @@ pub struct Report {
 
 impl Report {
     /// Why the run cannot be called sound; empty when it can. A sound run was verified
-    /// (counts add up, nothing oversold, every 201 read back, every paid hold `purchased`)
-    /// and every request was answered with an expected answer ([`Answer::is_expected`]):
+    /// (the event's and every quota's counts add up, nothing oversold, every 201 read back,
+    /// every paid hold `purchased`), every 201 held what was asked, priced right, and every
+    /// request was answered with an expected answer ([`Answer::is_expected`]):
     /// no 5xx, no request without an answer.
     pub fn reasons(&self) -> Vec<String> {
         let mut reasons = Vec::new();
@@ -211,6 +316,13 @@ impl Report {
                 unexpected.join(", ")
             ));
         }
+        if self.orders_mispriced > 0 {
+            reasons.push(format!(
+                "{} orders not held as asked or priced wrong: {}",
+                self.orders_mispriced,
+                self.mispriced_examples.join(", ")
+            ));
+        }
         match &self.verification {
             None => reasons.push("not verified (--no-verify)".into()),
             Some(v) => {
@@ -223,6 +335,19 @@ impl Report {
                         v.purchased_tickets,
                         v.tickets_granted,
                         v.tickets_held
+                    ));
+                }
+                for q in v.quotas.iter().filter(|q| q.overfull) {
+                    let c = &q.counts;
+                    reasons.push(format!(
+                        "quota {} oversold: size {} available {} reserved {} purchased {}, granted {} of which held {}",
+                        c.name,
+                        c.size,
+                        c.available,
+                        c.reserved,
+                        c.purchased,
+                        q.tickets_granted,
+                        q.tickets_held
                     ));
                 }
                 if v.allocations_missing > 0 {
@@ -293,6 +418,10 @@ pub fn render(report: &Report) -> String {
         "reservations     {} ({:.0}/s)\n",
         report.reservations, report.reservations_per_second
     ));
+    out.push_str(&format!(
+        "tickets          {} ({:.0}/s)\n",
+        report.tickets_reserved, report.tickets_per_second
+    ));
     if report.payments_succeeded > 0 {
         out.push_str(&format!("payments ok      {}\n", report.payments_succeeded));
     }
@@ -326,6 +455,20 @@ pub fn render(report: &Report) -> String {
             v.allocations_checked,
             v.allocations_missing
         ));
+        for q in &v.quotas {
+            let c = &q.counts;
+            out.push_str(&format!(
+                "quota {:<10} size {} available {} reserved {} purchased {}; granted {} (held {}); oversold: {}\n",
+                c.name,
+                c.size,
+                c.available,
+                c.reserved,
+                c.purchased,
+                q.tickets_granted,
+                q.tickets_held,
+                if q.overfull { "YES" } else { "no" }
+            ));
+        }
         if v.paid_checked > 0 {
             out.push_str(&format!(
                 "paid read back   {}/{} purchased\n",
@@ -333,6 +476,13 @@ pub fn render(report: &Report) -> String {
                 v.paid_checked
             ));
         }
+    }
+    if report.orders_mispriced > 0 {
+        out.push_str(&format!(
+            "mispriced        {} orders ({})\n",
+            report.orders_mispriced,
+            report.mispriced_examples.join(", ")
+        ));
     }
     if report.verdict.is_empty() {
         out.push_str("verdict          sound\n");

@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use super::HoldRequest;
 use crate::db::events::CountMove;
-use crate::db::{allocations, events, quotas, ticket_types};
+use crate::db::{allocations, events, sale};
 use crate::domain::allocation::Allocation;
 use crate::domain::catalogue::SalesWindow;
 use crate::domain::grant::{Ask, Grant, SaleState, decide};
@@ -71,8 +71,7 @@ pub async fn reserve(
     };
     let locked = Instant::now();
     metrics::lock_waited(locked - waiting);
-    let quotas = quotas::lock_for_event(&mut tx, event_id).await?;
-    let types = ticket_types::for_event(&mut tx, event_id).await?;
+    let (types, quotas) = sale::lock_catalogue(&mut tx, event_id).await?;
 
     // Step 3: the keyed requests whose claim is still theirs, locked until commit so that no
     // takeover can come between this check and the record in step 6; then decide, for the

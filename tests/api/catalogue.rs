@@ -797,9 +797,23 @@ async fn a_quota_made_after_holds_counts_them_and_may_not_shrink_below_them() {
     app.assert_balanced(&event_id).await;
 }
 
-/// 50 holds race capacity cuts and quota changes, on one event: every answer is a 201, a
-/// 200 or a refusal (never a 500 from a CHECK), and afterwards the event's counts balance
-/// and match its allocations, and every quota's counts equal what its types' lines hold.
+/// Tickets the event holds (reserved and purchased), as committed.
+async fn held(pool: &PgPool, event_id: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (reserved_tickets + purchased_tickets)::bigint FROM events WHERE id = $1",
+    )
+    .bind(Uuid::parse_str(event_id).unwrap())
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// 50 holds race capacity changes, quota changes and a new quota, on one event. The
+/// organiser's changes start once a few holds are in, while the rest arrive: a cut below
+/// what was already held must be refused (never a 500 from a CHECK), a raise accepted, a
+/// cut in between either; a new quota must count what is held when it is made. Afterwards
+/// the event's counts balance and match its allocations, and every quota's counts equal what
+/// its types' lines hold.
 #[tokio::test]
 async fn catalogue_changes_racing_purchases_keep_every_count_true() {
     for round in 0..3 {
@@ -808,69 +822,95 @@ async fn catalogue_changes_racing_purchases_keep_every_count_true() {
         let general = default_type(&app, &event_id).await;
         let quota = create_quota(&app, &event_id, "Q", 100, &[&general]).await;
         let quota_path = format!("/events/{event_id}/quotas/{}", id_of(&quota));
-        let mut tasks = JoinSet::new();
+        let mut purchases = JoinSet::new();
         for i in 0..50 {
             let api: Api = (*app).clone();
             let event_id = event_id.clone();
-            tasks.spawn(async move {
-                let (status, body) = api.purchase(&event_id, 1 + i % 3, &new_fingerprint()).await;
-                ("purchase", status, body)
-            });
+            purchases
+                .spawn(async move { api.purchase(&event_id, 1 + i % 3, &new_fingerprint()).await });
         }
-        for total in [90, 60, 40, 30] {
+        let seen = loop {
+            let seen = held(&app.pool, &event_id).await;
+            if seen >= 3 {
+                break seen;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let event_path = format!("/events/{event_id}");
+        let quotas_path = format!("/events/{event_id}/quotas");
+        // (what, request, the status it must get: None when either 200 or 409 is right).
+        let changes = [
+            (
+                "cut below held",
+                event_path.clone(),
+                json!({ "totalTickets": seen - 1 }),
+                Some(StatusCode::CONFLICT),
+            ),
+            (
+                "raise",
+                event_path.clone(),
+                json!({ "totalTickets": 120 }),
+                Some(StatusCode::OK),
+            ),
+            (
+                "cut",
+                event_path.clone(),
+                json!({ "totalTickets": 40 }),
+                None,
+            ),
+            (
+                "quota below held",
+                quota_path.clone(),
+                json!({ "size": seen - 1 }),
+                Some(StatusCode::CONFLICT),
+            ),
+            (
+                "quota raise",
+                quota_path.clone(),
+                json!({ "size": 110 }),
+                Some(StatusCode::OK),
+            ),
+            ("quota cut", quota_path.clone(), json!({ "size": 30 }), None),
+        ];
+        let mut organiser = JoinSet::new();
+        for (what, path, body, expected) in changes {
             let api: Api = (*app).clone();
-            let path = format!("/events/{event_id}");
-            tasks.spawn(async move {
-                let (status, body) = patch(&api, &path, json!({ "totalTickets": total })).await;
-                ("event", status, body)
-            });
+            organiser.spawn(async move { (what, expected, patch(&api, &path, body).await) });
         }
-        for size in [80, 50, 35] {
-            let api: Api = (*app).clone();
-            let path = quota_path.clone();
-            tasks.spawn(async move {
-                let (status, body) = patch(&api, &path, json!({ "size": size })).await;
-                ("quota", status, body)
-            });
-        }
-        let mut late = None;
-        while let Some(joined) = tasks.join_next().await {
-            let (what, status, body) = joined.unwrap();
-            match (what, status) {
-                ("purchase", StatusCode::CREATED) | ("event" | "quota", StatusCode::OK) => {}
-                (_, StatusCode::CONFLICT) => assert!(
-                    [
-                        "TICKETS_SOLD_OUT",
-                        "INSUFFICIENT_TICKETS",
-                        "CAPACITY_BELOW_SOLD"
-                    ]
-                    .contains(&body["code"].as_str().unwrap()),
-                    "{what}: {body}"
+        let api: Api = (*app).clone();
+        let general_id = general.clone();
+        organiser.spawn(async move {
+            let body = json!({ "name": "Late", "size": 120, "ticketTypeIds": [general_id] });
+            (
+                "new quota",
+                Some(StatusCode::CREATED),
+                api.post_json(&quotas_path, body).await,
+            )
+        });
+        while let Some(joined) = organiser.join_next().await {
+            let (what, expected, (status, body)) = joined.unwrap();
+            match expected {
+                Some(StatusCode::CONFLICT) => {
+                    assert_error(status, &body, StatusCode::CONFLICT, "CAPACITY_BELOW_SOLD")
+                }
+                Some(expected) => assert_eq!(status, expected, "{what}: {body}"),
+                None => assert!(
+                    status == StatusCode::OK || body["code"] == "CAPACITY_BELOW_SOLD",
+                    "{what}: {status} {body}"
                 ),
-                _ => panic!("{what}: {status} {body}"),
-            }
-            if late.is_none() && what != "purchase" {
-                // One more quota made while holds are still arriving.
-                let api: Api = (*app).clone();
-                let path = format!("/events/{event_id}/quotas");
-                let general = general.clone();
-                late = Some(tokio::spawn(async move {
-                    api.post_json(
-                        &path,
-                        json!({ "name": "Late", "size": 100, "ticketTypeIds": [general] }),
-                    )
-                    .await
-                }));
             }
         }
-        let (status, body) = late.expect("a late quota").await.unwrap();
-        assert!(
-            status == StatusCode::CREATED || body["code"] == "CAPACITY_BELOW_SOLD",
-            "{status} {body}"
-        );
+        while let Some(joined) = purchases.join_next().await {
+            let (status, body) = joined.unwrap();
+            assert!(
+                status == StatusCode::CREATED
+                    || ["TICKETS_SOLD_OUT", "INSUFFICIENT_TICKETS"]
+                        .contains(&body["code"].as_str().unwrap_or_default()),
+                "purchase: {status} {body}"
+            );
+        }
         let event = app.assert_balanced(&event_id).await;
-        let held = event["reservedTickets"].as_i64().unwrap()
-            + event["purchasedTickets"].as_i64().unwrap();
+        let held = held(&app.pool, &event_id).await;
         assert!(held <= event["totalTickets"].as_i64().unwrap(), "{event}");
         for (size, available, reserved, purchased) in
             assert_quotas_match_lines(&app.pool, &event_id).await
@@ -878,7 +918,7 @@ async fn catalogue_changes_racing_purchases_keep_every_count_true() {
             assert_eq!(
                 i64::from(reserved + purchased),
                 held,
-                "the quota holds every line"
+                "a quota holds every line"
             );
             assert!(available <= size);
         }
@@ -913,4 +953,100 @@ async fn a_capacity_cut_decides_under_the_event_lock() {
     assert_error(status, &body, StatusCode::CONFLICT, "CAPACITY_BELOW_SOLD");
     assert_eq!(body["reservedTickets"], 6, "{body}");
     assert_eq!(app.counts(&event_id).await, (4, 6, 0));
+}
+
+/// The blocker's part in the quota lock tests: while holding the event row, it plays a
+/// purchase of `quantity` tickets of `ticket_type` (the allocation, its line and the
+/// event's counts), then commits.
+async fn commit_a_purchase_behind(
+    mut blocker: Blocker,
+    event_id: &str,
+    ticket_type: &str,
+    quantity: i32,
+) {
+    let allocation = Uuid::new_v4();
+    let event = Uuid::parse_str(event_id).unwrap();
+    sqlx::query(
+        "INSERT INTO ticket_allocations (id, event_id, quantity, fingerprint_hash, expires_at) \
+         VALUES ($1, $2, $3, encode(sha256($1::text::bytea), 'hex'), \
+                 now() + interval '10 minutes')",
+    )
+    .bind(allocation)
+    .bind(event)
+    .bind(quantity)
+    .execute(blocker.conn())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO allocation_lines (allocation_id, ticket_type_id, quantity, unit_price) \
+         VALUES ($1, $2, $3, 0)",
+    )
+    .bind(allocation)
+    .bind(Uuid::parse_str(ticket_type).unwrap())
+    .bind(quantity)
+    .execute(blocker.conn())
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE events SET available_tickets = available_tickets - $2, \
+         reserved_tickets = reserved_tickets + $2 WHERE id = $1",
+    )
+    .bind(event)
+    .bind(quantity)
+    .execute(blocker.conn())
+    .await
+    .unwrap();
+    blocker.commit().await;
+}
+
+/// A quota counts what its types hold under the event lock, when it is made and when its
+/// types change: each time the blocker plays a purchase holding the event row while the
+/// quota request is sent, and commits only once the request waits; the quota must count it.
+/// (Counted before the lock, it would miss those tickets and never agree with the lines.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_counts_under_the_event_lock() {
+    let app = spawn_app().await;
+    let event_id = id_of(&app.create_event("Locked quota", 10, None).await);
+    let general = default_type(&app, &event_id).await;
+    let other = id_of(&create_type(&app, &event_id, json!({ "name": "Other", "price": 0 })).await);
+
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_event(&event_id).await;
+    let api: Api = (*app).clone();
+    let path = format!("/events/{event_id}/quotas");
+    let body = json!({ "name": "Q", "size": 10, "ticketTypeIds": [general] });
+    let made = tokio::spawn(async move { api.post_json(&path, body).await });
+    blocker.wait_for_waiters(1).await;
+    commit_a_purchase_behind(blocker, &event_id, &general, 4).await;
+    let (status, quota) = made.await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{quota}");
+    assert_eq!(
+        [&quota["availableTickets"], &quota["reservedTickets"]],
+        [&json!(6), &json!(4)]
+    );
+    assert_eq!(
+        assert_quotas_match_lines(&app.pool, &event_id).await,
+        [(10, 6, 4, 0)]
+    );
+
+    // Its types change to take in `other`, while a purchase of 3 of `other` commits.
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_event(&event_id).await;
+    let api: Api = (*app).clone();
+    let path = format!("/events/{event_id}/quotas/{}", id_of(&quota));
+    let body = json!({ "ticketTypeIds": [general, other] });
+    let changed = tokio::spawn(async move { patch(&api, &path, body).await });
+    blocker.wait_for_waiters(1).await;
+    commit_a_purchase_behind(blocker, &event_id, &other, 3).await;
+    let (status, quota) = changed.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{quota}");
+    assert_eq!(
+        [&quota["availableTickets"], &quota["reservedTickets"]],
+        [&json!(3), &json!(7)]
+    );
+    assert_eq!(
+        assert_quotas_match_lines(&app.pool, &event_id).await,
+        [(10, 3, 7, 0)]
+    );
+    app.assert_balanced(&event_id).await;
 }

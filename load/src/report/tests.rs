@@ -34,6 +34,10 @@ fn sound_report() -> Report {
         requests_per_second: 8.0,
         reservations: 6,
         reservations_per_second: 6.0,
+        tickets_reserved: 6,
+        tickets_per_second: 6.0,
+        orders_mispriced: 0,
+        mispriced_examples: Vec::new(),
         payments_succeeded: 2,
         transport_errors: 0,
         latency_ms: Latency::default(),
@@ -186,4 +190,89 @@ fn latency_percentiles_come_from_the_samples_given() {
     let l = latency(&[1_000, 2_000, 3_000, 4_000]);
     assert_eq!((l.p50, l.p90, l.max, l.mean), (2.0, 4.0, 4.0, 2.5));
     assert_eq!(latency(&[]).max, 0.0);
+}
+
+/// Q2 of the overlap layout on 150 tickets: types A and B, 100 tickets.
+fn quota(available: i64, reserved: i64, purchased: i64) -> QuotaCounts {
+    QuotaCounts {
+        id: "q2".into(),
+        name: "Q2".into(),
+        size: 100,
+        available,
+        reserved,
+        purchased,
+        ticket_type_ids: vec!["A".into(), "B".into()],
+    }
+}
+
+fn by_type(a: i64, b: i64, c: i64) -> BTreeMap<String, i64> {
+    [("A".into(), a), ("B".into(), b), ("C".into(), c)].into()
+}
+
+#[test]
+fn a_quota_counts_the_tickets_of_its_types_only() {
+    // 30 of A and 50 of B are its own; the 40 of C count against the event alone.
+    let check = QuotaCheck::new(
+        quota(20, 60, 20),
+        &by_type(30, 50, 40),
+        &by_type(30, 50, 40),
+    );
+    assert_eq!((check.tickets_granted, check.tickets_held), (80, 80));
+    assert!(!check.overfull, "{check:?}");
+    // A lapsed hold (granted, no longer held) is no oversell either.
+    let check = QuotaCheck::new(quota(25, 55, 20), &by_type(30, 50, 0), &by_type(25, 50, 0));
+    assert!(!check.overfull, "{check:?}");
+}
+
+#[test]
+fn a_quota_over_its_size_is_oversold() {
+    let granted = by_type(10, 10, 0);
+    for counts in [
+        // Counts that do not add up to the size.
+        quota(10, 80, 20),
+        // A count below zero that does.
+        quota(-1, 81, 20),
+        quota(101, -1, 0),
+    ] {
+        let check = QuotaCheck::new(counts.clone(), &granted, &granted);
+        assert!(check.overfull, "{counts:?}");
+    }
+    // More of its types granted than it holds, or held than it counts.
+    assert!(QuotaCheck::new(quota(0, 90, 10), &by_type(60, 41, 0), &by_type(0, 0, 0)).overfull);
+    assert!(QuotaCheck::new(quota(80, 10, 10), &by_type(15, 6, 0), &by_type(15, 6, 0)).overfull);
+}
+
+#[test]
+fn an_oversold_quota_makes_a_run_unsound() {
+    let mut report = sound_report();
+    let verification = Verification::new(COUNTS, 6, read_back(6)).with_quotas(
+        vec![quota(0, 90, 10), quota(10, 80, 20)],
+        by_type(3, 3, 0),
+        by_type(3, 3, 0),
+    );
+    assert_eq!(verification.granted_by_type["A"], 3);
+    report.verification = Some(verification);
+    assert_eq!(
+        report.reasons(),
+        [
+            "quota Q2 oversold: size 100 available 10 reserved 80 purchased 20, granted 6 of which held 6"
+        ]
+    );
+}
+
+#[test]
+fn a_mispriced_order_makes_a_run_unsound() {
+    let mut report = sound_report();
+    report.orders_mispriced = 2;
+    report.mispriced_examples = vec![
+        "a1: total Some(10) is not the sum of the amounts 12".into(),
+        "a2: no lines".into(),
+    ];
+    assert_eq!(
+        report.reasons(),
+        [
+            "2 orders not held as asked or priced wrong: a1: total Some(10) is not the sum of the amounts 12, a2: no lines"
+        ]
+    );
+    assert!(render(&report).contains("mispriced        2 orders"));
 }
