@@ -20,6 +20,7 @@ mod load;
 mod locks;
 mod mixed_storm;
 mod openapi;
+mod orders;
 mod proxy;
 mod purchase;
 mod races;
