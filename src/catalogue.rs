@@ -20,6 +20,7 @@ use crate::domain::catalogue::{
 };
 use crate::domain::event::{Event, EventPatch, EventSettings, NewEvent};
 use crate::domain::refusal::{FieldError, Refusal};
+use crate::domain::report::SalesReport;
 use crate::error::{Error, Result};
 
 /// The event with the public view of each of its types, from one snapshot.
@@ -32,6 +33,15 @@ pub async fn event_details(pool: &PgPool, id: Uuid) -> Result<EventDetails> {
         event,
         ticket_types,
     })
+}
+
+/// The event's sales report (`GET /events/{id}/report`), from one snapshot of committed
+/// rows; takes no lock.
+pub async fn sales_report(pool: &PgPool, id: Uuid) -> Result<SalesReport> {
+    let (currency, ticket_types) = db::report::sales(pool, id)
+        .await?
+        .ok_or(Error::NotFound("event"))?;
+    Ok(SalesReport::new(currency, ticket_types))
 }
 
 /// Creates an event with its default type, and answers it as `GET /events/{id}` would: read
@@ -87,6 +97,8 @@ pub async fn create_ticket_type(
     let ticket_type = db::ticket_types::insert(&mut tx, event_id, &settings).await?;
     // A new type is in no quota yet: it has what the event has.
     let view = TicketTypeView::of(&ticket_type, event.currency, event.available_tickets, &[]);
+    // Streams list every type: they learn of the new one.
+    db::events::announce_catalogue_change(&mut tx, event_id).await?;
     tx.commit().await?;
     Ok(view)
 }
@@ -140,6 +152,7 @@ pub async fn create_quota(
     db::quotas::lock_for_event(&mut tx, event_id).await?;
     let counts = recount(&mut tx, event_id, &settings).await?;
     let id = db::quotas::insert(&mut tx, event_id, &settings, counts).await?;
+    db::events::announce_catalogue_change(&mut tx, event_id).await?;
     tx.commit().await?;
     Ok(view(id, event_id, settings, counts))
 }
@@ -160,16 +173,20 @@ pub async fn update_quota(
         .map_err(Error::Validation)?;
     let counts = recount(&mut tx, event_id, &settings).await?;
     db::quotas::update(&mut tx, quota_id, event_id, &settings, counts).await?;
+    db::events::announce_catalogue_change(&mut tx, event_id).await?;
     tx.commit().await?;
     Ok(view(quota_id, event_id, settings, counts))
 }
 
 /// Deletes a quota; its types then sell against the event and their other quotas only.
+/// Like every quota write, it is announced to the streams (`event_updated`), since what its
+/// types can sell may have moved.
 pub async fn delete_quota(pool: &PgPool, event_id: Uuid, quota_id: Uuid) -> Result<()> {
     let mut tx = pool.begin().await?;
     locked_event(&mut tx, event_id).await?;
     locked_quota(&mut tx, event_id, quota_id).await?;
     db::quotas::delete(&mut tx, quota_id).await?;
+    db::events::announce_catalogue_change(&mut tx, event_id).await?;
     tx.commit().await?;
     Ok(())
 }

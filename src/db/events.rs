@@ -1,6 +1,7 @@
 //! SQL for the `events` table.
 
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -9,7 +10,7 @@ use time::OffsetDateTime;
 use crate::domain::catalogue::{DEFAULT_TICKET_TYPE_NAME, Quota, SalesWindow, TicketType};
 use crate::domain::event::{Event, EventSettings, NewEvent};
 use crate::domain::page::PageRequest;
-use crate::domain::stats::{ChangeKind, actor_tag};
+use crate::domain::stats::{ChangeKind, TypeAvailability, actor_tag};
 
 /// The columns an [`Event`] is read from, as a literal so queries can be built with `concat!`.
 macro_rules! event_columns {
@@ -17,6 +18,42 @@ macro_rules! event_columns {
         "id, name, date, total_tickets, available_tickets, reserved_tickets, \
          purchased_tickets, max_tickets_per_fingerprint, currency, sales_start_at, sales_end_at, \
          created_at, updated_at"
+    };
+}
+
+/// Most ticket types a change notification, and so a stream message, lists: the first ones
+/// in creation order. `pg_notify` refuses a payload of 8,000 bytes or more, and a refused
+/// notification would fail the purchase that sends it; each type takes at most 72 bytes
+/// (`{"id" : "<36>", "available" : 1000000}, `) and the rest of the payload under 300, so
+/// 100 types stay below 7,500.
+pub const STREAM_TICKET_TYPES_MAX: i64 = 100;
+
+/// [`STREAM_TICKET_TYPES_MAX`] as a literal for `concat!`.
+macro_rules! stream_ticket_types_max {
+    () => {
+        "100"
+    };
+}
+
+/// The availability of each of the event's ticket types (the first
+/// [`STREAM_TICKET_TYPES_MAX`] in creation order), as a JSON array of `{id, available}`:
+/// the least of the event's available tickets and those of every quota containing the type.
+/// SQL over an `events` row; `$quotas` names a relation of the event's quotas with `id` and
+/// `available_tickets` (the table itself, or the quotas as a statement has just moved them).
+macro_rules! type_availability {
+    ($quotas:literal) => {
+        concat!(
+            "(SELECT COALESCE(json_agg(json_build_object('id', t.id, 'available', \
+                 LEAST(events.available_tickets, \
+                       (SELECT min(q.available_tickets) FROM quota_ticket_types qt JOIN ",
+            $quotas,
+            " q ON q.id = qt.quota_id WHERE qt.ticket_type_id = t.id))) \
+                 ORDER BY t.created_at, t.id), '[]'::json) \
+             FROM (SELECT id, created_at FROM ticket_types WHERE event_id = events.id \
+                   ORDER BY created_at, id LIMIT ",
+            stream_ticket_types_max!(),
+            ") t)"
+        )
     };
 }
 
@@ -94,16 +131,28 @@ pub async fn list(pool: &PgPool, page: PageRequest) -> Result<(Vec<Event>, i64),
     Ok((events, total))
 }
 
-/// The event and its change sequence, read together from one row version, so the sequence
-/// numbers exactly the counts returned (a snapshot of the live statistics).
+/// An event as a stream's snapshot shows it: its counts, the change sequence that numbers
+/// them, and each type's availability, all read by one statement from one row version.
+#[derive(Debug, Clone)]
+pub struct EventSnapshot {
+    pub event: Event,
+    pub change_seq: u64,
+    pub ticket_types: Vec<TypeAvailability>,
+}
+
+/// The event, its change sequence and its types' availability, read together by one
+/// statement, so the sequence numbers exactly the counts returned (a snapshot of the live
+/// statistics).
 pub async fn find_with_change_seq(
     pool: &PgPool,
     id: Uuid,
-) -> Result<Option<(Event, u64)>, sqlx::Error> {
+) -> Result<Option<EventSnapshot>, sqlx::Error> {
     let row = sqlx::query(concat!(
         "SELECT ",
         event_columns!(),
-        ", change_seq FROM events WHERE id = $1"
+        ", change_seq, ",
+        type_availability!("quotas"),
+        " AS type_availability FROM events WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(pool)
@@ -111,8 +160,13 @@ pub async fn find_with_change_seq(
     row.map(|row| {
         let seq: i64 = row.try_get("change_seq")?;
         // events_change_seq_nonnegative makes this conversion infallible in practice.
-        let seq = u64::try_from(seq).map_err(|e| sqlx::Error::Decode(e.into()))?;
-        Ok((Event::from_row(&row)?, seq))
+        let change_seq = u64::try_from(seq).map_err(|e| sqlx::Error::Decode(e.into()))?;
+        let Json(ticket_types) = row.try_get("type_availability")?;
+        Ok(EventSnapshot {
+            event: Event::from_row(&row)?,
+            change_seq,
+            ticket_types,
+        })
     })
     .transpose()
 }
@@ -204,13 +258,14 @@ macro_rules! changes_channel {
 pub const CHANGES_CHANNEL: &str = changes_channel!();
 
 /// The `pg_notify` call that announces an event's counts after a change, as SQL over the
-/// `events` row, given the parameters holding the change kind and the actor tag. A
+/// `events` row, given the parameters holding the change kind and the actor tag and the
+/// relation the quotas' availability is read from (see [`type_availability`]). A
 /// notification is sent at commit and dropped on rollback, and all are delivered in commit
 /// order. It carries the row's `change_seq`, which the announcing `UPDATE` has just bumped
 /// under the event row lock, so an event's notifications carry increasing sequences in
 /// commit order.
 macro_rules! notify_counts {
-    ($kind:literal, $actor:literal) => {
+    ($kind:literal, $actor:literal, $quotas:literal) => {
         concat!(
             "pg_notify('",
             changes_channel!(),
@@ -221,14 +276,18 @@ macro_rules! notify_counts {
             $kind,
             "::text, 'actor', ",
             $actor,
-            "::text)::text)"
+            "::text, 'ticketTypes', ",
+            type_availability!($quotas),
+            ")::text)"
         )
     };
 }
 
 /// The statement of [`move_counts`] for one move between two count columns. The quota update
-/// is a data-modifying CTE: it runs to completion whether or not the outer statement reads
-/// it, inside the same statement and transaction as the event's.
+/// is a data-modifying CTE, inside the same statement and transaction as the event's. Every
+/// part of one statement reads the same snapshot, which does not show the CTE's own update:
+/// the notification reads each quota's availability from `quota_now`, the moved value where
+/// the CTE moved it and the stored one elsewhere.
 macro_rules! move_counts_sql {
     ($from:literal, $to:literal) => {
         concat!(
@@ -247,7 +306,12 @@ macro_rules! move_counts_sql {
             " = q.",
             $to,
             " + moved.tickets, updated_at = now() \
-                 FROM moved WHERE q.id = moved.quota_id) \
+                 FROM moved WHERE q.id = moved.quota_id \
+                 RETURNING q.id, q.available_tickets), \
+             quota_now AS ( \
+                 SELECT q.id, COALESCE(m.available_tickets, q.available_tickets) \
+                     AS available_tickets \
+                 FROM quotas q LEFT JOIN quota_moves m ON m.id = q.id WHERE q.event_id = $1) \
              UPDATE events SET ",
             $from,
             " = ",
@@ -259,7 +323,7 @@ macro_rules! move_counts_sql {
             " + $2, \
                  change_seq = change_seq + 1, updated_at = now() \
              WHERE id = $1 RETURNING ",
-            notify_counts!("$3", "$4")
+            notify_counts!("$3", "$4", "quota_now")
         )
     };
 }
@@ -312,13 +376,34 @@ pub async fn announce(
     change: ChangeKind,
     actor: &str,
 ) -> Result<(), sqlx::Error> {
+    announce_as(conn, id, change, &actor_tag(actor)).await
+}
+
+/// Announces an organiser's change to the catalogue that moved no event counts but may have
+/// moved what a type can sell (a quota made, resized, retyped or deleted; a type added), as
+/// `event_updated` by [`ORGANISER_ACTOR`], so every stream sees the types' new availability.
+/// Call while holding the event's row lock, after the change, in its transaction: the
+/// notification reads the quotas as the change left them, and is sent only if it commits.
+pub async fn announce_catalogue_change(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<(), sqlx::Error> {
+    announce_as(conn, id, ChangeKind::EventUpdated, ORGANISER_ACTOR).await
+}
+
+async fn announce_as(
+    conn: &mut PgConnection,
+    id: Uuid,
+    change: ChangeKind,
+    actor_tag: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(concat!(
         "UPDATE events SET change_seq = change_seq + 1 WHERE id = $1 RETURNING ",
-        notify_counts!("$2", "$3")
+        notify_counts!("$2", "$3", "quotas")
     ))
     .bind(id)
     .bind(change.as_str())
-    .bind(actor_tag(actor))
+    .bind(actor_tag)
     .execute(conn)
     .await?;
     Ok(())
@@ -345,7 +430,7 @@ pub async fn update_settings(
          change_seq = change_seq + 1, updated_at = now() WHERE id = $1 RETURNING ",
         event_columns!(),
         ", ",
-        notify_counts!("$8", "$9")
+        notify_counts!("$8", "$9", "quotas")
     ))
     .bind(id)
     .bind(&settings.name)
@@ -405,16 +490,36 @@ pub async fn find_with_catalogue(
 mod tests {
     use std::collections::BTreeSet;
 
-    use crate::domain::stats::{ChangeKind, CountsChanged};
+    use crate::domain::stats::{ChangeKind, CountsChanged, TypeAvailability};
 
-    /// The keys `json_build_object` writes, read from the SQL itself.
-    fn sql_keys(sql: &str) -> BTreeSet<String> {
+    /// The keys of the `n`th `json_build_object` call in `sql`, read from the SQL itself: its
+    /// arguments are split at the commas outside parentheses and quotes, and the keys are the
+    /// quoted literals in even positions ('key', value, 'key', value, ...).
+    fn sql_keys(sql: &str, n: usize) -> BTreeSet<String> {
         let args = sql
             .split("json_build_object(")
-            .nth(1)
+            .nth(n + 1)
             .expect("the notification builds a JSON object");
-        // Keys are the quoted literals in even positions: 'key', value, 'key', value, ...
-        args.split(',')
+        let (mut depth, mut quoted, mut start) = (0, false, 0);
+        let mut pieces = Vec::new();
+        for (i, c) in args.char_indices() {
+            match c {
+                '\'' => quoted = !quoted,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted && depth == 0 => {
+                    pieces.push(&args[start..i]);
+                    break;
+                }
+                ')' if !quoted => depth -= 1,
+                ',' if !quoted && depth == 0 => {
+                    pieces.push(&args[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        pieces
+            .into_iter()
             .step_by(2)
             .filter_map(|key| {
                 let key = key.trim();
@@ -423,8 +528,19 @@ mod tests {
             .collect()
     }
 
-    /// The notification is parsed as a `CountsChanged`: the SQL must write exactly the names
-    /// serde reads.
+    /// The keys serde writes for `value`.
+    fn serde_keys(value: impl serde::Serialize) -> BTreeSet<String> {
+        let json = serde_json::to_value(value).expect("serializable");
+        json.as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The notification is parsed as a `CountsChanged`, each type's entry as a
+    /// `TypeAvailability`: the SQL must write exactly the names serde reads, in every
+    /// statement that notifies.
     #[test]
     fn the_notification_sql_uses_the_serde_names() {
         let change = CountsChanged {
@@ -436,14 +552,19 @@ mod tests {
             seq: 1,
             kind: ChangeKind::TicketAllocated,
             actor: "0011aabb".into(),
+            ticket_types: Vec::new(),
         };
-        let json = serde_json::to_value(&change).expect("serializable");
-        let serde_keys: BTreeSet<String> = json
-            .as_object()
-            .expect("an object")
-            .keys()
-            .cloned()
-            .collect();
-        assert_eq!(sql_keys(notify_counts!("$3", "$4")), serde_keys);
+        let entry = TypeAvailability {
+            id: uuid::Uuid::nil(),
+            available: 1,
+        };
+        for sql in [
+            notify_counts!("$3", "$4", "quotas"),
+            move_counts_sql!("available_tickets", "reserved_tickets"),
+        ] {
+            assert_eq!(sql_keys(sql, 0), serde_keys(&change), "{sql}");
+            assert_eq!(sql_keys(sql, 1), serde_keys(entry), "{sql}");
+        }
+        assert_eq!(sql_keys(type_availability!("quotas"), 0), serde_keys(entry));
     }
 }

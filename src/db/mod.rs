@@ -8,6 +8,7 @@ pub mod events;
 pub mod idempotency;
 pub mod quotas;
 pub mod refunds;
+pub mod report;
 pub mod sale;
 pub mod settings;
 pub mod ticket_types;

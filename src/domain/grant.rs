@@ -149,6 +149,12 @@ pub fn decide<'a>(
                 *granted_to.entry(buyer).or_default() += i64::from(wanted);
             }
             counts.take(&lines);
+            // The lines in the event's type order (`types` is in creation order), the order an
+            // allocation's lines are read back in: the 201 equals a later read of the hold.
+            let mut lines = lines;
+            lines.sort_by_key(|(ticket_type, _)| {
+                sale.types.iter().position(|t| t.id == ticket_type.id)
+            });
             let lines: Vec<GrantedLine> = lines
                 .into_iter()
                 .map(|(ticket_type, quantity)| GrantedLine {

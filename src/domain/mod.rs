@@ -17,5 +17,6 @@ pub mod patch;
 pub mod quantity;
 pub mod refund;
 pub mod refusal;
+pub mod report;
 pub mod stats;
 pub mod status;

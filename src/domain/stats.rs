@@ -17,7 +17,9 @@ pub enum ChangeKind {
     TicketExpired,
     /// Tickets of a purchase were refunded and returned to the pool.
     TicketRefunded,
-    /// An organiser changed the event (`PATCH /events/{id}`): its total may have moved.
+    /// An organiser changed the event (`PATCH /events/{id}`: its total may have moved) or its
+    /// catalogue (a type added; a quota made, changed or deleted: what a type can sell may
+    /// have moved).
     EventUpdated,
 }
 
@@ -51,6 +53,21 @@ pub struct CountsChanged {
     pub kind: ChangeKind,
     /// First 8 hex characters of the acting buyer's fingerprint hash.
     pub actor: String,
+    /// What each ticket type of the event has available after the change, in creation order
+    /// (at most the first `db::events::STREAM_TICKET_TYPES_MAX` types). Absent from a
+    /// notification sent before types existed, hence the default.
+    #[serde(default)]
+    pub ticket_types: Vec<TypeAvailability>,
+}
+
+/// How many tickets of one type can be bought: the least of the event's available tickets
+/// and those of every quota containing the type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TypeAvailability {
+    /// The ticket type's id.
+    pub id: Uuid,
+    /// Tickets of the type that can be bought in this state.
+    pub available: i32,
 }
 
 /// `statistics` of a stream message.
@@ -84,6 +101,11 @@ pub struct StatsMessage {
     pub statistics: Statistics,
     /// The change that produced this message; null for the snapshot sent on connect.
     pub last_event: Option<LastEvent>,
+    /// What each ticket type can sell now, in creation order: the least of the event's
+    /// remaining tickets and those of every quota containing the type. Only the first 100
+    /// types of an event are listed (a change notification must stay under PostgreSQL's
+    /// 8,000-byte limit).
+    pub ticket_types: Vec<TypeAvailability>,
 }
 
 /// The one place a stream message is built, from whichever source told of the counts.
@@ -103,11 +125,17 @@ impl StatsMessage {
                 kind: change.kind,
                 actor: change.actor.clone(),
             }),
+            ticket_types: change.ticket_types.clone(),
         }
     }
 
-    /// The snapshot message of an event as read from the database (no change behind it).
-    pub fn snapshot(event: &Event, timestamp: OffsetDateTime) -> Self {
+    /// The snapshot message of an event as read from the database (no change behind it),
+    /// with its types' availability read in the same statement.
+    pub fn snapshot(
+        event: &Event,
+        ticket_types: Vec<TypeAvailability>,
+        timestamp: OffsetDateTime,
+    ) -> Self {
         Self {
             event_id: event.id,
             timestamp,
@@ -118,6 +146,7 @@ impl StatsMessage {
                 confirmed_tickets: event.purchased_tickets,
             },
             last_event: None,
+            ticket_types,
         }
     }
 }

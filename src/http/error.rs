@@ -316,7 +316,10 @@ impl IntoResponse for ApiError {
             }
             _ => None,
         };
-        let challenge = matches!(self, ApiError::Unauthorized);
+        let challenge = matches!(
+            self,
+            ApiError::Unauthorized | ApiError::AdminTokenNotConfigured
+        );
         let mut cause = match &self {
             ApiError::App(Error::Internal(detail)) => Some(detail.clone()),
             _ => None,

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod idempotent;
 pub mod limits;
 pub mod ops;
+pub mod report;
 pub mod response;
 pub mod state;
 pub mod stream;
@@ -68,6 +69,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(catalogue::update_ticket_type))
         .routes(routes!(catalogue::list_quotas, catalogue::create_quota))
         .routes(routes!(catalogue::update_quota, catalogue::delete_quota))
+        .routes(routes!(report::sales_report))
         .routes(routes!(stream::event_stream))
         .routes(routes!(tickets::purchase_tickets))
         .routes(routes!(tickets::pay_for_tickets, tickets::cancel_tickets))

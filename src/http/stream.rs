@@ -43,10 +43,10 @@ pub async fn event_stream(
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     // Subscribe before reading the snapshot, so no change can slip between the two.
     let mut subscription = state.live.subscribe(event_id);
-    let (event, seq) = db::events::find_with_change_seq(&state.pool, event_id)
+    let read = db::events::find_with_change_seq(&state.pool, event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;
-    let snapshot = Published::snapshot(&event, seq);
+    let snapshot = Published::snapshot(read);
     // Changes the snapshot includes may still be announced after it: only newer ones follow.
     subscription.resume_after(snapshot.id);
     Ok(

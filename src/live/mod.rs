@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 pub use availability::AvailabilityHint;
 
-use crate::domain::event::Event;
+use crate::db::events::EventSnapshot;
 use crate::domain::stats::{CountsChanged, StatsMessage};
 use crate::metrics;
 
@@ -42,10 +42,14 @@ pub struct Published {
 impl Published {
     /// A snapshot message of an event as read from the database, numbered with the change
     /// sequence read from the same row.
-    pub fn snapshot(event: &Event, change_seq: u64) -> Self {
+    pub fn snapshot(read: EventSnapshot) -> Self {
         Self {
-            id: change_seq,
-            message: Arc::new(StatsMessage::snapshot(event, OffsetDateTime::now_utc())),
+            id: read.change_seq,
+            message: Arc::new(StatsMessage::snapshot(
+                &read.event,
+                read.ticket_types,
+                OffsetDateTime::now_utc(),
+            )),
         }
     }
 }

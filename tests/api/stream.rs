@@ -392,3 +392,131 @@ async fn instances_give_the_same_change_the_same_id() {
     assert_eq!(on_first_id, on_second_id);
     assert!(on_first_id > first_saw.id);
 }
+
+/// `ticketTypes` of a stream message as (type id, available) pairs, in the message's order.
+fn type_availability(message: &SseMessage) -> Vec<(String, i64)> {
+    message.data["ticketTypes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ticketTypes in {:?}", message.data))
+        .iter()
+        .map(|t| (id_of(t), t["available"].as_i64().expect("available")))
+        .collect()
+}
+
+/// Adds a free ticket type named `name` to the event; returns its id.
+async fn add_type(app: &TestApp, event_id: &str, name: &str) -> String {
+    let (status, view) = app
+        .post_json(
+            &format!("/events/{event_id}/ticket-types"),
+            serde_json::json!({ "name": name, "price": 0 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{view}");
+    id_of(&view)
+}
+
+#[tokio::test]
+async fn each_types_availability_follows_orders_cancels_and_quota_changes() {
+    let app = spawn_app().await;
+    let event = app.create_event("Typed", 10, None).await;
+    let id = id_of(&event);
+    let general = id_of(&event["ticketTypes"][0]);
+    let vip = add_type(&app, &id, "VIP").await;
+    let (status, quota) = app
+        .post_json(
+            &format!("/events/{id}/quotas"),
+            serde_json::json!({ "name": "Boxes", "size": 3, "ticketTypeIds": [vip] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{quota}");
+
+    let mut stream = SseReader::connect(&app, &format!("/events/{id}/stream")).await;
+    let snapshot = stream.next(WAIT).await.expect("a snapshot");
+    assert_eq!(
+        type_availability(&snapshot),
+        [(general.clone(), 10), (vip.clone(), 3)]
+    );
+    // The statistics keep their four counts; the types sit beside them.
+    assert_eq!(snapshot.data["statistics"].as_object().unwrap().len(), 4);
+
+    // Two VIP tickets: the event has 8 left, the quota 1, and VIP sells what the quota has.
+    let (status, hold) = app
+        .send(
+            app.request(Method::POST, &format!("/events/{id}/tickets"))
+                .header("X-Device-Fingerprint", "vip-buyer")
+                .json(&serde_json::json!({ "quantity": 2, "ticketTypeId": vip })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let held = stream
+        .until(WAIT, |m| m.last_type() == Some("ticket_allocated"))
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(
+        type_availability(&held),
+        [(general.clone(), 8), (vip.clone(), 1)]
+    );
+
+    // The cancel gives both back.
+    let (status, body) = app.cancel(&id_of(&hold), "vip-buyer").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let cancelled = stream
+        .until(WAIT, |m| m.last_type() == Some("ticket_cancelled"))
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(
+        type_availability(&cancelled),
+        [(general.clone(), 10), (vip.clone(), 3)]
+    );
+
+    // A bigger quota is announced too; VIP is then bounded by the event's 10.
+    let (status, body) = app
+        .send(
+            app.request(
+                Method::PATCH,
+                &format!("/events/{id}/quotas/{}", id_of(&quota)),
+            )
+            .json(&serde_json::json!({ "size": 50 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let resized = stream
+        .until(WAIT, |m| m.last_type() == Some("event_updated"))
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(type_availability(&resized), [(general, 10), (vip, 10)]);
+}
+
+#[tokio::test]
+async fn a_stream_lists_the_first_hundred_types_and_sales_still_notify() {
+    let app = spawn_app().await;
+    let event = app.create_event("Many types", 1_000_000, None).await;
+    let id = id_of(&event);
+    let general = id_of(&event["ticketTypes"][0]);
+    // 120 types in all: listing every one would take a change notification past
+    // PostgreSQL's 8,000 bytes, and the sale that sends it would fail.
+    let mut types = vec![general.clone()];
+    for n in 1..120 {
+        types.push(add_type(&app, &id, &format!("Type {n:03}")).await);
+    }
+    let mut stream = SseReader::connect(&app, &format!("/events/{id}/stream")).await;
+    let snapshot = stream.next(WAIT).await.expect("a snapshot");
+    let listed: Vec<(String, i64)> = types[..100]
+        .iter()
+        .map(|t| (t.clone(), 1_000_000))
+        .collect();
+    assert_eq!(type_availability(&snapshot), listed);
+
+    let (status, hold) = app.purchase(&id, 1, "one-of-many").await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let held = stream
+        .until(WAIT, |m| m.last_type() == Some("ticket_allocated"))
+        .await
+        .pop()
+        .unwrap();
+    let listed: Vec<(String, i64)> = types[..100].iter().map(|t| (t.clone(), 999_999)).collect();
+    assert_eq!(type_availability(&held), listed);
+}
