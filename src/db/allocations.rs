@@ -120,10 +120,9 @@ pub async fn insert_reserved(
             line_prices.push(line.unit_price);
         }
     }
-    // The lines go in with their allocations in one statement; their foreign key to the
-    // allocation is checked at the statement's end, when both are there. The RETURNING
-    // cannot see the lines (one snapshot for the whole statement): they are filled in below
-    // from the grants.
+    // The lines go in with their allocations in one statement, so neither is ever stored
+    // without the other. The RETURNING cannot see the lines (one snapshot for the whole
+    // statement): they are filled in below from the grants.
     let mut rows: Vec<Allocation> = sqlx::query_as(concat!(
         "WITH lines AS ( \
              INSERT INTO allocation_lines (allocation_id, ticket_type_id, quantity, unit_price) \
