@@ -82,10 +82,12 @@ assert_eq() {
 }
 
 # create_event TOTAL [MAX_PER_FINGERPRINT]: creates an event with a unique name and prints its id.
+# Its tickets cost 10.00 EUR, so that paying for them goes to the payment provider (a free
+# order is confirmed without it).
 create_event() {
   local total=$1 cap=${2:-null}
   local name="bats ${BATS_TEST_NUMBER:-0} $(date +%s%N) $RANDOM"
-  req POST /events "{\"name\":\"$name\",\"date\":\"2030-06-01T19:30:00Z\",\"totalTickets\":$total,\"maxTicketsPerFingerprint\":$cap}"
+  req POST /events "{\"name\":\"$name\",\"date\":\"2030-06-01T19:30:00Z\",\"totalTickets\":$total,\"maxTicketsPerFingerprint\":$cap,\"price\":1000}"
   assert_status 201 || return 1
   assert_json .availableTickets "$total" || return 1
   json .id
