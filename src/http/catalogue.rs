@@ -32,7 +32,7 @@ fn created(location: String, body: &impl serde::Serialize) -> ApiResult<Response
 #[utoipa::path(
     patch, path = "/events/{id}", tag = "events",
     params(("id" = uuid::Uuid, Path, description = "Event id")),
-    request_body = UpdateEventRequest,
+    request_body(content = Option<UpdateEventRequest>, description = "Optional: a field left out is unchanged, so no body changes nothing and answers the event as it is"),
     responses(
         (status = 200, description = "The event as changed", body = Event),
         (status = 400, description = "BAD_REQUEST: malformed JSON, wrong content type or id", body = ErrorBody),
@@ -114,7 +114,7 @@ pub async fn create_ticket_type(
         ("id" = uuid::Uuid, Path, description = "Event id"),
         ("typeId" = uuid::Uuid, Path, description = "Ticket type id"),
     ),
-    request_body = UpdateTicketTypeRequest,
+    request_body(content = Option<UpdateTicketTypeRequest>, description = "Optional: a field left out is unchanged, so no body changes nothing and answers the type as it is"),
     responses(
         (status = 200, description = "The type as changed", body = TicketTypeView),
         (status = 400, description = "BAD_REQUEST: malformed JSON, wrong content type or id", body = ErrorBody),
@@ -198,7 +198,7 @@ pub async fn create_quota(
         ("id" = uuid::Uuid, Path, description = "Event id"),
         ("quotaId" = uuid::Uuid, Path, description = "Quota id"),
     ),
-    request_body = UpdateQuotaRequest,
+    request_body(content = Option<UpdateQuotaRequest>, description = "Optional: a field left out is unchanged, so no body changes nothing and answers the quota as it is"),
     responses(
         (status = 200, description = "The quota as changed", body = QuotaView),
         (status = 400, description = "BAD_REQUEST: malformed JSON, wrong content type or id", body = ErrorBody),

@@ -64,15 +64,14 @@ hold() { post_for_id "/events/$FUZZ_EVENT_ID/tickets" '{"quantity": 1}' -H "X-De
 FUZZ_READ_HOLD=$(hold)
 FUZZ_PAY_HOLD=$(hold)
 FUZZ_CANCEL_HOLD=$(hold)
-# The event's default ticket type, and two quotas (one to change, one to delete), so the
-# catalogue's item operations reach real rows.
+# The event's default ticket type, and a quota to change, so the catalogue's item operations
+# reach real rows.
 FUZZ_TYPE_ID=$(curl -fsS --max-time 30 "$SERVER_URL/events/$FUZZ_EVENT_ID" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["ticketTypes"][0]["id"])')
 quota() { post_for_id "/events/$FUZZ_EVENT_ID/quotas" "{\"name\": \"$1\", \"size\": 1000, \"ticketTypeIds\": []}"; }
 FUZZ_QUOTA_ID=$(quota "Fuzz quota")
-FUZZ_DELETE_QUOTA_ID=$(quota "Fuzz quota to delete")
 export FUZZ_EVENT_ID FUZZ_BUYER FUZZ_READ_HOLD FUZZ_PAY_HOLD FUZZ_CANCEL_HOLD FUZZ_TYPE_ID \
-  FUZZ_QUOTA_ID FUZZ_DELETE_QUOTA_ID FUZZ_WORK_DIR=$BOXOFFICE_WORK
+  FUZZ_QUOTA_ID FUZZ_WORK_DIR=$BOXOFFICE_WORK
 
 st_status=0
 (cd "$BOXOFFICE_WORK" && "$st" --config-file "$config" run "$SERVER_URL/openapi.json" \
