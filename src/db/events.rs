@@ -215,22 +215,44 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Event>, sq
     .await
 }
 
-/// [`lock`] for the purchase transaction: the locked row, and the database clock once the
-/// lock is held (the instant sales windows are judged at; one clock for every instance).
+/// The event row as the purchase transaction locked it.
+#[derive(Debug, Clone)]
+pub struct SaleLock {
+    pub event: Event,
+    /// The database clock once the lock was held: the instant sales windows are judged at
+    /// (one clock for every instance).
+    pub now: OffsetDateTime,
+    /// Changes so far to the event's ticket types and set of quotas (kept by triggers, see
+    /// the `catalogue_version` migration): types read at this version are still current.
+    pub catalogue_version: i64,
+    /// Quotas the event has: with none, there is no quota row to lock or read.
+    pub quota_count: i32,
+}
+
+/// [`lock`] for the purchase transaction: the locked row with the database clock, the
+/// catalogue version and the quota count, read in the same statement under the lock.
 pub async fn lock_for_sale(
     conn: &mut PgConnection,
     id: Uuid,
-) -> Result<Option<(Event, OffsetDateTime)>, sqlx::Error> {
+) -> Result<Option<SaleLock>, sqlx::Error> {
     let row = sqlx::query(concat!(
         "SELECT ",
         event_columns!(),
-        ", clock_timestamp() AS locked_at FROM events WHERE id = $1 FOR UPDATE"
+        ", clock_timestamp() AS locked_at, catalogue_version, quota_count \
+         FROM events WHERE id = $1 FOR UPDATE"
     ))
     .bind(id)
     .fetch_optional(conn)
     .await?;
-    row.map(|row| Ok((Event::from_row(&row)?, row.try_get("locked_at")?)))
-        .transpose()
+    row.map(|row| {
+        Ok(SaleLock {
+            event: Event::from_row(&row)?,
+            now: row.try_get("locked_at")?,
+            catalogue_version: row.try_get("catalogue_version")?,
+            quota_count: row.try_get("quota_count")?,
+        })
+    })
+    .transpose()
 }
 
 /// How an allocation's transition moves tickets between the counts of the event and of its

@@ -6,6 +6,7 @@
 //! sold-out events without taking the lock, from a read that started after the request
 //! arrived.
 
+pub mod catalogue_cache;
 pub mod coalescer;
 pub mod transaction;
 
@@ -21,6 +22,7 @@ use crate::domain::grant::{Ask, LineAsk, SaleState, decide};
 use crate::error::{Error, Result};
 use crate::idempotency::Recorder;
 use crate::live::AvailabilityHint;
+use catalogue_cache::CatalogueCache;
 use coalescer::{BatchWork, Coalescer};
 
 /// How purchase requests reach the purchase transaction.
@@ -50,6 +52,8 @@ pub struct Purchaser {
     pool: PgPool,
     availability: AvailabilityHint,
     hold_seconds: u32,
+    /// The ticket types each event's transactions read last (see [`CatalogueCache`]).
+    catalogue: CatalogueCache,
     fresh_reads: Coalescer<(), Result<Option<FreshRead>>>,
     batches: Option<Coalescer<HoldRequest, Result<Allocation>>>,
 }
@@ -63,15 +67,24 @@ impl Purchaser {
         hold_seconds: u32,
         batching: Batching,
     ) -> Self {
+        let catalogue = CatalogueCache::default();
         let batches = match batching {
             Batching::Batched { max_batch } => {
                 let pool = pool.clone();
+                let catalogue = catalogue.clone();
                 let work: BatchWork<HoldRequest, Result<Allocation>> =
                     Arc::new(move |event_id, requests| {
                         let pool = pool.clone();
+                        let catalogue = catalogue.clone();
                         Box::pin(async move {
-                            match transaction::reserve(&pool, event_id, &requests, hold_seconds)
-                                .await
+                            match transaction::reserve(
+                                &pool,
+                                event_id,
+                                &requests,
+                                hold_seconds,
+                                &catalogue,
+                            )
+                            .await
                             {
                                 Ok(answers) => answers,
                                 // The transaction failed as a whole and wrote nothing: everyone
@@ -96,6 +109,7 @@ impl Purchaser {
             pool,
             availability,
             hold_seconds,
+            catalogue,
             // One read answers everyone who arrived before it started, however many.
             fresh_reads: Coalescer::new(usize::MAX, read),
             batches,
@@ -141,9 +155,14 @@ impl Purchaser {
         match &self.batches {
             Some(batches) => batches.submit(event_id, request).await?,
             None => {
-                let mut answers =
-                    transaction::reserve(&self.pool, event_id, &[request], self.hold_seconds)
-                        .await?;
+                let mut answers = transaction::reserve(
+                    &self.pool,
+                    event_id,
+                    &[request],
+                    self.hold_seconds,
+                    &self.catalogue,
+                )
+                .await?;
                 answers
                     .pop()
                     .unwrap_or_else(|| Err(Error::internal("no answer for the purchase")))

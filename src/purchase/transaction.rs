@@ -4,7 +4,10 @@
 //! 2. lock the event row (`SELECT … FOR UPDATE`): purchases of one event queue here, so
 //!    each transaction sees the counts the previous one committed; then lock the event's
 //!    quota rows in id order, and read its ticket types (their writers take the event lock
-//!    too, so neither can change until commit). Lock order: the event row, then quota rows in
+//!    too, so neither can change until commit). The types come from the instance's
+//!    [`CatalogueCache`] when the event's `catalogue_version`, read with the locked row, is
+//!    the one they were read at, and an event without quotas (`quota_count` 0) has no quota
+//!    row to lock: on a hot event this step costs no round trip. Lock order: the event row, then quota rows in
 //!    id order, then allocation rows, in every transaction that takes more than one; since
 //!    every writer of an event's quotas or allocations takes the event row first, no two
 //!    transactions can each hold a lock the other waits for;
@@ -40,8 +43,9 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::HoldRequest;
+use super::catalogue_cache::CatalogueCache;
 use crate::db::events::CountMove;
-use crate::db::{allocations, events, sale};
+use crate::db::{allocations, events};
 use crate::domain::allocation::Allocation;
 use crate::domain::catalogue::SalesWindow;
 use crate::domain::grant::{Ask, Grant, SaleState, decide};
@@ -52,12 +56,14 @@ use crate::idempotency;
 use crate::metrics;
 
 /// Runs the purchase transaction for `requests` (in arrival order) and returns one answer
-/// per request. The outer error means the transaction itself failed, and nothing was written.
+/// per request. `catalogue` supplies the event's types when they are unchanged since it
+/// last read them (checked under the event lock). The outer error means the transaction itself failed, and nothing was written.
 pub async fn reserve(
     pool: &PgPool,
     event_id: Uuid,
     all: &[HoldRequest],
     hold_seconds: u32,
+    catalogue: &CatalogueCache,
 ) -> Result<Vec<Result<Allocation>>> {
     // Step 1.
     let mut tx = pool.begin().await?;
@@ -65,13 +71,14 @@ pub async fn reserve(
     // Step 2: the event row lock, held until commit or rollback; then the quota rows in id
     // order, and the types (unchanging while the event row is locked).
     let waiting = Instant::now();
-    let Some((event, now)) = events::lock_for_sale(&mut tx, event_id).await? else {
+    let Some(lock) = events::lock_for_sale(&mut tx, event_id).await? else {
         tx.rollback().await?;
         return Ok(all.iter().map(|_| Err(Error::NotFound("event"))).collect());
     };
     let locked = Instant::now();
     metrics::lock_waited(locked - waiting);
-    let (types, quotas) = sale::lock_catalogue(&mut tx, event_id).await?;
+    let (types, quotas) = catalogue.under_lock(&mut tx, &lock).await?;
+    let (event, now) = (lock.event, lock.now);
 
     // Step 3: the keyed requests whose claim is still theirs, locked until commit so that no
     // takeover can come between this check and the record in step 6; then decide, for the

@@ -11,6 +11,7 @@
 //! - [`windows_and_prices`]: sales windows at their edges, a price change after a hold, free
 //!   orders.
 
+mod catalogue_changes;
 mod overlap_race;
 mod read_back;
 mod refusals;
