@@ -144,6 +144,7 @@ pub fn html(report: &Report) -> String {
          table {{ border-collapse: collapse; }}\n\
          td, th {{ border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }}\n\
          .charts {{ display: flex; flex-wrap: wrap; gap: 1em; }}\n\
+         figure {{ margin: 0; }}\n\
          .bad {{ color: #b00; }}\n</style>\n</head>\n<body>\n\
          <h1>boxoffice-load: {verdict}</h1>\n",
         event = escape(&report.event_id),

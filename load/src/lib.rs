@@ -400,6 +400,7 @@ pub async fn run_on_sale(
             &expected,
             config.clients,
             token,
+            summary.is_some(),
         )
         .await?;
         Some(match token {
@@ -662,6 +663,7 @@ async fn quotas(
 /// fingerprint), and judges them ([`Verification::new`], [`Verification::with_quotas`]).
 /// `expected`: what the buyers were told of their holds ([`Expect`]); a hold whose payment
 /// was answered 200 must read back `purchased`, the others the status they were told.
+/// `releases`: whether holds may have ended during the run ([`Verification::with_releases`]).
 async fn verify(
     client: &Client,
     urls: &[String],
@@ -670,6 +672,7 @@ async fn verify(
     expected: &HashMap<String, Expect>,
     clients: usize,
     token: Option<&str>,
+    releases: bool,
 ) -> Result<Verification, String> {
     let counts = event_counts(client, &urls[0], event_id).await?;
     let quotas = quotas(client, &urls[0], event_id, token).await?;
@@ -776,6 +779,11 @@ async fn verify(
         granted_by_type,
         held_by_type,
     );
+    let verification = if releases {
+        verification.with_releases()
+    } else {
+        verification
+    };
     Ok(Verification {
         wrong_status_examples,
         ..verification

@@ -318,6 +318,38 @@ impl Verification {
         }
     }
 
+    /// The judgement of a run whose holds may end (cancelled, lapsed, declined then lapsed):
+    /// their tickets return to the pool and are granted again, so the run may be granted
+    /// more tickets than exist, and only the rest of [`Verification::new`]'s judgement holds
+    /// (the counts add up, and every ticket read back as held is within them), for the
+    /// event and for each quota. Call it after [`Verification::with_quotas`].
+    pub fn with_releases(self) -> Self {
+        let oversold = self.available_tickets < 0
+            || self.reserved_tickets < 0
+            || self.purchased_tickets < 0
+            || self.available_tickets + self.reserved_tickets + self.purchased_tickets
+                != self.total_tickets
+            || self.tickets_held > self.reserved_tickets + self.purchased_tickets;
+        let quotas = self
+            .quotas
+            .into_iter()
+            .map(|q| {
+                let c = &q.counts;
+                let overfull = c.available < 0
+                    || c.reserved < 0
+                    || c.purchased < 0
+                    || c.available + c.reserved + c.purchased != c.size
+                    || q.tickets_held > c.reserved + c.purchased;
+                QuotaCheck { overfull, ..q }
+            })
+            .collect();
+        Self {
+            oversold,
+            quotas,
+            ..self
+        }
+    }
+
     /// Adds the run's tickets by type and judges every quota against them ([`QuotaCheck`]).
     pub fn with_quotas(
         self,
