@@ -680,7 +680,10 @@ fn expectation(fate: Fate, answer: Option<&Answer>) -> Option<Expect> {
         (Fate::Pay | Fate::Decline, Some(200)) => Some(Expect::Purchased),
         (_, Some(410)) => Some(Expect::Told("expired".into())),
         (Fate::Decline, Some(402)) | (_, Some(429)) => Some(Expect::HeldOrExpired),
-        (Fate::Cancel, Some(200 | 409)) => told(),
+        // A cancel done says `cancelled` (whatever the body shows); one refused names the
+        // status the hold had (`expired` for one that lapsed).
+        (Fate::Cancel, Some(200)) => Some(Expect::Told("cancelled".into())),
+        (Fate::Cancel, Some(409)) => told(),
         _ => None,
     }
 }
