@@ -141,7 +141,7 @@ chmod 644 "$DATA/hot.sql"
 for clients in 64 256; do
   echo "== pgbench $clients clients" >&2
   as_pg "$PGBIN/pgbench" -h "$SOCK" -U postgres -n -c "$clients" -j 2 -T "$DURATION" -f "$DATA/hot.sql" boxoffice \
-    >"$OUT/pgbench-$clients.txt" 2>&1
+    >"$OUT/pgbench-$clients.txt" 2>&1 || true
   grep -E '^tps' "$OUT/pgbench-$clients.txt" >&2 || echo "pgbench $clients: no tps (too short a run?)" >&2
 done
 stop_server
