@@ -17,6 +17,9 @@ pub struct Chart {
     pub svg: String,
 }
 
+/// One line of a chart: its legend, its colour and its points (seconds, value).
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 300;
 
@@ -67,7 +70,7 @@ fn step_charts(step: &Step) -> [Chart; 2] {
 
 /// A line chart of `series` over seconds since the run started, as an SVG document. A chart
 /// that cannot be drawn says so in its place: the report is still written.
-fn line_chart(title: &str, y_label: &str, series: &[(&str, RGBColor, Vec<(f64, f64)>)]) -> String {
+fn line_chart(title: &str, y_label: &str, series: &[Series]) -> String {
     let mut svg = String::new();
     let drawn = draw(&mut svg, title, y_label, series);
     match drawn {
@@ -80,12 +83,7 @@ fn line_chart(title: &str, y_label: &str, series: &[(&str, RGBColor, Vec<(f64, f
     }
 }
 
-fn draw(
-    svg: &mut String,
-    title: &str,
-    y_label: &str,
-    series: &[(&str, RGBColor, Vec<(f64, f64)>)],
-) -> Result<(), String> {
+fn draw(svg: &mut String, title: &str, y_label: &str, series: &[Series]) -> Result<(), String> {
     let points = series.iter().flat_map(|(_, _, p)| p);
     let x_max = points.clone().map(|p| p.0 + 0.5).fold(1.0, f64::max);
     let y_max = points.map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
