@@ -80,3 +80,51 @@ for name, value, bound, unit in checks:
     print(f"| {name} | {value:,.1f} {unit} | {'met' if met else 'missed'} |")
 all_sound = all(sound(json.loads(p.read_text())) for p in OUT.glob("*.json") if p.name not in ("sse-memory.json",))
 print(f"| zero oversell in every run | {'yes' if all_sound else 'NO'} | {'met' if all_sound else 'missed'} |")
+
+# 7-8. The flash sale (issue 12): the same server, one run after the other.
+def step(report, name):
+    return next((s for s in report["steps"] if s["name"] == name), None)
+
+
+def p99(report, name):
+    s = step(report, name)
+    return s["latency_ms"]["p99"] if s else float("nan")
+
+
+holds, pay = load("sale-holds"), load("sale-pay")
+streams, reads = load("sale-holds-streams"), load("sale-reads")
+paid_rate = pay["payments_succeeded"] / pay["elapsed_seconds"]
+print("\n| flash sale run (one hot event, 256 clients) | rate | p99 ms | sound |")
+print("|---|---:|---:|---|")
+print(f"| 7. holds only | {holds['reservations_per_second']:,.0f} holds/s | {p99(holds, 'purchase'):.1f} | {holds['sound']} |")
+print(f"| 7. hold, then pay at once (`--pay`) | {paid_rate:,.0f} paid sales/s | hold {p99(pay, 'purchase'):.1f}, pay {p99(pay, 'pay'):.1f} | {pay['sound']} |")
+print(f"| 7. holds only, beside idle streams | {streams['reservations_per_second']:,.0f} holds/s | {p99(streams, 'purchase'):.1f} | {streams['sound']} |")
+print(f"| 7. `GET /events/{{id}}` (`--read-only`) | {reads['requests_per_second']:,.0f} reads/s | {p99(reads, 'read'):.1f} | {reads['sound']} |")
+
+onsale = load("onsale-spike")
+journey = onsale["journey"]
+print(f"\n8. On-sale, open model ({journey['arrival_rate']:,.0f} buyers/s after a spike of "
+      f"{journey['spike_rate'] or 0:,.0f}/s for {journey['spike_seconds']} s), think {journey['think_ms']} ms: "
+      f"{journey['buyers']:,} buyers, {journey['held']:,} held, {journey['paid']:,} paid, "
+      f"{journey['declined']:,} declined, {journey['cancelled']:,} cancelled, {journey['abandoned']:,} abandoned, "
+      f"{journey['watchers']:,} watched; sound: {onsale['sound']}.\n")
+print("| step | requests | per second | p50 ms | p90 ms | p99 ms | max ms | answers |")
+print("|---|---:|---:|---:|---:|---:|---:|---|")
+for s in onsale["steps"]:
+    l = s["latency_ms"]
+    answers = ", ".join(f"{a} ×{n}" for a, n in s["answers"].items())
+    print(f"| {s['name']} | {s['requests']:,} | {s['per_second']:,.0f} | {l['p50']:.1f} | {l['p90']:.1f} | "
+          f"{l['p99']:.1f} | {l['max']:.1f} | {answers} |")
+
+sale_checks = [
+    ("paid sales/s >= 50% of the holds/s of the same run", 100 * paid_rate / holds["reservations_per_second"], 50.0, "%"),
+    ("hold p99 with payment <= 100 ms", p99(pay, "purchase"), 100.0, "ms"),
+    ("pay p99 <= 100 ms", p99(pay, "pay"), 100.0, "ms"),
+    ("holds/s beside idle streams >= 80% of holds/s without", 100 * streams["reservations_per_second"] / holds["reservations_per_second"], 80.0, "%"),
+    ("reads/s >= 2x holds/s", reads["requests_per_second"] / holds["reservations_per_second"], 2.0, "x"),
+]
+print("\n| flash sale target | measured | verdict |")
+print("|---|---:|---|")
+for name, value, bound, unit in sale_checks:
+    met = value >= bound if unit in ("x", "%", "/s") else value <= bound
+    print(f"| {name} | {value:,.1f} {unit} | {'met' if met else 'missed'} |")

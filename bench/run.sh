@@ -1,19 +1,36 @@
 #!/usr/bin/env bash
 # The benchmark behind docs/performance.md: one run of every scenario on this machine,
-# against release builds, with the embedded PostgreSQL. Results go to target/bench/.
+# against release builds, with the embedded PostgreSQL. Results go to target/bench/: each
+# run's JSON report, its HTML report (NAME.html) and its charts (charts/NAME/*.svg).
 #
 #   cargo build --release --workspace && bash bench/run.sh
+#
+# Smaller runs for a quick look (any debug build works too):
+#
+#   PROFILE=debug DURATION=2 STREAMS=500 ARRIVAL_RATE=200 SPIKE_RATE=800 bash bench/run.sh
 #
 # Everything runs on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=target/release/boxoffice
-LOAD=target/release/boxoffice-load
+PROFILE=${PROFILE:-release}
+BIN=target/$PROFILE/boxoffice
+LOAD=target/$PROFILE/boxoffice-load
 OUT=target/bench
 DURATION=${DURATION:-10}
 PORT=${PORT:-18400}
-mkdir -p "$OUT"
+# The on-sale scenarios: idle streams beside the holds, and the open model's arrivals.
+STREAMS=${STREAMS:-10000}
+ARRIVAL_RATE=${ARRIVAL_RATE:-2000}
+SPIKE_RATE=${SPIKE_RATE:-8000}
+SPIKE_SECONDS=${SPIKE_SECONDS:-2}
+# The organiser's token of the bench server: the tool creates its events with it and
+# compares every run's counts with the rows (GET /events/{id}/report).
+TOKEN=bench-organiser-token
+mkdir -p "$OUT/charts"
+# Thousands of streams are thousands of sockets on each side: raise the open-file limit as
+# far as this shell may (docs/operations.md says what a deployment raises).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 DATA=$(mktemp -d /tmp/boxoffice-bench-XXXXXX)
 chmod 755 "$DATA"
 URL="http://127.0.0.1:$PORT"
@@ -32,7 +49,8 @@ trap cleanup EXIT
 start_server() { # mode
   # Every client runs on 127.0.0.1: the per-address limit would measure itself, so it is off.
   RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
-    --purchase-mode "$1" --rate-limit-per-address 0 >"$OUT/server-$1.log" 2>&1 &
+    --purchase-mode "$1" --rate-limit-per-address 0 --admin-token "$TOKEN" \
+    >"$OUT/server-$1.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 300); do
     curl -fs "$URL/ready" >/dev/null 2>&1 && return 0
@@ -48,8 +66,10 @@ load() { # name, args...
   echo "== $name: $*" >&2
   # Exit status 2 is a run that is not sound: keep its report for bench/report.py, which
   # marks it; any other failure stops the bench.
-  "$LOAD" --url "$URL" --json "$@" >"$OUT/$name.json" || [ $? -eq 2 ]
+  "$LOAD" --url "$URL" --json --admin-token "$TOKEN" --report "$OUT/$name.html" \
+    --charts-dir "$OUT/charts/$name" "$@" >"$OUT/$name.json" || [ $? -eq 2 ]
   jq -c '{reservations_per_second, tickets_per_second, requests_per_second, latency_ms, codes, sound, verdict}' "$OUT/$name.json" >&2
+  jq -c '.steps[] | {name, per_second, p99: .latency_ms.p99, answers}' "$OUT/$name.json" >&2
 }
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status"; }
@@ -80,9 +100,24 @@ for mode in per-request batched; do
     load sold-out --tickets 1 --clients 256 --duration "$DURATION"
     # 4. Reads of one event.
     load read-event --tickets 10 --clients 256 --duration "$DURATION" --read-only
+    # 7. The flash sale (issue 12), on the same server, one after the other: holds only,
+    # hold then pay at once, holds beside $STREAMS idle streams, reads of the hot event.
+    load sale-holds --tickets 1000000 --clients 256 --duration "$DURATION"
+    load sale-pay --tickets 1000000 --clients 256 --duration "$DURATION" --pay
+    load sale-holds-streams --tickets 1000000 --clients 256 --duration "$DURATION" \
+      --idle-streams "$STREAMS"
+    load sale-reads --tickets 1000000 --clients 256 --duration "$DURATION" --read-only
+    # 8. An on-sale: buyers arrive at $ARRIVAL_RATE/s after a spike of $SPIKE_RATE/s for
+    # $SPIKE_SECONDS s; orders of 1-2 priced types in overlapping quotas; they think 0.2-2 s,
+    # then most pay, 5% with a declining card, 5% cancel, 10% abandon; 10% watch the stream.
+    load onsale-spike --tickets 1000000 --duration "$DURATION" \
+      --arrival-rate "$ARRIVAL_RATE" --spike-rate "$SPIKE_RATE" --spike-seconds "$SPIKE_SECONDS" \
+      --ticket-types 3 --quotas overlap --max-lines 2 --price 2500 --price 4000 --price 1000 \
+      --think-ms 200-2000 --pay --decline-share 0.05 --cancel-share 0.05 --abandon-share 0.1 \
+      --watch-share 0.1
     # Memory per idle live-statistics subscriber.
     before=$(rss_kb)
-    "$LOAD" --url "$URL" --json --tickets 10 --clients 1 --requests 1 --idle-streams 5000 \
+    "$LOAD" --url "$URL" --json --admin-token "$TOKEN" --tickets 10 --clients 1 --requests 1 --idle-streams 5000 \
       --hold-streams-seconds 3 >"$OUT/streams.json" &
     loader=$!
     sleep 2.5
@@ -106,8 +141,8 @@ chmod 644 "$DATA/hot.sql"
 for clients in 64 256; do
   echo "== pgbench $clients clients" >&2
   as_pg "$PGBIN/pgbench" -h "$SOCK" -U postgres -n -c "$clients" -j 2 -T "$DURATION" -f "$DATA/hot.sql" boxoffice \
-    >"$OUT/pgbench-$clients.txt" 2>&1
-  grep -E '^tps' "$OUT/pgbench-$clients.txt" >&2
+    >"$OUT/pgbench-$clients.txt" 2>&1 || true
+  grep -E '^tps' "$OUT/pgbench-$clients.txt" >&2 || echo "pgbench $clients: no tps (too short a run?)" >&2
 done
 stop_server
 echo "results in $OUT" >&2

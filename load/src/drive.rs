@@ -26,7 +26,7 @@ pub struct Granted {
 }
 
 /// How many 201s [`order::check_answer`] refuses to keep as examples.
-const MISPRICED_EXAMPLES: usize = 5;
+pub(crate) const MISPRICED_EXAMPLES: usize = 5;
 
 /// What a storm's clients saw, added up over the run.
 #[derive(Debug, Default)]
@@ -50,7 +50,8 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, mut other: Totals) {
+    /// Adds another client's totals to these.
+    pub(crate) fn add(&mut self, mut other: Totals) {
         self.latencies_us.append(&mut other.latencies_us);
         for (k, v) in other.statuses {
             *self.statuses.entry(k).or_default() += v;
@@ -280,7 +281,9 @@ pub async fn drive(plan: &Plan, observer: Arc<dyn Observer>) -> Result<Totals, S
 
 /// Sends a request; `None` when it got no answer, body included (a body cut off by a dying
 /// server is no answer either). A body that is not JSON reads as Null.
-async fn exchange(request: reqwest::RequestBuilder) -> Option<(StatusCode, Value, Option<String>)> {
+pub(crate) async fn exchange(
+    request: reqwest::RequestBuilder,
+) -> Option<(StatusCode, Value, Option<String>)> {
     let response = request.send().await.ok()?;
     let status = response.status();
     let retry_after = response
@@ -313,17 +316,7 @@ async fn one_request(
         plan.buyers.map_or(run, |b| run % b.max(1))
     );
     let per_line = plan.quantities[(n % plan.quantities.len() as u64) as usize];
-    let lines: Vec<Line> = if plan.ticket_types.is_empty() {
-        Vec::new()
-    } else {
-        order::pick_types(n, plan.ticket_types.len(), plan.max_lines)
-            .into_iter()
-            .map(|t| Line {
-                ticket_type_id: plan.ticket_types[t].clone(),
-                quantity: per_line,
-            })
-            .collect()
-    };
+    let lines = order::lines_for(n, &plan.ticket_types, plan.max_lines, per_line);
     let quantity = per_line * lines.len().max(1) as i64;
     let (action, request) = if plan.read_only {
         (

@@ -14,17 +14,26 @@
 //! each request in flight) as it happens, not only the totals at the end.
 
 mod drive;
+mod html;
+mod journey;
 mod order;
 mod report;
+mod steps;
 
 pub use drive::{Action, Granted, Observer, Outcome, Plan, Stop, Totals, drive};
+pub use html::{Chart, charts, html};
+use journey::Expect;
+pub use journey::{Fate, Journey, JourneySummary, Think};
 pub use order::{Line, check_answer, pick_types};
 use report::latency;
 pub use report::{
-    Answer, EventCounts, Latency, QuotaCheck, QuotaCounts, ReadBack, Report, Verification, render,
+    Answer, EventCounts, Latency, QuotaCheck, QuotaCounts, ReadBack, Report, RowCheck,
+    Verification, render,
 };
+use steps::Sample;
+pub use steps::{Bucket, Step};
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -148,18 +157,15 @@ impl Catalogue {
 /// client (the lock is only there because an observer is shared).
 #[derive(Default)]
 struct Shard {
-    /// Purchase (or read) requests answered below 500, in microseconds.
-    answered_us: Vec<u64>,
-    /// Purchase (or read) requests answered 5xx or not at all, in microseconds.
-    failed_us: Vec<u64>,
-    /// Every request, payments included, by action, status and code.
-    answers: BTreeMap<(&'static str, Option<u16>, Option<String>), u64>,
+    /// Every request, payments included, as it ended.
+    samples: Vec<Sample>,
     /// Allocations whose payment was answered 200.
     paid: Vec<String>,
 }
 
 /// The run's observer: records each answer in its client's shard.
 struct Recorder {
+    started: Instant,
     shards: Vec<Mutex<Shard>>,
 }
 
@@ -169,20 +175,16 @@ impl Observer for Recorder {
             .lock()
             .expect("a client's shard is never poisoned");
         let status = outcome.status.map(|s| s.as_u16());
-        let key = (outcome.action.name(), status, outcome.code.clone());
-        *shard.answers.entry(key).or_default() += 1;
-        let micros = outcome.latency.as_micros() as u64;
-        match outcome.action {
-            Action::Pay => {
-                if status == Some(200) {
-                    shard.paid.extend(outcome.allocation_id.clone());
-                }
-            }
-            Action::Purchase | Action::Read if status.is_some_and(|s| s < 500) => {
-                shard.answered_us.push(micros)
-            }
-            Action::Purchase | Action::Read => shard.failed_us.push(micros),
+        if outcome.action == Action::Pay && status == Some(200) {
+            shard.paid.extend(outcome.allocation_id.clone());
         }
+        shard.samples.push(Sample {
+            step: outcome.action.name(),
+            status,
+            code: outcome.code.clone(),
+            latency_us: outcome.latency.as_micros() as u64,
+            ended_ms: self.started.elapsed().as_millis() as u64,
+        });
         ControlFlow::Continue(())
     }
 }
@@ -190,24 +192,19 @@ impl Observer for Recorder {
 impl Recorder {
     fn new(clients: usize) -> Self {
         Self {
+            started: Instant::now(),
             shards: (0..clients).map(|_| Mutex::default()).collect(),
         }
     }
 
-    /// All shards in one, latencies sorted.
+    /// All shards in one.
     fn merged(&self) -> Shard {
         let mut all = Shard::default();
         for shard in &self.shards {
             let mut shard = shard.lock().expect("a client's shard is never poisoned");
-            all.answered_us.append(&mut shard.answered_us);
-            all.failed_us.append(&mut shard.failed_us);
+            all.samples.append(&mut shard.samples);
             all.paid.append(&mut shard.paid);
-            for (key, count) in std::mem::take(&mut shard.answers) {
-                *all.answers.entry(key).or_default() += count;
-            }
         }
-        all.answered_us.sort_unstable();
-        all.failed_us.sort_unstable();
         all
     }
 }
@@ -219,8 +216,18 @@ pub async fn run(config: &Config) -> Result<Report, String> {
 }
 
 /// Creates (or uses) the event with its catalogue (ticket types, prices, quotas), runs the
-/// storm, then reads everything back.
+/// storm, then reads everything back: [`run_on_sale`] without a journey.
 pub async fn run_with(config: &Config, catalogue: &Catalogue) -> Result<Report, String> {
+    run_on_sale(config, catalogue, &Journey::default()).await
+}
+
+/// Creates (or uses) the event with its catalogue, runs the storm (or, with a [`Journey`],
+/// the buyers' journeys), then reads everything back.
+pub async fn run_on_sale(
+    config: &Config,
+    catalogue: &Catalogue,
+    journey: &Journey,
+) -> Result<Report, String> {
     if config.urls.is_empty() || config.clients == 0 {
         return Err("need at least one --url and one client".into());
     }
@@ -235,8 +242,24 @@ pub async fn run_with(config: &Config, catalogue: &Catalogue) -> Result<Report, 
             "--quotas shapes an event the tool creates, not one given by --event-id".into(),
         );
     }
+    journey.validate()?;
+    if journey.is_active() && config.read_only {
+        return Err("--read-only times reads, not a buyer's journey".into());
+    }
+    // The provider is only called for an order that costs something: a free order is
+    // confirmed whatever the card, so a declining card needs every type priced.
+    let priced = (0..usize::from(catalogue.ticket_types)).all(|k| catalogue.price(k) > Some(0));
+    if journey.decline_share > 0.0 && config.event_id.is_none() && !priced {
+        return Err("--decline-share needs every ticket type priced above 0 (--price)".into());
+    }
+    let token = journey.admin_token.as_deref();
+    let connections = if journey.arrival_rate.is_some() {
+        journey.max_in_flight as usize
+    } else {
+        config.clients
+    };
     let client = Client::builder()
-        .pool_max_idle_per_host(config.clients + config.idle_streams)
+        .pool_max_idle_per_host(connections + config.idle_streams)
         .tcp_nodelay(true)
         .build()
         .map_err(|e| e.to_string())?;
@@ -249,10 +272,10 @@ pub async fn run_with(config: &Config, catalogue: &Catalogue) -> Result<Report, 
     );
     let event_id = match &config.event_id {
         Some(id) => id.clone(),
-        None => create_event(&client, &urls[0], config, catalogue).await?,
+        None => create_event(&client, &urls[0], config, catalogue, token).await?,
     };
     let ticket_types = if catalogue.has_lines() {
-        ticket_types(&client, &urls[0], &event_id, config, catalogue).await?
+        ticket_types(&client, &urls[0], &event_id, config, catalogue, token).await?
     } else {
         Vec::new()
     };
@@ -286,31 +309,79 @@ pub async fn run_with(config: &Config, catalogue: &Catalogue) -> Result<Report, 
             .unwrap_or_default()
             .as_nanos()
     );
-    let plan = Plan {
-        clients: config.clients,
-        requests: limit,
-        deadline,
-        quantities: vec![config.quantity],
-        ticket_types,
-        max_lines: catalogue.max_lines.into(),
-        buyer_prefix: format!("load-{run_tag}-"),
-        buyers: config.buyers,
-        pay_every: config.pay.then_some(1),
-        read_only: config.read_only,
-        client: Some(client.clone()),
-        ..Plan::new(urls.to_vec(), event_id.clone())
-    };
+    let buyer_prefix = format!("load-{run_tag}-");
 
-    let recorder = Arc::new(Recorder::new(config.clients));
     let started = Instant::now();
-    let tally = drive(&plan, recorder.clone()).await?;
+    let (tally, samples, expected, summary) = if journey.is_active() {
+        let target = journey::Target {
+            client: client.clone(),
+            urls: urls.to_vec(),
+            event_id: event_id.clone(),
+            ticket_types,
+            max_lines: catalogue.max_lines.into(),
+            quantity: config.quantity,
+            buyer_prefix,
+            buyers: config.buyers,
+            pay: config.pay,
+            clients: config.clients,
+            limit,
+            duration: config.duration.map(Duration::from_secs_f64),
+        };
+        let collected = journey::run(target, journey).await?;
+        (
+            collected.totals,
+            collected.samples,
+            collected.expected,
+            Some(collected.summary),
+        )
+    } else {
+        let plan = Plan {
+            clients: config.clients,
+            requests: limit,
+            deadline,
+            quantities: vec![config.quantity],
+            ticket_types,
+            max_lines: catalogue.max_lines.into(),
+            buyer_prefix,
+            buyers: config.buyers,
+            pay_every: config.pay.then_some(1),
+            read_only: config.read_only,
+            client: Some(client.clone()),
+            ..Plan::new(urls.to_vec(), event_id.clone())
+        };
+        let recorder = Arc::new(Recorder::new(config.clients));
+        let tally = drive(&plan, recorder.clone()).await?;
+        let recorded = recorder.merged();
+        let expected = recorded
+            .paid
+            .into_iter()
+            .map(|id| (id, Expect::Purchased))
+            .collect();
+        (tally, recorded.samples, expected, None)
+    };
     let elapsed = started.elapsed().as_secs_f64();
     if !streams.is_empty() && config.hold_streams_seconds > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(config.hold_streams_seconds)).await;
     }
     drop(streams);
 
-    let recorded = recorder.merged();
+    let mut answered_us = Vec::new();
+    let mut failed_us = Vec::new();
+    let mut answers = BTreeMap::<(&'static str, Option<u16>, Option<String>), u64>::new();
+    for sample in &samples {
+        *answers
+            .entry((sample.step, sample.status, sample.code.clone()))
+            .or_default() += 1;
+        if matches!(sample.step, "purchase" | "read") {
+            if sample.status.is_some_and(|s| s < 500) {
+                answered_us.push(sample.latency_us);
+            } else {
+                failed_us.push(sample.latency_us);
+            }
+        }
+    }
+    answered_us.sort_unstable();
+    failed_us.sort_unstable();
     let requests = tally.latencies_us.len() as u64 + tally.transport_errors;
     let reservations = if config.read_only {
         0
@@ -321,22 +392,31 @@ pub async fn run_with(config: &Config, catalogue: &Catalogue) -> Result<Report, 
     let verification = if config.no_verify {
         None
     } else {
-        let paid: HashSet<String> = recorded.paid.iter().cloned().collect();
-        Some(
-            verify(
-                &client,
-                &urls,
-                &event_id,
-                &tally.granted,
-                &paid,
-                config.clients,
-            )
-            .await?,
+        let verification = verify(
+            &client,
+            &urls,
+            &event_id,
+            &tally.granted,
+            &expected,
+            config.clients,
+            token,
+            summary.is_some(),
         )
+        .await?;
+        Some(match token {
+            Some(token) => {
+                let rows = check_rows(&client, &urls[0], &event_id, token).await?;
+                Verification {
+                    rows: Some(rows),
+                    ..verification
+                }
+            }
+            None => verification,
+        })
     };
     let mut report = Report {
         event_id,
-        clients: config.clients,
+        clients: connections,
         elapsed_seconds: elapsed,
         requests,
         requests_per_second: requests as f64 / elapsed,
@@ -348,13 +428,12 @@ pub async fn run_with(config: &Config, catalogue: &Catalogue) -> Result<Report, 
         mispriced_examples: tally.mispriced_examples,
         payments_succeeded: tally.payments_succeeded,
         transport_errors: tally.transport_errors,
-        latency_ms: latency(&recorded.answered_us),
-        failed_requests: recorded.failed_us.len() as u64,
-        failed_latency_ms: latency(&recorded.failed_us),
+        latency_ms: latency(&answered_us),
+        failed_requests: failed_us.len() as u64,
+        failed_latency_ms: latency(&failed_us),
         statuses: tally.statuses,
         codes: tally.codes,
-        answers: recorded
-            .answers
+        answers: answers
             .into_iter()
             .map(|((action, status, code), count)| Answer {
                 action,
@@ -364,12 +443,37 @@ pub async fn run_with(config: &Config, catalogue: &Catalogue) -> Result<Report, 
             })
             .collect(),
         verification,
+        steps: steps::steps(&samples, elapsed),
+        journey: summary,
         sound: false,
         verdict: Vec::new(),
     };
     report.verdict = report.reasons();
     report.sound = report.verdict.is_empty();
     Ok(report)
+}
+
+/// Writes the HTML report ([`html`]) to `path`.
+pub fn write_report(report: &Report, path: &std::path::Path) -> Result<(), String> {
+    std::fs::write(path, html(report)).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// Writes each chart of the HTML report ([`charts`]) to `{dir}/{name}.svg`.
+pub fn write_charts(report: &Report, dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    for chart in charts(report) {
+        let path = dir.join(format!("{}.svg", chart.name));
+        std::fs::write(&path, chart.svg).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// With the organiser's token when one is given.
+fn organiser(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
 }
 
 /// Sends `body` to `url` and returns the answer's JSON if its status is `expected`.
@@ -410,6 +514,7 @@ async fn create_event(
     base: &str,
     config: &Config,
     catalogue: &Catalogue,
+    token: Option<&str>,
 ) -> Result<String, String> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -427,7 +532,7 @@ async fn create_event(
     if let Some(currency) = &catalogue.currency {
         body["currency"] = json!(currency);
     }
-    let request = client.post(format!("{base}/events")).json(&body);
+    let request = organiser(client.post(format!("{base}/events")), token).json(&body);
     let event = exchange(request, StatusCode::CREATED, "creating the event").await?;
     id(&event, "event")
 }
@@ -440,6 +545,7 @@ async fn ticket_types(
     event_id: &str,
     config: &Config,
     catalogue: &Catalogue,
+    token: Option<&str>,
 ) -> Result<Vec<String>, String> {
     let wanted = usize::from(catalogue.ticket_types);
     let url = format!("{base}/events/{event_id}/ticket-types");
@@ -458,7 +564,7 @@ async fn ticket_types(
             };
             let body = json!({ "name": name, "price": catalogue.price(k).unwrap_or(0) });
             let created = exchange(
-                client.post(&url).json(&body),
+                organiser(client.post(&url), token).json(&body),
                 StatusCode::CREATED,
                 "creating a ticket type",
             )
@@ -473,7 +579,7 @@ async fn ticket_types(
             ] {
                 let body = json!({ "name": name, "size": size, "ticketTypeIds": types });
                 exchange(
-                    client.post(&quotas).json(&body),
+                    organiser(client.post(&quotas), token).json(&body),
                     StatusCode::CREATED,
                     "creating a quota",
                 )
@@ -491,13 +597,37 @@ async fn ticket_types(
     Ok(ids)
 }
 
+/// The event's counts.
+async fn event_counts(client: &Client, base: &str, event_id: &str) -> Result<EventCounts, String> {
+    let event = exchange(
+        client.get(format!("{base}/events/{event_id}")),
+        StatusCode::OK,
+        "reading the event back",
+    )
+    .await?;
+    let count = |field: &str| event[field].as_i64().unwrap_or(-1);
+    Ok(EventCounts {
+        total: count("totalTickets"),
+        available: count("availableTickets"),
+        reserved: count("reservedTickets"),
+        purchased: count("purchasedTickets"),
+    })
+}
+
 /// The event's quotas; none from a server without quotas (404 on the route).
-async fn quotas(client: &Client, base: &str, event_id: &str) -> Result<Vec<QuotaCounts>, String> {
-    let response = client
-        .get(format!("{base}/events/{event_id}/quotas"))
-        .send()
-        .await
-        .map_err(|e| format!("reading the quotas back: {e}"))?;
+async fn quotas(
+    client: &Client,
+    base: &str,
+    event_id: &str,
+    token: Option<&str>,
+) -> Result<Vec<QuotaCounts>, String> {
+    let response = organiser(
+        client.get(format!("{base}/events/{event_id}/quotas")),
+        token,
+    )
+    .send()
+    .await
+    .map_err(|e| format!("reading the quotas back: {e}"))?;
     if response.status() == StatusCode::NOT_FOUND {
         return Ok(Vec::new());
     }
@@ -531,29 +661,25 @@ async fn quotas(client: &Client, base: &str, event_id: &str) -> Result<Vec<Quota
 
 /// Reads the event and its quotas, then every granted allocation (with its buyer's
 /// fingerprint), and judges them ([`Verification::new`], [`Verification::with_quotas`]).
-/// `paid`: the allocations whose payment was answered 200, which must read back `purchased`.
+/// `expected`: what the buyers were told of their holds ([`Expect`]); a hold whose payment
+/// was answered 200 must read back `purchased`, the others the status they were told.
+/// `releases`: whether holds may have ended during the run ([`Verification::with_releases`]).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the run's facts the verification judges by"
+)]
 async fn verify(
     client: &Client,
     urls: &[String],
     event_id: &str,
     granted: &[Granted],
-    paid: &HashSet<String>,
+    expected: &HashMap<String, Expect>,
     clients: usize,
+    token: Option<&str>,
+    releases: bool,
 ) -> Result<Verification, String> {
-    let event = exchange(
-        client.get(format!("{}/events/{event_id}", urls[0])),
-        StatusCode::OK,
-        "reading the event back",
-    )
-    .await?;
-    let count = |field: &str| event[field].as_i64().unwrap_or(-1);
-    let counts = EventCounts {
-        total: count("totalTickets"),
-        available: count("availableTickets"),
-        reserved: count("reservedTickets"),
-        purchased: count("purchasedTickets"),
-    };
-    let quotas = quotas(client, &urls[0], event_id).await?;
+    let counts = event_counts(client, &urls[0], event_id).await?;
+    let quotas = quotas(client, &urls[0], event_id, token).await?;
     let tickets_granted: i64 = granted.iter().map(|g| g.quantity).sum();
     let mut granted_by_type = BTreeMap::new();
     for line in granted.iter().flat_map(|g| &g.lines) {
@@ -566,16 +692,21 @@ async fn verify(
     // when they were read (see `Verification::new`).
     let next = Arc::new(AtomicU64::new(0));
     let granted = Arc::new(granted.to_vec());
-    let paid = Arc::new(paid.clone());
+    let expected = Arc::new(expected.clone());
     let mut readers = Vec::new();
     for worker in 0..clients.clamp(1, 256) {
-        let (client, granted, paid, next) =
-            (client.clone(), granted.clone(), paid.clone(), next.clone());
+        let (client, granted, expected, next) = (
+            client.clone(),
+            granted.clone(),
+            expected.clone(),
+            next.clone(),
+        );
         let base = urls[worker % urls.len()].clone();
         let event_id = event_id.to_owned();
         readers.push(tokio::spawn(async move {
             let mut read_back = ReadBack::default();
             let mut held_by_type = BTreeMap::<String, i64>::new();
+            let mut wrong = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(g) = granted.get(i) else {
@@ -606,20 +737,37 @@ async fn verify(
                             line.quantity;
                     }
                 }
-                if paid.contains(&g.allocation_id) {
-                    read_back.paid_checked += 1;
-                    if status != "purchased" {
-                        read_back.paid_not_purchased += 1;
+                match expected.get(&g.allocation_id) {
+                    Some(Expect::Purchased) => {
+                        read_back.paid_checked += 1;
+                        if status != "purchased" {
+                            read_back.paid_not_purchased += 1;
+                        }
                     }
+                    Some(expect) => {
+                        read_back.statuses_checked += 1;
+                        if !expect.allows(status) {
+                            read_back.wrong_status += 1;
+                            wrong.push(format!(
+                                "{}: told {expect:?}, read {status:?}",
+                                g.allocation_id
+                            ));
+                        }
+                    }
+                    None => {}
                 }
             }
-            (read_back, held_by_type)
+            (read_back, held_by_type, wrong)
         }));
     }
     let mut read_back = ReadBack::default();
     let mut held_by_type = BTreeMap::new();
+    let mut wrong_status_examples = Vec::new();
     for reader in readers {
-        let (one, held) = reader.await.map_err(|e| e.to_string())?;
+        let (one, held, mut wrong) = reader.await.map_err(|e| e.to_string())?;
+        wrong_status_examples.append(&mut wrong);
+        read_back.statuses_checked += one.statuses_checked;
+        read_back.wrong_status += one.wrong_status;
         read_back.checked += one.checked;
         read_back.missing += one.missing;
         read_back.tickets_held += one.tickets_held;
@@ -629,11 +777,69 @@ async fn verify(
             *held_by_type.entry(ticket_type).or_default() += tickets;
         }
     }
-    Ok(
-        Verification::new(counts, tickets_granted, read_back).with_quotas(
-            quotas,
-            granted_by_type,
-            held_by_type,
-        ),
-    )
+    wrong_status_examples.truncate(5);
+    let verification = Verification::new(counts, tickets_granted, read_back).with_quotas(
+        quotas,
+        granted_by_type,
+        held_by_type,
+    );
+    let verification = if releases {
+        verification.with_releases()
+    } else {
+        verification
+    };
+    Ok(Verification {
+        wrong_status_examples,
+        ..verification
+    })
+}
+
+/// How many times [`check_rows`] reads before it gives up on a quiet moment.
+const ROW_CHECK_TRIES: u32 = 20;
+
+/// Compares the event's and its quotas' counts with the rows, as the sales report
+/// (`GET /events/{id}/report`, admin only) adds them up per ticket type. The report is one
+/// snapshot and the counts another, so they are compared only when the counts read just
+/// before and just after the report agree (nothing moved meanwhile, e.g. the sweeper expiring
+/// holds); otherwise it reads again, a few times.
+async fn check_rows(
+    client: &Client,
+    base: &str,
+    event_id: &str,
+    token: &str,
+) -> Result<RowCheck, String> {
+    let mut check = RowCheck::default();
+    for tries in 1..=ROW_CHECK_TRIES {
+        let before = (
+            event_counts(client, base, event_id).await?,
+            quotas(client, base, event_id, Some(token)).await?,
+        );
+        let report = exchange(
+            client
+                .get(format!("{base}/events/{event_id}/report"))
+                .bearer_auth(token),
+            StatusCode::OK,
+            "reading the sales report",
+        )
+        .await?;
+        let after = (
+            event_counts(client, base, event_id).await?,
+            quotas(client, base, event_id, Some(token)).await?,
+        );
+        let mut rows = BTreeMap::<String, (i64, i64)>::new();
+        for line in report["ticketTypes"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
+        {
+            let id = line["ticketTypeId"].as_str().unwrap_or_default().to_owned();
+            let field = |name: &str| line[name].as_i64().unwrap_or(-1);
+            rows.insert(id, (field("reserved"), field("purchased")));
+        }
+        check = RowCheck::new(tries, before == after, &after.0, &after.1, &rows);
+        if check.quiet {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(check)
 }

@@ -1,6 +1,7 @@
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use boxoffice_load::{Catalogue, Config, render, run_with};
+use boxoffice_load::{Catalogue, Config, Journey, render, run_on_sale, write_charts, write_report};
 use clap::Parser;
 
 /// Drive concurrent buyers at a Boxoffice event and verify nothing was oversold. Exits 0 for
@@ -12,16 +13,35 @@ struct Cli {
     config: Config,
     #[command(flatten)]
     catalogue: Catalogue,
+    #[command(flatten)]
+    journey: Journey,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write the report as a self-contained HTML page with charts of every step.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Also write each chart as an SVG file in this directory (`{step}-rate.svg`,
+    /// `{step}-latency.svg`).
+    #[arg(long)]
+    charts_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run_with(&cli.config, &cli.catalogue).await {
+    match run_on_sale(&cli.config, &cli.catalogue, &cli.journey).await {
         Ok(report) => {
+            let written = cli
+                .report
+                .iter()
+                .map(|path| write_report(&report, path))
+                .chain(cli.charts_dir.iter().map(|dir| write_charts(&report, dir)))
+                .collect::<Result<(), String>>();
+            if let Err(err) = written {
+                eprintln!("boxoffice-load: {err}");
+                return ExitCode::FAILURE;
+            }
             if cli.json {
                 println!(
                     "{}",

@@ -14,8 +14,9 @@ pub struct Line {
 }
 
 /// SplitMix64: a fixed, well-spread sequence, so that request `n` of any run picks the same
-/// lines (a run is reproducible) without a random-number crate.
-fn mix(n: u64) -> u64 {
+/// lines (a run is reproducible) without a random-number crate. The journey draws its
+/// buyers' fates and think times from it too.
+pub(crate) fn mix(n: u64) -> u64 {
     let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -41,6 +42,26 @@ pub fn pick_types(n: u64, types: usize, max_lines: usize) -> Vec<usize> {
     }
     order.truncate(lines);
     order
+}
+
+/// The lines of order `n`: `per_line` tickets of each type [`pick_types`] picks from
+/// `ticket_types`; none (a `{quantity}` order of the default type) when there are no types.
+pub(crate) fn lines_for(
+    n: u64,
+    ticket_types: &[String],
+    max_lines: usize,
+    per_line: i64,
+) -> Vec<Line> {
+    if ticket_types.is_empty() {
+        return Vec::new();
+    }
+    pick_types(n, ticket_types.len(), max_lines)
+        .into_iter()
+        .map(|t| Line {
+            ticket_type_id: ticket_types[t].clone(),
+            quantity: per_line,
+        })
+        .collect()
 }
 
 /// The body of `POST /events/{id}/tickets`: `{quantity}` for an order of the event's default

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::journey::JourneySummary;
+use crate::steps::Step;
+
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
@@ -46,6 +49,23 @@ impl Answer {
         }
     }
 
+    /// Whether this is an answer the documentation promises for a buyer's journey: any of
+    /// [`Answer::is_expected`], and a payment that came too late for its hold (410
+    /// `RESERVATION_EXPIRED`), a declining card's payment declined (402 `PAYMENT_DECLINED`)
+    /// or too late, a cancel done (200) or refused because the hold had already ended (409
+    /// `INVALID_STATUS`, whose status the verification checks), and a stream opened (200).
+    pub fn is_expected_in_journey(&self) -> bool {
+        let code = self.code.as_deref();
+        self.is_expected()
+            || match (self.action, self.status) {
+                ("pay" | "decline", Some(410)) => code == Some("RESERVATION_EXPIRED"),
+                ("decline", Some(402)) => code == Some("PAYMENT_DECLINED"),
+                ("cancel", Some(409)) => code == Some("INVALID_STATUS"),
+                ("cancel", Some(200)) | ("watch", Some(200)) => true,
+                _ => false,
+            }
+    }
+
     fn label(&self) -> String {
         let status = self
             .status
@@ -58,7 +78,7 @@ impl Answer {
 }
 
 /// The event's counts as `GET /events/{id}` reported them after the run.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct EventCounts {
     pub total: i64,
     pub available: i64,
@@ -80,6 +100,11 @@ pub struct ReadBack {
     pub paid_checked: u64,
     /// Of those, the ones not read back `purchased`.
     pub paid_not_purchased: u64,
+    /// Allocations whose buyer was told another status (cancelled, expired, declined,
+    /// abandoned), read back.
+    pub statuses_checked: u64,
+    /// Of those, the ones read back in a status other than the one told.
+    pub wrong_status: u64,
 }
 
 /// A quota's counts as `GET /events/{id}/quotas` reported them after the run.
@@ -176,6 +201,80 @@ pub struct Verification {
     pub held_by_type: BTreeMap<String, i64>,
     /// Every quota of the event ([`QuotaCheck`]).
     pub quotas: Vec<QuotaCheck>,
+    /// Allocations whose buyer was told a status other than `purchased` (cancelled by a
+    /// cancel, expired by a late payment, still held or lapsed after a declined card or when
+    /// abandoned), read back.
+    pub statuses_checked: u64,
+    /// Of those, the ones read back in a status the buyer was not told.
+    pub wrong_status: u64,
+    /// The first few of them: the allocation, what was told, what was read.
+    pub wrong_status_examples: Vec<String>,
+    /// The counts against the rows, with `--admin-token` ([`RowCheck`]); `None` without it.
+    pub rows: Option<RowCheck>,
+}
+
+/// The event's and its quotas' counts against the rows, as the sales report
+/// (`GET /events/{id}/report`) adds them up per ticket type from the allocations' lines.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RowCheck {
+    /// Reads it took to find a quiet moment (or gave up after).
+    pub tries: u32,
+    /// Whether the counts read just before and just after the report agreed, so that the
+    /// report and the counts show the same moment; without one nothing is compared.
+    pub quiet: bool,
+    /// The event's reserved and purchased tickets, and the rows' (the report's totals over
+    /// its types).
+    pub event_reserved: i64,
+    pub event_purchased: i64,
+    pub rows_reserved: i64,
+    pub rows_purchased: i64,
+    /// Quotas whose counts are not the sum of their types' rows.
+    pub quota_mismatches: Vec<String>,
+    /// A quiet moment, the event's counts equal to the rows', no quota mismatched.
+    pub agrees: bool,
+}
+
+impl RowCheck {
+    /// Judges the counts against `rows`: reserved and purchased tickets per ticket type id.
+    pub fn new(
+        tries: u32,
+        quiet: bool,
+        event: &EventCounts,
+        quotas: &[QuotaCounts],
+        rows: &BTreeMap<String, (i64, i64)>,
+    ) -> Self {
+        let sum = |types: &mut dyn Iterator<Item = &(i64, i64)>| {
+            types.fold((0, 0), |(r, p), (tr, tp)| (r + tr, p + tp))
+        };
+        let (rows_reserved, rows_purchased) = sum(&mut rows.values());
+        let quota_mismatches: Vec<String> = quotas
+            .iter()
+            .filter_map(|q| {
+                let (reserved, purchased) =
+                    sum(&mut q.ticket_type_ids.iter().filter_map(|t| rows.get(t)));
+                (reserved != q.reserved || purchased != q.purchased).then(|| {
+                    format!(
+                        "{}: reserved {} purchased {}, rows {reserved} and {purchased}",
+                        q.name, q.reserved, q.purchased
+                    )
+                })
+            })
+            .collect();
+        let agrees = quiet
+            && event.reserved == rows_reserved
+            && event.purchased == rows_purchased
+            && quota_mismatches.is_empty();
+        Self {
+            tries,
+            quiet,
+            event_reserved: event.reserved,
+            event_purchased: event.purchased,
+            rows_reserved,
+            rows_purchased,
+            quota_mismatches,
+            agrees,
+        }
+    }
 }
 
 impl Verification {
@@ -212,6 +311,42 @@ impl Verification {
             granted_by_type: BTreeMap::new(),
             held_by_type: BTreeMap::new(),
             quotas: Vec::new(),
+            statuses_checked: read_back.statuses_checked,
+            wrong_status: read_back.wrong_status,
+            wrong_status_examples: Vec::new(),
+            rows: None,
+        }
+    }
+
+    /// The judgement of a run whose holds may end (cancelled, lapsed, declined then lapsed):
+    /// their tickets return to the pool and are granted again, so the run may be granted
+    /// more tickets than exist, and only the rest of [`Verification::new`]'s judgement holds
+    /// (the counts add up, and every ticket read back as held is within them), for the
+    /// event and for each quota. Call it after [`Verification::with_quotas`].
+    pub fn with_releases(self) -> Self {
+        let oversold = self.available_tickets < 0
+            || self.reserved_tickets < 0
+            || self.purchased_tickets < 0
+            || self.available_tickets + self.reserved_tickets + self.purchased_tickets
+                != self.total_tickets
+            || self.tickets_held > self.reserved_tickets + self.purchased_tickets;
+        let quotas = self
+            .quotas
+            .into_iter()
+            .map(|q| {
+                let c = &q.counts;
+                let overfull = c.available < 0
+                    || c.reserved < 0
+                    || c.purchased < 0
+                    || c.available + c.reserved + c.purchased != c.size
+                    || q.tickets_held > c.reserved + c.purchased;
+                QuotaCheck { overfull, ..q }
+            })
+            .collect();
+        Self {
+            oversold,
+            quotas,
+            ..self
         }
     }
 
@@ -273,6 +408,10 @@ pub struct Report {
     pub answers: Vec<Answer>,
     /// `None`: the run skipped verification (`--no-verify`).
     pub verification: Option<Verification>,
+    /// Each step's rate, latency, answers and timeline ([`Step`]), of every run.
+    pub steps: Vec<Step>,
+    /// The journeys, in a journey run ([`crate::Journey`]); `None` in the closed-loop storm.
+    pub journey: Option<JourneySummary>,
     /// Whether the run is sound: no reason in `verdict`.
     pub sound: bool,
     /// Why the run is not sound ([`Report::reasons`] when it ended); empty when it is.
@@ -282,8 +421,10 @@ pub struct Report {
 impl Report {
     /// Why the run cannot be called sound; empty when it can. A sound run was verified
     /// (the event's and every quota's counts add up, nothing oversold, every 201 read back,
-    /// every paid hold `purchased`), every 201 held what was asked, priced right, and every
-    /// request was answered with an expected answer ([`Answer::is_expected`]):
+    /// every paid hold `purchased`, every other hold in the status its buyer was told, and,
+    /// with `--admin-token`, the counts equal to the rows), every 201 held what was asked,
+    /// priced right, and every request was answered with an expected answer
+    /// ([`Answer::is_expected`], or [`Answer::is_expected_in_journey`] in a journey run):
     /// no 5xx, no request without an answer.
     pub fn reasons(&self) -> Vec<String> {
         let mut reasons = Vec::new();
@@ -307,7 +448,14 @@ impl Report {
         let unexpected: Vec<String> = self
             .answers
             .iter()
-            .filter(|a| a.status.is_some_and(|s| s < 500) && !a.is_expected())
+            .filter(|a| {
+                let expected = if self.journey.is_some() {
+                    a.is_expected_in_journey()
+                } else {
+                    a.is_expected()
+                };
+                a.status.is_some_and(|s| s < 500) && !expected
+            })
             .map(|a| format!("{} ×{}", a.label(), a.count))
             .collect();
         if !unexpected.is_empty() {
@@ -361,6 +509,34 @@ impl Report {
                         "{} of {} paid allocations not read back purchased",
                         v.paid_not_purchased, v.paid_checked
                     ));
+                }
+                if v.wrong_status > 0 {
+                    reasons.push(format!(
+                        "{} of {} allocations not read back in the status told: {}",
+                        v.wrong_status,
+                        v.statuses_checked,
+                        v.wrong_status_examples.join(", ")
+                    ));
+                }
+                if let Some(rows) = v.rows.as_ref().filter(|r| !r.agrees) {
+                    if rows.quiet {
+                        reasons.push(format!(
+                            "counts disagree with the rows: event reserved {} purchased {}, rows {} and {}{}",
+                            rows.event_reserved,
+                            rows.event_purchased,
+                            rows.rows_reserved,
+                            rows.rows_purchased,
+                            rows.quota_mismatches
+                                .iter()
+                                .map(|m| format!("; quota {m}"))
+                                .collect::<String>()
+                        ));
+                    } else {
+                        reasons.push(format!(
+                            "counts never held still around the sales report in {} reads",
+                            rows.tries
+                        ));
+                    }
                 }
             }
         }
@@ -476,6 +652,55 @@ pub fn render(report: &Report) -> String {
                 v.paid_checked
             ));
         }
+        if v.statuses_checked > 0 {
+            out.push_str(&format!(
+                "told read back   {}/{} in the status told (cancelled, expired, held or lapsed)\n",
+                v.statuses_checked - v.wrong_status,
+                v.statuses_checked
+            ));
+        }
+        match &v.rows {
+            Some(rows) => out.push_str(&format!(
+                "rows             event reserved {} purchased {}, rows {} and {}; quotas mismatched {}; {} ({} reads)\n",
+                rows.event_reserved,
+                rows.event_purchased,
+                rows.rows_reserved,
+                rows.rows_purchased,
+                rows.quota_mismatches.len(),
+                if rows.agrees { "agree" } else { "DISAGREE" },
+                rows.tries
+            )),
+            None => out.push_str("rows             not compared (no --admin-token)\n"),
+        }
+    }
+    if let Some(j) = &report.journey {
+        out.push_str(&format!(
+            "journey          {} model; {} buyers, {} held: {} paid, {} declined, {} cancelled, {} abandoned; think {} ms\n",
+            j.model, j.buyers, j.held, j.paid, j.declined, j.cancelled, j.abandoned, j.think_ms
+        ));
+        out.push_str(&format!(
+            "                 {} watched ({} messages); peak in flight {}; waited for a slot {}; start lag ms {}\n",
+            j.watchers,
+            j.stream_messages,
+            j.peak_in_flight,
+            j.waited_for_slot,
+            line(&j.start_lag_ms)
+        ));
+    }
+    for step in &report.steps {
+        let answers: Vec<String> = step
+            .answers
+            .iter()
+            .map(|(answer, count)| format!("{answer} ×{count}"))
+            .collect();
+        out.push_str(&format!(
+            "step {:<11} {} ({:.0}/s); latency ms {}; {}\n",
+            step.name,
+            step.requests,
+            step.per_second,
+            line(&step.latency_ms),
+            answers.join(", ")
+        ));
     }
     if report.orders_mispriced > 0 {
         out.push_str(&format!(

@@ -19,6 +19,7 @@ mod lifecycle;
 mod load;
 mod locks;
 mod mixed_storm;
+mod onsale;
 mod openapi;
 mod orders;
 mod proxy;

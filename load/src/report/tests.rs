@@ -52,6 +52,8 @@ fn sound_report() -> Report {
             answer("pay", Some(200), None, 2),
         ],
         verification: Some(Verification::new(COUNTS, 6, read_back(6))),
+        steps: Vec::new(),
+        journey: None,
         sound: true,
         verdict: Vec::new(),
     }
@@ -275,4 +277,156 @@ fn a_mispriced_order_makes_a_run_unsound() {
         ]
     );
     assert!(render(&report).contains("mispriced        2 orders"));
+}
+
+/// A journey run whose holds came back: 14 granted of 10 tickets, 6 still held.
+fn journey_report() -> Report {
+    let mut report = sound_report();
+    report.journey = Some(JourneySummary::default());
+    report.verification = Some(Verification::new(COUNTS, 14, read_back(6)).with_releases());
+    report.answers.extend([
+        answer("decline", Some(402), Some("PAYMENT_DECLINED"), 2),
+        answer("pay", Some(410), Some("RESERVATION_EXPIRED"), 1),
+        answer("decline", Some(410), Some("RESERVATION_EXPIRED"), 1),
+        answer("cancel", Some(200), None, 3),
+        answer("cancel", Some(409), Some("INVALID_STATUS"), 1),
+        answer("watch", Some(200), None, 4),
+    ]);
+    report
+}
+
+#[test]
+fn a_journey_run_may_grant_returned_tickets_again() {
+    assert!(Verification::new(COUNTS, 14, read_back(6)).oversold);
+    assert_eq!(journey_report().reasons(), Vec::<String>::new());
+    // Everything else still counts: held beyond the counts, counts that do not add up.
+    assert!(
+        Verification::new(COUNTS, 14, read_back(7))
+            .with_releases()
+            .oversold
+    );
+    let skewed = EventCounts {
+        available: 5,
+        ..COUNTS
+    };
+    assert!(
+        Verification::new(skewed, 0, ReadBack::default())
+            .with_releases()
+            .oversold
+    );
+    let verification = Verification::new(COUNTS, 14, read_back(6))
+        .with_quotas(vec![quota(0, 90, 10)], by_type(80, 41, 0), by_type(0, 0, 0))
+        .with_releases();
+    assert!(!verification.quotas[0].overfull);
+    let verification = Verification::new(COUNTS, 14, read_back(6))
+        .with_quotas(vec![quota(0, 80, 10)], by_type(80, 41, 0), by_type(0, 0, 0))
+        .with_releases();
+    assert!(verification.quotas[0].overfull);
+}
+
+#[test]
+fn the_journeys_answers_are_expected_only_in_a_journey_run() {
+    let mut storm = journey_report();
+    storm.journey = None;
+    storm.verification = Some(Verification::new(COUNTS, 6, read_back(6)));
+    assert_eq!(
+        storm.reasons(),
+        [
+            "undocumented answers for a load run: decline 402 PAYMENT_DECLINED ×2, pay 410 RESERVATION_EXPIRED ×1, decline 410 RESERVATION_EXPIRED ×1, cancel 200 ×3, cancel 409 INVALID_STATUS ×1, watch 200 ×4"
+        ]
+    );
+    for (action, status, code) in [
+        ("pay", 402, "PAYMENT_DECLINED"),
+        ("decline", 200, ""),
+        ("cancel", 403, "FINGERPRINT_MISMATCH"),
+        ("watch", 404, "NOT_FOUND"),
+        ("decline", 409, "INVALID_STATUS"),
+    ] {
+        let unexpected = answer(
+            action,
+            Some(status),
+            Some(code).filter(|c| !c.is_empty()),
+            1,
+        );
+        assert!(!unexpected.is_expected_in_journey(), "{unexpected:?}");
+    }
+}
+
+#[test]
+fn a_hold_read_back_in_another_status_than_told_makes_a_run_unsound() {
+    let mut report = journey_report();
+    let read_back = ReadBack {
+        statuses_checked: 4,
+        wrong_status: 1,
+        ..read_back(6)
+    };
+    let mut verification = Verification::new(COUNTS, 14, read_back).with_releases();
+    verification.wrong_status_examples =
+        vec!["a1: told Told(\"cancelled\"), read \"reserved\"".into()];
+    report.verification = Some(verification);
+    assert_eq!(
+        report.reasons(),
+        [
+            "1 of 4 allocations not read back in the status told: a1: told Told(\"cancelled\"), read \"reserved\""
+        ]
+    );
+}
+
+fn rows(a: (i64, i64), b: (i64, i64), c: (i64, i64)) -> BTreeMap<String, (i64, i64)> {
+    [("A".into(), a), ("B".into(), b), ("C".into(), c)].into()
+}
+
+#[test]
+fn counts_are_compared_with_the_rows_of_their_types() {
+    let event = EventCounts {
+        total: 150,
+        available: 40,
+        reserved: 70,
+        purchased: 40,
+    };
+    let agreeing = RowCheck::new(
+        1,
+        true,
+        &event,
+        &[quota(40, 50, 10)],
+        &rows((30, 5), (20, 5), (20, 30)),
+    );
+    assert!(agreeing.agrees, "{agreeing:?}");
+    assert_eq!((agreeing.rows_reserved, agreeing.rows_purchased), (70, 40));
+    // The event's counts off by one ticket from its rows.
+    let off = RowCheck::new(1, true, &event, &[], &rows((30, 5), (20, 5), (21, 30)));
+    assert!(!off.agrees);
+    // A quota that counts a ticket its types' rows do not have.
+    let quota_off = RowCheck::new(
+        1,
+        true,
+        &event,
+        &[quota(39, 51, 10)],
+        &rows((30, 5), (20, 5), (20, 30)),
+    );
+    assert_eq!(
+        quota_off.quota_mismatches,
+        ["Q2: reserved 51 purchased 10, rows 50 and 10"]
+    );
+    assert!(!quota_off.agrees);
+    // Never a quiet moment: nothing could be compared.
+    let restless = RowCheck::new(20, false, &event, &[], &rows((30, 5), (20, 5), (20, 30)));
+    assert!(!restless.agrees);
+
+    let mut report = journey_report();
+    let mut verification = report.verification.clone().unwrap();
+    verification.rows = Some(quota_off);
+    report.verification = Some(verification.clone());
+    assert_eq!(
+        report.reasons(),
+        [
+            "counts disagree with the rows: event reserved 70 purchased 40, rows 70 and 40; quota Q2: reserved 51 purchased 10, rows 50 and 10"
+        ]
+    );
+    verification.rows = Some(restless);
+    report.verification = Some(verification);
+    assert_eq!(
+        report.reasons(),
+        ["counts never held still around the sales report in 20 reads"]
+    );
 }

@@ -1,0 +1,81 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::report::Latency;
+use crate::steps::{Sample, steps};
+
+fn report() -> Report {
+    let samples: Vec<Sample> = (0..30)
+        .map(|i| Sample {
+            step: if i % 3 == 0 { "pay" } else { "purchase" },
+            status: Some(if i % 3 == 0 { 200 } else { 201 }),
+            code: None,
+            latency_us: 1_000 * (i + 1),
+            ended_ms: 100 * i,
+        })
+        .collect();
+    Report {
+        event_id: "<event & co>".into(),
+        clients: 4,
+        elapsed_seconds: 3.0,
+        requests: 20,
+        requests_per_second: 6.7,
+        reservations: 20,
+        reservations_per_second: 6.7,
+        tickets_reserved: 20,
+        tickets_per_second: 6.7,
+        orders_mispriced: 0,
+        mispriced_examples: Vec::new(),
+        payments_succeeded: 10,
+        transport_errors: 0,
+        latency_ms: Latency::default(),
+        failed_requests: 0,
+        failed_latency_ms: Latency::default(),
+        statuses: BTreeMap::new(),
+        codes: BTreeMap::new(),
+        answers: Vec::new(),
+        verification: None,
+        steps: steps(&samples, 3.0),
+        journey: None,
+        sound: false,
+        verdict: vec!["not verified (--no-verify)".into()],
+    }
+}
+
+#[test]
+fn every_step_gets_a_rate_and_a_latency_chart() {
+    let charts = charts(&report());
+    let names: Vec<&str> = charts.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "purchase-rate",
+            "purchase-latency",
+            "pay-rate",
+            "pay-latency"
+        ]
+    );
+    for chart in &charts {
+        assert!(chart.svg.starts_with("<svg"), "{}", chart.name);
+        assert!(chart.svg.trim_end().ends_with("</svg>"), "{}", chart.name);
+        // Lines were drawn, not only the axes.
+        assert!(chart.svg.contains("<polyline"), "{}", chart.name);
+    }
+    assert!(charts[1].svg.contains("p99"));
+}
+
+#[test]
+fn the_page_is_self_contained_html_with_inline_charts() {
+    let page = html(&report());
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.trim_end().ends_with("</html>"));
+    assert_eq!(page.matches("<svg").count(), 4);
+    assert!(page.contains("NOT SOUND"));
+    // Nothing is fetched: no script, no link, no image, no external source.
+    for outside in ["<script", "<link", "<img", "src=", "href="] {
+        assert!(!page.contains(outside), "{outside}");
+    }
+    // Text from the report is escaped.
+    assert!(page.contains("&lt;event &amp; co&gt;"));
+    assert!(!page.contains("<event"));
+}

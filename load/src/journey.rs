@@ -1,0 +1,756 @@
+//! The on-sale: buyers who each run one journey (hold an order, think, then pay, pay with a
+//! declining card, cancel, or abandon the hold; some watch the live statistics stream
+//! meanwhile), either arriving at a given rate (the open model, with an optional spike as the
+//! sale opens) or one after another on `--clients` closed-loop clients.
+//!
+//! In the open model a buyer's latencies are measured from when it was due: the hold from its
+//! scheduled arrival, the payment from the end of its think time. A tool that falls behind (or
+//! a buyer who waits for a slot under `--max-in-flight`) therefore shows in the latencies
+//! instead of silently sending less (no coordinated omission).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use reqwest::{Client, StatusCode};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinSet;
+
+use crate::drive::{Granted, Totals, exchange};
+use crate::order::{self, mix};
+use crate::report::{Latency, latency};
+use crate::steps::Sample;
+
+/// The buyers' journey and how they arrive. Without any of these flags the tool runs its
+/// closed-loop storm of holds (and `--pay`) as before.
+#[derive(Debug, Clone, Args)]
+pub struct Journey {
+    /// Open model: buyers arriving per second, each running the journey once (`--requests`
+    /// caps the buyers, `--duration` the arrivals; default 10,000 buyers without either).
+    /// Without it, each of `--clients` runs journeys one after another.
+    #[arg(long, value_parser = positive)]
+    pub arrival_rate: Option<f64>,
+    /// Arrivals per second during the first `--spike-seconds`, as when a sale opens.
+    #[arg(long, value_parser = positive, requires = "arrival_rate")]
+    pub spike_rate: Option<f64>,
+    /// Length of the spike.
+    #[arg(long, default_value_t = 0.0, requires = "spike_rate")]
+    pub spike_seconds: f64,
+    /// Open model: most journeys in flight at once; an arrival beyond waits for a slot (and
+    /// its latency counts the wait).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+    /// Think time between the hold and the next step, in milliseconds: `200` (fixed),
+    /// `100-2000` (uniform) or `exp:500` (exponential of that mean, cut at 10 times it).
+    #[arg(long, default_value = "0")]
+    pub think_ms: Think,
+    /// Share of buyers (0 to 1) who pay with the declining test card (`tok_chargeDeclined`)
+    /// and then leave the hold; the orders must be priced (`--price`).
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub decline_share: f64,
+    /// Share of buyers who abandon their hold and let it lapse.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub abandon_share: f64,
+    /// Share of buyers who cancel their hold (`DELETE /tickets/{id}/payment`).
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub cancel_share: f64,
+    /// Share of buyers who watch `GET /events/{id}/stream` from their arrival to the end of
+    /// their journey (at least until its first message).
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub watch_share: f64,
+    /// The server's `--admin-token`: sent on the organiser's routes, and lets the
+    /// verification compare the event's and quotas' counts with the rows
+    /// (`GET /events/{id}/report`).
+    #[arg(long)]
+    pub admin_token: Option<String>,
+}
+
+impl Default for Journey {
+    fn default() -> Self {
+        Self {
+            arrival_rate: None,
+            spike_rate: None,
+            spike_seconds: 0.0,
+            max_in_flight: 10_000,
+            think_ms: Think::Fixed(0),
+            decline_share: 0.0,
+            abandon_share: 0.0,
+            cancel_share: 0.0,
+            watch_share: 0.0,
+            admin_token: None,
+        }
+    }
+}
+
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{text} is not a positive number")),
+    }
+}
+
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{text} is not a share between 0 and 1")),
+    }
+}
+
+impl Journey {
+    /// Whether the run is a journey run rather than the closed-loop storm.
+    pub fn is_active(&self) -> bool {
+        self.arrival_rate.is_some()
+            || self.think_ms != Think::Fixed(0)
+            || self.decline_share > 0.0
+            || self.abandon_share > 0.0
+            || self.cancel_share > 0.0
+            || self.watch_share > 0.0
+    }
+
+    /// What buyer `k` does with its hold: the first `--abandon-share` of a uniform draw
+    /// abandons, the next `--cancel-share` cancels, the next `--decline-share` pays with the
+    /// declining card, the rest pay (with `pay`) or keep the hold (abandon) without it.
+    pub fn fate(&self, k: u64, pay: bool) -> Fate {
+        let u = unit(mix(k ^ 0xFA7E));
+        let mut edge = self.abandon_share;
+        if u < edge {
+            return Fate::Abandon;
+        }
+        edge += self.cancel_share;
+        if u < edge {
+            return Fate::Cancel;
+        }
+        edge += self.decline_share;
+        if u < edge {
+            return Fate::Decline;
+        }
+        if pay { Fate::Pay } else { Fate::Abandon }
+    }
+
+    /// Whether buyer `k` watches the stream.
+    pub fn watches(&self, k: u64) -> bool {
+        unit(mix(k ^ 0x5EE)) < self.watch_share
+    }
+
+    /// When buyer `k` is due, from the run's start: evenly spaced at `--spike-rate` during
+    /// the spike, then at `--arrival-rate`. `None` in the closed model.
+    pub fn arrival(&self, k: u64) -> Option<Duration> {
+        let rate = self.arrival_rate?;
+        let (spike_buyers, spike_end) = match self.spike_rate {
+            Some(spike) => (
+                (spike * self.spike_seconds).floor() as u64,
+                self.spike_seconds,
+            ),
+            None => (0, 0.0),
+        };
+        let seconds = if k < spike_buyers {
+            k as f64 / self.spike_rate.unwrap_or(rate)
+        } else {
+            spike_end + (k - spike_buyers) as f64 / rate
+        };
+        Some(Duration::from_secs_f64(seconds))
+    }
+
+    /// Checks the flags against each other.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.abandon_share + self.cancel_share + self.decline_share > 1.0 + 1e-9 {
+            return Err(
+                "--abandon-share, --cancel-share and --decline-share add up to more than 1".into(),
+            );
+        }
+        if !self.spike_seconds.is_finite() || self.spike_seconds < 0.0 {
+            return Err("--spike-seconds must be 0 or more".into());
+        }
+        Ok(())
+    }
+}
+
+/// A uniform draw in [0, 1) from a mixed value.
+fn unit(mixed: u64) -> f64 {
+    (mixed >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// What a buyer does after the hold and the think time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Pays with the succeeding card (`tok_visa`).
+    Pay,
+    /// Pays with the declining card (`tok_chargeDeclined`), then leaves the hold.
+    Decline,
+    /// Cancels the hold.
+    Cancel,
+    /// Does nothing: the hold lapses.
+    Abandon,
+}
+
+/// A think time distribution in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Think {
+    /// Always this long.
+    Fixed(u64),
+    /// Uniform between the two bounds.
+    Uniform(u64, u64),
+    /// Exponential of this mean, cut at ten times it.
+    Exponential(f64),
+}
+
+impl FromStr for Think {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let number = |t: &str| {
+            t.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("think time {text}: {t} is not a whole number of ms"))
+        };
+        if let Some(mean) = text.strip_prefix("exp:") {
+            let mean = number(mean)?;
+            if mean == 0 {
+                return Err("think time exp:0: the mean must be above 0".into());
+            }
+            return Ok(Think::Exponential(mean as f64));
+        }
+        match text.split_once('-') {
+            Some((low, high)) => {
+                let (low, high) = (number(low)?, number(high)?);
+                if low > high {
+                    return Err(format!("think time {text}: the bounds are reversed"));
+                }
+                Ok(Think::Uniform(low, high))
+            }
+            None => Ok(Think::Fixed(number(text)?)),
+        }
+    }
+}
+
+impl std::fmt::Display for Think {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Think::Fixed(ms) => write!(f, "{ms}"),
+            Think::Uniform(low, high) => write!(f, "{low}-{high}"),
+            Think::Exponential(mean) => write!(f, "exp:{mean}"),
+        }
+    }
+}
+
+impl Think {
+    /// Buyer `k`'s think time (a fixed draw per buyer, so a run can be replayed).
+    pub fn sample(&self, k: u64) -> Duration {
+        let u = unit(mix(k ^ 0x7_41F));
+        let ms = match *self {
+            Think::Fixed(ms) => ms as f64,
+            Think::Uniform(low, high) => low as f64 + u * (high - low + 1) as f64,
+            Think::Exponential(mean) => (-mean * (1.0 - u).ln()).min(10.0 * mean),
+        };
+        Duration::from_micros((ms * 1000.0) as u64)
+    }
+}
+
+/// What the verification expects an allocation to read back as, from what its buyer was told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// Its payment was answered 200: `purchased`.
+    Purchased,
+    /// The answer named this status (`cancelled`, `expired`).
+    Told(String),
+    /// Still held or lapsed (`reserved` or `expired`): an abandoned hold, or one whose payment
+    /// was declined (the API puts it back to `reserved`, or `expired` if it lapsed meanwhile).
+    HeldOrExpired,
+}
+
+impl Expect {
+    /// Whether `status` read back agrees with it.
+    pub(crate) fn allows(&self, status: &str) -> bool {
+        match self {
+            Expect::Purchased => status == "purchased",
+            Expect::Told(told) => status == told,
+            Expect::HeldOrExpired => matches!(status, "reserved" | "expired"),
+        }
+    }
+}
+
+/// The journeys of a run, added up.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JourneySummary {
+    /// `open` (buyers arrive at `--arrival-rate`) or `closed` (`--clients` buyers at a time).
+    pub model: &'static str,
+    pub arrival_rate: Option<f64>,
+    pub spike_rate: Option<f64>,
+    pub spike_seconds: f64,
+    /// The think time distribution (`--think-ms`).
+    pub think_ms: String,
+    /// Buyers who started a journey.
+    pub buyers: u64,
+    /// Of them, the ones granted a hold (201).
+    pub held: u64,
+    /// What the buyers with a hold went on to do: pay, pay with the declining card, cancel,
+    /// or nothing (abandoned: the hold lapses).
+    pub paid: u64,
+    pub declined: u64,
+    pub cancelled: u64,
+    pub abandoned: u64,
+    /// Buyers who watched the stream, and the messages their streams carried.
+    pub watchers: u64,
+    pub stream_messages: u64,
+    /// Open model: arrivals that waited for a slot under `--max-in-flight`.
+    pub waited_for_slot: u64,
+    /// Most journeys in flight at once.
+    pub peak_in_flight: u64,
+    /// How late the holds were sent after they were due: the tool's own lag (open model).
+    pub start_lag_ms: Latency,
+}
+
+/// Where the journeys go and what they order.
+pub(crate) struct Target {
+    pub client: Client,
+    pub urls: Vec<String>,
+    pub event_id: String,
+    pub ticket_types: Vec<String>,
+    pub max_lines: usize,
+    /// Tickets per line (per order, without ticket types).
+    pub quantity: i64,
+    /// Buyer `k` is `{buyer_prefix}{k}` (cycled by `buyers`).
+    pub buyer_prefix: String,
+    pub buyers: Option<u64>,
+    /// Whether the buyers with no other fate pay.
+    pub pay: bool,
+    /// Closed model: clients running journeys one after another.
+    pub clients: usize,
+    /// Most buyers.
+    pub limit: u64,
+    /// No buyer is due (open) or starts (closed) after this long.
+    pub duration: Option<Duration>,
+}
+
+/// What the journeys saw, the verification's expectations included.
+pub(crate) struct Collected {
+    /// The holds as the closed-loop storm counts them (statuses, codes, 201s, prices).
+    pub totals: Totals,
+    pub samples: Vec<Sample>,
+    pub expected: HashMap<String, Expect>,
+    pub summary: JourneySummary,
+}
+
+/// One shard of what the buyers recorded; buyer `k` records in shard `k % SHARDS`, so that
+/// buyers rarely wait on each other's lock.
+#[derive(Default)]
+struct Shard {
+    totals: Totals,
+    samples: Vec<Sample>,
+    expected: Vec<(String, Expect)>,
+    summary: JourneySummary,
+    lag_us: Vec<u64>,
+}
+
+const SHARDS: usize = 64;
+
+struct Run {
+    target: Target,
+    journey: Journey,
+    started: Instant,
+    shards: Vec<Mutex<Shard>>,
+    in_flight: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Run {
+    fn shard(&self, k: u64) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[(k % SHARDS as u64) as usize]
+            .lock()
+            .expect("a buyer's shard is never poisoned")
+    }
+
+    fn sample(&self, k: u64, step: &'static str, answer: &Answer, due: Instant) {
+        let now = Instant::now();
+        self.shard(k).samples.push(Sample {
+            step,
+            status: answer.status.map(|s| s.as_u16()),
+            code: answer.body["code"].as_str().map(str::to_owned),
+            latency_us: now.saturating_duration_since(due).as_micros() as u64,
+            ended_ms: now.saturating_duration_since(self.started).as_millis() as u64,
+        });
+    }
+}
+
+/// A request's answer: `status` is `None` when there was none.
+struct Answer {
+    status: Option<StatusCode>,
+    body: Value,
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Answer {
+    match exchange(request).await {
+        Some((status, body, _)) => Answer {
+            status: Some(status),
+            body,
+        },
+        None => Answer {
+            status: None,
+            body: Value::Null,
+        },
+    }
+}
+
+/// Runs the journeys to their end: every buyer due (or started) within the run finishes its
+/// journey, think time included.
+pub(crate) async fn run(target: Target, journey: &Journey) -> Result<Collected, String> {
+    let run = Arc::new(Run {
+        target,
+        journey: journey.clone(),
+        started: Instant::now(),
+        shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        in_flight: AtomicU64::new(0),
+        peak: AtomicU64::new(0),
+    });
+    let mut waited = 0;
+    if journey.arrival_rate.is_some() {
+        waited = open(&run).await?;
+    } else {
+        closed(&run).await?;
+    }
+    let mut collected = Collected {
+        totals: Totals::default(),
+        samples: Vec::new(),
+        expected: HashMap::new(),
+        summary: JourneySummary {
+            model: if journey.arrival_rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+            arrival_rate: journey.arrival_rate,
+            spike_rate: journey.spike_rate,
+            spike_seconds: journey.spike_seconds,
+            think_ms: journey.think_ms.to_string(),
+            waited_for_slot: waited,
+            peak_in_flight: run.peak.load(Ordering::Relaxed),
+            ..JourneySummary::default()
+        },
+    };
+    let mut lag_us = Vec::new();
+    for shard in &run.shards {
+        let shard = std::mem::take(&mut *shard.lock().expect("a buyer's shard is never poisoned"));
+        collected.totals.add(shard.totals);
+        collected.samples.extend(shard.samples);
+        collected.expected.extend(shard.expected);
+        lag_us.extend(shard.lag_us);
+        let (all, one) = (&mut collected.summary, shard.summary);
+        all.buyers += one.buyers;
+        all.held += one.held;
+        all.paid += one.paid;
+        all.declined += one.declined;
+        all.cancelled += one.cancelled;
+        all.abandoned += one.abandoned;
+        all.watchers += one.watchers;
+        all.stream_messages += one.stream_messages;
+    }
+    lag_us.sort_unstable();
+    collected.summary.start_lag_ms = latency(&lag_us);
+    Ok(collected)
+}
+
+/// The open model: one task per buyer, started when it is due; returns how many arrivals
+/// waited for a slot.
+async fn open(run: &Arc<Run>) -> Result<u64, String> {
+    let slots = Arc::new(Semaphore::new(run.journey.max_in_flight as usize));
+    let mut buyers = JoinSet::new();
+    let mut waited = 0;
+    let mut k = 0;
+    while k < run.target.limit {
+        let Some(at) = run.journey.arrival(k) else {
+            break;
+        };
+        if run.target.duration.is_some_and(|d| at >= d) {
+            break;
+        }
+        let due = run.started + at;
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                waited += 1;
+                slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        let run = run.clone();
+        buyers.spawn(async move {
+            buyer(&run, k, due).await;
+            drop(permit);
+        });
+        // Reap the finished ones as we go: a panicking buyer fails the run now, and the set
+        // does not grow with the run.
+        while let Some(done) = buyers.try_join_next() {
+            done.map_err(|e| e.to_string())?;
+        }
+        k += 1;
+    }
+    while let Some(done) = buyers.join_next().await {
+        done.map_err(|e| e.to_string())?;
+    }
+    Ok(waited)
+}
+
+/// The closed model: `clients` tasks, each running one journey after another.
+async fn closed(run: &Arc<Run>) -> Result<(), String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let deadline = run.target.duration.map(|d| run.started + d);
+    let mut clients = JoinSet::new();
+    for _ in 0..run.target.clients {
+        let (run, next) = (run.clone(), next.clone());
+        clients.spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= run.target.limit || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                buyer(&run, k, Instant::now()).await;
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Buyer `k`'s journey, due at `due`.
+async fn buyer(run: &Arc<Run>, k: u64, due: Instant) {
+    let in_flight = run.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+    run.peak.fetch_max(in_flight, Ordering::Relaxed);
+    let target = &run.target;
+    let base = &target.urls[(k % target.urls.len() as u64) as usize];
+    let buyer = format!(
+        "{}{}",
+        target.buyer_prefix,
+        target.buyers.map_or(k, |b| k % b.max(1))
+    );
+    let watcher = run.journey.watches(k).then(|| {
+        let (done, finished) = oneshot::channel();
+        let task = tokio::spawn(watch(run.clone(), k, due, finished));
+        (done, task)
+    });
+
+    let lines = order::lines_for(k, &target.ticket_types, target.max_lines, target.quantity);
+    let quantity = target.quantity * lines.len().max(1) as i64;
+    let request = target
+        .client
+        .post(format!("{base}/events/{}/tickets", target.event_id))
+        .header("X-Device-Fingerprint", &buyer)
+        .json(&order::body(&lines, quantity));
+    let lag = Instant::now().saturating_duration_since(due);
+    let hold = send(request).await;
+    let held_id = record_hold(run, k, &buyer, &lines, quantity, &hold, due, lag);
+
+    if let Some(id) = held_id {
+        let fate = run.journey.fate(k, target.pay);
+        let next_due = Instant::now() + run.journey.think_ms.sample(k);
+        tokio::time::sleep_until(next_due.into()).await;
+        let payment = format!("{base}/tickets/{id}/payment");
+        let (step, request) = match fate {
+            Fate::Pay => (
+                "pay",
+                Some(
+                    target
+                        .client
+                        .post(&payment)
+                        .json(&json!({ "paymentToken": "tok_visa" })),
+                ),
+            ),
+            Fate::Decline => (
+                "decline",
+                Some(
+                    target
+                        .client
+                        .post(&payment)
+                        .json(&json!({ "paymentToken": "tok_chargeDeclined" })),
+                ),
+            ),
+            Fate::Cancel => ("cancel", Some(target.client.delete(&payment))),
+            Fate::Abandon => ("abandon", None),
+        };
+        let answer = match request {
+            Some(request) => {
+                let answer = send(request.header("X-Device-Fingerprint", &buyer)).await;
+                run.sample(k, step, &answer, next_due);
+                Some(answer)
+            }
+            None => None,
+        };
+        let expect = expectation(fate, answer.as_ref());
+        let mut shard = run.shard(k);
+        let summary = &mut shard.summary;
+        match fate {
+            Fate::Pay => summary.paid += 1,
+            Fate::Decline => summary.declined += 1,
+            Fate::Cancel => summary.cancelled += 1,
+            Fate::Abandon => summary.abandoned += 1,
+        }
+        if answer
+            .as_ref()
+            .is_some_and(|a| a.status == Some(StatusCode::OK))
+            && fate == Fate::Pay
+        {
+            shard.totals.payments_succeeded += 1;
+        }
+        if let Some(expect) = expect {
+            shard.expected.push((id, expect));
+        }
+    }
+
+    if let Some((done, task)) = watcher {
+        // The journey is over: the watcher closes its stream (once it had its first message).
+        let _ = done.send(());
+        let _ = task.await;
+    }
+    run.in_flight.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Records a hold's answer as the closed-loop storm does; returns the allocation of a 201.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site, each a distinct fact of the hold"
+)]
+fn record_hold(
+    run: &Run,
+    k: u64,
+    buyer: &str,
+    lines: &[order::Line],
+    quantity: i64,
+    hold: &Answer,
+    due: Instant,
+    lag: Duration,
+) -> Option<String> {
+    run.sample(k, "purchase", hold, due);
+    let mut shard = run.shard(k);
+    shard.summary.buyers += 1;
+    shard.lag_us.push(lag.as_micros() as u64);
+    let totals = &mut shard.totals;
+    let Some(status) = hold.status else {
+        totals.transport_errors += 1;
+        return None;
+    };
+    totals.latencies_us.push(due.elapsed().as_micros() as u64);
+    *totals.statuses.entry(status.as_u16()).or_default() += 1;
+    if let Some(code) = hold.body["code"].as_str() {
+        *totals.codes.entry(code.to_owned()).or_default() += 1;
+    }
+    if status != StatusCode::CREATED {
+        return None;
+    }
+    let id = hold.body["id"].as_str().unwrap_or_default().to_owned();
+    if let Err(wrong) = order::check_answer(lines, quantity, &hold.body) {
+        totals.mispriced += 1;
+        if totals.mispriced_examples.len() < crate::drive::MISPRICED_EXAMPLES {
+            totals.mispriced_examples.push(format!("{id}: {wrong}"));
+        }
+    }
+    totals.granted.push(Granted {
+        allocation_id: id.clone(),
+        buyer: buyer.to_owned(),
+        quantity: hold.body["quantity"].as_i64().unwrap_or(0),
+        lines: order::lines_of(&hold.body),
+    });
+    shard.summary.held += 1;
+    Some(id)
+}
+
+/// What the hold must read back as, from the buyer's fate and the answer it got; `None`
+/// when the answer says nothing certain (no answer, a 5xx: the run is unsound anyway).
+fn expectation(fate: Fate, answer: Option<&Answer>) -> Option<Expect> {
+    let Some(answer) = answer else {
+        return Some(Expect::HeldOrExpired);
+    };
+    let told = || {
+        answer.body["status"]
+            .as_str()
+            .map(|s| Expect::Told(s.to_owned()))
+    };
+    match (fate, answer.status.map(|s| s.as_u16())) {
+        (Fate::Pay | Fate::Decline, Some(200)) => Some(Expect::Purchased),
+        (_, Some(410)) => Some(Expect::Told("expired".into())),
+        (Fate::Decline, Some(402)) | (_, Some(429)) => Some(Expect::HeldOrExpired),
+        // A cancel done says `cancelled` (whatever the body shows); one refused names the
+        // status the hold had (`expired` for one that lapsed).
+        (Fate::Cancel, Some(200)) => Some(Expect::Told("cancelled".into())),
+        (Fate::Cancel, Some(409)) => told(),
+        _ => None,
+    }
+}
+
+/// A watcher: opens the stream when its buyer is due, records the time to its first message,
+/// and reads it until the journey is over (and the first message has come).
+async fn watch(run: Arc<Run>, k: u64, due: Instant, mut journey_over: oneshot::Receiver<()>) {
+    let target = &run.target;
+    let base = &target.urls[(k % target.urls.len() as u64) as usize];
+    let url = format!("{base}/events/{}/stream", target.event_id);
+    let response = match target.client.get(url).send().await {
+        Ok(response) => response,
+        Err(_) => {
+            let none = Answer {
+                status: None,
+                body: Value::Null,
+            };
+            return run.sample(k, "watch", &none, due);
+        }
+    };
+    let status = response.status();
+    if status != StatusCode::OK {
+        let body = response.json().await.unwrap_or(Value::Null);
+        let answer = Answer {
+            status: Some(status),
+            body,
+        };
+        return run.sample(k, "watch", &answer, due);
+    }
+    let mut response = response;
+    let (mut messages, mut over) = (0u64, false);
+    loop {
+        tokio::select! {
+            chunk = response.chunk() => match chunk {
+                Ok(Some(bytes)) => {
+                    let count = bytes.windows(5).filter(|w| w == b"data:").count() as u64;
+                    if messages == 0 && count > 0 {
+                        let answer = Answer { status: Some(status), body: Value::Null };
+                        run.sample(k, "watch", &answer, due);
+                    }
+                    messages += count;
+                    if over && messages > 0 {
+                        break;
+                    }
+                }
+                _ => break,
+            },
+            _ = &mut journey_over, if !over => {
+                over = true;
+                if messages > 0 {
+                    break;
+                }
+            }
+        }
+    }
+    if messages == 0 {
+        // The stream ended before its first message: no answer, as far as a watcher knows.
+        let none = Answer {
+            status: None,
+            body: Value::Null,
+        };
+        run.sample(k, "watch", &none, due);
+    }
+    let mut shard = run.shard(k);
+    shard.summary.watchers += 1;
+    shard.summary.stream_messages += messages;
+}
+
+#[cfg(test)]
+mod tests;

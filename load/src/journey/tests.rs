@@ -1,0 +1,164 @@
+use super::*;
+
+#[test]
+fn think_times_parse_and_stay_in_their_bounds() {
+    assert_eq!("200".parse::<Think>(), Ok(Think::Fixed(200)));
+    assert_eq!("100-2000".parse::<Think>(), Ok(Think::Uniform(100, 2000)));
+    assert_eq!("exp:500".parse::<Think>(), Ok(Think::Exponential(500.0)));
+    for wrong in ["", "-5", "2000-100", "exp:0", "exp:x", "1.5", "a-b"] {
+        assert!(wrong.parse::<Think>().is_err(), "{wrong}");
+    }
+    for think in ["200", "100-2000", "exp:500"] {
+        assert_eq!(think.parse::<Think>().unwrap().to_string(), think);
+    }
+    assert_eq!(Think::Fixed(200).sample(7), Duration::from_millis(200));
+    let uniform: Vec<Duration> = (0..2_000)
+        .map(|k| Think::Uniform(100, 2000).sample(k))
+        .collect();
+    assert!(
+        uniform
+            .iter()
+            .all(|d| (100..=2001).contains(&d.as_millis()))
+    );
+    let mean = uniform.iter().map(Duration::as_secs_f64).sum::<f64>() / 2_000.0;
+    assert!((0.95..1.15).contains(&mean), "{mean}");
+    let exp: Vec<f64> = (0..2_000)
+        .map(|k| Think::Exponential(500.0).sample(k).as_secs_f64())
+        .collect();
+    assert!(exp.iter().all(|s| *s <= 5.0));
+    let mean = exp.iter().sum::<f64>() / 2_000.0;
+    assert!((0.43..0.57).contains(&mean), "{mean}");
+}
+
+#[test]
+fn fates_follow_the_shares() {
+    let journey = Journey {
+        abandon_share: 0.1,
+        cancel_share: 0.2,
+        decline_share: 0.3,
+        watch_share: 0.25,
+        ..Journey::default()
+    };
+    let count = |pay: bool, fate: Fate| {
+        (0..10_000)
+            .filter(|&k| journey.fate(k, pay) == fate)
+            .count()
+    };
+    for (fate, share) in [
+        (Fate::Abandon, 0.1),
+        (Fate::Cancel, 0.2),
+        (Fate::Decline, 0.3),
+        (Fate::Pay, 0.4),
+    ] {
+        let n = count(true, fate) as f64 / 10_000.0;
+        assert!((n - share).abs() < 0.02, "{fate:?}: {n}");
+    }
+    // Without --pay the rest keep their hold.
+    assert_eq!(count(false, Fate::Pay), 0);
+    assert_eq!(
+        count(false, Fate::Abandon),
+        count(true, Fate::Abandon) + count(true, Fate::Pay)
+    );
+    let watchers = (0..10_000).filter(|&k| journey.watches(k)).count() as f64 / 10_000.0;
+    assert!((watchers - 0.25).abs() < 0.02, "{watchers}");
+    assert!(!Journey::default().is_active());
+    assert!(journey.is_active());
+}
+
+#[test]
+fn arrivals_are_spaced_by_the_rate_after_the_spike() {
+    let journey = Journey {
+        arrival_rate: Some(100.0),
+        spike_rate: Some(1_000.0),
+        spike_seconds: 0.5,
+        ..Journey::default()
+    };
+    let at = |k| journey.arrival(k).unwrap().as_secs_f64();
+    // 500 buyers in the half-second spike, one per millisecond, then one per 10 ms.
+    assert!((at(1) - 0.001).abs() < 1e-9);
+    assert!((at(499) - 0.499).abs() < 1e-9);
+    assert!((at(500) - 0.5).abs() < 1e-9);
+    assert!((at(510) - 0.6).abs() < 1e-9);
+    let steady = Journey {
+        arrival_rate: Some(50.0),
+        ..Journey::default()
+    };
+    assert!((steady.arrival(100).unwrap().as_secs_f64() - 2.0).abs() < 1e-9);
+    assert_eq!(Journey::default().arrival(3), None);
+}
+
+#[test]
+fn shares_above_one_are_refused() {
+    let journey = Journey {
+        abandon_share: 0.5,
+        cancel_share: 0.3,
+        decline_share: 0.3,
+        ..Journey::default()
+    };
+    assert!(journey.validate().is_err());
+    assert!(share("1.2").is_err() && share("-0.1").is_err() && share("0.4").is_ok());
+    assert!(positive("0").is_err() && positive("2.5").is_ok());
+}
+
+fn answer(status: u16, body: Value) -> Answer {
+    Answer {
+        status: Some(StatusCode::from_u16(status).unwrap()),
+        body,
+    }
+}
+
+#[test]
+fn what_a_buyer_was_told_is_what_must_read_back() {
+    let expired = Some(Expect::Told("expired".into()));
+    let cases = [
+        (
+            Fate::Pay,
+            Some(answer(200, json!({"status": "purchased"}))),
+            Some(Expect::Purchased),
+        ),
+        (
+            Fate::Pay,
+            Some(answer(410, json!({"code": "RESERVATION_EXPIRED"}))),
+            expired.clone(),
+        ),
+        (
+            Fate::Decline,
+            Some(answer(402, json!({"code": "PAYMENT_DECLINED"}))),
+            Some(Expect::HeldOrExpired),
+        ),
+        (
+            Fate::Decline,
+            Some(answer(410, json!({"code": "RESERVATION_EXPIRED"}))),
+            expired.clone(),
+        ),
+        (
+            Fate::Cancel,
+            Some(answer(200, json!({"status": "cancelled"}))),
+            Some(Expect::Told("cancelled".into())),
+        ),
+        (
+            Fate::Cancel,
+            Some(answer(
+                409,
+                json!({"code": "INVALID_STATUS", "status": "expired"}),
+            )),
+            expired,
+        ),
+        (Fate::Abandon, None, Some(Expect::HeldOrExpired)),
+        (
+            Fate::Pay,
+            Some(answer(503, json!({"code": "SERVICE_UNAVAILABLE"}))),
+            None,
+        ),
+    ];
+    for (fate, answer, expect) in cases {
+        assert_eq!(expectation(fate, answer.as_ref()), expect, "{fate:?}");
+    }
+    assert!(Expect::HeldOrExpired.allows("reserved") && Expect::HeldOrExpired.allows("expired"));
+    assert!(
+        !Expect::HeldOrExpired.allows("purchased")
+            && !Expect::HeldOrExpired.allows("payment_pending")
+    );
+    assert!(!Expect::Told("cancelled".into()).allows("reserved"));
+    assert!(!Expect::Purchased.allows("reserved"));
+}
