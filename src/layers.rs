@@ -34,7 +34,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "holds",
-        &["db", "domain", "error", "payment", "idempotency", "purchase"],
+        &[
+            "db",
+            "domain",
+            "error",
+            "payment",
+            "idempotency",
+            "purchase",
+        ],
     ),
     (
         "sweeper",

@@ -327,7 +327,10 @@ async fn settle_batch(
     let mut tx = pool.begin().await?;
     if events::lock(&mut tx, event_id).await?.is_none() {
         tx.rollback().await?;
-        return Ok(requests.iter().map(|_| Err(Error::NotFound("event"))).collect());
+        return Ok(requests
+            .iter()
+            .map(|_| Err(Error::NotFound("event")))
+            .collect());
     }
     quotas::lock_for_event(&mut tx, event_id).await?;
     let mut ids: Vec<Uuid> = requests.iter().map(|request| request.id).collect();

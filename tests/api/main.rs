@@ -21,6 +21,7 @@ mod locks;
 mod mixed_storm;
 mod openapi;
 mod orders;
+mod payments;
 mod proxy;
 mod purchase;
 mod races;
