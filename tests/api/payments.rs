@@ -277,35 +277,31 @@ async fn each_settle_in_a_batch_is_decided_on_its_own() {
     app.assert_balanced(&event_id).await;
 }
 
-/// Many payments of one event sent across their holds' deadline while the sweeper runs
-/// every 10 ms: each payment either began before the deadline and bought its hold, or was
-/// refused 410 and the hold expired; no 5xx, no hold bought after it lapsed, every ticket
-/// counted once.
+/// Many payments of one event, each sent close to its hold's deadline (from 40 ms before to
+/// 38 ms after it), while the sweeper runs every 50 ms: each payment either began before the
+/// deadline and bought its hold, or was refused 410 and the hold expired (by the sweeper, or
+/// by the payment that found it lapsed); no 5xx, no hold bought after it lapsed, every
+/// ticket counted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_race_the_sweeper_at_the_deadline() {
     const HOLDS: usize = 40;
-    let app = spawn_app_with(&["--hold-seconds", "1", "--sweep-interval-ms", "10"]).await;
+    let app = spawn_app_with(&["--hold-seconds", "1", "--sweep-interval-ms", "50"]).await;
     let event = app.create_event("Deadline rush", 100, None).await;
     let event_id = id_of(&event);
     let paying = holds(&app, &event_id, HOLDS, 1).await;
-    // Payments go out from 40 ms before the last hold's deadline to 40 ms after it, 2 ms
-    // apart: the early ones find their holds unlapsed, the late ones lapsed, some swept and
-    // some not yet.
-    let (last_id, _) = paying.last().unwrap();
-    let deadline = app.allocation_row(last_id).await.expires_at;
-    let start = deadline - Duration::from_millis(40);
-    let wait = start - time::OffsetDateTime::now_utc();
-    if wait.is_positive() {
-        tokio::time::sleep(wait.try_into().unwrap()).await;
-    }
     let mut payments = JoinSet::new();
-    for (id, holder) in &paying {
-        let (api, id, holder) = (Api::clone(&app), id.clone(), holder.clone());
+    for (n, (id, holder)) in paying.into_iter().enumerate() {
+        let deadline = app.allocation_row(&id).await.expires_at;
+        let send_at = deadline + Duration::from_millis(2 * n as u64) - Duration::from_millis(40);
+        let api = Api::clone(&app);
         payments.spawn(async move {
+            let wait = send_at - time::OffsetDateTime::now_utc();
+            if wait.is_positive() {
+                tokio::time::sleep(wait.try_into().unwrap()).await;
+            }
             let (status, body) = api.pay(&id, &holder, Some("tok_visa")).await;
             (id, status, body)
         });
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 
     let (mut bought, mut refused) = (0, 0);
