@@ -128,7 +128,7 @@ async fn apply(
         }
         // A declined payment puts the hold back: no tickets move, but watchers hear of it.
         // It bumps the event's change sequence, which relies on the event row lock that every
-        // caller took through `lock_hold`.
+        // caller holds (taken by `lock_hold`, or by the settle batch).
         AllocationStatus::Reserved => {
             events::announce(tx, event_id, ChangeKind::TicketAllocated, actor).await?
         }
