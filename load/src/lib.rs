@@ -156,6 +156,8 @@ struct Shard {
     answers: BTreeMap<(&'static str, Option<u16>, Option<String>), u64>,
     /// Allocations whose payment was answered 200.
     paid: Vec<String>,
+    /// Payments answered, in microseconds.
+    pay_us: Vec<u64>,
 }
 
 /// The run's observer: records each answer in its client's shard.
@@ -176,6 +178,9 @@ impl Observer for Recorder {
             Action::Pay => {
                 if status == Some(200) {
                     shard.paid.extend(outcome.allocation_id.clone());
+                }
+                if status.is_some() {
+                    shard.pay_us.push(micros);
                 }
             }
             Action::Purchase | Action::Read if status.is_some_and(|s| s < 500) => {
@@ -202,12 +207,14 @@ impl Recorder {
             all.answered_us.append(&mut shard.answered_us);
             all.failed_us.append(&mut shard.failed_us);
             all.paid.append(&mut shard.paid);
+            all.pay_us.append(&mut shard.pay_us);
             for (key, count) in std::mem::take(&mut shard.answers) {
                 *all.answers.entry(key).or_default() += count;
             }
         }
         all.answered_us.sort_unstable();
         all.failed_us.sort_unstable();
+        all.pay_us.sort_unstable();
         all
     }
 }
@@ -347,6 +354,8 @@ pub async fn run_with(config: &Config, catalogue: &Catalogue) -> Result<Report, 
         orders_mispriced: tally.mispriced,
         mispriced_examples: tally.mispriced_examples,
         payments_succeeded: tally.payments_succeeded,
+        payments_per_second: tally.payments_succeeded as f64 / elapsed,
+        pay_latency_ms: latency(&recorded.pay_us),
         transport_errors: tally.transport_errors,
         latency_ms: latency(&recorded.answered_us),
         failed_requests: recorded.failed_us.len() as u64,

@@ -321,7 +321,8 @@ pub struct TransitionRecord<'a> {
 /// Moves the allocation to `next`, stamping the time of the change (the database moves the
 /// buyer's `buyer_tickets` row when `next` ends the hold). The statement matches the row only in a status that may become `next`
 /// (`AllocationStatus::predecessors`): `None` means it was in no such status and nothing
-/// changed. Call while holding the event and allocation locks.
+/// changed. Call while holding the allocation's lock, and its event's for every move but
+/// `reserved` → `payment_pending` (which moves no count; see `holds::payment`).
 ///
 /// `expired_at` is the statement's own clock, not the transaction's start (`now()`): a payment
 /// or cancel finds a hold lapsed by `clock_timestamp()` once it holds the locks, and its
