@@ -309,6 +309,36 @@ pub async fn purchase_many(
     .await
 }
 
+/// A payment's first step in one statement: a `reserved`, unlapsed hold of `buyer` becomes
+/// `payment_pending` under `reference`. The `UPDATE` takes the row's lock, and if it had to
+/// wait for it, judges status, holder and deadline again on the newest version of the row
+/// (READ COMMITTED re-checks an update's conditions after the wait), so the decision is made
+/// under the lock. `None`: the hold is not in that state (missing, another buyer's, in
+/// another status, or lapsed), and nothing changed. Takes no other lock: no count moves.
+pub async fn begin_payment(
+    conn: &mut PgConnection,
+    id: Uuid,
+    buyer: &str,
+    reference: &str,
+) -> Result<Option<Allocation>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE ticket_allocations SET status = 'payment_pending', payment_pending_at = now(), \
+             payment_reference = $3, updated_at = now() \
+         WHERE id = $1 AND fingerprint_hash = $2 AND status = 'reserved' \
+           AND expires_at > clock_timestamp() \
+         RETURNING ",
+        allocation_columns!()
+    ))
+    .bind(id)
+    .bind(buyer)
+    .bind(reference)
+    .fetch_optional(conn)
+    .await
+}
+
+/// [`begin_payment`] matches only `reserved` rows; the status machine must allow the move.
+const _: () = assert!(AllocationStatus::Reserved.can_become(AllocationStatus::PaymentPending));
+
 /// What a transition records besides the new status and its timestamp.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TransitionRecord<'a> {

@@ -202,18 +202,26 @@ fn outcome_unknown(allocation: &Allocation, reference: &str, recovery_window: Du
 /// Step one of a payment: a `reserved`, unlapsed hold of this buyer becomes
 /// `payment_pending` under a fresh payment reference.
 ///
-/// First under the hold's row lock alone ([`begin_alone`]): no count moves, so the event
-/// row stays free for the purchases and settles of a hot event. Only a lapsed hold, which
-/// this payment expires and so must return to the pool, needs the event lock: that
-/// transaction is rolled back, releasing the hold's row before the event's is asked for
-/// (taking them the other way round could deadlock), and the step runs again under the full
-/// lock order.
+/// No count moves, so the event row stays free for the purchases and settles of a hot
+/// event: first one statement that makes the move if the hold can make it
+/// (`db::allocations::begin_payment`, under the hold's row lock alone). If it cannot, the
+/// hold's row is locked ([`begin_alone`]) to tell why. Only a lapsed hold, which this
+/// payment expires and so must return to the pool, needs the event lock: that transaction
+/// is rolled back, releasing the hold's row before the event's is asked for (taking them
+/// the other way round could deadlock), and the step runs again under the full lock order.
 async fn begin_payment(
     pool: &PgPool,
     id: Uuid,
     buyer: &FingerprintHash,
     reference: &str,
 ) -> Result<Allocation> {
+    let mut conn = pool.acquire().await?;
+    if let Some(pending) =
+        allocations::begin_payment(&mut conn, id, buyer.as_str(), reference).await?
+    {
+        return Ok(pending);
+    }
+    drop(conn);
     let mut tx = pool.begin().await?;
     let outcome = match begin_alone(&mut tx, id, buyer, reference).await {
         Ok(Some(pending)) => Ok(pending),
