@@ -19,8 +19,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The app error: wraps domain refusals, classifies database errors through db.
     ("error", &["db", "domain"]),
     // Services. Among themselves: purchase reads live's availability hint and records through
-    // idempotency; holds charges through payment and records through idempotency; the
-    // sweeper expires and settles through holds and payment.
+    // idempotency; holds charges through payment, records through idempotency and batches
+    // its settles with purchase's coalescer; the sweeper expires and settles through holds
+    // and payment.
     ("payment", &["db", "domain", "error"]),
     ("idempotency", &["db", "domain", "error"]),
     // The organiser's catalogue writes (event settings, ticket types, quotas): their own
@@ -33,7 +34,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "holds",
-        &["db", "domain", "error", "payment", "idempotency"],
+        &[
+            "db",
+            "domain",
+            "error",
+            "payment",
+            "idempotency",
+            "purchase",
+        ],
     ),
     (
         "sweeper",
@@ -65,6 +73,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "domain",
             "embedded_pg",
             "error",
+            "holds",
             "http",
             "live",
             "metrics",

@@ -17,6 +17,7 @@ use crate::config::{DatabaseArgs, PurchaseMode, ServeArgs};
 use crate::db;
 use crate::domain::fingerprint::FingerprintKey;
 use crate::embedded_pg::{EmbeddedPostgres, ShuttingDown, Supervisor};
+use crate::holds::Settler;
 use crate::http::extract::forwarded::TrustedProxies;
 use crate::http::idempotent::KeyedTasks;
 use crate::http::limits::RateLimits;
@@ -130,6 +131,13 @@ impl Server {
         let live = LiveStats::new();
         let payments: Arc<dyn PaymentProvider> =
             Arc::new(SimulatedProvider::new(database.pool.clone()));
+        // Purchases and payments' settles are batched (or not) alike.
+        let batching = match args.purchase_mode {
+            PurchaseMode::Batched => Batching::Batched {
+                max_batch: args.purchase_batch_max as usize,
+            },
+            PurchaseMode::PerRequest => Batching::PerRequest,
+        };
         let state = AppState {
             pool: database.pool.clone(),
             rules: Arc::new(SaleRules {
@@ -149,13 +157,9 @@ impl Server {
                 database.pool.clone(),
                 live.availability(),
                 args.hold_seconds,
-                match args.purchase_mode {
-                    PurchaseMode::Batched => Batching::Batched {
-                        max_batch: args.purchase_batch_max as usize,
-                    },
-                    PurchaseMode::PerRequest => Batching::PerRequest,
-                },
+                batching,
             ),
+            settler: Settler::new(database.pool.clone(), batching),
             live,
             keyed_tasks: KeyedTasks::default(),
             limits: RateLimits::new(args.rate_limit_per_fingerprint, args.rate_limit_per_address),

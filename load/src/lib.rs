@@ -367,11 +367,15 @@ pub async fn run_on_sale(
 
     let mut answered_us = Vec::new();
     let mut failed_us = Vec::new();
+    let mut pay_us = Vec::new();
     let mut answers = BTreeMap::<(&'static str, Option<u16>, Option<String>), u64>::new();
     for sample in &samples {
         *answers
             .entry((sample.step, sample.status, sample.code.clone()))
             .or_default() += 1;
+        if sample.step == "pay" && sample.status.is_some() {
+            pay_us.push(sample.latency_us);
+        }
         if matches!(sample.step, "purchase" | "read") {
             if sample.status.is_some_and(|s| s < 500) {
                 answered_us.push(sample.latency_us);
@@ -382,6 +386,7 @@ pub async fn run_on_sale(
     }
     answered_us.sort_unstable();
     failed_us.sort_unstable();
+    pay_us.sort_unstable();
     let requests = tally.latencies_us.len() as u64 + tally.transport_errors;
     let reservations = if config.read_only {
         0
@@ -427,6 +432,8 @@ pub async fn run_on_sale(
         orders_mispriced: tally.mispriced,
         mispriced_examples: tally.mispriced_examples,
         payments_succeeded: tally.payments_succeeded,
+        payments_per_second: tally.payments_succeeded as f64 / elapsed,
+        pay_latency_ms: latency(&pay_us),
         transport_errors: tally.transport_errors,
         latency_ms: latency(&answered_us),
         failed_requests: failed_us.len() as u64,

@@ -391,6 +391,10 @@ pub struct Report {
     /// The first few of them: the allocation and what is wrong with it.
     pub mispriced_examples: Vec<String>,
     pub payments_succeeded: u64,
+    /// Payments answered 200 per second of the run: paid sales.
+    pub payments_per_second: f64,
+    /// Latency of the payments answered (any status; zero when there were none).
+    pub pay_latency_ms: Latency,
     /// Purchase (or read) requests that got no answer.
     pub transport_errors: u64,
     /// Latency of the purchase (or read) requests the service answered, granted or refused
@@ -599,7 +603,12 @@ pub fn render(report: &Report) -> String {
         report.tickets_reserved, report.tickets_per_second
     ));
     if report.payments_succeeded > 0 {
-        out.push_str(&format!("payments ok      {}\n", report.payments_succeeded));
+        out.push_str(&format!(
+            "payments ok      {} ({:.0}/s; latency ms {})\n",
+            report.payments_succeeded,
+            report.payments_per_second,
+            line(&report.pay_latency_ms)
+        ));
     }
     out.push_str(&format!(
         "latency ms       {} (answered, below 500)\n",

@@ -233,7 +233,9 @@ pub struct LockedAllocation {
     pub lapsed: bool,
 }
 
-/// Locks the allocation row. Call only after locking its event (lock order: event first).
+/// Locks the allocation row. Call after locking its event (lock order: event first), or in a
+/// transaction that takes no other lock after it (a payment's first step, which moves no
+/// count and so does without the event lock).
 pub async fn lock(
     conn: &mut PgConnection,
     id: Uuid,
@@ -255,6 +257,94 @@ pub async fn lock(
     .transpose()
 }
 
+/// Locks the allocation rows `ids` of one event, in id order, and returns those found, in id
+/// order. Call only after locking their event: every transaction that locks more than one
+/// allocation holds its event's row first, so two of them never lock rows of one event at
+/// once; the id order is there for any that ever would not.
+pub async fn lock_many(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<LockedAllocation>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        allocation_columns!(),
+        ", expires_at <= clock_timestamp() AS lapsed FROM ticket_allocations \
+         WHERE id = ANY($2) AND event_id = $1 ORDER BY id FOR UPDATE"
+    ))
+    .bind(event_id)
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(LockedAllocation {
+                allocation: Allocation::from_row(row)?,
+                lapsed: row.try_get("lapsed")?,
+            })
+        })
+        .collect()
+}
+
+/// [`purchase_many`] matches only `payment_pending` rows; the status machine must allow the
+/// move.
+const _: () = assert!(AllocationStatus::PaymentPending.can_become(AllocationStatus::Purchased));
+
+/// Moves the `payment_pending` allocations `ids` to `purchased`, each with its confirmation
+/// code from `codes` (same order), in one statement; returns the rows changed, in no
+/// particular order. A row no longer `payment_pending` is left alone and not returned. Call
+/// while holding the event's and these allocations' row locks ([`lock_many`]); the caller
+/// moves the counts.
+pub async fn purchase_many(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    codes: &[&str],
+) -> Result<Vec<Allocation>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE ticket_allocations SET status = 'purchased', purchased_at = now(), \
+             confirmation_code = paid.code, updated_at = now() \
+         FROM unnest($1::uuid[], $2::text[]) AS paid(allocation_id, code) \
+         WHERE ticket_allocations.id = paid.allocation_id \
+           AND ticket_allocations.status = 'payment_pending' \
+         RETURNING ",
+        allocation_columns!()
+    ))
+    .bind(ids)
+    .bind(codes)
+    .fetch_all(conn)
+    .await
+}
+
+/// A payment's first step in one statement: a `reserved`, unlapsed hold of `buyer` becomes
+/// `payment_pending` under `reference`. The `UPDATE` takes the row's lock, and if it had to
+/// wait for it, judges status, holder and deadline again on the newest version of the row
+/// (READ COMMITTED re-checks an update's conditions after the wait), so the decision is made
+/// under the lock. `None`: the hold is not in that state (missing, another buyer's, in
+/// another status, or lapsed), and nothing changed. Takes no other lock: no count moves.
+pub async fn begin_payment(
+    conn: &mut PgConnection,
+    id: Uuid,
+    buyer: &str,
+    reference: &str,
+) -> Result<Option<Allocation>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE ticket_allocations SET status = 'payment_pending', payment_pending_at = now(), \
+             payment_reference = $3, updated_at = now() \
+         WHERE id = $1 AND fingerprint_hash = $2 AND status = 'reserved' \
+           AND expires_at > clock_timestamp() \
+         RETURNING ",
+        allocation_columns!()
+    ))
+    .bind(id)
+    .bind(buyer)
+    .bind(reference)
+    .fetch_optional(conn)
+    .await
+}
+
+/// [`begin_payment`] matches only `reserved` rows; the status machine must allow the move.
+const _: () = assert!(AllocationStatus::Reserved.can_become(AllocationStatus::PaymentPending));
+
 /// What a transition records besides the new status and its timestamp.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TransitionRecord<'a> {
@@ -267,7 +357,8 @@ pub struct TransitionRecord<'a> {
 /// Moves the allocation to `next`, stamping the time of the change (the database moves the
 /// buyer's `buyer_tickets` row when `next` ends the hold). The statement matches the row only in a status that may become `next`
 /// (`AllocationStatus::predecessors`): `None` means it was in no such status and nothing
-/// changed. Call while holding the event and allocation locks.
+/// changed. Call while holding the allocation's lock, and its event's for every move but
+/// `reserved` → `payment_pending` (which moves no count; see `holds::payment`).
 ///
 /// `expired_at` is the statement's own clock, not the transaction's start (`now()`): a payment
 /// or cancel finds a hold lapsed by `clock_timestamp()` once it holds the locks, and its

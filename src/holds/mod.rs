@@ -2,10 +2,12 @@
 //! expire ([`expiry`]). The locking helpers here are shared by all three.
 //!
 //! Lock order, everywhere: the event row first, then the event's quota rows in id order,
-//! then the allocation row. Every transaction
-//! that writes an allocation or an event's counts takes the locks in that order (see
-//! [`lock_hold`] and `purchase`), so no two transactions can each hold a lock the other
-//! waits for: the system is free of deadlocks by construction.
+//! then the allocation rows (in id order when several). Every transaction that writes an
+//! event's counts takes the locks in that order (see [`lock_hold`], `purchase` and the
+//! settle batch in [`payment`]). The one transaction that locks a hold without its event, a
+//! payment's first step, moves no count and asks for no lock after the hold's, so it never
+//! waits while holding one. No two transactions can each hold a lock the other waits for:
+//! the system is free of deadlocks by construction.
 //!
 //! Parallel requests on one hold (two cancels, a payment and a cancel) queue on those locks;
 //! the first to get them changes the status, and the others re-read the new status under
@@ -16,7 +18,7 @@ pub mod payment;
 pub mod refund;
 
 pub use expiry::expire_lapsed;
-pub use payment::{pay, recover_payment};
+pub use payment::{Settler, pay, recover_payment};
 pub use refund::{recover_refund, refund};
 
 use sqlx::{PgPool, Postgres, Transaction};
@@ -126,11 +128,12 @@ async fn apply(
         }
         // A declined payment puts the hold back: no tickets move, but watchers hear of it.
         // It bumps the event's change sequence, which relies on the event row lock that every
-        // caller took through `lock_hold`.
+        // caller holds (taken by `lock_hold`, or by the settle batch).
         AllocationStatus::Reserved => {
             events::announce(tx, event_id, ChangeKind::TicketAllocated, actor).await?
         }
-        // payment_pending counts as reserved: nothing moves and nothing is announced.
+        // payment_pending counts as reserved: nothing moves and nothing is announced. The one
+        // transition that needs no event lock (see `payment::begin_payment`).
         AllocationStatus::PaymentPending => {}
         // A refund gives back some of a purchase's lines and moves their tickets itself
         // (`refunds`); no single-hold transition ends in `refunded`.

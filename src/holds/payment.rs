@@ -1,7 +1,15 @@
 //! Paying for a hold: three steps, so the provider is never called under a lock; the
 //! recovery of payments a crash left in `payment_pending`; and the answer to a keyed retry
 //! whose first attempt left its payment's outcome unknown.
+//!
+//! Step one (`reserved` → `payment_pending`) moves no count, so it takes only the hold's row
+//! lock, never the event's: payments of one hot event begin in parallel. Step three moves
+//! the tickets to `purchased` on the event and its quotas, so it needs the event row lock;
+//! the [`Settler`] batches the settles of one event that arrive together into one
+//! transaction that takes that lock once, as purchases are batched.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -9,15 +17,74 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Tx, apply, commit, ensure_holder, expire, get, lock_hold};
-use crate::db::allocations::{LockedAllocation, TransitionRecord};
+use crate::db::allocations::{self, LockedAllocation, TransitionRecord};
+use crate::db::events::{self, CountMove};
+use crate::db::quotas;
 use crate::domain::allocation::Allocation;
 use crate::domain::confirmation::confirmation_code;
 use crate::domain::fingerprint::FingerprintHash;
+use crate::domain::idempotency::Claim;
 use crate::domain::refusal::Refusal;
+use crate::domain::stats::ChangeKind;
 use crate::domain::status::AllocationStatus;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, ParkedPayment, Recorder};
 use crate::payment::{self, ChargeOutcome, PaymentProvider};
+use crate::purchase::Batching;
+use crate::purchase::coalescer::{BatchWork, Coalescer};
+
+/// One payment's step three as its batch sees it: the hold, the reference its step one
+/// recorded, what the provider did, and how to record a purchase under the request's key.
+#[derive(Clone)]
+struct SettleRequest {
+    id: Uuid,
+    reference: String,
+    outcome: ChargeOutcome,
+    record: Option<Recorder<Allocation>>,
+}
+
+/// Settles payments (step three of [`pay`]): one transaction per payment, or one per batch
+/// of the payments of one event that arrive together ([`Batching`], from `--purchase-mode`
+/// and `--purchase-batch-max`, as for purchases).
+#[derive(Clone)]
+pub struct Settler {
+    pool: PgPool,
+    batches: Option<Coalescer<SettleRequest, Result<Allocation>>>,
+}
+
+impl Settler {
+    /// Settles on `pool`, batched per event or one by one as `batching` says.
+    pub fn new(pool: PgPool, batching: Batching) -> Self {
+        let batches = match batching {
+            Batching::Batched { max_batch } => {
+                let pool = pool.clone();
+                let work: BatchWork<SettleRequest, Result<Allocation>> =
+                    Arc::new(move |event_id, requests| {
+                        let pool = pool.clone();
+                        Box::pin(async move {
+                            match settle_batch(&pool, event_id, &requests).await {
+                                Ok(answers) => answers,
+                                // The transaction failed as a whole and wrote nothing: every
+                                // charged hold is still `payment_pending`, for recovery.
+                                Err(err) => requests.iter().map(|_| Err(err.clone())).collect(),
+                            }
+                        })
+                    });
+                Some(Coalescer::new(max_batch, work))
+            }
+            Batching::PerRequest => None,
+        };
+        Self { pool, batches }
+    }
+
+    /// Records `request`'s outcome, alone or in the next batch of `event_id`'s settles.
+    async fn settle(&self, event_id: Uuid, request: SettleRequest) -> Result<Allocation> {
+        match &self.batches {
+            Some(batches) => batches.submit(event_id, request).await?,
+            None => settle_one(&self.pool, event_id, request).await,
+        }
+    }
+}
 
 /// Pays for a hold in three steps, so the provider is never called under a lock:
 /// commit `payment_pending`, call the provider, commit the outcome.
@@ -29,7 +96,7 @@ use crate::payment::{self, ChargeOutcome, PaymentProvider};
 /// `recovery_window` is how long after a payment begins recovery may take to settle it
 /// (`Sweeper::recovery_window`): the error says when that is.
 pub async fn pay(
-    pool: &PgPool,
+    settler: &Settler,
     provider: &dyn PaymentProvider,
     recovery_window: Duration,
     id: Uuid,
@@ -37,6 +104,7 @@ pub async fn pay(
     token: Option<&str>,
     record: Option<&Recorder<Allocation>>,
 ) -> Result<Allocation> {
+    let pool = &settler.pool;
     if let Some(recorder) = record
         && let Some(parked) = recorder.parked()
         && let Some(purchased) =
@@ -61,7 +129,13 @@ pub async fn pay(
             })?,
     };
 
-    let settled = settle_payment(pool, id, &reference, outcome, record).await?;
+    let request = SettleRequest {
+        id,
+        reference,
+        outcome,
+        record: record.cloned(),
+    };
+    let settled = settler.settle(pending.event_id, request).await?;
     match (outcome, settled.status) {
         (ChargeOutcome::Charged, _) | (_, AllocationStatus::Purchased) => Ok(settled),
         _ => Err(Refusal::PaymentDeclined.into()),
@@ -127,17 +201,76 @@ fn outcome_unknown(allocation: &Allocation, reference: &str, recovery_window: Du
 
 /// Step one of a payment: a `reserved`, unlapsed hold of this buyer becomes
 /// `payment_pending` under a fresh payment reference.
+///
+/// No count moves, so the event row stays free for the purchases and settles of a hot
+/// event: first one statement that makes the move if the hold can make it
+/// (`db::allocations::begin_payment`, under the hold's row lock alone). If it cannot, the
+/// hold's row is locked ([`begin_alone`]) to tell why. Only a lapsed hold, which this
+/// payment expires and so must return to the pool, needs the event lock: that transaction
+/// is rolled back, releasing the hold's row before the event's is asked for (taking them
+/// the other way round could deadlock), and the step runs again under the full lock order.
 async fn begin_payment(
     pool: &PgPool,
     id: Uuid,
     buyer: &FingerprintHash,
     reference: &str,
 ) -> Result<Allocation> {
+    let mut conn = pool.acquire().await?;
+    if let Some(pending) =
+        allocations::begin_payment(&mut conn, id, buyer.as_str(), reference).await?
+    {
+        return Ok(pending);
+    }
+    drop(conn);
     let mut tx = pool.begin().await?;
-    let outcome = begin_payment_in(&mut tx, id, buyer, reference).await;
+    let outcome = match begin_alone(&mut tx, id, buyer, reference).await {
+        Ok(Some(pending)) => Ok(pending),
+        Ok(None) => {
+            tx.rollback().await?;
+            let mut tx = pool.begin().await?;
+            let outcome = begin_payment_in(&mut tx, id, buyer, reference).await;
+            return commit(tx, outcome).await;
+        }
+        Err(err) => Err(err),
+    };
     commit(tx, outcome).await
 }
 
+/// Step one under the hold's row lock only. `None`: the hold is `reserved` but lapsed, and
+/// only a transaction holding the event lock may expire it.
+///
+/// Safe without the event lock: every other writer of this hold (cancel, expiry, settle,
+/// refund) locks its row too, after the event's, so the status read here cannot change until
+/// commit; and this transaction asks for no lock after the hold's, so it never waits while
+/// holding it, and no cycle of waits can pass through it. The sweeper picks lapsed holds
+/// with `SKIP LOCKED`, and only lapsed ones, which this leaves alone.
+async fn begin_alone(
+    tx: &mut Tx,
+    id: Uuid,
+    buyer: &FingerprintHash,
+    reference: &str,
+) -> Result<Option<Allocation>> {
+    let LockedAllocation { allocation, lapsed } = allocations::lock(tx, id)
+        .await?
+        .ok_or(Error::NotFound("allocation"))?;
+    ensure_holder(&allocation, buyer)?;
+    match allocation.status {
+        AllocationStatus::Reserved if lapsed => Ok(None),
+        AllocationStatus::Reserved => {
+            let record = TransitionRecord {
+                payment_reference: Some(reference),
+                ..TransitionRecord::default()
+            };
+            apply(tx, &allocation, AllocationStatus::PaymentPending, record)
+                .await
+                .map(Some)
+        }
+        AllocationStatus::Expired => Err(Refusal::ReservationExpired.into()),
+        other => Err(Refusal::InvalidStatus(other).into()),
+    }
+}
+
+/// Step one under the full lock order (event, quotas, hold), for a hold found lapsed.
 async fn begin_payment_in(
     tx: &mut Tx,
     id: Uuid,
@@ -164,28 +297,188 @@ async fn begin_payment_in(
     }
 }
 
-/// Step three: record the provider's outcome, if the allocation is still waiting for this
-/// reference. If recovery settled it first, the recorded state is returned unchanged.
-/// A captured payment is recorded under the request's idempotency key (as `record` renders
-/// it) in the same transaction.
-async fn settle_payment(
+/// Step three for one payment, in a transaction of its own (a batch of one).
+async fn settle_one(pool: &PgPool, event_id: Uuid, request: SettleRequest) -> Result<Allocation> {
+    settle_batch(pool, event_id, std::slice::from_ref(&request))
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(Error::internal("no answer for the settle")))
+}
+
+/// Step three for the payments `requests` of one event, in one transaction: record each
+/// provider's outcome, if its hold is still waiting for that reference (otherwise recovery
+/// settled it first, and the recorded state is its answer). One answer per request, in
+/// order. The outer error means the transaction failed and wrote nothing.
+///
+/// 1. Lock the event row, then its quota rows in id order, then the batch's holds in id
+///    order: the lock order of every transaction that moves counts. The event lock is held
+///    once for the whole batch.
+/// 2. Lock the claims of keyed requests (as the purchase transaction does): a request whose
+///    claim was taken over still settles (its charge is real) but records nothing and answers
+///    `IdempotencyInProgress`.
+/// 3. Decide each hold on its own, in arrival order: charged holds become `purchased`
+///    together, in one statement, and their tickets move from reserved to purchased on the
+///    event and its quotas in one count move; a declined or voided payment puts its hold
+///    back to `reserved` (or `expired`, if it lapsed meanwhile) by itself. A hold that is
+///    not waiting for its reference is answered as it stands and fails no other.
+/// 4. Record the purchases of keyed requests under their keys, and commit.
+///
+/// A captured payment that this transaction fails to record stays `payment_pending`, and
+/// recovery settles it from the provider's record: no charge is lost.
+async fn settle_batch(
     pool: &PgPool,
-    id: Uuid,
-    reference: &str,
-    outcome: ChargeOutcome,
-    record: Option<&Recorder<Allocation>>,
-) -> Result<Allocation> {
+    event_id: Uuid,
+    requests: &[SettleRequest],
+) -> Result<Vec<Result<Allocation>>> {
+    // Step 1: the event row (the count move needs it, and it keeps any other transaction
+    // from locking several of this event's holds meanwhile), its quotas, the holds.
     let mut tx = pool.begin().await?;
-    let settled = match (
-        settle_payment_in(&mut tx, id, reference, outcome).await,
-        record,
-    ) {
-        (Ok(allocation), Some(recorder)) if allocation.status == AllocationStatus::Purchased => {
-            record_purchase(&mut tx, allocation, recorder).await
+    if events::lock(&mut tx, event_id).await?.is_none() {
+        tx.rollback().await?;
+        return Ok(requests
+            .iter()
+            .map(|_| Err(Error::NotFound("event")))
+            .collect());
+    }
+    quotas::lock_for_event(&mut tx, event_id).await?;
+    let mut ids: Vec<Uuid> = requests.iter().map(|request| request.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let locked: HashMap<Uuid, LockedAllocation> = allocations::lock_many(&mut tx, event_id, &ids)
+        .await?
+        .into_iter()
+        .map(|locked| (locked.allocation.id, locked))
+        .collect();
+
+    // Step 2: the claims still held by their attempts, locked until commit.
+    let keyed: Vec<(usize, &Claim)> = requests
+        .iter()
+        .enumerate()
+        .filter_map(|(i, request)| Some((i, request.record.as_ref()?.claim())))
+        .collect();
+    let claims: Vec<&Claim> = keyed.iter().map(|(_, claim)| *claim).collect();
+    let held_claims = idempotency::hold_claims(&mut tx, &claims).await?;
+    let lost_claims: HashSet<usize> = keyed
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| held_claims.binary_search(n).is_err())
+        .map(|(_, (i, _))| *i)
+        .collect();
+
+    // Step 3: each hold decided on its own.
+    let mut answers: Vec<Option<Result<Allocation>>> = requests.iter().map(|_| None).collect();
+    let mut charged: Vec<(usize, Uuid, String)> = Vec::new();
+    let mut decided = HashSet::new();
+    for (i, request) in requests.iter().enumerate() {
+        let Some(LockedAllocation { allocation, lapsed }) = locked.get(&request.id) else {
+            answers[i] = Some(Err(Error::NotFound("allocation")));
+            continue;
+        };
+        if !decided.insert(request.id) {
+            // One hold has one payment waiting at a time, under one reference.
+            answers[i] = Some(Err(Error::internal("one hold settled twice in one batch")));
+            continue;
         }
-        (settled, _) => settled,
+        let waiting = allocation.status == AllocationStatus::PaymentPending
+            && allocation.payment_reference.as_deref() == Some(request.reference.as_str());
+        if !waiting {
+            answers[i] = Some(Ok(allocation.clone()));
+            continue;
+        }
+        answers[i] = Some(match request.outcome {
+            // Bought together below, in one statement and one count move.
+            ChargeOutcome::Charged => {
+                charged.push((i, request.id, confirmation_code(random_bytes()?)));
+                continue;
+            }
+            // Declined or voided: the hold goes back to reserved with its original expiry,
+            // or straight to expired if that expiry has passed meanwhile.
+            ChargeOutcome::Declined | ChargeOutcome::Voided if *lapsed => {
+                expire(&mut tx, allocation).await
+            }
+            ChargeOutcome::Declined | ChargeOutcome::Voided => {
+                apply(
+                    &mut tx,
+                    allocation,
+                    AllocationStatus::Reserved,
+                    TransitionRecord::default(),
+                )
+                .await
+            }
+        });
+    }
+    let mut keyed_responses = Vec::new();
+    if !charged.is_empty() {
+        let charged_ids: Vec<Uuid> = charged.iter().map(|(_, id, _)| *id).collect();
+        let codes: Vec<&str> = charged.iter().map(|(_, _, code)| code.as_str()).collect();
+        let mut purchased: HashMap<Uuid, Allocation> =
+            allocations::purchase_many(&mut tx, &charged_ids, &codes)
+                .await?
+                .into_iter()
+                .map(|row| (row.id, row))
+                .collect();
+        move_purchased(&mut tx, event_id, purchased.values()).await?;
+        for (i, id, _) in &charged {
+            // Waiting under the lock, so the statement matched it: a missing row is a bug.
+            let Some(row) = purchased.remove(id) else {
+                answers[*i] = Some(Err(Error::internal("a charged hold was not purchased")));
+                continue;
+            };
+            answers[*i] = Some(match &requests[*i].record {
+                Some(_) if lost_claims.contains(i) => Err(Error::IdempotencyInProgress),
+                Some(recorder) => match recorder.render(&row) {
+                    Ok(response) => {
+                        keyed_responses.push((recorder.claim(), response));
+                        Ok(row)
+                    }
+                    Err(err) => Err(Error::internal(err)),
+                },
+                None => Ok(row),
+            });
+        }
+    }
+
+    // Step 4.
+    idempotency::record_in(&mut tx, &keyed_responses).await?;
+    tx.commit().await?;
+    Ok(answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(|| Err(Error::internal("a settle left unanswered"))))
+        .collect())
+}
+
+/// Moves the tickets of the holds just `purchased` from reserved to purchased on the event
+/// and its quotas, in one count move, announced once (as the last hold's buyer). Call under
+/// the event's and its quotas' row locks.
+async fn move_purchased<'a>(
+    tx: &mut Tx,
+    event_id: Uuid,
+    purchased: impl Iterator<Item = &'a Allocation>,
+) -> Result<()> {
+    let (mut tickets, mut by_type, mut actor) = (0, BTreeMap::new(), None);
+    for allocation in purchased {
+        // Cannot overflow: these tickets are all among the event's reserved ones.
+        tickets += allocation.quantity - allocation.refunded_quantity;
+        for (ticket_type, count) in allocation.tickets_by_type() {
+            *by_type.entry(ticket_type).or_insert(0) += count;
+        }
+        actor = Some(allocation.fingerprint_hash.as_str());
+    }
+    let Some(actor) = actor else {
+        return Ok(());
     };
-    commit(tx, settled).await
+    let by_type: Vec<(Uuid, i32)> = by_type.into_iter().collect();
+    events::move_counts(
+        tx,
+        event_id,
+        CountMove::Pay,
+        tickets,
+        &by_type,
+        ChangeKind::TicketPurchased,
+        actor,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Records a purchased hold under the request's key (as `recorder` renders it), in the
@@ -198,51 +491,6 @@ async fn record_purchase(
     let response = recorder.render(&allocation).map_err(Error::internal)?;
     idempotency::record_in(tx, &[(recorder.claim(), response)]).await?;
     Ok(allocation)
-}
-
-async fn settle_payment_in(
-    tx: &mut Tx,
-    id: Uuid,
-    reference: &str,
-    outcome: ChargeOutcome,
-) -> Result<Allocation> {
-    let LockedAllocation { allocation, lapsed } = lock_hold(tx, id).await?;
-    let waiting = allocation.status == AllocationStatus::PaymentPending
-        && allocation.payment_reference.as_deref() == Some(reference);
-    if !waiting {
-        return Ok(allocation);
-    }
-    settle_in(tx, &allocation, outcome, lapsed).await
-}
-
-async fn settle_in(
-    tx: &mut Tx,
-    allocation: &Allocation,
-    outcome: ChargeOutcome,
-    lapsed: bool,
-) -> Result<Allocation> {
-    match outcome {
-        ChargeOutcome::Charged => {
-            let code = confirmation_code(random_bytes()?);
-            let record = TransitionRecord {
-                confirmation_code: Some(&code),
-                ..TransitionRecord::default()
-            };
-            apply(tx, allocation, AllocationStatus::Purchased, record).await
-        }
-        // Declined or voided: the hold goes back to reserved with its original expiry,
-        // or straight to expired if that expiry has passed meanwhile.
-        ChargeOutcome::Declined | ChargeOutcome::Voided if lapsed => expire(tx, allocation).await,
-        ChargeOutcome::Declined | ChargeOutcome::Voided => {
-            apply(
-                tx,
-                allocation,
-                AllocationStatus::Reserved,
-                TransitionRecord::default(),
-            )
-            .await
-        }
-    }
 }
 
 /// Settles a payment whose request never finished (crash, hang): ask the provider for the
@@ -262,7 +510,19 @@ pub async fn recover_payment(
             Error::ServiceUnavailable
         })?,
     };
-    settle_payment(pool, id, reference, outcome, None).await
+    // event_id never changes, so reading it without a lock is safe.
+    let mut conn = pool.acquire().await?;
+    let event_id = allocations::event_of(&mut conn, id)
+        .await?
+        .ok_or(Error::NotFound("allocation"))?;
+    drop(conn);
+    let request = SettleRequest {
+        id,
+        reference: reference.to_owned(),
+        outcome,
+        record: None,
+    };
+    settle_one(pool, event_id, request).await
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N]> {

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 
 use crate::domain::fingerprint::FingerprintKey;
 use crate::domain::money::Currency;
+use crate::holds::Settler;
 use crate::http::extract::forwarded::TrustedProxies;
 use crate::http::idempotent::KeyedTasks;
 use crate::http::limits::RateLimits;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub payments: Arc<dyn PaymentProvider>,
     /// Makes holds: the purchase path.
     pub purchaser: Purchaser,
+    /// Settles payments (their last step), batched per event like purchases.
+    pub settler: Settler,
     /// The expiry sweeper's dependencies, so a test can run a sweep round against this app.
     pub sweeper: Sweeper,
     /// Per-buyer and per-address request budgets on the buying endpoints.

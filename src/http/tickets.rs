@@ -125,7 +125,7 @@ pub async fn pay_for_tickets(
     let path = format!("/tickets/{id}/payment");
     let canonical = json!({ "paymentToken": token }).to_string();
     let request = (path.as_str(), canonical.as_str());
-    let (pool, payments) = (state.pool.clone(), state.payments.clone());
+    let (settler, payments) = (state.settler.clone(), state.payments.clone());
     let recovery_window = state.sweeper.recovery_window();
     keyed(
         &state,
@@ -137,7 +137,7 @@ pub async fn pay_for_tickets(
             let token = token.as_deref();
             let record = record.as_ref();
             holds::pay(
-                &pool,
+                &settler,
                 payments.as_ref(),
                 recovery_window,
                 id,

@@ -22,6 +22,7 @@ mod mixed_storm;
 mod onsale;
 mod openapi;
 mod orders;
+mod payments;
 mod proxy;
 mod purchase;
 mod races;

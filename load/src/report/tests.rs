@@ -39,6 +39,8 @@ fn sound_report() -> Report {
         orders_mispriced: 0,
         mispriced_examples: Vec::new(),
         payments_succeeded: 2,
+        payments_per_second: 2.0,
+        pay_latency_ms: Latency::default(),
         transport_errors: 0,
         latency_ms: Latency::default(),
         failed_requests: 0,
