@@ -27,6 +27,8 @@ fn report() -> Report {
         orders_mispriced: 0,
         mispriced_examples: Vec::new(),
         payments_succeeded: 10,
+        payments_per_second: 0.0,
+        pay_latency_ms: Latency::default(),
         transport_errors: 0,
         latency_ms: Latency::default(),
         failed_requests: 0,
