@@ -24,6 +24,7 @@ mod orders;
 mod proxy;
 mod purchase;
 mod races;
+mod reads;
 mod refunds;
 mod report;
 mod security;
