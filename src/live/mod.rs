@@ -32,25 +32,32 @@ use crate::metrics;
 /// Shortest gap between two messages to one subscriber.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A message with its stream id: the event's change sequence as of the state it shows.
+/// A message with its stream id: the event's change sequence as of the state it shows. Its
+/// JSON is written once, when the state is published, and shared by every subscriber: with
+/// thousands watching one event, writing it per subscriber cost more than the change itself.
 #[derive(Debug, Clone)]
 pub struct Published {
     pub id: u64,
-    pub message: Arc<StatsMessage>,
+    /// The [`StatsMessage`] as JSON text.
+    pub data: Arc<str>,
 }
 
 impl Published {
+    /// The state numbered `id`, its message written as JSON.
+    pub fn new(id: u64, message: &StatsMessage) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            id,
+            data: serde_json::to_string(message)?.into(),
+        })
+    }
+
     /// A snapshot message of an event as read from the database, numbered with the change
     /// sequence read from the same row.
-    pub fn snapshot(read: EventSnapshot) -> Self {
-        Self {
-            id: read.change_seq,
-            message: Arc::new(StatsMessage::snapshot(
-                &read.event,
-                read.ticket_types,
-                OffsetDateTime::now_utc(),
-            )),
-        }
+    pub fn snapshot(read: EventSnapshot) -> Result<Self, serde_json::Error> {
+        Self::new(
+            read.change_seq,
+            &StatsMessage::snapshot(&read.event, read.ticket_types, OffsetDateTime::now_utc()),
+        )
     }
 }
 
@@ -125,11 +132,15 @@ impl LiveStats {
             .record(change.event_id, change.available);
         let channels = self.inner.channels.lock().expect("channel map poisoned");
         if let Some(sender) = channels.get(&change.event_id) {
-            let published = Published {
-                id: change.seq,
-                message: Arc::new(StatsMessage::from_change(change, OffsetDateTime::now_utc())),
-            };
-            offer(sender, published);
+            let message = StatsMessage::from_change(change, OffsetDateTime::now_utc());
+            match Published::new(change.seq, &message) {
+                Ok(published) => offer(sender, published),
+                // A client must never receive a message it cannot parse: skip it; the next
+                // change is sent as usual.
+                Err(err) => {
+                    tracing::error!(id = change.seq, error = %err, "stats message not serializable; skipped");
+                }
+            }
         }
     }
 
