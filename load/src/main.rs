@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use boxoffice_load::{Catalogue, Config, render, run_with};
+use boxoffice_load::{Catalogue, Config, raise_nofile_limit, render, run_with};
 use clap::Parser;
 
 /// Drive concurrent buyers at a Boxoffice event and verify nothing was oversold. Exits 0 for
@@ -20,6 +20,10 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Thousands of streams need thousands of sockets: take all the hard limit allows.
+    if let Err(err) = raise_nofile_limit() {
+        eprintln!("boxoffice-load: cannot raise the open-file limit: {err}");
+    }
     match run_with(&cli.config, &cli.catalogue).await {
         Ok(report) => {
             if cli.json {

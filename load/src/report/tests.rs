@@ -52,6 +52,7 @@ fn sound_report() -> Report {
             answer("pay", Some(200), None, 2),
         ],
         verification: Some(Verification::new(COUNTS, 6, read_back(6))),
+        streams: None,
         sound: true,
         verdict: Vec::new(),
     }
