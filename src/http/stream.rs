@@ -14,7 +14,7 @@ use crate::db;
 use crate::domain::stats::StatsMessage;
 use crate::error::Error;
 use crate::http::state::AppState;
-use crate::live::{MIN_INTERVAL, Published, Subscription};
+use crate::live::{Published, Subscription};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 
@@ -56,7 +56,8 @@ pub async fn event_stream(
     )
 }
 
-/// The snapshot, then each newer state, no two closer than [`MIN_INTERVAL`]. Each carries
+/// The snapshot, then each newer state, no two closer than [`crate::live::MIN_INTERVAL`] (or the longer
+/// gap of [`crate::live::LiveStats::interval`] with thousands of subscribers). Each carries
 /// the JSON written once when its state was published (see [`Published`]).
 fn messages(
     snapshot: Published,
@@ -68,7 +69,7 @@ fn messages(
             let next = match pending {
                 Some(first) => first,
                 None => {
-                    if sent_one && !subscription.pause(MIN_INTERVAL).await {
+                    if sent_one && !subscription.pause().await {
                         return None;
                     }
                     subscription.next().await?
