@@ -27,6 +27,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The organiser's catalogue writes (event settings, ticket types, quotas): their own
     // transactions under the event lock, needing no other service.
     ("catalogue", &["db", "domain", "error"]),
+    // Coalesced reads of an event: share the catalogue's read.
+    ("reads", &["catalogue", "db", "domain", "error"]),
     ("live", &["db", "domain", "error", "metrics"]),
     (
         "purchase",
@@ -61,6 +63,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "live",
             "purchase",
             "holds",
+            "reads",
             "sweeper",
         ],
     ),
@@ -79,6 +82,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "metrics",
             "payment",
             "purchase",
+            "reads",
             "sweeper",
         ],
     ),

@@ -6,7 +6,7 @@
 //! - [`http`]: routing, extractors, handlers, the HTTP state and the one mapping of errors to
 //!   responses;
 //! - services: [`purchase`] (the purchase transaction and its lock), [`holds`] (pay, cancel,
-//!   expire), [`catalogue`] (event settings, ticket types and quotas), [`idempotency`] (keyed retries), [`live`] (live statistics), [`payment`] (the
+//!   expire), [`catalogue`] (event settings, ticket types and quotas), [`idempotency`] (keyed retries), [`live`] (live statistics), [`reads`] (coalesced reads of an event), [`payment`] (the
 //!   provider) and [`sweeper`] (the background expiry job), returning [`error::Error`];
 //! - [`db`]: all SQL, and what a database error means;
 //! - [`domain`]: validated types, the allocation state machine and the refusals; it imports
@@ -28,6 +28,7 @@ pub mod live;
 pub mod metrics;
 pub mod payment;
 pub mod purchase;
+pub mod reads;
 pub mod server;
 pub mod sweeper;
 

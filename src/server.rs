@@ -25,6 +25,7 @@ use crate::http::state::{AppState, SaleRules};
 use crate::live::LiveStats;
 use crate::payment::{PaymentProvider, SimulatedProvider};
 use crate::purchase::{Batching, Purchaser};
+use crate::reads::EventReads;
 use crate::sweeper::Sweeper;
 
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -160,6 +161,7 @@ impl Server {
                 batching,
             ),
             settler: Settler::new(database.pool.clone(), batching),
+            reads: EventReads::new(database.pool.clone()),
             live,
             keyed_tasks: KeyedTasks::default(),
             limits: RateLimits::new(args.rate_limit_per_fingerprint, args.rate_limit_per_address),

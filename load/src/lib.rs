@@ -19,6 +19,7 @@ mod journey;
 mod order;
 mod report;
 mod steps;
+mod streams;
 
 pub use drive::{Action, Granted, Observer, Outcome, Plan, Stop, Totals, drive};
 pub use html::{Chart, charts, html};
@@ -32,6 +33,7 @@ pub use report::{
 };
 use steps::Sample;
 pub use steps::{Bucket, Step};
+pub use streams::{StreamReport, Watchers, raise_nofile_limit, resident_kib, source_address};
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -76,12 +78,22 @@ pub struct Config {
     /// Pay for every hold with the succeeding test card.
     #[arg(long)]
     pub pay: bool,
-    /// Idle live-statistics streams to hold open on the event during the run.
+    /// Live-statistics streams to hold open on the event during the run, as people watching
+    /// the counter: each is read, its last message compared with the event's final counts
+    /// and each change's commit-to-message time measured.
     #[arg(long, default_value_t = 0)]
     pub idle_streams: usize,
-    /// Keep the idle streams open this many seconds after the run (to measure them).
+    /// Keep the streams open this many seconds after the run (to measure them).
     #[arg(long, default_value_t = 0.0)]
     pub hold_streams_seconds: f64,
+    /// Open the streams from this many loopback source addresses, 127.0.0.2 upwards (one
+    /// address has about 28,000 ports towards one server port); 0: the system's choice.
+    #[arg(long, default_value_t = 0)]
+    pub stream_sources: usize,
+    /// The server's process id, on this machine: its resident memory is read before the
+    /// streams open and once all are open, and reported per stream.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
     /// Time `GET /events/{id}` instead of purchasing (read throughput).
     #[arg(long)]
     pub read_only: bool,
@@ -280,16 +292,20 @@ pub async fn run_on_sale(
         Vec::new()
     };
 
-    let mut streams = Vec::new();
-    for i in 0..config.idle_streams {
-        let url = format!("{}/events/{event_id}/stream", urls[i % urls.len()]);
-        let response = client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("opening a stream: {e}"))?;
-        streams.push(response);
-    }
+    let watchers = if config.idle_streams > 0 {
+        Some(
+            Watchers::open(
+                &urls,
+                &event_id,
+                config.idle_streams,
+                config.stream_sources,
+                config.server_pid,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
 
     let limit = config
         .requests
@@ -360,10 +376,33 @@ pub async fn run_on_sale(
         (tally, recorded.samples, expected, None)
     };
     let elapsed = started.elapsed().as_secs_f64();
-    if !streams.is_empty() && config.hold_streams_seconds > 0.0 {
-        tokio::time::sleep(Duration::from_secs_f64(config.hold_streams_seconds)).await;
-    }
-    drop(streams);
+    let streams = match watchers {
+        Some(watchers) => {
+            if config.hold_streams_seconds > 0.0 {
+                tokio::time::sleep(Duration::from_secs_f64(config.hold_streams_seconds)).await;
+            }
+            let event = exchange(
+                client.get(format!("{}/events/{event_id}", urls[0])),
+                StatusCode::OK,
+                "reading the event's final counts",
+            )
+            .await?;
+            let counts = [
+                "totalTickets",
+                "availableTickets",
+                "reservedTickets",
+                "purchasedTickets",
+            ]
+            .map(|k| event[k].as_i64().unwrap_or(-1));
+            // Every stream ends on the final state within a few of its 100 ms intervals.
+            Some(
+                watchers
+                    .finish(counts, Duration::from_secs(1), Duration::from_secs(30))
+                    .await,
+            )
+        }
+        None => None,
+    };
 
     let mut answered_us = Vec::new();
     let mut failed_us = Vec::new();
@@ -452,6 +491,7 @@ pub async fn run_on_sale(
         verification,
         steps: steps::steps(&samples, elapsed),
         journey: summary,
+        streams,
         sound: false,
         verdict: Vec::new(),
     };

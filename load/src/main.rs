@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use boxoffice_load::{Catalogue, Config, Journey, render, run_on_sale, write_charts, write_report};
+use boxoffice_load::{
+    Catalogue, Config, Journey, raise_nofile_limit, render, run_on_sale, write_charts, write_report,
+};
 use clap::Parser;
 
 /// Drive concurrent buyers at a Boxoffice event and verify nothing was oversold. Exits 0 for
@@ -30,6 +32,10 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Thousands of streams need thousands of sockets: take all the hard limit allows.
+    if let Err(err) = raise_nofile_limit() {
+        eprintln!("boxoffice-load: cannot raise the open-file limit: {err}");
+    }
     match run_on_sale(&cli.config, &cli.catalogue, &cli.journey).await {
         Ok(report) => {
             let written = cli

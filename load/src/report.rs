@@ -416,6 +416,8 @@ pub struct Report {
     pub steps: Vec<Step>,
     /// The journeys, in a journey run ([`crate::Journey`]); `None` in the closed-loop storm.
     pub journey: Option<JourneySummary>,
+    /// What the streams held open during the run saw (`--idle-streams`).
+    pub streams: Option<crate::streams::StreamReport>,
     /// Whether the run is sound: no reason in `verdict`.
     pub sound: bool,
     /// Why the run is not sound ([`Report::reasons`] when it ended); empty when it is.
@@ -474,6 +476,22 @@ impl Report {
                 self.orders_mispriced,
                 self.mispriced_examples.join(", ")
             ));
+        }
+        if let Some(streams) = &self.streams {
+            if streams.last_message_mismatches > 0 {
+                reasons.push(format!(
+                    "{} of {} streams did not end on the final counts: {}",
+                    streams.last_message_mismatches,
+                    streams.opened,
+                    streams.mismatch_examples.join("; ")
+                ));
+            }
+            if streams.ended_early > 0 {
+                reasons.push(format!(
+                    "{} streams ended before the run was over",
+                    streams.ended_early
+                ));
+            }
         }
         match &self.verification {
             None => reasons.push("not verified (--no-verify)".into()),
@@ -620,6 +638,30 @@ pub fn render(report: &Report) -> String {
             report.failed_requests,
             line(&report.failed_latency_ms)
         ));
+    }
+    if let Some(streams) = &report.streams {
+        out.push_str(&format!(
+            "streams          {} from {} source addresses; {} messages; last message = final counts: {} (not: {}); ended early {}\n",
+            streams.opened,
+            streams.sources,
+            streams.messages,
+            streams.last_message_matches,
+            streams.last_message_mismatches,
+            streams.ended_early
+        ));
+        out.push_str(&format!(
+            "commit→message   {} ms\n",
+            line(&streams.commit_to_message_ms)
+        ));
+        if let (Some(before), Some(open), Some(per)) = (
+            streams.server_rss_before_kib,
+            streams.server_rss_open_kib,
+            streams.server_kib_per_stream,
+        ) {
+            out.push_str(&format!(
+                "server RSS       {before} KiB before, {open} KiB with the streams open: {per:.1} KiB per stream\n"
+            ));
+        }
     }
     out.push_str(&format!("statuses         {:?}\n", report.statuses));
     out.push_str(&format!("codes            {:?}\n", report.codes));

@@ -24,8 +24,8 @@ macro_rules! event_columns {
 /// Most ticket types a change notification, and so a stream message, lists: the first ones
 /// in creation order. `pg_notify` refuses a payload of 8,000 bytes or more, and a refused
 /// notification would fail the purchase that sends it; each type takes at most 72 bytes
-/// (`{"id" : "<36>", "available" : 1000000}, `) and the rest of the payload under 300, so
-/// 100 types stay below 7,500.
+/// (`{"id" : "<36>", "available" : 1000000}, `) and the rest of the payload (with its
+/// `changedAt` timestamp) under 350, so 100 types stay below 7,550.
 pub const STREAM_TICKET_TYPES_MAX: i64 = 100;
 
 /// [`STREAM_TICKET_TYPES_MAX`] as a literal for `concat!`.
@@ -285,7 +285,8 @@ pub const CHANGES_CHANNEL: &str = changes_channel!();
 /// notification is sent at commit and dropped on rollback, and all are delivered in commit
 /// order. It carries the row's `change_seq`, which the announcing `UPDATE` has just bumped
 /// under the event row lock, so an event's notifications carry increasing sequences in
-/// commit order.
+/// commit order, and `changedAt`, the statement's clock (`clock_timestamp()`, not the
+/// transaction's start), so a subscriber can tell how long the change took to reach it.
 macro_rules! notify_counts {
     ($kind:literal, $actor:literal, $quotas:literal) => {
         concat!(
@@ -294,7 +295,7 @@ macro_rules! notify_counts {
             "', json_build_object(\
                'eventId', id, 'total', total_tickets, 'available', available_tickets, \
                'reserved', reserved_tickets, 'purchased', purchased_tickets, \
-               'seq', change_seq, 'type', ",
+               'seq', change_seq, 'changedAt', clock_timestamp(), 'type', ",
             $kind,
             "::text, 'actor', ",
             $actor,
@@ -575,6 +576,7 @@ mod tests {
             kind: ChangeKind::TicketAllocated,
             actor: "0011aabb".into(),
             ticket_types: Vec::new(),
+            changed_at: None,
         };
         let entry = TypeAvailability {
             id: uuid::Uuid::nil(),

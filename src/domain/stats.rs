@@ -58,6 +58,11 @@ pub struct CountsChanged {
     /// notification sent before types existed, hence the default.
     #[serde(default)]
     pub ticket_types: Vec<TypeAvailability>,
+    /// When the database made the change: the clock of the statement that moved the counts,
+    /// in the committing transaction, just before its commit. Absent from a notification of
+    /// an older instance, hence the default.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub changed_at: Option<OffsetDateTime>,
 }
 
 /// How many tickets of one type can be bought: the least of the event's available tickets
@@ -106,6 +111,11 @@ pub struct StatsMessage {
     /// types of an event are listed (a change notification must stay under PostgreSQL's
     /// 8,000-byte limit).
     pub ticket_types: Vec<TypeAvailability>,
+    /// When the database made the change this message shows: the clock of the statement that
+    /// moved the counts, just before its commit; `timestamp` minus this is how long the change
+    /// took to reach the stream. Null for the snapshot sent on connect.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub changed_at: Option<OffsetDateTime>,
 }
 
 /// The one place a stream message is built, from whichever source told of the counts.
@@ -126,6 +136,7 @@ impl StatsMessage {
                 actor: change.actor.clone(),
             }),
             ticket_types: change.ticket_types.clone(),
+            changed_at: change.changed_at,
         }
     }
 
@@ -147,6 +158,7 @@ impl StatsMessage {
             },
             last_event: None,
             ticket_types,
+            changed_at: None,
         }
     }
 }

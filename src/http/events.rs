@@ -1,7 +1,7 @@
 //! `/events`: create, list and read events.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
@@ -82,6 +82,18 @@ pub async fn list_events(
     )
 )]
 pub async fn get_event(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<Response> {
-    let details = catalogue::event_details(&state.pool, id).await?;
-    json(StatusCode::OK, &details)
+    // Concurrent reads of one event share one read made after they all arrived, and its JSON.
+    let read = state.reads.event(id).await?;
+    let body = read
+        .json()
+        .map_err(|err| ApiError::internal(format!("serializing the response body: {err}")))?;
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }

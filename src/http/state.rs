@@ -14,6 +14,7 @@ use crate::http::limits::RateLimits;
 use crate::live::LiveStats;
 use crate::payment::PaymentProvider;
 use crate::purchase::Purchaser;
+use crate::reads::EventReads;
 use crate::sweeper::Sweeper;
 
 /// Rules of the sale, fixed at start-up from the configuration.
@@ -48,6 +49,8 @@ pub struct AppState {
     pub trusted_proxies: TrustedProxies,
     /// When set, creating an event requires this bearer token.
     pub admin_token: Option<Arc<str>>,
+    /// Reads of one event, coalesced (`GET /events/{id}`).
+    pub reads: EventReads,
     /// The live statistics hub the event streams subscribe to.
     pub live: LiveStats,
     /// The keyed requests' tasks, which outlive their requests: shutdown waits for them.

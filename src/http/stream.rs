@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
 use futures_util::stream;
-use futures_util::{Stream, StreamExt, future};
 
 use super::error::{ApiResult, ErrorBody};
 use super::extract::IdPath;
@@ -14,7 +14,7 @@ use crate::db;
 use crate::domain::stats::StatsMessage;
 use crate::error::Error;
 use crate::http::state::AppState;
-use crate::live::{MIN_INTERVAL, Published, Subscription};
+use crate::live::{Published, Subscription};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 
@@ -46,7 +46,8 @@ pub async fn event_stream(
     let read = db::events::find_with_change_seq(&state.pool, event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;
-    let snapshot = Published::snapshot(read);
+    let snapshot = Published::snapshot(read)
+        .map_err(|err| Error::internal(format!("serializing the snapshot: {err}")))?;
     // Changes the snapshot includes may still be announced after it: only newer ones follow.
     subscription.resume_after(snapshot.id);
     Ok(
@@ -55,8 +56,9 @@ pub async fn event_stream(
     )
 }
 
-/// The snapshot, then each newer state, no two closer than [`MIN_INTERVAL`]. A state that
-/// does not serialize is logged and skipped; the next one is sent as usual.
+/// The snapshot, then each newer state, no two closer than [`crate::live::MIN_INTERVAL`] (or the longer
+/// gap of [`crate::live::LiveStats::interval`] with thousands of subscribers). Each carries
+/// the JSON written once when its state was published (see [`Published`]).
 fn messages(
     snapshot: Published,
     subscription: Subscription,
@@ -67,29 +69,23 @@ fn messages(
             let next = match pending {
                 Some(first) => first,
                 None => {
-                    if sent_one && !subscription.pause(MIN_INTERVAL).await {
+                    if sent_one && !subscription.pause().await {
                         return None;
                     }
                     subscription.next().await?
                 }
             };
-            Some((to_sse(&next), (None, subscription, true)))
+            Some((Ok(to_sse(&next)), (None, subscription, true)))
         },
     )
-    .filter_map(|event| future::ready(event.map(Ok)))
 }
 
-/// The `stats` event for a published state, or `None` (logged) if its JSON cannot be written:
-/// a client must never receive a message it cannot parse.
-fn to_sse(published: &Published) -> Option<SseEvent> {
+/// The `stats` event for a published state.
+fn to_sse(published: &Published) -> SseEvent {
     SseEvent::default()
         .event("stats")
         .id(published.id.to_string())
-        .json_data(published.message.as_ref())
-        .inspect_err(|err| {
-            tracing::error!(id = published.id, error = %err, "stats message not serializable; skipped");
-        })
-        .ok()
+        .data(&*published.data)
 }
 
 /// One event of the stream, as the OpenAPI document describes it: `event: stats`, an `id`,

@@ -63,10 +63,12 @@ impl LiveStats {
 
     async fn refresh_watched(&self, pool: &PgPool) {
         for event_id in self.watched() {
-            if let Ok(Some(read)) = crate::db::events::find_with_change_seq(pool, event_id).await {
+            if let Ok(Some(read)) = crate::db::events::find_with_change_seq(pool, event_id).await
+                && let Ok(snapshot) = Published::snapshot(read)
+            {
                 // The listener is already connected, so a notification newer than this read
                 // may have been published meanwhile: `offer` keeps the newer one.
-                self.offer_snapshot(event_id, Published::snapshot(read));
+                self.offer_snapshot(event_id, snapshot);
             }
         }
     }

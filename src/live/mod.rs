@@ -5,7 +5,8 @@
 //!
 //! Each event has one `watch` channel holding its latest state, so a burst of changes costs
 //! a subscriber nothing until it reads, and it always reads the newest. A subscriber's
-//! stream sends at most one message per [`MIN_INTERVAL`], and always ends on the latest state.
+//! stream sends at most one message per [`MIN_INTERVAL`] (longer with thousands of
+//! subscribers: [`LiveStats::interval`]), and always ends on the latest state.
 //!
 //! Message ids are the event's change sequence from the database (`events.change_seq`), so
 //! they grow across restarts and are the same on every instance for the same change. A
@@ -16,6 +17,7 @@ mod availability;
 mod listener;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,25 +34,39 @@ use crate::metrics;
 /// Shortest gap between two messages to one subscriber.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A message with its stream id: the event's change sequence as of the state it shows.
+/// Most stream messages per second an instance aims to send over all its subscribers. Each
+/// message to each subscriber is a write of its own; with 10,000 watchers at one message per
+/// [`MIN_INTERVAL`] the writes alone took most of a 2-core machine from the sales they
+/// watch. Past `MESSAGE_BUDGET × MIN_INTERVAL` subscribers, the gap grows with their number
+/// (see [`LiveStats::interval`]).
+pub const MESSAGE_BUDGET: u32 = 20_000;
+
+/// A message with its stream id: the event's change sequence as of the state it shows. Its
+/// JSON is written once, when the state is published, and shared by every subscriber: with
+/// thousands watching one event, writing it per subscriber cost more than the change itself.
 #[derive(Debug, Clone)]
 pub struct Published {
     pub id: u64,
-    pub message: Arc<StatsMessage>,
+    /// The [`StatsMessage`] as JSON text.
+    pub data: Arc<str>,
 }
 
 impl Published {
+    /// The state numbered `id`, its message written as JSON.
+    pub fn new(id: u64, message: &StatsMessage) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            id,
+            data: serde_json::to_string(message)?.into(),
+        })
+    }
+
     /// A snapshot message of an event as read from the database, numbered with the change
     /// sequence read from the same row.
-    pub fn snapshot(read: EventSnapshot) -> Self {
-        Self {
-            id: read.change_seq,
-            message: Arc::new(StatsMessage::snapshot(
-                &read.event,
-                read.ticket_types,
-                OffsetDateTime::now_utc(),
-            )),
-        }
+    pub fn snapshot(read: EventSnapshot) -> Result<Self, serde_json::Error> {
+        Self::new(
+            read.change_seq,
+            &StatsMessage::snapshot(&read.event, read.ticket_types, OffsetDateTime::now_utc()),
+        )
     }
 }
 
@@ -70,6 +86,8 @@ pub(crate) fn offer(sender: &watch::Sender<Option<Published>>, published: Publis
 
 struct Inner {
     channels: Mutex<HashMap<Uuid, watch::Sender<Option<Published>>>>,
+    /// Open subscriptions over all events, for [`LiveStats::interval`].
+    subscribers: AtomicUsize,
     /// Each changed event's available tickets as of the last notification heard.
     availability: AvailabilityHint,
     closed: watch::Sender<bool>,
@@ -91,6 +109,7 @@ impl LiveStats {
         Self {
             inner: Arc::new(Inner {
                 channels: Mutex::new(HashMap::new()),
+                subscribers: AtomicUsize::new(0),
                 availability: AvailabilityHint::default(),
                 closed: watch::channel(false).0,
             }),
@@ -108,6 +127,7 @@ impl LiveStats {
                 .or_insert_with(|| watch::channel(None).0)
                 .subscribe()
         };
+        self.inner.subscribers.fetch_add(1, Ordering::Relaxed);
         metrics::sse_subscribers(1.0);
         Subscription {
             hub: self.clone(),
@@ -125,12 +145,25 @@ impl LiveStats {
             .record(change.event_id, change.available);
         let channels = self.inner.channels.lock().expect("channel map poisoned");
         if let Some(sender) = channels.get(&change.event_id) {
-            let published = Published {
-                id: change.seq,
-                message: Arc::new(StatsMessage::from_change(change, OffsetDateTime::now_utc())),
-            };
-            offer(sender, published);
+            let message = StatsMessage::from_change(change, OffsetDateTime::now_utc());
+            match Published::new(change.seq, &message) {
+                Ok(published) => offer(sender, published),
+                // A client must never receive a message it cannot parse: skip it; the next
+                // change is sent as usual.
+                Err(err) => {
+                    tracing::error!(id = change.seq, error = %err, "stats message not serializable; skipped");
+                }
+            }
         }
+    }
+
+    /// The gap a subscriber leaves between two messages now: [`MIN_INTERVAL`], or longer
+    /// when there are more than `MESSAGE_BUDGET × MIN_INTERVAL` subscribers (2,000), so the
+    /// instance sends about [`MESSAGE_BUDGET`] messages a second at most (10,000 subscribers:
+    /// 500 ms). Every stream still ends on the latest state.
+    pub fn interval(&self) -> Duration {
+        let subscribers = self.inner.subscribers.load(Ordering::Relaxed) as u32;
+        MIN_INTERVAL.max(Duration::from_secs(1) * subscribers / MESSAGE_BUDGET)
     }
 
     /// The handle the purchase path reads the last heard availability through.
@@ -209,10 +242,11 @@ impl Subscription {
         self.last_id = self.last_id.max(id);
     }
 
-    /// Waits out `duration` unless the hub closes first; returns false if it closed.
-    pub async fn pause(&mut self, duration: Duration) -> bool {
+    /// Waits out the hub's current [`LiveStats::interval`] unless the hub closes first;
+    /// returns false if it closed.
+    pub async fn pause(&mut self) -> bool {
         tokio::select! {
-            _ = tokio::time::sleep(duration) => !*self.closed.borrow(),
+            _ = tokio::time::sleep(self.hub.interval()) => !*self.closed.borrow(),
             _ = self.closed.changed() => false,
         }
     }
@@ -223,6 +257,24 @@ impl Drop for Subscription {
         // Drop the receiver first so the count below no longer includes it.
         self.updates.take();
         self.hub.forget_if_unwatched(self.event_id);
+        self.hub.inner.subscribers.fetch_sub(1, Ordering::Relaxed);
         metrics::sse_subscribers(-1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gap_grows_past_the_message_budget_and_shrinks_back() {
+        let hub = LiveStats::new();
+        let event = Uuid::nil();
+        let mut subscriptions: Vec<_> = (0..2_000).map(|_| hub.subscribe(event)).collect();
+        assert_eq!(hub.interval(), MIN_INTERVAL);
+        subscriptions.extend((0..1_000).map(|_| hub.subscribe(event)));
+        assert_eq!(hub.interval(), Duration::from_millis(150));
+        subscriptions.truncate(1_000);
+        assert_eq!(hub.interval(), MIN_INTERVAL);
     }
 }

@@ -22,6 +22,8 @@ fn config(url: String) -> Config {
         pay: false,
         idle_streams: 0,
         hold_streams_seconds: 0.0,
+        stream_sources: 0,
+        server_pid: None,
         read_only: false,
         no_verify: false,
     }
@@ -175,4 +177,26 @@ async fn a_run_whose_server_answers_5xx_is_not_sound() {
     let verification = report.verification.clone().unwrap();
     assert!(!verification.oversold);
     assert_eq!(verification.available_tickets, 100);
+}
+
+#[tokio::test]
+async fn smoke_run_with_streams_from_two_source_addresses() {
+    let app = spawn_app_with(BATCHED).await;
+    let mut config = config(app.address.clone());
+    config.idle_streams = 20;
+    config.stream_sources = 2;
+    // The server runs in this process: its memory is this process's.
+    config.server_pid = Some(std::process::id());
+    let report = run(&config).await.expect("the run completes");
+    assert_sound(&report);
+    let streams = report.streams.clone().expect("a stream report");
+    assert_eq!(streams.opened, 20, "{streams:#?}");
+    assert_eq!(streams.sources, 2);
+    assert_eq!(streams.last_message_matches, 20, "{streams:#?}");
+    assert_eq!(streams.last_message_mismatches, 0);
+    assert_eq!(streams.ended_early, 0);
+    // A snapshot each, and at least one change each after it.
+    assert!(streams.messages >= 40, "{streams:#?}");
+    assert!(streams.commit_to_message_ms.max > 0.0, "{streams:#?}");
+    assert!(streams.server_kib_per_stream.is_some(), "{streams:#?}");
 }

@@ -26,6 +26,7 @@ mod payments;
 mod proxy;
 mod purchase;
 mod races;
+mod reads;
 mod refunds;
 mod report;
 mod security;

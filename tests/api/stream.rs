@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::helpers::{
     SseMessage, SseReader, TestApp, assert_error, fresh_database, id_of, spawn_app, spawn_app_on,
-    spawn_app_with,
+    spawn_app_with, timestamp,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -519,4 +519,92 @@ async fn a_stream_lists_the_first_hundred_types_and_sales_still_notify() {
         .unwrap();
     let listed: Vec<(String, i64)> = types[..100].iter().map(|t| (t.clone(), 999_999)).collect();
     assert_eq!(type_availability(&held), listed);
+}
+
+/// Streams watching one event through a burst of holds and cancellations.
+const WATCHERS: usize = 40;
+
+#[tokio::test]
+async fn every_stream_ends_on_the_final_counts_and_each_change_carries_when_it_was_made() {
+    let app = spawn_app_with(&["--purchase-mode", "per-request"]).await;
+    let event = app.create_event("Watched", 1_000, None).await;
+    let id = id_of(&event);
+    let mut streams = Vec::new();
+    for _ in 0..WATCHERS {
+        let mut stream = SseReader::connect(&app, &format!("/events/{id}/stream")).await;
+        let snapshot = stream.next(WAIT).await.expect("a snapshot");
+        assert_eq!(snapshot.remaining(), 1_000);
+        assert!(
+            snapshot.data["changedAt"].is_null(),
+            "no change behind a snapshot: {}",
+            snapshot.data
+        );
+        streams.push(stream);
+    }
+
+    // 300 holds at once, then a third of them cancelled at once: two bursts of changes of
+    // two kinds, far faster than one message per 100 ms.
+    let holds = futures_util::future::join_all((0..300).map(|i| {
+        let buyer = format!("watched-{i}");
+        let app = &app;
+        let id = &id;
+        async move {
+            let (status, body) = app.purchase(id, 1, &buyer).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            (id_of(&body), buyer)
+        }
+    }))
+    .await;
+    let app_ref = &app;
+    futures_util::future::join_all(holds.iter().step_by(3).map(|(hold, buyer)| async move {
+        let (status, body) = app_ref.cancel(hold, buyer).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }))
+    .await;
+    let event = app.event(&id).await;
+    assert_eq!(event["reservedTickets"], 200);
+
+    // Everything each stream sends until it has been quiet for a second, all read at once.
+    let heard = futures_util::future::join_all(streams.iter_mut().map(|stream| async move {
+        let mut messages = Vec::new();
+        while let Some(message) = stream.next(Duration::from_secs(1)).await {
+            messages.push(message);
+        }
+        messages
+    }))
+    .await;
+    for (n, messages) in heard.iter().enumerate() {
+        for message in messages {
+            let changed_at = timestamp(&message.data["changedAt"]);
+            let sent_at = timestamp(&message.data["timestamp"]);
+            assert!(
+                changed_at <= sent_at,
+                "stream {n}: a change made at {changed_at} was sent at {sent_at}"
+            );
+        }
+        let last = messages
+            .last()
+            .unwrap_or_else(|| panic!("stream {n} heard nothing of 400 changes"));
+        let statistics = &last.data["statistics"];
+        assert_eq!(
+            (
+                &statistics["totalTickets"],
+                &statistics["remainingTickets"],
+                &statistics["allocatedTickets"],
+                &statistics["confirmedTickets"],
+            ),
+            (
+                &event["totalTickets"],
+                &event["availableTickets"],
+                &event["reservedTickets"],
+                &event["purchasedTickets"],
+            ),
+            "stream {n} ended on {}, the event is {event}",
+            last.data
+        );
+        assert_eq!(
+            last.data["ticketTypes"][0]["available"], event["availableTickets"],
+            "stream {n}"
+        );
+    }
 }

@@ -39,6 +39,7 @@ fn report() -> Report {
         verification: None,
         steps: steps(&samples, 3.0),
         journey: None,
+        streams: None,
         sound: false,
         verdict: vec!["not verified (--no-verify)".into()],
     }

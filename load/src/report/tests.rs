@@ -56,6 +56,7 @@ fn sound_report() -> Report {
         verification: Some(Verification::new(COUNTS, 6, read_back(6))),
         steps: Vec::new(),
         journey: None,
+        streams: None,
         sound: true,
         verdict: Vec::new(),
     }

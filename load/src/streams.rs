@@ -1,0 +1,290 @@
+//! Watchers: live-statistics streams held open on the event during a run, as the thousands
+//! watching an on-sale's counter. Each is read to its end: the tool keeps every stream's last
+//! message, to compare with the event's final counts, and measures how long each change took
+//! from its commit (`changedAt`, the database's clock) to its arrival (this machine's clock).
+//!
+//! Opening many streams from one machine needs more than one source address (one address
+//! has about 28,000 ephemeral ports towards one server port) and more open files than the
+//! usual soft limit: [`raise_nofile_limit`], and `--stream-sources` to spread the streams
+//! over 127.0.0.2, 127.0.0.3, … (on Linux all of 127.0.0.0/8 is the loopback).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::Client;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::task::JoinSet;
+
+use crate::report::{Latency, latency};
+
+/// Raises this process's soft limit of open files to its hard limit, so thousands of streams
+/// can be opened; returns the soft limit now in force.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// The loopback source address of stream `i` among `sources` (127.0.0.2 upwards), or `None`
+/// (the system's choice) when `sources` is 0.
+pub fn source_address(i: usize, sources: usize) -> Option<IpAddr> {
+    (sources > 0).then(|| {
+        let k = 2 + (i % sources) as u32;
+        IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 0)) + k))
+    })
+}
+
+/// What the watchers saw, for the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamReport {
+    /// Streams opened (each got its snapshot).
+    pub opened: usize,
+    /// Loopback source addresses they were opened from (0: the system's choice).
+    pub sources: usize,
+    /// Messages received, snapshots included.
+    pub messages: u64,
+    /// Streams whose last message shows the event's final counts.
+    pub last_message_matches: usize,
+    /// The others, a few of them described.
+    pub last_message_mismatches: usize,
+    pub mismatch_examples: Vec<String>,
+    /// Streams that ended or failed before the run was over.
+    pub ended_early: usize,
+    /// From a change's commit (`changedAt`) to its message's arrival, over every message
+    /// that carried a change.
+    pub commit_to_message_ms: Latency,
+    /// The server's resident memory before the streams were opened and once all were open,
+    /// and the difference per stream (with `--server-pid`).
+    pub server_rss_before_kib: Option<u64>,
+    pub server_rss_open_kib: Option<u64>,
+    pub server_kib_per_stream: Option<f64>,
+}
+
+/// One stream's reading: its last message's data, and each change's delay in microseconds.
+#[derive(Default)]
+struct Heard {
+    last: Option<Value>,
+    messages: u64,
+    delays_us: Vec<u64>,
+    ended: bool,
+}
+
+/// The open streams, each read by its own task.
+pub struct Watchers {
+    tasks: JoinSet<()>,
+    heard: Vec<Arc<Mutex<Heard>>>,
+    sources: usize,
+    rss_before: Option<u64>,
+    rss_open: Option<u64>,
+}
+
+/// The server's resident set size in KiB, from `/proc/{pid}/status`.
+pub fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl Watchers {
+    /// Opens `count` streams on the event, round robin over `urls` and over `sources`
+    /// loopback addresses, and waits until each has its snapshot. `server_pid` names the
+    /// server process whose memory is read before and after.
+    pub async fn open(
+        urls: &[String],
+        event_id: &str,
+        count: usize,
+        sources: usize,
+        server_pid: Option<u32>,
+    ) -> Result<Self, String> {
+        let rss_before = server_pid.and_then(resident_kib);
+        let clients = (0..sources.max(1))
+            .map(|k| {
+                let mut builder = Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .tcp_nodelay(true);
+                if let Some(address) = source_address(k, sources) {
+                    builder = builder.local_address(address);
+                }
+                builder.build().map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut watchers = Self {
+            tasks: JoinSet::new(),
+            heard: Vec::with_capacity(count),
+            sources,
+            rss_before,
+            rss_open: None,
+        };
+        let (snapshots, mut snapshot_seen) = tokio::sync::mpsc::channel::<()>(count.max(1));
+        for i in 0..count {
+            let url = format!("{}/events/{event_id}/stream", urls[i % urls.len()]);
+            let response = clients[i % clients.len()]
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| format!("opening stream {i}: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("opening stream {i}: {}", response.status()));
+            }
+            let heard = Arc::new(Mutex::new(Heard::default()));
+            watchers.heard.push(heard.clone());
+            watchers
+                .tasks
+                .spawn(read(response, heard, snapshots.clone()));
+        }
+        drop(snapshots);
+        for _ in 0..count {
+            if snapshot_seen.recv().await.is_none() {
+                break;
+            }
+        }
+        watchers.rss_open = server_pid.and_then(resident_kib);
+        Ok(watchers)
+    }
+
+    /// Waits until no stream has heard anything for `quiet` (or `limit` has passed), then
+    /// closes them all and compares each one's last message with the final `counts` (total,
+    /// available, reserved, purchased).
+    pub async fn finish(
+        mut self,
+        counts: [i64; 4],
+        quiet: Duration,
+        limit: Duration,
+    ) -> StreamReport {
+        let started = tokio::time::Instant::now();
+        let mut last_total = u64::MAX;
+        loop {
+            tokio::time::sleep(quiet).await;
+            let total: u64 = self
+                .heard
+                .iter()
+                .map(|h| h.lock().expect("a stream's record").messages)
+                .sum();
+            if total == last_total || started.elapsed() >= limit {
+                break;
+            }
+            last_total = total;
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+
+        let mut report = StreamReport {
+            opened: self.heard.len(),
+            sources: self.sources,
+            server_rss_before_kib: self.rss_before,
+            server_rss_open_kib: self.rss_open,
+            server_kib_per_stream: match (self.rss_before, self.rss_open) {
+                (Some(before), Some(open)) if !self.heard.is_empty() => {
+                    Some(open.saturating_sub(before) as f64 / self.heard.len() as f64)
+                }
+                _ => None,
+            },
+            ..StreamReport::default()
+        };
+        let mut delays = Vec::new();
+        for (i, heard) in self.heard.iter().enumerate() {
+            let mut heard = heard.lock().expect("a stream's record");
+            report.messages += heard.messages;
+            delays.append(&mut heard.delays_us);
+            if heard.ended {
+                report.ended_early += 1;
+            }
+            let shown = heard.last.as_ref().map(|data| {
+                let s = &data["statistics"];
+                [
+                    "totalTickets",
+                    "remainingTickets",
+                    "allocatedTickets",
+                    "confirmedTickets",
+                ]
+                .map(|k| s[k].as_i64().unwrap_or(-1))
+            });
+            if shown == Some(counts) {
+                report.last_message_matches += 1;
+            } else {
+                report.last_message_mismatches += 1;
+                if report.mismatch_examples.len() < 5 {
+                    report.mismatch_examples.push(format!(
+                        "stream {i} ended on {shown:?}, the event is {counts:?}"
+                    ));
+                }
+            }
+        }
+        delays.sort_unstable();
+        report.commit_to_message_ms = latency(&delays);
+        report
+    }
+}
+
+/// Reads one stream until it ends, keeping its last message and each change's delay.
+async fn read(
+    mut response: reqwest::Response,
+    heard: Arc<Mutex<Heard>>,
+    snapshot: tokio::sync::mpsc::Sender<()>,
+) {
+    let mut buffer = Vec::<u8>::new();
+    let mut first = true;
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            _ => break,
+        };
+        let arrived = OffsetDateTime::now_utc();
+        buffer.extend_from_slice(&chunk);
+        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = buffer.drain(..end + 2).collect();
+            let Some(data) = String::from_utf8_lossy(&block)
+                .lines()
+                .find_map(|l| l.strip_prefix("data:").map(|d| d.trim().to_owned()))
+            else {
+                continue; // a keep-alive comment
+            };
+            let Ok(data) = serde_json::from_str::<Value>(&data) else {
+                continue;
+            };
+            let delay = data["changedAt"]
+                .as_str()
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+                .map(|changed| (arrived - changed).whole_microseconds().max(0) as u64);
+            {
+                let mut record = heard.lock().expect("a stream's record");
+                record.messages += 1;
+                record.delays_us.extend(delay);
+                record.last = Some(data);
+            }
+            if first {
+                first = false;
+                let _ = snapshot.send(()).await;
+            }
+        }
+    }
+    heard.lock().expect("a stream's record").ended = true;
+    if first {
+        // Never had its snapshot: let the opener go on all the same.
+        let _ = snapshot.send(()).await;
+    }
+}
