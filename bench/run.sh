@@ -21,8 +21,8 @@ DURATION=${DURATION:-10}
 PORT=${PORT:-18400}
 # The on-sale scenarios: idle streams beside the holds, and the open model's arrivals.
 STREAMS=${STREAMS:-10000}
-ARRIVAL_RATE=${ARRIVAL_RATE:-2000}
-SPIKE_RATE=${SPIKE_RATE:-8000}
+ARRIVAL_RATE=${ARRIVAL_RATE:-500}
+SPIKE_RATE=${SPIKE_RATE:-2000}
 SPIKE_SECONDS=${SPIKE_SECONDS:-2}
 # The organiser's token of the bench server: the tool creates its events with it and
 # compares every run's counts with the rows (GET /events/{id}/report).
@@ -115,15 +115,18 @@ for mode in per-request batched; do
       --ticket-types 3 --quotas overlap --max-lines 2 --price 2500 --price 4000 --price 1000 \
       --think-ms 200-2000 --pay --decline-share 0.05 --cancel-share 0.05 --abandon-share 0.1 \
       --watch-share 0.1
-    # Memory per idle live-statistics subscriber.
+    # Memory per idle live-statistics subscriber, on a fresh server process (one that has
+    # served the runs above reuses the memory they freed, and would show less).
+    stop_server
+    start_server batched
     before=$(rss_kb)
-    "$LOAD" --url "$URL" --json --admin-token "$TOKEN" --tickets 10 --clients 1 --requests 1 --idle-streams 5000 \
-      --hold-streams-seconds 3 >"$OUT/streams.json" &
+    "$LOAD" --url "$URL" --json --admin-token "$TOKEN" --tickets 10 --clients 1 --requests 1 \
+      --idle-streams "$STREAMS" --stream-sources 4 --hold-streams-seconds 5 >"$OUT/streams.json" &
     loader=$!
-    sleep 2.5
+    sleep 4
     during=$(rss_kb)
     wait "$loader"
-    echo "{\"subscribers\": 5000, \"rss_before_kb\": $before, \"rss_with_subscribers_kb\": $during}" >"$OUT/sse-memory.json"
+    echo "{\"subscribers\": $STREAMS, \"rss_before_kb\": $before, \"rss_with_subscribers_kb\": $during, \"kib_per_subscriber\": $(( (during - before) / STREAMS ))}" >"$OUT/sse-memory.json"
     cat "$OUT/sse-memory.json" >&2
   fi
   stop_server
