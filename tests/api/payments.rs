@@ -168,6 +168,63 @@ async fn settles_of_one_event_share_one_transaction() {
     app.assert_balanced(&event_id).await;
 }
 
+/// Begins of one event that arrive while an earlier begin waits share one statement: the
+/// first payment's begin waits for its hold's row (locked elsewhere), the others queue behind
+/// it in the coalescer instead of each committing its own, and after the release they all
+/// become `payment_pending` in one more statement. A statement's holds share its
+/// transaction's `now()` as `payment_pending_at`, so the distinct stamps count the commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begins_of_one_event_share_one_statement() {
+    const PAYMENTS: usize = 20;
+    let app = spawn_app().await;
+    let event = app.create_event("Batched begins", 100, None).await;
+    let event_id = id_of(&event);
+    let paying = holds(&app, &event_id, PAYMENTS, 1).await;
+    let ids: Vec<String> = paying.iter().map(|(id, _)| id.clone()).collect();
+
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_allocation(&ids[0]).await;
+    let mut payments = JoinSet::new();
+    pay_all(&app, &paying[..1], "tok_visa", &mut payments);
+    blocker.wait_for_waiters(1).await;
+    pay_all(&app, &paying[1..], "tok_visa", &mut payments);
+    // Give the other begins time to commit, were they each to run their own statement.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        pending(&app, &ids).await,
+        0,
+        "no begin commits while the batch ahead of it waits"
+    );
+    let waiters = blocker.waiters().await;
+    assert_eq!(waiters.len(), 1, "one begin statement waits: {waiters:?}");
+    blocker.commit().await;
+
+    while let Some(answer) = payments.join_next().await {
+        let (id, status, body) = answer.unwrap();
+        assert_eq!(status, StatusCode::OK, "{id}: {body}");
+        assert_eq!(body["status"], "purchased", "{body}");
+    }
+    let uuids: Vec<Uuid> = ids.iter().map(|id| Uuid::parse_str(id).unwrap()).collect();
+    let stamps: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT payment_pending_at) FROM ticket_allocations WHERE id = ANY($1)",
+    )
+    .bind(&uuids)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stamps,
+        2,
+        "two begin statements: the first alone, then the other {} together",
+        PAYMENTS - 1
+    );
+    assert_eq!(
+        app.counts(&event_id).await,
+        (100 - PAYMENTS as i64, 0, PAYMENTS as i64)
+    );
+    app.assert_balanced(&event_id).await;
+}
+
 /// One batch of settles with every outcome: charged, declined, declined after the hold
 /// lapsed, and one that recovery settled first. Each is decided on its own and answered as
 /// its row ends; none fails the others.
