@@ -348,12 +348,14 @@ pub async fn begin_payment(
 /// particular order; a hold not in that state is left alone and not returned. If an id is
 /// asked twice, at most one of its references is recorded: the returned row says which.
 ///
-/// The `reserved` holds asked for are locked first, in id order (the `MATERIALIZED` CTE's
-/// `ORDER BY ... FOR UPDATE`), so the statement takes its row locks in the order every
-/// transaction that locks several holds uses, and asks for no other lock: it can wait, but
-/// never in a cycle. As in [`begin_payment`], a row it had to wait for is judged again on its
-/// newest version (READ COMMITTED re-checks the `UPDATE`'s conditions), so every decision is
-/// made under the row's lock. No count moves, so no event lock.
+/// The `reserved` holds asked for are locked first (the `MATERIALIZED` CTE), skipping any
+/// row another transaction holds: the statement never waits for a lock, so it is in no cycle
+/// of waits, and one busy hold does not hold up the batch. A skipped hold is not returned,
+/// and its caller waits for that row alone (`holds::payment::begin_alone`). `FOR UPDATE`, the
+/// strongest row lock, so the `UPDATE` needs no other. A row locked after a concurrent commit
+/// is judged on its newest version (READ COMMITTED re-checks the conditions of both the lock
+/// and the `UPDATE`), so every decision is made under the row's lock. No count moves, so no
+/// event lock.
 pub async fn begin_payments(
     conn: &mut PgConnection,
     ids: &[Uuid],
@@ -364,7 +366,7 @@ pub async fn begin_payments(
         "WITH locked AS MATERIALIZED ( \
              SELECT id AS locked_id FROM ticket_allocations \
              WHERE id = ANY($1) AND status = 'reserved' \
-             ORDER BY id FOR UPDATE) \
+             FOR UPDATE SKIP LOCKED) \
          UPDATE ticket_allocations SET status = 'payment_pending', payment_pending_at = now(), \
              payment_reference = asked.asked_reference, updated_at = now() \
          FROM unnest($1::uuid[], $2::text[], $3::text[]) \
