@@ -228,6 +228,49 @@ async fn begins_of_one_event_share_one_statement() {
     app.assert_balanced(&event_id).await;
 }
 
+/// A begin whose hold's row is locked elsewhere does not hold up the begins batched with it:
+/// the batched statement skips that row, the others become `payment_pending` and complete,
+/// and only the busy hold's payment waits for its row, alone, then completes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_hold_does_not_hold_up_its_batch_of_begins() {
+    const PAYMENTS: usize = 10;
+    let app = spawn_app().await;
+    let event = app.create_event("Busy hold", 100, None).await;
+    let event_id = id_of(&event);
+    let paying = holds(&app, &event_id, PAYMENTS, 1).await;
+    let ids: Vec<String> = paying.iter().map(|(id, _)| id.clone()).collect();
+
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_allocation(&ids[0]).await;
+    let mut payments = JoinSet::new();
+    pay_all(&app, &paying, "tok_visa", &mut payments);
+    let mut answered = 0;
+    while answered < PAYMENTS - 1 {
+        let (id, status, body) = tokio::time::timeout(Duration::from_secs(4), payments.join_next())
+            .await
+            .expect("the other payments complete while one hold's row is locked")
+            .unwrap()
+            .unwrap();
+        assert_ne!(id, ids[0], "the busy hold's payment waits for its row");
+        assert_eq!(status, StatusCode::OK, "{id}: {body}");
+        assert_eq!(body["status"], "purchased", "{body}");
+        answered += 1;
+    }
+    let waiters = blocker.waiters().await;
+    assert_eq!(waiters.len(), 1, "the busy hold's begin waits: {waiters:?}");
+    blocker.commit().await;
+
+    let (id, status, body) = payments.join_next().await.unwrap().unwrap();
+    assert_eq!(id, ids[0]);
+    assert_eq!(status, StatusCode::OK, "{id}: {body}");
+    assert_eq!(body["status"], "purchased", "{body}");
+    assert_eq!(
+        app.counts(&event_id).await,
+        (100 - PAYMENTS as i64, 0, PAYMENTS as i64)
+    );
+    app.assert_balanced(&event_id).await;
+}
+
 /// One batch of settles with every outcome: charged, declined, declined after the hold
 /// lapsed, and one that recovery settled first. Each is decided on its own and answered as
 /// its row ends; none fails the others.
