@@ -317,7 +317,9 @@ async fn begin_batch(pool: &PgPool, requests: &[BeginRequest]) -> Result<Vec<Opt
     Ok(requests
         .iter()
         .map(|request| {
-            let recorded = begun.get(&request.id).and_then(|row| row.payment_reference.as_deref());
+            let recorded = begun
+                .get(&request.id)
+                .and_then(|row| row.payment_reference.as_deref());
             if recorded == Some(request.reference.as_str()) {
                 begun.remove(&request.id)
             } else {
