@@ -228,6 +228,68 @@ async fn begins_of_one_event_share_one_statement() {
     app.assert_balanced(&event_id).await;
 }
 
+/// The simulated provider's ledger rows of charges that arrive while an earlier one is being
+/// recorded share one statement: the first charge's insert waits (the ledger is locked
+/// against writes elsewhere), the others queue behind it, and after the release they are
+/// recorded together. Rows inserted by one transaction share its `xmin`, so the distinct
+/// `xmin`s count the commits. Every charge answered is on the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charges_of_concurrent_payments_share_one_ledger_statement() {
+    const PAYMENTS: usize = 20;
+    let app = spawn_app().await;
+    let event = app.create_event("Batched charges", 100, None).await;
+    let event_id = id_of(&event);
+    let paying = holds(&app, &event_id, PAYMENTS, 1).await;
+    let ids: Vec<Uuid> = paying
+        .iter()
+        .map(|(id, _)| Uuid::parse_str(id).unwrap())
+        .collect();
+
+    let mut blocker = Blocker::begin(&app.pool).await;
+    sqlx::query("LOCK TABLE payment_charges IN SHARE MODE")
+        .execute(blocker.conn())
+        .await
+        .unwrap();
+    let mut payments = JoinSet::new();
+    pay_all(&app, &paying[..1], "tok_visa", &mut payments);
+    blocker.wait_for_waiters(1).await;
+    pay_all(&app, &paying[1..], "tok_visa", &mut payments);
+    eventually("every payment to begin", Duration::from_secs(4), || async {
+        let ids: Vec<String> = paying.iter().map(|(id, _)| id.clone()).collect();
+        (pending(&app, &ids).await == PAYMENTS).then_some(())
+    })
+    .await;
+    // Every payment is at its charge; give the charges time to reach the lock, were they
+    // each to run their own statement.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiters = blocker.waiters().await;
+    assert_eq!(waiters.len(), 1, "one ledger statement waits: {waiters:?}");
+    blocker.commit().await;
+
+    while let Some(answer) = payments.join_next().await {
+        let (id, status, body) = answer.unwrap();
+        assert_eq!(status, StatusCode::OK, "{id}: {body}");
+        assert_eq!(body["status"], "purchased", "{body}");
+    }
+    let (rows, commits): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT c.xmin::text) FROM payment_charges c \
+         JOIN ticket_allocations a ON a.payment_reference = c.reference \
+         WHERE a.id = ANY($1) AND c.outcome = 'charged'",
+    )
+    .bind(&ids)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, PAYMENTS as i64, "every charge is on the ledger");
+    assert_eq!(
+        commits,
+        2,
+        "two ledger statements: the first alone, then the other {} together",
+        PAYMENTS - 1
+    );
+    app.assert_balanced(&event_id).await;
+}
+
 /// A begin whose hold's row is locked elsewhere does not hold up the begins batched with it:
 /// the batched statement skips that row, the others become `payment_pending` and complete,
 /// and only the busy hold's payment waits for its row, alone, then completes too.
