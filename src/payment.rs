@@ -191,7 +191,7 @@ const CHARGE_QUEUE: Uuid = Uuid::nil();
 /// together are recorded in one statement ([`db::charges::record_many`]), batched or not as
 /// purchases are. A charge answers only once its row is committed, so an answered charge is
 /// on the ledger; if the statement fails, each of its charges fails with an unknown outcome,
-/// and recovery finds the reference unrecorded and voids it.
+/// and recovery settles it from what the ledger holds (voiding a reference it lacks).
 #[derive(Clone)]
 pub struct SimulatedProvider {
     pool: PgPool,

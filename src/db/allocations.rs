@@ -387,7 +387,8 @@ pub async fn begin_payments(
     .await
 }
 
-/// [`begin_payment`] and [`begin_payments`] match only `reserved` rows; the status machine must allow the move.
+/// [`begin_payment`] and [`begin_payments`] match only `reserved` rows; the status machine
+/// must allow the move.
 const _: () = assert!(AllocationStatus::Reserved.can_become(AllocationStatus::PaymentPending));
 
 /// What a transition records besides the new status and its timestamp.
