@@ -22,7 +22,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // idempotency; holds charges through payment, records through idempotency and batches
     // its settles with purchase's coalescer; the sweeper expires and settles through holds
     // and payment.
-    ("payment", &["db", "domain", "error"]),
+    // The simulated provider batches its ledger writes with purchase's coalescer.
+    ("payment", &["db", "domain", "error", "purchase"]),
     ("idempotency", &["db", "domain", "error"]),
     // The organiser's catalogue writes (event settings, ticket types, quotas): their own
     // transactions under the event lock, needing no other service.

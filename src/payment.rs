@@ -2,16 +2,20 @@
 //! committed as `payment_pending` first, so a slow or crashed provider call never blocks
 //! other buyers and is always recoverable from the provider's own record.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db;
-use crate::db::charges::{ChargeRecord, RefundRecord};
+use crate::db::charges::{ChargeEntry, ChargeRecord, RefundRecord};
 use crate::domain::money::Currency;
+use crate::purchase::Batching;
+use crate::purchase::coalescer::{BatchWork, Coalescer};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -173,19 +177,66 @@ fn hold_prefix(reference: &str) -> Option<&str> {
     Some(&reference[..4 + allocation.len() + 1])
 }
 
+/// The charges of all payments share one queue of the ledger's coalescer: a charge names
+/// no event, and its ledger row locks nothing of anyone's event.
+const CHARGE_QUEUE: Uuid = Uuid::nil();
+
 /// The built-in provider: no money moves; `tok_visa` (or no token) is charged,
 /// `tok_lostAfterCharge`, `tok_unreachableOnce` and `tok_refundUnreachableOnce` behave as
 /// their constants say, anything else is declined. Its ledger lives in the
 /// `payment_charges` and `payment_refunds` tables.
-#[derive(Debug, Clone)]
+///
+/// It stands in for a remote provider, which costs a payment latency but no commit of this
+/// database; so that it does not cost one commit per charge either, the charges that arrive
+/// together are recorded in one statement ([`db::charges::record_many`]), batched or not as
+/// purchases are. A charge answers only once its row is committed, so an answered charge is
+/// on the ledger; if the statement fails, each of its charges fails with an unknown outcome,
+/// and recovery settles it from what the ledger holds (voiding a reference it lacks).
+#[derive(Clone)]
 pub struct SimulatedProvider {
     pool: PgPool,
+    ledger: Option<Coalescer<ChargeEntry, Result<String, String>>>,
 }
 
 impl SimulatedProvider {
-    /// The simulated provider, keeping its ledger in `pool`'s `payment_charges`.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// The simulated provider, keeping its ledger in `pool`'s `payment_charges`, recording
+    /// charges batched or one by one as `batching` says.
+    pub fn new(pool: PgPool, batching: Batching) -> Self {
+        let ledger = match batching {
+            Batching::Batched { max_batch } => {
+                let batch_pool = pool.clone();
+                let work: BatchWork<ChargeEntry, Result<String, String>> =
+                    Arc::new(move |_, entries| {
+                        let pool = batch_pool.clone();
+                        Box::pin(async move { record_batch(&pool, entries).await })
+                    });
+                Some(Coalescer::new(max_batch, work))
+            }
+            Batching::PerRequest => None,
+        };
+        Self { pool, ledger }
+    }
+
+    /// Records a charge's outcome unless its reference has one, and returns the recorded
+    /// one: alone, or in the next batch of charges.
+    async fn record_charge(&self, entry: ChargeEntry) -> Result<String, ProviderError> {
+        match &self.ledger {
+            Some(ledger) => ledger
+                .submit(CHARGE_QUEUE, entry)
+                .await
+                .map_err(|e| ProviderError(e.to_string()))?
+                .map_err(ProviderError),
+            None => {
+                let took = ChargeRecord {
+                    amount: entry.amount,
+                    currency: entry.currency,
+                    token: entry.token.as_deref(),
+                };
+                db::charges::record_once(&self.pool, &entry.reference, entry.outcome, Some(took))
+                    .await
+                    .map_err(|e| ProviderError(e.to_string()))
+            }
+        }
     }
 
     /// Whether an earlier payment of `reference`'s hold was voided: `tok_unreachableOnce`'s
@@ -222,15 +273,14 @@ impl PaymentProvider for SimulatedProvider {
                 ) => ChargeOutcome::Charged,
                 Some(_) => ChargeOutcome::Declined,
             };
-            let took = ChargeRecord {
+            let entry = ChargeEntry {
+                reference: reference.to_owned(),
+                outcome: outcome.as_str(),
                 amount,
                 currency: currency.code(),
-                token,
+                token: token.map(str::to_owned),
             };
-            let recorded =
-                db::charges::record_once(&self.pool, reference, outcome.as_str(), Some(took))
-                    .await
-                    .map_err(|e| ProviderError(e.to_string()))?;
+            let recorded = self.record_charge(entry).await?;
             if token == Some(TOKEN_LOST_AFTER_CHARGE) {
                 return Err(ProviderError(
                     "simulated: connection lost after the charge".into(),
@@ -302,6 +352,33 @@ impl PaymentProvider for SimulatedProvider {
                     .map_err(|e| ProviderError(e.to_string()))?;
             RefundOutcome::parse(&recorded)
         })
+    }
+}
+
+/// Records a batch of charges in one statement; one answer per entry, in order: the outcome
+/// recorded for its reference, or the statement's error (then nothing of it was recorded).
+/// A reference asked twice in one batch is recorded once, and both hear the recorded
+/// outcome, as a retried reference does.
+async fn record_batch(pool: &PgPool, entries: Vec<ChargeEntry>) -> Vec<Result<String, String>> {
+    let mut distinct: Vec<ChargeEntry> = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        if !distinct.iter().any(|d| d.reference == entry.reference) {
+            distinct.push(entry.clone());
+        }
+    }
+    match db::charges::record_many(pool, &distinct).await {
+        Ok(rows) => {
+            let recorded: HashMap<String, String> = rows.into_iter().collect();
+            entries
+                .iter()
+                .map(|entry| {
+                    recorded.get(&entry.reference).cloned().ok_or_else(|| {
+                        format!("no ledger row returned for charge {}", entry.reference)
+                    })
+                })
+                .collect()
+        }
+        Err(err) => entries.iter().map(|_| Err(err.to_string())).collect(),
     }
 }
 

@@ -130,15 +130,16 @@ impl Server {
             (None, None) => unreachable!("no URL means embedded"),
         };
         let live = LiveStats::new();
-        let payments: Arc<dyn PaymentProvider> =
-            Arc::new(SimulatedProvider::new(database.pool.clone()));
-        // Purchases and payments' settles are batched (or not) alike.
+        // Purchases, payments' begins and settles, and the simulated provider's ledger are
+        // batched (or not) alike.
         let batching = match args.purchase_mode {
             PurchaseMode::Batched => Batching::Batched {
                 max_batch: args.purchase_batch_max as usize,
             },
             PurchaseMode::PerRequest => Batching::PerRequest,
         };
+        let payments: Arc<dyn PaymentProvider> =
+            Arc::new(SimulatedProvider::new(database.pool.clone(), batching));
         let state = AppState {
             pool: database.pool.clone(),
             rules: Arc::new(SaleRules {

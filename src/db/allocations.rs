@@ -342,7 +342,53 @@ pub async fn begin_payment(
     .await
 }
 
-/// [`begin_payment`] matches only `reserved` rows; the status machine must allow the move.
+/// [`begin_payment`] for several holds in one statement (the batched first step, see
+/// `holds::payment`): each hold `ids[i]` that is `reserved`, unlapsed and `buyers[i]`'s
+/// becomes `payment_pending` under `references[i]`. Returns the rows changed, in no
+/// particular order; a hold not in that state is left alone and not returned. If an id is
+/// asked twice, at most one of its references is recorded: the returned row says which.
+///
+/// The `reserved` holds asked for are locked first (the `MATERIALIZED` CTE), skipping any
+/// row another transaction holds: the statement never waits for a lock, so it is in no cycle
+/// of waits, and one busy hold does not hold up the batch. A skipped hold is not returned,
+/// and its caller waits for that row alone (`holds::payment::begin_alone`). `FOR UPDATE`, the
+/// strongest row lock, so the `UPDATE` needs no other. A row locked after a concurrent commit
+/// is judged on its newest version (READ COMMITTED re-checks the conditions of both the lock
+/// and the `UPDATE`), so every decision is made under the row's lock. No count moves, so no
+/// event lock.
+pub async fn begin_payments(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    buyers: &[&str],
+    references: &[&str],
+) -> Result<Vec<Allocation>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "WITH locked AS MATERIALIZED ( \
+             SELECT id AS locked_id FROM ticket_allocations \
+             WHERE id = ANY($1) AND status = 'reserved' \
+             FOR UPDATE SKIP LOCKED) \
+         UPDATE ticket_allocations SET status = 'payment_pending', payment_pending_at = now(), \
+             payment_reference = asked.asked_reference, updated_at = now() \
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) \
+                  AS asked(asked_id, asked_buyer, asked_reference), \
+              locked \
+         WHERE ticket_allocations.id = asked.asked_id \
+           AND locked.locked_id = ticket_allocations.id \
+           AND ticket_allocations.fingerprint_hash = asked.asked_buyer \
+           AND ticket_allocations.status = 'reserved' \
+           AND ticket_allocations.expires_at > clock_timestamp() \
+         RETURNING ",
+        allocation_columns!()
+    ))
+    .bind(ids)
+    .bind(buyers)
+    .bind(references)
+    .fetch_all(conn)
+    .await
+}
+
+/// [`begin_payment`] and [`begin_payments`] match only `reserved` rows; the status machine
+/// must allow the move.
 const _: () = assert!(AllocationStatus::Reserved.can_become(AllocationStatus::PaymentPending));
 
 /// What a transition records besides the new status and its timestamp.

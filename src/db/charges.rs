@@ -35,6 +35,48 @@ pub async fn record_once(
     .await
 }
 
+/// One charge's entry for [`record_many`]: its reference, outcome, and what it took.
+#[derive(Debug, Clone)]
+pub struct ChargeEntry {
+    pub reference: String,
+    pub outcome: &'static str,
+    pub amount: i64,
+    pub currency: &'static str,
+    pub token: Option<String>,
+}
+
+/// [`record_once`] for several charges in one statement, and so one commit: each entry's
+/// outcome is recorded unless its reference already has one. Returns `(reference, recorded
+/// outcome)` for every distinct reference, in no particular order. The references must be
+/// distinct (one `INSERT … ON CONFLICT DO UPDATE` may touch a row only once).
+///
+/// Takes no lock but the rows it inserts or finds: a reference already recorded by a
+/// transaction still open (a void, a refund's check of its charge) is waited for, and those
+/// wait for nothing this statement holds, so no cycle can form.
+pub async fn record_many(
+    pool: &PgPool,
+    entries: &[ChargeEntry],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let references: Vec<&str> = entries.iter().map(|e| e.reference.as_str()).collect();
+    let outcomes: Vec<&str> = entries.iter().map(|e| e.outcome).collect();
+    let amounts: Vec<i64> = entries.iter().map(|e| e.amount).collect();
+    let currencies: Vec<&str> = entries.iter().map(|e| e.currency).collect();
+    let tokens: Vec<Option<&str>> = entries.iter().map(|e| e.token.as_deref()).collect();
+    sqlx::query_as(
+        "INSERT INTO payment_charges (reference, outcome, amount, currency, token) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[]) \
+         ON CONFLICT (reference) DO UPDATE SET outcome = payment_charges.outcome \
+         RETURNING reference, outcome",
+    )
+    .bind(references)
+    .bind(outcomes)
+    .bind(amounts)
+    .bind(currencies)
+    .bind(tokens)
+    .fetch_all(pool)
+    .await
+}
+
 /// What a refund asks of the ledger: give back `amount` of the charge `charge_reference`,
 /// under the refund's own `reference`.
 #[derive(Debug, Clone, Copy)]

@@ -2,10 +2,11 @@
 //! recovery of payments a crash left in `payment_pending`; and the answer to a keyed retry
 //! whose first attempt left its payment's outcome unknown.
 //!
-//! Step one (`reserved` → `payment_pending`) moves no count, so it takes only the hold's row
-//! lock, never the event's: payments of one hot event begin in parallel. Step three moves
-//! the tickets to `purchased` on the event and its quotas, so it needs the event row lock;
-//! the [`Settler`] batches the settles of one event that arrive together into one
+//! Step one (`reserved` → `payment_pending`) moves no count, so it takes only the holds' row
+//! locks, never the event's: the [`Settler`] batches the begins that arrive together into one
+//! statement (one commit), so payments of one hot event begin at the speed of holds. Step
+//! three moves the tickets to `purchased` on the event and its quotas, so it needs the event
+//! row lock; the [`Settler`] batches the settles of one event that arrive together into one
 //! transaction that takes that lock once, as purchases are batched.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -43,18 +44,50 @@ struct SettleRequest {
     record: Option<Recorder<Allocation>>,
 }
 
-/// Settles payments (step three of [`pay`]): one transaction per payment, or one per batch
-/// of the payments of one event that arrive together ([`Batching`], from `--purchase-mode`
-/// and `--purchase-batch-max`, as for purchases).
+/// One payment's step one as its batch sees it: the hold, its buyer, the fresh reference.
+struct BeginRequest {
+    id: Uuid,
+    buyer: String,
+    reference: String,
+}
+
+/// The begins of all events share one queue: the request names only its hold, and finding
+/// its event first would cost the round trip that batching saves. Safe across events, since
+/// a begin takes no event lock and moves no count.
+const BEGIN_QUEUE: Uuid = Uuid::nil();
+
+/// Runs the database steps of payments ([`pay`]): step one, one statement per payment or one
+/// per batch of the begins that arrive together, and step three, one transaction per payment
+/// or one per batch of the settles of one event that arrive together ([`Batching`], from
+/// `--purchase-mode` and `--purchase-batch-max`, as for purchases).
 #[derive(Clone)]
 pub struct Settler {
     pool: PgPool,
+    begins: Option<Coalescer<BeginRequest, Result<Option<Allocation>>>>,
     batches: Option<Coalescer<SettleRequest, Result<Allocation>>>,
 }
 
 impl Settler {
-    /// Settles on `pool`, batched per event or one by one as `batching` says.
+    /// Begins and settles on `pool`, batched or one by one as `batching` says.
     pub fn new(pool: PgPool, batching: Batching) -> Self {
+        let begins = match batching {
+            Batching::Batched { max_batch } => {
+                let pool = pool.clone();
+                let work: BatchWork<BeginRequest, Result<Option<Allocation>>> =
+                    Arc::new(move |_, requests| {
+                        let pool = pool.clone();
+                        Box::pin(async move {
+                            match begin_batch(&pool, &requests).await {
+                                Ok(answers) => answers.into_iter().map(Ok).collect(),
+                                // The statement failed as a whole and changed nothing.
+                                Err(err) => requests.iter().map(|_| Err(err.clone())).collect(),
+                            }
+                        })
+                    });
+                Some(Coalescer::new(max_batch, work))
+            }
+            Batching::PerRequest => None,
+        };
         let batches = match batching {
             Batching::Batched { max_batch } => {
                 let pool = pool.clone();
@@ -74,7 +107,36 @@ impl Settler {
             }
             Batching::PerRequest => None,
         };
-        Self { pool, batches }
+        Self {
+            pool,
+            begins,
+            batches,
+        }
+    }
+
+    /// Step one's single statement for one hold, alone or in the next batch of begins:
+    /// the hold `payment_pending` under `reference`, or `None` if it was not a `reserved`,
+    /// unlapsed hold of `buyer` (nothing changed).
+    async fn try_begin(
+        &self,
+        id: Uuid,
+        buyer: &FingerprintHash,
+        reference: &str,
+    ) -> Result<Option<Allocation>> {
+        match &self.begins {
+            Some(begins) => {
+                let request = BeginRequest {
+                    id,
+                    buyer: buyer.as_str().to_owned(),
+                    reference: reference.to_owned(),
+                };
+                begins.submit(BEGIN_QUEUE, request).await?
+            }
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                Ok(allocations::begin_payment(&mut conn, id, buyer.as_str(), reference).await?)
+            }
+        }
     }
 
     /// Records `request`'s outcome, alone or in the next batch of `event_id`'s settles.
@@ -113,7 +175,7 @@ pub async fn pay(
         return Ok(purchased);
     }
     let reference = payment::new_reference(id);
-    let pending = begin_payment(pool, id, buyer, &reference).await?;
+    let pending = begin_payment(settler, id, buyer, &reference).await?;
 
     // No lock is held here. If this process dies now, the sweeper finds the allocation in
     // payment_pending and settles it from the provider's record (see `recover_payment`). A
@@ -203,25 +265,23 @@ fn outcome_unknown(allocation: &Allocation, reference: &str, recovery_window: Du
 /// `payment_pending` under a fresh payment reference.
 ///
 /// No count moves, so the event row stays free for the purchases and settles of a hot
-/// event: first one statement that makes the move if the hold can make it
-/// (`db::allocations::begin_payment`, under the hold's row lock alone). If it cannot, the
+/// event: first one statement that makes the move if the hold can make it, under the hold's
+/// row lock alone ([`Settler::try_begin`]: `db::allocations::begin_payment`, or with the
+/// begins that arrive together `db::allocations::begin_payments`). If it cannot, the
 /// hold's row is locked ([`begin_alone`]) to tell why. Only a lapsed hold, which this
 /// payment expires and so must return to the pool, needs the event lock: that transaction
 /// is rolled back, releasing the hold's row before the event's is asked for (taking them
 /// the other way round could deadlock), and the step runs again under the full lock order.
 async fn begin_payment(
-    pool: &PgPool,
+    settler: &Settler,
     id: Uuid,
     buyer: &FingerprintHash,
     reference: &str,
 ) -> Result<Allocation> {
-    let mut conn = pool.acquire().await?;
-    if let Some(pending) =
-        allocations::begin_payment(&mut conn, id, buyer.as_str(), reference).await?
-    {
+    if let Some(pending) = settler.try_begin(id, buyer, reference).await? {
         return Ok(pending);
     }
-    drop(conn);
+    let pool = &settler.pool;
     let mut tx = pool.begin().await?;
     let outcome = match begin_alone(&mut tx, id, buyer, reference).await {
         Ok(Some(pending)) => Ok(pending),
@@ -234,6 +294,39 @@ async fn begin_payment(
         Err(err) => Err(err),
     };
     commit(tx, outcome).await
+}
+
+/// Step one's single statement for the begins `requests` that arrived together, in one
+/// statement and so one commit (`db::allocations::begin_payments`). One answer per request,
+/// in order: its hold `payment_pending` under its reference, or `None` if the statement did
+/// not move it (the caller then finds out why under the row lock). The error means the
+/// statement failed and changed nothing.
+async fn begin_batch(pool: &PgPool, requests: &[BeginRequest]) -> Result<Vec<Option<Allocation>>> {
+    let ids: Vec<Uuid> = requests.iter().map(|r| r.id).collect();
+    let buyers: Vec<&str> = requests.iter().map(|r| r.buyer.as_str()).collect();
+    let references: Vec<&str> = requests.iter().map(|r| r.reference.as_str()).collect();
+    let mut conn = pool.acquire().await?;
+    let mut begun: HashMap<Uuid, Allocation> =
+        allocations::begin_payments(&mut conn, &ids, &buyers, &references)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row))
+            .collect();
+    // A hold asked twice in one batch was moved under one of its references: the request
+    // whose reference the row records gets it, the other finds it `payment_pending`.
+    Ok(requests
+        .iter()
+        .map(|request| {
+            let recorded = begun
+                .get(&request.id)
+                .and_then(|row| row.payment_reference.as_deref());
+            if recorded == Some(request.reference.as_str()) {
+                begun.remove(&request.id)
+            } else {
+                None
+            }
+        })
+        .collect())
 }
 
 /// Step one under the hold's row lock only. `None`: the hold is `reserved` but lapsed, and

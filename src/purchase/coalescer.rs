@@ -4,7 +4,9 @@
 //! Two users: purchases, where a batch runs the purchase transaction once (one hot event
 //! sells a batch per commit instead of one ticket per commit, while every guarantee still
 //! comes from the same row lock), and fresh availability reads, where one read answers every
-//! request that arrived before it started.
+//! request that arrived before it started. Payments batch their settles per event the same
+//! way, and their first steps and the simulated provider's ledger writes in one queue for
+//! all events (keyed by the nil id: those statements take no event lock).
 //!
 //! There is no artificial waiting: a request that finds no batch running starts one at once.
 //! A request always lands in a batch that starts after it arrived, which is what lets a

@@ -168,6 +168,171 @@ async fn settles_of_one_event_share_one_transaction() {
     app.assert_balanced(&event_id).await;
 }
 
+/// Begins of one event that arrive while an earlier begin runs share one statement: the
+/// first payment's begin statement waits (the table is locked against writes elsewhere), the
+/// others queue behind it in the coalescer instead of each committing its own, and after the
+/// release they all become `payment_pending` in one more statement. A statement's holds
+/// share its transaction's `now()` as `payment_pending_at`, so the distinct stamps count the
+/// commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begins_of_one_event_share_one_statement() {
+    const PAYMENTS: usize = 20;
+    let app = spawn_app().await;
+    let event = app.create_event("Batched begins", 100, None).await;
+    let event_id = id_of(&event);
+    let paying = holds(&app, &event_id, PAYMENTS, 1).await;
+    let ids: Vec<String> = paying.iter().map(|(id, _)| id.clone()).collect();
+
+    // Not one hold's row: the batched statement skips a locked row rather than wait for it.
+    // SHARE mode blocks writes to the table, not the reads and row locks of the app's
+    // sweepers.
+    let mut blocker = Blocker::begin(&app.pool).await;
+    sqlx::query("LOCK TABLE ticket_allocations IN SHARE MODE")
+        .execute(blocker.conn())
+        .await
+        .unwrap();
+    let mut payments = JoinSet::new();
+    pay_all(&app, &paying[..1], "tok_visa", &mut payments);
+    blocker.wait_for_waiters(1).await;
+    pay_all(&app, &paying[1..], "tok_visa", &mut payments);
+    // Give the other begins time to reach the lock, were they each to run their own
+    // statement.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiters = blocker.waiters().await;
+    assert_eq!(waiters.len(), 1, "one begin statement waits: {waiters:?}");
+    blocker.commit().await;
+
+    while let Some(answer) = payments.join_next().await {
+        let (id, status, body) = answer.unwrap();
+        assert_eq!(status, StatusCode::OK, "{id}: {body}");
+        assert_eq!(body["status"], "purchased", "{body}");
+    }
+    let uuids: Vec<Uuid> = ids.iter().map(|id| Uuid::parse_str(id).unwrap()).collect();
+    let stamps: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT payment_pending_at) FROM ticket_allocations WHERE id = ANY($1)",
+    )
+    .bind(&uuids)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stamps,
+        2,
+        "two begin statements: the first alone, then the other {} together",
+        PAYMENTS - 1
+    );
+    assert_eq!(
+        app.counts(&event_id).await,
+        (100 - PAYMENTS as i64, 0, PAYMENTS as i64)
+    );
+    app.assert_balanced(&event_id).await;
+}
+
+/// The simulated provider's ledger rows of charges that arrive while an earlier one is being
+/// recorded share one statement: the first charge's insert waits (the ledger is locked
+/// against writes elsewhere), the others queue behind it, and after the release they are
+/// recorded together. Rows inserted by one transaction share its `xmin`, so the distinct
+/// `xmin`s count the commits. Every charge answered is on the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charges_of_concurrent_payments_share_one_ledger_statement() {
+    const PAYMENTS: usize = 20;
+    let app = spawn_app().await;
+    let event = app.create_event("Batched charges", 100, None).await;
+    let event_id = id_of(&event);
+    let paying = holds(&app, &event_id, PAYMENTS, 1).await;
+    let ids: Vec<Uuid> = paying
+        .iter()
+        .map(|(id, _)| Uuid::parse_str(id).unwrap())
+        .collect();
+
+    let mut blocker = Blocker::begin(&app.pool).await;
+    sqlx::query("LOCK TABLE payment_charges IN SHARE MODE")
+        .execute(blocker.conn())
+        .await
+        .unwrap();
+    let mut payments = JoinSet::new();
+    pay_all(&app, &paying[..1], "tok_visa", &mut payments);
+    blocker.wait_for_waiters(1).await;
+    pay_all(&app, &paying[1..], "tok_visa", &mut payments);
+    eventually("every payment to begin", Duration::from_secs(4), || async {
+        let ids: Vec<String> = paying.iter().map(|(id, _)| id.clone()).collect();
+        (pending(&app, &ids).await == PAYMENTS).then_some(())
+    })
+    .await;
+    // Every payment is at its charge; give the charges time to reach the lock, were they
+    // each to run their own statement.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiters = blocker.waiters().await;
+    assert_eq!(waiters.len(), 1, "one ledger statement waits: {waiters:?}");
+    blocker.commit().await;
+
+    while let Some(answer) = payments.join_next().await {
+        let (id, status, body) = answer.unwrap();
+        assert_eq!(status, StatusCode::OK, "{id}: {body}");
+        assert_eq!(body["status"], "purchased", "{body}");
+    }
+    let (rows, commits): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT c.xmin::text) FROM payment_charges c \
+         JOIN ticket_allocations a ON a.payment_reference = c.reference \
+         WHERE a.id = ANY($1) AND c.outcome = 'charged'",
+    )
+    .bind(&ids)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, PAYMENTS as i64, "every charge is on the ledger");
+    assert_eq!(
+        commits,
+        2,
+        "two ledger statements: the first alone, then the other {} together",
+        PAYMENTS - 1
+    );
+    app.assert_balanced(&event_id).await;
+}
+
+/// A begin whose hold's row is locked elsewhere does not hold up the begins batched with it:
+/// the batched statement skips that row, the others become `payment_pending` and complete,
+/// and only the busy hold's payment waits for its row, alone, then completes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_hold_does_not_hold_up_its_batch_of_begins() {
+    const PAYMENTS: usize = 10;
+    let app = spawn_app().await;
+    let event = app.create_event("Busy hold", 100, None).await;
+    let event_id = id_of(&event);
+    let paying = holds(&app, &event_id, PAYMENTS, 1).await;
+    let ids: Vec<String> = paying.iter().map(|(id, _)| id.clone()).collect();
+
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_allocation(&ids[0]).await;
+    let mut payments = JoinSet::new();
+    pay_all(&app, &paying, "tok_visa", &mut payments);
+    let mut answered = 0;
+    while answered < PAYMENTS - 1 {
+        let (id, status, body) = tokio::time::timeout(Duration::from_secs(4), payments.join_next())
+            .await
+            .expect("the other payments complete while one hold's row is locked")
+            .unwrap()
+            .unwrap();
+        assert_ne!(id, ids[0], "the busy hold's payment waits for its row");
+        assert_eq!(status, StatusCode::OK, "{id}: {body}");
+        assert_eq!(body["status"], "purchased", "{body}");
+        answered += 1;
+    }
+    let waiters = blocker.waiters().await;
+    assert_eq!(waiters.len(), 1, "the busy hold's begin waits: {waiters:?}");
+    blocker.commit().await;
+
+    let (id, status, body) = payments.join_next().await.unwrap().unwrap();
+    assert_eq!(id, ids[0]);
+    assert_eq!(status, StatusCode::OK, "{id}: {body}");
+    assert_eq!(body["status"], "purchased", "{body}");
+    assert_eq!(
+        app.counts(&event_id).await,
+        (100 - PAYMENTS as i64, 0, PAYMENTS as i64)
+    );
+    app.assert_balanced(&event_id).await;
+}
+
 /// One batch of settles with every outcome: charged, declined, declined after the hold
 /// lapsed, and one that recovery settled first. Each is decided on its own and answered as
 /// its row ends; none fails the others.
