@@ -30,8 +30,10 @@ fn in_date_window(date: OffsetDateTime) -> bool {
 }
 
 /// The instant in UTC, truncated to the microsecond as PostgreSQL stores it, so the value
-/// answered is the value kept. Call only for a date inside the window.
-fn to_stored_precision(date: OffsetDateTime) -> OffsetDateTime {
+/// answered is the value kept, and every timestamp the API renders has the one shape
+/// docs/api.md gives (`Z`, at most six fractional digits). Call only for a date inside the
+/// window.
+pub fn to_stored_precision(date: OffsetDateTime) -> OffsetDateTime {
     let utc = date.to_offset(UtcOffset::UTC);
     utc.replace_nanosecond(utc.nanosecond() / 1_000 * 1_000)
         .unwrap_or(utc)

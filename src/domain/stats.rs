@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::event::Event;
+use super::event::{Event, to_stored_precision};
 
 /// The kind of change that moved an event's counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -120,11 +120,13 @@ pub struct StatsMessage {
 
 /// The one place a stream message is built, from whichever source told of the counts.
 impl StatsMessage {
-    /// The message for a change heard through `NOTIFY`.
+    /// The message for a change heard through `NOTIFY`. Both instants are rendered as every
+    /// API timestamp is (UTC, `Z`, at most six fractional digits): the clock's nanoseconds
+    /// and the notification's `+00:00` are not the documented shape.
     pub fn from_change(change: &CountsChanged, timestamp: OffsetDateTime) -> Self {
         Self {
             event_id: change.event_id,
-            timestamp,
+            timestamp: to_stored_precision(timestamp),
             statistics: Statistics {
                 total_tickets: change.total,
                 remaining_tickets: change.available,
@@ -136,7 +138,7 @@ impl StatsMessage {
                 actor: change.actor.clone(),
             }),
             ticket_types: change.ticket_types.clone(),
-            changed_at: change.changed_at,
+            changed_at: change.changed_at.map(to_stored_precision),
         }
     }
 
@@ -149,7 +151,7 @@ impl StatsMessage {
     ) -> Self {
         Self {
             event_id: event.id,
-            timestamp,
+            timestamp: to_stored_precision(timestamp),
             statistics: Statistics {
                 total_tickets: event.total_tickets,
                 remaining_tickets: event.available_tickets,

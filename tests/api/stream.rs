@@ -8,8 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::helpers::{
-    SseMessage, SseReader, TestApp, assert_error, fresh_database, id_of, spawn_app, spawn_app_on,
-    spawn_app_with, timestamp,
+    SseMessage, SseReader, TestApp, assert_error, documented_timestamp, fresh_database, id_of,
+    spawn_app, spawn_app_on, spawn_app_with,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -539,6 +539,7 @@ async fn every_stream_ends_on_the_final_counts_and_each_change_carries_when_it_w
             "no change behind a snapshot: {}",
             snapshot.data
         );
+        documented_timestamp(&snapshot.data["timestamp"]);
         streams.push(stream);
     }
 
@@ -575,8 +576,8 @@ async fn every_stream_ends_on_the_final_counts_and_each_change_carries_when_it_w
     .await;
     for (n, messages) in heard.iter().enumerate() {
         for message in messages {
-            let changed_at = timestamp(&message.data["changedAt"]);
-            let sent_at = timestamp(&message.data["timestamp"]);
+            let changed_at = documented_timestamp(&message.data["changedAt"]);
+            let sent_at = documented_timestamp(&message.data["timestamp"]);
             assert!(
                 changed_at <= sent_at,
                 "stream {n}: a change made at {changed_at} was sent at {sent_at}"

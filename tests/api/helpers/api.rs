@@ -233,6 +233,22 @@ pub fn new_fingerprint() -> String {
     format!("device-{}", Uuid::new_v4().simple())
 }
 
+/// An RFC 3339 timestamp from a JSON field, in the one shape docs/api.md gives every
+/// timestamp the API renders: UTC as `Z`, at most six fractional digits.
+pub fn documented_timestamp(value: &Value) -> time::OffsetDateTime {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("timestamp expected, got {value}"));
+    let fraction = text
+        .split_once('.')
+        .map_or("", |(_, rest)| rest.trim_end_matches('Z'));
+    assert!(
+        text.ends_with('Z') && fraction.len() <= 6 && fraction.bytes().all(|b| b.is_ascii_digit()),
+        "{text:?} is not UTC with `Z` and at most six fractional digits"
+    );
+    timestamp(value)
+}
+
 /// An RFC 3339 timestamp from a JSON field.
 pub fn timestamp(value: &Value) -> time::OffsetDateTime {
     let text = value
