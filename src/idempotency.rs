@@ -197,24 +197,39 @@ impl<T> Recorder<T> {
     }
 }
 
-/// Of the `claims` of keyed requests whose effect the caller's transaction `conn` is about to
-/// make, the indexes of those still held by their attempt, now locked until that transaction
-/// ends; the others were taken over (see [`STALE_CLAIM_SECONDS`]) and their requests must make
-/// no effect. Takes the row lock of each `idempotency_keys` row; callers hold the event row
-/// lock already, and no transaction takes the two the other way round (a claim or a refusal's
-/// record runs outside any event lock), so the order event, then key cannot deadlock.
-pub async fn hold_claims(conn: &mut PgConnection, claims: &[&Claim]) -> Result<Vec<usize>> {
-    if claims.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(db::idempotency::lock_held(conn, claims).await?)
+/// For each request of a batch whose effect the caller's transaction `conn` is about to make
+/// (its claim, `None` for a request without a key), whether its claim is no longer held by
+/// its attempt: taken over (see [`STALE_CLAIM_SECONDS`]), so the request must make no effect.
+/// The claims still held are row-locked until that transaction ends. Callers hold the event
+/// row lock already, and no transaction takes the two the other way round (a claim or a
+/// refusal's record runs outside any event lock), so the order event, then key cannot
+/// deadlock.
+pub async fn lost_claims(conn: &mut PgConnection, claims: &[Option<&Claim>]) -> Result<Vec<bool>> {
+    let keyed: Vec<&Claim> = claims.iter().flatten().copied().collect();
+    let held = match keyed.is_empty() {
+        true => Vec::new(),
+        false => db::idempotency::lock_held(conn, &keyed).await?,
+    };
+    // `held` indexes `keyed`, in order: walk the requests, counting the keyed ones.
+    let mut keyed_so_far = 0;
+    Ok(claims
+        .iter()
+        .map(|claim| match claim {
+            None => false,
+            Some(_) => {
+                let n = keyed_so_far;
+                keyed_so_far += 1;
+                held.binary_search(&n).is_err()
+            }
+        })
+        .collect())
 }
 
 /// Records the responses of keyed requests whose effect the caller's transaction `conn` is
 /// making, in one statement: a response is stored if and only if its effect commits. A claim
 /// no longer held by its attempt fails with `IdempotencyInProgress`, and the caller's
 /// transaction must roll back: the claim is another attempt's, and so is the effect. Lock
-/// order as in [`hold_claims`].
+/// order as in [`lost_claims`].
 pub async fn record_in(
     conn: &mut PgConnection,
     responses: &[(&Claim, StoredResponse)],

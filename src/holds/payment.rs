@@ -444,19 +444,11 @@ async fn settle_batch(
         .collect();
 
     // Step 2: the claims still held by their attempts, locked until commit.
-    let keyed: Vec<(usize, &Claim)> = requests
+    let claims: Vec<Option<&Claim>> = requests
         .iter()
-        .enumerate()
-        .filter_map(|(i, request)| Some((i, request.record.as_ref()?.claim())))
+        .map(|request| request.record.as_ref().map(|r| r.claim()))
         .collect();
-    let claims: Vec<&Claim> = keyed.iter().map(|(_, claim)| *claim).collect();
-    let held_claims = idempotency::hold_claims(&mut tx, &claims).await?;
-    let lost_claims: HashSet<usize> = keyed
-        .iter()
-        .enumerate()
-        .filter(|(n, _)| held_claims.binary_search(n).is_err())
-        .map(|(_, (i, _))| *i)
-        .collect();
+    let lost_claims = idempotency::lost_claims(&mut tx, &claims).await?;
 
     // Step 3: each hold decided on its own.
     let mut answers: Vec<Option<Result<Allocation>>> = requests.iter().map(|_| None).collect();
@@ -518,7 +510,7 @@ async fn settle_batch(
                 continue;
             };
             answers[*i] = Some(match &requests[*i].record {
-                Some(_) if lost_claims.contains(i) => Err(Error::IdempotencyInProgress),
+                Some(_) if lost_claims[*i] => Err(Error::IdempotencyInProgress),
                 Some(recorder) => match recorder.render(&row) {
                     Ok(response) => {
                         keyed_responses.push((recorder.claim(), response));

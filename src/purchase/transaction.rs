@@ -39,7 +39,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::HoldRequest;
@@ -49,7 +49,6 @@ use crate::db::{allocations, events};
 use crate::domain::allocation::Allocation;
 use crate::domain::catalogue::SalesWindow;
 use crate::domain::grant::{Ask, Grant, SaleState, decide};
-use crate::domain::idempotency::Claim;
 use crate::domain::stats::ChangeKind;
 use crate::error::{Error, Result};
 use crate::idempotency;
@@ -83,7 +82,11 @@ pub async fn reserve(
     // Step 3: the keyed requests whose claim is still theirs, locked until commit so that no
     // takeover can come between this check and the record in step 6; then decide, for the
     // requests that still run, against the locked counts.
-    let lost = lost_claims(&mut tx, all).await?;
+    let claims: Vec<_> = all
+        .iter()
+        .map(|request| request.record.as_ref().map(|r| r.claim()))
+        .collect();
+    let lost = idempotency::lost_claims(&mut tx, &claims).await?;
     let requests: Vec<&HoldRequest> = all
         .iter()
         .zip(&lost)
@@ -182,23 +185,6 @@ fn tickets_by_type<'a>(grants: impl Iterator<Item = &'a Grant>) -> Vec<(Uuid, i3
         *by_type.entry(line.ticket_type_id).or_default() += line.quantity;
     }
     by_type.into_iter().collect()
-}
-
-/// For each request, whether it is keyed and its claim is no longer its own (another attempt
-/// took it over as stale); the claims still held are locked until the transaction ends.
-async fn lost_claims(tx: &mut PgConnection, requests: &[HoldRequest]) -> Result<Vec<bool>> {
-    let keyed: Vec<(usize, &Claim)> = requests
-        .iter()
-        .enumerate()
-        .filter_map(|(i, request)| Some((i, request.record.as_ref()?.claim())))
-        .collect();
-    let claims: Vec<&Claim> = keyed.iter().map(|(_, claim)| *claim).collect();
-    let held = idempotency::hold_claims(tx, &claims).await?;
-    let mut lost = vec![false; requests.len()];
-    for (n, (i, _)) in keyed.iter().enumerate() {
-        lost[*i] = held.binary_search(&n).is_err();
-    }
-    Ok(lost)
 }
 
 /// The answers of all requests in arrival order: 409 `IDEMPOTENCY_IN_PROGRESS` for those whose
