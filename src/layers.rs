@@ -28,8 +28,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The organiser's catalogue writes (event settings, ticket types, quotas): their own
     // transactions under the event lock, needing no other service.
     ("catalogue", &["db", "domain", "error"]),
-    // Coalesced reads of an event: share the catalogue's read.
-    ("reads", &["catalogue", "db", "domain", "error"]),
+    // Coalesced reads of an event: the catalogue's read, through purchase's coalescer.
+    ("reads", &["catalogue", "db", "domain", "error", "purchase"]),
     ("live", &["db", "domain", "error", "metrics"]),
     (
         "purchase",
