@@ -31,6 +31,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Coalesced reads of an event: the catalogue's read, through purchase's coalescer.
     ("reads", &["catalogue", "db", "domain", "error", "purchase"]),
     ("live", &["db", "domain", "error", "metrics"]),
+    // Scoped API tokens: made by the CLI, recognised by the HTTP extractors.
+    ("tokens", &["db", "domain", "error"]),
     (
         "purchase",
         &["db", "domain", "error", "metrics", "idempotency", "live"],
@@ -66,6 +68,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "holds",
             "reads",
             "sweeper",
+            "tokens",
         ],
     ),
     // The composition root builds everything.

@@ -31,6 +31,7 @@ pub mod purchase;
 pub mod reads;
 pub mod server;
 pub mod sweeper;
+pub mod tokens;
 
 #[cfg(test)]
 mod layers;

@@ -12,6 +12,7 @@ pub mod report;
 pub mod sale;
 pub mod settings;
 pub mod ticket_types;
+pub mod tokens;
 
 use std::time::Duration;
 

@@ -20,3 +20,4 @@ pub mod refusal;
 pub mod report;
 pub mod stats;
 pub mod status;
+pub mod token;
