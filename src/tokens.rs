@@ -27,6 +27,7 @@ pub enum TokenError {
     /// The operating system gave no random bytes.
     #[error("no randomness for a token: {0}")]
     NoRandomness(getrandom::Error),
+    /// The database failed or could not be reached.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -34,7 +35,9 @@ pub enum TokenError {
 /// A token just made: its id, and its text, which exists nowhere else from now on.
 #[derive(Debug)]
 pub struct CreatedToken {
+    /// The token's id, by which it is listed and revoked.
     pub id: Uuid,
+    /// The token's text, to hand to its holder.
     pub secret: TokenSecret,
 }
 

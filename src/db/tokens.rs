@@ -10,11 +10,17 @@ use crate::domain::token::{LiveToken, TokenDigest, TokenGrant, TokenName, TokenS
 /// A stored token as the listing shows it (never its digest).
 #[derive(Debug, Clone)]
 pub struct TokenRecord {
+    /// The token's id.
     pub id: Uuid,
+    /// Its label for people (`--name`), if it has one.
     pub name: Option<String>,
+    /// What it may do.
     pub scope: TokenScope,
+    /// The one event a door token is bound to, if any.
     pub event_id: Option<Uuid>,
+    /// When it was made.
     pub created_at: OffsetDateTime,
+    /// When it was revoked; `None` while it works.
     pub revoked_at: Option<OffsetDateTime>,
 }
 
@@ -42,16 +48,19 @@ pub async fn insert(
     Ok(inserted.rows_affected() == 1)
 }
 
+/// A token's row as the listing statement returns it.
+type TokenRow = (
+    Uuid,
+    Option<String>,
+    String,
+    Option<Uuid>,
+    OffsetDateTime,
+    Option<OffsetDateTime>,
+);
+
 /// Every token, oldest first.
 pub async fn list(pool: &PgPool) -> Result<Vec<TokenRecord>, sqlx::Error> {
-    let rows: Vec<(
-        Uuid,
-        Option<String>,
-        String,
-        Option<Uuid>,
-        OffsetDateTime,
-        Option<OffsetDateTime>,
-    )> = sqlx::query_as(
+    let rows: Vec<TokenRow> = sqlx::query_as(
         "SELECT id, name, scope, event_id, created_at, revoked_at \
          FROM api_tokens ORDER BY created_at, id",
     )

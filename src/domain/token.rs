@@ -72,10 +72,12 @@ impl TokenGrant {
         Ok(Self { scope, event_id })
     }
 
+    /// What the token may do.
     pub fn scope(self) -> TokenScope {
         self.scope
     }
 
+    /// The one event a door token is bound to, if any.
     pub fn event_id(self) -> Option<Uuid> {
         self.event_id
     }
@@ -103,6 +105,7 @@ impl TokenName {
         }
     }
 
+    /// The name as stored.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -147,6 +150,7 @@ impl TokenDigest {
         Self(Sha256::digest(presented.as_bytes()).into())
     }
 
+    /// The 32 bytes of the digest, as stored in `api_tokens.token_hash`.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -155,7 +159,9 @@ impl TokenDigest {
 /// A live (unrevoked) token as a request proves it: who it is and what it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveToken {
+    /// The token's id (as `boxoffice tokens list` shows it).
     pub id: Uuid,
+    /// What it may do.
     pub scope: TokenScope,
     /// The one event a door token admits to; `None` for every event.
     pub event_id: Option<Uuid>,
