@@ -191,8 +191,10 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub purchase_batch_max: u32,
 
-    /// Bearer token organisers must send (`Authorization: Bearer <token>`) to create events.
-    /// Without it, event creation is open to anyone.
+    /// Bearer token organisers must send (`Authorization: Bearer <token>`) to create and
+    /// change events; refunds and the sales report always need it or an organiser token
+    /// (`boxoffice tokens create --scope organiser`), which works wherever it does. Without
+    /// it, event creation is open to anyone.
     #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
