@@ -14,7 +14,7 @@ use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Api, TestApp, assert_error, boxoffice_command, database_url, fresh_database, id_of,
+    Api, Blocker, TestApp, assert_error, boxoffice_command, database_url, fresh_database, id_of,
     new_fingerprint, spawn_app_on,
 };
 
@@ -535,4 +535,59 @@ async fn a_revoked_token_stops_at_once_on_every_instance() {
             StatusCode::OK
         );
     }
+}
+
+/// A lookup the database cannot answer is a 503 with `Retry-After`, never a refusal: a door
+/// device told 403 would show a valid token as revoked. The test's own transaction holds
+/// `api_tokens` in ACCESS EXCLUSIVE mode, so every lookup waits past `--lock-timeout-ms`.
+#[tokio::test]
+async fn a_token_lookup_the_database_cannot_answer_is_a_503() {
+    let options = fresh_database().await;
+    let app = spawn_app_on(
+        &options,
+        &["--admin-token", ADMIN, "--lock-timeout-ms", "200"],
+    )
+    .await;
+    let door = door_route(&app).await;
+    let event_id = id_of(&event_as_admin(&app, "Locked out").await);
+    let (_, organiser) = create_token(&options, &["--scope", "organiser"]).await;
+    let (_, gate) = create_token(&options, &["--scope", "door", "--event", &event_id]).await;
+
+    let mut blocker = Blocker::begin(&app.pool).await;
+    sqlx::query("LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE")
+        .execute(blocker.conn())
+        .await
+        .unwrap();
+    let report = format!("/events/{event_id}/report");
+    for (status, body) in [
+        call(&app, Method::GET, &report, Some(&organiser), None).await,
+        call(
+            &app,
+            Method::POST,
+            "/events",
+            Some(&organiser),
+            Some(new_event("Not now")),
+        )
+        .await,
+        at_door(&door, &event_id, Some(&gate)).await,
+    ] {
+        assert_error(
+            status,
+            &body,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+        );
+    }
+    // The admin token is recognised without the database.
+    assert_eq!(
+        call(&app, Method::GET, &report, Some(ADMIN), None).await.0,
+        StatusCode::OK
+    );
+    blocker.release().await;
+    assert_eq!(
+        call(&app, Method::GET, &report, Some(&organiser), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
 }
