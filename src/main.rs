@@ -49,7 +49,7 @@ async fn serve(args: &boxoffice::config::ServeArgs) -> Result<(), boxoffice::ser
 /// `boxoffice tokens …`: the result goes to standard output (a new token's text only there,
 /// once), failures to standard error with a non-zero exit.
 async fn tokens(command: &TokensCommand) -> Result<(), boxoffice::server::StartError> {
-    let database = Database::open(command.database()).await?;
+    let database = Database::open_beside_server(command.database()).await?;
     let outcome = run_tokens(command, &database).await;
     database.close().await;
     outcome
