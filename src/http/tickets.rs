@@ -193,6 +193,7 @@ pub async fn refund_tickets(
     let request = (path.as_str(), canonical.as_str());
     let organiser = state.fingerprint_key.hash(&FingerprintSource::Organiser);
     let (pool, payments) = (state.pool.clone(), state.payments.clone());
+    let signer = state.admission_keys.signer().clone();
     keyed(
         &state,
         &organiser,
@@ -200,7 +201,8 @@ pub async fn refund_tickets(
         request,
         StatusCode::OK,
         async move |record| {
-            holds::refund(&pool, payments.as_ref(), id, &ask, &prefix, record.as_ref()).await
+            let (payments, record) = (payments.as_ref(), record.as_ref());
+            holds::refund(&pool, &signer, payments, id, &ask, &prefix, record).await
         },
     )
     .await
@@ -255,7 +257,11 @@ pub async fn get_ticket(
     caller: Caller,
 ) -> ApiResult<Response> {
     let buyer = caller.identify(&state.fingerprint_key, None)?;
-    json(StatusCode::OK, &holds::get(&state.pool, id, &buyer).await?)
+    let signer = state.admission_keys.signer();
+    json(
+        StatusCode::OK,
+        &holds::get(&state.pool, signer, id, &buyer).await?,
+    )
 }
 
 /// The caller's allocations, newest first.
@@ -279,8 +285,9 @@ pub async fn list_tickets(
     let page = PageRequest::parse(query.page.as_deref(), query.limit.as_deref())
         .map_err(|(field, message)| ApiError::bad_parameter(field, message))?;
     let buyer = caller.identify(&state.fingerprint_key, None)?;
+    let signer = state.admission_keys.signer();
     json(
         StatusCode::OK,
-        &holds::list(&state.pool, &buyer, page).await?,
+        &holds::list(&state.pool, signer, &buyer, page).await?,
     )
 }
