@@ -184,9 +184,7 @@ async fn two_ids<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<(Uuid, 
     };
     match params.as_slice() {
         [parent, item] => Ok((uuid(parent)?, uuid(item)?)),
-        _ => Err(ApiError::internal(
-            "an item route has two path parameters",
-        )),
+        _ => Err(ApiError::internal("an item route has two path parameters")),
     }
 }
 
