@@ -615,6 +615,7 @@ async fn codes_are_signed_with_the_key_of_the_signing_key_file() {
 
     let (event_id, default_type, _) = event_with_types(&app, 1000).await;
     let (paid, _) = bought(&app, &event_id, &[(&default_type, 2)]).await;
+    assert_eq!(paid["admissions"].as_array().unwrap().len(), 2, "{paid}");
     for admission in paid["admissions"].as_array().unwrap() {
         let code = admission["code"].as_str().unwrap();
         let read = verify_code(code, |id| (id == key_id).then_some(public)).unwrap();
