@@ -19,7 +19,7 @@ macro_rules! admission_columns {
 
 /// A stored admission as a row, for `query_as` (`FromRow` cannot be implemented on the
 /// domain type, which knows nothing of the database).
-pub struct AdmissionRow(pub StoredAdmission);
+struct AdmissionRow(StoredAdmission);
 
 impl FromRow<'_, PgRow> for AdmissionRow {
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
