@@ -3,6 +3,7 @@
 
 pub mod allocations;
 pub mod charges;
+pub mod checkins;
 pub mod error;
 pub mod events;
 pub mod idempotency;
