@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::keys::AdmissionKeys;
 use crate::db;
 use crate::db::checkins::{ScanClaim, ScanSource};
-use crate::domain::admission::AdmissionCode;
+use crate::domain::admission::{AdmissionCode, StoredAdmission};
 use crate::domain::checkin::{
     self, CheckedIn, DoorState, Gate, Nonce, OfflineScan, ScanOutcome, ScanRefusal, ScanResult,
 };
@@ -28,10 +28,11 @@ pub struct Scan {
     pub nonce: Option<Nonce>,
 }
 
-/// A scan that admitted: the admission and its check-in.
+/// A scan that admitted: the admission as it stands, and its check-in as answered (for a
+/// retried scan, as first answered).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {
-    pub admission_id: Uuid,
+    pub admission: StoredAdmission,
     pub first: CheckedIn,
 }
 
@@ -87,7 +88,15 @@ pub async fn check_in(
             Some(answer) if answer.admission_id != code.admission_id => {
                 Err(ScanRefusal::NonceReused.into())
             }
-            Some(answer) => replay(code.admission_id, answer.result, answer.first.clone()),
+            Some(answer) => match replay(answer.result, answer.first.clone())? {
+                Ok(first) => {
+                    let admission = db::checkins::find(&mut *pool.acquire().await?, event_id, code.admission_id)
+                        .await?
+                        .ok_or_else(|| Error::internal("a recorded scan's admission is gone"))?;
+                    Ok(Admitted { admission, first })
+                }
+                Err(refusal) => Err(refusal.into()),
+            },
         };
     }
     let outcome = admit_or_refuse(&mut tx, event_id, code.admission_id, gate).await?;
@@ -106,21 +115,16 @@ pub async fn check_in(
     Ok(outcome?)
 }
 
-/// The answer a scan recorded as `result` stands for, given again.
+/// The answer a scan recorded as `result` stands for, given again: the check-in it admitted
+/// with, or its refusal.
 fn replay(
-    admission_id: Uuid,
     result: ScanResult,
     first: Option<CheckedIn>,
-) -> Result<Admitted, Error> {
+) -> Result<Result<CheckedIn, ScanRefusal>, Error> {
     match (result, first) {
-        (ScanResult::Admitted, Some(first)) => Ok(Admitted {
-            admission_id,
-            first,
-        }),
-        (ScanResult::Duplicate, Some(first)) => {
-            Err(ScanRefusal::AlreadyCheckedIn { first }.into())
-        }
-        (ScanResult::Revoked, _) => Err(ScanRefusal::Revoked.into()),
+        (ScanResult::Admitted, Some(first)) => Ok(Ok(first)),
+        (ScanResult::Duplicate, Some(first)) => Ok(Err(ScanRefusal::AlreadyCheckedIn { first })),
+        (ScanResult::Revoked, _) => Ok(Err(ScanRefusal::Revoked)),
         (result, first) => Err(Error::internal(format!(
             "stored scan answer {result:?} with check-in {first:?}"
         ))),
@@ -135,11 +139,15 @@ async fn admit_or_refuse(
     admission_id: Uuid,
     gate: Option<&str>,
 ) -> Result<Result<Admitted, ScanRefusal>, Error> {
-    if let Some(first) = db::checkins::admit(conn, event_id, admission_id, gate).await? {
-        return Ok(Ok(Admitted {
-            admission_id,
-            first,
-        }));
+    if let Some(admission) = db::checkins::admit(conn, event_id, admission_id, gate).await? {
+        let at = admission
+            .checked_in_at
+            .ok_or_else(|| Error::internal("a checked-in admission without its time"))?;
+        let first = CheckedIn {
+            at,
+            gate: admission.gate.clone(),
+        };
+        return Ok(Ok(Admitted { admission, first }));
     }
     Ok(Err(
         match db::checkins::door_state(conn, event_id, admission_id).await? {

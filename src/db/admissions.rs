@@ -16,6 +16,8 @@ macro_rules! admission_columns {
          d.position, d.status, d.checked_in_at, d.gate"
     };
 }
+// Check-in's statements (`db::checkins`) return admissions too.
+pub(super) use admission_columns;
 
 /// A stored admission as a row, for `query_as` (`FromRow` cannot be implemented on the
 /// domain type, which knows nothing of the database).

@@ -9,30 +9,54 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::admissions::{AdmissionRow, admission_columns};
+use crate::domain::admission::StoredAdmission;
 use crate::domain::checkin::{CheckedIn, Conflict, DoorState, Nonce, ScanResult};
 
 /// Checks in one admission of the event if it is still valid, at the database's clock, in one
 /// conditional `UPDATE`: of any number of simultaneous scans exactly one changes the row. The
 /// others wait on its row lock and, at READ COMMITTED, re-check `status = 'valid'` against
-/// the row as committed, which fails, so they update nothing. `None`: nothing was checked in
-/// (read [`door_state`] to say why).
+/// the row as committed, which fails, so they update nothing. Returns the admission as
+/// checked in; `None`: nothing was checked in (read [`door_state`] to say why).
 pub async fn admit(
     conn: &mut PgConnection,
     event_id: Uuid,
     admission_id: Uuid,
     gate: Option<&str>,
-) -> Result<Option<CheckedIn>, sqlx::Error> {
-    let row: Option<(OffsetDateTime, Option<String>)> = sqlx::query_as(
-        "UPDATE admissions SET status = 'checked_in', checked_in_at = now(), gate = $3 \
-         WHERE id = $1 AND event_id = $2 AND status = 'valid' \
-         RETURNING checked_in_at, gate",
-    )
+) -> Result<Option<StoredAdmission>, sqlx::Error> {
+    let row: Option<AdmissionRow> = sqlx::query_as(concat!(
+        "UPDATE admissions d SET status = 'checked_in', checked_in_at = now(), gate = $3 \
+         FROM ticket_types t \
+         WHERE d.id = $1 AND d.event_id = $2 AND d.status = 'valid' AND t.id = d.ticket_type_id \
+         RETURNING ",
+        admission_columns!()
+    ))
     .bind(admission_id)
     .bind(event_id)
     .bind(gate)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|(at, gate)| CheckedIn { at, gate }))
+    Ok(row.map(|row| row.0))
+}
+
+/// One admission of the event, with its type's name (`None`: the event has no such
+/// admission).
+pub async fn find(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    admission_id: Uuid,
+) -> Result<Option<StoredAdmission>, sqlx::Error> {
+    let row: Option<AdmissionRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        admission_columns!(),
+        " FROM admissions d JOIN ticket_types t ON t.id = d.ticket_type_id \
+          WHERE d.id = $1 AND d.event_id = $2"
+    ))
+    .bind(admission_id)
+    .bind(event_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|row| row.0))
 }
 
 /// The admission of the event as last committed, without a lock (`None`: the event has no
