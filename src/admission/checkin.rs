@@ -90,9 +90,13 @@ pub async fn check_in(
             }
             Some(answer) => match replay(answer.result, answer.first.clone())? {
                 Ok(first) => {
-                    let admission = db::checkins::find(&mut *pool.acquire().await?, event_id, code.admission_id)
-                        .await?
-                        .ok_or_else(|| Error::internal("a recorded scan's admission is gone"))?;
+                    let admission = db::checkins::find(
+                        &mut *pool.acquire().await?,
+                        event_id,
+                        code.admission_id,
+                    )
+                    .await?
+                    .ok_or_else(|| Error::internal("a recorded scan's admission is gone"))?;
                     Ok(Admitted { admission, first })
                 }
                 Err(refusal) => Err(refusal.into()),

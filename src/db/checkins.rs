@@ -173,13 +173,7 @@ pub async fn stored_answers(
     event_id: Uuid,
     nonces: &[&str],
 ) -> Result<HashMap<String, StoredAnswer>, sqlx::Error> {
-    let rows: Vec<(
-        String,
-        Uuid,
-        String,
-        Option<OffsetDateTime>,
-        Option<String>,
-    )> = sqlx::query_as(
+    let rows: Vec<(String, Uuid, String, Option<OffsetDateTime>, Option<String>)> = sqlx::query_as(
         "SELECT nonce, admission_id, result, first_checked_in_at, first_gate \
          FROM checkin_scans WHERE event_id = $1 AND nonce = ANY($2)",
     )
@@ -316,8 +310,7 @@ pub async fn insert_conflicts(
         .iter()
         .map(|c| c.admitted_nonce.as_deref())
         .collect();
-    let conflicting_at: Vec<OffsetDateTime> =
-        conflicts.iter().map(|c| c.conflicting.at).collect();
+    let conflicting_at: Vec<OffsetDateTime> = conflicts.iter().map(|c| c.conflicting.at).collect();
     let conflicting_gate: Vec<Option<&str>> = conflicts
         .iter()
         .map(|c| c.conflicting.gate.as_deref())
@@ -445,13 +438,15 @@ pub async fn stats(
     tx.commit().await?;
     let types = types
         .into_iter()
-        .map(|(ticket_type_id, name, admitted, valid, revoked)| TypeCounts {
-            ticket_type_id,
-            name,
-            admitted,
-            valid,
-            revoked,
-        })
+        .map(
+            |(ticket_type_id, name, admitted, valid, revoked)| TypeCounts {
+                ticket_type_id,
+                name,
+                admitted,
+                valid,
+                revoked,
+            },
+        )
         .collect();
     Ok(Some((types, gates)))
 }

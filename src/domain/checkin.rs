@@ -200,7 +200,8 @@ pub fn decide_batch(scans: &[OfflineScan], states: &HashMap<Uuid, DoorState>) ->
     let mut admissions: Vec<_> = by_admission.into_iter().collect();
     admissions.sort_by_key(|(id, _)| *id);
     for (admission_id, mut indexes) in admissions {
-        indexes.sort_by(|&a, &b| (scans[a].at, &scans[a].nonce).cmp(&(scans[b].at, &scans[b].nonce)));
+        indexes
+            .sort_by(|&a, &b| (scans[a].at, &scans[a].nonce).cmp(&(scans[b].at, &scans[b].nonce)));
         let earliest = &scans[indexes[0]];
         let scanned = CheckedIn {
             at: earliest.at,
@@ -345,7 +346,10 @@ mod tests {
         assert_eq!(decision.conflicts[0].conflicting, online);
 
         // Later than the check-in: the scan is the conflict, the check-in stays.
-        let late = decide_batch(&[scan(a, "late", "L", t0 + time::Duration::hours(1))], &states);
+        let late = decide_batch(
+            &[scan(a, "late", "L", t0 + time::Duration::hours(1))],
+            &states,
+        );
         assert_eq!(late.outcomes[0].result, ScanResult::Duplicate);
         assert_eq!(late.outcomes[0].first, Some(online.clone()));
         assert!(late.check_ins.is_empty());

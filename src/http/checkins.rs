@@ -108,13 +108,8 @@ pub async fn check_in(
         return Err(Error::Validation(errors).into());
     };
     let scan = Scan { code, gate, nonce };
-    let admitted = checkin::check_in(
-        &state.pool,
-        &state.admission_keys,
-        door.event_id(),
-        scan,
-    )
-    .await?;
+    let admitted =
+        checkin::check_in(&state.pool, &state.admission_keys, door.event_id(), scan).await?;
     json(
         StatusCode::OK,
         &CheckinResponse {
@@ -399,10 +394,7 @@ pub struct CheckinStats {
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     )
 )]
-pub async fn checkin_stats(
-    State(state): State<AppState>,
-    door: DoorAccess,
-) -> ApiResult<Response> {
+pub async fn checkin_stats(State(state): State<AppState>, door: DoorAccess) -> ApiResult<Response> {
     let (types, gates) = db::checkins::stats(&state.pool, door.event_id())
         .await?
         .ok_or(Error::NotFound("event"))?;

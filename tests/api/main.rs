@@ -5,6 +5,7 @@ mod helpers;
 mod backstops;
 mod binary;
 mod catalogue;
+mod checkins;
 mod concurrency;
 mod consistency;
 mod errors;
