@@ -5,6 +5,7 @@
 //! door tokens on these routes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,11 +17,12 @@ use tokio::sync::Barrier;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Api, TestApp, assert_error, boxoffice_command, database_url, fresh_database, id_of,
+    Api, SseReader, TestApp, assert_error, boxoffice_command, database_url, fresh_database, id_of,
     new_fingerprint, spawn_app_on,
 };
 
 const ADMIN: &str = "door-organiser";
+const WAIT: Duration = Duration::from_secs(5);
 
 async fn app_on(options: &PgConnectOptions) -> TestApp {
     spawn_app_on(options, &["--admin-token", ADMIN]).await
@@ -641,4 +643,43 @@ async fn check_in_routes_need_a_door_token_of_their_event() {
     )
     .await;
     assert_error(status, &body, StatusCode::FORBIDDEN, "FORBIDDEN");
+}
+
+#[tokio::test]
+async fn the_stream_carries_check_ins_from_every_instance_with_growing_ids() {
+    let options = fresh_database().await;
+    let watching = app_on(&options).await;
+    let scanning = app_on(&options).await;
+    let event_id = event(&watching, 10).await;
+    let (_, codes) = bought(&watching, &event_id, 3).await;
+    let (status, _) = scan(&scanning, &event_id, json!({"code": codes[0]})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let mut stream = SseReader::connect(&watching, &format!("/events/{event_id}/stream")).await;
+    let snapshot = stream.next(WAIT).await.unwrap();
+    assert_eq!(snapshot.data["statistics"]["checkedIn"], 1);
+    // The id counts the sale's changes (a purchase and its payment) and the check-ins.
+    assert_eq!(snapshot.id, Some(2 + 1));
+
+    // Check-ins take no event lock and send no notification: the hub counts them.
+    let (status, _) = scan(&scanning, &event_id, json!({"code": codes[1]})).await;
+    assert_eq!(status, StatusCode::OK);
+    let message = stream
+        .until(WAIT, |m| m.data["statistics"]["checkedIn"] == 2)
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(message.id, Some(2 + 2));
+    assert_eq!(message.data["statistics"]["confirmedTickets"], 3);
+
+    // A sale change after it keeps the count and takes the next id.
+    let (status, _) = watching.purchase(&event_id, 1, &new_fingerprint()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let message = stream
+        .until(WAIT, |m| m.last_type() == Some("ticket_allocated"))
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(message.id, Some(3 + 2));
+    assert_eq!(message.data["statistics"]["checkedIn"], 2);
 }
