@@ -173,7 +173,8 @@ pub async fn stored_answers(
     event_id: Uuid,
     nonces: &[&str],
 ) -> Result<HashMap<String, StoredAnswer>, sqlx::Error> {
-    let rows: Vec<(String, Uuid, String, Option<OffsetDateTime>, Option<String>)> = sqlx::query_as(
+    type Row = (String, Uuid, String, Option<OffsetDateTime>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT nonce, admission_id, result, first_checked_in_at, first_gate \
          FROM checkin_scans WHERE event_id = $1 AND nonce = ANY($2)",
     )
@@ -239,13 +240,14 @@ pub async fn lock_states(
     ids: &[Uuid],
     claimed: &[String],
 ) -> Result<HashMap<Uuid, DoorState>, sqlx::Error> {
-    let rows: Vec<(
+    type Row = (
         Uuid,
         String,
         Option<OffsetDateTime>,
         Option<String>,
         Option<String>,
-    )> = sqlx::query_as(
+    );
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT d.id, d.status, d.checked_in_at, d.gate, \
              (SELECT s.nonce FROM checkin_scans s \
               WHERE s.admission_id = d.id AND s.result = 'admitted' \

@@ -31,11 +31,11 @@ pub mod forwarded;
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Largest body of `POST /events/{id}/checkins/batch`: room for 1,000 scans at their largest
-/// in compact JSON. One scan is at most 602 bytes: `{"code":"` (9) + the code (135) +
-/// `","gate":"` (10) + 64 characters of 4-byte UTF-8 (256) + `","scannedAt":"` (15) + an
-/// RFC 3339 time with nanoseconds and an offset (35) + `","nonce":"` (11) + the nonce (128)
-/// + `"}` and a comma (3). 1,000 of them and `{"scans":[]}` come to 602,012 bytes; 640 KiB
-/// leaves about 50 KB for whitespace.
+/// in compact JSON. One scan is at most 602 bytes: `{"code":"` (9), the code (135),
+/// `","gate":"` (10), 64 characters of 4-byte UTF-8 (256), `","scannedAt":"` (15), an
+/// RFC 3339 time with nanoseconds and an offset (35), `","nonce":"` (11), the nonce (128),
+/// then `"}` and a comma (3). 1,000 of them and `{"scans":[]}` come to 602,012 bytes; 640
+/// KiB leaves about 50 KB for whitespace.
 pub const BATCH_BODY_BYTES: usize = 640 * 1024;
 
 /// The body limit of a request to `path`: [`BATCH_BODY_BYTES`] for a batch of check-ins
