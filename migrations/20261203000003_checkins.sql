@@ -62,14 +62,18 @@ CREATE INDEX admissions_event_checked_in_idx ON admissions (event_id)
 -- The refund trigger now locks every admission of the refunded allocation, in id order, when
 -- it meets the first refunded line (the later lines find them held): the order a batch of
 -- check-ins locks admissions in, so a refund and a batch cannot wait on each other in a cycle.
--- (Locking line by line, in line order, could take a higher id before a lower one.)
+-- (Locking line by line, in line order, could take a higher id before a lower one.) It locks
+-- FOR NO KEY UPDATE, the lock a check-in's UPDATE takes, rather than FOR UPDATE: a check-in
+-- that recorded a scan (`checkin_scans` references the admission) holds a FOR KEY SHARE lock
+-- on the row, which FOR UPDATE would wait for while holding other admissions (a cycle), and
+-- FOR NO KEY UPDATE does not.
 CREATE OR REPLACE FUNCTION admissions_follow_refund() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM 1 FROM admissions
     WHERE allocation_id = NEW.allocation_id
     ORDER BY id
-    FOR UPDATE;
+    FOR NO KEY UPDATE;
     UPDATE admissions SET status = 'revoked', revoked_at = now()
     WHERE id IN (
         SELECT id FROM admissions

@@ -233,7 +233,11 @@ pub async fn record_answers(
 /// Locks the event's admissions `ids` in id order and reads them, each checked-in one with the
 /// nonce of the scan that checked it in (when one was recorded, other than the scans of
 /// `claimed`, this transaction's own). Id order is the lock order of every batch and of the
-/// refund trigger, so none of them can wait on another in a cycle.
+/// refund trigger, so none of them can wait on another in a cycle. The lock is FOR NO KEY
+/// UPDATE, the one an `UPDATE` of the row takes: the claims of [`claim`] reference the
+/// admissions, so every batch holds FOR KEY SHARE locks on its admissions, taken in nonce
+/// order; FOR UPDATE would conflict with another batch's, and two batches would wait on each
+/// other.
 pub async fn lock_states(
     conn: &mut PgConnection,
     event_id: Uuid,
@@ -254,7 +258,7 @@ pub async fn lock_states(
                 AND s.first_checked_in_at = d.checked_in_at AND NOT s.nonce = ANY($3) \
               ORDER BY s.recorded_at DESC LIMIT 1) \
          FROM admissions d WHERE d.event_id = $1 AND d.id = ANY($2) \
-         ORDER BY d.id FOR UPDATE OF d",
+         ORDER BY d.id FOR NO KEY UPDATE OF d",
     )
     .bind(event_id)
     .bind(ids)

@@ -683,3 +683,66 @@ async fn the_stream_carries_check_ins_from_every_instance_with_growing_ids() {
     assert_eq!(message.id, Some(3 + 2));
     assert_eq!(message.data["statistics"]["checkedIn"], 2);
 }
+
+#[tokio::test]
+async fn two_devices_uploading_the_same_tickets_in_opposite_orders_never_deadlock() {
+    let options = fresh_database().await;
+    let first = app_on(&options).await;
+    let second = app_on(&options).await;
+    let event_id = event(&first, 200).await;
+    let at = |minute: usize, second: usize| format!("2026-01-01T18:{minute:02}:{second:02}Z");
+    for round in 0..10 {
+        let (_, codes) = bought(&first, &event_id, 10).await;
+        // Device A scanned the even tickets first, device B the odd ones; each uploads its
+        // scans in its own order, B's reversed.
+        let scans_of = |device: &str, earlier: usize| -> Vec<Value> {
+            codes
+                .iter()
+                .enumerate()
+                .map(|(i, code)| {
+                    let second = if i % 2 == earlier { 0 } else { 30 };
+                    offline(
+                        code,
+                        device,
+                        &at(i, second),
+                        &format!("{device}-{round}-{i}"),
+                    )
+                })
+                .collect()
+        };
+        let a = json!(scans_of("A", 0));
+        let mut reversed = scans_of("B", 1);
+        reversed.reverse();
+        let b = json!(reversed);
+        let barrier = Arc::new(Barrier::new(2));
+        let mut uploads = tokio::task::JoinSet::new();
+        for (api, scans) in [(Api::clone(&first), a), (Api::clone(&second), b)] {
+            let (barrier, event_id) = (barrier.clone(), event_id.clone());
+            uploads.spawn(async move {
+                barrier.wait().await;
+                batch(&api, &event_id, scans).await
+            });
+        }
+        for (status, body) in uploads.join_all().await {
+            assert_eq!(status, StatusCode::OK, "round {round}: {body}");
+        }
+        // Whichever committed first, each ticket's check-in is its earlier scan, and each
+        // ticket let in by both devices is one conflict.
+        for (i, code) in codes.iter().enumerate() {
+            let (checked_in_at, gate): (time::OffsetDateTime, String) =
+                sqlx::query_as("SELECT checked_in_at, gate FROM admissions WHERE id = $1")
+                    .bind(admission_of(code))
+                    .fetch_one(&first.pool)
+                    .await
+                    .unwrap();
+            let expected = time::OffsetDateTime::parse(
+                &at(i, 0),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            assert_eq!(checked_in_at, expected, "round {round}, ticket {i}");
+            assert_eq!(gate, if i % 2 == 0 { "A" } else { "B" });
+        }
+    }
+    assert_eq!(first.row_count("checkin_conflicts").await, 100);
+}
