@@ -356,8 +356,19 @@ pub struct StoredConflict {
     pub recorded_at: OffsetDateTime,
 }
 
-/// The event's conflicts, oldest recorded first.
-pub async fn conflicts(pool: &PgPool, event_id: Uuid) -> Result<Vec<StoredConflict>, sqlx::Error> {
+/// The event's conflicts, oldest recorded first. `None`: no such event (events are never
+/// deleted, so the check needs no snapshot shared with the read).
+pub async fn conflicts(
+    pool: &PgPool,
+    event_id: Uuid,
+) -> Result<Option<Vec<StoredConflict>>, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE id = $1)")
+        .bind(event_id)
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(None);
+    }
     type Row = (
         Uuid,
         Uuid,
@@ -379,18 +390,19 @@ pub async fn conflicts(pool: &PgPool, event_id: Uuid) -> Result<Vec<StoredConfli
     .bind(event_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| StoredConflict {
-            admission_id: r.0,
-            ticket_type_id: r.1,
-            admitted: CheckedIn { at: r.2, gate: r.3 },
-            admitted_nonce: r.4,
-            conflicting: CheckedIn { at: r.5, gate: r.6 },
-            conflicting_nonce: r.7,
-            recorded_at: r.8,
-        })
-        .collect())
+    Ok(Some(
+        rows.into_iter()
+            .map(|r| StoredConflict {
+                admission_id: r.0,
+                ticket_type_id: r.1,
+                admitted: CheckedIn { at: r.2, gate: r.3 },
+                admitted_nonce: r.4,
+                conflicting: CheckedIn { at: r.5, gate: r.6 },
+                conflicting_nonce: r.7,
+                recorded_at: r.8,
+            })
+            .collect(),
+    ))
 }
 
 /// One ticket type's admissions by status.

@@ -320,6 +320,7 @@ pub struct ConflictsResponse {
         (status = 400, description = "BAD_REQUEST: id is not a UUID", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED: no bearer token", body = ErrorBody),
         (status = 403, description = "FORBIDDEN: not a door, organiser or admin token, or a door token of another event", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such event", body = ErrorBody),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     )
 )]
@@ -334,6 +335,7 @@ pub async fn list_conflicts(
     };
     let conflicts = db::checkins::conflicts(&state.pool, door.event_id())
         .await?
+        .ok_or(Error::NotFound("event"))?
         .into_iter()
         .map(|c| ConflictView {
             admission_id: c.admission_id,

@@ -571,9 +571,11 @@ async fn statistics_and_the_export_count_what_happened() {
     );
     assert!(export["generatedAt"].as_str().unwrap().ends_with('Z'));
 
-    let (status, body) =
-        admin_get(&app, &format!("/events/{}/checkins/stats", Uuid::new_v4())).await;
-    assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let unknown = Uuid::new_v4();
+    for route in ["checkins/stats", "checkin/export", "checkins/conflicts"] {
+        let (status, body) = admin_get(&app, &format!("/events/{unknown}/{route}")).await;
+        assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+    }
 }
 
 /// A token made by the real CLI on the test's database: its text.
