@@ -115,6 +115,13 @@ for mode in per-request batched; do
       --ticket-types 3 --quotas overlap --max-lines 2 --price 2500 --price 4000 --price 1000 \
       --think-ms 200-2000 --pay --decline-share 0.05 --cancel-share 0.05 --abandon-share 0.1 \
       --watch-share 0.1
+    # 9. The doors open (issue 13): 20,000 paid tickets, then 256 door devices scan their
+    # codes (`--scan`, which has its own report: no HTML or charts).
+    echo "== scan-256" >&2
+    "$LOAD" --url "$URL" --json --admin-token "$TOKEN" --scan --scan-tickets 20000 \
+      --clients 256 --duration "$DURATION" >"$OUT/scan-256.json" || [ $? -eq 2 ]
+    jq -c '{scans_per_second, latency_ms, sound, verdict}' \
+      "$OUT/scan-256.json" >&2
     # Memory per idle live-statistics subscriber, on a fresh server process (one that has
     # served the runs above reuses the memory they freed, and would show less).
     stop_server

@@ -50,7 +50,6 @@ pub struct Scanning {
 
 /// What a scanning run measured and found.
 #[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct ScanReport {
     pub event_id: String,
     /// Door devices scanning at once.
