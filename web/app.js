@@ -1248,7 +1248,7 @@ function ticketRow(v, allocation, event, countdowns) {
       fill(detail, 'Code ', h('code', { class: 'inline-code', testid: 'ticket-code' }, a.confirmationCode ?? '—'));
       // The list may leave the admissions out; the order's own view has them.
       const slot = h('div');
-      append(detail, slot);
+      append(detail, [slot]);
       const admissions = Array.isArray(a.admissions) ? Promise.resolve(a) : api('GET', `/tickets/${a.id}`);
       admissions.then((full) => v.active && fill(slot, admissionList(full, 'small')), () => {});
     } else if (status === 'refunded') {
