@@ -11,10 +11,17 @@
 // out or not yet on sale, a short order's refusal naming its type, and prices
 // typed in the new-event form (JPY without decimals, 0.29 EUR as exactly 29 cents); then
 // restarts the server with an admin token (same data, same port) and sees a partial and a
-// full refund on the ticket and in "My tickets". Fails
+// full refund on the ticket and in "My tickets". At the door: the scanner's offline check
+// decides codes signed in the test with its own Ed25519 keys; a paid order shows a QR code
+// per admission that reads back as its code; a door token comes from `boxoffice tokens
+// create`; a second Chromium, whose fake camera plays a Y4M video of a real ticket's QR code
+// (camera.mjs), scans it green and then red with the first gate, scans offline (queued,
+// a local duplicate, a forged code, a conflict with another gate), and uploads when back
+// online, counts checked against the stats route. Fails
 // on any uncaught or console error, any 5xx, and any 4xx but the refusals those flows
-// provoke on purpose (EXPECTED_REFUSALS). Saves a screenshot of the confirmation page to
-// target/browser-confirmation.png. Stops the server with SIGTERM.
+// provoke on purpose (EXPECTED_REFUSALS; on the door page only "already checked in").
+// Saves a screenshot of the confirmation page to target/browser-confirmation.png. Stops the
+// server with SIGTERM.
 //
 //   (cd tests/browser && npm ci) && node tests/browser/run.mjs
 //
