@@ -162,6 +162,13 @@ pub struct ServeArgs {
     /// generated once and kept in the database, so every instance hashes alike.
     #[arg(long, env = "BOXOFFICE_FINGERPRINT_SECRET", hide_env_values = true)]
     pub fingerprint_secret: Option<String>,
+
+    /// Ed25519 private key (PKCS#8 PEM, e.g. from `openssl genpkey -algorithm ed25519`) that
+    /// signs ticket codes. When absent, one is generated once and kept in the database, so
+    /// every instance signs alike. Codes signed by an earlier key keep verifying: every key
+    /// used is registered by its id (see docs/admission.md on rotation).
+    #[arg(long, env = "BOXOFFICE_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// A CIDR, or a single address as a /32 or /128.

@@ -31,6 +31,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Coalesced reads of an event: the catalogue's read, through purchase's coalescer.
     ("reads", &["catalogue", "db", "domain", "error", "purchase"]),
     ("live", &["db", "domain", "error", "metrics"]),
+    // Admission at the door: its keys and check-ins, needing no other service.
+    ("admission", &["db", "domain", "error"]),
     (
         "purchase",
         &["db", "domain", "error", "metrics", "idempotency", "live"],
@@ -66,6 +68,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "holds",
             "reads",
             "sweeper",
+            "admission",
         ],
     ),
     // The composition root builds everything.
@@ -76,6 +79,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "db",
             "domain",
             "embedded_pg",
+            "admission",
             "error",
             "holds",
             "http",

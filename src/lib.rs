@@ -15,6 +15,7 @@
 //! [`server`] builds and wires them from [`config`]; [`metrics`] imports nothing of the app,
 //! and [`embedded_pg`] only the domain's hex encoder.
 
+pub mod admission;
 pub mod catalogue;
 pub mod config;
 pub mod db;

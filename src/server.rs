@@ -13,6 +13,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admission::keys::AdmissionKeys;
 use crate::config::{DatabaseArgs, PurchaseMode, ServeArgs};
 use crate::db;
 use crate::domain::fingerprint::FingerprintKey;
@@ -148,6 +149,10 @@ impl Server {
             }),
             fingerprint_key: fingerprint_key(&database.pool, args.fingerprint_secret.as_deref())
                 .await?,
+            admission_keys: Arc::new(
+                AdmissionKeys::load(database.pool.clone(), args.signing_key_file.as_deref())
+                    .await?,
+            ),
             sweeper: Sweeper {
                 pool: database.pool.clone(),
                 payments: payments.clone(),

@@ -18,6 +18,7 @@ mod html;
 mod journey;
 mod order;
 mod report;
+mod scan;
 mod steps;
 mod streams;
 
@@ -31,6 +32,7 @@ pub use report::{
     Answer, EventCounts, Latency, QuotaCheck, QuotaCounts, ReadBack, Report, RowCheck,
     Verification, render,
 };
+pub use scan::{ScanReport, Scanning, render_scan, run_scan};
 use steps::Sample;
 pub use steps::{Bucket, Step};
 pub use streams::{StreamReport, Watchers, raise_nofile_limit, resident_kib, source_address};

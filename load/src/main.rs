@@ -2,7 +2,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use boxoffice_load::{
-    Catalogue, Config, Journey, raise_nofile_limit, render, run_on_sale, write_charts, write_report,
+    Catalogue, Config, Journey, Scanning, raise_nofile_limit, render, render_scan, run_on_sale,
+    run_scan, write_charts, write_report,
 };
 use clap::Parser;
 
@@ -17,6 +18,8 @@ struct Cli {
     catalogue: Catalogue,
     #[command(flatten)]
     journey: Journey,
+    #[command(flatten)]
+    scanning: Scanning,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -35,6 +38,9 @@ async fn main() -> ExitCode {
     // Thousands of streams need thousands of sockets: take all the hard limit allows.
     if let Err(err) = raise_nofile_limit() {
         eprintln!("boxoffice-load: cannot raise the open-file limit: {err}");
+    }
+    if cli.scanning.scan {
+        return scan(&cli).await;
     }
     match run_on_sale(&cli.config, &cli.catalogue, &cli.journey).await {
         Ok(report) => {
@@ -58,6 +64,42 @@ async fn main() -> ExitCode {
             }
             // The verdict as the report carries it, so the exit status and the printed
             // report always agree.
+            if report.sound {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("boxoffice-load: NOT SOUND: {}", report.verdict.join("; "));
+                ExitCode::from(2)
+            }
+        }
+        Err(err) => {
+            eprintln!("boxoffice-load: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The scanning mode: its own report, judged like a sale's.
+async fn scan(cli: &Cli) -> ExitCode {
+    if cli.report.is_some() || cli.charts_dir.is_some() {
+        eprintln!("boxoffice-load: --report and --charts-dir chart a sale, not --scan");
+        return ExitCode::FAILURE;
+    }
+    match run_scan(
+        &cli.config,
+        &cli.scanning,
+        cli.journey.admin_token.as_deref(),
+    )
+    .await
+    {
+        Ok(report) => {
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("the report serializes")
+                );
+            } else {
+                print!("{}", render_scan(&report));
+            }
             if report.sound {
                 ExitCode::SUCCESS
             } else {

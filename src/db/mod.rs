@@ -11,6 +11,7 @@ pub mod refunds;
 pub mod report;
 pub mod sale;
 pub mod settings;
+pub mod signing_keys;
 pub mod ticket_types;
 
 use std::time::Duration;

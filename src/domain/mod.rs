@@ -1,6 +1,7 @@
 //! Validated input types, records and the allocation state machine.
 //! Nothing here knows about HTTP or SQL.
 
+pub mod admission;
 pub mod allocation;
 pub mod catalogue;
 pub mod confirmation;

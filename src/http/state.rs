@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use crate::admission::keys::AdmissionKeys;
 use crate::domain::fingerprint::FingerprintKey;
 use crate::domain::money::Currency;
 use crate::holds::Settler;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub rules: Arc<SaleRules>,
     /// The secret buyer fingerprints are hashed under.
     pub fingerprint_key: FingerprintKey,
+    /// Signs ticket codes and verifies scanned ones.
+    pub admission_keys: Arc<AdmissionKeys>,
     /// Charges payments (the simulated provider unless a test swaps it).
     pub payments: Arc<dyn PaymentProvider>,
     /// Makes holds: the purchase path.
