@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::domain::money::Currency;
+use crate::domain::token::TokenScope;
 
 /// Boxoffice: sells event tickets without ever overselling.
 #[derive(Debug, Parser)]
@@ -31,6 +32,80 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Make, list and revoke scoped API tokens (organiser and door tokens).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+/// `boxoffice tokens …`: each applies the migrations first, like `migrate`.
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Make a token and print it once on standard output; only its SHA-256 is stored.
+    Create(CreateTokenArgs),
+    /// List every token: id, name, scope, event, created, revoked (never the token itself).
+    List(DatabaseArgs),
+    /// Revoke a token: it stops working at once on every instance. Revoking twice is fine.
+    Revoke(RevokeTokenArgs),
+}
+
+impl TokensCommand {
+    /// Where the tokens are kept.
+    pub fn database(&self) -> &DatabaseArgs {
+        match self {
+            TokensCommand::Create(args) => &args.database,
+            TokensCommand::List(database) => database,
+            TokensCommand::Revoke(args) => &args.database,
+        }
+    }
+}
+
+/// Options for `tokens create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateTokenArgs {
+    /// What the token may do: `organiser` (everything the admin token may) or `door` (only
+    /// the check-in routes).
+    #[arg(long, value_enum)]
+    pub scope: ScopeArg,
+
+    /// The one event a door token may check people in at (its id); without it, every event.
+    /// Not allowed with `--scope organiser`.
+    #[arg(long)]
+    pub event: Option<uuid::Uuid>,
+
+    /// A label for people, e.g. the gate or device (at most 100 characters).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Options for `tokens revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct RevokeTokenArgs {
+    /// The token's id, as `tokens create` and `tokens list` print it.
+    pub id: uuid::Uuid,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// A token scope on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// Everything the admin token may do.
+    Organiser,
+    /// Only the check-in routes.
+    Door,
+}
+
+impl From<ScopeArg> for TokenScope {
+    fn from(scope: ScopeArg) -> Self {
+        match scope {
+            ScopeArg::Organiser => TokenScope::Organiser,
+            ScopeArg::Door => TokenScope::Door,
+        }
+    }
 }
 
 /// Where the data lives: an external PostgreSQL, or the embedded one under the data directory.
@@ -116,8 +191,10 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub purchase_batch_max: u32,
 
-    /// Bearer token organisers must send (`Authorization: Bearer <token>`) to create events.
-    /// Without it, event creation is open to anyone.
+    /// Bearer token organisers must send (`Authorization: Bearer <token>`) to create and
+    /// change events; refunds and the sales report always need it or an organiser token
+    /// (`boxoffice tokens create --scope organiser`), which works wherever it does. Without
+    /// it, event creation is open to anyone.
     #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 

@@ -33,6 +33,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("live", &["db", "domain", "error", "metrics"]),
     // Admission at the door: its keys and check-ins, needing no other service.
     ("admission", &["db", "domain", "error"]),
+    // Scoped API tokens: made by the CLI, recognised by the HTTP extractors.
+    ("tokens", &["db", "domain", "error"]),
     (
         "purchase",
         &["db", "domain", "error", "metrics", "idempotency", "live"],
@@ -69,6 +71,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "reads",
             "sweeper",
             "admission",
+            "tokens",
         ],
     ),
     // The composition root builds everything.

@@ -7,7 +7,7 @@
 //!   responses;
 //! - services: [`purchase`] (the purchase transaction and its lock), [`holds`] (pay, cancel,
 //!   expire), [`catalogue`] (event settings, ticket types and quotas), [`idempotency`] (keyed retries), [`live`] (live statistics), [`reads`] (coalesced reads of an event), [`payment`] (the
-//!   provider) and [`sweeper`] (the background expiry job), returning [`error::Error`];
+//!   provider), [`sweeper`] (the background expiry job) and [`tokens`] (scoped API tokens), returning [`error::Error`];
 //! - [`db`]: all SQL, and what a database error means;
 //! - [`domain`]: validated types, the allocation state machine and the refusals; it imports
 //!   nothing of the app.
@@ -32,6 +32,7 @@ pub mod purchase;
 pub mod reads;
 pub mod server;
 pub mod sweeper;
+pub mod tokens;
 
 #[cfg(test)]
 mod layers;

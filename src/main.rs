@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use boxoffice::config::{Cli, Command};
+use boxoffice::config::{Cli, Command, TokensCommand};
 use boxoffice::server::{Database, Server, shutdown_signal};
 
 #[tokio::main]
@@ -25,6 +25,7 @@ async fn main() -> ExitCode {
             }
             Err(err) => Err(err),
         },
+        Some(Command::Tokens(command)) => tokens(&command).await,
         Some(Command::Serve(args)) => serve(&args).await,
         None => serve(&cli.serve).await,
     };
@@ -43,4 +44,61 @@ async fn serve(args: &boxoffice::config::ServeArgs) -> Result<(), boxoffice::ser
     // shutdown (see `shutdown_signal`).
     let shutdown = shutdown_signal()?;
     Server::build(args).await?.run(shutdown).await
+}
+
+/// `boxoffice tokens …`: the result goes to standard output (a new token's text only there,
+/// once), failures to standard error with a non-zero exit.
+async fn tokens(command: &TokensCommand) -> Result<(), boxoffice::server::StartError> {
+    let database = Database::open_beside_server(command.database()).await?;
+    let outcome = run_tokens(command, &database).await;
+    database.close().await;
+    outcome
+}
+
+async fn run_tokens(
+    command: &TokensCommand,
+    database: &Database,
+) -> Result<(), boxoffice::server::StartError> {
+    let pool = &database.pool;
+    match command {
+        TokensCommand::Create(args) => {
+            let created = boxoffice::tokens::create(
+                pool,
+                args.scope.into(),
+                args.event,
+                args.name.as_deref(),
+            )
+            .await?;
+            eprintln!(
+                "token {} made; it is printed once, below, and stored only as a digest",
+                created.id
+            );
+            println!("{}", created.secret.expose());
+        }
+        TokensCommand::List(_) => {
+            println!("id\tname\tscope\tevent\tcreated\trevoked");
+            for token in boxoffice::tokens::list(pool).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    token.id,
+                    token.name.as_deref().unwrap_or("-"),
+                    token.scope,
+                    token.event_id.map_or("-".to_owned(), |id| id.to_string()),
+                    text(token.created_at),
+                    token.revoked_at.map_or("-".to_owned(), text),
+                );
+            }
+        }
+        TokensCommand::Revoke(args) => {
+            let revoked_at = boxoffice::tokens::revoke(pool, args.id).await?;
+            println!("token {} revoked at {}", args.id, text(revoked_at));
+        }
+    }
+    Ok(())
+}
+
+/// A time as RFC 3339, as the API writes them.
+fn text(time: time::OffsetDateTime) -> String {
+    time.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| time.to_string())
 }

@@ -17,7 +17,7 @@ use crate::admission::keys::AdmissionKeys;
 use crate::config::{DatabaseArgs, PurchaseMode, ServeArgs};
 use crate::db;
 use crate::domain::fingerprint::FingerprintKey;
-use crate::embedded_pg::{EmbeddedPostgres, ShuttingDown, Supervisor};
+use crate::embedded_pg::{EmbeddedError, EmbeddedPostgres, ShuttingDown, Supervisor};
 use crate::holds::Settler;
 use crate::http::extract::forwarded::TrustedProxies;
 use crate::http::idempotent::KeyedTasks;
@@ -66,6 +66,45 @@ impl Database {
                 (server.connect_options(EMBEDDED_DATABASE), Some(server))
             }
         };
+        Self::connect(args, options, embedded).await
+    }
+
+    /// As [`Database::open`], but when the embedded data directory is owned by a running
+    /// Boxoffice server, connects to that server's PostgreSQL instead of refusing: for the
+    /// short administrative commands (`boxoffice tokens …`) an organiser runs beside the
+    /// zero-setup server.
+    pub async fn open_beside_server(args: &DatabaseArgs) -> Result<Self, StartError> {
+        if args.database_url.is_none() {
+            let data_dir = args.data_dir.clone();
+            let started =
+                tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, &[]))
+                    .await?;
+            let (options, embedded) = match started {
+                Ok(server) => {
+                    db::create_database_if_missing(
+                        &server.connect_options("postgres"),
+                        EMBEDDED_DATABASE,
+                    )
+                    .await?;
+                    (server.connect_options(EMBEDDED_DATABASE), Some(server))
+                }
+                Err(EmbeddedError::InUse { .. }) => (
+                    EmbeddedPostgres::attach(&args.data_dir, EMBEDDED_DATABASE)?,
+                    None,
+                ),
+                Err(err) => return Err(err.into()),
+            };
+            return Self::connect(args, options, embedded).await;
+        }
+        Self::open(args).await
+    }
+
+    /// The pool over `options`, migrated; `embedded` is supervised once all that succeeded.
+    async fn connect(
+        args: &DatabaseArgs,
+        options: PgConnectOptions,
+        embedded: Option<EmbeddedPostgres>,
+    ) -> Result<Self, StartError> {
         let limits = db::SessionLimits {
             lock_timeout_ms: args.lock_timeout_ms,
             statement_timeout_ms: args.statement_timeout_ms,

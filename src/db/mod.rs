@@ -13,6 +13,7 @@ pub mod sale;
 pub mod settings;
 pub mod signing_keys;
 pub mod ticket_types;
+pub mod tokens;
 
 use std::time::Duration;
 

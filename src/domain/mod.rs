@@ -21,3 +21,4 @@ pub mod refusal;
 pub mod report;
 pub mod stats;
 pub mod status;
+pub mod token;

@@ -202,6 +202,29 @@ impl EmbeddedPostgres {
         }
     }
 
+    /// Connection options for `database` on the server another Boxoffice process runs under
+    /// `data_dir` (the owner named by [`EmbeddedError::InUse`]), for a short administrative
+    /// command such as `boxoffice tokens` while that server runs. Nothing in the directory is
+    /// touched. Errors: the directory has no cluster, or its server is not accepting
+    /// connections (its socket is missing).
+    pub fn attach(data_dir: &Path, database: &str) -> Result<PgConnectOptions, EmbeddedError> {
+        let data_dir = data_dir
+            .canonicalize()
+            .map_err(io("resolving the data directory"))?;
+        let cluster_dir = cluster_location(&data_dir, run_as()?)?;
+        if !cluster_dir.join(format!(".s.PGSQL.{SOCKET_PORT}")).exists() {
+            return Err(EmbeddedError::Failed {
+                action: "connecting to the running embedded PostgreSQL",
+                detail: format!("no server socket in {}", cluster_dir.display()),
+            });
+        }
+        Ok(PgConnectOptions::new()
+            .socket(&cluster_dir)
+            .port(SOCKET_PORT)
+            .username("postgres")
+            .database(database))
+    }
+
     /// Connection options for one database on this server (over the Unix socket).
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
         PgConnectOptions::new()

@@ -38,17 +38,21 @@ pub enum ApiError {
     /// Over a rate limit; retry after the given number of seconds.
     #[error("too many requests; retry in {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
-    /// An organiser token is configured and none was sent.
-    #[error("this action needs an organiser token (Authorization: Bearer <token>)")]
+    /// A route that needs a token (an organiser route on a server with `--admin-token`, an
+    /// admin-only route, a check-in route) and none was sent.
+    #[error("this action needs a token (Authorization: Bearer <token>)")]
     Unauthorized,
-    /// An admin-only route on a server started without an admin token.
+    /// An admin-only route on a server started without an admin token, with no token or one
+    /// it does not know.
     #[error(
-        "this action needs the admin token, and the server has none: start it with \
-         --admin-token <token> (or BOXOFFICE_ADMIN_TOKEN) and send Authorization: Bearer <token>"
+        "this action needs an organiser token, and the server has no admin token: start it \
+         with --admin-token <token> (or BOXOFFICE_ADMIN_TOKEN), or make one with `boxoffice \
+         tokens create --scope organiser`, and send Authorization: Bearer <token>"
     )]
     AdminTokenNotConfigured,
-    /// The organiser token sent is wrong.
-    #[error("the organiser token is not valid")]
+    /// The token sent is unknown, revoked, or not allowed this action (a door token on an
+    /// organiser route, or at another event than its own).
+    #[error("the token sent is not valid for this action")]
     Forbidden,
 }
 

@@ -20,8 +20,10 @@ use crate::domain::fingerprint::{
 };
 use crate::domain::idempotency::IdempotencyKey;
 use crate::domain::refusal::FieldError;
+use crate::domain::token::LiveToken;
 use crate::error::Error;
 use crate::http::state::AppState;
+use crate::tokens;
 
 pub mod forwarded;
 
@@ -206,10 +208,49 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
     }
 }
 
-/// An organiser allowed to create events: anyone when no `--admin-token` is configured,
-/// otherwise a request with `Authorization: Bearer <token>` (401 when missing, 403 when
-/// wrong). Tokens are compared as SHA-256 digests in constant time, so neither their
-/// content nor their length leaks through timing.
+/// The bearer token a request sends (`Authorization: Bearer <token>`), if any.
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Who a presented bearer token proves the caller to be.
+enum Credential {
+    /// The `--admin-token`.
+    Admin,
+    /// A live token from `api_tokens`.
+    Token(LiveToken),
+    /// Neither: unknown, revoked, or not a token at all.
+    Unknown,
+}
+
+/// Recognises `presented`: the admin token first (compared as SHA-256 digests in constant
+/// time, so neither its content nor its length leaks through timing), then the live tokens in
+/// the database, read on every request so that a revocation holds at once on every instance.
+/// A database failure is an error (503 or 500 as elsewhere), never a refusal.
+async fn recognise(state: &AppState, presented: &str) -> ApiResult<Credential> {
+    if let Some(expected) = &state.admin_token {
+        let matches: bool = Sha256::digest(presented.as_bytes())
+            .ct_eq(&Sha256::digest(expected.as_bytes()))
+            .into();
+        if matches {
+            return Ok(Credential::Admin);
+        }
+    }
+    Ok(match tokens::authenticate(&state.pool, presented).await? {
+        Some(token) => Credential::Token(token),
+        None => Credential::Unknown,
+    })
+}
+
+/// An organiser allowed to create and change events: anyone when no `--admin-token` is
+/// configured, otherwise a request with `Authorization: Bearer <token>` carrying the admin
+/// token or a live organiser token (401 when missing; 403 for any other token, a door token
+/// included).
 #[derive(Debug, Clone, Copy)]
 pub struct Organiser;
 
@@ -220,30 +261,26 @@ impl FromRequestParts<AppState> for Organiser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Some(expected) = &state.admin_token else {
+        // Without an admin token these routes are open, as they were before tokens existed:
+        // nothing presented is looked at.
+        if state.admin_token.is_none() {
             return Ok(Organiser);
-        };
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
-        let matches: bool = Sha256::digest(presented.trim().as_bytes())
-            .ct_eq(&Sha256::digest(expected.as_bytes()))
-            .into();
-        if matches {
-            Ok(Organiser)
-        } else {
-            Err(ApiError::Forbidden)
+        }
+        let presented = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        match recognise(state, presented).await? {
+            Credential::Admin => Ok(Organiser),
+            Credential::Token(token) if token.is_organiser() => Ok(Organiser),
+            Credential::Token(_) | Credential::Unknown => Err(ApiError::Forbidden),
         }
     }
 }
 
-/// The organiser, proven by the admin token in every case: unlike [`Organiser`], a route
-/// behind this extractor (refunds, the sales report) is refused with 401 `UNAUTHORIZED` by a
-/// server started without `--admin-token`, since without a token nobody could be told from
-/// a buyer; 401 when the token is missing, 403 `FORBIDDEN` when it is wrong.
+/// The organiser, proven by a token in every case: unlike [`Organiser`], a route behind this
+/// extractor (refunds, the sales report) is never open. It accepts the admin token or a live
+/// organiser token, the latter also on a server started without `--admin-token`. 401
+/// `UNAUTHORIZED` when no token is sent, and on a server without an admin token also for a
+/// token it does not know (the message says how to configure one); 403 `FORBIDDEN` for a
+/// wrong token otherwise, and for a door token always.
 #[derive(Debug, Clone, Copy)]
 pub struct AdminOnly;
 
@@ -254,12 +291,67 @@ impl FromRequestParts<AppState> for AdminOnly {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if state.admin_token.is_none() {
-            return Err(ApiError::AdminTokenNotConfigured);
+        let configured = state.admin_token.is_some();
+        let missing = if configured {
+            ApiError::Unauthorized
+        } else {
+            ApiError::AdminTokenNotConfigured
+        };
+        let presented = bearer(parts).ok_or(missing.clone())?;
+        match recognise(state, presented).await? {
+            Credential::Admin => Ok(AdminOnly),
+            Credential::Token(token) if token.is_organiser() => Ok(AdminOnly),
+            Credential::Token(_) => Err(ApiError::Forbidden),
+            Credential::Unknown if configured => Err(ApiError::Forbidden),
+            Credential::Unknown => Err(missing),
         }
-        Organiser::from_request_parts(parts, state)
-            .await
-            .map(|Organiser| AdminOnly)
+    }
+}
+
+/// A door device (or the organiser) allowed to check people in at the event of the path's
+/// `{id}`: the extractor for the check-in routes (`/events/{id}/checkins…`,
+/// `/events/{id}/checkin/export`). It always needs `Authorization: Bearer <token>`, whether
+/// or not the server runs with `--admin-token` (401 `UNAUTHORIZED` without one), and accepts
+/// the admin token, a live organiser token, or a live door token: one bound to an event only
+/// for that event. Any other token is 403 `FORBIDDEN`, as is a door token of another event.
+/// The token is checked before the path, so an unauthenticated caller learns nothing about
+/// ids; a path `{id}` that is not a UUID is then a 400.
+///
+/// A handler takes it in place of `IdPath` and reads the event from it:
+/// `async fn check_in(door: DoorAccess, ApiJson(body): ApiJson<Scan>)` then
+/// `door.event_id()`.
+#[derive(Debug, Clone, Copy)]
+pub struct DoorAccess {
+    event_id: Uuid,
+}
+
+impl DoorAccess {
+    /// The event of the path, which the token was found allowed at.
+    pub fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+}
+
+impl FromRequestParts<AppState> for DoorAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        let credential = recognise(state, presented).await?;
+        let IdPath(event_id) = IdPath::from_request_parts(parts, state).await?;
+        let allowed = match credential {
+            Credential::Admin => true,
+            Credential::Token(token) => token.admits_at(event_id),
+            Credential::Unknown => false,
+        };
+        if allowed {
+            Ok(Self { event_id })
+        } else {
+            Err(ApiError::Forbidden)
+        }
     }
 }
 

@@ -14,15 +14,15 @@ use crate::http::state::AppState;
 
 /// An event's sales per ticket type and in total: tickets held, sold and refunded, money
 /// taken, given back and kept, in the event's currency's minor unit, from one snapshot of
-/// committed rows. Needs `Authorization: Bearer <admin token>` always.
+/// committed rows. Needs `Authorization: Bearer <token>` with the admin token or an organiser token, always.
 #[utoipa::path(
     get, path = "/events/{id}/report", tag = "catalogue",
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     responses(
         (status = 200, description = "The report: every type of the event in creation order, and the totals", body = SalesReport),
         (status = 400, description = "BAD_REQUEST: id is not a UUID", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: no bearer token sent, or the server runs without --admin-token (then every request is refused, and the message says how to configure one)", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the bearer token is wrong", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no bearer token sent; or the server runs without --admin-token and the token is not a live organiser token (the message says how to configure one)", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: a door token; or, with --admin-token, a token that is neither it nor a live organiser token", body = ErrorBody),
         (status = 404, description = "NOT_FOUND: no such event", body = ErrorBody),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     )

@@ -50,7 +50,7 @@ pub struct AppState {
     pub limits: RateLimits,
     /// Proxies whose forwarding headers name the client address (rate limits, fingerprints).
     pub trusted_proxies: TrustedProxies,
-    /// When set, creating an event requires this bearer token.
+    /// When set, the organiser routes require this bearer token or a live organiser token.
     pub admin_token: Option<Arc<str>>,
     /// Reads of one event, coalesced (`GET /events/{id}`).
     pub reads: EventReads,

@@ -151,7 +151,7 @@ pub async fn pay_for_tickets(
     .await
 }
 
-/// Refund some or all of a purchase (organiser only: the admin token). The tickets return to
+/// Refund some or all of a purchase (organiser only: the admin token or an organiser token). The tickets return to
 /// the event's and their quotas' pools when the provider has given the money back.
 #[utoipa::path(
     post, path = "/tickets/{id}/refund", tag = "tickets",
@@ -163,8 +163,8 @@ pub async fn pay_for_tickets(
     responses(
         (status = 200, description = "Refunded: the order with its refunds; `refunded` once nothing is left, `purchased` after a partial refund", body = Allocation),
         (status = 400, description = "BAD_REQUEST", body = ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: no admin token sent, or the server has none configured", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: the admin token is wrong", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no bearer token sent; or the server runs without --admin-token and the token is not a live organiser token (the message says how to configure one)", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: a door token; or, with --admin-token, a token that is neither it nor a live organiser token", body = ErrorBody),
         (status = 404, description = "NOT_FOUND", body = ErrorBody),
         (status = 409, description = "INVALID_STATUS: not `purchased`; REFUND_EXCEEDS_PURCHASE (with refundable); IDEMPOTENCY_IN_PROGRESS", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),

@@ -387,3 +387,49 @@ async fn a_data_dir_the_postgres_user_cannot_reach_still_works_and_persists() {
     }
     let _ = std::fs::remove_dir_all(&private);
 }
+
+#[tokio::test]
+async fn the_tokens_command_works_beside_a_running_zero_setup_server() {
+    let runs = BinaryRuns::new("tokens-beside");
+    let (client, base) = (&runs.client, &runs.base);
+    let mut server = runs.start().await;
+    let postgres_pid = postmaster_pid(&runs.cluster).unwrap();
+    let created = post_event(client, base, "Door night").await;
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The server owns the data directory; the command reaches its PostgreSQL instead of
+    // refusing or starting a second one.
+    let output = boxoffice_command()
+        .args(["tokens", "create", "--scope", "organiser", "--data-dir"])
+        .arg(&runs.data_dir)
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("bo_"), "{token}");
+    assert_eq!(postmaster_pid(&runs.cluster), Some(postgres_pid));
+
+    // The running server knows the token at once: the sales report, which needs an organiser
+    // token, opens with it and stays shut without.
+    let report = format!("{base}/events/{id}/report");
+    let with = client
+        .get(&report)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.status(), StatusCode::OK);
+    let without = client.get(&report).send().await.unwrap();
+    assert_eq!(without.status(), StatusCode::UNAUTHORIZED);
+
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&runs.data_dir);
+}

@@ -33,3 +33,4 @@ mod security;
 mod status_machine;
 mod stream;
 mod timeouts;
+mod tokens;
