@@ -180,6 +180,9 @@ impl Server {
         };
         let payments: Arc<dyn PaymentProvider> =
             Arc::new(SimulatedProvider::new(database.pool.clone(), batching));
+        let admission_keys = Arc::new(
+            AdmissionKeys::load(database.pool.clone(), args.signing_key_file.as_deref()).await?,
+        );
         let state = AppState {
             pool: database.pool.clone(),
             rules: Arc::new(SaleRules {
@@ -188,13 +191,10 @@ impl Server {
             }),
             fingerprint_key: fingerprint_key(&database.pool, args.fingerprint_secret.as_deref())
                 .await?,
-            admission_keys: Arc::new(
-                AdmissionKeys::load(database.pool.clone(), args.signing_key_file.as_deref())
-                    .await?,
-            ),
             sweeper: Sweeper {
                 pool: database.pool.clone(),
                 payments: payments.clone(),
+                signer: admission_keys.signer().clone(),
                 payment_recovery_seconds: args.payment_recovery_seconds,
                 interval: Duration::from_millis(args.sweep_interval_ms),
             },
@@ -205,7 +205,12 @@ impl Server {
                 args.hold_seconds,
                 batching,
             ),
-            settler: Settler::new(database.pool.clone(), batching),
+            settler: Settler::new(
+                database.pool.clone(),
+                admission_keys.signer().clone(),
+                batching,
+            ),
+            admission_keys,
             reads: EventReads::new(database.pool.clone()),
             live,
             keyed_tasks: KeyedTasks::default(),

@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
+use crate::domain::admission::CodeSigner;
 use crate::error::panic_message;
 use crate::holds;
 use crate::payment::PaymentProvider;
@@ -21,6 +22,9 @@ pub struct Sweeper {
     pub pool: PgPool,
     /// Asked for the outcome of payments a crash left in `payment_pending`.
     pub payments: Arc<dyn PaymentProvider>,
+    /// Signs the codes of the admissions in the allocations recovery settles (as every
+    /// service that answers with a purchased allocation does).
+    pub signer: CodeSigner,
     /// Seconds a payment may stay `payment_pending` before the sweeper settles it from the
     /// provider's record (longer than any payment request can run).
     pub payment_recovery_seconds: u32,
@@ -154,7 +158,7 @@ async fn recover_refunds_round(
     let mut settled = 0;
     for (id, reference) in stale {
         let payments = state.payments.as_ref();
-        match holds::recover_refund(&state.pool, payments, id, &reference).await {
+        match holds::recover_refund(&state.pool, &state.signer, payments, id, &reference).await {
             Ok(_) => {
                 settled += 1;
                 tracing::info!(allocation = %id, %reference, "settled a stale refund");
@@ -185,7 +189,9 @@ async fn recover_round(state: &Sweeper, failure: &mut Option<crate::error::Error
     let mut settled = 0;
     for (id, reference, total) in stale {
         let payments = state.payments.as_ref();
-        match holds::recover_payment(&state.pool, payments, id, &reference, total).await {
+        match holds::recover_payment(&state.pool, &state.signer, payments, id, &reference, total)
+            .await
+        {
             Ok(allocation) => {
                 settled += 1;
                 tracing::info!(allocation = %id, status = %allocation.status, "settled a stale payment");

@@ -79,6 +79,11 @@ impl AdmissionKeys {
         self.signer.key_id()
     }
 
+    /// The key new codes are signed with, for the services that show admissions.
+    pub fn signer(&self) -> &CodeSigner {
+        &self.signer
+    }
+
     /// The code of one admission: 135 characters (see `domain::admission`).
     pub fn code(&self, event_id: Uuid, admission_id: Uuid) -> String {
         self.signer.code(event_id, admission_id)

@@ -77,6 +77,8 @@ impl FromRow<'_, PgRow> for Allocation {
             refunded_amount: row.try_get("refunded_amount")?,
             refunded_quantity: row.try_get("refunded_quantity")?,
             refunds: row.try_get::<Json<_>, _>("refunds")?.0,
+            // Signed by the services, which read them with `db::admissions`.
+            admissions: Vec::new(),
             refunded_at: row.try_get("refunded_at")?,
             fingerprint_hash: row.try_get("fingerprint_hash")?,
             expires_at: row.try_get("expires_at")?,
@@ -191,17 +193,6 @@ pub async fn held_by_buyers(
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().collect())
-}
-
-pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Allocation>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        allocation_columns!(),
-        " FROM ticket_allocations WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(pool)
-    .await
 }
 
 /// The allocation as the caller's transaction sees it (after its own changes).

@@ -1,6 +1,7 @@
 //! All SQL lives under this module: one file per table or concern. Callers own transactions;
 //! functions take `&mut PgConnection` so they run inside whichever transaction holds the locks.
 
+pub mod admissions;
 pub mod allocations;
 pub mod charges;
 pub mod error;

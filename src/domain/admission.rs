@@ -8,8 +8,12 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 use uuid::Uuid;
+
+use super::event::to_stored_precision;
 
 /// The format version, the first byte of every code.
 pub const CODE_VERSION: u8 = 1;
@@ -163,6 +167,99 @@ pub fn public_key(raw: &[u8]) -> Option<VerifyingKey> {
     VerifyingKey::from_bytes(raw.try_into().ok()?).ok()
 }
 
+/// Where an admission is: `valid` (not used yet), `checked_in` (admitted once, for good) or
+/// `revoked` (refunded; never admits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AdmissionStatus {
+    Valid,
+    CheckedIn,
+    Revoked,
+}
+
+impl AdmissionStatus {
+    /// The status as stored and as the API spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::CheckedIn => "checked_in",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+impl std::fmt::Display for AdmissionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AdmissionStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "valid" => Ok(Self::Valid),
+            "checked_in" => Ok(Self::CheckedIn),
+            "revoked" => Ok(Self::Revoked),
+            other => Err(format!("unknown admission status {other:?}")),
+        }
+    }
+}
+
+/// An admission as stored: one ticket of a purchased allocation. Its code is not stored but
+/// signed when the admission is shown ([`Admission::signed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAdmission {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub allocation_id: Uuid,
+    pub ticket_type_id: Uuid,
+    /// The ticket type's name now (a renamed type shows its new name).
+    pub ticket_type_name: String,
+    /// The ticket's number within its allocation, from 1.
+    pub position: i32,
+    pub status: AdmissionStatus,
+    pub checked_in_at: Option<OffsetDateTime>,
+    pub gate: Option<String>,
+}
+
+/// An admission as its holder (and a door) sees it: one ticket's right to enter, with the
+/// signed code its QR code carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Admission {
+    pub id: Uuid,
+    pub ticket_type_id: Uuid,
+    pub ticket_type_name: String,
+    /// The text of the ticket's QR code: 135 characters of `[A-Za-z0-9_-]`, signed
+    /// (docs/admission.md).
+    #[schema(min_length = 135, max_length = 135)]
+    pub code: String,
+    pub status: AdmissionStatus,
+    /// When it was checked in; null until then. A revoked admission keeps the time of a
+    /// check-in it had.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub checked_in_at: Option<OffsetDateTime>,
+    /// The gate it was checked in at, if the scan named one.
+    pub gate: Option<String>,
+}
+
+impl Admission {
+    /// The admission as shown, its code signed by `signer`.
+    pub fn signed(stored: StoredAdmission, signer: &CodeSigner) -> Self {
+        Admission {
+            code: signer.code(stored.event_id, stored.id),
+            id: stored.id,
+            ticket_type_id: stored.ticket_type_id,
+            ticket_type_name: stored.ticket_type_name,
+            status: stored.status,
+            checked_in_at: stored.checked_in_at.map(to_stored_precision),
+            gate: stored.gate,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +345,22 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn statuses_read_back_as_stored() {
+        for status in [
+            AdmissionStatus::Valid,
+            AdmissionStatus::CheckedIn,
+            AdmissionStatus::Revoked,
+        ] {
+            assert_eq!(status.as_str().parse(), Ok(status));
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.as_str())
+            );
+        }
+        assert!("checked-in".parse::<AdmissionStatus>().is_err());
     }
 
     #[test]

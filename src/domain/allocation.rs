@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::admission::Admission;
 use super::catalogue::AllocationLine;
 use super::money::Currency;
 use super::status::AllocationStatus;
@@ -30,6 +31,10 @@ pub struct Allocation {
     pub refunded_quantity: i32,
     /// The order's refunds, oldest first.
     pub refunds: Vec<Refund>,
+    /// One admission per ticket, in ticket order, once the order is purchased (a refund
+    /// revokes some and keeps them listed); empty before. Filled by the services, which sign
+    /// the codes: the allocation's own reads leave it empty.
+    pub admissions: Vec<Admission>,
     #[serde(skip)]
     pub fingerprint_hash: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -78,6 +83,15 @@ pub struct Allocation {
 }
 
 impl Allocation {
+    /// Whether the allocation has admissions: it was purchased (and may since have been
+    /// refunded, its admissions then revoked).
+    pub fn has_admissions(&self) -> bool {
+        matches!(
+            self.status,
+            AllocationStatus::Purchased | AllocationStatus::Refunded
+        )
+    }
+
     /// Tickets of each type the allocation holds now (each line less what was refunded of
     /// it), as the counts of the event and its quotas carry them.
     pub fn tickets_by_type(&self) -> Vec<(Uuid, i32)> {

@@ -21,12 +21,16 @@ pub use expiry::expire_lapsed;
 pub use payment::{Settler, pay, recover_payment};
 pub use refund::{recover_refund, refund};
 
-use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::HashMap;
+
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::db::admissions;
 use crate::db::allocations::{self, LockedAllocation, TransitionRecord};
 use crate::db::events::{self, CountMove};
 use crate::db::quotas;
+use crate::domain::admission::{Admission, CodeSigner};
 use crate::domain::allocation::Allocation;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::page::{Page, PageRequest};
@@ -164,23 +168,89 @@ async fn commit<T>(tx: Tx, outcome: Result<T>) -> Result<T> {
     outcome
 }
 
-/// One of `buyer`'s holds. Errors: `NotFound`, `FingerprintMismatch` (another buyer's).
-pub async fn get(pool: &PgPool, id: Uuid, buyer: &FingerprintHash) -> Result<Allocation> {
-    let allocation = allocations::find(pool, id)
+/// Fills the admissions of those of `allocations` that have them
+/// ([`Allocation::has_admissions`]), their codes signed by `signer`, with one read on `conn`
+/// whatever their number. Inside a transaction, it sees the admissions that transaction's
+/// purchase made and the revocations its refund made.
+async fn fill_admissions<'a>(
+    conn: &mut PgConnection,
+    signer: &CodeSigner,
+    allocations: impl IntoIterator<Item = &'a mut Allocation>,
+) -> Result<()> {
+    let allocations: Vec<&mut Allocation> = allocations
+        .into_iter()
+        .filter(|allocation| allocation.has_admissions())
+        .collect();
+    if allocations.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = allocations.iter().map(|allocation| allocation.id).collect();
+    let mut by_allocation: HashMap<Uuid, Vec<Admission>> = HashMap::new();
+    for stored in admissions::of_allocations(conn, &ids).await? {
+        by_allocation
+            .entry(stored.allocation_id)
+            .or_default()
+            .push(Admission::signed(stored, signer));
+    }
+    for allocation in allocations {
+        allocation.admissions = by_allocation.remove(&allocation.id).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// One of `buyer`'s holds, with its admissions (codes signed by `signer`). Errors:
+/// `NotFound`, `FingerprintMismatch` (another buyer's).
+///
+/// Two reads without a transaction: a refund committing between them shows its revoked
+/// admissions before its refund. Each part is true as of its read, and the next read shows
+/// both.
+pub async fn get(
+    pool: &PgPool,
+    signer: &CodeSigner,
+    id: Uuid,
+    buyer: &FingerprintHash,
+) -> Result<Allocation> {
+    let mut conn = pool.acquire().await?;
+    let mut allocation = allocations::find_in(&mut conn, id)
         .await?
         .ok_or(Error::NotFound("allocation"))?;
     ensure_holder(&allocation, buyer)?;
+    fill_admissions(&mut conn, signer, [&mut allocation]).await?;
     Ok(allocation)
 }
 
-/// One page of `buyer`'s holds, newest first.
+/// One page of `buyer`'s holds, newest first, with their admissions (codes signed by
+/// `signer`), read for the whole page at once.
 pub async fn list(
     pool: &PgPool,
+    signer: &CodeSigner,
     buyer: &FingerprintHash,
     page: PageRequest,
 ) -> Result<Page<Allocation>> {
-    let (rows, total) = allocations::list_for_fingerprint(pool, buyer, page).await?;
+    let (mut rows, total) = allocations::list_for_fingerprint(pool, buyer, page).await?;
+    fill_admissions(&mut *pool.acquire().await?, signer, &mut rows).await?;
     Ok(Page::new(rows, total, page))
+}
+
+/// The admission `admission_id` of `buyer`'s hold `id`, its code signed by `signer`.
+/// Errors: `NotFound` (no such hold, or no such admission of it), `FingerprintMismatch`
+/// (another buyer's hold), checked in the order `get` checks them.
+pub async fn admission(
+    pool: &PgPool,
+    signer: &CodeSigner,
+    id: Uuid,
+    admission_id: Uuid,
+    buyer: &FingerprintHash,
+) -> Result<Admission> {
+    let mut conn = pool.acquire().await?;
+    let allocation = allocations::find_in(&mut conn, id)
+        .await?
+        .ok_or(Error::NotFound("allocation"))?;
+    ensure_holder(&allocation, buyer)?;
+    let stored = admissions::find_of_allocation(&mut conn, id, admission_id)
+        .await?
+        .ok_or(Error::NotFound("admission"))?;
+    Ok(Admission::signed(stored, signer))
 }
 
 /// The holder gives a `reserved` hold back; its tickets return to the pool.

@@ -17,10 +17,11 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Tx, apply, commit, ensure_holder, expire, get, lock_hold};
+use super::{Tx, apply, commit, ensure_holder, expire, fill_admissions, get, lock_hold};
 use crate::db::allocations::{self, LockedAllocation, TransitionRecord};
 use crate::db::events::{self, CountMove};
 use crate::db::quotas;
+use crate::domain::admission::CodeSigner;
 use crate::domain::allocation::Allocation;
 use crate::domain::confirmation::confirmation_code;
 use crate::domain::fingerprint::FingerprintHash;
@@ -63,13 +64,16 @@ const BEGIN_QUEUE: Uuid = Uuid::nil();
 #[derive(Clone)]
 pub struct Settler {
     pool: PgPool,
+    /// Signs the codes of the admissions a settle answers with.
+    signer: CodeSigner,
     begins: Option<Coalescer<BeginRequest, Result<Option<Allocation>>>>,
     batches: Option<Coalescer<SettleRequest, Result<Allocation>>>,
 }
 
 impl Settler {
-    /// Begins and settles on `pool`, batched or one by one as `batching` says.
-    pub fn new(pool: PgPool, batching: Batching) -> Self {
+    /// Begins and settles on `pool`, batched or one by one as `batching` says; the purchases
+    /// it answers carry their admissions, their codes signed by `signer`.
+    pub fn new(pool: PgPool, signer: CodeSigner, batching: Batching) -> Self {
         let begins = match batching {
             Batching::Batched { max_batch } => {
                 let pool = pool.clone();
@@ -90,12 +94,12 @@ impl Settler {
         };
         let batches = match batching {
             Batching::Batched { max_batch } => {
-                let pool = pool.clone();
+                let (pool, signer) = (pool.clone(), signer.clone());
                 let work: BatchWork<SettleRequest, Result<Allocation>> =
                     Arc::new(move |event_id, requests| {
-                        let pool = pool.clone();
+                        let (pool, signer) = (pool.clone(), signer.clone());
                         Box::pin(async move {
-                            match settle_batch(&pool, event_id, &requests).await {
+                            match settle_batch(&pool, &signer, event_id, &requests).await {
                                 Ok(answers) => answers,
                                 // The transaction failed as a whole and wrote nothing: every
                                 // charged hold is still `payment_pending`, for recovery.
@@ -109,6 +113,7 @@ impl Settler {
         };
         Self {
             pool,
+            signer,
             begins,
             batches,
         }
@@ -143,7 +148,7 @@ impl Settler {
     async fn settle(&self, event_id: Uuid, request: SettleRequest) -> Result<Allocation> {
         match &self.batches {
             Some(batches) => batches.submit(event_id, request).await?,
-            None => settle_one(&self.pool, event_id, request).await,
+            None => settle_one(&self.pool, &self.signer, event_id, request).await,
         }
     }
 }
@@ -166,11 +171,10 @@ pub async fn pay(
     token: Option<&str>,
     record: Option<&Recorder<Allocation>>,
 ) -> Result<Allocation> {
-    let pool = &settler.pool;
     if let Some(recorder) = record
         && let Some(parked) = recorder.parked()
         && let Some(purchased) =
-            resolve_parked(pool, recovery_window, id, buyer, parked, recorder).await?
+            resolve_parked(settler, recovery_window, id, buyer, parked, recorder).await?
     {
         return Ok(purchased);
     }
@@ -212,7 +216,7 @@ pub async fn pay(
 /// uncharged (a charged reference always ends `purchased`): the claim becomes this
 /// attempt's, and `None` lets it pay afresh.
 async fn resolve_parked(
-    pool: &PgPool,
+    settler: &Settler,
     recovery_window: Duration,
     id: Uuid,
     buyer: &FingerprintHash,
@@ -227,7 +231,8 @@ async fn resolve_parked(
     }
     // No lock: a settled payment's outcome never changes, and an unsettled one is only
     // reported as unsettled, so a read that is a moment old answers truly.
-    let allocation = get(pool, id, buyer).await?;
+    let pool = &settler.pool;
+    let allocation = get(pool, &settler.signer, id, buyer).await?;
     let this_payment = allocation.payment_reference.as_deref() == Some(parked.reference.as_str());
     match allocation.status {
         AllocationStatus::Purchased if this_payment => {
@@ -391,8 +396,13 @@ async fn begin_payment_in(
 }
 
 /// Step three for one payment, in a transaction of its own (a batch of one).
-async fn settle_one(pool: &PgPool, event_id: Uuid, request: SettleRequest) -> Result<Allocation> {
-    settle_batch(pool, event_id, std::slice::from_ref(&request))
+async fn settle_one(
+    pool: &PgPool,
+    signer: &CodeSigner,
+    event_id: Uuid,
+    request: SettleRequest,
+) -> Result<Allocation> {
+    settle_batch(pool, signer, event_id, std::slice::from_ref(&request))
         .await?
         .pop()
         .unwrap_or_else(|| Err(Error::internal("no answer for the settle")))
@@ -414,12 +424,16 @@ async fn settle_one(pool: &PgPool, event_id: Uuid, request: SettleRequest) -> Re
 ///    event and its quotas in one count move; a declined or voided payment puts its hold
 ///    back to `reserved` (or `expired`, if it lapsed meanwhile) by itself. A hold that is
 ///    not waiting for its reference is answered as it stands and fails no other.
-/// 4. Record the purchases of keyed requests under their keys, and commit.
+/// 4. Read the admissions of every purchased hold the batch answers with (those its
+///    statement made, by trigger, and those recovery purchased first), in one read, and sign
+///    their codes with `signer`.
+/// 5. Record the purchases of keyed requests under their keys, and commit.
 ///
 /// A captured payment that this transaction fails to record stays `payment_pending`, and
 /// recovery settles it from the provider's record: no charge is lost.
 async fn settle_batch(
     pool: &PgPool,
+    signer: &CodeSigner,
     event_id: Uuid,
     requests: &[SettleRequest],
 ) -> Result<Vec<Result<Allocation>>> {
@@ -492,38 +506,44 @@ async fn settle_batch(
             }
         });
     }
-    let mut keyed_responses = Vec::new();
+    let mut purchased: HashMap<Uuid, Allocation> = HashMap::new();
     if !charged.is_empty() {
         let charged_ids: Vec<Uuid> = charged.iter().map(|(_, id, _)| *id).collect();
         let codes: Vec<&str> = charged.iter().map(|(_, _, code)| code.as_str()).collect();
-        let mut purchased: HashMap<Uuid, Allocation> =
-            allocations::purchase_many(&mut tx, &charged_ids, &codes)
-                .await?
-                .into_iter()
-                .map(|row| (row.id, row))
-                .collect();
+        purchased = allocations::purchase_many(&mut tx, &charged_ids, &codes)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row))
+            .collect();
         move_purchased(&mut tx, event_id, purchased.values()).await?;
-        for (i, id, _) in &charged {
-            // Waiting under the lock, so the statement matched it: a missing row is a bug.
-            let Some(row) = purchased.remove(id) else {
-                answers[*i] = Some(Err(Error::internal("a charged hold was not purchased")));
-                continue;
-            };
-            answers[*i] = Some(match &requests[*i].record {
-                Some(_) if lost_claims[*i] => Err(Error::IdempotencyInProgress),
-                Some(recorder) => match recorder.render(&row) {
-                    Ok(response) => {
-                        keyed_responses.push((recorder.claim(), response));
-                        Ok(row)
-                    }
-                    Err(err) => Err(Error::internal(err)),
-                },
-                None => Ok(row),
-            });
-        }
     }
 
-    // Step 4.
+    // Step 4: before rendering, so a keyed request's recorded answer carries them too. The
+    // charged holds have no answer yet; the others are answered as they stand.
+    let standing = answers.iter_mut().flatten().filter_map(|a| a.as_mut().ok());
+    fill_admissions(&mut tx, signer, purchased.values_mut().chain(standing)).await?;
+
+    let mut keyed_responses = Vec::new();
+    for (i, id, _) in &charged {
+        // Waiting under the lock, so the statement matched it: a missing row is a bug.
+        let Some(row) = purchased.remove(id) else {
+            answers[*i] = Some(Err(Error::internal("a charged hold was not purchased")));
+            continue;
+        };
+        answers[*i] = Some(match &requests[*i].record {
+            Some(_) if lost_claims[*i] => Err(Error::IdempotencyInProgress),
+            Some(recorder) => match recorder.render(&row) {
+                Ok(response) => {
+                    keyed_responses.push((recorder.claim(), response));
+                    Ok(row)
+                }
+                Err(err) => Err(Error::internal(err)),
+            },
+            None => Ok(row),
+        });
+    }
+
+    // Step 5.
     idempotency::record_in(&mut tx, &keyed_responses).await?;
     tx.commit().await?;
     Ok(answers
@@ -580,9 +600,11 @@ async fn record_purchase(
 
 /// Settles a payment whose request never finished (crash, hang): ask the provider for the
 /// reference's outcome, voiding it if it was never charged, then record that outcome. A free
-/// order never reached the provider, and is confirmed as its payment would have been.
+/// order never reached the provider, and is confirmed as its payment would have been. The
+/// answer carries the admissions, their codes signed by `signer`.
 pub async fn recover_payment(
     pool: &PgPool,
+    signer: &CodeSigner,
     provider: &dyn PaymentProvider,
     id: Uuid,
     reference: &str,
@@ -607,7 +629,7 @@ pub async fn recover_payment(
         outcome,
         record: None,
     };
-    settle_one(pool, event_id, request).await
+    settle_one(pool, signer, event_id, request).await
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N]> {

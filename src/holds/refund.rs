@@ -8,10 +8,11 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Tx, commit, lock_hold};
+use super::{Tx, commit, fill_admissions, lock_hold};
 use crate::db::allocations;
 use crate::db::events::{self, CountMove};
 use crate::db::refunds::{self, PendingRefund};
+use crate::domain::admission::CodeSigner;
 use crate::domain::allocation::{Allocation, RefundStatus};
 use crate::domain::refund::{RefundAsk, plan};
 use crate::domain::refusal::Refusal;
@@ -25,13 +26,16 @@ use crate::payment::{self, PaymentProvider, RefundOutcome};
 /// `payment::refund_reference`; a keyed request's retry has the same prefix): a refund of
 /// that request still pending is resumed instead of starting another, one completed is
 /// answered as done, one failed is tried afresh. A completed refund is recorded under the
-/// request's key (as `record` renders it) in the transaction that completes it.
+/// request's key (as `record` renders it) in the transaction that completes it. The answer
+/// carries the order's admissions (the refunded ones revoked), their codes signed by
+/// `signer`.
 ///
 /// Errors: `NotFound`; `InvalidStatus` (not `purchased`); `Validation` (a line names no line
 /// of the order); `RefundExceedsPurchase`; `ServiceUnavailable` when the provider failed:
 /// the refund stays pending and recovery settles it.
 pub async fn refund(
     pool: &PgPool,
+    signer: &CodeSigner,
     provider: &dyn PaymentProvider,
     id: Uuid,
     ask: &RefundAsk,
@@ -43,7 +47,7 @@ pub async fn refund(
     let (pending, allocation) = match commit(tx, begun).await? {
         Begun::Pending(pending, allocation) => (pending, allocation),
         // A retry of a refund already settled: the order as it is now.
-        Begun::Settled(allocation) => return Ok(allocation),
+        Begun::Settled(allocation) => return read(pool, signer, allocation.id).await,
     };
 
     // No lock is held here. If this process dies now, the sweeper finds the refund pending
@@ -60,7 +64,7 @@ pub async fn refund(
             })?,
         (_, None) => return Err(Error::internal("a purchase without a payment reference")),
     };
-    settle(pool, &pending, outcome, record).await
+    settle(pool, signer, &pending, outcome, record).await
 }
 
 /// What step one found or made.
@@ -95,15 +99,20 @@ async fn begin_refund_in(tx: &mut Tx, id: Uuid, ask: &RefundAsk, prefix: &str) -
 }
 
 /// Step three: record the provider's outcome if the refund is still pending (recovery may
-/// have settled it first: then the order is returned as it is).
+/// have settled it first: then the order is returned as it is), with its admissions as this
+/// transaction leaves them.
 async fn settle(
     pool: &PgPool,
+    signer: &CodeSigner,
     pending: &PendingRefund,
     outcome: RefundOutcome,
     record: Option<&Recorder<Allocation>>,
 ) -> Result<Allocation> {
     let mut tx = pool.begin().await?;
-    let settled = settle_in(&mut tx, pending, outcome).await;
+    let mut settled = settle_in(&mut tx, pending, outcome).await;
+    if let Ok(allocation) = &mut settled {
+        fill_admissions(&mut tx, signer, [allocation]).await?;
+    }
     let settled = match (settled, record) {
         (Ok(allocation), Some(recorder)) => {
             let response = recorder.render(&allocation).map_err(Error::internal);
@@ -180,19 +189,29 @@ async fn read_in(tx: &mut Tx, id: Uuid) -> Result<Allocation> {
         .ok_or(Error::NotFound("allocation"))
 }
 
+/// The allocation as committed, with its admissions, their codes signed by `signer`.
+async fn read(pool: &PgPool, signer: &CodeSigner, id: Uuid) -> Result<Allocation> {
+    let mut conn = pool.acquire().await?;
+    let mut allocation = allocations::find_in(&mut conn, id)
+        .await?
+        .ok_or(Error::NotFound("allocation"))?;
+    fill_admissions(&mut conn, signer, [&mut allocation]).await?;
+    Ok(allocation)
+}
+
 /// Settles a refund left pending (crash, failing provider): ask the provider for the
-/// reference's outcome, voiding it if it never arrived, then record that outcome.
+/// reference's outcome, voiding it if it never arrived, then record that outcome. The
+/// answer carries the order's admissions, their codes signed by `signer`.
 pub async fn recover_refund(
     pool: &PgPool,
+    signer: &CodeSigner,
     provider: &dyn PaymentProvider,
     allocation_id: Uuid,
     reference: &str,
 ) -> Result<Allocation> {
     // A read: settling locks again, and settles only what is still pending then.
     let found = refunds::lock_by_reference(&mut *pool.acquire().await?, reference).await?;
-    let allocation = allocations::find(pool, allocation_id)
-        .await?
-        .ok_or(Error::NotFound("allocation"))?;
+    let allocation = read(pool, signer, allocation_id).await?;
     let Some((pending, RefundStatus::Pending)) = found else {
         return Ok(allocation);
     };
@@ -207,11 +226,9 @@ pub async fn recover_refund(
             })?,
         (_, None) => return Err(Error::internal("a purchase without a payment reference")),
     };
-    match settle(pool, &pending, outcome, None).await {
+    match settle(pool, signer, &pending, outcome, None).await {
         // The provider refused the refund: it is failed, and that settles it.
-        Err(Error::Refused(_)) => allocations::find(pool, allocation_id)
-            .await?
-            .ok_or(Error::NotFound("allocation")),
+        Err(Error::Refused(_)) => read(pool, signer, allocation_id).await,
         other => other,
     }
 }

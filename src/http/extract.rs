@@ -149,22 +149,44 @@ impl<S: Send + Sync> FromRequestParts<S> for EventItemPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::bad_parameter("id", "must be a UUID"))?;
-        let uuid = |(name, raw): &(String, String)| {
-            Uuid::parse_str(raw)
-                .map_err(|_| ApiError::bad_parameter(name.clone(), "must be a UUID"))
-        };
-        match params.as_slice() {
-            [event, item] => Ok(Self {
-                event_id: uuid(event)?,
-                item_id: uuid(item)?,
-            }),
-            _ => Err(ApiError::internal(
-                "an event item route has two path parameters",
-            )),
-        }
+        let (event_id, item_id) = two_ids(parts, state).await?;
+        Ok(Self { event_id, item_id })
+    }
+}
+
+/// The path parameters of one admission of an allocation
+/// (`/tickets/{id}/admissions/{admissionId}/…`): both UUIDs (400 otherwise, naming the
+/// parameter).
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionPath {
+    pub allocation_id: Uuid,
+    pub admission_id: Uuid,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AdmissionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let (allocation_id, admission_id) = two_ids(parts, state).await?;
+        Ok(Self {
+            allocation_id,
+            admission_id,
+        })
+    }
+}
+
+/// The two UUID path parameters of an item route, in path order; a 400 names the first that
+/// is not a UUID.
+async fn two_ids<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<(Uuid, Uuid), ApiError> {
+    let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::bad_parameter("id", "must be a UUID"))?;
+    let uuid = |(name, raw): &(String, String)| {
+        Uuid::parse_str(raw).map_err(|_| ApiError::bad_parameter(name.clone(), "must be a UUID"))
+    };
+    match params.as_slice() {
+        [parent, item] => Ok((uuid(parent)?, uuid(item)?)),
+        _ => Err(ApiError::internal("an item route has two path parameters")),
     }
 }
 

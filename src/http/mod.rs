@@ -74,6 +74,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(tickets::purchase_tickets))
         .routes(routes!(tickets::pay_for_tickets, tickets::cancel_tickets))
         .routes(routes!(tickets::get_ticket))
+        .routes(routes!(tickets::admission_qr))
         .routes(routes!(tickets::refund_tickets))
         .routes(routes!(tickets::list_tickets))
         .routes(routes!(ops::health))

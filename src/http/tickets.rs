@@ -1,13 +1,15 @@
 //! Buying and managing holds: purchase, pay, cancel, read, list.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use qrcode::render::svg;
+use qrcode::{EcLevel, QrCode};
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult, ErrorBody, app_status_and_code};
 use super::extract::{
-    AdminOnly, ApiJson, ApiQuery, BuyerHeaders, Caller, IdPath, IdempotencyHeader,
+    AdminOnly, AdmissionPath, ApiJson, ApiQuery, BuyerHeaders, Caller, IdPath, IdempotencyHeader,
     KeyedBuyerHeaders,
 };
 use super::idempotent::keyed;
@@ -193,6 +195,7 @@ pub async fn refund_tickets(
     let request = (path.as_str(), canonical.as_str());
     let organiser = state.fingerprint_key.hash(&FingerprintSource::Organiser);
     let (pool, payments) = (state.pool.clone(), state.payments.clone());
+    let signer = state.admission_keys.signer().clone();
     keyed(
         &state,
         &organiser,
@@ -200,7 +203,8 @@ pub async fn refund_tickets(
         request,
         StatusCode::OK,
         async move |record| {
-            holds::refund(&pool, payments.as_ref(), id, &ask, &prefix, record.as_ref()).await
+            let (payments, record) = (payments.as_ref(), record.as_ref());
+            holds::refund(&pool, &signer, payments, id, &ask, &prefix, record).await
         },
     )
     .await
@@ -255,7 +259,11 @@ pub async fn get_ticket(
     caller: Caller,
 ) -> ApiResult<Response> {
     let buyer = caller.identify(&state.fingerprint_key, None)?;
-    json(StatusCode::OK, &holds::get(&state.pool, id, &buyer).await?)
+    let signer = state.admission_keys.signer();
+    json(
+        StatusCode::OK,
+        &holds::get(&state.pool, signer, id, &buyer).await?,
+    )
 }
 
 /// The caller's allocations, newest first.
@@ -279,8 +287,83 @@ pub async fn list_tickets(
     let page = PageRequest::parse(query.page.as_deref(), query.limit.as_deref())
         .map_err(|(field, message)| ApiError::bad_parameter(field, message))?;
     let buyer = caller.identify(&state.fingerprint_key, None)?;
+    let signer = state.admission_keys.signer();
     json(
         StatusCode::OK,
-        &holds::list(&state.pool, &buyer, page).await?,
+        &holds::list(&state.pool, signer, &buyer, page).await?,
     )
+}
+
+/// The QR code of one admission of one of the caller's allocations, as SVG.
+#[utoipa::path(
+    get, path = "/tickets/{id}/admissions/{admissionId}/qr.svg", tag = "tickets",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Allocation id"),
+        ("admissionId" = uuid::Uuid, Path, description = "Admission id, from the allocation's `admissions`"),
+        BuyerHeaders,
+    ),
+    responses(
+        (status = 200, description = "The admission's code as a QR code (SVG, with its quiet zone), whatever the admission's status; `Cache-Control: private, no-store`", content_type = "image/svg+xml", body = String),
+        (status = 400, description = "BAD_REQUEST: an id is not a UUID, or a bad fingerprint", body = ErrorBody),
+        (status = 403, description = "FINGERPRINT_MISMATCH", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such allocation, or no such admission of it", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
+    )
+)]
+pub async fn admission_qr(
+    State(state): State<AppState>,
+    path: AdmissionPath,
+    caller: Caller,
+) -> ApiResult<Response> {
+    let buyer = caller.identify(&state.fingerprint_key, None)?;
+    let signer = state.admission_keys.signer();
+    let (allocation, admission) = (path.allocation_id, path.admission_id);
+    let admission = holds::admission(&state.pool, signer, allocation, admission, &buyer).await?;
+    let svg = qr_svg(&admission.code)?;
+    // Only the holder may see it, and a refund may revoke it: never kept by a shared cache,
+    // nor by the browser, which asks again each time (the image is small and cheap).
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-store"),
+            ),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
+/// `text` as a QR code in SVG, with the standard quiet zone of four modules. Error
+/// correction level M (about 15% of the symbol may be damaged): a 135-character code then
+/// fits a version 8 symbol (49 modules) at most, easily read from a phone screen at a door.
+fn qr_svg(text: &str) -> ApiResult<String> {
+    let code = QrCode::with_error_correction_level(text, EcLevel::M)
+        .map_err(|err| ApiError::internal(format!("rendering a ticket's QR code: {err}")))?;
+    Ok(code
+        .render::<svg::Color>()
+        .quiet_zone(true)
+        .min_dimensions(264, 264)
+        .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_code_is_a_version_8_symbol_in_svg() {
+        let signer = crate::domain::admission::CodeSigner::from_seed(&[5; 32]);
+        let code = signer.code(uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+        let symbol = QrCode::with_error_correction_level(&code, EcLevel::M).unwrap();
+        assert_eq!(symbol.version(), qrcode::Version::Normal(8));
+        assert_eq!(symbol.width(), 49);
+        let svg = qr_svg(&code).unwrap();
+        assert!(svg.starts_with("<?xml"), "{svg}");
+        assert!(svg.contains("<svg"), "{svg}");
+    }
 }

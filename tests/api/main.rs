@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod admissions;
 mod backstops;
 mod binary;
 mod catalogue;

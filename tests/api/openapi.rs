@@ -40,6 +40,7 @@ async fn the_document_lists_every_route_and_only_served_ones() {
         ("/events/{id}/tickets", vec!["post"]),
         ("/tickets", vec!["get"]),
         ("/tickets/{id}", vec!["get"]),
+        ("/tickets/{id}/admissions/{admissionId}/qr.svg", vec!["get"]),
         ("/tickets/{id}/payment", vec!["delete", "post"]),
         ("/tickets/{id}/refund", vec!["post"]),
         ("/health", vec!["get"]),
@@ -66,7 +67,7 @@ async fn the_document_lists_every_route_and_only_served_ones() {
         let mut sorted = methods.clone();
         sorted.sort();
         assert_eq!(documented, sorted, "methods of {path}");
-        let concrete = path.replace("{id}", &id);
+        let concrete = path.replace("{id}", &id).replace("{admissionId}", &id);
         for method in METHODS {
             let request = app.request(
                 Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
@@ -116,6 +117,28 @@ async fn the_document_lists_every_route_and_only_served_ones() {
         assert_eq!(status, StatusCode::OK, "{path} is served");
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    let admission = &doc["components"]["schemas"]["Admission"];
+    let mut fields: Vec<&str> = admission["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("the Admission schema: {admission}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "checkedInAt",
+            "code",
+            "gate",
+            "id",
+            "status",
+            "ticketTypeId",
+            "ticketTypeName"
+        ]
+    );
+    let qr = &paths["/tickets/{id}/admissions/{admissionId}/qr.svg"]["get"]["responses"]["200"];
+    assert!(qr["content"]["image/svg+xml"].is_object(), "{qr}");
 }
 
 #[tokio::test]
