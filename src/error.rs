@@ -5,6 +5,7 @@
 //! a status and a JSON body in one place.
 
 use crate::db::error::{Conflict, DbFailure, classify};
+use crate::domain::checkin::ScanRefusal;
 use crate::domain::grant::Rejection;
 use crate::domain::refusal::{FieldError, Refusal};
 
@@ -27,6 +28,10 @@ pub enum Error {
     /// A rule of the sale refused the request (sold out, cap, lifecycle, declined payment).
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// A scan at the door that does not admit (an invalid code, another event's, a revoked
+    /// or already checked-in admission, a reused nonce).
+    #[error(transparent)]
+    Scan(#[from] ScanRefusal),
     /// The idempotency key was first used with a different request.
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,

@@ -249,7 +249,7 @@ pub async fn run_scan(
                     Ok(response) => {
                         let status = response.status().as_u16();
                         let body: Value = response.json().await.unwrap_or(Value::Null);
-                        let error_code = body["error"]["code"].as_str().map(str::to_owned);
+                        let error_code = body["code"].as_str().map(str::to_owned);
                         (Some(status), error_code)
                     }
                     Err(_) => (None, None),

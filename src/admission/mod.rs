@@ -1,4 +1,5 @@
 //! Admission at the door (docs/admission.md): the keys ticket codes are signed and verified
-//! with.
+//! with, and check-in (one scan, or a batch of offline scans).
 
+pub mod checkin;
 pub mod keys;

@@ -16,10 +16,13 @@ macro_rules! admission_columns {
          d.position, d.status, d.checked_in_at, d.gate"
     };
 }
+// Check-in's statements (`db::checkins`) return admissions too.
+pub(super) use admission_columns;
 
 /// A stored admission as a row, for `query_as` (`FromRow` cannot be implemented on the
-/// domain type, which knows nothing of the database).
-struct AdmissionRow(StoredAdmission);
+/// domain type, which knows nothing of the database). `db::checkins` reads admissions with it
+/// too.
+pub(super) struct AdmissionRow(pub(super) StoredAdmission);
 
 impl FromRow<'_, PgRow> for AdmissionRow {
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {

@@ -138,6 +138,8 @@ pub struct EventSnapshot {
     pub event: Event,
     pub change_seq: u64,
     pub ticket_types: Vec<TypeAvailability>,
+    /// Admissions of the event ever checked in (see `checkins::checked_in_counts`).
+    pub checked_in: u64,
 }
 
 /// The event, its change sequence and its types' availability, read together by one
@@ -152,7 +154,10 @@ pub async fn find_with_change_seq(
         event_columns!(),
         ", change_seq, ",
         type_availability!("quotas"),
-        " AS type_availability FROM events WHERE id = $1"
+        " AS type_availability, \
+         (SELECT count(*) FROM admissions \
+          WHERE event_id = events.id AND checked_in_at IS NOT NULL) AS checked_in \
+         FROM events WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(pool)
@@ -162,10 +167,12 @@ pub async fn find_with_change_seq(
         // events_change_seq_nonnegative makes this conversion infallible in practice.
         let change_seq = u64::try_from(seq).map_err(|e| sqlx::Error::Decode(e.into()))?;
         let Json(ticket_types) = row.try_get("type_availability")?;
+        let checked_in: i64 = row.try_get("checked_in")?;
         Ok(EventSnapshot {
             event: Event::from_row(&row)?,
             change_seq,
             ticket_types,
+            checked_in: u64::try_from(checked_in).map_err(|e| sqlx::Error::Decode(e.into()))?,
         })
     })
     .transpose()

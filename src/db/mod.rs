@@ -4,6 +4,7 @@
 pub mod admissions;
 pub mod allocations;
 pub mod charges;
+pub mod checkins;
 pub mod error;
 pub mod events;
 pub mod idempotency;

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod allocation;
 pub mod catalogue;
+pub mod checkin;
 pub mod confirmation;
 pub mod event;
 mod event_name;

@@ -85,6 +85,9 @@ pub struct Statistics {
     pub allocated_tickets: i32,
     /// Purchased.
     pub confirmed_tickets: i32,
+    /// Admissions checked in at the door, ever: one refunded after its holder entered still
+    /// counts (docs/admission.md). Only grows.
+    pub checked_in: u64,
 }
 
 /// `lastEvent` of a stream message.
@@ -120,10 +123,11 @@ pub struct StatsMessage {
 
 /// The one place a stream message is built, from whichever source told of the counts.
 impl StatsMessage {
-    /// The message for a change heard through `NOTIFY`. Both instants are rendered as every
-    /// API timestamp is (UTC, `Z`, at most six fractional digits): the clock's nanoseconds
-    /// and the notification's `+00:00` are not the documented shape.
-    pub fn from_change(change: &CountsChanged, timestamp: OffsetDateTime) -> Self {
+    /// The message for a change heard through `NOTIFY`, with the event's check-ins as last
+    /// counted. Both instants are rendered as every API timestamp is (UTC, `Z`, at most six
+    /// fractional digits): the clock's nanoseconds and the notification's `+00:00` are not
+    /// the documented shape.
+    pub fn from_change(change: &CountsChanged, checked_in: u64, timestamp: OffsetDateTime) -> Self {
         Self {
             event_id: change.event_id,
             timestamp: to_stored_precision(timestamp),
@@ -132,6 +136,7 @@ impl StatsMessage {
                 remaining_tickets: change.available,
                 allocated_tickets: change.reserved,
                 confirmed_tickets: change.purchased,
+                checked_in,
             },
             last_event: Some(LastEvent {
                 kind: change.kind,
@@ -143,10 +148,11 @@ impl StatsMessage {
     }
 
     /// The snapshot message of an event as read from the database (no change behind it),
-    /// with its types' availability read in the same statement.
+    /// with its types' availability and its check-ins read in the same statement.
     pub fn snapshot(
         event: &Event,
         ticket_types: Vec<TypeAvailability>,
+        checked_in: u64,
         timestamp: OffsetDateTime,
     ) -> Self {
         Self {
@@ -157,6 +163,7 @@ impl StatsMessage {
                 remaining_tickets: event.available_tickets,
                 allocated_tickets: event.reserved_tickets,
                 confirmed_tickets: event.purchased_tickets,
+                checked_in,
             },
             last_event: None,
             ticket_types,

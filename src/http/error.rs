@@ -11,6 +11,7 @@ use super::response::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::checkin::{CheckedIn, ScanRefusal};
 use crate::domain::refusal::{FieldError, LineAvailability, Refusal};
 use crate::domain::status::AllocationStatus;
 use crate::error::Error;
@@ -147,6 +148,30 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub lines: Option<Vec<LineAvailability>>,
+    /// With `ALREADY_CHECKED_IN`: the admission's check-in (`checkedInAt`, `gate`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(inline)]
+    pub first_check_in: Option<FirstCheckInBody>,
+}
+
+/// The first check-in of an admission in an error body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FirstCheckInBody {
+    /// When the admission was checked in.
+    #[serde(with = "time::serde::rfc3339")]
+    pub checked_in_at: OffsetDateTime,
+    /// Where it was checked in (null: no gate given).
+    pub gate: Option<String>,
+}
+
+impl From<&CheckedIn> for FirstCheckInBody {
+    fn from(first: &CheckedIn) -> Self {
+        Self {
+            checked_in_at: first.at,
+            gate: first.gate.clone(),
+        }
+    }
 }
 
 /// A sales window in an error body.
@@ -200,6 +225,7 @@ impl ApiError {
             refundable: None,
             sales_window: None,
             lines: None,
+            first_check_in: None,
         };
         match self {
             ApiError::BadRequest { details, .. } | ApiError::App(Error::Validation(details)) => {
@@ -247,6 +273,9 @@ impl ApiError {
             ApiError::App(Error::Refused(Refusal::InvalidStatus(status))) => {
                 body.status = Some(*status)
             }
+            ApiError::App(Error::Scan(ScanRefusal::AlreadyCheckedIn { first })) => {
+                body.first_check_in = Some(first.into())
+            }
             _ => {}
         }
         body
@@ -276,6 +305,13 @@ pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
             Refusal::CapacityBelowSold { .. } | Refusal::CapBelowHeld { .. } => {
                 (StatusCode::CONFLICT, "CAPACITY_BELOW_SOLD")
             }
+        },
+        Error::Scan(refusal) => match refusal {
+            ScanRefusal::InvalidCode => (StatusCode::UNPROCESSABLE_ENTITY, "INVALID_TICKET_CODE"),
+            ScanRefusal::WrongEvent => (StatusCode::CONFLICT, "WRONG_EVENT"),
+            ScanRefusal::Revoked => (StatusCode::CONFLICT, "TICKET_REVOKED"),
+            ScanRefusal::AlreadyCheckedIn { .. } => (StatusCode::CONFLICT, "ALREADY_CHECKED_IN"),
+            ScanRefusal::NonceReused => (StatusCode::UNPROCESSABLE_ENTITY, "NONCE_REUSED"),
         },
         Error::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
         Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),

@@ -27,8 +27,39 @@ use crate::tokens;
 
 pub mod forwarded;
 
-/// Largest request body accepted, in bytes.
+/// Largest request body accepted, in bytes, on every route but the batch upload.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Largest body of `POST /events/{id}/checkins/batch`: room for 1,000 scans at their largest
+/// in compact JSON. One scan is at most 602 bytes: `{"code":"` (9), the code (135),
+/// `","gate":"` (10), 64 characters of 4-byte UTF-8 (256), `","scannedAt":"` (15), an
+/// RFC 3339 time with nanoseconds and an offset (35), `","nonce":"` (11), the nonce (128),
+/// then `"}` and a comma (3). 1,000 of them and `{"scans":[]}` come to 602,012 bytes; 640
+/// KiB leaves about 50 KB for whitespace.
+pub const BATCH_BODY_BYTES: usize = 640 * 1024;
+
+/// The body limit of a request to `path`: [`BATCH_BODY_BYTES`] for a batch of check-ins
+/// (`/events/{id}/checkins/batch`), [`MAX_BODY_BYTES`] for everything else. Decided from the
+/// path alone, before routing, so an oversized body is refused before anything reads it.
+pub fn body_limit(path: &str) -> usize {
+    let mut segments = path.trim_end_matches('/').split('/');
+    let batch = segments.next() == Some("")
+        && segments.next() == Some("events")
+        && segments.next().is_some_and(|id| !id.is_empty())
+        && segments.next() == Some("checkins")
+        && segments.next() == Some("batch")
+        && segments.next().is_none();
+    if batch {
+        BATCH_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
+}
+
+/// The body limit the request was admitted under (see [`body_limit`]), carried as a request
+/// extension so a body found too long while read is answered with the right number.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
 
 /// Header that carries the buyer's device fingerprint.
 pub const FINGERPRINT_HEADER: &str = "x-device-fingerprint";
@@ -47,14 +78,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap_or("").to_owned());
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(MAX_BODY_BYTES, |limit| limit.0);
         let bytes =
             Bytes::from_request(req, state)
                 .await
                 .map_err(|rejection: BytesRejection| {
                     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        ApiError::PayloadTooLarge {
-                            limit: MAX_BODY_BYTES,
-                        }
+                        ApiError::PayloadTooLarge { limit }
                     } else {
                         ApiError::bad_request("the request body could not be read")
                     }

@@ -5,6 +5,7 @@
 //! statement, with no transaction to compose; the catalogue's go through `crate::catalogue`.
 
 pub mod catalogue;
+pub mod checkins;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -43,7 +44,7 @@ use crate::error::{Error, panic_message};
 use crate::http::state::AppState;
 use error::ApiError;
 use error::InternalCause;
-use extract::MAX_BODY_BYTES;
+use extract::{BATCH_BODY_BYTES, BodyLimit, MAX_BODY_BYTES, body_limit};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -52,6 +53,7 @@ use extract::MAX_BODY_BYTES;
         (name = "events", description = "Organisers create events; buyers list and read them"),
         (name = "catalogue", description = "Organisers sell ticket types against shared quotas"),
         (name = "tickets", description = "Holds: purchase, pay, cancel, read"),
+        (name = "checkin", description = "Admission at the door: scans, offline uploads, statistics"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -77,6 +79,16 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(tickets::admission_qr))
         .routes(routes!(tickets::refund_tickets))
         .routes(routes!(tickets::list_tickets))
+        .routes(routes!(checkins::check_in))
+        .merge(
+            // The one route whose bodies may be larger than 16 KiB (see `body_limit`).
+            OpenApiRouter::new()
+                .routes(routes!(checkins::upload_batch))
+                .layer(DefaultBodyLimit::max(BATCH_BODY_BYTES)),
+        )
+        .routes(routes!(checkins::list_conflicts))
+        .routes(routes!(checkins::checkin_stats))
+        .routes(routes!(checkins::checkin_export))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
         .routes(routes!(ops::metrics))
@@ -111,8 +123,12 @@ pub fn layers(
     cors_origins: &[String],
 ) -> Result<Router, String> {
     let app = app
+        // Every extractor reads at most 16 KiB, except on the batch route, whose own layer
+        // raises it; `limit_body` refuses a longer declared body before routing, and the
+        // layer under it stops any body, declared or not, at the largest limit of all.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(RequestBodyLimitLayer::new(BATCH_BODY_BYTES))
+        .layer(middleware::from_fn(limit_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
@@ -130,6 +146,22 @@ pub fn layers(
         Some(cors) => app.layer(cors),
         None => app,
     })
+}
+
+/// Refuses a body whose `Content-Length` is over its path's limit ([`body_limit`]) with 413
+/// before routing, and hands the limit on to the extractors ([`BodyLimit`]), which stop a body
+/// without a `Content-Length` there.
+async fn limit_body(mut request: Request, next: Next) -> Response {
+    let limit = body_limit(request.uri().path());
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return ApiError::PayloadTooLarge { limit }.into_response();
+    }
+    request.extensions_mut().insert(BodyLimit(limit));
+    next.run(request).await
 }
 
 /// A panic in a handler or layer becomes the usual 500 JSON error; its message is the cause

@@ -46,6 +46,8 @@ pub async fn event_stream(
     let read = db::events::find_with_change_seq(&state.pool, event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;
+    // The hub learns the state too, so check-ins counted later have a sale state to go with.
+    state.live.offer_snapshot(&read);
     let snapshot = Published::snapshot(read)
         .map_err(|err| Error::internal(format!("serializing the snapshot: {err}")))?;
     // Changes the snapshot includes may still be announced after it: only newer ones follow.

@@ -7,15 +7,48 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
-use super::{LiveStats, Published};
+use super::{CHECK_IN_POLL, LiveStats};
 use crate::db::events::CHANGES_CHANNEL;
 use crate::domain::stats::CountsChanged;
 
 impl LiveStats {
+    /// Listens for changes and counts the watched events' check-ins until shutdown.
+    pub async fn listen(self, pool: PgPool, shutdown: watch::Receiver<bool>) {
+        tokio::join!(
+            self.clone()
+                .listen_for_changes(pool.clone(), shutdown.clone()),
+            self.count_check_ins(pool, shutdown),
+        );
+    }
+
+    /// Counts the check-ins of every watched event every [`CHECK_IN_POLL`], in one statement,
+    /// and hands each count to its subscribers. A failed count is skipped: the next one
+    /// catches up, as counts only grow.
+    async fn count_check_ins(self, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(CHECK_IN_POLL) => {}
+                _ = shutdown.changed() => return,
+            }
+            let events = self.watched();
+            if events.is_empty() {
+                continue;
+            }
+            match crate::db::checkins::checked_in_counts(&pool, &events).await {
+                Ok(counts) => {
+                    for (event_id, count) in counts {
+                        self.record_checked_in(event_id, u64::try_from(count).unwrap_or(0));
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot count check-ins; retrying"),
+            }
+        }
+    }
+
     /// Listens for changes until shutdown, reconnecting after a lost connection. After a
     /// (re)connect, watched events are refreshed from the database, since changes made while
     /// disconnected were not heard.
-    pub async fn listen(self, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+    async fn listen_for_changes(self, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
         loop {
             let listener = async {
                 let mut listener = PgListener::connect_with(&pool).await?;
@@ -63,12 +96,10 @@ impl LiveStats {
 
     async fn refresh_watched(&self, pool: &PgPool) {
         for event_id in self.watched() {
-            if let Ok(Some(read)) = crate::db::events::find_with_change_seq(pool, event_id).await
-                && let Ok(snapshot) = Published::snapshot(read)
-            {
+            if let Ok(Some(read)) = crate::db::events::find_with_change_seq(pool, event_id).await {
                 // The listener is already connected, so a notification newer than this read
-                // may have been published meanwhile: `offer` keeps the newer one.
-                self.offer_snapshot(event_id, snapshot);
+                // may have been published meanwhile: the merge keeps the newer one.
+                self.offer_snapshot(&read);
             }
         }
     }

@@ -8,10 +8,13 @@
 //! stream sends at most one message per [`MIN_INTERVAL`] (longer with thousands of
 //! subscribers: [`LiveStats::interval`]), and always ends on the latest state.
 //!
-//! Message ids are the event's change sequence from the database (`events.change_seq`), so
-//! they grow across restarts and are the same on every instance for the same change. A
-//! channel only ever moves to a newer sequence, and a subscription never yields one it has
-//! already passed, so ids never go down within a stream.
+//! Message ids are the event's change sequence from the database (`events.change_seq`) plus
+//! its admissions ever checked in (`checkedIn`), so they grow across restarts and are the same
+//! on every instance for the same state. Both parts only grow, and the hub keeps the newest of
+//! each (sale counts from notifications and snapshots, check-ins from a count polled every
+//! [`CHECK_IN_POLL`] while the event is watched: a check-in takes no event lock and sends no
+//! notification), so a channel only ever moves to a newer state, and a subscription never
+//! yields an id it has already passed: ids never go down within a stream.
 
 mod availability;
 mod listener;
@@ -33,6 +36,11 @@ use crate::metrics;
 
 /// Shortest gap between two messages to one subscriber.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often the watched events' check-ins are counted. A check-in sends no notification: a
+/// `NOTIFY` serializes every notifying commit of the database, and the door must not queue
+/// behind it. One statement counts every watched event's check-ins.
+pub const CHECK_IN_POLL: Duration = Duration::from_millis(250);
 
 /// Most stream messages per second an instance aims to send over all its subscribers. Each
 /// message to each subscriber is a write of its own; with 10,000 watchers at one message per
@@ -61,12 +69,55 @@ impl Published {
     }
 
     /// A snapshot message of an event as read from the database, numbered with the change
-    /// sequence read from the same row.
+    /// sequence and the check-ins read by the same statement.
     pub fn snapshot(read: EventSnapshot) -> Result<Self, serde_json::Error> {
         Self::new(
-            read.change_seq,
-            &StatsMessage::snapshot(&read.event, read.ticket_types, OffsetDateTime::now_utc()),
+            read.change_seq + read.checked_in,
+            &StatsMessage::snapshot(
+                &read.event,
+                read.ticket_types,
+                read.checked_in,
+                OffsetDateTime::now_utc(),
+            ),
         )
+    }
+}
+
+/// An event's channel and the newest state heard of each of its two parts.
+struct Channel {
+    sender: watch::Sender<Option<Published>>,
+    /// The newest sale state: its change sequence and its message (whose `checkedIn` is
+    /// replaced by [`Channel::checked_in`] when published). None until one is heard or read.
+    sale: Option<(u64, StatsMessage)>,
+    /// The most check-ins counted.
+    checked_in: u64,
+}
+
+impl Channel {
+    fn new() -> Self {
+        Self {
+            sender: watch::channel(None).0,
+            sale: None,
+            checked_in: 0,
+        }
+    }
+
+    /// Publishes the newest of both parts, numbered by their sum (see [`offer`]).
+    fn publish(&self) {
+        let Some((seq, message)) = &self.sale else {
+            return;
+        };
+        let mut message = message.clone();
+        message.statistics.checked_in = self.checked_in;
+        let id = seq + self.checked_in;
+        match Published::new(id, &message) {
+            Ok(published) => offer(&self.sender, published),
+            // A client must never receive a message it cannot parse: skip it; the next
+            // change is sent as usual.
+            Err(err) => {
+                tracing::error!(id, error = %err, "stats message not serializable; skipped");
+            }
+        }
     }
 }
 
@@ -85,7 +136,7 @@ pub(crate) fn offer(sender: &watch::Sender<Option<Published>>, published: Publis
 }
 
 struct Inner {
-    channels: Mutex<HashMap<Uuid, watch::Sender<Option<Published>>>>,
+    channels: Mutex<HashMap<Uuid, Channel>>,
     /// Open subscriptions over all events, for [`LiveStats::interval`].
     subscribers: AtomicUsize,
     /// Each changed event's available tickets as of the last notification heard.
@@ -124,7 +175,8 @@ impl LiveStats {
             let mut channels = self.inner.channels.lock().expect("channel map poisoned");
             channels
                 .entry(event_id)
-                .or_insert_with(|| watch::channel(None).0)
+                .or_insert_with(Channel::new)
+                .sender
                 .subscribe()
         };
         self.inner.subscribers.fetch_add(1, Ordering::Relaxed);
@@ -143,17 +195,56 @@ impl LiveStats {
         self.inner
             .availability
             .record(change.event_id, change.available);
-        let channels = self.inner.channels.lock().expect("channel map poisoned");
-        if let Some(sender) = channels.get(&change.event_id) {
-            let message = StatsMessage::from_change(change, OffsetDateTime::now_utc());
-            match Published::new(change.seq, &message) {
-                Ok(published) => offer(sender, published),
-                // A client must never receive a message it cannot parse: skip it; the next
-                // change is sent as usual.
-                Err(err) => {
-                    tracing::error!(id = change.seq, error = %err, "stats message not serializable; skipped");
-                }
+        let mut channels = self.inner.channels.lock().expect("channel map poisoned");
+        if let Some(channel) = channels.get_mut(&change.event_id) {
+            if channel
+                .sale
+                .as_ref()
+                .is_some_and(|(seq, _)| *seq >= change.seq)
+            {
+                return;
             }
+            let message =
+                StatsMessage::from_change(change, channel.checked_in, OffsetDateTime::now_utc());
+            channel.sale = Some((change.seq, message));
+            channel.publish();
+        }
+    }
+
+    /// Hands an event's check-ins as counted to its subscribers, if it has any and the count
+    /// is higher than any before.
+    pub fn record_checked_in(&self, event_id: Uuid, checked_in: u64) {
+        let mut channels = self.inner.channels.lock().expect("channel map poisoned");
+        if let Some(channel) = channels.get_mut(&event_id)
+            && checked_in > channel.checked_in
+        {
+            channel.checked_in = checked_in;
+            channel.publish();
+        }
+    }
+
+    /// Merges a snapshot read from the database into the event's channel, if it still has
+    /// subscribers: each part is kept if newer than the one held (a snapshot can race with
+    /// notifications and counts), and the result published if it is a newer state. A stream
+    /// offers its own snapshot, so check-ins are published before any sale change is heard.
+    pub fn offer_snapshot(&self, read: &EventSnapshot) {
+        let mut channels = self.inner.channels.lock().expect("channel map poisoned");
+        if let Some(channel) = channels.get_mut(&read.event.id) {
+            if channel
+                .sale
+                .as_ref()
+                .is_none_or(|(seq, _)| *seq < read.change_seq)
+            {
+                let message = StatsMessage::snapshot(
+                    &read.event,
+                    read.ticket_types.clone(),
+                    read.checked_in,
+                    OffsetDateTime::now_utc(),
+                );
+                channel.sale = Some((read.change_seq, message));
+            }
+            channel.checked_in = channel.checked_in.max(read.checked_in);
+            channel.publish();
         }
     }
 
@@ -182,20 +273,12 @@ impl LiveStats {
         channels.keys().copied().collect()
     }
 
-    /// Offers a snapshot to the event's subscribers, if it still has any (see [`offer`]).
-    fn offer_snapshot(&self, event_id: Uuid, snapshot: Published) {
-        let channels = self.inner.channels.lock().expect("channel map poisoned");
-        if let Some(sender) = channels.get(&event_id) {
-            offer(sender, snapshot);
-        }
-    }
-
     /// Drops an event's channel once its last subscriber has gone.
     fn forget_if_unwatched(&self, event_id: Uuid) {
         let mut channels = self.inner.channels.lock().expect("channel map poisoned");
         if channels
             .get(&event_id)
-            .is_some_and(|sender| sender.receiver_count() == 0)
+            .is_some_and(|channel| channel.sender.receiver_count() == 0)
         {
             channels.remove(&event_id);
         }

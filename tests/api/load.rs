@@ -3,7 +3,7 @@
 //! a run whose server failed. No timing thresholds: speed is measured with the tool, not in
 //! tests.
 
-use boxoffice_load::{Answer, Config, Report, run};
+use boxoffice_load::{Answer, Config, Report, Scanning, run, run_scan};
 use reqwest::StatusCode;
 
 use crate::helpers::{BATCHED, PER_REQUEST, id_of, spawn_app_with};
@@ -199,4 +199,33 @@ async fn smoke_run_with_streams_from_two_source_addresses() {
     assert!(streams.messages >= 40, "{streams:#?}");
     assert!(streams.commit_to_message_ms.max > 0.0, "{streams:#?}");
     assert!(streams.server_kib_per_stream.is_some(), "{streams:#?}");
+}
+
+#[tokio::test]
+async fn smoke_scan_admits_every_ticket_exactly_once() {
+    let app = spawn_app_with(&["--admin-token", "scan-organiser"]).await;
+    let mut config = config(app.address.clone());
+    config.clients = 8;
+    // Two passes over 60 codes: the first admits, the second is answered as a duplicate.
+    config.requests = Some(120);
+    let scanning = Scanning {
+        scan: true,
+        scan_tickets: 60,
+        gates: 4,
+        door_token: None,
+    };
+    let report = run_scan(&config, &scanning, Some("scan-organiser"))
+        .await
+        .expect("the scan run completes");
+    assert!(report.sound, "{report:#?}");
+    assert_eq!(report.codes, 60);
+    assert_eq!(
+        (report.scans, report.admitted, report.duplicates),
+        (120, 60, 60)
+    );
+    assert_eq!(report.stats_admitted, 60);
+    assert_eq!(
+        (report.admitted_twice, report.never_admitted, report.failed),
+        (0, 0, 0)
+    );
 }

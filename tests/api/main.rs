@@ -6,6 +6,7 @@ mod admissions;
 mod backstops;
 mod binary;
 mod catalogue;
+mod checkins;
 mod concurrency;
 mod consistency;
 mod errors;

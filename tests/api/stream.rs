@@ -33,7 +33,7 @@ async fn snapshot_on_connect() {
     assert!(snapshot.data["timestamp"].as_str().unwrap().ends_with('Z'));
     assert_eq!(
         snapshot.data["statistics"],
-        serde_json::json!({"totalTickets": 7, "remainingTickets": 5, "allocatedTickets": 2, "confirmedTickets": 0})
+        serde_json::json!({"totalTickets": 7, "remainingTickets": 5, "allocatedTickets": 2, "confirmedTickets": 0, "checkedIn": 0})
     );
     assert!(snapshot.data["lastEvent"].is_null());
 }
@@ -436,8 +436,8 @@ async fn each_types_availability_follows_orders_cancels_and_quota_changes() {
         type_availability(&snapshot),
         [(general.clone(), 10), (vip.clone(), 3)]
     );
-    // The statistics keep their four counts; the types sit beside them.
-    assert_eq!(snapshot.data["statistics"].as_object().unwrap().len(), 4);
+    // The statistics keep their four counts and the check-ins; the types sit beside them.
+    assert_eq!(snapshot.data["statistics"].as_object().unwrap().len(), 5);
 
     // Two VIP tickets: the event has 8 left, the quota 1, and VIP sells what the quota has.
     let (status, hold) = app
