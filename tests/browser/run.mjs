@@ -823,6 +823,7 @@ async function run() {
       const [admission] = paid.admissions;
       assert(admission.status === 'valid' && admission.code.length <= 160, `the admission is ${JSON.stringify(admission)}`);
       door.tickets.south = admission.code;
+      door.southAdmission = admission.id;
       const qr = c.locator(`[data-testid=admission][data-admission-id="${admission.id}"] [data-testid=admission-qr]`);
       await eventually('the QR code to load', () => qr.evaluate((img) => img.complete && img.naturalWidth > 0));
       // The picture the buyer shows, read by the same decoder as the door's camera.
@@ -858,7 +859,6 @@ async function run() {
       const paid = await apiCall('POST', `/tickets/${hold.id}/payment`, { paymentToken: 'tok_visa' }, buyer);
       assert(paid.admissions?.length === 2, `the payment answered ${JSON.stringify(paid)}`);
       [door.tickets.camera, door.tickets.typed] = paid.admissions.map((ad) => ad.code);
-      door.ids = Object.fromEntries(paid.admissions.map((ad, i) => [i === 0 ? 'camera' : 'typed', ad.id]));
       door.token = await createToken(['--scope', 'door', '--event', door.event.id, '--name', 'browser test door']);
     });
 
@@ -944,6 +944,10 @@ async function run() {
       const gates = Object.fromEntries(stats.byGate.map((g) => [g.gate, g.admitted]));
       assert(stats.admitted === 3 && stats.valid === 0 && gates.North === 2 && gates.South === 1, `the stats read ${JSON.stringify(stats)}`);
       await expectText(d, 'scan-event-count', 'Event: 3 admitted · 0 to come');
+      // The organiser sees the conflict the page showed: South's check-in stands, North's scan is the other.
+      const { conflicts } = await apiCall('GET', `/events/${door.event.id}/checkins/conflicts`, undefined, { Authorization: `Bearer ${ADMIN_TOKEN}` });
+      const south = conflicts.find((conflict) => conflict.admissionId === door.southAdmission);
+      assert(south?.admitted.gate === 'South' && south.conflicting.gate === 'North', `the conflicts read ${JSON.stringify(conflicts)}`);
     });
 
     await step('the door page: no uncaught or console errors, no 5xx, only "already checked in" refusals', async () => {
