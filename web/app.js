@@ -4,11 +4,14 @@
 //   #/new         create an event
 //   #/events/ID   one event with live availability, and the form to buy
 //   #/tickets     the buyer's tickets (#/tickets?page=2)
-//   #/tickets/ID  one hold: countdown, pay, cancel; the confirmation once paid
+//   #/tickets/ID  one hold: countdown, pay, cancel; the confirmation once paid, with a QR
+//                 code per admission
+//   #/scan        the door scanner (scan.js)
 // The page is served with a CSP that forbids inline script and style, so everything is built
 // with DOM calls and styled through classes in style.css.
 
 import { deviceFingerprint } from './fingerprint.js';
+import { showScan } from './scan.js';
 
 const PAGE_SIZE = 10;
 const UUID = '([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})';
@@ -392,6 +395,7 @@ const routes = [
   [new RegExp(`^/events/${UUID}$`), 'events', showEvent],
   [/^\/tickets$/, 'tickets', showMyTickets],
   [new RegExp(`^/tickets/${UUID}$`), 'tickets', showTicket],
+  [/^\/scan$/, 'scan', (v, query) => showScan(v, query, { h, fill, notice, mount, plural })],
 ];
 
 function route() {
@@ -928,6 +932,56 @@ function orderLine(a) {
     a.refundedAmount > 0 ? h('span', { class: 'muted', testid: 'ticket-refunded' }, ` · ${money(a.refundedAmount, a.currency)} refunded`) : null);
 }
 
+// --- Admissions: one per paid ticket, each with the QR code shown at the door -----------
+
+const ADMISSION_LABELS = { valid: 'Valid', checked_in: 'Checked in', revoked: 'Revoked' };
+
+/**
+ * An admission's QR code as a data: URL. The route checks the buyer's fingerprint header,
+ * which an <img> cannot send, and the page's CSP allows images from data: but not blob: URLs.
+ */
+async function qrDataUrl(ticketId, admissionId) {
+  const response = await fetch(`/tickets/${ticketId}/admissions/${admissionId}/qr.svg`, {
+    headers: { 'X-Device-Fingerprint': await fingerprint },
+    cache: 'no-store',
+  });
+  if (!response.ok) throw new ApiError(response.status, null);
+  const svg = new Blob([await response.arrayBuffer()], { type: 'image/svg+xml' });
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(svg);
+  });
+}
+
+/** A paid order's admissions: the QR code of each valid one, and what became of the others. */
+function admissionList(a, size) {
+  if (!Array.isArray(a.admissions) || a.admissions.length === 0) return null;
+  const item = (ad) => {
+    const status = ADMISSION_LABELS[ad.status] ?? ad.status;
+    const state = ad.status === 'checked_in' && ad.checkedInAt
+      ? [status, ' ', when(ad.checkedInAt), ad.gate ? ` at ${ad.gate}` : '']
+      : status;
+    let qr = null;
+    if (ad.status !== 'revoked') {
+      qr = h('img', { class: `qr ${size}`, alt: `QR code of a ${ad.ticketTypeName} ticket`, testid: 'admission-qr' });
+      qrDataUrl(a.id, ad.id).then(
+        (url) => {
+          qr.src = url;
+        },
+        () => {
+          qr.replaceWith(h('p', { class: 'muted small', testid: 'admission-qr-error' }, 'The QR code could not be loaded; reload to try again.'));
+        },
+      );
+    }
+    return h('li', { class: `admission status-${ad.status}`, testid: 'admission', 'data-admission-id': ad.id, 'data-status': ad.status },
+      qr,
+      h('p', { class: 'small' }, h('strong', null, ad.ticketTypeName), ' · ', h('span', { testid: 'admission-status' }, state)));
+  };
+  return h('ul', { class: `admissions ${size}`, testid: 'admissions', 'aria-label': 'Tickets to show at the door' }, a.admissions.map(item));
+}
+
 // --- #/tickets/ID : one hold ------------------------------------------------------------
 
 // The allocation just made and its event, so the hold page shows without another request.
@@ -1091,7 +1145,8 @@ async function showTicket(v, _query, id) {
       summary(a),
       orderDetails(a),
       a.status === 'refund_pending' ? notice('info', 'A refund is being made; this page shows it once it is done.', 'refund-pending') : null,
-      h('p', { class: 'muted' }, 'Your confirmation code. Show it at the door:'),
+      admissionList(a, 'large'),
+      h('p', { class: 'muted' }, 'Your confirmation code:'),
       h('p', { class: 'code', testid: 'confirmation-code' }, a.confirmationCode ?? '—'),
       a.purchasedAt ? h('p', { class: 'muted small' }, 'Paid ', when(a.purchasedAt)) : null,
       h('div', { class: 'actions' },
@@ -1191,6 +1246,11 @@ function ticketRow(v, allocation, event, countdowns) {
       append(actions, [h('a', { class: 'button small', href: `#/tickets/${a.id}`, testid: 'ticket-pay' }, 'Pay'), cancel]);
     } else if (status === 'purchased' || status === 'refund_pending') {
       fill(detail, 'Code ', h('code', { class: 'inline-code', testid: 'ticket-code' }, a.confirmationCode ?? '—'));
+      // The list may leave the admissions out; the order's own view has them.
+      const slot = h('div');
+      append(detail, [slot]);
+      const admissions = Array.isArray(a.admissions) ? Promise.resolve(a) : api('GET', `/tickets/${a.id}`);
+      admissions.then((full) => v.active && fill(slot, admissionList(full, 'small')), () => {});
     } else if (status === 'refunded') {
       fill(detail, 'Refunded');
     } else if (status === 'payment_pending') {

@@ -27,9 +27,26 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../web/fingerprint.js"),
     ),
     (
+        "/assets/scan.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/scan.js"),
+    ),
+    (
         "/assets/style.css",
         "text/css; charset=utf-8",
         include_str!("../../web/style.css"),
+    ),
+    // The QR decoder of the scanner page, from the npm registry (web/vendor/README.md), and
+    // the licence it is distributed under.
+    (
+        "/assets/vendor/jsQR.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/vendor/jsQR.js"),
+    ),
+    (
+        "/assets/vendor/jsQR-LICENSE.txt",
+        "text/plain; charset=utf-8",
+        include_str!("../../web/vendor/jsQR-LICENSE.txt"),
     ),
 ];
 

@@ -10,10 +10,13 @@ use crate::helpers::{
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 /// Routes served on purpose outside the API description: the page, its assets and the docs.
-const UNDOCUMENTED: [&str; 5] = [
+const UNDOCUMENTED: [&str; 8] = [
     "/",
     "/assets/app.js",
+    "/assets/scan.js",
     "/assets/style.css",
+    "/assets/vendor/jsQR.js",
+    "/assets/vendor/jsQR-LICENSE.txt",
     "/openapi.json",
     "/docs/",
 ];

@@ -11,10 +11,17 @@
 // out or not yet on sale, a short order's refusal naming its type, and prices
 // typed in the new-event form (JPY without decimals, 0.29 EUR as exactly 29 cents); then
 // restarts the server with an admin token (same data, same port) and sees a partial and a
-// full refund on the ticket and in "My tickets". Fails
+// full refund on the ticket and in "My tickets". At the door: the scanner's offline check
+// decides codes signed in the test with its own Ed25519 keys; a paid order shows a QR code
+// per admission that reads back as its code; a door token comes from `boxoffice tokens
+// create`; a second Chromium, whose fake camera plays a Y4M video of a real ticket's QR code
+// (camera.mjs), scans it green and then red with the first gate, scans offline (queued,
+// a local duplicate, a forged code, a conflict with another gate), and uploads when back
+// online, counts checked against the stats route. Fails
 // on any uncaught or console error, any 5xx, and any 4xx but the refusals those flows
-// provoke on purpose (EXPECTED_REFUSALS). Saves a screenshot of the confirmation page to
-// target/browser-confirmation.png. Stops the server with SIGTERM.
+// provoke on purpose (EXPECTED_REFUSALS; on the door page only "already checked in").
+// Saves a screenshot of the confirmation page to target/browser-confirmation.png. Stops the
+// server with SIGTERM.
 //
 //   (cd tests/browser && npm ci) && node tests/browser/run.mjs
 //
@@ -23,13 +30,15 @@
 // Exits non-zero, saying what failed, on any failure.
 
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomUUID, sign } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
+
+import { decodeLuma, qrFrame, writeY4m } from './camera.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = path.resolve(ROOT, process.env.BOXOFFICE_BIN || 'target/debug/boxoffice');
@@ -174,6 +183,31 @@ async function stopServer() {
   }
   if (outcome.code !== 0) return `the server exited with ${outcome.code ?? outcome.signal} on SIGTERM`;
   return null;
+}
+
+/**
+ * Runs `boxoffice tokens create ARGS` on the running server's data directory (it connects to
+ * the server's embedded PostgreSQL) and answers the token, which is all it prints on stdout.
+ */
+async function createToken(args) {
+  const env = { ...process.env, NO_COLOR: '1' };
+  for (const name of Object.keys(env)) {
+    if (name === 'DATABASE_URL' || name.startsWith('BOXOFFICE_')) delete env[name];
+  }
+  const child = spawn(BIN, ['tokens', 'create', ...args, '--data-dir', path.join(workDir, 'data')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => {
+    stdout += chunk;
+  });
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const code = await new Promise((resolve) => child.on('exit', resolve));
+  assert(code === 0, `boxoffice tokens create exited with ${code}:\n${stdout}${stderr}`);
+  const token = stdout.trim();
+  assert(/^bo_[A-Za-z0-9_-]{43}$/.test(token), `boxoffice tokens create printed ${JSON.stringify(stdout)}, not a token`);
+  return token;
 }
 
 // Last resort if the script dies some other way: never leave the server running.
@@ -332,6 +366,8 @@ async function run() {
   let a;
   let b;
   let c;
+  let scanner;
+  let d;
 
   try {
     await step('start boxoffice serve with an embedded PostgreSQL', async () => {
@@ -369,6 +405,67 @@ async function run() {
       assert(sent.fingerprint === a.fingerprint, `X-Device-Fingerprint is ${sent.fingerprint}, expected ${a.fingerprint}`);
       const stored = await a.evaluate(() => localStorage.getItem('boxoffice.deviceId'));
       assert(stored === signals[1], 'the device id is not kept in localStorage');
+    });
+
+    await step('the scanner\'s offline check accepts only codes signed by a listed key, for this event', async () => {
+      // Codes made here by the contract of docs/admission.md, with keys of this test.
+      const keyOf = () => {
+        const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+        const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x, 'base64url');
+        return { privateKey, raw, id: createHash('sha256').update(raw).digest().subarray(0, 4).toString('hex') };
+      };
+      const listed = keyOf();
+      const unlisted = keyOf();
+      const uuidBytes = (id) => Buffer.from(id.replace(/-/g, ''), 'hex');
+      const codeOf = (key, eventId, admissionId, version = 1) => {
+        const signed = Buffer.concat([Buffer.from([version]), Buffer.from(key.id, 'hex'), uuidBytes(eventId), uuidBytes(admissionId)]);
+        return Buffer.concat([signed, sign(null, signed, key.privateKey)]).toString('base64url');
+      };
+      const [event, other, fresh, used, refunded] = Array.from({ length: 5 }, () => randomUUID());
+      const good = codeOf(listed, event, fresh);
+      const tampered = Buffer.from(good, 'base64url');
+      tampered[60] ^= 1;
+      const cases = {
+        admitted: good,
+        duplicate: codeOf(listed, event, used),
+        revoked: codeOf(listed, event, refunded),
+        wrongEvent: codeOf(listed, other, fresh),
+        tampered: tampered.toString('base64url'),
+        unlistedKey: codeOf(unlisted, event, fresh),
+        version2: codeOf(listed, event, fresh, 2),
+        truncated: good.slice(0, -1),
+        // The last character carries two bits beyond the 101 bytes: only 0s is the code.
+        nonCanonical: good.slice(0, -1) + String.fromCharCode(good.charCodeAt(good.length - 1) + 1),
+      };
+      const decided = await a.evaluate(async ({ cases, keys, event, used, refunded }) => {
+        const m = await import('/assets/scan.js');
+        const book = {
+          keys: m.importKeys(keys),
+          revoked: new Set([refunded]),
+          admitted: new Map([[used, { checkedInAt: '2031-05-01T19:00:00Z', gate: 'East' }]]),
+        };
+        const out = {};
+        for (const [name, code] of Object.entries(cases)) out[name] = await m.decideOffline(code, event, book);
+        out.parts = m.decodeTicketCode(cases.admitted);
+        return out;
+      }, { cases, keys: [{ id: listed.id, algorithm: 'Ed25519', publicKey: listed.raw.toString('base64url') }], event, used, refunded });
+      const expected = {
+        admitted: { result: 'admitted', admissionId: fresh },
+        duplicate: { result: 'duplicate', admissionId: used, firstCheckedInAt: '2031-05-01T19:00:00Z', firstGate: 'East' },
+        revoked: { result: 'revoked', admissionId: refunded },
+        wrongEvent: { result: 'wrong_event', admissionId: fresh },
+        tampered: { result: 'invalid' },
+        unlistedKey: { result: 'invalid' },
+        version2: { result: 'invalid' },
+        truncated: { result: 'invalid' },
+        nonCanonical: { result: 'invalid' },
+      };
+      for (const [name, want] of Object.entries(expected)) {
+        assert(JSON.stringify(decided[name]) === JSON.stringify(want), `${name}: decided ${JSON.stringify(decided[name])}, expected ${JSON.stringify(want)}`);
+      }
+      assert(good.length === 135, `a code has ${good.length} characters`);
+      const parts = decided.parts;
+      assert(parts.keyId === listed.id && parts.eventId === event && parts.admissionId === fresh, `the code's parts read ${JSON.stringify(parts)}`);
     });
 
     await step('a form error reads plainly (limit per buyer above the total)', async () => {
@@ -708,6 +805,164 @@ async function run() {
       assert(JSON.stringify(shown) === JSON.stringify(['Refunded', ' · €33.00 refunded']), `the row reads ${JSON.stringify(shown)}`);
     });
 
+    // The door: a paid order's QR codes, then the scanner page in a browser whose camera
+    // films a real ticket's QR code, online and offline.
+    const door = { event: null, tickets: {}, token: null };
+    await step('a paid order shows one QR code per admission, and it reads back as the admission\'s code', async () => {
+      door.event = await apiCall('POST', '/events', { name: `${eventName} door`, date: '2031-05-01T20:00:00Z', totalTickets: 10 }, { Authorization: `Bearer ${ADMIN_TOKEN}` });
+      await c.goto(`${base}/#/events/${door.event.id}`);
+      await c.getByTestId('buy-quantity').fill('1');
+      await c.getByTestId('buy-submit').click();
+      await c.waitForURL(/#\/tickets\/[0-9a-f-]{36}$/);
+      const [response] = await Promise.all([
+        c.waitForResponse((r) => r.request().method() === 'POST' && /\/payment$/.test(new URL(r.url()).pathname)),
+        c.getByTestId('pay-submit').click(),
+      ]);
+      const paid = await response.json();
+      assert(paid.status === 'purchased' && paid.admissions?.length === 1, `the payment answered ${JSON.stringify(paid)}`);
+      const [admission] = paid.admissions;
+      assert(admission.status === 'valid' && admission.code.length <= 160, `the admission is ${JSON.stringify(admission)}`);
+      door.tickets.south = admission.code;
+      door.southAdmission = admission.id;
+      const qr = c.locator(`[data-testid=admission][data-admission-id="${admission.id}"] [data-testid=admission-qr]`);
+      await eventually('the QR code to load', () => qr.evaluate((img) => img.complete && img.naturalWidth > 0));
+      // The picture the buyer shows, read by the same decoder as the door's camera.
+      const read = await qr.evaluate(async (img) => {
+        if (typeof window.jsQR !== 'function') {
+          await new Promise((resolve, reject) => {
+            const script = document.createElement('script');
+            script.src = '/assets/vendor/jsQR.js';
+            script.onload = resolve;
+            script.onerror = reject;
+            document.head.append(script);
+          });
+        }
+        const canvas = document.createElement('canvas');
+        canvas.width = 400;
+        canvas.height = 400;
+        const context = canvas.getContext('2d');
+        context.fillStyle = '#fff';
+        context.fillRect(0, 0, 400, 400);
+        context.drawImage(img, 20, 20, 360, 360);
+        return window.jsQR(context.getImageData(0, 0, 400, 400).data, 400, 400)?.data ?? null;
+      });
+      assert(read === admission.code, `the QR code on the page reads ${JSON.stringify(read)}, expected ${admission.code}`);
+      await shot(c, 'c-admission-qr');
+      await c.getByTestId('to-my-tickets').click();
+      const row = c.locator(`[data-testid=ticket-row][data-ticket-id="${paid.id}"]`);
+      await eventually('the QR code in "My tickets"', () => row.getByTestId('admission-qr').evaluate((img) => img.complete && img.naturalWidth > 0));
+    });
+
+    await step('a door token for the event from `boxoffice tokens create`, beside the running server', async () => {
+      const buyer = { 'X-Device-Fingerprint': 'the door test\'s buyer' };
+      const hold = await apiCall('POST', `/events/${door.event.id}/tickets`, { quantity: 2 }, buyer);
+      const paid = await apiCall('POST', `/tickets/${hold.id}/payment`, { paymentToken: 'tok_visa' }, buyer);
+      assert(paid.admissions?.length === 2, `the payment answered ${JSON.stringify(paid)}`);
+      [door.tickets.camera, door.tickets.typed] = paid.admissions.map((ad) => ad.code);
+      door.token = await createToken(['--scope', 'door', '--event', door.event.id, '--name', 'browser test door']);
+    });
+
+    await step('the fake camera films the ticket\'s QR code, and the page\'s jsQR reads it back', async () => {
+      const [width, height, fps] = [640, 480, 10];
+      const frame = qrFrame(door.tickets.camera, width, height);
+      const read = decodeLuma(frame, width, height);
+      assert(read === door.tickets.camera, `the frame reads ${JSON.stringify(read)}`);
+      // Two seconds of the code, two of nothing, looped by Chromium: the code comes into
+      // view, leaves, and comes back, as a ticket shown twice.
+      const video = path.join(workDir, 'camera.y4m');
+      writeY4m(video, { width, height, fps }, [{ luma: frame, frames: 2 * fps }, { luma: qrFrame(null, width, height), frames: 2 * fps }]);
+      scanner = await chromium.launch({
+        executablePath: CHROMIUM,
+        headless: true,
+        args: [...CHROMIUM_ARGS, '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', `--use-file-for-fake-video-capture=${video}`],
+        timeout: 60_000,
+      });
+      d = await newPage(scanner, 'door', { viewport: { width: 800, height: 1000 } });
+      await d.context().grantPermissions(['camera'], { origin: base });
+    });
+
+    await step('scan with the camera: green, then the same code again: red with the first gate', async () => {
+      await d.goto(`${base}/#/scan`);
+      await d.getByTestId('door-token').fill(door.token);
+      await d.getByTestId('door-token-save').click();
+      await d.getByTestId('scan-event').selectOption(door.event.id);
+      await d.getByTestId('scan-gate').fill('North');
+      await d.getByTestId('scan-start').click();
+      await expectText(d, 'scan-network', 'online');
+      await d.getByTestId('scan-camera').click();
+      await eventually('a green answer from the camera', async () => (await d.getByTestId('scan-result').getAttribute('data-result')) === 'admitted', 15_000);
+      await expectText(d, 'scan-verdict', 'Admitted');
+      await expectText(d, 'scan-count', '1');
+      await shot(d, 'd-admitted');
+      await eventually('a red answer when the code is shown again', async () => (await d.getByTestId('scan-result').getAttribute('data-result')) === 'duplicate', 15_000);
+      await expectText(d, 'scan-verdict', 'Already checked in');
+      await expectText(d, 'scan-detail', /^First admitted at .+ at North\.$/);
+      await shot(d, 'd-duplicate');
+      await d.getByTestId('scan-camera').click();
+      await expectText(d, 'scan-count', '1');
+      const stats = await apiCall('GET', `/events/${door.event.id}/checkins/stats`, undefined, { Authorization: `Bearer ${door.token}` });
+      assert(stats.admitted === 1 && stats.valid === 2, `the stats read ${JSON.stringify(stats)}`);
+    });
+
+    await step('offline: scans decided on the device and queued, uploaded when back online, the conflict shown', async () => {
+      const typeCode = async (code) => {
+        await d.getByTestId('scan-code').fill(code);
+        await d.getByTestId('scan-submit').click();
+      };
+      const result = async () => [await d.getByTestId('scan-result').getAttribute('data-result'), await d.getByTestId('scan-result').getAttribute('data-offline')];
+      await d.context().setOffline(true);
+      await expectText(d, 'scan-network', 'offline, 0 queued');
+      await typeCode(door.tickets.typed);
+      await eventually('an offline green answer', async () => JSON.stringify(await result()) === '["admitted","true"]');
+      await expectText(d, 'scan-network', 'offline, 1 queued');
+      await expectText(d, 'scan-count', '2');
+      await shot(d, 'd-offline');
+      // Meanwhile another gate, online, admits the buyer of the page's ticket.
+      await apiCall('POST', `/events/${door.event.id}/checkins`, { code: door.tickets.south, gate: 'South', nonce: 'browser-test-south' }, { Authorization: `Bearer ${door.token}` });
+      // This device does not know it: it admits the same ticket, a conflict for later.
+      await typeCode(door.tickets.south);
+      await expectText(d, 'scan-network', 'offline, 2 queued');
+      assert(JSON.stringify(await result()) === '["admitted","true"]', `the second offline scan answered ${JSON.stringify(await result())}`);
+      // The camera's ticket was admitted here before: red without the network.
+      await typeCode(door.tickets.camera);
+      await expectText(d, 'scan-network', 'offline, 3 queued');
+      assert(JSON.stringify(await result()) === '["duplicate","true"]', `the third offline scan answered ${JSON.stringify(await result())}`);
+      await expectText(d, 'scan-detail', /at North\.$/);
+      // A forged code: the right shape, another key's signature.
+      const forged = Buffer.from(door.tickets.typed, 'base64url');
+      forged[100] ^= 0xff;
+      await typeCode(forged.toString('base64url'));
+      await eventually('a red answer to a forged code', async () => (await result())[0] === 'invalid');
+      await expectText(d, 'scan-network', 'offline, 4 queued');
+      await d.context().setOffline(false);
+      await expectText(d, 'scan-network', 'online', 15_000);
+      await expectText(d, 'scan-upload', 'Uploaded 4 queued scans: 1 admitted, 3 not, 1 conflict.');
+      await expectText(d, 'scan-conflict', /^Ticket [0-9a-f]{8} scanned here at .+; first admitted at .+ at South\.$/);
+      await expectText(d, 'scan-count', '2');
+      await shot(d, 'd-uploaded');
+      const stats = await apiCall('GET', `/events/${door.event.id}/checkins/stats`, undefined, { Authorization: `Bearer ${door.token}` });
+      const gates = Object.fromEntries(stats.byGate.map((g) => [g.gate, g.admitted]));
+      assert(stats.admitted === 3 && stats.valid === 0 && gates.North === 2 && gates.South === 1, `the stats read ${JSON.stringify(stats)}`);
+      await expectText(d, 'scan-event-count', 'Event: 3 admitted · 0 to come');
+      // The organiser sees the conflict the page showed: South's check-in stands, North's scan is the other.
+      const { conflicts } = await apiCall('GET', `/events/${door.event.id}/checkins/conflicts`, undefined, { Authorization: `Bearer ${ADMIN_TOKEN}` });
+      const south = conflicts.find((conflict) => conflict.admissionId === door.southAdmission);
+      assert(south?.admitted.gate === 'South' && south.conflicting.gate === 'North', `the conflicts read ${JSON.stringify(conflicts)}`);
+    });
+
+    await step('the door page: no uncaught or console errors, no 5xx, only "already checked in" refusals', async () => {
+      const problems = [...d.problems];
+      for (const { text, url } of d.consoleErrors) {
+        const failed = /^Failed to load resource: the server responded with a status of (\d{3})/.exec(text);
+        const known = failed && d.refusals.some((r) => r.url === url && r.status === Number(failed[1]));
+        if (!known) problems.push(`door: console error ${text}${url ? ` (${url})` : ''}`);
+      }
+      const unexpected = d.refusals.map((r) => r.key).filter((key) => key !== 'POST /events/{id}/checkins 409');
+      if (unexpected.length > 0) problems.push(`door: answers of 400 or more: ${JSON.stringify(unexpected)}`);
+      assert(d.refusals.length > 0, 'the camera\'s second sight of the code should have been refused');
+      assert(problems.length === 0, problems.join('\n'));
+    });
+
     await step('no uncaught or console errors, no 5xx, and only the refusals the flows provoke', async () => {
       const problems = [...a.problems, ...b.problems, ...c.problems];
       for (const [name, page] of [['buyer A', a], ['buyer B', b], ['buyer C', c]]) {
@@ -731,7 +986,7 @@ async function run() {
       failed++;
       console.log(`FAIL ${error?.stack ?? error}`);
     }
-    for (const [name, page] of [['a', a], ['b', b], ['c', c]]) {
+    for (const [name, page] of [['a', a], ['b', b], ['c', c], ['d', d]]) {
       if (!page) continue;
       const file = path.join(ROOT, 'target', `browser-failure-${name}.png`);
       await page.screenshot({ path: file, fullPage: true }).then(
@@ -742,6 +997,7 @@ async function run() {
     if (server) console.log(`     server log (last 40 lines):\n${readLog().split('\n').slice(-40).join('\n')}`);
   } finally {
     await browser?.close().catch(() => {});
+    await scanner?.close().catch(() => {});
     const stopProblem = await stopServer();
     if (stopProblem) {
       failed++;
