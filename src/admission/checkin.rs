@@ -187,7 +187,12 @@ pub async fn upload(
     event_id: Uuid,
     scans: Vec<BatchScan>,
 ) -> Result<Vec<ScanOutcome>, Error> {
-    let now = OffsetDateTime::now_utc();
+    let mut tx = pool.begin().await?;
+    // The upload's time is the database's (as every time the API records), and an unknown
+    // event is a 404 rather than a batch of `invalid`s.
+    let now = db::checkins::event_clock(&mut tx, event_id)
+        .await?
+        .ok_or(Error::NotFound("event"))?;
     let mut outcomes = vec![
         ScanOutcome {
             result: ScanResult::Invalid,
@@ -214,7 +219,6 @@ pub async fn upload(
     if candidates.is_empty() {
         return Ok(outcomes);
     }
-    let mut tx = pool.begin().await?;
     // Nonces first (claimed in nonce order), then the admissions (locked in id order): every
     // scan and batch takes them in this order, so none waits on another in a cycle.
     let claims: Vec<ScanClaim> = candidates

@@ -480,6 +480,19 @@ pub struct ExportRead {
 
 /// Reads the event's export (see [`ExportRead`]) in one REPEATABLE READ, read-only
 /// transaction.
+/// The database's clock at the start of the transaction, read from the event's row:
+/// `None` when there is no such event. A batch upload judges "later than the upload" by it,
+/// as every other time the API takes comes from the database clock.
+pub async fn event_clock(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+    sqlx::query_scalar("SELECT now() FROM events WHERE id = $1")
+        .bind(event_id)
+        .fetch_optional(conn)
+        .await
+}
+
 pub async fn export(pool: &PgPool, event_id: Uuid) -> Result<Option<ExportRead>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // First statement of the transaction, so the snapshot is taken after it.

@@ -19,17 +19,22 @@ pub const MAX_BATCH_SCANS: usize = 1_000;
 pub struct Gate(String);
 
 impl Gate {
-    /// A gate from its name as sent. Errors: empty, longer than 64 characters, or holding a
-    /// control character.
+    /// A gate from its name as sent, normalized as event names are (NFC, whitespace runs made
+    /// one space, invisible characters around it trimmed), so gates that look the same count
+    /// as one in the statistics. Errors: nothing visible, longer than 64 characters after
+    /// normalization, or holding a control character.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let chars = raw.chars().count();
-        if chars == 0 || chars > MAX_GATE_CHARS {
-            return Err(format!("must be 1 to {MAX_GATE_CHARS} characters"));
-        }
         if raw.chars().any(char::is_control) {
             return Err("must not contain control characters".into());
         }
-        Ok(Self(raw.to_owned()))
+        let name = super::event_name::normalize_name(raw);
+        if !name.chars().any(super::event_name::is_visible) {
+            return Err("must contain a visible character".into());
+        }
+        if name.chars().count() > MAX_GATE_CHARS {
+            return Err(format!("must be 1 to {MAX_GATE_CHARS} characters"));
+        }
+        Ok(Self(name))
     }
 
     /// The name as stored and answered.
@@ -303,6 +308,23 @@ mod tests {
         assert!(Gate::parse(&"g".repeat(65)).is_err());
         assert!(Gate::parse(&"é".repeat(64)).is_ok());
         assert!(Gate::parse("a\nb").is_err());
+        // Normalized as event names are: gates that look the same are one gate.
+        assert_eq!(
+            Gate::parse("Cafe\u{301}").unwrap(),
+            Gate::parse("Caf\u{e9}").unwrap()
+        );
+        assert_eq!(
+            Gate::parse("  North \u{a0} 1\u{200b}").unwrap().as_str(),
+            "North 1"
+        );
+        assert_eq!(
+            Gate::parse("\u{202e}North\u{200b}").unwrap().as_str(),
+            "North"
+        );
+        assert_eq!(Gate::parse("a\u{2028}b").unwrap().as_str(), "a b");
+        for blank in ["   ", "\u{200b}", "\u{2800}", "\u{a0}\u{3000}"] {
+            assert!(Gate::parse(blank).is_err(), "{blank:?}");
+        }
         assert!(Nonce::parse("dev-1:42.a_b").is_ok());
         assert!(Nonce::parse("").is_err());
         assert!(Nonce::parse("a b").is_err());

@@ -20,7 +20,7 @@ use crate::admission::checkin::{self, BatchScan, Scan};
 use crate::db;
 use crate::domain::admission::{Admission, KeyId, public_key};
 use crate::domain::checkin::{Gate, MAX_BATCH_SCANS, Nonce, ScanResult};
-use crate::domain::event::to_stored_precision;
+use crate::domain::event::{parse_date_time, to_stored_precision};
 use crate::domain::refusal::FieldError;
 use crate::error::Error;
 use crate::http::state::AppState;
@@ -130,10 +130,11 @@ pub struct BatchScanRequest {
     /// Where: 1 to 64 characters, no control characters; null for none.
     #[schema(min_length = 1, max_length = 64)]
     pub gate: Option<String>,
-    /// When the device scanned it (RFC 3339). A time after the upload counts as the upload's.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    /// When the device scanned it: RFC 3339 with an offset, from 1970-01-01T00:00:00Z to
+    /// 9999-12-31T23:59:59.999999Z once converted to UTC, like every date-time the API takes.
+    /// A time after the upload counts as the upload's.
     #[schema(value_type = String, format = DateTime)]
-    pub scanned_at: Option<OffsetDateTime>,
+    pub scanned_at: Option<String>,
     /// The device's name for this scan, unique within the batch: 1 to 128 characters of
     /// `[A-Za-z0-9._:-]`. Uploading it again gets the first answer.
     #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
@@ -210,10 +211,18 @@ fn batch_scans(body: BatchRequest) -> Result<Vec<BatchScan>, Error> {
         if scan.code.is_none() {
             errors.push(invalid(field("code"), "is required"));
         }
-        if scan.scanned_at.is_none() {
-            errors.push(invalid(field("scannedAt"), "is required"));
-        }
-        if let (Some(code), Some(scanned_at), Some(nonce)) = (scan.code, scan.scanned_at, nonce) {
+        let scanned_at = match scan.scanned_at.as_deref().map(parse_date_time) {
+            None => {
+                errors.push(invalid(field("scannedAt"), "is required"));
+                None
+            }
+            Some(Err(message)) => {
+                errors.push(invalid(field("scannedAt"), message));
+                None
+            }
+            Some(Ok(at)) => Some(at),
+        };
+        if let (Some(code), Some(scanned_at), Some(nonce)) = (scan.code, scanned_at, nonce) {
             valid.push(BatchScan {
                 code,
                 gate,

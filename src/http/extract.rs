@@ -143,12 +143,50 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     Ok(value)
 }
 
-/// serde's message without its "at line 1 column 9" suffix.
+/// serde's message without its "at line 1 column 9" suffix, and without the names of the
+/// app's own Rust types, which mean nothing to a client: "expected struct BatchScanRequest"
+/// says "expected a JSON object", "did not match any variant of untagged enum …" says it
+/// matches none of the documented shapes.
 fn describe_data_error(err: &serde_json::Error) -> String {
     let text = err.to_string();
-    match text.rfind(" at line ") {
-        Some(i) => text[..i].to_owned(),
-        None => text,
+    let text = match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    if text.starts_with("data did not match any variant of untagged enum") {
+        return "does not match any of the documented shapes".to_owned();
+    }
+    without_type_names(text)
+}
+
+/// `text` with each "struct Name" made "a JSON object" and each "enum Name" "one of the
+/// documented values".
+fn without_type_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let next = [
+            ("struct ", "a JSON object"),
+            ("enum ", "one of the documented values"),
+        ]
+        .into_iter()
+        .filter_map(|(marker, phrase)| rest.find(marker).map(|at| (at, marker, phrase)))
+        .min_by_key(|(at, _, _)| *at);
+        let Some((at, marker, phrase)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        let after = &rest[at + marker.len()..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        out.push_str(&rest[..at]);
+        if name_len == 0 {
+            out.push_str(marker);
+        } else {
+            out.push_str(phrase);
+        }
+        rest = &after[name_len..];
     }
 }
 

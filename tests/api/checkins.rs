@@ -748,3 +748,74 @@ async fn two_devices_uploading_the_same_tickets_in_opposite_orders_never_deadloc
     }
     assert_eq!(first.row_count("checkin_conflicts").await, 100);
 }
+
+#[tokio::test]
+async fn scan_times_outside_the_date_window_and_unknown_events_change_nothing() {
+    let app = app().await;
+    let event_id = event(&app, 10).await;
+    let (_, codes) = bought(&app, &event_id, 1).await;
+    // Before 1970 once in UTC (year 0000 at +01:00 is year -1), after 9999, or not a
+    // date-time: refused by field, nothing checked in, the ticket still valid.
+    for at in [
+        json!("0000-01-01T00:00:00+01:00"),
+        json!("1969-12-31T23:59:59Z"),
+        json!("9999-12-31T23:59:59-01:00"),
+        json!("yesterday"),
+        json!(1_700_000_000),
+    ] {
+        let (status, body) = batch(
+            &app,
+            &event_id,
+            json!([{"code": codes[0], "gate": "Z", "scannedAt": at, "nonce": "early"}]),
+        )
+        .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        );
+        assert_eq!(
+            body["details"][0]["field"], "scans[0].scannedAt",
+            "{at}: {body}"
+        );
+        let message = body["details"][0]["message"].as_str().unwrap();
+        assert!(!message.contains("OffsetDateTime"), "{message}");
+    }
+    let (status, stats) = admin_get(&app, &format!("/events/{event_id}/checkins/stats")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (stats["admitted"].as_i64(), stats["valid"].as_i64()),
+        (Some(0), Some(1))
+    );
+
+    // A scan that is not an object names no Rust type in its error.
+    let (status, body) = batch(&app, &event_id, json!([null])).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    );
+    let message = body["details"][0]["message"].as_str().unwrap();
+    assert_eq!(message, "invalid type: null, expected a JSON object");
+
+    // A batch for an event that does not exist is a 404, as the other check-in routes answer.
+    let (status, body) = batch(
+        &app,
+        &Uuid::new_v4().to_string(),
+        json!([{"code": codes[0], "gate": "Z", "scannedAt": "2027-06-01T18:00:00Z", "nonce": "x"}]),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+
+    // The one valid scan then admits, at its own time.
+    let (status, body) = batch(
+        &app,
+        &event_id,
+        json!([{"code": codes[0], "gate": "Z", "scannedAt": "1970-01-01T00:00:00Z", "nonce": "ok"}]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["result"], "admitted", "{body}");
+}

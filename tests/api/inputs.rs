@@ -530,3 +530,24 @@ async fn a_field_given_twice_is_named() {
     );
     assert_eq!(app.row_count("events").await, 0);
 }
+
+#[tokio::test]
+async fn json_errors_never_name_the_apps_rust_types() {
+    let app = spawn_app().await;
+    let (_, event) = post_event(&app, "Type names", "2030-01-01T20:00:00Z").await;
+    let tickets = format!("/events/{}/tickets", id_of(&event));
+    for body in [
+        json!({"lines": [null]}),
+        json!({"lines": [1, 2]}),
+        json!({"quantity": "two"}),
+        json!({"quantity": 1, "lines": "x"}),
+        json!({"lines": {"a": 1}}),
+    ] {
+        let (status, answer) = app.post_json(&tickets, body.clone()).await;
+        assert!(status.is_client_error(), "{body}: {status} {answer}");
+        let text = answer.to_string();
+        for leak in ["struct ", "enum ", "Request", "OffsetDateTime"] {
+            assert!(!text.contains(leak), "{body} → {text}");
+        }
+    }
+}
