@@ -11,7 +11,7 @@ use super::response::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::checkin::{CheckedIn, ScanRefusal};
+use crate::domain::checkin::ScanRefusal;
 use crate::domain::refusal::{FieldError, LineAvailability, Refusal};
 use crate::domain::status::AllocationStatus;
 use crate::error::Error;
@@ -148,30 +148,19 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub lines: Option<Vec<LineAvailability>>,
-    /// With `ALREADY_CHECKED_IN`: the admission's check-in (`checkedInAt`, `gate`).
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    #[schema(inline)]
-    pub first_check_in: Option<FirstCheckInBody>,
-}
-
-/// The first check-in of an admission in an error body.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct FirstCheckInBody {
-    /// When the admission was checked in.
-    #[serde(with = "time::serde::rfc3339")]
-    pub checked_in_at: OffsetDateTime,
-    /// Where it was checked in (null: no gate given).
-    pub gate: Option<String>,
-}
-
-impl From<&CheckedIn> for FirstCheckInBody {
-    fn from(first: &CheckedIn) -> Self {
-        Self {
-            checked_in_at: first.at,
-            gate: first.gate.clone(),
-        }
-    }
+    /// With `ALREADY_CHECKED_IN`: when the admission was checked in. Plain optional fields
+    /// rather than a flattened object, so that the document's error schema still matches
+    /// every other error (a flattened object's required fields would be required of all).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime, nullable = false)]
+    pub checked_in_at: Option<OffsetDateTime>,
+    /// With `ALREADY_CHECKED_IN`: where it was checked in (null: no gate given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub gate: Option<Option<String>>,
 }
 
 /// A sales window in an error body.
@@ -225,7 +214,8 @@ impl ApiError {
             refundable: None,
             sales_window: None,
             lines: None,
-            first_check_in: None,
+            checked_in_at: None,
+            gate: None,
         };
         match self {
             ApiError::BadRequest { details, .. } | ApiError::App(Error::Validation(details)) => {
@@ -274,7 +264,8 @@ impl ApiError {
                 body.status = Some(*status)
             }
             ApiError::App(Error::Scan(ScanRefusal::AlreadyCheckedIn { first })) => {
-                body.first_check_in = Some(first.into())
+                body.checked_in_at = Some(first.at);
+                body.gate = Some(first.gate.clone());
             }
             _ => {}
         }

@@ -70,8 +70,17 @@ FUZZ_TYPE_ID=$(curl -fsS --max-time 30 "$SERVER_URL/events/$FUZZ_EVENT_ID" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["ticketTypes"][0]["id"])')
 quota() { post_for_id "/events/$FUZZ_EVENT_ID/quotas" "{\"name\": \"$1\", \"size\": 1000, \"ticketTypeIds\": []}"; }
 FUZZ_QUOTA_ID=$(quota "Fuzz quota")
+# A paid hold and one of its admissions, for the QR code; a door token of the run's event
+# (made beside the running server, as an operator would), for the check-in routes.
+FUZZ_PAID_HOLD=$(hold)
+FUZZ_ADMISSION_ID=$(curl -fsS --max-time 30 -H 'Content-Type: application/json' \
+  -H "X-Device-Fingerprint: $FUZZ_BUYER" -d '{"paymentToken": "tok_visa"}' \
+  "$SERVER_URL/tickets/$FUZZ_PAID_HOLD/payment" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["admissions"][0]["id"])')
+FUZZ_DOOR_TOKEN=$("$BOXOFFICE_BIN" tokens create --scope door --event "$FUZZ_EVENT_ID" \
+  --data-dir "$BOXOFFICE_DATA_DIR" 2>/dev/null)
 export FUZZ_EVENT_ID FUZZ_BUYER FUZZ_READ_HOLD FUZZ_PAY_HOLD FUZZ_CANCEL_HOLD FUZZ_TYPE_ID \
-  FUZZ_QUOTA_ID FUZZ_WORK_DIR=$BOXOFFICE_WORK
+  FUZZ_QUOTA_ID FUZZ_PAID_HOLD FUZZ_ADMISSION_ID FUZZ_DOOR_TOKEN FUZZ_WORK_DIR=$BOXOFFICE_WORK
 
 st_status=0
 (cd "$BOXOFFICE_WORK" && "$st" --config-file "$config" run "$SERVER_URL/openapi.json" \
