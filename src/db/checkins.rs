@@ -42,7 +42,11 @@ pub async fn admit(
 /// Checks in, at the transaction's time, each admission of `check_ins` (id, gate) that is
 /// still valid, in one `UPDATE`: the coalesced scans of one event. The caller has locked them
 /// (in id order, [`lock_states`]) and names each at most once; `status = 'valid'` is the same
-/// guard as [`admit`]'s. Returns the admissions checked in, in no particular order.
+/// guard as [`admit`]'s. `d.id = ANY($2)` steers the plan to the primary key: with the
+/// `(event_id, status)` index, statistics older than a fast sale (many admissions made
+/// moments ago) gave a nested loop over every valid admission of the event per scan
+/// (200–450 ms for a batch of 200). Returns the admissions checked in, in no particular
+/// order.
 pub async fn admit_all(
     conn: &mut PgConnection,
     event_id: Uuid,
@@ -56,7 +60,7 @@ pub async fn admit_all(
     let rows: Vec<AdmissionRow> = sqlx::query_as(concat!(
         "UPDATE admissions d SET status = 'checked_in', checked_in_at = now(), gate = c.gate \
          FROM unnest($2::uuid[], $3::text[]) AS c(id, gate), ticket_types t \
-         WHERE d.id = c.id AND d.event_id = $1 AND d.status = 'valid' \
+         WHERE d.id = ANY($2) AND d.id = c.id AND d.event_id = $1 AND d.status = 'valid' \
            AND t.id = d.ticket_type_id \
          RETURNING ",
         admission_columns!()
