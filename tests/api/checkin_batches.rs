@@ -120,6 +120,7 @@ async fn many_codes_are_all_admitted_at_their_gates(mode: &[&str]) {
     while codes.len() < 41 {
         codes.extend(bought(&app, &event_id, 5).await.1);
     }
+    codes.truncate(41);
     let plug = codes.pop().unwrap();
     let scans = codes
         .iter()
