@@ -180,13 +180,14 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub payment_recovery_seconds: u32,
 
-    /// How purchases, and payments' settles, reach the database: `batched` coalesces
-    /// concurrent requests for one event into one transaction; `per-request` runs one
-    /// transaction per request.
+    /// How purchases, payments' settles and single check-ins reach the database: `batched`
+    /// coalesces concurrent requests for one event into one transaction; `per-request` runs
+    /// one transaction per request.
     #[arg(long, env = "BOXOFFICE_PURCHASE_MODE", value_enum, default_value_t = PurchaseMode::Batched)]
     pub purchase_mode: PurchaseMode,
 
-    /// Most purchase requests (or payments' settles) one batched transaction may carry.
+    /// Most purchase requests (or payments' settles, or check-ins) one batched transaction
+    /// may carry.
     #[arg(long, env = "BOXOFFICE_PURCHASE_BATCH_MAX", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub purchase_batch_max: u32,

@@ -31,8 +31,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Coalesced reads of an event: the catalogue's read, through purchase's coalescer.
     ("reads", &["catalogue", "db", "domain", "error", "purchase"]),
     ("live", &["db", "domain", "error", "metrics"]),
-    // Admission at the door: its keys and check-ins, needing no other service.
-    ("admission", &["db", "domain", "error"]),
+    // Admission at the door: its keys and check-ins; single scans of one event are
+    // coalesced with purchase's coalescer.
+    ("admission", &["db", "domain", "error", "purchase"]),
     // Scoped API tokens: made by the CLI, recognised by the HTTP extractors.
     ("tokens", &["db", "domain", "error"]),
     (

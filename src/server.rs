@@ -13,6 +13,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admission::checkin::Checkins;
 use crate::admission::keys::AdmissionKeys;
 use crate::config::{DatabaseArgs, PurchaseMode, ServeArgs};
 use crate::db;
@@ -170,8 +171,8 @@ impl Server {
             (None, None) => unreachable!("no URL means embedded"),
         };
         let live = LiveStats::new();
-        // Purchases, payments' begins and settles, and the simulated provider's ledger are
-        // batched (or not) alike.
+        // Purchases, payments' begins and settles, the simulated provider's ledger and
+        // single check-ins are batched (or not) alike.
         let batching = match args.purchase_mode {
             PurchaseMode::Batched => Batching::Batched {
                 max_batch: args.purchase_batch_max as usize,
@@ -210,6 +211,7 @@ impl Server {
                 admission_keys.signer().clone(),
                 batching,
             ),
+            checkins: Checkins::new(database.pool.clone(), admission_keys.clone(), batching),
             admission_keys,
             reads: EventReads::new(database.pool.clone()),
             live,

@@ -3,7 +3,8 @@
 //! check-in moves no sale counts. The lock order and why exactly one of simultaneous scans
 //! admits are in docs/concurrency.md.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -17,6 +18,8 @@ use crate::domain::checkin::{
     self, CheckedIn, DoorState, Gate, Nonce, OfflineScan, ScanOutcome, ScanRefusal, ScanResult,
 };
 use crate::error::Error;
+use crate::purchase::Batching;
+use crate::purchase::coalescer::{BatchWork, Coalescer};
 
 /// One scan at the door, validated.
 #[derive(Debug, Clone)]
@@ -51,21 +54,74 @@ async fn read_code(
     })
 }
 
-/// Checks in the admission `scan` names, once. Errors: every [`ScanRefusal`]; a retry with
-/// the nonce of an earlier scan of the same admission gets that scan's answer (admitted or
-/// refused), one with the nonce of a scan of another admission `NonceReused`.
-pub async fn check_in(
-    pool: &PgPool,
-    keys: &AdmissionKeys,
-    event_id: Uuid,
-    scan: Scan,
-) -> Result<Admitted, Error> {
-    let code = read_code(keys, event_id, &scan.code).await??;
-    let gate = scan.gate.as_ref().map(Gate::as_str);
+/// A scan whose code was verified and names an admission of the event: what the database
+/// work needs.
+#[derive(Debug, Clone)]
+struct KnownScan {
+    admission_id: Uuid,
+    gate: Option<String>,
+    nonce: Option<Nonce>,
+}
+
+/// Sends single scans to the database: one transaction per scan, or the scans of one event
+/// that arrive together in one transaction ([`Batching`], from `--purchase-mode` and
+/// `--purchase-batch-max`, as for purchases). Cheap to clone; clones share the batches.
+#[derive(Clone)]
+pub struct Checkins {
+    pool: PgPool,
+    keys: Arc<AdmissionKeys>,
+    batches: Option<Coalescer<KnownScan, Result<Admitted, Error>>>,
+}
+
+impl Checkins {
+    /// Check-ins on `pool`, verifying codes with `keys`, batched or one by one as `batching`
+    /// says.
+    pub fn new(pool: PgPool, keys: Arc<AdmissionKeys>, batching: Batching) -> Self {
+        let batches = match batching {
+            Batching::Batched { max_batch } => {
+                let pool = pool.clone();
+                let work: BatchWork<KnownScan, Result<Admitted, Error>> =
+                    Arc::new(move |event_id, scans| {
+                        let pool = pool.clone();
+                        Box::pin(async move { check_in_batch(&pool, event_id, scans).await })
+                    });
+                Some(Coalescer::new(max_batch, work))
+            }
+            Batching::PerRequest => None,
+        };
+        Self {
+            pool,
+            keys,
+            batches,
+        }
+    }
+
+    /// Checks in the admission `scan` names, once. Errors: every [`ScanRefusal`]; a retry
+    /// with the nonce of an earlier scan of the same admission gets that scan's answer
+    /// (admitted or refused), one with the nonce of a scan of another admission
+    /// `NonceReused`. The code is read before the scan joins a batch: an invalid code or one
+    /// of another event never reaches the database.
+    pub async fn check_in(&self, event_id: Uuid, scan: Scan) -> Result<Admitted, Error> {
+        let code = read_code(&self.keys, event_id, &scan.code).await??;
+        let scan = KnownScan {
+            admission_id: code.admission_id,
+            gate: scan.gate.map(|g| g.as_str().to_owned()),
+            nonce: scan.nonce,
+        };
+        match &self.batches {
+            Some(batches) => batches.submit(event_id, scan).await?,
+            None => check_in_one(&self.pool, event_id, scan).await,
+        }
+    }
+}
+
+/// One scan in its own transaction (see [`Checkins::check_in`]).
+async fn check_in_one(pool: &PgPool, event_id: Uuid, scan: KnownScan) -> Result<Admitted, Error> {
+    let gate = scan.gate.as_deref();
     let Some(nonce) = scan.nonce else {
         // No nonce, nothing to record: the conditional UPDATE alone, in its own transaction.
         let mut conn = pool.acquire().await?;
-        return Ok(admit_or_refuse(&mut conn, event_id, code.admission_id, gate).await??);
+        return Ok(admit_or_refuse(&mut conn, event_id, scan.admission_id, gate).await??);
     };
     // The nonce is claimed before the admission is touched (lock order: nonce, then
     // admission), and the answer is recorded in the same transaction as the admit, so a
@@ -73,9 +129,9 @@ pub async fn check_in(
     let mut tx = pool.begin().await?;
     let claim = ScanClaim {
         nonce: nonce.clone(),
-        admission_id: code.admission_id,
+        admission_id: scan.admission_id,
         scanned_at: OffsetDateTime::now_utc(),
-        gate: gate.map(str::to_owned),
+        gate: scan.gate.clone(),
     };
     let claimed = db::checkins::claim(&mut tx, event_id, ScanSource::Online, &[claim]).await?;
     if claimed.is_empty() {
@@ -85,7 +141,7 @@ pub async fn check_in(
         tx.rollback().await?;
         return match stored.get(nonce.as_str()) {
             None => Err(ScanRefusal::InvalidCode.into()),
-            Some(answer) if answer.admission_id != code.admission_id => {
+            Some(answer) if answer.admission_id != scan.admission_id => {
                 Err(ScanRefusal::NonceReused.into())
             }
             Some(answer) => match replay(answer.result, answer.first.clone())? {
@@ -93,7 +149,7 @@ pub async fn check_in(
                     let admission = db::checkins::find(
                         &mut *pool.acquire().await?,
                         event_id,
-                        code.admission_id,
+                        scan.admission_id,
                     )
                     .await?
                     .ok_or_else(|| Error::internal("a recorded scan's admission is gone"))?;
@@ -103,20 +159,266 @@ pub async fn check_in(
             },
         };
     }
-    let outcome = admit_or_refuse(&mut tx, event_id, code.admission_id, gate).await?;
-    let (result, first) = match &outcome {
-        Ok(admitted) => (ScanResult::Admitted, Some(&admitted.first)),
-        Err(ScanRefusal::AlreadyCheckedIn { first }) => (ScanResult::Duplicate, Some(first)),
-        Err(ScanRefusal::Revoked) => (ScanResult::Revoked, None),
-        Err(refusal) => {
-            // The claim joined an admission of this event, so it exists: nothing else is
-            // expected here. Nothing is recorded.
-            return Err(refusal.clone().into());
-        }
+    let outcome = admit_or_refuse(&mut tx, event_id, scan.admission_id, gate).await?;
+    let Some((result, first)) = recorded(&outcome) else {
+        // The claim joined an admission of this event, so it exists: nothing else is
+        // expected here. Nothing is recorded.
+        return Err(outcome.err().unwrap_or(ScanRefusal::InvalidCode).into());
     };
     db::checkins::record_answers(&mut tx, event_id, &[(nonce.as_str(), result, first)]).await?;
     tx.commit().await?;
     Ok(outcome?)
+}
+
+/// What a scan's nonce records of its outcome: its result and the check-in answered. `None`
+/// for a refusal a claimed nonce cannot meet (its admission exists and is of the event).
+fn recorded(outcome: &Result<Admitted, ScanRefusal>) -> Option<(ScanResult, Option<&CheckedIn>)> {
+    match outcome {
+        Ok(admitted) => Some((ScanResult::Admitted, Some(&admitted.first))),
+        Err(ScanRefusal::AlreadyCheckedIn { first }) => Some((ScanResult::Duplicate, Some(first))),
+        Err(ScanRefusal::Revoked) => Some((ScanResult::Revoked, None)),
+        Err(_) => None,
+    }
+}
+
+/// The scans of one event that arrived together, in one transaction, each answered exactly
+/// as [`check_in_one`] would have answered it had they run one after another in arrival
+/// order. A failed transaction answers every scan with its error (it wrote nothing).
+///
+/// Locks, in the order of every check-in (docs/concurrency.md, "Check-in"): the batch's
+/// nonces in nonce order (one `INSERT … ORDER BY nonce`), then its admissions in id order
+/// (`FOR NO KEY UPDATE`), so two batches (on two instances), a batch and an offline upload,
+/// and a batch and the refund trigger (admissions in id order, after the refund's event and
+/// allocation locks, which no check-in takes) never wait on each other in a cycle.
+async fn check_in_batch(
+    pool: &PgPool,
+    event_id: Uuid,
+    scans: Vec<KnownScan>,
+) -> Vec<Result<Admitted, Error>> {
+    match decide_scans(pool, event_id, &scans).await {
+        Ok((mut answers, deferred)) => {
+            // Rare: a later scan reusing, for another admission, a nonce the batch's first
+            // scan of it could not claim (its code named no admission). Run alone, after the
+            // batch, it claims the nonce as it would have after that first scan.
+            for i in deferred {
+                answers[i] = check_in_one(pool, event_id, scans[i].clone()).await;
+            }
+            answers
+        }
+        Err(err) => scans.iter().map(|_| Err(err.clone())).collect(),
+    }
+}
+
+/// The batch's transaction (see [`check_in_batch`]): the answer of each scan, in arrival
+/// order, and the scans left to run alone after it.
+async fn decide_scans(
+    pool: &PgPool,
+    event_id: Uuid,
+    scans: &[KnownScan],
+) -> Result<(Vec<Result<Admitted, Error>>, Vec<usize>), Error> {
+    let mut answers: Vec<Result<Admitted, Error>> = scans
+        .iter()
+        .map(|_| Err(Error::internal("a coalesced scan was not answered")))
+        .collect();
+    // Each nonce is claimed by its first scan in arrival order; a later scan with it follows
+    // that one (deduplicated here: one statement cannot claim a key twice).
+    let mut claimant: HashMap<&str, usize> = HashMap::new();
+    let mut followers: Vec<(usize, usize)> = Vec::new();
+    let mut claims: Vec<ScanClaim> = Vec::new();
+    let now = OffsetDateTime::now_utc();
+    for (i, scan) in scans.iter().enumerate() {
+        let Some(nonce) = &scan.nonce else { continue };
+        match claimant.get(nonce.as_str()) {
+            Some(&first) => followers.push((i, first)),
+            None => {
+                claimant.insert(nonce.as_str(), i);
+                claims.push(ScanClaim {
+                    nonce: nonce.clone(),
+                    admission_id: scan.admission_id,
+                    scanned_at: now,
+                    gate: scan.gate.clone(),
+                });
+            }
+        }
+    }
+    let mut tx = pool.begin().await?;
+    // Nonces first, in nonce order (the statement sorts them): see `check_in_batch`.
+    let claimed = if claims.is_empty() {
+        Vec::new()
+    } else {
+        db::checkins::claim(&mut tx, event_id, ScanSource::Online, &claims).await?
+    };
+    let claimed_set: HashSet<&str> = claimed.iter().map(String::as_str).collect();
+    // Scans that try to admit (the claimants that claimed, and scans without a nonce) and
+    // claimants that found their nonce taken, each in arrival order.
+    let (mut admitting, mut replaying) = (Vec::new(), Vec::new());
+    for (i, scan) in scans.iter().enumerate() {
+        match &scan.nonce {
+            None => admitting.push(i),
+            Some(nonce) if claimant[nonce.as_str()] != i => {}
+            Some(nonce) if claimed_set.contains(nonce.as_str()) => admitting.push(i),
+            Some(_) => replaying.push(i),
+        }
+    }
+    if !replaying.is_empty() {
+        replay_stored(&mut tx, event_id, scans, &replaying, &mut answers).await?;
+    }
+    if !admitting.is_empty() {
+        admit_scans(&mut tx, event_id, scans, &admitting, &claimed, &mut answers).await?;
+    }
+    tx.commit().await?;
+    let mut deferred = Vec::new();
+    for (i, first) in followers {
+        if scans[i].admission_id == scans[first].admission_id {
+            // A retry of the same scan: the first one's answer, as its stored answer would be.
+            answers[i] = answers[first].clone();
+        } else if claimed_set.contains(scans[first].nonce.as_ref().map_or("", Nonce::as_str)) {
+            answers[i] = Err(ScanRefusal::NonceReused.into());
+        } else {
+            deferred.push(i);
+        }
+    }
+    Ok((answers, deferred))
+}
+
+/// Answers the scans `replaying`, whose nonces were stored before, as their stored answers
+/// say (see [`check_in_one`]).
+async fn replay_stored(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    scans: &[KnownScan],
+    replaying: &[usize],
+    answers: &mut [Result<Admitted, Error>],
+) -> Result<(), Error> {
+    let nonce = |i: usize| scans[i].nonce.as_ref().map_or("", Nonce::as_str);
+    let nonces: Vec<&str> = replaying.iter().map(|&i| nonce(i)).collect();
+    let stored = db::checkins::stored_answers(conn, event_id, &nonces).await?;
+    let mut admitted: Vec<(usize, CheckedIn)> = Vec::new();
+    for &i in replaying {
+        answers[i] = match stored.get(nonce(i)) {
+            None => Err(ScanRefusal::InvalidCode.into()),
+            Some(answer) if answer.admission_id != scans[i].admission_id => {
+                Err(ScanRefusal::NonceReused.into())
+            }
+            Some(answer) => match replay(answer.result, answer.first.clone())? {
+                Ok(first) => {
+                    admitted.push((i, first));
+                    continue;
+                }
+                Err(refusal) => Err(refusal.into()),
+            },
+        };
+    }
+    if admitted.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = admitted
+        .iter()
+        .map(|(i, _)| scans[*i].admission_id)
+        .collect();
+    let found: HashMap<Uuid, StoredAdmission> = db::checkins::find_all(conn, event_id, &ids)
+        .await?
+        .into_iter()
+        .map(|a| (a.id, a))
+        .collect();
+    for (i, first) in admitted {
+        let admission = found
+            .get(&scans[i].admission_id)
+            .cloned()
+            .ok_or_else(|| Error::internal("a recorded scan's admission is gone"))?;
+        answers[i] = Ok(Admitted { admission, first });
+    }
+    Ok(())
+}
+
+/// Decides and records the scans `admitting` (their nonces claimed by this transaction, or
+/// none): the first of them in arrival order to name a valid admission checks it in, at the
+/// transaction's time with its gate; the later ones of that admission are duplicates of it.
+async fn admit_scans(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    scans: &[KnownScan],
+    admitting: &[usize],
+    claimed: &[String],
+    answers: &mut [Result<Admitted, Error>],
+) -> Result<(), Error> {
+    let mut ids: Vec<Uuid> = admitting.iter().map(|&i| scans[i].admission_id).collect();
+    ids.sort();
+    ids.dedup();
+    // Admissions in id order, after the nonces; FOR NO KEY UPDATE, not FOR UPDATE: the
+    // claims hold key shares on them (`db::checkins::lock_states` says why that matters).
+    let states = db::checkins::lock_states(conn, event_id, &ids, claimed).await?;
+    // The rows are locked and read as committed: a valid one is checked in by this
+    // transaction alone, by the first scan of it in arrival order.
+    let mut admitter: HashMap<Uuid, usize> = HashMap::new();
+    for &i in admitting {
+        let id = scans[i].admission_id;
+        if states.get(&id) == Some(&DoorState::Valid) {
+            admitter.entry(id).or_insert(i);
+        }
+    }
+    let check_ins: Vec<(Uuid, Option<&str>)> = admitter
+        .iter()
+        .map(|(&id, &i)| (id, scans[i].gate.as_deref()))
+        .collect();
+    let checked_in: HashMap<Uuid, Admitted> = db::checkins::admit_all(conn, event_id, &check_ins)
+        .await?
+        .into_iter()
+        .map(|admission| {
+            let at = admission
+                .checked_in_at
+                .ok_or_else(|| Error::internal("a checked-in admission without its time"))?;
+            let first = CheckedIn {
+                at,
+                gate: admission.gate.clone(),
+            };
+            Ok((admission.id, Admitted { admission, first }))
+        })
+        .collect::<Result<_, Error>>()?;
+    let mut outcomes: Vec<(usize, Result<Admitted, ScanRefusal>)> = Vec::new();
+    for &i in admitting {
+        let id = scans[i].admission_id;
+        let outcome = match states.get(&id) {
+            None => Err(ScanRefusal::InvalidCode),
+            Some(DoorState::Revoked { .. }) => Err(ScanRefusal::Revoked),
+            Some(DoorState::CheckedIn { first, .. }) => Err(ScanRefusal::AlreadyCheckedIn {
+                first: first.clone(),
+            }),
+            Some(DoorState::Valid) => {
+                let admitted = checked_in.get(&id).ok_or_else(|| {
+                    Error::internal(format!(
+                        "admission {id} stayed valid under the batch's lock"
+                    ))
+                })?;
+                if admitter.get(&id) == Some(&i) {
+                    Ok(admitted.clone())
+                } else {
+                    Err(ScanRefusal::AlreadyCheckedIn {
+                        first: admitted.first.clone(),
+                    })
+                }
+            }
+        };
+        outcomes.push((i, outcome));
+    }
+    let mut records = Vec::new();
+    for (i, outcome) in &outcomes {
+        let Some(nonce) = &scans[*i].nonce else {
+            continue;
+        };
+        // A claim joined an admission of this event, so every claimed scan's admission was
+        // locked and read: an unrecordable outcome would leave a provisional answer behind.
+        let (result, first) = recorded(outcome)
+            .ok_or_else(|| Error::internal("a claimed scan's admission is gone"))?;
+        records.push((nonce.as_str(), result, first));
+    }
+    if !records.is_empty() {
+        db::checkins::record_answers(conn, event_id, &records).await?;
+    }
+    for (i, outcome) in outcomes {
+        answers[i] = outcome.map_err(Error::from);
+    }
+    Ok(())
 }
 
 /// The answer a scan recorded as `result` stands for, given again: the check-in it admitted

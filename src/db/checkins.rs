@@ -39,6 +39,60 @@ pub async fn admit(
     Ok(row.map(|row| row.0))
 }
 
+/// Checks in, at the transaction's time, each admission of `check_ins` (id, gate) that is
+/// still valid, in one `UPDATE`: the coalesced scans of one event. The caller has locked them
+/// (in id order, [`lock_states`]) and names each at most once; `status = 'valid'` is the same
+/// guard as [`admit`]'s. `d.id = ANY($2)` steers the plan to the primary key: with the
+/// `(event_id, status)` index, statistics older than a fast sale (many admissions made
+/// moments ago) gave a nested loop over every valid admission of the event per scan
+/// (200–450 ms for a batch of 200). Returns the admissions checked in, in no particular
+/// order.
+pub async fn admit_all(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    check_ins: &[(Uuid, Option<&str>)],
+) -> Result<Vec<StoredAdmission>, sqlx::Error> {
+    if check_ins.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = check_ins.iter().map(|c| c.0).collect();
+    let gates: Vec<Option<&str>> = check_ins.iter().map(|c| c.1).collect();
+    let rows: Vec<AdmissionRow> = sqlx::query_as(concat!(
+        "UPDATE admissions d SET status = 'checked_in', checked_in_at = now(), gate = c.gate \
+         FROM unnest($2::uuid[], $3::text[]) AS c(id, gate), ticket_types t \
+         WHERE d.id = ANY($2) AND d.id = c.id AND d.event_id = $1 AND d.status = 'valid' \
+           AND t.id = d.ticket_type_id \
+         RETURNING ",
+        admission_columns!()
+    ))
+    .bind(event_id)
+    .bind(&ids)
+    .bind(&gates)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.0).collect())
+}
+
+/// The admissions `ids` of the event, with their types' names, in one statement; an id the
+/// event has no admission of adds nothing.
+pub async fn find_all(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<StoredAdmission>, sqlx::Error> {
+    let rows: Vec<AdmissionRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        admission_columns!(),
+        " FROM admissions d JOIN ticket_types t ON t.id = d.ticket_type_id \
+          WHERE d.id = ANY($1) AND d.event_id = $2"
+    ))
+    .bind(ids)
+    .bind(event_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.0).collect())
+}
+
 /// One admission of the event, with its type's name (`None`: the event has no such
 /// admission).
 pub async fn find(

@@ -108,8 +108,7 @@ pub async fn check_in(
         return Err(Error::Validation(errors).into());
     };
     let scan = Scan { code, gate, nonce };
-    let admitted =
-        checkin::check_in(&state.pool, &state.admission_keys, door.event_id(), scan).await?;
+    let admitted = state.checkins.check_in(door.event_id(), scan).await?;
     json(
         StatusCode::OK,
         &CheckinResponse {

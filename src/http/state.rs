@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use crate::admission::checkin::Checkins;
 use crate::admission::keys::AdmissionKeys;
 use crate::domain::fingerprint::FingerprintKey;
 use crate::domain::money::Currency;
@@ -38,6 +39,9 @@ pub struct AppState {
     pub fingerprint_key: FingerprintKey,
     /// Signs ticket codes and verifies scanned ones.
     pub admission_keys: Arc<AdmissionKeys>,
+    /// Checks in single scans (`POST /events/{id}/checkins`), batched per event like
+    /// purchases.
+    pub checkins: Checkins,
     /// Charges payments (the simulated provider unless a test swaps it).
     pub payments: Arc<dyn PaymentProvider>,
     /// Makes holds: the purchase path.

@@ -6,6 +6,7 @@ mod admissions;
 mod backstops;
 mod binary;
 mod catalogue;
+mod checkin_batches;
 mod checkins;
 mod concurrency;
 mod consistency;
