@@ -6,10 +6,15 @@
 -- retry's INSERT … ON CONFLICT DO NOTHING waits for a concurrent first attempt to commit (or
 -- roll back), then inserts nothing, and the retry reads the stored answer. A code that is
 -- invalid or of another event is refused the same way whenever it is sent, so it needs no row.
+-- No foreign keys, for the reason `allocation_lines` has none: they would check every row of
+-- a coalesced batch's claim against its event and its admission, and take a key-share lock
+-- on the admission the batch then updates. The one statement that writes rows
+-- (`db::checkins::claim`) inserts only scans joined to an admission of the event in that same
+-- statement, and neither events nor admissions are ever deleted.
 CREATE TABLE checkin_scans (
-    event_id          uuid        NOT NULL REFERENCES events (id) ON DELETE RESTRICT,
+    event_id          uuid        NOT NULL,
     nonce             text        NOT NULL,
-    admission_id      uuid        NOT NULL REFERENCES admissions (id) ON DELETE RESTRICT,
+    admission_id      uuid        NOT NULL,
     -- `online`: POST /events/{id}/checkins, decided by the server; `offline`: uploaded in a
     -- batch, decided by a door device before the server heard of it.
     source            text        NOT NULL,
@@ -63,10 +68,8 @@ CREATE INDEX admissions_event_checked_in_idx ON admissions (event_id)
 -- it meets the first refunded line (the later lines find them held): the order a batch of
 -- check-ins locks admissions in, so a refund and a batch cannot wait on each other in a cycle.
 -- (Locking line by line, in line order, could take a higher id before a lower one.) It locks
--- FOR NO KEY UPDATE, the lock a check-in's UPDATE takes, rather than FOR UPDATE: a check-in
--- that recorded a scan (`checkin_scans` references the admission) holds a FOR KEY SHARE lock
--- on the row, which FOR UPDATE would wait for while holding other admissions (a cycle), and
--- FOR NO KEY UPDATE does not.
+-- FOR NO KEY UPDATE, the lock a check-in's UPDATE takes, rather than FOR UPDATE, which would
+-- also wait for the key shares that rows referencing an admission take (a conflict's).
 CREATE OR REPLACE FUNCTION admissions_follow_refund() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

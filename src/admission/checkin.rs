@@ -345,8 +345,8 @@ async fn admit_scans(
     let mut ids: Vec<Uuid> = admitting.iter().map(|&i| scans[i].admission_id).collect();
     ids.sort();
     ids.dedup();
-    // Admissions in id order, after the nonces; FOR NO KEY UPDATE, not FOR UPDATE: the
-    // claims hold key shares on them (`db::checkins::lock_states` says why that matters).
+    // Admissions in id order, after the nonces, FOR NO KEY UPDATE (the mode of the UPDATE
+    // that follows; `db::checkins::lock_states` says why).
     let states = db::checkins::lock_states(conn, event_id, &ids, claimed).await?;
     // The rows are locked and read as committed: a valid one is checked in by this
     // transaction alone, by the first scan of it in arrival order.

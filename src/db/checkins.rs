@@ -288,10 +288,9 @@ pub async fn record_answers(
 /// nonce of the scan that checked it in (when one was recorded, other than the scans of
 /// `claimed`, this transaction's own). Id order is the lock order of every batch and of the
 /// refund trigger, so none of them can wait on another in a cycle. The lock is FOR NO KEY
-/// UPDATE, the one an `UPDATE` of the row takes: the claims of [`claim`] reference the
-/// admissions, so every batch holds FOR KEY SHARE locks on its admissions, taken in nonce
-/// order; FOR UPDATE would conflict with another batch's, and two batches would wait on each
-/// other.
+/// UPDATE, the one the check-in's `UPDATE` of the row takes (no lock is ever upgraded), and
+/// one that a key share (a `checkin_conflicts` row referencing the admission) never waits
+/// for.
 pub async fn lock_states(
     conn: &mut PgConnection,
     event_id: Uuid,
