@@ -9,10 +9,13 @@
 //! event compare a new capacity with what is sold. Reads take no lock; they answer from one
 //! snapshot (`db::events::find_with_catalogue`).
 
+use std::collections::HashMap;
+
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::db;
+use crate::db::events::ORGANISER_ACTOR;
 use crate::db::quotas::QuotaCounts;
 use crate::domain::catalogue::{
     EventDetails, Quota, QuotaPatch, QuotaSettings, QuotaView, TicketTypePatch, TicketTypeSettings,
@@ -22,15 +25,21 @@ use crate::domain::event::{Event, EventPatch, EventSettings, NewEvent};
 use crate::domain::refusal::{FieldError, Refusal};
 use crate::domain::report::SalesReport;
 use crate::error::{Error, Result};
+use crate::holds::offers;
 
 /// The event with the public view of each of its types, from one snapshot.
 pub async fn event_details(pool: &PgPool, id: Uuid) -> Result<EventDetails> {
-    let (event, ticket_types, quotas) = db::events::find_with_catalogue(pool, id)
+    let catalogue = db::events::find_with_catalogue(pool, id)
         .await?
         .ok_or(Error::NotFound("event"))?;
-    let ticket_types = TicketTypeView::all(&event, &ticket_types, &quotas);
+    let ticket_types = TicketTypeView::all(
+        &catalogue.event,
+        &catalogue.ticket_types,
+        &catalogue.quotas,
+        &catalogue.waiting,
+    );
     Ok(EventDetails {
-        event,
+        event: catalogue.event,
         ticket_types,
     })
 }
@@ -81,7 +90,14 @@ pub async fn update_event(pool: &PgPool, id: Uuid, patch: EventPatch) -> Result<
     if i64::from(buyer_cap) < held {
         return Err(Refusal::CapBelowHeld { held }.into());
     }
-    let event = db::events::update_settings(&mut tx, id, &settings).await?;
+    let mut event = db::events::update_settings(&mut tx, id, &settings).await?;
+    if event.waiting_list_length > 0 || event.set_aside_tickets > 0 {
+        // A raised capacity gives its tickets to the waiting list first; a lowered one may
+        // shrink what is set aside. Offers move quota counts: their locks, in the lock order.
+        db::quotas::lock_for_event(&mut tx, id).await?;
+        offers::offer_returned(&mut tx, id, ORGANISER_ACTOR).await?;
+        event = locked_event(&mut tx, id).await?;
+    }
     tx.commit().await?;
     Ok(event)
 }
@@ -95,8 +111,10 @@ pub async fn create_ticket_type(
     let mut tx = pool.begin().await?;
     let event = locked_event(&mut tx, event_id).await?;
     let ticket_type = db::ticket_types::insert(&mut tx, event_id, &settings).await?;
-    // A new type is in no quota yet: it has what the event has.
-    let view = TicketTypeView::of(&ticket_type, event.currency, event.available_tickets, &[]);
+    // A new type is in no quota yet and nobody waits for it: it has what the event has for
+    // the public.
+    let quotas = db::quotas::for_event(&mut tx, event_id).await?;
+    let view = TicketTypeView::of(&ticket_type, &event, &quotas, &HashMap::new());
     // Streams list every type: they learn of the new one.
     db::events::announce_catalogue_change(&mut tx, event_id).await?;
     tx.commit().await?;
@@ -121,22 +139,18 @@ pub async fn update_ticket_type(
         .map_err(Error::Validation)?;
     let ticket_type = db::ticket_types::update(&mut tx, type_id, &settings).await?;
     let quotas = db::quotas::for_event(&mut tx, event_id).await?;
-    let view = TicketTypeView::of(
-        &ticket_type,
-        event.currency,
-        event.available_tickets,
-        &quotas,
-    );
+    let waiting = db::waiting_list::waiting_by_type(&mut tx, event_id).await?;
+    let view = TicketTypeView::of(&ticket_type, &event, &quotas, &waiting);
     tx.commit().await?;
     Ok(view)
 }
 
 /// The event's quotas in id order, from one snapshot.
 pub async fn quotas(pool: &PgPool, event_id: Uuid) -> Result<Vec<QuotaView>> {
-    let (_, _, quotas) = db::events::find_with_catalogue(pool, event_id)
+    let catalogue = db::events::find_with_catalogue(pool, event_id)
         .await?
         .ok_or(Error::NotFound("event"))?;
-    Ok(quotas.into_iter().map(QuotaView::from).collect())
+    Ok(catalogue.quotas.into_iter().map(QuotaView::from).collect())
 }
 
 /// Adds a quota, counting what its types already hold: refused with `CAPACITY_BELOW_SOLD`
@@ -153,8 +167,11 @@ pub async fn create_quota(
     let counts = recount(&mut tx, event_id, &settings).await?;
     let id = db::quotas::insert(&mut tx, event_id, &settings, counts).await?;
     db::events::announce_catalogue_change(&mut tx, event_id).await?;
+    // A new quota may shrink what a waiting list's head can have set aside.
+    offers::offer_returned(&mut tx, event_id, ORGANISER_ACTOR).await?;
+    let view = quota_view(&mut tx, event_id, id).await?;
     tx.commit().await?;
-    Ok(view(id, event_id, settings, counts))
+    Ok(view)
 }
 
 /// Changes a quota (name, size, types), recounting what its types hold: refused with
@@ -174,8 +191,11 @@ pub async fn update_quota(
     let counts = recount(&mut tx, event_id, &settings).await?;
     db::quotas::update(&mut tx, quota_id, event_id, &settings, counts).await?;
     db::events::announce_catalogue_change(&mut tx, event_id).await?;
+    // A raised size or a type taken out gives tickets to the waiting list first.
+    offers::offer_returned(&mut tx, event_id, ORGANISER_ACTOR).await?;
+    let view = quota_view(&mut tx, event_id, quota_id).await?;
     tx.commit().await?;
-    Ok(view(quota_id, event_id, settings, counts))
+    Ok(view)
 }
 
 /// Deletes a quota; its types then sell against the event and their other quotas only.
@@ -187,6 +207,8 @@ pub async fn delete_quota(pool: &PgPool, event_id: Uuid, quota_id: Uuid) -> Resu
     locked_quota(&mut tx, event_id, quota_id).await?;
     db::quotas::delete(&mut tx, quota_id).await?;
     db::events::announce_catalogue_change(&mut tx, event_id).await?;
+    // Its types' tickets may now reach a waiting list.
+    offers::offer_returned(&mut tx, event_id, ORGANISER_ACTOR).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -247,15 +269,12 @@ async fn recount(
 }
 
 /// The quota as answered after a write, from what was written.
-fn view(id: Uuid, event_id: Uuid, settings: QuotaSettings, counts: QuotaCounts) -> QuotaView {
-    QuotaView {
-        id,
-        event_id,
-        name: settings.name,
-        size: settings.size,
-        available_tickets: settings.size - counts.reserved - counts.purchased,
-        reserved_tickets: counts.reserved,
-        purchased_tickets: counts.purchased,
-        ticket_type_ids: settings.ticket_type_ids,
-    }
+/// The quota as this transaction left it (after any offer to the waiting list).
+async fn quota_view(tx: &mut PgConnection, event_id: Uuid, quota_id: Uuid) -> Result<QuotaView> {
+    db::quotas::for_event(tx, event_id)
+        .await?
+        .into_iter()
+        .find(|quota| quota.id == quota_id)
+        .map(QuotaView::from)
+        .ok_or_else(|| Error::internal("a quota written in this transaction is gone"))
 }

@@ -169,6 +169,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub hold_seconds: u32,
 
+    /// How long a hold offered to a waiting-list entry stays reserved before it lapses and
+    /// its tickets move on to the next in line. Fixed per entry when it joins.
+    #[arg(long, env = "BOXOFFICE_WAITING_LIST_OFFER_SECONDS", default_value_t = 1800,
+          value_parser = clap::value_parser!(u32).range(1..=604_800))]
+    pub waiting_list_offer_seconds: u32,
+
     /// Period of the expiry sweeper, in milliseconds.
     #[arg(long, env = "BOXOFFICE_SWEEP_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]

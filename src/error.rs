@@ -25,6 +25,9 @@ pub enum Error {
     /// The event has a ticket type with this name already.
     #[error("this event already has a ticket type with this name")]
     TicketTypeExists,
+    /// The buyer already has a live (waiting or offered) waiting-list entry for this type.
+    #[error("this buyer is already on the waiting list for this ticket type")]
+    AlreadyWaiting,
     /// A rule of the sale refused the request (sold out, cap, lifecycle, declined payment).
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -89,6 +92,7 @@ impl From<sqlx::Error> for Error {
             DbFailure::ConnectionLoss => Error::ServiceUnavailable,
             DbFailure::Conflict(Conflict::EventNameDate) => Error::EventExists,
             DbFailure::Conflict(Conflict::TicketTypeName) => Error::TicketTypeExists,
+            DbFailure::Conflict(Conflict::WaitingListBuyer) => Error::AlreadyWaiting,
             DbFailure::Backstop(constraint) => {
                 Error::internal(format!("the schema's backstop {constraint} refused: {err}"))
             }

@@ -26,8 +26,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("payment", &["db", "domain", "error", "purchase"]),
     ("idempotency", &["db", "domain", "error"]),
     // The organiser's catalogue writes (event settings, ticket types, quotas): their own
-    // transactions under the event lock, needing no other service.
-    ("catalogue", &["db", "domain", "error"]),
+    // transactions under the event lock; a change that frees tickets offers them to the
+    // waiting list through holds' offers, in the same transaction.
+    ("catalogue", &["db", "domain", "error", "holds"]),
+    // The waiting list's joins and leaves: under the event lock, offering what a leave frees
+    // (and declining an offered hold) through holds.
+    ("waiting_list", &["db", "domain", "error", "holds"]),
     // Coalesced reads of an event: the catalogue's read, through purchase's coalescer.
     ("reads", &["catalogue", "db", "domain", "error", "purchase"]),
     ("live", &["db", "domain", "error", "metrics"]),
@@ -73,6 +77,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sweeper",
             "admission",
             "tokens",
+            "waiting_list",
         ],
     ),
     // The composition root builds everything.

@@ -33,6 +33,7 @@ pub mod reads;
 pub mod server;
 pub mod sweeper;
 pub mod tokens;
+pub mod waiting_list;
 
 #[cfg(test)]
 mod layers;

@@ -189,6 +189,7 @@ impl Server {
             rules: Arc::new(SaleRules {
                 max_tickets_per_purchase: args.max_tickets_per_purchase,
                 default_currency: args.default_currency,
+                waiting_list_offer_seconds: args.waiting_list_offer_seconds,
             }),
             fingerprint_key: fingerprint_key(&database.pool, args.fingerprint_secret.as_deref())
                 .await?,

@@ -8,14 +8,17 @@ pub enum Conflict {
     EventNameDate,
     /// `ticket_types_event_name_key`: the event has a ticket type of this name already.
     TicketTypeName,
+    /// `waiting_list_entries_one_live_per_buyer`: the buyer waits for this type already.
+    WaitingListBuyer,
 }
 
 /// The constraints that back up a promise the code keeps on its own: the code decides first
 /// and should never reach them, so a violation means a bug, stopped before it was stored.
 /// See docs/concurrency.md, "Backstops in the schema".
-pub const BACKSTOPS: [&str; 6] = [
+pub const BACKSTOPS: [&str; 7] = [
     "buyer_tickets_within_cap",
     "ticket_allocations_status_transition",
+    "waiting_list_entries_status_transition",
     "events_available_range",
     "events_reserved_range",
     "events_purchased_range",
@@ -50,6 +53,9 @@ pub fn classify(err: &sqlx::Error) -> DbFailure {
         sqlx::Error::Database(db) => match db.constraint() {
             Some("events_name_date_key") => DbFailure::Conflict(Conflict::EventNameDate),
             Some("ticket_types_event_name_key") => DbFailure::Conflict(Conflict::TicketTypeName),
+            Some("waiting_list_entries_one_live_per_buyer") => {
+                DbFailure::Conflict(Conflict::WaitingListBuyer)
+            }
             Some(name) => backstop(name).map_or(DbFailure::Other, DbFailure::Backstop),
             None if is_connection_loss(db.code().as_deref()) => DbFailure::ConnectionLoss,
             None => DbFailure::Other,

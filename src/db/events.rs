@@ -1,5 +1,7 @@
 //! SQL for the `events` table.
 
+use std::collections::HashMap;
+
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool, Row};
@@ -17,7 +19,7 @@ macro_rules! event_columns {
     () => {
         "id, name, date, total_tickets, available_tickets, reserved_tickets, \
          purchased_tickets, max_tickets_per_fingerprint, currency, sales_start_at, sales_end_at, \
-         created_at, updated_at"
+         waiting_list_length, set_aside_tickets, created_at, updated_at"
     };
 }
 
@@ -36,21 +38,31 @@ macro_rules! stream_ticket_types_max {
 }
 
 /// The availability of each of the event's ticket types (the first
-/// [`STREAM_TICKET_TYPES_MAX`] in creation order), as a JSON array of `{id, available}`:
-/// the least of the event's available tickets and those of every quota containing the type.
-/// SQL over an `events` row; `$quotas` names a relation of the event's quotas with `id` and
-/// `available_tickets` (the table itself, or the quotas as a statement has just moved them).
+/// [`STREAM_TICKET_TYPES_MAX`] in creation order), as a JSON array of
+/// `{id, available, waiting}`: what the public can buy of the type (nothing while anyone
+/// waits for it, else the least of the event's available tickets and those of every quota
+/// containing the type, less what each has set aside for the waiting list; the rule of
+/// `domain::waiting_list::public_available`) and how many entries wait for it. SQL over an
+/// `events` row; `$quotas` names a relation of the event's quotas with `id`,
+/// `available_tickets` and `set_aside_tickets` (the table itself, or the quotas as a
+/// statement has just moved them).
 macro_rules! type_availability {
     ($quotas:literal) => {
         concat!(
             "(SELECT COALESCE(json_agg(json_build_object('id', t.id, 'available', \
-                 LEAST(events.available_tickets, \
-                       (SELECT min(q.available_tickets) FROM quota_ticket_types qt JOIN ",
+                 CASE WHEN t.waiting > 0 THEN 0 ELSE GREATEST(0, \
+                 LEAST(events.available_tickets - events.set_aside_tickets, \
+                       (SELECT min(q.available_tickets - q.set_aside_tickets) \
+                        FROM quota_ticket_types qt JOIN ",
             $quotas,
-            " q ON q.id = qt.quota_id WHERE qt.ticket_type_id = t.id))) \
+            " q ON q.id = qt.quota_id WHERE qt.ticket_type_id = t.id))) END, \
+                 'waiting', t.waiting) \
                  ORDER BY t.created_at, t.id), '[]'::json) \
-             FROM (SELECT id, created_at FROM ticket_types WHERE event_id = events.id \
-                   ORDER BY created_at, id LIMIT ",
+             FROM (SELECT tt.id, tt.created_at, \
+                          (SELECT count(*) FROM waiting_list_entries w \
+                           WHERE w.ticket_type_id = tt.id AND w.status = 'waiting') AS waiting \
+                   FROM ticket_types tt WHERE tt.event_id = events.id \
+                   ORDER BY tt.created_at, tt.id LIMIT ",
             stream_ticket_types_max!(),
             ") t)"
         )
@@ -67,6 +79,8 @@ impl FromRow<'_, PgRow> for Event {
             available_tickets: row.try_get("available_tickets")?,
             reserved_tickets: row.try_get("reserved_tickets")?,
             purchased_tickets: row.try_get("purchased_tickets")?,
+            waiting_list_length: row.try_get("waiting_list_length")?,
+            set_aside_tickets: row.try_get("set_aside_tickets")?,
             max_tickets_per_fingerprint: row.try_get("max_tickets_per_fingerprint")?,
             currency: super::decode_currency(row.try_get("currency")?)?,
             sales_start_at: row.try_get("sales_start_at")?,
@@ -302,6 +316,7 @@ macro_rules! notify_counts {
             "', json_build_object(\
                'eventId', id, 'total', total_tickets, 'available', available_tickets, \
                'reserved', reserved_tickets, 'purchased', purchased_tickets, \
+               'waitingListLength', waiting_list_length, 'setAside', set_aside_tickets, \
                'seq', change_seq, 'changedAt', clock_timestamp(), 'type', ",
             $kind,
             "::text, 'actor', ",
@@ -340,7 +355,7 @@ macro_rules! move_counts_sql {
                  RETURNING q.id, q.available_tickets), \
              quota_now AS ( \
                  SELECT q.id, COALESCE(m.available_tickets, q.available_tickets) \
-                     AS available_tickets \
+                     AS available_tickets, q.set_aside_tickets \
                  FROM quotas q LEFT JOIN quota_moves m ON m.id = q.id WHERE q.event_id = $1) \
              UPDATE events SET ",
             $from,
@@ -421,6 +436,19 @@ pub async fn announce_catalogue_change(
     announce_as(conn, id, ChangeKind::EventUpdated, ORGANISER_ACTOR).await
 }
 
+/// Announces a change to the event's waiting list (an entry joined, left or was offered
+/// tickets; what is set aside moved), as `waiting_list_changed` by `actor_tag` (a buyer's
+/// [`actor_tag`] or [`ORGANISER_ACTOR`]), so every stream sees `waitingListLength`, the
+/// set-aside tickets and each type's `waiting` as the change left them. Call while holding
+/// the event's row lock, after the change, in its transaction.
+pub async fn announce_waiting_list_change(
+    conn: &mut PgConnection,
+    id: Uuid,
+    actor_tag: &str,
+) -> Result<(), sqlx::Error> {
+    announce_as(conn, id, ChangeKind::WaitingListChanged, actor_tag).await
+}
+
 async fn announce_as(
     conn: &mut PgConnection,
     id: Uuid,
@@ -487,13 +515,24 @@ pub async fn most_held_by_one_buyer(conn: &mut PgConnection, id: Uuid) -> Result
     .await
 }
 
-/// The event with its ticket types and quotas, read in one REPEATABLE READ, read-only
-/// transaction: all three from one snapshot, so the types' availability is never computed
-/// from counts of two different moments. Takes no lock.
+/// An event with its catalogue, from one snapshot (see [`find_with_catalogue`]).
+pub struct Catalogue {
+    pub event: Event,
+    /// In creation order.
+    pub ticket_types: Vec<TicketType>,
+    /// In id order.
+    pub quotas: Vec<Quota>,
+    /// Entries waiting for each type (types nobody waits for are absent).
+    pub waiting: HashMap<Uuid, i64>,
+}
+
+/// The event with its ticket types, quotas and waiting-list lengths, read in one REPEATABLE
+/// READ, read-only transaction: all from one snapshot, so the types' availability is never
+/// computed from counts of two different moments. Takes no lock.
 pub async fn find_with_catalogue(
     pool: &PgPool,
     id: Uuid,
-) -> Result<Option<(Event, Vec<TicketType>, Vec<Quota>)>, sqlx::Error> {
+) -> Result<Option<Catalogue>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // First statement of the transaction, so the snapshot is taken after it.
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -512,8 +551,14 @@ pub async fn find_with_catalogue(
     };
     let ticket_types = super::ticket_types::for_event(&mut tx, id).await?;
     let quotas = super::quotas::for_event(&mut tx, id).await?;
+    let waiting = super::waiting_list::waiting_by_type(&mut tx, id).await?;
     tx.commit().await?;
-    Ok(Some((event, ticket_types, quotas)))
+    Ok(Some(Catalogue {
+        event,
+        ticket_types,
+        quotas,
+        waiting,
+    }))
 }
 
 #[cfg(test)]
@@ -579,6 +624,8 @@ mod tests {
             available: 1,
             reserved: 0,
             purchased: 0,
+            waiting_list_length: 0,
+            set_aside: 0,
             seq: 1,
             kind: ChangeKind::TicketAllocated,
             actor: "0011aabb".into(),
@@ -588,6 +635,7 @@ mod tests {
         let entry = TypeAvailability {
             id: uuid::Uuid::nil(),
             available: 1,
+            waiting: 0,
         };
         for sql in [
             notify_counts!("$3", "$4", "quotas"),

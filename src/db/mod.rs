@@ -16,6 +16,7 @@ pub mod settings;
 pub mod signing_keys;
 pub mod ticket_types;
 pub mod tokens;
+pub mod waiting_list;
 
 use std::time::Duration;
 

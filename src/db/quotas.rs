@@ -12,7 +12,7 @@ use crate::domain::catalogue::{Quota, QuotaSettings};
 macro_rules! quota_columns {
     () => {
         "q.id, q.event_id, q.name, q.size, q.available_tickets, q.reserved_tickets, \
-         q.purchased_tickets, \
+         q.purchased_tickets, q.set_aside_tickets, \
          ARRAY(SELECT ticket_type_id FROM quota_ticket_types m WHERE m.quota_id = q.id \
                ORDER BY ticket_type_id) AS ticket_type_ids"
     };
@@ -28,6 +28,7 @@ impl FromRow<'_, PgRow> for Quota {
             available_tickets: row.try_get("available_tickets")?,
             reserved_tickets: row.try_get("reserved_tickets")?,
             purchased_tickets: row.try_get("purchased_tickets")?,
+            set_aside_tickets: row.try_get("set_aside_tickets")?,
             ticket_type_ids: row.try_get("ticket_type_ids")?,
         })
     }

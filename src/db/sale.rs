@@ -38,6 +38,7 @@ struct QuotaRow {
     available: i32,
     reserved: i32,
     purchased: i32,
+    set_aside: i32,
     ticket_type_ids: Vec<Uuid>,
 }
 
@@ -64,7 +65,7 @@ pub async fn lock_catalogue(
              FROM ticket_types t WHERE t.event_id = $1), '[]'), \
            coalesce((SELECT json_agg(json_build_object( \
                'id', q.id, 'name', q.name, 'size', q.size, 'available', q.available_tickets, \
-               'reserved', q.reserved_tickets, 'purchased', q.purchased_tickets, \
+               'reserved', q.reserved_tickets, 'purchased', q.purchased_tickets, 'setAside', q.set_aside_tickets, \
                'ticketTypeIds', ARRAY(SELECT m.ticket_type_id FROM quota_ticket_types m \
                                       WHERE m.quota_id = q.id ORDER BY m.ticket_type_id)) \
                ORDER BY q.id) \
@@ -103,6 +104,7 @@ pub async fn lock_catalogue(
             available_tickets: q.available,
             reserved_tickets: q.reserved,
             purchased_tickets: q.purchased,
+            set_aside_tickets: q.set_aside,
             ticket_type_ids: q.ticket_type_ids,
         })
         .collect();

@@ -1,6 +1,8 @@
 //! The catalogue of an event: the ticket types it sells, at their prices and in their sales
 //! windows, and the quotas that share tickets among types.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -9,6 +11,7 @@ use super::event::{Event, parse_date_time, parse_name};
 use super::money::{Currency, parse_price};
 use super::patch::{Patch, nullable, required};
 use super::refusal::FieldError;
+use super::waiting_list::public_available;
 
 /// Name of the type every event is made with, which `{quantity}` without a `ticketTypeId`
 /// buys.
@@ -59,6 +62,9 @@ pub struct Quota {
     pub available_tickets: i32,
     pub reserved_tickets: i32,
     pub purchased_tickets: i32,
+    /// Of `available_tickets`, those set aside for the head of a waiting list (written only
+    /// under the event lock by `waiting_list::offer_returned`).
+    pub set_aside_tickets: i32,
     /// The types that count against it, in id order.
     pub ticket_type_ids: Vec<Uuid>,
 }
@@ -83,7 +89,12 @@ pub struct TicketTypeView {
     #[serde(with = "time::serde::rfc3339::option")]
     pub sales_end_at: Option<OffsetDateTime>,
     pub active: bool,
+    /// What the public can buy of the type now: nothing while anyone waits for it, else the
+    /// least of the event's and its quotas' available tickets less what each has set aside
+    /// for a waiting list.
     pub available: i32,
+    /// Entries waiting for the type.
+    pub waiting: i64,
 }
 
 /// Tickets of `ticket_type` that can be bought now, given the event's available tickets and
@@ -385,6 +396,8 @@ pub struct QuotaView {
     pub reserved_tickets: i32,
     /// Bought and not refunded.
     pub purchased_tickets: i32,
+    /// Of `availableTickets`, those set aside for the head of a waiting list.
+    pub set_aside_tickets: i32,
     /// The types that count against it, in id order.
     pub ticket_type_ids: Vec<Uuid>,
 }
@@ -399,41 +412,61 @@ impl From<Quota> for QuotaView {
             available_tickets: quota.available_tickets,
             reserved_tickets: quota.reserved_tickets,
             purchased_tickets: quota.purchased_tickets,
+            set_aside_tickets: quota.set_aside_tickets,
             ticket_type_ids: quota.ticket_type_ids,
         }
     }
 }
 
 impl TicketTypeView {
-    /// The public view of `ticket_type`, with what is available of it given the event's
-    /// available tickets and the event's quotas (see [`available_of`]).
+    /// The public view of `ticket_type` in `event` (read together with `quotas` and
+    /// `waiting`, the entries waiting for each type; absent means none): what the public can
+    /// buy of it (`waiting_list::public_available`) and how many wait for it.
     pub fn of(
         ticket_type: &TicketType,
-        currency: Currency,
-        event_available: i32,
+        event: &Event,
         quotas: &[Quota],
+        waiting: &HashMap<Uuid, i64>,
     ) -> Self {
+        let waiting_for_type = waiting.get(&ticket_type.id).copied().unwrap_or(0);
+        let waiting_types: HashSet<Uuid> = waiting
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(id, _)| *id)
+            .collect();
         Self {
             id: ticket_type.id,
             event_id: ticket_type.event_id,
             name: ticket_type.name.clone(),
             description: ticket_type.description.clone(),
             price: ticket_type.price,
-            currency,
+            currency: event.currency,
             max_per_order: ticket_type.max_per_order,
             sales_start_at: ticket_type.sales.start,
             sales_end_at: ticket_type.sales.end,
             active: ticket_type.active,
-            available: available_of(ticket_type.id, event_available, quotas),
+            available: public_available(
+                ticket_type.id,
+                event.available_tickets,
+                event.set_aside_tickets,
+                quotas,
+                &waiting_types,
+            ),
+            waiting: waiting_for_type,
         }
     }
 
     /// The views of an event's types, in the order given, from one consistent reading of the
     /// event and its quotas.
-    pub fn all(event: &Event, ticket_types: &[TicketType], quotas: &[Quota]) -> Vec<Self> {
+    pub fn all(
+        event: &Event,
+        ticket_types: &[TicketType],
+        quotas: &[Quota],
+        waiting: &HashMap<Uuid, i64>,
+    ) -> Vec<Self> {
         ticket_types
             .iter()
-            .map(|t| Self::of(t, event.currency, event.available_tickets, quotas))
+            .map(|t| Self::of(t, event, quotas, waiting))
             .collect()
     }
 }
@@ -475,6 +508,7 @@ mod tests {
             available_tickets: available,
             reserved_tickets: 0,
             purchased_tickets: 0,
+            set_aside_tickets: 0,
             ticket_type_ids: types.to_vec(),
         }
     }

@@ -229,6 +229,11 @@ pub struct Event {
     /// Tickets held by reservations, including those whose payment is in progress.
     pub reserved_tickets: i32,
     pub purchased_tickets: i32,
+    /// Entries waiting on the event's waiting list, over all its types.
+    pub waiting_list_length: i32,
+    /// Of `availableTickets`, those set aside for the head of a waiting list that waits for
+    /// more than came back (strict order: they are sold to nobody else).
+    pub set_aside_tickets: i32,
     pub max_tickets_per_fingerprint: Option<i32>,
     /// ISO 4217 code of every price and amount of the event.
     #[schema(value_type = String, example = "EUR")]

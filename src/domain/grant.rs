@@ -1,7 +1,7 @@
 //! Deciding which orders of a batch get tickets: pure logic, run under the event row lock
 //! (and the event's quota row locks) against the locked counts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -67,15 +67,21 @@ pub enum Rejection {
 }
 
 /// What the decisions are made against: the event's counts, window and cap, its types and
-/// its quotas (all read under the locks), and the database clock.
+/// its quotas (all read under the locks), what its waiting lists keep from the public, and
+/// the database clock.
 #[derive(Debug, Clone, Copy)]
 pub struct SaleState<'a> {
     pub now: OffsetDateTime,
     pub event_sales: SalesWindow,
     pub available: i32,
+    /// Of `available`, the tickets set aside for the head of a waiting list (each quota's
+    /// share is its `set_aside_tickets`): nobody else can have them.
+    pub set_aside: i32,
     pub cap: Option<i32>,
     pub types: &'a [TicketType],
     pub quotas: &'a [Quota],
+    /// Types someone waits for: the public gets none of them (they go to the line, in order).
+    pub waiting_types: &'a HashSet<Uuid>,
 }
 
 /// Decides orders strictly in arrival order, against running counts of the event and of
@@ -97,13 +103,14 @@ pub fn decide<'a>(
     asks: impl IntoIterator<Item = &'a Ask>,
 ) -> Vec<Result<Grant, Rejection>> {
     let mut counts = Counts {
-        event: sale.available,
+        event: sale.available - sale.set_aside,
         quotas: sale
             .quotas
             .iter()
-            .map(|quota| (quota.id, quota.available_tickets))
+            .map(|quota| (quota.id, quota.available_tickets - quota.set_aside_tickets))
             .collect(),
         memberships: memberships(sale.quotas),
+        closed: sale.waiting_types,
     };
     let mut granted_to: HashMap<&str, i64> = HashMap::new();
     asks.into_iter()
@@ -177,27 +184,34 @@ pub fn decide<'a>(
         .collect()
 }
 
-/// The running counts of one batch: the event's available tickets, each quota's, and which
-/// quotas each type counts against.
-struct Counts {
+/// The running counts of one batch: the event's available tickets, each quota's (less what
+/// is set aside for waiting lists), which quotas each type counts against, and the types
+/// closed to the public because someone waits for them.
+struct Counts<'a> {
     event: i32,
     quotas: HashMap<Uuid, i32>,
     memberships: HashMap<Uuid, Vec<Uuid>>,
+    closed: &'a HashSet<Uuid>,
 }
 
-impl Counts {
+impl Counts<'_> {
     fn quotas_of(&self, ticket_type: Uuid) -> &[Uuid] {
         self.memberships
             .get(&ticket_type)
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Tickets of the type left now: the least of the event's and of its quotas'.
+    /// Tickets of the type left now: none while someone waits for it, else the least of the
+    /// event's and of its quotas'.
     fn available_of(&self, ticket_type: Uuid) -> i32 {
+        if self.closed.contains(&ticket_type) {
+            return 0;
+        }
         self.quotas_of(ticket_type)
             .iter()
             .map(|quota| self.quotas[quota])
             .fold(self.event, i32::min)
+            .max(0)
     }
 
     /// Tickets each quota would take for `lines` (a quota counts every line of a type it
@@ -355,20 +369,40 @@ mod tests {
             available_tickets: available,
             reserved_tickets: 0,
             purchased_tickets: 0,
+            set_aside_tickets: 0,
             ticket_type_ids: types.iter().map(|t| t.id).collect(),
         }
     }
 
     const NOW: OffsetDateTime = datetime!(2027-06-01 12:00 UTC);
 
+    /// No waiting list.
+    static NO_LINE: std::sync::LazyLock<HashSet<Uuid>> = std::sync::LazyLock::new(HashSet::new);
+
+    #[test]
+    fn a_type_someone_waits_for_is_sold_out_to_the_public_and_set_asides_are_withheld() {
+        let types = [ticket_type("General admission", 0), ticket_type("VIP", 100)];
+        let waiting: HashSet<Uuid> = [types[1].id].into();
+        let state = SaleState {
+            set_aside: 3,
+            waiting_types: &waiting,
+            ..sale(5, &types, &[])
+        };
+        let vip = order(&[(Some(types[1].id), 1)], "a");
+        let results = decide(state, &HashMap::new(), [&vip, &ask(3, "b"), &ask(2, "c")]);
+        assert_eq!(codes(&results), ["sold_out", "insufficient", "ok"]);
+    }
+
     fn sale<'a>(available: i32, types: &'a [TicketType], quotas: &'a [Quota]) -> SaleState<'a> {
         SaleState {
             now: NOW,
             event_sales: SalesWindow::default(),
             available,
+            set_aside: 0,
             cap: None,
             types,
             quotas,
+            waiting_types: &NO_LINE,
         }
     }
 

@@ -23,3 +23,4 @@ pub mod report;
 pub mod stats;
 pub mod status;
 pub mod token;
+pub mod waiting_list;

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::status::AllocationStatus;
+use super::waiting_list::EntryStatus;
 
 /// A problem with one input field, reported in the `details` array of an error body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -91,6 +92,16 @@ pub enum Refusal {
         tickets(i64::from(*reserved) + i64::from(*purchased))
     )]
     CapacityBelowSold { reserved: i32, purchased: i32 },
+    /// A waiting-list join for a quantity the type can serve now (`available` is what the
+    /// public can buy of it): buy instead.
+    #[error(
+        "{} of this type can be bought now: buy them instead of joining the waiting list",
+        tickets(i64::from(*available))
+    )]
+    TicketsAvailable { available: i32 },
+    /// The waiting-list entry has ended (its status given): it can no longer be left.
+    #[error("the waiting list entry is {0}, which does not allow this action")]
+    EntryEnded(EntryStatus),
     /// The per-buyer cap would drop below what a buyer already holds (`held`) for the event.
     #[error(
         "maxTicketsPerFingerprint cannot go below the {} one buyer already holds for the event",

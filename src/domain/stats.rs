@@ -21,6 +21,9 @@ pub enum ChangeKind {
     /// catalogue (a type added; a quota made, changed or deleted: what a type can sell may
     /// have moved).
     EventUpdated,
+    /// The event's waiting list changed: an entry joined or left, tickets that came back were
+    /// offered to it, or what is set aside for its head moved.
+    WaitingListChanged,
 }
 
 impl ChangeKind {
@@ -32,6 +35,7 @@ impl ChangeKind {
             Self::TicketExpired => "ticket_expired",
             Self::TicketRefunded => "ticket_refunded",
             Self::EventUpdated => "event_updated",
+            Self::WaitingListChanged => "waiting_list_changed",
         }
     }
 }
@@ -46,6 +50,14 @@ pub struct CountsChanged {
     pub available: i32,
     pub reserved: i32,
     pub purchased: i32,
+    /// Entries waiting on the event's waiting list. Absent from a notification of an older
+    /// instance, hence the default.
+    #[serde(default)]
+    pub waiting_list_length: i32,
+    /// Of `available`, the tickets set aside for the head of a waiting list (sold to nobody
+    /// else). Absent from a notification of an older instance, hence the default.
+    #[serde(default)]
+    pub set_aside: i32,
     /// The event's change sequence after this change (`events.change_seq`): it numbers the
     /// event's changes in commit order, the same on every instance and across restarts.
     pub seq: u64,
@@ -65,14 +77,19 @@ pub struct CountsChanged {
     pub changed_at: Option<OffsetDateTime>,
 }
 
-/// How many tickets of one type can be bought: the least of the event's available tickets
-/// and those of every quota containing the type.
+/// How many tickets of one type the public can buy (none while anyone waits for it; else
+/// the least of the event's available tickets and those of every quota containing the type,
+/// less what is set aside for the waiting list), and how many wait for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TypeAvailability {
     /// The ticket type's id.
     pub id: Uuid,
     /// Tickets of the type that can be bought in this state.
     pub available: i32,
+    /// Entries waiting for the type. Absent from a notification of an older instance, hence
+    /// the default.
+    #[serde(default)]
+    pub waiting: i64,
 }
 
 /// `statistics` of a stream message.
@@ -88,6 +105,11 @@ pub struct Statistics {
     /// Admissions checked in at the door, ever: one refunded after its holder entered still
     /// counts (docs/admission.md). Only grows.
     pub checked_in: u64,
+    /// Entries waiting on the event's waiting list (over all its types).
+    pub waiting_list_length: i32,
+    /// Of `remainingTickets`, those set aside for the head of a waiting list that waits for
+    /// more than came back (strict order: sold to nobody else).
+    pub set_aside_tickets: i32,
 }
 
 /// `lastEvent` of a stream message.
@@ -109,8 +131,8 @@ pub struct StatsMessage {
     pub statistics: Statistics,
     /// The change that produced this message; null for the snapshot sent on connect.
     pub last_event: Option<LastEvent>,
-    /// What each ticket type can sell now, in creation order: the least of the event's
-    /// remaining tickets and those of every quota containing the type. Only the first 100
+    /// What the public can buy of each ticket type now, and how many wait for it, in creation
+    /// order (see [`TypeAvailability`]). Only the first 100
     /// types of an event are listed (a change notification must stay under PostgreSQL's
     /// 8,000-byte limit).
     pub ticket_types: Vec<TypeAvailability>,
@@ -137,6 +159,8 @@ impl StatsMessage {
                 allocated_tickets: change.reserved,
                 confirmed_tickets: change.purchased,
                 checked_in,
+                waiting_list_length: change.waiting_list_length,
+                set_aside_tickets: change.set_aside,
             },
             last_event: Some(LastEvent {
                 kind: change.kind,
@@ -164,6 +188,8 @@ impl StatsMessage {
                 allocated_tickets: event.reserved_tickets,
                 confirmed_tickets: event.purchased_tickets,
                 checked_in,
+                waiting_list_length: event.waiting_list_length,
+                set_aside_tickets: event.set_aside_tickets,
             },
             last_event: None,
             ticket_types,

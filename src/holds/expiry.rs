@@ -3,10 +3,10 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Tx, commit};
+use super::{Tx, commit, offers};
 use crate::db::events::{self, CountMove};
 use crate::db::{allocations, quotas};
-use crate::domain::stats::ChangeKind;
+use crate::domain::stats::{ChangeKind, actor_tag};
 use crate::error::{Error, Result};
 
 /// Expires up to `batch` lapsed holds of one event and returns how many it expired.
@@ -36,6 +36,8 @@ async fn expire_lapsed_in(tx: &mut Tx, event_id: Uuid, batch: i64) -> Result<i64
             actor,
         )
         .await?;
+        // The expired tickets go to the waiting list first, under the same locks.
+        offers::offer_returned(tx, event_id, &actor_tag(actor)).await?;
     }
     Ok(expired.holds)
 }

@@ -14,6 +14,7 @@
 //! the lock and are refused. Exactly one wins, and each caller's answer matches the row.
 
 pub mod expiry;
+pub mod offers;
 pub mod payment;
 pub mod refund;
 
@@ -35,7 +36,7 @@ use crate::domain::allocation::Allocation;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::refusal::Refusal;
-use crate::domain::stats::ChangeKind;
+use crate::domain::stats::{ChangeKind, actor_tag};
 use crate::domain::status::AllocationStatus;
 use crate::error::{Error, Result};
 
@@ -104,7 +105,10 @@ async fn apply(
                 ChangeKind::TicketCancelled,
                 actor,
             )
-            .await?
+            .await?;
+            // The tickets go to the waiting list first; a declined offer's go to the next in
+            // line (the trigger `waiting_list_entries_follow_hold` has ended its entry).
+            offers::offer_returned(tx, event_id, &actor_tag(actor)).await?
         }
         AllocationStatus::Expired => {
             events::move_counts(
@@ -116,7 +120,8 @@ async fn apply(
                 ChangeKind::TicketExpired,
                 actor,
             )
-            .await?
+            .await?;
+            offers::offer_returned(tx, event_id, &actor_tag(actor)).await?
         }
         AllocationStatus::Purchased => {
             events::move_counts(

@@ -8,7 +8,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Tx, commit, fill_admissions, lock_hold};
+use super::{Tx, commit, fill_admissions, lock_hold, offers};
 use crate::db::allocations;
 use crate::db::events::{self, CountMove};
 use crate::db::refunds::{self, PendingRefund};
@@ -16,7 +16,7 @@ use crate::domain::admission::CodeSigner;
 use crate::domain::allocation::{Allocation, RefundStatus};
 use crate::domain::refund::{RefundAsk, plan};
 use crate::domain::refusal::Refusal;
-use crate::domain::stats::ChangeKind;
+use crate::domain::stats::{ChangeKind, actor_tag};
 use crate::domain::status::AllocationStatus;
 use crate::error::{Error, Result};
 use crate::idempotency::{self, Recorder};
@@ -164,6 +164,13 @@ async fn settle_in(
                 &by_type,
                 ChangeKind::TicketRefunded,
                 &allocation.fingerprint_hash,
+            )
+            .await?;
+            // Refunded tickets go to the waiting list first, under the same locks.
+            offers::offer_returned(
+                tx,
+                allocation.event_id,
+                &actor_tag(&allocation.fingerprint_hash),
             )
             .await?;
             read_in(tx, allocation.id).await

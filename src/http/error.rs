@@ -110,6 +110,10 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub available_tickets: Option<i32>,
+    /// With `TICKETS_AVAILABLE`: what the public can buy of the type now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub available: Option<i32>,
     /// With `FINGERPRINT_LIMIT`: the event's cap per buyer.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -205,6 +209,7 @@ impl ApiError {
             code,
             details: Vec::new(),
             available_tickets: None,
+            available: None,
             limit: None,
             held: None,
             reserved_tickets: None,
@@ -260,6 +265,9 @@ impl ApiError {
             ApiError::App(Error::Refused(Refusal::CapBelowHeld { held })) => {
                 body.held = Some(*held)
             }
+            ApiError::App(Error::Refused(Refusal::TicketsAvailable { available })) => {
+                body.available = Some(*available)
+            }
             ApiError::App(Error::Refused(Refusal::InvalidStatus(status))) => {
                 body.status = Some(*status)
             }
@@ -281,6 +289,7 @@ pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
         Error::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
         Error::EventExists => (StatusCode::CONFLICT, "EVENT_EXISTS"),
         Error::TicketTypeExists => (StatusCode::CONFLICT, "TICKET_TYPE_EXISTS"),
+        Error::AlreadyWaiting => (StatusCode::CONFLICT, "ALREADY_WAITING"),
         Error::Refused(refusal) => match refusal {
             Refusal::TicketsSoldOut { .. } => (StatusCode::CONFLICT, "TICKETS_SOLD_OUT"),
             Refusal::SalesClosed { .. } => (StatusCode::CONFLICT, "SALES_CLOSED"),
@@ -291,7 +300,10 @@ pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
             Refusal::FingerprintLimit { .. } => (StatusCode::CONFLICT, "FINGERPRINT_LIMIT"),
             Refusal::FingerprintMismatch => (StatusCode::FORBIDDEN, "FINGERPRINT_MISMATCH"),
             Refusal::ReservationExpired => (StatusCode::GONE, "RESERVATION_EXPIRED"),
-            Refusal::InvalidStatus(_) => (StatusCode::CONFLICT, "INVALID_STATUS"),
+            Refusal::InvalidStatus(_) | Refusal::EntryEnded(_) => {
+                (StatusCode::CONFLICT, "INVALID_STATUS")
+            }
+            Refusal::TicketsAvailable { .. } => (StatusCode::CONFLICT, "TICKETS_AVAILABLE"),
             Refusal::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "PAYMENT_DECLINED"),
             Refusal::CapacityBelowSold { .. } | Refusal::CapBelowHeld { .. } => {
                 (StatusCode::CONFLICT, "CAPACITY_BELOW_SOLD")

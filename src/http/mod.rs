@@ -17,6 +17,7 @@ pub mod response;
 pub mod state;
 pub mod stream;
 pub mod tickets;
+pub mod waiting_list;
 pub mod web;
 pub mod wire;
 
@@ -54,6 +55,7 @@ use extract::{BATCH_BODY_BYTES, BodyLimit, MAX_BODY_BYTES, body_limit};
         (name = "catalogue", description = "Organisers sell ticket types against shared quotas"),
         (name = "tickets", description = "Holds: purchase, pay, cancel, read"),
         (name = "checkin", description = "Admission at the door: scans, offline uploads, statistics"),
+        (name = "waiting-list", description = "Sold-out types: buyers line up, and returned tickets are offered to them in join order"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -79,6 +81,15 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(tickets::admission_qr))
         .routes(routes!(tickets::refund_tickets))
         .routes(routes!(tickets::list_tickets))
+        .routes(routes!(
+            waiting_list::join_waiting_list,
+            waiting_list::list_event_entries
+        ))
+        .routes(routes!(waiting_list::list_entries))
+        .routes(routes!(
+            waiting_list::get_entry,
+            waiting_list::leave_waiting_list
+        ))
         .routes(routes!(checkins::check_in))
         .merge(
             // The one route whose bodies may be larger than 16 KiB (see `body_limit`).

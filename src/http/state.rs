@@ -26,6 +26,8 @@ pub struct SaleRules {
     pub max_tickets_per_purchase: i32,
     /// Currency of events created without one (`--default-currency`).
     pub default_currency: Currency,
+    /// How long a hold offered to a waiting-list entry lasts (`--waiting-list-offer-seconds`).
+    pub waiting_list_offer_seconds: u32,
 }
 
 /// What every request handler shares: cheap to clone (pools, `Arc`s and handles).

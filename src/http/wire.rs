@@ -23,6 +23,23 @@ pub struct PurchaseRequest {
     pub user_fingerprint: Option<String>,
 }
 
+/// The body of `POST /events/{id}/waiting-list`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinWaitingListRequest {
+    /// Tickets wanted, all offered at once: 1 to the server's per-purchase maximum (default
+    /// 10) and the type's maxPerOrder.
+    #[schema(value_type = i64, example = 2, minimum = 1)]
+    pub quantity: Option<i64>,
+    /// The ticket type to wait for (default: the event's "General admission").
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub ticket_type_id: Option<String>,
+    /// The buyer's device fingerprint, as for a purchase (the `X-Device-Fingerprint` header
+    /// wins when both are present).
+    #[schema(max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    pub user_fingerprint: Option<String>,
+}
+
 /// The body of `POST /events/{id}/tickets`, as documented: one line, or several.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]

@@ -206,9 +206,11 @@ impl FreshRead {
             now: self.sale.now,
             event_sales: self.sale.sales,
             available: 0,
+            set_aside: 0,
             cap: None,
             types,
             quotas: &[],
+            waiting_types: &std::collections::HashSet::new(),
         };
         let decision = decide(sale, &std::collections::HashMap::new(), [ask]).pop()?;
         decision.err().map(Error::from)

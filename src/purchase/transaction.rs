@@ -15,7 +15,9 @@
 //!    requests whose claim another attempt took over as stale: they make nothing and answer
 //!    409 `IDEMPOTENCY_IN_PROGRESS`, and the rest of the batch goes on; then decide each
 //!    order, in arrival order, against running counts of the event and of every quota
-//!    (`domain::grant::decide`): all its lines, or nothing;
+//!    (`domain::grant::decide`): all its lines, or nothing. The counts are less what is set
+//!    aside for the head of a waiting list, and a type anyone waits for sells nothing to
+//!    the public: tickets that come back go to its line, in order (`waiting_list`);
 //! 4. insert the `reserved` allocations with their lines at the prices read in step 2 (one
 //!    statement for the whole batch; the database's trigger adds them to their buyers'
 //!    `buyer_tickets` counters);
@@ -36,7 +38,7 @@
 //! `buyer_tickets_within_cap` refuses a buyer above the cap, and the transaction fails
 //! instead of overselling.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use sqlx::PgPool;
@@ -45,7 +47,7 @@ use uuid::Uuid;
 use super::HoldRequest;
 use super::catalogue_cache::CatalogueCache;
 use crate::db::events::CountMove;
-use crate::db::{allocations, events};
+use crate::db::{allocations, events, waiting_list};
 use crate::domain::allocation::Allocation;
 use crate::domain::catalogue::SalesWindow;
 use crate::domain::grant::{Ask, Grant, SaleState, decide};
@@ -101,6 +103,13 @@ pub async fn reserve(
         }
         None => HashMap::new(),
     };
+    // The waiting list's claim, under the same lock: the set-aside tickets came with the
+    // locked rows; the types someone waits for are read only when anyone waits (on a hot
+    // event without a line this costs no round trip).
+    let waiting_types = match event.waiting_list_length {
+        0 => HashSet::new(),
+        _ => waiting_list::waiting_types(&mut tx, event_id).await?,
+    };
     let sale = SaleState {
         now,
         event_sales: SalesWindow {
@@ -108,9 +117,11 @@ pub async fn reserve(
             end: event.sales_end_at,
         },
         available: event.available_tickets,
+        set_aside: event.set_aside_tickets,
         cap: event.max_tickets_per_fingerprint,
         types: &types,
         quotas: &quotas,
+        waiting_types: &waiting_types,
     };
     let decisions = decide(sale, &held, asks.iter().copied());
     let granted: Vec<(&HoldRequest, &Grant)> = requests

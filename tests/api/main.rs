@@ -37,3 +37,4 @@ mod status_machine;
 mod stream;
 mod timeouts;
 mod tokens;
+mod waiting_list;

@@ -1,0 +1,156 @@
+//! The waiting list's side of every move that returns tickets: they are offered to the
+//! event's line in join order, in the same transaction, under the same locks.
+//!
+//! Every path that makes tickets available calls [`offer_returned`] after its count move,
+//! while it still holds the event row lock and the event's quota locks: a cancel or an
+//! expiry of one hold (`holds::apply`), the sweeper's batch expiry, a completed refund, an
+//! organiser's capacity or quota change, and a waiting-list join or leave. Nothing else can
+//! change the counts or the line in between, so the walk ([`walk`]) sees exactly what came
+//! back, and each returned ticket is offered once. The purchase transaction, under the same
+//! lock, withholds from the public the set-aside tickets this stores and every type someone
+//! waits for, so no buyer, on any instance or in any purchase mode, can take a ticket ahead
+//! of the line.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Tx, apply, expire};
+use crate::db::allocations::{LockedAllocation, TransitionRecord};
+use crate::db::events::{self, CountMove};
+use crate::db::{allocations, quotas, ticket_types, waiting_list};
+use crate::domain::refusal::Refusal;
+use crate::domain::stats::ChangeKind;
+use crate::domain::status::AllocationStatus;
+use crate::domain::waiting_list::{EntryStatus, InLine, walk};
+use crate::error::{Error, Result};
+
+/// Offers what the event has available to its waiting lists, strictly in join order
+/// (`domain::waiting_list::walk`): each entry that can be served gets a `reserved` hold of its
+/// quantity, lapsing after the entry's `offer_seconds`, and becomes `offered`; what the head
+/// of a blocked line cannot use yet is set aside for it (`events.set_aside_tickets`,
+/// `quotas.set_aside_tickets`). An entry whose buyer can no longer take its tickets (the
+/// event's per-buyer cap) is passed over and ends `expired`. Announces the result to the
+/// streams as the change of `actor_tag` (`stats::actor_tag` of a buyer, or
+/// `events::ORGANISER_ACTOR`). A no-op for an event nobody waits for.
+///
+/// Call after the move that returned tickets, in its transaction, holding the event's row
+/// lock and its quota locks (the lock order: event row, quota rows in id order, then
+/// allocation and entry rows; the holds inserted here are new rows nobody else can lock).
+pub async fn offer_returned(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    actor_tag: &str,
+) -> Result<()> {
+    let Some((waiting, available, set_aside, cap)) =
+        waiting_list::event_state(conn, event_id).await?
+    else {
+        return Ok(());
+    };
+    if waiting == 0 && set_aside == 0 {
+        return Ok(());
+    }
+    let quotas = quotas::for_event(conn, event_id).await?;
+    let mut line = waiting_list::line(conn, event_id).await?;
+    let walked = loop {
+        let walked = walk(available, &quotas, &line);
+        let passed_over = match cap {
+            Some(cap) => over_cap(conn, event_id, cap, &line, &walked.offers).await?,
+            None => Vec::new(),
+        };
+        if passed_over.is_empty() {
+            break walked;
+        }
+        for index in passed_over.iter().rev() {
+            let entry = line.remove(*index);
+            waiting_list::end_waiting(conn, entry.id, EntryStatus::Expired).await?;
+        }
+    };
+    // The set-aside first, so the notification of the last offer's count move, and the
+    // announcement below, carry it.
+    waiting_list::store_set_aside(
+        conn,
+        event_id,
+        walked.event_set_aside,
+        &walked.quota_set_aside,
+    )
+    .await?;
+    if !walked.offers.is_empty() {
+        let types = ticket_types::for_event(conn, event_id).await?;
+        for index in &walked.offers {
+            let entry = &line[*index];
+            let price = types
+                .iter()
+                .find(|t| t.id == entry.ticket_type_id)
+                .map(|t| t.price)
+                .ok_or_else(|| Error::internal("a waiting list entry of no type of its event"))?;
+            waiting_list::insert_offer(conn, event_id, entry, price).await?;
+            events::move_counts(
+                conn,
+                event_id,
+                CountMove::Reserve,
+                entry.quantity,
+                &[(entry.ticket_type_id, entry.quantity)],
+                ChangeKind::TicketAllocated,
+                &entry.fingerprint_hash,
+            )
+            .await?;
+        }
+    }
+    events::announce_waiting_list_change(conn, event_id, actor_tag).await?;
+    Ok(())
+}
+
+/// The indexes (ascending) of the entries among `offers` whose buyer would go over the
+/// event's per-buyer `cap` with the offer, counting what they hold and the offers before
+/// theirs.
+async fn over_cap(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    cap: i32,
+    line: &[InLine],
+    offers: &[usize],
+) -> Result<Vec<usize>> {
+    if offers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let buyers: Vec<&str> = offers
+        .iter()
+        .map(|index| line[*index].fingerprint_hash.as_str())
+        .collect();
+    let mut held = allocations::held_by_buyers(conn, event_id, &buyers).await?;
+    let mut over = Vec::new();
+    for index in offers {
+        let entry = &line[*index];
+        let holds = held.entry(entry.fingerprint_hash.clone()).or_default();
+        if *holds + i64::from(entry.quantity) > i64::from(cap) {
+            over.push(*index);
+        } else {
+            *holds += i64::from(entry.quantity);
+        }
+    }
+    Ok(over)
+}
+
+/// The buyer gives back the hold offered to their waiting-list entry (`DELETE
+/// /waiting-list/{id}` of an `offered` entry): a `reserved` hold is cancelled (its entry
+/// becomes `declined`), one that has lapsed is expired (`expired`), and either way its
+/// tickets move on to the next in line, in this transaction. A hold whose payment is under
+/// way cannot be given back: `INVALID_STATUS`. Call holding the event's row lock and its
+/// quota locks; this locks the hold.
+pub async fn decline(tx: &mut Tx, allocation_id: Uuid) -> Result<()> {
+    let LockedAllocation { allocation, lapsed } = allocations::lock(tx, allocation_id)
+        .await?
+        .ok_or(Error::NotFound("allocation"))?;
+    match allocation.status {
+        AllocationStatus::Reserved if lapsed => expire(tx, &allocation).await.map(drop),
+        AllocationStatus::Reserved => apply(
+            tx,
+            &allocation,
+            AllocationStatus::Cancelled,
+            TransitionRecord::default(),
+        )
+        .await
+        .map(drop),
+        other => Err(Refusal::InvalidStatus(other).into()),
+    }
+}
