@@ -3,7 +3,8 @@
 //   #/            events, paginated (#/?page=2)
 //   #/new         create an event
 //   #/events/ID   one event with live availability, and the form to buy
-//   #/tickets     the buyer's tickets (#/tickets?page=2)
+//   #/tickets     the buyer's tickets (#/tickets?page=2) and waiting-list entries, the
+//                 latter read again every 2 s while one waits or is offered
 //   #/tickets/ID  one hold: countdown, pay, cancel; the confirmation once paid, with a QR
 //                 code per admission
 //   #/scan        the door scanner (scan.js)
@@ -213,6 +214,12 @@ function explain(error, types) {
         : 'This hold can no longer be changed.';
     case 'EVENT_EXISTS':
       return 'An event with this name and date already exists.';
+    case 'TICKETS_AVAILABLE':
+      return typeof b.available === 'number' && b.available > 0
+        ? `No need to wait: ${plural(b.available, 'ticket')} can be bought now. Hold them above instead.`
+        : 'No need to wait: these tickets can be bought now. Hold them above instead.';
+    case 'ALREADY_WAITING':
+      return 'You are already on the waiting list for these tickets. "My tickets" shows your place in line.';
     case 'VALIDATION_ERROR':
       if (Array.isArray(b.details) && b.details.length > 0) {
         return b.details.map(fieldMessage).join(' ');
@@ -603,6 +610,22 @@ function offSaleReason(type, event) {
   return null;
 }
 
+/** The − and + buttons beside a quantity field, kept between `min` and the field's max. */
+function steppersFor(input, min, changed) {
+  const stepper = (delta, label) =>
+    h('button', {
+      type: 'button',
+      class: 'secondary step',
+      'aria-label': label,
+      onclick: () => {
+        const next = Math.max(min, (Number.parseInt(input.value, 10) || 0) + delta);
+        input.value = String(Math.min(next, Number(input.max) || next));
+        changed();
+      },
+    }, delta > 0 ? '+' : '−');
+  return [stepper(-1, 'One fewer'), stepper(1, 'One more')];
+}
+
 /**
  * One ticket type on the event page: name, price, what is left, and how many to buy. With a
  * single type the row is the whole order (quantity from 1, the form's `buy-quantity`).
@@ -622,18 +645,7 @@ function typeRow(type, event, single) {
   const listeners = [];
   const changed = () => listeners.forEach((fn) => fn());
   input.addEventListener('input', changed);
-  const stepper = (delta, label) =>
-    h('button', {
-      type: 'button',
-      class: 'secondary step',
-      'aria-label': label,
-      onclick: () => {
-        const next = Math.max(min, (Number.parseInt(input.value, 10) || 0) + delta);
-        input.value = String(Math.min(next, Number(input.max) || next));
-        changed();
-      },
-    }, delta > 0 ? '+' : '−');
-  const steppers = [stepper(-1, 'One fewer'), stepper(1, 'One more')];
+  const steppers = steppersFor(input, min, changed);
   const availableEl = h('span', { class: 'type-available', testid: 'type-available' });
   const price = type.price === null || type.price === undefined
     ? null
@@ -672,6 +684,84 @@ function typeRow(type, event, single) {
       for (const control of [input, ...steppers]) control.disabled = state !== 'on-sale';
       input.max = String(Math.max(min, Math.min(left, type.maxPerOrder ?? Infinity, cap)));
       return state;
+    },
+  };
+}
+
+/**
+ * Joining the waiting list of one ticket type: how many, and the button. Shown while the type
+ * is sold out to the public (nothing left, or others already wait for it). `onAvailable`
+ * takes what a TICKETS_AVAILABLE refusal says the type has left.
+ */
+function waitRow(v, type, event, single, typeNames, onAvailable) {
+  const input = h('input', {
+    type: 'number',
+    min: 1,
+    step: 1,
+    value: '1',
+    inputmode: 'numeric',
+    testid: 'wait-quantity',
+    'aria-label': single || !type.name ? 'How many tickets to wait for?' : `${type.name}: how many tickets to wait for?`,
+  });
+  const steppers = steppersFor(input, 1, () => {});
+  const join = h('button', { type: 'button', class: 'secondary', testid: 'wait-join' }, 'Join the waiting list');
+  const status = h('div', { class: 'form-status' });
+  const el = h(
+    'li',
+    { class: 'type-row wait-row', testid: 'wait-type', 'data-type-id': type.id, hidden: true },
+    h('div', { class: 'type-info' },
+      !single && type.name ? h('span', { class: 'type-name' }, type.name) : null,
+      h('span', { class: 'muted small' }, 'How many tickets?')),
+    h('div', { class: 'type-side' }, h('div', { class: 'quantity' }, steppers[0], input, steppers[1]), join),
+    status,
+  );
+
+  join.addEventListener('click', async () => {
+    fill(status);
+    const quantity = Number(input.value);
+    if (!Number.isInteger(quantity) || quantity < 1) {
+      fill(status, notice('error', 'Choose how many tickets: at least 1.', 'wait-error'));
+      return;
+    }
+    join.disabled = true;
+    join.textContent = 'Joining…';
+    try {
+      const body = type.id === null ? { quantity } : { quantity, ticketTypeId: type.id };
+      const entry = await api('POST', `/events/${event.id}/waiting-list`, body);
+      if (!v.active) return;
+      const place = typeof entry.position === 'number'
+        ? ['You are number ', h('strong', { testid: 'wait-position' }, String(entry.position)), ` in line for ${plural(entry.quantity, 'ticket')}. `]
+        : 'You are on the waiting list. ';
+      fill(status, h('p', { class: 'notice info', role: 'status', testid: 'wait-joined' },
+        place,
+        'When tickets come back they are held for you in turn; ',
+        h('a', { href: '#/tickets', testid: 'wait-to-my-tickets' }, 'My tickets'),
+        ' shows your place and, then, the offer to pay.'));
+    } catch (error) {
+      if (!v.active) return;
+      if (error.code === 'TICKETS_AVAILABLE') onAvailable(error.body.available);
+      if (error.code === 'ALREADY_WAITING') {
+        fill(status, h('p', { class: 'notice info', role: 'status', testid: 'wait-error' },
+          'You are already on the waiting list for these tickets. ',
+          h('a', { href: '#/tickets', testid: 'wait-to-my-tickets' }, 'My tickets'),
+          ' shows your place in line.'));
+      } else fill(status, notice('error', explain(error, typeNames), 'wait-error'));
+    } finally {
+      if (v.active) {
+        join.disabled = false;
+        join.textContent = 'Join the waiting list';
+      }
+    }
+  });
+
+  return {
+    el,
+    /** Shown only while the type's row reads sold out; at most what one order may take. */
+    render: (state, cap) => {
+      el.hidden = state !== 'sold-out';
+      const max = Math.min(type.maxPerOrder ?? Infinity, cap);
+      if (Number.isFinite(max)) input.max = String(Math.max(1, max));
+      else input.removeAttribute('max');
     },
   };
 }
@@ -726,6 +816,20 @@ async function showEvent(v, _query, id) {
   );
   const soldOutNote = h('p', { class: 'notice info', testid: 'sold-out-note', hidden: true });
 
+  // The waiting list of each type sold out to the public.
+  const waits = types.map((type) =>
+    waitRow(v, type, event, single, typeNames, (available) => {
+      rows.find((r) => r.type.id === type.id)?.setAvailable(available);
+      render();
+    }));
+  const waitSection = h(
+    'div',
+    { class: 'wait-section', testid: 'wait-section', hidden: true },
+    h('h3', null, 'Join the waiting list'),
+    h('p', { class: 'muted small' }, 'When tickets come back, they are held for the people waiting, in the order they joined, for a limited time to pay.'),
+    h('ul', { class: 'type-list' }, waits.map((w) => w.el)),
+  );
+
   /** Quantities chosen now, and the order's total: integers added, formatted at the end. */
   const order = () => {
     let count = 0;
@@ -753,6 +857,8 @@ async function showEvent(v, _query, id) {
     fill(meterSlot, availabilityMeter(stats.available, stats.total));
     const cap = event.maxTicketsPerFingerprint ?? Infinity;
     const sale = rows.map((r) => r.render(stats.available, cap));
+    waits.forEach((w, i) => w.render(sale[i], cap));
+    waitSection.hidden = !sale.includes('sold-out');
     const soldOut = stats.available === 0 || sale.every((state) => state === 'sold-out');
     const closed = !soldOut && sale.every((state) => state !== 'on-sale');
     buy.disabled = holding || soldOut || closed;
@@ -825,6 +931,7 @@ async function showEvent(v, _query, id) {
       soldOutNote,
       buyForm,
       buyStatus,
+      waitSection,
     ),
   );
 
@@ -1185,27 +1292,235 @@ async function showMyTickets(v, query) {
   const page = pageNumber(query);
   const intro = h('p', { class: 'muted' }, 'Holds and purchases made from this browser.');
   mount('My tickets', h('h1', null, 'My tickets'), intro, h('p', { class: 'muted' }, 'Loading…'));
-  const result = await api('GET', `/tickets?page=${page}&limit=${PAGE_SIZE}`);
-  const eventIds = [...new Set(result.data.map((a) => a.eventId))];
-  const events = new Map(
-    await Promise.all(eventIds.map(async (eventId) => [eventId, await api('GET', `/events/${eventId}`).catch(() => null)])),
-  );
+  const [result, waiting] = await Promise.all([
+    api('GET', `/tickets?page=${page}&limit=${PAGE_SIZE}`),
+    // The page still shows the tickets when the waiting list cannot be read.
+    api('GET', `/waiting-list?limit=${WAITING_PAGE_SIZE}`).catch(() => null),
+  ]);
+  // Each event is read once per visit, for the rows of both lists and every refresh.
+  const events = new Map();
+  const loadEvents = (items) =>
+    Promise.all([...new Set(items.map((x) => x.eventId))].filter((eventId) => !events.has(eventId)).map(async (eventId) => {
+      events.set(eventId, await api('GET', `/events/${eventId}`).catch(() => null));
+    }));
+  await loadEvents([...result.data, ...(waiting?.data ?? [])]);
   if (!v.active) return;
 
   const list = h('ul', { class: 'cards', testid: 'tickets-list' });
+  const empty = h('div', { class: 'empty', testid: 'tickets-empty' }, 'No tickets yet from this browser. ', h('a', { href: '#/' }, 'Find an event'));
+  const pagerSlot = h('div');
   const countdowns = [];
-  for (const allocation of result.data) list.append(ticketRow(v, allocation, events.get(allocation.eventId), countdowns));
+  const showTickets = (tickets) => {
+    countdowns.length = 0;
+    fill(list, tickets.data.map((allocation) => ticketRow(v, allocation, events.get(allocation.eventId), countdowns)));
+    list.hidden = tickets.data.length === 0;
+    empty.hidden = tickets.data.length > 0;
+    fill(pagerSlot, pager(tickets.meta, (p) => `#/tickets?page=${p}`, 'booking'));
+  };
+  showTickets(result);
   v.every(1000, () => countdowns.forEach((fn) => fn()));
+
+  // An offer made, paid, declined or lapsed adds or changes a hold: the list is read again.
+  let reloading = null;
+  const reloadTickets = () => {
+    reloading ??= api('GET', `/tickets?page=${page}&limit=${PAGE_SIZE}`)
+      .then(async (fresh) => {
+        await loadEvents(fresh.data);
+        if (v.active) showTickets(fresh);
+      })
+      .catch(() => {})
+      .finally(() => {
+        reloading = null;
+      });
+  };
 
   mount(
     'My tickets',
     h('h1', null, 'My tickets'),
     intro,
-    result.data.length > 0
-      ? list
-      : h('div', { class: 'empty', testid: 'tickets-empty' }, 'No tickets yet from this browser. ', h('a', { href: '#/' }, 'Find an event')),
-    pager(result.meta, (p) => `#/tickets?page=${p}`, 'booking'),
+    waitingSection(v, waiting, events, loadEvents, reloadTickets),
+    list,
+    empty,
+    pagerSlot,
   );
+}
+
+const WAITING_PAGE_SIZE = 20;
+
+const WAITING_LABELS = {
+  waiting: 'Waiting',
+  offered: 'Offered',
+  accepted: 'Accepted',
+  declined: 'Declined',
+  expired: 'Expired',
+  left: 'Left',
+};
+
+/** An offer whose time is up counts as expired even before the server marks it. */
+function entryStatus(entry) {
+  if (entry.status === 'offered' && entry.offer && Date.parse(entry.offer.expiresAt) <= serverNow()) return 'expired';
+  return entry.status;
+}
+
+/**
+ * "My tickets"' waiting list: the buyer's newest entries, read again every 2 seconds while
+ * one of them waits or is offered, so that an offer shows within seconds with its countdown
+ * and its Pay button. `first` is the first page (null when it could not be read);
+ * `onHoldsChanged` runs when an entry's status changes, as the buyer's holds then change too.
+ */
+function waitingSection(v, first, events, loadEvents, onHoldsChanged) {
+  const list = h('ul', { class: 'cards', testid: 'waiting-list' });
+  const more = h('p', { class: 'muted small', testid: 'waiting-more' });
+  const problem = h('div');
+  const section = h(
+    'section',
+    { class: 'waiting-section', 'aria-labelledby': 'waiting-heading', testid: 'waiting-section', hidden: true },
+    h('h2', { id: 'waiting-heading' }, 'Waiting list'),
+    h('p', { class: 'muted' }, 'Sold-out tickets you wait for. When tickets come back they are held for you in turn: pay before the countdown ends, or they go to the next in line.'),
+    problem,
+    list,
+    more,
+  );
+
+  const rows = new Map(); // entry id → { el, key, update }
+  const countdowns = new Set();
+  // What the server says of an entry; an unchanged entry keeps its row (and its countdown).
+  const keyOf = (e) => JSON.stringify([e.status, e.position, e.offer, e.quantity]);
+  let live = false;
+
+  const show = (page) => {
+    const ids = new Set(page.data.map((e) => e.id));
+    for (const [entryId, row] of rows) {
+      if (!ids.has(entryId)) {
+        row.el.remove();
+        rows.delete(entryId);
+      }
+    }
+    for (const entry of page.data) {
+      const row = rows.get(entry.id);
+      if (!row) rows.set(entry.id, waitingRow(v, entry, events.get(entry.eventId), countdowns, keyOf, onHoldsChanged));
+      else if (row.key !== keyOf(entry)) row.update(entry);
+    }
+    // Newest first, as the server lists them; nodes already in place are not moved.
+    page.data.forEach((entry, i) => {
+      const el = rows.get(entry.id).el;
+      if (list.children[i] !== el) list.insertBefore(el, list.children[i] ?? null);
+    });
+    section.hidden = page.data.length === 0;
+    more.textContent = page.meta.total > page.data.length ? `The ${page.data.length} newest of ${plural(page.meta.total, 'entry', 'entries')}.` : '';
+    live = page.data.some((e) => e.status === 'waiting' || e.status === 'offered');
+  };
+
+  let polling = false;
+  const poll = async () => {
+    if (polling || !v.active || (first && !live)) return;
+    polling = true;
+    try {
+      const page = await api('GET', `/waiting-list?limit=${WAITING_PAGE_SIZE}`);
+      await loadEvents(page.data);
+      if (!v.active) return;
+      first = page;
+      fill(problem);
+      show(page);
+    } catch (error) {
+      if (v.active) fill(problem, notice('error', `The waiting list could not be refreshed: ${explain(error)}`, 'waiting-error'));
+    } finally {
+      polling = false;
+    }
+  };
+  if (first) show(first);
+  v.every(2000, poll);
+  v.every(500, () => countdowns.forEach((fn) => fn()));
+  return section;
+}
+
+/** One waiting-list entry: its event, type and quantity, its place in line or its offer. */
+function waitingRow(v, entry, event, countdowns, keyOf, onHoldsChanged) {
+  const el = h('li', { class: 'card ticket-row waiting-row', testid: 'waiting-row', 'data-entry-id': entry.id });
+  const row = { el, key: null, status: null, update: null };
+  let tick = null;
+
+  const render = (e, message) => {
+    if (tick) countdowns.delete(tick);
+    tick = null;
+    const status = entryStatus(e);
+    Object.assign(row, { key: keyOf(e), status: e.status });
+    el.dataset.status = status;
+    const type = event?.ticketTypes?.find((t) => t.id === e.ticketTypeId);
+    const detail = h('p', { class: 'muted small', testid: 'waiting-detail' });
+    const actions = h('div', { class: 'actions' });
+
+    // Leaving the line or declining the offer: the same DELETE.
+    const giveUp = (label, testid) => {
+      const button = h('button', { type: 'button', class: 'secondary danger small', testid }, label);
+      button.addEventListener('click', async () => {
+        button.disabled = true;
+        try {
+          const fresh = await api('DELETE', `/waiting-list/${e.id}`);
+          if (v.active) update(fresh);
+        } catch (error) {
+          if (!v.active) return;
+          const fresh = await api('GET', `/waiting-list/${e.id}`).catch(() => e);
+          const text = error.code === 'INVALID_STATUS'
+            ? 'This entry changed meanwhile (paid, lapsed or already left); it now reads as shown.'
+            : explain(error);
+          if (v.active) update(fresh, notice('error', text, 'waiting-row-error'));
+        }
+      });
+      return button;
+    };
+
+    if (status === 'waiting') {
+      fill(detail, 'Number ', h('strong', { testid: 'waiting-position' }, String(e.position ?? '—')), ' in line');
+      append(actions, [giveUp('Leave', 'waiting-leave')]);
+    } else if (status === 'offered') {
+      const left = h('strong', { class: 'countdown-inline', testid: 'waiting-countdown', role: 'timer', 'aria-live': 'off' });
+      tick = () => {
+        left.textContent = clock(Date.parse(e.offer.expiresAt) - serverNow());
+        if (entryStatus(e) !== 'offered') render(e);
+      };
+      countdowns.add(tick);
+      fill(detail, 'Tickets are held for you: pay within ', left);
+      append(actions, [
+        h('a', { class: 'button small', href: `#/tickets/${e.offer.allocationId}`, testid: 'waiting-pay' }, 'Pay'),
+        giveUp('Decline', 'waiting-decline'),
+      ]);
+    } else if (status === 'accepted') {
+      fill(detail, 'Paid: ', h('a', { href: `#/tickets/${e.offer?.allocationId}`, testid: 'waiting-ticket' }, 'see your tickets'));
+    } else if (status === 'declined') {
+      fill(detail, 'You gave the offer back; its tickets went to the next in line.');
+    } else if (status === 'expired') {
+      fill(detail, e.offer
+        ? 'The offer lapsed unpaid; its tickets went to the next in line.'
+        : 'Passed over: you could no longer take these tickets (the limit per buyer).');
+    } else {
+      fill(detail, 'You left the line.');
+    }
+    if (tick) tick();
+
+    fill(
+      el,
+      h('div', { class: 'ticket-main' },
+        h('h2', null, h('a', { href: `#/events/${e.eventId}`, class: 'card-link', testid: 'waiting-event' }, event ? event.name : 'Event')),
+        h('p', { class: 'muted small', testid: 'waiting-what' },
+          plural(e.quantity, 'ticket'), type?.name ? ` · ${type.name}` : null, event ? [' · ', when(event.date)] : null),
+        detail),
+      h('div', { class: 'ticket-side' },
+        h('span', { class: `badge status-${status}`, testid: 'waiting-status', 'data-status': status }, WAITING_LABELS[status] ?? status),
+        actions),
+      message,
+    );
+  };
+
+  // A change the buyer made here changes the holds as much as one seen by polling.
+  const update = (e, message) => {
+    const statusChanged = row.status !== e.status;
+    render(e, message);
+    if (statusChanged) onHoldsChanged();
+  };
+  row.update = update;
+  render(entry);
+  return row;
 }
 
 function ticketRow(v, allocation, event, countdowns) {

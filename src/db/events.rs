@@ -25,9 +25,9 @@ macro_rules! event_columns {
 
 /// Most ticket types a change notification, and so a stream message, lists: the first ones
 /// in creation order. `pg_notify` refuses a payload of 8,000 bytes or more, and a refused
-/// notification would fail the purchase that sends it; each type takes at most 72 bytes
-/// (`{"id" : "<36>", "available" : 1000000}, `) and the rest of the payload (with its
-/// `changedAt` timestamp) under 350, so 100 types stay below 7,550.
+/// notification would fail the purchase that sends it; each type is a compact array
+/// (`["<36>", available, waiting], `, at most 64 bytes with 10-digit counts) and the rest of
+/// the payload (with its `changedAt` timestamp) under 450, so 100 types stay below 6,850.
 pub const STREAM_TICKET_TYPES_MAX: i64 = 100;
 
 /// [`STREAM_TICKET_TYPES_MAX`] as a literal for `concat!`.
@@ -38,8 +38,8 @@ macro_rules! stream_ticket_types_max {
 }
 
 /// The availability of each of the event's ticket types (the first
-/// [`STREAM_TICKET_TYPES_MAX`] in creation order), as a JSON array of
-/// `{id, available, waiting}`: what the public can buy of the type (nothing while anyone
+/// [`STREAM_TICKET_TYPES_MAX`] in creation order), as a JSON array of compact
+/// `[id, available, waiting]` arrays (read as `TypeAvailability`): what the public can buy of the type (nothing while anyone
 /// waits for it, else the least of the event's available tickets and those of every quota
 /// containing the type, less what each has set aside for the waiting list; the rule of
 /// `domain::waiting_list::public_available`) and how many entries wait for it. SQL over an
@@ -49,14 +49,14 @@ macro_rules! stream_ticket_types_max {
 macro_rules! type_availability {
     ($quotas:literal) => {
         concat!(
-            "(SELECT COALESCE(json_agg(json_build_object('id', t.id, 'available', \
+            "(SELECT COALESCE(json_agg(json_build_array(t.id, \
                  CASE WHEN t.waiting > 0 THEN 0 ELSE GREATEST(0, \
                  LEAST(events.available_tickets - events.set_aside_tickets, \
                        (SELECT min(q.available_tickets - q.set_aside_tickets) \
                         FROM quota_ticket_types qt JOIN ",
             $quotas,
             " q ON q.id = qt.quota_id WHERE qt.ticket_type_id = t.id))) END, \
-                 'waiting', t.waiting) \
+                 t.waiting) \
                  ORDER BY t.created_at, t.id), '[]'::json) \
              FROM (SELECT tt.id, tt.created_at, \
                           (SELECT count(*) FROM waiting_list_entries w \
@@ -613,9 +613,9 @@ mod tests {
             .collect()
     }
 
-    /// The notification is parsed as a `CountsChanged`, each type's entry as a
-    /// `TypeAvailability`: the SQL must write exactly the names serde reads, in every
-    /// statement that notifies.
+    /// The notification is parsed as a `CountsChanged`: the SQL must write exactly the names
+    /// serde reads, in every statement that notifies. Each type's entry is a compact array
+    /// (see `TypeAvailability`'s wire forms), so it has no names to match.
     #[test]
     fn the_notification_sql_uses_the_serde_names() {
         let change = CountsChanged {
@@ -632,18 +632,39 @@ mod tests {
             ticket_types: Vec::new(),
             changed_at: None,
         };
-        let entry = TypeAvailability {
-            id: uuid::Uuid::nil(),
-            available: 1,
-            waiting: 0,
-        };
         for sql in [
             notify_counts!("$3", "$4", "quotas"),
             move_counts_sql!("available_tickets", "reserved_tickets"),
         ] {
             assert_eq!(sql_keys(sql, 0), serde_keys(&change), "{sql}");
-            assert_eq!(sql_keys(sql, 1), serde_keys(entry), "{sql}");
         }
-        assert_eq!(sql_keys(type_availability!("quotas"), 0), serde_keys(entry));
+        assert!(type_availability!("quotas").contains("json_build_array(t.id, "));
+    }
+
+    /// A type's compact entry reads as its id, what the public can buy and how many wait;
+    /// the named form (an older instance's notification) still reads.
+    #[test]
+    fn a_types_entry_reads_in_both_wire_forms() {
+        let id = uuid::Uuid::nil();
+        let compact: TypeAvailability =
+            serde_json::from_str(&format!(r#"["{id}", 3, 7]"#)).unwrap();
+        assert_eq!(
+            compact,
+            TypeAvailability {
+                id,
+                available: 3,
+                waiting: 7
+            }
+        );
+        let named: TypeAvailability =
+            serde_json::from_str(&format!(r#"{{"id" : "{id}", "available" : 3}}"#)).unwrap();
+        assert_eq!(
+            named,
+            TypeAvailability {
+                id,
+                available: 3,
+                waiting: 0
+            }
+        );
     }
 }

@@ -80,16 +80,49 @@ pub struct CountsChanged {
 /// How many tickets of one type the public can buy (none while anyone waits for it; else
 /// the least of the event's available tickets and those of every quota containing the type,
 /// less what is set aside for the waiting list), and how many wait for it.
+///
+/// Answered (and written to streams) as `{id, available, waiting}`; read also from the
+/// compact `[id, available, waiting]` the database's change notifications carry, which keeps
+/// 100 types' worth under `pg_notify`'s 8,000-byte limit (`db::events::STREAM_TICKET_TYPES_MAX`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(from = "TypeAvailabilityWire")]
 pub struct TypeAvailability {
     /// The ticket type's id.
     pub id: Uuid,
     /// Tickets of the type that can be bought in this state.
     pub available: i32,
-    /// Entries waiting for the type. Absent from a notification of an older instance, hence
-    /// the default.
-    #[serde(default)]
+    /// Entries waiting for the type (0 when read from an older instance's notification).
     pub waiting: i64,
+}
+
+/// The forms a [`TypeAvailability`] is read from.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TypeAvailabilityWire {
+    Compact(Uuid, i32, i64),
+    Named {
+        id: Uuid,
+        available: i32,
+        #[serde(default)]
+        waiting: i64,
+    },
+}
+
+impl From<TypeAvailabilityWire> for TypeAvailability {
+    fn from(wire: TypeAvailabilityWire) -> Self {
+        match wire {
+            TypeAvailabilityWire::Compact(id, available, waiting)
+            | TypeAvailabilityWire::Named {
+                id,
+                available,
+                waiting,
+            } => Self {
+                id,
+                available,
+                waiting,
+            },
+        }
+    }
 }
 
 /// `statistics` of a stream message.
@@ -105,11 +138,6 @@ pub struct Statistics {
     /// Admissions checked in at the door, ever: one refunded after its holder entered still
     /// counts (docs/admission.md). Only grows.
     pub checked_in: u64,
-    /// Entries waiting on the event's waiting list (over all its types).
-    pub waiting_list_length: i32,
-    /// Of `remainingTickets`, those set aside for the head of a waiting list that waits for
-    /// more than came back (strict order: sold to nobody else).
-    pub set_aside_tickets: i32,
 }
 
 /// `lastEvent` of a stream message.
@@ -136,6 +164,12 @@ pub struct StatsMessage {
     /// types of an event are listed (a change notification must stay under PostgreSQL's
     /// 8,000-byte limit).
     pub ticket_types: Vec<TypeAvailability>,
+    /// Entries waiting on the event's waiting list (over all its types), beside
+    /// `statistics` as `ticketTypes` is.
+    pub waiting_list_length: i32,
+    /// Of `statistics.remainingTickets`, those set aside for the head of a waiting list that
+    /// waits for more than came back (strict order: sold to nobody else).
+    pub set_aside_tickets: i32,
     /// When the database made the change this message shows: the clock of the statement that
     /// moved the counts, just before its commit; `timestamp` minus this is how long the change
     /// took to reach the stream. Null for the snapshot sent on connect.
@@ -159,14 +193,14 @@ impl StatsMessage {
                 allocated_tickets: change.reserved,
                 confirmed_tickets: change.purchased,
                 checked_in,
-                waiting_list_length: change.waiting_list_length,
-                set_aside_tickets: change.set_aside,
             },
             last_event: Some(LastEvent {
                 kind: change.kind,
                 actor: change.actor.clone(),
             }),
             ticket_types: change.ticket_types.clone(),
+            waiting_list_length: change.waiting_list_length,
+            set_aside_tickets: change.set_aside,
             changed_at: change.changed_at.map(to_stored_precision),
         }
     }
@@ -188,11 +222,11 @@ impl StatsMessage {
                 allocated_tickets: event.reserved_tickets,
                 confirmed_tickets: event.purchased_tickets,
                 checked_in,
-                waiting_list_length: event.waiting_list_length,
-                set_aside_tickets: event.set_aside_tickets,
             },
             last_event: None,
             ticket_types,
+            waiting_list_length: event.waiting_list_length,
+            set_aside_tickets: event.set_aside_tickets,
             changed_at: None,
         }
     }

@@ -142,7 +142,7 @@ async fn ticket_types_are_created_listed_read_with_the_event_and_changed() {
             "id": weekend, "eventId": event_id, "name": "Weekend pass",
             "description": "Saturday and Sunday", "price": 4500, "currency": "EUR",
             "maxPerOrder": 4, "salesStartAt": "2027-01-01T09:00:00Z",
-            "salesEndAt": "2027-05-01T00:00:00Z", "active": true, "available": 150,
+            "salesEndAt": "2027-05-01T00:00:00Z", "active": true, "available": 150, "waiting": 0,
         })
     );
     let location = app
@@ -327,7 +327,7 @@ async fn quotas_are_created_listed_changed_and_deleted_and_bound_their_types() {
         q1,
         json!({
             "id": q1_id, "eventId": event_id, "name": "Q1", "size": 60,
-            "availableTickets": 60, "reservedTickets": 0, "purchasedTickets": 0,
+            "availableTickets": 60, "reservedTickets": 0, "purchasedTickets": 0, "setAsideTickets": 0,
             "ticketTypeIds": [a],
         })
     );

@@ -38,3 +38,4 @@ mod stream;
 mod timeouts;
 mod tokens;
 mod waiting_list;
+mod waiting_list_fairness;

@@ -462,7 +462,7 @@ async fn the_stream_carries_the_line_length_and_each_types_waiting() {
     let message = loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let message = stream.next(left).await.expect("a message with the line");
-        if message.data["statistics"]["waitingListLength"] == 1 {
+        if message.data["waitingListLength"] == 1 {
             break message;
         }
     };

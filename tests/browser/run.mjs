@@ -11,7 +11,12 @@
 // out or not yet on sale, a short order's refusal naming its type, and prices
 // typed in the new-event form (JPY without decimals, 0.29 EUR as exactly 29 cents); then
 // restarts the server with an admin token (same data, same port) and sees a partial and a
-// full refund on the ticket and in "My tickets". At the door: the scanner's offline check
+// full refund on the ticket and in "My tickets". The waiting list: on a sold-out event the
+// second buyer joins (number 1 in line; joining again is refused), another buyer's hold is
+// cancelled through the API, "My tickets" shows the offer within seconds without a reload,
+// with a ticking countdown and Pay, and paying it makes the entry accepted and the ticket
+// purchased (read back through the API as that buyer); joining again, the buyer leaves
+// the line from "My tickets". At the door: the scanner's offline check
 // decides codes signed in the test with its own Ed25519 keys; a paid order shows a QR code
 // per admission that reads back as its code; a door token comes from `boxoffice tokens
 // create`; a second Chromium, whose fake camera plays a Y4M video of a real ticket's QR code
@@ -317,6 +322,7 @@ const EXPECTED_REFUSALS = [
   'POST /events/{id}/tickets 409', // the limit per buyer
   'POST /events/{id}/tickets 409', // more than are left
   'POST /events/{id}/tickets 409', // more General admission tickets than are left
+  'POST /events/{id}/waiting-list 409', // joining the waiting list twice
 ];
 
 /** `METHOD /path status` of a response, with ids replaced by `{id}`. */
@@ -803,6 +809,97 @@ async function run() {
       await row.waitFor();
       const shown = [await row.getByTestId('ticket-status').textContent(), await row.getByTestId('ticket-refunded').textContent()];
       assert(JSON.stringify(shown) === JSON.stringify(['Refunded', ' · €33.00 refunded']), `the row reads ${JSON.stringify(shown)}`);
+    });
+
+    // The waiting list: a sold-out event's page offers to join it; a hold given back becomes
+    // the offer of the buyer in line, shown in "My tickets" within seconds and paid from there.
+    const wait = { holder: { 'X-Device-Fingerprint': 'the waiting-list test\'s holder' } };
+    const waitingRowOf = (page) => page.locator(`[data-testid=waiting-row][data-entry-id="${wait.entry.id}"]`);
+    await step('a sold-out event offers its waiting list: buyer B joins and reads number 1 in line', async () => {
+      wait.event = await apiCall('POST', '/events', { name: `${eventName} waiting`, date: '2031-06-01T20:00:00Z', totalTickets: 1, currency: 'EUR', price: 2000 }, { Authorization: `Bearer ${ADMIN_TOKEN}` });
+      // Another buyer holds the one ticket, unpaid.
+      wait.hold = await apiCall('POST', `/events/${wait.event.id}/tickets`, { quantity: 1 }, wait.holder);
+      await b.goto(`${base}/#/events/${wait.event.id}`);
+      await expectText(b, 'stat-available', '0');
+      await expectText(b, 'buy-submit', 'Sold out');
+      await b.getByTestId('wait-section').waitFor();
+      await b.getByTestId('wait-join').click();
+      await expectText(b, 'wait-position', '1');
+      await expectText(b, 'wait-joined', /^You are number 1 in line for 1 ticket\. /);
+      await shot(b, 'b-waiting-joined');
+      // Joining twice is refused, and said so.
+      await b.getByTestId('wait-join').click();
+      await expectText(b, 'wait-error', /^You are already on the waiting list for these tickets\./);
+      // The API, as the page's buyer: the fingerprint the page sends.
+      const sent = b.apiRequests.filter((r) => r.path === `/events/${wait.event.id}/waiting-list`);
+      assert(sent.length === 2 && sent[0].fingerprint, `the page sent ${JSON.stringify(sent)}`);
+      wait.buyer = { 'X-Device-Fingerprint': sent[0].fingerprint };
+      const { data } = await apiCall('GET', '/waiting-list', undefined, wait.buyer);
+      wait.entry = data.find((e) => e.eventId === wait.event.id);
+      assert(wait.entry?.status === 'waiting' && wait.entry.position === 1 && wait.entry.quantity === 1, `B's entries are ${JSON.stringify(data)}`);
+    });
+
+    await step('the holder cancels: "My tickets" shows B the offer with a live countdown and Pay within seconds', async () => {
+      await b.getByTestId('wait-to-my-tickets').click();
+      const row = waitingRowOf(b);
+      await row.waitFor();
+      const before = [await row.getByTestId('waiting-status').textContent(), await row.getByTestId('waiting-position').textContent(), await row.getByTestId('waiting-event').textContent()];
+      assert(JSON.stringify(before) === JSON.stringify(['Waiting', '1', `${eventName} waiting`]), `the entry reads ${JSON.stringify(before)}`);
+      assert(!(await row.getByTestId('waiting-pay').count()), 'a waiting entry should offer no Pay');
+      await apiCall('DELETE', `/tickets/${wait.hold.id}/payment`, undefined, wait.holder);
+      await eventually('the offer in "My tickets" without a reload', async () => (await row.getAttribute('data-status')) === 'offered' && (await row.getByTestId('waiting-pay').isVisible()), 10_000);
+      await expectText(b, 'waiting-status', 'Offered');
+      const first = await expectText(b, 'waiting-countdown', /^\d+:\d\d$/);
+      const [m, s] = first.split(':').map(Number);
+      assert(m * 60 + s > 25 * 60 && m * 60 + s <= 30 * 60, `the countdown ${first} should be under the 30 minutes an offer lasts`);
+      await eventually('the offer\'s countdown to tick', async () => (await textOf(b, 'waiting-countdown')) !== first, 3000);
+      await row.getByTestId('waiting-decline').waitFor();
+      wait.entry = await apiCall('GET', `/waiting-list/${wait.entry.id}`, undefined, wait.buyer);
+      assert(wait.entry.status === 'offered' && wait.entry.offer?.allocationId, `the entry is ${JSON.stringify(wait.entry)}`);
+      // The offer is a hold of B's, listed with the others once the offer came.
+      await b.locator(`[data-testid=ticket-row][data-ticket-id="${wait.entry.offer.allocationId}"]`).waitFor();
+      await shot(b, 'b-waiting-offered');
+    });
+
+    await step('B pays the offer: the entry reads accepted and the ticket is B\'s, purchased', async () => {
+      await waitingRowOf(b).getByTestId('waiting-pay').click();
+      await b.waitForURL(new RegExp(`#/tickets/${wait.entry.offer.allocationId}$`));
+      await expectText(b, 'pay-submit', /^Pay .*20\.00/);
+      await b.getByTestId('card-visa').check();
+      await b.getByTestId('pay-submit').click();
+      await expectText(b, 'confirmation-code', /^BX-/);
+      await b.getByTestId('to-my-tickets').click();
+      const row = waitingRowOf(b);
+      await eventually('the entry to read accepted', async () => (await row.getAttribute('data-status')) === 'accepted');
+      assert((await row.getByTestId('waiting-status').textContent()) === 'Accepted', 'the entry\'s badge should read Accepted');
+      assert(!(await row.getByTestId('waiting-pay').count()), 'an accepted entry should offer no Pay');
+      const ticket = b.locator(`[data-testid=ticket-row][data-ticket-id="${wait.entry.offer.allocationId}"]`);
+      await eventually('the offer\'s hold to be listed as Purchased', async () => (await ticket.getByTestId('ticket-status').textContent()).trim() === 'Purchased');
+      await shot(b, 'b-waiting-accepted');
+      const entry = await apiCall('GET', `/waiting-list/${wait.entry.id}`, undefined, wait.buyer);
+      const paid = await apiCall('GET', `/tickets/${wait.entry.offer.allocationId}`, undefined, wait.buyer);
+      const event = await apiCall('GET', `/events/${wait.event.id}`);
+      assert(entry.status === 'accepted' && entry.position === null, `the entry is ${JSON.stringify(entry)}`);
+      assert(paid.status === 'purchased' && paid.quantity === 1 && /^BX-/.test(paid.confirmationCode), `the offer's hold is ${JSON.stringify(paid)}`);
+      assert(event.purchasedTickets === 1 && event.waitingListLength === 0 && event.availableTickets === 0, `the event reads ${JSON.stringify(event)}`);
+    });
+
+    await step('B joins again and leaves the line from "My tickets"', async () => {
+      await b.goto(`${base}/#/events/${wait.event.id}`);
+      const [response] = await Promise.all([
+        b.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === `/events/${wait.event.id}/waiting-list`),
+        b.getByTestId('wait-join').click(),
+      ]);
+      assert(response.status() === 201, `joining again answered ${response.status()}`);
+      const again = await response.json();
+      await expectText(b, 'wait-position', '1');
+      await b.getByTestId('wait-to-my-tickets').click();
+      const row = b.locator(`[data-testid=waiting-row][data-entry-id="${again.id}"]`);
+      await row.getByTestId('waiting-leave').click();
+      await eventually('the entry to read Left', async () => (await row.getByTestId('waiting-status').textContent()) === 'Left');
+      assert(!(await row.getByTestId('waiting-leave').count()), 'an entry that left should offer no Leave');
+      const entry = await apiCall('GET', `/waiting-list/${again.id}`, undefined, wait.buyer);
+      assert(entry.status === 'left', `the entry is ${JSON.stringify(entry)}`);
     });
 
     // The door: a paid order's QR codes, then the scanner page in a browser whose camera
