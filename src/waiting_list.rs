@@ -84,6 +84,7 @@ pub async fn join(
     match decision {
         Ok(_) => {
             return Err(Refusal::TicketsAvailable {
+                ticket_type_id,
                 available: public_available(
                     ticket_type_id,
                     event.available_tickets,

@@ -92,13 +92,16 @@ pub enum Refusal {
         tickets(i64::from(*reserved) + i64::from(*purchased))
     )]
     CapacityBelowSold { reserved: i32, purchased: i32 },
-    /// A waiting-list join for a quantity the type can serve now (`available` is what the
-    /// public can buy of it): buy instead.
+    /// A waiting-list join for a quantity the type (`ticket_type_id`) can serve now
+    /// (`available` is what the public can buy of it): buy instead.
     #[error(
         "{} of this type can be bought now: buy them instead of joining the waiting list",
         tickets(i64::from(*available))
     )]
-    TicketsAvailable { available: i32 },
+    TicketsAvailable {
+        ticket_type_id: Uuid,
+        available: i32,
+    },
     /// The waiting-list entry has ended (its status given): it can no longer be left.
     #[error("the waiting list entry is {0}, which does not allow this action")]
     EntryEnded(EntryStatus),

@@ -265,8 +265,12 @@ impl ApiError {
             ApiError::App(Error::Refused(Refusal::CapBelowHeld { held })) => {
                 body.held = Some(*held)
             }
-            ApiError::App(Error::Refused(Refusal::TicketsAvailable { available })) => {
-                body.available = Some(*available)
+            ApiError::App(Error::Refused(Refusal::TicketsAvailable {
+                ticket_type_id,
+                available,
+            })) => {
+                body.ticket_type_id = Some(*ticket_type_id);
+                body.available = Some(*available);
             }
             ApiError::App(Error::Refused(Refusal::InvalidStatus(status))) => {
                 body.status = Some(*status)

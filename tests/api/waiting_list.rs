@@ -118,6 +118,7 @@ async fn joining_needs_a_sold_out_type_and_answers_the_entry_with_its_position()
     let (status, body) = join(&app, &event_id, json!({"quantity": 2}), &buyer).await;
     assert_error(status, &body, StatusCode::CONFLICT, "TICKETS_AVAILABLE");
     assert_eq!(body["available"], 3, "{body}");
+    assert_eq!(body["ticketTypeId"], type_id.as_str(), "{body}");
 
     hold(&app, &event_id, 2).await;
     // One left: a join for 2 waits, a join for 1 must buy instead.

@@ -79,8 +79,20 @@ FUZZ_ADMISSION_ID=$(curl -fsS --max-time 30 -H 'Content-Type: application/json' 
   python3 -c 'import json, sys; print(json.load(sys.stdin)["admissions"][0]["id"])')
 FUZZ_DOOR_TOKEN=$("$BOXOFFICE_BIN" tokens create --scope door --event "$FUZZ_EVENT_ID" \
   --data-dir "$BOXOFFICE_DATA_DIR" 2>/dev/null)
+# A sold-out event of one ticket (held by another buyer), so that joins of its waiting list
+# reach the line; an entry of the run's buyer to read, and one of a second buyer to leave.
+FUZZ_SOLD_OUT_EVENT_ID=$(post_for_id /events \
+  '{"name": "Fuzzing sold out", "date": "2030-01-01T20:00:00Z", "totalTickets": 1}')
+post_for_id "/events/$FUZZ_SOLD_OUT_EVENT_ID/tickets" '{"quantity": 1}' \
+  -H "X-Device-Fingerprint: fuzz-holder" >/dev/null
+FUZZ_ENTRY_ID=$(post_for_id "/events/$FUZZ_SOLD_OUT_EVENT_ID/waiting-list" '{"quantity": 1}' \
+  -H "X-Device-Fingerprint: $FUZZ_BUYER")
+FUZZ_LEAVER=fuzz-leaver
+FUZZ_LEAVE_ENTRY_ID=$(post_for_id "/events/$FUZZ_SOLD_OUT_EVENT_ID/waiting-list" '{"quantity": 1}' \
+  -H "X-Device-Fingerprint: $FUZZ_LEAVER")
 export FUZZ_EVENT_ID FUZZ_BUYER FUZZ_READ_HOLD FUZZ_PAY_HOLD FUZZ_CANCEL_HOLD FUZZ_TYPE_ID \
-  FUZZ_QUOTA_ID FUZZ_PAID_HOLD FUZZ_ADMISSION_ID FUZZ_DOOR_TOKEN FUZZ_WORK_DIR=$BOXOFFICE_WORK
+  FUZZ_QUOTA_ID FUZZ_PAID_HOLD FUZZ_ADMISSION_ID FUZZ_DOOR_TOKEN FUZZ_SOLD_OUT_EVENT_ID \
+  FUZZ_ENTRY_ID FUZZ_LEAVER FUZZ_LEAVE_ENTRY_ID FUZZ_WORK_DIR=$BOXOFFICE_WORK
 
 st_status=0
 (cd "$BOXOFFICE_WORK" && "$st" --config-file "$config" run "$SERVER_URL/openapi.json" \
