@@ -58,6 +58,7 @@ async fn read_code(
 /// work needs.
 #[derive(Debug, Clone)]
 struct KnownScan {
+    event_id: Uuid,
     admission_id: Uuid,
     gate: Option<String>,
     nonce: Option<Nonce>,
@@ -81,9 +82,9 @@ impl Checkins {
             Batching::Batched { max_batch } => {
                 let pool = pool.clone();
                 let work: BatchWork<KnownScan, Result<Admitted, Error>> =
-                    Arc::new(move |event_id, scans| {
+                    Arc::new(move |_lane, scans| {
                         let pool = pool.clone();
-                        Box::pin(async move { check_in_batch(&pool, event_id, scans).await })
+                        Box::pin(async move { check_in_lane(&pool, scans).await })
                     });
                 Some(Coalescer::new(max_batch, work))
             }
@@ -104,15 +105,68 @@ impl Checkins {
     pub async fn check_in(&self, event_id: Uuid, scan: Scan) -> Result<Admitted, Error> {
         let code = read_code(&self.keys, event_id, &scan.code).await??;
         let scan = KnownScan {
+            event_id,
             admission_id: code.admission_id,
             gate: scan.gate.map(|g| g.as_str().to_owned()),
             nonce: scan.nonce,
         };
         match &self.batches {
-            Some(batches) => batches.submit(event_id, scan).await?,
+            Some(batches) => {
+                batches
+                    .submit(lane(event_id, scan.admission_id), scan)
+                    .await?
+            }
             None => check_in_one(&self.pool, event_id, scan).await,
         }
     }
+}
+
+/// Lanes per event: the coalescer runs one batch at a time per key, and a check-in takes no
+/// event lock, so an event's scans are spread over this many keys by admission and their
+/// batches run side by side (one per core of the machine measured). Every scan of one
+/// admission takes the same lane, so a batch still sees all of an admission's scans that
+/// arrived together; batches of different lanes touch different admissions, and take nonces
+/// and admissions in the one order every check-in keeps, so they cannot wait on each other in
+/// a cycle (docs/concurrency.md).
+const LANES: u128 = 2;
+
+/// The coalescer key of an admission's scans: the event id with its lowest bits replaced
+/// by the lane. Two events whose ids differ only in those bits may share a key; a batch then
+/// holds scans of both, and [`check_in_lane`] runs each event's scans apart.
+fn lane(event_id: Uuid, admission_id: Uuid) -> Uuid {
+    let lane = admission_id.as_u128() % LANES;
+    Uuid::from_u128((event_id.as_u128() & !(LANES - 1)) | lane)
+}
+
+/// A lane's batch: the scans of each event it holds (nearly always one) in one transaction
+/// per event, answers in the batch's order.
+async fn check_in_lane(pool: &PgPool, scans: Vec<KnownScan>) -> Vec<Result<Admitted, Error>> {
+    let mut events: Vec<Uuid> = scans.iter().map(|s| s.event_id).collect();
+    events.dedup();
+    if events.len() == 1 {
+        return check_in_batch(pool, events[0], scans).await;
+    }
+    events.sort();
+    events.dedup();
+    let mut answers: Vec<Option<Result<Admitted, Error>>> = scans.iter().map(|_| None).collect();
+    for event_id in events {
+        let (positions, of_event): (Vec<usize>, Vec<KnownScan>) = scans
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.event_id == event_id)
+            .map(|(i, s)| (i, s.clone()))
+            .unzip();
+        for (i, answer) in positions
+            .into_iter()
+            .zip(check_in_batch(pool, event_id, of_event).await)
+        {
+            answers[i] = Some(answer);
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(Error::internal("a scan of a lane was not answered"))))
+        .collect()
 }
 
 /// One scan in its own transaction (see [`Checkins::check_in`]).
