@@ -138,6 +138,14 @@ pub async fn update_ticket_type(
         .apply(patch)
         .map_err(Error::Validation)?;
     let ticket_type = db::ticket_types::update(&mut tx, type_id, &settings).await?;
+    if event.waiting_list_length > 0 {
+        // A type taken off sale (inactive, sales ended) stops being served and keeps no
+        // set-aside; one put back on sale is served again, from what is there now. Offers move
+        // quota counts: their locks, in the lock order.
+        db::quotas::lock_for_event(&mut tx, event_id).await?;
+        offers::offer_returned(&mut tx, event_id, ORGANISER_ACTOR).await?;
+    }
+    let event = locked_event(&mut tx, event_id).await?;
     let quotas = db::quotas::for_event(&mut tx, event_id).await?;
     let waiting = db::waiting_list::waiting_by_type(&mut tx, event_id).await?;
     let view = TicketTypeView::of(&ticket_type, &event, &quotas, &waiting);

@@ -30,8 +30,9 @@ use crate::holds::offers;
 /// checks in the same order (`domain::grant::decide`): a type that can serve the whole
 /// quantity now is `TICKETS_AVAILABLE` (buy instead); a field error, a closed sales window or
 /// the per-buyer cap refuse as a purchase would; only `TICKETS_SOLD_OUT` and
-/// `INSUFFICIENT_TICKETS` let the buyer join. A buyer with a live entry for the type is
-/// `ALREADY_WAITING`. Errors also: `NotFound` (no such event).
+/// `INSUFFICIENT_TICKETS` let the buyer join, and then only within the per-buyer cap
+/// (counting what the buyer holds: `FINGERPRINT_LIMIT`). A buyer with a live entry for the
+/// type is `ALREADY_WAITING`. Errors also: `NotFound` (no such event).
 pub async fn join(
     pool: &PgPool,
     event_id: Uuid,
@@ -99,6 +100,18 @@ pub async fn join(
             Refusal::TicketsSoldOut { .. } | Refusal::InsufficientTickets { .. },
         )) => {}
         Err(other) => return Err(other.into()),
+    }
+    // A purchase refused as sold out never reached the cap check: a line is no way round it,
+    // and an entry its buyer could not take would only be passed over at the front.
+    if let Some(limit) = event.max_tickets_per_fingerprint {
+        let already = held.get(buyer.as_str()).copied().unwrap_or(0);
+        if already + i64::from(quantity) > i64::from(limit) {
+            return Err(Refusal::FingerprintLimit {
+                limit,
+                held: already,
+            }
+            .into());
+        }
     }
     let id = db::waiting_list::insert(
         &mut tx,

@@ -82,15 +82,28 @@ pub async fn insert(
     .await
 }
 
-/// The event's waiting-list state on its row: `(waiting_list_length, available_tickets,
-/// set_aside_tickets, max_tickets_per_fingerprint)`. Call under the event's row lock.
+/// The event's row as a walk of its waiting list needs it.
+#[derive(Debug, Clone, Copy, FromRow)]
+pub struct LineEvent {
+    pub waiting_list_length: i32,
+    pub available_tickets: i32,
+    pub total_tickets: i32,
+    pub set_aside_tickets: i32,
+    pub max_tickets_per_fingerprint: Option<i32>,
+    pub sales_end_at: Option<OffsetDateTime>,
+    /// The database clock, read with the row: sales windows are judged by it.
+    pub now: OffsetDateTime,
+}
+
+/// The event's waiting-list state on its row, and the database clock. Call under the
+/// event's row lock.
 pub async fn event_state(
     conn: &mut PgConnection,
     event_id: Uuid,
-) -> Result<Option<(i32, i32, i32, Option<i32>)>, sqlx::Error> {
+) -> Result<Option<LineEvent>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT waiting_list_length, available_tickets, set_aside_tickets, \
-                max_tickets_per_fingerprint \
+        "SELECT waiting_list_length, available_tickets, total_tickets, set_aside_tickets, \
+                max_tickets_per_fingerprint, sales_end_at, now() AS now \
          FROM events WHERE id = $1",
     )
     .bind(event_id)

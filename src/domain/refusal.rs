@@ -35,7 +35,7 @@ impl FieldError {
 pub enum Refusal {
     /// A requested ticket type (`ticket_type_id`) has nothing left: the event, or a quota
     /// that contains the type, is sold out.
-    #[error("the event is sold out")]
+    #[error("no tickets of this type are left")]
     TicketsSoldOut { ticket_type_id: Uuid },
     /// Every requested type has tickets left, but not enough for the whole order;
     /// `available` is how many the order could get (for a one-line order, of its type), and
@@ -65,8 +65,8 @@ pub enum Refusal {
         tickets(*held)
     )]
     FingerprintLimit { limit: i32, held: i64 },
-    /// The hold belongs to another buyer.
-    #[error("this allocation belongs to another buyer")]
+    /// The hold, admission or waiting-list entry belongs to another buyer.
+    #[error("this belongs to another buyer")]
     FingerprintMismatch,
     /// The hold lapsed before it was paid.
     #[error("the reservation has expired")]

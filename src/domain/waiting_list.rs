@@ -31,8 +31,8 @@ pub enum EntryStatus {
     Accepted,
     /// The buyer gave the offer back (`DELETE`, or a cancel of the hold).
     Declined,
-    /// The offer lapsed unpaid, or the entry was passed over (its buyer could no longer take
-    /// the tickets: the event's per-buyer cap).
+    /// The offer lapsed unpaid, or the entry was passed over at the front of its line (its
+    /// buyer could no longer take the tickets under the per-buyer cap).
     Expired,
     /// The buyer left the line before any offer.
     Left,
@@ -137,16 +137,49 @@ pub struct InLine {
     pub offer_seconds: u32,
 }
 
-/// What a walk of the line decided: the entries to offer holds to now, in join order, and
-/// the tickets set aside for heads of lines that wait for more than is there.
+/// What a walk of the line decided: the entries to offer holds to now, in join order, those
+/// passed over, and the tickets set aside for heads of lines that wait for more than is
+/// there.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Walk {
     /// Indexes into the line walked, in join order.
     pub offers: Vec<usize>,
+    /// Indexes of entries that reached the front of their line but whose buyer can no longer
+    /// take their tickets (the per-buyer cap): they end `expired` and the line moves on.
+    pub passed_over: Vec<usize>,
     /// Of the event's available tickets (after the offers), those set aside.
     pub event_set_aside: i32,
     /// Each quota's share of the set-aside tickets (every quota is listed, 0 for most).
     pub quota_set_aside: HashMap<Uuid, i32>,
+}
+
+/// The event as a walk of its line sees it, read under the event row lock.
+#[derive(Debug, Clone, Copy)]
+pub struct LineState<'a> {
+    /// The event's available tickets, as counted (before any set-aside).
+    pub event_available: i32,
+    /// The event's capacity (`totalTickets`).
+    pub event_total: i32,
+    /// The event's quotas, as counted.
+    pub quotas: &'a [Quota],
+    /// Types whose line is not served now: inactive, or their own or the event's sales have
+    /// ended. Their entries keep waiting and block nothing.
+    pub off_sale: &'a HashSet<Uuid>,
+    /// The event's per-buyer cap, if any.
+    pub cap: Option<i32>,
+    /// What each capped buyer in the line holds of the event now (absent means none).
+    pub held: &'a HashMap<String, i64>,
+}
+
+/// The most tickets of `ticket_type` the event could ever have available at once: the least
+/// of its capacity and the size of every quota containing the type. A quantity above it can
+/// never be served.
+pub fn ceiling(ticket_type: Uuid, event_total: i32, quotas: &[Quota]) -> i32 {
+    quotas
+        .iter()
+        .filter(|quota| quota.ticket_type_ids.contains(&ticket_type))
+        .map(|quota| quota.size)
+        .fold(event_total, i32::min)
 }
 
 /// Walks the line of an event, strictly in join order, against its available tickets and
@@ -157,10 +190,20 @@ pub struct Walk {
 /// its type or of another sharing its pools, can have it. Later entries of a blocked type
 /// wait behind its head (strict order: a group of 3 at the head keeps the 2 that came back).
 ///
-/// The result depends only on the counts and the line, so every transaction that runs it
+/// Nothing at the front of a line holds it up forever. An entry whose quantity is above its
+/// type's [`ceiling`] (more than the event's capacity or a quota's size) cannot be served
+/// however many come back: it keeps its place, waiting, and blocks nothing, until a raised
+/// capacity makes it servable. An entry whose buyer would go over the per-buyer cap with it,
+/// counting what they hold and the offers this walk makes them before it, is passed over
+/// (`passed_over`, to end `expired`). Entries of a type in `off_sale` are skipped: nobody can
+/// buy the type, so nothing is offered or set aside for it until it is back on sale (the
+/// organiser's change walks the line again).
+///
+/// The result depends only on the state and the line, so every transaction that runs it
 /// under the event lock agrees: the set-aside it stores is what the purchase path withholds.
-pub fn walk(event_available: i32, quotas: &[Quota], line: &[InLine]) -> Walk {
-    let mut event = event_available;
+pub fn walk(state: LineState<'_>, line: &[InLine]) -> Walk {
+    let quotas = state.quotas;
+    let mut event = state.event_available;
     let mut quota_counts: HashMap<Uuid, i32> = quotas
         .iter()
         .map(|quota| (quota.id, quota.available_tickets))
@@ -172,13 +215,26 @@ pub fn walk(event_available: i32, quotas: &[Quota], line: &[InLine]) -> Walk {
             .map(|quota| quota.id)
             .collect()
     };
+    let mut held = state.held.clone();
     let mut blocked: HashSet<Uuid> = HashSet::new();
     let mut walk = Walk {
         quota_set_aside: quotas.iter().map(|quota| (quota.id, 0)).collect(),
         ..Walk::default()
     };
     for (index, entry) in line.iter().enumerate() {
-        if blocked.contains(&entry.ticket_type_id) {
+        if blocked.contains(&entry.ticket_type_id) || state.off_sale.contains(&entry.ticket_type_id)
+        {
+            continue;
+        }
+        if entry.quantity > ceiling(entry.ticket_type_id, state.event_total, quotas) {
+            continue;
+        }
+        let holds = held.get(&entry.fingerprint_hash).copied().unwrap_or(0);
+        if state
+            .cap
+            .is_some_and(|cap| holds + i64::from(entry.quantity) > i64::from(cap))
+        {
+            walk.passed_over.push(index);
             continue;
         }
         let pools = quotas_of(entry.ticket_type_id);
@@ -201,6 +257,7 @@ pub fn walk(event_available: i32, quotas: &[Quota], line: &[InLine]) -> Walk {
         }
         if offered {
             walk.offers.push(index);
+            *held.entry(entry.fingerprint_hash.clone()).or_default() += i64::from(taken);
         } else {
             walk.event_set_aside += taken;
             for quota in &pools {
@@ -248,12 +305,27 @@ mod tests {
         }
     }
 
+    /// Walks `line` against an event of `available` tickets out of 100, no cap, all on sale.
+    fn walk_free(available: i32, quotas: &[Quota], line: &[InLine]) -> Walk {
+        super::walk(
+            LineState {
+                event_available: available,
+                event_total: 100,
+                quotas,
+                off_sale: &HashSet::new(),
+                cap: None,
+                held: &HashMap::new(),
+            },
+            line,
+        )
+    }
+
     fn quota(available: i32, types: &[Uuid]) -> Quota {
         Quota {
             id: Uuid::new_v4(),
             event_id: Uuid::nil(),
             name: "q".into(),
-            size: available,
+            size: 100,
             available_tickets: available,
             reserved_tickets: 0,
             purchased_tickets: 0,
@@ -266,7 +338,7 @@ mod tests {
     fn entries_are_offered_in_join_order_while_tickets_last() {
         let t = Uuid::new_v4();
         let line = [entry(t, 2), entry(t, 1), entry(t, 1)];
-        let walk = walk(3, &[], &line);
+        let walk = walk_free(3, &[], &line);
         assert_eq!(walk.offers, vec![0, 1]);
         assert_eq!(walk.event_set_aside, 0);
     }
@@ -275,10 +347,10 @@ mod tests {
     fn a_group_at_the_head_keeps_what_came_back_and_nobody_behind_it_is_served() {
         let t = Uuid::new_v4();
         let line = [entry(t, 3), entry(t, 1), entry(t, 2)];
-        let walk = walk(2, &[], &line);
+        let walk = walk_free(2, &[], &line);
         assert!(walk.offers.is_empty());
         assert_eq!(walk.event_set_aside, 2);
-        let after_a_third = super::walk(3, &[], &line);
+        let after_a_third = walk_free(3, &[], &line);
         assert_eq!(after_a_third.offers, vec![0]);
         assert_eq!(after_a_third.event_set_aside, 0);
     }
@@ -287,11 +359,11 @@ mod tests {
     fn a_blocked_head_keeps_its_tickets_from_other_types_of_the_same_pool() {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         // A waits for 3 and 2 are free in the event: B behind it gets nothing of them.
-        let walk = walk(2, &[], &[entry(a, 3), entry(b, 1)]);
+        let walk = walk_free(2, &[], &[entry(a, 3), entry(b, 1)]);
         assert!(walk.offers.is_empty());
         assert_eq!(walk.event_set_aside, 2);
         // With 4 free, A's head is offered its 3 and B gets the one left.
-        let walk = super::walk(4, &[], &[entry(a, 3), entry(b, 1)]);
+        let walk = walk_free(4, &[], &[entry(a, 3), entry(b, 1)]);
         assert_eq!(walk.offers, vec![0, 1]);
     }
 
@@ -300,7 +372,7 @@ mod tests {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let saturday = quota(2, &[a, b]);
         let sunday = quota(5, &[a]);
-        let walk = walk(
+        let walk = walk_free(
             10,
             &[saturday.clone(), sunday.clone()],
             &[entry(a, 3), entry(b, 1)],
@@ -312,6 +384,89 @@ mod tests {
         assert_eq!(walk.event_set_aside, 2);
         assert_eq!(walk.quota_set_aside[&saturday.id], 2);
         assert_eq!(walk.quota_set_aside[&sunday.id], 2);
+    }
+
+    #[test]
+    fn a_head_above_what_the_type_can_ever_have_keeps_its_place_and_blocks_nothing() {
+        let t = Uuid::new_v4();
+        let line = [entry(t, 5), entry(t, 2)];
+        let mut small = quota(3, &[t]);
+        small.size = 4;
+        // The quota holds 4 at most: the head's 5 can never come back, so it blocks nothing.
+        let walked = walk_free(3, &[small.clone()], &line);
+        assert!(walked.passed_over.is_empty(), "it keeps waiting");
+        assert_eq!(walked.offers, vec![1]);
+        assert_eq!(walked.event_set_aside, 0);
+        // Over the event's capacity likewise; once the quota has room it is served first.
+        let state = LineState {
+            event_available: 3,
+            event_total: 4,
+            quotas: &[],
+            off_sale: &HashSet::new(),
+            cap: None,
+            held: &HashMap::new(),
+        };
+        assert_eq!(super::walk(state, &line).offers, vec![1]);
+        small.size = 5;
+        small.available_tickets = 5;
+        assert_eq!(walk_free(5, &[small], &line).offers, vec![0]);
+    }
+
+    #[test]
+    fn a_buyer_the_cap_leaves_no_room_for_is_passed_over_counting_this_walks_offers() {
+        let t = Uuid::new_v4();
+        let mut line = [entry(t, 2), entry(t, 2), entry(t, 1)];
+        line[0].fingerprint_hash = "a".into();
+        line[1].fingerprint_hash = "a".into();
+        line[2].fingerprint_hash = "b".into();
+        let held: HashMap<String, i64> = [("a".to_string(), 1)].into();
+        let state = LineState {
+            event_available: 10,
+            event_total: 100,
+            quotas: &[],
+            off_sale: &HashSet::new(),
+            cap: Some(4),
+            held: &held,
+        };
+        // A holds 1: the first offer of 2 fits (3), the second would make 5.
+        let walked = super::walk(state, &line);
+        assert_eq!(walked.offers, vec![0, 2]);
+        assert_eq!(walked.passed_over, vec![1]);
+        // A blocked head over the cap is passed over too, and sets nothing aside.
+        let walked = super::walk(
+            LineState {
+                event_available: 1,
+                held: &[("a".to_string(), 3)].into(),
+                ..state
+            },
+            &line,
+        );
+        assert_eq!(walked.passed_over, vec![0, 1]);
+        assert_eq!(walked.offers, vec![2]);
+        assert_eq!(walked.event_set_aside, 0);
+    }
+
+    #[test]
+    fn a_type_off_sale_is_skipped_and_keeps_nothing_from_the_others() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let off: HashSet<Uuid> = [a].into();
+        let walked = super::walk(
+            LineState {
+                event_available: 2,
+                event_total: 100,
+                quotas: &[],
+                off_sale: &off,
+                cap: None,
+                held: &HashMap::new(),
+            },
+            &[entry(a, 3), entry(b, 1)],
+        );
+        assert_eq!(walked.offers, vec![1]);
+        assert!(
+            walked.passed_over.is_empty(),
+            "an off-sale line keeps waiting"
+        );
+        assert_eq!(walked.event_set_aside, 0);
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! waits for, so no buyer, on any instance or in any purchase mode, can take a ticket ahead
 //! of the line.
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -21,16 +23,18 @@ use crate::db::{allocations, quotas, ticket_types, waiting_list};
 use crate::domain::refusal::Refusal;
 use crate::domain::stats::ChangeKind;
 use crate::domain::status::AllocationStatus;
-use crate::domain::waiting_list::{EntryStatus, InLine, walk};
+use crate::domain::waiting_list::{EntryStatus, LineState, walk};
 use crate::error::{Error, Result};
 
 /// Offers what the event has available to its waiting lists, strictly in join order
 /// (`domain::waiting_list::walk`): each entry that can be served gets a `reserved` hold of its
 /// quantity, lapsing after the entry's `offer_seconds`, and becomes `offered`; what the head
 /// of a blocked line cannot use yet is set aside for it (`events.set_aside_tickets`,
-/// `quotas.set_aside_tickets`). An entry whose buyer can no longer take its tickets (the
-/// event's per-buyer cap) is passed over and ends `expired`. Announces the result to the
-/// streams as the change of `actor_tag` (`stats::actor_tag` of a buyer, or
+/// `quotas.set_aside_tickets`). An entry at the front of its line that could never be served
+/// (its buyer has no room under the per-buyer cap, or it wants more than the type can ever
+/// have at once) is passed over and ends `expired`. The line of a type off sale (inactive, or
+/// its or the event's sales ended) is left waiting and keeps nothing. Announces the result to
+/// the streams as the change of `actor_tag` (`stats::actor_tag` of a buyer, or
 /// `events::ORGANISER_ACTOR`). A no-op for an event nobody waits for.
 ///
 /// Call after the move that returned tickets, in its transaction, holding the event's row
@@ -41,30 +45,45 @@ pub async fn offer_returned(
     event_id: Uuid,
     actor_tag: &str,
 ) -> Result<()> {
-    let Some((waiting, available, set_aside, cap)) =
-        waiting_list::event_state(conn, event_id).await?
-    else {
+    let Some(event) = waiting_list::event_state(conn, event_id).await? else {
         return Ok(());
     };
-    if waiting == 0 && set_aside == 0 {
+    if event.waiting_list_length == 0 && event.set_aside_tickets == 0 {
         return Ok(());
     }
     let quotas = quotas::for_event(conn, event_id).await?;
-    let mut line = waiting_list::line(conn, event_id).await?;
-    let walked = loop {
-        let walked = walk(available, &quotas, &line);
-        let passed_over = match cap {
-            Some(cap) => over_cap(conn, event_id, cap, &line, &walked.offers).await?,
-            None => Vec::new(),
-        };
-        if passed_over.is_empty() {
-            break walked;
+    let types = ticket_types::for_event(conn, event_id).await?;
+    let line = waiting_list::line(conn, event_id).await?;
+    // A sale that has not started yet still serves the line (the public can buy none of a
+    // type anyone waits for, so nobody is passed); one that has ended, or an inactive type,
+    // does not.
+    let ended = |end: Option<time::OffsetDateTime>| end.is_some_and(|end| end <= event.now);
+    let off_sale: HashSet<Uuid> = types
+        .iter()
+        .filter(|t| !t.active || ended(t.sales.end) || ended(event.sales_end_at))
+        .map(|t| t.id)
+        .collect();
+    let held = match event.max_tickets_per_fingerprint {
+        Some(_) => {
+            let buyers: Vec<&str> = line.iter().map(|e| e.fingerprint_hash.as_str()).collect();
+            allocations::held_by_buyers(conn, event_id, &buyers).await?
         }
-        for index in passed_over.iter().rev() {
-            let entry = line.remove(*index);
-            waiting_list::end_waiting(conn, entry.id, EntryStatus::Expired).await?;
-        }
+        None => HashMap::new(),
     };
+    let walked = walk(
+        LineState {
+            event_available: event.available_tickets,
+            event_total: event.total_tickets,
+            quotas: &quotas,
+            off_sale: &off_sale,
+            cap: event.max_tickets_per_fingerprint,
+            held: &held,
+        },
+        &line,
+    );
+    for index in &walked.passed_over {
+        waiting_list::end_waiting(conn, line[*index].id, EntryStatus::Expired).await?;
+    }
     // The set-aside first, so the notification of the last offer's count move, and the
     // announcement below, carry it.
     waiting_list::store_set_aside(
@@ -74,61 +93,27 @@ pub async fn offer_returned(
         &walked.quota_set_aside,
     )
     .await?;
-    if !walked.offers.is_empty() {
-        let types = ticket_types::for_event(conn, event_id).await?;
-        for index in &walked.offers {
-            let entry = &line[*index];
-            let price = types
-                .iter()
-                .find(|t| t.id == entry.ticket_type_id)
-                .map(|t| t.price)
-                .ok_or_else(|| Error::internal("a waiting list entry of no type of its event"))?;
-            waiting_list::insert_offer(conn, event_id, entry, price).await?;
-            events::move_counts(
-                conn,
-                event_id,
-                CountMove::Reserve,
-                entry.quantity,
-                &[(entry.ticket_type_id, entry.quantity)],
-                ChangeKind::TicketAllocated,
-                &entry.fingerprint_hash,
-            )
-            .await?;
-        }
+    for index in &walked.offers {
+        let entry = &line[*index];
+        let price = types
+            .iter()
+            .find(|t| t.id == entry.ticket_type_id)
+            .map(|t| t.price)
+            .ok_or_else(|| Error::internal("a waiting list entry of no type of its event"))?;
+        waiting_list::insert_offer(conn, event_id, entry, price).await?;
+        events::move_counts(
+            conn,
+            event_id,
+            CountMove::Reserve,
+            entry.quantity,
+            &[(entry.ticket_type_id, entry.quantity)],
+            ChangeKind::TicketAllocated,
+            &entry.fingerprint_hash,
+        )
+        .await?;
     }
     events::announce_waiting_list_change(conn, event_id, actor_tag).await?;
     Ok(())
-}
-
-/// The indexes (ascending) of the entries among `offers` whose buyer would go over the
-/// event's per-buyer `cap` with the offer, counting what they hold and the offers before
-/// theirs.
-async fn over_cap(
-    conn: &mut PgConnection,
-    event_id: Uuid,
-    cap: i32,
-    line: &[InLine],
-    offers: &[usize],
-) -> Result<Vec<usize>> {
-    if offers.is_empty() {
-        return Ok(Vec::new());
-    }
-    let buyers: Vec<&str> = offers
-        .iter()
-        .map(|index| line[*index].fingerprint_hash.as_str())
-        .collect();
-    let mut held = allocations::held_by_buyers(conn, event_id, &buyers).await?;
-    let mut over = Vec::new();
-    for index in offers {
-        let entry = &line[*index];
-        let holds = held.entry(entry.fingerprint_hash.clone()).or_default();
-        if *holds + i64::from(entry.quantity) > i64::from(cap) {
-            over.push(*index);
-        } else {
-            *holds += i64::from(entry.quantity);
-        }
-    }
-    Ok(over)
 }
 
 /// The buyer gives back the hold offered to their waiting-list entry (`DELETE

@@ -97,7 +97,7 @@ impl From<sqlx::Error> for ApiError {
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     /// What went wrong, for a person.
-    #[schema(example = "the event is sold out")]
+    #[schema(example = "no tickets of this type are left")]
     pub error: String,
     /// A stable machine-readable code (see docs/errors.md).
     #[schema(example = "TICKETS_SOLD_OUT")]

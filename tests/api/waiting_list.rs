@@ -472,3 +472,189 @@ async fn the_stream_carries_the_line_length_and_each_types_waiting() {
     assert_eq!(types[0]["waiting"], 1, "{:?}", message.data);
     assert_eq!(types[0]["available"], 0);
 }
+
+/// Buys `quantity` of `type_id` as `buyer`, expecting 201: the allocation id.
+async fn hold_of_type(
+    app: &TestApp,
+    event_id: &str,
+    type_id: &str,
+    quantity: i64,
+    buyer: &str,
+) -> String {
+    let (status, body) = app
+        .send(
+            app.request(Method::POST, &format!("/events/{event_id}/tickets"))
+                .header("X-Device-Fingerprint", buyer)
+                .json(&json!({"quantity": quantity, "ticketTypeId": type_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    id_of(&body)
+}
+
+/// A second type of the event, free: its id.
+async fn second_type(app: &TestApp, event_id: &str, name: &str) -> String {
+    let (status, body) = admin(
+        app,
+        Method::POST,
+        &format!("/events/{event_id}/ticket-types"),
+        Some(json!({"name": name, "price": 0})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    id_of(&body)
+}
+
+#[tokio::test]
+async fn the_per_buyer_cap_holds_for_a_join_and_a_buyer_it_leaves_no_room_for_is_passed_over() {
+    let app = app(&[]).await;
+    let (event_id, default_type) = event(&app, 10).await;
+    let (status, body) = admin(
+        &app,
+        Method::PATCH,
+        &format!("/events/{event_id}"),
+        Some(json!({"maxTicketsPerFingerprint": 2})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let other_type = second_type(&app, &event_id, "Balcony").await;
+    // The default type in a quota of 2, sold out; the event keeps 8 for the other type.
+    let (status, body) = admin(
+        &app,
+        Method::POST,
+        &format!("/events/{event_id}/quotas"),
+        Some(json!({"name": "Stalls", "size": 2, "ticketTypeIds": [default_type]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (held, holder) = hold(&app, &event_id, 2).await;
+
+    // Sold out, but a line is no way round the cap: 2 held + 1 wanted > 2.
+    let (status, body) = join(&app, &event_id, json!({"quantity": 1}), &holder).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "FINGERPRINT_LIMIT");
+    assert_eq!(body["held"], 2, "{body}");
+    assert_eq!(app.row_count("waiting_list_entries").await, 0);
+    let (status, body) = join(&app, &event_id, json!({"quantity": 3}), &new_fingerprint()).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "FINGERPRINT_LIMIT");
+    assert_eq!(body["held"], 0, "more than the cap on its own: {body}");
+    assert_eq!(app.row_count("waiting_list_entries").await, 0);
+
+    // A buyer joins for 2, then buys 1 of the other type: at their turn they cannot take 2.
+    let (first, first_buyer) = joined(&app, &event_id, 2).await;
+    hold_of_type(&app, &event_id, &other_type, 1, &first_buyer).await;
+    let (second, second_buyer) = joined(&app, &event_id, 2).await;
+    let (status, body) = app.cancel(&held, &holder).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let passed = status_of(&app, &first, &first_buyer).await;
+    assert_eq!(passed["status"], "expired", "{passed}");
+    assert!(
+        passed["offer"].is_null(),
+        "passed over without an offer: {passed}"
+    );
+    let offered = status_of(&app, &second, &second_buyer).await;
+    assert_eq!(offered["status"], "offered", "the line moves on: {offered}");
+    let shown = balanced(&app, &event_id).await;
+    assert_eq!(shown["setAsideTickets"], 0, "{shown}");
+    assert_eq!(shown["waitingListLength"], 0, "{shown}");
+}
+
+#[tokio::test]
+async fn a_head_wanting_more_than_the_type_can_ever_have_holds_nobody_up() {
+    let app = app(&[]).await;
+    let (event_id, default_type) = event(&app, 10).await;
+    let (status, body) = admin(
+        &app,
+        Method::POST,
+        &format!("/events/{event_id}/quotas"),
+        Some(json!({"name": "Stalls", "size": 2, "ticketTypeIds": [default_type]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let quota_id = id_of(&body);
+    let (held, holder) = hold(&app, &event_id, 1).await;
+    hold(&app, &event_id, 1).await;
+    let (status, body) = admin(
+        &app,
+        Method::PATCH,
+        &format!("/events/{event_id}/quotas/{quota_id}"),
+        Some(json!({"size": 2})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Three can never fit a quota of 2: the group waits, the single behind it is not held up.
+    let (group, group_buyer) = joined(&app, &event_id, 3).await;
+    let (single, single_buyer) = joined(&app, &event_id, 1).await;
+    let (status, body) = app.cancel(&held, &holder).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let waiting = status_of(&app, &group, &group_buyer).await;
+    assert_eq!(waiting["status"], "waiting", "{waiting}");
+    assert_eq!(waiting["position"], 1, "{waiting}");
+    assert_eq!(
+        status_of(&app, &single, &single_buyer).await["status"],
+        "offered"
+    );
+    let shown = balanced(&app, &event_id).await;
+    assert_eq!(shown["setAsideTickets"], 0, "{shown}");
+
+    // The quota raised to 5 (3 free): the group is served first.
+    let (status, body) = admin(
+        &app,
+        Method::PATCH,
+        &format!("/events/{event_id}/quotas/{quota_id}"),
+        Some(json!({"size": 5})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        status_of(&app, &group, &group_buyer).await["status"],
+        "offered"
+    );
+    balanced(&app, &event_id).await;
+}
+
+#[tokio::test]
+async fn a_type_off_sale_is_offered_nothing_until_it_is_back_on_sale() {
+    let app = app(&[]).await;
+    let (event_id, default_type) = event(&app, 2).await;
+    let other_type = second_type(&app, &event_id, "Balcony").await;
+    let (held, holder) = hold(&app, &event_id, 2).await;
+    let (waiting, waiting_buyer) = joined(&app, &event_id, 2).await;
+    let (status, body) = admin(
+        &app,
+        Method::PATCH,
+        &format!("/events/{event_id}/ticket-types/{default_type}"),
+        Some(json!({"active": false})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Two come back while the type is inactive: no offer, nothing set aside, and the other
+    // type's buyers may have them.
+    let (status, body) = app.cancel(&held, &holder).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let still = status_of(&app, &waiting, &waiting_buyer).await;
+    assert_eq!(still["status"], "waiting", "{still}");
+    let shown = balanced(&app, &event_id).await;
+    assert_eq!(shown["setAsideTickets"], 0, "{shown}");
+    let other_buyer = new_fingerprint();
+    let balcony = hold_of_type(&app, &event_id, &other_type, 1, &other_buyer).await;
+
+    // Back on sale: the one left is set aside for the head, and the balcony's return makes two.
+    let (status, body) = admin(
+        &app,
+        Method::PATCH,
+        &format!("/events/{event_id}/ticket-types/{default_type}"),
+        Some(json!({"active": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let shown = balanced(&app, &event_id).await;
+    assert_eq!(shown["setAsideTickets"], 1, "{shown}");
+    let (status, body) = app.cancel(&balcony, &other_buyer).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let offered = status_of(&app, &waiting, &waiting_buyer).await;
+    assert_eq!(offered["status"], "offered", "{offered}");
+    let shown = balanced(&app, &event_id).await;
+    assert_eq!(shown["reservedTickets"], 2, "{shown}");
+    assert_eq!(shown["setAsideTickets"], 0, "{shown}");
+}
