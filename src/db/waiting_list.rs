@@ -264,8 +264,9 @@ pub async fn insert_offer(
              INSERT INTO allocation_lines (allocation_id, ticket_type_id, quantity, unit_price) \
              VALUES ($2, $3, $4, $5)) \
          INSERT INTO ticket_allocations \
-             (id, event_id, quantity, status, fingerprint_hash, expires_at, total) \
-         VALUES ($2, $1, $4, 'reserved', $6, now() + make_interval(secs => $7), $5 * $4)",
+             (id, event_id, quantity, status, fingerprint_hash, expires_at, total, \
+              waiting_list_offer) \
+         VALUES ($2, $1, $4, 'reserved', $6, now() + make_interval(secs => $7), $5 * $4, true)",
     )
     .bind(event_id)
     .bind(allocation_id)
