@@ -122,15 +122,10 @@ pub async fn join(
         offer_seconds,
     )
     .await?;
-    let actor = actor_tag(buyer.as_str());
-    if waiting_types.contains(&ticket_type_id) {
-        // Behind others of its type: the walk would stop at the type's blocked head before
-        // reaching it, so nothing is offered or set aside; only the line's length moved.
-        db::events::announce_waiting_list_change(&mut tx, event_id, &actor).await?;
-    } else {
-        // The head of its type's line: what the type has left is set aside for it.
-        offers::offer_returned(&mut tx, event_id, &actor).await?;
-    }
+    // Walk the line with the newcomer in it: as the head of its type's line it has what the
+    // type has left set aside for it (or offered, should an entry that could never be served
+    // have been keeping tickets free ahead of it); behind others nothing moves.
+    offers::offer_returned(&mut tx, event_id, &actor_tag(buyer.as_str())).await?;
     let entry = db::waiting_list::find(&mut tx, id)
         .await?
         .ok_or_else(|| Error::internal("a waiting list entry inserted in this transaction"))?;

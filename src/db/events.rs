@@ -13,6 +13,7 @@ use crate::domain::catalogue::{DEFAULT_TICKET_TYPE_NAME, Quota, SalesWindow, Tic
 use crate::domain::event::{Event, EventSettings, NewEvent};
 use crate::domain::page::PageRequest;
 use crate::domain::stats::{ChangeKind, TypeAvailability, actor_tag};
+use crate::domain::waiting_list::TypeLine;
 
 /// The columns an [`Event`] is read from, as a literal so queries can be built with `concat!`.
 macro_rules! event_columns {
@@ -39,10 +40,11 @@ macro_rules! stream_ticket_types_max {
 
 /// The availability of each of the event's ticket types (the first
 /// [`STREAM_TICKET_TYPES_MAX`] in creation order), as a JSON array of compact
-/// `[id, available, waiting]` arrays (read as `TypeAvailability`): what the public can buy of the type (nothing while anyone
-/// waits for it, else the least of the event's available tickets and those of every quota
-/// containing the type, less what each has set aside for the waiting list; the rule of
-/// `domain::waiting_list::public_available`) and how many entries wait for it. SQL over an
+/// `[id, available, waiting]` arrays (read as `TypeAvailability`): what the public can buy
+/// of the type (nothing while anyone waits for it who could be served,
+/// `entry_closes_its_type`; else the least of the event's available tickets and those of
+/// every quota containing the type, less what each has set aside for the waiting list; the
+/// rule of `domain::waiting_list::public_available`) and how many entries wait for it. SQL over an
 /// `events` row; `$quotas` names a relation of the event's quotas with `id`,
 /// `available_tickets` and `set_aside_tickets` (the table itself, or the quotas as a
 /// statement has just moved them).
@@ -50,7 +52,7 @@ macro_rules! type_availability {
     ($quotas:literal) => {
         concat!(
             "(SELECT COALESCE(json_agg(json_build_array(t.id, \
-                 CASE WHEN t.waiting > 0 THEN 0 ELSE GREATEST(0, \
+                 CASE WHEN t.closed THEN 0 ELSE GREATEST(0, \
                  LEAST(events.available_tickets - events.set_aside_tickets, \
                        (SELECT min(q.available_tickets - q.set_aside_tickets) \
                         FROM quota_ticket_types qt JOIN ",
@@ -60,7 +62,12 @@ macro_rules! type_availability {
                  ORDER BY t.created_at, t.id), '[]'::json) \
              FROM (SELECT tt.id, tt.created_at, \
                           (SELECT count(*) FROM waiting_list_entries w \
-                           WHERE w.ticket_type_id = tt.id AND w.status = 'waiting') AS waiting \
+                           WHERE w.ticket_type_id = tt.id AND w.status = 'waiting') AS waiting, \
+                          EXISTS (SELECT 1 FROM waiting_list_entries w \
+                                  WHERE w.ticket_type_id = tt.id AND \
+                                  ",
+            entry_closes_its_type!("w", "events.total_tickets"),
+            ") AS closed \
                    FROM ticket_types tt WHERE tt.event_id = events.id \
                    ORDER BY tt.created_at, tt.id LIMIT ",
             stream_ticket_types_max!(),
@@ -522,8 +529,8 @@ pub struct Catalogue {
     pub ticket_types: Vec<TicketType>,
     /// In id order.
     pub quotas: Vec<Quota>,
-    /// Entries waiting for each type (types nobody waits for are absent).
-    pub waiting: HashMap<Uuid, i64>,
+    /// Each type's line: how many wait, and whether that closes the type (absent: nobody).
+    pub waiting: HashMap<Uuid, TypeLine>,
 }
 
 /// The event with its ticket types, quotas and waiting-list lengths, read in one REPEATABLE

@@ -1,6 +1,29 @@
 //! All SQL lives under this module: one file per table or concern. Callers own transactions;
 //! functions take `&mut PgConnection` so they run inside whichever transaction holds the locks.
 
+/// The SQL condition under which the waiting-list entry `$w` (a `waiting_list_entries`
+/// alias) closes its type to the public: it waits, and its quantity is within what the type
+/// can ever have at once, the least of the event's capacity (`$total`, an SQL expression)
+/// and the size of every quota containing the type (`domain::waiting_list::ceiling`). An
+/// entry above that can never be served, so it keeps its place but closes nothing: one
+/// buyer asking for more than exists cannot stop a type's sale.
+macro_rules! entry_closes_its_type {
+    ($w:literal, $total:literal) => {
+        concat!(
+            $w,
+            ".status = 'waiting' AND ",
+            $w,
+            ".quantity <= LEAST(",
+            $total,
+            ", COALESCE((SELECT min(cq.size) FROM quota_ticket_types cqt \
+                JOIN quotas cq ON cq.id = cqt.quota_id \
+                WHERE cqt.ticket_type_id = ",
+            $w,
+            ".ticket_type_id), 2147483647))"
+        )
+    };
+}
+
 pub mod admissions;
 pub mod allocations;
 pub mod charges;

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::page::PageRequest;
-use crate::domain::waiting_list::{EntryStatus, InLine, Offer, WaitingEntry};
+use crate::domain::waiting_list::{EntryStatus, InLine, Offer, TypeLine, WaitingEntry};
 
 /// The columns a [`WaitingEntry`] is read from, over `waiting_list_entries w`: its position
 /// among the entries of its type that wait (counted from 1, null unless it waits) and its
@@ -222,29 +222,37 @@ pub async fn waiting_types(
     conn: &mut PgConnection,
     event_id: Uuid,
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
-    let types: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT ticket_type_id FROM waiting_list_entries \
-         WHERE event_id = $1 AND status = 'waiting'",
-    )
+    let types: Vec<Uuid> = sqlx::query_scalar(concat!(
+        "SELECT DISTINCT w.ticket_type_id FROM waiting_list_entries w \
+         JOIN events e ON e.id = w.event_id \
+         WHERE w.event_id = $1 AND ",
+        entry_closes_its_type!("w", "e.total_tickets")
+    ))
     .bind(event_id)
     .fetch_all(conn)
     .await?;
     Ok(types.into_iter().collect())
 }
 
-/// How many entries wait for each of the event's types (types nobody waits for are absent).
+/// Each of the event's types someone waits for: how many wait, and whether that closes the
+/// type to the public (as [`waiting_types`]). Types nobody waits for are absent.
 pub async fn waiting_by_type(
     conn: &mut PgConnection,
     event_id: Uuid,
-) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-        "SELECT ticket_type_id, count(*) FROM waiting_list_entries \
-         WHERE event_id = $1 AND status = 'waiting' GROUP BY ticket_type_id",
-    )
+) -> Result<HashMap<Uuid, TypeLine>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64, bool)> = sqlx::query_as(concat!(
+        "SELECT w.ticket_type_id, count(*), bool_or(",
+        entry_closes_its_type!("w", "e.total_tickets"),
+        ") FROM waiting_list_entries w JOIN events e ON e.id = w.event_id \
+         WHERE w.event_id = $1 AND w.status = 'waiting' GROUP BY w.ticket_type_id"
+    ))
     .bind(event_id)
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, waiting, closed)| (id, TypeLine { waiting, closed }))
+        .collect())
 }
 
 /// Makes the hold offered to an entry: `reserved`, for the entry's buyer, of its quantity of

@@ -11,7 +11,7 @@ use super::event::{Event, parse_date_time, parse_name};
 use super::money::{Currency, parse_price};
 use super::patch::{Patch, nullable, required};
 use super::refusal::FieldError;
-use super::waiting_list::public_available;
+use super::waiting_list::{TypeLine, public_available};
 
 /// Name of the type every event is made with, which `{quantity}` without a `ticketTypeId`
 /// buys.
@@ -420,18 +420,19 @@ impl From<Quota> for QuotaView {
 
 impl TicketTypeView {
     /// The public view of `ticket_type` in `event` (read together with `quotas` and
-    /// `waiting`, the entries waiting for each type; absent means none): what the public can
-    /// buy of it (`waiting_list::public_available`) and how many wait for it.
+    /// `waiting`, each type's line; absent means nobody waits): what the public can buy of it
+    /// (`waiting_list::public_available`, closed by a line that could be served) and how many
+    /// wait for it.
     pub fn of(
         ticket_type: &TicketType,
         event: &Event,
         quotas: &[Quota],
-        waiting: &HashMap<Uuid, i64>,
+        waiting: &HashMap<Uuid, TypeLine>,
     ) -> Self {
-        let waiting_for_type = waiting.get(&ticket_type.id).copied().unwrap_or(0);
+        let waiting_for_type = waiting.get(&ticket_type.id).map_or(0, |line| line.waiting);
         let waiting_types: HashSet<Uuid> = waiting
             .iter()
-            .filter(|(_, n)| **n > 0)
+            .filter(|(_, line)| line.closed)
             .map(|(id, _)| *id)
             .collect();
         Self {
@@ -462,7 +463,7 @@ impl TicketTypeView {
         event: &Event,
         ticket_types: &[TicketType],
         quotas: &[Quota],
-        waiting: &HashMap<Uuid, i64>,
+        waiting: &HashMap<Uuid, TypeLine>,
     ) -> Vec<Self> {
         ticket_types
             .iter()

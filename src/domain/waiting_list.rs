@@ -126,6 +126,14 @@ pub struct WaitingEntry {
     pub fingerprint_hash: String,
 }
 
+/// How one type's line stands: how many entries wait, and whether any of them could be
+/// served (its quantity within the type's [`ceiling`]), which closes the type to the public.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TypeLine {
+    pub waiting: i64,
+    pub closed: bool,
+}
+
 /// An entry that waits, as the walk needs it: which type, how many, in join order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InLine {

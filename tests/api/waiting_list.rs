@@ -658,3 +658,34 @@ async fn a_type_off_sale_is_offered_nothing_until_it_is_back_on_sale() {
     assert_eq!(shown["reservedTickets"], 2, "{shown}");
     assert_eq!(shown["setAsideTickets"], 0, "{shown}");
 }
+
+#[tokio::test]
+async fn asking_for_more_than_exists_stops_nobody_buying_and_nobody_behind() {
+    let app = app(&[]).await;
+    let (event_id, _) = event(&app, 2).await;
+    // Three of an event of two: it may wait (for a raise), but closes nothing.
+    let (greedy, greedy_buyer) = joined(&app, &event_id, 3).await;
+    let shown = balanced(&app, &event_id).await;
+    assert_eq!(shown["ticketTypes"][0]["available"], 2, "{shown}");
+    assert_eq!(shown["ticketTypes"][0]["waiting"], 1, "{shown}");
+    assert_eq!(shown["waitingListLength"], 1, "{shown}");
+    let (held, holder) = hold(&app, &event_id, 1).await;
+    let (status, body) = join(&app, &event_id, json!({"quantity": 1}), &new_fingerprint()).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "TICKETS_AVAILABLE");
+    assert_eq!(body["available"], 1, "{body}");
+    hold(&app, &event_id, 1).await;
+
+    // Sold out: a single joins behind the greedy entry and the next ticket back is theirs.
+    let (single, single_buyer) = joined(&app, &event_id, 1).await;
+    assert_eq!(single["position"], 2, "{single}");
+    let (status, body) = app.cancel(&held, &holder).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        status_of(&app, &single, &single_buyer).await["status"],
+        "offered"
+    );
+    let still = status_of(&app, &greedy, &greedy_buyer).await;
+    assert_eq!(still["status"], "waiting", "{still}");
+    assert_eq!(still["position"], 1, "{still}");
+    balanced(&app, &event_id).await;
+}
