@@ -69,11 +69,38 @@ fn backstop(constraint: &str) -> Option<&'static str> {
     BACKSTOPS.into_iter().find(|name| *name == constraint)
 }
 
-/// SQLSTATEs that mean the server is gone, shutting down, full, refusing connections or too
-/// slow (08 connection exceptions, 57P0x shutdowns, 53 insufficient resources, 55000 for a
-/// database not accepting connections, 3D000 missing database, 28 authorization, 55P03
-/// lock_timeout, 57014 statement_timeout): not bugs, and worth a retry.
+/// SQLSTATEs that mean "not here, not now, try again": the server is gone, shutting down,
+/// full, refusing connections, too slow, or not (yet) a primary that takes writes. 08
+/// connection exceptions, 57P0x shutdowns, 53 insufficient resources, 55000 a database not
+/// accepting connections, 3D000 missing database, 28 authorization, 55P03 lock_timeout,
+/// 57014 statement_timeout; 25006 a read-only transaction (a standby, or a primary still in
+/// recovery, behind a proxy that sent the write there: seen in failover trials); 25P03 a
+/// session ended for idling in a transaction; 40001 serialization failure (also a query
+/// cancelled by a conflict with recovery), 40P01 deadlock, 40003 a statement whose completion
+/// is unknown; 72000 snapshot too old. None is a bug in the request, and every one is worth
+/// a retry: each answers 503 with `Retry-After`, never 500.
 fn is_connection_loss(code: Option<&str>) -> bool {
     matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
-        || c.starts_with("28") || c == "55000" || c == "3D000" || c == "55P03" || c == "57014")
+        || c.starts_with("28")
+        || matches!(c, "55000" | "3D000" | "55P03" | "57014" | "25006" | "25P03" | "40001"
+            | "40P01" | "40003" | "72000"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_connection_loss;
+
+    #[test]
+    fn not_here_not_now_errors_are_retryable_and_request_errors_are_not() {
+        for code in [
+            "08006", "57P01", "57P03", "53300", "28P01", "55000", "3D000", "55P03", "57014",
+            "25006", "25P03", "40001", "40P01", "40003", "72000",
+        ] {
+            assert!(is_connection_loss(Some(code)), "{code}");
+        }
+        for code in ["23505", "23514", "22P02", "42601", "P0001", "40002"] {
+            assert!(!is_connection_loss(Some(code)), "{code}");
+        }
+        assert!(!is_connection_loss(None));
+    }
 }

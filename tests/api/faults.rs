@@ -539,3 +539,105 @@ async fn three_instances_on_one_database_never_oversell_and_expire_each_hold_onc
         log.answers()
     );
 }
+
+/// Sets or clears `default_transaction_read_only` on `database` and ends every session on
+/// it, so the app's pools reconnect under the new default (a hot standby, or a primary still
+/// in recovery, behind a proxy that sent writes there), then reads the event until the app
+/// answers from fresh sessions.
+async fn make_read_only(app: &crate::helpers::TestApp, database: &str, on: bool, event_id: &str) {
+    let mut admin = crate::helpers::admin_connection().await;
+    let setting = if on {
+        "SET default_transaction_read_only = on"
+    } else {
+        "RESET default_transaction_read_only"
+    };
+    let statement = format!("ALTER DATABASE \"{database}\" {setting}");
+    sqlx::query(sqlx::AssertSqlSafe(statement))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(database)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    eventually("reads from fresh sessions", WAIT, || async {
+        let reads =
+            futures_util::future::join_all((0..16).map(|_| {
+                app.send(app.request(reqwest::Method::GET, &format!("/events/{event_id}")))
+            }))
+            .await;
+        reads
+            .iter()
+            .all(|(status, _)| *status == StatusCode::OK)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Writes refused as a read-only transaction (SQLSTATE 25006, what a failover trial saw when
+/// a proxy sent writes to a primary still in recovery) tell the client to retry, 503 with
+/// `Retry-After`, on every write path, and change nothing; once the database takes writes
+/// again, so does the app.
+#[tokio::test]
+async fn writes_refused_as_read_only_answer_503_with_retry_after_and_change_nothing() {
+    let options = fresh_database().await;
+    let database = options.get_database().unwrap().to_owned();
+    let app = spawn_app_on(&options, &[]).await;
+    let event = app.create_event("Read only", 10, None).await;
+    let event_id = id_of(&event);
+    let holder = new_fingerprint();
+    let (status, held) = app.purchase(&event_id, 2, &holder).await;
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    let held = id_of(&held);
+    let (status, other) = app.purchase(&event_id, 1, &holder).await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    let other = id_of(&other);
+
+    make_read_only(&app, &database, true, &event_id).await;
+    let writes = [
+        (
+            "purchase",
+            app.purchase_request(&event_id, 1, &new_fingerprint()),
+        ),
+        ("payment", app.pay_request(&held, &holder, None)),
+        (
+            "cancel",
+            app.request(
+                reqwest::Method::DELETE,
+                &format!("/tickets/{other}/payment"),
+            )
+            .header("X-Device-Fingerprint", &holder),
+        ),
+        (
+            "event",
+            app.request(reqwest::Method::POST, "/events")
+                .json(&serde_json::json!({
+                "name": "Not now", "date": "2027-06-01T19:00:00Z", "totalTickets": 5})),
+        ),
+    ];
+    for (what, request) in writes {
+        let (status, body, retry) = exchange(request).await.expect("an answer");
+        assert_error(
+            status,
+            &body,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+        );
+        assert!(retry.is_some(), "{what}: 503 without Retry-After");
+    }
+    let tickets = tickets_by_status(&app.pool, &event_id).await;
+    make_read_only(&app, &database, false, &event_id).await;
+    assert_eq!(tickets_by_status(&app.pool, &event_id).await, tickets);
+    let shown = app.event(&event_id).await;
+    assert_eq!(shown["reservedTickets"], 3, "nothing moved: {shown}");
+    assert_counts_match_rows(&app.pool, &shown).await;
+
+    let (status, body) = app.purchase(&event_id, 1, &new_fingerprint()).await;
+    assert_eq!(status, StatusCode::CREATED, "writes again: {body}");
+    let (status, body) = app.pay(&held, &holder, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
