@@ -14,9 +14,12 @@
 //! (see `holds::payment`). The HTTP layer runs a keyed request's work to its end even when
 //! the request is cut off, and a graceful shutdown waits for it, so a claim is left unsettled
 //! only by a dead process, a panic, a release that failed on every try, or work still running
-//! when the shutdown stops waiting: a claim still `in_progress` (and not parked) for
-//! [`STALE_CLAIM_SECONDS`] is taken to be abandoned, and is taken over. That age is a guess, not a guarantee (an attempt may still be
-//! waiting for a lock or the provider), so the claim carries its attempt's id, a fencing
+//! when the shutdown stops waiting: a claim still `in_progress` (and not parked) for longer
+//! than the request timeout plus [`CLAIM_MARGIN`] ([`stale_claim_age`]) is taken to be
+//! abandoned, and is taken over: no client still waits for it, so after a crash or a failover
+//! a retry gets its answer within seconds of that age, not minutes. The age does not bound the
+//! work (a cut-off request's work runs on, and may still wait for a lock or the provider), so
+//! the claim carries its attempt's id, a fencing
 //! token: a takeover gives the claim a new id, and the attempt it was taken from can then no
 //! longer record, release or park it. Its record fails its effect's transaction (a batched
 //! purchase leaves just that request out, under the lock, before it writes anything), so a
@@ -36,10 +39,17 @@ use crate::error::{Error, Result};
 /// How long a duplicate waits for the first attempt before answering 409.
 const WAIT_FOR_FIRST: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(25);
-/// Age after which an `in_progress` claim is taken to be abandoned by a crashed attempt. An
-/// attempt may run longer (lock and statement timeouts can be longer, and a provider call has
-/// none): the claim's attempt id keeps such an attempt from recording over its successor.
-pub const STALE_CLAIM_SECONDS: f64 = 120.0;
+/// What a claim's age must exceed beyond the request timeout before it is taken over: time
+/// for an answer to leave the server after the timeout fired.
+pub const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+
+/// Age after which an `in_progress` claim is taken to be abandoned: `request_timeout` (by
+/// then the client of the attempt has had its answer, 503 at the latest) plus
+/// [`CLAIM_MARGIN`]. Its work may run longer (a cut-off request's work runs to its end): the
+/// claim's attempt id keeps such an attempt from recording over its successor.
+pub fn stale_claim_age(request_timeout: Duration) -> Duration {
+    request_timeout + CLAIM_MARGIN
+}
 /// How often [`finish`] and [`park`] try their write before leaving the claim to go stale.
 const SETTLE_TRIES: u32 = 3;
 
@@ -57,13 +67,16 @@ pub enum Attempt {
     Replay { status: u16, body: String },
 }
 
-/// Claims the key for this request, or finds the first attempt's outcome.
+/// Claims the key for this request, or finds the first attempt's outcome. A claim left
+/// unsettled (not parked) for `stale_after` ([`stale_claim_age`]) is taken over.
 pub async fn begin(
     pool: &PgPool,
     buyer: &FingerprintHash,
     key: &IdempotencyKey,
     request_hash: &str,
+    stale_after: Duration,
 ) -> Result<Attempt> {
+    let stale_seconds = stale_after.as_secs_f64();
     let key = KeyRef::new(buyer, key);
     let ours = Claim {
         key: key.clone(),
@@ -80,11 +93,9 @@ pub async fn begin(
             s.expired
                 || (!s.completed
                     && s.awaiting_allocation.is_none()
-                    && s.claim_age_seconds >= STALE_CLAIM_SECONDS)
+                    && s.claim_age_seconds >= stale_seconds)
         });
-        if abandoned
-            && db::idempotency::reclaim(pool, &ours, request_hash, STALE_CLAIM_SECONDS).await?
-        {
+        if abandoned && db::idempotency::reclaim(pool, &ours, request_hash, stale_seconds).await? {
             return Ok(Attempt::First(ours));
         }
         match stored {
@@ -199,7 +210,7 @@ impl<T> Recorder<T> {
 
 /// For each request of a batch whose effect the caller's transaction `conn` is about to make
 /// (its claim, `None` for a request without a key), whether its claim is no longer held by
-/// its attempt: taken over (see [`STALE_CLAIM_SECONDS`]), so the request must make no effect.
+/// its attempt: taken over (see [`stale_claim_age`]), so the request must make no effect.
 /// The claims still held are row-locked until that transaction ends. Callers hold the event
 /// row lock already, and no transaction takes the two the other way round (a claim or a
 /// refusal's record runs outside any event lock), so the order event, then key cannot

@@ -190,6 +190,9 @@ impl Server {
                 max_tickets_per_purchase: args.max_tickets_per_purchase,
                 default_currency: args.default_currency,
                 waiting_list_offer_seconds: args.waiting_list_offer_seconds,
+                stale_claim_age: crate::idempotency::stale_claim_age(Duration::from_millis(
+                    args.request_timeout_ms,
+                )),
             }),
             fingerprint_key: fingerprint_key(&database.pool, args.fingerprint_secret.as_deref())
                 .await?,

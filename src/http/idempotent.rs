@@ -181,12 +181,14 @@ where
     F: FnOnce(Option<Recorder<T>>) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
-    let (claim, parked) = match idempotency::begin(&state.pool, buyer, key, hash).await? {
-        Attempt::First(claim) => (claim, None),
-        // The effect resolves the parked payment before it runs anything.
-        Attempt::Parked(claim, payment) => (claim, Some(payment)),
-        Attempt::Replay { status, body } => return replay(status, body),
-    };
+    let (claim, parked) =
+        match idempotency::begin(&state.pool, buyer, key, hash, state.rules.stale_claim_age).await?
+        {
+            Attempt::First(claim) => (claim, None),
+            // The effect resolves the parked payment before it runs anything.
+            Attempt::Parked(claim, payment) => (claim, Some(payment)),
+            Attempt::Replay { status, body } => return replay(status, body),
+        };
     let render = move |value: &T| {
         serde_json::to_string(value)
             .map(|body| StoredResponse {

@@ -28,6 +28,9 @@ pub struct SaleRules {
     pub default_currency: Currency,
     /// How long a hold offered to a waiting-list entry lasts (`--waiting-list-offer-seconds`).
     pub waiting_list_offer_seconds: u32,
+    /// Age after which an unsettled idempotency claim is taken over as abandoned: the request
+    /// timeout plus a margin (`idempotency::stale_claim_age`).
+    pub stale_claim_age: std::time::Duration,
 }
 
 /// What every request handler shares: cheap to clone (pools, `Arc`s and handles).

@@ -93,7 +93,7 @@ async fn a_keyed_purchase_that_fails_after_its_request_was_cut_off_releases_its_
             StatusCode::SERVICE_UNAVAILABLE,
             "SERVICE_UNAVAILABLE",
         );
-        // Nothing was made, and the failure gives the claim up: not 120 s of
+        // Nothing was made, and the failure gives the claim up: not the stale age of
         // IDEMPOTENCY_IN_PROGRESS.
         eventually(
             "the failed attempt to release its key",
@@ -252,7 +252,7 @@ async fn a_keyed_retry_after_a_kill_replays_a_committed_hold_and_never_one_that_
 /// The reviewer's probe for shutdown: a keyed purchase cut off by the request timeout fails
 /// (lock timeout) only after a graceful shutdown began. The shutdown waits for its task, so
 /// the failure gives the claim up before the pool closes, and a retry on a new instance runs
-/// afresh instead of getting 409 `IDEMPOTENCY_IN_PROGRESS` for 120 s.
+/// afresh instead of getting 409 `IDEMPOTENCY_IN_PROGRESS` until the claim is stale.
 #[tokio::test]
 async fn a_graceful_shutdown_waits_for_a_cut_off_keyed_purchase_to_settle_its_claim() {
     let options = fresh_database().await;
@@ -286,7 +286,7 @@ async fn a_graceful_shutdown_waits_for_a_cut_off_keyed_purchase_to_settle_its_cl
 }
 
 /// A release that fails once (a statement error, as in a short database outage) is tried
-/// again: the claim is given up, not left in progress for 120 s.
+/// again: the claim is given up, not left in progress until stale.
 #[tokio::test]
 async fn a_release_that_fails_once_is_tried_again() {
     let app = spawn_app_with(&["--lock-timeout-ms", "300"]).await;

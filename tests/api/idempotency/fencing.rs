@@ -11,7 +11,7 @@ use crate::helpers::{Api, BATCHED, PER_REQUEST, assert_error, eventually, id_of,
 use crate::timeouts::lock_event;
 
 /// The reviewer's probe: a first attempt waits for a blocked event lock (the lock timeout is
-/// far longer than the staleness age), its claim is aged past 120 s, and a retry takes it
+/// far longer than the staleness age), its claim is aged past the stale age (35 s by default), and a retry takes it
 /// over. Once the blocker lets go, only the retry's hold exists under the key; in the batched
 /// mode the first attempt shares a batch with the retry and another buyer, who both get
 /// their holds.
@@ -44,7 +44,7 @@ async fn an_attempt_whose_claim_was_taken_over_makes_no_hold_and_only_it_fails()
             StatusCode::SERVICE_UNAVAILABLE,
             "SERVICE_UNAVAILABLE",
         );
-        // The first attempt still waits for the lock, under its claim: age it past 120 s.
+        // The first attempt still waits for the lock, under its claim: age it past the stale age.
         sqlx::query(
             "UPDATE idempotency_keys SET claimed_at = claimed_at - interval '121 seconds' \
              WHERE key = 'order'",

@@ -264,3 +264,41 @@ async fn a_claim_left_by_a_crashed_attempt_is_taken_over() {
         "IDEMPOTENCY_IN_PROGRESS",
     );
 }
+
+/// A claim is abandoned once older than the request timeout plus a margin (no client still
+/// waits for its attempt): with the default 30 s timeout, a claim 36 s old is taken over at
+/// once, so a retry after a failover is answered within seconds; one 25 s old is still
+/// waited for (5 s) and reported in progress.
+#[tokio::test]
+async fn a_claim_older_than_the_request_timeout_and_a_margin_is_taken_over() {
+    let app = spawn_app().await;
+    let event = app.create_event("Timed-out claim", 5, None).await;
+    let id = event["id"].as_str().unwrap();
+    let (status, _, _) = keyed_purchase(&app, id, 1, "b", "cut").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let unsettle = |age: &'static str| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE idempotency_keys SET state = 'in_progress', response_status = NULL, \
+             response_body = NULL, completed_at = NULL, \
+             claimed_at = now() - interval '{age}' WHERE key = 'cut'"
+        )))
+        .execute(&app.pool)
+    };
+    unsettle("25 seconds").await.unwrap();
+    let (status, body, _) = keyed_purchase(&app, id, 1, "b", "cut").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "IDEMPOTENCY_IN_PROGRESS",
+    );
+    unsettle("36 seconds").await.unwrap();
+    let started = std::time::Instant::now();
+    let (status, again, replayed) = keyed_purchase(&app, id, 1, "b", "cut").await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false), "{again}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "taken over at once, not after the 5 s wait: {:?}",
+        started.elapsed()
+    );
+}
