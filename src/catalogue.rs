@@ -25,7 +25,7 @@ use crate::domain::event::{Event, EventPatch, EventSettings, NewEvent};
 use crate::domain::refusal::{FieldError, Refusal};
 use crate::domain::report::SalesReport;
 use crate::error::{Error, Result};
-use crate::holds::offers;
+use crate::offers;
 
 /// The event with the public view of each of its types, from one snapshot.
 pub async fn event_details(pool: &PgPool, id: Uuid) -> Result<EventDetails> {

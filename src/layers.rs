@@ -25,13 +25,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The simulated provider batches its ledger writes with purchase's coalescer.
     ("payment", &["db", "domain", "error", "purchase"]),
     ("idempotency", &["db", "domain", "error"]),
+    // The waiting list's walk, made by every path that returns tickets, under its locks.
+    ("offers", &["db", "domain", "error"]),
     // The organiser's catalogue writes (event settings, ticket types, quotas): their own
     // transactions under the event lock; a change that frees tickets offers them to the
-    // waiting list through holds' offers, in the same transaction.
-    ("catalogue", &["db", "domain", "error", "holds"]),
+    // waiting list through offers, in the same transaction.
+    ("catalogue", &["db", "domain", "error", "offers"]),
     // The waiting list's joins and leaves: under the event lock, offering what a leave frees
     // (and declining an offered hold) through holds.
-    ("waiting_list", &["db", "domain", "error", "holds"]),
+    (
+        "waiting_list",
+        &["db", "domain", "error", "holds", "offers"],
+    ),
     // Coalesced reads of an event: the catalogue's read, through purchase's coalescer.
     ("reads", &["catalogue", "db", "domain", "error", "purchase"]),
     ("live", &["db", "domain", "error", "metrics"]),
@@ -42,7 +47,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tokens", &["db", "domain", "error"]),
     (
         "purchase",
-        &["db", "domain", "error", "metrics", "idempotency", "live"],
+        &[
+            "db",
+            "domain",
+            "error",
+            "metrics",
+            "idempotency",
+            "live",
+            "offers",
+        ],
     ),
     (
         "holds",
@@ -53,6 +66,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "payment",
             "idempotency",
             "purchase",
+            "offers",
         ],
     ),
     (
@@ -92,6 +106,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "error",
             "holds",
             "http",
+            "idempotency",
             "live",
             "metrics",
             "payment",

@@ -27,6 +27,7 @@ pub mod http;
 pub mod idempotency;
 pub mod live;
 pub mod metrics;
+pub mod offers;
 pub mod payment;
 pub mod purchase;
 pub mod reads;

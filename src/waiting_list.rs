@@ -1,5 +1,5 @@
 //! The waiting list's buyer and organiser side: join, read, list, leave. The offers
-//! themselves are made by every path that returns tickets (`holds::offers`).
+//! themselves are made by every path that returns tickets (`crate::offers`).
 //!
 //! A join and a leave run under the event row lock, then the event's quota locks, like
 //! every writer of the event's counts: a join is judged against the same counts the purchase
@@ -20,7 +20,8 @@ use crate::domain::refusal::Refusal;
 use crate::domain::stats::actor_tag;
 use crate::domain::waiting_list::{EntryStatus, WaitingEntry, public_available};
 use crate::error::{Error, Result};
-use crate::holds::offers;
+use crate::holds;
+use crate::offers;
 
 /// `buyer` joins the line of `line`'s type (the event's default type when it names none)
 /// for `line`'s quantity; offers to the entry will stay reserved `offer_seconds`. Answers
@@ -125,7 +126,11 @@ pub async fn join(
     // Walk the line with the newcomer in it: as the head of its type's line it has what the
     // type has left set aside for it (or offered, should an entry that could never be served
     // have been keeping tickets free ahead of it); behind others nothing moves.
-    offers::offer_returned(&mut tx, event_id, &actor_tag(buyer.as_str())).await?;
+    let actor = actor_tag(buyer.as_str());
+    if !offers::offer_returned(&mut tx, event_id, &actor).await? {
+        // Nothing moved but the line's length: the streams hear of that.
+        db::events::announce_waiting_list_change(&mut tx, event_id, &actor).await?;
+    }
     let entry = db::waiting_list::find(&mut tx, id)
         .await?
         .ok_or_else(|| Error::internal("a waiting list entry inserted in this transaction"))?;
@@ -188,11 +193,14 @@ pub async fn leave(pool: &PgPool, id: Uuid, buyer: &FingerprintHash) -> Result<W
     match (entry.status, &entry.offer) {
         (EntryStatus::Waiting, _) => {
             db::waiting_list::end_waiting(&mut tx, id, EntryStatus::Left).await?;
-            offers::offer_returned(&mut tx, event_id, &actor_tag(buyer.as_str())).await?;
+            let actor = actor_tag(buyer.as_str());
+            if !offers::offer_returned(&mut tx, event_id, &actor).await? {
+                db::events::announce_waiting_list_change(&mut tx, event_id, &actor).await?;
+            }
         }
         // Cancelling the hold ends the entry (`declined`) and offers its tickets on.
         (EntryStatus::Offered, Some(offer)) => {
-            offers::decline(&mut tx, offer.allocation_id).await?;
+            holds::offers::decline(&mut tx, offer.allocation_id).await?;
         }
         (status, _) => return Err(Refusal::EntryEnded(status).into()),
     }

@@ -89,7 +89,8 @@ pub struct TicketTypeView {
     #[serde(with = "time::serde::rfc3339::option")]
     pub sales_end_at: Option<OffsetDateTime>,
     pub active: bool,
-    /// What the public can buy of the type now: nothing while anyone waits for it, else the
+    /// What the public can buy of the type now: nothing while anyone who could be served
+    /// waits for it (`db::entry_closes_its_type`), else the
     /// least of the event's and its quotas' available tickets less what each has set aside
     /// for a waiting list.
     pub available: i32,

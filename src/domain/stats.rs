@@ -77,7 +77,8 @@ pub struct CountsChanged {
     pub changed_at: Option<OffsetDateTime>,
 }
 
-/// How many tickets of one type the public can buy (none while anyone waits for it; else
+/// How many tickets of one type the public can buy (none while anyone who could be served
+/// waits for it; else
 /// the least of the event's available tickets and those of every quota containing the type,
 /// less what is set aside for the waiting list), and how many wait for it.
 ///

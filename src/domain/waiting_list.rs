@@ -278,7 +278,8 @@ pub fn walk(state: LineState<'_>, line: &[InLine]) -> Walk {
     walk
 }
 
-/// What the public can buy of a type: nothing while anyone waits for it (`waiting_types`),
+/// What the public can buy of a type: nothing while anyone who could be served waits for it
+/// (`waiting_types`, as `db::entry_closes_its_type` chose them),
 /// else the least of the event's and its quotas' available tickets less what is set aside
 /// in each for the waiting list.
 pub fn public_available(

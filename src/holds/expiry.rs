@@ -3,7 +3,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Tx, commit, offers};
+use super::{Tx, commit};
 use crate::db::events::{self, CountMove};
 use crate::db::{allocations, quotas};
 use crate::domain::stats::{ChangeKind, actor_tag};
@@ -37,7 +37,7 @@ async fn expire_lapsed_in(tx: &mut Tx, event_id: Uuid, batch: i64) -> Result<i64
         )
         .await?;
         // The expired tickets go to the waiting list first, under the same locks.
-        offers::offer_returned(tx, event_id, &actor_tag(actor)).await?;
+        crate::offers::offer_returned(tx, event_id, &actor_tag(actor)).await?;
     }
     Ok(expired.holds)
 }

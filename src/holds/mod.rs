@@ -108,7 +108,9 @@ async fn apply(
             .await?;
             // The tickets go to the waiting list first; a declined offer's go to the next in
             // line (the trigger `waiting_list_entries_follow_hold` has ended its entry).
-            offers::offer_returned(tx, event_id, &actor_tag(actor)).await?
+            crate::offers::offer_returned(tx, event_id, &actor_tag(actor))
+                .await
+                .map(drop)?
         }
         AllocationStatus::Expired => {
             events::move_counts(
@@ -121,7 +123,9 @@ async fn apply(
                 actor,
             )
             .await?;
-            offers::offer_returned(tx, event_id, &actor_tag(actor)).await?
+            crate::offers::offer_returned(tx, event_id, &actor_tag(actor))
+                .await
+                .map(drop)?
         }
         AllocationStatus::Purchased => {
             events::move_counts(

@@ -8,7 +8,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Tx, commit, fill_admissions, lock_hold, offers};
+use super::{Tx, commit, fill_admissions, lock_hold};
 use crate::db::allocations;
 use crate::db::events::{self, CountMove};
 use crate::db::refunds::{self, PendingRefund};
@@ -167,7 +167,7 @@ async fn settle_in(
             )
             .await?;
             // Refunded tickets go to the waiting list first, under the same locks.
-            offers::offer_returned(
+            crate::offers::offer_returned(
                 tx,
                 allocation.event_id,
                 &actor_tag(&allocation.fingerprint_hash),

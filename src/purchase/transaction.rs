@@ -51,10 +51,11 @@ use crate::db::{allocations, events, waiting_list};
 use crate::domain::allocation::Allocation;
 use crate::domain::catalogue::SalesWindow;
 use crate::domain::grant::{Ask, Grant, SaleState, decide};
-use crate::domain::stats::ChangeKind;
+use crate::domain::stats::{ChangeKind, actor_tag};
 use crate::error::{Error, Result};
 use crate::idempotency;
 use crate::metrics;
+use crate::offers;
 
 /// Runs the purchase transaction for `requests` (in arrival order) and returns one answer
 /// per request. `catalogue` supplies the event's types when they are unchanged since it
@@ -160,6 +161,14 @@ pub async fn reserve(
         last.ask.buyer.as_str(),
     )
     .await?;
+    // A buyer at the head of a line with tickets set aside for it may have just bought
+    // others up to the per-buyer cap, leaving no room for its entry: walk the line again, in
+    // this transaction, so it is passed over and what was set aside moves on now rather
+    // than at the next return. Only while something is set aside under a cap: a hot event
+    // without a line pays nothing.
+    if event.set_aside_tickets > 0 && event.max_tickets_per_fingerprint.is_some() {
+        offers::offer_returned(&mut tx, event_id, &actor_tag(last.ask.buyer.as_str())).await?;
+    }
     // Step 6: keyed requests' answers are recorded with the holds they report, in the same
     // transaction (one statement, and only when the batch has keyed requests), rendered as
     // the HTTP layer asked.

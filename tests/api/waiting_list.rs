@@ -471,6 +471,27 @@ async fn the_stream_carries_the_line_length_and_each_types_waiting() {
     assert_eq!(types[0]["id"], type_id.as_str());
     assert_eq!(types[0]["waiting"], 1, "{:?}", message.data);
     assert_eq!(types[0]["available"], 0);
+
+    // A rename moves nothing in the line: the streams hear an `event_updated`, not a
+    // `waiting_list_changed` standing in for it.
+    let (status, body) = admin(
+        &app,
+        Method::PATCH,
+        &format!("/events/{event_id}"),
+        Some(json!({"name": format!("Renamed {}", new_fingerprint())})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let renamed = stream
+        .next(Duration::from_secs(10))
+        .await
+        .expect("a message for the rename");
+    assert_eq!(
+        renamed.data["lastEvent"]["type"], "event_updated",
+        "{:?}",
+        renamed.data
+    );
+    assert_eq!(renamed.data["waitingListLength"], 1);
 }
 
 /// Buys `quantity` of `type_id` as `buyer`, expecting 201: the allocation id.
@@ -688,4 +709,46 @@ async fn asking_for_more_than_exists_stops_nobody_buying_and_nobody_behind() {
     assert_eq!(still["status"], "waiting", "{still}");
     assert_eq!(still["position"], 1, "{still}");
     balanced(&app, &event_id).await;
+}
+
+#[tokio::test]
+async fn a_head_who_buys_up_to_the_cap_elsewhere_is_passed_over_by_that_purchase() {
+    let app = app(&[]).await;
+    let (event_id, default_type) = event(&app, 5).await;
+    let (status, body) = admin(
+        &app,
+        Method::PATCH,
+        &format!("/events/{event_id}"),
+        Some(json!({"maxTicketsPerFingerprint": 2})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let vip = second_type(&app, &event_id, "VIP").await;
+    let (status, body) = admin(
+        &app,
+        Method::POST,
+        &format!("/events/{event_id}/quotas"),
+        Some(json!({"name": "Stalls", "size": 2, "ticketTypeIds": [default_type]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (held, holder) = hold(&app, &event_id, 1).await;
+    hold(&app, &event_id, 1).await;
+    let (head, head_buyer) = joined(&app, &event_id, 2).await;
+    let (next, next_buyer) = joined(&app, &event_id, 1).await;
+    let (status, body) = app.cancel(&held, &holder).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let shown = balanced(&app, &event_id).await;
+    assert_eq!(shown["setAsideTickets"], 1, "kept for the head: {shown}");
+
+    // The head buys a VIP ticket: 1 held + 2 wanted > 2. That purchase passes it over, and the
+    // ticket set aside for it goes to the next in line at once.
+    hold_of_type(&app, &event_id, &vip, 1, &head_buyer).await;
+    let passed = status_of(&app, &head, &head_buyer).await;
+    assert_eq!(passed["status"], "expired", "{passed}");
+    let offered = status_of(&app, &next, &next_buyer).await;
+    assert_eq!(offered["status"], "offered", "{offered}");
+    let shown = balanced(&app, &event_id).await;
+    assert_eq!(shown["setAsideTickets"], 0, "{shown}");
+    assert_eq!(shown["waitingListLength"], 0, "{shown}");
 }
