@@ -31,10 +31,10 @@ use crate::error::{Error, Result};
 /// (`domain::waiting_list::walk`): each entry that can be served gets a `reserved` hold of its
 /// quantity, lapsing after the entry's `offer_seconds`, and becomes `offered`; what the head
 /// of a blocked line cannot use yet is set aside for it (`events.set_aside_tickets`,
-/// `quotas.set_aside_tickets`). An entry at the front of its line that could never be served
-/// (its buyer has no room under the per-buyer cap, or it wants more than the type can ever
-/// have at once) is passed over and ends `expired`. The line of a type off sale (inactive, or
-/// its or the event's sales ended) is left waiting and keeps nothing. Announces the result to
+/// `quotas.set_aside_tickets`). An entry at the front of its line whose buyer has no room
+/// under the per-buyer cap is passed over and ends `expired`; one that wants more than the
+/// type can ever have at once keeps its place and blocks nothing. The line of a type off sale
+/// (inactive, or its or the event's sales ended) is left waiting and keeps nothing. Announces the result to
 /// the streams as the change of `actor_tag` (`stats::actor_tag` of a buyer, or
 /// `events::ORGANISER_ACTOR`) and answers true; when the walk moves nothing (no offer, no
 /// entry passed over, the set-aside as it was) it writes nothing and answers false, so a
