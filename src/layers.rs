@@ -43,8 +43,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Admission at the door: its keys and check-ins; single scans of one event are
     // coalesced with purchase's coalescer.
     ("admission", &["db", "domain", "error", "purchase"]),
-    // Scoped API tokens: made by the CLI, recognised by the HTTP extractors.
-    ("tokens", &["db", "domain", "error"]),
+    // Scoped API tokens: made by the CLI, recognised by the HTTP extractors (concurrent
+    // lookups of one token coalesced with purchase's coalescer).
+    ("tokens", &["db", "domain", "error", "purchase"]),
     (
         "purchase",
         &[
@@ -113,6 +114,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "purchase",
             "reads",
             "sweeper",
+            "tokens",
         ],
     ),
 ];

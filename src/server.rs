@@ -218,6 +218,7 @@ impl Server {
             checkins: Checkins::new(database.pool.clone(), admission_keys.clone(), batching),
             admission_keys,
             reads: EventReads::new(database.pool.clone()),
+            tokens: crate::tokens::TokenLookups::new(database.pool.clone()),
             live,
             keyed_tasks: KeyedTasks::default(),
             limits: RateLimits::new(args.rate_limit_per_fingerprint, args.rate_limit_per_address),

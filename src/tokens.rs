@@ -1,6 +1,8 @@
 //! Scoped API tokens: making, listing and revoking them (the `boxoffice tokens` commands),
 //! and recognising the one a request presents.
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -11,6 +13,7 @@ use crate::domain::token::{
     LiveToken, TOKEN_PREFIX, TokenDigest, TokenGrant, TokenName, TokenScope, TokenSecret,
 };
 use crate::error::Error;
+use crate::purchase::coalescer::{BatchWork, Coalescer};
 
 /// Why a token command failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,17 +81,65 @@ pub async fn revoke(pool: &PgPool, id: Uuid) -> Result<OffsetDateTime, TokenErro
         .ok_or(TokenError::UnknownToken(id))
 }
 
-/// The live token a request presented, or `None` for any text that is not one (unknown,
-/// revoked, or not a token at all). Looked up by digest in the database every time, so a
-/// revocation holds at once on every instance. An unreachable database is an error
-/// (answered 503), never "no token".
+/// Recognises the tokens requests present, sharing one database read among the concurrent
+/// requests that present the same token (a door's scanners all send theirs). Cheap to clone.
 ///
-/// The lookup by digest is not a comparison of secrets: its timing could tell at most how a
-/// digest sorts in the index, which says nothing about any token's text.
-pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<LiveToken>, Error> {
-    // Text without the prefix was never made by `create`: no round trip for it.
-    if !presented.starts_with(TOKEN_PREFIX) {
-        return Ok(None);
+/// Each read starts only after every request it answers arrived (the purchase path's
+/// coalescer: per token, one read runs at a time and a request never joins a running one),
+/// so a revocation committed before a request arrived refuses it, on every instance, as a
+/// read per request would; nothing is cached between reads.
+#[derive(Clone)]
+pub struct TokenLookups {
+    lookups: Coalescer<TokenDigest, Result<Option<LiveToken>, Error>>,
+}
+
+impl TokenLookups {
+    /// Lookups reading through `pool`, any number of requests per read.
+    pub fn new(pool: PgPool) -> Self {
+        let read: BatchWork<TokenDigest, Result<Option<LiveToken>, Error>> =
+            Arc::new(move |_, digests: Vec<TokenDigest>| {
+                let pool = pool.clone();
+                Box::pin(async move {
+                    // Requests of one key almost always present one token; another whose
+                    // digest shares the key's bytes is read in the same statement.
+                    let mut distinct = digests.clone();
+                    distinct.sort_unstable_by_key(|d| *d.as_bytes());
+                    distinct.dedup();
+                    match db::tokens::find_live_many(&pool, &distinct).await {
+                        Ok(found) => digests
+                            .iter()
+                            .map(|digest| Ok(found.get(digest.as_bytes()).copied()))
+                            .collect(),
+                        Err(err) => {
+                            let err = Error::from(err);
+                            digests.iter().map(|_| Err(err.clone())).collect()
+                        }
+                    }
+                })
+            });
+        Self {
+            lookups: Coalescer::new(usize::MAX, read),
+        }
     }
-    Ok(db::tokens::find_live(pool, &TokenDigest::of(presented)).await?)
+
+    /// The live token a request presented, or `None` for any text that is not one (unknown,
+    /// revoked, or not a token at all). Read from the database by a read that began after
+    /// this call (see [`TokenLookups`]), so a revocation holds at once on every instance. An
+    /// unreachable database is an error (answered 503), never "no token".
+    ///
+    /// The lookup by digest is not a comparison of secrets: its timing could tell at most how
+    /// a digest sorts in the index, which says nothing about any token's text.
+    pub async fn authenticate(&self, presented: &str) -> Result<Option<LiveToken>, Error> {
+        // Text without the prefix was never made by `create`: no round trip for it.
+        if !presented.starts_with(TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let digest = TokenDigest::of(presented);
+        let key = Uuid::from_bytes(
+            digest.as_bytes()[..16]
+                .try_into()
+                .expect("a SHA-256 digest has 32 bytes"),
+        );
+        self.lookups.submit(key, digest).await?
+    }
 }

@@ -1,6 +1,8 @@
 //! SQL for scoped API tokens (`api_tokens`): made, listed and revoked by the CLI, looked up
 //! by every request that presents one.
 
+use std::collections::HashMap;
+
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -92,28 +94,36 @@ pub async fn revoke(pool: &PgPool, id: Uuid) -> Result<Option<OffsetDateTime>, s
     .await
 }
 
-/// The live token with this digest, if any. Read on every request (through the unique index
-/// on `token_hash`) and never cached, so a revocation holds on every instance from its
-/// commit on.
-pub async fn find_live(
+/// The live tokens among `digests`, by digest. Read through the unique index on
+/// `token_hash` and never cached, so a revocation holds on every instance from its commit
+/// on.
+pub async fn find_live_many(
     pool: &PgPool,
-    digest: &TokenDigest,
-) -> Result<Option<LiveToken>, sqlx::Error> {
-    let row: Option<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
-        "SELECT id, scope, event_id FROM api_tokens \
-         WHERE token_hash = $1 AND revoked_at IS NULL",
+    digests: &[TokenDigest],
+) -> Result<HashMap<[u8; 32], LiveToken>, sqlx::Error> {
+    let hashes: Vec<&[u8]> = digests.iter().map(|d| d.as_bytes().as_slice()).collect();
+    let rows: Vec<(Vec<u8>, Uuid, String, Option<Uuid>)> = sqlx::query_as(
+        "SELECT token_hash, id, scope, event_id FROM api_tokens \
+         WHERE token_hash = ANY($1) AND revoked_at IS NULL",
     )
-    .bind(digest.as_bytes().as_slice())
-    .fetch_optional(pool)
+    .bind(&hashes)
+    .fetch_all(pool)
     .await?;
-    row.map(|(id, scope, event_id)| {
-        Ok(LiveToken {
-            id,
-            scope: decode_scope(&scope)?,
-            event_id,
+    rows.into_iter()
+        .map(|(hash, id, scope, event_id)| {
+            let hash: [u8; 32] = hash
+                .try_into()
+                .map_err(|_| sqlx::Error::Decode("a token hash of other than 32 bytes".into()))?;
+            Ok((
+                hash,
+                LiveToken {
+                    id,
+                    scope: decode_scope(&scope)?,
+                    event_id,
+                },
+            ))
         })
-    })
-    .transpose()
+        .collect()
 }
 
 /// A stored scope; the `api_tokens_scope` constraint admits only the two the domain knows.

@@ -23,7 +23,6 @@ use crate::domain::refusal::FieldError;
 use crate::domain::token::LiveToken;
 use crate::error::Error;
 use crate::http::state::AppState;
-use crate::tokens;
 
 pub mod forwarded;
 
@@ -323,7 +322,9 @@ enum Credential {
 
 /// Recognises `presented`: the admin token first (compared as SHA-256 digests in constant
 /// time, so neither its content nor its length leaks through timing), then the live tokens in
-/// the database, read on every request so that a revocation holds at once on every instance.
+/// the database, read for every request (concurrent ones presenting one token share a read
+/// that began after they arrived, `tokens::TokenLookups`) so that a revocation holds at once
+/// on every instance.
 /// A database failure is an error (503 or 500 as elsewhere), never a refusal.
 async fn recognise(state: &AppState, presented: &str) -> ApiResult<Credential> {
     if let Some(expected) = &state.admin_token {
@@ -334,7 +335,7 @@ async fn recognise(state: &AppState, presented: &str) -> ApiResult<Credential> {
             return Ok(Credential::Admin);
         }
     }
-    Ok(match tokens::authenticate(&state.pool, presented).await? {
+    Ok(match state.tokens.authenticate(presented).await? {
         Some(token) => Credential::Token(token),
         None => Credential::Unknown,
     })

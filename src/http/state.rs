@@ -17,6 +17,7 @@ use crate::live::LiveStats;
 use crate::payment::PaymentProvider;
 use crate::purchase::Purchaser;
 use crate::reads::EventReads;
+use crate::tokens::TokenLookups;
 use crate::sweeper::Sweeper;
 
 /// Rules of the sale, fixed at start-up from the configuration.
@@ -63,6 +64,8 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// Reads of one event, coalesced (`GET /events/{id}`).
     pub reads: EventReads,
+    /// Recognises scoped API tokens, one database read per token for concurrent requests.
+    pub tokens: TokenLookups,
     /// The live statistics hub the event streams subscribe to.
     pub live: LiveStats,
     /// The keyed requests' tasks, which outlive their requests: shutdown waits for them.
