@@ -17,8 +17,8 @@ use crate::live::LiveStats;
 use crate::payment::PaymentProvider;
 use crate::purchase::Purchaser;
 use crate::reads::EventReads;
-use crate::tokens::TokenLookups;
 use crate::sweeper::Sweeper;
+use crate::tokens::TokenLookups;
 
 /// Rules of the sale, fixed at start-up from the configuration.
 #[derive(Debug, Clone)]
