@@ -130,7 +130,7 @@ pub async fn update_ticket_type(
     patch: TicketTypePatch,
 ) -> Result<TicketTypeView> {
     let mut tx = pool.begin().await?;
-    let event = locked_event(&mut tx, event_id).await?;
+    let mut event = locked_event(&mut tx, event_id).await?;
     let current = db::ticket_types::find(&mut tx, event_id, type_id)
         .await?
         .ok_or(Error::NotFound("ticket type"))?;
@@ -143,9 +143,11 @@ pub async fn update_ticket_type(
         // set-aside; one put back on sale is served again, from what is there now. Offers move
         // quota counts: their locks, in the lock order.
         db::quotas::lock_for_event(&mut tx, event_id).await?;
-        offers::offer_returned(&mut tx, event_id, ORGANISER_ACTOR).await?;
+        if offers::offer_returned(&mut tx, event_id, ORGANISER_ACTOR).await? {
+            // Offers moved the counts the view is computed from.
+            event = locked_event(&mut tx, event_id).await?;
+        }
     }
-    let event = locked_event(&mut tx, event_id).await?;
     let quotas = db::quotas::for_event(&mut tx, event_id).await?;
     let waiting = db::waiting_list::waiting_by_type(&mut tx, event_id).await?;
     let view = TicketTypeView::of(&ticket_type, &event, &quotas, &waiting);

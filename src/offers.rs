@@ -27,6 +27,16 @@ use crate::domain::stats::ChangeKind;
 use crate::domain::waiting_list::{EntryStatus, LineState, walk};
 use crate::error::{Error, Result};
 
+/// After a join or a leave changed the event's line: walks it ([`offer_returned`]), and when
+/// the walk moved nothing announces the line's new length itself, so the streams hear of
+/// the change either way. Same locks as [`offer_returned`].
+pub async fn line_changed(conn: &mut PgConnection, event_id: Uuid, actor_tag: &str) -> Result<()> {
+    if !offer_returned(conn, event_id, actor_tag).await? {
+        events::announce_waiting_list_change(conn, event_id, actor_tag).await?;
+    }
+    Ok(())
+}
+
 /// Offers what the event has available to its waiting lists, strictly in join order
 /// (`domain::waiting_list::walk`): each entry that can be served gets a `reserved` hold of its
 /// quantity, lapsing after the entry's `offer_seconds`, and becomes `offered`; what the head

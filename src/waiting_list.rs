@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::db;
 use crate::domain::catalogue::SalesWindow;
 use crate::domain::fingerprint::FingerprintHash;
-use crate::domain::grant::{Ask, LineAsk, Rejection, SaleState, decide};
+use crate::domain::grant::{Ask, LineAsk, Rejection, SaleState, decide, within_cap};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::refusal::Refusal;
 use crate::domain::stats::actor_tag;
@@ -106,13 +106,7 @@ pub async fn join(
     // and an entry its buyer could not take would only be passed over at the front.
     if let Some(limit) = event.max_tickets_per_fingerprint {
         let already = held.get(buyer.as_str()).copied().unwrap_or(0);
-        if already + i64::from(quantity) > i64::from(limit) {
-            return Err(Refusal::FingerprintLimit {
-                limit,
-                held: already,
-            }
-            .into());
-        }
+        within_cap(limit, already, quantity)?;
     }
     let id = db::waiting_list::insert(
         &mut tx,
@@ -126,11 +120,7 @@ pub async fn join(
     // Walk the line with the newcomer in it: as the head of its type's line it has what the
     // type has left set aside for it (or offered, should an entry that could never be served
     // have been keeping tickets free ahead of it); behind others nothing moves.
-    let actor = actor_tag(buyer.as_str());
-    if !offers::offer_returned(&mut tx, event_id, &actor).await? {
-        // Nothing moved but the line's length: the streams hear of that.
-        db::events::announce_waiting_list_change(&mut tx, event_id, &actor).await?;
-    }
+    offers::line_changed(&mut tx, event_id, &actor_tag(buyer.as_str())).await?;
     let entry = db::waiting_list::find(&mut tx, id)
         .await?
         .ok_or_else(|| Error::internal("a waiting list entry inserted in this transaction"))?;
@@ -193,10 +183,7 @@ pub async fn leave(pool: &PgPool, id: Uuid, buyer: &FingerprintHash) -> Result<W
     match (entry.status, &entry.offer) {
         (EntryStatus::Waiting, _) => {
             db::waiting_list::end_waiting(&mut tx, id, EntryStatus::Left).await?;
-            let actor = actor_tag(buyer.as_str());
-            if !offers::offer_returned(&mut tx, event_id, &actor).await? {
-                db::events::announce_waiting_list_change(&mut tx, event_id, &actor).await?;
-            }
+            offers::line_changed(&mut tx, event_id, &actor_tag(buyer.as_str())).await?;
         }
         // Cancelling the hold ends the entry (`declined`) and offers its tickets on.
         (EntryStatus::Offered, Some(offer)) => {

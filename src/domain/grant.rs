@@ -84,6 +84,17 @@ pub struct SaleState<'a> {
     pub waiting_types: &'a HashSet<Uuid>,
 }
 
+/// The per-buyer cap: a buyer who holds `held` tickets of the event may take `wanted` more
+/// only within `limit`; otherwise `FingerprintLimit`, carrying both. The one check of the cap,
+/// for a purchase ([`decide`]), a waiting-list join and the walk of the line.
+pub fn within_cap(limit: i32, held: i64, wanted: i32) -> Result<(), Refusal> {
+    if held + i64::from(wanted) > i64::from(limit) {
+        Err(Refusal::FingerprintLimit { limit, held })
+    } else {
+        Ok(())
+    }
+}
+
 /// Decides orders strictly in arrival order, against running counts of the event and of
 /// each quota: an order gets every line or nothing, checked against what earlier orders of
 /// the batch were granted. A refused order takes nothing; later, smaller orders may still
@@ -147,12 +158,7 @@ pub fn decide<'a>(
                 let buyer = ask.buyer.as_str();
                 let already = held.get(buyer).copied().unwrap_or(0)
                     + granted_to.get(buyer).copied().unwrap_or(0);
-                if already + i64::from(wanted) > i64::from(limit) {
-                    return Err(Rejection::Refused(Refusal::FingerprintLimit {
-                        limit,
-                        held: already,
-                    }));
-                }
+                within_cap(limit, already, wanted).map_err(Rejection::Refused)?;
                 *granted_to.entry(buyer).or_default() += i64::from(wanted);
             }
             counts.take(&lines);

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::catalogue::Quota;
+use super::grant::within_cap;
 
 /// Where a waiting-list entry is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
@@ -240,7 +241,7 @@ pub fn walk(state: LineState<'_>, line: &[InLine]) -> Walk {
         let holds = held.get(&entry.fingerprint_hash).copied().unwrap_or(0);
         if state
             .cap
-            .is_some_and(|cap| holds + i64::from(entry.quantity) > i64::from(cap))
+            .is_some_and(|cap| within_cap(cap, holds, entry.quantity).is_err())
         {
             walk.passed_over.push(index);
             continue;

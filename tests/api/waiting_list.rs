@@ -513,6 +513,31 @@ async fn hold_of_type(
     id_of(&body)
 }
 
+/// Caps what one buyer may hold of the event at `cap` tickets.
+async fn cap_per_buyer(app: &TestApp, event_id: &str, cap: i64) {
+    let (status, body) = admin(
+        app,
+        Method::PATCH,
+        &format!("/events/{event_id}"),
+        Some(json!({"maxTicketsPerFingerprint": cap})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A quota "Stalls" of 2 tickets over `type_id`: its id.
+async fn stalls(app: &TestApp, event_id: &str, type_id: &str) -> String {
+    let (status, body) = admin(
+        app,
+        Method::POST,
+        &format!("/events/{event_id}/quotas"),
+        Some(json!({"name": "Stalls", "size": 2, "ticketTypeIds": [type_id]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    id_of(&body)
+}
+
 /// A second type of the event, free: its id.
 async fn second_type(app: &TestApp, event_id: &str, name: &str) -> String {
     let (status, body) = admin(
@@ -530,24 +555,10 @@ async fn second_type(app: &TestApp, event_id: &str, name: &str) -> String {
 async fn the_per_buyer_cap_holds_for_a_join_and_a_buyer_it_leaves_no_room_for_is_passed_over() {
     let app = app(&[]).await;
     let (event_id, default_type) = event(&app, 10).await;
-    let (status, body) = admin(
-        &app,
-        Method::PATCH,
-        &format!("/events/{event_id}"),
-        Some(json!({"maxTicketsPerFingerprint": 2})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    cap_per_buyer(&app, &event_id, 2).await;
     let other_type = second_type(&app, &event_id, "Balcony").await;
     // The default type in a quota of 2, sold out; the event keeps 8 for the other type.
-    let (status, body) = admin(
-        &app,
-        Method::POST,
-        &format!("/events/{event_id}/quotas"),
-        Some(json!({"name": "Stalls", "size": 2, "ticketTypeIds": [default_type]})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    stalls(&app, &event_id, &default_type).await;
     let (held, holder) = hold(&app, &event_id, 2).await;
 
     // Sold out, but a line is no way round the cap: 2 held + 1 wanted > 2.
@@ -583,15 +594,7 @@ async fn the_per_buyer_cap_holds_for_a_join_and_a_buyer_it_leaves_no_room_for_is
 async fn a_head_wanting_more_than_the_type_can_ever_have_holds_nobody_up() {
     let app = app(&[]).await;
     let (event_id, default_type) = event(&app, 10).await;
-    let (status, body) = admin(
-        &app,
-        Method::POST,
-        &format!("/events/{event_id}/quotas"),
-        Some(json!({"name": "Stalls", "size": 2, "ticketTypeIds": [default_type]})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let quota_id = id_of(&body);
+    let quota_id = stalls(&app, &event_id, &default_type).await;
     let (held, holder) = hold(&app, &event_id, 1).await;
     hold(&app, &event_id, 1).await;
     let (status, body) = admin(
@@ -715,23 +718,9 @@ async fn asking_for_more_than_exists_stops_nobody_buying_and_nobody_behind() {
 async fn a_head_who_buys_up_to_the_cap_elsewhere_is_passed_over_by_that_purchase() {
     let app = app(&[]).await;
     let (event_id, default_type) = event(&app, 5).await;
-    let (status, body) = admin(
-        &app,
-        Method::PATCH,
-        &format!("/events/{event_id}"),
-        Some(json!({"maxTicketsPerFingerprint": 2})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    cap_per_buyer(&app, &event_id, 2).await;
     let vip = second_type(&app, &event_id, "VIP").await;
-    let (status, body) = admin(
-        &app,
-        Method::POST,
-        &format!("/events/{event_id}/quotas"),
-        Some(json!({"name": "Stalls", "size": 2, "ticketTypeIds": [default_type]})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    stalls(&app, &event_id, &default_type).await;
     let (held, holder) = hold(&app, &event_id, 1).await;
     hold(&app, &event_id, 1).await;
     let (head, head_buyer) = joined(&app, &event_id, 2).await;
