@@ -14,6 +14,7 @@
 //! each request in flight) as it happens, not only the totals at the end.
 
 mod drive;
+pub mod history;
 mod html;
 mod journey;
 mod order;
