@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
+use crate::history::{self, Answered, History};
 use crate::order::{self, Line};
 
 /// An order a client got a 201 for.
@@ -113,6 +114,8 @@ pub struct Plan {
     pub read_only: bool,
     /// The HTTP client to use (its timeouts apply); `None`: a keep-alive client is built.
     pub client: Option<Client>,
+    /// Where every request is recorded (`--history`); `None`: nowhere.
+    pub history: Option<Arc<History>>,
 }
 
 impl Plan {
@@ -136,6 +139,7 @@ impl Plan {
             pause: Duration::ZERO,
             read_only: false,
             client: None,
+            history: None,
         }
     }
 }
@@ -279,20 +283,10 @@ pub async fn drive(plan: &Plan, observer: Arc<dyn Observer>) -> Result<Totals, S
     Ok(totals)
 }
 
-/// Sends a request; `None` when it got no answer, body included (a body cut off by a dying
-/// server is no answer either). A body that is not JSON reads as Null.
-pub(crate) async fn exchange(
-    request: reqwest::RequestBuilder,
-) -> Option<(StatusCode, Value, Option<String>)> {
-    let response = request.send().await.ok()?;
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap_or("?").to_owned());
-    let bytes = response.bytes().await.ok()?;
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Some((status, body, retry_after))
+/// Sends one request of the plan (recorded in its history, if any), as its own call.
+async fn send(plan: &Plan, request: reqwest::RequestBuilder) -> Answered {
+    let history = plan.history.as_deref();
+    history::send(history, history.map_or(0, History::next_call), 1, request).await
 }
 
 /// Purchase (or read) request `n` of client `worker`, and the payment of its hold if the
@@ -334,7 +328,7 @@ async fn one_request(
     };
     observer.sending(action, instance, &buyer);
     let started = Instant::now();
-    let answer = exchange(request).await;
+    let answer = send(plan, request).await;
     let mut outcome = Outcome {
         action,
         client: worker,
@@ -406,7 +400,7 @@ async fn one_request(
         .json(&json!({ "paymentToken": "tok_visa" }));
     observer.sending(Action::Pay, instance, &outcome.buyer);
     let started = Instant::now();
-    let answer = exchange(request).await;
+    let answer = send(plan, request).await;
     let latency = started.elapsed();
     let (status, body, retry_after) = match answer {
         Some((status, body, retry_after)) => (Some(status), body, retry_after),

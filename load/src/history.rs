@@ -93,7 +93,10 @@ impl History {
     /// BufWriter keeps it.
     pub fn record(&self, attempt: &Attempt) {
         let line = serde_json::to_string(attempt).expect("an attempt serializes");
-        let mut out = self.out.lock().expect("the history writer is never poisoned");
+        let mut out = self
+            .out
+            .lock()
+            .expect("the history writer is never poisoned");
         let _ = writeln!(out, "{line}");
     }
 
@@ -109,16 +112,16 @@ impl History {
 
 /// Reads a history back, in file order; a line that does not parse is an error naming it.
 pub fn read(path: &Path) -> Result<Vec<Attempt>, String> {
-    let file = File::open(path)
-        .map_err(|e| format!("cannot open the history {}: {e}", path.display()))?;
+    let file =
+        File::open(path).map_err(|e| format!("cannot open the history {}: {e}", path.display()))?;
     let mut attempts = Vec::new();
     for (n, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| format!("cannot read the history: {e}"))?;
         if line.trim().is_empty() {
             continue;
         }
-        let attempt = serde_json::from_str(&line)
-            .map_err(|e| format!("history line {}: {e}", n + 1))?;
+        let attempt =
+            serde_json::from_str(&line).map_err(|e| format!("history line {}: {e}", n + 1))?;
         attempts.push(attempt);
     }
     Ok(attempts)

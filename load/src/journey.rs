@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use reqwest::{Client, StatusCode};
+use reqwest::{Client, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
-use crate::drive::{Granted, Totals, exchange};
+use crate::drive::{Granted, Totals};
+use crate::history::{self, History};
 use crate::order::{self, mix};
 use crate::report::{Latency, latency};
 use crate::steps::Sample;
@@ -59,6 +60,23 @@ pub struct Journey {
     /// Share of buyers who cancel their hold (`DELETE /tickets/{id}/payment`).
     #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub cancel_share: f64,
+    /// Share of buyers who pay and then have the organiser refund the whole order
+    /// (`POST /tickets/{id}/refund` with `--admin-token`).
+    #[arg(long, default_value_t = 0.0, value_parser = share, requires = "admin_token")]
+    pub refund_share: f64,
+    /// Share of buyers who pay and then have their first ticket's code scanned at two gates
+    /// at once (`POST /events/{id}/checkins` on two instances with `--admin-token`): exactly
+    /// one of the two scans may admit it.
+    #[arg(long, default_value_t = 0.0, value_parser = share, requires = "admin_token")]
+    pub checkin_share: f64,
+    /// Share of buyers turned away with `TICKETS_SOLD_OUT` who join the waiting list
+    /// (`POST /events/{id}/waiting-list`), wait for an offer (polling their entry every
+    /// 500 ms, until the run's duration plus --offer-wait-seconds) and pay it, or leave.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub waiting_list_share: f64,
+    /// How long after the run's duration a waiting buyer still waits for an offer.
+    #[arg(long, default_value_t = 10.0)]
+    pub offer_wait_seconds: f64,
     /// Share of buyers who watch `GET /events/{id}/stream` from their arrival to the end of
     /// their journey (at least until its first message).
     #[arg(long, default_value_t = 0.0, value_parser = share)]
@@ -81,6 +99,10 @@ impl Default for Journey {
             decline_share: 0.0,
             abandon_share: 0.0,
             cancel_share: 0.0,
+            refund_share: 0.0,
+            checkin_share: 0.0,
+            waiting_list_share: 0.0,
+            offer_wait_seconds: 10.0,
             watch_share: 0.0,
             admin_token: None,
         }
@@ -109,12 +131,17 @@ impl Journey {
             || self.decline_share > 0.0
             || self.abandon_share > 0.0
             || self.cancel_share > 0.0
+            || self.refund_share > 0.0
+            || self.checkin_share > 0.0
+            || self.waiting_list_share > 0.0
             || self.watch_share > 0.0
     }
 
     /// What buyer `k` does with its hold: the first `--abandon-share` of a uniform draw
     /// abandons, the next `--cancel-share` cancels, the next `--decline-share` pays with the
-    /// declining card, the rest pay (with `pay`) or keep the hold (abandon) without it.
+    /// declining card, the next `--refund-share` pays and is refunded, the next
+    /// `--checkin-share` pays and is checked in, the rest pay (with `pay`) or keep the hold
+    /// (abandon) without it.
     pub fn fate(&self, k: u64, pay: bool) -> Fate {
         let u = unit(mix(k ^ 0xFA7E));
         let mut edge = self.abandon_share;
@@ -129,7 +156,20 @@ impl Journey {
         if u < edge {
             return Fate::Decline;
         }
+        edge += self.refund_share;
+        if u < edge {
+            return Fate::Refund;
+        }
+        edge += self.checkin_share;
+        if u < edge {
+            return Fate::CheckIn;
+        }
         if pay { Fate::Pay } else { Fate::Abandon }
+    }
+
+    /// Whether buyer `k`, turned away sold out, joins the waiting list.
+    pub fn waits(&self, k: u64) -> bool {
+        unit(mix(k ^ 0x3A17)) < self.waiting_list_share
     }
 
     /// Whether buyer `k` watches the stream.
@@ -158,10 +198,20 @@ impl Journey {
 
     /// Checks the flags against each other.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if self.abandon_share + self.cancel_share + self.decline_share > 1.0 + 1e-9 {
+        let shares = self.abandon_share
+            + self.cancel_share
+            + self.decline_share
+            + self.refund_share
+            + self.checkin_share;
+        if shares > 1.0 + 1e-9 {
             return Err(
-                "--abandon-share, --cancel-share and --decline-share add up to more than 1".into(),
+                "--abandon-share, --cancel-share, --decline-share, --refund-share and \
+                 --checkin-share add up to more than 1"
+                    .into(),
             );
+        }
+        if !self.offer_wait_seconds.is_finite() || self.offer_wait_seconds < 0.0 {
+            return Err("--offer-wait-seconds must be 0 or more".into());
         }
         if !self.spike_seconds.is_finite() || self.spike_seconds < 0.0 {
             return Err("--spike-seconds must be 0 or more".into());
@@ -186,6 +236,10 @@ pub enum Fate {
     Cancel,
     /// Does nothing: the hold lapses.
     Abandon,
+    /// Pays, then the organiser refunds the whole order.
+    Refund,
+    /// Pays, then the first ticket's code is scanned at two gates at once.
+    CheckIn,
 }
 
 /// A think time distribution in milliseconds.
@@ -261,6 +315,8 @@ pub(crate) enum Expect {
     /// Still held or lapsed (`reserved` or `expired`): an abandoned hold, or one whose payment
     /// was declined (the API puts it back to `reserved`, or `expired` if it lapsed meanwhile).
     HeldOrExpired,
+    /// Paid, and a refund of it got no certain answer: `purchased` or `refunded`.
+    PurchasedOrRefunded,
 }
 
 impl Expect {
@@ -270,6 +326,7 @@ impl Expect {
             Expect::Purchased => status == "purchased",
             Expect::Told(told) => status == told,
             Expect::HeldOrExpired => matches!(status, "reserved" | "expired"),
+            Expect::PurchasedOrRefunded => matches!(status, "purchased" | "refunded"),
         }
     }
 }
@@ -294,6 +351,15 @@ pub struct JourneySummary {
     pub declined: u64,
     pub cancelled: u64,
     pub abandoned: u64,
+    /// Paid orders the organiser refunded (200).
+    pub refunded: u64,
+    /// Paid tickets admitted at the door (each scanned at two gates at once).
+    pub checked_in: u64,
+    /// Double scans where other than exactly one gate admitted the ticket: must be 0.
+    pub checkin_anomalies: u64,
+    /// Buyers turned away sold out who joined the waiting list, and offers they paid.
+    pub joined: u64,
+    pub offers_paid: u64,
     /// Buyers who watched the stream, and the messages their streams carried.
     pub watchers: u64,
     pub stream_messages: u64,
@@ -325,6 +391,12 @@ pub(crate) struct Target {
     pub limit: u64,
     /// No buyer is due (open) or starts (closed) after this long.
     pub duration: Option<Duration>,
+    /// Where every attempt is recorded (`--history`).
+    pub history: Option<Arc<History>>,
+    /// Whether holds, payments and refunds carry an `Idempotency-Key` (`--keyed`).
+    pub keyed: bool,
+    /// How long an ambiguous retriable call is retried (`--retry-seconds`).
+    pub retry_for: Duration,
 }
 
 /// What the journeys saw, the verification's expectations included.
@@ -359,6 +431,69 @@ struct Run {
 }
 
 impl Run {
+    /// The `Idempotency-Key` of `buyer`'s `step` in a keyed run (`--keyed`).
+    fn key(&self, buyer: &str, step: &str) -> Option<String> {
+        self.target.keyed.then(|| format!("{buyer}-{step}"))
+    }
+
+    /// Sends a call, keyed with `key` when there is one; a keyed call is retried with its key
+    /// while its answer is ambiguous.
+    async fn call(&self, request: RequestBuilder, key: Option<String>) -> Answer {
+        let retry = key.is_some();
+        self.call_retrying(request, key, retry).await
+    }
+
+    /// Sends a call and, with `retry`, sends it again while its answer is ambiguous (none, or
+    /// a 5xx): after the `Retry-After` it named (at most 2 s) or 500 ms, until
+    /// `--retry-seconds` have passed since the first attempt. Only calls that a repeat cannot
+    /// duplicate are retried: keyed ones, and those the API refuses the second time (a
+    /// cancel, a join, a scan with its nonce). Every attempt goes into the history.
+    async fn call_retrying(
+        &self,
+        request: RequestBuilder,
+        key: Option<String>,
+        retry: bool,
+    ) -> Answer {
+        let request = match &key {
+            Some(key) => request.header("Idempotency-Key", key),
+            None => request,
+        };
+        let history = self.target.history.as_deref();
+        let call = history.map_or(0, History::next_call);
+        let give_up = Instant::now() + self.target.retry_for;
+        let mut attempt = 1;
+        loop {
+            let Some(this) = request.try_clone() else {
+                unreachable!("the tool sends only JSON bodies, which clone");
+            };
+            let answered = history::send(history, call, attempt, this).await;
+            // A 409 IDEMPOTENCY_IN_PROGRESS says an earlier attempt of this key still holds
+            // its claim: the outcome is not known yet either.
+            let ambiguous = answered.as_ref().is_none_or(|(status, body, _)| {
+                status.is_server_error() || body["code"] == "IDEMPOTENCY_IN_PROGRESS"
+            });
+            if !(retry && ambiguous) || Instant::now() >= give_up {
+                return match answered {
+                    Some((status, body, _)) => Answer {
+                        status: Some(status),
+                        body,
+                    },
+                    None => Answer {
+                        status: None,
+                        body: Value::Null,
+                    },
+                };
+            }
+            let wait = answered
+                .and_then(|(_, _, after)| after?.parse::<f64>().ok())
+                .map_or(Duration::from_millis(500), |s| {
+                    Duration::from_secs_f64(s.clamp(0.0, 2.0))
+                });
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
     fn shard(&self, k: u64) -> std::sync::MutexGuard<'_, Shard> {
         self.shards[(k % SHARDS as u64) as usize]
             .lock()
@@ -381,19 +516,6 @@ impl Run {
 struct Answer {
     status: Option<StatusCode>,
     body: Value,
-}
-
-async fn send(request: reqwest::RequestBuilder) -> Answer {
-    match exchange(request).await {
-        Some((status, body, _)) => Answer {
-            status: Some(status),
-            body,
-        },
-        None => Answer {
-            status: None,
-            body: Value::Null,
-        },
-    }
 }
 
 /// Runs the journeys to their end: every buyer due (or started) within the run finishes its
@@ -446,6 +568,11 @@ pub(crate) async fn run(target: Target, journey: &Journey) -> Result<Collected, 
         all.declined += one.declined;
         all.cancelled += one.cancelled;
         all.abandoned += one.abandoned;
+        all.refunded += one.refunded;
+        all.checked_in += one.checked_in;
+        all.checkin_anomalies += one.checkin_anomalies;
+        all.joined += one.joined;
+        all.offers_paid += one.offers_paid;
         all.watchers += one.watchers;
         all.stream_messages += one.stream_messages;
     }
@@ -549,63 +676,16 @@ async fn buyer(run: &Arc<Run>, k: u64, due: Instant) {
         .header("X-Device-Fingerprint", &buyer)
         .json(&order::body(&lines, quantity));
     let lag = Instant::now().saturating_duration_since(due);
-    let hold = send(request).await;
+    let hold = run.call(request, run.key(&buyer, "hold")).await;
     let held_id = record_hold(run, k, &buyer, &lines, quantity, &hold, due, lag);
 
     if let Some(id) = held_id {
         let fate = run.journey.fate(k, target.pay);
         let next_due = Instant::now() + run.journey.think_ms.sample(k);
         tokio::time::sleep_until(next_due.into()).await;
-        let payment = format!("{base}/tickets/{id}/payment");
-        let (step, request) = match fate {
-            Fate::Pay => (
-                "pay",
-                Some(
-                    target
-                        .client
-                        .post(&payment)
-                        .json(&json!({ "paymentToken": "tok_visa" })),
-                ),
-            ),
-            Fate::Decline => (
-                "decline",
-                Some(
-                    target
-                        .client
-                        .post(&payment)
-                        .json(&json!({ "paymentToken": "tok_chargeDeclined" })),
-                ),
-            ),
-            Fate::Cancel => ("cancel", Some(target.client.delete(&payment))),
-            Fate::Abandon => ("abandon", None),
-        };
-        let answer = match request {
-            Some(request) => {
-                let answer = send(request.header("X-Device-Fingerprint", &buyer)).await;
-                run.sample(k, step, &answer, next_due);
-                Some(answer)
-            }
-            None => None,
-        };
-        let expect = expectation(fate, answer.as_ref());
-        let mut shard = run.shard(k);
-        let summary = &mut shard.summary;
-        match fate {
-            Fate::Pay => summary.paid += 1,
-            Fate::Decline => summary.declined += 1,
-            Fate::Cancel => summary.cancelled += 1,
-            Fate::Abandon => summary.abandoned += 1,
-        }
-        if answer
-            .as_ref()
-            .is_some_and(|a| a.status == Some(StatusCode::OK))
-            && fate == Fate::Pay
-        {
-            shard.totals.payments_succeeded += 1;
-        }
-        if let Some(expect) = expect {
-            shard.expected.push((id, expect));
-        }
+        settle(run, k, base, &buyer, &id, fate, next_due).await;
+    } else if hold.body["code"] == "TICKETS_SOLD_OUT" && run.journey.waits(k) {
+        wait_for_offer(run, k, base, &buyer, &hold.body).await;
     }
 
     if let Some((done, task)) = watcher {
@@ -614,6 +694,218 @@ async fn buyer(run: &Arc<Run>, k: u64, due: Instant) {
         let _ = task.await;
     }
     run.in_flight.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// What buyer `k` does with hold `id` once its think time is over, and what it is then
+/// expected to read back as.
+async fn settle(
+    run: &Arc<Run>,
+    k: u64,
+    base: &str,
+    buyer: &str,
+    id: &str,
+    fate: Fate,
+    due: Instant,
+) {
+    let target = &run.target;
+    let payment = format!("{base}/tickets/{id}/payment");
+    let pay = |token: &str| {
+        target
+            .client
+            .post(&payment)
+            .json(&json!({ "paymentToken": token }))
+    };
+    let (step, request, key) = match fate {
+        Fate::Pay | Fate::Refund | Fate::CheckIn => ("pay", Some(pay("tok_visa")), "pay"),
+        Fate::Decline => ("decline", Some(pay("tok_chargeDeclined")), "pay"),
+        // A cancel needs no key: a retried one that already took effect is refused as
+        // `INVALID_STATUS` naming `cancelled`, which says the same.
+        Fate::Cancel => ("cancel", Some(target.client.delete(&payment)), ""),
+        Fate::Abandon => ("abandon", None, ""),
+    };
+    let answer = match request {
+        Some(request) => {
+            let key = (!key.is_empty()).then(|| run.key(buyer, key)).flatten();
+            let retry = key.is_some() || fate == Fate::Cancel;
+            let request = request.header("X-Device-Fingerprint", buyer);
+            let answer = run.call_retrying(request, key, retry).await;
+            run.sample(k, step, &answer, due);
+            Some(answer)
+        }
+        None => None,
+    };
+    let paid = answer
+        .as_ref()
+        .is_some_and(|a| a.status == Some(StatusCode::OK))
+        && matches!(fate, Fate::Pay | Fate::Refund | Fate::CheckIn);
+    let mut expect = expectation(fate, answer.as_ref());
+    let mut refunded = false;
+    let mut checked_in = 0;
+    if paid && fate == Fate::Refund {
+        let answer = refund(run, k, base, buyer, id).await;
+        refunded = answer.status == Some(StatusCode::OK);
+        expect = match answer.status.map(|s| s.as_u16()) {
+            Some(200) => answer.body["status"]
+                .as_str()
+                .map(|s| Expect::Told(s.to_owned())),
+            // Refused: still purchased. No answer: either.
+            Some(status) if status < 500 => Some(Expect::Purchased),
+            _ => Some(Expect::PurchasedOrRefunded),
+        };
+    }
+    if paid
+        && fate == Fate::CheckIn
+        && let Some(code) = answer
+            .as_ref()
+            .and_then(|a| a.body["admissions"][0]["code"].as_str())
+    {
+        checked_in = check_in(run, k, buyer, code).await;
+    }
+    let mut shard = run.shard(k);
+    let summary = &mut shard.summary;
+    match fate {
+        Fate::Pay | Fate::Refund | Fate::CheckIn => summary.paid += 1,
+        Fate::Decline => summary.declined += 1,
+        Fate::Cancel => summary.cancelled += 1,
+        Fate::Abandon => summary.abandoned += 1,
+    }
+    summary.refunded += u64::from(refunded);
+    summary.checked_in += checked_in;
+    if paid {
+        shard.totals.payments_succeeded += 1;
+    }
+    if let Some(expect) = expect {
+        shard.expected.push((id.to_owned(), expect));
+    }
+}
+
+/// The organiser refunds the whole order `id` (keyed, retried while ambiguous).
+async fn refund(run: &Arc<Run>, k: u64, base: &str, buyer: &str, id: &str) -> Answer {
+    let token = run.journey.admin_token.as_deref().unwrap_or_default();
+    let request = run
+        .target
+        .client
+        .post(format!("{base}/tickets/{id}/refund"))
+        .bearer_auth(token)
+        .json(&json!({}));
+    let due = Instant::now();
+    let answer = run.call(request, run.key(buyer, "refund")).await;
+    run.sample(k, "refund", &answer, due);
+    answer
+}
+
+/// Scans `code` at two gates on two instances at once, each scan with its own nonce (retried
+/// with it while ambiguous); returns how many admitted it, which must be exactly 1.
+async fn check_in(run: &Arc<Run>, k: u64, buyer: &str, code: &str) -> u64 {
+    let target = &run.target;
+    let token = run.journey.admin_token.as_deref().unwrap_or_default();
+    let scan = |gate: usize| {
+        let base = &target.urls[(k as usize + gate) % target.urls.len()];
+        let request = target
+            .client
+            .post(format!("{base}/events/{}/checkins", target.event_id))
+            .bearer_auth(token)
+            .json(&json!({
+                "code": code,
+                "gate": format!("Gate {gate}"),
+                "nonce": format!("{buyer}-gate-{gate}"),
+            }));
+        let due = Instant::now();
+        async move {
+            let answer = run.call_retrying(request, None, true).await;
+            run.sample(k, "checkin", &answer, due);
+            answer
+        }
+    };
+    let (first, second) = tokio::join!(scan(0), scan(1));
+    let admitted = [first, second]
+        .iter()
+        .filter(|a| a.status == Some(StatusCode::OK))
+        .count() as u64;
+    let mut shard = run.shard(k);
+    if admitted != 1 {
+        shard.summary.checkin_anomalies += 1;
+    }
+    admitted
+}
+
+/// Buyer `k`, turned away sold out, joins the waiting list for the type refused, waits for an
+/// offer and pays it; leaves the list when none came in time.
+async fn wait_for_offer(run: &Arc<Run>, k: u64, base: &str, buyer: &str, refused: &Value) {
+    let target = &run.target;
+    let mut body = json!({ "quantity": target.quantity });
+    if let Some(ticket_type) = refused["ticketTypeId"].as_str() {
+        body["ticketTypeId"] = json!(ticket_type);
+    }
+    let request = target
+        .client
+        .post(format!("{base}/events/{}/waiting-list", target.event_id))
+        .header("X-Device-Fingerprint", buyer)
+        .json(&body);
+    let due = Instant::now();
+    // A retried join that already took effect is refused as ALREADY_WAITING: retrying is safe.
+    let joined = run.call_retrying(request, None, true).await;
+    run.sample(k, "join", &joined, due);
+    let entry = match (joined.status, joined.body["id"].as_str()) {
+        (Some(StatusCode::CREATED), Some(entry)) => format!("{base}/waiting-list/{entry}"),
+        _ => return,
+    };
+    run.shard(k).summary.joined += 1;
+    let until = run.started
+        + target.duration.unwrap_or(Duration::ZERO)
+        + Duration::from_secs_f64(run.journey.offer_wait_seconds);
+    loop {
+        let read = target
+            .client
+            .get(&entry)
+            .header("X-Device-Fingerprint", buyer);
+        let seen = run.call(read, None).await;
+        match seen.body["status"].as_str() {
+            Some("offered") => {
+                let Some(offer) = seen.body["offer"]["allocationId"].as_str() else {
+                    return;
+                };
+                return pay_offer(run, k, base, buyer, offer).await;
+            }
+            Some("waiting") | None => {}
+            // Accepted, declined, expired or left: nothing more to do.
+            Some(_) => return,
+        }
+        if Instant::now() >= until {
+            let leave = target
+                .client
+                .delete(&entry)
+                .header("X-Device-Fingerprint", buyer);
+            run.call_retrying(leave, None, true).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Pays the waiting-list offer `offer` (keyed); a paid one is read back as `purchased`.
+async fn pay_offer(run: &Arc<Run>, k: u64, base: &str, buyer: &str, offer: &str) {
+    let request = run
+        .target
+        .client
+        .post(format!("{base}/tickets/{offer}/payment"))
+        .header("X-Device-Fingerprint", buyer)
+        .json(&json!({ "paymentToken": "tok_visa" }));
+    let due = Instant::now();
+    let answer = run.call(request, run.key(buyer, "offer-pay")).await;
+    run.sample(k, "offer-pay", &answer, due);
+    if answer.status == Some(StatusCode::OK) {
+        let mut shard = run.shard(k);
+        shard.summary.offers_paid += 1;
+        shard.totals.payments_succeeded += 1;
+        shard.totals.granted.push(Granted {
+            allocation_id: offer.to_owned(),
+            buyer: buyer.to_owned(),
+            quantity: answer.body["quantity"].as_i64().unwrap_or(0),
+            lines: order::lines_of(&answer.body),
+        });
+        shard.expected.push((offer.to_owned(), Expect::Purchased));
+    }
 }
 
 /// Records a hold's answer as the closed-loop storm does; returns the allocation of a 201.

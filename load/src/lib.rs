@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use history::History;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -103,6 +104,21 @@ pub struct Config {
     /// Skip the verification after the run (the run is then never called sound).
     #[arg(long)]
     pub no_verify: bool,
+    /// Record every call's attempts in this file, one JSON line each (see `history`), for
+    /// `boxoffice-load check`.
+    #[arg(long)]
+    pub history: Option<std::path::PathBuf>,
+    /// Send an `Idempotency-Key` with every hold, payment and refund, and retry each with its
+    /// key while the answer is ambiguous (none, or a 5xx such as 503 during a failover).
+    #[arg(long)]
+    pub keyed: bool,
+    /// How long a call whose answer is ambiguous is retried, from its first attempt.
+    #[arg(long, default_value_t = 60.0)]
+    pub retry_seconds: f64,
+    /// Give up on a request after this many seconds (recorded as a `timeout`); default: wait
+    /// for the server's own request timeout.
+    #[arg(long)]
+    pub request_timeout: Option<f64>,
 }
 
 /// The event's catalogue and the orders' lines: what a run sells beyond one unpriced type.
@@ -273,11 +289,25 @@ pub async fn run_on_sale(
     } else {
         config.clients
     };
-    let client = Client::builder()
+    let mut client = Client::builder()
         .pool_max_idle_per_host(connections + config.idle_streams)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .tcp_nodelay(true);
+    if let Some(seconds) = config.request_timeout {
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return Err("--request-timeout must be above 0".into());
+        }
+        client = client.timeout(Duration::from_secs_f64(seconds));
+    }
+    if !(config.retry_seconds.is_finite() && config.retry_seconds >= 0.0) {
+        return Err("--retry-seconds must be 0 or more".into());
+    }
+    let client = client.build().map_err(|e| e.to_string())?;
+    let history = config
+        .history
+        .as_deref()
+        .map(History::create)
+        .transpose()?
+        .map(Arc::new);
     let urls: Arc<Vec<String>> = Arc::new(
         config
             .urls
@@ -345,6 +375,9 @@ pub async fn run_on_sale(
             clients: config.clients,
             limit,
             duration: config.duration.map(Duration::from_secs_f64),
+            history: history.clone(),
+            keyed: config.keyed,
+            retry_for: Duration::from_secs_f64(config.retry_seconds),
         };
         let collected = journey::run(target, journey).await?;
         (
@@ -366,6 +399,7 @@ pub async fn run_on_sale(
             pay_every: config.pay.then_some(1),
             read_only: config.read_only,
             client: Some(client.clone()),
+            history: history.clone(),
             ..Plan::new(urls.to_vec(), event_id.clone())
         };
         let recorder = Arc::new(Recorder::new(config.clients));
@@ -379,6 +413,9 @@ pub async fn run_on_sale(
         (tally, recorded.samples, expected, None)
     };
     let elapsed = started.elapsed().as_secs_f64();
+    if let Some(history) = &history {
+        history.finish()?;
+    }
     let streams = match watchers {
         Some(watchers) => {
             if config.hold_streams_seconds > 0.0 {

@@ -53,7 +53,9 @@ impl Answer {
     /// [`Answer::is_expected`], and a payment that came too late for its hold (410
     /// `RESERVATION_EXPIRED`), a declining card's payment declined (402 `PAYMENT_DECLINED`)
     /// or too late, a cancel done (200) or refused because the hold had already ended (409
-    /// `INVALID_STATUS`, whose status the verification checks), and a stream opened (200).
+    /// `INVALID_STATUS`, whose status the verification checks), a stream opened (200), a
+    /// refund done, a scan admitted or refused as `ALREADY_CHECKED_IN`, a waiting-list join
+    /// (or its refusal because tickets came back, or the cap) and an offer paid or lapsed.
     pub fn is_expected_in_journey(&self) -> bool {
         let code = self.code.as_deref();
         self.is_expected()
@@ -62,6 +64,16 @@ impl Answer {
                 ("decline", Some(402)) => code == Some("PAYMENT_DECLINED"),
                 ("cancel", Some(409)) => code == Some("INVALID_STATUS"),
                 ("cancel", Some(200)) | ("watch", Some(200)) => true,
+                ("refund" | "offer-pay", Some(200)) | ("join", Some(201)) => true,
+                // One of a ticket's two simultaneous scans admits it, the other is refused.
+                ("checkin", Some(200)) => true,
+                ("checkin", Some(409)) => code == Some("ALREADY_CHECKED_IN"),
+                // Tickets came back between the refusal and the join; or the buyer's cap.
+                ("join", Some(409)) => {
+                    matches!(code, Some("TICKETS_AVAILABLE" | "FINGERPRINT_LIMIT"))
+                }
+                // An offer paid after it lapsed.
+                ("offer-pay", Some(410)) => code == Some("RESERVATION_EXPIRED"),
                 _ => false,
             }
     }
@@ -441,6 +453,14 @@ impl Report {
                 .map(|a| a.count)
                 .sum()
         };
+        if let Some(j) = &self.journey
+            && j.checkin_anomalies > 0
+        {
+            reasons.push(format!(
+                "{} tickets scanned at two gates at once were not admitted exactly once",
+                j.checkin_anomalies
+            ));
+        }
         let server_errors = count(&|a| a.status.is_some_and(|s| s >= 500));
         if server_errors > 0 {
             reasons.push(format!("{server_errors} answers were server errors (5xx)"));
@@ -737,6 +757,12 @@ pub fn render(report: &Report) -> String {
             j.waited_for_slot,
             line(&j.start_lag_ms)
         ));
+        if j.refunded + j.checked_in + j.joined > 0 {
+            out.push_str(&format!(
+                "                 {} refunded; {} checked in ({} double scans not admitted exactly once); {} joined the waiting list, {} offers paid\n",
+                j.refunded, j.checked_in, j.checkin_anomalies, j.joined, j.offers_paid
+            ));
+        }
     }
     for step in &report.steps {
         let answers: Vec<String> = step
