@@ -13,6 +13,7 @@
 //! storms with [`drive`]: they kill servers mid-storm, so they need to see each answer (and
 //! each request in flight) as it happens, not only the totals at the end.
 
+pub mod check;
 mod drive;
 pub mod history;
 mod html;
