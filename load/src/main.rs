@@ -2,16 +2,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use boxoffice_load::{
-    Catalogue, Config, Journey, Scanning, raise_nofile_limit, render, render_scan, run_on_sale,
-    run_scan, write_charts, write_report,
+    Catalogue, Config, Journey, Scanning, check, raise_nofile_limit, render, render_scan,
+    run_on_sale, run_scan, write_charts, write_report,
 };
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// Drive concurrent buyers at a Boxoffice event and verify nothing was oversold. Exits 0 for
 /// a sound run, 2 for a run that is not (the report says why), 1 when it could not run.
 #[derive(Debug, Parser)]
-#[command(name = "boxoffice-load", version, about)]
+#[command(name = "boxoffice-load", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Without a subcommand: a load run, configured by the flags below.
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     config: Config,
     #[command(flatten)]
@@ -32,9 +35,29 @@ struct Cli {
     charts_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Judge a run's history (`--history FILE` of a run) against its database: tickets and
+    /// money conserved, every acknowledgement present, at most one effect per call, each
+    /// admission admitted once. Exits 0 when sound, 2 with violations, 1 when it could not run.
+    Check(CheckCli),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckCli {
+    #[command(flatten)]
+    options: check::Options,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Check(args)) = &cli.command {
+        return run_check(args).await;
+    }
     // Thousands of streams need thousands of sockets: take all the hard limit allows.
     if let Err(err) = raise_nofile_limit() {
         eprintln!("boxoffice-load: cannot raise the open-file limit: {err}");
@@ -109,6 +132,35 @@ async fn scan(cli: &Cli) -> ExitCode {
         }
         Err(err) => {
             eprintln!("boxoffice-load: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The history checker: its report, and the exit status it implies.
+async fn run_check(args: &CheckCli) -> ExitCode {
+    match check::run(&args.options).await {
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("the report serializes")
+                );
+            } else {
+                print!("{}", report.render());
+            }
+            if report.sound {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "boxoffice-load check: NOT SOUND: {} violations",
+                    report.violations.len()
+                );
+                ExitCode::from(2)
+            }
+        }
+        Err(err) => {
+            eprintln!("boxoffice-load check: {err}");
             ExitCode::FAILURE
         }
     }
