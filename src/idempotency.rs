@@ -50,8 +50,13 @@ pub const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 pub fn stale_claim_age(request_timeout: Duration) -> Duration {
     request_timeout + CLAIM_MARGIN
 }
-/// How often [`finish`] and [`park`] try their write before leaving the claim to go stale.
-const SETTLE_TRIES: u32 = 3;
+/// How long [`finish`] and [`park`] keep trying their write before leaving the claim to go
+/// stale: longer than a database failover takes (a primary's postmaster killed: about 5 s;
+/// its whole node: about 12 s, see docs/reliability.md), so that a claim cut off by one is
+/// still released or parked once the new primary is up.
+const SETTLE_FOR: Duration = Duration::from_secs(30);
+/// The longest pause between two tries of such a write.
+const SETTLE_PAUSE_MAX: Duration = Duration::from_secs(2);
 
 /// What to do with a keyed request.
 #[derive(Debug)]
@@ -278,24 +283,39 @@ pub async fn finish(pool: &PgPool, claim: &Claim, status: u16, body: &str) {
     .await;
 }
 
-/// Runs `write`, which settles a claim, up to [`SETTLE_TRIES`] times; a write that still fails
-/// is logged, and the claim stays in progress until it is taken over as stale.
-async fn settle<F, Fut>(what: &str, mut write: F)
+/// Runs `write`, which settles a claim, until it succeeds or [`SETTLE_FOR`] has passed; a
+/// write that still fails is logged, and the claim stays in progress until it is taken over
+/// as stale.
+async fn settle<F, Fut>(what: &str, write: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<(), sqlx::Error>>,
 {
-    for tried in 1..=SETTLE_TRIES {
+    settle_within(what, SETTLE_FOR, write).await;
+}
+
+/// [`settle`] with a time limit of `limit`.
+async fn settle_within<F, Fut>(what: &str, limit: Duration, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<(), sqlx::Error>>,
+{
+    let give_up = tokio::time::Instant::now() + limit;
+    for tried in 1u32.. {
         match write().await {
             Ok(()) => return,
             // A closed pool will not open again: trying again only delays shutdown.
-            Err(err) if tried == SETTLE_TRIES || matches!(err, sqlx::Error::PoolClosed) => {
+            Err(err)
+                if tokio::time::Instant::now() >= give_up
+                    || matches!(err, sqlx::Error::PoolClosed) =>
+            {
                 tracing::warn!(error = %err, tried, "could not {what}; the claim stays in progress until stale");
                 return;
             }
             Err(err) => {
                 tracing::info!(error = %err, tried, "could not {what}; trying again");
-                tokio::time::sleep(Duration::from_millis(200) * tried).await;
+                tokio::time::sleep((Duration::from_millis(200) * tried).min(SETTLE_PAUSE_MAX))
+                    .await;
             }
         }
     }
@@ -329,11 +349,12 @@ pub async fn unpark(pool: &PgPool, claim: &Claim, payment: &ParkedPayment) -> Re
 mod tests {
     use super::*;
 
-    /// Calls a settling write that always fails with `failure`: (calls made, time taken).
+    /// Calls a settling write that always fails with `failure`, with a limit of 1.5 s:
+    /// (calls made, time taken).
     async fn settle_failing(failure: fn() -> sqlx::Error) -> (u32, std::time::Duration) {
         let calls = std::sync::atomic::AtomicU32::new(0);
         let started = std::time::Instant::now();
-        settle("settle in a test", || {
+        settle_within("settle in a test", Duration::from_millis(1500), || {
             calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             std::future::ready(Err(failure()))
         })
@@ -341,14 +362,15 @@ mod tests {
         (calls.into_inner(), started.elapsed())
     }
 
-    /// A failing write is tried [`SETTLE_TRIES`] times, waiting 200 ms, then 400 ms, between
-    /// tries (a database that blinks gets time to come back).
+    /// A failing write is tried until its time limit has passed, waiting 200 ms, 400 ms,
+    /// 600 ms, … between tries (a database in failover gets time to come back): within
+    /// 1.5 s, tries at 0, 0.2, 0.6 and 1.2 s, then one at 2.0 s that finds the limit passed.
     #[tokio::test]
-    async fn a_failing_settle_is_tried_three_times_with_growing_pauses() {
+    async fn a_failing_settle_is_tried_until_its_limit_with_growing_pauses() {
         let (calls, took) = settle_failing(|| sqlx::Error::PoolTimedOut).await;
-        assert_eq!(calls, SETTLE_TRIES);
-        assert!(took >= Duration::from_millis(600), "{took:?}");
-        assert!(took < Duration::from_millis(1200), "{took:?}");
+        assert_eq!(calls, 5);
+        assert!(took >= Duration::from_millis(2000), "{took:?}");
+        assert!(took < Duration::from_millis(2600), "{took:?}");
     }
 
     /// A closed pool will not open again: one try, no pause, so shutdown is not delayed.

@@ -191,17 +191,20 @@ impl Summary {
         Self {
             calls: calls.len(),
             attempts: history.len(),
-            acknowledged_holds: acknowledged(|o| matches!(o, Op::Hold { .. }), |a| {
-                a.status == Some(201)
-            }),
-            acknowledged_payments: acknowledged(|o| matches!(o, Op::Pay { .. }), |a| {
-                a.status == Some(200) && answer_str(a, "status") == Some("purchased")
-            }),
+            acknowledged_holds: acknowledged(
+                |o| matches!(o, Op::Hold { .. }),
+                |a| a.status == Some(201),
+            ),
+            acknowledged_payments: acknowledged(
+                |o| matches!(o, Op::Pay { .. }),
+                |a| a.status == Some(200) && answer_str(a, "status") == Some("purchased"),
+            ),
             acknowledged_cancels: acknowledged(|o| matches!(o, Op::Cancel { .. }), ok),
             acknowledged_refunds: acknowledged(|o| matches!(o, Op::Refund { .. }), ok),
-            acknowledged_checkins: acknowledged(|o| matches!(o, Op::CheckIn { .. }), |a| {
-                a.status == Some(200) && answer_str(a, "result") == Some("admitted")
-            }),
+            acknowledged_checkins: acknowledged(
+                |o| matches!(o, Op::CheckIn { .. }),
+                |a| a.status == Some(200) && answer_str(a, "result") == Some("admitted"),
+            ),
             ambiguous_calls: calls
                 .iter()
                 .filter(|c| c.op.is_write() && c.ambiguous())
@@ -625,7 +628,11 @@ pub fn fingerprint_hash(secret: &str, fingerprint: &str) -> String {
 /// `re_<allocation simple>_<first 16 bytes of SHA-256 of the key, hex>`.
 pub fn refund_key_prefix(allocation_id: &str, key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
-    format!("re_{}_{}", allocation_id.replace('-', ""), hex(&digest[..16]))
+    format!(
+        "re_{}_{}",
+        allocation_id.replace('-', ""),
+        hex(&digest[..16])
+    )
 }
 
 /// The allocation (hyphenated) a charge reference `pay_<32 hex>_<nonce>` names.
@@ -1213,7 +1220,9 @@ impl<'a> Judge<'a> {
             }
         }
         for ((event, hash), ids) in unexplained {
-            let calls = holds.get(&(event.clone(), hash)).map_or(&[][..], Vec::as_slice);
+            let calls = holds
+                .get(&(event.clone(), hash))
+                .map_or(&[][..], Vec::as_slice);
             // Each call without an acknowledgement may explain one allocation; an
             // acknowledged call's one effect is its acknowledged allocation.
             let room = calls
@@ -1318,7 +1327,10 @@ impl<'a> Judge<'a> {
                 if a.status != Some(200) || answer_str(a, "result") != Some("admitted") {
                     continue;
                 }
-                let Some(admission) = a.answer.as_ref().and_then(|x| x["admission"]["id"].as_str())
+                let Some(admission) = a
+                    .answer
+                    .as_ref()
+                    .and_then(|x| x["admission"]["id"].as_str())
                 else {
                     continue;
                 };
@@ -1331,8 +1343,7 @@ impl<'a> Judge<'a> {
         }
         for (admission, scans) in told {
             if scans.len() > 1 {
-                let message =
-                    format!("admission {admission} was answered admitted to {scans:?}");
+                let message = format!("admission {admission} was answered admitted to {scans:?}");
                 self.report(Kind::DoubleAdmission, message);
             }
         }

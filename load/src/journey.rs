@@ -71,10 +71,10 @@ pub struct Journey {
     pub checkin_share: f64,
     /// Share of buyers turned away with `TICKETS_SOLD_OUT` who join the waiting list
     /// (`POST /events/{id}/waiting-list`), wait for an offer (polling their entry every
-    /// 500 ms, until the run's duration plus --offer-wait-seconds) and pay it, or leave.
+    /// 500 ms, at most --offer-wait-seconds) and pay it, or leave.
     #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub waiting_list_share: f64,
-    /// How long after the run's duration a waiting buyer still waits for an offer.
+    /// How long a buyer on the waiting list waits for an offer before leaving it.
     #[arg(long, default_value_t = 10.0)]
     pub offer_wait_seconds: f64,
     /// Share of buyers who watch `GET /events/{id}/stream` from their arrival to the end of
@@ -851,9 +851,7 @@ async fn wait_for_offer(run: &Arc<Run>, k: u64, base: &str, buyer: &str, refused
         _ => return,
     };
     run.shard(k).summary.joined += 1;
-    let until = run.started
-        + target.duration.unwrap_or(Duration::ZERO)
-        + Duration::from_secs_f64(run.journey.offer_wait_seconds);
+    let until = Instant::now() + Duration::from_secs_f64(run.journey.offer_wait_seconds);
     loop {
         let read = target
             .client

@@ -10,7 +10,12 @@ use clap::{Parser, Subcommand};
 /// Drive concurrent buyers at a Boxoffice event and verify nothing was oversold. Exits 0 for
 /// a sound run, 2 for a run that is not (the report says why), 1 when it could not run.
 #[derive(Debug, Parser)]
-#[command(name = "boxoffice-load", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "boxoffice-load",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     /// Without a subcommand: a load run, configured by the flags below.
     #[command(subcommand)]

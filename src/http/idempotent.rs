@@ -216,15 +216,42 @@ where
                 allocation: *allocation,
                 reference: reference.clone(),
             };
-            idempotency::park(&state.pool, &claim, &payment).await;
+            let (pool, claim) = (state.pool.clone(), claim.clone());
+            settle_claim(state, async move {
+                idempotency::park(&pool, &claim, &payment).await;
+            })
+            .await;
         }
         Err(err) => {
             let err = ApiError::from(err.clone());
             let body = serde_json::to_string(&err.body()).map_err(ApiError::internal)?;
-            idempotency::finish(&state.pool, &claim, err.status_and_code().0.as_u16(), &body).await;
+            let status = err.status_and_code().0.as_u16();
+            let (pool, claim) = (state.pool.clone(), claim.clone());
+            settle_claim(state, async move {
+                idempotency::finish(&pool, &claim, status, &body).await;
+            })
+            .await;
         }
     }
     json(success, &outcome?)
+}
+
+/// How long an answer waits for the write that settles its claim. A write that takes
+/// longer is waiting for the database (gone away in a failover: `idempotency::finish` and
+/// `idempotency::park` keep trying until it is back), and the client should have its 503
+/// now, not then; the write goes on in the background, and a retry meanwhile finds the claim
+/// in progress and waits for it like for any first attempt.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Runs `write`, which settles a claim, as a keyed task of its own, and waits for it at most
+/// [`SETTLE_WAIT`].
+async fn settle_claim(state: &AppState, write: impl Future<Output = ()> + Send + 'static) {
+    let (done, settled) = oneshot::channel();
+    state.keyed_tasks.spawn(async move {
+        write.await;
+        let _ = done.send(());
+    });
+    let _ = tokio::time::timeout(SETTLE_WAIT, settled).await;
 }
 
 /// The first attempt's response, marked as a replay.

@@ -26,6 +26,10 @@ fn config(url: String) -> Config {
         server_pid: None,
         read_only: false,
         no_verify: false,
+        history: None,
+        keyed: false,
+        retry_seconds: 60.0,
+        request_timeout: None,
     }
 }
 

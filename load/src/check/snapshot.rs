@@ -8,8 +8,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::{
-    AdmissionRow, AllocationRow, ChargeRow, EventRow, LineRow, Op, ProviderRefundRow,
-    QuotaRow, RefundLineRow, RefundRow, ScanRow, Snapshot, WaitingEntryRow, calls,
+    AdmissionRow, AllocationRow, ChargeRow, EventRow, LineRow, Op, ProviderRefundRow, QuotaRow,
+    RefundLineRow, RefundRow, ScanRow, Snapshot, WaitingEntryRow, calls,
 };
 use crate::history::Attempt;
 
@@ -95,9 +95,11 @@ async fn load_from(
         .map_err(|e| e.to_string())?;
     tx.rollback().await.map_err(|e| e.to_string())?;
     if snapshot.fingerprint_secret.is_empty() {
-        return Err("no fingerprint secret: the database keeps none (settings key \
+        return Err(
+            "no fingerprint secret: the database keeps none (settings key \
                     fingerprint_secret); pass --fingerprint-secret"
-            .to_owned());
+                .to_owned(),
+        );
     }
     Ok(snapshot)
 }
@@ -400,28 +402,29 @@ async fn read(
         admission_id,
     })
     .collect();
-    let waiting_list = sqlx::query_as::<_, (String, String, String, String, String, Option<String>)>(
-        "SELECT id::text, event_id::text, ticket_type_id::text, fingerprint_hash, status, \
+    let waiting_list =
+        sqlx::query_as::<_, (String, String, String, String, String, Option<String>)>(
+            "SELECT id::text, event_id::text, ticket_type_id::text, fingerprint_hash, status, \
                 allocation_id::text \
          FROM waiting_list_entries WHERE event_id = ANY($1::uuid[]) ORDER BY seq",
-    )
-    .bind(events)
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .map(
-        |(id, event_id, ticket_type_id, fingerprint_hash, status, allocation_id)| {
-            WaitingEntryRow {
-                id,
-                event_id,
-                ticket_type_id,
-                fingerprint_hash,
-                status,
-                allocation_id,
-            }
-        },
-    )
-    .collect();
+        )
+        .bind(events)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(
+            |(id, event_id, ticket_type_id, fingerprint_hash, status, allocation_id)| {
+                WaitingEntryRow {
+                    id,
+                    event_id,
+                    ticket_type_id,
+                    fingerprint_hash,
+                    status,
+                    allocation_id,
+                }
+            },
+        )
+        .collect();
 
     Ok(Snapshot {
         fingerprint_secret,

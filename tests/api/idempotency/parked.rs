@@ -383,3 +383,68 @@ async fn tok_unreachable_once_fails_each_holds_first_payment_on_every_instance()
     }
     assert_eq!(charged(&app).await, 2, "one charge per hold");
 }
+
+/// The database connection of a payment's step three dies while it waits to record the
+/// charge (as when the primary dies mid-commit in a failover): the provider has charged, the
+/// request cannot know whether its record committed. Its key is parked on the payment, as
+/// for a provider failure, so a retry with the key gets the purchase once recovery has
+/// settled it, exactly once: not a fresh payment refused `INVALID_STATUS`, as when such a
+/// failure released the key.
+#[tokio::test]
+async fn a_payment_whose_record_was_cut_off_gives_its_retry_the_purchase_exactly_once() {
+    let app = spawn_app_with(&RECOVERY_BY_HAND).await;
+    let (event_id, hold, buyer) = app.event_with_hold("Cut off mid-record", 10, 2).await;
+    // Step three takes the event row lock: held here, the payment waits after its charge.
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_event(&event_id).await;
+    let cut_off = async {
+        blocker.wait_for_waiters(1).await;
+        let mut admin = crate::helpers::admin_connection().await;
+        let cut: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE $1 = ANY (pg_blocking_pids(pid)) AND wait_event_type = 'Lock'",
+        )
+        .bind(blocker.pid)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(cut, [true], "the payment's step three was cut off");
+    };
+    let (first, ()) = tokio::join!(
+        keyed_pay(&app, &hold, &buyer, "pay-cut", "tok_visa"),
+        cut_off
+    );
+    blocker.release().await;
+    assert_unavailable(&first);
+    let pending = app.allocation_row(&hold).await;
+    assert_eq!(pending.status, "payment_pending");
+    let reference = pending.payment_reference.clone().unwrap();
+    assert_eq!(
+        app.charge_outcome(&reference).await.as_deref(),
+        Some("charged")
+    );
+    let parked = parked_key(&app, "pay-cut").await;
+    assert_eq!(
+        parked,
+        (
+            "in_progress".to_owned(),
+            Some(uuid::Uuid::parse_str(&hold).unwrap()),
+            Some(reference.clone())
+        ),
+        "parked on the payment, not released"
+    );
+    // Until recovery, the retry learns that the outcome is unknown, and pays nothing.
+    assert_unavailable(&keyed_pay(&app, &hold, &buyer, "pay-cut", "tok_visa").await);
+    assert_eq!(charged(&app).await, 1);
+
+    assert_eq!(recover_payments(&app).await, 1);
+    let (status, paid, replayed, _) = keyed_pay(&app, &hold, &buyer, "pay-cut", "tok_visa").await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{paid}");
+    assert_eq!(paid["id"], hold.as_str(), "{paid}");
+    assert_eq!(paid["status"], "purchased", "{paid}");
+    let (status, again, replayed, _) = keyed_pay(&app, &hold, &buyer, "pay-cut", "tok_visa").await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again, paid, "the purchase, replayed whole");
+    assert_eq!(charged(&app).await, 1, "one charge");
+    assert_eq!(app.event(&event_id).await["purchasedTickets"], 2);
+}
