@@ -948,10 +948,8 @@ impl<'a> Judge<'a> {
                         });
                     }
                 }
-                Op::Cancel { allocation } => {
-                    if call.answered(200).is_some() {
-                        self.acknowledged_status(call, allocation, "cancel", |s| s == "cancelled");
-                    }
+                Op::Cancel { allocation } if call.answered(200).is_some() => {
+                    self.acknowledged_status(call, allocation, "cancel", |s| s == "cancelled");
                 }
                 Op::Refund { allocation } => {
                     if let Some(attempt) = call.answered(200) {
