@@ -15,6 +15,7 @@ mod events;
 mod expiry;
 mod faults;
 mod fuzz_regressions;
+mod history_check;
 mod idempotency;
 mod inputs;
 mod internal_errors;
