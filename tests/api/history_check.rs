@@ -3,7 +3,7 @@
 //! recorded with `--history`, judged sound; then the database doctored behind the app's back,
 //! one fault at a time, and each fault caught.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use boxoffice_load::check::{self, Kind, Options, Report};
 use boxoffice_load::{Catalogue, Config, Journey, run_on_sale};
@@ -25,9 +25,9 @@ struct Flags {
     journey: Journey,
 }
 
-async fn judge(history: &PathBuf, url: &str) -> Report {
+async fn judge(history: &Path, url: &str) -> Report {
     check::run(&Options {
-        history: history.clone(),
+        history: history.to_path_buf(),
         database_url: url.to_owned(),
         settle_seconds: 10,
         fingerprint_secret: None,
