@@ -5,7 +5,8 @@ fault log (tests/chaos/run.sh writes both).
     recovery.py HISTORY FAULTS [--goals] [--request-timeout SECONDS]
 
 For each fault: the time from the fault to the first successful hold (a 201 to
-`POST /events/{id}/tickets` sent after the fault); the attempts around it that got no certain
+`POST /events/{id}/tickets` sent after the fault; once the event has sold out, the first
+successful write of any kind); the attempts around it that got no certain
 answer (no answer, or a 5xx) and how many were 503 and how many 500; and, for every call
 retried through it, how long after that recovery its final answer came. With --goals it
 exits 1 unless, for every database fault, a hold succeeded within 15 s (30 s for a node kill,
@@ -72,6 +73,14 @@ def main(argv):
                  if a["method"] == "POST" and HOLD.match(a["path"]) and a.get("status") == 201
                  and a["startUs"] >= at]
         recovered = min(holds) if holds else None
+        what = "hold"
+        if recovered is None:
+            # Sold out: no hold can succeed, so recovery is the first write that did.
+            writes = [a["endUs"] for a in attempts
+                      if a["method"] != "GET" and 200 <= (a.get("status") or 0) < 300
+                      and a["startUs"] >= at]
+            recovered = min(writes) if writes else None
+            what = "write (the event had sold out)"
         window_end = recovered if recovered is not None else until
         unsure = [a for a in attempts if at - 1_000_000 <= a["startUs"] <= window_end and ambiguous(a)]
         s503 = sum(1 for a in unsure if a.get("status") == 503)
@@ -90,7 +99,7 @@ def main(argv):
         latest = max(((c[-1]["endUs"] - (recovered or at)) / 1e6 for c in retried), default=0.0)
         seconds = (recovered - at) / 1e6 if recovered is not None else None
         shown = f"{seconds:.1f} s" if seconds is not None else "never"
-        print(f"{fault['fault']} ({fault['detail']}): first successful hold after {shown}; "
+        print(f"{fault['fault']} ({fault['detail']}): first successful {what} after {shown}; "
               f"{len(unsure)} uncertain attempts ({s503} × 503, {none} without answer); "
               f"{len(retried)} calls retried through it, {len(unresolved)} without a certain "
               f"answer in the end, last answer {latest:.1f} s after recovery")
@@ -98,7 +107,7 @@ def main(argv):
             continue
         goal = GOAL_SECONDS.get(fault["fault"], DEFAULT_GOAL_SECONDS)
         if seconds is None or seconds > goal:
-            failures.append(f"{fault['fault']}: no successful hold within {goal:.0f} s ({shown})")
+            failures.append(f"{fault['fault']}: no successful {what} within {goal:.0f} s ({shown})")
         if unresolved:
             failures.append(f"{fault['fault']}: {len(unresolved)} retried calls never got a certain answer")
         if late:
