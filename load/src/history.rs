@@ -219,3 +219,56 @@ async fn execute(
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Ok((status, body, retry_after))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(call: u64, attempt: u32, status: Option<u16>) -> Attempt {
+        Attempt {
+            call,
+            attempt,
+            start_us: 1_000 * u64::from(attempt),
+            end_us: 1_000 * u64::from(attempt) + 500,
+            method: "POST".into(),
+            instance: "http://127.0.0.1:8080".into(),
+            path: "/events/e/tickets".into(),
+            key: Some("buyer-1-hold".into()),
+            fingerprint: Some("buyer-1".into()),
+            body: Some(serde_json::json!({ "quantity": 2 })),
+            status,
+            answer: status.map(|_| serde_json::json!({ "id": "a" })),
+            error: status.is_none().then(|| "timeout".to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_history_reads_back_as_written_and_knows_its_ambiguous_attempts() {
+        let path = std::env::temp_dir().join(format!("history-{}.jsonl", std::process::id()));
+        let history = History::create(&path).unwrap();
+        assert_eq!((history.next_call(), history.next_call()), (1, 2));
+        let written = [
+            attempt(1, 1, None),
+            attempt(1, 2, Some(503)),
+            attempt(1, 3, Some(201)),
+        ];
+        for one in &written {
+            history.record(one);
+        }
+        history.finish().unwrap();
+        let read = read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(read, written);
+        let ambiguous: Vec<bool> = read.iter().map(Attempt::is_ambiguous).collect();
+        assert_eq!(ambiguous, [true, true, false]);
+    }
+
+    #[test]
+    fn a_line_that_does_not_parse_is_named() {
+        let path = std::env::temp_dir().join(format!("history-bad-{}.jsonl", std::process::id()));
+        std::fs::write(&path, "{\"call\":1}\n").unwrap();
+        let err = read(&path).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.starts_with("history line 1:"), "{err}");
+    }
+}

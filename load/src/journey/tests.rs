@@ -162,3 +162,59 @@ fn what_a_buyer_was_told_is_what_must_read_back() {
     assert!(!Expect::Told("cancelled".into()).allows("reserved"));
     assert!(!Expect::Purchased.allows("reserved"));
 }
+
+#[test]
+fn refunds_check_ins_and_waiting_follow_their_shares() {
+    let journey = Journey {
+        abandon_share: 0.1,
+        refund_share: 0.2,
+        checkin_share: 0.3,
+        waiting_list_share: 0.4,
+        admin_token: Some("organiser".into()),
+        ..Journey::default()
+    };
+    let share_of = |fate: Fate| {
+        (0..10_000)
+            .filter(|&k| journey.fate(k, true) == fate)
+            .count() as f64
+            / 10_000.0
+    };
+    for (fate, share) in [
+        (Fate::Abandon, 0.1),
+        (Fate::Refund, 0.2),
+        (Fate::CheckIn, 0.3),
+        (Fate::Pay, 0.4),
+    ] {
+        let n = share_of(fate);
+        assert!((n - share).abs() < 0.02, "{fate:?}: {n}");
+    }
+    let waiting = (0..10_000).filter(|&k| journey.waits(k)).count() as f64 / 10_000.0;
+    assert!((waiting - 0.4).abs() < 0.02, "{waiting}");
+    assert!(journey.is_active());
+    assert!(
+        Journey {
+            waiting_list_share: 0.1,
+            ..Journey::default()
+        }
+        .is_active()
+    );
+    // Refunds and check-ins count against the buyers' shares like the other fates.
+    let too_many = Journey {
+        refund_share: 0.6,
+        checkin_share: 0.5,
+        ..Journey::default()
+    };
+    assert!(too_many.validate().is_err());
+    let negative_wait = Journey {
+        offer_wait_seconds: -1.0,
+        ..Journey::default()
+    };
+    assert!(negative_wait.validate().is_err());
+}
+
+#[test]
+fn a_refund_without_a_certain_answer_allows_either_status() {
+    let either = Expect::PurchasedOrRefunded;
+    assert!(either.allows("purchased") && either.allows("refunded"));
+    assert!(!either.allows("reserved") && !either.allows("cancelled"));
+}
