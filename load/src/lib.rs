@@ -95,6 +95,10 @@ pub struct Config {
     /// address has about 28,000 ports towards one server port); 0: the system's choice.
     #[arg(long, default_value_t = 0)]
     pub stream_sources: usize,
+    /// Open a stream that ends again (every 500 ms until it opens), as a browser does: for
+    /// runs that kill servers, so that the last messages are still compared.
+    #[arg(long)]
+    pub reconnect_streams: bool,
     /// The server's process id, on this machine: its resident memory is read before the
     /// streams open and once all are open, and reported per stream.
     #[arg(long)]
@@ -334,6 +338,7 @@ pub async fn run_on_sale(
                 config.idle_streams,
                 config.stream_sources,
                 config.server_pid,
+                config.reconnect_streams,
             )
             .await?,
         )

@@ -661,13 +661,14 @@ pub fn render(report: &Report) -> String {
     }
     if let Some(streams) = &report.streams {
         out.push_str(&format!(
-            "streams          {} from {} source addresses; {} messages; last message = final counts: {} (not: {}); ended early {}\n",
+            "streams          {} from {} source addresses; {} messages; last message = final counts: {} (not: {}); ended early {}; reopened {} times\n",
             streams.opened,
             streams.sources,
             streams.messages,
             streams.last_message_matches,
             streams.last_message_mismatches,
-            streams.ended_early
+            streams.ended_early,
+            streams.reconnects
         ));
         out.push_str(&format!(
             "commit→message   {} ms\n",

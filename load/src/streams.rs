@@ -66,8 +66,12 @@ pub struct StreamReport {
     /// The others, a few of them described.
     pub last_message_mismatches: usize,
     pub mismatch_examples: Vec<String>,
-    /// Streams that ended or failed before the run was over.
+    /// Streams that ended or failed before the run was over (with `--reconnect-streams`:
+    /// that were not open again when it was).
     pub ended_early: usize,
+    /// With `--reconnect-streams`: how often a stream that ended (its server killed, say)
+    /// was opened again.
+    pub reconnects: u64,
     /// From a change's commit (`changedAt`) to its message's arrival, over every message
     /// that carried a change.
     pub commit_to_message_ms: Latency,
@@ -85,6 +89,7 @@ struct Heard {
     messages: u64,
     delays_us: Vec<u64>,
     ended: bool,
+    reconnects: u64,
 }
 
 /// The open streams, each read by its own task.
@@ -112,13 +117,15 @@ pub fn resident_kib(pid: u32) -> Option<u64> {
 impl Watchers {
     /// Opens `count` streams on the event, round robin over `urls` and over `sources`
     /// loopback addresses, and waits until each has its snapshot. `server_pid` names the
-    /// server process whose memory is read before and after.
+    /// server process whose memory is read before and after. With `reconnect`, a stream that
+    /// ends is opened again (every 500 ms until it is), as a browser's `EventSource` does.
     pub async fn open(
         urls: &[String],
         event_id: &str,
         count: usize,
         sources: usize,
         server_pid: Option<u32>,
+        reconnect: bool,
     ) -> Result<Self, String> {
         let rss_before = server_pid.and_then(resident_kib);
         let clients = (0..sources.max(1))
@@ -143,7 +150,7 @@ impl Watchers {
         for i in 0..count {
             let url = format!("{}/events/{event_id}/stream", urls[i % urls.len()]);
             let response = clients[i % clients.len()]
-                .get(url)
+                .get(&url)
                 .send()
                 .await
                 .map_err(|e| format!("opening stream {i}: {e}"))?;
@@ -152,9 +159,28 @@ impl Watchers {
             }
             let heard = Arc::new(Mutex::new(Heard::default()));
             watchers.heard.push(heard.clone());
-            watchers
-                .tasks
-                .spawn(read(response, heard, snapshots.clone()));
+            let snapshots = snapshots.clone();
+            let again = reconnect.then(|| (clients[i % clients.len()].clone(), url));
+            watchers.tasks.spawn(async move {
+                read(response, &heard, Some(&snapshots)).await;
+                let Some((client, url)) = again else {
+                    return;
+                };
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    match client.get(&url).send().await {
+                        Ok(response) if response.status().is_success() => {
+                            {
+                                let mut heard = heard.lock().expect("a stream's record");
+                                heard.ended = false;
+                                heard.reconnects += 1;
+                            }
+                            read(response, &heard, None).await;
+                        }
+                        _ => {}
+                    }
+                }
+            });
         }
         drop(snapshots);
         for _ in 0..count {
@@ -213,6 +239,7 @@ impl Watchers {
             if heard.ended {
                 report.ended_early += 1;
             }
+            report.reconnects += heard.reconnects;
             let shown = heard.last.as_ref().map(|data| {
                 let s = &data["statistics"];
                 [
@@ -240,11 +267,12 @@ impl Watchers {
     }
 }
 
-/// Reads one stream until it ends, keeping its last message and each change's delay.
+/// Reads one stream until it ends, keeping its last message and each change's delay; tells
+/// `snapshot` (the first opening of a stream) when its first message came.
 async fn read(
     mut response: reqwest::Response,
-    heard: Arc<Mutex<Heard>>,
-    snapshot: tokio::sync::mpsc::Sender<()>,
+    heard: &Mutex<Heard>,
+    snapshot: Option<&tokio::sync::mpsc::Sender<()>>,
 ) {
     let mut buffer = Vec::<u8>::new();
     let mut first = true;
@@ -278,12 +306,14 @@ async fn read(
             }
             if first {
                 first = false;
-                let _ = snapshot.send(()).await;
+                if let Some(snapshot) = snapshot {
+                    let _ = snapshot.send(()).await;
+                }
             }
         }
     }
     heard.lock().expect("a stream's record").ended = true;
-    if first {
+    if first && let Some(snapshot) = snapshot {
         // Never had its snapshot: let the opener go on all the same.
         let _ = snapshot.send(()).await;
     }

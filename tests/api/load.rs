@@ -26,6 +26,7 @@ fn config(url: String) -> Config {
         server_pid: None,
         read_only: false,
         no_verify: false,
+        reconnect_streams: false,
         history: None,
         keyed: false,
         retry_seconds: 60.0,

@@ -23,7 +23,11 @@
 # must be followed by a successful hold within 15 s, and every call retried through it must
 # have its answer within 30 s of that recovery.
 #
-# Prints the seed first and a summary last; exits 0 only when the checker found nothing.
+# Thirty watchers keep the event's statistics stream open throughout (reopened when their
+# instance is killed); each must end on the event's final counts.
+#
+# Prints the seed first and a summary last; exits 0 only when the checker found nothing and
+# every stream converged.
 # Binaries: $BOXOFFICE_BIN and $LOAD_BIN, else the debug builds (built here). Leaves nothing
 # running: the instances are killed and the cluster is stopped on exit.
 set -euo pipefail
@@ -186,7 +190,8 @@ log "workload for $duration s over $instances instances"
     --ticket-types 2 --max-lines 2 --quotas overlap --price 1500 --price 4000 --pay \
     --think-ms 0-300 --abandon-share 0.1 --cancel-share 0.1 --decline-share 0.05 \
     --refund-share 0.1 --checkin-share 0.2 --waiting-list-share 0.3 --offer-wait-seconds 6 \
-    --admin-token "$ADMIN_TOKEN" --request-timeout 15 --retry-seconds 60 --json \
+    --admin-token "$ADMIN_TOKEN" --request-timeout 15 --retry-seconds 60 \
+    --idle-streams 30 --reconnect-streams --hold-streams-seconds 10 --json \
     >"$out/report.json" 2>"$out/load.log" &
 load_pid=$!
 started=$SECONDS
@@ -205,6 +210,16 @@ fi
 for i in $(seq 1 "$instances"); do wait_healthy "$i"; done
 
 status=0
+# The watchers' streams (reopened when their instance was killed) must all end on the
+# event's final counts: the listener reconnected after every database fault.
+python3 - "$out/report.json" <<'PY' || status=4
+import json, sys
+streams = json.load(open(sys.argv[1]))["streams"]
+print(f"streams: {streams['opened']} open, reopened {streams['reconnects']} times, "
+      f"{streams['last_message_matches']} ended on the final counts, "
+      f"{streams['last_message_mismatches']} did not, {streams['ended_early']} closed at the end")
+sys.exit(1 if streams["last_message_mismatches"] or streams["ended_early"] else 0)
+PY
 log "checking the history against the database"
 "$LOAD_BIN" check --history "$out/history.jsonl" --database-url "$DATABASE_URL" \
     --settle-seconds 60 >"$out/check.txt" 2>&1 || status=$?
