@@ -138,7 +138,7 @@ log "faults: ${schedule[*]}"
 primary_node() {
     local i
     for i in 0 1 2; do
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${HA_REST_PORTS[$i]}/primary")" = 200 ]; then
+        if [ "$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:${HA_REST_PORTS[$i]}/primary")" = 200 ]; then
             echo "${HA_NODES[$i]}"
             return 0
         fi
@@ -163,7 +163,8 @@ inject() {
     pg-restart)
         node=$(primary_node) || { log "no primary to restart; skipped"; return 0; }
         record_fault pg-restart "$node"
-        ha_patronictl restart "$HA_SCOPE" "$node" --force >>"$out/faults.log" 2>&1 || true
+        # In the background: patronictl waits for the restart, and the schedule must not.
+        (ha_patronictl restart "$HA_SCOPE" "$node" --force >>"$out/faults.log" 2>&1 || true) &
         ;;
     primary-kill)
         node=$(primary_node) || { log "no primary to kill; skipped"; return 0; }
@@ -198,6 +199,8 @@ started=$SECONDS
 for entry in "${schedule[@]}"; do
     at=${entry%%:*}
     while [ $((SECONDS - started)) -lt "$at" ]; do sleep 0.2; done
+    # A fault after the workload has ended would test nothing.
+    kill -0 "$load_pid" 2>/dev/null || break
     inject "${entry#*:}"
 done
 load_status=0
