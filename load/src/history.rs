@@ -8,10 +8,10 @@
 //! killed mid-way loses only the attempts still in flight.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, LineWriter, Write};
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::{Client, RequestBuilder, StatusCode};
@@ -69,8 +69,12 @@ impl Attempt {
 /// The history file being written, shared by every client of a run.
 #[derive(Debug)]
 pub struct History {
-    out: Mutex<BufWriter<File>>,
+    /// Line-buffered: each attempt reaches the file as it ends, so a killed run loses only
+    /// the attempts still in flight.
+    out: Mutex<LineWriter<File>>,
     next_call: AtomicU64,
+    /// Whether a write failed (the history is then incomplete).
+    failed: AtomicBool,
 }
 
 impl History {
@@ -79,8 +83,9 @@ impl History {
         let file = File::create(path)
             .map_err(|e| format!("cannot create the history {}: {e}", path.display()))?;
         Ok(Self {
-            out: Mutex::new(BufWriter::new(file)),
+            out: Mutex::new(LineWriter::new(file)),
             next_call: AtomicU64::new(1),
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -89,8 +94,8 @@ impl History {
         self.next_call.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Appends one attempt. A write error is reported once at [`History::finish`]: the
-    /// BufWriter keeps it.
+    /// Appends one attempt. A failed write shows at [`History::finish`], whose flush fails
+    /// for a file that cannot be written.
     pub fn record(&self, attempt: &Attempt) {
         let line = serde_json::to_string(attempt).expect("an attempt serializes");
         let mut out = self
@@ -106,7 +111,11 @@ impl History {
             .lock()
             .expect("the history writer is never poisoned")
             .flush()
-            .map_err(|e| format!("cannot write the history: {e}"))
+            .map_err(|e| format!("cannot write the history: {e}"))?;
+        match self.failed.load(Ordering::Relaxed) {
+            true => Err("cannot write the history: a line failed to write".into()),
+            false => Ok(()),
+        }
     }
 }
 

@@ -431,9 +431,13 @@ struct Run {
 }
 
 impl Run {
-    /// The `Idempotency-Key` of `buyer`'s `step` in a keyed run (`--keyed`).
-    fn key(&self, buyer: &str, step: &str) -> Option<String> {
-        self.target.keyed.then(|| format!("{buyer}-{step}"))
+    /// The `Idempotency-Key` of journey `k`'s `step` in a keyed run (`--keyed`): one per
+    /// journey and step, unique to the run, even when `--buyers` gives several journeys one
+    /// buyer.
+    fn key(&self, k: u64, step: &str) -> Option<String> {
+        self.target
+            .keyed
+            .then(|| format!("{}{k}-{step}", self.target.buyer_prefix))
     }
 
     /// Sends a call, keyed with `key` when there is one; a keyed call is retried with its key
@@ -676,7 +680,7 @@ async fn buyer(run: &Arc<Run>, k: u64, due: Instant) {
         .header("X-Device-Fingerprint", &buyer)
         .json(&order::body(&lines, quantity));
     let lag = Instant::now().saturating_duration_since(due);
-    let hold = run.call(request, run.key(&buyer, "hold")).await;
+    let hold = run.call(request, run.key(k, "hold")).await;
     let held_id = record_hold(run, k, &buyer, &lines, quantity, &hold, due, lag);
 
     if let Some(id) = held_id {
@@ -725,7 +729,7 @@ async fn settle(
     };
     let answer = match request {
         Some(request) => {
-            let key = (!key.is_empty()).then(|| run.key(buyer, key)).flatten();
+            let key = (!key.is_empty()).then(|| run.key(k, key)).flatten();
             let retry = key.is_some() || fate == Fate::Cancel;
             let request = request.header("X-Device-Fingerprint", buyer);
             let answer = run.call_retrying(request, key, retry).await;
@@ -742,7 +746,7 @@ async fn settle(
     let mut refunded = false;
     let mut checked_in = 0;
     if paid && fate == Fate::Refund {
-        let answer = refund(run, k, base, buyer, id).await;
+        let answer = refund(run, k, base, id).await;
         refunded = answer.status == Some(StatusCode::OK);
         expect = match answer.status.map(|s| s.as_u16()) {
             Some(200) => answer.body["status"]
@@ -759,7 +763,7 @@ async fn settle(
             .as_ref()
             .and_then(|a| a.body["admissions"][0]["code"].as_str())
     {
-        checked_in = check_in(run, k, buyer, code).await;
+        checked_in = check_in(run, k, code).await;
     }
     let mut shard = run.shard(k);
     let summary = &mut shard.summary;
@@ -780,7 +784,7 @@ async fn settle(
 }
 
 /// The organiser refunds the whole order `id` (keyed, retried while ambiguous).
-async fn refund(run: &Arc<Run>, k: u64, base: &str, buyer: &str, id: &str) -> Answer {
+async fn refund(run: &Arc<Run>, k: u64, base: &str, id: &str) -> Answer {
     let token = run.journey.admin_token.as_deref().unwrap_or_default();
     let request = run
         .target
@@ -789,14 +793,14 @@ async fn refund(run: &Arc<Run>, k: u64, base: &str, buyer: &str, id: &str) -> An
         .bearer_auth(token)
         .json(&json!({}));
     let due = Instant::now();
-    let answer = run.call(request, run.key(buyer, "refund")).await;
+    let answer = run.call(request, run.key(k, "refund")).await;
     run.sample(k, "refund", &answer, due);
     answer
 }
 
 /// Scans `code` at two gates on two instances at once, each scan with its own nonce (retried
 /// with it while ambiguous); returns how many admitted it, which must be exactly 1.
-async fn check_in(run: &Arc<Run>, k: u64, buyer: &str, code: &str) -> u64 {
+async fn check_in(run: &Arc<Run>, k: u64, code: &str) -> u64 {
     let target = &run.target;
     let token = run.journey.admin_token.as_deref().unwrap_or_default();
     let scan = |gate: usize| {
@@ -808,7 +812,7 @@ async fn check_in(run: &Arc<Run>, k: u64, buyer: &str, code: &str) -> u64 {
             .json(&json!({
                 "code": code,
                 "gate": format!("Gate {gate}"),
-                "nonce": format!("{buyer}-gate-{gate}"),
+                "nonce": format!("{}{k}-gate-{gate}", target.buyer_prefix),
             }));
         let due = Instant::now();
         async move {
@@ -848,6 +852,25 @@ async fn wait_for_offer(run: &Arc<Run>, k: u64, base: &str, buyer: &str, refused
     run.sample(k, "join", &joined, due);
     let entry = match (joined.status, joined.body["id"].as_str()) {
         (Some(StatusCode::CREATED), Some(entry)) => format!("{base}/waiting-list/{entry}"),
+        // A retried join whose first attempt took effect: the buyer's live entry is theirs.
+        (Some(StatusCode::CONFLICT), _) if joined.body["code"] == "ALREADY_WAITING" => {
+            let mine = target
+                .client
+                .get(format!("{base}/waiting-list"))
+                .header("X-Device-Fingerprint", buyer);
+            let listed = run.call_retrying(mine, None, true).await;
+            let live = listed.body["data"].as_array().and_then(|entries| {
+                entries.iter().find_map(|e| {
+                    matches!(e["status"].as_str(), Some("waiting" | "offered"))
+                        .then(|| e["id"].as_str())
+                        .flatten()
+                })
+            });
+            match live {
+                Some(entry) => format!("{base}/waiting-list/{entry}"),
+                None => return,
+            }
+        }
         _ => return,
     };
     run.shard(k).summary.joined += 1;
@@ -890,7 +913,7 @@ async fn pay_offer(run: &Arc<Run>, k: u64, base: &str, buyer: &str, offer: &str)
         .header("X-Device-Fingerprint", buyer)
         .json(&json!({ "paymentToken": "tok_visa" }));
     let due = Instant::now();
-    let answer = run.call(request, run.key(buyer, "offer-pay")).await;
+    let answer = run.call(request, run.key(k, "offer-pay")).await;
     run.sample(k, "offer-pay", &answer, due);
     if answer.status == Some(StatusCode::OK) {
         let mut shard = run.shard(k);

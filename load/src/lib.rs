@@ -279,6 +279,13 @@ pub async fn run_on_sale(
         );
     }
     journey.validate()?;
+    if config.keyed && !journey.is_active() {
+        return Err(
+            "--keyed retries a buyer's journey (give --think-ms, a share or \
+                    --arrival-rate); the closed-loop storm sends no keys"
+                .into(),
+        );
+    }
     if journey.is_active() && config.read_only {
         return Err("--read-only times reads, not a buyer's journey".into());
     }
@@ -322,10 +329,25 @@ pub async fn run_on_sale(
     );
     let event_id = match &config.event_id {
         Some(id) => id.clone(),
-        None => create_event(&client, &urls[0], config, catalogue, token).await?,
+        None => {
+            create_event(
+                &client,
+                &urls[0],
+                config,
+                catalogue,
+                token,
+                history.as_deref(),
+            )
+            .await?
+        }
     };
     let ticket_types = if catalogue.has_lines() {
-        ticket_types(&client, &urls[0], &event_id, config, catalogue, token).await?
+        let setup = Setup {
+            client: &client,
+            token,
+            history: history.as_deref(),
+        };
+        ticket_types(&setup, &urls[0], &event_id, config, catalogue).await?
     } else {
         Vec::new()
     };
@@ -587,6 +609,32 @@ async fn exchange(
     Ok(body)
 }
 
+/// Sends an organiser's setup call (creating the event, its types, its quotas), recorded in
+/// the history when there is one, so that the checker knows the capacities the run set; the
+/// answer's JSON if its status is `expected`.
+async fn setup_call(
+    history: Option<&History>,
+    request: reqwest::RequestBuilder,
+    expected: StatusCode,
+    what: &str,
+) -> Result<Value, String> {
+    let Some(history) = history else {
+        return exchange(request, expected, what).await;
+    };
+    match history::send(Some(history), history.next_call(), 1, request).await {
+        Some((status, body, _)) if status == expected => Ok(body),
+        Some((status, body, _)) => Err(format!("{what}: {status} {body}")),
+        None => Err(format!("{what}: no answer")),
+    }
+}
+
+/// What the setup calls share: the client, the organiser's token, the history.
+struct Setup<'a> {
+    client: &'a Client,
+    token: Option<&'a str>,
+    history: Option<&'a History>,
+}
+
 /// The id of a created resource.
 fn id(body: &Value, what: &str) -> Result<String, String> {
     body["id"]
@@ -608,6 +656,7 @@ async fn create_event(
     config: &Config,
     catalogue: &Catalogue,
     token: Option<&str>,
+    history: Option<&History>,
 ) -> Result<String, String> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -626,20 +675,20 @@ async fn create_event(
         body["currency"] = json!(currency);
     }
     let request = organiser(client.post(format!("{base}/events")), token).json(&body);
-    let event = exchange(request, StatusCode::CREATED, "creating the event").await?;
+    let event = setup_call(history, request, StatusCode::CREATED, "creating the event").await?;
     id(&event, "event")
 }
 
 /// The ids of the types to order from: on an event of the tool's, its default type and the
 /// ones it creates now (then the quotas of the layout); on a given event, its first types.
 async fn ticket_types(
-    client: &Client,
+    setup: &Setup<'_>,
     base: &str,
     event_id: &str,
     config: &Config,
     catalogue: &Catalogue,
-    token: Option<&str>,
 ) -> Result<Vec<String>, String> {
+    let (client, token) = (setup.client, setup.token);
     let wanted = usize::from(catalogue.ticket_types);
     let url = format!("{base}/events/{event_id}/ticket-types");
     let listed = exchange(client.get(&url), StatusCode::OK, "listing ticket types").await?;
@@ -656,7 +705,8 @@ async fn ticket_types(
                 _ => format!("Type {}", k + 1),
             };
             let body = json!({ "name": name, "price": catalogue.price(k).unwrap_or(0) });
-            let created = exchange(
+            let created = setup_call(
+                setup.history,
                 organiser(client.post(&url), token).json(&body),
                 StatusCode::CREATED,
                 "creating a ticket type",
@@ -671,7 +721,8 @@ async fn ticket_types(
                 ("Q2", config.tickets * 2 / 3, &ids[..2]),
             ] {
                 let body = json!({ "name": name, "size": size, "ticketTypeIds": types });
-                exchange(
+                setup_call(
+                    setup.history,
                     organiser(client.post(&quotas), token).json(&body),
                     StatusCode::CREATED,
                     "creating a quota",

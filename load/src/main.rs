@@ -59,7 +59,18 @@ struct CheckCli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error exits 1 ("could not run"), not clap's 2, which this tool and its checker
+    // give a run found unsound.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return match err.use_stderr() {
+                true => ExitCode::FAILURE,
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
     if let Some(Command::Check(args)) = &cli.command {
         return run_check(args).await;
     }
@@ -110,6 +121,10 @@ async fn main() -> ExitCode {
 async fn scan(cli: &Cli) -> ExitCode {
     if cli.report.is_some() || cli.charts_dir.is_some() {
         eprintln!("boxoffice-load: --report and --charts-dir chart a sale, not --scan");
+        return ExitCode::FAILURE;
+    }
+    if cli.config.history.is_some() || cli.config.keyed {
+        eprintln!("boxoffice-load: --history and --keyed record and retry a sale, not --scan");
         return ExitCode::FAILURE;
     }
     match run_scan(

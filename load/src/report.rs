@@ -68,10 +68,12 @@ impl Answer {
                 // One of a ticket's two simultaneous scans admits it, the other is refused.
                 ("checkin", Some(200)) => true,
                 ("checkin", Some(409)) => code == Some("ALREADY_CHECKED_IN"),
-                // Tickets came back between the refusal and the join; or the buyer's cap.
-                ("join", Some(409)) => {
-                    matches!(code, Some("TICKETS_AVAILABLE" | "FINGERPRINT_LIMIT"))
-                }
+                // Tickets came back between the refusal and the join; or the buyer's cap; or
+                // a retried join whose first attempt took effect.
+                ("join", Some(409)) => matches!(
+                    code,
+                    Some("TICKETS_AVAILABLE" | "FINGERPRINT_LIMIT" | "ALREADY_WAITING")
+                ),
                 // An offer paid after it lapsed.
                 ("offer-pay", Some(410)) => code == Some("RESERVATION_EXPIRED"),
                 _ => false,
