@@ -156,9 +156,9 @@ impl Settler {
 /// Pays for a hold in three steps, so the provider is never called under a lock:
 /// commit `payment_pending`, call the provider, commit the outcome.
 ///
-/// If the provider fails, whether it charged is unknown; if recording its outcome fails,
-/// whether that record committed is: either way the error is `PaymentOutcomeUnknown`, so
-/// that a keyed request's claim is parked on this payment. A
+/// If the provider fails, whether it charged is unknown; if the database goes away while its
+/// outcome is recorded, whether that record committed is: either way the error is
+/// `PaymentOutcomeUnknown`, so that a keyed request's claim is parked on this payment. A
 /// keyed retry that finds its claim parked (`record`'s [`Recorder::parked`]) first resolves
 /// that payment (see [`resolve_parked`]) and pays afresh only if it was not charged.
 /// `recovery_window` is how long after a payment begins recovery may take to settle it
@@ -202,18 +202,19 @@ pub async fn pay(
         outcome,
         record: record.cloned(),
     };
-    // Step three failing other than by a refusal (the database went away, its commit was
-    // cut off) leaves the payment's record unknown: it may have committed. Like a provider
-    // failure, that parks a keyed request's claim on this payment, so that a retry answers
-    // from the allocation once recovery has settled it, rather than run afresh and be
-    // refused `INVALID_STATUS` by the purchase its first attempt made.
+    // Step three cut off by the database going away (a failover, a restart: its commit may
+    // or may not have happened) leaves the payment's record unknown. Like a provider failure,
+    // that parks a keyed request's claim on this payment, so that a retry answers from the
+    // allocation once recovery has settled it, rather than run afresh and be refused
+    // `INVALID_STATUS` by the purchase its first attempt made. (An unexpected error stays a
+    // 500, as everywhere; its claim is released.)
     let settled = match settler.settle(pending.event_id, request).await {
         Ok(settled) => settled,
-        Err(err @ (Error::Refused(_) | Error::IdempotencyInProgress)) => return Err(err),
-        Err(err) => {
-            tracing::warn!(allocation = %id, %reference, error = %err, "recording a payment's outcome failed; left for recovery");
+        Err(Error::ServiceUnavailable) => {
+            tracing::warn!(allocation = %id, %reference, "recording a payment's outcome was cut off; left for recovery");
             return Err(outcome_unknown(&pending, &reference, recovery_window));
         }
+        Err(err) => return Err(err),
     };
     match (outcome, settled.status) {
         (ChargeOutcome::Charged, _) | (_, AllocationStatus::Purchased) => Ok(settled),
