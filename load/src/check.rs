@@ -265,7 +265,8 @@ pub enum Kind {
     UnexplainedStatus,
     /// Attempts of one keyed call that got different definitive answers.
     DivergentOutcomes,
-    /// A call with more than one effect: two allocations for one hold call, two completed
+    /// A call with more than one effect, or one effect claimed by two calls: two allocations
+    /// for one hold call, one allocation acknowledged to two hold calls, two completed
     /// refunds under one refund key, more refunds than refund calls.
     DuplicateEffect,
     /// A row no call explains: an allocation with no hold call of its buyer, a waiting-list
@@ -1188,12 +1189,28 @@ impl<'a> Judge<'a> {
                 None => {}
             }
         }
-        let acknowledged: BTreeSet<&str> = self
-            .calls
-            .iter()
-            .filter(|c| matches!(c.op, Op::Hold { .. }))
-            .filter_map(|c| c.answered(201).and_then(|a| answer_str(a, "id")))
-            .collect();
+        // allocation → the hold calls acknowledged with it: each call makes its own hold, so
+        // one allocation acknowledged to two calls is one effect told to two clients.
+        let mut acknowledged: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+        for call in self.calls {
+            if !matches!(call.op, Op::Hold { .. }) {
+                continue;
+            }
+            for a in call.attempts.iter().filter(|a| a.status == Some(201)) {
+                if let Some(id) = answer_str(a, "id") {
+                    acknowledged.entry(id).or_default().insert(call.id);
+                }
+            }
+        }
+        for (id, calls) in &acknowledged {
+            if calls.len() > 1 {
+                let message = format!(
+                    "allocation {id} was acknowledged (201) to {} hold calls {calls:?}",
+                    calls.len()
+                );
+                self.report(Kind::DuplicateEffect, message);
+            }
+        }
         let mut unexplained: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
         for a in &self.snapshot.allocations {
             if a.waiting_list_offer {
@@ -1210,7 +1227,7 @@ impl<'a> Judge<'a> {
                     );
                     self.report(Kind::Phantom, message);
                 }
-            } else if !acknowledged.contains(a.id.as_str()) {
+            } else if !acknowledged.contains_key(a.id.as_str()) {
                 unexplained
                     .entry((a.event_id.clone(), a.fingerprint_hash.clone()))
                     .or_default()

@@ -728,3 +728,27 @@ fn the_report_renders_every_violation() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["violations"][0]["kind"], "counts_differ");
 }
+
+#[test]
+fn one_allocation_acknowledged_to_two_hold_calls_is_caught() {
+    let mut history = history();
+    // A copy of call 3's 201 under another call: two clients told they hold A2.
+    let mut copy = answered(hold(3, 1, "b2", T2, 1), 201, hold_answer(A2, T2, 1, 500));
+    copy.call = 13;
+    history.push(copy);
+    assert_caught(&history, &snapshot(), Kind::DuplicateEffect, &[]);
+    let violations = check(&history, &snapshot());
+    assert!(
+        violations.iter().any(|v| v.message.contains(A2)),
+        "{violations:#?}"
+    );
+    // Attempts of one call repeating their 201 are one acknowledgement.
+    let mut history = self::history();
+    history.push(answered(
+        hold(3, 2, "b2", T2, 1),
+        201,
+        hold_answer(A2, T2, 1, 500),
+    ));
+    assert_eq!(check(&history, &snapshot()), Vec::new());
+}
+
