@@ -1106,9 +1106,8 @@ impl<'a> Judge<'a> {
         let admission = attempt
             .answer
             .as_ref()
-            .and_then(|a| a["admission"]["id"].as_str())
-            .unwrap_or_default();
-        let stored = self.snapshot.admissions.iter().find(|x| x.id == admission);
+            .and_then(|a| a["admission"]["id"].as_str());
+        let stored = admission.and_then(|id| self.snapshot.admissions.iter().find(|x| x.id == id));
         let refund_called = |allocation: &str| {
             !self
                 .calls_on(allocation, |o| match o {
@@ -1123,8 +1122,9 @@ impl<'a> Judge<'a> {
         });
         if !present {
             let message = format!(
-                "call {}: admission {admission:?} was answered admitted; the database has it {}",
+                "call {}: admission {} was answered admitted; the database has it {}",
                 call.id,
+                admission.unwrap_or("(no id in the answer)"),
                 stored.map_or("missing", |x| x.status.as_str())
             );
             self.report(Kind::LostAcknowledgement, message);
@@ -1389,14 +1389,15 @@ impl<'a> Judge<'a> {
                     charged.entry(a.id.clone()).or_default().push(c);
                 }
                 _ => {
+                    let whose = match (row, allocation.as_deref()) {
+                        (Some(a), _) => format!("allocation {}, which is {}", a.id, a.status),
+                        (None, Some(id)) => format!("allocation {id}, which does not exist"),
+                        (None, None) => "no allocation (its reference names none)".to_owned(),
+                    };
                     let message = format!(
-                        "charge {} took {} for allocation {}",
+                        "charge {} took {} for {whose}",
                         c.reference,
                         c.amount.unwrap_or(0),
-                        match row {
-                            Some(a) => format!("{}, which is {}", a.id, a.status),
-                            None => format!("{allocation:?}, which does not exist"),
-                        }
                     );
                     self.report(Kind::ChargeWithoutTicket, message);
                 }
@@ -1449,8 +1450,11 @@ impl<'a> Judge<'a> {
             for c in charges {
                 if c.amount != Some(a.total) {
                     let message = format!(
-                        "charge {} took {:?}, allocation {} totals {}",
-                        c.reference, c.amount, a.id, a.total
+                        "charge {} took {}, allocation {} totals {}",
+                        c.reference,
+                        c.amount.map_or("nothing".to_owned(), |x| x.to_string()),
+                        a.id,
+                        a.total
                     );
                     self.report(Kind::MoneyMismatch, message);
                 }

@@ -752,3 +752,48 @@ fn one_allocation_acknowledged_to_two_hold_calls_is_caught() {
     assert_eq!(check(&history, &snapshot()), Vec::new());
 }
 
+#[test]
+fn messages_print_ids_and_amounts_not_options() {
+    let mut snapshot = snapshot();
+    // A charge whose reference names no allocation, one naming an allocation that does not
+    // exist, and one that took nothing.
+    snapshot.charges.push(ChargeRow {
+        reference: "pay_not-an-allocation".to_owned(),
+        outcome: "charged".to_owned(),
+        amount: Some(700),
+    });
+    snapshot.charges.push(ChargeRow {
+        reference: format!("pay_{}_n1", "ab".repeat(16)),
+        outcome: "charged".to_owned(),
+        amount: Some(700),
+    });
+    snapshot.charges[0].amount = None;
+    let mut history = history();
+    // An admission answered admitted without its id.
+    let mut nameless = attempt(13, 1, "POST", &format!("/events/{EVENT}/checkins"));
+    nameless.body = Some(json!({ "code": "AQ…", "nonce": "door-9:1" }));
+    history.push(answered(nameless, 200, json!({"result": "admitted"})));
+    let violations = check(&history, &snapshot);
+    let messages: Vec<&str> = violations.iter().map(|v| v.message.as_str()).collect();
+    for m in &messages {
+        assert!(
+            !m.contains("None") && !m.contains("Some(") && !m.contains("\"\""),
+            "{messages:#?}"
+        );
+    }
+    let expected = [
+        "for no allocation".to_owned(),
+        format!(
+            "for allocation {}, which does not exist",
+            "abababab-abab-abab-abab-abababababab"
+        ),
+        format!("took nothing, allocation {A1} totals 2000"),
+        "admission (no id in the answer)".to_owned(),
+    ];
+    for e in &expected {
+        assert!(
+            messages.iter().any(|m| m.contains(e.as_str())),
+            "{e}: {messages:#?}"
+        );
+    }
+}
