@@ -478,6 +478,9 @@ enum Op {
     Refund { allocation: String },
     /// `POST /events/{event}/checkins`.
     CheckIn { event: String },
+    /// `POST /events/{event}/checkins/batch`: a door's offline scans, each of which may
+    /// admit.
+    BatchCheckIn { event: String },
     /// `DELETE /waiting-list/{entry}`.
     Leave { entry: String },
     /// Any other write (event and catalogue writes, joins, batches).
@@ -505,6 +508,9 @@ impl Op {
                 allocation: allocation.to_string(),
             },
             ("POST", ["events", event, "checkins"]) => Op::CheckIn {
+                event: event.to_string(),
+            },
+            ("POST", ["events", event, "checkins", "batch"]) => Op::BatchCheckIn {
                 event: event.to_string(),
             },
             ("DELETE", ["waiting-list", entry]) => Op::Leave {
@@ -606,6 +612,38 @@ fn definitive(attempt: &Attempt) -> bool {
     }
 }
 
+/// Ticket code → admission id, from every answer that shows admissions: a payment's or a
+/// ticket's `admissions`, a check-in's `admission`.
+fn admission_codes<'a>(calls: &'a [Call<'a>]) -> HashMap<&'a str, &'a str> {
+    let mut codes = HashMap::new();
+    let answers = calls
+        .iter()
+        .flat_map(|c| c.attempts.iter())
+        .filter(|a| a.status.is_some_and(|s| (200..300).contains(&s)))
+        .filter_map(|a| a.answer.as_ref());
+    for answer in answers {
+        let listed = answer["admissions"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice);
+        for x in listed.iter().chain([&answer["admission"]]) {
+            if let (Some(id), Some(code)) = (x["id"].as_str(), x["code"].as_str()) {
+                codes.insert(code, id);
+            }
+        }
+    }
+    codes
+}
+
+/// What a batch's answer says its scan of `nonce` did (`admitted`, `duplicate`, …).
+fn batch_result<'a>(attempt: &'a Attempt, nonce: Option<&str>) -> Option<&'a str> {
+    let results = attempt.answer.as_ref()?["results"].as_array()?;
+    let nonce = nonce?;
+    results
+        .iter()
+        .find(|r| r["nonce"].as_str() == Some(nonce))?["result"]
+        .as_str()
+}
+
 fn answer_str<'a>(attempt: &'a Attempt, field: &str) -> Option<&'a str> {
     attempt.answer.as_ref()?.get(field)?.as_str()
 }
@@ -678,6 +716,7 @@ pub fn check(history: &[Attempt], snapshot: &Snapshot) -> Vec<Violation> {
     judge.effects_of_holds();
     judge.statuses_explained();
     judge.admissions();
+    judge.checkins_explained();
     judge.money();
     judge.out
 }
@@ -1373,6 +1412,85 @@ impl<'a> Judge<'a> {
                     nonces.len()
                 );
                 self.report(Kind::DoubleAdmission, message);
+            }
+        }
+    }
+
+    /// Every admission checked in (its row, or a stored scan answered `admitted`) was
+    /// admitted by a check-in call that may have done it: one answered admitted naming it,
+    /// or one with an uncertain answer (or a batch scan not answered otherwise) whose code is
+    /// the admission's. Codes are mapped to admissions by the history's own answers.
+    fn checkins_explained(&mut self) {
+        let codes = admission_codes(self.calls);
+        let mut explained: BTreeSet<&str> = BTreeSet::new();
+        for call in self.calls {
+            match &call.op {
+                Op::CheckIn { .. } => {
+                    for a in &call.attempts {
+                        if a.status == Some(200) && answer_str(a, "result") == Some("admitted") {
+                            let named = a
+                                .answer
+                                .as_ref()
+                                .and_then(|x| x["admission"]["id"].as_str());
+                            explained.extend(named);
+                        }
+                    }
+                    if call.had_ambiguous_attempt() {
+                        let code = call.attempts[0]
+                            .body
+                            .as_ref()
+                            .and_then(|b| b["code"].as_str());
+                        explained.extend(code.and_then(|c| codes.get(c).copied()));
+                    }
+                }
+                Op::BatchCheckIn { .. } => {
+                    let scans = call.attempts[0]
+                        .body
+                        .as_ref()
+                        .and_then(|b| b["scans"].as_array())
+                        .map_or(&[][..], Vec::as_slice);
+                    for scan in scans {
+                        let nonce = scan["nonce"].as_str();
+                        // A batch answered 200 says what each of its scans did; one that
+                        // may have run unanswered may have admitted any of them.
+                        let may_admit = call.had_ambiguous_attempt()
+                            || call.attempts.iter().any(|a| {
+                                a.status == Some(200)
+                                    && batch_result(a, nonce).is_none_or(|r| r == "admitted")
+                            });
+                        if may_admit {
+                            let admission = scan["code"].as_str().and_then(|c| codes.get(c));
+                            explained.extend(admission.copied());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let snapshot = self.snapshot;
+        let mut checked_in: BTreeMap<&str, &str> = BTreeMap::new();
+        for x in &snapshot.admissions {
+            if x.status == "checked_in" || x.checked_in {
+                checked_in.insert(&x.id, "checked in");
+            }
+        }
+        for s in &snapshot.admitted_scans {
+            checked_in
+                .entry(&s.admission_id)
+                .or_insert("admitted by a stored scan");
+        }
+        for (admission, how) in checked_in {
+            if !explained.contains(admission) {
+                let allocation = snapshot
+                    .admissions
+                    .iter()
+                    .find(|x| x.id == admission)
+                    .map_or("an allocation not read", |x| x.allocation_id.as_str());
+                let message = format!(
+                    "admission {admission} (of {allocation}) is {how}: no check-in call may \
+                     have admitted it"
+                );
+                self.report(Kind::UnexplainedStatus, message);
             }
         }
     }

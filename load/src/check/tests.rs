@@ -797,3 +797,92 @@ fn messages_print_ids_and_amounts_not_options() {
         );
     }
 }
+
+/// The history with A1's payment answer showing its admissions' codes (`CODE-d1`, `CODE-d2`).
+fn history_with_codes() -> Vec<Attempt> {
+    let mut history = history();
+    let paid = history
+        .iter_mut()
+        .find(|a| a.call == 2)
+        .expect("A1's payment");
+    paid.answer = Some(json!({"id": A1, "status": "purchased", "admissions": [
+        {"id": AD1, "code": "CODE-d1", "status": "valid"},
+        {"id": "00000000-0000-4000-8000-0000000000d2", "code": "CODE-d2", "status": "valid"},
+    ]}));
+    history
+}
+
+fn batch(call: u64, code: &str, nonce: &str) -> Attempt {
+    let mut a = attempt(call, 1, "POST", &format!("/events/{EVENT}/checkins/batch"));
+    a.body = Some(json!({"scans": [
+        {"code": code, "nonce": nonce, "scannedAt": "2027-01-01T20:00:00Z"},
+    ]}));
+    a
+}
+
+#[test]
+fn a_check_in_no_call_made_is_caught() {
+    let d2 = "00000000-0000-4000-8000-0000000000d2";
+    // By the admission's row.
+    let mut snapshot = snapshot();
+    snapshot.admissions[1].status = "checked_in".to_owned();
+    snapshot.admissions[1].checked_in = true;
+    assert_caught(
+        &history_with_codes(),
+        &snapshot,
+        Kind::UnexplainedStatus,
+        &[],
+    );
+    let violations = check(&history_with_codes(), &snapshot);
+    assert!(violations[0].message.contains(d2), "{violations:#?}");
+
+    // By a stored admitted scan alone.
+    let mut scanned = self::snapshot();
+    scanned.admitted_scans.push(ScanRow {
+        event_id: EVENT.to_owned(),
+        nonce: "door-5:1".to_owned(),
+        admission_id: d2.to_owned(),
+    });
+    assert_caught(
+        &history_with_codes(),
+        &scanned,
+        Kind::UnexplainedStatus,
+        &[],
+    );
+
+    // A check-in of its code that timed out may have made it.
+    let mut history = history_with_codes();
+    let mut uncertain = attempt(13, 1, "POST", &format!("/events/{EVENT}/checkins"));
+    uncertain.body = Some(json!({"code": "CODE-d2", "nonce": "door-1:2"}));
+    history.push(timed_out(uncertain.clone()));
+    assert_eq!(check(&history, &snapshot), Vec::new());
+    // One of another code did not.
+    uncertain.body = Some(json!({"code": "CODE-d1", "nonce": "door-1:2"}));
+    let mut history = history_with_codes();
+    history.push(timed_out(uncertain));
+    assert_caught(&history, &snapshot, Kind::UnexplainedStatus, &[]);
+}
+
+#[test]
+fn a_door_s_batch_explains_the_check_ins_it_admitted() {
+    let mut snapshot = snapshot();
+    snapshot.admissions[1].status = "checked_in".to_owned();
+    snapshot.admissions[1].checked_in = true;
+    let admitted = |result: &str| {
+        answered(
+            batch(13, "CODE-d2", "tablet-1:1"),
+            200,
+            json!({"results": [{"nonce": "tablet-1:1", "result": result}]}),
+        )
+    };
+    let mut history = history_with_codes();
+    history.push(admitted("admitted"));
+    assert_eq!(check(&history, &snapshot), Vec::new());
+    let mut history = history_with_codes();
+    history.push(timed_out(batch(13, "CODE-d2", "tablet-1:1")));
+    assert_eq!(check(&history, &snapshot), Vec::new());
+    // A batch that says its scan was a duplicate did not admit it.
+    let mut history = history_with_codes();
+    history.push(admitted("duplicate"));
+    assert_caught(&history, &snapshot, Kind::UnexplainedStatus, &[]);
+}
