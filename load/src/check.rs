@@ -481,6 +481,8 @@ enum Op {
     /// `POST /events/{event}/checkins/batch`: a door's offline scans, each of which may
     /// admit.
     BatchCheckIn { event: String },
+    /// `POST /events/{event}/waiting-list`.
+    Join { event: String },
     /// `DELETE /waiting-list/{entry}`.
     Leave { entry: String },
     /// Any other write (event and catalogue writes, joins, batches).
@@ -511,6 +513,9 @@ impl Op {
                 event: event.to_string(),
             },
             ("POST", ["events", event, "checkins", "batch"]) => Op::BatchCheckIn {
+                event: event.to_string(),
+            },
+            ("POST", ["events", event, "waiting-list"]) => Op::Join {
                 event: event.to_string(),
             },
             ("DELETE", ["waiting-list", entry]) => Op::Leave {
@@ -717,6 +722,7 @@ pub fn check(history: &[Attempt], snapshot: &Snapshot) -> Vec<Violation> {
     judge.statuses_explained();
     judge.admissions();
     judge.checkins_explained();
+    judge.waiting_list();
     judge.money();
     judge.out
 }
@@ -1491,6 +1497,91 @@ impl<'a> Judge<'a> {
                      have admitted it"
                 );
                 self.report(Kind::UnexplainedStatus, message);
+            }
+        }
+    }
+
+    /// Every acknowledged join is an entry, every acknowledged leave has left, and every
+    /// entry was made by a join call of its buyer (hashed as for holds) on its event.
+    fn waiting_list(&mut self) {
+        let snapshot = self.snapshot;
+        let secret = &snapshot.fingerprint_secret;
+        let entry = |id: &str| snapshot.waiting_list.iter().find(|w| w.id == id);
+        let mut joined: BTreeSet<(&str, String)> = BTreeSet::new();
+        // Per event: joins without a fingerprint (the server derived one from the address),
+        // each of which may explain any one entry of the event.
+        let mut anonymous: HashMap<&str, usize> = HashMap::new();
+        let mut acknowledged: BTreeSet<&str> = BTreeSet::new();
+        for call in self.calls {
+            match &call.op {
+                Op::Join { event } => {
+                    if let Some(id) = call.answered(201).and_then(|a| answer_str(a, "id")) {
+                        acknowledged.insert(id);
+                        let buyer = call.fingerprint().map(|f| fingerprint_hash(secret, &f));
+                        let stored = entry(id);
+                        let agrees = stored.is_some_and(|w| {
+                            w.event_id == *event
+                                && buyer.as_ref().is_none_or(|h| *h == w.fingerprint_hash)
+                        });
+                        if !agrees {
+                            let message = format!(
+                                "call {}: entry {id} on the waiting list of event {event} was \
+                                 answered 201; the database has {}",
+                                call.id,
+                                stored.map_or("no such entry".to_owned(), |w| format!(
+                                    "it on event {}, of {}",
+                                    w.event_id,
+                                    if buyer.is_none_or(|h| h == w.fingerprint_hash) {
+                                        "its buyer"
+                                    } else {
+                                        "another buyer"
+                                    }
+                                ))
+                            );
+                            self.report(Kind::LostAcknowledgement, message);
+                        }
+                    }
+                    if !call.may_have_effect() {
+                        continue;
+                    }
+                    match call.fingerprint() {
+                        Some(f) => {
+                            joined.insert((event, fingerprint_hash(secret, &f)));
+                        }
+                        None => *anonymous.entry(event).or_default() += 1,
+                    }
+                }
+                Op::Leave { entry: id } if call.answered(200).is_some() => {
+                    let status = entry(id).map(|w| w.status.as_str());
+                    if status.is_none_or(|s| matches!(s, "waiting" | "offered")) {
+                        let message = format!(
+                            "call {}: leaving the waiting list (entry {id}) was answered 200; \
+                             the database has it {}",
+                            call.id,
+                            status.unwrap_or("missing")
+                        );
+                        self.report(Kind::LostAcknowledgement, message);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for w in &snapshot.waiting_list {
+            let explained = acknowledged.contains(w.id.as_str())
+                || joined.contains(&(w.event_id.as_str(), w.fingerprint_hash.clone()));
+            if explained {
+                continue;
+            }
+            match anonymous.get_mut(w.event_id.as_str()) {
+                Some(spare) if *spare > 0 => *spare -= 1,
+                _ => {
+                    let message = format!(
+                        "entry {} ({}) on the waiting list of event {}: no join call of its \
+                         buyer",
+                        w.id, w.status, w.event_id
+                    );
+                    self.report(Kind::Phantom, message);
+                }
             }
         }
     }

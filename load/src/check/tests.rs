@@ -632,18 +632,101 @@ fn a_waiting_list_offer_belongs_to_its_entry() {
     offer.waiting_list_offer = true;
     let mut snapshot = snapshot();
     snapshot.allocations.push(offer);
-    snapshot.waiting_list.push(WaitingEntryRow {
-        id: "01900000-0000-7000-8000-0000000000b1".to_owned(),
+    snapshot
+        .waiting_list
+        .push(entry_row(WB1, "joiner", "expired"));
+    snapshot.waiting_list[0].allocation_id = Some(id.to_owned());
+    let mut history = history();
+    history.push(join(13, "joiner", WB1));
+    assert_eq!(check(&history, &snapshot), Vec::new());
+
+    // The entry of another buyer: its join's 201 is not what is stored either.
+    snapshot.waiting_list[0].fingerprint_hash = fingerprint_hash(SECRET, "someone else");
+    assert_caught(
+        &history,
+        &snapshot,
+        Kind::Phantom,
+        &[Kind::LostAcknowledgement],
+    );
+}
+
+const WB1: &str = "01900000-0000-7000-8000-0000000000b1";
+
+fn entry_row(id: &str, buyer: &str, status: &str) -> WaitingEntryRow {
+    WaitingEntryRow {
+        id: id.to_owned(),
         event_id: EVENT.to_owned(),
         ticket_type_id: T2.to_owned(),
-        fingerprint_hash: fingerprint_hash(SECRET, "joiner"),
-        status: "expired".to_owned(),
-        allocation_id: Some(id.to_owned()),
-    });
-    assert_eq!(check(&history(), &snapshot), Vec::new());
+        fingerprint_hash: fingerprint_hash(SECRET, buyer),
+        status: status.to_owned(),
+        allocation_id: None,
+    }
+}
 
-    snapshot.waiting_list[0].fingerprint_hash = fingerprint_hash(SECRET, "someone else");
+/// A join of `buyer` answered 201 with entry `id`.
+fn join(call: u64, buyer: &str, id: &str) -> Attempt {
+    let mut a = keyed(
+        attempt(call, 1, "POST", &format!("/events/{EVENT}/waiting-list")),
+        &format!("join-{call}"),
+        buyer,
+    );
+    a.body = Some(json!({"quantity": 1, "ticketTypeId": T2}));
+    answered(
+        a,
+        201,
+        json!({"id": id, "eventId": EVENT, "ticketTypeId": T2, "quantity": 1,
+               "status": "waiting", "position": 1}),
+    )
+}
+
+fn leave(call: u64, buyer: &str, id: &str) -> Attempt {
+    let mut a = attempt(call, 1, "DELETE", &format!("/waiting-list/{id}"));
+    a.fingerprint = Some(buyer.to_owned());
+    answered(
+        a,
+        200,
+        json!({"id": id, "eventId": EVENT, "status": "left"}),
+    )
+}
+
+#[test]
+fn a_waiting_list_entry_no_join_made_is_caught() {
+    let mut snapshot = snapshot();
+    snapshot.waiting_list.push(entry_row(WB1, "joiner", "left"));
     assert_caught(&history(), &snapshot, Kind::Phantom, &[]);
+    // A join of its buyer that timed out may have made it; one on another event did not.
+    let mut history = history();
+    let mut uncertain = join(13, "joiner", WB1);
+    uncertain.status = None;
+    uncertain.answer = None;
+    history.push(timed_out(uncertain.clone()));
+    assert_eq!(check(&history, &snapshot), Vec::new());
+    uncertain.path = "/events/01900000-0000-7000-8000-0000000000e2/waiting-list".to_owned();
+    let mut history = self::history();
+    history.push(timed_out(uncertain));
+    assert_caught(&history, &snapshot, Kind::Phantom, &[]);
+}
+
+#[test]
+fn an_acknowledged_join_or_leave_not_stored_is_caught() {
+    let mut history = history();
+    history.push(join(13, "joiner", WB1));
+    // The join's 201, and no entry.
+    assert_caught(&history, &snapshot(), Kind::LostAcknowledgement, &[]);
+
+    history.push(leave(14, "joiner", WB1));
+    let mut snapshot = snapshot();
+    snapshot.waiting_list.push(entry_row(WB1, "joiner", "left"));
+    assert_eq!(check(&history, &snapshot), Vec::new());
+    // The leave's 200, and the entry still waiting (its counters follow it).
+    snapshot.waiting_list[0].status = "waiting".to_owned();
+    snapshot.events[0].waiting_list_length = 1;
+    assert_caught(&history, &snapshot, Kind::LostAcknowledgement, &[]);
+    let violations = check(&history, &snapshot);
+    assert!(
+        violations[0].message.starts_with("call 14:"),
+        "{violations:#?}"
+    );
 }
 
 #[test]
