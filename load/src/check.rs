@@ -258,6 +258,9 @@ pub enum Kind {
     CountsDiffer,
     /// An event or quota holds more live tickets (by its rows) than its capacity.
     OverCapacity,
+    /// An event's `total_tickets` or a quota's `size` that is neither the last value
+    /// acknowledged for it (by its creation or a PATCH) nor one an uncertain PATCH sent.
+    CapacityChanged,
     /// An acknowledged call whose effect is missing or not as its client was told.
     LostAcknowledgement,
     /// An allocation or admission in a state no call of the history explains (purchased
@@ -485,7 +488,17 @@ enum Op {
     Join { event: String },
     /// `DELETE /waiting-list/{entry}`.
     Leave { entry: String },
-    /// Any other write (event and catalogue writes, joins, batches).
+    /// `POST /events`.
+    CreateEvent,
+    /// `PATCH /events/{event}`.
+    PatchEvent { event: String },
+    /// `POST /events/{event}/quotas`.
+    CreateQuota { event: String },
+    /// `PATCH /events/{event}/quotas/{quota}`.
+    PatchQuota { event: String, quota: String },
+    /// `DELETE /events/{event}/quotas/{quota}`.
+    DeleteQuota { event: String, quota: String },
+    /// Any other write (ticket types, the organiser's other writes).
     OtherWrite,
     /// A read.
     Read,
@@ -520,6 +533,21 @@ impl Op {
             },
             ("DELETE", ["waiting-list", entry]) => Op::Leave {
                 entry: entry.to_string(),
+            },
+            ("POST", ["events"]) => Op::CreateEvent,
+            ("PATCH", ["events", event]) => Op::PatchEvent {
+                event: event.to_string(),
+            },
+            ("POST", ["events", event, "quotas"]) => Op::CreateQuota {
+                event: event.to_string(),
+            },
+            ("PATCH", ["events", event, "quotas", quota]) => Op::PatchQuota {
+                event: event.to_string(),
+                quota: quota.to_string(),
+            },
+            ("DELETE", ["events", event, "quotas", quota]) => Op::DeleteQuota {
+                event: event.to_string(),
+                quota: quota.to_string(),
             },
             _ => Op::OtherWrite,
         }
@@ -716,6 +744,7 @@ pub fn check(history: &[Attempt], snapshot: &Snapshot) -> Vec<Violation> {
     };
     judge.unsettled();
     judge.conservation();
+    judge.capacities();
     judge.acknowledgements();
     judge.one_outcome_per_call();
     judge.effects_of_holds();
@@ -732,6 +761,31 @@ struct Judge<'a> {
     snapshot: &'a Snapshot,
     allocations: HashMap<&'a str, &'a AllocationRow>,
     out: Vec<Violation>,
+}
+
+/// What a capacity write sets.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    /// The event its answer names.
+    NewEvent,
+    Event(&'a str),
+    /// A quota of this event, the one its answer names.
+    NewQuota(&'a str),
+    /// This event's quota.
+    Quota(&'a str, &'a str),
+}
+
+/// A capacity a call set (or may have set): an event's total or a quota's size.
+#[derive(Debug, Clone, Copy)]
+struct Setting {
+    call: u64,
+    value: i64,
+    /// The call's first attempt began, and its acknowledgement came (an uncertain write's
+    /// effect may land at any time).
+    start: u64,
+    end: u64,
+    /// Acknowledged, not just sent.
+    certain: bool,
 }
 
 /// Tickets held by live allocations: `reserved`/`payment_pending` ones, and what is left of
@@ -879,6 +933,126 @@ impl<'a> Judge<'a> {
                 held.reserved, held.purchased
             );
             self.report(Kind::OverCapacity, message);
+        }
+    }
+
+    /// Each event's `total_tickets` and quota's `size` the history set (by an acknowledged
+    /// creation or PATCH) is still what it set: the value of a write that may have been the
+    /// last one acknowledged (none began after it was answered), or one an uncertain PATCH
+    /// sent.
+    fn capacities(&mut self) {
+        let mut events: BTreeMap<&str, Vec<Setting>> = BTreeMap::new();
+        let mut quotas: BTreeMap<(&str, &str), Vec<Setting>> = BTreeMap::new();
+        let mut deleted: BTreeSet<&str> = BTreeSet::new();
+        for call in self.calls {
+            // What the call sets: a created event or quota is named by its answer's `id`.
+            let (target, field, created) = match &call.op {
+                Op::CreateEvent => (Target::NewEvent, "totalTickets", 201),
+                Op::PatchEvent { event } => (Target::Event(event), "totalTickets", 200),
+                Op::CreateQuota { event } => (Target::NewQuota(event), "size", 201),
+                Op::PatchQuota { event, quota } => (Target::Quota(event, quota), "size", 200),
+                Op::DeleteQuota { quota, .. } => {
+                    if call.may_have_effect() {
+                        deleted.insert(quota);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let start = call.attempts[0].start_us;
+            let (id, setting) = if let Some(a) = call.answered(created) {
+                let Some(value) = answer_i64(a, field) else {
+                    continue;
+                };
+                let setting = Setting {
+                    call: call.id,
+                    value,
+                    start,
+                    end: a.end_us,
+                    certain: true,
+                };
+                (answer_str(a, "id").unwrap_or_default(), setting)
+            } else if call.had_ambiguous_attempt() && created == 200 {
+                // An uncertain PATCH may have set what it sent, at any time.
+                let sent = call.attempts[0]
+                    .body
+                    .as_ref()
+                    .and_then(|b| b[field].as_i64());
+                let Some(value) = sent else {
+                    continue;
+                };
+                let setting = Setting {
+                    call: call.id,
+                    value,
+                    start,
+                    end: u64::MAX,
+                    certain: false,
+                };
+                ("", setting)
+            } else {
+                continue;
+            };
+            match target {
+                Target::NewEvent => events.entry(id).or_default(),
+                Target::Event(event) => events.entry(event).or_default(),
+                Target::NewQuota(event) => quotas.entry((event, id)).or_default(),
+                Target::Quota(event, quota) => quotas.entry((event, quota)).or_default(),
+            }
+            .push(setting);
+        }
+        let snapshot = self.snapshot;
+        for (event, settings) in events {
+            let stored = snapshot.events.iter().find(|e| e.id == event);
+            self.capacity(
+                &format!("event {event}"),
+                "total_tickets",
+                stored.map(|e| e.total),
+                &settings,
+            );
+        }
+        for ((event, quota), settings) in quotas {
+            let stored = snapshot.quotas.iter().find(|q| q.id == quota);
+            let event_read = snapshot.events.iter().any(|e| e.id == event);
+            if stored.is_none() && (deleted.contains(quota) || !event_read) {
+                // Deleted, or its event is missing (reported as the event's).
+                continue;
+            }
+            let name = format!("quota {quota} of event {event}");
+            self.capacity(&name, "size", stored.map(|q| q.size), &settings);
+        }
+    }
+
+    /// One event's or quota's stored capacity against the writes that set it.
+    fn capacity(&mut self, name: &str, column: &str, stored: Option<i64>, settings: &[Setting]) {
+        let certain: Vec<&Setting> = settings.iter().filter(|s| s.certain).collect();
+        if certain.is_empty() {
+            return;
+        }
+        let Some(stored) = stored else {
+            let calls: Vec<u64> = certain.iter().map(|s| s.call).collect();
+            let message =
+                format!("{name} was acknowledged to calls {calls:?} and is not in the database");
+            self.report(Kind::LostAcknowledgement, message);
+            return;
+        };
+        let could_be_last = |s: &Setting| !certain.iter().any(|o| o.start > s.end);
+        let allowed: Vec<&Setting> = settings
+            .iter()
+            .filter(|s| !s.certain || could_be_last(s))
+            .collect();
+        if !allowed.iter().any(|s| s.value == stored) {
+            let told: Vec<String> = allowed
+                .iter()
+                .map(|s| {
+                    let how = if s.certain { "" } else { ", uncertain" };
+                    format!("{} (call {}{how})", s.value, s.call)
+                })
+                .collect();
+            let message = format!(
+                "{name}: {column} is {stored}, the last value the history set is {}",
+                told.join(" or ")
+            );
+            self.report(Kind::CapacityChanged, message);
         }
     }
 

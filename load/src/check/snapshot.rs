@@ -127,10 +127,7 @@ fn named_ids(history: &[Attempt]) -> (BTreeSet<String>, Vec<String>) {
             if let Some(event) = answer["eventId"].as_str().filter(|e| is_uuid(e)) {
                 events.insert(event.to_owned());
             }
-            let created = call.op == Op::OtherWrite
-                && attempt.method == "POST"
-                && path.trim_end_matches('/') == "/events"
-                && attempt.status == Some(201);
+            let created = call.op == Op::CreateEvent && attempt.status == Some(201);
             if let Some(event) = answer["id"].as_str().filter(|e| created && is_uuid(e)) {
                 events.insert(event.to_owned());
             }

@@ -969,3 +969,98 @@ fn a_door_s_batch_explains_the_check_ins_it_admitted() {
     history.push(admitted("duplicate"));
     assert_caught(&history, &snapshot, Kind::UnexplainedStatus, &[]);
 }
+
+/// The history preceded by its setup: the event created with 10 tickets, a type, and the
+/// quota of 4.
+fn history_with_setup() -> Vec<Attempt> {
+    let mut setup = vec![
+        answered(
+            attempt(101, 1, "POST", "/events"),
+            201,
+            json!({"id": EVENT, "name": "e", "totalTickets": 10, "availableTickets": 10,
+                   "ticketTypes": []}),
+        ),
+        answered(
+            attempt(102, 1, "POST", &format!("/events/{EVENT}/ticket-types")),
+            201,
+            json!({"id": T1, "eventId": EVENT, "name": "t1", "price": 1000}),
+        ),
+        answered(
+            attempt(103, 1, "POST", &format!("/events/{EVENT}/quotas")),
+            201,
+            json!({"id": QUOTA, "eventId": EVENT, "name": "q", "size": 4,
+                   "ticketTypeIds": [T1]}),
+        ),
+    ];
+    for a in &mut setup {
+        // Before every other call.
+        a.start_us -= 100_000;
+        a.end_us -= 100_000;
+    }
+    setup.extend(history());
+    setup
+}
+
+fn patch(call: u64, path: &str, body: Value, answer: Option<Value>) -> Attempt {
+    let mut a = attempt(call, 1, "PATCH", path);
+    a.body = Some(body);
+    match answer {
+        Some(answer) => answered(a, 200, answer),
+        None => timed_out(a),
+    }
+}
+
+#[test]
+fn setup_calls_are_judged_as_setup_and_nothing_else() {
+    let history = history_with_setup();
+    assert_eq!(check(&history, &snapshot()), Vec::new());
+    let s = Report::new(&history, &snapshot()).summary;
+    assert_eq!((s.calls, s.acknowledged_holds), (15, 3));
+}
+
+#[test]
+fn a_capacity_other_than_acknowledged_is_caught() {
+    // The event's total moved to 12, its counts following.
+    let mut grown = snapshot();
+    grown.events[0].total = 12;
+    grown.events[0].available = 7;
+    assert_caught(&history_with_setup(), &grown, Kind::CapacityChanged, &[]);
+    assert_eq!(check(&history(), &grown), Vec::new(), "no setup, no claim");
+
+    // The quota's size moved to 5.
+    let mut quota = snapshot();
+    quota.quotas[0].size = 5;
+    quota.quotas[0].available = 3;
+    assert_caught(&history_with_setup(), &quota, Kind::CapacityChanged, &[]);
+    let violations = check(&history_with_setup(), &quota);
+    assert!(violations[0].message.contains(QUOTA), "{violations:#?}");
+
+    // An acknowledged PATCH to 12 makes 12 right and 10 wrong.
+    let path = format!("/events/{EVENT}");
+    let mut history = history_with_setup();
+    history.push(patch(
+        13,
+        &path,
+        json!({"totalTickets": 12}),
+        Some(json!({"id": EVENT, "totalTickets": 12})),
+    ));
+    assert_eq!(check(&history, &grown), Vec::new());
+    assert_caught(&history, &snapshot(), Kind::CapacityChanged, &[]);
+    // One that timed out may or may not have landed.
+    let mut history = history_with_setup();
+    history.push(patch(13, &path, json!({"totalTickets": 12}), None));
+    assert_eq!(check(&history, &grown), Vec::new());
+    assert_eq!(check(&history, &snapshot()), Vec::new());
+
+    // So for a quota's PATCH.
+    let path = format!("/events/{EVENT}/quotas/{QUOTA}");
+    let mut history = history_with_setup();
+    history.push(patch(
+        13,
+        &path,
+        json!({"size": 5}),
+        Some(json!({"id": QUOTA, "eventId": EVENT, "size": 5})),
+    ));
+    assert_eq!(check(&history, &quota), Vec::new());
+    assert_caught(&history, &snapshot(), Kind::CapacityChanged, &[]);
+}
