@@ -59,10 +59,13 @@ pub struct Options {
 /// Reads the history, waits for the system to settle, loads the snapshot and judges it.
 ///
 /// # Errors
-/// A message when the history cannot be read or the database cannot be read (the check did
-/// not run); violations are not errors but the report's content.
+/// A message when the history cannot be read or has no calls, or the database cannot be
+/// read or holds none of the history's events (the check did not run); violations are not
+/// errors but the report's content.
 pub async fn run(options: &Options) -> Result<Report, String> {
     let history = history::read(&options.history)?;
+    // Before the database: an empty history is wrong whatever the database holds.
+    has_calls(&history)?;
     let snapshot = Snapshot::load(
         &options.database_url,
         &history,
@@ -70,7 +73,28 @@ pub async fn run(options: &Options) -> Result<Report, String> {
         options.fingerprint_secret.as_deref(),
     )
     .await?;
-    Ok(Report::new(&history, &snapshot))
+    judge(&history, &snapshot)
+}
+
+/// Judges `history` against `snapshot`, when there is something to judge.
+///
+/// # Errors
+/// A message when the history has no calls, or the snapshot none of its events (the wrong
+/// database, or the wrong history): judged, either would read as sound, or as every row
+/// missing.
+pub fn judge(history: &[Attempt], snapshot: &Snapshot) -> Result<Report, String> {
+    has_calls(history)?;
+    if snapshot.events.is_empty() {
+        return Err("none of the history's events are in this database".to_owned());
+    }
+    Ok(Report::new(history, snapshot))
+}
+
+fn has_calls(history: &[Attempt]) -> Result<(), String> {
+    if history.is_empty() {
+        return Err("the history has no calls".to_owned());
+    }
+    Ok(())
 }
 
 /// The checker's verdict: what the history holds, and every violation found.

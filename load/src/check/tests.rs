@@ -1064,3 +1064,36 @@ fn a_capacity_other_than_acknowledged_is_caught() {
     assert_eq!(check(&history, &quota), Vec::new());
     assert_caught(&history, &snapshot(), Kind::CapacityChanged, &[]);
 }
+
+#[test]
+fn an_empty_history_or_a_database_without_its_events_is_an_error() {
+    assert_eq!(
+        judge(&[], &snapshot()).unwrap_err(),
+        "the history has no calls"
+    );
+    let mut elsewhere = snapshot();
+    elsewhere.events.clear();
+    elsewhere.quotas.clear();
+    elsewhere.allocations.clear();
+    assert_eq!(
+        judge(&history(), &elsewhere).unwrap_err(),
+        "none of the history's events are in this database"
+    );
+    assert!(judge(&history(), &snapshot()).unwrap().sound);
+}
+
+#[tokio::test]
+async fn a_history_of_blank_lines_is_refused_before_the_database() {
+    let path = std::env::temp_dir().join(format!("history-blank-{}.jsonl", std::process::id()));
+    std::fs::write(&path, "\n   \n\n").unwrap();
+    let options = Options {
+        history: path.clone(),
+        // Nothing listens there: the history is refused first.
+        database_url: "postgres://checker:secret@127.0.0.1:1/none".to_owned(),
+        settle_seconds: 0,
+        fingerprint_secret: None,
+    };
+    let err = run(&options).await.unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(err, "the history has no calls");
+}
