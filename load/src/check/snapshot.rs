@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::{
@@ -12,6 +12,9 @@ use super::{
     RefundLineRow, RefundRow, ScanRow, Snapshot, WaitingEntryRow, calls,
 };
 use crate::history::Attempt;
+
+/// How long to try to reach the database before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the settle wait looks again.
 const SETTLE_POLL: Duration = Duration::from_millis(500);
@@ -35,16 +38,36 @@ impl Snapshot {
         settle: Duration,
         fingerprint_secret: Option<&str>,
     ) -> Result<Snapshot, String> {
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect(database_url)
-            .await
-            .map_err(|e| format!("cannot connect to the database: {e}"))?;
+        let pool = connect(database_url, CONNECT_TIMEOUT).await?;
         let loaded = load_from(&pool, history, settle, fingerprint_secret).await;
         pool.close().await;
         loaded.map_err(|e| format!("cannot read the database: {e}"))
     }
+}
+
+/// A pool of the two connections the checker uses, its first one made within `timeout`.
+///
+/// # Errors
+/// A message naming the database's host and port (never the URL, which may carry a
+/// password) when it is not a PostgreSQL URL or no connection came in time.
+pub(super) async fn connect(database_url: &str, timeout: Duration) -> Result<PgPool, String> {
+    let options: PgConnectOptions = database_url
+        .parse()
+        .map_err(|e| format!("the database URL is not a PostgreSQL URL: {e}"))?;
+    let at = format!("{}:{}", options.get_host(), options.get_port());
+    // The pool retries a refused connection until the timeout: a server still starting is
+    // waited for, one that is not there is reported after `timeout`, not after 30 s.
+    PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(timeout)
+        .connect_with(options)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot connect to the database at {at} within {} s: {e}",
+                timeout.as_secs_f64()
+            )
+        })
 }
 
 async fn load_from(

@@ -1097,3 +1097,23 @@ async fn a_history_of_blank_lines_is_refused_before_the_database() {
     std::fs::remove_file(&path).unwrap();
     assert_eq!(err, "the history has no calls");
 }
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_by_its_host_after_the_timeout() {
+    let started = std::time::Instant::now();
+    let url = "postgres://checker:hunter2@127.0.0.1:1/none";
+    let err = snapshot::connect(url, Duration::from_secs(1))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.starts_with("cannot connect to the database at 127.0.0.1:1 within 1 s"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
