@@ -4,17 +4,22 @@
 //! [`check`] recomputes everything from them and from what the clients were told.
 //!
 //! What is judged (each a [`Kind`]): tickets conserved for every event of the history and
-//! each of its quotas, nothing above its capacity, every acknowledged hold, payment, cancel,
-//! refund and check-in present as its client was told, one outcome per keyed call, at most one
-//! effect per call (ambiguous ones included), each admission admitted once, and money
-//! conserved between the simulated provider's ledger, the refunds and the allocations.
+//! each of its quotas, nothing above its capacity, each capacity the history set still as set,
+//! every acknowledged hold, payment, cancel, refund, check-in, join and leave present as its
+//! client was told, one outcome per keyed call, at most one effect per call (ambiguous ones
+//! included) and one call per acknowledged hold, each admission admitted once and only by a
+//! check-in call, every waiting-list entry made by a join, and money conserved between the
+//! simulated provider's ledger, the refunds and the allocations.
 //!
 //! How rows are tied to calls: a hold's allocation carries its buyer's fingerprint only as
 //! an HMAC under the server's secret, so the checker hashes each hold call's fingerprint the
 //! way the server does (`src/domain/fingerprint.rs`) and groups calls and allocations by
 //! (event, hash). Payments, cancels and refunds name their allocation in the path; refunds
 //! of a keyed call share a reference prefix derived from the key (`src/payment.rs`); charges
-//! name their allocation in their reference (`pay_<allocation>_<nonce>`).
+//! name their allocation in their reference (`pay_<allocation>_<nonce>`). Waiting-list
+//! entries are tied to joins by the same hash; admissions to check-in calls by the answer's
+//! admission id, or by the scanned code, mapped to its admission by the answers that showed
+//! it (a payment's `admissions`).
 //!
 //! Assumptions: the history holds every write made to its events (an event shared with
 //! another workload shows that workload's allocations as phantoms), and the database belongs
@@ -288,7 +293,8 @@ pub enum Kind {
     /// An acknowledged call whose effect is missing or not as its client was told.
     LostAcknowledgement,
     /// An allocation or admission in a state no call of the history explains (purchased
-    /// without a payment call, cancelled without a cancel, refunded without a refund).
+    /// without a payment call, cancelled without a cancel, refunded without a refund, checked
+    /// in without a check-in call).
     UnexplainedStatus,
     /// Attempts of one keyed call that got different definitive answers.
     DivergentOutcomes,
@@ -297,7 +303,8 @@ pub enum Kind {
     /// refunds under one refund key, more refunds than refund calls.
     DuplicateEffect,
     /// A row no call explains: an allocation with no hold call of its buyer, a waiting-list
-    /// offer with no entry of its buyer, a refund of an allocation never refunded.
+    /// offer with no entry of its buyer, an entry with no join call of its buyer, a refund of
+    /// an allocation never refunded.
     Phantom,
     /// One admission admitted twice: by two calls of the history, or by two scans stored.
     DoubleAdmission,
