@@ -9,15 +9,16 @@ pub struct StoredKey {
     pub public_key: Vec<u8>,
 }
 
-/// Registers a public key, keeping the row if another instance registered it first.
+/// Registers a public key, keeping the row if another instance registered it first. The id
+/// is derived from the key, so any conflict (on the id or on the key) is the same row: instances
+/// starting at once on a fresh database race here, and a conflict on the key's own unique
+/// index, which `ON CONFLICT (id)` does not arbitrate, failed the loser's start.
 pub async fn register(pool: &PgPool, id: &str, public_key: &[u8]) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO signing_keys (id, public_key) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(public_key)
-    .execute(pool)
-    .await?;
+    sqlx::query("INSERT INTO signing_keys (id, public_key) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(id)
+        .bind(public_key)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
