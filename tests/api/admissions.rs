@@ -671,3 +671,29 @@ async fn an_unreadable_or_garbage_signing_key_file_stops_the_start() {
     }
     std::fs::remove_file(garbage).unwrap();
 }
+
+/// Instances starting at once on a fresh database all register the same signing key: every
+/// registration succeeds and one row remains. The key's own unique index, not only its id,
+/// may be where the racing inserts meet (the CI chaos run's three instances failed to start
+/// on it).
+#[tokio::test]
+async fn instances_registering_one_key_at_once_all_start() {
+    let app = spawn_app_with(&[]).await;
+    for round in 0..5u8 {
+        let key = SigningKey::from_bytes(&[round + 100; 32]).verifying_key();
+        let id = KeyId::of(&key).to_hex();
+        let registrations = futures_util::future::join_all(
+            (0..16).map(|_| boxoffice::db::signing_keys::register(&app.pool, &id, key.as_bytes())),
+        )
+        .await;
+        for registered in registrations {
+            registered.expect("a racing registration of the same key succeeds");
+        }
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM signing_keys WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 1, "round {round}");
+    }
+}
