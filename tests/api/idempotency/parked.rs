@@ -55,6 +55,33 @@ async fn parked_key(app: &TestApp, key: &str) -> (String, Option<uuid::Uuid>, Op
     .unwrap()
 }
 
+/// The hold is `payment_pending` under a reference the provider charged, and `key` is parked
+/// on that payment, not released: (the reference, the stored key).
+async fn assert_charged_and_parked(
+    app: &TestApp,
+    hold: &str,
+    key: &str,
+) -> (String, (String, Option<uuid::Uuid>, Option<String>)) {
+    let pending = app.allocation_row(hold).await;
+    assert_eq!(pending.status, "payment_pending");
+    let reference = pending.payment_reference.clone().unwrap();
+    assert_eq!(
+        app.charge_outcome(&reference).await.as_deref(),
+        Some("charged")
+    );
+    let parked = parked_key(app, key).await;
+    assert_eq!(
+        parked,
+        (
+            "in_progress".to_owned(),
+            Some(uuid::Uuid::parse_str(hold).unwrap()),
+            Some(reference.clone())
+        ),
+        "parked on the payment, not released"
+    );
+    (reference, parked)
+}
+
 /// Settles stale payments the way the sweeper does, once they are older than the recovery
 /// age of one second; returns how many were settled.
 async fn recover_payments(app: &TestApp) -> usize {
@@ -115,23 +142,8 @@ async fn a_payment_charged_but_unanswered_keeps_its_key_until_recovery_gives_the
     let (event_id, hold, buyer) = app.event_with_hold("Lost after charge", 10, 2).await;
     let first = keyed_pay(&app, &hold, &buyer, "pay-lost", "tok_lostAfterCharge").await;
     assert_unavailable(&first);
-    let pending = app.allocation_row(&hold).await;
-    assert_eq!(pending.status, "payment_pending");
-    let reference = pending.payment_reference.clone().unwrap();
-    assert_eq!(
-        app.charge_outcome(&reference).await.as_deref(),
-        Some("charged")
-    );
     // Not released: parked on the payment whose outcome the request could not learn.
-    let parked = parked_key(&app, "pay-lost").await;
-    assert_eq!(
-        parked,
-        (
-            "in_progress".to_owned(),
-            Some(uuid::Uuid::parse_str(&hold).unwrap()),
-            Some(reference.clone())
-        )
-    );
+    let (reference, parked) = assert_charged_and_parked(&app, &hold, "pay-lost").await;
 
     // Before recovery the outcome is still unknown: 503 again, and no second payment begins.
     for _ in 0..2 {
@@ -416,23 +428,7 @@ async fn a_payment_whose_record_was_cut_off_gives_its_retry_the_purchase_exactly
     );
     blocker.release().await;
     assert_unavailable(&first);
-    let pending = app.allocation_row(&hold).await;
-    assert_eq!(pending.status, "payment_pending");
-    let reference = pending.payment_reference.clone().unwrap();
-    assert_eq!(
-        app.charge_outcome(&reference).await.as_deref(),
-        Some("charged")
-    );
-    let parked = parked_key(&app, "pay-cut").await;
-    assert_eq!(
-        parked,
-        (
-            "in_progress".to_owned(),
-            Some(uuid::Uuid::parse_str(&hold).unwrap()),
-            Some(reference.clone())
-        ),
-        "parked on the payment, not released"
-    );
+    assert_charged_and_parked(&app, &hold, "pay-cut").await;
     // Until recovery, the retry learns that the outcome is unknown, and pays nothing.
     assert_unavailable(&keyed_pay(&app, &hold, &buyer, "pay-cut", "tok_visa").await);
     assert_eq!(charged(&app).await, 1);
