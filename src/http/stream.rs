@@ -3,8 +3,11 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::Stream;
 use futures_util::stream;
 
@@ -18,8 +21,12 @@ use crate::live::{Published, Subscription};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 
-/// Idle connections get a comment line this often, so proxies keep them open.
+/// Idle connections get a comment line after this long without a message, so proxies keep
+/// them open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The keep-alive: an empty SSE comment, which clients ignore.
+const KEEP_ALIVE_FRAME: &[u8] = b":\n\n";
 
 /// Stream an event's ticket statistics: a snapshot on connect, then a message after every
 /// change (at most one per 100 ms, always ending on the latest state). Each message's `id`
@@ -40,7 +47,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub async fn event_stream(
     State(state): State<AppState>,
     IdPath(event_id): IdPath,
-) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+) -> ApiResult<Response> {
     // Subscribe before reading the snapshot, so no change can slip between the two.
     let mut subscription = state.live.subscribe(event_id);
     let read = db::events::find_with_change_seq(&state.pool, event_id)
@@ -52,42 +59,48 @@ pub async fn event_stream(
         .map_err(|err| Error::internal(format!("serializing the snapshot: {err}")))?;
     // Changes the snapshot includes may still be announced after it: only newer ones follow.
     subscription.resume_after(snapshot.id);
-    Ok(
-        Sse::new(messages(snapshot, subscription))
-            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
+    // The frames are written once per state and shared (see [`Published`]), so the body is
+    // their stream as is; the headers are those of any SSE response.
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(messages(snapshot, subscription)),
     )
+        .into_response())
 }
 
 /// The snapshot, then each newer state, no two closer than [`crate::live::MIN_INTERVAL`] (or the longer
-/// gap of [`crate::live::LiveStats::interval`] with thousands of subscribers). Each carries
-/// the JSON written once when its state was published (see [`Published`]).
+/// gap of [`crate::live::LiveStats::interval`] with thousands of subscribers), each as the
+/// frame written once when its state was published (see [`Published`]); a keep-alive
+/// comment after [`KEEP_ALIVE`] without one.
 fn messages(
     snapshot: Published,
     subscription: Subscription,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
     stream::unfold(
         (Some(snapshot), subscription, false),
         |(pending, mut subscription, sent_one)| async move {
             let next = match pending {
-                Some(first) => first,
+                Some(first) => first.frame,
                 None => {
                     if sent_one && !subscription.pause().await {
                         return None;
                     }
-                    subscription.next().await?
+                    match tokio::time::timeout(KEEP_ALIVE, subscription.next()).await {
+                        Ok(next) => next?.frame,
+                        // Nothing new: a comment, and no pause before the next message.
+                        Err(_) => {
+                            let comment = Bytes::from_static(KEEP_ALIVE_FRAME);
+                            return Some((Ok(comment), (None, subscription, false)));
+                        }
+                    }
                 }
             };
-            Some((Ok(to_sse(&next)), (None, subscription, true)))
+            Some((Ok(next), (None, subscription, true)))
         },
     )
-}
-
-/// The `stats` event for a published state.
-fn to_sse(published: &Published) -> SseEvent {
-    SseEvent::default()
-        .event("stats")
-        .id(published.id.to_string())
-        .data(&*published.data)
 }
 
 /// One event of the stream, as the OpenAPI document describes it: `event: stats`, an `id`,

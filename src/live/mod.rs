@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -50,21 +51,25 @@ pub const CHECK_IN_POLL: Duration = Duration::from_millis(250);
 pub const MESSAGE_BUDGET: u32 = 20_000;
 
 /// A message with its stream id: the event's change sequence as of the state it shows. Its
-/// JSON is written once, when the state is published, and shared by every subscriber: with
-/// thousands watching one event, writing it per subscriber cost more than the change itself.
+/// Server-Sent Events frame is written once, when the state is published, and shared by
+/// every subscriber: with thousands watching one event, writing it per subscriber cost more
+/// than the change itself.
 #[derive(Debug, Clone)]
 pub struct Published {
     pub id: u64,
-    /// The [`StatsMessage`] as JSON text.
-    pub data: Arc<str>,
+    /// The whole `stats` event as sent: `event: stats`, `id: {id}`, and one `data:` line
+    /// holding the [`StatsMessage`] as compact JSON (which has no line break: JSON escapes
+    /// them inside strings), then the blank line that ends an event.
+    pub frame: Bytes,
 }
 
 impl Published {
-    /// The state numbered `id`, its message written as JSON.
+    /// The state numbered `id`, its message written as an SSE frame.
     pub fn new(id: u64, message: &StatsMessage) -> Result<Self, serde_json::Error> {
+        let data = serde_json::to_string(message)?;
         Ok(Self {
             id,
-            data: serde_json::to_string(message)?.into(),
+            frame: Bytes::from(format!("event: stats\nid: {id}\ndata: {data}\n\n")),
         })
     }
 
