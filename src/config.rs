@@ -132,7 +132,8 @@ pub struct DatabaseArgs {
           value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub statement_timeout_ms: u32,
 
-    /// Maximum number of pooled database connections per instance (1 to 10000).
+    /// Maximum number of pooled database connections per instance for requests (1 to
+    /// 10000); the purchase batches' own pool adds at most a quarter of it (at least 1).
     #[arg(long, env = "BOXOFFICE_DB_MAX_CONNECTIONS", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub db_max_connections: u32,

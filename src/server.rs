@@ -26,6 +26,7 @@ use crate::http::limits::RateLimits;
 use crate::http::state::{AppState, SaleRules};
 use crate::live::LiveStats;
 use crate::payment::{PaymentProvider, SimulatedProvider};
+use crate::purchase::lock_runtime::LockRuntime;
 use crate::purchase::{Batching, Purchaser};
 use crate::reads::EventReads;
 use crate::sweeper::Sweeper;
@@ -44,6 +45,8 @@ const EMBEDDED_DATABASE: &str = "boxoffice";
 /// if it dies) if this process runs one.
 pub struct Database {
     pub pool: PgPool,
+    /// The lock-holding batches' own runtime and pool (see [`LockRuntime`]).
+    pub locks: LockRuntime,
     embedded: Option<Supervisor>,
 }
 
@@ -110,10 +113,15 @@ impl Database {
             lock_timeout_ms: args.lock_timeout_ms,
             statement_timeout_ms: args.statement_timeout_ms,
         };
-        let pool = db::connect_pool(options, args.db_max_connections, limits).await?;
+        let pool = db::connect_pool(options.clone(), args.db_max_connections, limits).await?;
         db::migrate(&pool).await?;
+        // The batches' pool: a quarter of the requests' (at least 1), for as many events
+        // selling at once (docs/operations.md counts it in the connection budget).
+        let locks = LockRuntime::start(options, (args.db_max_connections / 4).max(1), limits)
+            .map_err(|err| format!("cannot start the lock runtime: {err}"))?;
         Ok(Self {
             pool,
+            locks,
             embedded: embedded.map(Supervisor::watch),
         })
     }
@@ -135,6 +143,7 @@ impl Database {
             shutting_down.announce();
         }
         self.pool.close().await;
+        self.locks.pool().close().await;
         if let Some(server) = self.embedded.take() {
             match server.stop().await {
                 Ok(()) => tracing::info!("embedded PostgreSQL stopped"),
@@ -209,11 +218,13 @@ impl Server {
                 live.availability(),
                 args.hold_seconds,
                 batching,
+                &database.locks,
             ),
             settler: Settler::new(
                 database.pool.clone(),
                 admission_keys.signer().clone(),
                 batching,
+                &database.locks,
             ),
             checkins: Checkins::new(database.pool.clone(), admission_keys.clone(), batching),
             admission_keys,

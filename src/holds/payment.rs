@@ -34,6 +34,7 @@ use crate::idempotency::{self, ParkedPayment, Recorder};
 use crate::payment::{self, ChargeOutcome, PaymentProvider};
 use crate::purchase::Batching;
 use crate::purchase::coalescer::{BatchWork, Coalescer};
+use crate::purchase::lock_runtime::LockRuntime;
 
 /// One payment's step three as its batch sees it: the hold, the reference its step one
 /// recorded, what the provider did, and how to record a purchase under the request's key.
@@ -72,8 +73,9 @@ pub struct Settler {
 
 impl Settler {
     /// Begins and settles on `pool`, batched or one by one as `batching` says; the purchases
-    /// it answers carry their admissions, their codes signed by `signer`.
-    pub fn new(pool: PgPool, signer: CodeSigner, batching: Batching) -> Self {
+    /// it answers carry their admissions, their codes signed by `signer`. Settle batches,
+    /// which hold the event row lock, run on `locks` with its pool, as purchase batches do.
+    pub fn new(pool: PgPool, signer: CodeSigner, batching: Batching, locks: &LockRuntime) -> Self {
         let begins = match batching {
             Batching::Batched { max_batch } => {
                 let pool = pool.clone();
@@ -94,7 +96,7 @@ impl Settler {
         };
         let batches = match batching {
             Batching::Batched { max_batch } => {
-                let (pool, signer) = (pool.clone(), signer.clone());
+                let (pool, signer) = (locks.pool().clone(), signer.clone());
                 let work: BatchWork<SettleRequest, Result<Allocation>> =
                     Arc::new(move |event_id, requests| {
                         let (pool, signer) = (pool.clone(), signer.clone());
@@ -107,7 +109,7 @@ impl Settler {
                             }
                         })
                     });
-                Some(Coalescer::new(max_batch, work))
+                Some(Coalescer::on_runtime(locks.clone(), max_batch, work))
             }
             Batching::PerRequest => None,
         };

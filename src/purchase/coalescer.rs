@@ -22,6 +22,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::lock_runtime::LockRuntime;
 use crate::error::{Error, Result, panic_message};
 
 /// The work a batch does: given the event and the batch's inputs in arrival order, one
@@ -35,6 +36,9 @@ struct Waiting<I, O> {
 
 struct Inner<I, O> {
     work: BatchWork<I, O>,
+    /// Where the workers run: the runtime current at submission, or the batches' own
+    /// (kept alive by this clone while the coalescer exists).
+    runtime: Option<LockRuntime>,
     max_batch: usize,
     /// Per event: requests not yet in a batch. An entry exists exactly while a worker runs
     /// for that event; the worker removes it when it finds the queue empty.
@@ -60,6 +64,20 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         Self {
             inner: Arc::new(Inner {
                 work,
+                runtime: None,
+                max_batch: max_batch.max(1),
+                queues: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Like [`Coalescer::new`], with the workers run on the batches' own runtime (see
+    /// [`super::lock_runtime`]).
+    pub fn on_runtime(runtime: LockRuntime, max_batch: usize, work: BatchWork<I, O>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                work,
+                runtime: Some(runtime),
                 max_batch: max_batch.max(1),
                 queues: Mutex::new(HashMap::new()),
             }),
@@ -85,7 +103,11 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         };
         if start_worker {
             // The worker owns the batches; a caller that goes away does not stop them.
-            tokio::spawn(run_batches(self.inner.clone(), event_id));
+            let worker = run_batches(self.inner.clone(), event_id);
+            match &self.inner.runtime {
+                Some(runtime) => drop(runtime.handle().spawn(worker)),
+                None => drop(tokio::spawn(worker)),
+            }
         }
         answer
             .await

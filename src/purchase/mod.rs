@@ -8,6 +8,7 @@
 
 pub mod catalogue_cache;
 pub mod coalescer;
+pub mod lock_runtime;
 pub mod transaction;
 
 use std::sync::Arc;
@@ -66,11 +67,12 @@ impl Purchaser {
         availability: AvailabilityHint,
         hold_seconds: u32,
         batching: Batching,
+        locks: &lock_runtime::LockRuntime,
     ) -> Self {
         let catalogue = CatalogueCache::default();
         let batches = match batching {
             Batching::Batched { max_batch } => {
-                let pool = pool.clone();
+                let pool = locks.pool().clone();
                 let catalogue = catalogue.clone();
                 let work: BatchWork<HoldRequest, Result<Allocation>> =
                     Arc::new(move |event_id, requests| {
@@ -93,7 +95,7 @@ impl Purchaser {
                             }
                         })
                     });
-                Some(Coalescer::new(max_batch, work))
+                Some(Coalescer::on_runtime(locks.clone(), max_batch, work))
             }
             Batching::PerRequest => None,
         };
