@@ -23,7 +23,7 @@ use crate::holds::Settler;
 use crate::http::extract::forwarded::TrustedProxies;
 use crate::http::idempotent::KeyedTasks;
 use crate::http::limits::RateLimits;
-use crate::http::state::{AppState, SaleRules};
+use crate::http::state::{AppState, SaleRules, Shared};
 use crate::live::LiveStats;
 use crate::payment::{PaymentProvider, SimulatedProvider};
 use crate::purchase::lock_runtime::LockRuntime;
@@ -193,7 +193,7 @@ impl Server {
         let admission_keys = Arc::new(
             AdmissionKeys::load(database.pool.clone(), args.signing_key_file.as_deref()).await?,
         );
-        let state = AppState {
+        let state = AppState::new(Shared {
             pool: database.pool.clone(),
             rules: Arc::new(SaleRules {
                 max_tickets_per_purchase: args.max_tickets_per_purchase,
@@ -239,7 +239,7 @@ impl Server {
                 .as_deref()
                 .filter(|t| !t.is_empty())
                 .map(Arc::from),
-        };
+        });
         if state.admin_token.is_none() {
             tracing::warn!("no --admin-token: anyone may create events");
         }

@@ -34,9 +34,30 @@ pub struct SaleRules {
     pub stale_claim_age: std::time::Duration,
 }
 
-/// What every request handler shares: cheap to clone (pools, `Arc`s and handles).
+/// What every request handler shares, behind one `Arc`: every request clones the state
+/// (each extractor of `State`, each middleware that takes it), and cloning the fields one by
+/// one cost a few dozen atomic increments and as many decrements per request. Reads go
+/// through to [`Shared`]'s fields (`state.pool`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state handlers share.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`]: cheap to clone one by one too (pools, `Arc`s and handles).
+pub struct Shared {
     /// The database pool every handler and service runs its statements on.
     pub pool: PgPool,
     /// The sale's rules from the configuration.
