@@ -6,6 +6,12 @@ use tracing_subscriber::EnvFilter;
 use boxoffice::config::{Cli, Command, TokensCommand};
 use boxoffice::server::{Database, Server, shutdown_signal};
 
+/// mimalloc instead of the system allocator: a request allocates and frees many small
+/// buffers on two worker threads, and glibc's malloc, with its free-chunk consolidation,
+/// took about a quarter of the server's CPU under a sale's load (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Logs go to standard error, as README.md says; standard output stays free.
