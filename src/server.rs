@@ -45,8 +45,6 @@ const EMBEDDED_DATABASE: &str = "boxoffice";
 /// if it dies) if this process runs one.
 pub struct Database {
     pub pool: PgPool,
-    /// The lock-holding batches' own runtime and pool (see [`LockRuntime`]).
-    pub locks: LockRuntime,
     embedded: Option<Supervisor>,
 }
 
@@ -113,15 +111,10 @@ impl Database {
             lock_timeout_ms: args.lock_timeout_ms,
             statement_timeout_ms: args.statement_timeout_ms,
         };
-        let pool = db::connect_pool(options.clone(), args.db_max_connections, limits).await?;
+        let pool = db::connect_pool(options, args.db_max_connections, limits).await?;
         db::migrate(&pool).await?;
-        // The batches' pool: a quarter of the requests' (at least 1), for as many events
-        // selling at once (docs/operations.md counts it in the connection budget).
-        let locks = LockRuntime::start(options, (args.db_max_connections / 4).max(1), limits)
-            .map_err(|err| format!("cannot start the lock runtime: {err}"))?;
         Ok(Self {
             pool,
-            locks,
             embedded: embedded.map(Supervisor::watch),
         })
     }
@@ -143,7 +136,6 @@ impl Database {
             shutting_down.announce();
         }
         self.pool.close().await;
-        self.locks.pool().close().await;
         if let Some(server) = self.embedded.take() {
             match server.stop().await {
                 Ok(()) => tracing::info!("embedded PostgreSQL stopped"),
@@ -160,6 +152,9 @@ pub struct Server {
     listener: TcpListener,
     state: AppState,
     database: Database,
+    /// The lock-holding batches' own runtime and pool (see [`LockRuntime`]); its pool is
+    /// closed with the database's.
+    locks: LockRuntime,
     request_timeout: Duration,
     cors_origins: Vec<String>,
 }
@@ -188,6 +183,13 @@ impl Server {
             },
             PurchaseMode::PerRequest => Batching::PerRequest,
         };
+        // The batches' pool: a quarter of the requests' (at least 1), for as many events
+        // selling at once (docs/operations.md counts it in the connection budget).
+        let locks = LockRuntime::start(
+            &database.pool,
+            (args.database.db_max_connections / 4).max(1),
+        )
+        .map_err(|err| format!("cannot start the lock runtime: {err}"))?;
         let payments: Arc<dyn PaymentProvider> =
             Arc::new(SimulatedProvider::new(database.pool.clone(), batching));
         let admission_keys = Arc::new(
@@ -218,13 +220,13 @@ impl Server {
                 live.availability(),
                 args.hold_seconds,
                 batching,
-                &database.locks,
+                &locks,
             ),
             settler: Settler::new(
                 database.pool.clone(),
                 admission_keys.signer().clone(),
                 batching,
-                &database.locks,
+                &locks,
             ),
             checkins: Checkins::new(database.pool.clone(), admission_keys.clone(), batching),
             admission_keys,
@@ -249,6 +251,7 @@ impl Server {
             listener,
             state,
             database,
+            locks,
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             cors_origins: args.cors_origins.clone(),
         })
@@ -310,6 +313,7 @@ impl Server {
         let _ = stop_background.send(true);
         let _ = sweeper.await;
         let _ = change_listener.await;
+        self.locks.pool().close().await;
         self.database.close().await;
         tracing::info!("boxoffice stopped");
         Ok(served?)

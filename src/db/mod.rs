@@ -67,16 +67,20 @@ pub async fn connect_pool(
     max_connections: u32,
     limits: SessionLimits,
 ) -> Result<PgPool, sqlx::Error> {
-    pool_options(max_connections)
-        .connect_with(session_options(options, limits))
-        .await
+    let options = options.options([
+        ("default_transaction_isolation", "read committed".to_owned()),
+        ("lock_timeout", limits.lock_timeout_ms.to_string()),
+        ("statement_timeout", limits.statement_timeout_ms.to_string()),
+    ]);
+    pool_options(max_connections).connect_with(options).await
 }
 
-/// The same pool as [`connect_pool`], connecting only when a connection is first needed,
-/// from the runtime current at that time (see `purchase::lock_runtime`). Must be called
-/// inside a runtime: the pool's upkeep task is spawned there.
-pub fn lazy_pool(options: PgConnectOptions, max_connections: u32, limits: SessionLimits) -> PgPool {
-    pool_options(max_connections).connect_lazy_with(session_options(options, limits))
+/// A second pool to `pool`'s database with its sessions' settings, of at most
+/// `max_connections`, connecting only when a connection is first needed, from the runtime
+/// current at that time (see `purchase::lock_runtime`). Must be called inside a runtime:
+/// the pool's upkeep task is spawned there.
+pub fn lazy_twin(pool: &PgPool, max_connections: u32) -> PgPool {
+    pool_options(max_connections).connect_lazy_with((*pool.connect_options()).clone())
 }
 
 fn pool_options(max_connections: u32) -> PgPoolOptions {
@@ -84,14 +88,6 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
-}
-
-fn session_options(options: PgConnectOptions, limits: SessionLimits) -> PgConnectOptions {
-    options.options([
-        ("default_transaction_isolation", "read committed".to_owned()),
-        ("lock_timeout", limits.lock_timeout_ms.to_string()),
-        ("statement_timeout", limits.statement_timeout_ms.to_string()),
-    ])
 }
 
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {

@@ -61,23 +61,20 @@ impl<I, O> Clone for Coalescer<I, O> {
 impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     /// Batches of at most `max_batch` inputs (at least 1), each handled by `work`.
     pub fn new(max_batch: usize, work: BatchWork<I, O>) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                work,
-                runtime: None,
-                max_batch: max_batch.max(1),
-                queues: Mutex::new(HashMap::new()),
-            }),
-        }
+        Self::with(None, max_batch, work)
     }
 
     /// Like [`Coalescer::new`], with the workers run on the batches' own runtime (see
     /// [`super::lock_runtime`]).
     pub fn on_runtime(runtime: LockRuntime, max_batch: usize, work: BatchWork<I, O>) -> Self {
+        Self::with(Some(runtime), max_batch, work)
+    }
+
+    fn with(runtime: Option<LockRuntime>, max_batch: usize, work: BatchWork<I, O>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 work,
-                runtime: Some(runtime),
+                runtime,
                 max_batch: max_batch.max(1),
                 queues: Mutex::new(HashMap::new()),
             }),

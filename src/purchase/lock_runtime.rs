@@ -15,7 +15,6 @@
 use std::sync::Arc;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgConnectOptions;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::db;
@@ -43,14 +42,10 @@ impl Drop for Owner {
 }
 
 impl LockRuntime {
-    /// Starts the thread and a pool of at most `max_connections` to the database at
-    /// `options`, with the same session limits as the server's pool. Connections are made
-    /// when first needed, from the runtime's thread.
-    pub fn start(
-        options: PgConnectOptions,
-        max_connections: u32,
-        limits: db::SessionLimits,
-    ) -> std::io::Result<Self> {
+    /// Starts the thread and a pool of at most `max_connections` to `pool`'s database, with
+    /// the same session settings. Connections are made when first needed, from the
+    /// runtime's thread.
+    pub fn start(pool: &PgPool, max_connections: u32) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("boxoffice-locks")
@@ -60,7 +55,7 @@ impl LockRuntime {
         // Created inside the runtime, so the pool's connections and its upkeep live there.
         let pool = {
             let _inside = handle.enter();
-            db::lazy_pool(options, max_connections, limits)
+            db::lazy_twin(pool, max_connections)
         };
         Ok(Self {
             _owner: Arc::new(Owner(Some(runtime))),
@@ -94,13 +89,12 @@ mod tests {
     /// the callers, on another runtime, hear their answers.
     #[tokio::test]
     async fn batches_run_on_the_lock_thread() {
-        // The pool is lazy: nothing connects in this test.
-        let options = PgConnectOptions::new().host("127.0.0.1").port(1);
-        let limits = db::SessionLimits {
-            lock_timeout_ms: 1_000,
-            statement_timeout_ms: 1_000,
-        };
-        let locks = LockRuntime::start(options, 1, limits).expect("the lock runtime starts");
+        // Both pools are lazy: nothing connects in this test.
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(1);
+        let server_pool = sqlx::postgres::PgPoolOptions::new().connect_lazy_with(options);
+        let locks = LockRuntime::start(&server_pool, 1).expect("the lock runtime starts");
         let work: BatchWork<u32, String> = Arc::new(|_, inputs| {
             Box::pin(async move {
                 let thread = std::thread::current().name().unwrap_or("").to_owned();
