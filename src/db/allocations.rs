@@ -263,7 +263,7 @@ pub async fn lock_many(
         "SELECT ",
         allocation_columns!(),
         ", expires_at <= clock_timestamp() AS lapsed FROM ticket_allocations \
-         WHERE id = ANY($2) AND event_id = $1 ORDER BY id FOR UPDATE"
+         WHERE id = ANY($2) AND (event_id = $1) IS TRUE ORDER BY id FOR UPDATE"
     ))
     .bind(event_id)
     .bind(ids)
@@ -297,8 +297,8 @@ pub async fn purchase_many(
         "UPDATE ticket_allocations SET status = 'purchased', purchased_at = now(), \
              confirmation_code = paid.code, updated_at = now() \
          FROM unnest($1::uuid[], $2::text[]) AS paid(allocation_id, code) \
-         WHERE ticket_allocations.id = paid.allocation_id \
-           AND ticket_allocations.status = 'payment_pending' \
+         WHERE ticket_allocations.id = ANY($1) AND ticket_allocations.id = paid.allocation_id \
+           AND (ticket_allocations.status = 'payment_pending') IS TRUE \
          RETURNING ",
         allocation_columns!()
     ))
@@ -358,18 +358,18 @@ pub async fn begin_payments(
     sqlx::query_as(concat!(
         "WITH locked AS MATERIALIZED ( \
              SELECT id AS locked_id FROM ticket_allocations \
-             WHERE id = ANY($1) AND status = 'reserved' \
+             WHERE id = ANY($1) AND (status = 'reserved') IS TRUE \
              FOR UPDATE SKIP LOCKED) \
          UPDATE ticket_allocations SET status = 'payment_pending', payment_pending_at = now(), \
              payment_reference = asked.asked_reference, updated_at = now() \
          FROM unnest($1::uuid[], $2::text[], $3::text[]) \
                   AS asked(asked_id, asked_buyer, asked_reference), \
               locked \
-         WHERE ticket_allocations.id = asked.asked_id \
+         WHERE ticket_allocations.id = ANY($1) AND ticket_allocations.id = asked.asked_id \
            AND locked.locked_id = ticket_allocations.id \
-           AND ticket_allocations.fingerprint_hash = asked.asked_buyer \
-           AND ticket_allocations.status = 'reserved' \
-           AND ticket_allocations.expires_at > clock_timestamp() \
+           AND (ticket_allocations.fingerprint_hash = asked.asked_buyer \
+                AND ticket_allocations.status = 'reserved' \
+                AND ticket_allocations.expires_at > clock_timestamp()) IS TRUE \
          RETURNING ",
         allocation_columns!()
     ))

@@ -42,11 +42,11 @@ pub async fn admit(
 /// Checks in, at the transaction's time, each admission of `check_ins` (id, gate) that is
 /// still valid, in one `UPDATE`: the coalesced scans of one event. The caller has locked them
 /// (in id order, [`lock_states`]) and names each at most once; `status = 'valid'` is the same
-/// guard as [`admit`]'s. `d.id = ANY($2)` steers the plan to the primary key: with the
+/// guard as [`admit`]'s. The rows are reached by key only (see `db`): with the
 /// `(event_id, status)` index, statistics older than a fast sale (many admissions made
-/// moments ago) gave a nested loop over every valid admission of the event per scan
-/// (200–450 ms for a batch of 200). Returns the admissions checked in, in no particular
-/// order.
+/// moments ago) gave a walk over every valid admission of the event per batch (200–450 ms
+/// for a batch of 200 with a nested loop, 15 ms with `d.id = ANY($2)` alone). Returns the
+/// admissions checked in, in no particular order.
 pub async fn admit_all(
     conn: &mut PgConnection,
     event_id: Uuid,
@@ -60,8 +60,8 @@ pub async fn admit_all(
     let rows: Vec<AdmissionRow> = sqlx::query_as(concat!(
         "UPDATE admissions d SET status = 'checked_in', checked_in_at = now(), gate = c.gate \
          FROM unnest($2::uuid[], $3::text[]) AS c(id, gate), ticket_types t \
-         WHERE d.id = ANY($2) AND d.id = c.id AND d.event_id = $1 AND d.status = 'valid' \
-           AND t.id = d.ticket_type_id \
+         WHERE d.id = ANY($2) AND d.id = c.id \
+           AND (d.event_id = $1 AND d.status = 'valid') IS TRUE AND t.id = d.ticket_type_id \
          RETURNING ",
         admission_columns!()
     ))
@@ -84,7 +84,7 @@ pub async fn find_all(
         "SELECT ",
         admission_columns!(),
         " FROM admissions d JOIN ticket_types t ON t.id = d.ticket_type_id \
-          WHERE d.id = ANY($1) AND d.event_id = $2"
+          WHERE d.id = ANY($1) AND (d.event_id = $2) IS TRUE"
     ))
     .bind(ids)
     .bind(event_id)
@@ -198,7 +198,8 @@ pub async fn claim(
          SELECT $1, s.nonce, s.admission_id, $2, s.scanned_at, s.gate, 'admitted' \
          FROM unnest($3::text[], $4::uuid[], $5::timestamptz[], $6::text[]) \
              AS s(nonce, admission_id, scanned_at, gate) \
-         JOIN admissions d ON d.id = s.admission_id AND d.event_id = $1 \
+         JOIN admissions d ON d.id = s.admission_id \
+         WHERE d.id = ANY($4) AND (d.event_id = $1) IS TRUE \
          ORDER BY s.nonce \
          ON CONFLICT (event_id, nonce) DO NOTHING \
          RETURNING nonce",
@@ -230,7 +231,7 @@ pub async fn stored_answers(
     type Row = (String, Uuid, String, Option<OffsetDateTime>, Option<String>);
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT nonce, admission_id, result, first_checked_in_at, first_gate \
-         FROM checkin_scans WHERE event_id = $1 AND nonce = ANY($2)",
+         FROM checkin_scans WHERE nonce = ANY($2) AND event_id = $1",
     )
     .bind(event_id)
     .bind(nonces)
@@ -272,7 +273,7 @@ pub async fn record_answers(
              first_gate = a.gate \
          FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[]) \
              AS a(nonce, result, at, gate) \
-         WHERE s.event_id = $1 AND s.nonce = a.nonce",
+         WHERE s.nonce = ANY($2) AND s.event_id = $1 AND s.nonce = a.nonce",
     )
     .bind(event_id)
     .bind(&nonces)
@@ -310,7 +311,7 @@ pub async fn lock_states(
               WHERE s.admission_id = d.id AND s.result = 'admitted' \
                 AND s.first_checked_in_at = d.checked_in_at AND NOT s.nonce = ANY($3) \
               ORDER BY s.recorded_at DESC LIMIT 1) \
-         FROM admissions d WHERE d.event_id = $1 AND d.id = ANY($2) \
+         FROM admissions d WHERE d.id = ANY($2) AND (d.event_id = $1) IS TRUE \
          ORDER BY d.id FOR NO KEY UPDATE OF d",
     )
     .bind(event_id)
@@ -339,7 +340,8 @@ pub async fn set_check_ins(
     sqlx::query(
         "UPDATE admissions d SET status = 'checked_in', checked_in_at = c.at, gate = c.gate \
          FROM unnest($2::uuid[], $3::timestamptz[], $4::text[]) AS c(id, at, gate) \
-         WHERE d.id = c.id AND d.event_id = $1 AND d.status <> 'revoked'",
+         WHERE d.id = ANY($2) AND d.id = c.id \
+           AND (d.event_id = $1 AND d.status <> 'revoked') IS TRUE",
     )
     .bind(event_id)
     .bind(&ids)
