@@ -219,7 +219,11 @@ async fn check_in_one(pool: &PgPool, event_id: Uuid, scan: KnownScan) -> Result<
         // expected here. Nothing is recorded.
         return Err(outcome.err().unwrap_or(ScanRefusal::InvalidCode).into());
     };
-    db::checkins::record_answers(&mut tx, event_id, &[(nonce.as_str(), result, first)]).await?;
+    // An admit is the claim's provisional answer already (this transaction's time, this
+    // scan's gate); any other answer replaces it before the commit.
+    if outcome.is_err() {
+        db::checkins::record_answers(&mut tx, event_id, &[(nonce.as_str(), result, first)]).await?;
+    }
     tx.commit().await?;
     Ok(outcome?)
 }
@@ -464,7 +468,11 @@ async fn admit_scans(
         // locked and read: an unrecordable outcome would leave a provisional answer behind.
         let (result, first) = recorded(outcome)
             .ok_or_else(|| Error::internal("a claimed scan's admission is gone"))?;
-        records.push((nonce.as_str(), result, first));
+        // The scan that checked its admission in here got the claim's provisional answer
+        // (this transaction's time, its own gate): nothing to write.
+        if outcome.is_err() {
+            records.push((nonce.as_str(), result, first));
+        }
     }
     if !records.is_empty() {
         db::checkins::record_answers(conn, event_id, &records).await?;

@@ -179,9 +179,13 @@ impl ScanSource {
 /// nonce order, and returns the nonces claimed. A nonce already stored is not claimed; one
 /// being inserted by a transaction still open is waited for (the primary key), then not
 /// claimed if that transaction commits. Nonce order is the lock order of every claimer, so two
-/// batches sharing nonces cannot wait on each other in a cycle. Each row is written with the
-/// provisional result `admitted`; the same transaction writes the real answer
-/// ([`record_answers`]) before it commits, so no other transaction ever reads it.
+/// batches sharing nonces cannot wait on each other in a cycle. Each row is written with a
+/// provisional answer: `admitted`, at the transaction's time (`now()`, the time the online
+/// check-in's `UPDATE` gives), with the scan's gate, which is exactly the answer of an online
+/// scan that checks its admission in within this transaction. The same transaction writes
+/// any other answer ([`record_answers`]) before it commits, so no other transaction ever
+/// reads a provisional answer that is not the real one; an online batch of first scans, the
+/// common case at a door, then records nothing more.
 pub async fn claim(
     conn: &mut PgConnection,
     event_id: Uuid,
@@ -194,8 +198,10 @@ pub async fn claim(
     let gates: Vec<Option<&str>> = scans.iter().map(|s| s.gate.as_deref()).collect();
     sqlx::query_scalar(
         "INSERT INTO checkin_scans \
-             (event_id, nonce, admission_id, source, scanned_at, gate, result) \
-         SELECT $1, s.nonce, s.admission_id, $2, s.scanned_at, s.gate, 'admitted' \
+             (event_id, nonce, admission_id, source, scanned_at, gate, result, \
+              first_checked_in_at, first_gate) \
+         SELECT $1, s.nonce, s.admission_id, $2, s.scanned_at, s.gate, 'admitted', now(), \
+             s.gate \
          FROM unnest($3::text[], $4::uuid[], $5::timestamptz[], $6::text[]) \
              AS s(nonce, admission_id, scanned_at, gate) \
          JOIN admissions d ON d.id = s.admission_id \

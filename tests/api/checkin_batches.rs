@@ -384,3 +384,57 @@ async fn revoked_checked_in_and_valid_tickets_scanned_together_batched() {
 async fn revoked_checked_in_and_valid_tickets_scanned_together_per_request() {
     revoked_checked_in_and_valid_scanned_together(PER_REQUEST).await;
 }
+
+/// A scan that admits keeps the answer its nonce's claim was written with (`admitted`, the
+/// transaction's time, its own gate; `db::checkins::claim`), and a duplicate's row is
+/// rewritten: a retry of either, sent after the first committed, reads back exactly what was
+/// first answered, and the stored rows agree with the admission.
+async fn retries_read_back_the_recorded_answers(mode: &[&str]) {
+    let app = app(mode).await;
+    let event_id = event(&app).await;
+    let (_, codes) = bought(&app, &event_id, 1).await;
+    let admit = json!({"code": codes[0], "gate": "East", "nonce": "door-7:1"});
+    let duplicate = json!({"code": codes[0], "gate": "West", "nonce": "door-8:1"});
+    let (status, first) = scan(&app, &event_id, admit.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, refused) = scan(&app, &event_id, duplicate.clone()).await;
+    assert_error(status, &refused, StatusCode::CONFLICT, "ALREADY_CHECKED_IN");
+    for _ in 0..2 {
+        assert_eq!(
+            scan(&app, &event_id, admit.clone()).await,
+            (StatusCode::OK, first.clone())
+        );
+        assert_eq!(
+            scan(&app, &event_id, duplicate.clone()).await,
+            (StatusCode::CONFLICT, refused.clone())
+        );
+    }
+    type Row = (String, String, bool, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT s.nonce, s.result, s.first_checked_in_at = d.checked_in_at, s.first_gate \
+         FROM checkin_scans s JOIN admissions d ON d.id = s.admission_id \
+         WHERE d.id = $1 ORDER BY s.nonce",
+    )
+    .bind(admission_of(&codes[0]))
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let east = Some("East".to_owned());
+    assert_eq!(
+        rows,
+        vec![
+            ("door-7:1".into(), "admitted".into(), true, east.clone()),
+            ("door-8:1".into(), "duplicate".into(), true, east),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn retries_read_back_the_recorded_answers_batched() {
+    retries_read_back_the_recorded_answers(BATCHED).await;
+}
+
+#[tokio::test]
+async fn retries_read_back_the_recorded_answers_per_request() {
+    retries_read_back_the_recorded_answers(PER_REQUEST).await;
+}
