@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod access_paths;
 mod admissions;
 mod backstops;
 mod binary;

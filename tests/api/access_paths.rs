@@ -1,0 +1,262 @@
+//! The batch statements that run under the event lock (or in a check-in batch) reach their
+//! rows by key, whatever the planner's statistics say (the `db` module's rule). The event
+//! here is made in the test's own database with autovacuum off for its tables, so the
+//! planner has statistics older than the sale, as at the start of a real on-sale; each
+//! statement then runs through its real `db` function inside a transaction, and the
+//! transaction's own statistics (`pg_stat_get_xact_tuples_returned` of each index,
+//! `pg_stat_xact_user_tables`)
+//! say which indexes and scans it used. Walking the event (an index other than the key, or a
+//! sequential scan) fails the test.
+
+use reqwest::StatusCode;
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use boxoffice::db::checkins::{ScanClaim, ScanSource};
+use boxoffice::db::{admissions, allocations, checkins};
+use boxoffice::domain::checkin::{Nonce, ScanResult};
+
+use crate::helpers::{Api, id_of, new_fingerprint, spawn_app};
+
+/// Holds made for the event, how many of them are paid, and the tickets of each: enough
+/// rows that reading a table whole is not the planner's cheapest way to find five.
+const HOLDS: usize = 1_200;
+const PAID: usize = 300;
+const TICKETS: usize = 8;
+
+/// Index tuples read per index of `table`, and tuples read by sequential scans of it, so far
+/// in the current transaction.
+async fn reads(conn: &mut PgConnection, table: &str) -> (Vec<(String, i64)>, i64) {
+    let indexes: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT i.relname::text, pg_stat_get_xact_tuples_returned(i.oid) \
+         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             JOIN pg_class t ON t.oid = x.indrelid \
+         WHERE t.relname = $1 ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let sequential: i64 =
+        sqlx::query_scalar("SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = $1")
+            .bind(table)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    (indexes, sequential)
+}
+
+/// Asserts that between `before` and `after` the table was read through the `keys` only.
+fn by_key_only(
+    what: &str,
+    keys: &[&str],
+    before: &(Vec<(String, i64)>, i64),
+    after: &(Vec<(String, i64)>, i64),
+) {
+    assert_eq!(after.1 - before.1, 0, "{what}: a sequential scan");
+    for ((index, was), (_, is)) in before.0.iter().zip(&after.0) {
+        if !keys.contains(&index.as_str()) {
+            assert_eq!(is - was, 0, "{what}: read {} entries of {index}", is - was);
+        }
+    }
+}
+
+/// An event of `HOLDS` holds of `TICKETS` tickets, `PAID` of them paid: (event id, the paid holds'
+/// ids, the reserved holds' ids with their buyers' hashes).
+async fn sale(api: &Api, pool: &PgPool) -> (Uuid, Vec<Uuid>, Vec<(Uuid, String)>) {
+    sqlx::raw_sql(
+        "ALTER TABLE ticket_allocations SET (autovacuum_enabled = false); \
+         ALTER TABLE admissions SET (autovacuum_enabled = false); \
+         ALTER TABLE checkin_scans SET (autovacuum_enabled = false); \
+         ALTER TABLE allocation_lines SET (autovacuum_enabled = false);",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let event = api.create_event("Access paths", 10_000, None).await;
+    let event_id = id_of(&event);
+    let mut buyers = tokio::task::JoinSet::new();
+    for client in 0..24 {
+        let (api, event_id) = (api.clone(), event_id.clone());
+        buyers.spawn(async move {
+            let mut paid = Vec::new();
+            for n in (client..HOLDS).step_by(24) {
+                let buyer = new_fingerprint();
+                let (status, hold) = api.purchase(&event_id, TICKETS as i64, &buyer).await;
+                assert_eq!(status, StatusCode::CREATED, "{hold}");
+                if n < PAID {
+                    let (status, body) = api.pay(&id_of(&hold), &buyer, None).await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                    paid.push(id_of(&hold).parse::<Uuid>().unwrap());
+                }
+            }
+            paid
+        });
+    }
+    let paid: Vec<Uuid> = buyers.join_all().await.into_iter().flatten().collect();
+    let event_id: Uuid = event_id.parse().unwrap();
+    let reserved: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, fingerprint_hash FROM ticket_allocations \
+         WHERE event_id = $1 AND status = 'reserved' ORDER BY id LIMIT 5",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(reserved.len(), 5);
+    (event_id, paid, reserved)
+}
+
+#[tokio::test]
+async fn batch_statements_reach_their_rows_by_key_with_statistics_older_than_the_sale() {
+    let app = spawn_app().await;
+    let (event_id, paid, reserved) = sale(&app, &app.pool).await;
+    let mut tx = app.pool.begin().await.unwrap();
+
+    // A settle batch: lock the holds, step one, make them purchased, read their admissions.
+    let ids: Vec<Uuid> = reserved.iter().map(|(id, _)| *id).collect();
+    let before = reads(&mut tx, "ticket_allocations").await;
+    let locked = allocations::lock_many(&mut tx, event_id, &ids)
+        .await
+        .unwrap();
+    assert_eq!(locked.len(), ids.len());
+    let after = reads(&mut tx, "ticket_allocations").await;
+    by_key_only("lock_many", &["ticket_allocations_pkey"], &before, &after);
+
+    let buyers: Vec<&str> = reserved.iter().map(|(_, b)| b.as_str()).collect();
+    let references: Vec<String> = ids.iter().map(|id| format!("ref-{id}")).collect();
+    let references: Vec<&str> = references.iter().map(String::as_str).collect();
+    let before = after;
+    let begun = allocations::begin_payments(&mut tx, &ids, &buyers, &references)
+        .await
+        .unwrap();
+    assert_eq!(begun.len(), ids.len());
+    let after = reads(&mut tx, "ticket_allocations").await;
+    by_key_only(
+        "begin_payments",
+        &["ticket_allocations_pkey"],
+        &before,
+        &after,
+    );
+
+    let codes: Vec<String> = ids.iter().map(|id| format!("C{}", id.simple())).collect();
+    let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
+    let before = after;
+    let purchased = allocations::purchase_many(&mut tx, &ids, &codes)
+        .await
+        .unwrap();
+    assert_eq!(purchased.len(), ids.len());
+    let after = reads(&mut tx, "ticket_allocations").await;
+    by_key_only(
+        "purchase_many",
+        &["ticket_allocations_pkey"],
+        &before,
+        &after,
+    );
+
+    // The admissions of a batch of a hundred, as a settle batch reads them.
+    let before = reads(&mut tx, "admissions").await;
+    let made = admissions::of_allocations(&mut tx, &ids).await.unwrap();
+    assert_eq!(made.len(), ids.len() * TICKETS);
+    let hundred = admissions::of_allocations(&mut tx, &paid[..100])
+        .await
+        .unwrap();
+    assert_eq!(hundred.len(), 100 * TICKETS);
+    let after = reads(&mut tx, "admissions").await;
+    by_key_only(
+        "of_allocations",
+        &["admissions_allocation_position_key"],
+        &before,
+        &after,
+    );
+    tx.rollback().await.unwrap();
+
+    // A check-in batch, on an event with a few thousand scans recorded already.
+    let admitted: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM admissions WHERE allocation_id = ANY($1) ORDER BY id")
+            .bind(&paid)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(admitted.len(), PAID * TICKETS);
+    let claim = |n: usize, admission_id: Uuid| ScanClaim {
+        nonce: Nonce::parse(&format!("gate-1:{n}")).unwrap(),
+        admission_id,
+        scanned_at: OffsetDateTime::now_utc(),
+        gate: Some("Gate 1".into()),
+    };
+    let earlier: Vec<ScanClaim> = admitted[5..]
+        .iter()
+        .enumerate()
+        .map(|(n, id)| claim(n, *id))
+        .collect();
+    let mut setup = app.pool.begin().await.unwrap();
+    checkins::claim(&mut setup, event_id, ScanSource::Online, &earlier)
+        .await
+        .unwrap();
+    setup.commit().await.unwrap();
+
+    let batch: Vec<ScanClaim> = admitted[..5]
+        .iter()
+        .enumerate()
+        .map(|(n, id)| claim(10_000 + n, *id))
+        .collect();
+    let batch_ids: Vec<Uuid> = admitted[..5].to_vec();
+    let mut tx = app.pool.begin().await.unwrap();
+    let (scans_before, admissions_before) = (
+        reads(&mut tx, "checkin_scans").await,
+        reads(&mut tx, "admissions").await,
+    );
+    let claimed = checkins::claim(&mut tx, event_id, ScanSource::Online, &batch)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), batch.len());
+    let states = checkins::lock_states(&mut tx, event_id, &batch_ids, &claimed)
+        .await
+        .unwrap();
+    assert_eq!(states.len(), batch_ids.len());
+    let check_ins: Vec<(Uuid, Option<&str>)> =
+        batch_ids.iter().map(|id| (*id, Some("Gate 1"))).collect();
+    let checked_in = checkins::admit_all(&mut tx, event_id, &check_ins)
+        .await
+        .unwrap();
+    assert_eq!(checked_in.len(), batch_ids.len());
+    let answers: Vec<(&str, ScanResult, Option<_>)> = claimed
+        .iter()
+        .map(|nonce| (nonce.as_str(), ScanResult::Revoked, None))
+        .collect();
+    checkins::record_answers(&mut tx, event_id, &answers)
+        .await
+        .unwrap();
+    let (scans_after, admissions_after) = (
+        reads(&mut tx, "checkin_scans").await,
+        reads(&mut tx, "admissions").await,
+    );
+    by_key_only(
+        "the check-in batch",
+        // The lock's look-up of the scan that checked each admission in, by admission.
+        &["checkin_scans_pkey", "checkin_scans_admission_idx"],
+        &scans_before,
+        &scans_after,
+    );
+    // The primary key is searched nonce by nonce: its entries read are the batch's own (the
+    // claim's conflict checks, the answers' update), not the event's hundreds of scans.
+    let key_reads = |r: &(Vec<(String, i64)>, i64)| {
+        r.0.iter()
+            .find(|(index, _)| index == "checkin_scans_pkey")
+            .map_or(0, |(_, n)| *n)
+    };
+    let read = key_reads(&scans_after) - key_reads(&scans_before);
+    assert!(
+        read <= 4 * batch.len() as i64,
+        "checkin_scans_pkey: read {read} entries"
+    );
+    by_key_only(
+        "the check-in batch",
+        &["admissions_pkey"],
+        &admissions_before,
+        &admissions_after,
+    );
+    tx.rollback().await.unwrap();
+}
