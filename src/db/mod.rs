@@ -9,6 +9,10 @@
 //! `(event_id, status)` or the live-holds index, walking every row of the event (dead ones
 //! included) to find a batch of sixty: 7–16 ms per statement under the event lock, growing
 //! with the sale. The condition still holds row by row; only the access path is fixed.
+//! A list of values of a column that is not unique on its own (`admissions.allocation_id`,
+//! the first column of a two-column key) is estimated at a share of the table per value, so
+//! its rows are looked up value by value instead (`LATERAL … OFFSET 0`, which the planner
+//! cannot merge into one scan: `admissions::of_allocations`).
 
 /// The SQL condition under which the waiting-list entry `$w` (a `waiting_list_entries`
 /// alias) closes its type to the public: it waits, and its quantity is within what the type

@@ -25,9 +25,24 @@ const HOLDS: usize = 1_200;
 const PAID: usize = 300;
 const TICKETS: usize = 8;
 
-/// Index tuples read per index of `table`, and tuples read by sequential scans of it, so far
-/// in the current transaction.
-async fn reads(conn: &mut PgConnection, table: &str) -> (Vec<(String, i64)>, i64) {
+/// How a table was read so far in the current transaction: index entries read per index,
+/// and rows read by sequential scans.
+struct Reads {
+    indexes: Vec<(String, i64)>,
+    sequential: i64,
+}
+
+impl Reads {
+    /// The entries of `index` read so far.
+    fn of(&self, index: &str) -> i64 {
+        self.indexes
+            .iter()
+            .find(|(name, _)| name == index)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+async fn reads(conn: &mut PgConnection, table: &str) -> Reads {
     let indexes: Vec<(String, i64)> = sqlx::query_as(
         "SELECT i.relname::text, pg_stat_get_xact_tuples_returned(i.oid) \
          FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
@@ -44,22 +59,33 @@ async fn reads(conn: &mut PgConnection, table: &str) -> (Vec<(String, i64)>, i64
             .fetch_one(&mut *conn)
             .await
             .unwrap();
-    (indexes, sequential)
+    Reads {
+        indexes,
+        sequential,
+    }
 }
 
-/// Asserts that between `before` and `after` the table was read through the `keys` only.
-fn by_key_only(
+/// Asserts that since `before` the transaction read `table` through the `keys` only (what
+/// ran in between is `what`), and returns the reads as they stand now.
+async fn by_key_only(
+    conn: &mut PgConnection,
     what: &str,
+    table: &str,
     keys: &[&str],
-    before: &(Vec<(String, i64)>, i64),
-    after: &(Vec<(String, i64)>, i64),
-) {
-    assert_eq!(after.1 - before.1, 0, "{what}: a sequential scan");
-    for ((index, was), (_, is)) in before.0.iter().zip(&after.0) {
+    before: Reads,
+) -> Reads {
+    let after = reads(conn, table).await;
+    assert_eq!(
+        after.sequential - before.sequential,
+        0,
+        "{what}: a sequential scan"
+    );
+    for ((index, was), (_, is)) in before.indexes.iter().zip(&after.indexes) {
         if !keys.contains(&index.as_str()) {
             assert_eq!(is - was, 0, "{what}: read {} entries of {index}", is - was);
         }
     }
+    after
 }
 
 /// An event of `HOLDS` holds of `TICKETS` tickets, `PAID` of them paid: (event id, the paid holds'
@@ -115,61 +141,49 @@ async fn batch_statements_reach_their_rows_by_key_with_statistics_older_than_the
     let mut tx = app.pool.begin().await.unwrap();
 
     // A settle batch: lock the holds, step one, make them purchased, read their admissions.
+    const HOLDS_TABLE: &str = "ticket_allocations";
+    const HOLDS_KEY: &[&str] = &["ticket_allocations_pkey"];
     let ids: Vec<Uuid> = reserved.iter().map(|(id, _)| *id).collect();
-    let before = reads(&mut tx, "ticket_allocations").await;
+    let seen = reads(&mut tx, HOLDS_TABLE).await;
     let locked = allocations::lock_many(&mut tx, event_id, &ids)
         .await
         .unwrap();
     assert_eq!(locked.len(), ids.len());
-    let after = reads(&mut tx, "ticket_allocations").await;
-    by_key_only("lock_many", &["ticket_allocations_pkey"], &before, &after);
+    let seen = by_key_only(&mut tx, "lock_many", HOLDS_TABLE, HOLDS_KEY, seen).await;
 
     let buyers: Vec<&str> = reserved.iter().map(|(_, b)| b.as_str()).collect();
     let references: Vec<String> = ids.iter().map(|id| format!("ref-{id}")).collect();
     let references: Vec<&str> = references.iter().map(String::as_str).collect();
-    let before = after;
     let begun = allocations::begin_payments(&mut tx, &ids, &buyers, &references)
         .await
         .unwrap();
     assert_eq!(begun.len(), ids.len());
-    let after = reads(&mut tx, "ticket_allocations").await;
-    by_key_only(
-        "begin_payments",
-        &["ticket_allocations_pkey"],
-        &before,
-        &after,
-    );
+    let seen = by_key_only(&mut tx, "begin_payments", HOLDS_TABLE, HOLDS_KEY, seen).await;
 
     let codes: Vec<String> = ids.iter().map(|id| format!("C{}", id.simple())).collect();
     let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
-    let before = after;
     let purchased = allocations::purchase_many(&mut tx, &ids, &codes)
         .await
         .unwrap();
     assert_eq!(purchased.len(), ids.len());
-    let after = reads(&mut tx, "ticket_allocations").await;
-    by_key_only(
-        "purchase_many",
-        &["ticket_allocations_pkey"],
-        &before,
-        &after,
-    );
+    by_key_only(&mut tx, "purchase_many", HOLDS_TABLE, HOLDS_KEY, seen).await;
 
-    // The admissions of a batch of a hundred, as a settle batch reads them.
-    let before = reads(&mut tx, "admissions").await;
+    // The admissions of five holds, and of a hundred, as a settle batch reads them.
+    let seen = reads(&mut tx, "admissions").await;
     let made = admissions::of_allocations(&mut tx, &ids).await.unwrap();
     assert_eq!(made.len(), ids.len() * TICKETS);
     let hundred = admissions::of_allocations(&mut tx, &paid[..100])
         .await
         .unwrap();
     assert_eq!(hundred.len(), 100 * TICKETS);
-    let after = reads(&mut tx, "admissions").await;
     by_key_only(
+        &mut tx,
         "of_allocations",
+        "admissions",
         &["admissions_allocation_position_key"],
-        &before,
-        &after,
-    );
+        seen,
+    )
+    .await;
     tx.rollback().await.unwrap();
 
     // A check-in batch, on an event with a few thousand scans recorded already.
@@ -204,7 +218,7 @@ async fn batch_statements_reach_their_rows_by_key_with_statistics_older_than_the
         .collect();
     let batch_ids: Vec<Uuid> = admitted[..5].to_vec();
     let mut tx = app.pool.begin().await.unwrap();
-    let (scans_before, admissions_before) = (
+    let (scans, admissions_seen) = (
         reads(&mut tx, "checkin_scans").await,
         reads(&mut tx, "admissions").await,
     );
@@ -229,34 +243,30 @@ async fn batch_statements_reach_their_rows_by_key_with_statistics_older_than_the
     checkins::record_answers(&mut tx, event_id, &answers)
         .await
         .unwrap();
-    let (scans_after, admissions_after) = (
-        reads(&mut tx, "checkin_scans").await,
-        reads(&mut tx, "admissions").await,
-    );
-    by_key_only(
+    let key_before = scans.of("checkin_scans_pkey");
+    let scans = by_key_only(
+        &mut tx,
         "the check-in batch",
+        "checkin_scans",
         // The lock's look-up of the scan that checked each admission in, by admission.
         &["checkin_scans_pkey", "checkin_scans_admission_idx"],
-        &scans_before,
-        &scans_after,
-    );
+        scans,
+    )
+    .await;
     // The primary key is searched nonce by nonce: its entries read are the batch's own (the
-    // claim's conflict checks, the answers' update), not the event's hundreds of scans.
-    let key_reads = |r: &(Vec<(String, i64)>, i64)| {
-        r.0.iter()
-            .find(|(index, _)| index == "checkin_scans_pkey")
-            .map_or(0, |(_, n)| *n)
-    };
-    let read = key_reads(&scans_after) - key_reads(&scans_before);
+    // claim's conflict checks, the answers' update), not the event's thousands of scans.
+    let read = scans.of("checkin_scans_pkey") - key_before;
     assert!(
         read <= 4 * batch.len() as i64,
         "checkin_scans_pkey: read {read} entries"
     );
     by_key_only(
+        &mut tx,
         "the check-in batch",
+        "admissions",
         &["admissions_pkey"],
-        &admissions_before,
-        &admissions_after,
-    );
+        admissions_seen,
+    )
+    .await;
     tx.rollback().await.unwrap();
 }
