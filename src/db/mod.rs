@@ -74,7 +74,10 @@ pub struct SessionLimits {
 /// A pool whose waits are bounded: a request that cannot get a connection, a lock or a
 /// statement result in time fails with 503 instead of hanging. Every session runs at READ
 /// COMMITTED whatever the server's default: the purchase path relies on row locks, and a
-/// stricter level would only turn contention into serialization failures.
+/// stricter level would only turn contention into serialization failures. JIT compilation
+/// is off: every statement here is short, and a statement over many rows whose estimate
+/// crossed `jit_above_cost` (an expiry sweep's trigger, a settle batch's) spent 100-350 ms
+/// compiling, holding the event lock, to run for a few milliseconds.
 pub async fn connect_pool(
     options: PgConnectOptions,
     max_connections: u32,
@@ -84,6 +87,7 @@ pub async fn connect_pool(
         ("default_transaction_isolation", "read committed".to_owned()),
         ("lock_timeout", limits.lock_timeout_ms.to_string()),
         ("statement_timeout", limits.statement_timeout_ms.to_string()),
+        ("jit", "off".to_owned()),
     ]);
     pool_options(max_connections).connect_with(options).await
 }

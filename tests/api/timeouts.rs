@@ -180,6 +180,7 @@ async fn sessions_stay_read_committed_on_a_database_whose_default_is_serializabl
         "default_transaction_isolation = 'serializable'",
         "lock_timeout = '1min'",
         "statement_timeout = '2min'",
+        "jit = on",
     ] {
         let statement = format!("ALTER DATABASE \"{database}\" SET {setting}");
         sqlx::query(sqlx::AssertSqlSafe(statement))
@@ -207,19 +208,21 @@ async fn sessions_stay_read_committed_on_a_database_whose_default_is_serializabl
         connections.push(app.state.pool.acquire().await.unwrap());
     }
     for conn in &mut connections {
-        let settings: (String, String, String) = sqlx::query_as(
+        let settings: (String, String, String, String) = sqlx::query_as(
             "SELECT current_setting('transaction_isolation'), \
-                    current_setting('lock_timeout'), current_setting('statement_timeout')",
+                    current_setting('lock_timeout'), current_setting('statement_timeout'), \
+                    current_setting('jit')",
         )
         .fetch_one(&mut **conn)
         .await
         .unwrap();
-        let expected = ("read committed", "4321ms", "12345ms");
+        let expected = ("read committed", "4321ms", "12345ms", "off");
         assert_eq!(
             (
                 settings.0.as_str(),
                 settings.1.as_str(),
-                settings.2.as_str()
+                settings.2.as_str(),
+                settings.3.as_str()
             ),
             expected
         );
