@@ -1,7 +1,8 @@
 //! The per-buyer cap's backstop in the schema: a grant above the cap is refused by the
 //! database itself when the code gets it wrong, and the `buyer_tickets` counter behind it,
-//! kept by the database, always balances with the holds it counts, whoever wrote them. (The
-//! status machine's backstop is `status_machine.rs`.)
+//! kept by the database, always balances with the holds it counts, whoever wrote them; and
+//! the keys that store a payment reference or a confirmation code once. (The status
+//! machine's backstop is `status_machine.rs`.)
 
 use std::time::Duration;
 
@@ -552,4 +553,59 @@ async fn an_expiry_refused_for_one_event_leaves_the_other_events_swept() {
     );
     let event = app.assert_balanced(&healthy).await;
     assert_eq!(event["availableTickets"], 10);
+}
+
+/// A payment reference settles one hold and a confirmation code names one purchase: the
+/// schema refuses a second hold with either value, whatever writes it, while any number of
+/// holds have neither yet.
+#[tokio::test]
+async fn a_reference_or_a_code_is_stored_once() {
+    let app = spawn_app().await;
+    let event = id_of(&app.create_event("Keys", 10, None).await);
+    let mut paid = Vec::new();
+    for _ in 0..2 {
+        let buyer = new_fingerprint();
+        let (status, hold) = app.purchase(&event, 1, &buyer).await;
+        assert_eq!(status, StatusCode::CREATED, "{hold}");
+        let (status, body) = app.pay(&id_of(&hold), &buyer, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        paid.push(uuid(&id_of(&hold)));
+    }
+    for _ in 0..3 {
+        let (status, hold) = app.purchase(&event, 1, &new_fingerprint()).await;
+        assert_eq!(status, StatusCode::CREATED, "{hold}");
+    }
+    let unset: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ticket_allocations \
+         WHERE event_id = $1 AND payment_reference IS NULL AND confirmation_code IS NULL",
+    )
+    .bind(uuid(&event))
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(unset, 3);
+
+    for (column, key) in [
+        (
+            "payment_reference",
+            "ticket_allocations_payment_reference_key",
+        ),
+        (
+            "confirmation_code",
+            "ticket_allocations_confirmation_code_key",
+        ),
+    ] {
+        let statement = format!(
+            "UPDATE ticket_allocations SET {column} = \
+                 (SELECT {column} FROM ticket_allocations WHERE id = $1) \
+             WHERE id = $2"
+        );
+        let err = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(paid[0])
+            .bind(paid[1])
+            .execute(&app.pool)
+            .await
+            .expect_err("a second hold with the same value is refused");
+        assert_eq!(refused_by(&err).as_deref(), Some(key), "{err}");
+    }
 }
