@@ -279,30 +279,44 @@ pub async fn lock_many(
         .collect()
 }
 
-/// [`purchase_many`] matches only `payment_pending` rows; the status machine must allow the
-/// move.
+/// [`purchase_waiting`] matches only `payment_pending` rows; the status machine must allow
+/// the move.
 const _: () = assert!(AllocationStatus::PaymentPending.can_become(AllocationStatus::Purchased));
 
-/// Moves the `payment_pending` allocations `ids` to `purchased`, each with its confirmation
-/// code from `codes` (same order), in one statement; returns the rows changed, in no
-/// particular order. A row no longer `payment_pending` is left alone and not returned. Call
-/// while holding the event's and these allocations' row locks ([`lock_many`]); the caller
-/// moves the counts.
-pub async fn purchase_many(
+/// Step three for charged payments, in one statement: each allocation `ids[i]` of
+/// `event_id` that is `payment_pending` under `references[i]` becomes `purchased` with its
+/// confirmation code `codes[i]`. Returns the rows changed, in no particular order; a hold
+/// not in that state (missing, of another event, settled by recovery first, under another
+/// reference) is left alone and not returned, and the caller locks it to tell why.
+///
+/// The `UPDATE` takes each matched row's lock, and one that another transaction holds is
+/// waited for and judged again on its newest version (READ COMMITTED re-checks an update's
+/// conditions after the wait), so the decision is made under the row lock. Call holding the
+/// event's and its quotas' row locks: the caller moves the counts, and every transaction
+/// that locks several of the event's holds holds the event lock first, while one that locks
+/// a single hold without it (a payment's step one) asks for nothing after, so the rows need
+/// no order of their own.
+pub async fn purchase_waiting(
     conn: &mut PgConnection,
+    event_id: Uuid,
     ids: &[Uuid],
+    references: &[&str],
     codes: &[&str],
 ) -> Result<Vec<Allocation>, sqlx::Error> {
     sqlx::query_as(concat!(
         "UPDATE ticket_allocations SET status = 'purchased', purchased_at = now(), \
              confirmation_code = paid.code, updated_at = now() \
-         FROM unnest($1::uuid[], $2::text[]) AS paid(allocation_id, code) \
-         WHERE ticket_allocations.id = ANY($1) AND ticket_allocations.id = paid.allocation_id \
-           AND (ticket_allocations.status = 'payment_pending') IS TRUE \
+         FROM unnest($2::uuid[], $3::text[], $4::text[]) AS paid(allocation_id, reference, code) \
+         WHERE ticket_allocations.id = ANY($2) AND ticket_allocations.id = paid.allocation_id \
+           AND (ticket_allocations.event_id = $1 \
+                AND ticket_allocations.status = 'payment_pending' \
+                AND ticket_allocations.payment_reference = paid.reference) IS TRUE \
          RETURNING ",
         allocation_columns!()
     ))
+    .bind(event_id)
     .bind(ids)
+    .bind(references)
     .bind(codes)
     .fetch_all(conn)
     .await

@@ -429,21 +429,25 @@ async fn settle_one(
 /// settled it first, and the recorded state is its answer). One answer per request, in
 /// order. The outer error means the transaction failed and wrote nothing.
 ///
-/// 1. Lock the event row, then its quota rows in id order, then the batch's holds in id
-///    order: the lock order of every transaction that moves counts. The event lock is held
-///    once for the whole batch.
-/// 2. Lock the claims of keyed requests (as the purchase transaction does): a request whose
-///    claim was taken over still settles (its charge is real) but records nothing and answers
-///    `IdempotencyInProgress`.
-/// 3. Decide each hold on its own, in arrival order: charged holds become `purchased`
-///    together, in one statement, and their tickets move from reserved to purchased on the
-///    event and its quotas in one count move; a declined or voided payment puts its hold
-///    back to `reserved` (or `expired`, if it lapsed meanwhile) by itself. A hold that is
-///    not waiting for its reference is answered as it stands and fails no other.
-/// 4. Read the admissions of every purchased hold the batch answers with (those its
+/// 1. Lock the event row, then its quota rows in id order: the lock order of every
+///    transaction that moves counts. The event lock is held once for the whole batch, and
+///    keeps any other transaction from locking several of this event's holds meanwhile.
+/// 2. The charged payments whose holds are waiting under their references become
+///    `purchased` together, in one statement that locks and judges each hold
+///    (`db::allocations::purchase_waiting`), and their tickets move from reserved to
+///    purchased on the event and its quotas in one count move. In a sale this is every
+///    request of the batch, so their holds are read and written once.
+/// 3. Every other request's hold is locked, in id order, and decided on its own, in arrival
+///    order: a declined or voided payment puts its hold back to `reserved` (or `expired`, if
+///    it lapsed meanwhile); a hold that is not waiting for its reference is answered as it
+///    stands and fails no other.
+/// 4. Lock the claims of keyed requests (as the purchase transaction does): a request whose
+///    claim was taken over still settles (its charge is real) but records nothing and
+///    answers `IdempotencyInProgress`.
+/// 5. Read the admissions of every purchased hold the batch answers with (those its
 ///    statement made, by trigger, and those recovery purchased first), in one read, and sign
 ///    their codes with `signer`.
-/// 5. Record the purchases of keyed requests under their keys, and commit.
+/// 6. Record the purchases of keyed requests under their keys, and commit.
 ///
 /// A captured payment that this transaction fails to record stays `payment_pending`, and
 /// recovery settles it from the provider's record: no charge is lost.
@@ -453,8 +457,7 @@ async fn settle_batch(
     event_id: Uuid,
     requests: &[SettleRequest],
 ) -> Result<Vec<Result<Allocation>>> {
-    // Step 1: the event row (the count move needs it, and it keeps any other transaction
-    // from locking several of this event's holds meanwhile), its quotas, the holds.
+    // Step 1: the event row (the count move needs it), its quotas.
     let mut tx = pool.begin().await?;
     if events::lock(&mut tx, event_id).await?.is_none() {
         tx.rollback().await?;
@@ -464,27 +467,64 @@ async fn settle_batch(
             .collect());
     }
     quotas::lock_for_event(&mut tx, event_id).await?;
-    let mut ids: Vec<Uuid> = requests.iter().map(|request| request.id).collect();
+
+    // Step 2: the charged holds still waiting under their references, bought together.
+    let mut charged = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        if request.outcome == ChargeOutcome::Charged {
+            charged.push((i, request.id, confirmation_code(random_bytes()?)));
+        }
+    }
+    let mut purchased: HashMap<Uuid, Allocation> = HashMap::new();
+    if !charged.is_empty() {
+        let ids: Vec<Uuid> = charged.iter().map(|(_, id, _)| *id).collect();
+        let references: Vec<&str> = charged
+            .iter()
+            .map(|(i, _, _)| requests[*i].reference.as_str())
+            .collect();
+        let codes: Vec<&str> = charged.iter().map(|(_, _, code)| code.as_str()).collect();
+        purchased = allocations::purchase_waiting(&mut tx, event_id, &ids, &references, &codes)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row))
+            .collect();
+        move_purchased(&mut tx, event_id, purchased.values()).await?;
+    }
+    // The requests the statement bought for: each hold's row records the one reference
+    // whose payment it waited for.
+    let bought: Vec<bool> = requests
+        .iter()
+        .map(|request| {
+            purchased.get(&request.id).is_some_and(|row| {
+                row.payment_reference.as_deref() == Some(request.reference.as_str())
+            })
+        })
+        .collect();
+
+    // Step 3: every other hold, locked in id order and decided on its own.
+    let mut ids: Vec<Uuid> = requests
+        .iter()
+        .zip(&bought)
+        .filter(|(_, bought)| !**bought)
+        .map(|(request, _)| request.id)
+        .collect();
     ids.sort_unstable();
     ids.dedup();
-    let locked: HashMap<Uuid, LockedAllocation> = allocations::lock_many(&mut tx, event_id, &ids)
-        .await?
-        .into_iter()
-        .map(|locked| (locked.allocation.id, locked))
-        .collect();
-
-    // Step 2: the claims still held by their attempts, locked until commit.
-    let claims: Vec<Option<&Claim>> = requests
-        .iter()
-        .map(|request| request.record.as_ref().map(|r| r.claim()))
-        .collect();
-    let lost_claims = idempotency::lost_claims(&mut tx, &claims).await?;
-
-    // Step 3: each hold decided on its own.
+    let locked: HashMap<Uuid, LockedAllocation> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        allocations::lock_many(&mut tx, event_id, &ids)
+            .await?
+            .into_iter()
+            .map(|locked| (locked.allocation.id, locked))
+            .collect()
+    };
     let mut answers: Vec<Option<Result<Allocation>>> = requests.iter().map(|_| None).collect();
-    let mut charged: Vec<(usize, Uuid, String)> = Vec::new();
-    let mut decided = HashSet::new();
+    let mut decided: HashSet<Uuid> = purchased.keys().copied().collect();
     for (i, request) in requests.iter().enumerate() {
+        if bought[i] {
+            continue;
+        }
         let Some(LockedAllocation { allocation, lapsed }) = locked.get(&request.id) else {
             answers[i] = Some(Err(Error::NotFound("allocation")));
             continue;
@@ -501,11 +541,9 @@ async fn settle_batch(
             continue;
         }
         answers[i] = Some(match request.outcome {
-            // Bought together below, in one statement and one count move.
-            ChargeOutcome::Charged => {
-                charged.push((i, request.id, confirmation_code(random_bytes()?)));
-                continue;
-            }
+            // Waiting under its reference now, under the lock, and so when the statement
+            // above judged it under the same lock: a hold it missed is a bug.
+            ChargeOutcome::Charged => Err(Error::internal("a charged hold was not purchased")),
             // Declined or voided: the hold goes back to reserved with its original expiry,
             // or straight to expired if that expiry has passed meanwhile.
             ChargeOutcome::Declined | ChargeOutcome::Voided if *lapsed => {
@@ -522,32 +560,30 @@ async fn settle_batch(
             }
         });
     }
-    let mut purchased: HashMap<Uuid, Allocation> = HashMap::new();
-    if !charged.is_empty() {
-        let charged_ids: Vec<Uuid> = charged.iter().map(|(_, id, _)| *id).collect();
-        let codes: Vec<&str> = charged.iter().map(|(_, _, code)| code.as_str()).collect();
-        purchased = allocations::purchase_many(&mut tx, &charged_ids, &codes)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, row))
-            .collect();
-        move_purchased(&mut tx, event_id, purchased.values()).await?;
-    }
 
-    // Step 4: before rendering, so a keyed request's recorded answer carries them too. The
-    // charged holds have no answer yet; the others are answered as they stand.
+    // Step 4: the claims still held by their attempts, locked until commit.
+    let claims: Vec<Option<&Claim>> = requests
+        .iter()
+        .map(|request| request.record.as_ref().map(|r| r.claim()))
+        .collect();
+    let lost_claims = idempotency::lost_claims(&mut tx, &claims).await?;
+
+    // Step 5: before rendering, so a keyed request's recorded answer carries them too. The
+    // bought holds have no answer yet; the others are answered as they stand.
     let standing = answers.iter_mut().flatten().filter_map(|a| a.as_mut().ok());
     fill_admissions(&mut tx, signer, purchased.values_mut().chain(standing)).await?;
 
     let mut keyed_responses = Vec::new();
-    for (i, id, _) in &charged {
-        // Waiting under the lock, so the statement matched it: a missing row is a bug.
-        let Some(row) = purchased.remove(id) else {
-            answers[*i] = Some(Err(Error::internal("a charged hold was not purchased")));
+    for (i, request) in requests.iter().enumerate() {
+        if !bought[i] {
+            continue;
+        }
+        let Some(row) = purchased.remove(&request.id) else {
+            answers[i] = Some(Err(Error::internal("a bought hold answered twice")));
             continue;
         };
-        answers[*i] = Some(match &requests[*i].record {
-            Some(_) if lost_claims[*i] => Err(Error::IdempotencyInProgress),
+        answers[i] = Some(match &request.record {
+            Some(_) if lost_claims[i] => Err(Error::IdempotencyInProgress),
             Some(recorder) => match recorder.render(&row) {
                 Ok(response) => {
                     keyed_responses.push((recorder.claim(), response));
@@ -559,7 +595,7 @@ async fn settle_batch(
         });
     }
 
-    // Step 5.
+    // Step 6.
     idempotency::record_in(&mut tx, &keyed_responses).await?;
     tx.commit().await?;
     Ok(answers

@@ -163,18 +163,18 @@ async fn batch_statements_reach_their_rows_by_key_with_statistics_older_than_the
     let codes: Vec<String> = ids.iter().map(|id| format!("C{}", id.simple())).collect();
     let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
     let lines_seen = reads(&mut tx, "allocation_lines").await;
-    let purchased = allocations::purchase_many(&mut tx, &ids, &codes)
+    let purchased = allocations::purchase_waiting(&mut tx, event_id, &ids, &references, &codes)
         .await
         .unwrap();
     assert_eq!(purchased.len(), ids.len());
-    by_key_only(&mut tx, "purchase_many", HOLDS_TABLE, HOLDS_KEY, seen).await;
+    by_key_only(&mut tx, "purchase_waiting", HOLDS_TABLE, HOLDS_KEY, seen).await;
     // Its trigger makes the admissions from the lines of these holds alone, searched by
     // allocation (one line each here, read once by the trigger and once by the answer), not
     // by a walk of every line of the sale.
     let lines_key = lines_seen.of("allocation_lines_pkey");
     let lines = by_key_only(
         &mut tx,
-        "purchase_many",
+        "purchase_waiting",
         "allocation_lines",
         &["allocation_lines_pkey"],
         lines_seen,
@@ -183,7 +183,7 @@ async fn batch_statements_reach_their_rows_by_key_with_statistics_older_than_the
     let read = lines.of("allocation_lines_pkey") - lines_key;
     assert!(
         read <= 4 * ids.len() as i64,
-        "purchase_many: read {read} entries of allocation_lines_pkey"
+        "purchase_waiting: read {read} entries of allocation_lines_pkey"
     );
 
     // The admissions of five holds, and of a hundred, as a settle batch reads them.

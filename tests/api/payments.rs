@@ -508,3 +508,75 @@ async fn payments_race_the_sweeper_at_the_deadline() {
     assert_eq!(app.row_count("payment_charges").await, bought as i64);
     app.assert_balanced(&event_id).await;
 }
+
+/// A settle buys a hold only while it waits under the settle's own reference: a charged
+/// outcome for an earlier reference of the hold (here a free order's recovery, which counts
+/// as charged without asking the provider) leaves the payment now waiting under another
+/// reference alone, and moves no count.
+#[tokio::test]
+async fn a_settle_under_a_reference_the_hold_no_longer_waits_for_buys_nothing() {
+    let app = spawn_app().await;
+    let event_id = id_of(&app.create_event("Stale reference", 10, None).await);
+    let (hold, _) = holds(&app, &event_id, 1, 2).await.remove(0);
+    let id = Uuid::parse_str(&hold).unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let buyer: String =
+        sqlx::query_scalar("SELECT fingerprint_hash FROM ticket_allocations WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    // A first payment under `pay_old`, declined (back to reserved), then a second one that
+    // waits under `pay_new`.
+    for (reference, next) in [("pay_old", true), ("pay_new", false)] {
+        let begun = boxoffice::db::allocations::begin_payment(&mut conn, id, &buyer, reference)
+            .await
+            .unwrap();
+        assert!(begun.is_some(), "{reference} began");
+        if next {
+            boxoffice::db::allocations::transition(
+                &mut conn,
+                id,
+                AllocationStatus::Reserved,
+                TransitionRecord::default(),
+            )
+            .await
+            .unwrap()
+            .expect("declined back to reserved");
+        }
+    }
+    drop(conn);
+    let counts = || async {
+        sqlx::query_as::<_, (i32, i32, i32)>(
+            "SELECT available_tickets, reserved_tickets, purchased_tickets FROM events \
+             WHERE id = $1",
+        )
+        .bind(Uuid::parse_str(&event_id).unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    let before = counts().await;
+    assert_eq!(before, (8, 2, 0));
+
+    let answer = boxoffice::holds::payment::recover_payment(
+        &app.pool,
+        app.state.admission_keys.signer(),
+        app.state.payments.as_ref(),
+        id,
+        "pay_old",
+        0,
+    )
+    .await
+    .expect("answered as the hold stands");
+    assert_eq!(answer.status, AllocationStatus::PaymentPending);
+    assert_eq!(answer.payment_reference.as_deref(), Some("pay_new"));
+    let stored: (String, Option<String>) =
+        sqlx::query_as("SELECT status, confirmation_code FROM ticket_allocations WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, ("payment_pending".to_owned(), None));
+    assert_eq!(counts().await, before);
+}
