@@ -293,9 +293,10 @@ const _: () = assert!(AllocationStatus::PaymentPending.can_become(AllocationStat
 /// waited for and judged again on its newest version (READ COMMITTED re-checks an update's
 /// conditions after the wait), so the decision is made under the row lock. Call holding the
 /// event's and its quotas' row locks: the caller moves the counts, and every transaction
-/// that locks several of the event's holds holds the event lock first, while one that locks
-/// a single hold without it (a payment's step one) asks for nothing after, so the rows need
-/// no order of their own.
+/// that locks several of the event's holds and may wait for them holds the event lock
+/// first, while a payment's step one locks holds without it only to ask for nothing after
+/// (one hold), or never waiting (`SKIP LOCKED`, [`begin_payments`]); so the rows need no
+/// order of their own.
 pub async fn purchase_waiting(
     conn: &mut PgConnection,
     event_id: Uuid,

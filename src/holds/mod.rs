@@ -2,11 +2,14 @@
 //! expire ([`expiry`]). The locking helpers here are shared by all three.
 //!
 //! Lock order, everywhere: the event row first, then the event's quota rows in id order,
-//! then the allocation rows (in id order when several). Every transaction that writes an
-//! event's counts takes the locks in that order (see [`lock_hold`], `purchase` and the
-//! settle batch in [`payment`]). The one transaction that locks a hold without its event, a
-//! payment's first step, moves no count and asks for no lock after the hold's, so it never
-//! waits while holding one. No two transactions can each hold a lock the other waits for:
+//! then the allocation rows (in id order when several, except the holds the settle batch in
+//! [`payment`] buys in one `UPDATE`: every transaction that locks several of an event's holds
+//! and may wait for them holds the event row first, so no two of them lock that event's
+//! holds at once). Every transaction that writes an event's counts takes the locks in that
+//! order (see [`lock_hold`], `purchase` and the settle batch). The one transaction that
+//! locks a hold without its event and may wait, a payment's first step for one hold, moves
+//! no count and asks for no lock after the hold's, so it never waits while holding one; the
+//! batched first step never waits at all (`SKIP LOCKED`). No two transactions can each hold a lock the other waits for:
 //! the system is free of deadlocks by construction.
 //!
 //! Parallel requests on one hold (two cancels, a payment and a cancel) queue on those locks;

@@ -520,7 +520,7 @@ async fn settle_batch(
             .collect()
     };
     let mut answers: Vec<Option<Result<Allocation>>> = requests.iter().map(|_| None).collect();
-    let mut decided: HashSet<Uuid> = purchased.keys().copied().collect();
+    let mut decided = HashSet::new();
     for (i, request) in requests.iter().enumerate() {
         if bought[i] {
             continue;
@@ -529,15 +529,17 @@ async fn settle_batch(
             answers[i] = Some(Err(Error::NotFound("allocation")));
             continue;
         };
-        if !decided.insert(request.id) {
-            // One hold has one payment waiting at a time, under one reference.
-            answers[i] = Some(Err(Error::internal("one hold settled twice in one batch")));
-            continue;
-        }
         let waiting = allocation.status == AllocationStatus::PaymentPending
             && allocation.payment_reference.as_deref() == Some(request.reference.as_str());
         if !waiting {
+            // Settled already: by recovery, or by this batch for a later payment of the hold
+            // (then this request's reference is an earlier one, declined or voided).
             answers[i] = Some(Ok(allocation.clone()));
+            continue;
+        }
+        if !decided.insert(request.id) {
+            // One hold has one payment waiting at a time, under one reference.
+            answers[i] = Some(Err(Error::internal("one hold settled twice in one batch")));
             continue;
         }
         answers[i] = Some(match request.outcome {
