@@ -580,3 +580,77 @@ async fn a_settle_under_a_reference_the_hold_no_longer_waits_for_buys_nothing() 
     assert_eq!(stored, ("payment_pending".to_owned(), None));
     assert_eq!(counts().await, before);
 }
+
+/// A settle whose hold the same batch buys for a later payment of that hold is answered as
+/// the hold stands, not failed: its reference (here declined) is an earlier one, which
+/// recovery returned to `reserved` before the buyer paid again.
+#[tokio::test]
+async fn a_settle_of_a_hold_its_batch_bought_for_a_later_payment_is_answered_as_it_stands() {
+    let app = spawn_app_with(&["--sweep-interval-ms", "3600000"]).await;
+    let event_id = id_of(&app.create_event("Stale and fresh", 10, None).await);
+    let first = holds(&app, &event_id, 1, 1).await;
+    let (hold, holder) = holds(&app, &event_id, 1, 1).await.remove(0);
+
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_event(&event_id).await;
+    // The first settle's batch waits at the lock alone; the two below queue for the next.
+    let mut payments = JoinSet::new();
+    pay_all(&app, &first, "tok_visa", &mut payments);
+    blocker.wait_for_waiters(1).await;
+
+    // A payment that the card declines: it begins, and its settle queues.
+    let stale = (hold.clone(), holder.clone());
+    pay_all(
+        &app,
+        std::slice::from_ref(&stale),
+        "tok_chargeDeclined",
+        &mut payments,
+    );
+    let ids = [hold.clone()];
+    eventually(
+        "the first payment to begin",
+        Duration::from_secs(4),
+        || async { (pending(&app, &ids).await == 1).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Recovery put the hold back meanwhile (as after voiding that reference), and the buyer
+    // pays again: that payment begins under a new reference and its settle queues too.
+    boxoffice::db::allocations::transition(
+        &mut *app.pool.acquire().await.unwrap(),
+        Uuid::parse_str(&hold).unwrap(),
+        AllocationStatus::Reserved,
+        TransitionRecord::default(),
+    )
+    .await
+    .unwrap()
+    .expect("the hold was payment_pending");
+    let (api, again) = (Api::clone(&app), stale.clone());
+    let fresh = tokio::spawn(async move { api.pay(&again.0, &again.1, Some("tok_visa")).await });
+    eventually(
+        "the second payment to begin",
+        Duration::from_secs(4),
+        || async { (pending(&app, &ids).await == 1).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.commit().await;
+
+    let (status, body) = fresh.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "purchased", "{body}");
+    while let Some(answer) = payments.join_next().await {
+        let (id, status, body) = answer.unwrap();
+        // The declined one included: its hold is bought, and it hears so.
+        assert_eq!(status, StatusCode::OK, "{id}: {body}");
+        assert_eq!(body["status"], "purchased", "{id}: {body}");
+    }
+    let row = app.allocation_row(&hold).await;
+    assert_eq!(row.status, "purchased");
+    let purchased: i32 = sqlx::query_scalar("SELECT purchased_tickets FROM events WHERE id = $1")
+        .bind(Uuid::parse_str(&event_id).unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(purchased, 2);
+}
