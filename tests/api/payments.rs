@@ -617,7 +617,7 @@ async fn a_settle_of_a_hold_its_batch_bought_for_a_later_payment_is_answered_as_
     // Recovery put the hold back meanwhile (as after voiding that reference), and the buyer
     // pays again: that payment begins under a new reference and its settle queues too.
     boxoffice::db::allocations::transition(
-        &mut *app.pool.acquire().await.unwrap(),
+        &mut app.pool.acquire().await.unwrap(),
         Uuid::parse_str(&hold).unwrap(),
         AllocationStatus::Reserved,
         TransitionRecord::default(),
