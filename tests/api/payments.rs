@@ -633,7 +633,8 @@ async fn a_settle_of_a_hold_its_batch_bought_for_a_later_payment_is_answered_as_
         || async { (pending(&app, &ids).await == 1).then_some(()) },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Time for its charge to be made and its settle to queue beside the first one's.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     blocker.commit().await;
 
     let (status, body) = fresh.await.unwrap();
