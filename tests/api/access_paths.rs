@@ -88,6 +88,23 @@ async fn by_key_only(
     after
 }
 
+/// [`by_key_only`], and the entries of `key` read since `before` are at most `most`: a key
+/// searched value by value, not walked.
+async fn by_key_only_within(
+    conn: &mut PgConnection,
+    what: &str,
+    table: &str,
+    keys: &[&str],
+    (key, most): (&str, i64),
+    before: Reads,
+) -> Reads {
+    let key_before = before.of(key);
+    let after = by_key_only(conn, what, table, keys, before).await;
+    let read = after.of(key) - key_before;
+    assert!(read <= most, "{what}: read {read} entries of {key}");
+    after
+}
+
 /// An event of `HOLDS` holds of `TICKETS` tickets, `PAID` of them paid: (event id, the paid holds'
 /// ids, the reserved holds' ids with their buyers' hashes).
 async fn sale(api: &Api, pool: &PgPool) -> (Uuid, Vec<Uuid>, Vec<(Uuid, String)>) {
@@ -171,20 +188,15 @@ async fn batch_statements_reach_their_rows_by_key_with_statistics_older_than_the
     // Its trigger makes the admissions from the lines of these holds alone, searched by
     // allocation (one line each here, read once by the trigger and once by the answer), not
     // by a walk of every line of the sale.
-    let lines_key = lines_seen.of("allocation_lines_pkey");
-    let lines = by_key_only(
+    by_key_only_within(
         &mut tx,
         "purchase_waiting",
         "allocation_lines",
         &["allocation_lines_pkey"],
+        ("allocation_lines_pkey", 4 * ids.len() as i64),
         lines_seen,
     )
     .await;
-    let read = lines.of("allocation_lines_pkey") - lines_key;
-    assert!(
-        read <= 4 * ids.len() as i64,
-        "purchase_waiting: read {read} entries of allocation_lines_pkey"
-    );
 
     // The admissions of five holds, and of a hundred, as a settle batch reads them.
     let seen = reads(&mut tx, "admissions").await;
@@ -261,23 +273,18 @@ async fn batch_statements_reach_their_rows_by_key_with_statistics_older_than_the
     checkins::record_answers(&mut tx, event_id, &answers)
         .await
         .unwrap();
-    let key_before = scans.of("checkin_scans_pkey");
-    let scans = by_key_only(
+    // The primary key is searched nonce by nonce: its entries read are the batch's own (the
+    // claim's conflict checks, the answers' update), not the event's thousands of scans.
+    by_key_only_within(
         &mut tx,
         "the check-in batch",
         "checkin_scans",
         // The lock's look-up of the scan that checked each admission in, by admission.
         &["checkin_scans_pkey", "checkin_scans_admission_idx"],
+        ("checkin_scans_pkey", 4 * batch.len() as i64),
         scans,
     )
     .await;
-    // The primary key is searched nonce by nonce: its entries read are the batch's own (the
-    // claim's conflict checks, the answers' update), not the event's thousands of scans.
-    let read = scans.of("checkin_scans_pkey") - key_before;
-    assert!(
-        read <= 4 * batch.len() as i64,
-        "checkin_scans_pkey: read {read} entries"
-    );
     by_key_only(
         &mut tx,
         "the check-in batch",
