@@ -14,7 +14,7 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::domain::allocation::Allocation;
+use crate::domain::allocation::{Allocation, PendingPayment};
 use crate::domain::catalogue::AllocationLine;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::grant::{Ask, Grant};
@@ -59,6 +59,28 @@ macro_rules! allocation_columns {
                FROM refunds r WHERE r.allocation_id = ticket_allocations.id) AS refunds"
         )
     };
+}
+
+/// The columns a [`PendingPayment`] is read from, as a literal for `concat!`: step one's
+/// `RETURNING` reads no lines or refunds, which the payment does not use.
+macro_rules! pending_payment_columns {
+    () => {
+        "id, event_id, total, payment_reference, payment_pending_at, \
+         (SELECT e.currency FROM events e WHERE e.id = ticket_allocations.event_id) AS currency"
+    };
+}
+
+impl FromRow<'_, PgRow> for PendingPayment {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            event_id: row.try_get("event_id")?,
+            total: row.try_get("total")?,
+            currency: super::decode_currency(row.try_get("currency")?)?,
+            reference: row.try_get("payment_reference")?,
+            began: row.try_get("payment_pending_at")?,
+        })
+    }
 }
 
 impl FromRow<'_, PgRow> for Allocation {
@@ -327,21 +349,22 @@ pub async fn purchase_waiting(
 /// `payment_pending` under `reference`. The `UPDATE` takes the row's lock, and if it had to
 /// wait for it, judges status, holder and deadline again on the newest version of the row
 /// (READ COMMITTED re-checks an update's conditions after the wait), so the decision is made
-/// under the lock. `None`: the hold is not in that state (missing, another buyer's, in
-/// another status, or lapsed), and nothing changed. Takes no other lock: no count moves.
+/// under the lock. Returns the payment begun, without the hold's lines; `None`: the hold is
+/// not in that state (missing, another buyer's, in another status, or lapsed), and nothing
+/// changed. Takes no other lock: no count moves.
 pub async fn begin_payment(
     conn: &mut PgConnection,
     id: Uuid,
     buyer: &str,
     reference: &str,
-) -> Result<Option<Allocation>, sqlx::Error> {
+) -> Result<Option<PendingPayment>, sqlx::Error> {
     sqlx::query_as(concat!(
         "UPDATE ticket_allocations SET status = 'payment_pending', payment_pending_at = now(), \
              payment_reference = $3, updated_at = now() \
          WHERE id = $1 AND fingerprint_hash = $2 AND status = 'reserved' \
            AND expires_at > clock_timestamp() \
          RETURNING ",
-        allocation_columns!()
+        pending_payment_columns!()
     ))
     .bind(id)
     .bind(buyer)
@@ -352,7 +375,7 @@ pub async fn begin_payment(
 
 /// [`begin_payment`] for several holds in one statement (the batched first step, see
 /// `holds::payment`): each hold `ids[i]` that is `reserved`, unlapsed and `buyers[i]`'s
-/// becomes `payment_pending` under `references[i]`. Returns the rows changed, in no
+/// becomes `payment_pending` under `references[i]`. Returns the payments begun, in no
 /// particular order; a hold not in that state is left alone and not returned. If an id is
 /// asked twice, at most one of its references is recorded: the returned row says which.
 ///
@@ -369,7 +392,7 @@ pub async fn begin_payments(
     ids: &[Uuid],
     buyers: &[&str],
     references: &[&str],
-) -> Result<Vec<Allocation>, sqlx::Error> {
+) -> Result<Vec<PendingPayment>, sqlx::Error> {
     sqlx::query_as(concat!(
         "WITH locked AS MATERIALIZED ( \
              SELECT id AS locked_id FROM ticket_allocations \
@@ -386,7 +409,7 @@ pub async fn begin_payments(
                 AND ticket_allocations.status = 'reserved' \
                 AND ticket_allocations.expires_at > clock_timestamp()) IS TRUE \
          RETURNING ",
-        allocation_columns!()
+        pending_payment_columns!()
     ))
     .bind(ids)
     .bind(buyers)

@@ -103,6 +103,43 @@ impl Allocation {
     }
 }
 
+/// A payment that step one has begun: its hold `payment_pending` under `reference` since
+/// `began`, for `total` minor units of `currency`. All that the provider's call and the
+/// settle after it need of the hold, so the first step returns no lines, refunds or
+/// admissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPayment {
+    /// The hold's id.
+    pub id: Uuid,
+    /// Its event: the settle runs in that event's batch.
+    pub event_id: Uuid,
+    /// What the provider is asked to charge, in minor units of `currency`.
+    pub total: i64,
+    pub currency: Currency,
+    /// The reference the payment waits under.
+    pub reference: String,
+    /// When the hold became `payment_pending`: recovery settles it by this time plus the
+    /// recovery window.
+    pub began: OffsetDateTime,
+}
+
+impl PendingPayment {
+    /// The payment `allocation` waits for, if it is `payment_pending`.
+    pub fn of(allocation: &Allocation) -> Option<Self> {
+        if allocation.status != AllocationStatus::PaymentPending {
+            return None;
+        }
+        Some(Self {
+            id: allocation.id,
+            event_id: allocation.event_id,
+            total: allocation.total,
+            currency: allocation.currency,
+            reference: allocation.payment_reference.clone()?,
+            began: allocation.payment_pending_at?,
+        })
+    }
+}
+
 /// Where a refund is: asked of the provider (`pending`), done (`completed`, its tickets back
 /// in the pools) or refused by the provider (`failed`, nothing returned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Tx, apply, commit, ensure_holder, expire, fill_admissions, get, lock_hold};
@@ -22,7 +21,7 @@ use crate::db::allocations::{self, LockedAllocation, TransitionRecord};
 use crate::db::events::{self, CountMove};
 use crate::db::quotas;
 use crate::domain::admission::CodeSigner;
-use crate::domain::allocation::Allocation;
+use crate::domain::allocation::{Allocation, PendingPayment};
 use crate::domain::confirmation::confirmation_code;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::idempotency::Claim;
@@ -67,7 +66,7 @@ pub struct Settler {
     pool: PgPool,
     /// Signs the codes of the admissions a settle answers with.
     signer: CodeSigner,
-    begins: Option<Coalescer<BeginRequest, Result<Option<Allocation>>>>,
+    begins: Option<Coalescer<BeginRequest, Result<Option<PendingPayment>>>>,
     batches: Option<Coalescer<SettleRequest, Result<Allocation>>>,
 }
 
@@ -79,7 +78,7 @@ impl Settler {
         let begins = match batching {
             Batching::Batched { max_batch } => {
                 let pool = pool.clone();
-                let work: BatchWork<BeginRequest, Result<Option<Allocation>>> =
+                let work: BatchWork<BeginRequest, Result<Option<PendingPayment>>> =
                     Arc::new(move |_, requests| {
                         let pool = pool.clone();
                         Box::pin(async move {
@@ -129,7 +128,7 @@ impl Settler {
         id: Uuid,
         buyer: &FingerprintHash,
         reference: &str,
-    ) -> Result<Option<Allocation>> {
+    ) -> Result<Option<PendingPayment>> {
         match &self.begins {
             Some(begins) => {
                 let request = BeginRequest {
@@ -194,7 +193,7 @@ pub async fn pay(
             .await
             .map_err(|err| {
                 tracing::error!(allocation = %id, %reference, error = %err, "payment provider failed; left for recovery");
-                outcome_unknown(&pending, &reference, recovery_window)
+                outcome_unknown(&pending, recovery_window)
             })?,
     };
 
@@ -214,7 +213,7 @@ pub async fn pay(
         Ok(settled) => settled,
         Err(Error::ServiceUnavailable) => {
             tracing::warn!(allocation = %id, %reference, "recording a payment's outcome was cut off; left for recovery");
-            return Err(outcome_unknown(&pending, &reference, recovery_window));
+            return Err(outcome_unknown(&pending, recovery_window));
         }
         Err(err) => return Err(err),
     };
@@ -257,8 +256,7 @@ async fn resolve_parked(
             commit(tx, recorded).await.map(Some)
         }
         AllocationStatus::PaymentPending if this_payment => Err(outcome_unknown(
-            &allocation,
-            &parked.reference,
+            &pending_payment(&allocation)?,
             recovery_window,
         )),
         _ => {
@@ -268,17 +266,13 @@ async fn resolve_parked(
     }
 }
 
-/// The payment of `allocation` under `reference` has an unknown outcome: recovery settles
-/// it by `recovery_window` after it began (`payment_pending_at`, which a `payment_pending`
-/// hold always has; now, should it be missing).
-fn outcome_unknown(allocation: &Allocation, reference: &str, recovery_window: Duration) -> Error {
-    let began = allocation
-        .payment_pending_at
-        .unwrap_or_else(OffsetDateTime::now_utc);
+/// The payment `pending` has an unknown outcome: recovery settles it by `recovery_window`
+/// after it began.
+fn outcome_unknown(pending: &PendingPayment, recovery_window: Duration) -> Error {
     Error::PaymentOutcomeUnknown {
-        allocation: allocation.id,
-        reference: reference.to_owned(),
-        settled_by: began + recovery_window,
+        allocation: pending.id,
+        reference: pending.reference.clone(),
+        settled_by: pending.began + recovery_window,
     }
 }
 
@@ -298,7 +292,7 @@ async fn begin_payment(
     id: Uuid,
     buyer: &FingerprintHash,
     reference: &str,
-) -> Result<Allocation> {
+) -> Result<PendingPayment> {
     if let Some(pending) = settler.try_begin(id, buyer, reference).await? {
         return Ok(pending);
     }
@@ -322,12 +316,15 @@ async fn begin_payment(
 /// in order: its hold `payment_pending` under its reference, or `None` if the statement did
 /// not move it (the caller then finds out why under the row lock). The error means the
 /// statement failed and changed nothing.
-async fn begin_batch(pool: &PgPool, requests: &[BeginRequest]) -> Result<Vec<Option<Allocation>>> {
+async fn begin_batch(
+    pool: &PgPool,
+    requests: &[BeginRequest],
+) -> Result<Vec<Option<PendingPayment>>> {
     let ids: Vec<Uuid> = requests.iter().map(|r| r.id).collect();
     let buyers: Vec<&str> = requests.iter().map(|r| r.buyer.as_str()).collect();
     let references: Vec<&str> = requests.iter().map(|r| r.reference.as_str()).collect();
     let mut conn = pool.acquire().await?;
-    let mut begun: HashMap<Uuid, Allocation> =
+    let mut begun: HashMap<Uuid, PendingPayment> =
         allocations::begin_payments(&mut conn, &ids, &buyers, &references)
             .await?
             .into_iter()
@@ -338,9 +335,7 @@ async fn begin_batch(pool: &PgPool, requests: &[BeginRequest]) -> Result<Vec<Opt
     Ok(requests
         .iter()
         .map(|request| {
-            let recorded = begun
-                .get(&request.id)
-                .and_then(|row| row.payment_reference.as_deref());
+            let recorded = begun.get(&request.id).map(|row| row.reference.as_str());
             if recorded == Some(request.reference.as_str()) {
                 begun.remove(&request.id)
             } else {
@@ -363,7 +358,7 @@ async fn begin_alone(
     id: Uuid,
     buyer: &FingerprintHash,
     reference: &str,
-) -> Result<Option<Allocation>> {
+) -> Result<Option<PendingPayment>> {
     let LockedAllocation { allocation, lapsed } = allocations::lock(tx, id)
         .await?
         .ok_or(Error::NotFound("allocation"))?;
@@ -375,9 +370,8 @@ async fn begin_alone(
                 payment_reference: Some(reference),
                 ..TransitionRecord::default()
             };
-            apply(tx, &allocation, AllocationStatus::PaymentPending, record)
-                .await
-                .map(Some)
+            let pending = apply(tx, &allocation, AllocationStatus::PaymentPending, record).await?;
+            pending_payment(&pending).map(Some)
         }
         AllocationStatus::Expired => Err(Refusal::ReservationExpired.into()),
         other => Err(Refusal::InvalidStatus(other).into()),
@@ -390,7 +384,7 @@ async fn begin_payment_in(
     id: Uuid,
     buyer: &FingerprintHash,
     reference: &str,
-) -> Result<Allocation> {
+) -> Result<PendingPayment> {
     let LockedAllocation { allocation, lapsed } = lock_hold(tx, id).await?;
     ensure_holder(&allocation, buyer)?;
     match allocation.status {
@@ -404,11 +398,19 @@ async fn begin_payment_in(
                 payment_reference: Some(reference),
                 ..TransitionRecord::default()
             };
-            apply(tx, &allocation, AllocationStatus::PaymentPending, record).await
+            let pending = apply(tx, &allocation, AllocationStatus::PaymentPending, record).await?;
+            pending_payment(&pending)
         }
         AllocationStatus::Expired => Err(Refusal::ReservationExpired.into()),
         other => Err(Refusal::InvalidStatus(other).into()),
     }
+}
+
+/// The payment a `payment_pending` hold waits for; an internal error for a hold in any
+/// other status (its callers have just moved it there or found it there).
+fn pending_payment(allocation: &Allocation) -> Result<PendingPayment> {
+    PendingPayment::of(allocation)
+        .ok_or_else(|| Error::internal("step one left its hold without a pending payment"))
 }
 
 /// Step three for one payment, in a transaction of its own (a batch of one).
