@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Where a run's CPU goes: the CPU seconds the server, the load tool and the embedded
+# PostgreSQL (all its processes) spend while one hot event is loaded, and per operation
+# (a hold, or a paid sale with --pay). On a machine whose cores all three share, this says
+# what each operation costs, which the rate alone does not.
+#
+#   cargo build --release --workspace && bash bench/cpu_split.sh          # holds
+#   cargo build --release --workspace && bash bench/cpu_split.sh --pay    # paid sales
+#
+# Extra arguments go to the load tool; BIN and LOAD name other builds' binaries. Everything runs on 127.0.0.1 and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROFILE=${PROFILE:-release}
+BIN=${BIN:-target/$PROFILE/boxoffice}
+LOAD=${LOAD:-target/$PROFILE/boxoffice-load}
+DURATION=${DURATION:-10}
+PORT=${PORT:-18450}
+URL="http://127.0.0.1:$PORT"
+DATA=$(mktemp -d /tmp/boxoffice-cpu-XXXXXX)
+chmod 755 "$DATA"
+REPORT=$(mktemp /tmp/boxoffice-cpu-XXXXXX.json)
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$DATA" "$REPORT"
+}
+trap cleanup EXIT
+
+# User plus system CPU time of the given processes, in clock ticks (fields 14 and 15 of
+# /proc/PID/stat; the command name in field 2 has no spaces for these processes).
+ticks() {
+  local total=0 pid fields
+  for pid in "$@"; do
+    read -r -a fields <"/proc/$pid/stat" 2>/dev/null || continue
+    total=$((total + fields[13] + fields[14]))
+  done
+  echo "$total"
+}
+postgres_pids() { pgrep -x postgres | tr '\n' ' '; }
+
+RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
+  --rate-limit-per-address 0 >"$DATA.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 300); do
+  curl -fs "$URL/ready" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+# The window ends half a second before the run does, so every process is still alive
+# (a backend that exits takes its ticks with it): the pool's connections persist under load.
+WINDOW=$(python3 -c "print($DURATION - 0.5)")
+app0=$(ticks "$SERVER_PID")
+pg0=$(ticks $(postgres_pids))
+"$LOAD" --url "$URL" --json --tickets 1000000 --clients 256 --duration "$DURATION" "$@" \
+  >"$REPORT" 2>/dev/null &
+LOAD_PID=$!
+sleep "$WINDOW"
+load1=$(ticks "$LOAD_PID")
+app1=$(ticks "$SERVER_PID")
+pg1=$(ticks $(postgres_pids))
+wait "$LOAD_PID"
+
+python3 - "$REPORT" "$(getconf CLK_TCK)" "$(nproc)" "$WINDOW" \
+  $((app1 - app0)) $((load1)) $((pg1 - pg0)) <<'PY'
+import json, sys
+report, hz, cores, window = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+app, load, pg = (int(t) / hz for t in sys.argv[5:8])
+d = json.load(open(report))
+paid = d.get("payments_per_second", 0.0)
+rate = paid if paid else d["reservations_per_second"]
+what = "paid sale" if paid else "hold"
+ops = rate * window
+print(f"{rate:,.0f} {what}s/s; CPU over {window:.1f} s: server {app:.1f} s, load tool {load:.1f} s, "
+      f"PostgreSQL {pg:.1f} s ({(app + load + pg) / (cores * window):.0%} of {cores} cores)")
+print(f"per {what}: server {app / ops * 1e6:.0f} µs, load tool {load / ops * 1e6:.0f} µs, "
+      f"PostgreSQL {pg / ops * 1e6:.0f} µs, together {(app + load + pg) / ops * 1e6:.0f} µs")
+PY
