@@ -72,7 +72,6 @@ load() { # name, args...
   jq -c '.steps[] | {name, per_second, p99: .latency_ms.p99, answers}' "$OUT/$name.json" >&2
 }
 
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status"; }
 peak_rss_kb() { awk '/^VmHWM/ {print $2}' "/proc/$SERVER_PID/status"; }
 
 # pgbench with 256 clients needs more than PostgreSQL's default 100 connections: raise it
@@ -123,17 +122,19 @@ for mode in per-request batched; do
     jq -c '{scans_per_second, latency_ms, sound, verdict}' \
       "$OUT/scan-256.json" >&2
     # Memory per idle live-statistics subscriber, on a fresh server process (one that has
-    # served the runs above reuses the memory they freed, and would show less).
+    # served the runs above reuses the memory they freed, and would show less). The tool
+    # reads the server's resident memory before the streams open and once every one has its
+    # first message (`--server-pid`): opening 10,000 takes this machine more than ten
+    # seconds, so a reading at a fixed time would count the streams opened so far as all.
     stop_server
     start_server batched
-    before=$(rss_kb)
     "$LOAD" --url "$URL" --json --admin-token "$TOKEN" --tickets 10 --clients 1 --requests 1 \
-      --idle-streams "$STREAMS" --stream-sources 4 --hold-streams-seconds 5 >"$OUT/streams.json" &
-    loader=$!
-    sleep 4
-    during=$(rss_kb)
-    wait "$loader"
-    echo "{\"subscribers\": $STREAMS, \"rss_before_kb\": $before, \"rss_with_subscribers_kb\": $during, \"kib_per_subscriber\": $(( (during - before) / STREAMS ))}" >"$OUT/sse-memory.json"
+      --idle-streams "$STREAMS" --stream-sources 4 --hold-streams-seconds 1 \
+      --server-pid "$SERVER_PID" >"$OUT/streams.json"
+    jq -c "{subscribers: .streams.opened, rss_before_kb: .streams.server_rss_before_kib,
+            rss_with_subscribers_kb: .streams.server_rss_open_kib,
+            kib_per_subscriber: .streams.server_kib_per_stream}" \
+      "$OUT/streams.json" >"$OUT/sse-memory.json"
     cat "$OUT/sse-memory.json" >&2
   fi
   stop_server
