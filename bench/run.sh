@@ -131,9 +131,10 @@ for mode in per-request batched; do
     "$LOAD" --url "$URL" --json --admin-token "$TOKEN" --tickets 10 --clients 1 --requests 1 \
       --idle-streams "$STREAMS" --stream-sources 4 --hold-streams-seconds 1 \
       --server-pid "$SERVER_PID" >"$OUT/streams.json"
-    jq -c "{subscribers: .streams.opened, rss_before_kb: .streams.server_rss_before_kib,
-            rss_with_subscribers_kb: .streams.server_rss_open_kib,
-            kib_per_subscriber: .streams.server_kib_per_stream}" \
+    jq -ec "{subscribers: .streams.opened,
+             rss_before_kb: (.streams.server_rss_before_kib // error(\"no resident memory read\")),
+             rss_with_subscribers_kb: (.streams.server_rss_open_kib // error(\"no resident memory read\")),
+             kib_per_subscriber: .streams.server_kib_per_stream}" \
       "$OUT/streams.json" >"$OUT/sse-memory.json"
     cat "$OUT/sse-memory.json" >&2
   fi

@@ -9,7 +9,7 @@ use boxoffice::server::{Database, Server, shutdown_signal};
 /// mimalloc instead of the system allocator: a request allocates and frees many small
 /// buffers on two worker threads, and glibc's malloc, with its free-chunk consolidation,
 /// took about a quarter of the server's CPU under a sale's load (docs/performance.md).
-/// Built without transparent huge pages (`no_thp`): asked for them, it faulted in and zeroed
+/// Built not to ask for transparent huge pages (`no_thp`): asking, it faulted in and zeroed
 /// 2 MiB at a time (a sixth of the server's CPU while 10,000 streams opened), and each idle
 /// stream held 28 KiB of resident memory instead of 16.
 #[global_allocator]
