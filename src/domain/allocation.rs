@@ -115,6 +115,7 @@ pub struct PendingPayment {
     pub event_id: Uuid,
     /// What the provider is asked to charge, in minor units of `currency`.
     pub total: i64,
+    /// The order's currency, the event's.
     pub currency: Currency,
     /// The reference the payment waits under.
     pub reference: String,

@@ -410,7 +410,7 @@ async fn begin_payment_in(
 /// other status (its callers have just moved it there or found it there).
 fn pending_payment(allocation: &Allocation) -> Result<PendingPayment> {
     PendingPayment::of(allocation)
-        .ok_or_else(|| Error::internal("step one left its hold without a pending payment"))
+        .ok_or_else(|| Error::internal("a hold waiting for a payment has no pending payment"))
 }
 
 /// Step three for one payment, in a transaction of its own (a batch of one).
