@@ -9,8 +9,8 @@
 //! order (see [`lock_hold`], `purchase` and the settle batch). The one transaction that
 //! locks a hold without its event and may wait, a payment's first step for one hold, moves
 //! no count and asks for no lock after the hold's, so it never waits while holding one; the
-//! batched first step never waits at all (`SKIP LOCKED`). No two transactions can each hold a lock the other waits for:
-//! the system is free of deadlocks by construction.
+//! batched first step never waits at all (`SKIP LOCKED`). No two transactions can each hold
+//! a lock the other waits for: the system is free of deadlocks by construction.
 //!
 //! Parallel requests on one hold (two cancels, a payment and a cancel) queue on those locks;
 //! the first to get them changes the status, and the others re-read the new status under
