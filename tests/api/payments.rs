@@ -60,6 +60,15 @@ async fn pending(app: &TestApp, ids: &[String]) -> usize {
     n as usize
 }
 
+/// Waits (up to 4 s) until `count` of the holds `ids` are `payment_pending`, their payments
+/// begun; fails the test, naming `what`, if they do not get there.
+async fn until_pending(app: &TestApp, ids: &[String], count: usize, what: &str) {
+    eventually(what, Duration::from_secs(4), || async {
+        (pending(app, ids).await == count).then_some(())
+    })
+    .await
+}
+
 /// Sends a payment of each hold with `token`, one task each.
 fn pay_all(
     app: &TestApp,
@@ -91,10 +100,11 @@ async fn payments_begin_while_the_event_row_is_locked() {
     blocker.lock_event(&event_id).await;
     let mut payments = JoinSet::new();
     pay_all(&app, &paying, "tok_visa", &mut payments);
-    eventually(
+    until_pending(
+        &app,
+        &ids,
+        ids.len(),
         "every payment to begin while the event row is locked",
-        Duration::from_secs(4),
-        || async { (pending(&app, &ids).await == ids.len()).then_some(()) },
     )
     .await;
     assert!(
@@ -134,10 +144,7 @@ async fn settles_of_one_event_share_one_transaction() {
     let before = change_seq(&app, &event_id).await;
     let mut payments = JoinSet::new();
     pay_all(&app, &paying, "tok_visa", &mut payments);
-    eventually("every payment to begin", Duration::from_secs(4), || async {
-        (pending(&app, &ids).await == PAYMENTS).then_some(())
-    })
-    .await;
+    until_pending(&app, &ids, PAYMENTS, "every payment to begin").await;
     // Every payment has begun; give their settles time to reach the lock, were they each to
     // run their own transaction.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -254,11 +261,8 @@ async fn charges_of_concurrent_payments_share_one_ledger_statement() {
     pay_all(&app, &paying[..1], "tok_visa", &mut payments);
     blocker.wait_for_waiters(1).await;
     pay_all(&app, &paying[1..], "tok_visa", &mut payments);
-    eventually("every payment to begin", Duration::from_secs(4), || async {
-        let ids: Vec<String> = paying.iter().map(|(id, _)| id.clone()).collect();
-        (pending(&app, &ids).await == PAYMENTS).then_some(())
-    })
-    .await;
+    let paying_ids: Vec<String> = paying.iter().map(|(id, _)| id.clone()).collect();
+    until_pending(&app, &paying_ids, PAYMENTS, "every payment to begin").await;
     // Every payment is at its charge; give the charges time to reach the lock, were they
     // each to run their own statement.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -362,10 +366,7 @@ async fn each_settle_in_a_batch_is_decided_on_its_own() {
         .flatten()
         .map(|(id, _)| id.clone())
         .collect();
-    eventually("every payment to begin", Duration::from_secs(4), || async {
-        (pending(&app, &queued).await == queued.len()).then_some(())
-    })
-    .await;
+    until_pending(&app, &queued, queued.len(), "every payment to begin").await;
     // Time for their charges to be made and their settles to queue together.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -607,12 +608,7 @@ async fn a_settle_of_a_hold_its_batch_bought_for_a_later_payment_is_answered_as_
         &mut payments,
     );
     let ids = [hold.clone()];
-    eventually(
-        "the first payment to begin",
-        Duration::from_secs(4),
-        || async { (pending(&app, &ids).await == 1).then_some(()) },
-    )
-    .await;
+    until_pending(&app, &ids, 1, "the first payment to begin").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Recovery put the hold back meanwhile (as after voiding that reference), and the buyer
     // pays again: that payment begins under a new reference and its settle queues too.
@@ -627,12 +623,7 @@ async fn a_settle_of_a_hold_its_batch_bought_for_a_later_payment_is_answered_as_
     .expect("the hold was payment_pending");
     let (api, again) = (Api::clone(&app), stale.clone());
     let fresh = tokio::spawn(async move { api.pay(&again.0, &again.1, Some("tok_visa")).await });
-    eventually(
-        "the second payment to begin",
-        Duration::from_secs(4),
-        || async { (pending(&app, &ids).await == 1).then_some(()) },
-    )
-    .await;
+    until_pending(&app, &ids, 1, "the second payment to begin").await;
     // Time for its charge to be made and its settle to queue beside the first one's.
     tokio::time::sleep(Duration::from_secs(1)).await;
     blocker.commit().await;
