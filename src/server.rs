@@ -289,11 +289,7 @@ impl Server {
                 .listen(self.state.pool.clone(), background_stopped),
         );
         let app = crate::http::router(self.state, self.request_timeout, &self.cors_origins)?;
-        let served = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        crate::http::serve::serve(self.listener, app, async move {
             shutdown.await;
             if let Some(database) = database_shutting_down {
                 database.announce();
@@ -316,7 +312,7 @@ impl Server {
         self.locks.pool().close().await;
         self.database.close().await;
         tracing::info!("boxoffice stopped");
-        Ok(served?)
+        Ok(())
     }
 }
 

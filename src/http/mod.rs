@@ -14,6 +14,7 @@ pub mod limits;
 pub mod ops;
 pub mod report;
 pub mod response;
+pub mod serve;
 pub mod state;
 pub mod stream;
 pub mod tickets;
