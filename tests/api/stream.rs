@@ -1,11 +1,14 @@
 //! Live statistics over SSE: snapshot, one update per kind of change, delivery across
-//! instances through LISTEN/NOTIFY, coalescing of bursts, 404 before any stream, and ids
-//! that count each event's changes in the database (across restarts and instances).
+//! instances through LISTEN/NOTIFY, coalescing of bursts, 404 before any stream, ids that
+//! count each event's changes in the database (across restarts and instances), and a stream
+//! to a client that half-closed its connection.
 
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::helpers::{
     SseMessage, SseReader, TestApp, assert_error, documented_timestamp, fresh_database, id_of,
@@ -211,6 +214,47 @@ async fn unknown_event_gets_404_before_any_stream() {
     assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
     let (status, body) = app.get("/events/nope/stream").await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+}
+
+/// A client that shuts its side of the connection once its request is sent still gets its
+/// stream, updates and all: the server does not read a connection while its response runs
+/// (half-closed connections are allowed), which is also why a stream keeps one read buffer,
+/// not two (src/http/serve.rs). Reading, it would find the end of the client's side and
+/// drop the connection.
+#[tokio::test]
+async fn a_client_that_half_closes_still_gets_its_stream_and_its_updates() {
+    let app = spawn_app().await;
+    let event = app.create_event("Half-closed", 5, None).await;
+    let id = event["id"].as_str().unwrap();
+    let (status, hold) = app.purchase(id, 2, "first").await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+
+    let url = app.url("/");
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut socket = TcpStream::connect(address).await.unwrap();
+    let request = format!("GET /events/{id}/stream HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket.shutdown().await.unwrap();
+
+    let mut received = String::new();
+    let mut read_until = async |wanted: &str| {
+        let mut buffer = [0u8; 4096];
+        tokio::time::timeout(WAIT, async {
+            while !received.contains(wanted) {
+                let read = socket.read(&mut buffer).await.unwrap();
+                assert!(read > 0, "the connection ended; received: {received}");
+                received.push_str(&String::from_utf8_lossy(&buffer[..read]));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {wanted} within {WAIT:?}; received: {received}"));
+        received.clone()
+    };
+    let snapshot = read_until("\"remainingTickets\":3").await;
+    assert!(snapshot.starts_with("HTTP/1.1 200"), "{snapshot}");
+    let (status, hold) = app.purchase(id, 1, "second").await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    read_until("\"remainingTickets\":2").await;
 }
 
 #[tokio::test]
