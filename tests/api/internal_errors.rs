@@ -3,7 +3,6 @@
 //! served behind the real middleware stack (`boxoffice::http::layers`).
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,8 +42,8 @@ async fn plain_500() -> (AxumStatus, &'static str) {
     )
 }
 
-/// Serves the real routes plus the faulty ones behind the real middleware, on its own port,
-/// with the state of a freshly spawned app; returns the base URL.
+/// Serves the real routes plus the faulty ones behind the real middleware and accept loop, on
+/// its own port, with the state of a freshly spawned app; returns the base URL.
 async fn spawn_with_faulty_routes() -> String {
     let app = spawn_app().await;
     let routes = boxoffice::http::routes(app.state.clone())
@@ -57,12 +56,7 @@ async fn spawn_with_faulty_routes() -> String {
     tokio::spawn(async move {
         // The spawned app's database and pool live as long as the test's runtime.
         let _app = app;
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("server runs");
+        boxoffice::http::serve::serve(listener, router, std::future::pending()).await;
     });
     format!("http://{address}")
 }

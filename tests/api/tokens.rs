@@ -443,7 +443,11 @@ async fn door_route(app: &TestApp) -> Api {
         .with_state(app.state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::spawn(boxoffice::http::serve::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
     Api::new(address, reqwest::Client::new())
 }
 
