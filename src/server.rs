@@ -289,7 +289,7 @@ impl Server {
                 .listen(self.state.pool.clone(), background_stopped),
         );
         let app = crate::http::router(self.state, self.request_timeout, &self.cors_origins)?;
-        crate::http::serve::serve(self.listener, app, async move {
+        crate::http::serve::serve(self.listener, app, self.request_timeout, async move {
             shutdown.await;
             if let Some(database) = database_shutting_down {
                 database.announce();

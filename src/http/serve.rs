@@ -6,10 +6,19 @@
 //! a connection while its response is still being written, to notice a peer that went away;
 //! for a statistics stream that read reserves a second 8 KiB read buffer for the life of the
 //! stream, while the request's head still holds the first. With thousands of idle streams
-//! that buffer was a third of each one's memory. A peer that leaves is still noticed: its
-//! stream's next write fails (a message, or the keep-alive comment every 15 s), and any
-//! other response ends by itself. The one other difference: a request whose client goes
-//! away before its answer now runs to its end, where hyper dropped it at the next read.
+//! that buffer was a third of each one's memory. A peer that leaves is still noticed: after
+//! its FIN the stream's second write fails (the first only draws the peer's reset; a write is
+//! a message, or the keep-alive comment every 15 s), and any other response ends by itself.
+//! The other differences: a request whose client goes away before its answer now runs to its
+//! end (or its request timeout), where hyper dropped it at the next read; and a client that
+//! half-closes after its request (`shutdown(SHUT_WR)`) now gets its answer.
+//!
+//! Shutdown drains for at most the request timeout plus [`DRAIN_MARGIN`]: hyper waits for a
+//! request's head without a deadline, so a connection that sent half a request would hold
+//! the drain forever. A header-read timeout (hyper's `header_read_timeout`, with a timer)
+//! would close such connections while serving too, but hyper also runs it on an idle
+//! keep-alive connection, closing those after 30 s and racing clients that reuse them; it
+//! is not set.
 
 use std::future::Future;
 use std::io;
@@ -30,12 +39,21 @@ use tower::ServiceExt;
 /// process's open-file limit reached) before it accepts again, as `axum::serve` does.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
+/// How long past the request timeout shutdown waits for open connections: room to write
+/// the last answers to slow readers.
+const DRAIN_MARGIN: Duration = Duration::from_secs(5);
+
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, asks every
-/// open connection to finish its response in flight and close, and returns once all have.
-/// Whatever ends a response that never ends by itself (a stream) belongs in `shutdown`.
+/// open connection to finish its response in flight and close, and returns once all have,
+/// or after `request_timeout` (the router's, after which every request has its answer) plus
+/// [`DRAIN_MARGIN`]. Whatever ends a response that never ends by itself (a stream) belongs
+/// in `shutdown`. A connection still open then is one that never finished sending a
+/// request (hyper waits for a request's head without a deadline): it is left to end with
+/// the process, and does not hold the shutdown up.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    request_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let graceful = GracefulShutdown::new();
@@ -43,15 +61,20 @@ pub async fn serve(
     connection.half_close(true);
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    pause_after(error).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) if is_one_connections(&error) => continue,
+            Err(error) => {
+                tracing::error!(%error, "accept failed; pausing before the next accept");
+                tokio::select! {
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                    () = &mut shutdown => break,
+                }
+            }
         };
         let service = router
             .clone()
@@ -72,19 +95,25 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let drain = request_timeout + DRAIN_MARGIN;
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            drain_ms = drain.as_millis() as u64,
+            "connections still open after the drain (requests never finished); shutting down without them"
+        );
+    }
 }
 
-/// Waits out an accept error unless it was only the one connection's.
-async fn pause_after(error: io::Error) {
-    if matches!(
+/// Whether an accept error was only the one connection's (it went away before it was
+/// accepted), so the next accept may follow at once.
+fn is_one_connections(error: &io::Error) -> bool {
+    matches!(
         error.kind(),
         io::ErrorKind::ConnectionRefused
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(%error, "accept failed; pausing before the next accept");
-    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+    )
 }

@@ -56,7 +56,13 @@ async fn spawn_with_faulty_routes() -> String {
     tokio::spawn(async move {
         // The spawned app's database and pool live as long as the test's runtime.
         let _app = app;
-        boxoffice::http::serve::serve(listener, router, std::future::pending()).await;
+        boxoffice::http::serve::serve(
+            listener,
+            router,
+            Duration::from_secs(5),
+            std::future::pending(),
+        )
+        .await;
     });
     format!("http://{address}")
 }

@@ -1,8 +1,9 @@
 //! Every wait is bounded: a row lock held elsewhere (`--lock-timeout-ms`), a statement over
 //! its time (`--statement-timeout-ms`), a request over its time (`--request-timeout-ms`) and
 //! a pool with no free connection (5 s) each end in a prompt 503 with `Retry-After`, and
-//! leave the counts balanced. The session settings behind them, and READ COMMITTED, are
-//! pinned on every pooled connection whatever the database's own defaults.
+//! leave the counts balanced; a request never finished does not hold up shutdown. The
+//! session settings behind them, and READ COMMITTED, are pinned on every pooled connection
+//! whatever the database's own defaults.
 
 use std::time::{Duration, Instant};
 
@@ -246,4 +247,32 @@ async fn sessions_stay_read_committed_on_a_database_whose_default_is_serializabl
     assert_eq!(granted, 30);
     let event = app.assert_balanced(&id).await;
     assert_eq!(event["availableTickets"], 0, "{event}");
+}
+
+/// A connection that sends half a request and then nothing does not hold a graceful shutdown
+/// up: the drain waits for it at most the request timeout plus a margin (src/http/serve.rs),
+/// while hyper would wait for the rest of its request forever.
+#[tokio::test]
+async fn a_request_never_finished_does_not_hold_up_shutdown() {
+    let app = spawn_app_with(&["--request-timeout-ms", "500"]).await;
+    let url = app.url("/");
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, b"GET /health HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    // The server has read the first line before shutdown begins.
+    let (status, _) = app.get("/health").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), app.stop())
+        .await
+        .expect("shutdown ends although a request was never finished");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the drain gave the connection its request timeout first ({:?})",
+        started.elapsed()
+    );
+    drop(stalled);
 }

@@ -446,6 +446,7 @@ async fn door_route(app: &TestApp) -> Api {
     tokio::spawn(boxoffice::http::serve::serve(
         listener,
         router,
+        std::time::Duration::from_secs(5),
         std::future::pending(),
     ));
     Api::new(address, reqwest::Client::new())
