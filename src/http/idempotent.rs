@@ -5,10 +5,11 @@
 //! wait, takeover, parking, storage) is `crate::idempotency`'s.
 //!
 //! A keyed request's work runs in a task of its own, which the handler awaits. A request cut
-//! off (by the request timeout, or a client that hangs up) drops only the waiting: the claim,
-//! the effect and the record or release that ends the claim run to their end, so no claim is
-//! left `in_progress` by a request that went away, and a retry with the key gets what was
-//! done, or runs afresh. The tasks are counted ([`KeyedTasks`]) so that a graceful shutdown
+//! off by the request timeout drops only the waiting (a client that hangs up no longer cuts
+//! its request off: `http::serve` does not read during a response): the claim, the effect
+//! and the record or release that ends the claim run to their end, so no claim is left
+//! `in_progress` by a request that went away, and a retry with the key gets what was done,
+//! or runs afresh. The tasks are counted ([`KeyedTasks`]) so that a graceful shutdown
 //! waits for them before it closes the pool; a task whose request is gone logs its own 500.
 
 use std::future::Future;
