@@ -36,6 +36,10 @@ pub enum ApiError {
     /// The body is over `limit` bytes.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The request's time (`--request-timeout-ms`) ran out while its body was still
+    /// arriving: the client held it up, not the server.
+    #[error("the request body did not arrive within the request timeout")]
+    RequestTimeout,
     /// Over a rate limit; retry after the given number of seconds.
     #[error("too many requests; retry in {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
@@ -189,6 +193,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
             }
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             ApiError::Unauthorized | ApiError::AdminTokenNotConfigured => {
                 (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")

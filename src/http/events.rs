@@ -27,6 +27,7 @@ use crate::http::state::AppState;
         (status = 400, description = "BAD_REQUEST: malformed JSON or wrong content type", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED: the server runs with --admin-token and no token was sent", body = ErrorBody),
         (status = 403, description = "FORBIDDEN: the token is neither the admin token nor a live organiser token (a door token, say)", body = ErrorBody),
+        (status = 408, description = "REQUEST_TIMEOUT: the body stopped arriving within the request timeout; the connection is closed", body = ErrorBody),
         (status = 409, description = "EVENT_EXISTS: same name and date", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR, with details per field", body = ErrorBody),

@@ -2,6 +2,8 @@
 //! handler only ever sees well-formed values.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -60,6 +62,24 @@ pub fn body_limit(path: &str) -> usize {
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
+/// Whether the request's body is being read, shared by [`ApiJson`] (which reads every body)
+/// and the request timeout (`http::request_deadline`, which inserts it): a request whose
+/// time runs out while its body is still arriving was held up by its client (408), not by
+/// the server (503).
+#[derive(Debug, Clone, Default)]
+pub struct BodyReading(Arc<AtomicBool>);
+
+impl BodyReading {
+    /// Whether a body read has begun and not yet ended.
+    pub fn is_reading(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, reading: bool) {
+        self.0.store(reading, Ordering::Release);
+    }
+}
+
 /// Header that carries the buyer's device fingerprint.
 pub const FINGERPRINT_HEADER: &str = "x-device-fingerprint";
 
@@ -81,16 +101,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .extensions()
             .get::<BodyLimit>()
             .map_or(MAX_BODY_BYTES, |limit| limit.0);
-        let bytes =
-            Bytes::from_request(req, state)
-                .await
-                .map_err(|rejection: BytesRejection| {
-                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        ApiError::PayloadTooLarge { limit }
-                    } else {
-                        ApiError::bad_request("the request body could not be read")
-                    }
-                })?;
+        let reading = req.extensions().get::<BodyReading>().cloned();
+        if let Some(reading) = &reading {
+            reading.set(true);
+        }
+        let bytes = Bytes::from_request(req, state).await;
+        if let Some(reading) = &reading {
+            reading.set(false);
+        }
+        let bytes = bytes.map_err(|rejection: BytesRejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::bad_request("the request body could not be read")
+            }
+        })?;
         // No body, or a JSON null, means "no fields": optional bodies may be left out.
         if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
             return parse(b"{}").map(ApiJson);

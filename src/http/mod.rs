@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -36,7 +36,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -46,7 +45,7 @@ use crate::error::{Error, panic_message};
 use crate::http::state::AppState;
 use error::ApiError;
 use error::InternalCause;
-use extract::{BATCH_BODY_BYTES, BodyLimit, MAX_BODY_BYTES, body_limit};
+use extract::{BATCH_BODY_BYTES, BodyLimit, BodyReading, MAX_BODY_BYTES, body_limit};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -141,9 +140,9 @@ pub fn layers(
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(BATCH_BODY_BYTES))
         .layer(middleware::from_fn(limit_body))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(middleware::from_fn_with_state(
             request_timeout,
+            request_deadline,
         ))
         .layer(middleware::map_response(json_errors))
         // Outside every layer that runs our code, so a panic there is caught too; inside
@@ -174,6 +173,31 @@ async fn limit_body(mut request: Request, next: Next) -> Response {
     }
     request.extensions_mut().insert(BodyLimit(limit));
     next.run(request).await
+}
+
+/// Ends a request still unanswered after `timeout` (`--request-timeout-ms`): 408
+/// `REQUEST_TIMEOUT` if its body was still arriving (the client held it up; the connection
+/// is closed, as the rest of that body cannot be told from a next request), otherwise 503
+/// `SERVICE_UNAVAILABLE` with `Retry-After: 1`. Dropping the request's future drops its
+/// work: an unkeyed purchase rolls back, a keyed one runs on in its own task.
+async fn request_deadline(
+    State(timeout): State<Duration>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let body = BodyReading::default();
+    request.extensions_mut().insert(body.clone());
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) if body.is_reading() => {
+            let mut response = ApiError::RequestTimeout.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+        Err(_) => ApiError::from(Error::ServiceUnavailable).into_response(),
+    }
 }
 
 /// A panic in a handler or layer becomes the usual 500 JSON error; its message is the cause
@@ -228,9 +252,10 @@ async fn json_errors(response: Response) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
             limit: MAX_BODY_BYTES,
         },
-        StatusCode::REQUEST_TIMEOUT
-        | StatusCode::SERVICE_UNAVAILABLE
-        | StatusCode::GATEWAY_TIMEOUT => Error::ServiceUnavailable.into(),
+        StatusCode::REQUEST_TIMEOUT => ApiError::RequestTimeout,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+            Error::ServiceUnavailable.into()
+        }
         s if s.is_client_error() => {
             ApiError::bad_request(s.canonical_reason().unwrap_or("bad request"))
         }

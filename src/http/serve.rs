@@ -102,7 +102,7 @@ pub async fn serve(
     {
         tracing::warn!(
             drain_ms = drain.as_millis() as u64,
-            "connections still open after the drain (requests never finished); shutting down without them"
+            "connections still open after the drain (a request never finished, or a response its client does not read); shutting down without them"
         );
     }
 }

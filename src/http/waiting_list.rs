@@ -29,6 +29,7 @@ use crate::waiting_list;
         (status = 201, description = "The entry, `waiting`, with its position (from 1)", body = WaitingEntry),
         (status = 400, description = "BAD_REQUEST", body = ErrorBody),
         (status = 404, description = "NOT_FOUND: no such event", body = ErrorBody),
+        (status = 408, description = "REQUEST_TIMEOUT: the body stopped arriving within the request timeout; the connection is closed", body = ErrorBody),
         (status = 409, description = "TICKETS_AVAILABLE: the type can serve this quantity now, buy instead (carries available); ALREADY_WAITING: this buyer has a live entry for the type; SALES_CLOSED; FINGERPRINT_LIMIT", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR: quantity missing or out of range, ticketTypeId names no active type of the event", body = ErrorBody),

@@ -1,7 +1,8 @@
 //! Every wait is bounded: a row lock held elsewhere (`--lock-timeout-ms`), a statement over
 //! its time (`--statement-timeout-ms`), a request over its time (`--request-timeout-ms`) and
 //! a pool with no free connection (5 s) each end in a prompt 503 with `Retry-After`, and
-//! leave the counts balanced; a request never finished does not hold up shutdown. The
+//! leave the counts balanced; a body that stops arriving is the client's 408, not a 503; a
+//! request never finished does not hold up shutdown. The
 //! session settings behind them, and READ COMMITTED, are pinned on every pooled connection
 //! whatever the database's own defaults.
 
@@ -275,4 +276,57 @@ async fn a_request_never_finished_does_not_hold_up_shutdown() {
         started.elapsed()
     );
     drop(stalled);
+}
+
+/// A request whose body stops arriving is held up by its client: when the request timeout
+/// ends it, the answer is 408 `REQUEST_TIMEOUT` (not the server's 503), the connection is
+/// closed, and nothing was made. A body that arrives whole keeps the 503 of a slow server
+/// (`a_request_over_its_timeout_gives_503_instead_of_waiting`).
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_a_408_and_makes_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(&["--request-timeout-ms", "500"]).await;
+    let url = app.url("/");
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let body = r#"{"name":"Never sent whole","date":"2030-01-01T20:00:00Z","totalTickets":5}"#;
+    let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /events HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&body.as_bytes()[..20]).await.unwrap();
+
+    // The server answers and closes, so reading to the end finishes.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed within the request timeout and a margin")
+        .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, json) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    let json: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_error(
+        StatusCode::REQUEST_TIMEOUT,
+        &json,
+        StatusCode::REQUEST_TIMEOUT,
+        "REQUEST_TIMEOUT",
+    );
+
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        events, 0,
+        "a request whose body never arrived made an event"
+    );
+    app.stop().await;
 }
