@@ -48,8 +48,8 @@ const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 /// or after `request_timeout` (the router's, after which every request has its answer) plus
 /// [`DRAIN_MARGIN`]. Whatever ends a response that never ends by itself (a stream) belongs
 /// in `shutdown`. A connection still open then is one that never finished sending a
-/// request (hyper waits for a request's head without a deadline): it is left to end with
-/// the process, and does not hold the shutdown up.
+/// request (hyper waits for a request's head without a deadline) or whose client does not
+/// read its answer: it is left to end with the process, and does not hold the shutdown up.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
