@@ -63,6 +63,12 @@ const SETTLE_PAUSE_MAX: Duration = Duration::from_secs(2);
 pub enum Attempt {
     /// Run it; the key is claimed for this attempt.
     First(Claim),
+    /// Run it; the key is claimed for this attempt, taken over from the attempt whose id this
+    /// is, which left it unsettled and unparked (its process died, see [`stale_claim_age`]).
+    /// A payment first resolves whatever that attempt's payment did (its reference is
+    /// derived from that id: `payment::attempt_reference`), so a charge it made is answered,
+    /// not refused.
+    TakenOver(Claim, Uuid),
     /// An earlier attempt's payment has an unknown outcome and the claim is parked on it:
     /// resolve it from the allocation before anything runs again. The claim keeps that
     /// attempt's id: retries that find it parked race to [`unpark`] it, and only the winner
@@ -101,7 +107,12 @@ pub async fn begin(
                     && s.claim_age_seconds >= stale_seconds)
         });
         if abandoned && db::idempotency::reclaim(pool, &ours, request_hash, stale_seconds).await? {
-            return Ok(Attempt::First(ours));
+            // An expired key (over 24 hours old) starts afresh; an abandoned one names the
+            // attempt it was taken from.
+            return Ok(match stored {
+                Some(stored) if !stored.expired => Attempt::TakenOver(ours, stored.attempt),
+                _ => Attempt::First(ours),
+            });
         }
         match stored {
             // Expired or abandoned, and another attempt took it over first: look again.
@@ -174,6 +185,7 @@ pub struct Recorder<T> {
     claim: Claim,
     render: Render<T>,
     parked: Option<ParkedPayment>,
+    abandoned_by: Option<Uuid>,
 }
 
 impl<T> std::fmt::Debug for Recorder<T> {
@@ -181,6 +193,7 @@ impl<T> std::fmt::Debug for Recorder<T> {
         f.debug_struct("Recorder")
             .field("claim", &self.claim)
             .field("parked", &self.parked)
+            .field("abandoned_by", &self.abandoned_by)
             .finish()
     }
 }
@@ -193,7 +206,14 @@ impl<T> Recorder<T> {
             claim,
             render,
             parked,
+            abandoned_by: None,
         }
+    }
+
+    /// The same, for a claim taken over from `attempt` ([`Attempt::TakenOver`]).
+    pub fn taken_over_from(mut self, attempt: Uuid) -> Self {
+        self.abandoned_by = Some(attempt);
+        self
     }
 
     /// The claim this attempt records under.
@@ -205,6 +225,12 @@ impl<T> Recorder<T> {
     /// resolve before it runs anything.
     pub fn parked(&self) -> Option<&ParkedPayment> {
         self.parked.as_ref()
+    }
+
+    /// The attempt this claim was taken over from, if it was: it left the key unsettled, and
+    /// a payment it began may have been charged.
+    pub fn abandoned_by(&self) -> Option<Uuid> {
+        self.abandoned_by
     }
 
     /// The response to store for `value`.

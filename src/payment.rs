@@ -143,7 +143,14 @@ pub const TOKEN_REFUND_UNREACHABLE_ONCE: &str = "tok_refundUnreachableOnce";
 /// (the simulated provider reads it for `tok_unreachableOnce`); the nonce makes each
 /// attempt's reference unique.
 pub fn new_reference(allocation: Uuid) -> String {
-    format!("pay_{}_{}", allocation.simple(), Uuid::new_v4().simple())
+    attempt_reference(allocation, Uuid::new_v4())
+}
+
+/// The reference of the payment of `allocation` made by the keyed attempt `attempt` (its
+/// claim's id, unique to the attempt), `pay_<allocation>_<attempt>`: an attempt that takes
+/// over the claim of one that died knows that attempt's id, and so its payment's reference.
+pub fn attempt_reference(allocation: Uuid, attempt: Uuid) -> String {
+    format!("pay_{}_{}", allocation.simple(), attempt.simple())
 }
 
 /// The prefix of the references of a refund request for `allocation`,

@@ -180,7 +180,30 @@ pub async fn pay(
     {
         return Ok(purchased);
     }
-    let reference = payment::new_reference(id);
+    // A claim taken over from an attempt that died: that attempt's payment, if it made one,
+    // is under the reference derived from its id, and is resolved the same way.
+    if let Some(recorder) = record
+        && let Some(attempt) = recorder.abandoned_by()
+    {
+        let earlier = ParkedPayment {
+            allocation: id,
+            reference: payment::attempt_reference(id, attempt),
+        };
+        if let Some(purchased) =
+            resolve_earlier(settler, recovery_window, id, buyer, &earlier, recorder).await?
+        {
+            return Ok(purchased);
+        }
+    }
+    // A keyed attempt's reference is derived from its claim's id, so that an attempt taking
+    // over its claim can find its payment. A claim that was parked keeps the id of the attempt
+    // that parked it, whose reference is spent: a fresh one then, as for an unkeyed payment.
+    let reference = match record {
+        Some(recorder) if recorder.parked().is_none() => {
+            payment::attempt_reference(id, recorder.claim().attempt)
+        }
+        _ => payment::new_reference(id),
+    };
     let pending = begin_payment(settler, id, buyer, &reference).await?;
 
     // No lock is held here. If this process dies now, the sweeper finds the allocation in
@@ -224,13 +247,30 @@ pub async fn pay(
 }
 
 /// A keyed retry whose claim is parked on `parked`, an earlier attempt's payment with an
-/// unknown outcome: it never pays again while that outcome is unknown. Charged (the hold is
-/// `purchased` under that reference): the purchase is recorded under the key and returned,
-/// and replayed to later retries. Still `payment_pending` under it: `PaymentOutcomeUnknown`
-/// again, the claim stays parked. Anything else means recovery or the request settled it
-/// uncharged (a charged reference always ends `purchased`): the claim becomes this
-/// attempt's, and `None` lets it pay afresh.
+/// unknown outcome: it never pays again while that outcome is unknown ([`resolve_earlier`]).
+/// If that payment was settled uncharged, the claim becomes this attempt's, and `None` lets
+/// it pay afresh.
 async fn resolve_parked(
+    settler: &Settler,
+    recovery_window: Duration,
+    id: Uuid,
+    buyer: &FingerprintHash,
+    parked: &ParkedPayment,
+    recorder: &Recorder<Allocation>,
+) -> Result<Option<Allocation>> {
+    let resolved = resolve_earlier(settler, recovery_window, id, buyer, parked, recorder).await?;
+    if resolved.is_none() {
+        idempotency::unpark(&settler.pool, recorder.claim(), parked).await?;
+    }
+    Ok(resolved)
+}
+
+/// What an earlier attempt's payment `earlier` (under the same key) did. Charged (the hold is
+/// `purchased` under that reference): the purchase is recorded under the key and returned,
+/// and replayed to later retries. Still `payment_pending` under it: `PaymentOutcomeUnknown`,
+/// which parks the claim on it. Anything else (settled uncharged: a charged reference
+/// always ends `purchased`; or never begun): `None`, nothing is recorded.
+async fn resolve_earlier(
     settler: &Settler,
     recovery_window: Duration,
     id: Uuid,
@@ -259,10 +299,7 @@ async fn resolve_parked(
             &pending_payment(&allocation)?,
             recovery_window,
         )),
-        _ => {
-            idempotency::unpark(pool, recorder.claim(), parked).await?;
-            Ok(None)
-        }
+        _ => Ok(None),
     }
 }
 

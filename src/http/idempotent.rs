@@ -182,12 +182,14 @@ where
     F: FnOnce(Option<Recorder<T>>) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
-    let (claim, parked) =
+    let (claim, parked, abandoned_by) =
         match idempotency::begin(&state.pool, buyer, key, hash, state.rules.stale_claim_age).await?
         {
-            Attempt::First(claim) => (claim, None),
+            Attempt::First(claim) => (claim, None, None),
+            // The effect resolves what the abandoned attempt did before it runs anything.
+            Attempt::TakenOver(claim, attempt) => (claim, None, Some(attempt)),
             // The effect resolves the parked payment before it runs anything.
-            Attempt::Parked(claim, payment) => (claim, Some(payment)),
+            Attempt::Parked(claim, payment) => (claim, Some(payment), None),
             Attempt::Replay { status, body } => return replay(status, body),
         };
     let render = move |value: &T| {
@@ -199,6 +201,10 @@ where
             .map_err(|err| err.to_string())
     };
     let recorder = Recorder::new(claim.clone(), Arc::new(render), parked);
+    let recorder = match abandoned_by {
+        Some(attempt) => recorder.taken_over_from(attempt),
+        None => recorder,
+    };
     let outcome = effect(Some(recorder)).await;
     // A success was recorded by the transaction that made its effect; a refusal is recorded
     // here, as it is answered. A failure gives the claim up, unless it may have had an effect:

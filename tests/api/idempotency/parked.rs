@@ -444,3 +444,103 @@ async fn a_payment_whose_record_was_cut_off_gives_its_retry_the_purchase_exactly
     assert_eq!(charged(&app).await, 1, "one charge");
     assert_eq!(app.event(&event_id).await["purchasedTickets"], 2);
 }
+
+/// Makes `key`'s claim look like one whose process died before it could park it on its
+/// payment: in progress, unparked, claimed ten minutes ago (so stale).
+async fn as_if_its_process_died(app: &TestApp, key: &str) {
+    sqlx::query(
+        "UPDATE idempotency_keys SET awaiting_allocation = NULL, awaiting_reference = NULL, \
+         claimed_at = now() - interval '10 minutes' WHERE key = $1",
+    )
+    .bind(key)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+/// A keyed payment's reference is derived from its claim's attempt, so a retry that takes
+/// over the claim of an attempt whose process died (stale, never parked) resolves that
+/// attempt's payment first, as a parked one is: charged and settled by recovery, the retry
+/// gets the purchase (not 409 `INVALID_STATUS` from paying again); still pending, 503 and
+/// the key parked on it, then the purchase once recovery settles it. One charge each.
+#[tokio::test]
+async fn a_retry_that_takes_over_the_key_of_a_payment_whose_process_died_gets_its_purchase() {
+    let app = spawn_app_with(&RECOVERY_BY_HAND).await;
+    let token = "tok_lostAfterCharge";
+    let (settled_event, settled_hold, settled_buyer) =
+        app.event_with_hold("Died, then settled", 10, 2).await;
+    let (pending_event, pending_hold, pending_buyer) =
+        app.event_with_hold("Died, still pending", 10, 1).await;
+    for (hold, buyer, key) in [
+        (&settled_hold, &settled_buyer, "died-settled"),
+        (&pending_hold, &pending_buyer, "died-pending"),
+    ] {
+        assert_unavailable(&keyed_pay(&app, hold, buyer, key, token).await);
+        let (reference, _) = assert_charged_and_parked(&app, hold, key).await;
+        let attempt: uuid::Uuid =
+            sqlx::query_scalar("SELECT attempt FROM idempotency_keys WHERE key = $1")
+                .bind(key)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        let hold_id = uuid::Uuid::parse_str(hold).unwrap();
+        assert_eq!(
+            reference,
+            format!("pay_{}_{}", hold_id.simple(), attempt.simple()),
+            "the reference names the attempt"
+        );
+    }
+
+    // Abandoned while its payment is still pending: the retry that takes the claim over
+    // does not pay again; it answers 503 and parks the key on the dead attempt's payment.
+    as_if_its_process_died(&app, "died-pending").await;
+    let pending_reference = app.allocation_row(&pending_hold).await.payment_reference;
+    assert_unavailable(
+        &keyed_pay(&app, &pending_hold, &pending_buyer, "died-pending", token).await,
+    );
+    let (state, awaiting, awaiting_reference) = parked_key(&app, "died-pending").await;
+    assert_eq!(
+        (state.as_str(), awaiting, awaiting_reference),
+        (
+            "in_progress",
+            Some(uuid::Uuid::parse_str(&pending_hold).unwrap()),
+            pending_reference.clone()
+        ),
+        "parked on the dead attempt's payment"
+    );
+    let still = app.allocation_row(&pending_hold).await;
+    assert_eq!(
+        (still.status.as_str(), still.payment_reference),
+        ("payment_pending", pending_reference)
+    );
+
+    // Recovery settles both payments charged.
+    assert_eq!(recover_payments(&app).await, 2);
+    let (status, paid, replayed, _) =
+        keyed_pay(&app, &pending_hold, &pending_buyer, "died-pending", token).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{paid}");
+    assert_eq!(paid["status"], "purchased", "{paid}");
+
+    // Abandoned after recovery bought its hold: the retry that takes the claim over gets
+    // the purchase, and later retries its replay.
+    let settled = app.allocation_row(&settled_hold).await;
+    assert_eq!(settled.status, "purchased");
+    as_if_its_process_died(&app, "died-settled").await;
+    let (status, paid, replayed, _) =
+        keyed_pay(&app, &settled_hold, &settled_buyer, "died-settled", token).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{paid}");
+    assert_eq!(paid["status"], "purchased", "{paid}");
+    assert_eq!(
+        paid["confirmationCode"].as_str(),
+        settled.confirmation_code.as_deref(),
+        "{paid}"
+    );
+    let (status, again, replayed, _) =
+        keyed_pay(&app, &settled_hold, &settled_buyer, "died-settled", token).await;
+    assert_eq!((status, replayed), (StatusCode::OK, true), "{again}");
+    assert_eq!(again, paid, "the purchase, replayed whole");
+
+    assert_eq!(app.event(&settled_event).await["purchasedTickets"], 2);
+    assert_eq!(app.event(&pending_event).await["purchasedTickets"], 1);
+    assert_eq!(charged(&app).await, 2, "one charge per payment");
+}
