@@ -351,8 +351,10 @@ where
 /// the payment may have been charged, so a retry must learn its outcome from the allocation
 /// rather than run again.
 /// Tried like [`finish`]'s write. If it never succeeds, the claim stays in progress, unparked:
-/// it is taken over once stale, and the retry then finds the hold `payment_pending` or settled
-/// and is refused 409 INVALID_STATUS.
+/// it is taken over once stale ([`Attempt::TakenOver`]), and the retry looks for the payment
+/// of the attempt that held the claim under the reference derived from its id; a payment
+/// under another reference (this claim's attempt was itself a takeover, or unparked the
+/// claim) is not found, and the retry is refused 409 INVALID_STATUS.
 pub async fn park(pool: &PgPool, claim: &Claim, payment: &ParkedPayment) {
     settle("park an idempotency claim", || {
         db::idempotency::park(pool, claim, payment.allocation, &payment.reference)

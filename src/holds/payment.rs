@@ -161,7 +161,9 @@ impl Settler {
 /// outcome is recorded, whether that record committed is: either way the error is
 /// `PaymentOutcomeUnknown`, so that a keyed request's claim is parked on this payment. A
 /// keyed retry that finds its claim parked (`record`'s [`Recorder::parked`]) first resolves
-/// that payment (see [`resolve_parked`]) and pays afresh only if it was not charged.
+/// that payment (see [`resolve_parked`]) and pays afresh only if it was not charged; one that
+/// took over the claim of an attempt that died ([`Recorder::abandoned_by`]) first resolves
+/// that attempt's payment the same way, found under the reference derived from its id.
 /// `recovery_window` is how long after a payment begins recovery may take to settle it
 /// (`Sweeper::recovery_window`): the error says when that is.
 pub async fn pay(
@@ -197,7 +199,8 @@ pub async fn pay(
     }
     // A keyed attempt's reference is derived from its claim's id, so that an attempt taking
     // over its claim can find its payment. A claim that was parked keeps the id of the attempt
-    // that parked it, whose reference is spent: a fresh one then, as for an unkeyed payment.
+    // that held it when it parked, whose derived reference may be spent at the provider: a
+    // fresh one then, as for an unkeyed payment.
     let reference = match record {
         Some(recorder) if recorder.parked().is_none() => {
             payment::attempt_reference(id, recorder.claim().attempt)
