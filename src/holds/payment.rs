@@ -278,20 +278,20 @@ async fn resolve_earlier(
     recovery_window: Duration,
     id: Uuid,
     buyer: &FingerprintHash,
-    parked: &ParkedPayment,
+    earlier: &ParkedPayment,
     recorder: &Recorder<Allocation>,
 ) -> Result<Option<Allocation>> {
-    if parked.allocation != id {
+    if earlier.allocation != id {
         return Err(Error::internal(format!(
-            "a payment key for allocation {id} is parked on allocation {}",
-            parked.allocation
+            "a payment key for allocation {id} names a payment of allocation {}",
+            earlier.allocation
         )));
     }
     // No lock: a settled payment's outcome never changes, and an unsettled one is only
     // reported as unsettled, so a read that is a moment old answers truly.
     let pool = &settler.pool;
     let allocation = get(pool, &settler.signer, id, buyer).await?;
-    let this_payment = allocation.payment_reference.as_deref() == Some(parked.reference.as_str());
+    let this_payment = allocation.payment_reference.as_deref() == Some(earlier.reference.as_str());
     match allocation.status {
         AllocationStatus::Purchased if this_payment => {
             let mut tx = pool.begin().await?;

@@ -229,8 +229,7 @@ async fn a_client_that_half_closes_still_gets_its_stream_and_its_updates() {
     let (status, hold) = app.purchase(id, 2, "first").await;
     assert_eq!(status, StatusCode::CREATED, "{hold}");
 
-    let url = app.url("/");
-    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let address = app.socket_address();
     let mut socket = TcpStream::connect(address).await.unwrap();
     let request = format!("GET /events/{id}/stream HTTP/1.1\r\nHost: {address}\r\n\r\n");
     socket.write_all(request.as_bytes()).await.unwrap();

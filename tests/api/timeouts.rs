@@ -256,8 +256,7 @@ async fn sessions_stay_read_committed_on_a_database_whose_default_is_serializabl
 #[tokio::test]
 async fn a_request_never_finished_does_not_hold_up_shutdown() {
     let app = spawn_app_with(&["--request-timeout-ms", "500"]).await;
-    let url = app.url("/");
-    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let address = app.socket_address();
     let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut stalled, b"GET /health HTTP/1.1\r\n")
         .await
@@ -287,8 +286,7 @@ async fn a_body_that_stops_arriving_is_a_408_and_makes_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let app = spawn_app_with(&["--request-timeout-ms", "500"]).await;
-    let url = app.url("/");
-    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let address = app.socket_address();
     let body = r#"{"name":"Never sent whole","date":"2030-01-01T20:00:00Z","totalTickets":5}"#;
     let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
     let head = format!(

@@ -39,6 +39,11 @@ impl Api {
         format!("{}{}", self.address, path)
     }
 
+    /// `127.0.0.1:PORT`, for tests that speak HTTP over a raw socket.
+    pub fn socket_address(&self) -> &str {
+        self.address.trim_start_matches("http://")
+    }
+
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))
     }
