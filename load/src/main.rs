@@ -8,8 +8,8 @@ use boxoffice_load::{
 use clap::{Parser, Subcommand};
 
 /// mimalloc, as the server: the tool runs on the machine it measures, and with glibc's
-/// malloc, reading 10,000 streams' messages spent about an eighth of its CPU allocating and freeing
-/// (docs/performance.md), CPU the server it measures then lacks.
+/// malloc, reading 10,000 streams' messages spent about an eighth of its CPU allocating and
+/// freeing (docs/performance.md), CPU the server it measures then lacks.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -48,6 +48,13 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// the last answers to slow readers.
 const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
+/// The largest request head (request line and headers, through the blank line) served, in
+/// bytes: 64 KiB, eight times nginx's default for one header line, so any real client fits.
+/// A longer head is answered 431 by hyper, without a body, and its connection closed
+/// (docs/errors.md). Without it hyper's bound is its read buffer's upper bound, about 408
+/// KiB, and in practice whatever its last read brought in past it.
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, asks every
 /// open connection to finish its response in flight and close, and returns once all have,
 /// or after `request_timeout` (the router's, after which every request has its answer) plus
@@ -63,7 +70,9 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let mut connection = http1::Builder::new();
-    connection.half_close(true);
+    connection
+        .half_close(true)
+        .max_header_size(MAX_REQUEST_HEAD);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {

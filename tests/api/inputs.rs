@@ -551,3 +551,51 @@ async fn json_errors_never_name_the_apps_rust_types() {
         }
     }
 }
+
+/// Sends `head` on a connection of its own and reads the answer until the server closes.
+async fn raw_answer(app: &TestApp, head: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut connection = tokio::net::TcpStream::connect(app.socket_address())
+        .await
+        .unwrap();
+    connection.write_all(head).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        connection.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answered and closed")
+    .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A request head of 64 KiB (request line and headers through the blank line, 65,536 bytes)
+/// is served; one byte more of head is refused 431 by the HTTP server, before the
+/// application sees it. The longer head is sent unfinished, so the server has read all of
+/// it when it answers (an unread byte would turn its close into a reset).
+#[tokio::test]
+async fn a_request_head_of_64_kib_is_served_and_a_longer_one_is_431() {
+    const LIMIT: usize = 64 * 1024;
+    let app = spawn_app().await;
+    let start = format!(
+        "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nX-Padding: ",
+        app.socket_address()
+    );
+    let end = "\r\n\r\n";
+
+    let mut at_the_edge = start.clone().into_bytes();
+    at_the_edge.resize(LIMIT - end.len(), b'a');
+    at_the_edge.extend_from_slice(end.as_bytes());
+    assert_eq!(at_the_edge.len(), LIMIT);
+    let answer = raw_answer(&app, &at_the_edge).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:.200}");
+
+    // All 64 KiB sent and the head not finished: it is longer than the limit.
+    let mut past_the_edge = start.into_bytes();
+    past_the_edge.resize(LIMIT, b'a');
+    let answer = raw_answer(&app, &past_the_edge).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer:.200}");
+    app.stop().await;
+}
