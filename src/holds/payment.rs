@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Tx, apply, commit, ensure_holder, expire, fill_admissions, get, lock_hold};
@@ -207,7 +208,25 @@ pub async fn pay(
         }
         _ => payment::new_reference(id),
     };
-    let pending = begin_payment(settler, id, buyer, &reference).await?;
+    let pending = match begin_payment(settler, id, buyer, &reference).await {
+        Ok(pending) => pending,
+        // Step one cut off by the database going away (a failover: the connection died with
+        // its statement in flight) may have committed, leaving the hold `payment_pending`
+        // under this reference. A keyed request's claim is then parked on this payment, as
+        // for a provider failure, so that a retry learns its outcome from recovery rather
+        // than begin afresh and be refused `INVALID_STATUS` by it; if it never began, the
+        // retry finds the hold `reserved` and pays. (An unkeyed request has no claim: its
+        // 503 stays the plain one.)
+        Err(Error::ServiceUnavailable) if record.is_some() => {
+            tracing::warn!(allocation = %id, %reference, "beginning a payment was cut off; left for recovery");
+            return Err(Error::PaymentOutcomeUnknown {
+                allocation: id,
+                reference,
+                settled_by: OffsetDateTime::now_utc() + recovery_window,
+            });
+        }
+        Err(err) => return Err(err),
+    };
 
     // No lock is held here. If this process dies now, the sweeper finds the allocation in
     // payment_pending and settles it from the provider's record (see `recover_payment`). A

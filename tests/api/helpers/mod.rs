@@ -10,13 +10,15 @@
 //!   promise made to them;
 //! - [`sse`]: the Server-Sent Events reader;
 //! - [`assertions`]: counts that balance, the error shape, polling;
-//! - [`blocker`]: a transaction that holds row locks while requests are sent.
+//! - [`blocker`]: a transaction that holds row locks while requests are sent;
+//! - [`db_proxy`]: a proxy between an app and its database that loses answers on command.
 
 mod api;
 mod app;
 mod assertions;
 mod blocker;
 mod database;
+mod db_proxy;
 mod process;
 mod sse;
 mod storm;
@@ -26,6 +28,7 @@ pub use app::*;
 pub use assertions::*;
 pub use blocker::*;
 pub use database::*;
+pub use db_proxy::*;
 pub use process::*;
 pub use sse::*;
 pub use storm::*;

@@ -6,7 +6,10 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Blocker, TestApp, assert_error, spawn_app_on, spawn_app_with};
+use crate::helpers::{
+    Blocker, DbProxy, PER_REQUEST, TestApp, assert_error, eventually, fresh_database, spawn_app_on,
+    spawn_app_with,
+};
 
 /// Payment recovery after one second; the app's own sweeper never runs during the test, so
 /// the test decides when recovery happens (`sweep_once`).
@@ -543,4 +546,68 @@ async fn a_retry_that_takes_over_the_key_of_a_payment_whose_process_died_gets_it
     assert_eq!(app.event(&settled_event).await["purchasedTickets"], 2);
     assert_eq!(app.event(&pending_event).await["purchasedTickets"], 1);
     assert_eq!(charged(&app).await, 2, "one charge per payment");
+}
+
+/// Step one of a keyed payment commits (`payment_pending` under the reference derived from
+/// its attempt), and the database goes away before the answer reaches the app, as when a
+/// primary dies just after a commit. The request cannot know whether its step committed, so
+/// its key is parked on that payment, as for a provider failure: a retry learns that the
+/// outcome is unknown (503), not 409 `INVALID_STATUS` from beginning afresh while this
+/// payment is pending (as the failover run of 2 December found, when such a failure released
+/// the key). Once recovery has settled the payment (never charged), a retry pays, once.
+#[tokio::test]
+async fn a_payment_whose_first_step_was_cut_off_after_its_commit_parks_its_key() {
+    let options = fresh_database().await;
+    let proxy = DbProxy::start(&options).await;
+    // One payment at a time: step one is then one statement, and one round trip.
+    let flags = [PER_REQUEST, &RECOVERY_BY_HAND[..]].concat();
+    let app = spawn_app_on(&proxy.options(&options), &flags).await;
+    let direct = sqlx::PgPool::connect_with(options.clone()).await.unwrap();
+    let (_, hold, buyer) = app.event_with_hold("Cut off after step one", 10, 2).await;
+
+    // Step one waits behind the hold's row lock, held here, so the test knows when its
+    // statement is in flight; the database's answers are then held back, the lock let go,
+    // and once the statement has committed its connection is cut.
+    let mut blocker = Blocker::begin(&direct).await;
+    blocker.lock_allocation(&hold).await;
+    let hold_id = uuid::Uuid::parse_str(&hold).unwrap();
+    let cut_off = async {
+        blocker.wait_for_waiters(1).await;
+        proxy.freeze_answers();
+        blocker.release().await;
+        eventually("step one commits", Duration::from_secs(10), || async {
+            let status: String =
+                sqlx::query_scalar("SELECT status FROM ticket_allocations WHERE id = $1")
+                    .bind(hold_id)
+                    .fetch_one(&direct)
+                    .await
+                    .unwrap();
+            (status == "payment_pending").then_some(())
+        })
+        .await;
+        proxy.cut_and_thaw();
+    };
+    let (first, ()) = tokio::join!(
+        keyed_pay(&app, &hold, &buyer, "pay-step-one", "tok_visa"),
+        cut_off
+    );
+    assert_unavailable(&first);
+    let begun = app.allocation_row(&hold).await.payment_reference.unwrap();
+    let parked = parked_key(&app, "pay-step-one").await;
+    assert_eq!(
+        parked,
+        ("in_progress".to_owned(), Some(hold_id), Some(begun)),
+        "parked on the payment step one began"
+    );
+
+    // Until recovery, the retry learns that the outcome is unknown, and begins nothing.
+    assert_unavailable(&keyed_pay(&app, &hold, &buyer, "pay-step-one", "tok_visa").await);
+    assert_eq!(charged(&app).await, 0);
+
+    assert_eq!(recover_payments(&app).await, 1);
+    let (status, paid, replayed, _) =
+        keyed_pay(&app, &hold, &buyer, "pay-step-one", "tok_visa").await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{paid}");
+    assert_eq!(paid["status"], "purchased", "{paid}");
+    assert_eq!(charged(&app).await, 1, "one charge");
 }
