@@ -53,7 +53,7 @@ const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 /// A longer head is answered 431 by hyper, without a body, and its connection closed
 /// (docs/errors.md). Without it hyper's bound is its read buffer's upper bound, about 408
 /// KiB, and in practice whatever its last read brought in past it.
-pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, asks every
 /// open connection to finish its response in flight and close, and returns once all have,

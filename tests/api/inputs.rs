@@ -552,25 +552,6 @@ async fn json_errors_never_name_the_apps_rust_types() {
     }
 }
 
-/// Sends `head` on a connection of its own and reads the answer until the server closes.
-async fn raw_answer(app: &TestApp, head: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let mut connection = tokio::net::TcpStream::connect(app.socket_address())
-        .await
-        .unwrap();
-    connection.write_all(head).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        connection.read_to_end(&mut answer),
-    )
-    .await
-    .expect("answered and closed")
-    .unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 /// A request head of 64 KiB (request line and headers through the blank line, 65,536 bytes)
 /// is served; one byte more of head is refused 431 by the HTTP server, before the
 /// application sees it. The longer head is sent unfinished, so the server has read all of
@@ -589,13 +570,13 @@ async fn a_request_head_of_64_kib_is_served_and_a_longer_one_is_431() {
     at_the_edge.resize(LIMIT - end.len(), b'a');
     at_the_edge.extend_from_slice(end.as_bytes());
     assert_eq!(at_the_edge.len(), LIMIT);
-    let answer = raw_answer(&app, &at_the_edge).await;
+    let answer = app.raw_answer(&at_the_edge).await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:.200}");
 
     // All 64 KiB sent and the head not finished: it is longer than the limit.
     let mut past_the_edge = start.into_bytes();
     past_the_edge.resize(LIMIT, b'a');
-    let answer = raw_answer(&app, &past_the_edge).await;
+    let answer = app.raw_answer(&past_the_edge).await;
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer:.200}");
     app.stop().await;
 }

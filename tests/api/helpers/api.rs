@@ -44,6 +44,23 @@ impl Api {
         self.address.trim_start_matches("http://")
     }
 
+    /// Sends `bytes` on a connection of its own and reads until the server closes it (within
+    /// 10 s): the raw answer, for what a client library would not send or would hide.
+    pub async fn raw_answer(&self, bytes: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let mut connection = tokio::net::TcpStream::connect(self.socket_address())
+            .await
+            .unwrap();
+        connection.write_all(bytes).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), connection.read_to_end(&mut answer))
+            .await
+            .expect("answered and closed within 10 s")
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))
     }
