@@ -44,6 +44,12 @@ pub enum Error {
     /// The database or the payment provider cannot be reached now; worth a retry.
     #[error("the service is temporarily unavailable")]
     ServiceUnavailable,
+    /// The database went away with a statement of this request in flight, so what it asked
+    /// for may have been done, a commit included (`db::error::DbFailure::CutOff`). Answered
+    /// as `ServiceUnavailable`; a payment's first step tells it apart (see
+    /// `holds::payment::pay`).
+    #[error("the service is temporarily unavailable")]
+    DatabaseCutOff,
     /// The payment provider failed while charging this payment: whether it charged is
     /// unknown until recovery settles it. Answered like `ServiceUnavailable`, but a keyed
     /// request's claim is parked on the payment rather than released.
@@ -88,6 +94,10 @@ impl From<sqlx::Error> for Error {
             DbFailure::Unreachable => {
                 tracing::warn!(error = %err, "database unavailable");
                 Error::ServiceUnavailable
+            }
+            DbFailure::CutOff => {
+                tracing::warn!(error = %err, "database connection cut off");
+                Error::DatabaseCutOff
             }
             DbFailure::ConnectionLoss => Error::ServiceUnavailable,
             DbFailure::Conflict(Conflict::EventNameDate) => Error::EventExists,

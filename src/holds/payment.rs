@@ -216,8 +216,10 @@ pub async fn pay(
         // for a provider failure, so that a retry learns its outcome from recovery rather
         // than begin afresh and be refused `INVALID_STATUS` by it; if it never began, the
         // retry finds the hold `reserved` and pays. (An unkeyed request has no claim: its
-        // 503 stays the plain one.)
-        Err(Error::ServiceUnavailable) if record.is_some() => {
+        // 503 stays the plain one.) A step one that surely did nothing (no connection to be
+        // had, or the database's own refusal: a lock or statement timeout, a shutdown) is
+        // the plain 503, and its claim is released.
+        Err(Error::DatabaseCutOff) if record.is_some() => {
             tracing::warn!(allocation = %id, %reference, "beginning a payment was cut off; left for recovery");
             return Err(Error::PaymentOutcomeUnknown {
                 allocation: id,
@@ -256,7 +258,7 @@ pub async fn pay(
     // 500, as everywhere; its claim is released.)
     let settled = match settler.settle(pending.event_id, request).await {
         Ok(settled) => settled,
-        Err(Error::ServiceUnavailable) => {
+        Err(Error::ServiceUnavailable | Error::DatabaseCutOff) => {
             tracing::warn!(allocation = %id, %reference, "recording a payment's outcome was cut off; left for recovery");
             return Err(outcome_unknown(&pending, recovery_window));
         }

@@ -611,3 +611,47 @@ async fn a_payment_whose_first_step_was_cut_off_after_its_commit_parks_its_key()
     assert_eq!(paid["status"], "purchased", "{paid}");
     assert_eq!(charged(&app).await, 1, "one charge");
 }
+
+/// A keyed payment whose step one the database refused did nothing, so its key is not
+/// parked: here the hold's row is locked elsewhere past `--lock-timeout-ms`, the statement
+/// fails with a lock timeout, and the answer is the plain 503 (`Retry-After: 1`, not the
+/// recovery window), the key released. The retry, once the lock is gone, pays at once. (Red
+/// when every failure of step one parks the key, as the fix of 2 December first did: its
+/// retry was told to wait a minute for a payment that never began.)
+#[tokio::test]
+async fn a_payment_whose_first_step_the_database_refused_releases_its_key() {
+    let flags = [
+        PER_REQUEST,
+        &RECOVERY_BY_HAND[..],
+        &["--lock-timeout-ms", "200"],
+    ]
+    .concat();
+    let app = spawn_app_with(&flags).await;
+    let (_, hold, buyer) = app.event_with_hold("Refused at step one", 10, 2).await;
+
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_allocation(&hold).await;
+    let first = keyed_pay(&app, &hold, &buyer, "pay-refused", "tok_visa").await;
+    assert_unavailable_for(&first, 1..=1);
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT state FROM idempotency_keys WHERE key = $1")
+            .bind("pay-refused")
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, None, "the key released");
+    let row = app.allocation_row(&hold).await;
+    assert_eq!(
+        (row.status.as_str(), row.payment_reference),
+        ("reserved", None),
+        "step one did nothing"
+    );
+    assert_eq!(charged(&app).await, 0);
+
+    blocker.release().await;
+    let (status, paid, replayed, _) =
+        keyed_pay(&app, &hold, &buyer, "pay-refused", "tok_visa").await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{paid}");
+    assert_eq!(paid["status"], "purchased", "{paid}");
+    assert_eq!(charged(&app).await, 1, "one charge");
+}
