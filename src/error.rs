@@ -50,6 +50,20 @@ pub enum Error {
     /// `holds::payment::pay`).
     #[error("the service is temporarily unavailable")]
     DatabaseCutOff,
+    /// A refund was left `pending`: the provider failed while refunding it, or the database
+    /// went away while it was begun or recorded. Recovery settles it; a retry with the same
+    /// key resumes it (the refund's reference is derived from the key). Answered like
+    /// `ServiceUnavailable` (`Retry-After: 1`), but a keyed request's claim is parked on the
+    /// refund rather than released, so that the key stays this request's: no other request
+    /// can take it while the refund it began may still complete.
+    #[error("the service is temporarily unavailable")]
+    RefundOutcomeUnknown {
+        /// The order refunded.
+        allocation: uuid::Uuid,
+        /// The refund's reference, or the request's reference prefix when step one was cut
+        /// off before it was known.
+        reference: String,
+    },
     /// The payment provider failed while charging this payment: whether it charged is
     /// unknown until recovery settles it. Answered like `ServiceUnavailable`, but a keyed
     /// request's claim is parked on the payment rather than released.

@@ -285,6 +285,9 @@ async fn read(
 ) {
     let mut buffer = Vec::<u8>::new();
     let mut first = true;
+    // A message sent for check-ins alone repeats the sale change it shows: its delay was
+    // counted with the message that first carried that change.
+    let mut last_change = None;
     loop {
         let chunk = match response.chunk().await {
             Ok(Some(chunk)) => chunk,
@@ -301,8 +304,11 @@ async fn read(
             let Some(data) = data else {
                 continue; // a keep-alive comment
             };
-            let delay = changed_at(&data)
+            let change = changed_at(&data);
+            let delay = change
+                .filter(|changed| Some(*changed) != last_change)
                 .map(|changed| (arrived - changed).whole_microseconds().max(0) as u64);
+            last_change = change.or(last_change);
             {
                 let mut record = heard.lock().expect("a stream's record");
                 record.messages += 1;

@@ -258,7 +258,7 @@ pub async fn lock(
     let row = sqlx::query(concat!(
         "SELECT ",
         allocation_columns!(),
-        ", expires_at <= clock_timestamp() AS lapsed FROM ticket_allocations WHERE id = $1 FOR UPDATE"
+        ", expires_at <= clock_timestamp() AS lapsed FROM ticket_allocations WHERE id = $1 FOR NO KEY UPDATE"
     ))
     .bind(id)
     .fetch_optional(conn)
@@ -285,7 +285,7 @@ pub async fn lock_many(
         "SELECT ",
         allocation_columns!(),
         ", expires_at <= clock_timestamp() AS lapsed FROM ticket_allocations \
-         WHERE id = ANY($2) AND (event_id = $1) IS TRUE ORDER BY id FOR UPDATE"
+         WHERE id = ANY($2) AND (event_id = $1) IS TRUE ORDER BY id FOR NO KEY UPDATE"
     ))
     .bind(event_id)
     .bind(ids)
@@ -382,8 +382,8 @@ pub async fn begin_payment(
 /// The `reserved` holds asked for are locked first (the `MATERIALIZED` CTE), skipping any
 /// row another transaction holds: the statement never waits for a lock, so it is in no cycle
 /// of waits, and one busy hold does not hold up the batch. A skipped hold is not returned,
-/// and its caller waits for that row alone (`holds::payment::begin_alone`). `FOR UPDATE`, the
-/// strongest row lock, so the `UPDATE` needs no other. A row locked after a concurrent commit
+/// and its caller waits for that row alone (`holds::payment::begin_alone`). `FOR NO KEY
+/// UPDATE`, the lock the `UPDATE` itself takes (no key column changes), so it needs no other. A row locked after a concurrent commit
 /// is judged on its newest version (READ COMMITTED re-checks the conditions of both the lock
 /// and the `UPDATE`), so every decision is made under the row's lock. No count moves, so no
 /// event lock.
@@ -397,7 +397,7 @@ pub async fn begin_payments(
         "WITH locked AS MATERIALIZED ( \
              SELECT id AS locked_id FROM ticket_allocations \
              WHERE id = ANY($1) AND (status = 'reserved') IS TRUE \
-             FOR UPDATE SKIP LOCKED) \
+             FOR NO KEY UPDATE SKIP LOCKED) \
          UPDATE ticket_allocations SET status = 'payment_pending', payment_pending_at = now(), \
              payment_reference = asked.asked_reference, updated_at = now() \
          FROM unnest($1::uuid[], $2::text[], $3::text[]) \
@@ -532,7 +532,7 @@ pub async fn expire_lapsed(
         "WITH lapsed AS ( \
              SELECT id FROM ticket_allocations \
              WHERE event_id = $1 AND status = $3 AND expires_at <= now() \
-             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             ORDER BY expires_at LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED), \
          expired AS ( \
              UPDATE ticket_allocations a \
              SET status = $4, expired_at = now(), updated_at = now() \

@@ -232,11 +232,19 @@ pub async fn sale_read(pool: &PgPool, id: Uuid) -> Result<Option<SaleRead>, sqlx
 /// Takes the event's row lock for the rest of the transaction and returns the row as it is
 /// now. Every transaction that changes an event's counts or its allocations calls this
 /// first: one lock order (event, then allocations) everywhere is what rules out deadlocks.
+///
+/// The lock is `FOR NO KEY UPDATE`, like every row lock the app takes: it excludes every
+/// other writer of the row as `FOR UPDATE` would (no key of ours ever changes), but not the
+/// `FOR KEY SHARE` that PostgreSQL takes on it to check a foreign key. A transaction that
+/// inserts a row referencing the event (a check-in's conflict, say) while holding locks of
+/// its own therefore never waits for an event's lock holder, which could be waiting for
+/// those very locks (a refund revoking the admissions an upload has locked): a cycle the
+/// lock order cannot see, since that lock is taken by the database, not by our code.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Event>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         event_columns!(),
-        " FROM events WHERE id = $1 FOR UPDATE"
+        " FROM events WHERE id = $1 FOR NO KEY UPDATE"
     ))
     .bind(id)
     .fetch_optional(conn)
@@ -267,7 +275,7 @@ pub async fn lock_for_sale(
         "SELECT ",
         event_columns!(),
         ", clock_timestamp() AS locked_at, catalogue_version, quota_count \
-         FROM events WHERE id = $1 FOR UPDATE"
+         FROM events WHERE id = $1 FOR NO KEY UPDATE"
     ))
     .bind(id)
     .fetch_optional(conn)

@@ -47,7 +47,7 @@ pub async fn lock_for_event(
     sqlx::query_as(concat!(
         "SELECT ",
         quota_columns!(),
-        " FROM quotas q WHERE q.event_id = $1 ORDER BY q.id FOR UPDATE OF q"
+        " FROM quotas q WHERE q.event_id = $1 ORDER BY q.id FOR NO KEY UPDATE OF q"
     ))
     .bind(event_id)
     .fetch_all(conn)

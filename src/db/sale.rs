@@ -46,7 +46,7 @@ struct QuotaRow {
 /// event (types in creation order), in one statement. Call only while holding the event's
 /// row lock (`events::lock_for_sale`): the lock order is the event row, then its quota rows
 /// in id order, then allocation rows. The `locked` CTE takes the quota locks (a `SELECT …
-/// ORDER BY id FOR UPDATE` locks rows in its sort order); the values are read in the same
+/// ORDER BY id FOR NO KEY UPDATE` locks rows in its sort order); the values are read in the same
 /// statement, and no writer can have changed them since its snapshot, since every writer of
 /// quotas or types holds the event lock this transaction holds.
 pub async fn lock_catalogue(
@@ -55,7 +55,7 @@ pub async fn lock_catalogue(
 ) -> Result<(Vec<TicketType>, Vec<Quota>), sqlx::Error> {
     let (types, quotas): (Json<Vec<TypeRow>>, Json<Vec<QuotaRow>>) = sqlx::query_as(
         "WITH locked AS ( \
-             SELECT id FROM quotas WHERE event_id = $1 ORDER BY id FOR UPDATE) \
+             SELECT id FROM quotas WHERE event_id = $1 ORDER BY id FOR NO KEY UPDATE) \
          SELECT \
            coalesce((SELECT json_agg(json_build_object( \
                'id', t.id, 'name', t.name, 'description', t.description, 'price', t.price, \

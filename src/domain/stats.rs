@@ -206,6 +206,16 @@ impl StatsMessage {
         }
     }
 
+    /// This message as built again at `timestamp` with `checked_in` admissions: a check-in
+    /// moves no sale count and sends no notification (it is counted, see `live`), so the sale
+    /// part, its `lastEvent` and `changedAt` included, is the last one heard.
+    pub fn with_checked_in(&self, checked_in: u64, timestamp: OffsetDateTime) -> Self {
+        let mut message = self.clone();
+        message.statistics.checked_in = checked_in;
+        message.timestamp = to_stored_precision(timestamp);
+        message
+    }
+
     /// The snapshot message of an event as read from the database (no change behind it),
     /// with its types' availability and its check-ins read in the same statement.
     pub fn snapshot(

@@ -31,8 +31,10 @@ use crate::payment::{self, PaymentProvider, RefundOutcome};
 /// `signer`.
 ///
 /// Errors: `NotFound`; `InvalidStatus` (not `purchased`); `Validation` (a line names no line
-/// of the order); `RefundExceedsPurchase`; `ServiceUnavailable` when the provider failed:
-/// the refund stays pending and recovery settles it.
+/// of the order); `RefundExceedsPurchase`; `RefundOutcomeUnknown` when the refund was left
+/// pending (the provider failed, or the database went away while the refund was begun or
+/// recorded): recovery settles it, a keyed retry resumes it, and a keyed request's claim is
+/// parked on it (see `http::idempotent`).
 pub async fn refund(
     pool: &PgPool,
     signer: &CodeSigner,
@@ -44,10 +46,30 @@ pub async fn refund(
 ) -> Result<Allocation> {
     let mut tx = pool.begin().await?;
     let begun = begin_refund_in(&mut tx, id, ask, prefix).await;
-    let (pending, allocation) = match commit(tx, begun).await? {
-        Begun::Pending(pending, allocation) => (pending, allocation),
-        // A retry of a refund already settled: the order as it is now.
-        Begun::Settled(allocation) => return read(pool, signer, allocation.id).await,
+    let (pending, allocation) = match commit(tx, begun).await {
+        Ok(Begun::Pending(pending, allocation)) => (pending, allocation),
+        // A retry of a refund already settled: the order as it is now, recorded under the
+        // key (a claim parked on that refund ends here).
+        Ok(Begun::Settled(allocation)) => {
+            let allocation = read(pool, signer, allocation.id).await?;
+            return match record {
+                Some(recorder) => record_settled(pool, allocation, recorder).await,
+                None => Ok(allocation),
+            };
+        }
+        // Step one cut off in flight may have begun a refund under this request's prefix:
+        // the claim is kept for the retry that resumes it.
+        Err(Error::DatabaseCutOff) => {
+            return Err(Error::RefundOutcomeUnknown {
+                allocation: id,
+                reference: prefix.to_owned(),
+            });
+        }
+        Err(err) => return Err(err),
+    };
+    let left_pending = || Error::RefundOutcomeUnknown {
+        allocation: id,
+        reference: pending.reference.clone(),
     };
 
     // No lock is held here. If this process dies now, the sweeper finds the refund pending
@@ -60,11 +82,34 @@ pub async fn refund(
             .await
             .map_err(|err| {
                 tracing::error!(allocation = %id, %reference, error = %err, "refund provider failed; left for recovery");
-                Error::ServiceUnavailable
+                left_pending()
             })?,
         (_, None) => return Err(Error::internal("a purchase without a payment reference")),
     };
-    settle(pool, signer, &pending, outcome, record).await
+    // Recording the outcome cut off (or refused for want of a connection) leaves the refund
+    // pending, as a provider failure does.
+    match settle(pool, signer, &pending, outcome, record).await {
+        Err(Error::ServiceUnavailable | Error::DatabaseCutOff) => {
+            tracing::warn!(allocation = %id, %reference, "recording a refund's outcome failed; left for recovery");
+            Err(left_pending())
+        }
+        other => other,
+    }
+}
+
+/// Records `allocation`, the answer to a refund found settled, under the request's key (as
+/// `recorder` renders it).
+async fn record_settled(
+    pool: &PgPool,
+    allocation: Allocation,
+    recorder: &Recorder<Allocation>,
+) -> Result<Allocation> {
+    let response = recorder.render(&allocation).map_err(Error::internal)?;
+    let mut tx = pool.begin().await?;
+    let recorded = idempotency::record_in(&mut tx, &[(recorder.claim(), response)])
+        .await
+        .map(|()| allocation);
+    commit(tx, recorded).await
 }
 
 /// What step one found or made.

@@ -252,6 +252,7 @@ fn batch_scans(body: BatchRequest) -> Result<Vec<BatchScan>, Error> {
         (status = 400, description = "BAD_REQUEST: malformed JSON; id is not a UUID", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED: no bearer token", body = ErrorBody),
         (status = 403, description = "FORBIDDEN: not a door, organiser or admin token, or a door token of another event", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such event", body = ErrorBody),
         (status = 408, description = "REQUEST_TIMEOUT: the body stopped arriving within the request timeout; the connection is closed", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE: over 640 KiB", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR: no scans or more than 1,000; a scan without code, scannedAt or nonce; a nonce twice in the batch; a malformed gate or nonce", body = ErrorBody),

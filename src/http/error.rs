@@ -327,7 +327,10 @@ pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
         },
         Error::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
         Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),
-        Error::ServiceUnavailable | Error::DatabaseCutOff | Error::PaymentOutcomeUnknown { .. } => {
+        Error::ServiceUnavailable
+        | Error::DatabaseCutOff
+        | Error::RefundOutcomeUnknown { .. }
+        | Error::PaymentOutcomeUnknown { .. } => {
             (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
         }
         Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
@@ -360,9 +363,11 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited {
                 retry_after_seconds,
             } => Some(retry_after_seconds.to_string()),
-            ApiError::App(Error::ServiceUnavailable | Error::DatabaseCutOff) => {
-                Some("1".to_owned())
-            }
+            ApiError::App(
+                Error::ServiceUnavailable
+                | Error::DatabaseCutOff
+                | Error::RefundOutcomeUnknown { .. },
+            ) => Some("1".to_owned()),
             // Retrying a payment of unknown outcome gets this 503 again until recovery has
             // settled it: wait for that, not a second.
             ApiError::App(Error::PaymentOutcomeUnknown { settled_by, .. }) => {

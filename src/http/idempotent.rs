@@ -209,16 +209,24 @@ where
     // A success was recorded by the transaction that made its effect; a refusal is recorded
     // here, as it is answered. A failure gives the claim up, unless it may have had an effect:
     // a payment the provider may have charged keeps the claim, parked on that payment, so
-    // that a retry answers from its outcome and never pays again while it is unknown.
+    // that a retry answers from its outcome and never pays again while it is unknown; a
+    // refund left pending keeps it too, parked on the refund, so that no other request can
+    // take the key while its retry may still resume that refund.
     match &outcome {
         // The claim went to another attempt (two retries of a parked claim raced to take it
         // over, and this one lost): its record or release is that attempt's, not ours.
         Ok(_) | Err(Error::IdempotencyInProgress) => {}
-        Err(Error::PaymentOutcomeUnknown {
-            allocation,
-            reference,
-            ..
-        }) => {
+        Err(
+            Error::PaymentOutcomeUnknown {
+                allocation,
+                reference,
+                ..
+            }
+            | Error::RefundOutcomeUnknown {
+                allocation,
+                reference,
+            },
+        ) => {
             let payment = ParkedPayment {
                 allocation: *allocation,
                 reference: reference.clone(),

@@ -112,8 +112,9 @@ impl Channel {
         let Some((seq, message)) = &self.sale else {
             return;
         };
-        let mut message = message.clone();
-        message.statistics.checked_in = self.checked_in;
+        // Built now: a message published for a check-in alone must not carry the time the
+        // sale part was built, which may be long before (and before the previous message).
+        let message = message.with_checked_in(self.checked_in, OffsetDateTime::now_utc());
         let id = seq + self.checked_in;
         match Published::new(id, &message) {
             Ok(published) => offer(&self.sender, published),
@@ -353,6 +354,56 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::stats::ChangeKind;
+
+    /// The `data` of a published frame, as JSON.
+    fn data(published: &Published) -> serde_json::Value {
+        let frame = std::str::from_utf8(&published.frame).unwrap();
+        let line = frame
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap();
+        serde_json::from_str(line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_message_for_a_check_in_is_built_when_it_is_published() {
+        let hub = LiveStats::new();
+        let event_id = Uuid::nil();
+        let mut subscription = hub.subscribe(event_id);
+        let changed_at = OffsetDateTime::now_utc() - Duration::from_secs(60);
+        hub.publish(&CountsChanged {
+            event_id,
+            total: 10,
+            available: 9,
+            reserved: 0,
+            purchased: 1,
+            waiting_list_length: 0,
+            set_aside: 0,
+            seq: 3,
+            kind: ChangeKind::TicketPurchased,
+            actor: "3fa85f64".into(),
+            ticket_types: Vec::new(),
+            changed_at: Some(changed_at),
+        });
+        let sale = data(&subscription.next().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        hub.record_checked_in(event_id, 1);
+        let check_in = data(&subscription.next().await.unwrap());
+
+        assert_eq!(check_in["statistics"]["checkedIn"], 1);
+        let at = |message: &serde_json::Value| {
+            let text = message["timestamp"].as_str().unwrap();
+            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+        };
+        assert!(
+            at(&check_in) >= at(&sale) + Duration::from_millis(20),
+            "{sale} then {check_in}"
+        );
+        // The sale part is the last one heard, its change included.
+        assert_eq!(check_in["lastEvent"], sale["lastEvent"]);
+        assert_eq!(check_in["changedAt"], sale["changedAt"]);
+    }
 
     #[test]
     fn the_gap_grows_past_the_message_budget_and_shrinks_back() {

@@ -1,7 +1,7 @@
 //! The purchase transaction, for one order or a batch of them:
 //!
 //! 1. begin;
-//! 2. lock the event row (`SELECT … FOR UPDATE`): purchases of one event queue here, so
+//! 2. lock the event row (`SELECT … FOR NO KEY UPDATE`): purchases of one event queue here, so
 //!    each transaction sees the counts the previous one committed; then lock the event's
 //!    quota rows in id order, and read its ticket types (their writers take the event lock
 //!    too, so neither can change until commit). The types come from the instance's
@@ -32,7 +32,7 @@
 //! counters (when the event has a cap), the insert, the update, the keyed record and the
 //! commit, plus the in-memory decision and rendering; never a call to anything but the
 //! database. Isolation is READ COMMITTED: the row locks, not the snapshot, serialize buyers,
-//! and `FOR UPDATE` always returns the latest committed row; every statement after it takes
+//! and a row lock always returns the latest committed row; every statement after it takes
 //! a fresh snapshot. Were the code ever wrong, the CHECK constraints on `events` and `quotas`
 //! still refuse a count below zero or a total that does not balance,
 //! `buyer_tickets_within_cap` refuses a buyer above the cap, and the transaction fails

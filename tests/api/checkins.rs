@@ -749,6 +749,74 @@ async fn two_devices_uploading_the_same_tickets_in_opposite_orders_never_deadloc
     assert_eq!(first.row_count("checkin_conflicts").await, 100);
 }
 
+/// An upload whose scans record conflicts, racing refunds of the same orders, never
+/// deadlocks. The upload locks admissions, then inserts its conflicts, whose key to `events`
+/// makes PostgreSQL lock the event row `FOR KEY SHARE`; a refund locks the event row, then
+/// (by trigger) the admissions it revokes. While the event lock was `FOR UPDATE`, which
+/// conflicts with `FOR KEY SHARE`, the two waited on each other: PostgreSQL broke the cycle,
+/// one of them answered 503, and a refund so broken was left `pending` for recovery (a
+/// helper probing the door found it on 2 December 2026). Row locks are now `FOR NO KEY
+/// UPDATE`, which a foreign key's check does not wait for. Red with the event lock back at
+/// `FOR UPDATE`: 503s and `deadlock detected` in a few rounds.
+#[tokio::test]
+async fn uploads_recording_conflicts_and_refunds_of_the_same_orders_never_deadlock() {
+    let app = app().await;
+    let event_id = event(&app, 1_000).await;
+    for round in 0..8 {
+        let mut orders = Vec::new();
+        for _ in 0..4 {
+            orders.push(bought(&app, &event_id, 5).await);
+        }
+        let codes: Vec<String> = orders.iter().flat_map(|(_, codes)| codes.clone()).collect();
+        // Checked in at the door first, so that every scan uploaded is a conflict.
+        for code in &codes {
+            let (status, body) = scan(&app, &event_id, json!({"code": code, "gate": "door"})).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        let barrier = Arc::new(Barrier::new(7));
+        let mut calls = tokio::task::JoinSet::new();
+        for device in 0..3 {
+            let scans: Vec<Value> = codes
+                .iter()
+                .enumerate()
+                .map(|(i, code)| {
+                    offline(
+                        code,
+                        &format!("dev{device}"),
+                        "2026-01-01T18:00:00Z",
+                        &format!("r{round}-d{device}-{i}"),
+                    )
+                })
+                .collect();
+            let (api, barrier, event_id) = (Api::clone(&app), barrier.clone(), event_id.clone());
+            calls.spawn(async move {
+                barrier.wait().await;
+                ("upload", batch(&api, &event_id, json!(scans)).await)
+            });
+        }
+        for (order, _) in &orders {
+            let (api, barrier, path) = (
+                Api::clone(&app),
+                barrier.clone(),
+                format!("/tickets/{order}/refund"),
+            );
+            calls.spawn(async move {
+                barrier.wait().await;
+                ("refund", admin_post(&api, &path, json!({})).await)
+            });
+        }
+        for (what, (status, body)) in calls.join_all().await {
+            assert_eq!(status, StatusCode::OK, "round {round}, {what}: {body}");
+        }
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM refunds WHERE status = 'pending'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(pending, 0, "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn scan_times_outside_the_date_window_and_unknown_events_change_nothing() {
     let app = app().await;

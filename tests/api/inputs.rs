@@ -580,3 +580,78 @@ async fn a_request_head_of_64_kib_is_served_and_a_longer_one_is_431() {
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer:.200}");
     app.stop().await;
 }
+
+/// U+0000 cannot be stored in PostgreSQL's text: a body holding it in any string, at any
+/// depth, is refused 422 `VALIDATION_ERROR` naming the field, and nothing changes. Before,
+/// a ticket type's description holding it was a 500, and a payment token holding it began
+/// the payment (the provider's ledger refused the token) and left the hold `payment_pending`
+/// for recovery, a minute without a way to pay. A backslash followed by `u0000` is text
+/// like any other and round-trips. (Red without `http::extract`'s guard: 500, and 503 for
+/// the payment.)
+#[tokio::test]
+async fn a_string_holding_u0000_is_refused_wherever_it_is_and_changes_nothing() {
+    let app = spawn_app().await;
+    let (event_id, hold, buyer) = app.event_with_hold("Nul bytes", 10, 1).await;
+    let types = format!("/events/{event_id}/ticket-types");
+    let refused = |body: &Value, field: &str| {
+        assert_eq!(body["code"], "VALIDATION_ERROR", "{body}");
+        assert_eq!(body["details"][0]["field"], field, "{body}");
+    };
+
+    let (status, body) = app
+        .post_json(
+            &types,
+            json!({"name": "Balcony", "price": 100, "description": "a\u{0}b"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    refused(&body, "description");
+    let (status, body) = app
+        .post_json(
+            &types,
+            json!({"name": "Balcony", "price": 100, "description": "a\\u0000b"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["description"], "a\\u0000b", "{body}");
+    let patch = format!("{types}/{}", id_of(&body));
+    let (status, body) = app
+        .send(
+            app.request(Method::PATCH, &patch)
+                .json(&json!({"description": "\u{0}"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    refused(&body, "description");
+    let (_, listed) = app.get(&types).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+
+    let (status, body) = app
+        .send(
+            app.pay_request(&hold, &buyer, None)
+                .json(&json!({"paymentToken": "tok\u{0}visa"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    refused(&body, "paymentToken");
+    assert_eq!(app.allocation_row(&hold).await.status, "reserved");
+    let (status, body) = app.pay(&hold, &buyer, Some("tok_visa")).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (StatusCode::OK, &json!("purchased")),
+        "{body}"
+    );
+
+    // At any depth, in an array, even in a field the route ignores.
+    let holds = app.row_count("ticket_allocations").await;
+    let (status, body) = app
+        .send(
+            app.request(Method::POST, &format!("/events/{event_id}/tickets"))
+                .header("X-Device-Fingerprint", new_fingerprint())
+                .json(&json!({"quantity": 1, "note": {"list": ["fine", "a\u{0}"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    refused(&body, "note.list[1]");
+    assert_eq!(app.row_count("ticket_allocations").await, holds);
+}

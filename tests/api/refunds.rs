@@ -500,3 +500,85 @@ async fn a_refund_the_provider_fails_is_settled_by_recovery_and_then_retried() {
         (StatusCode::OK, &json!("refunded"))
     );
 }
+
+/// A keyed refund left pending (the provider failed) keeps its key: the claim is parked on
+/// the refund, so another request with that key, of another order or with another body, is
+/// refused 422 `IDEMPOTENCY_KEY_REUSED` and refunds nothing, while the same request resumes
+/// the refund and, once it goes through, is recorded under the key. Before, the failure
+/// released the key: another order's refund took it and was done, and the first order's
+/// retry was then refused as a reuse, its refund still pending (found by a helper probing
+/// the API on 2 December 2026). Red with the refund's failure answered as a plain 503.
+#[tokio::test]
+async fn a_refund_left_pending_keeps_its_key_from_every_other_request() {
+    let app = app().await;
+    let (event_id, ga, _, _) = priced_event(&app, 10, "EUR", 1_000, 1, 5).await;
+    let (first, _) = bought(
+        &app,
+        &event_id,
+        &[(&ga, 2)],
+        Some("tok_refundUnreachableOnce"),
+    )
+    .await;
+    let (second, _) = bought(&app, &event_id, &[(&ga, 1)], Some("tok_visa")).await;
+    let (first, second) = (id_of(&first), id_of(&second));
+    let keyed = |order: &str, body: Value| {
+        app.request(Method::POST, &format!("/tickets/{order}/refund"))
+            .header("Authorization", format!("Bearer {ADMIN}"))
+            .header("Idempotency-Key", "one-refund-key")
+            .json(&body)
+    };
+
+    let (status, body) = app.send(keyed(&first, json!({}))).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    );
+    for (order, body) in [(&second, json!({})), (&first, json!({"reason": "other"}))] {
+        let (status, answer) = app.send(keyed(order, body)).await;
+        assert_error(
+            status,
+            &answer,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "IDEMPOTENCY_KEY_REUSED",
+        );
+    }
+    let status_of = |order: &str| {
+        let order = order.to_owned();
+        let pool = app.pool.clone();
+        async move {
+            let id = uuid::Uuid::parse_str(&order).unwrap();
+            sqlx::query_scalar::<_, String>("SELECT status FROM ticket_allocations WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(status_of(&second).await, "purchased", "nothing refunded");
+    assert_eq!(refund_rows(&app).await, [("pending".to_owned(), 1)]);
+
+    // Recovery fails the pending refund (the provider never did it); the same request then
+    // refunds afresh, and its answer is the key's from then on.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    boxoffice::sweeper::sweep_once(&app.state.sweeper)
+        .await
+        .unwrap();
+    let (status, done) = app.send(keyed(&first, json!({}))).await;
+    assert_eq!(
+        (status, &done["status"]),
+        (StatusCode::OK, &json!("refunded")),
+        "{done}"
+    );
+    let replay = keyed(&first, json!({})).send().await.unwrap();
+    assert!(replay.headers().contains_key("idempotent-replayed"));
+    let (status, answer) = app.send(keyed(&second, json!({}))).await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "IDEMPOTENCY_KEY_REUSED",
+    );
+    assert_eq!(status_of(&second).await, "purchased");
+}

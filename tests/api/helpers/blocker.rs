@@ -36,9 +36,9 @@ impl Blocker {
         &mut self.tx
     }
 
-    /// Takes the event row lock, as every writing transaction does first.
+    /// Takes the event row lock, in the mode every writing transaction takes it first.
     pub async fn lock_event(&mut self, event_id: &str) {
-        sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE")
+        sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR NO KEY UPDATE")
             .bind(Uuid::parse_str(event_id).unwrap())
             .fetch_one(&mut *self.tx)
             .await
@@ -47,7 +47,7 @@ impl Blocker {
 
     /// Takes an allocation's row lock, and only it (not its event's).
     pub async fn lock_allocation(&mut self, allocation_id: &str) {
-        sqlx::query("SELECT 1 FROM ticket_allocations WHERE id = $1 FOR UPDATE")
+        sqlx::query("SELECT 1 FROM ticket_allocations WHERE id = $1 FOR NO KEY UPDATE")
             .bind(Uuid::parse_str(allocation_id).unwrap())
             .fetch_one(&mut *self.tx)
             .await
