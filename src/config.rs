@@ -139,6 +139,9 @@ pub struct DatabaseArgs {
     pub db_max_connections: u32,
 }
 
+/// Highest `--max-tickets-per-purchase` accepted (see that flag).
+pub const MAX_TICKETS_PER_PURCHASE_LIMIT: i64 = 10_000;
+
 /// Options for `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -155,9 +158,13 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
 
-    /// Most tickets one purchase request may ask for.
+    /// Most tickets one purchase request may ask for, 1 to 10,000. An order is paid, refunded
+    /// and answered whole: each ticket is an admission row made under the event lock and a
+    /// signed code in the answer (a paid order of 10,000 tickets takes about 0.8 s and answers
+    /// 3.3 MB on a 2-core machine). Orders of 300,000 outran the statement timeout: charged,
+    /// and never recorded.
     #[arg(long, env = "BOXOFFICE_MAX_TICKETS_PER_PURCHASE", default_value_t = 10,
-          value_parser = clap::value_parser!(i32).range(1..=1_000_000))]
+          value_parser = clap::value_parser!(i32).range(1..=MAX_TICKETS_PER_PURCHASE_LIMIT))]
     pub max_tickets_per_purchase: i32,
 
     /// Currency of events created without one: an ISO 4217 code (EUR, USD, JPY, …).

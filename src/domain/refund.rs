@@ -106,11 +106,13 @@ fn parse_lines(
         };
         let quantity = match line.quantity {
             Some(n) if (1..=i64::from(i32::MAX)).contains(&n) => Some(n as i32),
-            Some(_) => {
-                errors.push(FieldError::new(
-                    format!("lines[{i}].quantity"),
-                    "must be at least 1",
-                ));
+            Some(n) => {
+                let rule = if n < 1 {
+                    "must be at least 1".to_owned()
+                } else {
+                    format!("must be at most {}", i32::MAX)
+                };
+                errors.push(FieldError::new(format!("lines[{i}].quantity"), rule));
                 None
             }
             None => {
@@ -287,5 +289,25 @@ mod tests {
         })
         .expect("valid");
         assert_eq!(blank.reason, None);
+    }
+
+    #[test]
+    fn a_quantity_is_told_which_bound_it_breaks() {
+        let messages = |quantity: i64| -> Vec<String> {
+            RefundAsk::parse(RefundDraft {
+                lines: Some(vec![RefundLineDraft {
+                    ticket_type_id: Some("0191f1a0-0000-7000-8000-000000000001".to_owned()),
+                    quantity: Some(quantity),
+                }]),
+                reason: None,
+            })
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+        };
+        assert_eq!(messages(0), ["must be at least 1"]);
+        assert_eq!(messages(-5), ["must be at least 1"]);
+        assert_eq!(messages(2_147_483_648), ["must be at most 2147483647"]);
     }
 }

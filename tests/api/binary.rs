@@ -433,3 +433,19 @@ async fn the_tokens_command_works_beside_a_running_zero_setup_server() {
     assert!(server.terminate().success());
     let _ = std::fs::remove_dir_all(&runs.data_dir);
 }
+
+/// `--max-tickets-per-purchase` is at most 10,000: an order is paid, refunded and answered
+/// whole, and one of 300,000 tickets outran the statement timeout (charged, never recorded),
+/// so a larger limit is refused at start, naming the flag.
+#[test]
+fn a_purchase_limit_over_10000_is_refused_at_start() {
+    let data_dir = tempdir("purchase-limit");
+    let mut command = serve_in_data_dir(&data_dir, free_port());
+    command.args(["--max-tickets-per-purchase", "10001"]);
+    let stderr = failed_start(command, Duration::from_secs(30));
+    assert!(
+        stderr.contains("--max-tickets-per-purchase") && stderr.contains("10000"),
+        "names the flag and its range: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
