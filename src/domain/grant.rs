@@ -138,10 +138,7 @@ pub fn decide<'a>(
                 }));
             }
             if !counts.fits(&lines) {
-                let available = match per_line.as_slice() {
-                    [one] => *one,
-                    many => many.iter().sum::<i32>().min(counts.event),
-                };
+                let available = counts.most_for(&lines);
                 return Err(Rejection::Refused(Refusal::InsufficientTickets {
                     available,
                     lines: lines
@@ -239,6 +236,38 @@ impl Counts<'_> {
                 .demand(lines)
                 .iter()
                 .all(|(quota, wanted)| *wanted <= self.quotas[quota])
+    }
+
+    /// The most tickets the types of `lines` could sell together now: each line in turn takes
+    /// all its type has left after the lines before it, from the event and from every quota
+    /// of the type. Lines whose types share a quota share its tickets, so this is at most the
+    /// quota's size, not the sum of what each type alone has left. (With quotas nested or
+    /// apart, no other split sells more; with quotas that overlap otherwise, it is a split
+    /// the order could have, if maybe not the largest.)
+    fn most_for(&self, lines: &[(&TicketType, i32)]) -> i32 {
+        let mut event = self.event;
+        let mut quotas = self.quotas.clone();
+        let mut most = 0;
+        for (ticket_type, _) in lines {
+            let id = ticket_type.id;
+            if self.closed.contains(&id) {
+                continue;
+            }
+            let of_type = self.quotas_of(id);
+            let taken = of_type
+                .iter()
+                .map(|quota| quotas[quota])
+                .fold(event, i32::min)
+                .max(0);
+            for quota in of_type {
+                if let Some(left) = quotas.get_mut(quota) {
+                    *left -= taken;
+                }
+            }
+            event -= taken;
+            most += taken;
+        }
+        most
     }
 
     fn take(&mut self, lines: &[(&TicketType, i32)]) {
@@ -513,10 +542,32 @@ mod tests {
         let results = decide(sale(10, &types, &q), &HashMap::new(), &asks);
         assert_eq!(codes(&results), ["insufficient", "ok"]);
         match &results[0] {
-            Err(Rejection::Refused(Refusal::InsufficientTickets { lines, .. })) => assert_eq!(
-                lines.iter().map(|l| l.available).collect::<Vec<_>>(),
-                [2, 5]
-            ),
+            Err(Rejection::Refused(Refusal::InsufficientTickets { available, lines })) => {
+                assert_eq!(
+                    lines.iter().map(|l| l.available).collect::<Vec<_>>(),
+                    [2, 5]
+                );
+                // Both types draw on the quota of 5: the order could get 5, not 2 + 5.
+                assert_eq!(*available, 5);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Two types sharing a quota of 1: one ticket between them, though each alone has 1.
+        let q = [quota(1, &[&types[1], &types[2]])];
+        let results = decide(
+            sale(10, &types, &q),
+            &HashMap::new(),
+            &[order(&[(a, 1), (b, 1)], "x")],
+        );
+        match &results[0] {
+            Err(Rejection::Refused(Refusal::InsufficientTickets { available, lines })) => {
+                assert_eq!(
+                    lines.iter().map(|l| l.available).collect::<Vec<_>>(),
+                    [1, 1]
+                );
+                assert_eq!(*available, 1);
+            }
             other => panic!("{other:?}"),
         }
     }
