@@ -215,10 +215,14 @@ pub struct ServeArgs {
 
     /// Browser origins allowed to call the API (CORS), comma-separated or repeated, e.g.
     /// `https://tickets.example.com`. None by default: only same-origin pages may call it.
+    /// Each is a browser origin as browsers send it: `http://` or `https://`, a host, an
+    /// optional port, nothing after (no path, no trailing `/`); `*` is refused (list the
+    /// origins).
     #[arg(
         long = "cors-origin",
         env = "BOXOFFICE_CORS_ORIGINS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_origin
     )]
     pub cors_origins: Vec<String>,
 
@@ -279,6 +283,38 @@ pub enum PurchaseMode {
     PerRequest,
     /// Concurrent requests for one event share a transaction.
     Batched,
+}
+
+/// A `--cors-origin`: `scheme://host[:port]` as a browser sends it in `Origin`, scheme
+/// `http` or `https`, host of letters, digits, `-` and `.` (or an IPv6 literal in brackets),
+/// port 1 to 65535. Anything else would be echoed to browsers that never send it.
+fn parse_origin(raw: &str) -> Result<String, String> {
+    let origin = raw.trim();
+    if origin == "*" {
+        return Err("`*` is not allowed: list the origins that may call the API, e.g. https://tickets.example.com".into());
+    }
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or("an origin starts with http:// or https://, e.g. https://tickets.example.com")?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (rest, None),
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    if host_ok && port_ok {
+        Ok(origin.to_owned())
+    } else {
+        Err("an origin is scheme://host[:port] with nothing after it (no path, no trailing /), e.g. https://tickets.example.com".into())
+    }
 }
 
 #[cfg(test)]
@@ -346,5 +382,30 @@ mod tests {
         assert_eq!(currency(&["--default-currency", "JPY"]).unwrap(), "JPY");
         assert!(currency(&["--default-currency", "jpy"]).is_err());
         assert!(currency(&["--default-currency", "ABC"]).is_err());
+    }
+
+    #[test]
+    fn cors_origins_are_origins_as_browsers_send_them() {
+        for good in [
+            "https://tickets.example.com",
+            "http://localhost:8080",
+            "http://[::1]:3000",
+            " https://a.b ",
+        ] {
+            assert!(super::parse_origin(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "*",
+            "not a url",
+            "https://a.com/",
+            "null",
+            "ftp://a.com",
+            "https://",
+            "http://a.com:0",
+            "http://a.com:99999",
+            "https://a b.com",
+        ] {
+            assert!(super::parse_origin(bad).is_err(), "{bad}");
+        }
     }
 }

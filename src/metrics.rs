@@ -41,7 +41,17 @@ pub fn render(pool: &PgPool) -> String {
 }
 
 /// One answered request: counted by method, route template and status; its latency timed.
+/// A method outside HTTP's standard ones is counted as `other`: a label value is a series
+/// kept for the process's life, and a client may send any token as a method.
 pub fn http_request(method: &str, route: &str, status: u16, latency: Duration) {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    let method = if STANDARD.contains(&method) {
+        method
+    } else {
+        "other"
+    };
     let labels = [
         ("method", method.to_owned()),
         ("route", route.to_owned()),

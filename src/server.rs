@@ -48,18 +48,38 @@ pub struct Database {
     embedded: Option<Supervisor>,
 }
 
+/// `--database-url` as connection options; the error names the flag.
+fn database_url_options(url: &str) -> Result<PgConnectOptions, StartError> {
+    let postgres = ["postgres://", "postgresql://"].iter().any(|scheme| {
+        url.get(..scheme.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
+    });
+    if !postgres {
+        return Err(
+            "--database-url: a PostgreSQL URL starts with postgres:// or postgresql://".into(),
+        );
+    }
+    PgConnectOptions::from_str(url).map_err(|err| format!("--database-url: {err}").into())
+}
+
+/// An embedded server's failure, naming the `--data-dir` it was started in.
+fn data_dir_error(data_dir: &Path, err: EmbeddedError) -> StartError {
+    format!("--data-dir {}: {err}", data_dir.display()).into()
+}
+
 impl Database {
     /// Connects to `--database-url`, or starts the embedded server when there is none, and
     /// applies the migrations. The embedded server is supervised only once all that succeeded,
     /// so a failed open simply stops it again (on drop).
     pub async fn open(args: &DatabaseArgs) -> Result<Self, StartError> {
         let (options, embedded) = match &args.database_url {
-            Some(url) => (PgConnectOptions::from_str(url)?, None),
+            Some(url) => (database_url_options(url)?, None),
             None => {
                 let data_dir = args.data_dir.clone();
                 let server =
                     tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, &[]))
-                        .await??;
+                        .await?
+                        .map_err(|err| data_dir_error(&args.data_dir, err))?;
                 db::create_database_if_missing(
                     &server.connect_options("postgres"),
                     EMBEDDED_DATABASE,
@@ -91,10 +111,11 @@ impl Database {
                     (server.connect_options(EMBEDDED_DATABASE), Some(server))
                 }
                 Err(EmbeddedError::InUse { .. }) => (
-                    EmbeddedPostgres::attach(&args.data_dir, EMBEDDED_DATABASE)?,
+                    EmbeddedPostgres::attach(&args.data_dir, EMBEDDED_DATABASE)
+                        .map_err(|err| data_dir_error(&args.data_dir, err))?,
                     None,
                 ),
-                Err(err) => return Err(err.into()),
+                Err(err) => return Err(data_dir_error(&args.data_dir, err)),
             };
             return Self::connect(args, options, embedded).await;
         }
@@ -111,7 +132,17 @@ impl Database {
             lock_timeout_ms: args.lock_timeout_ms,
             statement_timeout_ms: args.statement_timeout_ms,
         };
-        let pool = db::connect_pool(options, args.db_max_connections, limits).await?;
+        // Named in the error, so that a wrong `--database-url` is told apart from a database
+        // that is down (never the password).
+        let target = format!(
+            "PostgreSQL at {} port {}, database {}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("(the user's)")
+        );
+        let pool = db::connect_pool(options, args.db_max_connections, limits)
+            .await
+            .map_err(|err| format!("connecting to {target}: {err}"))?;
         db::migrate(&pool).await?;
         Ok(Self {
             pool,

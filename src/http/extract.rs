@@ -138,6 +138,13 @@ fn is_json(content_type: &str) -> bool {
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    // JSON text is UTF-8 (RFC 8259); serde checks only the strings it keeps, so a byte that is
+    // not UTF-8 in a field the route ignores would pass.
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(ApiError::bad_request(
+            "malformed JSON: the request body is not UTF-8",
+        ));
+    }
     // serde would also build a struct from a JSON array; every body here is an object.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::bad_request(
@@ -368,14 +375,14 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
     }
 }
 
-/// The bearer token a request sends (`Authorization: Bearer <token>`), if any.
+/// The bearer token a request sends (`Authorization: Bearer <token>`), if any. The scheme's
+/// name is matched without regard to case (RFC 9110, 11.1): `bearer` is `Bearer`.
 fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Who a presented bearer token proves the caller to be.

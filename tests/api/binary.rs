@@ -449,3 +449,30 @@ fn a_purchase_limit_over_10000_is_refused_at_start() {
     );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// A start that fails for its database names the flag at fault: a URL that is not
+/// PostgreSQL's (`--database-url`), a data directory that cannot be one (`--data-dir`, with
+/// its path).
+#[test]
+fn a_bad_database_url_or_data_dir_is_named_at_start() {
+    let mut command = boxoffice_command();
+    command.args([
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--database-url",
+        "mysql://someone@127.0.0.1/db",
+    ]);
+    let stderr = failed_start(command, Duration::from_secs(30));
+    assert!(stderr.contains("--database-url"), "{stderr}");
+
+    let file = tempdir("not-a-dir").join("file");
+    std::fs::write(&file, "x").unwrap();
+    let stderr = failed_start(
+        serve_in_data_dir(&file, free_port()),
+        Duration::from_secs(30),
+    );
+    assert!(
+        stderr.contains("--data-dir") && stderr.contains(&file.display().to_string()),
+        "{stderr}"
+    );
+}

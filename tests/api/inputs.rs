@@ -531,6 +531,27 @@ async fn a_field_given_twice_is_named() {
     assert_eq!(app.row_count("events").await, 0);
 }
 
+/// A body that is not UTF-8 is malformed JSON (400), even where the bad byte sits in a field
+/// the route ignores, which serde skips without reading: nothing is made.
+#[tokio::test]
+async fn a_body_that_is_not_utf8_is_malformed_even_in_an_ignored_field() {
+    let app = spawn_app().await;
+    let event_id = id_of(&app.create_event("Bytes", 10, None).await);
+    let mut body = br#"{"quantity":1,"note":""#.to_vec();
+    body.push(0xFF);
+    body.extend_from_slice(br#""}"#);
+    let (status, answer) = app
+        .send(
+            app.request(Method::POST, &format!("/events/{event_id}/tickets"))
+                .header("X-Device-Fingerprint", new_fingerprint())
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await;
+    assert_error(status, &answer, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+}
+
 #[tokio::test]
 async fn json_errors_never_name_the_apps_rust_types() {
     let app = spawn_app().await;

@@ -304,4 +304,25 @@ async fn metrics_count_what_happened() {
         idle >= 0.0 && in_use >= 0.0 && idle + in_use >= 1.0,
         "idle {idle}, in use {in_use}"
     );
+
+    // Made-up methods are one `other` series, not one each: a client cannot grow the page.
+    for method in ["BREW", "X1", "X2"] {
+        let answer = server
+            .raw_answer(
+                format!("{method} /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await;
+        assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    }
+    let page = metrics_page(&server).await;
+    assert!(!page.contains("BREW") && !page.contains("\"X1\""), "{page}");
+    let others: f64 = page
+        .lines()
+        .filter(|line| {
+            line.starts_with(r#"boxoffice_http_requests_total{method="other",route="unmatched""#)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(others, 3.0, "{page}");
 }

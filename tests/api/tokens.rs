@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::helpers::{
     Api, Blocker, TestApp, assert_error, boxoffice_command, database_url, fresh_database, id_of,
-    new_fingerprint, spawn_app_on,
+    new_fingerprint, spawn_app_on, spawn_app_with,
 };
 
 const ADMIN: &str = "tokens-admin";
@@ -595,4 +595,29 @@ async fn a_token_lookup_the_database_cannot_answer_is_a_503() {
             .0,
         StatusCode::OK
     );
+}
+
+/// The scheme's name in `Authorization` is matched without regard to case (RFC 9110, 11.1):
+/// `bearer` and `BEARER` are `Bearer`; another scheme is no token at all.
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_without_regard_to_case() {
+    let app = spawn_app_with(&["--admin-token", "case-token"]).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let (status, body) = app
+            .send(
+                app.request(Method::POST, "/events")
+                    .header("Authorization", format!("{scheme} case-token"))
+                    .json(&new_event(&format!("Case {scheme}"))),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{scheme}: {body}");
+    }
+    let (status, body) = app
+        .send(
+            app.request(Method::POST, "/events")
+                .header("Authorization", "Basic case-token")
+                .json(&new_event("Case Basic")),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
 }
