@@ -383,9 +383,10 @@ pub async fn begin_payment(
 /// row another transaction holds: the statement never waits for a lock, so it is in no cycle
 /// of waits, and one busy hold does not hold up the batch. A skipped hold is not returned,
 /// and its caller waits for that row alone (`holds::payment::begin_alone`). `FOR NO KEY
-/// UPDATE`, the lock the `UPDATE` itself takes (no key column changes), so it needs no other. A row locked after a concurrent commit
-/// is judged on its newest version (READ COMMITTED re-checks the conditions of both the lock
-/// and the `UPDATE`), so every decision is made under the row's lock. No count moves, so no
+/// UPDATE`, the lock the `UPDATE` itself takes (no key column changes), so it needs no
+/// other. A row locked after a concurrent commit is judged on its newest version (READ
+/// COMMITTED re-checks the conditions of both the lock and the `UPDATE`), so every decision
+/// is made under the row's lock. No count moves, so no
 /// event lock.
 pub async fn begin_payments(
     conn: &mut PgConnection,

@@ -46,9 +46,9 @@ struct QuotaRow {
 /// event (types in creation order), in one statement. Call only while holding the event's
 /// row lock (`events::lock_for_sale`): the lock order is the event row, then its quota rows
 /// in id order, then allocation rows. The `locked` CTE takes the quota locks (a `SELECT …
-/// ORDER BY id FOR NO KEY UPDATE` locks rows in its sort order); the values are read in the same
-/// statement, and no writer can have changed them since its snapshot, since every writer of
-/// quotas or types holds the event lock this transaction holds.
+/// ORDER BY id FOR NO KEY UPDATE` locks rows in its sort order); the values are read in the
+/// same statement, and no writer can have changed them since its snapshot, since every
+/// writer of quotas or types holds the event lock this transaction holds.
 pub async fn lock_catalogue(
     conn: &mut PgConnection,
     event_id: Uuid,
