@@ -42,6 +42,7 @@ use crate::domain::refusal::Refusal;
 use crate::domain::stats::{ChangeKind, actor_tag};
 use crate::domain::status::AllocationStatus;
 use crate::error::{Error, Result};
+use crate::idempotency::{self, Recorder};
 
 type Tx = Transaction<'static, Postgres>;
 
@@ -178,6 +179,18 @@ async fn expire(tx: &mut Tx, allocation: &Allocation) -> Result<Allocation> {
 async fn commit<T>(tx: Tx, outcome: Result<T>) -> Result<T> {
     tx.commit().await?;
     outcome
+}
+
+/// Records `allocation`, a keyed request's answer, under its key (as `recorder` renders it),
+/// in the caller's transaction: stored if and only if the transaction commits.
+async fn record_answer(
+    tx: &mut Tx,
+    allocation: Allocation,
+    recorder: &Recorder<Allocation>,
+) -> Result<Allocation> {
+    let response = recorder.render(&allocation).map_err(Error::internal)?;
+    idempotency::record_in(tx, &[(recorder.claim(), response)]).await?;
+    Ok(allocation)
 }
 
 /// Fills the admissions of those of `allocations` that have them

@@ -17,7 +17,9 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Tx, apply, commit, ensure_holder, expire, fill_admissions, get, lock_hold};
+use super::{
+    Tx, apply, commit, ensure_holder, expire, fill_admissions, get, lock_hold, record_answer,
+};
 use crate::db::allocations::{self, LockedAllocation, TransitionRecord};
 use crate::db::events::{self, CountMove};
 use crate::db::quotas;
@@ -316,7 +318,7 @@ async fn resolve_earlier(
     match allocation.status {
         AllocationStatus::Purchased if this_payment => {
             let mut tx = pool.begin().await?;
-            let recorded = record_purchase(&mut tx, allocation, recorder).await;
+            let recorded = record_answer(&mut tx, allocation, recorder).await;
             commit(tx, recorded).await.map(Some)
         }
         AllocationStatus::PaymentPending if this_payment => Err(outcome_unknown(
@@ -701,18 +703,6 @@ async fn move_purchased<'a>(
     )
     .await?;
     Ok(())
-}
-
-/// Records a purchased hold under the request's key (as `recorder` renders it), in the
-/// caller's transaction.
-async fn record_purchase(
-    tx: &mut Tx,
-    allocation: Allocation,
-    recorder: &Recorder<Allocation>,
-) -> Result<Allocation> {
-    let response = recorder.render(&allocation).map_err(Error::internal)?;
-    idempotency::record_in(tx, &[(recorder.claim(), response)]).await?;
-    Ok(allocation)
 }
 
 /// Settles a payment whose request never finished (crash, hang): ask the provider for the

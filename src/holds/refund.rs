@@ -8,7 +8,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Tx, commit, fill_admissions, lock_hold};
+use super::{Tx, commit, fill_admissions, lock_hold, record_answer};
 use crate::db::allocations;
 use crate::db::events::{self, CountMove};
 use crate::db::refunds::{self, PendingRefund};
@@ -19,7 +19,7 @@ use crate::domain::refusal::Refusal;
 use crate::domain::stats::{ChangeKind, actor_tag};
 use crate::domain::status::AllocationStatus;
 use crate::error::{Error, Result};
-use crate::idempotency::{self, Recorder};
+use crate::idempotency::Recorder;
 use crate::payment::{self, PaymentProvider, RefundOutcome};
 
 /// Refunds `ask`'s tickets of the purchase `id` as the request `prefix` (see
@@ -52,10 +52,12 @@ pub async fn refund(
         // key (a claim parked on that refund ends here).
         Ok(Begun::Settled(allocation)) => {
             let allocation = read(pool, signer, allocation.id).await?;
-            return match record {
-                Some(recorder) => record_settled(pool, allocation, recorder).await,
-                None => Ok(allocation),
+            let Some(recorder) = record else {
+                return Ok(allocation);
             };
+            let mut tx = pool.begin().await?;
+            let recorded = record_answer(&mut tx, allocation, recorder).await;
+            return commit(tx, recorded).await;
         }
         // Step one cut off in flight may have begun a refund under this request's prefix:
         // the claim is kept for the retry that resumes it.
@@ -95,21 +97,6 @@ pub async fn refund(
         }
         other => other,
     }
-}
-
-/// Records `allocation`, the answer to a refund found settled, under the request's key (as
-/// `recorder` renders it).
-async fn record_settled(
-    pool: &PgPool,
-    allocation: Allocation,
-    recorder: &Recorder<Allocation>,
-) -> Result<Allocation> {
-    let response = recorder.render(&allocation).map_err(Error::internal)?;
-    let mut tx = pool.begin().await?;
-    let recorded = idempotency::record_in(&mut tx, &[(recorder.claim(), response)])
-        .await
-        .map(|()| allocation);
-    commit(tx, recorded).await
 }
 
 /// What step one found or made.
@@ -159,15 +146,7 @@ async fn settle(
         fill_admissions(&mut tx, signer, [allocation]).await?;
     }
     let settled = match (settled, record) {
-        (Ok(allocation), Some(recorder)) => {
-            let response = recorder.render(&allocation).map_err(Error::internal);
-            match response {
-                Ok(response) => idempotency::record_in(&mut tx, &[(recorder.claim(), response)])
-                    .await
-                    .map(|()| allocation),
-                Err(err) => Err(err),
-            }
-        }
+        (Ok(allocation), Some(recorder)) => record_answer(&mut tx, allocation, recorder).await,
         (settled, _) => settled,
     };
     commit(tx, settled).await
