@@ -58,7 +58,7 @@ ticks() {
 }
 
 RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
-  --rate-limit-per-address 0 >"$LOG" 2>&1 &
+  --rate-limit-per-address 0 --max-connections-per-address 0 >"$LOG" 2>&1 &
 SERVER_PID=$!
 ready=
 for _ in $(seq 1 300); do

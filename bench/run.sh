@@ -47,9 +47,10 @@ cleanup() { stop_server; rm -rf "$DATA"; }
 trap cleanup EXIT
 
 start_server() { # mode
-  # Every client runs on 127.0.0.1: the per-address limit would measure itself, so it is off.
+  # Every client runs on 127.0.0.1: the per-address limits (requests, and connections: 2,000
+  # clients, thousands of streams) would measure themselves, so they are off.
   RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
-    --purchase-mode "$1" --rate-limit-per-address 0 --admin-token "$TOKEN" \
+    --purchase-mode "$1" --rate-limit-per-address 0 --max-connections-per-address 0 --admin-token "$TOKEN" \
     >"$OUT/server-$1.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 300); do

@@ -241,6 +241,27 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_ADDRESS", default_value_t = 2000)]
     pub rate_limit_per_address: u32,
 
+    /// Connections one client address may hold open at once; 0 turns the limit off. A
+    /// connection past it is answered 429 `TOO_MANY_CONNECTIONS` at once, without its
+    /// request being read, and closed. Trusted proxies (`--trusted-proxy`) are not limited:
+    /// they carry many clients, and the limit belongs on the proxy. Counted per TCP peer
+    /// address (an IPv6 client is one address, not its /64).
+    #[arg(
+        long,
+        env = "BOXOFFICE_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1000
+    )]
+    pub max_connections_per_address: u32,
+
+    /// Longest a connection may take to send a request's head (the request line and headers),
+    /// in milliseconds, counted from when the server starts waiting for it: the connection's
+    /// opening, or the end of its last answer (so it is also how long an idle keep-alive
+    /// connection is kept). Past it the connection is closed without an answer. A request's
+    /// body and its answer are bounded by `--request-timeout-ms` instead.
+    #[arg(long, env = "BOXOFFICE_REQUEST_HEAD_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub request_head_timeout_ms: u64,
+
     /// Reverse proxies and load balancers whose forwarding headers are believed, as CIDRs or
     /// single addresses, comma-separated or repeated, e.g. `10.0.0.0/8`. A request from one
     /// of them is attributed to the right-most address in `Forwarded` (else

@@ -96,3 +96,8 @@ pub fn payments_recovered(count: usize) {
 pub fn sse_subscribers(delta: f64) {
     gauge!("boxoffice_sse_subscribers").increment(delta);
 }
+
+/// A connection refused because its address held `--max-connections-per-address` already.
+pub fn connection_refused() {
+    counter!("boxoffice_connections_refused_total").increment(1);
+}

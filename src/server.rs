@@ -20,9 +20,11 @@ use crate::db;
 use crate::domain::fingerprint::FingerprintKey;
 use crate::embedded_pg::{EmbeddedError, EmbeddedPostgres, ShuttingDown, Supervisor};
 use crate::holds::Settler;
+use crate::http::connections::ConnectionLimit;
 use crate::http::extract::forwarded::TrustedProxies;
 use crate::http::idempotent::KeyedTasks;
 use crate::http::limits::RateLimits;
+use crate::http::serve::ConnectionRules;
 use crate::http::state::{AppState, SaleRules, Shared};
 use crate::live::LiveStats;
 use crate::payment::{PaymentProvider, SimulatedProvider};
@@ -186,7 +188,7 @@ pub struct Server {
     /// The lock-holding batches' own runtime and pool (see [`LockRuntime`]); its pool is
     /// closed with the database's.
     locks: LockRuntime,
-    request_timeout: Duration,
+    connections: ConnectionRules,
     cors_origins: Vec<String>,
 }
 
@@ -283,7 +285,14 @@ impl Server {
             state,
             database,
             locks,
-            request_timeout: Duration::from_millis(args.request_timeout_ms),
+            connections: ConnectionRules {
+                limit: ConnectionLimit::new(
+                    args.max_connections_per_address,
+                    TrustedProxies::new(args.trusted_proxies.clone()),
+                ),
+                head_timeout: Duration::from_millis(args.request_head_timeout_ms),
+                request_timeout: Duration::from_millis(args.request_timeout_ms),
+            },
             cors_origins: args.cors_origins.clone(),
         })
     }
@@ -319,8 +328,9 @@ impl Server {
             live.clone()
                 .listen(self.state.pool.clone(), background_stopped),
         );
-        let app = crate::http::router(self.state, self.request_timeout, &self.cors_origins)?;
-        crate::http::serve::serve(self.listener, app, self.request_timeout, async move {
+        let request_timeout = self.connections.request_timeout;
+        let app = crate::http::router(self.state, request_timeout, &self.cors_origins)?;
+        crate::http::serve::serve(self.listener, app, self.connections, async move {
             shutdown.await;
             if let Some(database) = database_shutting_down {
                 database.announce();

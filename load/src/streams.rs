@@ -155,6 +155,13 @@ impl Watchers {
                 .send()
                 .await
                 .map_err(|e| format!("opening stream {i}: {e}"))?;
+            if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return Err(format!(
+                    "opening stream {i}: 429: the server's --max-connections-per-address \
+                     (1000 by default) is reached; start it with a higher limit, or 0, or \
+                     spread the streams over more --stream-sources"
+                ));
+            }
             if !response.status().is_success() {
                 return Err(format!("opening stream {i}: {}", response.status()));
             }

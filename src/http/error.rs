@@ -43,6 +43,10 @@ pub enum ApiError {
     /// Over a rate limit; retry after the given number of seconds.
     #[error("too many requests; retry in {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
+    /// A connection from a client address that already holds `--max-connections-per-address`
+    /// open ones: answered by the accept loop (`http::serve`) before its request is read.
+    #[error("too many open connections from this address; close some and retry")]
+    TooManyConnections,
     /// A route that needs a token (an organiser route on a server with `--admin-token`, an
     /// admin-only route, a check-in route) and none was sent.
     #[error("this action needs a token (Authorization: Bearer <token>)")]
@@ -195,6 +199,7 @@ impl ApiError {
             }
             ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            ApiError::TooManyConnections => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_CONNECTIONS"),
             ApiError::Unauthorized | ApiError::AdminTokenNotConfigured => {
                 (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
             }
@@ -363,6 +368,7 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited {
                 retry_after_seconds,
             } => Some(retry_after_seconds.to_string()),
+            ApiError::TooManyConnections => Some("1".to_owned()),
             ApiError::App(
                 Error::ServiceUnavailable
                 | Error::DatabaseCutOff

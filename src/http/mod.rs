@@ -6,6 +6,7 @@
 
 pub mod catalogue;
 pub mod checkins;
+pub mod connections;
 pub mod error;
 pub mod events;
 pub mod extract;

@@ -18,12 +18,17 @@
 //! end (or its request timeout), where hyper dropped it at the next read; and a client that
 //! half-closes after its request (`shutdown(SHUT_WR)`) now gets its answer.
 //!
-//! Shutdown drains for at most the request timeout plus [`DRAIN_MARGIN`]: hyper waits for a
-//! request's head without a deadline, so a connection that sent half a request would hold
-//! the drain forever. A header-read timeout (hyper's `header_read_timeout`, with a timer)
-//! would close such connections while serving too, but hyper also runs it on an idle
-//! keep-alive connection, closing those after 30 s and racing clients that reuse them; it
-//! is not set.
+//! Two bounds on connections that `axum::serve` lacks: each client address holds at most
+//! `--max-connections-per-address` connections (`http::connections`; one past it is
+//! answered 429 and closed), and a connection must send each request's head within
+//! `--request-head-timeout-ms` of the server starting to wait for it (hyper's
+//! `header_read_timeout`), or it is closed. hyper starts that wait on an idle keep-alive
+//! connection too, so the same timeout closes a keep-alive connection left idle as long, as
+//! nginx's `keepalive_timeout` does; a client that reuses one just then sees it closed, and
+//! HTTP clients retry such a request on a new connection.
+//!
+//! Shutdown drains for at most the request timeout plus [`DRAIN_MARGIN`]: a connection
+//! whose client does not read its answer would hold the drain otherwise.
 
 use std::future::Future;
 use std::io;
@@ -34,11 +39,13 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+
+use super::connections::{self, ConnectionLimit};
 
 /// How long the loop waits after an accept error that is not one connection's (say, the
 /// process's open-file limit reached) before it accepts again, as `axum::serve` does.
@@ -55,24 +62,39 @@ const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 /// KiB, and in practice whatever its last read brought in past it.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
+/// How the accept loop bounds its connections.
+#[derive(Debug, Clone)]
+pub struct ConnectionRules {
+    /// Open connections per client address (`--max-connections-per-address`).
+    pub limit: ConnectionLimit,
+    /// How long a connection may take to send a request's head, counted from when the server
+    /// starts waiting for it (`--request-head-timeout-ms`).
+    pub head_timeout: Duration,
+    /// Longest a request may take to produce its response (`--request-timeout-ms`).
+    pub request_timeout: Duration,
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, asks every
 /// open connection to finish its response in flight and close, and returns once all have,
-/// or after `request_timeout` (the router's, after which every request has its answer) plus
+/// or after the request timeout (after which every request has its answer) plus
 /// [`DRAIN_MARGIN`]. Whatever ends a response that never ends by itself (a stream) belongs
-/// in `shutdown`. A connection still open then is one that never finished sending a
-/// request (hyper waits for a request's head without a deadline) or whose client does not
-/// read its answer: it is left to end with the process, and does not hold the shutdown up.
+/// in `shutdown`. A connection still open then is one whose client does not read its answer
+/// (or one still sending a request's head, within the head timeout): it is left to end with
+/// the process, and does not hold the shutdown up.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    request_timeout: Duration,
+    rules: ConnectionRules,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let graceful = GracefulShutdown::new();
+    let refusal = connections::refusal().await;
     let mut connection = http1::Builder::new();
     connection
         .half_close(true)
-        .max_header_size(MAX_REQUEST_HEAD);
+        .max_header_size(MAX_REQUEST_HEAD)
+        .timer(TokioTimer::new())
+        .header_read_timeout(rules.head_timeout);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -88,6 +110,14 @@ pub async fn serve(
                     () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
                     () = &mut shutdown => break,
                 }
+            }
+        };
+        let slot = match rules.limit.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(_) => {
+                crate::metrics::connection_refused();
+                tokio::spawn(connections::refuse(stream, refusal.clone()));
+                continue;
             }
         };
         let service = router
@@ -106,10 +136,12 @@ pub async fn serve(
             if let Err(error) = served.await {
                 tracing::trace!(%error, %peer, "connection ended with an error");
             }
+            // The address's place is given back only once the connection is closed.
+            drop(slot);
         });
     }
     drop(listener);
-    let drain = request_timeout + DRAIN_MARGIN;
+    let drain = rules.request_timeout + DRAIN_MARGIN;
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()

@@ -15,7 +15,7 @@ use serde::ser::{Error as _, Serialize, Serializer};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::helpers::{assert_error, spawn_app};
+use crate::helpers::{assert_error, spawn_app, unlimited_connections};
 
 /// A value whose serialization fails, as a `time` date outside the formattable range would.
 struct Unserializable;
@@ -59,7 +59,7 @@ async fn spawn_with_faulty_routes() -> String {
         boxoffice::http::serve::serve(
             listener,
             router,
-            Duration::from_secs(5),
+            unlimited_connections(Duration::from_secs(5)),
             std::future::pending(),
         )
         .await;

@@ -10,6 +10,7 @@ mod catalogue;
 mod checkin_batches;
 mod checkins;
 mod concurrency;
+mod connections;
 mod consistency;
 mod errors;
 mod events;

@@ -252,7 +252,7 @@ async fn sessions_stay_read_committed_on_a_database_whose_default_is_serializabl
 
 /// A connection that sends half a request and then nothing does not hold a graceful shutdown
 /// up: the drain waits for it at most the request timeout plus a margin (src/http/serve.rs),
-/// while hyper would wait for the rest of its request forever.
+/// while hyper would wait for the rest of its request until the head timeout (30 s here).
 #[tokio::test]
 async fn a_request_never_finished_does_not_hold_up_shutdown() {
     let app = spawn_app_with(&["--request-timeout-ms", "500"]).await;

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::helpers::{
     Api, Blocker, TestApp, assert_error, boxoffice_command, database_url, fresh_database, id_of,
-    new_fingerprint, spawn_app_on, spawn_app_with,
+    new_fingerprint, spawn_app_on, spawn_app_with, unlimited_connections,
 };
 
 const ADMIN: &str = "tokens-admin";
@@ -446,7 +446,7 @@ async fn door_route(app: &TestApp) -> Api {
     tokio::spawn(boxoffice::http::serve::serve(
         listener,
         router,
-        std::time::Duration::from_secs(5),
+        unlimited_connections(std::time::Duration::from_secs(5)),
         std::future::pending(),
     ));
     Api::new(address, reqwest::Client::new())

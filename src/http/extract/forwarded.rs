@@ -24,7 +24,9 @@ impl TrustedProxies {
         Self(networks.into())
     }
 
-    fn contains(&self, address: IpAddr) -> bool {
+    /// Whether `address` is one of the trusted proxies (an IPv4-mapped IPv6 address counts as
+    /// its IPv4 address).
+    pub fn contains(&self, address: IpAddr) -> bool {
         // A dual-stack listener shows IPv4 peers as IPv4-mapped IPv6 addresses.
         let canonical = address.to_canonical();
         self.0

@@ -4,7 +4,12 @@
 
 use std::ops::Deref;
 
+use std::time::Duration;
+
 use boxoffice::config::{Cli, Command, ServeArgs};
+use boxoffice::http::connections::ConnectionLimit;
+use boxoffice::http::extract::forwarded::TrustedProxies;
+use boxoffice::http::serve::ConnectionRules;
 use boxoffice::server::Server;
 use clap::Parser;
 use reqwest::StatusCode;
@@ -201,5 +206,15 @@ impl TestApp {
             .get_database()
             .expect("test pool names its database")
             .to_owned()
+    }
+}
+
+/// The accept loop's rules for a router a test serves itself (`http::serve::serve`): no limit
+/// per address, the default head timeout, and `request_timeout`.
+pub fn unlimited_connections(request_timeout: Duration) -> ConnectionRules {
+    ConnectionRules {
+        limit: ConnectionLimit::new(0, TrustedProxies::default()),
+        head_timeout: Duration::from_secs(30),
+        request_timeout,
     }
 }
