@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::helpers::{assert_error, spawn_app_with};
+use crate::helpers::{SseReader, assert_error, id_of, new_fingerprint, spawn_app_with};
 
 /// A connection to `server` from the loopback address `source` (127.0.0.x: all of
 /// 127.0.0.0/8 is the loopback on Linux), so one test can be several clients.
@@ -116,6 +116,30 @@ async fn a_request_head_not_sent_within_the_head_timeout_closes_its_connection()
 
     let (status, _) = app.get("/health").await;
     assert_eq!(status, StatusCode::OK);
+    app.stop().await;
+}
+
+/// An open stream is an answer being written, not a wait for a head: it outlives the head
+/// timeout many times over and still carries the next change.
+#[tokio::test]
+async fn a_stream_outlives_the_head_timeout() {
+    let app = spawn_app_with(&["--request-head-timeout-ms", "200"]).await;
+    let event = app
+        .create_event("Watched past the head timeout", 5, None)
+        .await;
+    let id = id_of(&event);
+    let mut stream = SseReader::connect(&app, &format!("/events/{id}/stream")).await;
+    let snapshot = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a snapshot");
+    assert_eq!(snapshot.remaining(), 5);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, body) = app.purchase(&id, 1, &new_fingerprint()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    stream
+        .until(Duration::from_secs(5), |message| message.remaining() == 4)
+        .await;
     app.stop().await;
 }
 
