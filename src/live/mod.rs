@@ -6,7 +6,8 @@
 //! Each event has one `watch` channel holding its latest state, so a burst of changes costs
 //! a subscriber nothing until it reads, and it always reads the newest. A subscriber's
 //! stream sends at most one message per [`MIN_INTERVAL`] (longer with thousands of
-//! subscribers: [`LiveStats::interval`]), and always ends on the latest state.
+//! subscribers, up to [`MAX_INTERVAL`]: [`LiveStats::interval`]), and always ends on the
+//! latest state.
 //!
 //! Message ids are the event's change sequence from the database (`events.change_seq`) plus
 //! its admissions ever checked in (`checkedIn`), so they grow across restarts and are the same
@@ -47,8 +48,15 @@ pub const CHECK_IN_POLL: Duration = Duration::from_millis(250);
 /// message to each subscriber is a write of its own; with 10,000 watchers at one message per
 /// [`MIN_INTERVAL`] the writes alone took most of a 2-core machine from the sales they
 /// watch. Past `MESSAGE_BUDGET × MIN_INTERVAL` subscribers, the gap grows with their number
-/// (see [`LiveStats::interval`]).
+/// (see [`LiveStats::interval`]), up to [`MAX_INTERVAL`].
 pub const MESSAGE_BUDGET: u32 = 20_000;
+
+/// Longest gap between two messages to one subscriber, however many there are. A change
+/// reaches a subscriber within one gap and the write's own delay: past this gap, a change
+/// would reach some watchers more than a second after its commit. Past
+/// `MESSAGE_BUDGET × MAX_INTERVAL` subscribers (15,000) the instance sends more than
+/// [`MESSAGE_BUDGET`] messages a second rather than let its streams fall behind.
+pub const MAX_INTERVAL: Duration = Duration::from_millis(750);
 
 /// A message with its stream id: the event's change sequence as of the state it shows. Its
 /// Server-Sent Events frame is written once, when the state is published, and shared by
@@ -257,10 +265,11 @@ impl LiveStats {
     /// The gap a subscriber leaves between two messages now: [`MIN_INTERVAL`], or longer
     /// when there are more than `MESSAGE_BUDGET × MIN_INTERVAL` subscribers (2,000), so the
     /// instance sends about [`MESSAGE_BUDGET`] messages a second at most (10,000 subscribers:
-    /// 500 ms). Every stream still ends on the latest state.
+    /// 500 ms), but never longer than [`MAX_INTERVAL`] (from 15,000 subscribers on). Every
+    /// stream still ends on the latest state.
     pub fn interval(&self) -> Duration {
         let subscribers = self.inner.subscribers.load(Ordering::Relaxed) as u32;
-        MIN_INTERVAL.max(Duration::from_secs(1) * subscribers / MESSAGE_BUDGET)
+        (Duration::from_secs(1) * subscribers / MESSAGE_BUDGET).clamp(MIN_INTERVAL, MAX_INTERVAL)
     }
 
     /// The handle the purchase path reads the last heard availability through.
@@ -406,13 +415,15 @@ mod tests {
     }
 
     #[test]
-    fn the_gap_grows_past_the_message_budget_and_shrinks_back() {
+    fn the_gap_grows_past_the_message_budget_up_to_its_bound_and_shrinks_back() {
         let hub = LiveStats::new();
         let event = Uuid::nil();
         let mut subscriptions: Vec<_> = (0..2_000).map(|_| hub.subscribe(event)).collect();
         assert_eq!(hub.interval(), MIN_INTERVAL);
         subscriptions.extend((0..1_000).map(|_| hub.subscribe(event)));
         assert_eq!(hub.interval(), Duration::from_millis(150));
+        subscriptions.extend((0..27_000).map(|_| hub.subscribe(event)));
+        assert_eq!(hub.interval(), MAX_INTERVAL, "30,000 would be 1.5 s");
         subscriptions.truncate(1_000);
         assert_eq!(hub.interval(), MIN_INTERVAL);
     }
