@@ -1,6 +1,7 @@
 //! SQL for `idempotency_keys`.
 
 use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::idempotency::{Claim, KeyRef};
@@ -50,6 +51,21 @@ pub async fn find(pool: &PgPool, key: &KeyRef) -> Result<Option<StoredKey>, sqlx
     .bind(&key.fingerprint_hash)
     .bind(&key.key)
     .fetch_optional(pool)
+    .await
+}
+
+/// When `key`'s present life began (its first claim, or the claim that restarted it after
+/// its 24 hours), on the database clock; `None` when it has no row.
+pub async fn lifetime_start(
+    conn: &mut PgConnection,
+    key: &KeyRef,
+) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT created_at FROM idempotency_keys WHERE fingerprint_hash = $1 AND key = $2",
+    )
+    .bind(&key.fingerprint_hash)
+    .bind(&key.key)
+    .fetch_optional(conn)
     .await
 }
 

@@ -3,6 +3,7 @@
 //! allocation lock (`holds::lock_hold`), so refunds of one order are judged one at a time.
 
 use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::allocation::{RefundLine, RefundStatus};
@@ -69,19 +70,22 @@ pub async fn lock_by_reference(
 }
 
 /// The order's latest refund whose reference starts with `prefix` (one refund request's
-/// references, see `payment::refund_reference`), with its status; locked until the
-/// transaction ends.
+/// references, see `payment::refund_reference`) made at or after `since` (when given), with
+/// its status; locked until the transaction ends.
 pub async fn lock_latest_with_prefix(
     conn: &mut PgConnection,
     allocation_id: Uuid,
     prefix: &str,
+    since: Option<OffsetDateTime>,
 ) -> Result<Option<(PendingRefund, RefundStatus)>, sqlx::Error> {
     let reference: Option<String> = sqlx::query_scalar(
         "SELECT reference FROM refunds WHERE allocation_id = $1 AND starts_with(reference, $2) \
+           AND ($3::timestamptz IS NULL OR created_at >= $3) \
          ORDER BY created_at DESC, id DESC LIMIT 1",
     )
     .bind(allocation_id)
     .bind(prefix)
+    .bind(since)
     .fetch_optional(&mut *conn)
     .await?;
     match reference {

@@ -9,11 +9,12 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Tx, commit, fill_admissions, lock_hold, record_answer};
-use crate::db::allocations;
 use crate::db::events::{self, CountMove};
 use crate::db::refunds::{self, PendingRefund};
+use crate::db::{allocations, idempotency};
 use crate::domain::admission::CodeSigner;
 use crate::domain::allocation::{Allocation, RefundStatus};
+use crate::domain::idempotency::KeyRef;
 use crate::domain::refund::{RefundAsk, plan};
 use crate::domain::refusal::Refusal;
 use crate::domain::stats::{ChangeKind, actor_tag};
@@ -45,7 +46,8 @@ pub async fn refund(
     record: Option<&Recorder<Allocation>>,
 ) -> Result<Allocation> {
     let mut tx = pool.begin().await?;
-    let begun = begin_refund_in(&mut tx, id, ask, prefix).await;
+    let key = record.map(|recorder| &recorder.claim().key);
+    let begun = begin_refund_in(&mut tx, id, ask, prefix, key).await;
     let (pending, allocation) = match commit(tx, begun).await {
         Ok(Begun::Pending(pending, allocation)) => (pending, allocation),
         // A retry of a refund already settled: the order as it is now, recorded under the
@@ -105,10 +107,24 @@ enum Begun {
     Settled(Allocation),
 }
 
-async fn begin_refund_in(tx: &mut Tx, id: Uuid, ask: &RefundAsk, prefix: &str) -> Result<Begun> {
+/// Step one, for the request `prefix` sent under `key` (if keyed).
+async fn begin_refund_in(
+    tx: &mut Tx,
+    id: Uuid,
+    ask: &RefundAsk,
+    prefix: &str,
+    key: Option<&KeyRef>,
+) -> Result<Begun> {
     // Lock order as everywhere: event, its quotas, then the allocation; then its refunds.
     let allocation = lock_hold(tx, id).await?.allocation;
-    match refunds::lock_latest_with_prefix(tx, id, prefix).await? {
+    // A key's prefix is the same in each of its lives, but after its 24 hours the key is a
+    // new request: only a refund begun in its present life is this request's. (A refund of
+    // its last life found here answered 200 and refunded nothing.)
+    let since = match key {
+        Some(key) => idempotency::lifetime_start(tx, key).await?,
+        None => None,
+    };
+    match refunds::lock_latest_with_prefix(tx, id, prefix, since).await? {
         Some((pending, RefundStatus::Pending)) => return Ok(Begun::Pending(pending, allocation)),
         Some((_, RefundStatus::Completed)) => return Ok(Begun::Settled(allocation)),
         Some((_, RefundStatus::Failed)) | None => {}

@@ -18,13 +18,12 @@ use axum::response::IntoResponse;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use super::extract::forwarded::TrustedProxies;
 
-/// How long a refused connection is kept, at most, to deliver its answer: written, then the
-/// connection's own bytes read until its client closes, so that closing does not reset the
-/// connection and lose the answer (a close with unread bytes sends a reset).
+/// How long a refused connection is kept, at most, to deliver its answer (see [`deliver`]).
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
 /// The open connections of every client address, for the limit. Cloned handles share one
@@ -95,41 +94,74 @@ impl Drop for Slot {
     }
 }
 
-/// The whole HTTP/1.1 answer of a refused connection, as bytes: 429 `TOO_MANY_CONNECTIONS`
-/// (its body and headers as [`ApiError`] makes them, `Retry-After: 1`), with `Connection:
-/// close`. Made once, at start.
-pub async fn refusal() -> Bytes {
-    let response = ApiError::TooManyConnections.into_response();
-    let (parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .expect("an error body is a complete JSON buffer");
-    let mut answer = BytesMut::new();
-    answer.put_slice(
-        format!(
-            "HTTP/1.1 {} {}\r\n",
-            parts.status.as_str(),
-            parts.status.canonical_reason().unwrap_or_default()
-        )
-        .as_bytes(),
-    );
-    for (name, value) in &parts.headers {
-        answer.put_slice(name.as_str().as_bytes());
-        answer.put_slice(b": ");
-        answer.put_slice(value.as_bytes());
-        answer.put_slice(b"\r\n");
-    }
-    answer.put_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
-    answer.put_slice(b"connection: close\r\n\r\n");
-    answer.put_slice(&body);
-    answer.freeze()
+/// Most refused connections kept at once to deliver their answer: past it, a refused
+/// connection is closed at once, unanswered, so a flood of refused connections holds no more
+/// than this many descriptors and tasks beside the ones under the limit.
+const MAX_LINGERING: usize = 1024;
+
+/// Answers connections past their address's limit (429 `TOO_MANY_CONNECTIONS`, closed).
+#[derive(Debug, Clone)]
+pub struct Refusals {
+    /// The whole answer, made once (see [`Refusals::new`]).
+    answer: Bytes,
+    lingering: Arc<Semaphore>,
 }
 
-/// Answers a connection past its address's limit with `answer` (from [`refusal`]) and
-/// closes it, within [`REFUSAL_LINGER`]. Nothing it sent is served.
-pub async fn refuse(mut stream: TcpStream, answer: Bytes) {
+impl Refusals {
+    /// The answer, as bytes: the HTTP/1.1 head and body of [`ApiError::TooManyConnections`]
+    /// (its JSON body and `Retry-After: 1` as `ApiError` makes them), with `Connection:
+    /// close`.
+    pub async fn new() -> Self {
+        let response = ApiError::TooManyConnections.into_response();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .expect("an error body is a complete JSON buffer");
+        let mut answer = BytesMut::new();
+        answer.put_slice(
+            format!(
+                "HTTP/1.1 {} {}\r\n",
+                parts.status.as_str(),
+                parts.status.canonical_reason().unwrap_or_default()
+            )
+            .as_bytes(),
+        );
+        for (name, value) in &parts.headers {
+            answer.put_slice(name.as_str().as_bytes());
+            answer.put_slice(b": ");
+            answer.put_slice(value.as_bytes());
+            answer.put_slice(b"\r\n");
+        }
+        answer.put_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+        answer.put_slice(b"connection: close\r\n\r\n");
+        answer.put_slice(&body);
+        Self {
+            answer: answer.freeze(),
+            lingering: Arc::new(Semaphore::new(MAX_LINGERING)),
+        }
+    }
+
+    /// Answers `stream` and closes it, within [`REFUSAL_LINGER`], on a task of its own; or,
+    /// with [`MAX_LINGERING`] refusals under way already, closes it at once. Nothing it sent
+    /// is served.
+    pub fn refuse(&self, stream: TcpStream) {
+        let Ok(permit) = self.lingering.clone().try_acquire_owned() else {
+            return;
+        };
+        let answer = self.answer.clone();
+        tokio::spawn(async move {
+            deliver(stream, &answer).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Writes `answer`, then reads and discards what the client sent until it closes, so that
+/// closing does not reset the connection and lose the answer (a close with unread bytes
+/// sends a reset); gives up after [`REFUSAL_LINGER`].
+async fn deliver(mut stream: TcpStream, answer: &[u8]) {
     let delivered = tokio::time::timeout(REFUSAL_LINGER, async {
-        stream.write_all(&answer).await?;
+        stream.write_all(answer).await?;
         stream.shutdown().await?;
         let mut discarded = [0u8; 4096];
         while stream.read(&mut discarded).await? > 0 {}
@@ -184,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_refusal_is_a_complete_json_answer() {
-        let answer = refusal().await;
+        let answer = Refusals::new().await.answer;
         let text = std::str::from_utf8(&answer).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(

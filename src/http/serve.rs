@@ -45,7 +45,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use super::connections::{self, ConnectionLimit};
+use super::connections::{ConnectionLimit, Refusals};
 
 /// How long the loop waits after an accept error that is not one connection's (say, the
 /// process's open-file limit reached) before it accepts again, as `axum::serve` does.
@@ -88,7 +88,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let graceful = GracefulShutdown::new();
-    let refusal = connections::refusal().await;
+    let refusals = Refusals::new().await;
     let mut connection = http1::Builder::new();
     connection
         .half_close(true)
@@ -116,7 +116,7 @@ pub async fn serve(
             Ok(slot) => slot,
             Err(_) => {
                 crate::metrics::connection_refused();
-                tokio::spawn(connections::refuse(stream, refusal.clone()));
+                refusals.refuse(stream);
                 continue;
             }
         };

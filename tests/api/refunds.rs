@@ -582,3 +582,54 @@ async fn a_refund_left_pending_keeps_its_key_from_every_other_request() {
     );
     assert_eq!(status_of(&second).await, "purchased");
 }
+
+/// A key lives 24 hours; after that the same key on the same order is a new request, and
+/// makes its refund. The refund's provider references are derived from the key, so a
+/// refund of the key's last life was found under them and answered 200 as if done, nothing
+/// refunded (found by a helper probing money on 2 December 2026). Red without the key's
+/// life in the search: the second refund answers the order unchanged.
+#[tokio::test]
+async fn a_key_used_again_after_its_24_hours_makes_a_new_refund() {
+    let app = app().await;
+    let (event_id, ga, _, _) = priced_event(&app, 10, "EUR", 1_000, 1, 5).await;
+    let (paid, _) = bought(&app, &event_id, &[(&ga, 4)], Some("tok_visa")).await;
+    let id = id_of(&paid);
+    let keyed = |quantity: i64| {
+        app.request(Method::POST, &format!("/tickets/{id}/refund"))
+            .header("Authorization", format!("Bearer {ADMIN}"))
+            .header("Idempotency-Key", "refund-of-the-day")
+            .json(&json!({"lines": [{"ticketTypeId": ga, "quantity": quantity}]}))
+    };
+    let (status, first) = app.send(keyed(1)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["refundedAmount"], 1_000, "{first}");
+
+    // Within its life the key is bound to its first request.
+    let (status, body) = app.send(keyed(2)).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "IDEMPOTENCY_KEY_REUSED",
+    );
+
+    sqlx::query(
+        "UPDATE idempotency_keys SET created_at = created_at - interval '25 hours' \
+         WHERE key = 'refund-of-the-day'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (status, second) = app.send(keyed(2)).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["refundedAmount"], 3_000, "{second}");
+    assert_eq!(second["lines"][0]["refundedQuantity"], 3, "{second}");
+    assert_eq!(refunded_by_provider(&app, &id).await, 3_000);
+    let event = app.assert_balanced(&event_id).await;
+    assert_eq!(event["purchasedTickets"], 1, "{event}");
+
+    // And the new life's retry replays the new refund's answer.
+    let replay = keyed(2).send().await.unwrap();
+    assert!(replay.headers().contains_key("idempotent-replayed"));
+    assert_eq!(refund_rows(&app).await, [("completed".to_owned(), 2)]);
+}
