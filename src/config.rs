@@ -209,7 +209,8 @@ pub struct ServeArgs {
     /// Bearer token organisers must send (`Authorization: Bearer <token>`) to create and
     /// change events; refunds and the sales report always need it or an organiser token
     /// (`boxoffice tokens create --scope organiser`), which works wherever it does. Without
-    /// it, event creation is open to anyone.
+    /// it, event creation is open to anyone. Surrounding whitespace (a secret file's final
+    /// line break) is not part of the token.
     #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 

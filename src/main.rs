@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -82,28 +83,50 @@ async fn run_tokens(
                 "token {} made; it is printed once, below, and stored only as a digest",
                 created.id
             );
-            println!("{}", created.secret.expose());
+            // A token nobody could read must not stay live: revoke it and say so.
+            if let Err(err) = print(&created.secret.expose()) {
+                boxoffice::tokens::revoke(pool, created.id).await?;
+                return Err(format!(
+                    "{err}; token {} could not be handed out, so it was revoked",
+                    created.id
+                )
+                .into());
+            }
         }
         TokensCommand::List(_) => {
-            println!("id\tname\tscope\tevent\tcreated\trevoked");
+            let mut table = String::from("id\tname\tscope\tevent\tcreated\trevoked");
             for token in boxoffice::tokens::list(pool).await? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
+                table.push_str(&format!(
+                    "\n{}\t{}\t{}\t{}\t{}\t{}",
                     token.id,
                     token.name.as_deref().unwrap_or("-"),
                     token.scope,
                     token.event_id.map_or("-".to_owned(), |id| id.to_string()),
                     text(token.created_at),
                     token.revoked_at.map_or("-".to_owned(), text),
-                );
+                ));
             }
+            print(&table)?;
         }
         TokensCommand::Revoke(args) => {
             let revoked_at = boxoffice::tokens::revoke(pool, args.id).await?;
-            println!("token {} revoked at {}", args.id, text(revoked_at));
+            print(&format!(
+                "token {} revoked at {}",
+                args.id,
+                text(revoked_at)
+            ))?;
         }
     }
     Ok(())
+}
+
+/// Writes `line` and a line break to standard output. A failed write (a closed pipe, a full
+/// disk) is an error with a message, where `println!` would panic.
+fn print(line: &str) -> Result<(), boxoffice::server::StartError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|err| format!("cannot write to standard output: {err}").into())
 }
 
 /// A time as RFC 3339, as the API writes them.

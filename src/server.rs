@@ -269,9 +269,12 @@ impl Server {
             keyed_tasks: KeyedTasks::default(),
             limits: RateLimits::new(args.rate_limit_per_fingerprint, args.rate_limit_per_address),
             trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
+            // Trimmed as a presented token is: a token read from a secret file often ends
+            // in a line break, which no `Authorization` header can carry.
             admin_token: args
                 .admin_token
                 .as_deref()
+                .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .map(Arc::from),
         });

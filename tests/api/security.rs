@@ -54,6 +54,26 @@ async fn organiser_token_guards_event_creation() {
     assert_eq!(app.get("/events").await.0, StatusCode::OK);
 }
 
+/// An admin token configured with surrounding whitespace (a secret file's final line break)
+/// is the token without it, as a presented token is trimmed: before, no header could match
+/// it and every organiser request was 403 (found by a helper on 2 December 2026).
+#[tokio::test]
+async fn an_admin_token_configured_with_a_line_break_is_the_token_without_it() {
+    let app = spawn_app_with(&["--admin-token", " s3cret-from-a-file\n"]).await;
+    let request = app
+        .request(Method::POST, "/events")
+        .header("Authorization", "Bearer s3cret-from-a-file")
+        .json(&new_event());
+    let (status, body) = app.send(request).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let wrong = app
+        .request(Method::POST, "/events")
+        .header("Authorization", "Bearer s3cret-from-a-fil")
+        .json(&new_event());
+    let (status, body) = app.send(wrong).await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "FORBIDDEN");
+}
+
 #[tokio::test]
 async fn without_a_token_creation_is_open() {
     let app = spawn_app().await;

@@ -621,3 +621,44 @@ async fn the_bearer_scheme_is_matched_without_regard_to_case() {
         .await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
 }
+
+/// A command whose standard output cannot be written (a closed pipe: `boxoffice tokens create
+/// | true`) ends with a message and exit 1, never a panic; and a token it made but could not
+/// print is revoked, not left live with nobody knowing it (found by a helper on 2 December
+/// 2026: exit 101, a backtrace, and a live token). Red with `println!`: the child panics.
+#[tokio::test]
+async fn a_token_that_cannot_be_printed_is_revoked_and_no_command_panics() {
+    let options = fresh_database().await;
+    let closed_pipe = |args: &[&str]| {
+        let mut command = boxoffice_command();
+        command
+            .arg("tokens")
+            .args(args)
+            .args(["--database-url", &database_url(&options)]);
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        command.stdout(writer);
+        tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
+    };
+    for args in [
+        &["create", "--scope", "door", "--name", "never seen"][..],
+        &["list"][..],
+    ] {
+        let output = closed_pipe(args).await.unwrap();
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.contains("cannot write to standard output"), "{err}");
+    }
+    let listed = tokens_cli(&options, &["list"]).await;
+    let never_seen = stdout(&listed)
+        .lines()
+        .find(|line| line.contains("never seen"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("the token is listed: {}", stdout(&listed)));
+    let revoked = never_seen.rsplit('\t').next().unwrap();
+    assert_ne!(
+        revoked, "-",
+        "the token nobody saw was revoked: {never_seen}"
+    );
+}
