@@ -84,7 +84,7 @@ async fn run_tokens(
                 created.id
             );
             // A token nobody could read must not stay live: revoke it and say so.
-            if let Err(err) = print(&created.secret.expose()) {
+            if let Err(err) = print(created.secret.expose()) {
                 boxoffice::tokens::revoke(pool, created.id).await?;
                 return Err(format!(
                     "{err}; token {} could not be handed out, so it was revoked",
