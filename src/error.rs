@@ -64,6 +64,12 @@ pub enum Error {
         /// off before it was known.
         reference: String,
     },
+    /// A refund that was not made: the provider's answer came after recovery had voided the
+    /// refund's reference (the call outlived `--payment-recovery-seconds`), so the refund is
+    /// `failed` and nothing went back. Answered like `ServiceUnavailable` (`Retry-After: 1`),
+    /// the key released: a retry refunds afresh.
+    #[error("the payment provider did not answer in time and the refund was not made; retry")]
+    RefundVoided,
     /// The payment provider failed while charging this payment: whether it charged is
     /// unknown until recovery settles it. Answered like `ServiceUnavailable`, but a keyed
     /// request's claim is parked on the payment rather than released.

@@ -133,9 +133,10 @@ pub const TOKEN_LOST_AFTER_CHARGE: &str = "tok_lostAfterCharge";
 /// alike.
 pub const TOKEN_UNREACHABLE_ONCE: &str = "tok_unreachableOnce";
 
-/// A token the simulated provider charges like `tok_visa`, and whose charge's first refund
-/// finds the provider unreachable (nothing is refunded): the refund stays pending until
-/// recovery voids it (it then fails); every later refund of that charge works.
+/// A token the simulated provider charges like `tok_visa`, and whose charge's refunds find
+/// the provider unreachable (nothing is refunded) until recovery has voided one of them:
+/// each stays pending until recovery voids it (it then fails); every refund of that charge
+/// after the first voided one works.
 pub const TOKEN_REFUND_UNREACHABLE_ONCE: &str = "tok_refundUnreachableOnce";
 
 /// A fresh payment reference for paying `allocation`: `pay_<allocation>_<nonce>`. Like a

@@ -7,13 +7,16 @@ use std::str::FromStr;
 use serde::Serialize;
 
 /// Highest price of one ticket, in minor units (10,000,000.00 EUR; 1,000,000,000 JPY). An
-/// event has at most 1,000,000 tickets, so any order's total and any event's gross stay at or
-/// below 10^15: inside `i64` with room to spare, and inside the integers a JavaScript number
-/// holds exactly (2^53 ≈ 9.007 × 10^15), so the web page can add amounts without rounding.
+/// event has at most 1,000,000 tickets, so any order's total, and one full sale of an event,
+/// stay at or below 10^15: inside `i64` with room to spare, and inside the integers a
+/// JavaScript number holds exactly (2^53 ≈ 9.007 × 10^15), so the web page can add amounts
+/// without rounding. Sums over an event's whole history (gross, refunded) count a refunded
+/// ticket again each time it is sold, so they grow by up to 10^15 per full sale and refund:
+/// they stay within `i64` (about 9,200 such rounds), and exact in JavaScript for about nine.
 /// The `*_price_range` constraints hold the database to the same bound.
 pub const PRICE_MAX: i64 = 1_000_000_000;
 
-// The bound keeps the largest possible event gross (1,000,000 tickets) exact in a
+// The bound keeps the largest possible sale of an event (1,000,000 tickets) exact in a
 // JavaScript number.
 const _: () = assert!(PRICE_MAX * 1_000_000 < 1 << 53);
 

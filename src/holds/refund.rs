@@ -146,9 +146,10 @@ async fn begin_refund_in(
     Ok(Begun::Pending(pending, allocation))
 }
 
-/// Step three: record the provider's outcome if the refund is still pending (recovery may
-/// have settled it first: then the order is returned as it is), with its admissions as this
-/// transaction leaves them.
+/// Step three: record the provider's outcome if the refund is still pending, with its
+/// admissions as this transaction leaves them. Recovery may have settled it first: a refund
+/// it completed answers the order as it is; one it voided (or the provider's voided
+/// answer) is `RefundVoided`, the refund `failed`.
 async fn settle(
     pool: &PgPool,
     signer: &CodeSigner,
@@ -174,12 +175,13 @@ async fn settle_in(
     outcome: RefundOutcome,
 ) -> Result<Allocation> {
     let allocation = lock_hold(tx, pending.allocation_id).await?.allocation;
-    let still_pending = matches!(
-        refunds::lock_by_reference(tx, &pending.reference).await?,
-        Some((_, RefundStatus::Pending))
-    );
-    if !still_pending {
-        return Ok(allocation);
+    match refunds::lock_by_reference(tx, &pending.reference).await? {
+        Some((_, RefundStatus::Pending)) => {}
+        // Recovery settled it first, as the provider's record had it: done, or not made
+        // (voided), which must not be answered as done.
+        Some((_, RefundStatus::Completed)) => return Ok(allocation),
+        Some((_, RefundStatus::Failed)) => return Err(Error::RefundVoided),
+        None => return Err(Error::internal("a begun refund without its row")),
     }
     match outcome {
         RefundOutcome::Refunded => {
@@ -223,7 +225,7 @@ async fn settle_in(
                     refundable: 0,
                 }
                 .into()),
-                _ => read_in(tx, allocation.id).await,
+                _ => Err(Error::RefundVoided),
             }
         }
     }
@@ -274,8 +276,9 @@ pub async fn recover_refund(
         (_, None) => return Err(Error::internal("a purchase without a payment reference")),
     };
     match settle(pool, signer, &pending, outcome, None).await {
-        // The provider refused the refund: it is failed, and that settles it.
-        Err(Error::Refused(_)) => read(pool, signer, allocation_id).await,
+        // The provider refused the refund, or never made it (voided): it is failed, and
+        // that settles it.
+        Err(Error::Refused(_) | Error::RefundVoided) => read(pool, signer, allocation_id).await,
         other => other,
     }
 }

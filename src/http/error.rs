@@ -335,6 +335,7 @@ pub fn app_status_and_code(error: &Error) -> (StatusCode, &'static str) {
         Error::ServiceUnavailable
         | Error::DatabaseCutOff
         | Error::RefundOutcomeUnknown { .. }
+        | Error::RefundVoided
         | Error::PaymentOutcomeUnknown { .. } => {
             (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
         }
@@ -372,7 +373,8 @@ impl IntoResponse for ApiError {
             ApiError::App(
                 Error::ServiceUnavailable
                 | Error::DatabaseCutOff
-                | Error::RefundOutcomeUnknown { .. },
+                | Error::RefundOutcomeUnknown { .. }
+                | Error::RefundVoided,
             ) => Some("1".to_owned()),
             // Retrying a payment of unknown outcome gets this 503 again until recovery has
             // settled it: wait for that, not a second.

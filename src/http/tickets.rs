@@ -174,7 +174,7 @@ pub async fn pay_for_tickets(
         (status = 409, description = "INVALID_STATUS: not `purchased`; REFUND_EXCEEDS_PURCHASE (with refundable); IDEMPOTENCY_IN_PROGRESS", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 422, description = "VALIDATION_ERROR (a line names no line of the order, quantity below 1, reason too long); IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
-        (status = 503, description = "SERVICE_UNAVAILABLE, with Retry-After: the provider failed; the refund stays pending until recovery settles it, and a retry with the same Idempotency-Key resumes it", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE, with Retry-After: the provider failed; the refund stays pending until recovery settles it, and a retry with the same Idempotency-Key resumes it; or recovery voided the refund while its provider call was under way (nothing refunded; a retry refunds afresh)", body = ErrorBody),
     )
 )]
 pub async fn refund_tickets(

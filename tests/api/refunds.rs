@@ -633,3 +633,92 @@ async fn a_key_used_again_after_its_24_hours_makes_a_new_refund() {
     assert!(replay.headers().contains_key("idempotent-replayed"));
     assert_eq!(refund_rows(&app).await, [("completed".to_owned(), 2)]);
 }
+
+/// A refund whose provider call outlives recovery is voided at the provider (recovery voids
+/// the reference and fails the refund): the request must not answer 200 as if it were made.
+/// Both orders of events: recovery settles the refund before the provider's answer is
+/// recorded, or the provider answers `voided` while the refund is still pending. The
+/// provider is held up by a lock on its ledger while the test plays recovery's part. Before,
+/// both answered 200 with nothing refunded (found reading the code while probing money,
+/// 2 December 2026). Red with those answers: 200 where 503 is expected.
+#[tokio::test]
+async fn a_refund_recovery_voided_under_way_is_not_answered_as_made() {
+    let app = app().await;
+    let (event_id, ga, _, _) = priced_event(&app, 10, "EUR", 1_000, 1, 5).await;
+    for recovery_first in [true, false] {
+        let (paid, _) = bought(&app, &event_id, &[(&ga, 1)], Some("tok_visa")).await;
+        let id = id_of(&paid);
+        let key = format!("voided-{recovery_first}");
+        let keyed = || {
+            app.request(Method::POST, &format!("/tickets/{id}/refund"))
+                .header("Authorization", format!("Bearer {ADMIN}"))
+                .header("Idempotency-Key", &key)
+                .json(&json!({}))
+        };
+        let mut ledger = app.pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE payment_charges IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *ledger)
+            .await
+            .unwrap();
+        let request = tokio::spawn(keyed().send());
+        let allocation = uuid::Uuid::parse_str(&id).unwrap();
+        let reference: String = loop {
+            let pending: Option<String> = sqlx::query_scalar(
+                "SELECT reference FROM refunds WHERE allocation_id = $1 AND status = 'pending'",
+            )
+            .bind(allocation)
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap();
+            if let Some(reference) = pending {
+                break reference;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        sqlx::query(
+            "INSERT INTO payment_refunds (reference, charge_reference, amount, currency, outcome) \
+             SELECT $1, payment_reference, 0, 'EUR', 'voided' FROM ticket_allocations \
+             WHERE id = $2",
+        )
+        .bind(&reference)
+        .bind(allocation)
+        .execute(&mut *ledger)
+        .await
+        .unwrap();
+        if recovery_first {
+            sqlx::query(
+                "UPDATE refunds SET status = 'failed', settled_at = now() WHERE reference = $1",
+            )
+            .bind(&reference)
+            .execute(&mut *ledger)
+            .await
+            .unwrap();
+        }
+        ledger.commit().await.unwrap();
+
+        let response = request.await.unwrap().unwrap();
+        assert_eq!(response.headers()["retry-after"], "1");
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_error(
+            status,
+            &body,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+        );
+        let refund_status: String =
+            sqlx::query_scalar("SELECT status FROM refunds WHERE reference = $1")
+                .bind(&reference)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(refund_status, "failed");
+
+        // Nothing was refunded, and the retry refunds afresh.
+        let (status, done) = app.send(keyed()).await;
+        assert_eq!(status, StatusCode::OK, "{done}");
+        assert_eq!(done["status"], "refunded", "{done}");
+        assert_eq!(done["refundedAmount"], 1_000, "{done}");
+    }
+    app.assert_balanced(&event_id).await;
+}
