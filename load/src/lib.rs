@@ -880,6 +880,8 @@ async fn verify(
                         *held_by_type.entry(line.ticket_type_id.clone()).or_default() +=
                             line.quantity;
                     }
+                } else if matches!(status, "expired" | "cancelled") {
+                    read_back.tickets_released += g.quantity;
                 }
                 match expected.get(&g.allocation_id) {
                     Some(Expect::Purchased) => {
@@ -915,6 +917,7 @@ async fn verify(
         read_back.checked += one.checked;
         read_back.missing += one.missing;
         read_back.tickets_held += one.tickets_held;
+        read_back.tickets_released += one.tickets_released;
         read_back.paid_checked += one.paid_checked;
         read_back.paid_not_purchased += one.paid_not_purchased;
         for (ticket_type, tickets) in held {

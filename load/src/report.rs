@@ -110,6 +110,9 @@ pub struct ReadBack {
     pub missing: u64,
     /// Tickets of the allocations read back `reserved`, `payment_pending` or `purchased`.
     pub tickets_held: i64,
+    /// Tickets of the allocations read back `expired` or `cancelled`: given back to the
+    /// event, so they may have been granted again during the run.
+    pub tickets_released: i64,
     /// Allocations whose payment was answered 200.
     pub paid_checked: u64,
     /// Of those, the ones not read back `purchased`.
@@ -198,8 +201,11 @@ pub struct Verification {
     pub tickets_granted: i64,
     /// Tickets of the granted allocations that were still held when read back.
     pub tickets_held: i64,
-    /// Counts below zero, counts that do not add up, more granted than exist, or more of
-    /// the run's tickets held than the event counts as reserved and purchased.
+    /// Tickets of the granted allocations read back `expired` or `cancelled` (given back).
+    pub tickets_released: i64,
+    /// Counts below zero, counts that do not add up, more granted than exist (when none of
+    /// the run's holds was given back), or more of the run's tickets held than the event
+    /// counts as reserved and purchased.
     pub oversold: bool,
     pub allocations_checked: u64,
     /// 201s whose allocation could not be read back.
@@ -297,6 +303,10 @@ impl Verification {
     /// every allocation read back as held was held when the event was read: its tickets
     /// must be within the event's reserved and purchased counts. That holds on an event of
     /// the run's own and on an existing one (`--event-id`) that others sell from meanwhile.
+    /// More tickets granted than exist is an oversell only while none of the run's holds was
+    /// given back: once one reads back `expired` or `cancelled` its tickets were free to be
+    /// granted again, and the judgement is [`Verification::with_releases`]'s (a soak longer
+    /// than the server's hold time, or a server with short holds).
     pub fn new(counts: EventCounts, tickets_granted: i64, read_back: ReadBack) -> Self {
         let EventCounts {
             total,
@@ -310,13 +320,14 @@ impl Verification {
             || available + reserved + purchased != total
             || tickets_granted > total
             || read_back.tickets_held > reserved + purchased;
-        Self {
+        let verification = Self {
             total_tickets: total,
             available_tickets: available,
             reserved_tickets: reserved,
             purchased_tickets: purchased,
             tickets_granted,
             tickets_held: read_back.tickets_held,
+            tickets_released: read_back.tickets_released,
             oversold,
             allocations_checked: read_back.checked,
             allocations_missing: read_back.missing,
@@ -329,6 +340,16 @@ impl Verification {
             wrong_status: read_back.wrong_status,
             wrong_status_examples: Vec::new(),
             rows: None,
+        };
+        verification.judged_for_releases()
+    }
+
+    /// [`Verification::with_releases`] when any of the run's holds read back given back.
+    fn judged_for_releases(self) -> Self {
+        if self.tickets_released > 0 {
+            self.with_releases()
+        } else {
+            self
         }
     }
 
@@ -364,7 +385,8 @@ impl Verification {
         }
     }
 
-    /// Adds the run's tickets by type and judges every quota against them ([`QuotaCheck`]).
+    /// Adds the run's tickets by type and judges every quota against them ([`QuotaCheck`];
+    /// as [`Verification::with_releases`] does when any of the run's holds was given back).
     pub fn with_quotas(
         self,
         quotas: Vec<QuotaCounts>,
@@ -381,6 +403,7 @@ impl Verification {
             quotas,
             ..self
         }
+        .judged_for_releases()
     }
 }
 
@@ -520,13 +543,14 @@ impl Report {
             Some(v) => {
                 if v.oversold {
                     reasons.push(format!(
-                        "oversold: total {} available {} reserved {} purchased {}, granted {} of which held {}",
+                        "oversold: total {} available {} reserved {} purchased {}, granted {} of which held {} and given back {}",
                         v.total_tickets,
                         v.available_tickets,
                         v.reserved_tickets,
                         v.purchased_tickets,
                         v.tickets_granted,
-                        v.tickets_held
+                        v.tickets_held,
+                        v.tickets_released
                     ));
                 }
                 for q in v.quotas.iter().filter(|q| q.overfull) {
@@ -697,9 +721,10 @@ pub fn render(report: &Report) -> String {
             v.total_tickets, v.available_tickets, v.reserved_tickets, v.purchased_tickets
         ));
         out.push_str(&format!(
-            "verification     tickets granted {} (held {}); oversold: {}; allocations read back {}/{} (missing {})\n",
+            "verification     tickets granted {} (held {}, given back {}); oversold: {}; allocations read back {}/{} (missing {})\n",
             v.tickets_granted,
             v.tickets_held,
+            v.tickets_released,
             if v.oversold { "YES" } else { "no" },
             v.allocations_checked - v.allocations_missing,
             v.allocations_checked,

@@ -185,6 +185,26 @@ async fn a_run_whose_server_answers_5xx_is_not_sound() {
 }
 
 #[tokio::test]
+async fn a_storm_longer_than_the_holds_may_sell_lapsed_tickets_again() {
+    // Holds of a second on 20 tickets for three seconds: the holds lapse and their tickets
+    // are granted again, so the run is granted more than 20 without ever holding more than
+    // 20 at once. A correct server, not an oversell.
+    let app = spawn_app_with(&["--hold-seconds", "1", "--sweep-interval-ms", "100"]).await;
+    let mut config = config(app.address.clone());
+    config.tickets = 20;
+    config.clients = 4;
+    config.requests = None;
+    config.duration = Some(3.0);
+    let report = run(&config).await.expect("the run completes");
+    let verification = report.verification.clone().unwrap();
+    assert!(verification.tickets_granted > 20, "{report:#?}");
+    assert!(verification.tickets_released > 0, "{report:#?}");
+    assert!(!verification.oversold, "{report:#?}");
+    assert_sound(&report);
+    app.assert_balanced(&report.event_id).await;
+}
+
+#[tokio::test]
 async fn smoke_run_with_streams_from_two_source_addresses() {
     let app = spawn_app_with(BATCHED).await;
     let mut config = config(app.address.clone());

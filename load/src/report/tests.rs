@@ -173,6 +173,52 @@ fn more_held_than_the_event_counts_is_oversold_on_any_event() {
 }
 
 #[test]
+fn a_storm_whose_holds_were_given_back_may_be_granted_them_again() {
+    // 14 granted of 10 tickets, 6 held, 8 read back expired: a correct server whose holds
+    // lapsed and were sold again (finding 1 of the tool's probe).
+    let lapsed = ReadBack {
+        tickets_released: 8,
+        ..read_back(6)
+    };
+    let verification = Verification::new(COUNTS, 14, lapsed);
+    assert!(!verification.oversold, "{verification:#?}");
+    assert_eq!(verification.tickets_released, 8);
+    // Nothing given back: more granted than exist is still an oversell.
+    assert!(Verification::new(COUNTS, 14, read_back(6)).oversold);
+    // Given back or not, more held than the event counts is one, and so are counts that do
+    // not add up.
+    assert!(
+        Verification::new(
+            COUNTS,
+            14,
+            ReadBack {
+                tickets_released: 7,
+                ..read_back(7)
+            }
+        )
+        .oversold
+    );
+    let skewed = EventCounts {
+        available: 5,
+        ..COUNTS
+    };
+    assert!(Verification::new(skewed, 14, lapsed).oversold);
+    // A quota of the storm is judged the same way: 80 + 41 granted of 100, none held beyond.
+    let verification = Verification::new(COUNTS, 14, lapsed).with_quotas(
+        vec![quota(0, 90, 10)],
+        by_type(80, 41, 0),
+        by_type(0, 0, 0),
+    );
+    assert!(!verification.quotas[0].overfull, "{verification:#?}");
+    let verification = Verification::new(COUNTS, 14, read_back(6)).with_quotas(
+        vec![quota(0, 90, 10)],
+        by_type(80, 41, 0),
+        by_type(0, 0, 0),
+    );
+    assert!(verification.quotas[0].overfull, "{verification:#?}");
+}
+
+#[test]
 fn counts_that_do_not_add_up_are_oversold() {
     for counts in [
         EventCounts {
