@@ -924,6 +924,7 @@ async fn pay_offer(run: &Arc<Run>, k: u64, base: &str, buyer: &str, offer: &str)
             buyer: buyer.to_owned(),
             quantity: answer.body["quantity"].as_i64().unwrap_or(0),
             lines: order::lines_of(&answer.body),
+            expires_at: None,
         });
         shard.expected.push((offer.to_owned(), Expect::Purchased));
     }
@@ -973,6 +974,7 @@ fn record_hold(
         buyer: buyer.to_owned(),
         quantity: hold.body["quantity"].as_i64().unwrap_or(0),
         lines: order::lines_of(&hold.body),
+        expires_at: hold.body["expiresAt"].as_str().map(str::to_owned),
     });
     shard.summary.held += 1;
     Some(id)

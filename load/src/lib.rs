@@ -31,8 +31,8 @@ pub use journey::{Fate, Journey, JourneySummary, Think};
 pub use order::{Line, check_answer, pick_types};
 use report::latency;
 pub use report::{
-    Answer, EventCounts, Latency, QuotaCheck, QuotaCounts, ReadBack, Report, RowCheck,
-    Verification, render,
+    Answer, EXPIRY_TOLERANCE, EventCounts, Latency, QuotaCheck, QuotaCounts, ReadBack, Report,
+    RowCheck, Verification, lapsed_early, render,
 };
 pub use scan::{ScanReport, Scanning, render_scan, run_scan};
 use steps::Sample;
@@ -851,6 +851,7 @@ async fn verify(
             let mut read_back = ReadBack::default();
             let mut held_by_type = BTreeMap::<String, i64>::new();
             let mut wrong = Vec::new();
+            let mut early = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(g) = granted.get(i) else {
@@ -883,6 +884,21 @@ async fn verify(
                 } else if matches!(status, "expired" | "cancelled") {
                     read_back.tickets_released += g.quantity;
                 }
+                if status == "expired"
+                    && let Some(told) = &g.expires_at
+                    && report::lapsed_early(
+                        told,
+                        body["expiredAt"].as_str(),
+                        time::OffsetDateTime::now_utc(),
+                    )
+                {
+                    read_back.expired_early += 1;
+                    early.push(format!(
+                        "{}: expiresAt {told}, expired {}",
+                        g.allocation_id,
+                        body["expiredAt"].as_str().unwrap_or("(not given)")
+                    ));
+                }
                 match expected.get(&g.allocation_id) {
                     Some(Expect::Purchased) => {
                         read_back.paid_checked += 1;
@@ -903,15 +919,18 @@ async fn verify(
                     None => {}
                 }
             }
-            (read_back, held_by_type, wrong)
+            (read_back, held_by_type, wrong, early)
         }));
     }
     let mut read_back = ReadBack::default();
     let mut held_by_type = BTreeMap::new();
     let mut wrong_status_examples = Vec::new();
+    let mut expired_early_examples = Vec::new();
     for reader in readers {
-        let (one, held, mut wrong) = reader.await.map_err(|e| e.to_string())?;
+        let (one, held, mut wrong, mut early) = reader.await.map_err(|e| e.to_string())?;
         wrong_status_examples.append(&mut wrong);
+        expired_early_examples.append(&mut early);
+        read_back.expired_early += one.expired_early;
         read_back.statuses_checked += one.statuses_checked;
         read_back.wrong_status += one.wrong_status;
         read_back.checked += one.checked;
@@ -925,6 +944,7 @@ async fn verify(
         }
     }
     wrong_status_examples.truncate(5);
+    expired_early_examples.truncate(5);
     let verification = Verification::new(counts, tickets_granted, read_back).with_quotas(
         quotas,
         granted_by_type,
@@ -937,6 +957,7 @@ async fn verify(
     };
     Ok(Verification {
         wrong_status_examples,
+        expired_early_examples,
         ..verification
     })
 }

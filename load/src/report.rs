@@ -122,6 +122,9 @@ pub struct ReadBack {
     pub statuses_checked: u64,
     /// Of those, the ones read back in a status other than the one told.
     pub wrong_status: u64,
+    /// Holds read back `expired` before the `expiresAt` their 201 named ([`lapsed_early`]):
+    /// acknowledgements lost.
+    pub expired_early: u64,
 }
 
 /// A quota's counts as `GET /events/{id}/quotas` reported them after the run.
@@ -229,6 +232,10 @@ pub struct Verification {
     pub wrong_status: u64,
     /// The first few of them: the allocation, what was told, what was read.
     pub wrong_status_examples: Vec<String>,
+    /// Holds read back `expired` before the `expiresAt` their 201 named ([`lapsed_early`]).
+    pub expired_early: u64,
+    /// The first few of them: the allocation, when it was to lapse, when it did.
+    pub expired_early_examples: Vec<String>,
     /// The counts against the rows, with `--admin-token` ([`RowCheck`]); `None` without it.
     pub rows: Option<RowCheck>,
 }
@@ -339,6 +346,8 @@ impl Verification {
             statuses_checked: read_back.statuses_checked,
             wrong_status: read_back.wrong_status,
             wrong_status_examples: Vec::new(),
+            expired_early: read_back.expired_early,
+            expired_early_examples: Vec::new(),
             rows: None,
         };
         verification.judged_for_releases()
@@ -586,6 +595,13 @@ impl Report {
                         v.wrong_status_examples.join(", ")
                     ));
                 }
+                if v.expired_early > 0 {
+                    reasons.push(format!(
+                        "{} holds read back expired before the expiresAt their 201 named (lost acknowledgements): {}",
+                        v.expired_early,
+                        v.expired_early_examples.join(", ")
+                    ));
+                }
                 if let Some(rows) = v.rows.as_ref().filter(|r| !r.agrees) {
                     if rows.quiet {
                         reasons.push(format!(
@@ -615,6 +631,28 @@ impl Report {
     pub fn is_sound(&self) -> bool {
         self.reasons().is_empty()
     }
+}
+
+/// How much earlier than its `expiresAt` a hold may lapse before it counts as lapsed early:
+/// the server's `expiresAt` and `expiredAt` come from the database's clock, and a read time
+/// from the tool's.
+pub const EXPIRY_TOLERANCE: time::Duration = time::Duration::seconds(1);
+
+/// Whether a hold read back `expired` lapsed before the `expiresAt` its 201 named (`told`,
+/// RFC 3339) by more than [`EXPIRY_TOLERANCE`]: a lost acknowledgement. It lapsed at its
+/// `expiredAt` (`expired_at`, RFC 3339), or, when the read names none, at the latest when it
+/// was read (`read_at`, the tool's clock). Never for a hold whose `expiresAt` had passed, and
+/// never when `told` cannot be read (nothing to hold the server to).
+pub fn lapsed_early(told: &str, expired_at: Option<&str>, read_at: time::OffsetDateTime) -> bool {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    let Ok(told) = OffsetDateTime::parse(told, &Rfc3339) else {
+        return false;
+    };
+    let lapsed = expired_at
+        .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
+        .unwrap_or(read_at);
+    lapsed + EXPIRY_TOLERANCE < told
 }
 
 pub(crate) fn latency(sorted_us: &[u64]) -> Latency {
@@ -756,6 +794,12 @@ pub fn render(report: &Report) -> String {
                 "told read back   {}/{} in the status told (cancelled, expired, held or lapsed)\n",
                 v.statuses_checked - v.wrong_status,
                 v.statuses_checked
+            ));
+        }
+        if v.expired_early > 0 {
+            out.push_str(&format!(
+                "expired early    {} holds read back expired before the expiresAt their 201 named\n",
+                v.expired_early
             ));
         }
         match &v.rows {

@@ -204,6 +204,55 @@ async fn a_storm_longer_than_the_holds_may_sell_lapsed_tickets_again() {
     app.assert_balanced(&report.event_id).await;
 }
 
+/// A buggy sweeper: expires every `reserved` hold of the newest event now, whatever its
+/// `expiresAt`, and moves the event's counts to match; returns how many it expired.
+const EXPIRE_EVERY_HOLD_NOW: &str = "\
+    WITH e AS (SELECT id FROM events ORDER BY created_at DESC LIMIT 1 FOR UPDATE), \
+    x AS (UPDATE ticket_allocations a \
+          SET status = 'expired', expired_at = now(), updated_at = now() \
+          FROM e WHERE a.event_id = e.id AND a.status = 'reserved' RETURNING a.quantity), \
+    moved AS (UPDATE events \
+          SET reserved_tickets = reserved_tickets - (SELECT COALESCE(sum(quantity), 0) FROM x), \
+              available_tickets = available_tickets + (SELECT COALESCE(sum(quantity), 0) FROM x) \
+          WHERE id = (SELECT id FROM e)) \
+    SELECT count(*) FROM x";
+
+#[tokio::test]
+async fn holds_that_lapse_before_their_expires_at_make_the_run_unsound() {
+    // Holds of ten minutes; while the storm runs, every hold made so far lapses seconds into
+    // it, its tickets given back: each such 201 is an acknowledgement lost.
+    let app = spawn_app_with(BATCHED).await;
+    let pool = app.pool.clone();
+    let sweeper = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let expired: i64 = sqlx::query_scalar(EXPIRE_EVERY_HOLD_NOW)
+                .fetch_one(&pool)
+                .await
+                .expect("the holds are expired");
+            if expired > 0 {
+                return expired as u64;
+            }
+        }
+    });
+    let mut config = config(app.address.clone());
+    config.tickets = 100_000;
+    config.clients = 2;
+    config.requests = None;
+    config.duration = Some(2.0);
+    let report = run(&config).await.expect("the run completes");
+    let expired = sweeper.await.unwrap();
+    let verification = report.verification.clone().unwrap();
+    assert_eq!(verification.expired_early, expired, "{report:#?}");
+    assert!(!verification.oversold, "{report:#?}");
+    assert!(!report.sound, "{report:#?}");
+    assert_eq!(report.verdict.len(), 1, "{report:#?}");
+    assert!(
+        report.verdict[0].contains("holds read back expired before the expiresAt their 201 named"),
+        "{report:#?}"
+    );
+}
+
 #[tokio::test]
 async fn smoke_run_with_streams_from_two_source_addresses() {
     let app = spawn_app_with(BATCHED).await;

@@ -219,6 +219,46 @@ fn a_storm_whose_holds_were_given_back_may_be_granted_them_again() {
 }
 
 #[test]
+fn a_hold_lapsed_before_its_expires_at_is_a_lost_acknowledgement() {
+    let at = |text: &str| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let told = "2026-12-02T10:10:00Z";
+    let later = at("2026-12-02T10:20:00Z");
+    // Lapsed ten minutes early by the server's own record: early, whenever it was read.
+    assert!(lapsed_early(told, Some("2026-12-02T10:00:00Z"), later));
+    // On time, or within the tolerance of the two clocks: not early.
+    assert!(!lapsed_early(told, Some("2026-12-02T10:10:00.2Z"), later));
+    assert!(!lapsed_early(told, Some("2026-12-02T10:09:59.5Z"), later));
+    assert!(lapsed_early(told, Some("2026-12-02T10:09:58.9Z"), later));
+    // No expiredAt: it lapsed at the latest when read; read after its expiresAt, it may
+    // have been on time.
+    assert!(!lapsed_early(told, None, later));
+    assert!(lapsed_early(told, None, at("2026-12-02T10:05:00Z")));
+    // Nothing told, nothing to hold the server to.
+    assert!(!lapsed_early(
+        "not a time",
+        Some("2026-12-02T10:00:00Z"),
+        later
+    ));
+}
+
+#[test]
+fn holds_lapsed_early_make_the_run_unsound() {
+    let mut report = sound_report();
+    let verification = report.verification.as_mut().unwrap();
+    verification.expired_early = 2;
+    verification.expired_early_examples = vec!["a: expiresAt x, expired y".into()];
+    assert_eq!(
+        report.reasons(),
+        [
+            "2 holds read back expired before the expiresAt their 201 named (lost acknowledgements): a: expiresAt x, expired y"
+        ]
+    );
+    assert!(render(&report).contains("expired early    2 holds"));
+}
+
+#[test]
 fn counts_that_do_not_add_up_are_oversold() {
     for counts in [
         EventCounts {
