@@ -449,24 +449,28 @@ pub async fn run_on_sale(
             if config.hold_streams_seconds > 0.0 {
                 tokio::time::sleep(Duration::from_secs_f64(config.hold_streams_seconds)).await;
             }
-            let event = exchange(
-                client.get(format!("{}/events/{event_id}", urls[0])),
-                StatusCode::OK,
-                "reading the event's final counts",
-            )
-            .await?;
-            let counts = [
-                "totalTickets",
-                "availableTickets",
-                "reservedTickets",
-                "purchasedTickets",
-            ]
-            .map(|k| event[k].as_i64().unwrap_or(-1));
+            let read = || async {
+                let event = exchange(
+                    client.get(format!("{}/events/{event_id}", urls[0])),
+                    StatusCode::OK,
+                    "reading the event's final counts",
+                )
+                .await?;
+                Ok::<_, String>(
+                    [
+                        "totalTickets",
+                        "availableTickets",
+                        "reservedTickets",
+                        "purchasedTickets",
+                    ]
+                    .map(|k| event[k].as_i64().unwrap_or(-1)),
+                )
+            };
             // Every stream ends on the final state within a few of its 100 ms intervals.
             Some(
                 watchers
-                    .finish(counts, Duration::from_secs(1), Duration::from_secs(30))
-                    .await,
+                    .finish(read, Duration::from_secs(1), Duration::from_secs(30))
+                    .await?,
             )
         }
         None => None,

@@ -725,10 +725,11 @@ pub fn render(report: &Report) -> String {
     }
     if let Some(streams) = &report.streams {
         out.push_str(&format!(
-            "streams          {} from {} source addresses; {} messages; last message = final counts: {} (not: {}); ended early {}; reopened {} times\n",
+            "streams          {} from {} source addresses; {} messages; last message = final counts {:?}: {} (not: {}); ended early {}; reopened {} times\n",
             streams.opened,
             streams.sources,
             streams.messages,
+            streams.final_counts,
             streams.last_message_matches,
             streams.last_message_mismatches,
             streams.ended_early,

@@ -276,6 +276,31 @@ async fn smoke_run_with_streams_from_two_source_addresses() {
 }
 
 #[tokio::test]
+async fn streams_are_compared_with_counts_read_once_they_went_quiet() {
+    // Holds of a second: they lapse after the run, while the streams are read to their end.
+    // The streams show the lapses; the counts they are compared with must too.
+    let app = spawn_app_with(&["--hold-seconds", "1", "--sweep-interval-ms", "100"]).await;
+    let mut config = config(app.address.clone());
+    config.tickets = 100_000;
+    config.clients = 2;
+    config.requests = None;
+    config.duration = Some(1.0);
+    config.idle_streams = 3;
+    let report = run(&config).await.expect("the run completes");
+    let streams = report.streams.clone().expect("a stream report");
+    assert_eq!(streams.last_message_mismatches, 0, "{report:#?}");
+    assert_eq!(streams.last_message_matches, 3, "{report:#?}");
+    // Every hold lapsed before the streams were closed, and the counts compared say so.
+    let [total, available, reserved, purchased] = streams.final_counts;
+    assert_eq!(
+        (total, available, reserved, purchased),
+        (100_000, 100_000, 0, 0),
+        "{report:#?}"
+    );
+    assert_sound(&report);
+}
+
+#[tokio::test]
 async fn smoke_scan_admits_every_ticket_exactly_once() {
     let app = spawn_app_with(&["--admin-token", "scan-organiser"]).await;
     let mut config = config(app.address.clone());
