@@ -15,6 +15,7 @@
 
 pub mod check;
 mod drive;
+pub mod flags;
 pub mod history;
 mod html;
 mod journey;
@@ -69,13 +70,13 @@ pub struct Config {
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
     /// Stop after this many seconds.
-    #[arg(long)]
+    #[arg(long, value_parser = flags::positive_seconds)]
     pub duration: Option<f64>,
     /// Stop after this many purchase requests (default 10,000 when no duration is given).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,
     /// Tickets per purchase request (per line, with --ticket-types above 1).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
     pub quantity: i64,
     /// Distinct buyers (fingerprints) to cycle through; default: one per request.
     #[arg(long)]
@@ -89,7 +90,7 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub idle_streams: usize,
     /// Keep the streams open this many seconds after the run (to measure them).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = flags::seconds)]
     pub hold_streams_seconds: f64,
     /// Open the streams from this many loopback source addresses, 127.0.0.2 upwards (one
     /// address has about 28,000 ports towards one server port); 0: the system's choice.
@@ -118,11 +119,11 @@ pub struct Config {
     #[arg(long)]
     pub keyed: bool,
     /// How long a call whose answer is ambiguous is retried, from its first attempt.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, value_parser = flags::seconds)]
     pub retry_seconds: f64,
     /// Give up on a request after this many seconds (recorded as a `timeout`); default: wait
     /// for the server's own request timeout.
-    #[arg(long)]
+    #[arg(long, value_parser = flags::positive_seconds)]
     pub request_timeout: Option<f64>,
 }
 
@@ -267,6 +268,15 @@ pub async fn run_on_sale(
     if config.urls.is_empty() || config.clients == 0 {
         return Err("need at least one --url and one client".into());
     }
+    for url in &config.urls {
+        check_url(url)?;
+    }
+    if config.quantity < 1 || config.requests == Some(0) {
+        return Err("--quantity and --requests must be 1 or more".into());
+    }
+    if config.read_only && config.pay {
+        return Err("--read-only times reads; it pays for nothing (drop --pay)".into());
+    }
     if catalogue.max_lines > catalogue.ticket_types {
         return Err("--max-lines cannot be above --ticket-types".into());
     }
@@ -304,15 +314,21 @@ pub async fn run_on_sale(
     let mut client = Client::builder()
         .pool_max_idle_per_host(connections + config.idle_streams)
         .tcp_nodelay(true);
+    // Every span in seconds is checked here, before anything is sent: the parser refuses
+    // them already, but a `Config` may be built without it.
     if let Some(seconds) = config.request_timeout {
-        if !(seconds.is_finite() && seconds > 0.0) {
+        let timeout = flags::duration("--request-timeout", seconds)?;
+        if timeout.is_zero() {
             return Err("--request-timeout must be above 0".into());
         }
-        client = client.timeout(Duration::from_secs_f64(seconds));
+        client = client.timeout(timeout);
     }
-    if !(config.retry_seconds.is_finite() && config.retry_seconds >= 0.0) {
-        return Err("--retry-seconds must be 0 or more".into());
-    }
+    let retry_for = flags::duration("--retry-seconds", config.retry_seconds)?;
+    let hold_streams = flags::duration("--hold-streams-seconds", config.hold_streams_seconds)?;
+    let run_for = config
+        .duration
+        .map(|s| flags::duration("--duration", s))
+        .transpose()?;
     let client = client.build().map_err(|e| e.to_string())?;
     let history = config
         .history
@@ -376,9 +392,7 @@ pub async fn run_on_sale(
             None
         })
         .unwrap_or(u64::MAX);
-    let deadline = config
-        .duration
-        .map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let deadline = run_for.map(|d| Instant::now() + d);
     let run_tag = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -402,10 +416,10 @@ pub async fn run_on_sale(
             pay: config.pay,
             clients: config.clients,
             limit,
-            duration: config.duration.map(Duration::from_secs_f64),
+            duration: run_for,
             history: history.clone(),
             keyed: config.keyed,
-            retry_for: Duration::from_secs_f64(config.retry_seconds),
+            retry_for,
         };
         let collected = journey::run(target, journey).await?;
         (
@@ -446,9 +460,7 @@ pub async fn run_on_sale(
     }
     let streams = match watchers {
         Some(watchers) => {
-            if config.hold_streams_seconds > 0.0 {
-                tokio::time::sleep(Duration::from_secs_f64(config.hold_streams_seconds)).await;
-            }
+            tokio::time::sleep(hold_streams).await;
             let read = || async {
                 let event = exchange(
                     client.get(format!("{}/events/{event_id}", urls[0])),
@@ -585,6 +597,17 @@ pub fn write_charts(report: &Report, dir: &std::path::Path) -> Result<(), String
         std::fs::write(&path, chart.svg).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Refuses a `--url` that is not an absolute http(s) URL, naming it, before anything is sent.
+fn check_url(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(()),
+        Ok(_) => Err(format!(
+            "--url {url:?} is not an http:// or https:// URL with a host"
+        )),
+        Err(e) => Err(format!("--url {url:?} is not a URL: {e}")),
+    }
 }
 
 /// With the organiser's token when one is given.

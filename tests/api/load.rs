@@ -254,6 +254,64 @@ async fn holds_that_lapse_before_their_expires_at_make_the_run_unsound() {
 }
 
 #[tokio::test]
+async fn spans_out_of_range_are_refused_before_anything_is_sent() {
+    // A `Config` built without the parser: each value used to panic converting to a
+    // `Duration`, some after the event was created or the whole run was done.
+    let app = spawn_app_with(BATCHED).await;
+    type Doctor = fn(&mut Config);
+    let cases: [(&str, Doctor); 5] = [
+        ("--duration", |c| c.duration = Some(f64::INFINITY)),
+        ("--duration", |c| c.duration = Some(1e20)),
+        ("--hold-streams-seconds", |c| {
+            c.idle_streams = 1;
+            c.hold_streams_seconds = f64::INFINITY;
+        }),
+        ("--retry-seconds", |c| c.retry_seconds = 1e20),
+        ("--request-timeout", |c| c.request_timeout = Some(f64::NAN)),
+    ];
+    for (flag, doctor) in cases {
+        let mut config = config(app.address.clone());
+        config.requests = Some(2);
+        doctor(&mut config);
+        let err = run(&config).await.expect_err("refused");
+        assert!(err.starts_with(&format!("{flag} must be")), "{err}");
+    }
+    assert_eq!(app.row_count("events").await, 0);
+}
+
+#[tokio::test]
+async fn flags_that_cannot_make_a_useful_run_are_refused_before_anything_is_sent() {
+    let app = spawn_app_with(BATCHED).await;
+    type Doctor = fn(&mut Config);
+    let cases: [(&str, Doctor); 6] = [
+        ("--url \"foo\" is not a URL", |c| {
+            c.urls = vec!["foo".into()]
+        }),
+        ("--url \"\" is not a URL", |c| c.urls = vec![String::new()]),
+        ("--url \"ftp://x\" is not an http", |c| {
+            c.urls = vec!["ftp://x".into()]
+        }),
+        ("--quantity and --requests must be 1 or more", |c| {
+            c.quantity = 0
+        }),
+        ("--quantity and --requests must be 1 or more", |c| {
+            c.requests = Some(0)
+        }),
+        ("--read-only times reads", |c| {
+            c.read_only = true;
+            c.pay = true;
+        }),
+    ];
+    for (message, doctor) in cases {
+        let mut config = config(app.address.clone());
+        doctor(&mut config);
+        let err = run(&config).await.expect_err("refused");
+        assert!(err.starts_with(message), "{err}");
+    }
+    assert_eq!(app.row_count("events").await, 0);
+}
+
+#[tokio::test]
 async fn smoke_run_with_streams_from_two_source_addresses() {
     let app = spawn_app_with(BATCHED).await;
     let mut config = config(app.address.clone());
