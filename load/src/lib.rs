@@ -20,6 +20,7 @@ pub mod history;
 mod html;
 mod journey;
 mod order;
+mod output;
 mod report;
 mod scan;
 mod steps;
@@ -30,6 +31,7 @@ pub use html::{Chart, charts, html};
 use journey::Expect;
 pub use journey::{Fate, Journey, JourneySummary, Think};
 pub use order::{Line, check_answer, pick_types};
+pub use output::{check_writable, write_charts, write_report};
 use report::latency;
 pub use report::{
     Answer, EXPIRY_TOLERANCE, EventCounts, Latency, QuotaCheck, QuotaCounts, ReadBack, Report,
@@ -582,21 +584,6 @@ pub async fn run_on_sale(
     report.verdict = report.reasons();
     report.sound = report.verdict.is_empty();
     Ok(report)
-}
-
-/// Writes the HTML report ([`html`]) to `path`.
-pub fn write_report(report: &Report, path: &std::path::Path) -> Result<(), String> {
-    std::fs::write(path, html(report)).map_err(|e| format!("writing {}: {e}", path.display()))
-}
-
-/// Writes each chart of the HTML report ([`charts`]) to `{dir}/{name}.svg`.
-pub fn write_charts(report: &Report, dir: &std::path::Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    for chart in charts(report) {
-        let path = dir.join(format!("{}.svg", chart.name));
-        std::fs::write(&path, chart.svg).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    }
-    Ok(())
 }
 
 /// Refuses a `--url` that is not an absolute http(s) URL, naming it, before anything is sent.
