@@ -84,7 +84,9 @@ pub struct Journey {
     pub watch_share: f64,
     /// The server's `--admin-token`: sent on the organiser's routes, and lets the
     /// verification compare the event's and quotas' counts with the rows
-    /// (`GET /events/{id}/report`).
+    /// (`GET /events/{id}/report`). A server with a token needs it for any verification (it
+    /// reads the event's quotas, an organiser's route): a run without it is refused before
+    /// it starts (or give `--no-verify`).
     #[arg(long)]
     pub admin_token: Option<String>,
 }

@@ -370,6 +370,14 @@ pub async fn run_on_sale(
         Vec::new()
     };
 
+    // The verification reads the quotas, an organiser's route: a server that keeps it for its
+    // token says so now, before the load, rather than after it.
+    if !config.no_verify {
+        quotas(&client, &urls[0], &event_id, token)
+            .await
+            .map_err(|e| format!("before the run: {e}"))?;
+    }
+
     let watchers = if config.idle_streams > 0 {
         Some(
             Watchers::open(
@@ -788,6 +796,17 @@ async fn quotas(
     .map_err(|e| format!("reading the quotas back: {e}"))?;
     if response.status() == StatusCode::NOT_FOUND {
         return Ok(Vec::new());
+    }
+    if matches!(
+        response.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ) {
+        return Err(format!(
+            "reading the quotas back: {}: the server keeps an event's quotas for its \
+             organiser, and the verification reads them: give the server's --admin-token \
+             (or --no-verify)",
+            response.status()
+        ));
     }
     if response.status() != StatusCode::OK {
         return Err(format!("reading the quotas back: {}", response.status()));

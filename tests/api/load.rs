@@ -280,6 +280,32 @@ async fn spans_out_of_range_are_refused_before_anything_is_sent() {
 }
 
 #[tokio::test]
+async fn a_protected_server_without_the_token_is_refused_before_the_load() {
+    // Holds need no token, but the verification reads the organiser's quotas route: the run
+    // says so before it buys anything, not after.
+    let app = spawn_app_with(&["--admin-token", "load-organiser"]).await;
+    let create = app
+        .request(reqwest::Method::POST, "/events")
+        .bearer_auth("load-organiser")
+        .json(&serde_json::json!({
+            "name": "Protected", "date": "2030-01-01T20:00:00Z", "totalTickets": 10,
+        }));
+    let (status, event) = app.send(create).await;
+    assert_eq!(status, StatusCode::CREATED, "{event}");
+    let mut config = config(app.address.clone());
+    config.event_id = Some(id_of(&event));
+    config.requests = Some(4);
+    let err = run(&config).await.expect_err("refused");
+    assert!(err.starts_with("before the run: "), "{err}");
+    assert!(err.contains("--admin-token"), "{err}");
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+    // Without verification there is nothing to refuse.
+    config.no_verify = true;
+    let report = run(&config).await.expect("the run completes");
+    assert_eq!(report.reservations, 4, "{report:#?}");
+}
+
+#[tokio::test]
 async fn flags_that_cannot_make_a_useful_run_are_refused_before_anything_is_sent() {
     let app = spawn_app_with(BATCHED).await;
     type Doctor = fn(&mut Config);
