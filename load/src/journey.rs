@@ -351,12 +351,17 @@ pub struct JourneySummary {
     pub buyers: u64,
     /// Of them, the ones granted a hold (201).
     pub held: u64,
-    /// What the buyers with a hold went on to do: pay, pay with the declining card, cancel,
-    /// or nothing (abandoned: the hold lapses).
+    /// What the buyers with a hold chose to do, whatever came of it: pay (the refund and
+    /// check-in fates included), pay with the declining card, cancel, or nothing (abandoned:
+    /// the hold lapses). What came of it: `payments_succeeded` of the report, and `too_late`.
     pub paid: u64,
     pub declined: u64,
     pub cancelled: u64,
     pub abandoned: u64,
+    /// Of the buyers who paid, paid with the declining card or cancelled, the ones whose
+    /// hold had already lapsed: their payment answered 410 `RESERVATION_EXPIRED`, their
+    /// cancel refused 409 `INVALID_STATUS` naming `expired`.
+    pub too_late: u64,
     /// Paid orders the organiser refunded (200).
     pub refunded: u64,
     /// Paid tickets admitted at the door (each scanned at two gates at once).
@@ -579,6 +584,7 @@ pub(crate) async fn run(target: Target, journey: &Journey) -> Result<Collected, 
         all.declined += one.declined;
         all.cancelled += one.cancelled;
         all.abandoned += one.abandoned;
+        all.too_late += one.too_late;
         all.refunded += one.refunded;
         all.checked_in += one.checked_in;
         all.checkin_anomalies += one.checkin_anomalies;
@@ -780,6 +786,15 @@ async fn settle(
         Fate::Cancel => summary.cancelled += 1,
         Fate::Abandon => summary.abandoned += 1,
     }
+    // Too late: the payment found the hold expired (410), or the cancel was refused naming
+    // `expired` (a retried cancel that took effect is refused naming `cancelled`).
+    let too_late = answer.as_ref().is_some_and(|a| {
+        a.status == Some(StatusCode::GONE)
+            || (fate == Fate::Cancel
+                && a.status == Some(StatusCode::CONFLICT)
+                && a.body["status"] == "expired")
+    });
+    summary.too_late += u64::from(too_late);
     summary.refunded += u64::from(refunded);
     summary.checked_in += checked_in;
     if paid {

@@ -819,8 +819,17 @@ pub fn render(report: &Report) -> String {
     }
     if let Some(j) = &report.journey {
         out.push_str(&format!(
-            "journey          {} model; {} buyers, {} held: {} paid, {} declined, {} cancelled, {} abandoned; think {} ms\n",
-            j.model, j.buyers, j.held, j.paid, j.declined, j.cancelled, j.abandoned, j.think_ms
+            "journey          {} model; {} buyers, {} held: chose {} pay, {} declining card, {} cancel, {} abandon; {} too late for their hold, {} payments ok; think {} ms\n",
+            j.model,
+            j.buyers,
+            j.held,
+            j.paid,
+            j.declined,
+            j.cancelled,
+            j.abandoned,
+            j.too_late,
+            report.payments_succeeded,
+            j.think_ms
         ));
         out.push_str(&format!(
             "                 {} watched ({} messages); peak in flight {}; waited for a slot {}; start lag ms {}\n",
