@@ -413,6 +413,8 @@ pub struct AllocationRow {
     /// HMAC-SHA256 of the buyer's fingerprint, 64 hex.
     pub fingerprint_hash: String,
     pub payment_reference: Option<String>,
+    /// When it lapsed (RFC 3339, the database's clock), once `expired`.
+    pub expired_at: Option<String>,
     pub lines: Vec<LineRow>,
 }
 
@@ -1282,6 +1284,24 @@ impl<'a> Judge<'a> {
                 } else {
                     ", of another buyer"
                 }
+            );
+            self.report(Kind::LostAcknowledgement, message);
+        }
+        // A hold's 201 promised it until its `expiresAt`: one that lapsed sooner was lost.
+        // Both times are the database's; a row expired without a time lapsed before now.
+        if row.status == "expired"
+            && let Some(told) = answer_str(attempt, "expiresAt")
+            && crate::lapsed_early(
+                told,
+                row.expired_at.as_deref(),
+                time::OffsetDateTime::now_utc(),
+            )
+        {
+            let message = format!(
+                "call {}: hold {id} was answered 201 until {told}; the database has it \
+                 expired at {}",
+                call.id,
+                row.expired_at.as_deref().unwrap_or("(no time)")
             );
             self.report(Kind::LostAcknowledgement, message);
         }

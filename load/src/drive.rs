@@ -24,6 +24,9 @@ pub struct Granted {
     pub quantity: i64,
     /// Its lines as the 201 gave them, sorted (empty from a server without ticket types).
     pub lines: Vec<Line>,
+    /// The `expiresAt` its 201 named (RFC 3339, the database's clock): the hold must not
+    /// lapse before it. `None` for an allocation granted otherwise (a paid offer).
+    pub expires_at: Option<String>,
 }
 
 /// How many 201s [`order::check_answer`] refuses to keep as examples.
@@ -382,6 +385,7 @@ async fn one_request(
         buyer: outcome.buyer.clone(),
         quantity: outcome.granted.unwrap_or(0),
         lines: order::lines_of(&outcome.body),
+        expires_at: outcome.body["expiresAt"].as_str().map(str::to_owned),
     });
     if !plan
         .pay_every

@@ -25,30 +25,64 @@ const HEIGHT: u32 = 300;
 
 /// Every step's two charts: requests per second, and p50/p90/p99/max latency, per second.
 pub fn charts(report: &Report) -> Vec<Chart> {
-    report.steps.iter().flat_map(step_charts).collect()
+    report
+        .steps
+        .iter()
+        .flat_map(|step| step_charts(step, report.elapsed_seconds))
+        .collect()
 }
 
-fn step_charts(step: &Step) -> [Chart; 2] {
-    // Each bucket is drawn at its middle: the requests that ended in [s, s + 1).
-    let at = |second: u64| second as f64 + 0.5;
-    let rate: Vec<(f64, f64)> = step
-        .timeline
-        .iter()
-        .map(|b| (at(b.second), b.requests as f64))
-        .collect();
-    let percentile = |pick: fn(&crate::Bucket) -> f64| -> Vec<(f64, f64)> {
-        step.timeline
-            .iter()
-            .filter(|b| b.requests > 0)
-            .map(|b| (at(b.second), pick(b)))
-            .collect()
+/// Where bucket `second` is drawn and how long it is: its middle, and a second, but the one
+/// cut short by the end of a run of `elapsed` seconds only as long as it lasted (a tenth of a
+/// second at least, so a few requests at the very end do not make a spike). A bucket after
+/// the end (requests that ended after it) counts a whole second.
+fn span(second: u64, elapsed: f64) -> (f64, f64) {
+    let left = elapsed - second as f64;
+    let length = if left > 0.0 {
+        left.clamp(0.1, 1.0)
+    } else {
+        1.0
     };
+    (second as f64 + length / 2.0, length)
+}
+
+/// The rate chart's points: each second's requests over its length ([`span`]).
+fn rate_points(step: &Step, elapsed: f64) -> Vec<(f64, f64)> {
+    step.timeline
+        .iter()
+        .map(|b| {
+            let (at, length) = span(b.second, elapsed);
+            (at, b.requests as f64 / length)
+        })
+        .collect()
+}
+
+/// A latency chart's points: the percentile `pick` of each second with requests answered
+/// below 500; a second whose requests all failed has no latency to draw, not one of 0 ms.
+fn latency_points(step: &Step, elapsed: f64, pick: fn(&crate::Bucket) -> f64) -> Vec<(f64, f64)> {
+    step.timeline
+        .iter()
+        .filter(|b| b.answered > 0)
+        .map(|b| (span(b.second, elapsed).0, pick(b)))
+        .collect()
+}
+
+/// Where both charts of a step end: the end of its timeline, the run's last second, so that
+/// they line up (the latency chart's own points may end sooner).
+fn x_max(step: &Step) -> f64 {
+    (step.timeline.len() as f64).max(1.0)
+}
+
+fn step_charts(step: &Step, elapsed: f64) -> [Chart; 2] {
+    let x_max = x_max(step);
+    let rate = rate_points(step, elapsed);
+    let percentile = |pick| latency_points(step, elapsed, pick);
     let rate_title = format!("{}: requests per second", step.name);
     let latency_title = format!("{}: latency (ms) per second", step.name);
     [
         Chart {
             name: format!("{}-rate", step.name),
-            svg: line_chart(&rate_title, "requests/s", &[("rate", BLUE, rate)]),
+            svg: line_chart(&rate_title, "requests/s", x_max, &[("rate", BLUE, rate)]),
             title: rate_title,
         },
         Chart {
@@ -56,6 +90,7 @@ fn step_charts(step: &Step) -> [Chart; 2] {
             svg: line_chart(
                 &latency_title,
                 "ms",
+                x_max,
                 &[
                     ("p50", GREEN, percentile(|b| b.p50)),
                     ("p90", BLUE, percentile(|b| b.p90)),
@@ -70,9 +105,9 @@ fn step_charts(step: &Step) -> [Chart; 2] {
 
 /// A line chart of `series` over seconds since the run started, as an SVG document. A chart
 /// that cannot be drawn says so in its place: the report is still written.
-fn line_chart(title: &str, y_label: &str, series: &[Series]) -> String {
+fn line_chart(title: &str, y_label: &str, x_max: f64, series: &[Series]) -> String {
     let mut svg = String::new();
-    let drawn = draw(&mut svg, title, y_label, series);
+    let drawn = draw(&mut svg, title, y_label, x_max, series);
     match drawn {
         Ok(()) => svg,
         Err(e) => format!(
@@ -83,9 +118,14 @@ fn line_chart(title: &str, y_label: &str, series: &[Series]) -> String {
     }
 }
 
-fn draw(svg: &mut String, title: &str, y_label: &str, series: &[Series]) -> Result<(), String> {
+fn draw(
+    svg: &mut String,
+    title: &str,
+    y_label: &str,
+    x_max: f64,
+    series: &[Series],
+) -> Result<(), String> {
     let points = series.iter().flat_map(|(_, _, p)| p);
-    let x_max = points.clone().map(|p| p.0 + 0.5).fold(1.0, f64::max);
     let y_max = points.map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
     let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -174,7 +214,7 @@ pub fn html(report: &Report) -> String {
             "<h2>{}</h2>\n<div class=\"charts\">\n",
             escape(step.name)
         ));
-        for chart in step_charts(step) {
+        for chart in step_charts(step, report.elapsed_seconds) {
             page.push_str(&format!(
                 "<figure aria-label=\"{}\">\n{}\n</figure>\n",
                 escape(&chart.title),

@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
 use crate::drive::{Granted, Totals};
+use crate::flags;
 use crate::history::{self, History};
 use crate::order::{self, mix};
 use crate::report::{Latency, latency};
@@ -34,13 +35,13 @@ pub struct Journey {
     /// Open model: buyers arriving per second, each running the journey once (`--requests`
     /// caps the buyers, `--duration` the arrivals; default 10,000 buyers without either).
     /// Without it, each of `--clients` runs journeys one after another.
-    #[arg(long, value_parser = positive)]
+    #[arg(long, value_parser = flags::rate)]
     pub arrival_rate: Option<f64>,
     /// Arrivals per second during the first `--spike-seconds`, as when a sale opens.
-    #[arg(long, value_parser = positive, requires = "arrival_rate")]
+    #[arg(long, value_parser = flags::rate, requires = "arrival_rate")]
     pub spike_rate: Option<f64>,
     /// Length of the spike.
-    #[arg(long, default_value_t = 0.0, requires = "spike_rate")]
+    #[arg(long, default_value_t = 0.0, value_parser = flags::seconds, requires = "spike_rate")]
     pub spike_seconds: f64,
     /// Open model: most journeys in flight at once; an arrival beyond waits for a slot (and
     /// its latency counts the wait).
@@ -75,7 +76,7 @@ pub struct Journey {
     #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub waiting_list_share: f64,
     /// How long a buyer on the waiting list waits for an offer before leaving it.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = flags::seconds)]
     pub offer_wait_seconds: f64,
     /// Share of buyers who watch `GET /events/{id}/stream` from their arrival to the end of
     /// their journey (at least until its first message).
@@ -83,7 +84,9 @@ pub struct Journey {
     pub watch_share: f64,
     /// The server's `--admin-token`: sent on the organiser's routes, and lets the
     /// verification compare the event's and quotas' counts with the rows
-    /// (`GET /events/{id}/report`).
+    /// (`GET /events/{id}/report`). A server with a token needs it for any verification (it
+    /// reads the event's quotas, an organiser's route): a run without it is refused before
+    /// it starts (or give `--no-verify`).
     #[arg(long)]
     pub admin_token: Option<String>,
 }
@@ -106,13 +109,6 @@ impl Default for Journey {
             watch_share: 0.0,
             admin_token: None,
         }
-    }
-}
-
-fn positive(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("{text} is not a positive number")),
     }
 }
 
@@ -193,7 +189,8 @@ impl Journey {
         } else {
             spike_end + (k - spike_buyers) as f64 / rate
         };
-        Some(Duration::from_secs_f64(seconds))
+        // A year at most (the rates' own bound): a buyer that far off is never due in a run.
+        Some(Duration::from_secs_f64(seconds.min(flags::MAX_SECONDS)))
     }
 
     /// Checks the flags against each other.
@@ -210,11 +207,20 @@ impl Journey {
                     .into(),
             );
         }
-        if !self.offer_wait_seconds.is_finite() || self.offer_wait_seconds < 0.0 {
-            return Err("--offer-wait-seconds must be 0 or more".into());
+        flags::duration("--offer-wait-seconds", self.offer_wait_seconds)?;
+        flags::duration("--spike-seconds", self.spike_seconds)?;
+        if self.spike_rate.is_some() && self.spike_seconds == 0.0 {
+            return Err("--spike-rate needs --spike-seconds above 0 (the spike's length)".into());
         }
-        if !self.spike_seconds.is_finite() || self.spike_seconds < 0.0 {
-            return Err("--spike-seconds must be 0 or more".into());
+        for (flag, rate) in [
+            ("--arrival-rate", self.arrival_rate),
+            ("--spike-rate", self.spike_rate),
+        ] {
+            if rate.is_some_and(|r| !flags::is_rate(r)) {
+                return Err(format!(
+                    "{flag} must be a rate per second that is finite and at least one a year"
+                ));
+            }
         }
         Ok(())
     }
@@ -345,12 +351,17 @@ pub struct JourneySummary {
     pub buyers: u64,
     /// Of them, the ones granted a hold (201).
     pub held: u64,
-    /// What the buyers with a hold went on to do: pay, pay with the declining card, cancel,
-    /// or nothing (abandoned: the hold lapses).
+    /// What the buyers with a hold chose to do, whatever came of it: pay (the refund and
+    /// check-in fates included), pay with the declining card, cancel, or nothing (abandoned:
+    /// the hold lapses). What came of it: `payments_succeeded` of the report, and `too_late`.
     pub paid: u64,
     pub declined: u64,
     pub cancelled: u64,
     pub abandoned: u64,
+    /// Of the buyers who paid, paid with the declining card or cancelled, the ones whose
+    /// hold had already lapsed: their payment answered 410 `RESERVATION_EXPIRED`, their
+    /// cancel refused 409 `INVALID_STATUS` naming `expired`.
+    pub too_late: u64,
     /// Paid orders the organiser refunded (200).
     pub refunded: u64,
     /// Paid tickets admitted at the door (each scanned at two gates at once).
@@ -490,6 +501,7 @@ impl Run {
             }
             let wait = answered
                 .and_then(|(_, _, after)| after?.parse::<f64>().ok())
+                .filter(|s| s.is_finite())
                 .map_or(Duration::from_millis(500), |s| {
                     Duration::from_secs_f64(s.clamp(0.0, 2.0))
                 });
@@ -572,6 +584,7 @@ pub(crate) async fn run(target: Target, journey: &Journey) -> Result<Collected, 
         all.declined += one.declined;
         all.cancelled += one.cancelled;
         all.abandoned += one.abandoned;
+        all.too_late += one.too_late;
         all.refunded += one.refunded;
         all.checked_in += one.checked_in;
         all.checkin_anomalies += one.checkin_anomalies;
@@ -773,6 +786,15 @@ async fn settle(
         Fate::Cancel => summary.cancelled += 1,
         Fate::Abandon => summary.abandoned += 1,
     }
+    // Too late: the payment found the hold expired (410), or the cancel was refused naming
+    // `expired` (a retried cancel that took effect is refused naming `cancelled`).
+    let too_late = answer.as_ref().is_some_and(|a| {
+        a.status == Some(StatusCode::GONE)
+            || (fate == Fate::Cancel
+                && a.status == Some(StatusCode::CONFLICT)
+                && a.body["status"] == "expired")
+    });
+    summary.too_late += u64::from(too_late);
     summary.refunded += u64::from(refunded);
     summary.checked_in += checked_in;
     if paid {
@@ -874,7 +896,10 @@ async fn wait_for_offer(run: &Arc<Run>, k: u64, base: &str, buyer: &str, refused
         _ => return,
     };
     run.shard(k).summary.joined += 1;
-    let until = Instant::now() + Duration::from_secs_f64(run.journey.offer_wait_seconds);
+    // Checked by `Journey::validate` before the run.
+    let until = Instant::now()
+        + flags::duration("--offer-wait-seconds", run.journey.offer_wait_seconds)
+            .unwrap_or_default();
     loop {
         let read = target
             .client
@@ -924,6 +949,7 @@ async fn pay_offer(run: &Arc<Run>, k: u64, base: &str, buyer: &str, offer: &str)
             buyer: buyer.to_owned(),
             quantity: answer.body["quantity"].as_i64().unwrap_or(0),
             lines: order::lines_of(&answer.body),
+            expires_at: None,
         });
         shard.expected.push((offer.to_owned(), Expect::Purchased));
     }
@@ -973,6 +999,7 @@ fn record_hold(
         buyer: buyer.to_owned(),
         quantity: hold.body["quantity"].as_i64().unwrap_or(0),
         lines: order::lines_of(&hold.body),
+        expires_at: hold.body["expiresAt"].as_str().map(str::to_owned),
     });
     shard.summary.held += 1;
     Some(id)

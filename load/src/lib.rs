@@ -15,10 +15,12 @@
 
 pub mod check;
 mod drive;
+pub mod flags;
 pub mod history;
 mod html;
 mod journey;
 mod order;
+mod output;
 mod report;
 mod scan;
 mod steps;
@@ -29,10 +31,11 @@ pub use html::{Chart, charts, html};
 use journey::Expect;
 pub use journey::{Fate, Journey, JourneySummary, Think};
 pub use order::{Line, check_answer, pick_types};
+pub use output::{check_writable, write_charts, write_report};
 use report::latency;
 pub use report::{
-    Answer, EventCounts, Latency, QuotaCheck, QuotaCounts, ReadBack, Report, RowCheck,
-    Verification, render,
+    Answer, EXPIRY_TOLERANCE, EventCounts, Latency, QuotaCheck, QuotaCounts, ReadBack, Report,
+    RowCheck, Verification, lapsed_early, render,
 };
 pub use scan::{ScanReport, Scanning, render_scan, run_scan};
 use steps::Sample;
@@ -69,13 +72,13 @@ pub struct Config {
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
     /// Stop after this many seconds.
-    #[arg(long)]
+    #[arg(long, value_parser = flags::positive_seconds)]
     pub duration: Option<f64>,
     /// Stop after this many purchase requests (default 10,000 when no duration is given).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,
     /// Tickets per purchase request (per line, with --ticket-types above 1).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
     pub quantity: i64,
     /// Distinct buyers (fingerprints) to cycle through; default: one per request.
     #[arg(long)]
@@ -89,7 +92,7 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub idle_streams: usize,
     /// Keep the streams open this many seconds after the run (to measure them).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = flags::seconds)]
     pub hold_streams_seconds: f64,
     /// Open the streams from this many loopback source addresses, 127.0.0.2 upwards (one
     /// address has about 28,000 ports towards one server port); 0: the system's choice.
@@ -118,11 +121,11 @@ pub struct Config {
     #[arg(long)]
     pub keyed: bool,
     /// How long a call whose answer is ambiguous is retried, from its first attempt.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, value_parser = flags::seconds)]
     pub retry_seconds: f64,
     /// Give up on a request after this many seconds (recorded as a `timeout`); default: wait
     /// for the server's own request timeout.
-    #[arg(long)]
+    #[arg(long, value_parser = flags::positive_seconds)]
     pub request_timeout: Option<f64>,
 }
 
@@ -267,6 +270,15 @@ pub async fn run_on_sale(
     if config.urls.is_empty() || config.clients == 0 {
         return Err("need at least one --url and one client".into());
     }
+    for url in &config.urls {
+        check_url(url)?;
+    }
+    if config.quantity < 1 || config.requests == Some(0) {
+        return Err("--quantity and --requests must be 1 or more".into());
+    }
+    if config.read_only && config.pay {
+        return Err("--read-only times reads; it pays for nothing (drop --pay)".into());
+    }
     if catalogue.max_lines > catalogue.ticket_types {
         return Err("--max-lines cannot be above --ticket-types".into());
     }
@@ -304,15 +316,21 @@ pub async fn run_on_sale(
     let mut client = Client::builder()
         .pool_max_idle_per_host(connections + config.idle_streams)
         .tcp_nodelay(true);
+    // Every span in seconds is checked here, before anything is sent: the parser refuses
+    // them already, but a `Config` may be built without it.
     if let Some(seconds) = config.request_timeout {
-        if !(seconds.is_finite() && seconds > 0.0) {
+        let timeout = flags::duration("--request-timeout", seconds)?;
+        if timeout.is_zero() {
             return Err("--request-timeout must be above 0".into());
         }
-        client = client.timeout(Duration::from_secs_f64(seconds));
+        client = client.timeout(timeout);
     }
-    if !(config.retry_seconds.is_finite() && config.retry_seconds >= 0.0) {
-        return Err("--retry-seconds must be 0 or more".into());
-    }
+    let retry_for = flags::duration("--retry-seconds", config.retry_seconds)?;
+    let hold_streams = flags::duration("--hold-streams-seconds", config.hold_streams_seconds)?;
+    let run_for = config
+        .duration
+        .map(|s| flags::duration("--duration", s))
+        .transpose()?;
     let client = client.build().map_err(|e| e.to_string())?;
     let history = config
         .history
@@ -352,6 +370,14 @@ pub async fn run_on_sale(
         Vec::new()
     };
 
+    // The verification reads the quotas, an organiser's route: a server that keeps it for its
+    // token says so now, before the load, rather than after it.
+    if !config.no_verify {
+        quotas(&client, &urls[0], &event_id, token)
+            .await
+            .map_err(|e| format!("before the run: {e}"))?;
+    }
+
     let watchers = if config.idle_streams > 0 {
         Some(
             Watchers::open(
@@ -376,9 +402,7 @@ pub async fn run_on_sale(
             None
         })
         .unwrap_or(u64::MAX);
-    let deadline = config
-        .duration
-        .map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let deadline = run_for.map(|d| Instant::now() + d);
     let run_tag = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -402,10 +426,10 @@ pub async fn run_on_sale(
             pay: config.pay,
             clients: config.clients,
             limit,
-            duration: config.duration.map(Duration::from_secs_f64),
+            duration: run_for,
             history: history.clone(),
             keyed: config.keyed,
-            retry_for: Duration::from_secs_f64(config.retry_seconds),
+            retry_for,
         };
         let collected = journey::run(target, journey).await?;
         (
@@ -446,27 +470,29 @@ pub async fn run_on_sale(
     }
     let streams = match watchers {
         Some(watchers) => {
-            if config.hold_streams_seconds > 0.0 {
-                tokio::time::sleep(Duration::from_secs_f64(config.hold_streams_seconds)).await;
-            }
-            let event = exchange(
-                client.get(format!("{}/events/{event_id}", urls[0])),
-                StatusCode::OK,
-                "reading the event's final counts",
-            )
-            .await?;
-            let counts = [
-                "totalTickets",
-                "availableTickets",
-                "reservedTickets",
-                "purchasedTickets",
-            ]
-            .map(|k| event[k].as_i64().unwrap_or(-1));
+            tokio::time::sleep(hold_streams).await;
+            let read = || async {
+                let event = exchange(
+                    client.get(format!("{}/events/{event_id}", urls[0])),
+                    StatusCode::OK,
+                    "reading the event's final counts",
+                )
+                .await?;
+                Ok::<_, String>(
+                    [
+                        "totalTickets",
+                        "availableTickets",
+                        "reservedTickets",
+                        "purchasedTickets",
+                    ]
+                    .map(|k| event[k].as_i64().unwrap_or(-1)),
+                )
+            };
             // Every stream ends on the final state within a few of its 100 ms intervals.
             Some(
                 watchers
-                    .finish(counts, Duration::from_secs(1), Duration::from_secs(30))
-                    .await,
+                    .finish(read, Duration::from_secs(1), Duration::from_secs(30))
+                    .await?,
             )
         }
         None => None,
@@ -568,19 +594,15 @@ pub async fn run_on_sale(
     Ok(report)
 }
 
-/// Writes the HTML report ([`html`]) to `path`.
-pub fn write_report(report: &Report, path: &std::path::Path) -> Result<(), String> {
-    std::fs::write(path, html(report)).map_err(|e| format!("writing {}: {e}", path.display()))
-}
-
-/// Writes each chart of the HTML report ([`charts`]) to `{dir}/{name}.svg`.
-pub fn write_charts(report: &Report, dir: &std::path::Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    for chart in charts(report) {
-        let path = dir.join(format!("{}.svg", chart.name));
-        std::fs::write(&path, chart.svg).map_err(|e| format!("writing {}: {e}", path.display()))?;
+/// Refuses a `--url` that is not an absolute http(s) URL, naming it, before anything is sent.
+fn check_url(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(()),
+        Ok(_) => Err(format!(
+            "--url {url:?} is not an http:// or https:// URL with a host"
+        )),
+        Err(e) => Err(format!("--url {url:?} is not a URL: {e}")),
     }
-    Ok(())
 }
 
 /// With the organiser's token when one is given.
@@ -775,6 +797,17 @@ async fn quotas(
     if response.status() == StatusCode::NOT_FOUND {
         return Ok(Vec::new());
     }
+    if matches!(
+        response.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ) {
+        return Err(format!(
+            "reading the quotas back: {}: the server keeps an event's quotas for its \
+             organiser, and the verification reads them: give the server's --admin-token \
+             (or --no-verify)",
+            response.status()
+        ));
+    }
     if response.status() != StatusCode::OK {
         return Err(format!("reading the quotas back: {}", response.status()));
     }
@@ -851,6 +884,7 @@ async fn verify(
             let mut read_back = ReadBack::default();
             let mut held_by_type = BTreeMap::<String, i64>::new();
             let mut wrong = Vec::new();
+            let mut early = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(g) = granted.get(i) else {
@@ -880,6 +914,23 @@ async fn verify(
                         *held_by_type.entry(line.ticket_type_id.clone()).or_default() +=
                             line.quantity;
                     }
+                } else if matches!(status, "expired" | "cancelled") {
+                    read_back.tickets_released += g.quantity;
+                }
+                if status == "expired"
+                    && let Some(told) = &g.expires_at
+                    && report::lapsed_early(
+                        told,
+                        body["expiredAt"].as_str(),
+                        time::OffsetDateTime::now_utc(),
+                    )
+                {
+                    read_back.expired_early += 1;
+                    early.push(format!(
+                        "{}: expiresAt {told}, expired {}",
+                        g.allocation_id,
+                        body["expiredAt"].as_str().unwrap_or("(not given)")
+                    ));
                 }
                 match expected.get(&g.allocation_id) {
                     Some(Expect::Purchased) => {
@@ -901,20 +952,24 @@ async fn verify(
                     None => {}
                 }
             }
-            (read_back, held_by_type, wrong)
+            (read_back, held_by_type, wrong, early)
         }));
     }
     let mut read_back = ReadBack::default();
     let mut held_by_type = BTreeMap::new();
     let mut wrong_status_examples = Vec::new();
+    let mut expired_early_examples = Vec::new();
     for reader in readers {
-        let (one, held, mut wrong) = reader.await.map_err(|e| e.to_string())?;
+        let (one, held, mut wrong, mut early) = reader.await.map_err(|e| e.to_string())?;
         wrong_status_examples.append(&mut wrong);
+        expired_early_examples.append(&mut early);
+        read_back.expired_early += one.expired_early;
         read_back.statuses_checked += one.statuses_checked;
         read_back.wrong_status += one.wrong_status;
         read_back.checked += one.checked;
         read_back.missing += one.missing;
         read_back.tickets_held += one.tickets_held;
+        read_back.tickets_released += one.tickets_released;
         read_back.paid_checked += one.paid_checked;
         read_back.paid_not_purchased += one.paid_not_purchased;
         for (ticket_type, tickets) in held {
@@ -922,6 +977,7 @@ async fn verify(
         }
     }
     wrong_status_examples.truncate(5);
+    expired_early_examples.truncate(5);
     let verification = Verification::new(counts, tickets_granted, read_back).with_quotas(
         quotas,
         granted_by_type,
@@ -934,6 +990,7 @@ async fn verify(
     };
     Ok(Verification {
         wrong_status_examples,
+        expired_early_examples,
         ..verification
     })
 }

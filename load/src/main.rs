@@ -2,8 +2,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use boxoffice_load::{
-    Catalogue, Config, Journey, Scanning, check, raise_nofile_limit, render, render_scan,
-    run_on_sale, run_scan, write_charts, write_report,
+    Catalogue, Config, Journey, Scanning, check, check_writable, raise_nofile_limit, render,
+    render_scan, run_on_sale, run_scan, write_charts, write_report,
 };
 use clap::{Parser, Subcommand};
 
@@ -87,18 +87,15 @@ async fn main() -> ExitCode {
     if cli.scanning.scan {
         return scan(&cli).await;
     }
+    // A path that cannot be written is found before the load, not after it.
+    if let Err(err) = check_writable(cli.report.as_deref(), cli.charts_dir.as_deref()) {
+        eprintln!("boxoffice-load: {err}");
+        return ExitCode::FAILURE;
+    }
     match run_on_sale(&cli.config, &cli.catalogue, &cli.journey).await {
         Ok(report) => {
-            let written = cli
-                .report
-                .iter()
-                .map(|path| write_report(&report, path))
-                .chain(cli.charts_dir.iter().map(|dir| write_charts(&report, dir)))
-                .collect::<Result<(), String>>();
-            if let Err(err) = written {
-                eprintln!("boxoffice-load: {err}");
-                return ExitCode::FAILURE;
-            }
+            // The report is printed first: a file that cannot be written after all (the disk
+            // filled up meanwhile) loses neither the figures nor the verdict.
             if cli.json {
                 println!(
                     "{}",
@@ -107,19 +104,35 @@ async fn main() -> ExitCode {
             } else {
                 print!("{}", render(&report));
             }
-            // The verdict as the report carries it, so the exit status and the printed
-            // report always agree.
-            if report.sound {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("boxoffice-load: NOT SOUND: {}", report.verdict.join("; "));
-                ExitCode::from(2)
+            let written = cli
+                .report
+                .iter()
+                .map(|path| write_report(&report, path))
+                .chain(cli.charts_dir.iter().map(|dir| write_charts(&report, dir)))
+                .collect::<Result<(), String>>();
+            if let Err(err) = &written {
+                eprintln!("boxoffice-load: {err}");
             }
+            if !report.sound {
+                eprintln!("boxoffice-load: NOT SOUND: {}", report.verdict.join("; "));
+            }
+            ExitCode::from(exit_code(report.sound, written.is_ok()))
         }
         Err(err) => {
             eprintln!("boxoffice-load: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The exit status of a finished run, from the verdict as the report carries it (so the
+/// status and the printed report always agree): 2 when it is not sound, whether or not its
+/// files were written; 1 when it is sound but a file could not be written; 0 otherwise.
+fn exit_code(sound: bool, written: bool) -> u8 {
+    match (sound, written) {
+        (false, _) => 2,
+        (true, false) => 1,
+        (true, true) => 0,
     }
 }
 
@@ -189,5 +202,18 @@ async fn run_check(args: &CheckCli) -> ExitCode {
             eprintln!("boxoffice-load check: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_code;
+
+    #[test]
+    fn an_unsound_run_exits_2_even_when_its_files_cannot_be_written() {
+        assert_eq!(exit_code(false, false), 2);
+        assert_eq!(exit_code(false, true), 2);
+        assert_eq!(exit_code(true, false), 1);
+        assert_eq!(exit_code(true, true), 0);
     }
 }

@@ -110,6 +110,9 @@ pub struct ReadBack {
     pub missing: u64,
     /// Tickets of the allocations read back `reserved`, `payment_pending` or `purchased`.
     pub tickets_held: i64,
+    /// Tickets of the allocations read back `expired` or `cancelled`: given back to the
+    /// event, so they may have been granted again during the run.
+    pub tickets_released: i64,
     /// Allocations whose payment was answered 200.
     pub paid_checked: u64,
     /// Of those, the ones not read back `purchased`.
@@ -119,6 +122,9 @@ pub struct ReadBack {
     pub statuses_checked: u64,
     /// Of those, the ones read back in a status other than the one told.
     pub wrong_status: u64,
+    /// Holds read back `expired` before the `expiresAt` their 201 named ([`lapsed_early`]):
+    /// acknowledgements lost.
+    pub expired_early: u64,
 }
 
 /// A quota's counts as `GET /events/{id}/quotas` reported them after the run.
@@ -198,8 +204,11 @@ pub struct Verification {
     pub tickets_granted: i64,
     /// Tickets of the granted allocations that were still held when read back.
     pub tickets_held: i64,
-    /// Counts below zero, counts that do not add up, more granted than exist, or more of
-    /// the run's tickets held than the event counts as reserved and purchased.
+    /// Tickets of the granted allocations read back `expired` or `cancelled` (given back).
+    pub tickets_released: i64,
+    /// Counts below zero, counts that do not add up, more granted than exist (when none of
+    /// the run's holds was given back), or more of the run's tickets held than the event
+    /// counts as reserved and purchased.
     pub oversold: bool,
     pub allocations_checked: u64,
     /// 201s whose allocation could not be read back.
@@ -223,6 +232,10 @@ pub struct Verification {
     pub wrong_status: u64,
     /// The first few of them: the allocation, what was told, what was read.
     pub wrong_status_examples: Vec<String>,
+    /// Holds read back `expired` before the `expiresAt` their 201 named ([`lapsed_early`]).
+    pub expired_early: u64,
+    /// The first few of them: the allocation, when it was to lapse, when it did.
+    pub expired_early_examples: Vec<String>,
     /// The counts against the rows, with `--admin-token` ([`RowCheck`]); `None` without it.
     pub rows: Option<RowCheck>,
 }
@@ -297,6 +310,10 @@ impl Verification {
     /// every allocation read back as held was held when the event was read: its tickets
     /// must be within the event's reserved and purchased counts. That holds on an event of
     /// the run's own and on an existing one (`--event-id`) that others sell from meanwhile.
+    /// More tickets granted than exist is an oversell only while none of the run's holds was
+    /// given back: once one reads back `expired` or `cancelled` its tickets were free to be
+    /// granted again, and the judgement is [`Verification::with_releases`]'s (a soak longer
+    /// than the server's hold time, or a server with short holds).
     pub fn new(counts: EventCounts, tickets_granted: i64, read_back: ReadBack) -> Self {
         let EventCounts {
             total,
@@ -310,13 +327,14 @@ impl Verification {
             || available + reserved + purchased != total
             || tickets_granted > total
             || read_back.tickets_held > reserved + purchased;
-        Self {
+        let verification = Self {
             total_tickets: total,
             available_tickets: available,
             reserved_tickets: reserved,
             purchased_tickets: purchased,
             tickets_granted,
             tickets_held: read_back.tickets_held,
+            tickets_released: read_back.tickets_released,
             oversold,
             allocations_checked: read_back.checked,
             allocations_missing: read_back.missing,
@@ -328,7 +346,19 @@ impl Verification {
             statuses_checked: read_back.statuses_checked,
             wrong_status: read_back.wrong_status,
             wrong_status_examples: Vec::new(),
+            expired_early: read_back.expired_early,
+            expired_early_examples: Vec::new(),
             rows: None,
+        };
+        verification.judged_for_releases()
+    }
+
+    /// [`Verification::with_releases`] when any of the run's holds read back given back.
+    fn judged_for_releases(self) -> Self {
+        if self.tickets_released > 0 {
+            self.with_releases()
+        } else {
+            self
         }
     }
 
@@ -364,7 +394,8 @@ impl Verification {
         }
     }
 
-    /// Adds the run's tickets by type and judges every quota against them ([`QuotaCheck`]).
+    /// Adds the run's tickets by type and judges every quota against them ([`QuotaCheck`];
+    /// as [`Verification::with_releases`] does when any of the run's holds was given back).
     pub fn with_quotas(
         self,
         quotas: Vec<QuotaCounts>,
@@ -381,6 +412,7 @@ impl Verification {
             quotas,
             ..self
         }
+        .judged_for_releases()
     }
 }
 
@@ -520,13 +552,14 @@ impl Report {
             Some(v) => {
                 if v.oversold {
                     reasons.push(format!(
-                        "oversold: total {} available {} reserved {} purchased {}, granted {} of which held {}",
+                        "oversold: total {} available {} reserved {} purchased {}, granted {} of which held {} and given back {}",
                         v.total_tickets,
                         v.available_tickets,
                         v.reserved_tickets,
                         v.purchased_tickets,
                         v.tickets_granted,
-                        v.tickets_held
+                        v.tickets_held,
+                        v.tickets_released
                     ));
                 }
                 for q in v.quotas.iter().filter(|q| q.overfull) {
@@ -562,6 +595,13 @@ impl Report {
                         v.wrong_status_examples.join(", ")
                     ));
                 }
+                if v.expired_early > 0 {
+                    reasons.push(format!(
+                        "{} holds read back expired before the expiresAt their 201 named (lost acknowledgements): {}",
+                        v.expired_early,
+                        v.expired_early_examples.join(", ")
+                    ));
+                }
                 if let Some(rows) = v.rows.as_ref().filter(|r| !r.agrees) {
                     if rows.quiet {
                         reasons.push(format!(
@@ -591,6 +631,28 @@ impl Report {
     pub fn is_sound(&self) -> bool {
         self.reasons().is_empty()
     }
+}
+
+/// How much earlier than its `expiresAt` a hold may lapse before it counts as lapsed early:
+/// the server's `expiresAt` and `expiredAt` come from the database's clock, and a read time
+/// from the tool's.
+pub const EXPIRY_TOLERANCE: time::Duration = time::Duration::seconds(1);
+
+/// Whether a hold read back `expired` lapsed before the `expiresAt` its 201 named (`told`,
+/// RFC 3339) by more than [`EXPIRY_TOLERANCE`]: a lost acknowledgement. It lapsed at its
+/// `expiredAt` (`expired_at`, RFC 3339), or, when the read names none, at the latest when it
+/// was read (`read_at`, the tool's clock). Never for a hold whose `expiresAt` had passed, and
+/// never when `told` cannot be read (nothing to hold the server to).
+pub fn lapsed_early(told: &str, expired_at: Option<&str>, read_at: time::OffsetDateTime) -> bool {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    let Ok(told) = OffsetDateTime::parse(told, &Rfc3339) else {
+        return false;
+    };
+    let lapsed = expired_at
+        .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
+        .unwrap_or(read_at);
+    lapsed + EXPIRY_TOLERANCE < told
 }
 
 pub(crate) fn latency(sorted_us: &[u64]) -> Latency {
@@ -663,10 +725,11 @@ pub fn render(report: &Report) -> String {
     }
     if let Some(streams) = &report.streams {
         out.push_str(&format!(
-            "streams          {} from {} source addresses; {} messages; last message = final counts: {} (not: {}); ended early {}; reopened {} times\n",
+            "streams          {} from {} source addresses; {} messages; last message = final counts {:?}: {} (not: {}); ended early {}; reopened {} times\n",
             streams.opened,
             streams.sources,
             streams.messages,
+            streams.final_counts,
             streams.last_message_matches,
             streams.last_message_mismatches,
             streams.ended_early,
@@ -697,9 +760,10 @@ pub fn render(report: &Report) -> String {
             v.total_tickets, v.available_tickets, v.reserved_tickets, v.purchased_tickets
         ));
         out.push_str(&format!(
-            "verification     tickets granted {} (held {}); oversold: {}; allocations read back {}/{} (missing {})\n",
+            "verification     tickets granted {} (held {}, given back {}); oversold: {}; allocations read back {}/{} (missing {})\n",
             v.tickets_granted,
             v.tickets_held,
+            v.tickets_released,
             if v.oversold { "YES" } else { "no" },
             v.allocations_checked - v.allocations_missing,
             v.allocations_checked,
@@ -733,6 +797,12 @@ pub fn render(report: &Report) -> String {
                 v.statuses_checked
             ));
         }
+        if v.expired_early > 0 {
+            out.push_str(&format!(
+                "expired early    {} holds read back expired before the expiresAt their 201 named\n",
+                v.expired_early
+            ));
+        }
         match &v.rows {
             Some(rows) => out.push_str(&format!(
                 "rows             event reserved {} purchased {}, rows {} and {}; quotas mismatched {}; {} ({} reads)\n",
@@ -749,8 +819,17 @@ pub fn render(report: &Report) -> String {
     }
     if let Some(j) = &report.journey {
         out.push_str(&format!(
-            "journey          {} model; {} buyers, {} held: {} paid, {} declined, {} cancelled, {} abandoned; think {} ms\n",
-            j.model, j.buyers, j.held, j.paid, j.declined, j.cancelled, j.abandoned, j.think_ms
+            "journey          {} model; {} buyers, {} held: chose {} pay, {} declining card, {} cancel, {} abandon; {} too late for their hold, {} payments ok; think {} ms\n",
+            j.model,
+            j.buyers,
+            j.held,
+            j.paid,
+            j.declined,
+            j.cancelled,
+            j.abandoned,
+            j.too_late,
+            report.payments_succeeded,
+            j.think_ms
         ));
         out.push_str(&format!(
             "                 {} watched ({} messages); peak in flight {}; waited for a slot {}; start lag ms {}\n",

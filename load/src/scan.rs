@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 use reqwest::{Client, StatusCode};
@@ -179,6 +179,10 @@ pub async fn run_scan(
     if config.pay || config.read_only || config.idle_streams > 0 {
         return Err("--scan scans; --pay, --read-only and --idle-streams belong to a sale".into());
     }
+    let run_for = config
+        .duration
+        .map(|s| crate::flags::duration("--duration", s))
+        .transpose()?;
     let door_token = scanning
         .door_token
         .as_deref()
@@ -206,9 +210,7 @@ pub async fn run_scan(
     } else {
         codes.len() as u64
     });
-    let deadline = config
-        .duration
-        .map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let deadline = run_for.map(|d| Instant::now() + d);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut devices = Vec::new();

@@ -55,6 +55,8 @@ pub struct Bucket {
     pub second: u64,
     /// Requests that ended in it, answered or not (its rate per second).
     pub requests: u64,
+    /// Of them, the ones answered below 500, whose latency the percentiles are.
+    pub answered: u64,
     /// Latency percentiles of its requests answered below 500, in milliseconds (0 when none).
     pub p50: f64,
     pub p90: f64,
@@ -124,6 +126,7 @@ pub(crate) fn steps(samples: &[Sample], elapsed_seconds: f64) -> Vec<Step> {
                     Bucket {
                         second: second as u64,
                         requests,
+                        answered: latencies.len() as u64,
                         p50: l.p50,
                         p90: l.p90,
                         p99: l.p99,

@@ -66,6 +66,11 @@ pub struct StreamReport {
     /// The others, a few of them described.
     pub last_message_mismatches: usize,
     pub mismatch_examples: Vec<String>,
+    /// The event's counts the last messages were compared with (total, available, reserved,
+    /// purchased): read once the streams had gone quiet, and the same when read again just
+    /// after the last messages were taken. Later changes (the sweeper expiring holds) are not
+    /// in them, so the verification's counts, read after, may differ.
+    pub final_counts: [i64; 4],
     /// Streams that ended or failed before the run was over (with `--reconnect-streams`:
     /// that were not open again when it was).
     pub ended_early: usize,
@@ -200,34 +205,76 @@ impl Watchers {
         Ok(watchers)
     }
 
-    /// Waits until no stream has heard anything for `quiet` (or `limit` has passed), then
-    /// closes them all and compares each one's last message with the final `counts` (total,
-    /// available, reserved, purchased).
-    pub async fn finish(
-        mut self,
-        counts: [i64; 4],
-        quiet: Duration,
-        limit: Duration,
-    ) -> StreamReport {
-        let started = tokio::time::Instant::now();
+    /// Messages heard so far, over every stream.
+    fn messages(&self) -> u64 {
+        self.heard
+            .iter()
+            .map(|h| h.lock().expect("a stream's record").messages)
+            .sum()
+    }
+
+    /// Waits until no stream has heard anything for `quiet`, or until `deadline`.
+    pub async fn wait_quiet(&self, quiet: Duration, deadline: tokio::time::Instant) {
         let mut last_total = u64::MAX;
         loop {
             tokio::time::sleep(quiet).await;
-            let total: u64 = self
-                .heard
-                .iter()
-                .map(|h| h.lock().expect("a stream's record").messages)
-                .sum();
-            if total == last_total || started.elapsed() >= limit {
+            let total = self.messages();
+            if total == last_total || tokio::time::Instant::now() >= deadline {
                 break;
             }
             last_total = total;
         }
+    }
+
+    /// Every stream's last message as heard so far.
+    pub fn last_messages(&self) -> Vec<Option<String>> {
+        self.heard
+            .iter()
+            .map(|h| h.lock().expect("a stream's record").last.clone())
+            .collect()
+    }
+
+    /// Waits for the streams to go quiet, then reads the event's final counts with `read`
+    /// (total, available, reserved, purchased) and takes every stream's last message; reads
+    /// the counts once more, and when they moved meanwhile (the sweeper expiring holds after
+    /// the run, another seller) waits and does it all again, up to `limit`. Then closes the
+    /// streams and compares each one's last message with the counts that held still around
+    /// it, so a change after the run is compared, not blamed on the streams.
+    ///
+    /// # Errors
+    /// `read`'s error.
+    pub async fn finish<F, R>(
+        self,
+        mut read: F,
+        quiet: Duration,
+        limit: Duration,
+    ) -> Result<StreamReport, String>
+    where
+        F: FnMut() -> R,
+        R: Future<Output = Result<[i64; 4], String>>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        let (counts, lasts) = loop {
+            self.wait_quiet(quiet, deadline).await;
+            let before = read().await?;
+            let lasts = self.last_messages();
+            let after = read().await?;
+            if before == after || tokio::time::Instant::now() >= deadline {
+                break (after, lasts);
+            }
+        };
+        Ok(self.close(counts, &lasts).await)
+    }
+
+    /// Closes the streams and compares each one's last message, `lasts` (taken between two
+    /// reads of the event that agreed), with the final `counts`.
+    async fn close(mut self, counts: [i64; 4], lasts: &[Option<String>]) -> StreamReport {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
 
         let mut report = StreamReport {
             opened: self.heard.len(),
+            final_counts: counts,
             sources: self.sources,
             server_rss_before_kib: self.rss_before,
             server_rss_open_kib: self.rss_open,
@@ -248,8 +295,7 @@ impl Watchers {
                 report.ended_early += 1;
             }
             report.reconnects += heard.reconnects;
-            let last: Option<Value> = heard
-                .last
+            let last: Option<Value> = lasts[i]
                 .as_deref()
                 .and_then(|data| serde_json::from_str(data).ok());
             let shown = last.as_ref().map(|data| {
@@ -268,7 +314,7 @@ impl Watchers {
                 report.last_message_mismatches += 1;
                 if report.mismatch_examples.len() < 5 {
                     report.mismatch_examples.push(format!(
-                        "stream {i} ended on {shown:?}, the event is {counts:?}"
+                        "stream {i} ended on {shown:?}, the event's final counts were {counts:?}"
                     ));
                 }
             }

@@ -185,6 +185,159 @@ async fn a_run_whose_server_answers_5xx_is_not_sound() {
 }
 
 #[tokio::test]
+async fn a_storm_longer_than_the_holds_may_sell_lapsed_tickets_again() {
+    // Holds of a second on 20 tickets for three seconds: the holds lapse and their tickets
+    // are granted again, so the run is granted more than 20 without ever holding more than
+    // 20 at once. A correct server, not an oversell.
+    let app = spawn_app_with(&["--hold-seconds", "1", "--sweep-interval-ms", "100"]).await;
+    let mut config = config(app.address.clone());
+    config.tickets = 20;
+    config.clients = 4;
+    config.requests = None;
+    config.duration = Some(3.0);
+    let report = run(&config).await.expect("the run completes");
+    let verification = report.verification.clone().unwrap();
+    assert!(verification.tickets_granted > 20, "{report:#?}");
+    assert!(verification.tickets_released > 0, "{report:#?}");
+    assert!(!verification.oversold, "{report:#?}");
+    assert_sound(&report);
+    app.assert_balanced(&report.event_id).await;
+}
+
+/// A buggy sweeper: expires every `reserved` hold of the newest event now, whatever its
+/// `expiresAt`, and moves the event's counts to match; returns how many it expired.
+const EXPIRE_EVERY_HOLD_NOW: &str = "\
+    WITH e AS (SELECT id FROM events ORDER BY created_at DESC LIMIT 1 FOR UPDATE), \
+    x AS (UPDATE ticket_allocations a \
+          SET status = 'expired', expired_at = now(), updated_at = now() \
+          FROM e WHERE a.event_id = e.id AND a.status = 'reserved' RETURNING a.quantity), \
+    moved AS (UPDATE events \
+          SET reserved_tickets = reserved_tickets - (SELECT COALESCE(sum(quantity), 0) FROM x), \
+              available_tickets = available_tickets + (SELECT COALESCE(sum(quantity), 0) FROM x) \
+          WHERE id = (SELECT id FROM e)) \
+    SELECT count(*) FROM x";
+
+#[tokio::test]
+async fn holds_that_lapse_before_their_expires_at_make_the_run_unsound() {
+    // Holds of ten minutes; while the storm runs, every hold made so far lapses seconds into
+    // it, its tickets given back: each such 201 is an acknowledgement lost.
+    let app = spawn_app_with(BATCHED).await;
+    let pool = app.pool.clone();
+    let sweeper = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let expired: i64 = sqlx::query_scalar(EXPIRE_EVERY_HOLD_NOW)
+                .fetch_one(&pool)
+                .await
+                .expect("the holds are expired");
+            if expired > 0 {
+                return expired as u64;
+            }
+        }
+    });
+    let mut config = config(app.address.clone());
+    config.tickets = 100_000;
+    config.clients = 2;
+    config.requests = None;
+    config.duration = Some(2.0);
+    let report = run(&config).await.expect("the run completes");
+    let expired = sweeper.await.unwrap();
+    let verification = report.verification.clone().unwrap();
+    assert_eq!(verification.expired_early, expired, "{report:#?}");
+    assert!(!verification.oversold, "{report:#?}");
+    assert!(!report.sound, "{report:#?}");
+    assert_eq!(report.verdict.len(), 1, "{report:#?}");
+    assert!(
+        report.verdict[0].contains("holds read back expired before the expiresAt their 201 named"),
+        "{report:#?}"
+    );
+}
+
+#[tokio::test]
+async fn spans_out_of_range_are_refused_before_anything_is_sent() {
+    // A `Config` built without the parser: each value used to panic converting to a
+    // `Duration`, some after the event was created or the whole run was done.
+    let app = spawn_app_with(BATCHED).await;
+    type Doctor = fn(&mut Config);
+    let cases: [(&str, Doctor); 5] = [
+        ("--duration", |c| c.duration = Some(f64::INFINITY)),
+        ("--duration", |c| c.duration = Some(1e20)),
+        ("--hold-streams-seconds", |c| {
+            c.idle_streams = 1;
+            c.hold_streams_seconds = f64::INFINITY;
+        }),
+        ("--retry-seconds", |c| c.retry_seconds = 1e20),
+        ("--request-timeout", |c| c.request_timeout = Some(f64::NAN)),
+    ];
+    for (flag, doctor) in cases {
+        let mut config = config(app.address.clone());
+        config.requests = Some(2);
+        doctor(&mut config);
+        let err = run(&config).await.expect_err("refused");
+        assert!(err.starts_with(&format!("{flag} must be")), "{err}");
+    }
+    assert_eq!(app.row_count("events").await, 0);
+}
+
+#[tokio::test]
+async fn a_protected_server_without_the_token_is_refused_before_the_load() {
+    // Holds need no token, but the verification reads the organiser's quotas route: the run
+    // says so before it buys anything, not after.
+    let app = spawn_app_with(&["--admin-token", "load-organiser"]).await;
+    let create = app
+        .request(reqwest::Method::POST, "/events")
+        .bearer_auth("load-organiser")
+        .json(&serde_json::json!({
+            "name": "Protected", "date": "2030-01-01T20:00:00Z", "totalTickets": 10,
+        }));
+    let (status, event) = app.send(create).await;
+    assert_eq!(status, StatusCode::CREATED, "{event}");
+    let mut config = config(app.address.clone());
+    config.event_id = Some(id_of(&event));
+    config.requests = Some(4);
+    let err = run(&config).await.expect_err("refused");
+    assert!(err.starts_with("before the run: "), "{err}");
+    assert!(err.contains("--admin-token"), "{err}");
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+    // Without verification there is nothing to refuse.
+    config.no_verify = true;
+    let report = run(&config).await.expect("the run completes");
+    assert_eq!(report.reservations, 4, "{report:#?}");
+}
+
+#[tokio::test]
+async fn flags_that_cannot_make_a_useful_run_are_refused_before_anything_is_sent() {
+    let app = spawn_app_with(BATCHED).await;
+    type Doctor = fn(&mut Config);
+    let cases: [(&str, Doctor); 6] = [
+        ("--url \"foo\" is not a URL", |c| {
+            c.urls = vec!["foo".into()]
+        }),
+        ("--url \"\" is not a URL", |c| c.urls = vec![String::new()]),
+        ("--url \"ftp://x\" is not an http", |c| {
+            c.urls = vec!["ftp://x".into()]
+        }),
+        ("--quantity and --requests must be 1 or more", |c| {
+            c.quantity = 0
+        }),
+        ("--quantity and --requests must be 1 or more", |c| {
+            c.requests = Some(0)
+        }),
+        ("--read-only times reads", |c| {
+            c.read_only = true;
+            c.pay = true;
+        }),
+    ];
+    for (message, doctor) in cases {
+        let mut config = config(app.address.clone());
+        doctor(&mut config);
+        let err = run(&config).await.expect_err("refused");
+        assert!(err.starts_with(message), "{err}");
+    }
+    assert_eq!(app.row_count("events").await, 0);
+}
+
+#[tokio::test]
 async fn smoke_run_with_streams_from_two_source_addresses() {
     let app = spawn_app_with(BATCHED).await;
     let mut config = config(app.address.clone());
@@ -204,6 +357,31 @@ async fn smoke_run_with_streams_from_two_source_addresses() {
     assert!(streams.messages >= 40, "{streams:#?}");
     assert!(streams.commit_to_message_ms.max > 0.0, "{streams:#?}");
     assert!(streams.server_kib_per_stream.is_some(), "{streams:#?}");
+}
+
+#[tokio::test]
+async fn streams_are_compared_with_counts_read_once_they_went_quiet() {
+    // Holds of a second: they lapse after the run, while the streams are read to their end.
+    // The streams show the lapses; the counts they are compared with must too.
+    let app = spawn_app_with(&["--hold-seconds", "1", "--sweep-interval-ms", "100"]).await;
+    let mut config = config(app.address.clone());
+    config.tickets = 100_000;
+    config.clients = 2;
+    config.requests = None;
+    config.duration = Some(1.0);
+    config.idle_streams = 3;
+    let report = run(&config).await.expect("the run completes");
+    let streams = report.streams.clone().expect("a stream report");
+    assert_eq!(streams.last_message_mismatches, 0, "{report:#?}");
+    assert_eq!(streams.last_message_matches, 3, "{report:#?}");
+    // Every hold lapsed before the streams were closed, and the counts compared say so.
+    let [total, available, reserved, purchased] = streams.final_counts;
+    assert_eq!(
+        (total, available, reserved, purchased),
+        (100_000, 100_000, 0, 0),
+        "{report:#?}"
+    );
+    assert_sound(&report);
 }
 
 #[tokio::test]

@@ -221,3 +221,25 @@ async fn the_report_flag_writes_a_self_contained_page_with_a_chart_per_step() {
     }
     assert!(page.contains(&report.event_id));
 }
+
+#[tokio::test]
+async fn the_journey_counts_what_came_of_the_buyers_choices() {
+    // Holds of a second and a think time of 1.6 s: every buyer chooses to pay, and every
+    // payment comes too late for its hold.
+    let app = spawn_app_with(&["--hold-seconds", "1", "--sweep-interval-ms", "100"]).await;
+    let report = load(
+        &app.address,
+        "--tickets 100 --clients 4 --requests 8 --think-ms 1600 --pay",
+    )
+    .await;
+    assert!(report.sound, "{report:#?}");
+    let journey = report.journey.clone().expect("a journey run");
+    assert_eq!((journey.held, journey.paid), (8, 8), "{journey:#?}");
+    assert_eq!(journey.too_late, 8, "{journey:#?}");
+    assert_eq!(report.payments_succeeded, 0, "{report:#?}");
+    let text = boxoffice_load::render(&report);
+    assert!(
+        text.contains("8 held: chose 8 pay, 0 declining card, 0 cancel, 0 abandon; 8 too late for their hold, 0 payments ok"),
+        "{text}"
+    );
+}

@@ -251,11 +251,12 @@ async fn read(
         bool,
         String,
         Option<String>,
+        Option<time::OffsetDateTime>,
     );
     let mut allocations: Vec<AllocationRow> = sqlx::query_as::<_, AllocationTuple>(
         "SELECT id::text, event_id::text, status, quantity::bigint, total, \
                 refunded_quantity::bigint, refunded_amount, waiting_list_offer, \
-                fingerprint_hash, payment_reference \
+                fingerprint_hash, payment_reference, expired_at \
          FROM ticket_allocations WHERE event_id = ANY($1::uuid[]) ORDER BY id",
     )
     .bind(events)
@@ -274,6 +275,7 @@ async fn read(
             waiting_list_offer,
             fingerprint_hash,
             payment_reference,
+            expired_at,
         )| AllocationRow {
             id,
             event_id,
@@ -285,6 +287,10 @@ async fn read(
             waiting_list_offer,
             fingerprint_hash,
             payment_reference,
+            expired_at: expired_at.and_then(|at| {
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            }),
             lines: Vec::new(),
         },
     )

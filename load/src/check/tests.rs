@@ -165,6 +165,7 @@ fn allocation(
         waiting_list_offer: false,
         fingerprint_hash: fingerprint_hash(SECRET, buyer),
         payment_reference: None,
+        expired_at: None,
         lines: vec![LineRow {
             ticket_type_id: ticket_type.to_owned(),
             quantity,
@@ -457,6 +458,30 @@ fn an_acknowledged_payment_whose_row_is_still_reserved_is_caught() {
         violations
             .iter()
             .any(|v| v.kind == Kind::LostAcknowledgement && v.message.starts_with("call 2:")),
+        "{violations:#?}"
+    );
+}
+
+#[test]
+fn an_acknowledged_hold_expired_before_its_expires_at_is_caught() {
+    // A fifth hold, answered 201 until 10:10, whose row is expired: at 10:00 it lapsed ten
+    // minutes early; at 10:10:00.5 it was on time (within the clocks' tolerance).
+    const A5: &str = "00000000-0000-4000-8000-000000000005";
+    let mut answer = hold_answer(A5, T2, 1, 500);
+    answer["expiresAt"] = json!("2026-12-02T10:10:00Z");
+    let mut history = history();
+    history.push(answered(hold(13, 1, "b6", T2, 1), 201, answer));
+    let mut lapsed = allocation(A5, "b6", "expired", T2, 1, 500);
+    lapsed.expired_at = Some("2026-12-02T10:10:00.5Z".to_owned());
+    let mut snapshot = snapshot();
+    snapshot.allocations.push(lapsed);
+    assert_eq!(check(&history, &snapshot), Vec::new());
+    allocation_mut(&mut snapshot, A5).expired_at = Some("2026-12-02T10:00:00Z".to_owned());
+    assert_caught(&history, &snapshot, Kind::LostAcknowledgement, &[]);
+    let violations = check(&history, &snapshot);
+    assert!(
+        violations.iter().any(|v| v.message.starts_with("call 13:")
+            && v.message.contains("expired at 2026-12-02T10:00:00Z")),
         "{violations:#?}"
     );
 }

@@ -82,3 +82,41 @@ fn the_page_is_self_contained_html_with_inline_charts() {
     assert!(page.contains("&lt;event &amp; co&gt;"));
     assert!(!page.contains("<event"));
 }
+
+#[test]
+fn a_steps_two_charts_span_the_run_and_draw_what_happened() {
+    // 10 purchases in [0, 1), 4 in [1, 2) all failed (no answer), 6 in the last half second.
+    let sample = |ended_ms: u64, status: Option<u16>| Sample {
+        step: "purchase",
+        status,
+        code: None,
+        latency_us: 2_000,
+        ended_ms,
+    };
+    let samples: Vec<Sample> = (0..10)
+        .map(|i| sample(i * 90, Some(201)))
+        .chain((0..4).map(|i| sample(1_000 + i * 200, None)))
+        .chain((0..6).map(|i| sample(2_000 + i * 70, Some(409))))
+        .collect();
+    let step = &steps(&samples, 2.5)[0];
+    assert_eq!(step.timeline.len(), 3);
+    // The last second lasted half a second: 6 requests in it are 12 per second.
+    assert_eq!(
+        rate_points(step, 2.5),
+        [(0.5, 10.0), (1.5, 4.0), (2.25, 12.0)]
+    );
+    // The outage second has no latency point (it was drawn at 0 ms).
+    let p50: Vec<f64> = latency_points(step, 2.5, |b| b.p50)
+        .iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(p50, [0.5, 2.25]);
+    // Both charts end with the run's last second, though the last failed second ends the
+    // latency's points sooner.
+    let failed_last: Vec<Sample> = samples[..14].to_vec();
+    let step = &steps(&failed_last, 2.0)[0];
+    assert_eq!(x_max(step), 2.0);
+    assert_eq!(latency_points(step, 2.0, |b| b.max).last().unwrap().0, 0.5);
+    // Requests that ended after the run (a payment of its last hold) count a whole second.
+    assert_eq!(span(3, 2.5), (3.5, 1.0));
+}

@@ -97,7 +97,7 @@ fn shares_above_one_are_refused() {
     };
     assert!(journey.validate().is_err());
     assert!(share("1.2").is_err() && share("-0.1").is_err() && share("0.4").is_ok());
-    assert!(positive("0").is_err() && positive("2.5").is_ok());
+    assert!(flags::rate("0").is_err() && flags::rate("2.5").is_ok());
 }
 
 fn answer(status: u16, body: Value) -> Answer {
@@ -217,4 +217,23 @@ fn a_refund_without_a_certain_answer_allows_either_status() {
     let either = Expect::PurchasedOrRefunded;
     assert!(either.allows("purchased") && either.allows("refunded"));
     assert!(!either.allows("reserved") && !either.allows("cancelled"));
+}
+
+#[test]
+fn a_spike_needs_its_length() {
+    let spike = Journey {
+        arrival_rate: Some(20.0),
+        spike_rate: Some(200.0),
+        ..Journey::default()
+    };
+    let err = spike.validate().unwrap_err();
+    assert!(
+        err.starts_with("--spike-rate needs --spike-seconds"),
+        "{err}"
+    );
+    let spike = Journey {
+        spike_seconds: 1.0,
+        ..spike
+    };
+    assert_eq!(spike.validate(), Ok(()));
 }

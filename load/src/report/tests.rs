@@ -173,6 +173,92 @@ fn more_held_than_the_event_counts_is_oversold_on_any_event() {
 }
 
 #[test]
+fn a_storm_whose_holds_were_given_back_may_be_granted_them_again() {
+    // 14 granted of 10 tickets, 6 held, 8 read back expired: a correct server whose holds
+    // lapsed and were sold again (finding 1 of the tool's probe).
+    let lapsed = ReadBack {
+        tickets_released: 8,
+        ..read_back(6)
+    };
+    let verification = Verification::new(COUNTS, 14, lapsed);
+    assert!(!verification.oversold, "{verification:#?}");
+    assert_eq!(verification.tickets_released, 8);
+    // Nothing given back: more granted than exist is still an oversell.
+    assert!(Verification::new(COUNTS, 14, read_back(6)).oversold);
+    // Given back or not, more held than the event counts is one, and so are counts that do
+    // not add up.
+    assert!(
+        Verification::new(
+            COUNTS,
+            14,
+            ReadBack {
+                tickets_released: 7,
+                ..read_back(7)
+            }
+        )
+        .oversold
+    );
+    let skewed = EventCounts {
+        available: 5,
+        ..COUNTS
+    };
+    assert!(Verification::new(skewed, 14, lapsed).oversold);
+    // A quota of the storm is judged the same way: 80 + 41 granted of 100, none held beyond.
+    let verification = Verification::new(COUNTS, 14, lapsed).with_quotas(
+        vec![quota(0, 90, 10)],
+        by_type(80, 41, 0),
+        by_type(0, 0, 0),
+    );
+    assert!(!verification.quotas[0].overfull, "{verification:#?}");
+    let verification = Verification::new(COUNTS, 14, read_back(6)).with_quotas(
+        vec![quota(0, 90, 10)],
+        by_type(80, 41, 0),
+        by_type(0, 0, 0),
+    );
+    assert!(verification.quotas[0].overfull, "{verification:#?}");
+}
+
+#[test]
+fn a_hold_lapsed_before_its_expires_at_is_a_lost_acknowledgement() {
+    let at = |text: &str| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let told = "2026-12-02T10:10:00Z";
+    let later = at("2026-12-02T10:20:00Z");
+    // Lapsed ten minutes early by the server's own record: early, whenever it was read.
+    assert!(lapsed_early(told, Some("2026-12-02T10:00:00Z"), later));
+    // On time, or within the tolerance of the two clocks: not early.
+    assert!(!lapsed_early(told, Some("2026-12-02T10:10:00.2Z"), later));
+    assert!(!lapsed_early(told, Some("2026-12-02T10:09:59.5Z"), later));
+    assert!(lapsed_early(told, Some("2026-12-02T10:09:58.9Z"), later));
+    // No expiredAt: it lapsed at the latest when read; read after its expiresAt, it may
+    // have been on time.
+    assert!(!lapsed_early(told, None, later));
+    assert!(lapsed_early(told, None, at("2026-12-02T10:05:00Z")));
+    // Nothing told, nothing to hold the server to.
+    assert!(!lapsed_early(
+        "not a time",
+        Some("2026-12-02T10:00:00Z"),
+        later
+    ));
+}
+
+#[test]
+fn holds_lapsed_early_make_the_run_unsound() {
+    let mut report = sound_report();
+    let verification = report.verification.as_mut().unwrap();
+    verification.expired_early = 2;
+    verification.expired_early_examples = vec!["a: expiresAt x, expired y".into()];
+    assert_eq!(
+        report.reasons(),
+        [
+            "2 holds read back expired before the expiresAt their 201 named (lost acknowledgements): a: expiresAt x, expired y"
+        ]
+    );
+    assert!(render(&report).contains("expired early    2 holds"));
+}
+
+#[test]
 fn counts_that_do_not_add_up_are_oversold() {
     for counts in [
         EventCounts {

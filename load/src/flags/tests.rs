@@ -1,0 +1,71 @@
+use super::*;
+
+#[test]
+fn seconds_out_of_range_are_refused_not_converted() {
+    for text in ["-1", "nan", "inf", "-inf", "1e20", "31536001", "x", ""] {
+        assert!(seconds(text).is_err(), "{text}");
+        assert!(positive_seconds(text).is_err(), "{text}");
+    }
+    assert_eq!(seconds("0"), Ok(0.0));
+    assert!(positive_seconds("0").is_err());
+    assert_eq!(positive_seconds("2.5"), Ok(2.5));
+    assert_eq!(seconds("31536000"), Ok(MAX_SECONDS));
+}
+
+#[test]
+fn rates_must_leave_an_arrival_within_a_year() {
+    for text in ["0", "-3", "nan", "inf", "1e-20", "1e-8"] {
+        assert!(rate(text).is_err(), "{text}");
+    }
+    assert_eq!(rate("0.5"), Ok(0.5));
+    assert_eq!(rate("1e6"), Ok(1e6));
+}
+
+#[test]
+fn a_duration_out_of_range_is_an_error_naming_the_flag() {
+    for value in [-1.0, f64::NAN, f64::INFINITY, 1e20] {
+        let err = duration("--retry-seconds", value).unwrap_err();
+        assert!(err.starts_with("--retry-seconds must be"), "{err}");
+    }
+    assert_eq!(duration("--x", 1.5), Ok(Duration::from_millis(1500)));
+}
+
+/// The run's flags as the CLI parses them.
+#[derive(clap::Parser)]
+struct Flags {
+    #[command(flatten)]
+    config: crate::Config,
+    #[command(flatten)]
+    journey: crate::Journey,
+}
+
+#[test]
+fn the_parser_refuses_every_span_that_would_not_convert() {
+    use clap::Parser;
+    for flags in [
+        "--duration=-1",
+        "--duration nan",
+        "--duration inf",
+        "--duration 1e20",
+        "--duration 0",
+        "--hold-streams-seconds inf",
+        "--hold-streams-seconds=-1",
+        "--hold-streams-seconds nan",
+        "--retry-seconds 1e20",
+        "--request-timeout 1e20",
+        "--arrival-rate 1e-20",
+        "--arrival-rate 20 --spike-rate 1e-20 --spike-seconds 1",
+        "--arrival-rate 20 --spike-rate 200 --spike-seconds 1e20",
+        "--offer-wait-seconds 1e300",
+        "--quantity 0",
+        "--quantity=-1",
+        "--requests 0",
+    ] {
+        let argv = std::iter::once("boxoffice-load").chain(flags.split_whitespace());
+        let refused = Flags::try_parse_from(argv).err();
+        assert!(refused.is_some(), "{flags} was accepted");
+    }
+    let argv = "boxoffice-load --duration 2.5 --retry-seconds 0 --arrival-rate 0.5";
+    let flags = Flags::try_parse_from(argv.split_whitespace()).expect("in range");
+    assert_eq!(flags.config.duration, Some(2.5));
+}
