@@ -779,6 +779,34 @@ async function run() {
       await expectText(c, 'type-price', '€0.29');
     });
 
+    await step('amounts follow the server\'s minor units where the browser\'s differ (HUF 2 digits, IQD 3)', async () => {
+      // The page reads GET /currencies once at start; Intl (CLDR) says 0 digits for both.
+      const table = await apiCall('GET', '/currencies');
+      const digitsOf = (code) => table.find((entry) => entry.code === code)?.digits;
+      assert(digitsOf('HUF') === 2 && digitsOf('IQD') === 3, `the server's table says HUF ${digitsOf('HUF')}, IQD ${digitsOf('IQD')}`);
+      const create = async (name, currency, price) => {
+        await c.getByTestId('nav-new').click();
+        await c.getByTestId('create-name').fill(name);
+        await c.getByTestId('create-total').fill('10');
+        await c.getByTestId('create-currency').fill(currency);
+        await c.getByTestId('create-price').fill(price);
+        await c.getByTestId('create-submit').click();
+        await c.waitForURL(/#\/events\/[0-9a-f-]{36}$/);
+        return apiCall('GET', `/events/${c.url().split('/').pop()}`);
+      };
+      // "1500" forints are 150000 minor units (fillér), not 1500 (15.00 HUF).
+      const forint = await create(`${eventName} forint`, 'HUF', '1500');
+      assert(forint.currency === 'HUF' && forint.ticketTypes[0].price === 150000, `the forint event is ${JSON.stringify(forint)}`);
+      await expectText(c, 'type-price', /^HUF\s1,500\.00$/);
+      await c.getByTestId('buy-quantity').fill('3');
+      await expectText(c, 'order-total', /^HUF\s4,500\.00$/);
+      // Decimals the browser's digits would refuse (or round away) are the server's to allow.
+      const dinar = await create(`${eventName} dinar`, 'IQD', '2.505');
+      assert(dinar.currency === 'IQD' && dinar.ticketTypes[0].price === 2505, `the dinar event is ${JSON.stringify(dinar)}`);
+      await expectText(c, 'type-price', /^IQD\s2\.505$/);
+      await shot(c, 'c-forint-dinar');
+    });
+
     // Refunds need the admin token, which would also lock the new-event form: so they come
     // last, after a restart of the server with a token, on the same data and port.
     await step('refunds show on the ticket and in "My tickets" (the server restarted with an admin token)', async () => {
