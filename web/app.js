@@ -106,11 +106,32 @@ const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 // Amounts arrive as integers in the currency's minor unit (cents for EUR, yen for JPY). They
 // are added as integers (the server bounds prices so that every total stays inside the
 // integers a number holds exactly) and turned into a decimal string only to be shown.
+//
+// How many digits a minor unit has is the server's word, from `GET /currencies` (ISO 4217),
+// read once at start: the browser's Intl (CLDR) disagrees for about twenty currencies (HUF,
+// IDR, IQD…), and with its digits the page would show 100 or 1000 times the amount.
+
+/** The server's currencies by code: {code, digits, name}; empty if it could not be read. */
+const currencies = new Map();
+
+/** Reads the server's currency table once; the page starts either way. */
+async function loadCurrencies() {
+  try {
+    for (const currency of await api('GET', '/currencies')) currencies.set(currency.code, currency);
+  } catch (error) {
+    console.warn('currencies: falling back to the browser\'s digits', error);
+  }
+}
 
 const moneyFormats = new Map();
 
-/** Digits of a currency's minor unit, as Intl knows them: 2 for EUR, 0 for JPY, 3 for KWD. */
+/**
+ * Digits of a currency's minor unit as the server counts them: 2 for EUR and HUF, 0 for JPY,
+ * 3 for KWD and IQD. Only a code the server did not list falls back to Intl's.
+ */
 function minorDigits(currency) {
+  const known = currencies.get(currency);
+  if (known) return known.digits;
   try {
     return new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits;
   } catch {
@@ -128,17 +149,19 @@ function minorToDecimal(amount, digits) {
 /** An amount in minor units, formatted for its currency and this browser's language. */
 function money(amount, currency) {
   if (typeof amount !== 'number' || !currency) return '—';
+  const digits = minorDigits(currency);
   let format = moneyFormats.get(currency);
   if (!format) {
     try {
-      format = new Intl.NumberFormat(undefined, { style: 'currency', currency });
+      // Exactly the minor unit's digits: Intl's own would round 1500.50 HUF to 1,501.
+      format = new Intl.NumberFormat(undefined, { style: 'currency', currency, minimumFractionDigits: digits, maximumFractionDigits: digits });
     } catch {
-      return `${minorToDecimal(amount, 2)} ${currency}`;
+      return `${minorToDecimal(amount, digits)} ${currency}`;
     }
     moneyFormats.set(currency, format);
   }
   // A decimal string is formatted exactly; the number it stands for is never computed.
-  return format.format(minorToDecimal(amount, minorDigits(currency)));
+  return format.format(minorToDecimal(amount, digits));
 }
 
 /**
@@ -497,7 +520,9 @@ async function showCreateEvent(v) {
   const date = h('input', { type: 'datetime-local', required: true, value: defaultEventDate(), testid: 'create-date' });
   const total = h('input', { type: 'number', required: true, min: 1, max: 1000000, step: 1, inputmode: 'numeric', value: '100', testid: 'create-total' });
   const cap = h('input', { type: 'number', min: 1, step: 1, inputmode: 'numeric', placeholder: 'No limit', testid: 'create-cap' });
-  const currency = h('input', { type: 'text', maxlength: 3, autocomplete: 'off', autocapitalize: 'characters', spellcheck: 'false', placeholder: 'Default', class: 'code-input', testid: 'create-currency' });
+  const currency = h('input', { type: 'text', maxlength: 3, autocomplete: 'off', autocapitalize: 'characters', spellcheck: 'false', placeholder: 'Default', class: 'code-input', list: 'currency-codes', testid: 'create-currency' });
+  // The server's codes, offered as the code is typed.
+  const currencyCodes = h('datalist', { id: 'currency-codes' }, [...currencies.values()].map((c) => h('option', { value: c.code, label: c.name })));
   const price = h('input', { type: 'text', inputmode: 'decimal', autocomplete: 'off', placeholder: '0.00', testid: 'create-price' });
   const submit = h('button', { type: 'submit', testid: 'create-submit' }, 'Create event');
   const status = h('div', { class: 'form-status' });
@@ -509,6 +534,7 @@ async function showCreateEvent(v) {
     h('div', { class: 'field-row' }, field('Tickets', 'totalTickets', total), field('Limit per buyer', 'maxTicketsPerFingerprint', cap, 'Optional.')),
     h('div', { class: 'field-row' },
       field('Currency', 'currency', currency, 'A code such as EUR or JPY; empty for the server\'s default.'),
+      currencyCodes,
       field('Ticket price', 'price', price, 'Of a "General admission" ticket, e.g. 12.50; empty for free.')),
     status,
     h('div', { class: 'actions' }, submit, h('a', { class: 'button secondary', href: '#/' }, 'Cancel')),
@@ -1592,8 +1618,11 @@ function ticketRow(v, allocation, event, countdowns) {
 // Start
 // ---------------------------------------------------------------------------------------
 
-window.addEventListener('hashchange', route);
-route();
+// The first view waits for the currency table, so that no amount is shown in other digits.
+loadCurrencies().then(() => {
+  window.addEventListener('hashchange', route);
+  route();
+});
 fingerprint.then(
   (fp) => {
     const device = document.getElementById('device');

@@ -185,7 +185,15 @@ async function call(token, method, path, body) {
 const unreachable = (answer) => answer.status === 0 || answer.status >= 500;
 const tokenRefused = (answer) => answer.status === 401 || answer.status === 403;
 
-/** A check-in answer as an outcome: {result, …}; `error` for what is not about the ticket. */
+/** The scan's fields besides the code, as door staff know them. */
+const SETUP_FIELDS = { gate: 'The gate name', nonce: 'The scan\'s nonce' };
+
+/**
+ * A check-in answer as an outcome: {result, …}; `error` for what is not about the ticket. A
+ * field error is a verdict on the ticket only when it names the code: one on the gate (or the
+ * nonce, or anything else) would be the same for every ticket at this door, so it is a
+ * problem of the setup, never "Not a valid ticket".
+ */
 function outcomeOf(answer) {
   const b = answer.body ?? {};
   if (answer.status === 200) {
@@ -199,8 +207,15 @@ function outcomeOf(answer) {
     case 'TICKET_REVOKED':
       return { result: 'revoked' };
     case 'INVALID_TICKET_CODE':
-    case 'VALIDATION_ERROR':
       return { result: 'invalid' };
+    case 'VALIDATION_ERROR': {
+      const details = Array.isArray(b.details) ? b.details : [];
+      const other = details.find((d) => d?.field !== 'code');
+      if (details.length > 0 && !other) return { result: 'invalid' };
+      const what = other ? SETUP_FIELDS[other.field] ?? `The field ${other.field}` : 'The scan';
+      const why = other?.message ?? b.error ?? `the server answered ${answer.status}`;
+      return { result: 'error', message: `${what} is refused: ${why}. The ticket was not checked; change the setup.` };
+    }
     default:
       return { result: 'error', message: tokenRefused(answer) ? 'The door token was refused. Enter a door token for this event.' : b.error ?? `The server answered ${answer.status}.` };
   }
@@ -265,8 +280,40 @@ function detailOf(outcome) {
   }
 }
 
-/** A gate name as the server takes it: 1 to 64 characters, no control characters. */
-const validGate = (gate) => gate.length >= 1 && gate.length <= 64 && !/\p{Cc}/u.test(gate);
+/** The server's longest gate name, in characters after normalization (MAX_GATE_CHARS). */
+const MAX_GATE_CHARS = 64;
+
+/** Never shown in a name, so dropped wherever they are (the server's normalize_name). */
+const DROPPED = /[\u00ad\u200b\u2060\ufeff]/gu;
+/** Kept at a name's end, where they choose how the character before them looks. */
+const VARIATION_SELECTOR = /^[\ufe00-\ufe0f\u{e0100}-\u{e01ef}]$/u;
+
+/** Shows nothing around a name: whitespace, format (Cf), the blank Braille pattern, or default-ignorable. */
+const invisibleAround = (c) =>
+  /^[\p{White_Space}\p{Cf}\u2800]$/u.test(c) || (/^\p{Default_Ignorable_Code_Point}$/u.test(c) && !VARIATION_SELECTOR.test(c));
+
+/** Shows something by itself: a letter, number, punctuation, symbol or private-use character. */
+const visible = (c) => /^[\p{L}\p{N}\p{P}\p{S}\p{Co}]$/u.test(c) && !/^\p{Default_Ignorable_Code_Point}$/u.test(c) && c !== '\u2800';
+
+/**
+ * A gate name as the server stores it, by the server's rule (src/domain/event_name.rs
+ * `normalize_name`, src/domain/checkin.rs `Gate::parse`): invisible characters dropped,
+ * whitespace runs made one space, whitespace and invisible characters around it trimmed, NFC.
+ * Answers {gate} or {error}, the error in the server's words, so that the setup form refuses
+ * what the server would refuse.
+ */
+export function parseGate(raw) {
+  if (/\p{Cc}/u.test(raw)) return { error: 'must not contain control characters' };
+  const chars = [...raw.replace(DROPPED, '').replace(/\p{White_Space}+/gu, ' ')];
+  let start = 0;
+  let end = chars.length;
+  while (start < end && invisibleAround(chars[start])) start++;
+  while (end > start && invisibleAround(chars[end - 1])) end--;
+  const gate = chars.slice(start, end).join('').normalize('NFC');
+  if (![...gate].some(visible)) return { error: 'must contain a visible character' };
+  if ([...gate].length > MAX_GATE_CHARS) return { error: `must be 1 to ${MAX_GATE_CHARS} characters` };
+  return { gate };
+}
 
 /**
  * The #/scan view. `ui` is the page's DOM toolkit (h, fill, notice, mount, plural); `query`
@@ -300,7 +347,7 @@ export async function showScan(v, query, ui) {
   const eventSelect = h('select', { id: 'scan-event', testid: 'scan-event', required: true },
     h('option', { value: '' }, 'Choose an event'),
     events.map((e) => h('option', { value: e.id, selected: e.id === chosenEvent }, e.name)));
-  const gateInput = h('input', { type: 'text', id: 'scan-gate', testid: 'scan-gate', maxlength: 64, required: true, value: chosenGate, placeholder: 'e.g. North door', autocomplete: 'off' });
+  const gateInput = h('input', { type: 'text', id: 'scan-gate', testid: 'scan-gate', required: true, value: chosenGate, placeholder: 'e.g. North door', autocomplete: 'off' });
   const setupStatus = h('div', { class: 'form-status' });
   const setupForm = h('form', { class: 'card form', testid: 'scan-setup' },
     h('div', { class: 'field' }, h('label', { for: 'scan-event' }, 'Event'), eventSelect),
@@ -325,10 +372,10 @@ export async function showScan(v, query, ui) {
   setupForm.addEventListener('submit', (e) => {
     e.preventDefault();
     fill(setupStatus);
-    const gate = gateInput.value.trim();
+    const { gate, error: gateError } = parseGate(gateInput.value);
     if (!token) fill(setupStatus, notice('error', 'Enter the door token first.', 'scan-setup-error'));
     else if (!eventSelect.value) fill(setupStatus, notice('error', 'Choose the event.', 'scan-setup-error'));
-    else if (!validGate(gate)) fill(setupStatus, notice('error', 'Name the gate: 1 to 64 characters.', 'scan-setup-error'));
+    else if (gateError) fill(setupStatus, notice('error', `The gate name ${gateError}.`, 'scan-setup-error'));
     else {
       save(SETUP_KEY, { eventId: eventSelect.value, gate });
       startDoor(eventSelect.value, eventSelect.selectedOptions[0].textContent, gate);
@@ -447,7 +494,8 @@ export async function showScan(v, query, ui) {
           if (answer.status !== 200 || !Array.isArray(answer.body?.results)) {
             serverDown = unreachable(answer);
             if (!serverDown) {
-              const why = tokenRefused(answer) ? 'the door token was refused' : answer.body?.error ?? `status ${answer.status}`;
+              const fields = Array.isArray(answer.body?.details) ? answer.body.details.map((d) => `${d.field} ${d.message}`).join('; ') : '';
+              const why = tokenRefused(answer) ? 'the door token was refused' : fields || (answer.body?.error ?? `status ${answer.status}`);
               fill(uploadEl, notice('error', `The queued scans could not be uploaded: ${why}. They stay queued.`, 'scan-upload'));
             }
             return;

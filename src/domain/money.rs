@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use serde::Serialize;
 
@@ -34,6 +35,27 @@ impl Currency {
     /// unit defined (gold, SDR, "no currency").
     pub fn minor_unit_digits(self) -> u16 {
         self.0.exponent().unwrap_or(0)
+    }
+
+    /// The English name in the ISO 4217 list ("Euro", "Hungarian forint").
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    /// Every currency of the list, sorted by code: exactly the codes [`FromStr`] accepts.
+    /// `GET /currencies` answers it, so that clients count minor units as the server does
+    /// (browsers' CLDR data disagrees with ISO 4217 for some twenty currencies).
+    pub fn all() -> &'static [Currency] {
+        static ALL: LazyLock<Vec<Currency>> = LazyLock::new(|| {
+            // Each currency of the list has a numeric code of its own, from 0 to 999.
+            let mut all: Vec<Currency> = (0..1000)
+                .filter_map(iso_currency::Currency::from_numeric)
+                .map(Currency)
+                .collect();
+            all.sort_by_key(|currency| currency.code());
+            all
+        });
+        &ALL
     }
 }
 
@@ -92,6 +114,40 @@ mod tests {
         for invalid in ["eur", "EURO", "XYZ", "", "E", "€"] {
             assert!(invalid.parse::<Currency>().is_err(), "{invalid}");
         }
+    }
+
+    #[test]
+    fn the_table_is_every_accepted_code_once_in_order() {
+        let listed: Vec<&str> = Currency::all().iter().map(|c| c.code()).collect();
+        assert!(
+            listed.windows(2).all(|pair| pair[0] < pair[1]),
+            "{listed:?}"
+        );
+        // Every code a client could send that is three capital letters: accepted exactly when
+        // listed (anything else is refused by its shape, as the first test shows).
+        let letters = b'A'..=b'Z';
+        let mut accepted = Vec::new();
+        for a in letters.clone() {
+            for b in letters.clone() {
+                for c in letters.clone() {
+                    let code = String::from_utf8(vec![a, b, c]).expect("ASCII");
+                    if code.parse::<Currency>().is_ok() {
+                        accepted.push(code);
+                    }
+                }
+            }
+        }
+        assert_eq!(accepted, listed);
+        let digits = |code: &str| {
+            let currency: Currency = code.parse().expect("listed");
+            (currency.minor_unit_digits(), currency.name().to_owned())
+        };
+        // ISO 4217's digits, where browsers' CLDR data says 0 (HUF, IDR, IQD) or 2 (XAU).
+        assert_eq!(digits("HUF"), (2, "Hungarian forint".to_owned()));
+        assert_eq!(digits("IDR").0, 2);
+        assert_eq!(digits("IQD").0, 3);
+        assert_eq!(digits("XAU").0, 0);
+        assert_eq!(digits("EUR"), (2, "Euro".to_owned()));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod catalogue;
 pub mod checkins;
 pub mod connections;
+pub mod currencies;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -101,6 +102,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(checkins::list_conflicts))
         .routes(routes!(checkins::checkin_stats))
         .routes(routes!(checkins::checkin_export))
+        .routes(routes!(currencies::list_currencies))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
         .routes(routes!(ops::metrics))

@@ -12,6 +12,7 @@ mod checkins;
 mod concurrency;
 mod connections;
 mod consistency;
+mod currencies;
 mod errors;
 mod events;
 mod expiry;

@@ -51,6 +51,7 @@ async fn the_document_lists_every_route_and_only_served_ones() {
         ("/events/{id}/waiting-list", vec!["get", "post"]),
         ("/waiting-list", vec!["get"]),
         ("/waiting-list/{id}", vec!["delete", "get"]),
+        ("/currencies", vec!["get"]),
         ("/health", vec!["get"]),
         ("/ready", vec!["get"]),
         ("/metrics", vec!["get"]),

@@ -374,6 +374,7 @@ async function run() {
   let c;
   let scanner;
   let d;
+  let g;
 
   try {
     await step('start boxoffice serve with an embedded PostgreSQL', async () => {
@@ -779,6 +780,34 @@ async function run() {
       await expectText(c, 'type-price', '€0.29');
     });
 
+    await step('amounts follow the server\'s minor units where the browser\'s differ (HUF 2 digits, IQD 3)', async () => {
+      // The page reads GET /currencies once at start; Intl (CLDR) says 0 digits for both.
+      const table = await apiCall('GET', '/currencies');
+      const digitsOf = (code) => table.find((entry) => entry.code === code)?.digits;
+      assert(digitsOf('HUF') === 2 && digitsOf('IQD') === 3, `the server's table says HUF ${digitsOf('HUF')}, IQD ${digitsOf('IQD')}`);
+      const create = async (name, currency, price) => {
+        await c.getByTestId('nav-new').click();
+        await c.getByTestId('create-name').fill(name);
+        await c.getByTestId('create-total').fill('10');
+        await c.getByTestId('create-currency').fill(currency);
+        await c.getByTestId('create-price').fill(price);
+        await c.getByTestId('create-submit').click();
+        await c.waitForURL(/#\/events\/[0-9a-f-]{36}$/);
+        return apiCall('GET', `/events/${c.url().split('/').pop()}`);
+      };
+      // "1500" forints are 150000 minor units (fillér), not 1500 (15.00 HUF).
+      const forint = await create(`${eventName} forint`, 'HUF', '1500');
+      assert(forint.currency === 'HUF' && forint.ticketTypes[0].price === 150000, `the forint event is ${JSON.stringify(forint)}`);
+      await expectText(c, 'type-price', /^HUF\s1,500\.00$/);
+      await c.getByTestId('buy-quantity').fill('3');
+      await expectText(c, 'order-total', /^HUF\s4,500\.00$/);
+      // Decimals the browser's digits would refuse (or round away) are the server's to allow.
+      const dinar = await create(`${eventName} dinar`, 'IQD', '2.505');
+      assert(dinar.currency === 'IQD' && dinar.ticketTypes[0].price === 2505, `the dinar event is ${JSON.stringify(dinar)}`);
+      await expectText(c, 'type-price', /^IQD\s2\.505$/);
+      await shot(c, 'c-forint-dinar');
+    });
+
     // Refunds need the admin token, which would also lock the new-event form: so they come
     // last, after a restart of the server with a token, on the same data and port.
     await step('refunds show on the ticket and in "My tickets" (the server restarted with an admin token)', async () => {
@@ -1047,6 +1076,80 @@ async function run() {
       assert(south?.admitted.gate === 'South' && south.conflicting.gate === 'North', `the conflicts read ${JSON.stringify(conflicts)}`);
     });
 
+    await step('a gate the server refuses is a setup problem, never "Not a valid ticket"; the form refuses such gates first', async () => {
+      g = await newPage(browser, 'gate', { viewport: { width: 800, height: 1000 } });
+      const doorAuth = { Authorization: `Bearer ${door.token}` };
+      // A paid ticket no one has scanned yet.
+      const buyer = { 'X-Device-Fingerprint': 'the gate test\'s buyer' };
+      const hold = await apiCall('POST', `/events/${door.event.id}/tickets`, { quantity: 1 }, buyer);
+      const paid = await apiCall('POST', `/tickets/${hold.id}/payment`, { paymentToken: 'tok_visa' }, buyer);
+      const ticket = paid.admissions[0];
+      await g.goto(`${base}/#/scan`);
+      await g.getByTestId('door-token').fill(door.token);
+      await g.getByTestId('door-token-save').click();
+      await g.getByTestId('scan-event').selectOption(door.event.id);
+      // The server's rule may refuse a gate this page lets through (a newer Unicode, say): the
+      // gate of every check-in is swapped in flight for one the server refuses, U+200B alone.
+      await g.route('**/events/*/checkins', (route) => route.continue({ postData: JSON.stringify({ ...route.request().postDataJSON(), gate: '\u200b' }) }));
+      await g.getByTestId('scan-gate').fill('West');
+      await g.getByTestId('scan-start').click();
+      await expectText(g, 'scan-network', 'online');
+      await g.getByTestId('scan-code').fill(ticket.code);
+      await g.getByTestId('scan-submit').click();
+      await eventually('an answer to the scan', async () => (await g.getByTestId('scan-result').getAttribute('data-result')) !== null);
+      const result = await g.getByTestId('scan-result').getAttribute('data-result');
+      assert(result === 'error', `the scan at a refused gate reads ${JSON.stringify(result)}: ${await textOf(g, 'scan-verdict')} / ${await textOf(g, 'scan-detail')}`);
+      await expectText(g, 'scan-verdict', 'Not checked');
+      await expectText(g, 'scan-detail', /^The gate name is refused: must contain a visible character\. The ticket was not checked/);
+      await shot(g, 'g-gate-refused');
+      const before = await apiCall('GET', `/events/${door.event.id}/checkins/stats`, undefined, doorAuth);
+      assert(before.valid === 1, `the ticket should still be valid: the stats read ${JSON.stringify(before)}`);
+      // The ticket itself was fine: with the gate as typed it is admitted.
+      await g.unroute('**/events/*/checkins');
+      await g.getByTestId('scan-code').fill(ticket.code);
+      await g.getByTestId('scan-submit').click();
+      await eventually('the ticket admitted at a gate the server takes', async () => (await g.getByTestId('scan-result').getAttribute('data-result')) === 'admitted');
+      const after = await apiCall('GET', `/events/${door.event.id}/checkins/stats`, undefined, doorAuth);
+      assert(after.valid === 0 && after.byGate.some((row) => row.gate === 'West' && row.admitted === 1), `the stats read ${JSON.stringify(after)}`);
+
+      // The setup form refuses what the server would: each gate checked by the page and sent
+      // to the server (with a code that is not one, so nothing is admitted) gets one verdict.
+      const gates = ['North 1', '  North \u00a0 1\u200b', 'Cafe\u0301', '\u202eNorth\u200b', '\u2764\ufe0f', 'é'.repeat(64), '😀'.repeat(64),
+        '\ufb2c'.repeat(21), '', '   ', '\u200b', '\u2060', '\u00ad', '\u200e', '\u2800', '\u00a0\u3000', 'a\nb', 'g'.repeat(65), '\ufb2c'.repeat(22)];
+      const pageSays = await g.evaluate(async (list) => {
+        const m = await import('/assets/scan.js');
+        return list.map((gate) => m.parseGate(gate));
+      }, gates);
+      for (const [i, gate] of gates.entries()) {
+        const response = await fetch(`${base}/events/${door.event.id}/checkins`, {
+          method: 'POST',
+          headers: { ...doorAuth, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ code: 'not-a-ticket-code', gate, nonce: `gate-rule-${i}` }),
+        });
+        const answer = await response.json();
+        const serverRefusal = answer.code === 'VALIDATION_ERROR' ? answer.details.find((d) => d.field === 'gate')?.message : undefined;
+        assert(answer.code === 'INVALID_TICKET_CODE' || serverRefusal, `the server answered ${JSON.stringify(answer)} for the gate ${JSON.stringify(gate)}`);
+        assert(pageSays[i].error === serverRefusal, `the gate ${JSON.stringify(gate)}: the page says ${JSON.stringify(pageSays[i])}, the server ${serverRefusal ?? 'takes it'}`);
+      }
+      await g.getByTestId('scan-change').click();
+      for (const [gate, message] of [['\u200b', 'The gate name must contain a visible character.'], ['\ufb2c'.repeat(22), 'The gate name must be 1 to 64 characters.']]) {
+        await g.getByTestId('scan-gate').fill(gate);
+        await g.getByTestId('scan-start').click();
+        await expectText(g, 'scan-setup-error', message);
+      }
+      await shot(g, 'g-gate-form');
+      // Nothing else went wrong on this page: the one refusal is the swapped gate's.
+      const problems = [...g.problems];
+      for (const { text, url } of g.consoleErrors) {
+        const failed = /^Failed to load resource: the server responded with a status of (\d{3})/.exec(text);
+        const known = failed && g.refusals.some((r) => r.url === url && r.status === Number(failed[1]));
+        if (!known) problems.push(`gate: console error ${text}${url ? ` (${url})` : ''}`);
+      }
+      const refusals = g.refusals.map((r) => r.key);
+      if (JSON.stringify(refusals) !== JSON.stringify(['POST /events/{id}/checkins 422'])) problems.push(`gate: answers of 400 or more: ${JSON.stringify(refusals)}`);
+      assert(problems.length === 0, problems.join('\n'));
+    });
+
     await step('the door page: no uncaught or console errors, no 5xx, only "already checked in" refusals', async () => {
       const problems = [...d.problems];
       for (const { text, url } of d.consoleErrors) {
@@ -1083,7 +1186,7 @@ async function run() {
       failed++;
       console.log(`FAIL ${error?.stack ?? error}`);
     }
-    for (const [name, page] of [['a', a], ['b', b], ['c', c], ['d', d]]) {
+    for (const [name, page] of [['a', a], ['b', b], ['c', c], ['d', d], ['g', g]]) {
       if (!page) continue;
       const file = path.join(ROOT, 'target', `browser-failure-${name}.png`);
       await page.screenshot({ path: file, fullPage: true }).then(
