@@ -167,9 +167,10 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(i32).range(1..=MAX_TICKETS_PER_PURCHASE_LIMIT))]
     pub max_tickets_per_purchase: i32,
 
-    /// Currency of events created without one: an ISO 4217 code (EUR, USD, JPY, …).
+    /// Currency of events created without one: the ISO 4217 code of a currency in circulation
+    /// (EUR, USD, JPY, …; not XXX, XTS, a metal, a fund or a superseded code).
     #[arg(long, env = "BOXOFFICE_DEFAULT_CURRENCY", default_value = "EUR",
-          value_parser = clap::builder::ValueParser::new(str::parse::<Currency>))]
+          value_parser = clap::builder::ValueParser::new(Currency::for_sale))]
     pub default_currency: Currency,
 
     /// How long a hold lasts before it lapses and its tickets return to the pool.
@@ -258,7 +259,8 @@ pub struct ServeArgs {
     /// in milliseconds, counted from when the server starts waiting for it: the connection's
     /// opening, or the end of its last answer (so it is also how long an idle keep-alive
     /// connection is kept). Past it the connection is closed without an answer. A request's
-    /// body and its answer are bounded by `--request-timeout-ms` instead.
+    /// body and its answer are bounded by `--request-timeout-ms` instead. 100 to 3,600,000;
+    /// it cannot be turned off.
     #[arg(long, env = "BOXOFFICE_REQUEST_HEAD_TIMEOUT_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub request_head_timeout_ms: u64,

@@ -183,8 +183,7 @@ impl NewEvent {
 
         let currency = match request.currency.as_deref() {
             None => Some(default_currency),
-            Some(code) => code
-                .parse()
+            Some(code) => Currency::for_sale(code)
                 .map_err(|message| errors.push(FieldError::new("currency", message)))
                 .ok(),
         };

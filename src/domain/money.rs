@@ -42,15 +42,17 @@ impl Currency {
         self.0.name()
     }
 
-    /// Every currency of the list, sorted by code: exactly the codes [`FromStr`] accepts.
-    /// `GET /currencies` answers it, so that clients count minor units as the server does
-    /// (browsers' CLDR data disagrees with ISO 4217 for some twenty currencies).
+    /// Every currency events may be priced in, sorted by code: exactly the codes
+    /// [`Currency::for_sale`] accepts. `GET /currencies` answers it, so that clients count
+    /// minor units as the server does (browsers' CLDR data disagrees with ISO 4217 for some
+    /// twenty currencies).
     pub fn all() -> &'static [Currency] {
         static ALL: LazyLock<Vec<Currency>> = LazyLock::new(|| {
             // Each currency of the list has a numeric code of its own, from 0 to 999.
             let mut all: Vec<Currency> = (0..1000)
                 .filter_map(iso_currency::Currency::from_numeric)
                 .map(Currency)
+                .filter(|currency| currency.is_for_sale())
                 .collect();
             all.sort_by_key(|currency| currency.code());
             all
@@ -59,10 +61,35 @@ impl Currency {
     }
 }
 
+impl Currency {
+    /// A currency a client may price an event in: the code (upper case) of a currency in
+    /// circulation. Refused besides what [`FromStr`] refuses: the list's special codes (XXX
+    /// "no currency", XTS for testing, the metals XAU, XAG, XPT, XPD, and units of account
+    /// such as XDR), its funds (BOV, CLF, USN…) and superseded codes (HRK, VES…). A code
+    /// stored before this rule is still read with [`FromStr`].
+    pub fn for_sale(code: &str) -> Result<Self, String> {
+        const REFUSED: &str = "must be the ISO 4217 code of a currency in circulation, e.g. EUR \
+                               (not XXX, XTS, a metal, a fund or a superseded code)";
+        let currency: Self = code.parse()?;
+        if currency.is_for_sale() {
+            Ok(currency)
+        } else {
+            Err(REFUSED.to_owned())
+        }
+    }
+
+    /// Money people pay with: not one of the list's special codes, funds or superseded
+    /// codes.
+    fn is_for_sale(self) -> bool {
+        !self.0.is_special() && !self.0.is_fund() && self.0.is_superseded().is_none()
+    }
+}
+
 impl FromStr for Currency {
     type Err = String;
 
-    /// Exactly a code of the ISO 4217 list, upper case ("EUR"; "eur" and "EURO" are refused).
+    /// Exactly a code of the ISO 4217 list, upper case ("EUR"; "eur" and "EURO" are refused):
+    /// how a stored code is read. A client's code is checked with [`Currency::for_sale`].
     fn from_str(code: &str) -> Result<Self, String> {
         iso_currency::Currency::from_code(code)
             .map(Self)
@@ -131,7 +158,7 @@ mod tests {
             for b in letters.clone() {
                 for c in letters.clone() {
                     let code = String::from_utf8(vec![a, b, c]).expect("ASCII");
-                    if code.parse::<Currency>().is_ok() {
+                    if Currency::for_sale(&code).is_ok() {
                         accepted.push(code);
                     }
                 }
@@ -146,8 +173,22 @@ mod tests {
         assert_eq!(digits("HUF"), (2, "Hungarian forint".to_owned()));
         assert_eq!(digits("IDR").0, 2);
         assert_eq!(digits("IQD").0, 3);
-        assert_eq!(digits("XAU").0, 0);
         assert_eq!(digits("EUR"), (2, "Euro".to_owned()));
+    }
+
+    /// Codes of the list that are not money people pay with are refused for new events, yet
+    /// still read when stored (an event made before the rule keeps its currency).
+    #[test]
+    fn only_currencies_in_circulation_are_for_sale() {
+        for code in [
+            "XXX", "XTS", "XAU", "XAG", "XDR", "BOV", "CLF", "USN", "HRK", "VES",
+        ] {
+            assert!(Currency::for_sale(code).is_err(), "{code}");
+            assert!(code.parse::<Currency>().is_ok(), "{code} is still read");
+        }
+        for code in ["EUR", "USD", "JPY", "KWD", "HUF", "VED", "CHF", "GBP"] {
+            assert_eq!(Currency::for_sale(code).map(|c| c.code()), Ok(code));
+        }
     }
 
     #[test]

@@ -102,15 +102,18 @@ const MAX_LINGERING: usize = 1024;
 /// Answers connections past their address's limit (429 `TOO_MANY_CONNECTIONS`, closed).
 #[derive(Debug, Clone)]
 pub struct Refusals {
-    /// The whole answer, made once (see [`Refusals::new`]).
-    answer: Bytes,
+    /// The answer's status line and headers but `Date` (see [`Refusals::new`]).
+    head: Bytes,
+    /// The body, after the blank line.
+    body: Bytes,
     lingering: Arc<Semaphore>,
 }
 
 impl Refusals {
     /// The answer, as bytes: the HTTP/1.1 head and body of [`ApiError::TooManyConnections`]
-    /// (its JSON body and `Retry-After: 1` as `ApiError` makes them), with `Connection:
-    /// close`.
+    /// (its JSON body and `Retry-After: 1` as `ApiError` makes them), with the headers the
+    /// router's layers give every response (`X-Content-Type-Options: nosniff`) and
+    /// `Connection: close`; `Date` is added to each answer as it is sent.
     pub async fn new() -> Self {
         let response = ApiError::TooManyConnections.into_response();
         let (parts, body) = response.into_parts();
@@ -133,12 +136,25 @@ impl Refusals {
             answer.put_slice(b"\r\n");
         }
         answer.put_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
-        answer.put_slice(b"connection: close\r\n\r\n");
-        answer.put_slice(&body);
+        answer.put_slice(b"x-content-type-options: nosniff\r\n");
+        answer.put_slice(b"connection: close\r\n");
         Self {
-            answer: answer.freeze(),
+            head: answer.freeze(),
+            body,
             lingering: Arc::new(Semaphore::new(MAX_LINGERING)),
         }
+    }
+
+    /// The whole answer as sent now: the head, `Date` (RFC 9110's IMF-fixdate), the blank
+    /// line and the body.
+    fn answer(&self) -> Vec<u8> {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        [
+            &self.head[..],
+            format!("date: {date}\r\n\r\n").as_bytes(),
+            &self.body[..],
+        ]
+        .concat()
     }
 
     /// Answers `stream` and closes it, within [`REFUSAL_LINGER`], on a task of its own; or,
@@ -148,7 +164,7 @@ impl Refusals {
         let Ok(permit) = self.lingering.clone().try_acquire_owned() else {
             return;
         };
-        let answer = self.answer.clone();
+        let answer = self.answer();
         tokio::spawn(async move {
             deliver(stream, &answer).await;
             drop(permit);
@@ -216,7 +232,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_refusal_is_a_complete_json_answer() {
-        let answer = Refusals::new().await.answer;
+        let answer = Refusals::new().await.answer();
         let text = std::str::from_utf8(&answer).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(
@@ -229,6 +245,15 @@ mod tests {
         );
         assert!(head.contains("\r\nretry-after: 1"), "{head}");
         assert!(head.contains("\r\nconnection: close"), "{head}");
+        assert!(
+            head.contains("\r\nx-content-type-options: nosniff"),
+            "{head}"
+        );
+        let date = head
+            .lines()
+            .find_map(|line| line.strip_prefix("date: "))
+            .unwrap_or_else(|| panic!("a Date: {head}"));
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
         assert!(
             head.contains(&format!("\r\ncontent-length: {}", body.len())),
             "{head}"
