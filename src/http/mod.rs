@@ -14,7 +14,6 @@ pub mod extract;
 pub mod idempotent;
 pub mod limits;
 pub mod ops;
-pub mod peer;
 pub mod report;
 pub mod response;
 pub mod serve;

@@ -32,7 +32,6 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use axum::Router;
@@ -47,7 +46,6 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use super::connections::{ConnectionLimit, Refusals};
-use super::peer::ConnectionSocket;
 
 /// How long the loop waits after an accept error that is not one connection's (say, the
 /// process's open-file limit reached) before it accepts again, as `axum::serve` does.
@@ -122,14 +120,11 @@ pub async fn serve(
                 continue;
             }
         };
-        // A stream watches its socket for its client's close (`http::peer`).
-        let socket = ConnectionSocket(stream.as_raw_fd());
         let service = router
             .clone()
             .map_request(move |request: Request<Incoming>| {
                 let mut request = request.map(Body::new);
                 request.extensions_mut().insert(ConnectInfo(peer));
-                request.extensions_mut().insert(socket);
                 request
             });
         let served = graceful.watch(

@@ -3,7 +3,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
@@ -14,7 +13,6 @@ use futures_util::stream;
 
 use super::error::{ApiResult, ErrorBody};
 use super::extract::IdPath;
-use super::peer::{ConnectionSocket, PeerEvent, PeerWatch};
 use crate::db;
 use crate::domain::stats::StatsMessage;
 use crate::error::Error;
@@ -49,7 +47,6 @@ const KEEP_ALIVE_FRAME: &[u8] = b":\n\n";
 pub async fn event_stream(
     State(state): State<AppState>,
     IdPath(event_id): IdPath,
-    socket: Option<Extension<ConnectionSocket>>,
 ) -> ApiResult<Response> {
     // Subscribe before reading the snapshot, so no change can slip between the two.
     let mut subscription = state.live.subscribe(event_id);
@@ -62,13 +59,6 @@ pub async fn event_stream(
         .map_err(|err| Error::internal(format!("serializing the snapshot: {err}")))?;
     // Changes the snapshot includes may still be announced after it: only newer ones follow.
     subscription.resume_after(snapshot.id);
-    // The stream ends as soon as its client leaves (see `http::peer`); without a watch (no
-    // descriptor left to duplicate), as before, at the first write that fails.
-    let peer = socket.and_then(|Extension(socket)| {
-        PeerWatch::new(socket)
-            .inspect_err(|error| tracing::warn!(%error, "cannot watch a stream's client; it ends at its first failed write"))
-            .ok()
-    });
     // The frames are written once per state and shared (see [`Published`]), so the body is
     // their stream as is; the headers are those of any SSE response.
     Ok((
@@ -76,7 +66,7 @@ pub async fn event_stream(
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(messages(snapshot, subscription, peer)),
+        Body::from_stream(messages(snapshot, subscription)),
     )
         .into_response())
 }
@@ -84,55 +74,31 @@ pub async fn event_stream(
 /// The snapshot, then each newer state, no two closer than [`crate::live::MIN_INTERVAL`] (or the longer
 /// gap of [`crate::live::LiveStats::interval`] with thousands of subscribers), each as the
 /// frame written once when its state was published (see [`Published`]); a keep-alive
-/// comment after [`KEEP_ALIVE`] without one. With `peer`, a keep-alive comment also as soon
-/// as the client sends its FIN (a client that closed its socket answers it with a reset),
-/// and the end of the stream once the connection is reset.
+/// comment after [`KEEP_ALIVE`] without one.
 fn messages(
     snapshot: Published,
     subscription: Subscription,
-    peer: Option<PeerWatch>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     stream::unfold(
-        (Some(snapshot), subscription, false, peer),
-        |(pending, mut subscription, sent_one, mut peer)| async move {
+        (Some(snapshot), subscription, false),
+        |(pending, mut subscription, sent_one)| async move {
             let next = match pending {
                 Some(first) => first.frame,
                 None => {
-                    let waited = async {
-                        if sent_one && !subscription.pause().await {
-                            return None;
+                    if sent_one && !subscription.pause().await {
+                        return None;
+                    }
+                    match tokio::time::timeout(KEEP_ALIVE, subscription.next()).await {
+                        Ok(next) => next?.frame,
+                        // Nothing new: a comment, and no pause before the next message.
+                        Err(_) => {
+                            let comment = Bytes::from_static(KEEP_ALIVE_FRAME);
+                            return Some((Ok(comment), (None, subscription, false)));
                         }
-                        // Nothing new within the keep-alive time: a comment.
-                        Some(tokio::time::timeout(KEEP_ALIVE, subscription.next()).await)
-                    };
-                    let left = async {
-                        match peer.as_mut() {
-                            Some(peer) => peer.next().await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        waited = waited => match waited? {
-                            Ok(next) => next?.frame,
-                            // No pause before the next message after a comment.
-                            Err(_) => {
-                                let comment = Bytes::from_static(KEEP_ALIVE_FRAME);
-                                return Some((Ok(comment), (None, subscription, false, peer)));
-                            }
-                        },
-                        event = left => match event {
-                            // The write tells a closed socket from a half-closed one; the
-                            // pause before the next message starts again.
-                            PeerEvent::Closed => {
-                                let comment = Bytes::from_static(KEEP_ALIVE_FRAME);
-                                return Some((Ok(comment), (None, subscription, sent_one, peer)));
-                            }
-                            PeerEvent::Gone => return None,
-                        },
                     }
                 }
             };
-            Some((Ok(next), (None, subscription, true, peer)))
+            Some((Ok(next), (None, subscription, true)))
         },
     )
 }
