@@ -283,19 +283,21 @@ impl Server {
         }
         crate::metrics::handle();
         tracing::info!(address = %listener.local_addr()?, database = %which, "boxoffice listening");
+        let connections = ConnectionRules {
+            // The same proxies the request extractors believe: they carry many clients.
+            limit: ConnectionLimit::new(
+                args.max_connections_per_address,
+                state.trusted_proxies.clone(),
+            ),
+            head_timeout: Duration::from_millis(args.request_head_timeout_ms),
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
+        };
         Ok(Self {
             listener,
             state,
             database,
             locks,
-            connections: ConnectionRules {
-                limit: ConnectionLimit::new(
-                    args.max_connections_per_address,
-                    TrustedProxies::new(args.trusted_proxies.clone()),
-                ),
-                head_timeout: Duration::from_millis(args.request_head_timeout_ms),
-                request_timeout: Duration::from_millis(args.request_timeout_ms),
-            },
+            connections,
             cors_origins: args.cors_origins.clone(),
         })
     }
