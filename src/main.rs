@@ -41,8 +41,9 @@ async fn main() -> ExitCode {
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        // Said once, to standard error, whatever the log filter: a log line as well would
+        // print the same failure twice.
         Err(err) => {
-            tracing::error!("{err}");
             eprintln!("boxoffice: {err}");
             ExitCode::FAILURE
         }

@@ -216,9 +216,11 @@ fn a_taken_port_fails_naming_the_address_before_starting_postgres() {
     let port = taken.local_addr().unwrap().port();
 
     let stderr = failed_start(serve_in_data_dir(&data_dir, port), Duration::from_secs(30));
-    assert!(
-        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
-        "names the address: {stderr}"
+    let message = format!("cannot listen on 127.0.0.1:{port}");
+    assert_eq!(
+        stderr.matches(&message).count(),
+        1,
+        "names the address, once: {stderr}"
     );
     assert!(
         !data_dir.join("postgres").exists(),
