@@ -258,6 +258,9 @@ pub struct EventSettings {
     pub total_tickets: i32,
     pub max_tickets_per_fingerprint: Option<i32>,
     pub sales: SalesWindow,
+    /// Never changes: every amount of the event is counted in it. A patch may name it only
+    /// as it is (a client that sends back what it read).
+    pub currency: Currency,
 }
 
 /// A `PATCH /events/{id}` body as the client gave it: each field absent, null or a value.
@@ -269,6 +272,11 @@ pub struct EventPatch {
     pub max_tickets_per_fingerprint: Patch<i64>,
     pub sales_start_at: Patch<String>,
     pub sales_end_at: Patch<String>,
+    /// Refused unless it is the event's own code: a change would silently do nothing.
+    pub currency: Patch<String>,
+    /// Whether the body named `price`, which `POST /events` takes for the default type but
+    /// an event does not have: refused, where ignoring it would answer 200 for no change.
+    pub price_given: bool,
 }
 
 impl EventSettings {
@@ -283,6 +291,7 @@ impl EventSettings {
                 start: event.sales_start_at,
                 end: event.sales_end_at,
             },
+            currency: event.currency,
         }
     }
 
@@ -340,6 +349,23 @@ impl EventSettings {
         let sales = self
             .sales
             .patched(patch.sales_start_at, patch.sales_end_at, &mut errors);
+        if let Some(currency) = patch.currency
+            && currency.as_deref() != Some(self.currency.code())
+        {
+            errors.push(FieldError::new(
+                "currency",
+                format!(
+                    "cannot change once the event is made (it is {}); make a new event to sell in another currency",
+                    self.currency
+                ),
+            ));
+        }
+        if patch.price_given {
+            errors.push(FieldError::new(
+                "price",
+                "an event has no price of its own: change a ticket type's price with PATCH /events/{id}/ticket-types/{typeId}",
+            ));
+        }
         match (name, date, total_tickets) {
             (Some(name), Some(date), Some(total_tickets)) if errors.is_empty() => Ok(Self {
                 name,
@@ -347,6 +373,7 @@ impl EventSettings {
                 total_tickets,
                 max_tickets_per_fingerprint: cap,
                 sales,
+                currency: self.currency,
             }),
             _ => Err(errors),
         }
@@ -422,8 +449,29 @@ mod tests {
                 start: Some(datetime("2026-12-01T00:00:00Z")),
                 end: None,
             },
+            currency: "EUR".parse().expect("a currency"),
         };
         assert_eq!(stored.apply(EventPatch::default()), Ok(stored.clone()));
+        // The currency as it is passes; another, or none, or a price, is refused.
+        let same = EventPatch {
+            currency: Some(Some("EUR".into())),
+            ..EventPatch::default()
+        };
+        assert_eq!(stored.apply(same), Ok(stored.clone()));
+        for currency in [Some("JPY".into()), Some("eur".into()), None] {
+            let patch = EventPatch {
+                currency: Some(currency),
+                price_given: true,
+                ..EventPatch::default()
+            };
+            let problems: Vec<String> = stored
+                .apply(patch)
+                .unwrap_err()
+                .into_iter()
+                .map(|e| e.field)
+                .collect();
+            assert_eq!(problems, ["currency", "price"]);
+        }
         // The stored cap no longer fits a lower total; the new end must follow the stored start.
         let patch = EventPatch {
             total_tickets: Some(Some(5)),

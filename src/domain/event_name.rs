@@ -1,10 +1,11 @@
-//! Event names: how a name is normalized so that names that look the same are the same, and
-//! which characters show anything at all.
+//! Event names: how a name is normalized so that names that differ only in composition,
+//! whitespace or invisible characters at its ends are the same, and which characters show
+//! anything at all.
 
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
-/// An event name as stored, so that names that look the same are the same: NFC (a
+/// An event name as stored, so that names that differ only in these ways are the same: NFC (a
 /// precomposed "é" and "e" with a combining accent are one text); runs of whitespace of any
 /// kind (two spaces, a no-break space) made one space; the characters that never show in a
 /// name (soft hyphen, zero-width space, word joiner, zero-width no-break space) removed; and

@@ -256,6 +256,17 @@ pub struct UpdateEventRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, example = "2027-09-01T18:00:00Z")]
     pub sales_end_at: Patch<String>,
+    /// Never changes: accepted only as the event's own code (a client may send back what it
+    /// read); any other value, or null, is refused with 422.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable = false, example = "EUR")]
+    pub currency: Patch<String>,
+    /// Refused with 422 whatever its value: an event has no price of its own (`POST
+    /// /events` takes one for its default type); a type's price changes with `PATCH
+    /// /events/{id}/ticket-types/{typeId}`.
+    #[serde(default)]
+    #[schema(value_type = Option<i64>)]
+    pub price: Option<serde::de::IgnoredAny>,
 }
 
 impl From<UpdateEventRequest> for EventPatch {
@@ -267,6 +278,8 @@ impl From<UpdateEventRequest> for EventPatch {
             max_tickets_per_fingerprint: request.max_tickets_per_fingerprint,
             sales_start_at: request.sales_start_at,
             sales_end_at: request.sales_end_at,
+            currency: request.currency,
+            price_given: request.price.is_some(),
         }
     }
 }

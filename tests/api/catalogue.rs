@@ -657,6 +657,32 @@ async fn an_event_is_patched_and_its_stream_sees_the_new_total() {
     )
     .await;
     assert_error(status, &body, StatusCode::CONFLICT, "EVENT_EXISTS");
+    // The currency never changes and an event has no price: naming another currency, or a
+    // price, is refused rather than answered 200 for nothing; the event's own currency, as a
+    // client read it, is accepted with the rest.
+    for body in [
+        json!({ "currency": "JPY", "totalTickets": 3 }),
+        json!({ "currency": null, "totalTickets": 3 }),
+        json!({ "price": 500, "totalTickets": 3 }),
+    ] {
+        let (status, refusal) = patch(&app, &path, body.clone()).await;
+        assert_error(
+            status,
+            &refusal,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        );
+        assert_eq!(
+            fields(&refusal),
+            [body.as_object().unwrap().keys().next().unwrap()]
+        );
+    }
+    let (status, event) = patch(&app, &path, json!({ "currency": "EUR", "totalTickets": 2 })).await;
+    assert_eq!(status, StatusCode::OK, "{event}");
+    assert_eq!(
+        (event["totalTickets"].clone(), event["currency"].clone()),
+        (json!(2), json!("EUR"))
+    );
     let (status, body) = patch(&app, &format!("/events/{}", Uuid::now_v7()), json!({})).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
     let event = app.assert_balanced(&event_id).await;
