@@ -1072,11 +1072,16 @@ async function showEvent(v, _query, id) {
     if (source.readyState === EventSource.CLOSED) setLive('off', 'Live updates stopped');
     else setLive('connecting', 'Reconnecting…');
   });
+  // One text per `lastEvent.type` (ChangeKind in src/domain/stats.rs). A type this page does
+  // not know still replaces the line, so that it never shows an older change after a newer one.
   const CHANGE_TEXT = {
     ticket_allocated: 'Tickets were held',
     ticket_purchased: 'Tickets were sold',
     ticket_cancelled: 'A hold was cancelled',
     ticket_expired: 'A hold expired',
+    ticket_refunded: 'Tickets were refunded',
+    event_updated: 'The organiser changed the event',
+    waiting_list_changed: 'The waiting list changed',
   };
   source.addEventListener('stats', (message) => {
     let data;
@@ -1098,10 +1103,13 @@ async function showEvent(v, _query, id) {
     for (const t of data.ticketTypes ?? s.ticketTypes ?? []) rows.find((r) => r.type.id === t.id)?.setAvailable(t.available);
     render();
     if (before !== stats.available) flash(availableEl);
-    const change = data.lastEvent && CHANGE_TEXT[data.lastEvent.type];
-    if (change) {
-      const at = new Date(data.timestamp);
-      lastChangeEl.textContent = `${change} at ${Number.isNaN(at.getTime()) ? data.timestamp : timeFormat.format(at)}.`;
+    if (data.lastEvent) {
+      const change = CHANGE_TEXT[data.lastEvent.type] ?? 'The event changed';
+      // When the change was made: a check-in sends the last change again with a later
+      // `timestamp` but its own `changedAt` (null only from an older instance).
+      const iso = data.changedAt ?? data.timestamp;
+      const at = new Date(iso);
+      lastChangeEl.textContent = `${change} at ${Number.isNaN(at.getTime()) ? iso : timeFormat.format(at)}.`;
     }
   });
 }

@@ -15,7 +15,8 @@
 // through the form, refused without a token (401) and with a wrong one (403), each said so,
 // then with an organiser token from `boxoffice tokens create`, kept for the tab (a second
 // event needs no typing), sent as `Authorization` with POST /events and nothing else, in no
-// URL and no console line, and forgotten on request. The waiting list: on a sold-out event the
+// URL and no console line, and forgotten on request; on that event's page the "last change"
+// line names a sale, a refund, the organiser's change and the waiting list. The waiting list: on a sold-out event the
 // second buyer joins (number 1 in line; joining again is refused), another buyer's hold is
 // cancelled through the API, "My tickets" shows the offer within seconds without a reload,
 // with a ticking countdown and Pay, and paying it makes the entry accepted and the ticket
@@ -905,6 +906,36 @@ async function run() {
       const kept = await o.evaluate((token) => Object.values(sessionStorage).some((value) => value.includes(token)), organised.token);
       assert(!kept, 'the token should be gone from sessionStorage');
       await shot(o, 'o-token-forgotten');
+    });
+
+    await step('the event page\'s last change names every kind of change: a sale, a refund, an organiser\'s change, the waiting list', async () => {
+      const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+      await o.goto(`${base}/#/events/${organised.id}`);
+      await expectText(o, 'live-status', 'Live');
+      // Every kind is tried even when one fails, so that a run names all that are missing.
+      const missing = [];
+      const expectChange = async (kind, pattern) => {
+        try {
+          await expectText(o, 'last-change', pattern, 5000);
+        } catch (error) {
+          missing.push(`${kind}: ${error.message}`);
+        }
+      };
+      const buyer = { 'X-Device-Fingerprint': 'the last-change test\'s buyer' };
+      const hold = await apiCall('POST', `/events/${organised.id}/tickets`, { quantity: 4 }, buyer);
+      await expectChange('ticket_allocated', /^Tickets were held at .+\.$/);
+      await apiCall('POST', `/tickets/${hold.id}/payment`, { paymentToken: 'tok_visa' }, buyer);
+      await expectChange('ticket_purchased', /^Tickets were sold at .+\.$/);
+      await apiCall('POST', `/tickets/${hold.id}/refund`, { lines: [{ ticketTypeId: hold.lines[0].ticketTypeId, quantity: 1 }] }, admin);
+      await expectChange('ticket_refunded', /^Tickets were refunded at .+\.$/);
+      await apiCall('PATCH', `/events/${organised.id}`, { totalTickets: 5 }, admin);
+      await expectText(o, 'stat-total', '5');
+      await expectChange('event_updated', /^The organiser changed the event at .+\.$/);
+      // Two left, three wanted: the buyer joins the line.
+      await apiCall('POST', `/events/${organised.id}/waiting-list`, { quantity: 3 }, { 'X-Device-Fingerprint': 'the last-change test\'s waiter' });
+      await expectChange('waiting_list_changed', /^The waiting list changed at .+\.$/);
+      await shot(o, 'o-last-change');
+      assert(missing.length === 0, missing.join('\n'));
     });
 
     // The waiting list: a sold-out event's page offers to join it; a hold given back becomes
