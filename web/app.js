@@ -1,7 +1,7 @@
 // Boxoffice's web page: events, live availability, buying, paying and "My tickets".
 // Plain ES modules, no build step; hash routes:
 //   #/            events, paginated (#/?page=2)
-//   #/new         create an event
+//   #/new         create an event, with the organiser's token when the server asks for one
 //   #/events/ID   one event with live availability, and the form to buy
 //   #/tickets     the buyer's tickets (#/tickets?page=2) and waiting-list entries, the
 //                 latter read again every 2 s while one waits or is offered
@@ -48,11 +48,16 @@ function noteServerClock(response) {
 
 const serverNow = () => Date.now() + clockSkewMs;
 
-async function api(method, path, body) {
+/**
+ * One call to the API. `token`, on organiser requests only, goes as
+ * `Authorization: Bearer <token>`; buyer requests never carry one.
+ */
+async function api(method, path, body, { token } = {}) {
   const headers = {
     Accept: 'application/json',
     'X-Device-Fingerprint': await fingerprint,
   };
+  if (token) headers.Authorization = `Bearer ${token}`;
   const init = { method, headers, cache: 'no-store' };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -74,6 +79,51 @@ async function api(method, path, body) {
   }
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
+}
+
+// ---------------------------------------------------------------------------------------
+// The organiser's token
+// ---------------------------------------------------------------------------------------
+
+// A server started with --admin-token asks organiser requests (here: creating an event) for
+// `Authorization: Bearer <token>`: its admin token or an organiser token from `boxoffice
+// tokens create`. The token the organiser gives is kept in sessionStorage once the server
+// took it: for this tab only, gone when the tab closes or the organiser forgets it. It is
+// sent only with organiser requests, never in a URL, and never logged.
+const ORGANISER_TOKEN_KEY = 'boxoffice.organiser.token';
+
+function keptOrganiserToken() {
+  try {
+    return sessionStorage.getItem(ORGANISER_TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+/** Whether it was kept: a blocked storage keeps nothing, and the token is asked again. */
+function keepOrganiserToken(token) {
+  try {
+    sessionStorage.setItem(ORGANISER_TOKEN_KEY, token);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function forgetOrganiserToken() {
+  try {
+    sessionStorage.removeItem(ORGANISER_TOKEN_KEY);
+  } catch {
+    // Nothing was kept.
+  }
+}
+
+/**
+ * Why a token cannot go in a header, or null. The server reads the header as printable ASCII
+ * (anything else reads as no token at all), and the browser refuses other characters there.
+ */
+function tokenProblem(token) {
+  return /^[\x20-\x7E]+$/.test(token) ? null : 'The token can hold only printable ASCII characters (letters, digits, signs and spaces).';
 }
 
 const FIELD_LABELS = {
@@ -248,6 +298,10 @@ function explain(error, types) {
         return b.details.map(fieldMessage).join(' ');
       }
       return 'Please check the form.';
+    case 'UNAUTHORIZED':
+      return 'This needs an organiser token, and none was given.';
+    case 'FORBIDDEN':
+      return 'The token given was refused for this.';
     case 'NOT_FOUND':
       return 'Not found: it may have been removed, or the link is wrong.';
     case 'SERVICE_UNAVAILABLE':
@@ -526,6 +580,28 @@ async function showCreateEvent(v) {
   const price = h('input', { type: 'text', inputmode: 'decimal', autocomplete: 'off', placeholder: '0.00', testid: 'create-price' });
   const submit = h('button', { type: 'submit', testid: 'create-submit' }, 'Create event');
   const status = h('div', { class: 'form-status' });
+
+  // The organiser's token: a field while none is kept, else a line that says so and forgets it.
+  const tokenInput = h('input', { type: 'password', autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false', testid: 'organiser-token' });
+  const tokenField = field('Organiser token', 'organiserToken', tokenInput,
+    'Only if this box office asks for one: its admin token, or an organiser token from "boxoffice tokens create --scope organiser". Kept for this browser tab until you forget it or close the tab.');
+  const forget = h('button', { type: 'button', class: 'secondary small', testid: 'organiser-token-forget' }, 'Forget token');
+  const keptLine = h('p', { class: 'muted small', testid: 'organiser-token-kept' }, 'An organiser token is kept for this tab and sent when you create an event. ', forget);
+  const tokenStatus = h('p', { class: 'muted small', role: 'status', testid: 'organiser-token-status' });
+  const showToken = () => {
+    const kept = keptOrganiserToken() !== null;
+    keptLine.hidden = !kept;
+    tokenField.hidden = kept;
+  };
+  showToken();
+  forget.addEventListener('click', () => {
+    forgetOrganiserToken();
+    tokenInput.value = '';
+    showToken();
+    tokenStatus.textContent = 'Forgotten. Events are now created without a token unless you enter one.';
+    tokenInput.focus();
+  });
+
   const form = h(
     'form',
     { class: 'card form', testid: 'create-form' },
@@ -536,6 +612,7 @@ async function showCreateEvent(v) {
       field('Currency', 'currency', currency, 'A code such as EUR or JPY; empty for the server\'s default.'),
       currencyCodes,
       field('Ticket price', 'price', price, 'Of a "General admission" ticket, e.g. 12.50; empty for free.')),
+    h('div', { class: 'organiser-token' }, keptLine, tokenField, tokenStatus),
     status,
     h('div', { class: 'actions' }, submit, h('a', { class: 'button secondary', href: '#/' }, 'Cancel')),
   );
@@ -547,6 +624,7 @@ async function showCreateEvent(v) {
     }
     for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
     fill(status);
+    tokenStatus.textContent = '';
   };
   const showFieldError = (fieldName, message) => {
     const wrapper = form.querySelector(`[data-field="${fieldName}"]`);
@@ -596,16 +674,37 @@ async function showCreateEvent(v) {
       }
       body.price = parsed.amount;
     }
+    // A token typed now, else the one kept for this tab; none at all on an open server.
+    const typed = tokenField.hidden ? '' : tokenInput.value.trim();
+    const problem = typed === '' ? null : tokenProblem(typed);
+    if (problem) {
+      showFieldError('organiserToken', problem);
+      tokenInput.focus();
+      return;
+    }
+    const token = typed || keptOrganiserToken() || undefined;
     submit.disabled = true;
     submit.textContent = 'Creating…';
     try {
-      const event = await api('POST', '/events', body);
+      const event = await api('POST', '/events', body, { token });
+      // The server took it: kept for the next event made from this tab.
+      if (typed) keepOrganiserToken(typed);
       if (v.active) location.hash = `#/events/${event.id}`;
     } catch (error) {
       if (!v.active) return;
       submit.disabled = false;
       submit.textContent = 'Create event';
-      if (error.code === 'VALIDATION_ERROR' && Array.isArray(error.body.details)) {
+      if (error.code === 'UNAUTHORIZED' || error.code === 'FORBIDDEN') {
+        // A kept token that is refused (revoked since, say) is forgotten, and asked for again.
+        const keptRefused = !typed && token !== undefined;
+        if (keptRefused) forgetOrganiserToken();
+        showToken();
+        const text = error.code === 'UNAUTHORIZED'
+          ? 'This box office needs an organiser token to create events. Enter it under "Organiser token" and try again.'
+          : `The organiser token was refused: this box office does not take it to create events (mistyped, revoked, or a door token). ${keptRefused ? 'It is no longer kept; enter a valid one.' : 'Check it and try again.'}`;
+        showFieldError('organiserToken', error.code === 'UNAUTHORIZED' ? 'Needed to create events here.' : 'Refused by the server.');
+        fill(status, notice('error', text, 'create-error'));
+      } else if (error.code === 'VALIDATION_ERROR' && Array.isArray(error.body.details)) {
         const unplaced = error.body.details.filter((d) => !showFieldError(d.field, fieldMessage(d)));
         fill(status, notice('error', unplaced.length ? explain(new ApiError(422, { ...error.body, details: unplaced })) : 'Please correct the fields marked below.', 'create-error'));
       } else if (error.code === 'EVENT_EXISTS') {
@@ -973,11 +1072,16 @@ async function showEvent(v, _query, id) {
     if (source.readyState === EventSource.CLOSED) setLive('off', 'Live updates stopped');
     else setLive('connecting', 'Reconnecting…');
   });
+  // One text per `lastEvent.type` (ChangeKind in src/domain/stats.rs). A type this page does
+  // not know still replaces the line, so that it never shows an older change after a newer one.
   const CHANGE_TEXT = {
     ticket_allocated: 'Tickets were held',
     ticket_purchased: 'Tickets were sold',
     ticket_cancelled: 'A hold was cancelled',
     ticket_expired: 'A hold expired',
+    ticket_refunded: 'Tickets were refunded',
+    event_updated: 'The organiser changed the event',
+    waiting_list_changed: 'The waiting list changed',
   };
   source.addEventListener('stats', (message) => {
     let data;
@@ -999,10 +1103,13 @@ async function showEvent(v, _query, id) {
     for (const t of data.ticketTypes ?? s.ticketTypes ?? []) rows.find((r) => r.type.id === t.id)?.setAvailable(t.available);
     render();
     if (before !== stats.available) flash(availableEl);
-    const change = data.lastEvent && CHANGE_TEXT[data.lastEvent.type];
-    if (change) {
-      const at = new Date(data.timestamp);
-      lastChangeEl.textContent = `${change} at ${Number.isNaN(at.getTime()) ? data.timestamp : timeFormat.format(at)}.`;
+    if (data.lastEvent) {
+      const change = CHANGE_TEXT[data.lastEvent.type] ?? 'The event changed';
+      // When the change was made: a check-in sends the last change again with a later
+      // `timestamp` but its own `changedAt` (null only from an older instance).
+      const iso = data.changedAt ?? data.timestamp;
+      const at = new Date(iso);
+      lastChangeEl.textContent = `${change} at ${Number.isNaN(at.getTime()) ? iso : timeFormat.format(at)}.`;
     }
   });
 }

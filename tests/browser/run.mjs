@@ -11,7 +11,12 @@
 // out or not yet on sale, a short order's refusal naming its type, and prices
 // typed in the new-event form (JPY without decimals, 0.29 EUR as exactly 29 cents); then
 // restarts the server with an admin token (same data, same port) and sees a partial and a
-// full refund on the ticket and in "My tickets". The waiting list: on a sold-out event the
+// full refund on the ticket and in "My tickets"; an organiser's page creates an event
+// through the form, refused without a token (401) and with a wrong one (403), each said so,
+// then with an organiser token from `boxoffice tokens create`, kept for the tab (a second
+// event needs no typing), sent as `Authorization` with POST /events and nothing else, in no
+// URL and no console line, and forgotten on request; on that event's page the "last change"
+// line names a sale, a refund, the organiser's change and the waiting list. The waiting list: on a sold-out event the
 // second buyer joins (number 1 in line; joining again is refused), another buyer's hold is
 // cancelled through the API, "My tickets" shows the offer within seconds without a reload,
 // with a ticking countdown and Pay, and paying it makes the entry accepted and the ticket
@@ -323,6 +328,8 @@ const EXPECTED_REFUSALS = [
   'POST /events/{id}/tickets 409', // more than are left
   'POST /events/{id}/tickets 409', // more General admission tickets than are left
   'POST /events/{id}/waiting-list 409', // joining the waiting list twice
+  'POST /events 401', // the new-event form without an organiser token
+  'POST /events 403', // the new-event form with a wrong organiser token
 ];
 
 /** `METHOD /path status` of a response, with ids replaced by `{id}`. */
@@ -342,7 +349,11 @@ async function newPage(browser, name, options) {
   page.refusals = [];
   page.consoleErrors = [];
   page.on('pageerror', (error) => page.problems.push(`${name}: uncaught ${error.message}`));
+  // Every URL the page asked for and every console line, to show that a token is in none.
+  page.urls = [];
+  page.consoleTexts = [];
   page.on('console', (message) => {
+    page.consoleTexts.push(message.text());
     if (message.type() === 'error') {
       page.consoleErrors.push({ text: message.text(), url: message.location()?.url ?? '' });
     }
@@ -357,8 +368,10 @@ async function newPage(browser, name, options) {
   });
   page.on('request', (request) => {
     const url = new URL(request.url());
+    page.urls.push(request.url());
     if (['fetch', 'xhr'].includes(request.resourceType())) {
-      page.apiRequests.push({ path: url.pathname, fingerprint: request.headers()['x-device-fingerprint'] });
+      const headers = request.headers();
+      page.apiRequests.push({ method: request.method(), path: url.pathname, fingerprint: headers['x-device-fingerprint'], authorization: headers.authorization });
     }
   });
   return page;
@@ -375,6 +388,7 @@ async function run() {
   let scanner;
   let d;
   let g;
+  let o;
 
   try {
     await step('start boxoffice serve with an embedded PostgreSQL', async () => {
@@ -840,6 +854,90 @@ async function run() {
       assert(JSON.stringify(shown) === JSON.stringify(['Refunded', ' · €33.00 refunded']), `the row reads ${JSON.stringify(shown)}`);
     });
 
+    // The organiser on the page: the new-event form with a token (the server now asks for one).
+    const organised = {};
+    await step('the new-event form takes an organiser token: refused without one and with a wrong one, then kept for the tab and sent only to create events', async () => {
+      o = await newPage(browser, 'organiser', { viewport: { width: 1024, height: 900 }, locale: 'en-US' });
+      organised.token = await createToken(['--scope', 'organiser', '--name', 'browser test organiser']);
+      organised.name = `${eventName} organised`;
+      await o.goto(`${base}/#/new`);
+      await o.getByTestId('create-name').fill(organised.name);
+      await o.getByTestId('create-total').fill('4');
+      await o.getByTestId('create-currency').fill('EUR');
+      await o.getByTestId('create-price').fill('10.00');
+      // No token: 401, and the page says a token is needed, at the token's field.
+      await o.getByTestId('create-submit').click();
+      await expectText(o, 'create-error', /^This box office needs an organiser token to create events\./);
+      assert((await o.getByTestId('organiser-token').getAttribute('aria-invalid')) === 'true', 'the token field should be marked');
+      assert(/#\/new$/.test(o.url()), `stayed on the form, but the page is ${o.url()}`);
+      await shot(o, 'o-token-needed');
+      // A wrong token: 403, said so, and not kept.
+      await o.getByTestId('organiser-token').fill('not-the-organiser-token');
+      await o.getByTestId('create-submit').click();
+      await expectText(o, 'create-error', /^The organiser token was refused/);
+      assert(/#\/new$/.test(o.url()), `stayed on the form, but the page is ${o.url()}`);
+      const keptWrong = await o.evaluate(() => Object.values(sessionStorage).some((value) => value.includes('not-the-organiser-token')));
+      assert(!keptWrong, 'a refused token should not be kept');
+      await shot(o, 'o-token-refused');
+      // The organiser token from `boxoffice tokens create`: the event is made.
+      await o.getByTestId('organiser-token').fill(organised.token);
+      await o.getByTestId('create-submit').click();
+      await o.waitForURL(/#\/events\/[0-9a-f-]{36}$/);
+      organised.id = o.url().split('/').pop();
+      await expectText(o, 'event-name', organised.name);
+      // Kept for this tab: the form says so, and a second event needs no typing.
+      await o.getByTestId('nav-new').click();
+      await o.getByTestId('organiser-token-kept').waitFor();
+      await o.getByTestId('create-name').fill(`${organised.name} again`);
+      await o.getByTestId('create-submit').click();
+      await o.waitForURL(/#\/events\/[0-9a-f-]{36}$/);
+      await expectText(o, 'event-name', `${organised.name} again`);
+      // The token went with the three attempts to create an event, and with nothing else.
+      const sent = o.apiRequests.filter((r) => r.authorization !== undefined).map((r) => `${r.method} ${r.path} ${r.authorization}`);
+      const expected = ['not-the-organiser-token', organised.token, organised.token].map((token) => `POST /events Bearer ${token}`);
+      assert(JSON.stringify(sent) === JSON.stringify(expected), `Authorization was sent as ${JSON.stringify(sent)}, expected ${JSON.stringify(expected)}`);
+      const leaks = [...o.urls, ...o.consoleTexts].filter((text) => text.includes(organised.token));
+      assert(leaks.length === 0, `the token shows in ${JSON.stringify(leaks)}`);
+      // Forgotten on request.
+      await o.getByTestId('nav-new').click();
+      await o.getByTestId('organiser-token-forget').click();
+      await expectText(o, 'organiser-token-status', /^Forgotten\./);
+      assert((await o.getByTestId('organiser-token').inputValue()) === '', 'the token field should be empty');
+      const kept = await o.evaluate((token) => Object.values(sessionStorage).some((value) => value.includes(token)), organised.token);
+      assert(!kept, 'the token should be gone from sessionStorage');
+      await shot(o, 'o-token-forgotten');
+    });
+
+    await step('the event page\'s last change names every kind of change: a sale, a refund, an organiser\'s change, the waiting list', async () => {
+      const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+      await o.goto(`${base}/#/events/${organised.id}`);
+      await expectText(o, 'live-status', 'Live');
+      // Every kind is tried even when one fails, so that a run names all that are missing.
+      const missing = [];
+      const expectChange = async (kind, pattern) => {
+        try {
+          await expectText(o, 'last-change', pattern, 5000);
+        } catch (error) {
+          missing.push(`${kind}: ${error.message}`);
+        }
+      };
+      const buyer = { 'X-Device-Fingerprint': 'the last-change test\'s buyer' };
+      const hold = await apiCall('POST', `/events/${organised.id}/tickets`, { quantity: 4 }, buyer);
+      await expectChange('ticket_allocated', /^Tickets were held at .+\.$/);
+      await apiCall('POST', `/tickets/${hold.id}/payment`, { paymentToken: 'tok_visa' }, buyer);
+      await expectChange('ticket_purchased', /^Tickets were sold at .+\.$/);
+      await apiCall('POST', `/tickets/${hold.id}/refund`, { lines: [{ ticketTypeId: hold.lines[0].ticketTypeId, quantity: 1 }] }, admin);
+      await expectChange('ticket_refunded', /^Tickets were refunded at .+\.$/);
+      await apiCall('PATCH', `/events/${organised.id}`, { totalTickets: 5 }, admin);
+      await expectText(o, 'stat-total', '5');
+      await expectChange('event_updated', /^The organiser changed the event at .+\.$/);
+      // Two left, three wanted: the buyer joins the line.
+      await apiCall('POST', `/events/${organised.id}/waiting-list`, { quantity: 3 }, { 'X-Device-Fingerprint': 'the last-change test\'s waiter' });
+      await expectChange('waiting_list_changed', /^The waiting list changed at .+\.$/);
+      await shot(o, 'o-last-change');
+      assert(missing.length === 0, missing.join('\n'));
+    });
+
     // The waiting list: a sold-out event's page offers to join it; a hold given back becomes
     // the offer of the buyer in line, shown in "My tickets" within seconds and paid from there.
     const wait = { holder: { 'X-Device-Fingerprint': 'the waiting-list test\'s holder' } };
@@ -1164,8 +1262,8 @@ async function run() {
     });
 
     await step('no uncaught or console errors, no 5xx, and only the refusals the flows provoke', async () => {
-      const problems = [...a.problems, ...b.problems, ...c.problems];
-      for (const [name, page] of [['buyer A', a], ['buyer B', b], ['buyer C', c]]) {
+      const problems = [...a.problems, ...b.problems, ...c.problems, ...o.problems];
+      for (const [name, page] of [['buyer A', a], ['buyer B', b], ['buyer C', c], ['organiser', o]]) {
         for (const { text, url } of page.consoleErrors) {
           // Chromium logs every answer of 400 or more as "Failed to load resource"; such a
           // line is the refusal itself, judged below, when the page got that answer there.
@@ -1174,7 +1272,7 @@ async function run() {
           if (!known) problems.push(`${name}: console error ${text}${url ? ` (${url})` : ''}`);
         }
       }
-      const seen = [...a.refusals, ...b.refusals, ...c.refusals].map((r) => r.key).sort();
+      const seen = [...a.refusals, ...b.refusals, ...c.refusals, ...o.refusals].map((r) => r.key).sort();
       const expected = [...EXPECTED_REFUSALS].sort();
       if (JSON.stringify(seen) !== JSON.stringify(expected)) {
         problems.push(`answers of 400 or more: ${JSON.stringify(seen)}, expected exactly ${JSON.stringify(expected)}`);
@@ -1186,7 +1284,7 @@ async function run() {
       failed++;
       console.log(`FAIL ${error?.stack ?? error}`);
     }
-    for (const [name, page] of [['a', a], ['b', b], ['c', c], ['d', d], ['g', g]]) {
+    for (const [name, page] of [['a', a], ['b', b], ['c', c], ['d', d], ['g', g], ['o', o]]) {
       if (!page) continue;
       const file = path.join(ROOT, 'target', `browser-failure-${name}.png`);
       await page.screenshot({ path: file, fullPage: true }).then(
