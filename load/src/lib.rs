@@ -59,13 +59,15 @@ pub struct Config {
     /// Base URL of a Boxoffice instance; repeat to spread clients over several instances.
     #[arg(long = "url", default_value = "http://127.0.0.1:8080")]
     pub urls: Vec<String>,
-    /// Use this event instead of creating one.
+    /// Use this event, as it is, instead of creating one: refused beside the flags that only
+    /// shape the event the tool creates (--tickets, --max-per-fingerprint, --price,
+    /// --currency, --quotas).
     #[arg(long)]
     pub event_id: Option<String>,
-    /// Tickets of the event to create.
+    /// Tickets of the event to create (not with --event-id).
     #[arg(long, default_value_t = 1_000_000)]
     pub tickets: i64,
-    /// Per-buyer cap of the event to create.
+    /// Per-buyer cap of the event to create (not with --event-id).
     #[arg(long)]
     pub max_per_fingerprint: Option<i64>,
     /// Concurrent clients (each sends one request at a time over keep-alive).
@@ -146,10 +148,11 @@ pub struct Catalogue {
     pub max_lines: u16,
     /// Price of a ticket type in the currency's minor unit (cents for EUR), in type order,
     /// repeated for each type (`--price 2500 --price 4000 --price 1000`); the last given
-    /// applies to the types after it. Default: the server's (0, free).
+    /// applies to the types after it. Default: the server's (0, free). Not with --event-id.
     #[arg(long = "price", value_parser = clap::value_parser!(i64).range(0..))]
     pub prices: Vec<i64>,
-    /// ISO 4217 currency of the event to create. Default: the server's.
+    /// ISO 4217 currency of the event to create. Default: the server's. Not with
+    /// --event-id.
     #[arg(long)]
     pub currency: Option<String>,
     /// Quotas to create on the event (not with --event-id).
@@ -285,10 +288,24 @@ pub async fn run_on_sale(
     if catalogue.quotas == QuotaLayout::Overlap && catalogue.ticket_types < 2 {
         return Err("--quotas overlap needs --ticket-types 2 or more".into());
     }
-    if catalogue.quotas != QuotaLayout::None && config.event_id.is_some() {
-        return Err(
-            "--quotas shapes an event the tool creates, not one given by --event-id".into(),
-        );
+    // The parser refuses these beside --event-id ([`flags::refuse_with_event_id`]), --tickets
+    // included; a `Config` built without it is checked here for those it can tell were set.
+    if config.event_id.is_some() {
+        let shaping = [
+            (
+                "--max-per-fingerprint",
+                config.max_per_fingerprint.is_some(),
+            ),
+            ("--price", !catalogue.prices.is_empty()),
+            ("--currency", catalogue.currency.is_some()),
+            ("--quotas", catalogue.quotas != QuotaLayout::None),
+        ];
+        if let Some((flag, _)) = shaping.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "{flag} shapes the event the tool creates; with --event-id the run uses that \
+                 event as it is: drop {flag} (or --event-id)"
+            ));
+        }
     }
     journey.validate()?;
     if config.keyed && !journey.is_active() {

@@ -5,7 +5,7 @@ use boxoffice_load::{
     Catalogue, Config, Journey, Scanning, check, check_writable, raise_nofile_limit, render,
     render_scan, run_on_sale, run_scan, write_charts, write_report,
 };
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// mimalloc, as the server: the tool runs on the machine it measures, and with glibc's
 /// malloc, reading 10,000 streams' messages spent about an eighth of its CPU allocating and
@@ -67,8 +67,18 @@ struct CheckCli {
 async fn main() -> ExitCode {
     // A usage error exits 1 ("could not run"), not clap's 2, which this tool and its checker
     // give a run found unsound.
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let cli = match Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)))
+    {
+        Ok((cli, matches)) => {
+            // Flags that cannot go together, refused before anything runs, as clap's own.
+            if let Err(err) = boxoffice_load::flags::refuse_with_event_id(&matches) {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+            cli
+        }
         Err(err) => {
             let _ = err.print();
             return match err.use_stderr() {

@@ -309,7 +309,7 @@ async fn a_protected_server_without_the_token_is_refused_before_the_load() {
 async fn flags_that_cannot_make_a_useful_run_are_refused_before_anything_is_sent() {
     let app = spawn_app_with(BATCHED).await;
     type Doctor = fn(&mut Config);
-    let cases: [(&str, Doctor); 6] = [
+    let cases: [(&str, Doctor); 7] = [
         ("--url \"foo\" is not a URL", |c| {
             c.urls = vec!["foo".into()]
         }),
@@ -326,6 +326,11 @@ async fn flags_that_cannot_make_a_useful_run_are_refused_before_anything_is_sent
         ("--read-only times reads", |c| {
             c.read_only = true;
             c.pay = true;
+        }),
+        // The parser refuses it first; a `Config` built without it is refused by the run.
+        ("--max-per-fingerprint shapes the event the tool creates", |c| {
+            c.event_id = Some("00000000-0000-0000-0000-000000000000".into());
+            c.max_per_fingerprint = Some(2);
         }),
     ];
     for (message, doctor) in cases {
