@@ -61,7 +61,7 @@ pub struct Options {
     #[arg(long, env = "BOXOFFICE_FINGERPRINT_SECRET", hide_env_values = true)]
     pub fingerprint_secret: Option<String>,
     /// How long a database that cannot be reached or read (a failover in progress) is tried
-    /// again, every 500 ms, from the first failure, as a run retries its read-backs. Still
+    /// again, every 500 ms, from the first attempt, as a run retries its read-backs. Still
     /// unreadable after that: the check is incomplete (exit 3), nothing judged lost.
     #[arg(long, default_value_t = 60.0, value_parser = crate::flags::seconds)]
     pub retry_seconds: f64,
