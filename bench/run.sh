@@ -65,10 +65,10 @@ load() { # name, args...
   local name=$1
   shift
   echo "== $name: $*" >&2
-  # Exit status 2 is a run that is not sound: keep its report for bench/report.py, which
-  # marks it; any other failure stops the bench.
+  # Exit status 2 is a run that is not sound, 3 one whose verification is incomplete: keep
+  # its report for bench/report.py, which marks it; any other failure stops the bench.
   "$LOAD" --url "$URL" --json --admin-token "$TOKEN" --report "$OUT/$name.html" \
-    --charts-dir "$OUT/charts/$name" "$@" >"$OUT/$name.json" || [ $? -eq 2 ]
+    --charts-dir "$OUT/charts/$name" "$@" >"$OUT/$name.json" || case $? in 2 | 3) ;; *) false ;; esac
   jq -c '{reservations_per_second, tickets_per_second, requests_per_second, latency_ms, codes, sound, verdict}' "$OUT/$name.json" >&2
   jq -c '.steps[] | {name, per_second, p99: .latency_ms.p99, answers}' "$OUT/$name.json" >&2
 }

@@ -41,6 +41,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::history::{self, Attempt};
+pub use snapshot::Unread;
 
 /// What `check` is given.
 #[derive(Debug, Clone, Args)]
@@ -59,26 +60,36 @@ pub struct Options {
     /// generated one the database keeps (`settings.fingerprint_secret`).
     #[arg(long, env = "BOXOFFICE_FINGERPRINT_SECRET", hide_env_values = true)]
     pub fingerprint_secret: Option<String>,
+    /// How long a database that cannot be reached or read (a failover in progress) is tried
+    /// again, every 500 ms, from the first attempt, as a run retries its read-backs. Still
+    /// unreadable after that: the check is incomplete (exit 3), nothing judged lost.
+    #[arg(long, default_value_t = 60.0, value_parser = crate::flags::seconds)]
+    pub retry_seconds: f64,
 }
 
 /// Reads the history, waits for the system to settle, loads the snapshot and judges it.
 ///
 /// # Errors
-/// A message when the history cannot be read or has no calls, or the database cannot be
-/// read or holds none of the history's events (the check did not run); violations are not
-/// errors but the report's content.
-pub async fn run(options: &Options) -> Result<Report, String> {
-    let history = history::read(&options.history)?;
+/// [`Unread::Database`] when the database could not be reached or read within
+/// `--retry-seconds` (the check is incomplete: nothing judged, nothing found lost);
+/// [`Unread::Other`] when the history cannot be read or has no calls, or the database holds
+/// none of the history's events (the check did not run). Violations are not errors but the
+/// report's content.
+pub async fn run(options: &Options) -> Result<Report, Unread> {
+    let history = history::read(&options.history).map_err(Unread::Other)?;
     // Before the database: an empty history is wrong whatever the database holds.
-    has_calls(&history)?;
+    has_calls(&history).map_err(Unread::Other)?;
+    let retry =
+        crate::flags::duration("--retry-seconds", options.retry_seconds).map_err(Unread::Other)?;
     let snapshot = Snapshot::load(
         &options.database_url,
         &history,
         Duration::from_secs(options.settle_seconds),
         options.fingerprint_secret.as_deref(),
+        retry,
     )
     .await?;
-    judge(&history, &snapshot)
+    judge(&history, &snapshot).map_err(Unread::Other)
 }
 
 /// Judges `history` against `snapshot`, when there is something to judge.

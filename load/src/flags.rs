@@ -1,9 +1,57 @@
 //! Flags given in seconds (or per second): refused at parse time unless finite, in range and
 //! small enough to add to an [`Instant`](std::time::Instant), so that no run can start with a
 //! value that would panic once converted to a [`Duration`]. The run checks them again with
-//! [`duration`], for a [`crate::Config`] built without the parser.
+//! [`duration`], for a [`crate::Config`] built without the parser. Flags that cannot go
+//! together are refused here too ([`refuse_with_event_id`]).
 
 use std::time::Duration;
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+
+/// The flags that only shape the event the tool creates (argument id, flag): with
+/// `--event-id` there is no such event, and the tool would ignore them. `--ticket-types` is
+/// not one: with `--event-id` it picks the event's first types.
+pub const EVENT_SHAPING: [(&str, &str); 5] = [
+    ("tickets", "--tickets"),
+    ("max_per_fingerprint", "--max-per-fingerprint"),
+    ("prices", "--price"),
+    ("currency", "--currency"),
+    ("quotas", "--quotas"),
+];
+
+/// Refuses `--event-id` beside any flag of [`EVENT_SHAPING`] given on the command line
+/// (their defaults do not count), naming them all: a run on an existing event would ignore
+/// them, and its user believe they were set.
+///
+/// # Errors
+/// A message naming the flags given.
+pub fn refuse_with_event_id(matches: &ArgMatches) -> Result<(), String> {
+    let given = |id: &str| {
+        matches.try_get_raw(id).is_ok_and(|values| values.is_some())
+            && matches.value_source(id) == Some(ValueSource::CommandLine)
+    };
+    if !given("event_id") {
+        return Ok(());
+    }
+    let shaping: Vec<&str> = EVENT_SHAPING
+        .iter()
+        .filter(|(id, _)| given(id))
+        .map(|(_, flag)| *flag)
+        .collect();
+    match shaping.as_slice() {
+        [] => Ok(()),
+        [one] => Err(format!(
+            "{one} shapes the event the tool creates; with --event-id the run uses that event \
+             as it is: drop {one} (or --event-id)"
+        )),
+        [first @ .., last] => Err(format!(
+            "{} and {last} shape the event the tool creates; with --event-id the run uses \
+             that event as it is: drop them (or --event-id)",
+            first.join(", ")
+        )),
+    }
+}
 
 /// The longest span a flag may name: a year. Far beyond any run, and far within what a
 /// `Duration` and an `Instant` plus it can hold.

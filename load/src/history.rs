@@ -147,6 +147,18 @@ fn now_us() -> u64 {
 /// `None` when no complete answer came.
 pub(crate) type Answered = Option<(StatusCode, Value, Option<String>)>;
 
+/// How long to wait before trying again after `answered`: the `Retry-After` it named (at
+/// most 2 s), or 500 ms.
+pub(crate) fn retry_wait(answered: &Answered) -> Duration {
+    answered
+        .as_ref()
+        .and_then(|(_, _, after)| after.as_deref()?.parse::<f64>().ok())
+        .filter(|s| s.is_finite())
+        .map_or(Duration::from_millis(500), |s| {
+            Duration::from_secs_f64(s.clamp(0.0, 2.0))
+        })
+}
+
 /// Sends one attempt of call `call`, recording it in `history` when there is one.
 pub(crate) async fn send(
     history: Option<&History>,

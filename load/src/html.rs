@@ -173,7 +173,13 @@ fn escape(text: &str) -> String {
 /// The whole report as one HTML page: no script, no stylesheet or image fetched from
 /// anywhere; the charts are inline SVG.
 pub fn html(report: &Report) -> String {
-    let verdict = if report.sound { "sound" } else { "NOT SOUND" };
+    let verdict = if report.sound {
+        "sound"
+    } else if report.incomplete_only() {
+        "VERIFICATION INCOMPLETE"
+    } else {
+        "NOT SOUND"
+    };
     let mut page = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <title>boxoffice-load: event {event}</title>\n<style>\n\

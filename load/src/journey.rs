@@ -499,13 +499,7 @@ impl Run {
                     },
                 };
             }
-            let wait = answered
-                .and_then(|(_, _, after)| after?.parse::<f64>().ok())
-                .filter(|s| s.is_finite())
-                .map_or(Duration::from_millis(500), |s| {
-                    Duration::from_secs_f64(s.clamp(0.0, 2.0))
-                });
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(history::retry_wait(&answered)).await;
             attempt += 1;
         }
     }

@@ -45,7 +45,7 @@ pub use streams::{StreamReport, Watchers, raise_nofile_limit, resident_kib, sour
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
@@ -59,13 +59,15 @@ pub struct Config {
     /// Base URL of a Boxoffice instance; repeat to spread clients over several instances.
     #[arg(long = "url", default_value = "http://127.0.0.1:8080")]
     pub urls: Vec<String>,
-    /// Use this event instead of creating one.
+    /// Use this event, as it is, instead of creating one: refused beside the flags that only
+    /// shape the event the tool creates (--tickets, --max-per-fingerprint, --price,
+    /// --currency, --quotas).
     #[arg(long)]
     pub event_id: Option<String>,
-    /// Tickets of the event to create.
+    /// Tickets of the event to create (not with --event-id).
     #[arg(long, default_value_t = 1_000_000)]
     pub tickets: i64,
-    /// Per-buyer cap of the event to create.
+    /// Per-buyer cap of the event to create (not with --event-id).
     #[arg(long)]
     pub max_per_fingerprint: Option<i64>,
     /// Concurrent clients (each sends one request at a time over keep-alive).
@@ -146,10 +148,11 @@ pub struct Catalogue {
     pub max_lines: u16,
     /// Price of a ticket type in the currency's minor unit (cents for EUR), in type order,
     /// repeated for each type (`--price 2500 --price 4000 --price 1000`); the last given
-    /// applies to the types after it. Default: the server's (0, free).
+    /// applies to the types after it. Default: the server's (0, free). Not with --event-id.
     #[arg(long = "price", value_parser = clap::value_parser!(i64).range(0..))]
     pub prices: Vec<i64>,
-    /// ISO 4217 currency of the event to create. Default: the server's.
+    /// ISO 4217 currency of the event to create. Default: the server's. Not with
+    /// --event-id.
     #[arg(long)]
     pub currency: Option<String>,
     /// Quotas to create on the event (not with --event-id).
@@ -285,10 +288,24 @@ pub async fn run_on_sale(
     if catalogue.quotas == QuotaLayout::Overlap && catalogue.ticket_types < 2 {
         return Err("--quotas overlap needs --ticket-types 2 or more".into());
     }
-    if catalogue.quotas != QuotaLayout::None && config.event_id.is_some() {
-        return Err(
-            "--quotas shapes an event the tool creates, not one given by --event-id".into(),
-        );
+    // The parser refuses these beside --event-id ([`flags::refuse_with_event_id`]), --tickets
+    // included; a `Config` built without it is checked here for those it can tell were set.
+    if config.event_id.is_some() {
+        let shaping = [
+            (
+                "--max-per-fingerprint",
+                config.max_per_fingerprint.is_some(),
+            ),
+            ("--price", !catalogue.prices.is_empty()),
+            ("--currency", catalogue.currency.is_some()),
+            ("--quotas", catalogue.quotas != QuotaLayout::None),
+        ];
+        if let Some((flag, _)) = shaping.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "{flag} shapes the event the tool creates; with --event-id the run uses that \
+                 event as it is: drop {flag} (or --event-id)"
+            ));
+        }
     }
     journey.validate()?;
     if config.keyed && !journey.is_active() {
@@ -539,6 +556,7 @@ pub async fn run_on_sale(
             config.clients,
             token,
             summary.is_some(),
+            retry_for,
         )
         .await?;
         Some(match token {
@@ -841,6 +859,8 @@ async fn quotas(
 /// `expected`: what the buyers were told of their holds ([`Expect`]); a hold whose payment
 /// was answered 200 must read back `purchased`, the others the status they were told.
 /// `releases`: whether holds may have ended during the run ([`Verification::with_releases`]).
+/// A read that gets no answer, a 5xx, 408 or 429 is tried again while the [`ReadWindow`] of
+/// `retry_for` is open; an allocation still unread then is counted unverified, never missing.
 #[expect(
     clippy::too_many_arguments,
     reason = "one call site; the run's facts the verification judges by"
@@ -854,9 +874,15 @@ async fn verify(
     clients: usize,
     token: Option<&str>,
     releases: bool,
+    retry_for: Duration,
 ) -> Result<Verification, String> {
-    let counts = event_counts(client, &urls[0], event_id).await?;
-    let quotas = quotas(client, &urls[0], event_id, token).await?;
+    let window = Arc::new(ReadWindow::new(retry_for));
+    let counts = window
+        .retrying(|| event_counts(client, &urls[0], event_id))
+        .await?;
+    let quotas = window
+        .retrying(|| quotas(client, &urls[0], event_id, token))
+        .await?;
     let tickets_granted: i64 = granted.iter().map(|g| g.quantity).sum();
     let mut granted_by_type = BTreeMap::new();
     for line in granted.iter().flat_map(|g| &g.lines) {
@@ -872,11 +898,12 @@ async fn verify(
     let expected = Arc::new(expected.clone());
     let mut readers = Vec::new();
     for worker in 0..clients.clamp(1, 256) {
-        let (client, granted, expected, next) = (
+        let (client, granted, expected, next, window) = (
             client.clone(),
             granted.clone(),
             expected.clone(),
             next.clone(),
+            window.clone(),
         );
         let base = urls[worker % urls.len()].clone();
         let event_id = event_id.to_owned();
@@ -885,27 +912,42 @@ async fn verify(
             let mut held_by_type = BTreeMap::<String, i64>::new();
             let mut wrong = Vec::new();
             let mut early = Vec::new();
+            let mut unread = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(g) = granted.get(i) else {
                     break;
                 };
-                let read = client
-                    .get(format!("{base}/tickets/{}", g.allocation_id))
-                    .header("X-Device-Fingerprint", &g.buyer)
-                    .send()
-                    .await;
-                let body = match read {
-                    Ok(response) if response.status() == StatusCode::OK => {
-                        response.json().await.unwrap_or(Value::Null)
+                let url = format!("{base}/tickets/{}", g.allocation_id);
+                let answered = loop {
+                    let request = client.get(&url).header("X-Device-Fingerprint", &g.buyer);
+                    let answered = history::send(None, 0, 1, request).await;
+                    if !unanswered(&answered) || !window.still_open() {
+                        break answered;
                     }
+                    tokio::time::sleep(history::retry_wait(&answered)).await;
+                };
+                read_back.checked += 1;
+                if unanswered(&answered) {
+                    // Neither found nor found missing: judged on nothing else either.
+                    read_back.unverified += 1;
+                    unread.push(format!(
+                        "{}: {}",
+                        g.allocation_id,
+                        answered
+                            .as_ref()
+                            .map_or("no answer".to_owned(), |(status, _, _)| status.to_string())
+                    ));
+                    continue;
+                }
+                let body = match answered {
+                    Some((StatusCode::OK, body, _)) => body,
                     _ => Value::Null,
                 };
                 let found = body["eventId"] == event_id.as_str()
                     && body["quantity"].as_i64() == Some(g.quantity)
                     && order::lines_of(&body) == g.lines;
                 let status = body["status"].as_str().unwrap_or_default();
-                read_back.checked += 1;
                 if !found {
                     read_back.missing += 1;
                 } else if matches!(status, "reserved" | "payment_pending" | "purchased") {
@@ -952,17 +994,21 @@ async fn verify(
                     None => {}
                 }
             }
-            (read_back, held_by_type, wrong, early)
+            (read_back, held_by_type, wrong, early, unread)
         }));
     }
     let mut read_back = ReadBack::default();
     let mut held_by_type = BTreeMap::new();
     let mut wrong_status_examples = Vec::new();
     let mut expired_early_examples = Vec::new();
+    let mut unverified_examples = Vec::new();
     for reader in readers {
-        let (one, held, mut wrong, mut early) = reader.await.map_err(|e| e.to_string())?;
+        let (one, held, mut wrong, mut early, mut unread) =
+            reader.await.map_err(|e| e.to_string())?;
         wrong_status_examples.append(&mut wrong);
         expired_early_examples.append(&mut early);
+        unverified_examples.append(&mut unread);
+        read_back.unverified += one.unverified;
         read_back.expired_early += one.expired_early;
         read_back.statuses_checked += one.statuses_checked;
         read_back.wrong_status += one.wrong_status;
@@ -978,6 +1024,7 @@ async fn verify(
     }
     wrong_status_examples.truncate(5);
     expired_early_examples.truncate(5);
+    unverified_examples.truncate(5);
     let verification = Verification::new(counts, tickets_granted, read_back).with_quotas(
         quotas,
         granted_by_type,
@@ -991,8 +1038,60 @@ async fn verify(
     Ok(Verification {
         wrong_status_examples,
         expired_early_examples,
+        unverified_examples,
         ..verification
     })
+}
+
+/// Whether a read got no answer the server stands by: none at all, a 5xx, 408 or 429 (a
+/// server or its database failing over, or shedding load). It says nothing of the resource.
+fn unanswered(answered: &history::Answered) -> bool {
+    answered.as_ref().is_none_or(|(status, _, _)| {
+        status.is_server_error()
+            || matches!(
+                *status,
+                StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS
+            )
+    })
+}
+
+/// The verification's retry window: it opens at the first read that fails
+/// ([`unanswered`]) and stays open `--retry-seconds`, for every read-back at once, so that a
+/// server gone for good costs the verification that long once, not once per allocation.
+struct ReadWindow {
+    length: Duration,
+    opened: OnceLock<Instant>,
+}
+
+impl ReadWindow {
+    fn new(length: Duration) -> Self {
+        Self {
+            length,
+            opened: OnceLock::new(),
+        }
+    }
+
+    /// Called after a read failed: whether it may be tried again (opening the window if
+    /// this is the first failure).
+    fn still_open(&self) -> bool {
+        self.opened.get_or_init(Instant::now).elapsed() < self.length
+    }
+
+    /// `read`, tried again after 500 ms while it fails and the window is open; its last
+    /// error once the window is closed.
+    async fn retrying<T, F, Fut>(&self, mut read: F) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        loop {
+            match read().await {
+                Ok(value) => return Ok(value),
+                Err(err) if !self.still_open() => return Err(err),
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
 }
 
 /// How many times [`check_rows`] reads before it gives up on a quiet moment.

@@ -5,7 +5,7 @@ use boxoffice_load::{
     Catalogue, Config, Journey, Scanning, check, check_writable, raise_nofile_limit, render,
     render_scan, run_on_sale, run_scan, write_charts, write_report,
 };
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// mimalloc, as the server: the tool runs on the machine it measures, and with glibc's
 /// malloc, reading 10,000 streams' messages spent about an eighth of its CPU allocating and
@@ -14,7 +14,9 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Drive concurrent buyers at a Boxoffice event and verify nothing was oversold. Exits 0 for
-/// a sound run, 2 for a run that is not (the report says why), 1 when it could not run.
+/// a sound run, 2 for a run that is not (the report says why), 3 for a run whose only fault
+/// is a verification it could not finish (allocations it could not read back), 1 when it
+/// could not run.
 #[derive(Debug, Parser)]
 #[command(
     name = "boxoffice-load",
@@ -50,7 +52,8 @@ struct Cli {
 enum Command {
     /// Judge a run's history (`--history FILE` of a run) against its database: tickets and
     /// money conserved, every acknowledgement present, at most one effect per call, each
-    /// admission admitted once. Exits 0 when sound, 2 with violations, 1 when it could not run.
+    /// admission admitted once. Exits 0 when sound, 2 with violations, 3 when the database
+    /// could not be read within --retry-seconds (incomplete), 1 when it could not run.
     Check(CheckCli),
 }
 
@@ -67,8 +70,18 @@ struct CheckCli {
 async fn main() -> ExitCode {
     // A usage error exits 1 ("could not run"), not clap's 2, which this tool and its checker
     // give a run found unsound.
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let cli = match Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)))
+    {
+        Ok((cli, matches)) => {
+            // Flags that cannot go together, refused before anything runs, as clap's own.
+            if let Err(err) = boxoffice_load::flags::refuse_with_event_id(&matches) {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+            cli
+        }
         Err(err) => {
             let _ = err.print();
             return match err.use_stderr() {
@@ -113,10 +126,16 @@ async fn main() -> ExitCode {
             if let Err(err) = &written {
                 eprintln!("boxoffice-load: {err}");
             }
-            if !report.sound {
+            let incomplete = report.incomplete_only();
+            if incomplete {
+                eprintln!(
+                    "boxoffice-load: VERIFICATION INCOMPLETE (nothing found lost): {}",
+                    report.verdict.join("; ")
+                );
+            } else if !report.sound {
                 eprintln!("boxoffice-load: NOT SOUND: {}", report.verdict.join("; "));
             }
-            ExitCode::from(exit_code(report.sound, written.is_ok()))
+            ExitCode::from(exit_code(report.sound, incomplete, written.is_ok()))
         }
         Err(err) => {
             eprintln!("boxoffice-load: {err}");
@@ -126,13 +145,16 @@ async fn main() -> ExitCode {
 }
 
 /// The exit status of a finished run, from the verdict as the report carries it (so the
-/// status and the printed report always agree): 2 when it is not sound, whether or not its
-/// files were written; 1 when it is sound but a file could not be written; 0 otherwise.
-fn exit_code(sound: bool, written: bool) -> u8 {
-    match (sound, written) {
-        (false, _) => 2,
-        (true, false) => 1,
-        (true, true) => 0,
+/// status and the printed report always agree): 3 when its only fault is an incomplete
+/// verification (`incomplete`: [`boxoffice_load::Report::incomplete_only`]), 2 when it is
+/// otherwise not sound, whether or not its files were written; 1 when it is sound but a file
+/// could not be written; 0 otherwise.
+fn exit_code(sound: bool, incomplete: bool, written: bool) -> u8 {
+    match (sound, incomplete, written) {
+        (false, true, _) => 3,
+        (false, false, _) => 2,
+        (true, _, false) => 1,
+        (true, _, true) => 0,
     }
 }
 
@@ -198,6 +220,14 @@ async fn run_check(args: &CheckCli) -> ExitCode {
                 ExitCode::from(2)
             }
         }
+        Err(check::Unread::Database(err)) => {
+            eprintln!(
+                "boxoffice-load check: VERIFICATION INCOMPLETE (nothing judged, nothing found \
+                 lost): {err}; tried for --retry-seconds {}",
+                args.options.retry_seconds
+            );
+            ExitCode::from(3)
+        }
         Err(err) => {
             eprintln!("boxoffice-load check: {err}");
             ExitCode::FAILURE
@@ -211,9 +241,15 @@ mod tests {
 
     #[test]
     fn an_unsound_run_exits_2_even_when_its_files_cannot_be_written() {
-        assert_eq!(exit_code(false, false), 2);
-        assert_eq!(exit_code(false, true), 2);
-        assert_eq!(exit_code(true, false), 1);
-        assert_eq!(exit_code(true, true), 0);
+        assert_eq!(exit_code(false, false, false), 2);
+        assert_eq!(exit_code(false, false, true), 2);
+        assert_eq!(exit_code(true, false, false), 1);
+        assert_eq!(exit_code(true, false, true), 0);
+    }
+
+    #[test]
+    fn a_run_whose_verification_is_incomplete_exits_3_not_as_lost() {
+        assert_eq!(exit_code(false, true, true), 3);
+        assert_eq!(exit_code(false, true, false), 3);
     }
 }

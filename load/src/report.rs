@@ -105,9 +105,12 @@ pub struct EventCounts {
 pub struct ReadBack {
     /// Allocations read (every 201 of the run).
     pub checked: u64,
-    /// 201s whose allocation could not be read back, or read back with another event or
-    /// quantity.
+    /// 201s whose allocation the server said it does not have (404, or another answer below
+    /// 500 but 408 and 429), or read back with another event, quantity or lines.
     pub missing: u64,
+    /// 201s whose read-back got no answer, or only 5xx, 408 or 429, until the retry window
+    /// closed: not found lost, only not read (a server or its database failing over).
+    pub unverified: u64,
     /// Tickets of the allocations read back `reserved`, `payment_pending` or `purchased`.
     pub tickets_held: i64,
     /// Tickets of the allocations read back `expired` or `cancelled`: given back to the
@@ -211,8 +214,14 @@ pub struct Verification {
     /// counts as reserved and purchased.
     pub oversold: bool,
     pub allocations_checked: u64,
-    /// 201s whose allocation could not be read back.
+    /// 201s whose allocation the server said it does not have, or has otherwise.
     pub allocations_missing: u64,
+    /// 201s whose allocation could not be read at all (no answer, 5xx, 408 or 429 until the
+    /// retry window closed): neither found nor found missing. Any makes the verification
+    /// incomplete ([`Report::incomplete_only`]).
+    pub allocations_unverified: u64,
+    /// The first few of them: the allocation and its last answer.
+    pub unverified_examples: Vec<String>,
     /// Allocations whose payment was answered 200, read back.
     pub paid_checked: u64,
     /// Paid allocations not read back `purchased`.
@@ -338,6 +347,8 @@ impl Verification {
             oversold,
             allocations_checked: read_back.checked,
             allocations_missing: read_back.missing,
+            allocations_unverified: read_back.unverified,
+            unverified_examples: Vec::new(),
             paid_checked: read_back.paid_checked,
             paid_not_purchased: read_back.paid_not_purchased,
             granted_by_type: BTreeMap::new(),
@@ -602,6 +613,18 @@ impl Report {
                         v.expired_early_examples.join(", ")
                     ));
                 }
+                // Not a loss: a run with nothing else against it is told apart
+                // ([`Report::incomplete_only`]).
+                if v.allocations_unverified > 0 {
+                    reasons.push(format!(
+                        "verification incomplete: {} of {} granted allocations could not be read \
+                         back (no answer, 5xx, 408 or 429 until --retry-seconds ran out), neither \
+                         found nor found missing: {}",
+                        v.allocations_unverified,
+                        v.allocations_checked,
+                        v.unverified_examples.join(", ")
+                    ));
+                }
                 if let Some(rows) = v.rows.as_ref().filter(|r| !r.agrees) {
                     if rows.quiet {
                         reasons.push(format!(
@@ -630,6 +653,15 @@ impl Report {
     /// No reason in [`Report::reasons`].
     pub fn is_sound(&self) -> bool {
         self.reasons().is_empty()
+    }
+
+    /// Whether the only thing against the run is a verification it could not finish (some
+    /// allocations could not be read back): nothing found lost, nothing proven kept either.
+    pub fn incomplete_only(&self) -> bool {
+        self.verification
+            .as_ref()
+            .is_some_and(|v| v.allocations_unverified > 0)
+            && self.reasons().len() == 1
     }
 }
 
@@ -760,14 +792,15 @@ pub fn render(report: &Report) -> String {
             v.total_tickets, v.available_tickets, v.reserved_tickets, v.purchased_tickets
         ));
         out.push_str(&format!(
-            "verification     tickets granted {} (held {}, given back {}); oversold: {}; allocations read back {}/{} (missing {})\n",
+            "verification     tickets granted {} (held {}, given back {}); oversold: {}; allocations read back {}/{} (missing {}, could not verify {})\n",
             v.tickets_granted,
             v.tickets_held,
             v.tickets_released,
             if v.oversold { "YES" } else { "no" },
-            v.allocations_checked - v.allocations_missing,
+            v.allocations_checked - v.allocations_missing - v.allocations_unverified,
             v.allocations_checked,
-            v.allocations_missing
+            v.allocations_missing,
+            v.allocations_unverified
         ));
         for q in &v.quotas {
             let c = &q.counts;

@@ -31,6 +31,7 @@ async fn judge(history: &Path, url: &str) -> Report {
         database_url: url.to_owned(),
         settle_seconds: 10,
         fingerprint_secret: None,
+        retry_seconds: 0.0,
     })
     .await
     .expect("the checker runs")

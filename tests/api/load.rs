@@ -309,7 +309,7 @@ async fn a_protected_server_without_the_token_is_refused_before_the_load() {
 async fn flags_that_cannot_make_a_useful_run_are_refused_before_anything_is_sent() {
     let app = spawn_app_with(BATCHED).await;
     type Doctor = fn(&mut Config);
-    let cases: [(&str, Doctor); 6] = [
+    let cases: [(&str, Doctor); 7] = [
         ("--url \"foo\" is not a URL", |c| {
             c.urls = vec!["foo".into()]
         }),
@@ -327,6 +327,14 @@ async fn flags_that_cannot_make_a_useful_run_are_refused_before_anything_is_sent
             c.read_only = true;
             c.pay = true;
         }),
+        // The parser refuses it first; a `Config` built without it is refused by the run.
+        (
+            "--max-per-fingerprint shapes the event the tool creates",
+            |c| {
+                c.event_id = Some("00000000-0000-0000-0000-000000000000".into());
+                c.max_per_fingerprint = Some(2);
+            },
+        ),
     ];
     for (message, doctor) in cases {
         let mut config = config(app.address.clone());
@@ -411,4 +419,100 @@ async fn smoke_scan_admits_every_ticket_exactly_once() {
         (report.admitted_twice, report.never_admitted, report.failed),
         (0, 0, 0)
     );
+}
+
+/// A front for the server at `target`, as a proxy in front of a database failover looks to
+/// the tool: the first `failing` reads of an allocation (`GET /tickets/{id}`) are answered
+/// 503, everything else is passed on. Its address.
+async fn front_failing_reads(target: String, failing: u64) -> String {
+    use axum::response::IntoResponse;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let failing = Arc::new(AtomicU64::new(failing));
+    let client = reqwest::Client::new();
+    let forward = move |request: axum::extract::Request| {
+        let (failing, client, target) = (failing.clone(), client.clone(), target.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let read_back =
+                parts.method == reqwest::Method::GET && parts.uri.path().starts_with("/tickets/");
+            if read_back
+                && failing
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("content-type", "application/json")],
+                    r#"{"error":"failing over","code":"SERVICE_UNAVAILABLE"}"#,
+                )
+                    .into_response();
+            }
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let mut headers = parts.headers.clone();
+            headers.remove("host");
+            let answer = client
+                .request(parts.method, format!("{target}{}", parts.uri))
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .expect("the server answers");
+            let status = answer.status();
+            let headers = answer.headers().clone();
+            let body = answer.bytes().await.expect("the whole answer");
+            (status, headers, body).into_response()
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let router = axum::Router::new().fallback(forward);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address
+}
+
+#[tokio::test]
+async fn a_read_back_that_fails_for_a_while_is_retried_within_the_retry_window() {
+    // The first five read-backs meet a failover (503): retried, every hold is found.
+    let app = spawn_app_with(BATCHED).await;
+    let front = front_failing_reads(app.address.clone(), 5).await;
+    let mut config = config(front);
+    config.requests = Some(20);
+    config.clients = 4;
+    config.retry_seconds = 30.0;
+    let report = run(&config).await.expect("the run completes");
+    let verification = report.verification.clone().unwrap();
+    assert_eq!(verification.allocations_checked, 20, "{report:#?}");
+    assert_eq!(verification.allocations_missing, 0, "{report:#?}");
+    assert_eq!(verification.allocations_unverified, 0, "{report:#?}");
+    assert_eq!(verification.tickets_held, 20, "{report:#?}");
+    assert_sound(&report);
+}
+
+#[tokio::test]
+async fn a_read_back_that_keeps_failing_could_not_be_verified_and_is_not_missing() {
+    // Every read-back answered 503 past --retry-seconds: the holds were not found lost, only
+    // not read; the run is not verified, and says so apart from a lost acknowledgement.
+    let app = spawn_app_with(BATCHED).await;
+    let front = front_failing_reads(app.address.clone(), u64::MAX).await;
+    let mut config = config(front);
+    config.requests = Some(20);
+    config.clients = 4;
+    config.retry_seconds = 1.0;
+    let report = run(&config).await.expect("the run completes");
+    let verification = report.verification.clone().unwrap();
+    assert_eq!(verification.allocations_checked, 20, "{report:#?}");
+    assert_eq!(verification.allocations_missing, 0, "{report:#?}");
+    assert_eq!(verification.allocations_unverified, 20, "{report:#?}");
+    assert!(!report.sound, "{report:#?}");
+    assert!(report.incomplete_only(), "{report:#?}");
+    assert_eq!(report.verdict.len(), 1, "{report:#?}");
+    assert!(
+        report.verdict[0].starts_with("verification incomplete: 20 of 20"),
+        "{report:#?}"
+    );
+    let text = boxoffice_load::render(&report);
+    assert!(text.contains("(missing 0, could not verify 20)"), "{text}");
+    app.assert_balanced(&report.event_id).await;
 }

@@ -205,8 +205,8 @@ for entry in "${schedule[@]}"; do
 done
 load_status=0
 wait "$load_pid" || load_status=$?
-# 0: sound; 2: the tool's own verdict found something (the checker below judges); 1: it
-# could not run at all.
+# 0: sound; 2: the tool's own verdict found something (the checker below judges); 3: its
+# read-backs could not all be made (the checker below judges); 1: it could not run at all.
 if [ "$load_status" = 1 ] || [ ! -s "$out/history.jsonl" ]; then
     log "the workload could not run:"; cat "$out/load.log" >&2; exit 1
 fi

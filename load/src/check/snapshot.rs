@@ -29,19 +29,55 @@ impl Snapshot {
     /// event an answer names (`eventId`, and the `id` of a created event), and the events of
     /// the allocations paths name (`/tickets/{id}/…`).
     ///
+    /// A database that cannot be reached or read (a failover in progress) is tried again,
+    /// every 500 ms, until `retry` has passed since the first attempt.
+    ///
     /// # Errors
-    /// A message when the database cannot be reached or read, or no fingerprint secret is
+    /// [`Unread::Database`] when the database still cannot be reached or read after `retry`;
+    /// [`Unread::Other`] when the URL is not a PostgreSQL URL or no fingerprint secret is
     /// known (neither `fingerprint_secret` given nor one in `settings`).
     pub async fn load(
         database_url: &str,
         history: &[Attempt],
         settle: Duration,
         fingerprint_secret: Option<&str>,
-    ) -> Result<Snapshot, String> {
-        let pool = connect(database_url, CONNECT_TIMEOUT).await?;
-        let loaded = load_from(&pool, history, settle, fingerprint_secret).await;
-        pool.close().await;
-        loaded.map_err(|e| format!("cannot read the database: {e}"))
+        retry: Duration,
+    ) -> Result<Snapshot, Unread> {
+        let give_up = Instant::now() + retry;
+        loop {
+            let loaded = match connect(database_url, CONNECT_TIMEOUT).await {
+                Ok(pool) => {
+                    let loaded = load_from(&pool, history, settle, fingerprint_secret).await;
+                    pool.close().await;
+                    loaded
+                }
+                Err(err) => Err(err),
+            };
+            match loaded {
+                Err(Unread::Database(_)) if Instant::now() < give_up => {
+                    tokio::time::sleep(SETTLE_POLL).await;
+                }
+                loaded => return loaded,
+            }
+        }
+    }
+}
+
+/// Why [`Snapshot::load`] read nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unread {
+    /// The database could not be reached or read: nothing is known of the rows, neither
+    /// lost nor kept.
+    Database(String),
+    /// Anything else (a URL that is not PostgreSQL's, no fingerprint secret).
+    Other(String),
+}
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unread::Database(message) | Unread::Other(message) => f.write_str(message),
+        }
     }
 }
 
@@ -49,11 +85,12 @@ impl Snapshot {
 ///
 /// # Errors
 /// A message naming the database's host and port (never the URL, which may carry a
-/// password) when it is not a PostgreSQL URL or no connection came in time.
-pub(super) async fn connect(database_url: &str, timeout: Duration) -> Result<PgPool, String> {
+/// password) when it is not a PostgreSQL URL ([`Unread::Other`]) or no connection came in
+/// time ([`Unread::Database`]).
+pub(super) async fn connect(database_url: &str, timeout: Duration) -> Result<PgPool, Unread> {
     let options: PgConnectOptions = database_url
         .parse()
-        .map_err(|e| format!("the database URL is not a PostgreSQL URL: {e}"))?;
+        .map_err(|e| Unread::Other(format!("the database URL is not a PostgreSQL URL: {e}")))?;
     let at = format!("{}:{}", options.get_host(), options.get_port());
     // The pool retries a refused connection until the timeout: a server still starting is
     // waited for, one that is not there is reported after `timeout`, not after 30 s.
@@ -63,10 +100,10 @@ pub(super) async fn connect(database_url: &str, timeout: Duration) -> Result<PgP
         .connect_with(options)
         .await
         .map_err(|e| {
-            format!(
+            Unread::Database(format!(
                 "cannot connect to the database at {at} within {} s: {e}",
                 timeout.as_secs_f64()
-            )
+            ))
         })
 }
 
@@ -75,7 +112,8 @@ async fn load_from(
     history: &[Attempt],
     settle: Duration,
     fingerprint_secret: Option<&str>,
-) -> Result<Snapshot, String> {
+) -> Result<Snapshot, Unread> {
+    let unread = |e: sqlx::Error| Unread::Database(format!("cannot read the database: {e}"));
     let (mut events, allocations) = named_ids(history);
     let of_allocations: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT event_id::text FROM ticket_allocations WHERE id = ANY($1::uuid[])",
@@ -83,7 +121,7 @@ async fn load_from(
     .bind(&allocations)
     .fetch_all(pool)
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(unread)?;
     events.extend(of_allocations);
     let events: Vec<String> = events.into_iter().collect();
 
@@ -99,30 +137,30 @@ async fn load_from(
         .bind(&events)
         .fetch_one(pool)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(unread)?;
         if unsettled == 0 || Instant::now() >= deadline {
             break;
         }
         tokio::time::sleep(SETTLE_POLL).await;
     }
 
-    let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+    let mut tx = pool.begin().await.map_err(unread)?;
     // One snapshot for every read: counters and the rows they must equal are compared as of
     // one moment, whatever the sweeper (expiring holds) does meanwhile.
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(unread)?;
     let snapshot = read(&mut tx, &events, fingerprint_secret)
         .await
-        .map_err(|e| e.to_string())?;
-    tx.rollback().await.map_err(|e| e.to_string())?;
+        .map_err(unread)?;
+    tx.rollback().await.map_err(unread)?;
     if snapshot.fingerprint_secret.is_empty() {
-        return Err(
+        return Err(Unread::Other(
             "no fingerprint secret: the database keeps none (settings key \
                     fingerprint_secret); pass --fingerprint-secret"
                 .to_owned(),
-        );
+        ));
     }
     Ok(snapshot)
 }

@@ -1117,10 +1117,11 @@ async fn a_history_of_blank_lines_is_refused_before_the_database() {
         database_url: "postgres://checker:secret@127.0.0.1:1/none".to_owned(),
         settle_seconds: 0,
         fingerprint_secret: None,
+        retry_seconds: 0.0,
     };
     let err = run(&options).await.unwrap_err();
     std::fs::remove_file(&path).unwrap();
-    assert_eq!(err, "the history has no calls");
+    assert_eq!(err, Unread::Other("the history has no calls".to_owned()));
 }
 
 #[tokio::test]
@@ -1130,7 +1131,8 @@ async fn an_unreachable_database_is_named_by_its_host_after_the_timeout() {
     let err = snapshot::connect(url, Duration::from_secs(1))
         .await
         .map(|_| ())
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -1141,4 +1143,44 @@ async fn an_unreachable_database_is_named_by_its_host_after_the_timeout() {
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_reached_is_tried_again_then_unread_not_judged() {
+    // Nothing listens there: connecting is tried again for --retry-seconds, then the check
+    // is incomplete (the database unread), never a judgement of the rows.
+    let started = std::time::Instant::now();
+    let err = Snapshot::load(
+        "postgres://checker:hunter2@127.0.0.1:1/none",
+        &history(),
+        Duration::ZERO,
+        None,
+        Duration::from_secs(6),
+    )
+    .await
+    .unwrap_err();
+    // Each try waits up to 5 s for a connection: a second one began within the window.
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    let Unread::Database(message) = err else {
+        panic!("not a database failure: {err:?}");
+    };
+    assert!(
+        message.starts_with("cannot connect to the database at 127.0.0.1:1"),
+        "{message}"
+    );
+    let Err(Unread::Other(_)) = Snapshot::load(
+        "postgres://x:notaport/db",
+        &history(),
+        Duration::ZERO,
+        None,
+        Duration::from_secs(60),
+    )
+    .await
+    else {
+        panic!("a URL that is not PostgreSQL's is not retried");
+    };
 }

@@ -69,3 +69,64 @@ fn the_parser_refuses_every_span_that_would_not_convert() {
     let flags = Flags::try_parse_from(argv.split_whitespace()).expect("in range");
     assert_eq!(flags.config.duration, Some(2.5));
 }
+
+/// The sale's flags as the CLI parses them, the catalogue's included.
+#[derive(clap::Parser)]
+struct SaleFlags {
+    #[command(flatten)]
+    config: crate::Config,
+    #[command(flatten)]
+    catalogue: crate::Catalogue,
+}
+
+/// What [`refuse_with_event_id`] says of `flags`, as the CLI parses them.
+fn event_id_check(flags: &str) -> Result<(), String> {
+    use clap::CommandFactory;
+    let argv = std::iter::once("boxoffice-load").chain(flags.split_whitespace());
+    let matches = SaleFlags::command()
+        .try_get_matches_from(argv)
+        .expect("each flag parses alone");
+    refuse_with_event_id(&matches)
+}
+
+#[test]
+fn flags_that_shape_a_created_event_are_refused_with_event_id() {
+    for (flags, named) in [
+        ("--event-id e --tickets 100", "--tickets shapes the event"),
+        (
+            "--event-id e --tickets=1000000",
+            "--tickets shapes the event",
+        ),
+        ("--event-id e --price 2500", "--price shapes the event"),
+        ("--event-id e --currency EUR", "--currency shapes the event"),
+        (
+            "--event-id e --max-per-fingerprint 2",
+            "--max-per-fingerprint shapes the event",
+        ),
+        (
+            "--event-id e --ticket-types 2 --quotas overlap",
+            "--quotas shapes the event",
+        ),
+        // Every one given is named, in one message.
+        (
+            "--price 2500 --currency EUR --tickets 10 --event-id e",
+            "--tickets, --price and --currency shape the event",
+        ),
+    ] {
+        let err = event_id_check(flags).expect_err(flags);
+        assert!(err.starts_with(named), "{flags}: {err}");
+        assert!(err.contains("--event-id"), "{flags}: {err}");
+    }
+}
+
+#[test]
+fn flags_with_a_meaning_on_an_existing_event_are_accepted_with_event_id() {
+    for flags in [
+        "--event-id e",
+        "--event-id e --ticket-types 3 --max-lines 2 --quantity 2 --buyers 10 --pay",
+        // Without --event-id the event is the tool's, and shaped by them.
+        "--tickets 10 --price 100 --currency EUR --max-per-fingerprint 2",
+    ] {
+        assert_eq!(event_id_check(flags), Ok(()), "{flags}");
+    }
+}

@@ -163,6 +163,43 @@ fn a_missing_allocation_makes_a_run_unsound() {
 }
 
 #[test]
+fn an_allocation_that_could_not_be_read_is_unverified_not_missing() {
+    // One of six holds never read (its reads answered 503): its tickets are not counted
+    // held, and it is not counted missing.
+    let mut report = sound_report();
+    let read_back = ReadBack {
+        unverified: 1,
+        ..read_back(5)
+    };
+    let mut verification = Verification::new(COUNTS, 6, read_back);
+    verification.unverified_examples = vec!["a1: 503 Service Unavailable".into()];
+    assert!(!verification.oversold);
+    assert_eq!(verification.allocations_missing, 0);
+    assert_eq!(verification.allocations_unverified, 1);
+    report.verification = Some(verification);
+    let reasons = report.reasons();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("verification incomplete: 1 of 6 granted allocations could not"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[0].ends_with("a1: 503 Service Unavailable"),
+        "{reasons:?}"
+    );
+    assert!(report.incomplete_only());
+    assert!(
+        render(&report).contains("allocations read back 5/6 (missing 0, could not verify 1)"),
+        "{}",
+        render(&report)
+    );
+    // Beside a loss it is no longer the only fault.
+    report.verification.as_mut().unwrap().allocations_missing = 1;
+    assert_eq!(report.reasons().len(), 2);
+    assert!(!report.incomplete_only());
+}
+
+#[test]
 fn more_held_than_the_event_counts_is_oversold_on_any_event() {
     // An existing event (--event-id) whose counts say 6 tickets are out while the run
     // alone holds 7 of them: oversold, though 7 granted is within the total.
