@@ -349,6 +349,17 @@ pub async fn run_on_sale(
         .map(|s| flags::duration("--duration", s))
         .transpose()?;
     let client = client.build().map_err(|e| e.to_string())?;
+    // The reads after the run (the verification, the row check) never wait for ever: a server
+    // that hangs rather than refuses would stall them, where a read that times out is tried
+    // again within the retry window and then counted as not verified.
+    let read_back_client = match config.request_timeout {
+        Some(_) => client.clone(),
+        None => Client::builder()
+            .tcp_nodelay(true)
+            .timeout(READ_BACK_TIMEOUT)
+            .build()
+            .map_err(|e| e.to_string())?,
+    };
     let history = config
         .history
         .as_deref()
@@ -548,7 +559,7 @@ pub async fn run_on_sale(
         None
     } else {
         let verification = verify(
-            &client,
+            &read_back_client,
             &urls,
             &event_id,
             &tally.granted,
@@ -561,7 +572,7 @@ pub async fn run_on_sale(
         .await?;
         Some(match token {
             Some(token) => {
-                let rows = check_rows(&client, &urls[0], &event_id, token).await?;
+                let rows = check_rows(&read_back_client, &urls[0], &event_id, token).await?;
                 Verification {
                     rows: Some(rows),
                     ..verification
@@ -1054,6 +1065,10 @@ fn unanswered(answered: &history::Answered) -> bool {
             )
     })
 }
+
+/// How long one read after the run may take without `--request-timeout`: a healthy server
+/// answers one in milliseconds, so only a hung one reaches it.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The verification's retry window: it opens at the first read that fails
 /// ([`unanswered`]) and stays open `--retry-seconds`, for every read-back at once, so that a

@@ -3,6 +3,8 @@
 //! a run whose server failed. No timing thresholds: speed is measured with the tool, not in
 //! tests.
 
+use std::time::Duration;
+
 use boxoffice_load::{Answer, Config, Report, Scanning, run, run_scan};
 use reqwest::StatusCode;
 
@@ -421,10 +423,24 @@ async fn smoke_scan_admits_every_ticket_exactly_once() {
     );
 }
 
+/// How a front fails a read.
+#[derive(Clone, Copy)]
+enum Failing {
+    /// Answered 503 at once.
+    Refused,
+    /// Never answered.
+    Hung,
+}
+
 /// A front for the server at `target`, as a proxy in front of a database failover looks to
 /// the tool: the first `failing` reads of an allocation (`GET /tickets/{id}`) are answered
 /// 503, everything else is passed on. Its address.
 async fn front_failing_reads(target: String, failing: u64) -> String {
+    front_failing_reads_as(target, failing, Failing::Refused).await
+}
+
+/// As [`front_failing_reads`], the failing reads failed as `how` says.
+async fn front_failing_reads_as(target: String, failing: u64, how: Failing) -> String {
     use axum::response::IntoResponse;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -442,6 +458,9 @@ async fn front_failing_reads(target: String, failing: u64) -> String {
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                     .is_ok()
             {
+                if let Failing::Hung = how {
+                    std::future::pending::<()>().await;
+                }
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
                     [("content-type", "application/json")],
@@ -515,4 +534,25 @@ async fn a_read_back_that_keeps_failing_could_not_be_verified_and_is_not_missing
     let text = boxoffice_load::render(&report);
     assert!(text.contains("(missing 0, could not verify 20)"), "{text}");
     app.assert_balanced(&report.event_id).await;
+}
+
+#[tokio::test]
+async fn a_read_back_that_hangs_is_given_up_and_not_verified_rather_than_waited_for() {
+    // Every read-back hangs and the run names no --request-timeout: each read is given up
+    // after the tool's own read timeout, and the holds count as not verified, not missing.
+    let app = spawn_app_with(BATCHED).await;
+    let front = front_failing_reads_as(app.address.clone(), u64::MAX, Failing::Hung).await;
+    let mut config = config(front);
+    config.requests = Some(20);
+    config.clients = 20;
+    config.request_timeout = None;
+    config.retry_seconds = 1.0;
+    let report = tokio::time::timeout(Duration::from_secs(60), run(&config))
+        .await
+        .expect("the verification gives up on reads that hang")
+        .expect("the run completes");
+    let verification = report.verification.clone().unwrap();
+    assert_eq!(verification.allocations_missing, 0, "{report:#?}");
+    assert_eq!(verification.allocations_unverified, 20, "{report:#?}");
+    assert!(report.incomplete_only(), "{report:#?}");
 }
