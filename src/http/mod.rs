@@ -14,6 +14,7 @@ pub mod extract;
 pub mod idempotent;
 pub mod limits;
 pub mod ops;
+pub mod peer;
 pub mod report;
 pub mod response;
 pub mod serve;

@@ -6,9 +6,10 @@
 //! a connection while its response is still being written, to notice a peer that went away;
 //! for a statistics stream that read reserves a second 8 KiB read buffer for the life of the
 //! stream, while the request's head still holds the first. With thousands of idle streams
-//! that buffer was a third of each one's memory. A peer that leaves is still noticed: after
-//! its FIN the stream's second write fails (the first only draws the peer's reset; a write is
-//! a message, or the keep-alive comment every 15 s), and any other response ends by itself.
+//! that buffer was a third of each one's memory. So hyper does not notice a peer that leaves
+//! mid-response; a stream watches its connection's socket for that itself (`http::peer`:
+//! the connection's IO is [`ConnectionIo`], which shares its socket with the requests), and
+//! any other response ends by itself.
 //! hyper itself is the patched copy in `vendor/hyper` (its `BOXOFFICE.md`): it lets go of a
 //! connection's read buffer once a request's head is parsed and grows the response-head
 //! buffer only as a head needs, so a stream, which reads nothing more, holds no 8 KiB buffer
@@ -46,6 +47,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use super::connections::{ConnectionLimit, Refusals};
+use super::peer::ConnectionIo;
 
 /// How long the loop waits after an accept error that is not one connection's (say, the
 /// process's open-file limit reached) before it accepts again, as `axum::serve` does.
@@ -120,15 +122,19 @@ pub async fn serve(
                 continue;
             }
         };
+        // The socket is shared with the connection's requests, so that a stream notices its
+        // client leaving (`http::peer`).
+        let (io, watch) = ConnectionIo::new(stream);
         let service = router
             .clone()
             .map_request(move |request: Request<Incoming>| {
                 let mut request = request.map(Body::new);
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(watch.clone());
                 request
             });
         let served = graceful.watch(
-            connection.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)),
+            connection.serve_connection(TokioIo::new(io), TowerToHyperService::new(service)),
         );
         tokio::spawn(async move {
             // A connection's own failure (a reset, a malformed request hyper answered) ends

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
@@ -13,6 +14,7 @@ use futures_util::stream;
 
 use super::error::{ApiResult, ErrorBody};
 use super::extract::IdPath;
+use super::peer::{PeerEvent, PeerWatch};
 use crate::db;
 use crate::domain::stats::StatsMessage;
 use crate::error::Error;
@@ -47,6 +49,7 @@ const KEEP_ALIVE_FRAME: &[u8] = b":\n\n";
 pub async fn event_stream(
     State(state): State<AppState>,
     IdPath(event_id): IdPath,
+    peer: Option<Extension<PeerWatch>>,
 ) -> ApiResult<Response> {
     // Subscribe before reading the snapshot, so no change can slip between the two.
     let mut subscription = state.live.subscribe(event_id);
@@ -59,6 +62,9 @@ pub async fn event_stream(
         .map_err(|err| Error::internal(format!("serializing the snapshot: {err}")))?;
     // Changes the snapshot includes may still be announced after it: only newer ones follow.
     subscription.resume_after(snapshot.id);
+    // The stream ends as soon as its client leaves (see `http::peer`); without a watch (a
+    // router served some other way), as before, at the first write that fails.
+    let peer = peer.map(|Extension(peer)| peer);
     // The frames are written once per state and shared (see [`Published`]), so the body is
     // their stream as is; the headers are those of any SSE response.
     Ok((
@@ -66,7 +72,7 @@ pub async fn event_stream(
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(messages(snapshot, subscription)),
+        Body::from_stream(messages(snapshot, subscription, peer)),
     )
         .into_response())
 }
@@ -74,31 +80,56 @@ pub async fn event_stream(
 /// The snapshot, then each newer state, no two closer than [`crate::live::MIN_INTERVAL`] (or the longer
 /// gap of [`crate::live::LiveStats::interval`] with thousands of subscribers), each as the
 /// frame written once when its state was published (see [`Published`]); a keep-alive
-/// comment after [`KEEP_ALIVE`] without one.
+/// comment after [`KEEP_ALIVE`] without one. With `peer`, a keep-alive comment also as soon
+/// as the client sends its FIN (a client that closed its socket answers it with a reset),
+/// and the end of the stream once the connection is reset.
 fn messages(
     snapshot: Published,
     subscription: Subscription,
+    peer: Option<PeerWatch>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     stream::unfold(
-        (Some(snapshot), subscription, false),
-        |(pending, mut subscription, sent_one)| async move {
+        (Some(snapshot), subscription, false, peer),
+        |(pending, mut subscription, sent_one, mut peer)| async move {
             let next = match pending {
                 Some(first) => first.frame,
                 None => {
-                    if sent_one && !subscription.pause().await {
-                        return None;
-                    }
-                    match tokio::time::timeout(KEEP_ALIVE, subscription.next()).await {
-                        Ok(next) => next?.frame,
-                        // Nothing new: a comment, and no pause before the next message.
-                        Err(_) => {
-                            let comment = Bytes::from_static(KEEP_ALIVE_FRAME);
-                            return Some((Ok(comment), (None, subscription, false)));
+                    let waited = async {
+                        if sent_one && !subscription.pause().await {
+                            return None;
                         }
+                        // Nothing new within the keep-alive time: a comment.
+                        Some(tokio::time::timeout(KEEP_ALIVE, subscription.next()).await)
+                    };
+                    let left = async {
+                        match peer.as_mut() {
+                            Some(peer) => peer.next().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        waited = waited => match waited? {
+                            Ok(next) => next?.frame,
+                            // No pause before the next message after a comment.
+                            Err(_) => {
+                                let comment = Bytes::from_static(KEEP_ALIVE_FRAME);
+                                return Some((Ok(comment), (None, subscription, false, peer)));
+                            }
+                        },
+                        event = left => match event {
+                            // The write tells a closed socket (it answers with a reset, which
+                            // the watch sees next) from a half-closed one, which still reads
+                            // and is served; the pause before the next message starts again.
+                            PeerEvent::Closed => {
+                                let comment = Bytes::from_static(KEEP_ALIVE_FRAME);
+                                return Some((Ok(comment), (None, subscription, sent_one, peer)));
+                            }
+                            PeerEvent::Gone => return None,
+                        },
                     }
                 }
             };
-            Some((Ok(next), (None, subscription, true)))
+            Some((Ok(next), (None, subscription, true, peer)))
         },
     )
 }

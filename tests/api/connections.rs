@@ -236,3 +236,62 @@ async fn a_trusted_proxy_is_not_held_to_the_connection_limit() {
     }
     app.stop().await;
 }
+
+/// A stream whose client leaves (closes, or resets) ends at once and gives its connection's
+/// place back: a stream reads nothing from its connection, and before, hyper noticed the
+/// client gone only at its second failed write, so an address that closed its streams and
+/// opened new ones was refused for up to 30 s (a page reloaded often was refused by its own
+/// departed streams). Red without `http::peer`'s watch: the new connections are refused
+/// past 2 s.
+#[tokio::test]
+async fn a_stream_whose_client_left_gives_its_place_back_at_once() {
+    let app = spawn_app_with(&["--max-connections-per-address", "3"]).await;
+    let address = app.socket_address().to_owned();
+    let event = app.create_event("Watched, then left", 5, None).await;
+    let id = id_of(&event);
+    // The watcher's own address: the test's HTTP client keeps a connection from 127.0.0.1.
+    const WATCHER: [u8; 4] = [127, 0, 0, 3];
+    for reset in [false, true] {
+        let mut streams = Vec::new();
+        for _ in 0..3 {
+            let mut stream = connect_from(WATCHER, &address).await;
+            stream
+                .write_all(
+                    format!("GET /events/{id}/stream HTTP/1.1\r\nHost: boxoffice\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut head = [0u8; 4096];
+            let read = stream.read(&mut head).await.unwrap();
+            assert!(head[..read].starts_with(b"HTTP/1.1 200 "));
+            streams.push(stream);
+        }
+        let (status, _, _) = get_on(connect_from(WATCHER, &address).await, "/health").await;
+        assert_eq!(status, 429, "three streams hold the address's three places");
+        for stream in streams {
+            if reset {
+                // Closed with SO_LINGER 0: a reset rather than a FIN.
+                stream.set_zero_linger().unwrap();
+            } else {
+                // All read first: closing with unread bytes would send a reset, not a FIN.
+                let mut rest = [0u8; 4096];
+                while stream.try_read(&mut rest).is_ok_and(|read| read > 0) {}
+            }
+            drop(stream);
+        }
+        let started = Instant::now();
+        loop {
+            let (status, _, body) = get_on(connect_from(WATCHER, &address).await, "/health").await;
+            if status == 200 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "the streams' places were not given back (reset: {reset}): {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    app.stop().await;
+}

@@ -1,7 +1,7 @@
 //! Live statistics over SSE: snapshot, one update per kind of change, delivery across
 //! instances through LISTEN/NOTIFY, coalescing of bursts, 404 before any stream, ids that
 //! count each event's changes in the database (across restarts and instances), and a stream
-//! to a client that half-closed its connection.
+//! to a client that half-closed its connection (before its snapshot, or later).
 
 use std::time::Duration;
 
@@ -254,6 +254,83 @@ async fn a_client_that_half_closes_still_gets_its_stream_and_its_updates() {
     let (status, hold) = app.purchase(id, 1, "second").await;
     assert_eq!(status, StatusCode::CREATED, "{hold}");
     read_until("\"remainingTickets\":2").await;
+}
+
+/// A client that shuts its sending side in the middle of a quiet stream (its FIN arrives
+/// long after the request) is still served: the server, seeing the FIN, writes one
+/// keep-alive comment at once to learn whether the client still reads (a closed socket
+/// answers it with a reset, `http::peer`), and this one does, so its updates keep coming.
+/// One comment only: the FIN stays readable for good, and a watch that took it again after
+/// every write would answer each of its own writes with another comment. Red with a stream
+/// that ends at the client's FIN, and with one that keeps telling the FIN.
+#[tokio::test]
+async fn a_client_that_half_closes_mid_stream_gets_one_comment_then_its_updates() {
+    let app = spawn_app().await;
+    let event = app.create_event("Half-closed later", 5, None).await;
+    let id = id_of(&event);
+    let address = app.socket_address();
+    let mut socket = TcpStream::connect(address).await.unwrap();
+    let request = format!("GET /events/{id}/stream HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+
+    let mut received = String::new();
+    let mut buffer = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        while !received.contains("\"remainingTickets\":5") {
+            let read = socket.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the connection ended; received: {received}");
+            received.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no snapshot within {WAIT:?}; received: {received}"));
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+
+    socket.shutdown().await.unwrap();
+    // Well within the 15 s keep-alive: any comment now answers the FIN.
+    let mut after_fin = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            let read = socket.read(&mut buffer).await.unwrap();
+            assert!(
+                read > 0,
+                "the connection ended after the FIN; received: {after_fin}"
+            );
+            after_fin.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+    })
+    .await;
+    // One chunk of the chunked body: the comment.
+    assert_eq!(
+        after_fin, "3\r\n:\n\n\r\n",
+        "one comment answers the FIN, and nothing else"
+    );
+
+    let (status, hold) = app.purchase(&id, 1, "after the fin").await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let mut later = String::new();
+    tokio::time::timeout(WAIT, async {
+        while !later.contains("\"remainingTickets\":4") {
+            let read = socket.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the connection ended; received: {later}");
+            later.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no update within {WAIT:?}; received: {later}"));
+    // The update's write brings the FIN's readiness back; it draws no comment.
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            let read = socket.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the connection ended; received: {later}");
+            later.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+    })
+    .await;
+    assert!(
+        !later.contains(":\n\n"),
+        "no comment after the FIN's: {later}"
+    );
 }
 
 #[tokio::test]
