@@ -80,9 +80,12 @@ pub struct ConnectionRules {
 /// open connection to finish its response in flight and close, and returns once all have,
 /// or after the request timeout (after which every request has its answer) plus
 /// [`DRAIN_MARGIN`]. Whatever ends a response that never ends by itself (a stream) belongs
-/// in `shutdown`. A connection still open then is one whose client does not read its answer
-/// (or one still sending a request's head, within the head timeout): it is left to end with
-/// the process, and does not hold the shutdown up.
+/// in `shutdown`. A connection still sending a request's head is waited for like any other
+/// (hyper's graceful close waits for a message it has begun to read), so it holds the
+/// shutdown up to the head timeout or the drain, whichever ends first. A connection still
+/// open after the drain is one whose client does not read its answer (or sends its head
+/// slower than the drain): it is left to end with the process, and holds the shutdown up
+/// no longer.
 pub async fn serve(
     listener: TcpListener,
     router: Router,

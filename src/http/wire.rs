@@ -264,9 +264,9 @@ pub struct UpdateEventRequest {
     /// Refused with 422 whatever its value: an event has no price of its own (`POST
     /// /events` takes one for its default type); a type's price changes with `PATCH
     /// /events/{id}/ticket-types/{typeId}`.
-    #[serde(default)]
-    #[schema(value_type = Option<i64>)]
-    pub price: Option<serde::de::IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, nullable = false)]
+    pub price: Patch<serde::de::IgnoredAny>,
 }
 
 impl From<UpdateEventRequest> for EventPatch {

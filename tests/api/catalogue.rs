@@ -664,6 +664,7 @@ async fn an_event_is_patched_and_its_stream_sees_the_new_total() {
         json!({ "currency": "JPY", "totalTickets": 3 }),
         json!({ "currency": null, "totalTickets": 3 }),
         json!({ "price": 500, "totalTickets": 3 }),
+        json!({ "price": null, "totalTickets": 3 }),
     ] {
         let (status, refusal) = patch(&app, &path, body.clone()).await;
         assert_error(
