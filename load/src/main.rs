@@ -75,9 +75,9 @@ async fn main() -> ExitCode {
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)))
     {
         Ok((cli, matches)) => {
-            // Flags that cannot go together, refused before anything runs, as clap's own.
+            // Flags that cannot go together, refused before anything runs.
             if let Err(err) = boxoffice_load::flags::refuse_with_event_id(&matches) {
-                eprintln!("error: {err}");
+                eprintln!("boxoffice-load: {err}");
                 return ExitCode::FAILURE;
             }
             cli
