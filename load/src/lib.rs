@@ -61,8 +61,9 @@ pub struct Config {
     pub urls: Vec<String>,
     /// Use this event, as it is, instead of creating one: refused beside the flags that only
     /// shape the event the tool creates (--tickets, --max-per-fingerprint, --price,
-    /// --currency, --quotas).
-    #[arg(long)]
+    /// --currency, --quotas). A UUID; a run on an id the server does not have is refused
+    /// before the load.
+    #[arg(long, value_parser = flags::event_id)]
     pub event_id: Option<String>,
     /// Tickets of the event to create (not with --event-id).
     #[arg(long, default_value_t = 1_000_000)]
@@ -290,7 +291,8 @@ pub async fn run_on_sale(
     }
     // The parser refuses these beside --event-id ([`flags::refuse_with_event_id`]), --tickets
     // included; a `Config` built without it is checked here for those it can tell were set.
-    if config.event_id.is_some() {
+    if let Some(id) = &config.event_id {
+        flags::event_id(id).map_err(|e| format!("--event-id {e}"))?;
         let shaping = [
             (
                 "--max-per-fingerprint",
@@ -374,7 +376,10 @@ pub async fn run_on_sale(
             .collect(),
     );
     let event_id = match &config.event_id {
-        Some(id) => id.clone(),
+        Some(id) => {
+            existing_event(&client, &urls[0], id).await?;
+            id.clone()
+        }
         None => {
             create_event(
                 &client,
@@ -790,6 +795,24 @@ async fn ticket_types(
     }
     ids.truncate(wanted);
     Ok(ids)
+}
+
+/// Refuses an `--event-id` the server does not have, before the load, whose every purchase
+/// would be answered 404.
+async fn existing_event(client: &Client, base: &str, id: &str) -> Result<(), String> {
+    let what = format!("before the run: reading the event (--event-id {id})");
+    let response = client
+        .get(format!("{base}/events/{id}"))
+        .send()
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    match response.status() {
+        StatusCode::OK => Ok(()),
+        StatusCode::NOT_FOUND => Err(format!(
+            "--event-id {id}: no such event at {base} (404); no purchase was sent"
+        )),
+        status => Err(format!("{what}: {status}")),
+    }
 }
 
 /// The event's counts.

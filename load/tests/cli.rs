@@ -26,3 +26,12 @@ fn event_id_conflicts_exit_1_with_the_tools_own_prefix() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_event_id_that_is_not_a_uuid_exits_1_naming_the_flag() {
+    let out = load(&["--event-id", "not-a-uuid"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--event-id"), "{stderr}");
+    assert!(stderr.contains("not-a-uuid"), "{stderr}");
+}

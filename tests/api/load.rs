@@ -556,3 +556,23 @@ async fn a_read_back_that_hangs_is_given_up_and_not_verified_rather_than_waited_
     assert_eq!(verification.allocations_unverified, 20, "{report:#?}");
     assert!(report.incomplete_only(), "{report:#?}");
 }
+
+#[tokio::test]
+async fn an_event_id_the_server_does_not_have_is_refused_before_the_load() {
+    let app = spawn_app_with(BATCHED).await;
+    let mut config = config(app.address.clone());
+    config.requests = Some(4);
+    config.retry_seconds = 1.0;
+    let missing = "7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d";
+    config.event_id = Some(missing.into());
+    let err = run(&config).await.expect_err("refused");
+    assert!(
+        err.starts_with(&format!("--event-id {missing}: no such event")),
+        "{err}"
+    );
+    // A `Config` built without the parser (which refuses it) is refused by the run.
+    config.event_id = Some("not-a-uuid".into());
+    let err = run(&config).await.expect_err("refused");
+    assert!(err.starts_with("--event-id "), "{err}");
+    assert!(err.contains("not-a-uuid"), "{err}");
+}
