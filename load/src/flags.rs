@@ -53,6 +53,15 @@ pub fn refuse_with_event_id(matches: &ArgMatches) -> Result<(), String> {
     }
 }
 
+/// Parses an `--event-id`: a UUID, as the server's event ids are; anything else would only
+/// be answered 404 (or 400) for every purchase of the run.
+pub(crate) fn event_id(text: &str) -> Result<String, String> {
+    match uuid::Uuid::parse_str(text) {
+        Ok(_) => Ok(text.to_owned()),
+        Err(_) => Err(format!("{text:?} is not an event id (a UUID)")),
+    }
+}
+
 /// The longest span a flag may name: a year. Far beyond any run, and far within what a
 /// `Duration` and an `Instant` plus it can hold.
 pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;

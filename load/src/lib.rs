@@ -35,7 +35,7 @@ pub use output::{check_writable, write_charts, write_report};
 use report::latency;
 pub use report::{
     Answer, EXPIRY_TOLERANCE, EventCounts, Latency, QuotaCheck, QuotaCounts, ReadBack, Report,
-    RowCheck, Verification, lapsed_early, render,
+    RowCheck, Unread, Unreadable, Verification, lapsed_early, render,
 };
 pub use scan::{ScanReport, Scanning, render_scan, run_scan};
 use steps::Sample;
@@ -44,7 +44,7 @@ pub use streams::{StreamReport, Watchers, raise_nofile_limit, resident_kib, sour
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -61,8 +61,9 @@ pub struct Config {
     pub urls: Vec<String>,
     /// Use this event, as it is, instead of creating one: refused beside the flags that only
     /// shape the event the tool creates (--tickets, --max-per-fingerprint, --price,
-    /// --currency, --quotas).
-    #[arg(long)]
+    /// --currency, --quotas). A UUID; a run on an id the server does not have is refused
+    /// before the load.
+    #[arg(long, value_parser = flags::event_id)]
     pub event_id: Option<String>,
     /// Tickets of the event to create (not with --event-id).
     #[arg(long, default_value_t = 1_000_000)]
@@ -290,7 +291,8 @@ pub async fn run_on_sale(
     }
     // The parser refuses these beside --event-id ([`flags::refuse_with_event_id`]), --tickets
     // included; a `Config` built without it is checked here for those it can tell were set.
-    if config.event_id.is_some() {
+    if let Some(id) = &config.event_id {
+        flags::event_id(id).map_err(|e| format!("--event-id {e}"))?;
         let shaping = [
             (
                 "--max-per-fingerprint",
@@ -374,7 +376,10 @@ pub async fn run_on_sale(
             .collect(),
     );
     let event_id = match &config.event_id {
-        Some(id) => id.clone(),
+        Some(id) => {
+            existing_event(&client, &urls[0], id).await?;
+            id.clone()
+        }
         None => {
             create_event(
                 &client,
@@ -405,6 +410,8 @@ pub async fn run_on_sale(
             .await
             .map_err(|e| format!("before the run: {e}"))?;
     }
+    // One retry window for every read after the run, the verification's and the row check's.
+    let window = Arc::new(ReadWindow::new(retry_for));
 
     let watchers = if config.idle_streams > 0 {
         Some(
@@ -567,15 +574,17 @@ pub async fn run_on_sale(
             config.clients,
             token,
             summary.is_some(),
-            retry_for,
+            &window,
         )
         .await?;
         Some(match token {
             Some(token) => {
-                let rows = check_rows(&read_back_client, &urls[0], &event_id, token).await?;
-                Verification {
-                    rows: Some(rows),
-                    ..verification
+                match check_rows(&read_back_client, &urls[0], &event_id, token, &window).await {
+                    Ok(rows) => Verification {
+                        rows: Some(rows),
+                        ..verification
+                    },
+                    Err(failure) => verification.with_unread(failure.unread(Unreadable::Rows)),
                 }
             }
             None => verification,
@@ -792,11 +801,100 @@ async fn ticket_types(
     Ok(ids)
 }
 
+/// Refuses an `--event-id` the server does not have, before the load, whose every purchase
+/// would be answered 404.
+async fn existing_event(client: &Client, base: &str, id: &str) -> Result<(), String> {
+    let what = format!("before the run: reading the event (--event-id {id})");
+    let response = client
+        .get(format!("{base}/events/{id}"))
+        .send()
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    match response.status() {
+        StatusCode::OK => Ok(()),
+        StatusCode::NOT_FOUND => Err(format!(
+            "--event-id {id}: no such event at {base} (404); no purchase was sent"
+        )),
+        status => Err(format!("{what}: {status}")),
+    }
+}
+
+/// Why a read after the run failed.
+#[derive(Debug)]
+enum ReadFailure {
+    /// No answer, a 5xx, 408 or 429 ([`retried`]): tried again while the [`ReadWindow`] is
+    /// open; still failing then, the verification is incomplete.
+    Unanswered(String),
+    /// An answer the server stands by that is not what was read for (a 4xx, or a body that
+    /// is not the resource): not tried again, and a fault of the run.
+    Answered(String),
+}
+
+impl ReadFailure {
+    /// The failure of a read whose answer had `status`.
+    fn of(status: StatusCode, message: String) -> Self {
+        if retried(status) {
+            Self::Unanswered(message)
+        } else {
+            Self::Answered(message)
+        }
+    }
+
+    /// The failure of reading an answer's body: a body cut off is no answer; a whole body
+    /// that is not the JSON asked for is the server's.
+    fn of_body(status: StatusCode, err: &reqwest::Error, what: &str) -> Self {
+        let message = format!("{what}: {status}: {err}");
+        if err.is_decode() {
+            Self::of(status, message)
+        } else {
+            Self::Unanswered(message)
+        }
+    }
+
+    /// What the report says of `what` left unread by this failure.
+    fn unread(self, what: Unreadable) -> Unread {
+        let answered = matches!(self, Self::Answered(_));
+        Unread {
+            what,
+            error: self.to_string(),
+            answered,
+        }
+    }
+}
+
+impl std::fmt::Display for ReadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unanswered(message) | Self::Answered(message) => f.write_str(message),
+        }
+    }
+}
+
+/// `request`'s answer as JSON, when it is 200.
+async fn read(request: reqwest::RequestBuilder, what: &str) -> Result<Value, ReadFailure> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ReadFailure::Unanswered(format!("{what}: {e}")))?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| ReadFailure::of_body(status, &e, what))?;
+    if status != StatusCode::OK {
+        return Err(ReadFailure::of(status, format!("{what}: {status} {body}")));
+    }
+    Ok(body)
+}
+
 /// The event's counts.
-async fn event_counts(client: &Client, base: &str, event_id: &str) -> Result<EventCounts, String> {
-    let event = exchange(
+async fn event_counts(
+    client: &Client,
+    base: &str,
+    event_id: &str,
+) -> Result<EventCounts, ReadFailure> {
+    let event = read(
         client.get(format!("{base}/events/{event_id}")),
-        StatusCode::OK,
         "reading the event back",
     )
     .await?;
@@ -815,38 +913,40 @@ async fn quotas(
     base: &str,
     event_id: &str,
     token: Option<&str>,
-) -> Result<Vec<QuotaCounts>, String> {
+) -> Result<Vec<QuotaCounts>, ReadFailure> {
+    let what = "reading the quotas back";
     let response = organiser(
         client.get(format!("{base}/events/{event_id}/quotas")),
         token,
     )
     .send()
     .await
-    .map_err(|e| format!("reading the quotas back: {e}"))?;
-    if response.status() == StatusCode::NOT_FOUND {
+    .map_err(|e| ReadFailure::Unanswered(format!("{what}: {e}")))?;
+    let status = response.status();
+    if status == StatusCode::NOT_FOUND {
         return Ok(Vec::new());
     }
-    if matches!(
-        response.status(),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-    ) {
-        return Err(format!(
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return Err(ReadFailure::Answered(format!(
             "reading the quotas back: {}: the server keeps an event's quotas for its \
              organiser, and the verification reads them: give the server's --admin-token \
              (or --no-verify)",
-            response.status()
-        ));
+            status
+        )));
     }
-    if response.status() != StatusCode::OK {
-        return Err(format!("reading the quotas back: {}", response.status()));
+    if status != StatusCode::OK {
+        return Err(ReadFailure::of(status, format!("{what}: {status}")));
     }
-    let listed: Value = response.json().await.map_err(|e| e.to_string())?;
+    let listed: Value = response
+        .json()
+        .await
+        .map_err(|e| ReadFailure::of_body(status, &e, what))?;
     let count = |q: &Value, field: &str| q[field].as_i64().unwrap_or(-1);
     items(&listed)
         .iter()
         .map(|q| {
             Ok(QuotaCounts {
-                id: id(q, "quota")?,
+                id: id(q, "quota").map_err(ReadFailure::Answered)?,
                 name: q["name"].as_str().unwrap_or_default().to_owned(),
                 size: count(q, "size"),
                 available: count(q, "availableTickets"),
@@ -870,8 +970,11 @@ async fn quotas(
 /// `expected`: what the buyers were told of their holds ([`Expect`]); a hold whose payment
 /// was answered 200 must read back `purchased`, the others the status they were told.
 /// `releases`: whether holds may have ended during the run ([`Verification::with_releases`]).
-/// A read that gets no answer, a 5xx, 408 or 429 is tried again while the [`ReadWindow`] of
-/// `retry_for` is open; an allocation still unread then is counted unverified, never missing.
+/// A read that gets no answer, a 5xx, 408 or 429 is tried again while `window` is open; an
+/// allocation still unread then is counted unverified, never missing, and once a read fails
+/// with the window closed the server is taken as gone ([`ReadWindow::gone`]): the reads left
+/// are not tried. The event's counts or quotas that could not be read are named in
+/// [`Verification::unread`] and nothing is judged by them.
 #[expect(
     clippy::too_many_arguments,
     reason = "one call site; the run's facts the verification judges by"
@@ -885,15 +988,14 @@ async fn verify(
     clients: usize,
     token: Option<&str>,
     releases: bool,
-    retry_for: Duration,
+    window: &Arc<ReadWindow>,
 ) -> Result<Verification, String> {
-    let window = Arc::new(ReadWindow::new(retry_for));
     let counts = window
         .retrying(|| event_counts(client, &urls[0], event_id))
-        .await?;
+        .await;
     let quotas = window
         .retrying(|| quotas(client, &urls[0], event_id, token))
-        .await?;
+        .await;
     let tickets_granted: i64 = granted.iter().map(|g| g.quantity).sum();
     let mut granted_by_type = BTreeMap::new();
     for line in granted.iter().flat_map(|g| &g.lines) {
@@ -929,6 +1031,12 @@ async fn verify(
                 let Some(g) = granted.get(i) else {
                     break;
                 };
+                read_back.checked += 1;
+                if window.gone() {
+                    read_back.unverified += 1;
+                    unread.push(format!("{}: {NOT_TRIED}", g.allocation_id));
+                    continue;
+                }
                 let url = format!("{base}/tickets/{}", g.allocation_id);
                 let answered = loop {
                     let request = client.get(&url).header("X-Device-Fingerprint", &g.buyer);
@@ -937,8 +1045,11 @@ async fn verify(
                         break answered;
                     }
                     tokio::time::sleep(history::retry_wait(&answered)).await;
+                    // Another reader found the server gone meanwhile.
+                    if window.gone() {
+                        break answered;
+                    }
                 };
-                read_back.checked += 1;
                 if unanswered(&answered) {
                     // Neither found nor found missing: judged on nothing else either.
                     read_back.unverified += 1;
@@ -1036,11 +1147,20 @@ async fn verify(
     wrong_status_examples.truncate(5);
     expired_early_examples.truncate(5);
     unverified_examples.truncate(5);
-    let verification = Verification::new(counts, tickets_granted, read_back).with_quotas(
-        quotas,
-        granted_by_type,
-        held_by_type,
-    );
+    let verification = match counts {
+        Ok(counts) => Verification::new(counts, tickets_granted, read_back),
+        Err(failure) => Verification::without_counts(
+            tickets_granted,
+            read_back,
+            failure.unread(Unreadable::Event),
+        ),
+    };
+    let verification = match quotas {
+        Ok(quotas) => verification.with_quotas(quotas, granted_by_type, held_by_type),
+        Err(failure) => verification
+            .with_quotas(Vec::new(), granted_by_type, held_by_type)
+            .with_unread(failure.unread(Unreadable::Quotas)),
+    };
     let verification = if releases {
         verification.with_releases()
     } else {
@@ -1054,28 +1174,43 @@ async fn verify(
     })
 }
 
-/// Whether a read got no answer the server stands by: none at all, a 5xx, 408 or 429 (a
-/// server or its database failing over, or shedding load). It says nothing of the resource.
+/// Whether a read got no answer the server stands by: none at all, or [`retried`].
 fn unanswered(answered: &history::Answered) -> bool {
-    answered.as_ref().is_none_or(|(status, _, _)| {
-        status.is_server_error()
-            || matches!(
-                *status,
-                StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS
-            )
-    })
+    answered
+        .as_ref()
+        .is_none_or(|(status, _, _)| retried(*status))
 }
+
+/// Whether an answer is one the server does not stand by, a read after the run tries again:
+/// a 5xx, 408 or 429 (a server or its database failing over, or shedding load). It says
+/// nothing of the resource.
+fn retried(status: StatusCode) -> bool {
+    status.is_server_error()
+        || matches!(
+            status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS
+        )
+}
+
+/// Why a read after the run was not tried at all.
+const NOT_TRIED: &str = "not tried: a read had failed after --retry-seconds ran out, so the \
+                         server was taken as gone";
 
 /// How long one read after the run may take without `--request-timeout`: a healthy server
 /// answers one in milliseconds, so only a hung one reaches it.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The verification's retry window: it opens at the first read that fails
-/// ([`unanswered`]) and stays open `--retry-seconds`, for every read-back at once, so that a
-/// server gone for good costs the verification that long once, not once per allocation.
+/// The retry window of the reads after the run (the verification's and the row check's): it
+/// opens at the first read that fails ([`unanswered`]) and stays open `--retry-seconds`, for
+/// every read at once, so that a server gone for good costs that long once, not once per
+/// read. A read that fails once it has closed marks the server gone ([`ReadWindow::gone`]):
+/// the reads left are not tried, so that a server that hangs costs the window and a read
+/// timeout or two, not a read timeout per allocation. A server that failed and recovered
+/// within the window is read as usual after it closed.
 struct ReadWindow {
     length: Duration,
     opened: OnceLock<Instant>,
+    gone: AtomicBool,
 }
 
 impl ReadWindow {
@@ -1083,27 +1218,45 @@ impl ReadWindow {
         Self {
             length,
             opened: OnceLock::new(),
+            gone: AtomicBool::new(false),
         }
     }
 
     /// Called after a read failed: whether it may be tried again (opening the window if
-    /// this is the first failure).
+    /// this is the first failure; marking the server gone if the window is closed).
     fn still_open(&self) -> bool {
-        self.opened.get_or_init(Instant::now).elapsed() < self.length
+        let open = self.opened.get_or_init(Instant::now).elapsed() < self.length;
+        if !open {
+            self.gone.store(true, Ordering::Relaxed);
+        }
+        open
     }
 
-    /// `read`, tried again after 500 ms while it fails and the window is open; its last
-    /// error once the window is closed.
-    async fn retrying<T, F, Fut>(&self, mut read: F) -> Result<T, String>
+    /// Whether a read failed after the window closed: no read is tried any more.
+    fn gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+
+    /// `read`, tried again after 500 ms while it gets no answer ([`ReadFailure::Unanswered`])
+    /// and the window is open; at once its failure when the server answered otherwise, and
+    /// its last failure once the window is closed or the server gone.
+    async fn retrying<T, F, Fut>(&self, mut read: F) -> Result<T, ReadFailure>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, String>>,
+        Fut: Future<Output = Result<T, ReadFailure>>,
     {
+        let mut last = None;
         loop {
+            if self.gone() {
+                return Err(last.unwrap_or_else(|| ReadFailure::Unanswered(NOT_TRIED.into())));
+            }
             match read().await {
                 Ok(value) => return Ok(value),
-                Err(err) if !self.still_open() => return Err(err),
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(failure @ ReadFailure::Unanswered(_)) if self.still_open() => {
+                    last = Some(failure);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(failure) => return Err(failure),
             }
         }
     }
@@ -1116,31 +1269,38 @@ const ROW_CHECK_TRIES: u32 = 20;
 /// (`GET /events/{id}/report`, admin only) adds them up per ticket type. The report is one
 /// snapshot and the counts another, so they are compared only when the counts read just
 /// before and just after the report agree (nothing moved meanwhile, e.g. the sweeper expiring
-/// holds); otherwise it reads again, a few times.
+/// holds); otherwise it reads again, a few times. Each read is retried within `window`, as
+/// the verification's; one that still fails leaves the check unmade.
 async fn check_rows(
     client: &Client,
     base: &str,
     event_id: &str,
     token: &str,
-) -> Result<RowCheck, String> {
+    window: &ReadWindow,
+) -> Result<RowCheck, ReadFailure> {
+    let counts = || async {
+        let event = window
+            .retrying(|| event_counts(client, base, event_id))
+            .await?;
+        let quotas = window
+            .retrying(|| quotas(client, base, event_id, Some(token)))
+            .await?;
+        Ok::<_, ReadFailure>((event, quotas))
+    };
     let mut check = RowCheck::default();
     for tries in 1..=ROW_CHECK_TRIES {
-        let before = (
-            event_counts(client, base, event_id).await?,
-            quotas(client, base, event_id, Some(token)).await?,
-        );
-        let report = exchange(
-            client
-                .get(format!("{base}/events/{event_id}/report"))
-                .bearer_auth(token),
-            StatusCode::OK,
-            "reading the sales report",
-        )
-        .await?;
-        let after = (
-            event_counts(client, base, event_id).await?,
-            quotas(client, base, event_id, Some(token)).await?,
-        );
+        let before = counts().await?;
+        let report = window
+            .retrying(|| {
+                read(
+                    client
+                        .get(format!("{base}/events/{event_id}/report"))
+                        .bearer_auth(token),
+                    "reading the sales report",
+                )
+            })
+            .await?;
+        let after = counts().await?;
         let mut rows = BTreeMap::<String, (i64, i64)>::new();
         for line in report["ticketTypes"]
             .as_array()
@@ -1157,4 +1317,64 @@ async fn check_rows(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_the_server_stands_by_is_not_retried() {
+        let window = ReadWindow::new(Duration::from_secs(30));
+        let tries = AtomicU64::new(0);
+        let started = Instant::now();
+        let read = window
+            .retrying(|| async {
+                tries.fetch_add(1, Ordering::Relaxed);
+                Err::<(), _>(ReadFailure::Answered("404 Not Found".into()))
+            })
+            .await;
+        assert!(matches!(read, Err(ReadFailure::Answered(_))));
+        assert_eq!(tries.load(Ordering::Relaxed), 1);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_read_failing_after_the_window_closed_stops_every_read_left() {
+        let window = ReadWindow::new(Duration::from_millis(200));
+        let tries = AtomicU64::new(0);
+        let failing = || async {
+            tries.fetch_add(1, Ordering::Relaxed);
+            Err::<(), _>(ReadFailure::Unanswered("503".into()))
+        };
+        assert!(window.retrying(failing).await.is_err());
+        assert!(window.gone());
+        let tried = tries.load(Ordering::Relaxed);
+        // Not tried at all once the server is gone.
+        let next = window.retrying(failing).await;
+        assert!(matches!(next, Err(ReadFailure::Unanswered(m)) if m == NOT_TRIED));
+        assert_eq!(tries.load(Ordering::Relaxed), tried);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_recovered_is_read_after_the_window_closed() {
+        let window = ReadWindow::new(Duration::from_millis(100));
+        let tries = AtomicU64::new(0);
+        let blip = || async {
+            match tries.fetch_add(1, Ordering::Relaxed) {
+                0 => Err(ReadFailure::Unanswered("503".into())),
+                _ => Ok(()),
+            }
+        };
+        // Its retry comes 500 ms later, after the window closed, and is answered.
+        assert!(window.retrying(blip).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!window.gone());
+        assert!(
+            window
+                .retrying(|| async { Ok::<_, ReadFailure>(()) })
+                .await
+                .is_ok()
+        );
+    }
 }

@@ -15,8 +15,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Drive concurrent buyers at a Boxoffice event and verify nothing was oversold. Exits 0 for
 /// a sound run, 2 for a run that is not (the report says why), 3 for a run whose only fault
-/// is a verification it could not finish (allocations it could not read back), 1 when it
-/// could not run.
+/// is a verification it could not finish (allocations, the event's counts, its quotas or the
+/// row check it could not read: the report is printed all the same), 1 when it could not run.
 #[derive(Debug, Parser)]
 #[command(
     name = "boxoffice-load",
@@ -75,9 +75,9 @@ async fn main() -> ExitCode {
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)))
     {
         Ok((cli, matches)) => {
-            // Flags that cannot go together, refused before anything runs, as clap's own.
+            // Flags that cannot go together, refused before anything runs.
             if let Err(err) = boxoffice_load::flags::refuse_with_event_id(&matches) {
-                eprintln!("error: {err}");
+                eprintln!("boxoffice-load: {err}");
                 return ExitCode::FAILURE;
             }
             cli

@@ -245,8 +245,48 @@ pub struct Verification {
     pub expired_early: u64,
     /// The first few of them: the allocation, when it was to lapse, when it did.
     pub expired_early_examples: Vec<String>,
-    /// The counts against the rows, with `--admin-token` ([`RowCheck`]); `None` without it.
+    /// The counts against the rows, with `--admin-token` ([`RowCheck`]); `None` without it,
+    /// or when the check could not be made (named in `unread`).
     pub rows: Option<RowCheck>,
+    /// What the verification could not read ([`Unread`]), and so judged nothing by: the
+    /// event's counts (then `total_tickets` to `purchased_tickets` are 0 and `oversold` is
+    /// false, not judged), its quotas (then `quotas` is empty), the row check.
+    pub unread: Vec<Unread>,
+}
+
+/// What a verification could not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unreadable {
+    /// The event's counts, `GET /events/{id}`.
+    Event,
+    /// Its quotas, `GET /events/{id}/quotas`.
+    Quotas,
+    /// The row check's reads ([`RowCheck`]): the counts, the quotas, the sales report.
+    Rows,
+}
+
+impl Unreadable {
+    fn phrase(self) -> &'static str {
+        match self {
+            Self::Event => "the event's counts could not be read",
+            Self::Quotas => "the quotas could not be read",
+            Self::Rows => "the row check could not be made",
+        }
+    }
+}
+
+/// A read of the verification that failed for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unread {
+    pub what: Unreadable,
+    /// Its last failure.
+    pub error: String,
+    /// Whether the server answered it otherwise than asked (a 4xx, a body that is not the
+    /// resource): a fault of the run. Otherwise it got no answer, a 5xx, 408 or 429 until
+    /// the retry window closed (or the server was taken as gone): the verification is
+    /// incomplete ([`Report::incomplete_only`]).
+    pub answered: bool,
 }
 
 /// The event's and its quotas' counts against the rows, as the sales report
@@ -360,8 +400,41 @@ impl Verification {
             expired_early: read_back.expired_early,
             expired_early_examples: Vec::new(),
             rows: None,
+            unread: Vec::new(),
         };
         verification.judged_for_releases()
+    }
+
+    /// The verification of a run whose event's counts could not be read (`unread`): the
+    /// allocations read back are judged as [`Verification::new`] judges them, the counts
+    /// are not (reported 0, `oversold` false).
+    pub fn without_counts(tickets_granted: i64, read_back: ReadBack, unread: Unread) -> Self {
+        let counts = EventCounts {
+            total: 0,
+            available: 0,
+            reserved: 0,
+            purchased: 0,
+        };
+        Self {
+            oversold: false,
+            ..Self::new(counts, tickets_granted, read_back)
+        }
+        .with_unread(unread)
+    }
+
+    /// Adds what could not be read.
+    pub fn with_unread(mut self, unread: Unread) -> Self {
+        self.unread.push(unread);
+        self
+    }
+
+    /// Whether the event's counts were read: otherwise nothing is judged by them.
+    pub fn counts_read(&self) -> bool {
+        self.unread_of(Unreadable::Event).is_none()
+    }
+
+    fn unread_of(&self, what: Unreadable) -> Option<&Unread> {
+        self.unread.iter().find(|u| u.what == what)
     }
 
     /// [`Verification::with_releases`] when any of the run's holds read back given back.
@@ -379,12 +452,13 @@ impl Verification {
     /// (the counts add up, and every ticket read back as held is within them), for the
     /// event and for each quota. Call it after [`Verification::with_quotas`].
     pub fn with_releases(self) -> Self {
-        let oversold = self.available_tickets < 0
-            || self.reserved_tickets < 0
-            || self.purchased_tickets < 0
-            || self.available_tickets + self.reserved_tickets + self.purchased_tickets
-                != self.total_tickets
-            || self.tickets_held > self.reserved_tickets + self.purchased_tickets;
+        let oversold = self.counts_read()
+            && (self.available_tickets < 0
+                || self.reserved_tickets < 0
+                || self.purchased_tickets < 0
+                || self.available_tickets + self.reserved_tickets + self.purchased_tickets
+                    != self.total_tickets
+                || self.tickets_held > self.reserved_tickets + self.purchased_tickets);
         let quotas = self
             .quotas
             .into_iter()
@@ -625,6 +699,20 @@ impl Report {
                         v.unverified_examples.join(", ")
                     ));
                 }
+                // Nothing was judged by what was not read. Read otherwise than asked, a fault;
+                // not read at all, an incomplete verification, told apart as the unverified.
+                for u in &v.unread {
+                    if u.answered {
+                        reasons.push(format!("{}: {}", u.what.phrase(), u.error));
+                    } else {
+                        reasons.push(format!(
+                            "verification incomplete: {} (no answer, 5xx, 408 or 429 until \
+                             --retry-seconds ran out), nothing judged by it: {}",
+                            u.what.phrase(),
+                            u.error
+                        ));
+                    }
+                }
                 if let Some(rows) = v.rows.as_ref().filter(|r| !r.agrees) {
                     if rows.quiet {
                         reasons.push(format!(
@@ -656,12 +744,15 @@ impl Report {
     }
 
     /// Whether the only thing against the run is a verification it could not finish (some
-    /// allocations could not be read back): nothing found lost, nothing proven kept either.
+    /// allocations, the event's counts, its quotas or the row check could not be read, for
+    /// want of an answer): nothing found lost, nothing proven kept either.
     pub fn incomplete_only(&self) -> bool {
-        self.verification
-            .as_ref()
-            .is_some_and(|v| v.allocations_unverified > 0)
-            && self.reasons().len() == 1
+        let Some(v) = &self.verification else {
+            return false;
+        };
+        let incomplete = usize::from(v.allocations_unverified > 0)
+            + v.unread.iter().filter(|u| !u.answered).count();
+        incomplete > 0 && self.reasons().len() == incomplete
     }
 }
 
@@ -787,21 +878,39 @@ pub fn render(report: &Report) -> String {
         out.push_str(&format!("transport errors {}\n", report.transport_errors));
     }
     if let Some(v) = &report.verification {
-        out.push_str(&format!(
-            "event counts     total {} available {} reserved {} purchased {}\n",
-            v.total_tickets, v.available_tickets, v.reserved_tickets, v.purchased_tickets
-        ));
+        match v.unread_of(Unreadable::Event) {
+            Some(u) => out.push_str(&format!(
+                "event counts     {}: {}\n",
+                u.what.phrase(),
+                u.error
+            )),
+            None => out.push_str(&format!(
+                "event counts     total {} available {} reserved {} purchased {}\n",
+                v.total_tickets, v.available_tickets, v.reserved_tickets, v.purchased_tickets
+            )),
+        }
         out.push_str(&format!(
             "verification     tickets granted {} (held {}, given back {}); oversold: {}; allocations read back {}/{} (missing {}, could not verify {})\n",
             v.tickets_granted,
             v.tickets_held,
             v.tickets_released,
-            if v.oversold { "YES" } else { "no" },
+            match (v.counts_read(), v.oversold) {
+                (false, _) => "not judged",
+                (true, true) => "YES",
+                (true, false) => "no",
+            },
             v.allocations_checked - v.allocations_missing - v.allocations_unverified,
             v.allocations_checked,
             v.allocations_missing,
             v.allocations_unverified
         ));
+        if let Some(u) = v.unread_of(Unreadable::Quotas) {
+            out.push_str(&format!(
+                "quotas           {}: {}\n",
+                u.what.phrase(),
+                u.error
+            ));
+        }
         for q in &v.quotas {
             let c = &q.counts;
             out.push_str(&format!(
@@ -836,8 +945,13 @@ pub fn render(report: &Report) -> String {
                 v.expired_early
             ));
         }
-        match &v.rows {
-            Some(rows) => out.push_str(&format!(
+        match (&v.rows, v.unread_of(Unreadable::Rows)) {
+            (None, Some(u)) => out.push_str(&format!(
+                "rows             {}: {}\n",
+                u.what.phrase(),
+                u.error
+            )),
+            (Some(rows), _) => out.push_str(&format!(
                 "rows             event reserved {} purchased {}, rows {} and {}; quotas mismatched {}; {} ({} reads)\n",
                 rows.event_reserved,
                 rows.event_purchased,
@@ -847,7 +961,7 @@ pub fn render(report: &Report) -> String {
                 if rows.agrees { "agree" } else { "DISAGREE" },
                 rows.tries
             )),
-            None => out.push_str("rows             not compared (no --admin-token)\n"),
+            (None, None) => out.push_str("rows             not compared (no --admin-token)\n"),
         }
     }
     if let Some(j) = &report.journey {

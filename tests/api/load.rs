@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use boxoffice_load::{Answer, Config, Report, Scanning, run, run_scan};
+use boxoffice_load::{
+    Answer, Catalogue, Config, Journey, Report, Scanning, render, run, run_on_sale, run_scan,
+};
 use reqwest::StatusCode;
 
 use crate::helpers::{BATCHED, PER_REQUEST, id_of, spawn_app_with};
@@ -430,6 +432,38 @@ enum Failing {
     Refused,
     /// Never answered.
     Hung,
+    /// Answered with this status (a 4xx: an answer the server stands by).
+    Answered(StatusCode),
+}
+
+/// Which requests a front fails, and how.
+#[derive(Clone, Copy)]
+struct Fault {
+    /// The requests it may fail: a GET of a path for which this is true.
+    reads: fn(&str) -> bool,
+    /// Requests passed on before any fails: the number of purchases (`POST
+    /// /events/{id}/tickets`) to let through first, so that the run's own reads pass and only
+    /// the reads after it fail.
+    after_purchases: u64,
+    /// How many of the chosen reads fail (`u64::MAX`: all).
+    failing: u64,
+    how: Failing,
+}
+
+/// An allocation's read-back, `GET /tickets/{id}`.
+fn ticket_read(path: &str) -> bool {
+    path.starts_with("/tickets/")
+}
+
+/// The event's read, `GET /events/{id}`.
+fn event_read(path: &str) -> bool {
+    path.strip_prefix("/events/")
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+}
+
+/// The sales report's read, `GET /events/{id}/report` (the row check's).
+fn report_read(path: &str) -> bool {
+    path.starts_with("/events/") && path.ends_with("/report")
 }
 
 /// A front for the server at `target`, as a proxy in front of a database failover looks to
@@ -441,30 +475,60 @@ async fn front_failing_reads(target: String, failing: u64) -> String {
 
 /// As [`front_failing_reads`], the failing reads failed as `how` says.
 async fn front_failing_reads_as(target: String, failing: u64, how: Failing) -> String {
+    front_failing(
+        target,
+        Fault {
+            reads: ticket_read,
+            after_purchases: 0,
+            failing,
+            how,
+        },
+    )
+    .await
+}
+
+/// A front for the server at `target` that fails the reads `fault` chooses and passes
+/// everything else on. Its address.
+async fn front_failing(target: String, fault: Fault) -> String {
     use axum::response::IntoResponse;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    let failing = Arc::new(AtomicU64::new(failing));
+    let failing = Arc::new(AtomicU64::new(fault.failing));
+    let purchases = Arc::new(AtomicU64::new(0));
     let client = reqwest::Client::new();
     let forward = move |request: axum::extract::Request| {
-        let (failing, client, target) = (failing.clone(), client.clone(), target.clone());
+        let (failing, purchases, client, target) = (
+            failing.clone(),
+            purchases.clone(),
+            client.clone(),
+            target.clone(),
+        );
         async move {
             let (parts, body) = request.into_parts();
-            let read_back =
-                parts.method == reqwest::Method::GET && parts.uri.path().starts_with("/tickets/");
-            if read_back
+            let path = parts.uri.path();
+            let armed = purchases.load(Ordering::Relaxed) >= fault.after_purchases;
+            if parts.method == reqwest::Method::POST
+                && path.starts_with("/events/")
+                && path.ends_with("/tickets")
+            {
+                purchases.fetch_add(1, Ordering::Relaxed);
+            }
+            let chosen = armed && parts.method == reqwest::Method::GET && (fault.reads)(path);
+            if chosen
                 && failing
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                     .is_ok()
             {
-                if let Failing::Hung = how {
-                    std::future::pending::<()>().await;
-                }
+                let status = match fault.how {
+                    Failing::Hung => std::future::pending().await,
+                    Failing::Refused => StatusCode::SERVICE_UNAVAILABLE,
+                    Failing::Answered(status) => status,
+                };
                 return (
-                    StatusCode::SERVICE_UNAVAILABLE,
+                    status,
                     [("content-type", "application/json")],
-                    r#"{"error":"failing over","code":"SERVICE_UNAVAILABLE"}"#,
+                    r#"{"error":"failed by the test's front","code":"FRONT"}"#,
                 )
                     .into_response();
             }
@@ -531,7 +595,7 @@ async fn a_read_back_that_keeps_failing_could_not_be_verified_and_is_not_missing
         report.verdict[0].starts_with("verification incomplete: 20 of 20"),
         "{report:#?}"
     );
-    let text = boxoffice_load::render(&report);
+    let text = render(&report);
     assert!(text.contains("(missing 0, could not verify 20)"), "{text}");
     app.assert_balanced(&report.event_id).await;
 }
@@ -555,4 +619,186 @@ async fn a_read_back_that_hangs_is_given_up_and_not_verified_rather_than_waited_
     assert_eq!(verification.allocations_missing, 0, "{report:#?}");
     assert_eq!(verification.allocations_unverified, 20, "{report:#?}");
     assert!(report.incomplete_only(), "{report:#?}");
+}
+
+#[tokio::test]
+async fn a_row_check_the_server_fails_leaves_the_run_incomplete_with_its_report() {
+    // The sales report fails (503) for good once the run is over: everything else was read,
+    // the row check could not be made. The run's results are kept: a report, incomplete,
+    // not an error that loses them.
+    let app = spawn_app_with(&["--admin-token", "load-organiser"]).await;
+    let fault = Fault {
+        reads: report_read,
+        after_purchases: 0,
+        failing: u64::MAX,
+        how: Failing::Refused,
+    };
+    let front = front_failing(app.address.clone(), fault).await;
+    let mut config = config(front);
+    config.requests = Some(20);
+    config.clients = 4;
+    config.retry_seconds = 1.0;
+    let journey = Journey {
+        admin_token: Some("load-organiser".into()),
+        ..Journey::default()
+    };
+    let report = run_on_sale(&config, &Catalogue::default(), &journey)
+        .await
+        .expect("the run completes with its report");
+    let verification = report.verification.clone().unwrap();
+    assert_eq!(verification.allocations_checked, 20, "{report:#?}");
+    assert_eq!(verification.allocations_unverified, 0, "{report:#?}");
+    assert_eq!(verification.tickets_held, 20, "{report:#?}");
+    assert!(verification.rows.is_none(), "{report:#?}");
+    assert!(!report.sound, "{report:#?}");
+    assert!(report.incomplete_only(), "{report:#?}");
+    assert_eq!(report.verdict.len(), 1, "{report:#?}");
+    assert!(
+        report.verdict[0].contains("the row check could not be made"),
+        "{report:#?}"
+    );
+    let text = render(&report);
+    assert!(text.contains("the row check could not be made"), "{text}");
+}
+
+#[tokio::test]
+async fn event_counts_never_answered_after_the_run_leave_it_incomplete_with_its_report() {
+    // The event's read hangs once the purchases are done (a server stopped mid-verification):
+    // after the retry window the server is taken as gone. Nothing is judged by counts that
+    // were not read; the run is incomplete, with its report, not an error.
+    let app = spawn_app_with(BATCHED).await;
+    let fault = Fault {
+        reads: event_read,
+        after_purchases: 20,
+        failing: u64::MAX,
+        how: Failing::Hung,
+    };
+    let front = front_failing(app.address.clone(), fault).await;
+    let mut config = config(front);
+    config.requests = Some(20);
+    config.clients = 4;
+    config.retry_seconds = 1.0;
+    config.request_timeout = Some(1.0);
+    let report = tokio::time::timeout(Duration::from_secs(30), run(&config))
+        .await
+        .expect("the verification gives up")
+        .expect("the run completes with its report");
+    let verification = report.verification.clone().unwrap();
+    assert!(!verification.oversold, "{report:#?}");
+    assert_eq!(verification.allocations_missing, 0, "{report:#?}");
+    assert_eq!(verification.allocations_unverified, 20, "{report:#?}");
+    assert!(!report.sound, "{report:#?}");
+    assert!(report.incomplete_only(), "{report:#?}");
+    assert!(
+        report
+            .verdict
+            .iter()
+            .any(|r| r.contains("the event's counts could not be read")),
+        "{report:#?}"
+    );
+    let text = render(&report);
+    assert!(
+        text.contains("the event's counts could not be read"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_event_read_refused_after_the_run_is_not_retried_and_the_rest_is_judged() {
+    // The server answers the event's read 404 after the run: an answer it stands by, not a
+    // failover, so it is not retried for --retry-seconds. The holds are still read back and
+    // judged; the counts are not judged, and the run is not sound (not merely incomplete).
+    let app = spawn_app_with(BATCHED).await;
+    let fault = Fault {
+        reads: event_read,
+        after_purchases: 20,
+        failing: u64::MAX,
+        how: Failing::Answered(StatusCode::NOT_FOUND),
+    };
+    let front = front_failing(app.address.clone(), fault).await;
+    let mut config = config(front);
+    config.requests = Some(20);
+    config.clients = 4;
+    config.retry_seconds = 30.0;
+    let report = tokio::time::timeout(Duration::from_secs(15), run(&config))
+        .await
+        .expect("a 404 is not retried")
+        .expect("the run completes with its report");
+    let verification = report.verification.clone().unwrap();
+    assert_eq!(verification.allocations_checked, 20, "{report:#?}");
+    assert_eq!(verification.allocations_missing, 0, "{report:#?}");
+    assert_eq!(verification.allocations_unverified, 0, "{report:#?}");
+    assert_eq!(verification.tickets_held, 20, "{report:#?}");
+    assert!(!verification.oversold, "{report:#?}");
+    assert!(!report.sound, "{report:#?}");
+    assert!(!report.incomplete_only(), "{report:#?}");
+    assert!(
+        report
+            .verdict
+            .iter()
+            .any(|r| r.starts_with("the event's counts could not be read") && r.contains("404")),
+        "{report:#?}"
+    );
+}
+
+#[tokio::test]
+async fn once_the_window_closed_on_a_hung_server_the_reads_left_are_not_attempted() {
+    // Every read-back hangs. Two readers, forty holds: once a read fails with the window
+    // closed, the server is taken as gone and the holds left are counted unverified at once,
+    // rather than given a read timeout each (twenty more seconds here).
+    let app = spawn_app_with(BATCHED).await;
+    let front = front_failing_reads_as(app.address.clone(), u64::MAX, Failing::Hung).await;
+    let mut config = config(front);
+    config.requests = Some(40);
+    config.clients = 2;
+    config.retry_seconds = 1.0;
+    config.request_timeout = Some(1.0);
+    let report = tokio::time::timeout(Duration::from_secs(12), run(&config))
+        .await
+        .expect("the reads left are not attempted")
+        .expect("the run completes");
+    let verification = report.verification.clone().unwrap();
+    assert_eq!(verification.allocations_checked, 40, "{report:#?}");
+    assert_eq!(verification.allocations_missing, 0, "{report:#?}");
+    assert_eq!(verification.allocations_unverified, 40, "{report:#?}");
+    assert!(report.incomplete_only(), "{report:#?}");
+}
+
+#[tokio::test]
+async fn a_server_that_recovered_within_the_window_is_read_to_the_end_after_it_closed() {
+    // The first read-back meets a blip (503); its retry, 500 ms later, comes after the
+    // window of 0.2 s closed and is answered. The server recovered: every hold is read,
+    // though the window closed long before the last of them.
+    let app = spawn_app_with(BATCHED).await;
+    let front = front_failing_reads(app.address.clone(), 1).await;
+    let mut config = config(front);
+    config.requests = Some(10);
+    config.clients = 1;
+    config.retry_seconds = 0.2;
+    let report = run(&config).await.expect("the run completes");
+    let verification = report.verification.clone().unwrap();
+    assert_eq!(verification.allocations_checked, 10, "{report:#?}");
+    assert_eq!(verification.allocations_unverified, 0, "{report:#?}");
+    assert_eq!(verification.tickets_held, 10, "{report:#?}");
+    assert_sound(&report);
+}
+
+#[tokio::test]
+async fn an_event_id_the_server_does_not_have_is_refused_before_the_load() {
+    let app = spawn_app_with(BATCHED).await;
+    let mut config = config(app.address.clone());
+    config.requests = Some(4);
+    config.retry_seconds = 1.0;
+    let missing = "7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d";
+    config.event_id = Some(missing.into());
+    let err = run(&config).await.expect_err("refused");
+    assert!(
+        err.starts_with(&format!("--event-id {missing}: no such event")),
+        "{err}"
+    );
+    // A `Config` built without the parser (which refuses it) is refused by the run.
+    config.event_id = Some("not-a-uuid".into());
+    let err = run(&config).await.expect_err("refused");
+    assert!(err.starts_with("--event-id "), "{err}");
+    assert!(err.contains("not-a-uuid"), "{err}");
 }

@@ -92,24 +92,33 @@ fn event_id_check(flags: &str) -> Result<(), String> {
 #[test]
 fn flags_that_shape_a_created_event_are_refused_with_event_id() {
     for (flags, named) in [
-        ("--event-id e --tickets 100", "--tickets shapes the event"),
         (
-            "--event-id e --tickets=1000000",
+            "--event-id 7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d --tickets 100",
             "--tickets shapes the event",
         ),
-        ("--event-id e --price 2500", "--price shapes the event"),
-        ("--event-id e --currency EUR", "--currency shapes the event"),
         (
-            "--event-id e --max-per-fingerprint 2",
+            "--event-id 7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d --tickets=1000000",
+            "--tickets shapes the event",
+        ),
+        (
+            "--event-id 7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d --price 2500",
+            "--price shapes the event",
+        ),
+        (
+            "--event-id 7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d --currency EUR",
+            "--currency shapes the event",
+        ),
+        (
+            "--event-id 7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d --max-per-fingerprint 2",
             "--max-per-fingerprint shapes the event",
         ),
         (
-            "--event-id e --ticket-types 2 --quotas overlap",
+            "--event-id 7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d --ticket-types 2 --quotas overlap",
             "--quotas shapes the event",
         ),
         // Every one given is named, in one message.
         (
-            "--price 2500 --currency EUR --tickets 10 --event-id e",
+            "--price 2500 --currency EUR --tickets 10 --event-id 7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d",
             "--tickets, --price and --currency shape the event",
         ),
     ] {
@@ -122,11 +131,25 @@ fn flags_that_shape_a_created_event_are_refused_with_event_id() {
 #[test]
 fn flags_with_a_meaning_on_an_existing_event_are_accepted_with_event_id() {
     for flags in [
-        "--event-id e",
-        "--event-id e --ticket-types 3 --max-lines 2 --quantity 2 --buyers 10 --pay",
+        "--event-id 7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d",
+        "--event-id 7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d --ticket-types 3 --max-lines 2 --quantity 2 --buyers 10 --pay",
         // Without --event-id the event is the tool's, and shaped by them.
         "--tickets 10 --price 100 --currency EUR --max-per-fingerprint 2",
     ] {
         assert_eq!(event_id_check(flags), Ok(()), "{flags}");
     }
+}
+
+#[test]
+fn an_event_id_that_is_not_a_uuid_is_refused_at_parse_time_naming_the_flag() {
+    use clap::Parser;
+    for id in ["not-a-uuid", "e", "7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6"] {
+        let argv = ["boxoffice-load", "--event-id", id];
+        let err = SaleFlags::try_parse_from(argv).err().expect(id).to_string();
+        assert!(err.contains("--event-id"), "{id}: {err}");
+        assert!(err.contains(id), "{id}: {err}");
+    }
+    let id = "7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d";
+    let flags = SaleFlags::try_parse_from(["boxoffice-load", "--event-id", id]).expect("a UUID");
+    assert_eq!(flags.config.event_id.as_deref(), Some(id));
 }

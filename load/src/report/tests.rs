@@ -556,3 +556,67 @@ fn counts_are_compared_with_the_rows_of_their_types() {
         ["counts never held still around the sales report in 20 reads"]
     );
 }
+
+fn unread(what: Unreadable, answered: bool) -> Unread {
+    Unread {
+        what,
+        error: "reading the event back: no answer".into(),
+        answered,
+    }
+}
+
+#[test]
+fn counts_that_could_not_be_read_are_not_judged_and_the_run_is_incomplete() {
+    // Released holds would judge the counts again (`with_releases`): on counts never read,
+    // they must not, though 6 tickets held is above the 0 reported in their place.
+    let released = ReadBack {
+        tickets_released: 2,
+        ..read_back(6)
+    };
+    let verification = Verification::without_counts(8, released, unread(Unreadable::Event, false))
+        .with_quotas(Vec::new(), BTreeMap::new(), BTreeMap::new())
+        .with_releases();
+    assert!(!verification.oversold, "{verification:#?}");
+    assert!(!verification.counts_read());
+    let mut report = sound_report();
+    report.verification = Some(verification);
+    let reasons = report.reasons();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("verification incomplete: the event's counts could not be read"),
+        "{reasons:?}"
+    );
+    assert!(report.incomplete_only());
+    assert!(!report.is_sound());
+    let text = render(&report);
+    assert!(
+        text.contains("event counts     the event's counts could not be read"),
+        "{text}"
+    );
+    assert!(text.contains("oversold: not judged"), "{text}");
+    // The holds read back are still judged: one paid hold not purchased is a fault.
+    report.verification.as_mut().unwrap().paid_not_purchased = 1;
+    assert!(!report.incomplete_only());
+}
+
+#[test]
+fn each_read_left_undone_is_incomplete_and_one_answered_otherwise_is_a_fault() {
+    let mut report = sound_report();
+    let verification = report.verification.take().unwrap();
+    report.verification = Some(
+        verification
+            .with_unread(unread(Unreadable::Quotas, false))
+            .with_unread(unread(Unreadable::Rows, false)),
+    );
+    assert_eq!(report.reasons().len(), 2, "{:?}", report.reasons());
+    assert!(report.incomplete_only());
+    assert!(render(&report).contains("rows             the row check could not be made"));
+    let v = report.verification.as_mut().unwrap();
+    v.unread[0].answered = true;
+    let reasons = report.reasons();
+    assert!(
+        reasons[0].starts_with("the quotas could not be read: "),
+        "{reasons:?}"
+    );
+    assert!(!report.incomplete_only());
+}

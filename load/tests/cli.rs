@@ -1,0 +1,37 @@
+//! The binary's own answers to flags it refuses before anything is sent: no server needed.
+
+use std::process::{Command, Output};
+
+fn load(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_boxoffice-load"))
+        // Nothing listens there: a refusal must come before any request.
+        .args(["--url", "http://127.0.0.1:9"])
+        .args(args)
+        .output()
+        .expect("the tool runs")
+}
+
+#[test]
+fn event_id_conflicts_exit_1_with_the_tools_own_prefix() {
+    let out = load(&[
+        "--event-id",
+        "7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d",
+        "--tickets",
+        "5",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("boxoffice-load: --tickets shapes the event"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_event_id_that_is_not_a_uuid_exits_1_naming_the_flag() {
+    let out = load(&["--event-id", "not-a-uuid"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--event-id"), "{stderr}");
+    assert!(stderr.contains("not-a-uuid"), "{stderr}");
+}
