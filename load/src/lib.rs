@@ -506,22 +506,21 @@ pub async fn run_on_sale(
     let streams = match watchers {
         Some(watchers) => {
             tokio::time::sleep(hold_streams).await;
+            // Read as the verification reads: retried within --retry-seconds while the
+            // server does not answer (its database failing over just after the run), each
+            // try bounded by the read-back timeout, so a blip here does not lose the run.
+            let window = ReadWindow::new(retry_for);
             let read = || async {
-                let event = exchange(
-                    client.get(format!("{}/events/{event_id}", urls[0])),
-                    StatusCode::OK,
-                    "reading the event's final counts",
-                )
-                .await?;
-                Ok::<_, String>(
-                    [
-                        "totalTickets",
-                        "availableTickets",
-                        "reservedTickets",
-                        "purchasedTickets",
-                    ]
-                    .map(|k| event[k].as_i64().unwrap_or(-1)),
-                )
+                let counts = window
+                    .retrying(|| event_counts(&read_back_client, &urls[0], &event_id))
+                    .await
+                    .map_err(|failure| format!("reading the event's final counts: {failure}"))?;
+                Ok::<_, String>([
+                    counts.total,
+                    counts.available,
+                    counts.reserved,
+                    counts.purchased,
+                ])
             };
             // Every stream ends on the final state within a few of its 100 ms intervals.
             Some(

@@ -543,9 +543,18 @@ async fn front_failing(target: String, fault: Fault) -> String {
                 .await
                 .expect("the server answers");
             let status = answer.status();
-            let headers = answer.headers().clone();
-            let body = answer.bytes().await.expect("the whole answer");
-            (status, headers, body).into_response()
+            let mut headers = answer.headers().clone();
+            // Passed on as it arrives, so a stream (`GET /events/{id}/stream`) streams
+            // through; the length is the body's framing, which axum makes again.
+            headers.remove("content-length");
+            headers.remove("transfer-encoding");
+            let body = futures_util::stream::unfold(answer, |mut answer| async move {
+                match answer.chunk().await {
+                    Ok(Some(chunk)) => Some((Ok::<_, reqwest::Error>(chunk), answer)),
+                    _ => None,
+                }
+            });
+            (status, headers, axum::body::Body::from_stream(body)).into_response()
         }
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -801,4 +810,28 @@ async fn an_event_id_the_server_does_not_have_is_refused_before_the_load() {
     let err = run(&config).await.expect_err("refused");
     assert!(err.starts_with("--event-id "), "{err}");
     assert!(err.contains("not-a-uuid"), "{err}");
+}
+
+#[tokio::test]
+async fn the_streams_final_counts_are_read_through_a_blip_after_the_run() {
+    // The first reads of the event after the run (the streams' final counts) meet a failover
+    // (503): retried within --retry-seconds as the verification's reads are, not the end of
+    // the run.
+    let app = spawn_app_with(BATCHED).await;
+    let fault = Fault {
+        reads: event_read,
+        after_purchases: 20,
+        failing: 3,
+        how: Failing::Refused,
+    };
+    let front = front_failing(app.address.clone(), fault).await;
+    let mut config = config(front);
+    config.requests = Some(20);
+    config.clients = 4;
+    config.idle_streams = 3;
+    config.retry_seconds = 30.0;
+    let report = run(&config).await.expect("the run completes");
+    assert_sound(&report);
+    let streams = report.streams.clone().expect("a stream report");
+    assert_eq!(streams.last_message_matches, 3, "{streams:#?}");
 }
