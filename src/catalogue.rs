@@ -148,6 +148,9 @@ pub async fn update_ticket_type(
             event = locked_event(&mut tx, event_id).await?;
         }
     }
+    // A new price, a type off sale or a moved window changes what buyers may order: streams
+    // hear it as `event_updated`, announced last so that it is the change their message names.
+    db::events::announce_catalogue_change(&mut tx, event_id).await?;
     let quotas = db::quotas::for_event(&mut tx, event_id).await?;
     let waiting = db::waiting_list::waiting_by_type(&mut tx, event_id).await?;
     let view = TicketTypeView::of(&ticket_type, &event, &quotas, &waiting);

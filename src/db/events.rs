@@ -440,7 +440,8 @@ pub async fn announce(
 }
 
 /// Announces an organiser's change to the catalogue that moved no event counts but may have
-/// moved what a type can sell (a quota made, resized, retyped or deleted; a type added), as
+/// moved what a type can sell or cost (a quota made, resized, retyped or deleted; a type
+/// added or changed), as
 /// `event_updated` by [`ORGANISER_ACTOR`], so every stream sees the types' new availability.
 /// Call while holding the event's row lock, after the change, in its transaction: the
 /// notification reads the quotas as the change left them, and is sent only if it commits.

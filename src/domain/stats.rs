@@ -18,8 +18,8 @@ pub enum ChangeKind {
     /// Tickets of a purchase were refunded and returned to the pool.
     TicketRefunded,
     /// An organiser changed the event (`PATCH /events/{id}`: its total may have moved) or its
-    /// catalogue (a type added; a quota made, changed or deleted: what a type can sell may
-    /// have moved).
+    /// catalogue (a type added or changed: what it costs or whether it sells may have moved; a
+    /// quota made, changed or deleted: what a type can sell may have moved).
     EventUpdated,
     /// The event's waiting list changed: an entry joined or left, tickets that came back were
     /// offered to it, or what is set aside for its head moved.

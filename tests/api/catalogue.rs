@@ -690,6 +690,38 @@ async fn an_event_is_patched_and_its_stream_sees_the_new_total() {
     assert_eq!(event["name"], "Patched again");
 }
 
+#[tokio::test]
+async fn a_ticket_type_change_is_announced_to_the_stream() {
+    let app = spawn_app().await;
+    let event_id = id_of(&app.create_event("Repriced", 100, None).await);
+    let general = default_type(&app, &event_id).await;
+    let mut stream = SseReader::connect(&app, &format!("/events/{event_id}/stream")).await;
+    stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("the first snapshot");
+    let seq_before = change_seq(&app, &event_id).await;
+
+    // A price, an off-sale type or a window changes what a buyer may order: every page
+    // watching the event hears it (and reads the event again), as for a type added.
+    let path = format!("/events/{event_id}/ticket-types/{general}");
+    for (body, seq) in [
+        (json!({ "price": 1500 }), seq_before + 1),
+        (json!({ "active": false }), seq_before + 2),
+    ] {
+        let (status, changed) = patch(&app, &path, body).await;
+        assert_eq!(status, StatusCode::OK, "{changed}");
+        assert_eq!(change_seq(&app, &event_id).await, seq);
+        let heard = stream
+            .until(Duration::from_secs(5), |m| m.id == Some(seq as u64))
+            .await;
+        let last = heard.last().unwrap();
+        assert_eq!(last.last_type(), Some("event_updated"), "{:?}", last.data);
+        assert_eq!(last.data["lastEvent"]["actor"], "organiser");
+    }
+    app.assert_balanced(&event_id).await;
+}
+
 async fn change_seq(app: &TestApp, event_id: &str) -> i64 {
     sqlx::query_scalar("SELECT change_seq FROM events WHERE id = $1")
         .bind(Uuid::parse_str(event_id).unwrap())
