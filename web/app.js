@@ -88,9 +88,17 @@ async function api(method, path, body, { token } = {}) {
 // A server started with --admin-token asks organiser requests (here: creating an event) for
 // `Authorization: Bearer <token>`: its admin token or an organiser token from `boxoffice
 // tokens create`. The token the organiser gives is kept in sessionStorage once the server
-// took it: for this tab only, gone when the tab closes or the organiser forgets it. It is
+// checked it: for this tab only, gone when the tab closes or the organiser forgets it. It is
 // sent only with organiser requests, never in a URL, and never logged.
+//
+// A server without --admin-token takes any token on those routes without reading it, and
+// nothing public says which kind a server is. So a typed token is tried only after the same
+// request without it was refused (401): a server that took the request without it never
+// checked the token, and the page neither keeps it nor says it does.
 const ORGANISER_TOKEN_KEY = 'boxoffice.organiser.token';
+
+/** Set when the server created an event without the token typed for it: it checks none. */
+let organiserTokenUnneeded = false;
 
 function keptOrganiserToken() {
   try {
@@ -584,10 +592,11 @@ async function showCreateEvent(v) {
   // The organiser's token: a field while none is kept, else a line that says so and forgets it.
   const tokenInput = h('input', { type: 'password', autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false', testid: 'organiser-token' });
   const tokenField = field('Organiser token', 'organiserToken', tokenInput,
-    'Only if this box office asks for one: its admin token, or an organiser token from "boxoffice tokens create --scope organiser". Kept for this browser tab until you forget it or close the tab.');
+    'Only if this box office asks for one: its admin token, or an organiser token from "boxoffice tokens create --scope organiser". Once the box office has checked it, kept for this browser tab until you forget it or close the tab.');
   const forget = h('button', { type: 'button', class: 'secondary small', testid: 'organiser-token-forget' }, 'Forget token');
   const keptLine = h('p', { class: 'muted small', testid: 'organiser-token-kept' }, 'An organiser token is kept for this tab and sent when you create an event. ', forget);
-  const tokenStatus = h('p', { class: 'muted small', role: 'status', testid: 'organiser-token-status' });
+  const tokenStatus = h('p', { class: 'muted small', role: 'status', testid: 'organiser-token-status' },
+    organiserTokenUnneeded ? 'This box office lets anyone create events: the token given last time was not needed, so it was not kept.' : null);
   const showToken = () => {
     const kept = keptOrganiserToken() !== null;
     keptLine.hidden = !kept;
@@ -686,9 +695,22 @@ async function showCreateEvent(v) {
     submit.disabled = true;
     submit.textContent = 'Creating…';
     try {
-      const event = await api('POST', '/events', body, { token });
-      // The server took it: kept for the next event made from this tab.
-      if (typed) keepOrganiserToken(typed);
+      let event;
+      if (typed) {
+        // First without it: only a server that refuses that (401) checks tokens at all.
+        try {
+          event = await api('POST', '/events', body);
+          organiserTokenUnneeded = true;
+        } catch (error) {
+          if (error.code !== 'UNAUTHORIZED') throw error;
+          event = await api('POST', '/events', body, { token: typed });
+          // The server checked it and took it: kept for the next event made from this tab.
+          keepOrganiserToken(typed);
+          organiserTokenUnneeded = false;
+        }
+      } else {
+        event = await api('POST', '/events', body, { token });
+      }
       if (v.active) location.hash = `#/events/${event.id}`;
     } catch (error) {
       if (!v.active) return;

@@ -15,7 +15,8 @@
 // through the form, refused without a token (401) and with a wrong one (403), each said so,
 // then with an organiser token from `boxoffice tokens create`, kept for the tab (a second
 // event needs no typing), sent as `Authorization` with POST /events and nothing else, in no
-// URL and no console line, and forgotten on request; on that event's page the "last change"
+// URL and no console line, and forgotten on request (before that restart, a token typed for
+// the server without an admin token is neither kept nor said to be); on that event's page the "last change"
 // line names a sale, a refund, the organiser's change and the waiting list. The waiting list: on a sold-out event the
 // second buyer joins (number 1 in line; joining again is refused), another buyer's hold is
 // cancelled through the API, "My tickets" shows the offer within seconds without a reload,
@@ -330,6 +331,8 @@ const EXPECTED_REFUSALS = [
   'POST /events/{id}/waiting-list 409', // joining the waiting list twice
   'POST /events 401', // the new-event form without an organiser token
   'POST /events 403', // the new-event form with a wrong organiser token
+  'POST /events 401', // the form's try without the wrong token typed, first
+  'POST /events 401', // the form's try without the organiser token typed, first
 ];
 
 /** `METHOD /path status` of a response, with ids replaced by `{id}`. */
@@ -820,6 +823,29 @@ async function run() {
       assert(dinar.currency === 'IQD' && dinar.ticketTypes[0].price === 2505, `the dinar event is ${JSON.stringify(dinar)}`);
       await expectText(c, 'type-price', /^IQD\s2\.505$/);
       await shot(c, 'c-forint-dinar');
+    });
+
+    // A server without --admin-token creates events for anyone and reads no token: one typed
+    // there was never checked, so the page must neither keep it nor say it does.
+    await step('on a server without an admin token, a typed organiser token is not kept', async () => {
+      const typed = 'typed-on-an-open-server';
+      await c.goto(`${base}/#/new`);
+      await c.getByTestId('create-name').fill(`${eventName} open`);
+      await c.getByTestId('create-total').fill('5');
+      await c.getByTestId('organiser-token').fill(typed);
+      await c.getByTestId('create-submit').click();
+      await c.waitForURL(/#\/events\/[0-9a-f-]{36}$/);
+      await expectText(c, 'event-name', `${eventName} open`);
+      const kept = await c.evaluate((token) => Object.values(sessionStorage).some((value) => value.includes(token)), typed);
+      assert(!kept, 'a token the server never checked should not be kept');
+      await c.getByTestId('nav-new').click();
+      await c.getByTestId('create-form').waitFor();
+      assert(!(await c.getByTestId('organiser-token-kept').isVisible()), 'the form should not say a token is kept');
+      assert(await c.getByTestId('organiser-token').isVisible(), 'the token field should be offered again');
+      await expectText(c, 'organiser-token-status', /^This box office lets anyone create events: the token given last time was not needed, so it was not kept\.$/);
+      const sent = c.apiRequests.filter((r) => r.authorization !== undefined).map((r) => `${r.method} ${r.path}`);
+      assert(sent.length === 0, `Authorization was sent with ${JSON.stringify(sent)}`);
+      await shot(c, 'c-open-server-token');
     });
 
     // Refunds need the admin token, which would also lock the new-event form: so they come
