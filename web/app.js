@@ -777,13 +777,15 @@ function steppersFor(input, min, changed) {
  * One ticket type on the event page: name, price, what is left, and how many to buy. With a
  * single type the row is the whole order (quantity from 1, the form's `buy-quantity`).
  */
-function typeRow(type, event, single) {
+function typeRow(type, event, single, initial) {
   const min = single ? 1 : 0;
+  // A quantity carried over from before the organiser's change, when it still fits the row.
+  const kept = initial !== undefined && (initial === '' ? !single : Number(initial) >= min);
   const input = h('input', {
     type: 'number',
     min,
     step: 1,
-    value: String(min),
+    value: kept ? initial : String(min),
     inputmode: 'numeric',
     id: single ? 'buy-quantity' : null,
     testid: single ? 'buy-quantity' : 'type-quantity',
@@ -814,6 +816,8 @@ function typeRow(type, event, single) {
     el,
     type,
     onChange: (fn) => listeners.push(fn),
+    /** The field's text as the buyer left it, carried to the row that replaces this one. */
+    value: () => input.value,
     /** How many of this type the order takes now: 0 when off sale or left empty. */
     quantity: () => (input.disabled || !Number.isInteger(parsed()) || parsed() < 0 ? 0 : parsed()),
     /** Whether the field holds a count the order can take (empty counts as 0 beside others). */
@@ -940,42 +944,76 @@ async function showEvent(v, _query, id) {
   const liveEl = h('span', { class: 'live connecting', testid: 'live-status' }, 'Connecting…');
   const lastChangeEl = h('p', { class: 'muted last-change', testid: 'last-change' });
 
-  // The types on sale, each a row with its own quantity. A server without ticket types
-  // answers no `ticketTypes`: its one pool is then shown as one unpriced row.
-  const types = Array.isArray(event.ticketTypes)
-    ? event.ticketTypes
-    : [{ id: null, name: null, price: null, active: true }];
-  const typeNames = new Map(types.map((t) => [t.id, t.name]));
-  const single = types.length === 1;
-  const rows = types.map((type) => typeRow(type, event, single));
+  // What the organiser decides (name, date, types, prices, windows, the limit per buyer) is
+  // shown from `event`, and read again when the organiser changes it (`setEvent`).
+  const nameEl = h('h1', { testid: 'event-name' });
+  const dateEl = h('p', { class: 'muted', testid: 'event-date' });
+  const capNote = h('span');
+  const changedSlot = h('div', { class: 'changed-slot' });
+  const typeList = h('ul', { class: 'type-list', testid: 'ticket-types' });
+  const waitList = h('ul', { class: 'type-list' });
+  const singleLabel = h('label', { for: 'buy-quantity' }, 'How many tickets?');
 
   const buy = h('button', { type: 'submit', testid: 'buy-submit' }, 'Hold tickets');
   const buyStatus = h('div', { class: 'form-status' });
   const totalEl = h('strong', { testid: 'order-total' });
   const countEl = h('span', { class: 'muted', testid: 'order-count' });
+  const totalRow = h('p', { class: 'order-total' }, h('span', null, 'Total ', countEl), totalEl);
   const buyForm = h(
     'form',
     { class: 'buy-form', testid: 'buy-form', novalidate: true },
-    single ? h('label', { for: 'buy-quantity' }, 'How many tickets?') : null,
-    h('ul', { class: 'type-list', testid: 'ticket-types' }, rows.map((r) => r.el)),
-    h('p', { class: 'order-total', hidden: event.currency === undefined }, h('span', null, 'Total ', countEl), totalEl),
+    singleLabel,
+    typeList,
+    totalRow,
     buy,
   );
   const soldOutNote = h('p', { class: 'notice info', testid: 'sold-out-note', hidden: true });
-
-  // The waiting list of each type sold out to the public.
-  const waits = types.map((type) =>
-    waitRow(v, type, event, single, typeNames, (available) => {
-      rows.find((r) => r.type.id === type.id)?.setAvailable(available);
-      render();
-    }));
   const waitSection = h(
     'div',
     { class: 'wait-section', testid: 'wait-section', hidden: true },
     h('h3', null, 'Join the waiting list'),
     h('p', { class: 'muted small' }, 'When tickets come back, they are held for the people waiting, in the order they joined, for a limited time to pay.'),
-    h('ul', { class: 'type-list' }, waits.map((w) => w.el)),
+    waitList,
   );
+
+  // The types on sale, each a row with its own quantity, and the waiting list of each type
+  // sold out to the public. A server without ticket types answers no `ticketTypes`: its one
+  // pool is then shown as one unpriced row.
+  let types;
+  let typeNames;
+  let single;
+  let rows = [];
+  let waits = [];
+  let ticking = false;
+  /** Shows `next` as the event; `quantities` (type id → field text) are kept where they fit. */
+  const setEvent = (next, quantities = new Map()) => {
+    event = next;
+    types = Array.isArray(event.ticketTypes)
+      ? event.ticketTypes
+      : [{ id: null, name: null, price: null, active: true }];
+    typeNames = new Map(types.map((t) => [t.id, t.name]));
+    single = types.length === 1;
+    rows = types.map((type) => typeRow(type, event, single, quantities.get(type.id)));
+    for (const r of rows) r.onChange(renderTotal);
+    waits = types.map((type) =>
+      waitRow(v, type, event, single, typeNames, (available) => {
+        rows.find((r) => r.type.id === type.id)?.setAvailable(available);
+        render();
+      }));
+    fill(typeList, rows.map((r) => r.el));
+    fill(waitList, waits.map((w) => w.el));
+    singleLabel.hidden = !single;
+    totalRow.hidden = event.currency === undefined;
+    nameEl.textContent = event.name;
+    fill(dateEl, when(event.date));
+    capNote.textContent = event.maxTicketsPerFingerprint ? ` At most ${plural(event.maxTicketsPerFingerprint, 'ticket')} per buyer.` : '';
+    document.title = `${event.name} · Boxoffice`;
+    // Sales windows open and close with the clock, not only with the stream.
+    if (!ticking && (types.some((t) => t.salesStartAt || t.salesEndAt) || event.salesStartAt || event.salesEndAt)) {
+      ticking = true;
+      v.every(1000, render);
+    }
+  };
 
   /** Quantities chosen now, and the order's total: integers added, formatted at the end. */
   const order = () => {
@@ -1016,10 +1054,8 @@ async function showEvent(v, _query, id) {
     buy.textContent = holding ? 'Holding…' : soldOut ? 'Sold out' : closed ? 'Not on sale' : 'Hold tickets';
     renderTotal();
   };
-  for (const r of rows) r.onChange(renderTotal);
+  setEvent(event);
   render();
-  // Sales windows open and close with the clock, not only with the stream.
-  if (types.some((t) => t.salesStartAt || t.salesEndAt) || event.salesStartAt || event.salesEndAt) v.every(1000, render);
 
   buyForm.addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -1056,8 +1092,8 @@ async function showEvent(v, _query, id) {
   mount(
     event.name,
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, '← All events')),
-    h('h1', { testid: 'event-name' }, event.name),
-    h('p', { class: 'muted', testid: 'event-date' }, when(event.date)),
+    nameEl,
+    dateEl,
     h(
       'section',
       { class: 'card stats', 'aria-label': 'Availability', testid: 'event-stats' },
@@ -1073,8 +1109,8 @@ async function showEvent(v, _query, id) {
       'section',
       { class: 'card', 'aria-labelledby': 'buy-heading' },
       h('h2', { id: 'buy-heading' }, 'Buy tickets'),
-      h('p', { class: 'muted' }, 'Tickets are held for you for a few minutes while you pay.',
-        event.maxTicketsPerFingerprint ? ` At most ${plural(event.maxTicketsPerFingerprint, 'ticket')} per buyer.` : ''),
+      h('p', { class: 'muted' }, 'Tickets are held for you for a few minutes while you pay.', capNote),
+      changedSlot,
       soldOutNote,
       buyForm,
       buyStatus,
@@ -1082,14 +1118,72 @@ async function showEvent(v, _query, id) {
     ),
   );
 
+  // The organiser's changes: the event read again and shown in place, the buyer's quantities
+  // kept for the types still offered, and what changed said above the order. Counts stay
+  // the stream's; the read's are no newer. One read at a time; a change heard meanwhile
+  // reads again after it.
+  let reading = false;
+  let readAgain = false;
+  const applyChange = (next) => {
+    const before = event;
+    const totalBefore = order().total;
+    const focused = typeList.contains(document.activeElement) ? document.activeElement.closest('[data-type-id]')?.dataset.typeId : null;
+    setEvent(next, new Map(rows.map((r) => [r.type.id, r.value()])));
+    render();
+    if (focused) typeList.querySelector(`[data-type-id="${focused}"] input`)?.focus();
+    const what = eventChanges(before, next);
+    if (what.length === 0) return;
+    const { count, total } = order();
+    const totalNote = count > 0 && total !== totalBefore ? ` Your order's total is now ${priceText(total, event.currency)}.` : '';
+    fill(changedSlot, notice('info', `The organiser changed this event: ${what.join('; ')}.${totalNote}`, 'event-changed'));
+  };
+  const readEvent = async () => {
+    if (reading) {
+      readAgain = true;
+      return;
+    }
+    reading = true;
+    try {
+      do {
+        readAgain = false;
+        let next;
+        try {
+          next = await api('GET', `/events/${id}`);
+        } catch (error) {
+          if (!v.active) return;
+          console.warn('reading the changed event', error);
+          const retry = h('button', { type: 'button', class: 'secondary small', testid: 'event-changed-retry', onclick: () => readEvent() }, 'Show the changes');
+          fill(changedSlot, h('p', { class: 'notice info', role: 'status', testid: 'event-changed' },
+            'The organiser changed this event, and it could not be read again. ', retry));
+          return;
+        }
+        if (!v.active) return;
+        applyChange(next);
+      } while (readAgain);
+    } finally {
+      reading = false;
+    }
+  };
+
   // Live statistics. EventSource reconnects by itself after a dropped connection.
   const source = new EventSource(`/events/${id}/stream`);
   v.onLeave(() => source.close());
+  // The change sequence the page has heard up to: a message's `id` less its `checkedIn`
+  // (docs/api.md). A message whose sale part is no newer (one sent again for a check-in, say)
+  // names no new change, whatever its `lastEvent`. Each connection starts with a snapshot,
+  // which names none: the first is the state the page read (bar a change in the moment
+  // between the two reads), and a later one, after a reconnection, may hold changes made
+  // while the page was away, so the event is read again if its sequence moved.
+  let heardSeq = null;
+  let snapshotNext = true;
   const setLive = (state, text) => {
     liveEl.className = `live ${state}`;
     liveEl.textContent = text;
   };
-  source.addEventListener('open', () => setLive('on', 'Live'));
+  source.addEventListener('open', () => {
+    snapshotNext = true;
+    setLive('on', 'Live');
+  });
   source.addEventListener('error', () => {
     if (source.readyState === EventSource.CLOSED) setLive('off', 'Live updates stopped');
     else setLive('connecting', 'Reconnecting…');
@@ -1115,6 +1209,18 @@ async function showEvent(v, _query, id) {
     const s = data.statistics;
     if (!s) return;
     setLive('on', 'Live');
+    const seq = Number(message.lastEventId) - (Number(s.checkedIn) || 0);
+    const newer = Number.isSafeInteger(seq) && seq >= 0 && (heardSeq === null || seq > heardSeq);
+    const snapshot = snapshotNext;
+    snapshotNext = false;
+    let changed = false;
+    if (newer) {
+      changed = snapshot ? heardSeq !== null : data.lastEvent?.type === 'event_updated';
+      heardSeq = seq;
+    }
+    // A type the page does not list was added, even if a later change's message named none.
+    if (!reading && types[0].id !== null && (data.ticketTypes ?? []).some((t) => !rows.some((r) => r.type.id === t.id))) changed = true;
+    if (changed) readEvent();
     const before = stats.available;
     stats.total = s.totalTickets;
     stats.available = s.remainingTickets;
@@ -1134,6 +1240,34 @@ async function showEvent(v, _query, id) {
       lastChangeEl.textContent = `${change} at ${Number.isNaN(at.getTime()) ? iso : timeFormat.format(at)}.`;
     }
   });
+}
+
+/** What an organiser changed between two reads of an event that a buyer sees, in words. */
+function eventChanges(before, after) {
+  const changes = [];
+  const same = (x, y) => (x ?? null) === (y ?? null);
+  const sameTime = (x, y) => (x && y ? Date.parse(x) === Date.parse(y) : same(x, y));
+  if (before.name !== after.name) changes.push('its name');
+  if (!sameTime(before.date, after.date)) changes.push(`its date, now ${dateText(after.date)}`);
+  if (!same(before.maxTicketsPerFingerprint, after.maxTicketsPerFingerprint)) changes.push('the limit per buyer');
+  if (!sameTime(before.salesStartAt, after.salesStartAt) || !sameTime(before.salesEndAt, after.salesEndAt)) changes.push('its sales dates');
+  const old = new Map((before.ticketTypes ?? []).map((t) => [t.id, t]));
+  for (const t of after.ticketTypes ?? []) {
+    const was = old.get(t.id);
+    old.delete(t.id);
+    if (!was) {
+      changes.push(`${t.name} added`);
+      continue;
+    }
+    if (was.name !== t.name) changes.push(`${was.name} is now ${t.name}`);
+    if (was.price !== t.price) changes.push(`${t.name} now ${priceText(t.price, after.currency)}`);
+    if (was.active !== t.active) changes.push(`${t.name} ${t.active ? 'back on sale' : 'off sale'}`);
+    if (!sameTime(was.salesStartAt, t.salesStartAt) || !sameTime(was.salesEndAt, t.salesEndAt)) changes.push(`${t.name}'s sales dates`);
+    if (!same(was.maxPerOrder, t.maxPerOrder)) changes.push(`${t.name}'s limit per order`);
+    if (!same(was.description, t.description)) changes.push(`${t.name}'s description`);
+  }
+  for (const t of old.values()) changes.push(`${t.name} no longer offered`);
+  return changes;
 }
 
 /** A price or total as shown: "Free" for nothing. */

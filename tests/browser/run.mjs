@@ -17,7 +17,10 @@
 // event needs no typing), sent as `Authorization` with POST /events and nothing else, in no
 // URL and no console line, and forgotten on request (before that restart, a token typed for
 // the server without an admin token is neither kept nor said to be); on that event's page the "last change"
-// line names a sale, a refund, the organiser's change and the waiting list. The waiting list: on a sold-out event the
+// line names a sale, a refund, the organiser's change and the waiting list. Before the
+// restart, an organiser's changes through the API (rename, new price, a type added, one off
+// sale) show on an open event page without a reload, the quantities kept, while an old
+// change sent again with a check-in reads nothing. The waiting list: on a sold-out event the
 // second buyer joins (number 1 in line; joining again is refused), another buyer's hold is
 // cancelled through the API, "My tickets" shows the offer within seconds without a reload,
 // with a ticking countdown and Pay, and paying it makes the entry accepted and the ticket
@@ -846,6 +849,66 @@ async function run() {
       const sent = c.apiRequests.filter((r) => r.authorization !== undefined).map((r) => `${r.method} ${r.path}`);
       assert(sent.length === 0, `Authorization was sent with ${JSON.stringify(sent)}`);
       await shot(c, 'c-open-server-token');
+    });
+
+    // An organiser's change reaches an open event page without a reload: its name, prices and
+    // types are read again, the buyer's quantities kept. A change made before the page was
+    // read, heard again with a later check-in, reads nothing.
+    await step('an organiser\'s change shows on an open event page without a reload; an old one heard again reads nothing', async () => {
+      const live = await apiCall('POST', '/events', { name: `${eventName} changing`, date: '2031-06-01T20:00:00Z', totalTickets: 30, currency: 'EUR', price: 1000 });
+      const student = await apiCall('POST', `/events/${live.id}/ticket-types`, { name: 'Student', price: 500 });
+      const general = (await apiCall('GET', `/events/${live.id}`)).ticketTypes.find((t) => t.name === 'General admission');
+      const buyer = { 'X-Device-Fingerprint': 'the organiser-change test\'s buyer' };
+      const hold = await apiCall('POST', `/events/${live.id}/tickets`, { quantity: 1 }, buyer);
+      const paid = await apiCall('POST', `/tickets/${hold.id}/payment`, { paymentToken: 'tok_visa' }, buyer);
+      // B watches while the organiser moves the date: the server then holds that change as
+      // the event's last, and sends it again with the next check-in.
+      await b.goto(`${base}/#/events/${live.id}`);
+      await expectText(b, 'live-status', 'Live');
+      await apiCall('PATCH', `/events/${live.id}`, { date: '2031-06-02T20:00:00Z' });
+      await expectText(b, 'last-change', /^The organiser changed the event at .+\.$/);
+      const reads = (page) => page.apiRequests.filter((r) => r.method === 'GET' && r.path === `/events/${live.id}`).length;
+      const readsBefore = reads(c);
+      await c.goto(`${base}/#/events/${live.id}`);
+      await expectText(c, 'live-status', 'Live');
+      await expectText(c, 'event-name', `${eventName} changing`);
+      const doorToken = await createToken(['--scope', 'door', '--event', live.id, '--name', 'browser test organiser change']);
+      await apiCall('POST', `/events/${live.id}/checkins`, { code: paid.admissions[0].code, gate: 'Main' }, { Authorization: `Bearer ${doorToken}` });
+      await expectText(c, 'last-change', /^The organiser changed the event at .+\.$/);
+      await sleep(1500);
+      assert(reads(c) === readsBefore + 1, `the page read the event ${reads(c) - readsBefore} times for an old change heard again`);
+      assert((await c.getByTestId('event-changed').count()) === 0, 'no change should be announced for an old change');
+      // The buyer chooses; the page is marked, so that a reload would show.
+      await c.evaluate(() => {
+        window.notReloaded = true;
+      });
+      await typeRowOf(c, general.id).getByTestId('type-quantity').fill('2');
+      await typeRowOf(c, student.id).getByTestId('type-quantity').fill('1');
+      await expectText(c, 'order-total', '€25.00');
+      // Renamed, then repriced: each shown in place, the quantities kept, the total new.
+      await apiCall('PATCH', `/events/${live.id}`, { name: `${eventName} renamed` });
+      await expectText(c, 'event-name', `${eventName} renamed`);
+      await expectText(c, 'event-changed', /^The organiser changed this event: its name\./);
+      await apiCall('PATCH', `/events/${live.id}/ticket-types/${general.id}`, { price: 1200 });
+      await expectText(c, 'order-total', '€29.00');
+      await expectText(c, 'event-changed', /General admission now €12\.00.*Your order's total is now €29\.00\.$/);
+      const price = (await typeRowOf(c, general.id).getByTestId('type-price').textContent()).trim();
+      assert(price === '€12.00', `General admission's price reads ${JSON.stringify(price)}`);
+      // A type added appears; one taken off sale leaves the order.
+      const late = await apiCall('POST', `/events/${live.id}/ticket-types`, { name: 'Late', price: 700 });
+      await eventually('the added type on the page', async () => (await typeRowOf(c, late.id).count()) === 1);
+      await apiCall('PATCH', `/events/${live.id}/ticket-types/${student.id}`, { active: false });
+      await expectText(c, 'order-total', '€24.00');
+      const studentState = await typeRowOf(c, student.id).getAttribute('data-sale');
+      assert(studentState === 'closed', `the Student row is ${studentState}, not closed`);
+      const quantities = [await typeRowOf(c, general.id).getByTestId('type-quantity').inputValue(), await typeRowOf(c, late.id).getByTestId('type-quantity').inputValue()];
+      assert(JSON.stringify(quantities) === JSON.stringify(['2', '0']), `the quantities read ${JSON.stringify(quantities)}`);
+      assert(await c.evaluate(() => window.notReloaded === true), 'the page was reloaded');
+      await shot(c, 'c-organiser-changed');
+      // What the page shows is what the server sells: the hold is priced as the page said.
+      await c.getByTestId('buy-submit').click();
+      await c.waitForURL(/#\/tickets\/[0-9a-f-]{36}$/);
+      await expectText(c, 'ticket-total', '€24.00');
     });
 
     // Refunds need the admin token, which would also lock the new-event form: so they come
