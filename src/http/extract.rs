@@ -85,7 +85,8 @@ pub const FINGERPRINT_HEADER: &str = "x-device-fingerprint";
 
 /// A JSON body. Malformed JSON or a wrong content type is a 400 `BAD_REQUEST`; a
 /// well-formed body with a field of the wrong type is a 422 `VALIDATION_ERROR` naming the
-/// field. An empty body counts as `{}`, so optional bodies may be left out.
+/// field. An empty body (no bytes at all) counts as `{}`, so optional bodies may be left out;
+/// a body of only whitespace is malformed JSON, as any JSON parser says.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -116,8 +117,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 ApiError::bad_request("the request body could not be read")
             }
         })?;
-        // No body, or a JSON null, means "no fields": optional bodies may be left out.
-        if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
+        // No body, or a JSON null, means "no fields": optional bodies may be left out. A body
+        // of only whitespace is neither: it is sent as JSON and is none, so it is refused like
+        // other malformed JSON rather than taken as an empty change (a PATCH answered 200).
+        if bytes.is_empty() || bytes.trim_ascii() == b"null" {
             return parse(b"{}").map(ApiJson);
         }
         if !content_type.as_deref().is_some_and(is_json) {

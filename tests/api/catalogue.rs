@@ -678,6 +678,16 @@ async fn an_event_is_patched_and_its_stream_sees_the_new_total() {
             [body.as_object().unwrap().keys().next().unwrap()]
         );
     }
+    // A body of only whitespace is malformed JSON (400), never an empty change answered 200
+    // (found by the fuzzing run).
+    let (status, body) = app
+        .send(
+            app.request(Method::PATCH, &path)
+                .header("Content-Type", "application/json")
+                .body("\n"),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
     let (status, event) = patch(&app, &path, json!({ "currency": "EUR", "totalTickets": 2 })).await;
     assert_eq!(status, StatusCode::OK, "{event}");
     assert_eq!(

@@ -155,6 +155,18 @@ async fn bad_quantities_are_validation_errors() {
     );
     assert_eq!(app.counts(event_id).await, (50, 0, 0));
     assert_eq!(app.row_count("ticket_allocations").await, 0);
+    // A body of only whitespace is malformed JSON, not an empty body.
+    for body in ["\n", " ", "\r\n\t"] {
+        let (status, response) = app
+            .send(
+                app.request(Method::POST, &format!("/events/{event_id}/tickets"))
+                    .header("Content-Type", "application/json")
+                    .body(body),
+            )
+            .await;
+        assert_error(status, &response, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    }
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
 
     // The boundaries themselves are accepted.
     for quantity in [1, 10] {
