@@ -464,13 +464,7 @@ mod tests {
                 price_given: true,
                 ..EventPatch::default()
             };
-            let problems: Vec<String> = stored
-                .apply(patch)
-                .unwrap_err()
-                .into_iter()
-                .map(|e| e.field)
-                .collect();
-            assert_eq!(problems, ["currency", "price"]);
+            assert_eq!(fields(stored.apply(patch)), ["currency", "price"]);
         }
         // The stored cap no longer fits a lower total; the new end must follow the stored start.
         let patch = EventPatch {
@@ -478,13 +472,10 @@ mod tests {
             sales_end_at: Some(Some("2026-11-01T00:00:00Z".into())),
             ..EventPatch::default()
         };
-        let problems: Vec<String> = stored
-            .apply(patch)
-            .unwrap_err()
-            .into_iter()
-            .map(|e| e.field)
-            .collect();
-        assert_eq!(problems, ["maxTicketsPerFingerprint", "salesEndAt"]);
+        assert_eq!(
+            fields(stored.apply(patch)),
+            ["maxTicketsPerFingerprint", "salesEndAt"]
+        );
         let patch = EventPatch {
             total_tickets: Some(Some(5)),
             max_tickets_per_fingerprint: Some(None),
@@ -503,7 +494,7 @@ mod tests {
         parse_date_time(text).expect("a valid date-time")
     }
 
-    fn fields(result: Result<NewEvent, Vec<FieldError>>) -> Vec<String> {
+    fn fields<T: std::fmt::Debug>(result: Result<T, Vec<FieldError>>) -> Vec<String> {
         result.unwrap_err().into_iter().map(|e| e.field).collect()
     }
 
