@@ -1168,12 +1168,16 @@ async function showEvent(v, _query, id) {
   // Live statistics. EventSource reconnects by itself after a dropped connection.
   const source = new EventSource(`/events/${id}/stream`);
   v.onLeave(() => source.close());
-  // The change sequence the page has heard up to: a message's `id` less its `checkedIn`
-  // (docs/api.md). A message whose sale part is no newer (one sent again for a check-in, say)
-  // names no new change, whatever its `lastEvent`. Each connection starts with a snapshot,
-  // which names none: the first is the state the page read (bar a change in the moment
-  // between the two reads), and a later one, after a reconnection, may hold changes made
-  // while the page was away, so the event is read again if its sequence moved.
+  // The sequence of the latest organiser change the page has heard (`organiserChangeSeq`,
+  // docs/api.md): every message carries it, whichever change it names, since messages are
+  // coalesced and an organiser's change may be folded into a later sale's message. The first
+  // snapshot's is the state the page read (bar a change in the moment between the two reads);
+  // a higher one, in any message or in the snapshot after a reconnection, means the event
+  // changed since, and it is read again. A check-in sends the last change again: same value.
+  let heardOrganiserSeq = null;
+  // A server that sends no `organiserChangeSeq` (an older instance behind the same address):
+  // the change sequence heard up to, a message's `id` less its `checkedIn`; a newer
+  // `event_updated`, or a reconnection's snapshot that moved it, reads the event again.
   let heardSeq = null;
   let snapshotNext = true;
   const setLive = (state, text) => {
@@ -1214,10 +1218,16 @@ async function showEvent(v, _query, id) {
     const snapshot = snapshotNext;
     snapshotNext = false;
     let changed = false;
-    if (newer) {
+    const organiserSeq = data.organiserChangeSeq;
+    if (Number.isSafeInteger(organiserSeq)) {
+      if (heardOrganiserSeq === null || organiserSeq > heardOrganiserSeq) {
+        changed = heardOrganiserSeq !== null;
+        heardOrganiserSeq = organiserSeq;
+      }
+    } else if (newer) {
       changed = snapshot ? heardSeq !== null : data.lastEvent?.type === 'event_updated';
-      heardSeq = seq;
     }
+    if (newer) heardSeq = seq;
     // A type the page does not list was added, even if a later change's message named none.
     if (!reading && types[0].id !== null && (data.ticketTypes ?? []).some((t) => !rows.some((r) => r.type.id === t.id))) changed = true;
     if (changed) readEvent();

@@ -158,6 +158,8 @@ pub async fn list(pool: &PgPool, page: PageRequest) -> Result<(Vec<Event>, i64),
 pub struct EventSnapshot {
     pub event: Event,
     pub change_seq: u64,
+    /// The change sequence of the event's latest organiser change (0: none).
+    pub organiser_change_seq: u64,
     pub ticket_types: Vec<TypeAvailability>,
     /// Admissions of the event ever checked in (see `checkins::checked_in_counts`).
     pub checked_in: u64,
@@ -173,7 +175,7 @@ pub async fn find_with_change_seq(
     let row = sqlx::query(concat!(
         "SELECT ",
         event_columns!(),
-        ", change_seq, ",
+        ", change_seq, organiser_change_seq, ",
         type_availability!("quotas"),
         " AS type_availability, \
          (SELECT count(*) FROM admissions \
@@ -187,11 +189,16 @@ pub async fn find_with_change_seq(
         let seq: i64 = row.try_get("change_seq")?;
         // events_change_seq_nonnegative makes this conversion infallible in practice.
         let change_seq = u64::try_from(seq).map_err(|e| sqlx::Error::Decode(e.into()))?;
+        // events_organiser_change_seq_range: never negative.
+        let organiser_seq: i64 = row.try_get("organiser_change_seq")?;
+        let organiser_change_seq =
+            u64::try_from(organiser_seq).map_err(|e| sqlx::Error::Decode(e.into()))?;
         let Json(ticket_types) = row.try_get("type_availability")?;
         let checked_in: i64 = row.try_get("checked_in")?;
         Ok(EventSnapshot {
             event: Event::from_row(&row)?,
             change_seq,
+            organiser_change_seq,
             ticket_types,
             checked_in: u64::try_from(checked_in).map_err(|e| sqlx::Error::Decode(e.into()))?,
         })
@@ -332,13 +339,28 @@ macro_rules! notify_counts {
                'eventId', id, 'total', total_tickets, 'available', available_tickets, \
                'reserved', reserved_tickets, 'purchased', purchased_tickets, \
                'waitingListLength', waiting_list_length, 'setAside', set_aside_tickets, \
-               'seq', change_seq, 'changedAt', clock_timestamp(), 'type', ",
+               'seq', change_seq, 'organiserChangeSeq', organiser_change_seq, \
+               'changedAt', clock_timestamp(), 'type', ",
             $kind,
             "::text, 'actor', ",
             $actor,
             "::text, 'ticketTypes', ",
             type_availability!($quotas),
             ")::text)"
+        )
+    };
+}
+
+/// The assignment that keeps `organiser_change_seq` at the change sequence of the event's
+/// latest `event_updated`, given the parameter holding the change kind: in the statement
+/// that bumps `change_seq`, whose right-hand sides all read the row before it, so an
+/// organiser's change records the sequence it is announced with, whatever path announced it.
+macro_rules! follow_organiser_change {
+    ($kind:literal) => {
+        concat!(
+            "organiser_change_seq = CASE WHEN ",
+            $kind,
+            "::text = 'event_updated' THEN change_seq + 1 ELSE organiser_change_seq END"
         )
     };
 }
@@ -381,7 +403,9 @@ macro_rules! move_counts_sql {
             " = ",
             $to,
             " + $2, \
-                 change_seq = change_seq + 1, updated_at = now() \
+                 change_seq = change_seq + 1, ",
+            follow_organiser_change!("$3"),
+            ", updated_at = now() \
              WHERE id = $1 RETURNING ",
             notify_counts!("$3", "$4", "quota_now")
         )
@@ -472,7 +496,9 @@ async fn announce_as(
     actor_tag: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(concat!(
-        "UPDATE events SET change_seq = change_seq + 1 WHERE id = $1 RETURNING ",
+        "UPDATE events SET change_seq = change_seq + 1, ",
+        follow_organiser_change!("$2"),
+        " WHERE id = $1 RETURNING ",
         notify_counts!("$2", "$3", "quotas")
     ))
     .bind(id)
@@ -501,7 +527,9 @@ pub async fn update_settings(
         "UPDATE events SET name = $2, date = $3, \
          available_tickets = available_tickets + ($4 - total_tickets), total_tickets = $4, \
          max_tickets_per_fingerprint = $5, sales_start_at = $6, sales_end_at = $7, \
-         change_seq = change_seq + 1, updated_at = now() WHERE id = $1 RETURNING ",
+         change_seq = change_seq + 1, ",
+        follow_organiser_change!("$8"),
+        ", updated_at = now() WHERE id = $1 RETURNING ",
         event_columns!(),
         ", ",
         notify_counts!("$8", "$9", "quotas")
@@ -643,6 +671,7 @@ mod tests {
             waiting_list_length: 0,
             set_aside: 0,
             seq: 1,
+            organiser_change_seq: 0,
             kind: ChangeKind::TicketAllocated,
             actor: "0011aabb".into(),
             ticket_types: Vec::new(),

@@ -61,6 +61,11 @@ pub struct CountsChanged {
     /// The event's change sequence after this change (`events.change_seq`): it numbers the
     /// event's changes in commit order, the same on every instance and across restarts.
     pub seq: u64,
+    /// The change sequence of the event's latest organiser change (`event_updated`) as of
+    /// this change (`events.organiser_change_seq`); 0 if it has had none. Absent from a
+    /// notification of an older instance, hence the default.
+    #[serde(default)]
+    pub organiser_change_seq: u64,
     #[serde(rename = "type")]
     pub kind: ChangeKind,
     /// First 8 hex characters of the acting buyer's fingerprint hash.
@@ -176,6 +181,13 @@ pub struct StatsMessage {
     /// took to reach the stream. Null for the snapshot sent on connect.
     #[serde(with = "time::serde::rfc3339::option")]
     pub changed_at: Option<OffsetDateTime>,
+    /// The change sequence (`id` less `checkedIn`) of the latest change an organiser made to
+    /// the event (a `lastEvent` of type `event_updated`), as of the state this message shows;
+    /// 0 if it has had none. Messages are coalesced and `lastEvent` names only the last
+    /// change, so an organiser's change may be folded into a later sale's message: this says
+    /// it happened all the same, and a watcher that read the event before it knows to read
+    /// it again.
+    pub organiser_change_seq: u64,
 }
 
 /// The one place a stream message is built, from whichever source told of the counts.
@@ -203,6 +215,7 @@ impl StatsMessage {
             waiting_list_length: change.waiting_list_length,
             set_aside_tickets: change.set_aside,
             changed_at: change.changed_at.map(to_stored_precision),
+            organiser_change_seq: change.organiser_change_seq,
         }
     }
 
@@ -217,11 +230,13 @@ impl StatsMessage {
     }
 
     /// The snapshot message of an event as read from the database (no change behind it),
-    /// with its types' availability and its check-ins read in the same statement.
+    /// with its types' availability, its check-ins and the sequence of its latest organiser
+    /// change read in the same statement.
     pub fn snapshot(
         event: &Event,
         ticket_types: Vec<TypeAvailability>,
         checked_in: u64,
+        organiser_change_seq: u64,
         timestamp: OffsetDateTime,
     ) -> Self {
         Self {
@@ -239,6 +254,7 @@ impl StatsMessage {
             waiting_list_length: event.waiting_list_length,
             set_aside_tickets: event.set_aside_tickets,
             changed_at: None,
+            organiser_change_seq,
         }
     }
 }

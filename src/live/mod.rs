@@ -90,6 +90,7 @@ impl Published {
                 &read.event,
                 read.ticket_types,
                 read.checked_in,
+                read.organiser_change_seq,
                 OffsetDateTime::now_utc(),
             ),
         )
@@ -253,6 +254,7 @@ impl LiveStats {
                     &read.event,
                     read.ticket_types.clone(),
                     read.checked_in,
+                    read.organiser_change_seq,
                     OffsetDateTime::now_utc(),
                 );
                 channel.sale = Some((read.change_seq, message));
@@ -390,6 +392,7 @@ mod tests {
             waiting_list_length: 0,
             set_aside: 0,
             seq: 3,
+            organiser_change_seq: 0,
             kind: ChangeKind::TicketPurchased,
             actor: "3fa85f64".into(),
             ticket_types: Vec::new(),

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Api, Blocker, SseReader, TestApp, assert_error, id_of, new_fingerprint, spawn_app,
+    Api, Blocker, SseMessage, SseReader, TestApp, assert_error, id_of, new_fingerprint, spawn_app,
     spawn_app_with,
 };
 
@@ -730,6 +730,110 @@ async fn a_ticket_type_change_is_announced_to_the_stream() {
         assert_eq!(last.data["lastEvent"]["actor"], "organiser");
     }
     app.assert_balanced(&event_id).await;
+}
+
+/// An organiser's change followed at once by a sale reaches a watcher as the sale's message
+/// (messages are coalesced and name only their last change): every message carries the
+/// change sequence of the latest organiser change, whichever change it names, so a page
+/// knows to read the event again. Each organiser route sets it; a sale, a cancel and a
+/// declined payment leave it; a stream opened later starts from it.
+#[tokio::test]
+async fn every_message_carries_the_latest_organiser_change() {
+    let app = spawn_app().await;
+    let event_id = id_of(&app.create_event("Told", 100, None).await);
+    let general = default_type(&app, &event_id).await;
+    let mut stream = SseReader::connect(&app, &format!("/events/{event_id}/stream")).await;
+    let snapshot = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("the first snapshot");
+    assert_eq!(
+        snapshot.data["organiserChangeSeq"], 0,
+        "{:?}",
+        snapshot.data
+    );
+    let sale = sale_after(&app, &mut stream, &event_id).await;
+    assert_eq!(sale.data["organiserChangeSeq"], 0, "{:?}", sale.data);
+
+    let changes = [
+        (
+            format!("/events/{event_id}"),
+            json!({ "name": "Told again" }),
+        ),
+        (
+            format!("/events/{event_id}/ticket-types/{general}"),
+            json!({ "price": 1500 }),
+        ),
+    ];
+    for (path, body) in changes {
+        let (status, changed) = patch(&app, &path, body).await;
+        assert_eq!(status, StatusCode::OK, "{changed}");
+        let organiser = change_seq(&app, &event_id).await;
+        let sale = sale_after(&app, &mut stream, &event_id).await;
+        assert_eq!(
+            sale.data["organiserChangeSeq"], organiser,
+            "{path}: {:?}",
+            sale.data
+        );
+    }
+    let late = id_of(&create_type(&app, &event_id, json!({ "name": "Late", "price": 700 })).await);
+    let organiser = change_seq(&app, &event_id).await;
+    let sale = sale_after(&app, &mut stream, &event_id).await;
+    assert_eq!(
+        sale.data["organiserChangeSeq"], organiser,
+        "{:?}",
+        sale.data
+    );
+    create_quota(&app, &event_id, "Shared", 50, &[&general, &late]).await;
+    let organiser = change_seq(&app, &event_id).await;
+    let sale = sale_after(&app, &mut stream, &event_id).await;
+    assert_eq!(
+        sale.data["organiserChangeSeq"], organiser,
+        "{:?}",
+        sale.data
+    );
+
+    // A cancel and a declined payment are no organiser's change.
+    let (cancelled, buyer) = hold(&app, &event_id, 1).await;
+    let (status, body) = app.cancel(&cancelled, &buyer).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (declined, buyer) = hold(&app, &event_id, 1).await;
+    let (status, body) = app.pay(&declined, &buyer, Some("tok_chargeDeclined")).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+    let seq = change_seq(&app, &event_id).await;
+    let heard = stream
+        .until(Duration::from_secs(5), |m| m.id == Some(seq as u64))
+        .await;
+    assert_eq!(heard.last().unwrap().data["organiserChangeSeq"], organiser);
+
+    let mut later = SseReader::connect(&app, &format!("/events/{event_id}/stream")).await;
+    let snapshot = later
+        .next(Duration::from_secs(5))
+        .await
+        .expect("the later stream's snapshot");
+    assert_eq!(
+        snapshot.data["organiserChangeSeq"], organiser,
+        "{:?}",
+        snapshot.data
+    );
+    app.assert_balanced(&event_id).await;
+}
+
+/// Holds a ticket for a new buyer at once, and returns the stream's message of that sale.
+async fn sale_after(app: &TestApp, stream: &mut SseReader, event_id: &str) -> SseMessage {
+    hold(app, event_id, 1).await;
+    let seq = change_seq(app, event_id).await;
+    let heard = stream
+        .until(Duration::from_secs(5), |m| m.id == Some(seq as u64))
+        .await;
+    let sale = heard.last().unwrap().clone();
+    assert_eq!(
+        sale.last_type(),
+        Some("ticket_allocated"),
+        "{:?}",
+        sale.data
+    );
+    sale
 }
 
 async fn change_seq(app: &TestApp, event_id: &str) -> i64 {

@@ -894,6 +894,16 @@ async function run() {
       await expectText(c, 'event-changed', /General admission now €12\.00.*Your order's total is now €29\.00\.$/);
       const price = (await typeRowOf(c, general.id).getByTestId('type-price').textContent()).trim();
       assert(price === '€12.00', `General admission's price reads ${JSON.stringify(price)}`);
+      // An organiser's change followed at once by a sale reaches the page as the sale's
+      // message (messages are coalesced, 100 ms apart at least, and name their last change):
+      // the page still reads the event again. A first sale makes the stream send a message
+      // now, so that the change and the next sale fall within its gap and are folded.
+      const sale = (n) => apiCall('POST', `/events/${live.id}/tickets`, { quantity: 1 }, { 'X-Device-Fingerprint': `the folded change's buyer ${n}` });
+      await sale(1);
+      await apiCall('PATCH', `/events/${live.id}`, { name: `${eventName} folded` });
+      await sale(2);
+      await expectText(c, 'event-name', `${eventName} folded`);
+      await expectText(c, 'event-changed', /^The organiser changed this event: its name\./);
       // A type added appears; one taken off sale leaves the order.
       const late = await apiCall('POST', `/events/${live.id}/ticket-types`, { name: 'Late', price: 700 });
       await eventually('the added type on the page', async () => (await typeRowOf(c, late.id).count()) === 1);
