@@ -7,7 +7,8 @@
 #   cargo build --release --workspace && bash bench/cpu_split.sh          # holds
 #   cargo build --release --workspace && bash bench/cpu_split.sh --pay    # paid sales
 #
-# Extra arguments go to the load tool; BIN and LOAD name other builds' binaries. Everything runs on 127.0.0.1 and stops by itself.
+# Extra arguments go to the load tool; BIN and LOAD name other builds' binaries; KEEP_REPORT
+# names a file to keep the load tool's JSON report in (its latencies per step). Everything runs on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,7 @@ cleanup() {
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
-  rm -rf "$DATA" "$REPORT" "$LOG"
+  [ -n "${KEEP_REPORT:-}" ] && cp "$REPORT" "$KEEP_REPORT"; rm -rf "$DATA" "$REPORT" "$LOG"
 }
 trap cleanup EXIT
 fail() {
