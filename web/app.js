@@ -985,6 +985,12 @@ async function showEvent(v, _query, id) {
   let rows = [];
   let waits = [];
   let ticking = false;
+  // Each type's availability as the stream last said it. A read of the event made for an
+  // organiser's change may have been answered before the stream's last message: the rows it
+  // rebuilds take these, since the stream always ends on the latest state and the read may
+  // never be followed by another message. A type the stream has not listed yet (one just
+  // added) takes the read's.
+  const streamAvailable = new Map();
   /** Shows `next` as the event; `quantities` (type id → field text) are kept where they fit. */
   const setEvent = (next, quantities = new Map()) => {
     event = next;
@@ -994,7 +1000,10 @@ async function showEvent(v, _query, id) {
     typeNames = new Map(types.map((t) => [t.id, t.name]));
     single = types.length === 1;
     rows = types.map((type) => typeRow(type, event, single, quantities.get(type.id)));
-    for (const r of rows) r.onChange(renderTotal);
+    for (const r of rows) {
+      if (streamAvailable.has(r.type.id)) r.setAvailable(streamAvailable.get(r.type.id));
+      r.onChange(renderTotal);
+    }
     waits = types.map((type) =>
       waitRow(v, type, event, single, typeNames, (available) => {
         rows.find((r) => r.type.id === type.id)?.setAvailable(available);
@@ -1124,6 +1133,10 @@ async function showEvent(v, _query, id) {
   // reads again after it.
   let reading = false;
   let readAgain = false;
+  // A read that failed is tried again by itself, 1 s later, then 2, 4… up to 30 s: later
+  // messages carry the same `organiserChangeSeq`, so none of them would ask for it again.
+  let retryDelay = 1000;
+  let retryPending = false;
   const applyChange = (next) => {
     const before = event;
     const totalBefore = order().total;
@@ -1132,7 +1145,11 @@ async function showEvent(v, _query, id) {
     render();
     if (focused) typeList.querySelector(`[data-type-id="${focused}"] input`)?.focus();
     const what = eventChanges(before, next);
-    if (what.length === 0) return;
+    if (what.length === 0) {
+      // A read that failed said so; this one did not, and there is nothing new to say.
+      if (changedSlot.querySelector('[data-testid="event-changed-retry"]')) fill(changedSlot);
+      return;
+    }
     const { count, total } = order();
     const totalNote = count > 0 && total !== totalBefore ? ` Your order's total is now ${priceText(total, event.currency)}.` : '';
     fill(changedSlot, notice('info', `The organiser changed this event: ${what.join('; ')}.${totalNote}`, 'event-changed'));
@@ -1155,9 +1172,18 @@ async function showEvent(v, _query, id) {
           const retry = h('button', { type: 'button', class: 'secondary small', testid: 'event-changed-retry', onclick: () => readEvent() }, 'Show the changes');
           fill(changedSlot, h('p', { class: 'notice info', role: 'status', testid: 'event-changed' },
             'The organiser changed this event, and it could not be read again. ', retry));
+          if (!retryPending) {
+            retryPending = true;
+            v.after(retryDelay, () => {
+              retryPending = false;
+              readEvent();
+            });
+            retryDelay = Math.min(retryDelay * 2, 30_000);
+          }
           return;
         }
         if (!v.active) return;
+        retryDelay = 1000;
         applyChange(next);
       } while (readAgain);
     } finally {
@@ -1165,9 +1191,7 @@ async function showEvent(v, _query, id) {
     }
   };
 
-  // Live statistics. EventSource reconnects by itself after a dropped connection.
-  const source = new EventSource(`/events/${id}/stream`);
-  v.onLeave(() => source.close());
+  // Live statistics (`openStream` below).
   // The sequence of the latest organiser change the page has heard (`organiserChangeSeq`,
   // docs/api.md): every message carries it, whichever change it names, since messages are
   // coalesced and an organiser's change may be folded into a later sale's message. The first
@@ -1184,14 +1208,6 @@ async function showEvent(v, _query, id) {
     liveEl.className = `live ${state}`;
     liveEl.textContent = text;
   };
-  source.addEventListener('open', () => {
-    snapshotNext = true;
-    setLive('on', 'Live');
-  });
-  source.addEventListener('error', () => {
-    if (source.readyState === EventSource.CLOSED) setLive('off', 'Live updates stopped');
-    else setLive('connecting', 'Reconnecting…');
-  });
   // One text per `lastEvent.type` (ChangeKind in src/domain/stats.rs). A type this page does
   // not know still replaces the line, so that it never shows an older change after a newer one.
   const CHANGE_TEXT = {
@@ -1203,7 +1219,7 @@ async function showEvent(v, _query, id) {
     event_updated: 'The organiser changed the event',
     waiting_list_changed: 'The waiting list changed',
   };
-  source.addEventListener('stats', (message) => {
+  const onStats = (message) => {
     let data;
     try {
       data = JSON.parse(message.data);
@@ -1238,7 +1254,10 @@ async function showEvent(v, _query, id) {
     stats.sold = s.confirmedTickets;
     // Each type's availability, beside the statistics (or inside them); types past the
     // stream's bound are not listed and keep what the page last knew.
-    for (const t of data.ticketTypes ?? s.ticketTypes ?? []) rows.find((r) => r.type.id === t.id)?.setAvailable(t.available);
+    for (const t of data.ticketTypes ?? s.ticketTypes ?? []) {
+      streamAvailable.set(t.id, t.available);
+      rows.find((r) => r.type.id === t.id)?.setAvailable(t.available);
+    }
     render();
     if (before !== stats.available) flash(availableEl);
     if (data.lastEvent) {
@@ -1249,7 +1268,33 @@ async function showEvent(v, _query, id) {
       const at = new Date(iso);
       lastChangeEl.textContent = `${change} at ${Number.isNaN(at.getTime()) ? iso : timeFormat.format(at)}.`;
     }
-  });
+  };
+  // EventSource reconnects by itself after a dropped connection, but closes for good on an
+  // answer other than 200 (a 429 while the address holds too many connections, a 503 while
+  // the database is away): the page then opens a new one, 1 s later, then 2, 4… up to 30 s.
+  // Each connection starts with a snapshot of the current state.
+  let source = null;
+  let reopenDelay = 1000;
+  const openStream = () => {
+    const stream = new EventSource(`/events/${id}/stream`);
+    source = stream;
+    stream.addEventListener('open', () => {
+      reopenDelay = 1000;
+      snapshotNext = true;
+      setLive('on', 'Live');
+    });
+    stream.addEventListener('error', () => {
+      setLive('connecting', 'Reconnecting…');
+      if (stream.readyState !== EventSource.CLOSED) return;
+      v.after(reopenDelay, () => {
+        if (v.active) openStream();
+      });
+      reopenDelay = Math.min(reopenDelay * 2, 30_000);
+    });
+    stream.addEventListener('stats', onStats);
+  };
+  v.onLeave(() => source?.close());
+  openStream();
 }
 
 /** What an organiser changed between two reads of an event that a buyer sees, in words. */

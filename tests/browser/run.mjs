@@ -921,6 +921,67 @@ async function run() {
       await expectText(c, 'ticket-total', '€24.00');
     });
 
+    // What an open page shows settles on what the server says, whatever comes late or fails:
+    // a read of the changed event answered before the last sale's message, a read that fails,
+    // a stream refused. On its own page, whose refusals are made here and judged here.
+    await step('an event page settles on the server\'s state: a late read keeps the stream\'s counts, a failed read and a refused stream are tried again', async () => {
+      const w = await newPage(browser, 'watcher', { viewport: { width: 1024, height: 900 }, locale: 'en-US' });
+      const settled = await apiCall('POST', '/events', { name: `${eventName} settling`, date: '2031-07-01T20:00:00Z', totalTickets: 3, currency: 'EUR', price: 1000 });
+      const only = (await apiCall('GET', `/events/${settled.id}`)).ticketTypes[0];
+      const eventPath = `/events/${settled.id}`;
+      // The first stream is refused (503): EventSource closes for good on it; the page must
+      // open another. Until then, the page reads "Reconnecting…".
+      let refusedStreams = 0;
+      await w.route(`**${eventPath}/stream`, (route) => {
+        if (refusedStreams++ > 0) return route.continue();
+        return route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"the service is temporarily unavailable","code":"SERVICE_UNAVAILABLE"}' });
+      });
+      await w.goto(`${base}/#/events/${settled.id}`);
+      await expectText(w, 'live-status', 'Live', 10_000);
+      assert(refusedStreams >= 2, `the stream was asked for ${refusedStreams} times`);
+      // Sold out: a buyer holds all three.
+      const holder = { 'X-Device-Fingerprint': 'the settling test\'s holder' };
+      const hold = await apiCall('POST', `/events/${settled.id}/tickets`, { quantity: 3 }, holder);
+      await expectText(w, 'buy-submit', 'Sold out');
+      // The organiser moves the date; the page's read of it is answered at once by the
+      // server but reaches the page 1.5 s late, after the holder's cancel and its message.
+      let delayed = 0;
+      await w.route(`**${eventPath}`, async (route) => {
+        if (route.request().method() !== 'GET') return route.continue();
+        const response = await route.fetch();
+        delayed += 1;
+        await sleep(1500);
+        await route.fulfill({ response });
+      });
+      await apiCall('PATCH', eventPath, { date: '2031-07-02T20:00:00Z' });
+      await eventually('the page reading the changed event', async () => delayed === 1);
+      await apiCall('DELETE', `/tickets/${hold.id}/payment`, undefined, holder);
+      await expectText(w, 'event-changed', /^The organiser changed this event: its date/);
+      await sleep(300);
+      await expectText(w, 'stat-available', '3');
+      const state = await typeRowOf(w, only.id).getAttribute('data-sale');
+      assert(state === 'on-sale', `the type reads ${state} after the late read, though the stream said 3 left`);
+      await expectText(w, 'buy-submit', 'Hold tickets');
+      await w.unroute(`**${eventPath}`);
+      // A read that fails once is tried again by itself: the new price shows with no click
+      // and no further message.
+      let failed = 0;
+      await w.route(`**${eventPath}`, (route) => {
+        if (route.request().method() !== 'GET' || failed++ > 0) return route.continue();
+        return route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"the service is temporarily unavailable","code":"SERVICE_UNAVAILABLE"}' });
+      });
+      await apiCall('PATCH', `${eventPath}/ticket-types/${only.id}`, { price: 1500 });
+      await expectText(w, 'event-changed', /could not be read again/);
+      await expectText(w, 'event-changed', /now €15\.00/, 10_000);
+      const price = (await typeRowOf(w, only.id).getByTestId('type-price').textContent()).trim();
+      assert(price === '€15.00', `the price reads ${JSON.stringify(price)}`);
+      const unexpected = w.refusals.filter((r) => r.status !== 503 || !r.url.includes(eventPath));
+      assert(unexpected.length === 0, `unexpected refusals: ${JSON.stringify(unexpected)}`);
+      const problems = w.problems.filter((p) => !p.includes('answered') || !p.includes('503'));
+      assert(problems.length === 0, problems.join('; '));
+      await w.context().close();
+    });
+
     // Refunds need the admin token, which would also lock the new-event form: so they come
     // last, after a restart of the server with a token, on the same data and port.
     await step('refunds show on the ticket and in "My tickets" (the server restarted with an admin token)', async () => {
