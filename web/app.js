@@ -1133,11 +1133,15 @@ async function showEvent(v, _query, id) {
   // reads again after it.
   let reading = false;
   let readAgain = false;
+  // Declared here, set from the first read below: every read moves it (`applyChange`).
+  let heardOrganiserSeq = null;
   // A read that failed is tried again by itself, 1 s later, then 2, 4… up to 30 s: later
   // messages carry the same `organiserChangeSeq`, so none of them would ask for it again.
   let retryDelay = 1000;
   let retryPending = false;
   const applyChange = (next) => {
+    const seq = organiserSeqOf(next);
+    if (seq !== null && (heardOrganiserSeq === null || seq > heardOrganiserSeq)) heardOrganiserSeq = seq;
     const before = event;
     const totalBefore = order().total;
     const focused = typeList.contains(document.activeElement) ? document.activeElement.closest('[data-type-id]')?.dataset.typeId : null;
@@ -1192,13 +1196,13 @@ async function showEvent(v, _query, id) {
   };
 
   // Live statistics (`openStream` below).
-  // The sequence of the latest organiser change the page has heard (`organiserChangeSeq`,
-  // docs/api.md): every message carries it, whichever change it names, since messages are
-  // coalesced and an organiser's change may be folded into a later sale's message. The first
-  // snapshot's is the state the page read (bar a change in the moment between the two reads);
-  // a higher one, in any message or in the snapshot after a reconnection, means the event
-  // changed since, and it is read again. A check-in sends the last change again: same value.
-  let heardOrganiserSeq = null;
+  // The sequence of the latest organiser change the page knows of (`organiserChangeSeq`,
+  // docs/api.md): the event as read carries it, and so does every stream message, whichever
+  // change it names, since messages are coalesced and an organiser's change may be folded
+  // into a later sale's message. A higher one in any message (the first snapshot and one
+  // after a reconnection included) means the event changed since the page read it, and it
+  // is read again. A check-in sends the last change again: same value.
+  heardOrganiserSeq = organiserSeqOf(event);
   // A server that sends no `organiserChangeSeq` (an older instance behind the same address):
   // the change sequence heard up to, a message's `id` less its `checkedIn`; a newer
   // `event_updated`, or a reconnection's snapshot that moved it, reads the event again.
@@ -1296,6 +1300,9 @@ async function showEvent(v, _query, id) {
   v.onLeave(() => source?.close());
   openStream();
 }
+
+/** The event's `organiserChangeSeq` as read, or null from a server that sends none. */
+const organiserSeqOf = (event) => (Number.isSafeInteger(event?.organiserChangeSeq) ? event.organiserChangeSeq : null);
 
 /** What an organiser changed between two reads of an event that a buyer sees, in words. */
 function eventChanges(before, after) {

@@ -20,7 +20,7 @@ macro_rules! event_columns {
     () => {
         "id, name, date, total_tickets, available_tickets, reserved_tickets, \
          purchased_tickets, max_tickets_per_fingerprint, currency, sales_start_at, sales_end_at, \
-         waiting_list_length, set_aside_tickets, created_at, updated_at"
+         waiting_list_length, set_aside_tickets, organiser_change_seq, created_at, updated_at"
     };
 }
 
@@ -88,6 +88,9 @@ impl FromRow<'_, PgRow> for Event {
             purchased_tickets: row.try_get("purchased_tickets")?,
             waiting_list_length: row.try_get("waiting_list_length")?,
             set_aside_tickets: row.try_get("set_aside_tickets")?,
+            // events_organiser_change_seq_range: never negative.
+            organiser_change_seq: u64::try_from(row.try_get::<i64, _>("organiser_change_seq")?)
+                .map_err(|e| sqlx::Error::Decode(e.into()))?,
             max_tickets_per_fingerprint: row.try_get("max_tickets_per_fingerprint")?,
             currency: super::decode_currency(row.try_get("currency")?)?,
             sales_start_at: row.try_get("sales_start_at")?,
@@ -158,8 +161,6 @@ pub async fn list(pool: &PgPool, page: PageRequest) -> Result<(Vec<Event>, i64),
 pub struct EventSnapshot {
     pub event: Event,
     pub change_seq: u64,
-    /// The change sequence of the event's latest organiser change (0: none).
-    pub organiser_change_seq: u64,
     pub ticket_types: Vec<TypeAvailability>,
     /// Admissions of the event ever checked in (see `checkins::checked_in_counts`).
     pub checked_in: u64,
@@ -175,7 +176,7 @@ pub async fn find_with_change_seq(
     let row = sqlx::query(concat!(
         "SELECT ",
         event_columns!(),
-        ", change_seq, organiser_change_seq, ",
+        ", change_seq, ",
         type_availability!("quotas"),
         " AS type_availability, \
          (SELECT count(*) FROM admissions \
@@ -189,16 +190,11 @@ pub async fn find_with_change_seq(
         let seq: i64 = row.try_get("change_seq")?;
         // events_change_seq_nonnegative makes this conversion infallible in practice.
         let change_seq = u64::try_from(seq).map_err(|e| sqlx::Error::Decode(e.into()))?;
-        // events_organiser_change_seq_range: never negative.
-        let organiser_seq: i64 = row.try_get("organiser_change_seq")?;
-        let organiser_change_seq =
-            u64::try_from(organiser_seq).map_err(|e| sqlx::Error::Decode(e.into()))?;
         let Json(ticket_types) = row.try_get("type_availability")?;
         let checked_in: i64 = row.try_get("checked_in")?;
         Ok(EventSnapshot {
             event: Event::from_row(&row)?,
             change_seq,
-            organiser_change_seq,
             ticket_types,
             checked_in: u64::try_from(checked_in).map_err(|e| sqlx::Error::Decode(e.into()))?,
         })

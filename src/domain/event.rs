@@ -233,6 +233,10 @@ pub struct Event {
     /// Of `availableTickets`, those set aside for the head of a waiting list that waits for
     /// more than came back (strict order: they are sold to nobody else).
     pub set_aside_tickets: i32,
+    /// The change sequence of the organiser's latest change to the event or its catalogue (0:
+    /// none), as the live statistics stream's messages carry it: a client that read the
+    /// event and then hears a higher one on the stream knows to read it again.
+    pub organiser_change_seq: u64,
     pub max_tickets_per_fingerprint: Option<i32>,
     /// ISO 4217 code of every price and amount of the event.
     #[schema(value_type = String, example = "EUR")]

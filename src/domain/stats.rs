@@ -230,13 +230,11 @@ impl StatsMessage {
     }
 
     /// The snapshot message of an event as read from the database (no change behind it),
-    /// with its types' availability, its check-ins and the sequence of its latest organiser
-    /// change read in the same statement.
+    /// with its types' availability and its check-ins read in the same statement.
     pub fn snapshot(
         event: &Event,
         ticket_types: Vec<TypeAvailability>,
         checked_in: u64,
-        organiser_change_seq: u64,
         timestamp: OffsetDateTime,
     ) -> Self {
         Self {
@@ -254,7 +252,7 @@ impl StatsMessage {
             waiting_list_length: event.waiting_list_length,
             set_aside_tickets: event.set_aside_tickets,
             changed_at: None,
-            organiser_change_seq,
+            organiser_change_seq: event.organiser_change_seq,
         }
     }
 }

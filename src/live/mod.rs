@@ -90,7 +90,6 @@ impl Published {
                 &read.event,
                 read.ticket_types,
                 read.checked_in,
-                read.organiser_change_seq,
                 OffsetDateTime::now_utc(),
             ),
         )
@@ -254,7 +253,6 @@ impl LiveStats {
                     &read.event,
                     read.ticket_types.clone(),
                     read.checked_in,
-                    read.organiser_change_seq,
                     OffsetDateTime::now_utc(),
                 );
                 channel.sale = Some((read.change_seq, message));

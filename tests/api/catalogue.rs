@@ -752,6 +752,7 @@ async fn every_message_carries_the_latest_organiser_change() {
         "{:?}",
         snapshot.data
     );
+    assert_eq!(app.event(&event_id).await["organiserChangeSeq"], 0);
     let sale = sale_after(&app, &mut stream, &event_id).await;
     assert_eq!(sale.data["organiserChangeSeq"], 0, "{:?}", sale.data);
 
@@ -769,6 +770,9 @@ async fn every_message_carries_the_latest_organiser_change() {
         let (status, changed) = patch(&app, &path, body).await;
         assert_eq!(status, StatusCode::OK, "{changed}");
         let organiser = change_seq(&app, &event_id).await;
+        if path == format!("/events/{event_id}") {
+            assert_eq!(changed["organiserChangeSeq"], organiser, "{changed}");
+        }
         let sale = sale_after(&app, &mut stream, &event_id).await;
         assert_eq!(
             sale.data["organiserChangeSeq"], organiser,
@@ -816,6 +820,8 @@ async fn every_message_carries_the_latest_organiser_change() {
         "{:?}",
         snapshot.data
     );
+    // The event as read carries it too: a page compares its read with the stream's.
+    assert_eq!(app.event(&event_id).await["organiserChangeSeq"], organiser);
     app.assert_balanced(&event_id).await;
 }
 

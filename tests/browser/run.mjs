@@ -924,21 +924,25 @@ async function run() {
     // What an open page shows settles on what the server says, whatever comes late or fails:
     // a read of the changed event answered before the last sale's message, a read that fails,
     // a stream refused. On its own page, whose refusals are made here and judged here.
-    await step('an event page settles on the server\'s state: a late read keeps the stream\'s counts, a failed read and a refused stream are tried again', async () => {
+    await step('an event page settles on the server\'s state: a change just after its read is read, a late read keeps the stream\'s counts, a failed read and a refused stream are tried again', async () => {
       const w = await newPage(browser, 'watcher', { viewport: { width: 1024, height: 900 }, locale: 'en-US' });
       const settled = await apiCall('POST', '/events', { name: `${eventName} settling`, date: '2031-07-01T20:00:00Z', totalTickets: 3, currency: 'EUR', price: 1000 });
       const only = (await apiCall('GET', `/events/${settled.id}`)).ticketTypes[0];
       const eventPath = `/events/${settled.id}`;
-      // The first stream is refused (503): EventSource closes for good on it; the page must
-      // open another. Until then, the page reads "Reconnecting…".
+      // The organiser renames the event after the page read it and before its stream's
+      // snapshot: the snapshot's organiserChangeSeq is above the read's, so the page reads
+      // again. And that first stream is refused (503): EventSource closes for good on it;
+      // the page must open another. Until then, the page reads "Reconnecting…".
       let refusedStreams = 0;
-      await w.route(`**${eventPath}/stream`, (route) => {
+      await w.route(`**${eventPath}/stream`, async (route) => {
         if (refusedStreams++ > 0) return route.continue();
+        await apiCall('PATCH', eventPath, { name: `${eventName} settled` });
         return route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"the service is temporarily unavailable","code":"SERVICE_UNAVAILABLE"}' });
       });
       await w.goto(`${base}/#/events/${settled.id}`);
       await expectText(w, 'live-status', 'Live', 10_000);
       assert(refusedStreams >= 2, `the stream was asked for ${refusedStreams} times`);
+      await expectText(w, 'event-name', `${eventName} settled`);
       // Sold out: a buyer holds all three.
       const holder = { 'X-Device-Fingerprint': 'the settling test\'s holder' };
       const hold = await apiCall('POST', `/events/${settled.id}/tickets`, { quantity: 3 }, holder);
