@@ -248,6 +248,18 @@ pub enum Fate {
     CheckIn,
 }
 
+impl Fate {
+    /// Whether this fate sends a payment. Every fate that pays is judged the same way
+    /// ([`expectation`]): a payment answered 200 must read back `purchased`, whatever the fate
+    /// does next. A match without a catch-all, so that a new fate must answer.
+    pub fn pays(self) -> bool {
+        match self {
+            Fate::Pay | Fate::Decline | Fate::Refund | Fate::CheckIn => true,
+            Fate::Cancel | Fate::Abandon => false,
+        }
+    }
+}
+
 /// A think time distribution in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Think {
@@ -323,6 +335,9 @@ pub(crate) enum Expect {
     HeldOrExpired,
     /// Paid, and a refund of it got no certain answer: `purchased` or `refunded`.
     PurchasedOrRefunded,
+    /// Paid, and the admission of this id admitted at the door: `purchased`, that admission
+    /// `checked_in`.
+    CheckedIn(String),
 }
 
 impl Expect {
@@ -333,8 +348,18 @@ impl Expect {
             Expect::Told(told) => status == told,
             Expect::HeldOrExpired => matches!(status, "reserved" | "expired"),
             Expect::PurchasedOrRefunded => matches!(status, "purchased" | "refunded"),
+            Expect::CheckedIn(_) => status == "purchased",
         }
     }
+}
+
+/// The status the allocation read back as `body` gives its admission `id`, if it lists it.
+pub(crate) fn admission_status<'a>(body: &'a Value, id: &str) -> Option<&'a str> {
+    body["admissions"]
+        .as_array()?
+        .iter()
+        .find(|a| a["id"] == id)?["status"]
+        .as_str()
 }
 
 /// The journeys of a run, added up.
@@ -766,11 +791,15 @@ async fn settle(
     }
     if paid
         && fate == Fate::CheckIn
-        && let Some(code) = answer
-            .as_ref()
-            .and_then(|a| a.body["admissions"][0]["code"].as_str())
+        && let Some(first) = answer.as_ref().map(|a| &a.body["admissions"][0])
+        && let (Some(admission), Some(code)) = (first["id"].as_str(), first["code"].as_str())
     {
         checked_in = check_in(run, k, code).await;
+        // Admitted: its admission must read back `checked_in`. Admitted by neither gate (an
+        // anomaly already), it may read either, and only the purchase is checked.
+        if checked_in > 0 {
+            expect = Some(Expect::CheckedIn(admission.to_owned()));
+        }
     }
     let mut shard = run.shard(k);
     let summary = &mut shard.summary;
@@ -1011,7 +1040,7 @@ fn expectation(fate: Fate, answer: Option<&Answer>) -> Option<Expect> {
             .map(|s| Expect::Told(s.to_owned()))
     };
     match (fate, answer.status.map(|s| s.as_u16())) {
-        (Fate::Pay | Fate::Decline, Some(200)) => Some(Expect::Purchased),
+        (fate, Some(200)) if fate.pays() => Some(Expect::Purchased),
         (_, Some(410)) => Some(Expect::Told("expired".into())),
         (Fate::Decline, Some(402)) | (_, Some(429)) => Some(Expect::HeldOrExpired),
         // A cancel done says `cancelled` (whatever the body shows); one refused names the

@@ -1096,10 +1096,22 @@ async fn verify(
                     ));
                 }
                 match expected.get(&g.allocation_id) {
-                    Some(Expect::Purchased) => {
+                    Some(expect @ (Expect::Purchased | Expect::CheckedIn(_))) => {
                         read_back.paid_checked += 1;
                         if status != "purchased" {
                             read_back.paid_not_purchased += 1;
+                        }
+                        // Admitted at the door: the status told is its admission's.
+                        if let Expect::CheckedIn(admission) = expect {
+                            read_back.statuses_checked += 1;
+                            let read = journey::admission_status(&body, admission);
+                            if read != Some("checked_in") {
+                                read_back.wrong_status += 1;
+                                wrong.push(format!(
+                                    "{}: admission {admission} admitted at the door, read {read:?}",
+                                    g.allocation_id
+                                ));
+                            }
                         }
                     }
                     Some(expect) => {

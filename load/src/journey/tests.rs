@@ -237,3 +237,39 @@ fn a_spike_needs_its_length() {
     };
     assert_eq!(spike.validate(), Ok(()));
 }
+
+#[test]
+fn every_payment_answered_200_must_read_back_purchased() {
+    // The refund and check-in fates pay too: their payment's 200 is checked like any other
+    // (a refund's answer then says what the order must read back as).
+    let fates = [
+        Fate::Pay,
+        Fate::Decline,
+        Fate::Cancel,
+        Fate::Abandon,
+        Fate::Refund,
+        Fate::CheckIn,
+    ];
+    let paid = answer(200, json!({"status": "purchased"}));
+    for fate in fates.into_iter().filter(|f| f.pays()) {
+        assert_eq!(
+            expectation(fate, Some(&paid)),
+            Some(Expect::Purchased),
+            "{fate:?}"
+        );
+    }
+    assert!(!Fate::Cancel.pays() && !Fate::Abandon.pays());
+}
+
+#[test]
+fn a_ticket_admitted_at_the_door_must_read_back_checked_in() {
+    let admitted = Expect::CheckedIn("a1".into());
+    let body = |status: &str| json!({"status": "purchased", "admissions": [{"id": "a1", "status": status}]});
+    assert!(admitted.allows("purchased") && !admitted.allows("refunded"));
+    assert_eq!(
+        admission_status(&body("checked_in"), "a1"),
+        Some("checked_in")
+    );
+    assert_eq!(admission_status(&body("valid"), "a1"), Some("valid"));
+    assert_eq!(admission_status(&body("valid"), "a2"), None);
+}
