@@ -52,7 +52,8 @@ pub struct Journey {
     #[arg(long, default_value = "0")]
     pub think_ms: Think,
     /// Share of buyers (0 to 1) who pay with the declining test card (`tok_chargeDeclined`)
-    /// and then leave the hold; the orders must be priced (`--price`).
+    /// and then leave the hold. Every type the run orders must be priced above 0 (`--price`,
+    /// or the `--event-id` event's own prices): refused before the run otherwise.
     #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub decline_share: f64,
     /// Share of buyers who abandon their hold and let it lapse.

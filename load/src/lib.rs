@@ -375,9 +375,10 @@ pub async fn run_on_sale(
             .map(|u| u.trim_end_matches('/').to_owned())
             .collect(),
     );
+    let mut existing = None;
     let event_id = match &config.event_id {
         Some(id) => {
-            existing_event(&client, &urls[0], id).await?;
+            existing = Some(existing_event(&client, &urls[0], id).await?);
             id.clone()
         }
         None => {
@@ -402,6 +403,11 @@ pub async fn run_on_sale(
     } else {
         Vec::new()
     };
+    if let Some(event) = &existing
+        && journey.decline_share > 0.0
+    {
+        refuse_free_types(event, &ticket_types)?;
+    }
 
     // The verification reads the quotas, an organiser's route: a server that keeps it for its
     // token says so now, before the load, rather than after it.
@@ -800,9 +806,9 @@ async fn ticket_types(
     Ok(ids)
 }
 
-/// Refuses an `--event-id` the server does not have, before the load, whose every purchase
-/// would be answered 404.
-async fn existing_event(client: &Client, base: &str, id: &str) -> Result<(), String> {
+/// Reads the `--event-id` event with its ticket types; refuses one the server does not have,
+/// before the load, whose every purchase would be answered 404.
+async fn existing_event(client: &Client, base: &str, id: &str) -> Result<Value, String> {
     let what = format!("before the run: reading the event (--event-id {id})");
     let response = client
         .get(format!("{base}/events/{id}"))
@@ -810,11 +816,38 @@ async fn existing_event(client: &Client, base: &str, id: &str) -> Result<(), Str
         .await
         .map_err(|e| format!("{what}: {e}"))?;
     match response.status() {
-        StatusCode::OK => Ok(()),
+        StatusCode::OK => response.json().await.map_err(|e| format!("{what}: {e}")),
         StatusCode::NOT_FOUND => Err(format!(
             "--event-id {id}: no such event at {base} (404); no purchase was sent"
         )),
         status => Err(format!("{what}: {status}")),
+    }
+}
+
+/// Refuses `--decline-share` on an existing event (`event`, as `GET /events/{id}` gave it)
+/// when a type the run orders is free, as it is refused for an event the tool would create
+/// unpriced: a free order is confirmed whatever the card, so a declining card would be
+/// answered 200 and the run called unsound for it. `ordered`: the types of a `{lines}` run;
+/// empty, the event's default type (its first).
+fn refuse_free_types(event: &Value, ordered: &[String]) -> Result<(), String> {
+    let types = event["ticketTypes"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let free = types
+        .iter()
+        .enumerate()
+        .filter(|(k, t)| match ordered {
+            [] => *k == 0,
+            ids => ids.iter().any(|id| t["id"] == id.as_str()),
+        })
+        .find(|(_, t)| t["price"].as_i64().is_none_or(|price| price <= 0));
+    match free {
+        Some((_, t)) => Err(format!(
+            "--decline-share needs every ticket type priced above 0: the event's type {} ({}) \
+             is free, and a free order is confirmed whatever the card; no purchase was sent",
+            t["name"], t["id"]
+        )),
+        None => Ok(()),
     }
 }
 
@@ -1333,6 +1366,25 @@ async fn check_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_declining_card_is_refused_on_any_free_type_the_run_orders() {
+        let event = json!({"ticketTypes": [
+            {"id": "a", "name": "General admission", "price": 0},
+            {"id": "b", "name": "VIP", "price": 2500},
+            {"id": "c", "name": "Balcony", "price": 0},
+        ]});
+        // `{quantity}` orders buy the default type, the first.
+        let err = refuse_free_types(&event, &[]).unwrap_err();
+        assert!(
+            err.starts_with("--decline-share needs every ticket type priced above 0"),
+            "{err}"
+        );
+        assert!(err.contains("General admission"), "{err}");
+        assert_eq!(refuse_free_types(&event, &["b".into()]), Ok(()));
+        let err = refuse_free_types(&event, &["b".into(), "c".into()]).unwrap_err();
+        assert!(err.contains("Balcony"), "{err}");
+    }
 
     #[tokio::test]
     async fn an_answer_the_server_stands_by_is_not_retried() {

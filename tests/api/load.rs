@@ -835,3 +835,43 @@ async fn the_streams_final_counts_are_read_through_a_blip_after_the_run() {
     let streams = report.streams.clone().expect("a stream report");
     assert_eq!(streams.last_message_matches, 3, "{streams:#?}");
 }
+
+#[tokio::test]
+async fn a_declining_card_on_an_existing_free_event_is_refused_before_the_load() {
+    // A free order is confirmed whatever the card: the run would call the server unsound for
+    // the 200s its declining cards got.
+    let app = spawn_app_with(BATCHED).await;
+    let (status, free) = app
+        .post_json(
+            "/events",
+            serde_json::json!({
+                "name": "Free event", "date": "2030-01-01T20:00:00Z", "totalTickets": 50,
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{free}");
+    let mut config = config(app.address.clone());
+    config.event_id = Some(id_of(&free));
+    config.requests = Some(10);
+    config.pay = true;
+    let journey = Journey {
+        decline_share: 0.5,
+        ..Journey::default()
+    };
+    let err = run_on_sale(&config, &Catalogue::default(), &journey)
+        .await
+        .expect_err("refused");
+    assert!(
+        err.starts_with("--decline-share needs every ticket type priced above 0"),
+        "{err}"
+    );
+    assert!(err.contains("General admission"), "{err}");
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+    // A priced event is run as before.
+    let priced = app.create_event("Priced event", 50, None).await;
+    config.event_id = Some(id_of(&priced));
+    let report = run_on_sale(&config, &Catalogue::default(), &journey)
+        .await
+        .expect("the run completes");
+    assert_sound(&report);
+}
