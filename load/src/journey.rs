@@ -48,7 +48,8 @@ pub struct Journey {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
     /// Think time between the hold and the next step, in milliseconds: `200` (fixed),
-    /// `100-2000` (uniform) or `exp:500` (exponential of that mean, cut at 10 times it).
+    /// `100-2000` (uniform) or `exp:500` (exponential of that mean, cut at 10 times it). At
+    /// most a year (31536000000), the mean at most a tenth of it.
     #[arg(long, default_value = "0")]
     pub think_ms: Think,
     /// Share of buyers (0 to 1) who pay with the declining test card (`tok_chargeDeclined`)
@@ -272,17 +273,28 @@ pub enum Think {
     Exponential(f64),
 }
 
+/// The longest think time, in ms: a year, as every flag in seconds ([`flags::MAX_SECONDS`]).
+const MAX_THINK_MS: u64 = flags::MAX_SECONDS as u64 * 1000;
+
 impl FromStr for Think {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let number = |t: &str| {
-            t.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("think time {text}: {t} is not a whole number of ms"))
+        let number = |part: &str, t: &str, max: u64| match t.trim().parse::<u64>() {
+            Ok(ms) if ms <= max => Ok(ms),
+            _ => Err(format!(
+                "think time {text}: {part}{t:?} is not a whole number of ms from 0 to {max} \
+                 (a year{})",
+                if max < MAX_THINK_MS {
+                    " at ten times it, where its draws are cut"
+                } else {
+                    ""
+                }
+            )),
         };
         if let Some(mean) = text.strip_prefix("exp:") {
-            let mean = number(mean)?;
+            // Its draws are cut at ten times the mean: none beyond a year.
+            let mean = number("the mean ", mean, MAX_THINK_MS / 10)?;
             if mean == 0 {
                 return Err("think time exp:0: the mean must be above 0".into());
             }
@@ -290,13 +302,14 @@ impl FromStr for Think {
         }
         match text.split_once('-') {
             Some((low, high)) => {
-                let (low, high) = (number(low)?, number(high)?);
+                let low = number("the lower bound ", low, MAX_THINK_MS)?;
+                let high = number("the upper bound ", high, MAX_THINK_MS)?;
                 if low > high {
                     return Err(format!("think time {text}: the bounds are reversed"));
                 }
                 Ok(Think::Uniform(low, high))
             }
-            None => Ok(Think::Fixed(number(text)?)),
+            None => Ok(Think::Fixed(number("", text, MAX_THINK_MS)?)),
         }
     }
 }
@@ -317,7 +330,8 @@ impl Think {
         let u = unit(mix(k ^ 0x7_41F));
         let ms = match *self {
             Think::Fixed(ms) => ms as f64,
-            Think::Uniform(low, high) => low as f64 + u * (high - low + 1) as f64,
+            // In floating point: `high - low + 1` in integers wraps for the widest range.
+            Think::Uniform(low, high) => low as f64 + u * ((high - low) as f64 + 1.0),
             Think::Exponential(mean) => (-mean * (1.0 - u).ln()).min(10.0 * mean),
         };
         Duration::from_micros((ms * 1000.0) as u64)
