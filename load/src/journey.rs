@@ -88,7 +88,9 @@ pub struct Journey {
     /// verification compare the event's and quotas' counts with the rows
     /// (`GET /events/{id}/report`). A server with a token needs it for any verification (it
     /// reads the event's quotas, an organiser's route): a run without it is refused before
-    /// it starts (or give `--no-verify`).
+    /// it starts (or give `--no-verify`). A token the sales report refuses (401, 403; even a
+    /// server without a token of its own refuses a wrong one there) is refused before the
+    /// run too.
     #[arg(long)]
     pub admin_token: Option<String>,
 }

@@ -416,6 +416,11 @@ pub async fn run_on_sale(
             .await
             .map_err(|e| format!("before the run: {e}"))?;
     }
+    // The row check, refunds and check-ins send the token to admin-only routes, which refuse
+    // a wrong one even on a server that has none (and so took it for the event): found now.
+    if let Some(token) = token {
+        report_route(&client, &urls[0], &event_id, token).await?;
+    }
     // One retry window for every read after the run, the verification's and the row check's.
     let window = Arc::new(ReadWindow::new(retry_for));
 
@@ -1303,6 +1308,33 @@ impl ReadWindow {
                 Err(failure) => return Err(failure),
             }
         }
+    }
+}
+
+/// Refuses, before the load, a `--admin-token` the sales report (`GET /events/{id}/report`,
+/// admin only) answers 401 or 403 for: the row check after the run would fail on it, and the
+/// refunds and check-ins it signs be refused. Any other answer is left to the row check.
+async fn report_route(
+    client: &Client,
+    base: &str,
+    event_id: &str,
+    token: &str,
+) -> Result<(), String> {
+    let what = "before the run: reading the sales report with --admin-token";
+    let response = client
+        .get(format!("{base}/events/{event_id}/report"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    match response.status() {
+        status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Err(format!(
+            "{what}: {status}: the server does not take this token on its admin-only routes \
+             (the sales report the verification compares with the rows, refunds, check-ins), \
+             even if it has no token of its own; give its --admin-token or an organiser token, \
+             or drop --admin-token"
+        )),
+        _ => Ok(()),
     }
 }
 

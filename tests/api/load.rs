@@ -875,3 +875,26 @@ async fn a_declining_card_on_an_existing_free_event_is_refused_before_the_load()
         .expect("the run completes");
     assert_sound(&report);
 }
+
+#[tokio::test]
+async fn a_token_the_report_route_refuses_is_refused_before_the_load() {
+    // A server without --admin-token takes any token on the organiser's routes, but never on
+    // the sales report the row check reads: a wrong token is the run's fault, found before
+    // anything is bought, not a server called unsound after the load.
+    let app = spawn_app_with(BATCHED).await;
+    let mut config = config(app.address.clone());
+    config.requests = Some(4);
+    let journey = Journey {
+        admin_token: Some("wrong".into()),
+        ..Journey::default()
+    };
+    let err = run_on_sale(&config, &Catalogue::default(), &journey)
+        .await
+        .expect_err("refused");
+    assert!(err.starts_with("before the run: "), "{err}");
+    assert!(
+        err.contains("401") && err.contains("--admin-token"),
+        "{err}"
+    );
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+}
