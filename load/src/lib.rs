@@ -80,7 +80,9 @@ pub struct Config {
     /// Stop after this many purchase requests (default 10,000 when no duration is given).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,
-    /// Tickets per purchase request (per line, with --ticket-types above 1).
+    /// Tickets per purchase request (per line, with --ticket-types above 1). An order larger
+    /// than the server takes in one purchase (its --max-tickets-per-purchase) is refused
+    /// before the run.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
     pub quantity: i64,
     /// Distinct buyers (fingerprints) to cycle through; default: one per request.
@@ -407,6 +409,9 @@ pub async fn run_on_sale(
         && journey.decline_share > 0.0
     {
         refuse_free_types(event, &ticket_types)?;
+    }
+    if !config.read_only {
+        probe_order_size(&client, &urls[0], config, catalogue, &ticket_types).await?;
     }
 
     // The verification reads the quotas, an organiser's route: a server that keeps it for its
@@ -1309,6 +1314,54 @@ impl ReadWindow {
             }
         }
     }
+}
+
+/// Refuses, before the load, orders larger than the server takes in one purchase (its
+/// `--max-tickets-per-purchase`, which no route reads out): every hold of the run would be
+/// answered 422, a refusal the tool provoked. The server checks an order's size before it
+/// looks for the event, so the run's largest order is sent for an event no server has
+/// (the nil id): 422 is the refusal, and anything else (404) buys nothing either.
+async fn probe_order_size(
+    client: &Client,
+    base: &str,
+    config: &Config,
+    catalogue: &Catalogue,
+    ticket_types: &[String],
+) -> Result<(), String> {
+    let lines: Vec<order::Line> = ticket_types
+        .iter()
+        .take(catalogue.max_lines.into())
+        .map(|id| order::Line {
+            ticket_type_id: id.clone(),
+            quantity: config.quantity,
+        })
+        .collect();
+    let what = "before the run: sending the run's largest order for no event";
+    let response = client
+        .post(format!("{base}/events/{}/tickets", uuid::Uuid::nil()))
+        .header("X-Device-Fingerprint", "boxoffice-load-order-size")
+        .json(&order::body(&lines, config.quantity))
+        .send()
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    if response.status() != StatusCode::UNPROCESSABLE_ENTITY {
+        return Ok(());
+    }
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let asked = match lines.len() {
+        0 | 1 => format!("--quantity {}", config.quantity),
+        n => format!(
+            "--quantity {} on up to --max-lines {n} lines, {} tickets",
+            config.quantity,
+            config.quantity * n as i64
+        ),
+    };
+    Err(format!(
+        "before the run: the server refuses an order of {asked} in one purchase (422 {}): \
+         lower --quantity or --max-lines, or raise the server's --max-tickets-per-purchase; \
+         no purchase was sent",
+        body["details"]
+    ))
 }
 
 /// Refuses, before the load, a `--admin-token` the sales report (`GET /events/{id}/report`,

@@ -898,3 +898,32 @@ async fn a_token_the_report_route_refuses_is_refused_before_the_load() {
     );
     assert_eq!(app.row_count("ticket_allocations").await, 0);
 }
+
+#[tokio::test]
+async fn orders_larger_than_the_server_takes_are_refused_before_the_load() {
+    // The server takes at most --max-tickets-per-purchase (10) tickets in one purchase: every
+    // hold of the run would be answered 422, the tool's own doing, not the server's fault.
+    let app = spawn_app_with(BATCHED).await;
+    let mut config = config(app.address.clone());
+    config.requests = Some(4);
+    config.quantity = 11;
+    let err = run(&config).await.expect_err("refused");
+    assert!(err.starts_with("before the run: "), "{err}");
+    assert!(err.contains("--quantity 11"), "{err}");
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+    // Three lines of 4 tickets: 12 in one purchase.
+    config.quantity = 4;
+    let catalogue = Catalogue {
+        ticket_types: 3,
+        max_lines: 3,
+        ..Catalogue::default()
+    };
+    let err = run_on_sale(&config, &catalogue, &Journey::default())
+        .await
+        .expect_err("refused");
+    assert!(err.contains("--max-lines 3"), "{err}");
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+    // Within the limit, the run goes.
+    config.quantity = 10;
+    assert_sound(&run(&config).await.expect("the run completes"));
+}
