@@ -1,6 +1,6 @@
 //! The report people look at (`--report FILE`): one self-contained HTML file with the text
 //! summary and, for each step, its rate and its latency percentiles second by second, drawn
-//! as inline SVG charts with `plotters`.
+//! as inline SVG charts with `plotters`: lines with a marker on every point.
 
 use plotters::prelude::*;
 
@@ -152,6 +152,15 @@ fn draw(
             .map_err(|e| e.to_string())?
             .label(*name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+        // A line needs two points: a series of one (a step within one second), or a point
+        // whose neighbours have no data, would show nothing without its marker.
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&point| Circle::new(point, 3, color.filled())),
+            )
+            .map_err(|e| e.to_string())?;
     }
     chart
         .configure_series_labels()

@@ -48,11 +48,13 @@ pub struct Journey {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
     /// Think time between the hold and the next step, in milliseconds: `200` (fixed),
-    /// `100-2000` (uniform) or `exp:500` (exponential of that mean, cut at 10 times it).
+    /// `100-2000` (uniform) or `exp:500` (exponential of that mean, cut at 10 times it). At
+    /// most a year (31536000000), the mean at most a tenth of it.
     #[arg(long, default_value = "0")]
     pub think_ms: Think,
     /// Share of buyers (0 to 1) who pay with the declining test card (`tok_chargeDeclined`)
-    /// and then leave the hold; the orders must be priced (`--price`).
+    /// and then leave the hold. Every type the run orders must be priced above 0 (`--price`,
+    /// or the `--event-id` event's own prices): refused before the run otherwise.
     #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub decline_share: f64,
     /// Share of buyers who abandon their hold and let it lapse.
@@ -86,7 +88,9 @@ pub struct Journey {
     /// verification compare the event's and quotas' counts with the rows
     /// (`GET /events/{id}/report`). A server with a token needs it for any verification (it
     /// reads the event's quotas, an organiser's route): a run without it is refused before
-    /// it starts (or give `--no-verify`).
+    /// it starts (or give `--no-verify`). A token the sales report refuses (401, 403; even a
+    /// server without a token of its own refuses a wrong one there) is refused before the
+    /// run too.
     #[arg(long)]
     pub admin_token: Option<String>,
 }
@@ -248,6 +252,18 @@ pub enum Fate {
     CheckIn,
 }
 
+impl Fate {
+    /// Whether this fate sends a payment. Every fate that pays is judged the same way
+    /// ([`expectation`]): a payment answered 200 must read back `purchased`, whatever the fate
+    /// does next. A match without a catch-all, so that a new fate must answer.
+    pub fn pays(self) -> bool {
+        match self {
+            Fate::Pay | Fate::Decline | Fate::Refund | Fate::CheckIn => true,
+            Fate::Cancel | Fate::Abandon => false,
+        }
+    }
+}
+
 /// A think time distribution in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Think {
@@ -259,17 +275,28 @@ pub enum Think {
     Exponential(f64),
 }
 
+/// The longest think time, in ms: a year, as every flag in seconds ([`flags::MAX_SECONDS`]).
+const MAX_THINK_MS: u64 = flags::MAX_SECONDS as u64 * 1000;
+
 impl FromStr for Think {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let number = |t: &str| {
-            t.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("think time {text}: {t} is not a whole number of ms"))
+        let number = |part: &str, t: &str, max: u64| match t.trim().parse::<u64>() {
+            Ok(ms) if ms <= max => Ok(ms),
+            _ => Err(format!(
+                "think time {text}: {part}{t:?} is not a whole number of ms from 0 to {max} \
+                 (a year{})",
+                if max < MAX_THINK_MS {
+                    " at ten times it, where its draws are cut"
+                } else {
+                    ""
+                }
+            )),
         };
         if let Some(mean) = text.strip_prefix("exp:") {
-            let mean = number(mean)?;
+            // Its draws are cut at ten times the mean: none beyond a year.
+            let mean = number("the mean ", mean, MAX_THINK_MS / 10)?;
             if mean == 0 {
                 return Err("think time exp:0: the mean must be above 0".into());
             }
@@ -277,13 +304,14 @@ impl FromStr for Think {
         }
         match text.split_once('-') {
             Some((low, high)) => {
-                let (low, high) = (number(low)?, number(high)?);
+                let low = number("the lower bound ", low, MAX_THINK_MS)?;
+                let high = number("the upper bound ", high, MAX_THINK_MS)?;
                 if low > high {
                     return Err(format!("think time {text}: the bounds are reversed"));
                 }
                 Ok(Think::Uniform(low, high))
             }
-            None => Ok(Think::Fixed(number(text)?)),
+            None => Ok(Think::Fixed(number("", text, MAX_THINK_MS)?)),
         }
     }
 }
@@ -304,7 +332,8 @@ impl Think {
         let u = unit(mix(k ^ 0x7_41F));
         let ms = match *self {
             Think::Fixed(ms) => ms as f64,
-            Think::Uniform(low, high) => low as f64 + u * (high - low + 1) as f64,
+            // In floating point: `high - low + 1` in integers wraps for the widest range.
+            Think::Uniform(low, high) => low as f64 + u * ((high - low) as f64 + 1.0),
             Think::Exponential(mean) => (-mean * (1.0 - u).ln()).min(10.0 * mean),
         };
         Duration::from_micros((ms * 1000.0) as u64)
@@ -323,6 +352,9 @@ pub(crate) enum Expect {
     HeldOrExpired,
     /// Paid, and a refund of it got no certain answer: `purchased` or `refunded`.
     PurchasedOrRefunded,
+    /// Paid, and the admission of this id admitted at the door: `purchased`, that admission
+    /// `checked_in`.
+    CheckedIn(String),
 }
 
 impl Expect {
@@ -333,8 +365,18 @@ impl Expect {
             Expect::Told(told) => status == told,
             Expect::HeldOrExpired => matches!(status, "reserved" | "expired"),
             Expect::PurchasedOrRefunded => matches!(status, "purchased" | "refunded"),
+            Expect::CheckedIn(_) => status == "purchased",
         }
     }
+}
+
+/// The status the allocation read back as `body` gives its admission `id`, if it lists it.
+pub(crate) fn admission_status<'a>(body: &'a Value, id: &str) -> Option<&'a str> {
+    body["admissions"]
+        .as_array()?
+        .iter()
+        .find(|a| a["id"] == id)?["status"]
+        .as_str()
 }
 
 /// The journeys of a run, added up.
@@ -766,11 +808,15 @@ async fn settle(
     }
     if paid
         && fate == Fate::CheckIn
-        && let Some(code) = answer
-            .as_ref()
-            .and_then(|a| a.body["admissions"][0]["code"].as_str())
+        && let Some(first) = answer.as_ref().map(|a| &a.body["admissions"][0])
+        && let (Some(admission), Some(code)) = (first["id"].as_str(), first["code"].as_str())
     {
         checked_in = check_in(run, k, code).await;
+        // Admitted: its admission must read back `checked_in`. Admitted by neither gate (an
+        // anomaly already), it may read either, and only the purchase is checked.
+        if checked_in > 0 {
+            expect = Some(Expect::CheckedIn(admission.to_owned()));
+        }
     }
     let mut shard = run.shard(k);
     let summary = &mut shard.summary;
@@ -1011,7 +1057,7 @@ fn expectation(fate: Fate, answer: Option<&Answer>) -> Option<Expect> {
             .map(|s| Expect::Told(s.to_owned()))
     };
     match (fate, answer.status.map(|s| s.as_u16())) {
-        (Fate::Pay | Fate::Decline, Some(200)) => Some(Expect::Purchased),
+        (fate, Some(200)) if fate.pays() => Some(Expect::Purchased),
         (_, Some(410)) => Some(Expect::Told("expired".into())),
         (Fate::Decline, Some(402)) | (_, Some(429)) => Some(Expect::HeldOrExpired),
         // A cancel done says `cancelled` (whatever the body shows); one refused names the

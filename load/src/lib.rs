@@ -80,7 +80,9 @@ pub struct Config {
     /// Stop after this many purchase requests (default 10,000 when no duration is given).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,
-    /// Tickets per purchase request (per line, with --ticket-types above 1).
+    /// Tickets per purchase request (per line, with --ticket-types above 1). An order larger
+    /// than the server takes in one purchase (its --max-tickets-per-purchase) is refused
+    /// before the run.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
     pub quantity: i64,
     /// Distinct buyers (fingerprints) to cycle through; default: one per request.
@@ -375,9 +377,10 @@ pub async fn run_on_sale(
             .map(|u| u.trim_end_matches('/').to_owned())
             .collect(),
     );
+    let mut existing = None;
     let event_id = match &config.event_id {
         Some(id) => {
-            existing_event(&client, &urls[0], id).await?;
+            existing = Some(existing_event(&client, &urls[0], id).await?);
             id.clone()
         }
         None => {
@@ -402,6 +405,14 @@ pub async fn run_on_sale(
     } else {
         Vec::new()
     };
+    if let Some(event) = &existing
+        && journey.decline_share > 0.0
+    {
+        refuse_free_types(event, &ticket_types)?;
+    }
+    if !config.read_only {
+        probe_order_size(&client, &urls[0], config, catalogue, &ticket_types).await?;
+    }
 
     // The verification reads the quotas, an organiser's route: a server that keeps it for its
     // token says so now, before the load, rather than after it.
@@ -409,6 +420,11 @@ pub async fn run_on_sale(
         quotas(&client, &urls[0], &event_id, token)
             .await
             .map_err(|e| format!("before the run: {e}"))?;
+    }
+    // The row check, refunds and check-ins send the token to admin-only routes, which refuse
+    // a wrong one even on a server that has none (and so took it for the event): found now.
+    if let Some(token) = token {
+        report_route(&client, &urls[0], &event_id, token).await?;
     }
     // One retry window for every read after the run, the verification's and the row check's.
     let window = Arc::new(ReadWindow::new(retry_for));
@@ -800,9 +816,9 @@ async fn ticket_types(
     Ok(ids)
 }
 
-/// Refuses an `--event-id` the server does not have, before the load, whose every purchase
-/// would be answered 404.
-async fn existing_event(client: &Client, base: &str, id: &str) -> Result<(), String> {
+/// Reads the `--event-id` event with its ticket types; refuses one the server does not have,
+/// before the load, whose every purchase would be answered 404.
+async fn existing_event(client: &Client, base: &str, id: &str) -> Result<Value, String> {
     let what = format!("before the run: reading the event (--event-id {id})");
     let response = client
         .get(format!("{base}/events/{id}"))
@@ -810,11 +826,38 @@ async fn existing_event(client: &Client, base: &str, id: &str) -> Result<(), Str
         .await
         .map_err(|e| format!("{what}: {e}"))?;
     match response.status() {
-        StatusCode::OK => Ok(()),
+        StatusCode::OK => response.json().await.map_err(|e| format!("{what}: {e}")),
         StatusCode::NOT_FOUND => Err(format!(
             "--event-id {id}: no such event at {base} (404); no purchase was sent"
         )),
         status => Err(format!("{what}: {status}")),
+    }
+}
+
+/// Refuses `--decline-share` on an existing event (`event`, as `GET /events/{id}` gave it)
+/// when a type the run orders is free, as it is refused for an event the tool would create
+/// unpriced: a free order is confirmed whatever the card, so a declining card would be
+/// answered 200 and the run called unsound for it. `ordered`: the types of a `{lines}` run;
+/// empty, the event's default type (its first).
+fn refuse_free_types(event: &Value, ordered: &[String]) -> Result<(), String> {
+    let types = event["ticketTypes"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let free = types
+        .iter()
+        .enumerate()
+        .filter(|(k, t)| match ordered {
+            [] => *k == 0,
+            ids => ids.iter().any(|id| t["id"] == id.as_str()),
+        })
+        .find(|(_, t)| t["price"].as_i64().is_none_or(|price| price <= 0));
+    match free {
+        Some((_, t)) => Err(format!(
+            "--decline-share needs every ticket type priced above 0: the event's type {} ({}) \
+             is free, and a free order is confirmed whatever the card; no purchase was sent",
+            t["name"], t["id"]
+        )),
+        None => Ok(()),
     }
 }
 
@@ -1096,10 +1139,22 @@ async fn verify(
                     ));
                 }
                 match expected.get(&g.allocation_id) {
-                    Some(Expect::Purchased) => {
+                    Some(expect @ (Expect::Purchased | Expect::CheckedIn(_))) => {
                         read_back.paid_checked += 1;
                         if status != "purchased" {
                             read_back.paid_not_purchased += 1;
+                        }
+                        // Admitted at the door: the status told is its admission's.
+                        if let Expect::CheckedIn(admission) = expect {
+                            read_back.statuses_checked += 1;
+                            let read = journey::admission_status(&body, admission);
+                            if read != Some("checked_in") {
+                                read_back.wrong_status += 1;
+                                wrong.push(format!(
+                                    "{}: admission {admission} admitted at the door, read {read:?}",
+                                    g.allocation_id
+                                ));
+                            }
                         }
                     }
                     Some(expect) => {
@@ -1261,6 +1316,81 @@ impl ReadWindow {
     }
 }
 
+/// Refuses, before the load, orders larger than the server takes in one purchase (its
+/// `--max-tickets-per-purchase`, which no route reads out): every hold of the run would be
+/// answered 422, a refusal the tool provoked. The server checks an order's size before it
+/// looks for the event, so the run's largest order is sent for an event no server has
+/// (the nil id): 422 is the refusal, and anything else (404) buys nothing either.
+async fn probe_order_size(
+    client: &Client,
+    base: &str,
+    config: &Config,
+    catalogue: &Catalogue,
+    ticket_types: &[String],
+) -> Result<(), String> {
+    let lines: Vec<order::Line> = ticket_types
+        .iter()
+        .take(catalogue.max_lines.into())
+        .map(|id| order::Line {
+            ticket_type_id: id.clone(),
+            quantity: config.quantity,
+        })
+        .collect();
+    let what = "before the run: sending the run's largest order for no event";
+    let response = client
+        .post(format!("{base}/events/{}/tickets", uuid::Uuid::nil()))
+        .header("X-Device-Fingerprint", "boxoffice-load-order-size")
+        .json(&order::body(&lines, config.quantity))
+        .send()
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    if response.status() != StatusCode::UNPROCESSABLE_ENTITY {
+        return Ok(());
+    }
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let asked = match lines.len() {
+        0 | 1 => format!("--quantity {}", config.quantity),
+        n => format!(
+            "--quantity {} on up to --max-lines {n} lines, {} tickets",
+            config.quantity,
+            config.quantity * n as i64
+        ),
+    };
+    Err(format!(
+        "before the run: the server refuses an order of {asked} in one purchase (422 {}): \
+         lower --quantity or --max-lines, or raise the server's --max-tickets-per-purchase; \
+         no purchase was sent",
+        body["details"]
+    ))
+}
+
+/// Refuses, before the load, a `--admin-token` the sales report (`GET /events/{id}/report`,
+/// admin only) answers 401 or 403 for: the row check after the run would fail on it, and the
+/// refunds and check-ins it signs be refused. Any other answer is left to the row check.
+async fn report_route(
+    client: &Client,
+    base: &str,
+    event_id: &str,
+    token: &str,
+) -> Result<(), String> {
+    let what = "before the run: reading the sales report with --admin-token";
+    let response = client
+        .get(format!("{base}/events/{event_id}/report"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    match response.status() {
+        status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Err(format!(
+            "{what}: {status}: the server does not take this token on its admin-only routes \
+             (the sales report the verification compares with the rows, refunds, check-ins), \
+             even if it has no token of its own; give its --admin-token or an organiser token, \
+             or drop --admin-token"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// How many times [`check_rows`] reads before it gives up on a quiet moment.
 const ROW_CHECK_TRIES: u32 = 20;
 
@@ -1321,6 +1451,25 @@ async fn check_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_declining_card_is_refused_on_any_free_type_the_run_orders() {
+        let event = json!({"ticketTypes": [
+            {"id": "a", "name": "General admission", "price": 0},
+            {"id": "b", "name": "VIP", "price": 2500},
+            {"id": "c", "name": "Balcony", "price": 0},
+        ]});
+        // `{quantity}` orders buy the default type, the first.
+        let err = refuse_free_types(&event, &[]).unwrap_err();
+        assert!(
+            err.starts_with("--decline-share needs every ticket type priced above 0"),
+            "{err}"
+        );
+        assert!(err.contains("General admission"), "{err}");
+        assert_eq!(refuse_free_types(&event, &["b".into()]), Ok(()));
+        let err = refuse_free_types(&event, &["b".into(), "c".into()]).unwrap_err();
+        assert!(err.contains("Balcony"), "{err}");
+    }
 
     #[tokio::test]
     async fn an_answer_the_server_stands_by_is_not_retried() {

@@ -121,7 +121,8 @@ pub struct ReadBack {
     /// Of those, the ones not read back `purchased`.
     pub paid_not_purchased: u64,
     /// Allocations whose buyer was told another status (cancelled, expired, declined,
-    /// abandoned), read back.
+    /// abandoned, refunded), or whose ticket was admitted at the door (its admission must
+    /// read `checked_in`), read back.
     pub statuses_checked: u64,
     /// Of those, the ones read back in a status other than the one told.
     pub wrong_status: u64,
@@ -235,7 +236,8 @@ pub struct Verification {
     pub quotas: Vec<QuotaCheck>,
     /// Allocations whose buyer was told a status other than `purchased` (cancelled by a
     /// cancel, expired by a late payment, still held or lapsed after a declined card or when
-    /// abandoned), read back.
+    /// abandoned, refunded), or whose ticket was admitted at the door (its admission must read
+    /// `checked_in`), read back.
     pub statuses_checked: u64,
     /// Of those, the ones read back in a status the buyer was not told.
     pub wrong_status: u64,
@@ -934,7 +936,7 @@ pub fn render(report: &Report) -> String {
         }
         if v.statuses_checked > 0 {
             out.push_str(&format!(
-                "told read back   {}/{} in the status told (cancelled, expired, held or lapsed)\n",
+                "told read back   {}/{} in the status told (cancelled, expired, held or lapsed, refunded, checked in)\n",
                 v.statuses_checked - v.wrong_status,
                 v.statuses_checked
             ));

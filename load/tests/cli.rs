@@ -35,3 +35,18 @@ fn an_event_id_that_is_not_a_uuid_exits_1_naming_the_flag() {
     assert!(stderr.contains("--event-id"), "{stderr}");
     assert!(stderr.contains("not-a-uuid"), "{stderr}");
 }
+
+#[test]
+fn a_think_time_out_of_range_exits_1_naming_the_flag_and_the_bad_part() {
+    for (think, part) in [
+        ("--think-ms=-5", "the lower bound \"\""),
+        ("--think-ms=99999999999", "\"99999999999\""),
+        ("--think-ms=0-18446744073709551615", "the upper bound"),
+    ] {
+        let out = load(&[think]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("--think-ms"), "{stderr}");
+        assert!(stderr.contains(part), "{think}: {stderr}");
+    }
+}

@@ -835,3 +835,95 @@ async fn the_streams_final_counts_are_read_through_a_blip_after_the_run() {
     let streams = report.streams.clone().expect("a stream report");
     assert_eq!(streams.last_message_matches, 3, "{streams:#?}");
 }
+
+#[tokio::test]
+async fn a_declining_card_on_an_existing_free_event_is_refused_before_the_load() {
+    // A free order is confirmed whatever the card: the run would call the server unsound for
+    // the 200s its declining cards got.
+    let app = spawn_app_with(BATCHED).await;
+    let (status, free) = app
+        .post_json(
+            "/events",
+            serde_json::json!({
+                "name": "Free event", "date": "2030-01-01T20:00:00Z", "totalTickets": 50,
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{free}");
+    let mut config = config(app.address.clone());
+    config.event_id = Some(id_of(&free));
+    config.requests = Some(10);
+    config.pay = true;
+    let journey = Journey {
+        decline_share: 0.5,
+        ..Journey::default()
+    };
+    let err = run_on_sale(&config, &Catalogue::default(), &journey)
+        .await
+        .expect_err("refused");
+    assert!(
+        err.starts_with("--decline-share needs every ticket type priced above 0"),
+        "{err}"
+    );
+    assert!(err.contains("General admission"), "{err}");
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+    // A priced event is run as before.
+    let priced = app.create_event("Priced event", 50, None).await;
+    config.event_id = Some(id_of(&priced));
+    let report = run_on_sale(&config, &Catalogue::default(), &journey)
+        .await
+        .expect("the run completes");
+    assert_sound(&report);
+}
+
+#[tokio::test]
+async fn a_token_the_report_route_refuses_is_refused_before_the_load() {
+    // A server without --admin-token takes any token on the organiser's routes, but never on
+    // the sales report the row check reads: a wrong token is the run's fault, found before
+    // anything is bought, not a server called unsound after the load.
+    let app = spawn_app_with(BATCHED).await;
+    let mut config = config(app.address.clone());
+    config.requests = Some(4);
+    let journey = Journey {
+        admin_token: Some("wrong".into()),
+        ..Journey::default()
+    };
+    let err = run_on_sale(&config, &Catalogue::default(), &journey)
+        .await
+        .expect_err("refused");
+    assert!(err.starts_with("before the run: "), "{err}");
+    assert!(
+        err.contains("401") && err.contains("--admin-token"),
+        "{err}"
+    );
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+}
+
+#[tokio::test]
+async fn orders_larger_than_the_server_takes_are_refused_before_the_load() {
+    // The server takes at most --max-tickets-per-purchase (10) tickets in one purchase: every
+    // hold of the run would be answered 422, the tool's own doing, not the server's fault.
+    let app = spawn_app_with(BATCHED).await;
+    let mut config = config(app.address.clone());
+    config.requests = Some(4);
+    config.quantity = 11;
+    let err = run(&config).await.expect_err("refused");
+    assert!(err.starts_with("before the run: "), "{err}");
+    assert!(err.contains("--quantity 11"), "{err}");
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+    // Three lines of 4 tickets: 12 in one purchase.
+    config.quantity = 4;
+    let catalogue = Catalogue {
+        ticket_types: 3,
+        max_lines: 3,
+        ..Catalogue::default()
+    };
+    let err = run_on_sale(&config, &catalogue, &Journey::default())
+        .await
+        .expect_err("refused");
+    assert!(err.contains("--max-lines 3"), "{err}");
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+    // Within the limit, the run goes.
+    config.quantity = 10;
+    assert_sound(&run(&config).await.expect("the run completes"));
+}

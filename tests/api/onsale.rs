@@ -243,3 +243,38 @@ async fn the_journey_counts_what_came_of_the_buyers_choices() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn paid_orders_of_buyers_checked_in_or_refunded_are_read_back() {
+    let app = spawn_app_with(&["--admin-token", TOKEN]).await;
+    // Every buyer pays and is checked in: every order must read back purchased, and the
+    // admission scanned `checked_in`.
+    let report = load(
+        &app.address,
+        &format!(
+            "--tickets 50 --arrival-rate 20 --requests 10 --checkin-share 1 --pay \
+             --admin-token {TOKEN}"
+        ),
+    )
+    .await;
+    assert!(report.sound, "{report:#?}");
+    let journey = report.journey.clone().unwrap();
+    assert_eq!((journey.paid, journey.checked_in), (10, 10), "{journey:#?}");
+    let verification = report.verification.clone().unwrap();
+    assert_eq!(verification.paid_checked, 10, "{verification:#?}");
+    assert_eq!(verification.statuses_checked, 10, "{verification:#?}");
+    // Every buyer pays and is refunded: every order must read back `refunded`.
+    let report = load(
+        &app.address,
+        &format!(
+            "--tickets 50 --arrival-rate 20 --requests 10 --refund-share 1 --pay \
+             --admin-token {TOKEN}"
+        ),
+    )
+    .await;
+    assert!(report.sound, "{report:#?}");
+    let journey = report.journey.clone().unwrap();
+    assert_eq!((journey.paid, journey.refunded), (10, 10), "{journey:#?}");
+    let verification = report.verification.clone().unwrap();
+    assert_eq!(verification.statuses_checked, 10, "{verification:#?}");
+}

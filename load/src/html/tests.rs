@@ -120,3 +120,22 @@ fn a_steps_two_charts_span_the_run_and_draw_what_happened() {
     // Requests that ended after the run (a payment of its last hold) count a whole second.
     assert_eq!(span(3, 2.5), (3.5, 1.0));
 }
+
+#[test]
+fn a_point_with_no_neighbour_is_drawn() {
+    // Every request in one second: one point per series, which a line alone never draws.
+    let samples: Vec<Sample> = (0..5)
+        .map(|i| Sample {
+            step: "purchase",
+            status: Some(201),
+            code: None,
+            latency_us: 3_000,
+            ended_ms: 100 * i,
+        })
+        .collect();
+    let step = &steps(&samples, 0.6)[0];
+    let [rate, latency] = step_charts(step, 0.6);
+    assert_eq!(rate.svg.matches("<circle").count(), 1, "{}", rate.svg);
+    // p50, p90, p99 and max: one marker each.
+    assert_eq!(latency.svg.matches("<circle").count(), 4, "{}", latency.svg);
+}

@@ -237,3 +237,65 @@ fn a_spike_needs_its_length() {
     };
     assert_eq!(spike.validate(), Ok(()));
 }
+
+#[test]
+fn every_payment_answered_200_must_read_back_purchased() {
+    // The refund and check-in fates pay too: their payment's 200 is checked like any other
+    // (a refund's answer then says what the order must read back as).
+    let fates = [
+        Fate::Pay,
+        Fate::Decline,
+        Fate::Cancel,
+        Fate::Abandon,
+        Fate::Refund,
+        Fate::CheckIn,
+    ];
+    let paid = answer(200, json!({"status": "purchased"}));
+    for fate in fates.into_iter().filter(|f| f.pays()) {
+        assert_eq!(
+            expectation(fate, Some(&paid)),
+            Some(Expect::Purchased),
+            "{fate:?}"
+        );
+    }
+    assert!(!Fate::Cancel.pays() && !Fate::Abandon.pays());
+}
+
+#[test]
+fn a_ticket_admitted_at_the_door_must_read_back_checked_in() {
+    let admitted = Expect::CheckedIn("a1".into());
+    let body = |status: &str| json!({"status": "purchased", "admissions": [{"id": "a1", "status": status}]});
+    assert!(admitted.allows("purchased") && !admitted.allows("refunded"));
+    assert_eq!(
+        admission_status(&body("checked_in"), "a1"),
+        Some("checked_in")
+    );
+    assert_eq!(admission_status(&body("valid"), "a1"), Some("valid"));
+    assert_eq!(admission_status(&body("valid"), "a2"), None);
+}
+
+#[test]
+fn think_times_are_bounded_by_a_year_and_their_errors_name_the_bad_part() {
+    let year_ms = (flags::MAX_SECONDS * 1000.0) as u64;
+    assert_eq!(
+        year_ms.to_string().parse::<Think>(),
+        Ok(Think::Fixed(year_ms))
+    );
+    for beyond in [
+        "99999999999".to_owned(),
+        format!("0-{}", u64::MAX),
+        format!("0-{}", year_ms + 1),
+        // Its draws are cut at ten times the mean: that must be within a year too.
+        format!("exp:{}", year_ms / 10 + 1),
+    ] {
+        let err = beyond.parse::<Think>().unwrap_err();
+        assert!(err.contains("a year"), "{beyond}: {err}");
+    }
+    // A range's draw stays within its bounds at the top of the range.
+    let top = Think::Uniform(0, year_ms);
+    assert!((0..1_000).all(|k| top.sample(k) <= Duration::from_millis(year_ms + 1)));
+    let err = "-5".parse::<Think>().unwrap_err();
+    assert!(err.contains("lower bound \"\""), "{err}");
+    let err = "5-x".parse::<Think>().unwrap_err();
+    assert!(err.contains("upper bound \"x\""), "{err}");
+}
