@@ -1037,7 +1037,9 @@ async function showEvent(v, _query, id) {
   const renderTotal = () => {
     const { count, total } = order();
     countEl.textContent = `(${plural(count, 'ticket')})`;
-    totalEl.textContent = total === 0 ? 'Free' : money(total, event.currency);
+    // "Free" only for what costs nothing: nothing chosen of a priced event is €0.00.
+    const free = total === 0 && (count > 0 || rows.every((r) => !(r.type.price > 0)));
+    totalEl.textContent = free ? 'Free' : money(total, event.currency);
   };
 
   // While an order is on its way, live updates redraw the page but leave the button alone.
@@ -1243,6 +1245,8 @@ async function showEvent(v, _query, id) {
       if (heardOrganiserSeq === null || organiserSeq > heardOrganiserSeq) {
         changed = heardOrganiserSeq !== null;
         heardOrganiserSeq = organiserSeq;
+        // A snapshot names no change: the last-change line would keep an older one.
+        if (changed && !data.lastEvent) lastChangeEl.textContent = 'The organiser changed the event.';
       }
     } else if (newer) {
       changed = snapshot ? heardSeq !== null : data.lastEvent?.type === 'event_updated';

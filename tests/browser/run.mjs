@@ -690,7 +690,8 @@ async function run() {
         const shown = [await row.getByTestId('type-name').textContent(), await row.getByTestId('type-price').textContent(), await row.getByTestId('type-available').textContent()];
         assert(JSON.stringify(shown) === JSON.stringify([name, price, left]), `the ${type} row reads ${JSON.stringify(shown)}, expected ${JSON.stringify([name, price, left])}`);
       }
-      await expectText(c, 'order-total', 'Free');
+      // Nothing chosen yet of priced types: nothing to pay, which is not "Free".
+      await expectText(c, 'order-total', '€0.00');
       await expectText(c, 'live-status', 'Live');
     });
 
@@ -943,6 +944,7 @@ async function run() {
       await expectText(w, 'live-status', 'Live', 10_000);
       assert(refusedStreams >= 2, `the stream was asked for ${refusedStreams} times`);
       await expectText(w, 'event-name', `${eventName} settled`);
+      await expectText(w, 'last-change', 'The organiser changed the event.');
       // Sold out: a buyer holds all three.
       const holder = { 'X-Device-Fingerprint': 'the settling test\'s holder' };
       const hold = await apiCall('POST', `/events/${settled.id}/tickets`, { quantity: 3 }, holder);
