@@ -50,3 +50,13 @@ fn a_think_time_out_of_range_exits_1_naming_the_flag_and_the_bad_part() {
         assert!(stderr.contains(part), "{think}: {stderr}");
     }
 }
+
+#[test]
+fn a_flag_without_the_one_it_needs_exits_1_naming_both() {
+    let out = load(&["--max-in-flight", "10"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("--arrival-rate"), "{stderr}");
+    assert!(stderr.contains("--max-in-flight"), "{stderr}");
+}

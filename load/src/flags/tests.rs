@@ -153,3 +153,74 @@ fn an_event_id_that_is_not_a_uuid_is_refused_at_parse_time_naming_the_flag() {
     let flags = SaleFlags::try_parse_from(["boxoffice-load", "--event-id", id]).expect("a UUID");
     assert_eq!(flags.config.event_id.as_deref(), Some(id));
 }
+
+/// Every flag of a run as the CLI parses them, the scanning mode's included.
+#[derive(clap::Parser)]
+struct AllFlags {
+    #[command(flatten)]
+    config: crate::Config,
+    #[command(flatten)]
+    catalogue: crate::Catalogue,
+    #[command(flatten)]
+    journey: crate::Journey,
+    #[command(flatten)]
+    scanning: crate::Scanning,
+}
+
+#[test]
+fn a_flag_that_means_nothing_without_another_is_refused_naming_both() {
+    use clap::Parser;
+    for (flags, needed) in [
+        ("--max-in-flight 10", "--arrival-rate"),
+        ("--hold-streams-seconds 5", "--idle-streams"),
+        ("--stream-sources 4", "--idle-streams"),
+        ("--reconnect-streams", "--idle-streams"),
+        ("--server-pid 1", "--idle-streams"),
+        // --reconnect-streams and --server-pid reach the idle streams only, not a watcher's.
+        ("--watch-share 0.5 --reconnect-streams", "--idle-streams"),
+        ("--watch-share 0.5 --server-pid 1", "--idle-streams"),
+        ("--offer-wait-seconds 3", "--waiting-list-share"),
+        ("--scan-tickets 10", "--scan"),
+        ("--gates 2", "--scan"),
+        ("--door-token t", "--scan"),
+    ] {
+        let argv = std::iter::once("boxoffice-load").chain(flags.split_whitespace());
+        let err = AllFlags::try_parse_from(argv)
+            .err()
+            .unwrap_or_else(|| panic!("{flags} was accepted"))
+            .to_string();
+        let flag = flags
+            .split_whitespace()
+            .rfind(|f| f.starts_with("--"))
+            .expect("a flag");
+        assert!(err.contains(needed), "{flags}: {err}");
+        assert!(err.contains(flag), "{flags}: {err}");
+    }
+}
+
+#[test]
+fn a_flag_with_the_one_it_needs_is_accepted() {
+    use clap::Parser;
+    for flags in [
+        "--arrival-rate 5 --max-in-flight 10",
+        "--idle-streams 2 --hold-streams-seconds 5 --stream-sources 4 --reconnect-streams --server-pid 1",
+        "--waiting-list-share 0.3 --offer-wait-seconds 3",
+        "--scan --scan-tickets 10 --gates 2 --door-token t",
+        "--buyers 1",
+    ] {
+        let argv = std::iter::once("boxoffice-load").chain(flags.split_whitespace());
+        if let Err(err) = AllFlags::try_parse_from(argv) {
+            panic!("{flags}: {err}");
+        }
+    }
+}
+
+#[test]
+fn no_buyers_is_refused_at_parse_time() {
+    use clap::Parser;
+    let err = AllFlags::try_parse_from(["boxoffice-load", "--buyers", "0"])
+        .err()
+        .expect("--buyers 0 was accepted")
+        .to_string();
+    assert!(err.contains("--buyers"), "{err}");
+}
