@@ -60,3 +60,14 @@ fn a_flag_without_the_one_it_needs_exits_1_naming_both() {
     assert!(stderr.contains("--arrival-rate"), "{stderr}");
     assert!(stderr.contains("--max-in-flight"), "{stderr}");
 }
+
+#[test]
+fn a_sales_flag_beside_scan_exits_1_before_anything_is_sent() {
+    let out = load(&["--scan", "--admin-token", "t", "--tickets", "5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("boxoffice-load: --tickets belongs to a sale"),
+        "{stderr}"
+    );
+}
