@@ -620,3 +620,22 @@ fn each_read_left_undone_is_incomplete_and_one_answered_otherwise_is_a_fault() {
     );
     assert!(!report.incomplete_only());
 }
+
+#[test]
+fn the_payments_latency_is_labelled_as_every_payment_answered() {
+    // `pay_latency_ms` times every payment answered, 410s and declines included: the line
+    // must not read as the successes' latency.
+    let mut report = sound_report();
+    report
+        .answers
+        .push(answer("pay", Some(410), Some("RESERVATION_EXPIRED"), 3));
+    let text = render(&report);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("payments ok"))
+        .expect("a payments line");
+    assert!(
+        line.contains("latency ms of every payment answered, any status: p50"),
+        "{line}"
+    );
+}
