@@ -639,3 +639,33 @@ fn the_payments_latency_is_labelled_as_every_payment_answered() {
         "{line}"
     );
 }
+
+#[test]
+fn a_rate_below_10_per_second_shows_one_decimal_as_in_the_html() {
+    let mut report = sound_report();
+    report.requests_per_second = 0.4;
+    report.steps = vec![
+        Step {
+            name: "pay",
+            requests: 2,
+            per_second: 0.4,
+            latency_ms: Latency::default(),
+            failed: 0,
+            answers: BTreeMap::new(),
+            timeline: Vec::new(),
+        },
+        Step {
+            name: "purchase",
+            requests: 127,
+            per_second: 25.4,
+            latency_ms: Latency::default(),
+            failed: 0,
+            answers: BTreeMap::new(),
+            timeline: Vec::new(),
+        },
+    ];
+    let text = render(&report);
+    assert!(text.contains("requests         8 (0.4/s)"), "{text}");
+    assert!(text.contains("step pay         2 (0.4/s)"), "{text}");
+    assert!(text.contains("step purchase    127 (25/s)"), "{text}");
+}
