@@ -43,7 +43,7 @@ struct Cli {
     #[arg(long)]
     report: Option<PathBuf>,
     /// Also write each chart as an SVG file in this directory (`{step}-rate.svg`,
-    /// `{step}-latency.svg`).
+    /// `{step}-latency.svg`); not the --report path.
     #[arg(long)]
     charts_dir: Option<PathBuf>,
 }

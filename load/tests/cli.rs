@@ -71,3 +71,17 @@ fn a_sales_flag_beside_scan_exits_1_before_anything_is_sent() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_report_and_charts_at_one_path_exit_1_before_the_run() {
+    let path = std::env::temp_dir().join(format!("boxoffice-load-cli-same-{}", std::process::id()));
+    let path = path.to_str().expect("a UTF-8 path");
+    let out = load(&["--report", path, "--charts-dir", path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("boxoffice-load: --report and --charts-dir"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(path);
+}
