@@ -2,7 +2,7 @@
 //! small enough to add to an [`Instant`](std::time::Instant), so that no run can start with a
 //! value that would panic once converted to a [`Duration`]. The run checks them again with
 //! [`duration`], for a [`crate::Config`] built without the parser. Flags that cannot go
-//! together are refused here too ([`refuse_with_event_id`]).
+//! together are refused here too ([`refuse_with_event_id`], [`refuse_with_scan`]).
 
 use std::time::Duration;
 
@@ -27,18 +27,10 @@ pub const EVENT_SHAPING: [(&str, &str); 5] = [
 /// # Errors
 /// A message naming the flags given.
 pub fn refuse_with_event_id(matches: &ArgMatches) -> Result<(), String> {
-    let given = |id: &str| {
-        matches.try_get_raw(id).is_ok_and(|values| values.is_some())
-            && matches.value_source(id) == Some(ValueSource::CommandLine)
-    };
-    if !given("event_id") {
+    if !given(matches, "event_id") {
         return Ok(());
     }
-    let shaping: Vec<&str> = EVENT_SHAPING
-        .iter()
-        .filter(|(id, _)| given(id))
-        .map(|(_, flag)| *flag)
-        .collect();
+    let shaping = given_of(matches, &EVENT_SHAPING);
     match shaping.as_slice() {
         [] => Ok(()),
         [one] => Err(format!(
@@ -51,6 +43,89 @@ pub fn refuse_with_event_id(matches: &ArgMatches) -> Result<(), String> {
             first.join(", ")
         )),
     }
+}
+
+/// The flags of a sale that `--scan` does not read (argument id, flag): it makes its own
+/// event and `--scan-tickets` paid tickets, and reads only `--url`, `--clients`,
+/// `--duration`, `--requests`, `--admin-token` and `--json`, so a scanning run would ignore
+/// them, and its user believe they were set.
+pub const SALE_ONLY: [(&str, &str); 37] = [
+    ("event_id", "--event-id"),
+    ("tickets", "--tickets"),
+    ("max_per_fingerprint", "--max-per-fingerprint"),
+    ("quantity", "--quantity"),
+    ("buyers", "--buyers"),
+    ("pay", "--pay"),
+    ("idle_streams", "--idle-streams"),
+    ("hold_streams_seconds", "--hold-streams-seconds"),
+    ("stream_sources", "--stream-sources"),
+    ("reconnect_streams", "--reconnect-streams"),
+    ("server_pid", "--server-pid"),
+    ("read_only", "--read-only"),
+    ("no_verify", "--no-verify"),
+    ("history", "--history"),
+    ("keyed", "--keyed"),
+    ("retry_seconds", "--retry-seconds"),
+    ("request_timeout", "--request-timeout"),
+    ("ticket_types", "--ticket-types"),
+    ("max_lines", "--max-lines"),
+    ("prices", "--price"),
+    ("currency", "--currency"),
+    ("quotas", "--quotas"),
+    ("arrival_rate", "--arrival-rate"),
+    ("spike_rate", "--spike-rate"),
+    ("spike_seconds", "--spike-seconds"),
+    ("max_in_flight", "--max-in-flight"),
+    ("think_ms", "--think-ms"),
+    ("decline_share", "--decline-share"),
+    ("abandon_share", "--abandon-share"),
+    ("cancel_share", "--cancel-share"),
+    ("refund_share", "--refund-share"),
+    ("checkin_share", "--checkin-share"),
+    ("waiting_list_share", "--waiting-list-share"),
+    ("offer_wait_seconds", "--offer-wait-seconds"),
+    ("watch_share", "--watch-share"),
+    ("report", "--report"),
+    ("charts_dir", "--charts-dir"),
+];
+
+/// Refuses `--scan` beside any flag of [`SALE_ONLY`] given on the command line (their
+/// defaults do not count), naming them all.
+///
+/// # Errors
+/// A message naming the flags given.
+pub fn refuse_with_scan(matches: &ArgMatches) -> Result<(), String> {
+    if !given(matches, "scan") {
+        return Ok(());
+    }
+    match given_of(matches, &SALE_ONLY).as_slice() {
+        [] => Ok(()),
+        [one] => Err(format!(
+            "{one} belongs to a sale; --scan makes its own event and tickets and ignores it: \
+             drop {one} (or --scan)"
+        )),
+        [first @ .., last] => Err(format!(
+            "{} and {last} belong to a sale; --scan makes its own event and tickets and \
+             ignores them: drop them (or --scan)",
+            first.join(", ")
+        )),
+    }
+}
+
+/// Whether the argument `id` was given on the command line (not its default); an id the
+/// command does not have was not.
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches.try_get_raw(id).is_ok_and(|values| values.is_some())
+        && matches.value_source(id) == Some(ValueSource::CommandLine)
+}
+
+/// The flags of `flags` given on the command line, in `flags`' order.
+fn given_of(matches: &ArgMatches, flags: &[(&str, &'static str)]) -> Vec<&'static str> {
+    flags
+        .iter()
+        .filter(|(id, _)| given(matches, id))
+        .map(|(_, flag)| *flag)
+        .collect()
 }
 
 /// Parses an `--event-id`: a UUID, as the server's event ids are; anything else would only

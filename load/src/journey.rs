@@ -44,8 +44,8 @@ pub struct Journey {
     #[arg(long, default_value_t = 0.0, value_parser = flags::seconds, requires = "spike_rate")]
     pub spike_seconds: f64,
     /// Open model: most journeys in flight at once; an arrival beyond waits for a slot (and
-    /// its latency counts the wait).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    /// its latency counts the wait). Needs --arrival-rate (the closed model runs --clients).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), requires = "arrival_rate")]
     pub max_in_flight: u32,
     /// Think time between the hold and the next step, in milliseconds: `200` (fixed),
     /// `100-2000` (uniform) or `exp:500` (exponential of that mean, cut at 10 times it). At
@@ -77,8 +77,9 @@ pub struct Journey {
     /// 500 ms, at most --offer-wait-seconds) and pay it, or leave.
     #[arg(long, default_value_t = 0.0, value_parser = share)]
     pub waiting_list_share: f64,
-    /// How long a buyer on the waiting list waits for an offer before leaving it.
-    #[arg(long, default_value_t = 10.0, value_parser = flags::seconds)]
+    /// How long a buyer on the waiting list waits for an offer before leaving it. Needs
+    /// --waiting-list-share.
+    #[arg(long, default_value_t = 10.0, value_parser = flags::seconds, requires = "waiting_list_share")]
     pub offer_wait_seconds: f64,
     /// Share of buyers who watch `GET /events/{id}/stream` from their arrival to the end of
     /// their journey (at least until its first message).

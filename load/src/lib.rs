@@ -85,8 +85,8 @@ pub struct Config {
     /// before the run.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
     pub quantity: i64,
-    /// Distinct buyers (fingerprints) to cycle through; default: one per request.
-    #[arg(long)]
+    /// Distinct buyers (fingerprints) to cycle through, 1 or more; default: one per request.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub buyers: Option<u64>,
     /// Pay for every hold with the succeeding test card.
     #[arg(long)]
@@ -96,20 +96,23 @@ pub struct Config {
     /// and each change's commit-to-message time measured.
     #[arg(long, default_value_t = 0)]
     pub idle_streams: usize,
-    /// Keep the streams open this many seconds after the run (to measure them).
-    #[arg(long, default_value_t = 0.0, value_parser = flags::seconds)]
+    /// Keep the streams open this many seconds after the run (to measure them). Needs
+    /// --idle-streams.
+    #[arg(long, default_value_t = 0.0, value_parser = flags::seconds, requires = "idle_streams")]
     pub hold_streams_seconds: f64,
     /// Open the streams from this many loopback source addresses, 127.0.0.2 upwards (one
-    /// address has about 28,000 ports towards one server port); 0: the system's choice.
-    #[arg(long, default_value_t = 0)]
+    /// address has about 28,000 ports towards one server port); 0: the system's choice. Needs
+    /// --idle-streams.
+    #[arg(long, default_value_t = 0, requires = "idle_streams")]
     pub stream_sources: usize,
     /// Open a stream that ends again (every 500 ms until it opens), as a browser does: for
-    /// runs that kill servers, so that the last messages are still compared.
-    #[arg(long)]
+    /// runs that kill servers, so that the last messages are still compared. Needs
+    /// --idle-streams (a --watch-share watcher's stream is not reopened).
+    #[arg(long, requires = "idle_streams")]
     pub reconnect_streams: bool,
     /// The server's process id, on this machine: its resident memory is read before the
-    /// streams open and once all are open, and reported per stream.
-    #[arg(long)]
+    /// streams open and once all are open, and reported per stream. Needs --idle-streams.
+    #[arg(long, requires = "idle_streams")]
     pub server_pid: Option<u32>,
     /// Time `GET /events/{id}` instead of purchasing (read throughput).
     #[arg(long)]

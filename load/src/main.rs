@@ -43,7 +43,7 @@ struct Cli {
     #[arg(long)]
     report: Option<PathBuf>,
     /// Also write each chart as an SVG file in this directory (`{step}-rate.svg`,
-    /// `{step}-latency.svg`).
+    /// `{step}-latency.svg`); not the --report path.
     #[arg(long)]
     charts_dir: Option<PathBuf>,
 }
@@ -76,7 +76,9 @@ async fn main() -> ExitCode {
     {
         Ok((cli, matches)) => {
             // Flags that cannot go together, refused before anything runs.
-            if let Err(err) = boxoffice_load::flags::refuse_with_event_id(&matches) {
+            if let Err(err) = boxoffice_load::flags::refuse_with_event_id(&matches)
+                .and_then(|()| boxoffice_load::flags::refuse_with_scan(&matches))
+            {
                 eprintln!("boxoffice-load: {err}");
                 return ExitCode::FAILURE;
             }
@@ -160,14 +162,6 @@ fn exit_code(sound: bool, incomplete: bool, written: bool) -> u8 {
 
 /// The scanning mode: its own report, judged like a sale's.
 async fn scan(cli: &Cli) -> ExitCode {
-    if cli.report.is_some() || cli.charts_dir.is_some() {
-        eprintln!("boxoffice-load: --report and --charts-dir chart a sale, not --scan");
-        return ExitCode::FAILURE;
-    }
-    if cli.config.history.is_some() || cli.config.keyed {
-        eprintln!("boxoffice-load: --history and --keyed record and retry a sale, not --scan");
-        return ExitCode::FAILURE;
-    }
     match run_scan(
         &cli.config,
         &cli.scanning,

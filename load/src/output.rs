@@ -24,11 +24,23 @@ pub fn write_charts(report: &Report, dir: &Path) -> Result<(), String> {
 /// Whether the report file and the charts' directory can be written, checked before the run
 /// so that a wrong path costs no load: the report is opened for writing (an existing one is
 /// left as it is, a new one removed again), the directory created and a file made in it and
-/// removed.
+/// removed. The two at one path are refused: each alone passes, and the second would fail
+/// only after the load.
 ///
 /// # Errors
 /// A message naming the path and why it cannot be written.
 pub fn check_writable(report: Option<&Path>, charts_dir: Option<&Path>) -> Result<(), String> {
+    if let (Some(file), Some(dir)) = (report, charts_dir) {
+        // Compared absolute, so that `out` and `./out` are one path too.
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        if absolute(file) == absolute(dir) {
+            return Err(format!(
+                "--report and --charts-dir name the same path, {}: the report is a file, the \
+                 charts a directory of files; give them different paths",
+                file.display()
+            ));
+        }
+    }
     if let Some(path) = report {
         let existed = path.exists();
         OpenOptions::new()

@@ -802,6 +802,16 @@ pub(crate) fn latency(sorted_us: &[u64]) -> Latency {
     }
 }
 
+/// A rate as the text shows it: one decimal below 10 per second, as the HTML report's steps
+/// table, so that a slow step reads 0.4/s rather than 0/s; whole numbers above.
+fn per_second(rate: f64) -> String {
+    if rate < 10.0 {
+        format!("{rate:.1}")
+    } else {
+        format!("{rate:.0}")
+    }
+}
+
 /// The report as people read it.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
@@ -818,22 +828,27 @@ pub fn render(report: &Report) -> String {
         report.elapsed_seconds
     ));
     out.push_str(&format!(
-        "requests         {} ({:.0}/s)\n",
-        report.requests, report.requests_per_second
+        "requests         {} ({}/s)\n",
+        report.requests,
+        per_second(report.requests_per_second)
     ));
     out.push_str(&format!(
-        "reservations     {} ({:.0}/s)\n",
-        report.reservations, report.reservations_per_second
+        "reservations     {} ({}/s)\n",
+        report.reservations,
+        per_second(report.reservations_per_second)
     ));
     out.push_str(&format!(
-        "tickets          {} ({:.0}/s)\n",
-        report.tickets_reserved, report.tickets_per_second
+        "tickets          {} ({}/s)\n",
+        report.tickets_reserved,
+        per_second(report.tickets_per_second)
     ));
     if report.payments_succeeded > 0 {
         out.push_str(&format!(
-            "payments ok      {} ({:.0}/s; latency ms {})\n",
+            // The latency is of every payment answered (`pay_latency_ms`), refusals such as
+            // a 410 too late included: the label says so, lest it read as the successes'.
+            "payments ok      {} ({}/s); latency ms of every payment answered, any status: {}\n",
             report.payments_succeeded,
-            report.payments_per_second,
+            per_second(report.payments_per_second),
             line(&report.pay_latency_ms)
         ));
     }
@@ -1002,10 +1017,10 @@ pub fn render(report: &Report) -> String {
             .map(|(answer, count)| format!("{answer} ×{count}"))
             .collect();
         out.push_str(&format!(
-            "step {:<11} {} ({:.0}/s); latency ms {}; {}\n",
+            "step {:<11} {} ({}/s); latency ms {}; {}\n",
             step.name,
             step.requests,
-            step.per_second,
+            per_second(step.per_second),
             line(&step.latency_ms),
             answers.join(", ")
         ));

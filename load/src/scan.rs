@@ -34,17 +34,21 @@ const SETUP_BUYERS: usize = 32;
 pub struct Scanning {
     /// Check tickets in instead of selling them: make `--scan-tickets` paid tickets on a new
     /// event, then scan their codes with `--clients` door devices for `--duration` seconds
-    /// (or `--requests` scans; default one scan per ticket).
+    /// (or `--requests` scans; default one scan per ticket). Reads --url, --clients,
+    /// --duration, --requests, --admin-token, --json and the flags below; any other flag (a
+    /// sale's) is refused beside it.
     #[arg(long)]
     pub scan: bool,
-    /// Tickets to sell and pay before the doors open; each has one code.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    /// Tickets to sell and pay before the doors open; each has one code. Needs --scan.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000), requires = "scan")]
     pub scan_tickets: u64,
-    /// Gates the devices scan at (`gate-1` … `gate-N`), device `c` at gate `c % N + 1`.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Gates the devices scan at (`gate-1` … `gate-N`), device `c` at gate `c % N + 1`. Needs
+    /// --scan.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..), requires = "scan")]
     pub gates: u16,
-    /// A door (or organiser) token for the check-in routes; default: `--admin-token`.
-    #[arg(long)]
+    /// A door (or organiser) token for the check-in routes; default: `--admin-token`. Needs
+    /// --scan.
+    #[arg(long, requires = "scan")]
     pub door_token: Option<String>,
 }
 
@@ -173,6 +177,8 @@ pub async fn run_scan(
     if config.urls.is_empty() || config.clients == 0 {
         return Err("need at least one --url and one client".into());
     }
+    // The parser refuses these, and every other flag of a sale, beside --scan
+    // ([`crate::flags::refuse_with_scan`]); a `Config` built without it is checked here.
     if config.event_id.is_some() {
         return Err("--scan makes its own event and tickets; drop --event-id".into());
     }

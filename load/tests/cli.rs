@@ -50,3 +50,38 @@ fn a_think_time_out_of_range_exits_1_naming_the_flag_and_the_bad_part() {
         assert!(stderr.contains(part), "{think}: {stderr}");
     }
 }
+
+#[test]
+fn a_flag_without_the_one_it_needs_exits_1_naming_both() {
+    let out = load(&["--max-in-flight", "10"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("--arrival-rate"), "{stderr}");
+    assert!(stderr.contains("--max-in-flight"), "{stderr}");
+}
+
+#[test]
+fn a_sales_flag_beside_scan_exits_1_before_anything_is_sent() {
+    let out = load(&["--scan", "--admin-token", "t", "--tickets", "5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("boxoffice-load: --tickets belongs to a sale"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_report_and_charts_at_one_path_exit_1_before_the_run() {
+    let path = std::env::temp_dir().join(format!("boxoffice-load-cli-same-{}", std::process::id()));
+    let path = path.to_str().expect("a UTF-8 path");
+    let out = load(&["--report", path, "--charts-dir", path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("boxoffice-load: --report and --charts-dir"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(path);
+}

@@ -153,3 +153,155 @@ fn an_event_id_that_is_not_a_uuid_is_refused_at_parse_time_naming_the_flag() {
     let flags = SaleFlags::try_parse_from(["boxoffice-load", "--event-id", id]).expect("a UUID");
     assert_eq!(flags.config.event_id.as_deref(), Some(id));
 }
+
+/// Every flag of a run as the CLI parses them, the scanning mode's included.
+#[derive(clap::Parser)]
+struct AllFlags {
+    #[command(flatten)]
+    config: crate::Config,
+    #[command(flatten)]
+    catalogue: crate::Catalogue,
+    #[command(flatten)]
+    journey: crate::Journey,
+    #[command(flatten)]
+    scanning: crate::Scanning,
+}
+
+#[test]
+fn a_flag_that_means_nothing_without_another_is_refused_naming_both() {
+    use clap::Parser;
+    for (flags, needed) in [
+        ("--max-in-flight 10", "--arrival-rate"),
+        ("--hold-streams-seconds 5", "--idle-streams"),
+        ("--stream-sources 4", "--idle-streams"),
+        ("--reconnect-streams", "--idle-streams"),
+        ("--server-pid 1", "--idle-streams"),
+        // --reconnect-streams and --server-pid reach the idle streams only, not a watcher's.
+        ("--watch-share 0.5 --reconnect-streams", "--idle-streams"),
+        ("--watch-share 0.5 --server-pid 1", "--idle-streams"),
+        ("--offer-wait-seconds 3", "--waiting-list-share"),
+        ("--scan-tickets 10", "--scan"),
+        ("--gates 2", "--scan"),
+        ("--door-token t", "--scan"),
+    ] {
+        let argv = std::iter::once("boxoffice-load").chain(flags.split_whitespace());
+        let err = AllFlags::try_parse_from(argv)
+            .err()
+            .unwrap_or_else(|| panic!("{flags} was accepted"))
+            .to_string();
+        let flag = flags
+            .split_whitespace()
+            .rfind(|f| f.starts_with("--"))
+            .expect("a flag");
+        assert!(err.contains(needed), "{flags}: {err}");
+        assert!(err.contains(flag), "{flags}: {err}");
+    }
+}
+
+#[test]
+fn a_flag_with_the_one_it_needs_is_accepted() {
+    use clap::Parser;
+    for flags in [
+        "--arrival-rate 5 --max-in-flight 10",
+        "--idle-streams 2 --hold-streams-seconds 5 --stream-sources 4 --reconnect-streams --server-pid 1",
+        "--waiting-list-share 0.3 --offer-wait-seconds 3",
+        "--scan --scan-tickets 10 --gates 2 --door-token t",
+        "--buyers 1",
+    ] {
+        let argv = std::iter::once("boxoffice-load").chain(flags.split_whitespace());
+        if let Err(err) = AllFlags::try_parse_from(argv) {
+            panic!("{flags}: {err}");
+        }
+    }
+}
+
+#[test]
+fn no_buyers_is_refused_at_parse_time() {
+    use clap::Parser;
+    let err = AllFlags::try_parse_from(["boxoffice-load", "--buyers", "0"])
+        .err()
+        .expect("--buyers 0 was accepted")
+        .to_string();
+    assert!(err.contains("--buyers"), "{err}");
+}
+
+/// Every flag of the CLI's run, its files included.
+#[derive(clap::Parser)]
+struct CliFlags {
+    #[command(flatten)]
+    all: AllFlags,
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
+    #[arg(long)]
+    charts_dir: Option<std::path::PathBuf>,
+}
+
+/// What [`refuse_with_scan`] says of `flags`, as the CLI parses them.
+fn scan_check(flags: &str) -> Result<(), String> {
+    use clap::CommandFactory;
+    let argv = std::iter::once("boxoffice-load").chain(flags.split_whitespace());
+    let matches = CliFlags::command()
+        .try_get_matches_from(argv)
+        .expect("each flag parses alone");
+    refuse_with_scan(&matches)
+}
+
+#[test]
+fn flags_of_a_sale_are_refused_with_scan_naming_them_all() {
+    for flag in [
+        "--arrival-rate 5",
+        "--think-ms 200",
+        "--watch-share 0.1",
+        "--cancel-share 0.1",
+        "--tickets 100",
+        "--quantity 2",
+        "--ticket-types 2",
+        "--quotas overlap",
+        "--price 100",
+        "--currency EUR",
+        "--max-lines 1",
+        "--buyers 3",
+        "--max-per-fingerprint 2",
+        "--no-verify",
+        "--retry-seconds 5",
+        "--request-timeout 5",
+        "--decline-share 0.1",
+        "--abandon-share 0.1",
+        "--waiting-list-share 0.1",
+        // Refused before at run time, now by the parser with the others.
+        "--pay",
+        "--read-only",
+        "--idle-streams 1",
+        "--history h.jsonl",
+        "--keyed",
+        "--report r.html",
+        "--charts-dir c",
+        "--event-id 7d4c3c1e-1b5f-4e58-9a59-3f4f0b1e2a6d",
+    ] {
+        let flags = format!("--scan --admin-token t {flag}");
+        let err = scan_check(&flags).expect_err(&flags);
+        let name = flag.split_whitespace().next().unwrap();
+        assert!(
+            err.starts_with(&format!("{name} belongs to a sale")),
+            "{flags}: {err}"
+        );
+        assert!(err.contains("--scan"), "{flags}: {err}");
+    }
+    let err = scan_check("--scan --tickets 10 --quantity 2 --arrival-rate 5").unwrap_err();
+    assert!(
+        err.starts_with("--tickets, --quantity and --arrival-rate belong to a sale"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_flags_a_scan_reads_are_accepted_with_scan() {
+    for flags in [
+        "--scan --admin-token t --clients 8 --duration 2 --requests 10 --scan-tickets 5 --gates 2",
+        "--scan --door-token d --url http://127.0.0.1:9",
+        // Without --scan they are the sale's.
+        "--tickets 10 --quantity 2 --arrival-rate 5 --pay --report r.html",
+    ] {
+        assert_eq!(scan_check(flags), Ok(()), "{flags}");
+    }
+}

@@ -39,3 +39,19 @@ fn writable_paths_pass_and_are_left_as_they_were() {
     assert_eq!(std::fs::read_to_string(&report).unwrap(), "before");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_report_and_the_charts_directory_at_one_path_are_refused_naming_both() {
+    // Each alone could be written there, so the check passed them, and the run failed only
+    // after the load, writing the second.
+    let dir = scratch("same-path");
+    let path = dir.join("out");
+    let dotted = dir.join(".").join("out");
+    for (report, charts) in [(&path, &path), (&path, &dotted)] {
+        let err = check_writable(Some(report), Some(charts)).unwrap_err();
+        assert!(err.starts_with("--report and --charts-dir"), "{err}");
+        assert!(err.contains("out"), "{err}");
+    }
+    assert!(!path.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -620,3 +620,52 @@ fn each_read_left_undone_is_incomplete_and_one_answered_otherwise_is_a_fault() {
     );
     assert!(!report.incomplete_only());
 }
+
+#[test]
+fn the_payments_latency_is_labelled_as_every_payment_answered() {
+    // `pay_latency_ms` times every payment answered, 410s and declines included: the line
+    // must not read as the successes' latency.
+    let mut report = sound_report();
+    report
+        .answers
+        .push(answer("pay", Some(410), Some("RESERVATION_EXPIRED"), 3));
+    let text = render(&report);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("payments ok"))
+        .expect("a payments line");
+    assert!(
+        line.contains("latency ms of every payment answered, any status: p50"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_rate_below_10_per_second_shows_one_decimal_as_in_the_html() {
+    let mut report = sound_report();
+    report.requests_per_second = 0.4;
+    report.steps = vec![
+        Step {
+            name: "pay",
+            requests: 2,
+            per_second: 0.4,
+            latency_ms: Latency::default(),
+            failed: 0,
+            answers: BTreeMap::new(),
+            timeline: Vec::new(),
+        },
+        Step {
+            name: "purchase",
+            requests: 127,
+            per_second: 25.4,
+            latency_ms: Latency::default(),
+            failed: 0,
+            answers: BTreeMap::new(),
+            timeline: Vec::new(),
+        },
+    ];
+    let text = render(&report);
+    assert!(text.contains("requests         8 (0.4/s)"), "{text}");
+    assert!(text.contains("step pay         2 (0.4/s)"), "{text}");
+    assert!(text.contains("step purchase    127 (25/s)"), "{text}");
+}
