@@ -30,19 +30,12 @@ pub fn refuse_with_event_id(matches: &ArgMatches) -> Result<(), String> {
     if !given(matches, "event_id") {
         return Ok(());
     }
-    let shaping = given_of(matches, &EVENT_SHAPING);
-    match shaping.as_slice() {
-        [] => Ok(()),
-        [one] => Err(format!(
-            "{one} shapes the event the tool creates; with --event-id the run uses that event \
-             as it is: drop {one} (or --event-id)"
-        )),
-        [first @ .., last] => Err(format!(
-            "{} and {last} shape the event the tool creates; with --event-id the run uses \
-             that event as it is: drop them (or --event-id)",
-            first.join(", ")
-        )),
-    }
+    refuse_given(&given_of(matches, &EVENT_SHAPING), "--event-id", |one| {
+        let verb = if one { "shapes" } else { "shape" };
+        format!(
+            "{verb} the event the tool creates; with --event-id the run uses that event as it is"
+        )
+    })
 }
 
 /// The flags of a sale that `--scan` does not read (argument id, flag): it makes its own
@@ -98,18 +91,29 @@ pub fn refuse_with_scan(matches: &ArgMatches) -> Result<(), String> {
     if !given(matches, "scan") {
         return Ok(());
     }
-    match given_of(matches, &SALE_ONLY).as_slice() {
-        [] => Ok(()),
-        [one] => Err(format!(
-            "{one} belongs to a sale; --scan makes its own event and tickets and ignores it: \
-             drop {one} (or --scan)"
-        )),
-        [first @ .., last] => Err(format!(
-            "{} and {last} belong to a sale; --scan makes its own event and tickets and \
-             ignores them: drop them (or --scan)",
-            first.join(", ")
-        )),
-    }
+    refuse_given(&given_of(matches, &SALE_ONLY), "--scan", |one| {
+        let (verb, it) = if one {
+            ("belongs", "it")
+        } else {
+            ("belong", "them")
+        };
+        format!("{verb} to a sale; --scan makes its own event and tickets and ignores {it}")
+    })
+}
+
+/// The refusal of the flags `given` beside `mode`, naming them all ("A, B and C"), or `Ok`
+/// if there are none: "{names} {why}: drop {it or them} (or {mode})", where `why(true)` says
+/// why of one flag and `why(false)` of several.
+fn refuse_given(given: &[&str], mode: &str, why: impl Fn(bool) -> String) -> Result<(), String> {
+    let (names, drop) = match given {
+        [] => return Ok(()),
+        [one] => ((*one).to_owned(), *one),
+        [first @ .., last] => (format!("{} and {last}", first.join(", ")), "them"),
+    };
+    Err(format!(
+        "{names} {}: drop {drop} (or {mode})",
+        why(given.len() == 1)
+    ))
 }
 
 /// Whether the argument `id` was given on the command line (not its default); an id the
