@@ -89,8 +89,7 @@ impl FromRow<'_, PgRow> for Event {
             waiting_list_length: row.try_get("waiting_list_length")?,
             set_aside_tickets: row.try_get("set_aside_tickets")?,
             // events_organiser_change_seq_range: never negative.
-            organiser_change_seq: u64::try_from(row.try_get::<i64, _>("organiser_change_seq")?)
-                .map_err(|e| sqlx::Error::Decode(e.into()))?,
+            organiser_change_seq: unsigned(row, "organiser_change_seq")?,
             max_tickets_per_fingerprint: row.try_get("max_tickets_per_fingerprint")?,
             currency: super::decode_currency(row.try_get("currency")?)?,
             sales_start_at: row.try_get("sales_start_at")?,
@@ -99,6 +98,12 @@ impl FromRow<'_, PgRow> for Event {
             updated_at: row.try_get("updated_at")?,
         })
     }
+}
+
+/// A `bigint` column that is never negative (a sequence, a count) as a `u64`; a negative
+/// value fails to decode.
+fn unsigned(row: &PgRow, column: &str) -> Result<u64, sqlx::Error> {
+    u64::try_from(row.try_get::<i64, _>(column)?).map_err(|e| sqlx::Error::Decode(e.into()))
 }
 
 /// Inserts a new event with every ticket available, and its default ticket type ("General
@@ -187,16 +192,13 @@ pub async fn find_with_change_seq(
     .fetch_optional(pool)
     .await?;
     row.map(|row| {
-        let seq: i64 = row.try_get("change_seq")?;
-        // events_change_seq_nonnegative makes this conversion infallible in practice.
-        let change_seq = u64::try_from(seq).map_err(|e| sqlx::Error::Decode(e.into()))?;
         let Json(ticket_types) = row.try_get("type_availability")?;
-        let checked_in: i64 = row.try_get("checked_in")?;
         Ok(EventSnapshot {
             event: Event::from_row(&row)?,
-            change_seq,
+            // events_change_seq_nonnegative makes this conversion infallible in practice.
+            change_seq: unsigned(&row, "change_seq")?,
             ticket_types,
-            checked_in: u64::try_from(checked_in).map_err(|e| sqlx::Error::Decode(e.into()))?,
+            checked_in: unsigned(&row, "checked_in")?,
         })
     })
     .transpose()
