@@ -2,7 +2,8 @@
 //! small enough to add to an [`Instant`](std::time::Instant), so that no run can start with a
 //! value that would panic once converted to a [`Duration`]. The run checks them again with
 //! [`duration`], for a [`crate::Config`] built without the parser. Flags that cannot go
-//! together are refused here too ([`refuse_with_event_id`], [`refuse_with_scan`]).
+//! together are refused here too ([`refuse_with_event_id`], [`refuse_with_scan`],
+//! [`refuse_beside_zero`]).
 
 use std::time::Duration;
 
@@ -99,6 +100,52 @@ pub fn refuse_with_scan(matches: &ArgMatches) -> Result<(), String> {
         };
         format!("{verb} to a sale; --scan makes its own event and tickets and ignores {it}")
     })
+}
+
+/// The flags that need another flag above zero (argument id, flag; then the flags that need
+/// it): the parser's `requires` is met by `--idle-streams 0`, which opens no stream, so the
+/// flags that shape the streams would be ignored and their user believe they were set.
+pub const NEED_ABOVE_ZERO: [((&str, &str), &[(&str, &str)]); 2] = [
+    (
+        ("idle_streams", "--idle-streams"),
+        &[
+            ("hold_streams_seconds", "--hold-streams-seconds"),
+            ("stream_sources", "--stream-sources"),
+            ("reconnect_streams", "--reconnect-streams"),
+            ("server_pid", "--server-pid"),
+        ],
+    ),
+    (
+        ("waiting_list_share", "--waiting-list-share"),
+        &[("offer_wait_seconds", "--offer-wait-seconds")],
+    ),
+];
+
+/// Refuses a flag of [`NEED_ABOVE_ZERO`] given on the command line beside the flag it needs
+/// given as zero, naming them all.
+///
+/// # Errors
+/// A message naming the flags given and the one given as zero.
+pub fn refuse_beside_zero(matches: &ArgMatches) -> Result<(), String> {
+    for ((id, flag), needing) in NEED_ABOVE_ZERO {
+        let zero = given(matches, id)
+            && matches
+                .get_raw(id)
+                .into_iter()
+                .flatten()
+                .any(|raw| raw.to_str().and_then(|t| t.parse::<f64>().ok()) == Some(0.0));
+        if zero {
+            refuse_given(
+                &given_of(matches, needing),
+                &format!("{flag} above 0"),
+                |one| {
+                    let verb = if one { "does" } else { "do" };
+                    format!("{verb} nothing with {flag} 0")
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The refusal of the flags `given` beside `mode`, naming them all ("A, B and C"), or `Ok`

@@ -78,6 +78,7 @@ async fn main() -> ExitCode {
             // Flags that cannot go together, refused before anything runs.
             if let Err(err) = boxoffice_load::flags::refuse_with_event_id(&matches)
                 .and_then(|()| boxoffice_load::flags::refuse_with_scan(&matches))
+                .and_then(|()| boxoffice_load::flags::refuse_beside_zero(&matches))
             {
                 eprintln!("boxoffice-load: {err}");
                 return ExitCode::FAILURE;

@@ -305,3 +305,57 @@ fn the_flags_a_scan_reads_are_accepted_with_scan() {
         assert_eq!(scan_check(flags), Ok(()), "{flags}");
     }
 }
+
+/// What [`refuse_beside_zero`] says of `flags`, as the CLI parses them.
+fn zero_check(flags: &str) -> Result<(), String> {
+    use clap::CommandFactory;
+    let argv = std::iter::once("boxoffice-load").chain(flags.split_whitespace());
+    let matches = AllFlags::command()
+        .try_get_matches_from(argv)
+        .expect("the parser's own checks pass");
+    refuse_beside_zero(&matches)
+}
+
+#[test]
+fn a_flag_beside_the_one_it_needs_given_as_zero_is_refused_naming_both() {
+    for (flags, named, zero) in [
+        (
+            "--idle-streams 0 --hold-streams-seconds 5",
+            "--hold-streams-seconds does nothing",
+            "--idle-streams 0",
+        ),
+        (
+            "--idle-streams=0 --stream-sources 4 --server-pid 1",
+            "--stream-sources and --server-pid do nothing",
+            "--idle-streams 0",
+        ),
+        (
+            "--reconnect-streams --idle-streams 0",
+            "--reconnect-streams does nothing",
+            "--idle-streams 0",
+        ),
+        (
+            "--waiting-list-share 0.0 --offer-wait-seconds 3",
+            "--offer-wait-seconds does nothing",
+            "--waiting-list-share 0",
+        ),
+    ] {
+        let err = zero_check(flags).expect_err(flags);
+        assert!(err.contains(named), "{flags}: {err}");
+        assert!(err.contains(zero), "{flags}: {err}");
+    }
+}
+
+#[test]
+fn a_flag_beside_the_one_it_needs_above_zero_or_a_zero_alone_is_accepted() {
+    for flags in [
+        "--idle-streams 0",
+        "--waiting-list-share 0",
+        "--idle-streams 1 --hold-streams-seconds 5 --stream-sources 4",
+        "--waiting-list-share 0.01 --offer-wait-seconds 3",
+        "--idle-streams 2",
+        "",
+    ] {
+        assert_eq!(zero_check(flags), Ok(()), "{flags}");
+    }
+}
