@@ -102,10 +102,13 @@ pub fn refuse_with_scan(matches: &ArgMatches) -> Result<(), String> {
     })
 }
 
+/// A flag: its argument id and its name on the command line.
+pub type Flag = (&'static str, &'static str);
+
 /// The flags that need another flag above zero (argument id, flag; then the flags that need
 /// it): the parser's `requires` is met by `--idle-streams 0`, which opens no stream, so the
 /// flags that shape the streams would be ignored and their user believe they were set.
-pub const NEED_ABOVE_ZERO: [((&str, &str), &[(&str, &str)]); 2] = [
+pub const NEED_ABOVE_ZERO: [(Flag, &[Flag]); 2] = [
     (
         ("idle_streams", "--idle-streams"),
         &[
