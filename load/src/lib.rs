@@ -408,10 +408,13 @@ pub async fn run_on_sale(
     } else {
         Vec::new()
     };
-    if let Some(event) = &existing
-        && journey.decline_share > 0.0
-    {
-        refuse_free_types(event, &ticket_types)?;
+    if let Some(event) = &existing {
+        if journey.decline_share > 0.0 {
+            refuse_free_types(event, &ticket_types)?;
+        }
+        if !config.read_only {
+            refuse_over_max_per_order(event, &ticket_types, config.quantity)?;
+        }
     }
     if !config.read_only {
         probe_order_size(&client, &urls[0], config, catalogue, &ticket_types).await?;
@@ -843,25 +846,52 @@ async fn existing_event(client: &Client, base: &str, id: &str) -> Result<Value, 
 /// answered 200 and the run called unsound for it. `ordered`: the types of a `{lines}` run;
 /// empty, the event's default type (its first).
 fn refuse_free_types(event: &Value, ordered: &[String]) -> Result<(), String> {
-    let types = event["ticketTypes"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice);
-    let free = types
-        .iter()
-        .enumerate()
-        .filter(|(k, t)| match ordered {
-            [] => *k == 0,
-            ids => ids.iter().any(|id| t["id"] == id.as_str()),
-        })
-        .find(|(_, t)| t["price"].as_i64().is_none_or(|price| price <= 0));
+    let free =
+        ordered_types(event, ordered).find(|t| t["price"].as_i64().is_none_or(|price| price <= 0));
     match free {
-        Some((_, t)) => Err(format!(
+        Some(t) => Err(format!(
             "--decline-share needs every ticket type priced above 0: the event's type {} ({}) \
              is free, and a free order is confirmed whatever the card; no purchase was sent",
             t["name"], t["id"]
         )),
         None => Ok(()),
     }
+}
+
+/// Refuses a run on an existing event (`event`, as `GET /events/{id}` gave it) whose lines
+/// of `quantity` tickets exceed a type's own `maxPerOrder`: every hold of that type would be
+/// answered 422, a refusal the tool provoked. `ordered` as for [`refuse_free_types`].
+fn refuse_over_max_per_order(
+    event: &Value,
+    ordered: &[String],
+    quantity: i64,
+) -> Result<(), String> {
+    let over = ordered_types(event, ordered)
+        .find(|t| t["maxPerOrder"].as_i64().is_some_and(|max| max < quantity));
+    match over {
+        Some(t) => Err(format!(
+            "--quantity {quantity} is above the maxPerOrder {} of the event's type {} ({}): \
+             the server refuses such a line; lower --quantity; no purchase was sent",
+            t["maxPerOrder"], t["name"], t["id"]
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The ticket types of `event` (as `GET /events/{id}` gave it) that a run orders: those of
+/// `ordered` (the types of a `{lines}` run) or, when it is empty, the event's default type
+/// (its first), which `{quantity}` orders buy.
+fn ordered_types<'a>(event: &'a Value, ordered: &'a [String]) -> impl Iterator<Item = &'a Value> {
+    event["ticketTypes"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .enumerate()
+        .filter(move |(k, t)| match ordered {
+            [] => *k == 0,
+            ids => ids.iter().any(|id| t["id"] == id.as_str()),
+        })
+        .map(|(_, t)| t)
 }
 
 /// Why a read after the run failed.
@@ -1472,6 +1502,30 @@ mod tests {
         assert_eq!(refuse_free_types(&event, &["b".into()]), Ok(()));
         let err = refuse_free_types(&event, &["b".into(), "c".into()]).unwrap_err();
         assert!(err.contains("Balcony"), "{err}");
+    }
+
+    #[test]
+    fn a_line_above_a_type_s_own_limit_is_refused_on_any_type_the_run_orders() {
+        let event = json!({"ticketTypes": [
+            {"id": "a", "name": "General admission", "maxPerOrder": 4},
+            {"id": "b", "name": "VIP", "maxPerOrder": null},
+            {"id": "c", "name": "Balcony", "maxPerOrder": 2},
+        ]});
+        // `{quantity}` orders buy the default type, the first.
+        assert_eq!(refuse_over_max_per_order(&event, &[], 4), Ok(()));
+        let err = refuse_over_max_per_order(&event, &[], 5).unwrap_err();
+        assert!(
+            err.starts_with("--quantity 5 is above the maxPerOrder 4"),
+            "{err}"
+        );
+        assert!(err.contains("General admission"), "{err}");
+        assert_eq!(refuse_over_max_per_order(&event, &["b".into()], 9), Ok(()));
+        let err = refuse_over_max_per_order(&event, &["b".into(), "c".into()], 3).unwrap_err();
+        assert!(err.contains("Balcony"), "{err}");
+        assert_eq!(
+            refuse_over_max_per_order(&event, &["b".into(), "c".into()], 2),
+            Ok(())
+        );
     }
 
     #[tokio::test]

@@ -877,6 +877,41 @@ async fn a_declining_card_on_an_existing_free_event_is_refused_before_the_load()
 }
 
 #[tokio::test]
+async fn a_line_above_an_existing_type_s_own_limit_is_refused_before_the_load() {
+    // The server refuses a line above its type's maxPerOrder with 422: every hold of the
+    // run would be refused, the tool's own doing, not the server's fault.
+    let app = spawn_app_with(BATCHED).await;
+    let event = app.create_event("Limited per order", 50, None).await;
+    let event_id = id_of(&event);
+    let default_type = event["ticketTypes"][0]["id"]
+        .as_str()
+        .expect("a default type");
+    let (status, changed) = app
+        .send(
+            app.request(
+                reqwest::Method::PATCH,
+                &format!("/events/{event_id}/ticket-types/{default_type}"),
+            )
+            .json(&serde_json::json!({ "maxPerOrder": 2 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    let mut config = config(app.address.clone());
+    config.event_id = Some(event_id);
+    config.requests = Some(4);
+    config.quantity = 3;
+    let err = run(&config).await.expect_err("refused");
+    assert!(
+        err.starts_with("--quantity 3 is above the maxPerOrder 2"),
+        "{err}"
+    );
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+    // At the type's limit, the run goes.
+    config.quantity = 2;
+    assert_sound(&run(&config).await.expect("the run completes"));
+}
+
+#[tokio::test]
 async fn a_token_the_report_route_refuses_is_refused_before_the_load() {
     // A server without --admin-token takes any token on the organiser's routes, but never on
     // the sales report the row check reads: a wrong token is the run's fault, found before
