@@ -1141,6 +1141,14 @@ async function showEvent(v, _query, id) {
   // messages carry the same `organiserChangeSeq`, so none of them would ask for it again.
   let retryDelay = 1000;
   let retryPending = false;
+  // The notice says what changed since the buyer last dismissed it (or since the page was
+  // read): the event and the order's total then. Two changes read one after the other (a
+  // rename, then a new price 100 ms later) are both listed, not only the last read's.
+  let noticeBase = null;
+  const dismissNotice = () => {
+    noticeBase = null;
+    fill(changedSlot);
+  };
   const applyChange = (next) => {
     const seq = organiserSeqOf(next);
     if (seq !== null && (heardOrganiserSeq === null || seq > heardOrganiserSeq)) heardOrganiserSeq = seq;
@@ -1150,15 +1158,20 @@ async function showEvent(v, _query, id) {
     setEvent(next, new Map(rows.map((r) => [r.type.id, r.value()])));
     render();
     if (focused) typeList.querySelector(`[data-type-id="${focused}"] input`)?.focus();
-    const what = eventChanges(before, next);
+    const base = noticeBase ?? { event: before, total: totalBefore };
+    const what = eventChanges(base.event, next);
     if (what.length === 0) {
-      // A read that failed said so; this one did not, and there is nothing new to say.
-      if (changedSlot.querySelector('[data-testid="event-changed-retry"]')) fill(changedSlot);
+      // Nothing differs from what the buyer saw before the notice (a change undone), or a read
+      // that failed said so and this one found nothing new: no notice is left saying otherwise.
+      if (noticeBase !== null || changedSlot.querySelector('[data-testid="event-changed-retry"]')) dismissNotice();
       return;
     }
+    noticeBase = base;
     const { count, total } = order();
-    const totalNote = count > 0 && total !== totalBefore ? ` Your order's total is now ${priceText(total, event.currency)}.` : '';
-    fill(changedSlot, notice('info', `The organiser changed this event: ${what.join('; ')}.${totalNote}`, 'event-changed'));
+    const totalNote = count > 0 && total !== base.total ? ` Your order's total is now ${priceText(total, event.currency)}.` : '';
+    const dismiss = h('button', { type: 'button', class: 'secondary small', testid: 'event-changed-dismiss', onclick: dismissNotice }, 'Dismiss');
+    fill(changedSlot, h('p', { class: 'notice info', role: 'status', testid: 'event-changed' },
+      `The organiser changed this event: ${what.join('; ')}.${totalNote} `, dismiss));
   };
   const readEvent = async () => {
     if (reading) {

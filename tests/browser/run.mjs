@@ -886,13 +886,17 @@ async function run() {
       await typeRowOf(c, general.id).getByTestId('type-quantity').fill('2');
       await typeRowOf(c, student.id).getByTestId('type-quantity').fill('1');
       await expectText(c, 'order-total', '€25.00');
-      // Renamed, then repriced: each shown in place, the quantities kept, the total new.
+      // Renamed, then repriced: each shown in place, the quantities kept, the total new; the
+      // notice lists both changes since the page's read, not only the last one.
       await apiCall('PATCH', `/events/${live.id}`, { name: `${eventName} renamed` });
       await expectText(c, 'event-name', `${eventName} renamed`);
-      await expectText(c, 'event-changed', /^The organiser changed this event: its name\./);
+      await expectText(c, 'event-changed', /^The organiser changed this event: its name\. Dismiss$/);
       await apiCall('PATCH', `/events/${live.id}/ticket-types/${general.id}`, { price: 1200 });
       await expectText(c, 'order-total', '€29.00');
-      await expectText(c, 'event-changed', /General admission now €12\.00.*Your order's total is now €29\.00\.$/);
+      await expectText(c, 'event-changed', /^The organiser changed this event: its name; General admission now €12\.00\. Your order's total is now €29\.00\. Dismiss$/);
+      // Dismissed, the notice goes; the next change starts a new one.
+      await c.getByTestId('event-changed-dismiss').click();
+      assert((await c.getByTestId('event-changed').count()) === 0, 'the dismissed notice is still shown');
       const price = (await typeRowOf(c, general.id).getByTestId('type-price').textContent()).trim();
       assert(price === '€12.00', `General admission's price reads ${JSON.stringify(price)}`);
       // An organiser's change followed at once by a sale reaches the page as the sale's
@@ -944,6 +948,7 @@ async function run() {
       await expectText(w, 'live-status', 'Live', 10_000);
       assert(refusedStreams >= 2, `the stream was asked for ${refusedStreams} times`);
       await expectText(w, 'event-name', `${eventName} settled`);
+      await expectText(w, 'event-changed', /^The organiser changed this event: its name\. Dismiss$/);
       await expectText(w, 'last-change', 'The organiser changed the event.');
       // Sold out: a buyer holds all three.
       const holder = { 'X-Device-Fingerprint': 'the settling test\'s holder' };
@@ -962,7 +967,8 @@ async function run() {
       await apiCall('PATCH', eventPath, { date: '2031-07-02T20:00:00Z' });
       await eventually('the page reading the changed event', async () => delayed === 1);
       await apiCall('DELETE', `/tickets/${hold.id}/payment`, undefined, holder);
-      await expectText(w, 'event-changed', /^The organiser changed this event: its date/);
+      // The rename was not dismissed: the notice lists it and the date.
+      await expectText(w, 'event-changed', /^The organiser changed this event: its name; its date/);
       await sleep(300);
       await expectText(w, 'stat-available', '3');
       const state = await typeRowOf(w, only.id).getAttribute('data-sale');
