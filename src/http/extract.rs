@@ -85,8 +85,9 @@ pub const FINGERPRINT_HEADER: &str = "x-device-fingerprint";
 
 /// A JSON body. Malformed JSON or a wrong content type is a 400 `BAD_REQUEST`; a
 /// well-formed body with a field of the wrong type is a 422 `VALIDATION_ERROR` naming the
-/// field. An empty body (no bytes at all) counts as `{}`, so optional bodies may be left out;
-/// a body of only whitespace is malformed JSON, as any JSON parser says.
+/// field. An empty body (no bytes at all) counts as `{}`, so optional bodies may be left out,
+/// and so does a JSON `null` sent as JSON; a body of only whitespace is malformed JSON, as any
+/// JSON parser says.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -117,16 +118,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 ApiError::bad_request("the request body could not be read")
             }
         })?;
-        // No body, or a JSON null, means "no fields": optional bodies may be left out. A body
-        // of only whitespace is neither: it is sent as JSON and is none, so it is refused like
-        // other malformed JSON rather than taken as an empty change (a PATCH answered 200).
-        if bytes.is_empty() || bytes.trim_ascii() == b"null" {
+        // No body means "no fields": optional bodies may be left out. Any bytes at all are a
+        // body, which must be declared JSON: a `null` sent as text is refused like any other
+        // non-JSON body, not acted on (a payment made, a PATCH answered 200).
+        if bytes.is_empty() {
             return parse(b"{}").map(ApiJson);
         }
         if !content_type.as_deref().is_some_and(is_json) {
             return Err(ApiError::bad_request(
                 "the request body must be JSON (Content-Type: application/json)",
             ));
+        }
+        // A JSON null also means "no fields". A body of only whitespace is not JSON, so it is
+        // refused like other malformed JSON rather than taken as an empty change.
+        if bytes.trim_ascii() == b"null" {
+            return parse(b"{}").map(ApiJson);
         }
         parse(&bytes).map(ApiJson)
     }

@@ -188,3 +188,54 @@ async fn an_internal_error_leaks_no_detail() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_null_body_not_sent_as_json_is_refused_and_changes_nothing() {
+    // `null` is four bytes of body: without a JSON content type it is refused as any other
+    // non-JSON body is, never taken as "no fields" and acted on.
+    let app = spawn_app().await;
+    let event = app.create_event("Null bodies", 5, None).await;
+    let event_id = event["id"].as_str().expect("an id").to_owned();
+    let (status, hold) = app.purchase(&event_id, 1, "null-body buyer").await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let pay = |content_type: Option<&str>| {
+        let request = app
+            .request(
+                Method::POST,
+                &format!("/tickets/{}/payment", hold["id"].as_str().expect("an id")),
+            )
+            .header("X-Device-Fingerprint", "null-body buyer")
+            .body("null");
+        match content_type {
+            Some(content_type) => request.header("content-type", content_type),
+            None => request,
+        }
+    };
+    for content_type in [Some("text/plain"), None] {
+        let (status, response) = app.send(pay(content_type)).await;
+        assert_error(status, &response, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+        let patch = app
+            .request(Method::PATCH, &format!("/events/{event_id}"))
+            .body(" null ");
+        let patch = match content_type {
+            Some(content_type) => patch.header("content-type", content_type),
+            None => patch,
+        };
+        let (status, response) = app.send(patch).await;
+        assert_error(status, &response, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    }
+    let (_, read) = app
+        .send(
+            app.request(
+                Method::GET,
+                &format!("/tickets/{}", hold["id"].as_str().expect("an id")),
+            )
+            .header("X-Device-Fingerprint", "null-body buyer"),
+        )
+        .await;
+    assert_eq!(read["status"], "reserved", "{read}");
+    // Sent as JSON, `null` is an empty body, `{}`: the payment's fields are all optional.
+    let (status, paid) = app.send(pay(Some("application/json"))).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(paid["status"], "purchased", "{paid}");
+}
