@@ -114,7 +114,9 @@ impl PurchaseRequest {
 #[serde(rename_all = "camelCase")]
 pub struct RefundRequest {
     /// The tickets to refund, 1 to 20 lines of distinct types of the order; absent: every
-    /// ticket not yet refunded.
+    /// ticket not yet refunded. `null` is refused (422 naming `lines`): a client that meant
+    /// some tickets and sent none must not refund everything.
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(nullable = false, min_items = 1, max_items = 20)]
     pub lines: Option<Vec<OrderLineRequest>>,
     /// Why, for the organiser's records: up to 500 characters.
@@ -214,6 +216,17 @@ impl From<CreateEventRequest> for EventDraft {
             sales_end_at: request.sales_end_at,
         }
     }
+}
+
+/// An optional field that may be left out but not sent as `null`: absent stays `None` (serde's
+/// `default`), and a `null` is the field's data error (422 naming it), as any other value of
+/// the wrong type is.
+fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// A `PATCH` field: absent stays `None`, an explicit `null` becomes `Some(None)` (serde's

@@ -329,6 +329,17 @@ async fn only_purchases_are_refunded_and_only_with_the_admin_token() {
         "VALIDATION_ERROR",
     );
     assert_eq!(body["details"][0]["field"], "lines[0].ticketTypeId");
+    // `"lines": null` is no refund of everything: a client that meant some tickets and sent
+    // none is refused, and nothing is refunded.
+    let (status, body) = refund(&app, &id_of(&paid), json!({"lines": null})).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(body["details"][0]["field"], "lines", "{body}");
+    assert_eq!(refund_rows(&app).await, Vec::new());
     let (status, body) = refund(&app, &uuid::Uuid::nil().to_string(), json!({})).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
 
