@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -39,15 +40,17 @@ pub struct Admitted {
     pub first: CheckedIn,
 }
 
-/// Reads and verifies a code and checks it names the event. Errors: the code is not valid
-/// (`INVALID_TICKET_CODE`) or of another event (`WRONG_EVENT`), decided before any database
-/// work but a reload of the keys.
+/// Reads and verifies a code scanned in a request that `arrived` then, and checks it names
+/// the event. Errors: the code is not valid (`INVALID_TICKET_CODE`) or of another event
+/// (`WRONG_EVENT`), decided before any database work but a reload of the keys
+/// ([`AdmissionKeys::verify`]).
 async fn read_code(
     keys: &AdmissionKeys,
     event_id: Uuid,
     text: &str,
+    arrived: Instant,
 ) -> Result<Result<AdmissionCode, ScanRefusal>, Error> {
-    Ok(match keys.verify(text).await? {
+    Ok(match keys.verify(text, arrived).await? {
         Err(_) => Err(ScanRefusal::InvalidCode),
         Ok(code) if code.event_id != event_id => Err(ScanRefusal::WrongEvent),
         Ok(code) => Ok(code),
@@ -103,7 +106,7 @@ impl Checkins {
     /// `NonceReused`. The code is read before the scan joins a batch: an invalid code or one
     /// of another event never reaches the database.
     pub async fn check_in(&self, event_id: Uuid, scan: Scan) -> Result<Admitted, Error> {
-        let code = read_code(&self.keys, event_id, &scan.code).await??;
+        let code = read_code(&self.keys, event_id, &scan.code, Instant::now()).await??;
         let scan = KnownScan {
             event_id,
             admission_id: code.admission_id,
@@ -551,6 +554,9 @@ pub async fn upload(
     event_id: Uuid,
     scans: Vec<BatchScan>,
 ) -> Result<Vec<ScanOutcome>, Error> {
+    // Every scan of the batch is of this request: codes of keys unknown to this instance
+    // share at most one reload of the keys.
+    let arrived = Instant::now();
     let mut tx = pool.begin().await?;
     // The upload's time is the database's (as every time the API records), and an unknown
     // event is a 404 rather than a batch of `invalid`s.
@@ -566,7 +572,7 @@ pub async fn upload(
     ];
     let mut candidates: Vec<(usize, OfflineScan)> = Vec::new();
     for (i, scan) in scans.into_iter().enumerate() {
-        match read_code(keys, event_id, &scan.code).await? {
+        match read_code(keys, event_id, &scan.code, arrived).await? {
             Err(ScanRefusal::WrongEvent) => outcomes[i].result = ScanResult::WrongEvent,
             Err(_) => {}
             Ok(code) => candidates.push((

@@ -16,8 +16,8 @@ use crate::db;
 use crate::domain::admission::{self, AdmissionCode, CodeSigner, InvalidCode, KeyId};
 use crate::error::Error;
 
-/// Shortest time between two reloads of the public keys prompted by an unknown key id, so a
-/// stream of forged ids cannot turn every scan into a database read.
+/// Shortest time between the starts of two reloads of the public keys prompted by an unknown
+/// key id, so a stream of forged ids cannot turn every scan into a database read.
 const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Signs new codes with one key and verifies codes against every registered public key.
@@ -25,11 +25,15 @@ pub struct AdmissionKeys {
     pool: PgPool,
     signer: CodeSigner,
     known: RwLock<Known>,
+    /// Held while a reload prompted by an unknown key id waits for its turn and runs: the
+    /// scans that meet unknown ids meanwhile share that one reload.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 struct Known {
     keys: HashMap<KeyId, VerifyingKey>,
-    loaded_at: Instant,
+    /// When the read that loaded `keys` started: they hold every key registered before then.
+    read_from: Instant,
 }
 
 impl std::fmt::Debug for AdmissionKeys {
@@ -61,16 +65,15 @@ impl AdmissionKeys {
         db::signing_keys::register(&pool, &signer.key_id().to_hex(), public.as_bytes())
             .await
             .map_err(|err| format!("cannot register the ticket-signing key: {err}"))?;
+        let read_from = Instant::now();
         let keys = load_known(&pool)
             .await
             .map_err(|err| format!("cannot read the ticket-signing keys: {err}"))?;
         Ok(AdmissionKeys {
             pool,
             signer,
-            known: RwLock::new(Known {
-                keys,
-                loaded_at: Instant::now(),
-            }),
+            known: RwLock::new(Known { keys, read_from }),
+            reloading: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -89,22 +92,33 @@ impl AdmissionKeys {
         self.signer.code(event_id, admission_id)
     }
 
-    /// Reads and verifies a scanned code. A key id not known yet prompts one reload of the
-    /// registered keys (another instance may have started with a new key), at most once per
-    /// [`RELOAD_INTERVAL`]. Errors: the code is invalid (`Ok(Err(_))`), or the reload failed.
-    pub async fn verify(&self, text: &str) -> Result<Result<AdmissionCode, InvalidCode>, Error> {
+    /// Reads and verifies a code scanned in a request that `arrived` then. A key id not known
+    /// yet is judged on keys read after the request arrived (another instance may have
+    /// started with a new key just before): by a reload that started after it, or by one this
+    /// scan makes. Reloads start at most once per [`RELOAD_INTERVAL`], so such a scan may wait
+    /// up to that long, and the scans that wait together, or share a request (an offline
+    /// batch), share one reload. Errors: the code is invalid (`Ok(Err(_))`), or the reload
+    /// failed.
+    pub async fn verify(
+        &self,
+        text: &str,
+        arrived: Instant,
+    ) -> Result<Result<AdmissionCode, InvalidCode>, Error> {
         let first = admission::verify_code(text, |id| self.known_key(id));
         let Err(InvalidCode::UnknownKey(_)) = first else {
             return Ok(first);
         };
-        if !self.reload_due() {
-            return Ok(first);
-        }
-        let keys = load_known(&self.pool).await?;
-        {
+        // One reload at a time; a scan that waited here for another's finds its keys read
+        // after it arrived and reads nothing itself.
+        let _turn = self.reloading.lock().await;
+        let last_read = self.read_from();
+        if last_read <= arrived {
+            // A stream of forged key ids cannot turn every scan into a database read.
+            tokio::time::sleep(RELOAD_INTERVAL.saturating_sub(last_read.elapsed())).await;
+            let read_from = Instant::now();
+            let keys = load_known(&self.pool).await?;
             let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
-            known.keys = keys;
-            known.loaded_at = Instant::now();
+            *known = Known { keys, read_from };
         }
         Ok(admission::verify_code(text, |id| self.known_key(id)))
     }
@@ -114,9 +128,11 @@ impl AdmissionKeys {
         known.keys.get(&id).copied()
     }
 
-    fn reload_due(&self) -> bool {
-        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-        known.loaded_at.elapsed() >= RELOAD_INTERVAL
+    fn read_from(&self) -> Instant {
+        self.known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .read_from
     }
 }
 

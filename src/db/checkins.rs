@@ -539,8 +539,6 @@ pub struct ExportRead {
     pub admitted: Vec<(Uuid, CheckedIn)>,
 }
 
-/// Reads the event's export (see [`ExportRead`]) in one REPEATABLE READ, read-only
-/// transaction.
 /// The database's clock at the start of the transaction, read from the event's row:
 /// `None` when there is no such event. A batch upload judges "later than the upload" by it,
 /// as every other time the API takes comes from the database clock.
@@ -554,6 +552,8 @@ pub async fn event_clock(
         .await
 }
 
+/// Reads the event's export (see [`ExportRead`]) in one REPEATABLE READ, read-only
+/// transaction.
 pub async fn export(pool: &PgPool, event_id: Uuid) -> Result<Option<ExportRead>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // First statement of the transaction, so the snapshot is taken after it.

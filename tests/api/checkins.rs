@@ -286,6 +286,83 @@ async fn forged_malformed_and_unknown_codes_are_invalid_and_change_nothing() {
     assert!(body["gate"].is_null());
 }
 
+/// Registers a new signing key's public half, as an instance started with that key does.
+async fn register_key(app: &TestApp, seed: u8) -> CodeSigner {
+    let signer = CodeSigner::from_seed(&[seed; 32]);
+    sqlx::query("INSERT INTO signing_keys (id, public_key) VALUES ($1, $2)")
+        .bind(signer.key_id().to_hex())
+        .bind(signer.verifying_key().as_bytes().as_slice())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    signer
+}
+
+#[tokio::test]
+async fn a_key_registered_just_after_an_unknown_one_was_met_admits_at_once() {
+    // An unknown key id makes an instance read the registered keys again, at most once a
+    // second. A code of a key registered within that second (another instance started with a
+    // new key) must still admit, online and offline: the instance waits for its next read
+    // rather than answering from keys read before the scan arrived.
+    let app = app().await;
+    let event_id = event(&app, 10).await;
+    let (_, codes) = bought(&app, &event_id, 2).await;
+    let event_uuid = Uuid::parse_str(&event_id).unwrap();
+    let forged = |seed: u8| CodeSigner::from_seed(&[seed; 32]).code(event_uuid, Uuid::new_v4());
+
+    let (status, body) = scan(&app, &event_id, json!({"code": forged(71)})).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_TICKET_CODE",
+    );
+    let online = register_key(&app, 72).await;
+    let code = online.code(event_uuid, admission_of(&codes[0]));
+    let (status, body) = scan(&app, &event_id, json!({"code": code, "gate": "A"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = scan(&app, &event_id, json!({"code": forged(73)})).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_TICKET_CODE",
+    );
+    let offline_key = register_key(&app, 74).await;
+    let code = offline_key.code(event_uuid, admission_of(&codes[1]));
+    // Scans of unknown keys in one batch share one read of the keys: a batch of the new key's
+    // code among forged codes of six more keys waits for one read, not a second for each.
+    let mut scans = vec![offline(&code, "B", "2026-06-01T10:00:00Z", "n0")];
+    scans.extend((1..=6).map(|k| {
+        offline(
+            &forged(74 + k),
+            "B",
+            "2026-06-01T10:00:00Z",
+            &format!("n{k}"),
+        )
+    }));
+    scans.swap(0, 3);
+    let started = std::time::Instant::now();
+    let (status, body) = batch(&app, &event_id, json!(scans)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    let mut expected = ["invalid"; 7];
+    expected[3] = "admitted";
+    assert_eq!(results, expected, "{body}");
+    // One read is at most a second away; one per forged key would take six.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the batch took {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_code_of_another_event_is_wrong_event() {
     let app = app().await;
