@@ -197,8 +197,14 @@ pub(super) fn init_cluster(
 /// A run that was killed leaves `postmaster.pid` behind, and maybe its server still running.
 /// Called only while holding the data directory's lock, so such a server has no live owner:
 /// it is shut down (fast) so this process owns the next one. A dead one's pid file is removed
-/// so the start is not refused.
+/// so the start is not refused. Then no server of this cluster runs, so the socket's files
+/// in the cluster directory are stale too, and are removed ([`clear_stale_socket`]).
 pub(super) fn clear_leftovers(cluster_dir: &Path) -> Result<(), EmbeddedError> {
+    clear_stale_postmaster(cluster_dir)?;
+    clear_stale_socket(cluster_dir)
+}
+
+fn clear_stale_postmaster(cluster_dir: &Path) -> Result<(), EmbeddedError> {
     let pid_file = cluster_dir.join("postmaster.pid");
     let Ok(text) = fs::read_to_string(&pid_file) else {
         return Ok(());
@@ -226,6 +232,24 @@ pub(super) fn clear_leftovers(cluster_dir: &Path) -> Result<(), EmbeddedError> {
         }
         _ => Ok(()),
     }
+}
+
+/// Removes the socket (`.s.PGSQL.<port>`) and its lock file (`.s.PGSQL.<port>.lock`) from the
+/// cluster directory, which is the socket's directory, once no server of this cluster runs.
+/// A base backup of a running cluster (`pg_basebackup`, as docs/operations.md says) carries
+/// the lock file, holding the pid of the server it was taken from; PostgreSQL refuses to
+/// start while a process of that pid lives, as the original does on the same machine.
+fn clear_stale_socket(cluster_dir: &Path) -> Result<(), EmbeddedError> {
+    let socket = format!(".s.PGSQL.{}", super::SOCKET_PORT);
+    for name in [format!("{socket}.lock"), socket] {
+        match fs::remove_file(cluster_dir.join(name)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("removing a stale socket file")(err));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Whether `pid` is a live postmaster serving this cluster (not a recycled pid).

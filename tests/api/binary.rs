@@ -150,6 +150,54 @@ async fn a_killed_run_does_not_stop_the_next_start() {
     let _ = std::fs::remove_dir_all(&runs.data_dir);
 }
 
+#[tokio::test]
+async fn a_copy_of_a_running_cluster_starts_beside_it() {
+    // A base backup of the running embedded cluster (docs/operations.md, Backups) carries the
+    // socket's lock file, which names the live original's pid: PostgreSQL refuses to start on
+    // a copy while that process lives, as it does on the same machine.
+    let original = BinaryRuns::new("restore-original");
+    let mut first = original.start().await;
+    let created = post_event(&original.client, &original.base, "Kept through a restore").await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    assert!(first.terminate().success());
+    let restored = BinaryRuns::new("restore-copy");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&original.cluster)
+        .arg(&restored.data_dir)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    // The original runs again; the copy gets its live socket lock file, as a backup taken now.
+    let mut again = original.start().await;
+    let lock = ".s.PGSQL.5432.lock";
+    let live_lock =
+        std::fs::read(original.cluster.join(lock)).expect("the running cluster's socket lock");
+    std::fs::write(restored.cluster.join(lock), live_lock).unwrap();
+    let mut copy = restored.start().await;
+    let (status, read) = get_event(
+        &restored.client,
+        &restored.base,
+        created["id"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["name"], "Kept through a restore");
+    // The original was left alone.
+    let (status, _) = get_event(
+        &original.client,
+        &original.base,
+        created["id"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(copy.terminate().success());
+    assert!(again.terminate().success());
+    let _ = std::fs::remove_dir_all(&original.data_dir);
+    let _ = std::fs::remove_dir_all(&restored.data_dir);
+}
+
 /// POST /events with a fresh date per name, so names never collide.
 async fn post_event(client: &reqwest::Client, base: &str, name: &str) -> reqwest::Response {
     client
