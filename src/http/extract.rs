@@ -519,6 +519,11 @@ impl FromRequestParts<AppState> for DoorAccess {
     ) -> Result<Self, Self::Rejection> {
         let presented = bearer(parts).ok_or(ApiError::Unauthorized)?;
         let credential = recognise(state, presented).await?;
+        // An unknown (or revoked) token is refused before the path is read, so its holder
+        // learns nothing of ids, not even which are well-formed.
+        if matches!(credential, Credential::Unknown) {
+            return Err(ApiError::Forbidden);
+        }
         let IdPath(event_id) = IdPath::from_request_parts(parts, state).await?;
         let allowed = match credential {
             Credential::Admin => true,

@@ -179,8 +179,10 @@ pub async fn pay_for_tickets(
 )]
 pub async fn refund_tickets(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
+    // Extractors run in this order: the token is checked before the path's id, so a caller
+    // without the right token learns nothing of ids (as on the check-in routes).
     _admin: AdminOnly,
+    IdPath(id): IdPath,
     IdempotencyHeader(key): IdempotencyHeader,
     ApiJson(request): ApiJson<RefundRequest>,
 ) -> ApiResult<Response> {

@@ -692,6 +692,29 @@ async fn check_in_routes_need_a_door_token_of_their_event() {
                 call(&app, method.clone(), path, Some(wrong), Some(json!({}))).await;
             assert_error(status, &body, StatusCode::FORBIDDEN, "FORBIDDEN");
         }
+        // The token is checked before the path's id: a caller without a token the server
+        // knows learns nothing of ids, not even which are well-formed.
+        let malformed = path.replace(&here, "not-a-uuid");
+        let (status, body) = call(&app, method.clone(), &malformed, None, Some(json!({}))).await;
+        assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+        let (status, body) = call(
+            &app,
+            method.clone(),
+            &malformed,
+            Some("not-a-token"),
+            Some(json!({})),
+        )
+        .await;
+        assert_error(status, &body, StatusCode::FORBIDDEN, "FORBIDDEN");
+        let (status, body) = call(
+            &app,
+            method.clone(),
+            &malformed,
+            Some(ADMIN),
+            Some(json!({})),
+        )
+        .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
     }
     let (status, body) = call(
         &app,

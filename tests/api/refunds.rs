@@ -342,6 +342,21 @@ async fn only_purchases_are_refunded_and_only_with_the_admin_token() {
     assert_eq!(refund_rows(&app).await, Vec::new());
     let (status, body) = refund(&app, &uuid::Uuid::nil().to_string(), json!({})).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+    // The token is checked before the path's id: without the right one, a malformed id is
+    // refused as any other, and only the organiser hears that it is malformed.
+    let malformed = "/tickets/not-a-uuid/refund";
+    let (status, body) = app.post_json(malformed, json!({})).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let (status, body) = app
+        .send(
+            app.request(Method::POST, malformed)
+                .header("Authorization", "Bearer wrong")
+                .json(&json!({})),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let (status, body) = refund(&app, "not-a-uuid", json!({})).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
 
     // A server without an admin token refuses refunds, and says how to configure one.
     let open = crate::helpers::spawn_app().await;
