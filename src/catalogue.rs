@@ -19,9 +19,10 @@ use crate::db::events::ORGANISER_ACTOR;
 use crate::db::quotas::QuotaCounts;
 use crate::domain::catalogue::{
     EventDetails, Quota, QuotaPatch, QuotaSettings, QuotaView, TicketTypePatch, TicketTypeSettings,
-    TicketTypeView,
+    TicketTypeView, refuse_other_currency,
 };
 use crate::domain::event::{Event, EventPatch, EventSettings, NewEvent};
+use crate::domain::patch::Patch;
 use crate::domain::refusal::{FieldError, Refusal};
 use crate::domain::report::SalesReport;
 use crate::error::{Error, Result};
@@ -107,9 +108,11 @@ pub async fn create_ticket_type(
     pool: &PgPool,
     event_id: Uuid,
     settings: TicketTypeSettings,
+    currency: Patch<String>,
 ) -> Result<TicketTypeView> {
     let mut tx = pool.begin().await?;
     let event = locked_event(&mut tx, event_id).await?;
+    refuse_other_currency(currency, event.currency).map_err(|e| Error::Validation(vec![e]))?;
     let ticket_type = db::ticket_types::insert(&mut tx, event_id, &settings).await?;
     // A new type is in no quota yet and nobody waits for it: it has what the event has for
     // the public.
@@ -128,15 +131,25 @@ pub async fn update_ticket_type(
     event_id: Uuid,
     type_id: Uuid,
     patch: TicketTypePatch,
+    currency: Patch<String>,
 ) -> Result<TicketTypeView> {
     let mut tx = pool.begin().await?;
     let mut event = locked_event(&mut tx, event_id).await?;
     let current = db::ticket_types::find(&mut tx, event_id, type_id)
         .await?
         .ok_or(Error::NotFound("ticket type"))?;
-    let settings = TicketTypeSettings::of(&current)
-        .apply(patch)
-        .map_err(Error::Validation)?;
+    // Every problem at once: the currency's beside the settings'.
+    let settings = match (
+        TicketTypeSettings::of(&current).apply(patch),
+        refuse_other_currency(currency, event.currency),
+    ) {
+        (Ok(settings), Ok(())) => settings,
+        (Err(mut errors), currency) => {
+            errors.extend(currency.err());
+            return Err(Error::Validation(errors));
+        }
+        (Ok(_), Err(error)) => return Err(Error::Validation(vec![error])),
+    };
     let ticket_type = db::ticket_types::update(&mut tx, type_id, &settings).await?;
     if event.waiting_list_length > 0 {
         // A type taken off sale (inactive, sales ended) stops being served and keeps no

@@ -188,6 +188,44 @@ pub struct TicketTypePatch {
     pub active: Patch<bool>,
 }
 
+/// A type's description as stored: up to [`DESCRIPTION_MAX_CHARS`] characters, not blank
+/// (null is "none"), with no control characters but line breaks and tabs, as every other text
+/// the API takes: it is shown to the public, where an escape sequence or a bell has no place.
+fn parse_description(text: String) -> Result<String, String> {
+    if text.chars().count() > DESCRIPTION_MAX_CHARS {
+        Err(format!(
+            "must be at most {DESCRIPTION_MAX_CHARS} characters"
+        ))
+    } else if text.trim().is_empty() {
+        Err("must not be blank: give a description, or null for none".to_owned())
+    } else if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        Err("must not contain control characters other than line breaks and tabs".to_owned())
+    } else {
+        Ok(text)
+    }
+}
+
+/// Refuses a ticket type's `currency` as a client sent it (absent passes) unless it is the
+/// event's `currency`: a type is priced in its event's currency, which never changes, and a
+/// 201 or 200 in the event's currency would silently ignore another.
+///
+/// # Errors
+/// The field's error, naming the event's currency.
+pub fn refuse_other_currency(asked: Patch<String>, currency: Currency) -> Result<(), FieldError> {
+    match asked {
+        Some(code) if code.as_deref() != Some(currency.code()) => Err(FieldError::new(
+            "currency",
+            format!(
+                "a ticket type is priced in its event's currency, {currency}; make a new event to sell in another"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl TicketTypeSettings {
     /// A new type from a client's fields: `name` and `price` are required; it is active and
     /// on sale with its event unless told otherwise.
@@ -232,15 +270,7 @@ impl TicketTypeSettings {
             "description",
             patch.description,
             current.and_then(|c| c.description.clone()),
-            |text| {
-                if text.chars().count() <= DESCRIPTION_MAX_CHARS {
-                    Ok(text)
-                } else {
-                    Err(format!(
-                        "must be at most {DESCRIPTION_MAX_CHARS} characters"
-                    ))
-                }
-            },
+            parse_description,
             &mut errors,
         );
         let max_per_order = nullable(

@@ -98,10 +98,11 @@ pub async fn create_ticket_type(
     State(state): State<AppState>,
     _organiser: Organiser,
     IdPath(event_id): IdPath,
-    ApiJson(request): ApiJson<CreateTicketTypeRequest>,
+    ApiJson(mut request): ApiJson<CreateTicketTypeRequest>,
 ) -> ApiResult<Response> {
+    let currency = request.currency.take();
     let settings = TicketTypeSettings::create(request.into()).map_err(Error::Validation)?;
-    let view = catalogue::create_ticket_type(&state.pool, event_id, settings).await?;
+    let view = catalogue::create_ticket_type(&state.pool, event_id, settings, currency).await?;
     created(
         format!("/events/{event_id}/ticket-types/{}", view.id),
         &view,
@@ -134,11 +135,17 @@ pub async fn update_ticket_type(
     State(state): State<AppState>,
     _organiser: Organiser,
     path: EventItemPath,
-    ApiJson(request): ApiJson<UpdateTicketTypeRequest>,
+    ApiJson(mut request): ApiJson<UpdateTicketTypeRequest>,
 ) -> ApiResult<Response> {
-    let view =
-        catalogue::update_ticket_type(&state.pool, path.event_id, path.item_id, request.into())
-            .await?;
+    let currency = request.currency.take();
+    let view = catalogue::update_ticket_type(
+        &state.pool,
+        path.event_id,
+        path.item_id,
+        request.into(),
+        currency,
+    )
+    .await?;
     json(StatusCode::OK, &view)
 }
 

@@ -331,6 +331,11 @@ pub struct CreateTicketTypeRequest {
     /// Whether it is sold (default true); an inactive type is listed but not sold.
     #[schema(example = true)]
     pub active: Option<bool>,
+    /// A type is priced in its event's currency: accepted only as the event's own code (a
+    /// client may send what it read); any other value, or null, is refused with 422.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable = false, example = "EUR")]
+    pub currency: Patch<String>,
 }
 
 impl From<CreateTicketTypeRequest> for TicketTypePatch {
@@ -380,6 +385,11 @@ pub struct UpdateTicketTypeRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<bool>, nullable = false)]
     pub active: Patch<bool>,
+    /// Never changes: accepted only as the event's own code (a client may send back what it
+    /// read); any other value, or null, is refused with 422.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable = false, example = "EUR")]
+    pub currency: Patch<String>,
 }
 
 impl From<UpdateTicketTypeRequest> for TicketTypePatch {

@@ -290,6 +290,74 @@ async fn ticket_type_refusals_name_their_field_or_code() {
         "VALIDATION_ERROR",
     );
     assert_eq!(fields(&body), ["name", "price", "salesEndAt", "active"]);
+    // A type is priced in its event's currency: another code, or null, is refused, never
+    // answered 200 or 201 in the event's (EUR); the event's own code, as read, passes.
+    for currency in [json!("USD"), Value::Null, json!("eur")] {
+        let (status, body) = patch(
+            &app,
+            &general_path,
+            json!({ "currency": currency, "price": -1 }),
+        )
+        .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        );
+        assert_eq!(fields(&body), ["price", "currency"], "{body}");
+        let (status, body) = patch(&app, &general_path, json!({ "currency": currency })).await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        );
+        assert!(
+            body["details"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("EUR"),
+            "{body}"
+        );
+        let (status, body) = app
+            .post_json(
+                &path,
+                json!({ "name": "Dollars", "price": 1, "currency": currency }),
+            )
+            .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        );
+        assert_eq!(fields(&body), ["currency"]);
+    }
+    let (status, body) = patch(&app, &general_path, json!({ "currency": "EUR" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["currency"], "EUR");
+    // A description is shown to the public: no control characters but line breaks and tabs,
+    // and not blank (null is "none").
+    for description in ["Row A\u{7}", "\u{1b}[2J", "\u{9b}31m", "   ", "\n\t"] {
+        let (status, body) =
+            patch(&app, &general_path, json!({ "description": description })).await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        );
+        assert_eq!(fields(&body), ["description"], "{description:?}: {body}");
+    }
+    let (status, body) = patch(
+        &app,
+        &general_path,
+        json!({ "description": "Doors at 7.\r\nBar:\tupstairs" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["description"], "Doors at 7.\r\nBar:\tupstairs");
     let (status, body) = patch(
         &app,
         &format!("/events/{event_id}/ticket-types/not-a-uuid"),
@@ -302,6 +370,7 @@ async fn ticket_type_refusals_name_their_field_or_code() {
     let (_, list) = app.get(&format!("/events/{event_id}/ticket-types")).await;
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
     assert_eq!(list[0]["name"], "General admission");
+    assert_eq!(list[0]["price"], 1000);
 }
 
 #[tokio::test]
