@@ -66,6 +66,17 @@ pub async fn ticket_types(pool: &PgPool, event_id: Uuid) -> Result<Vec<TicketTyp
     Ok(event_details(pool, event_id).await?.ticket_types)
 }
 
+/// One of the event's types, exactly as [`ticket_types`] lists it: filtered from the same
+/// one-snapshot read, so it reflects every change committed before the call. 404 for an
+/// unknown event, then for a type that is not the event's.
+pub async fn ticket_type(pool: &PgPool, event_id: Uuid, type_id: Uuid) -> Result<TicketTypeView> {
+    ticket_types(pool, event_id)
+        .await?
+        .into_iter()
+        .find(|view| view.id == type_id)
+        .ok_or(Error::NotFound("ticket type"))
+}
+
 /// Changes the event's settings (`PATCH /events/{id}`). Under the event lock: the new total
 /// must cover the tickets reserved and purchased (else `CAPACITY_BELOW_SOLD`, nothing
 /// changed), and a lower per-buyer cap must cover what each buyer already holds (checked
@@ -177,6 +188,17 @@ pub async fn quotas(pool: &PgPool, event_id: Uuid) -> Result<Vec<QuotaView>> {
         .await?
         .ok_or(Error::NotFound("event"))?;
     Ok(catalogue.quotas.into_iter().map(QuotaView::from).collect())
+}
+
+/// One of the event's quotas, exactly as [`quotas`] lists it: filtered from the same
+/// one-snapshot read, so it reflects every change committed before the call. 404 for an
+/// unknown event, then for a quota that is not the event's.
+pub async fn quota(pool: &PgPool, event_id: Uuid, quota_id: Uuid) -> Result<QuotaView> {
+    quotas(pool, event_id)
+        .await?
+        .into_iter()
+        .find(|view| view.id == quota_id)
+        .ok_or(Error::NotFound("quota"))
 }
 
 /// Adds a quota, counting what its types already hold: refused with `CAPACITY_BELOW_SOLD`

@@ -1,6 +1,7 @@
 //! The catalogue's organiser routes: `PATCH /events/{id}`, `/events/{id}/ticket-types…` and
 //! `/events/{id}/quotas…`. Thin: parse, call `crate::catalogue`, answer. Every write, and
-//! every quota route, needs the organiser token when one is configured.
+//! every quota route (reads included), needs the organiser token when one is configured;
+//! the ticket-type reads are public.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -109,6 +110,28 @@ pub async fn create_ticket_type(
     )
 }
 
+/// Read one of an event's ticket types, as the list shows it. `Location` of its creation.
+#[utoipa::path(
+    get, path = "/events/{id}/ticket-types/{typeId}", tag = "catalogue",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Event id"),
+        ("typeId" = uuid::Uuid, Path, description = "Ticket type id"),
+    ),
+    responses(
+        (status = 200, description = "The type, as `GET /events/{id}/ticket-types` lists it", body = TicketTypeView),
+        (status = 400, description = "BAD_REQUEST: an id is not a UUID", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such event, or no such type in it", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
+    )
+)]
+pub async fn get_ticket_type(
+    State(state): State<AppState>,
+    path: EventItemPath,
+) -> ApiResult<Response> {
+    let view = catalogue::ticket_type(&state.pool, path.event_id, path.item_id).await?;
+    json(StatusCode::OK, &view)
+}
+
 /// Change a ticket type: absent fields stay, null clears the nullable ones. A new price
 /// applies to new orders only.
 #[utoipa::path(
@@ -200,6 +223,32 @@ pub async fn create_quota(
     let settings = QuotaSettings::create(request.into()).map_err(Error::Validation)?;
     let view = catalogue::create_quota(&state.pool, event_id, settings).await?;
     created(format!("/events/{event_id}/quotas/{}", view.id), &view)
+}
+
+/// Read one of an event's quotas, as the list shows it. `Location` of its creation.
+#[utoipa::path(
+    get, path = "/events/{id}/quotas/{quotaId}", tag = "catalogue",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Event id"),
+        ("quotaId" = uuid::Uuid, Path, description = "Quota id"),
+    ),
+    responses(
+        (status = 200, description = "The quota, as `GET /events/{id}/quotas` lists it", body = QuotaView),
+        (status = 400, description = "BAD_REQUEST: an id is not a UUID", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: the server runs with --admin-token and no token was sent", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token is neither the admin token nor a live organiser token (a door token, say)", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such event, or no such quota in it", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
+    )
+)]
+pub async fn get_quota(
+    State(state): State<AppState>,
+    // Before the path, as on the list: the token is checked first.
+    _organiser: Organiser,
+    path: EventItemPath,
+) -> ApiResult<Response> {
+    let view = catalogue::quota(&state.pool, path.event_id, path.item_id).await?;
+    json(StatusCode::OK, &view)
 }
 
 /// Change a quota's name, size or types; its counts are recounted from the orders' lines.

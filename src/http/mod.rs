@@ -73,9 +73,16 @@ pub fn api() -> OpenApiRouter<AppState> {
             catalogue::list_ticket_types,
             catalogue::create_ticket_type
         ))
-        .routes(routes!(catalogue::update_ticket_type))
+        .routes(routes!(
+            catalogue::get_ticket_type,
+            catalogue::update_ticket_type
+        ))
         .routes(routes!(catalogue::list_quotas, catalogue::create_quota))
-        .routes(routes!(catalogue::update_quota, catalogue::delete_quota))
+        .routes(routes!(
+            catalogue::get_quota,
+            catalogue::update_quota,
+            catalogue::delete_quota
+        ))
         .routes(routes!(report::sales_report))
         .routes(routes!(stream::event_stream))
         .routes(routes!(tickets::purchase_tickets))

@@ -611,6 +611,7 @@ async fn the_organiser_token_guards_catalogue_writes_and_quotas() {
             json!({ "price": 1 }),
         ),
         (Method::GET, format!("/events/{event_id}/quotas"), json!({})),
+        (Method::GET, quota_path.clone(), json!({})),
         (
             Method::POST,
             format!("/events/{event_id}/quotas"),
@@ -632,9 +633,313 @@ async fn the_organiser_token_guards_catalogue_writes_and_quotas() {
         let (status, answer) = send_json(&app, method.clone(), &path, Some(token), body).await;
         assert!(status.is_success(), "{method} {path}: {status} {answer}");
     }
-    // Reading the types stays public.
+    // Reading the types stays public, the list and each type.
     let (status, _) = app.get(&format!("/events/{event_id}/ticket-types")).await;
     assert_eq!(status, StatusCode::OK);
+    let (status, _) = app
+        .get(&format!("/events/{event_id}/ticket-types/{general}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// The list entry of `id` in a list route's answer.
+fn entry<'a>(list: &'a Value, id: &str) -> &'a Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("a list: {list}"))
+        .iter()
+        .find(|item| item["id"] == id)
+        .unwrap_or_else(|| panic!("{id} listed in {list}"))
+}
+
+/// POSTs `body` to `path`, asserts 201, and returns the `Location` and the created object.
+async fn create_at(api: &Api, path: &str, body: Value) -> (String, Value) {
+    let response = api
+        .request(Method::POST, path)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    (location, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_location_of_a_created_type_or_quota_reads_it_as_listed() {
+    let app = spawn_app().await;
+    let event_id = id_of(&app.create_event("Located", 100, None).await);
+    let types_path = format!("/events/{event_id}/ticket-types");
+    let quotas_path = format!("/events/{event_id}/quotas");
+    let (type_location, created) = create_at(
+        &app,
+        &types_path,
+        json!({ "name": "Balcony", "price": 2500, "description": "Upstairs", "maxPerOrder": 4 }),
+    )
+    .await;
+    let balcony = id_of(&created);
+    let (quota_location, created_quota) = create_at(
+        &app,
+        &quotas_path,
+        json!({ "name": "Upstairs", "size": 30, "ticketTypeIds": [balcony] }),
+    )
+    .await;
+    let quota_id = id_of(&created_quota);
+
+    // Each Location is readable (405 METHOD_NOT_ALLOWED before), and reads the object as its
+    // list shows it, field for field.
+    let (status, read) = app.get(&type_location).await;
+    assert_eq!(status, StatusCode::OK, "GET {type_location}: {read}");
+    let (_, list) = app.get(&types_path).await;
+    assert_eq!(&read, entry(&list, &balcony));
+    // The quota made after the type lowered its availability: the read is of now.
+    assert_eq!(read["available"], 30, "{read}");
+    let (status, read) = app.get(&quota_location).await;
+    assert_eq!(status, StatusCode::OK, "GET {quota_location}: {read}");
+    let (_, list) = app.get(&quotas_path).await;
+    assert_eq!(&read, entry(&list, &quota_id));
+    assert_eq!(read, created_quota);
+    // The event's default type too, read by its id.
+    let general = default_type(&app, &event_id).await;
+    let (status, read) = app.get(&format!("{types_path}/{general}")).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    let (_, list) = app.get(&types_path).await;
+    assert_eq!(&read, entry(&list, &general));
+
+    // A hold moves what the reads answer at once.
+    let buyer = new_fingerprint();
+    let (status, hold) = app
+        .send(
+            app.request(Method::POST, &format!("/events/{event_id}/tickets"))
+                .header("X-Device-Fingerprint", &buyer)
+                .json(&json!({ "lines": [{ "ticketTypeId": balcony, "quantity": 3 }] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let (_, read) = app.get(&type_location).await;
+    assert_eq!(read["available"], 27, "{read}");
+    let (_, read) = app.get(&quota_location).await;
+    assert_eq!(
+        (
+            read["availableTickets"].clone(),
+            read["reservedTickets"].clone()
+        ),
+        (json!(27), json!(3)),
+        "{read}"
+    );
+
+    // A change is read back as the PATCH answered it, and as the list shows it.
+    let (status, changed) = patch(
+        &app,
+        &type_location,
+        json!({ "price": 3000, "name": "Gallery", "maxPerOrder": null }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    let (_, read) = app.get(&type_location).await;
+    assert_eq!(read, changed);
+    assert_eq!(
+        (
+            read["price"].clone(),
+            read["name"].clone(),
+            read["maxPerOrder"].clone()
+        ),
+        (json!(3000), json!("Gallery"), Value::Null)
+    );
+    let (_, list) = app.get(&types_path).await;
+    assert_eq!(&read, entry(&list, &balcony));
+    let (status, changed) = patch(
+        &app,
+        &quota_location,
+        json!({ "size": 10, "name": "Gallery" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    let (_, read) = app.get(&quota_location).await;
+    assert_eq!(read, changed);
+    assert_eq!(
+        (read["size"].clone(), read["availableTickets"].clone()),
+        (json!(10), json!(7))
+    );
+    let (_, list) = app.get(&quotas_path).await;
+    assert_eq!(&read, entry(&list, &quota_id));
+    let (_, read) = app.get(&type_location).await;
+    assert_eq!(
+        read["available"], 7,
+        "the smaller quota bounds the type: {read}"
+    );
+
+    // A deleted quota is not found any more.
+    let (status, body) = app.send(app.request(Method::DELETE, &quota_location)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = app.get(&quota_location).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+    assert_eq!(body["error"], "quota not found");
+}
+
+#[tokio::test]
+async fn one_type_or_quota_of_another_event_or_of_none_is_not_found() {
+    let app = spawn_app().await;
+    let event_id = id_of(&app.create_event("Mine", 10, None).await);
+    let other_id = id_of(&app.create_event("Theirs", 10, None).await);
+    let foreign_type = default_type(&app, &other_id).await;
+    let foreign_quota = id_of(&create_quota(&app, &other_id, "Theirs", 5, &[&foreign_type]).await);
+    let mine = default_type(&app, &event_id).await;
+    let my_quota = id_of(&create_quota(&app, &event_id, "Mine", 5, &[&mine]).await);
+    let unknown = Uuid::now_v7();
+
+    let not_found = [
+        (
+            format!("/events/{event_id}/ticket-types/{foreign_type}"),
+            "ticket type not found",
+        ),
+        (
+            format!("/events/{event_id}/ticket-types/{unknown}"),
+            "ticket type not found",
+        ),
+        (
+            format!("/events/{unknown}/ticket-types/{mine}"),
+            "event not found",
+        ),
+        (
+            format!("/events/{event_id}/quotas/{foreign_quota}"),
+            "quota not found",
+        ),
+        (
+            format!("/events/{event_id}/quotas/{unknown}"),
+            "quota not found",
+        ),
+        (
+            format!("/events/{unknown}/quotas/{my_quota}"),
+            "event not found",
+        ),
+    ];
+    for (path, message) in not_found {
+        let (status, body) = app.get(&path).await;
+        assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");
+        assert_eq!(body["error"], message, "GET {path}");
+        // As the PATCH of the same path answers.
+        let (status, patched) = patch(&app, &path, json!({})).await;
+        assert_eq!(
+            (status, &patched),
+            (StatusCode::NOT_FOUND, &body),
+            "PATCH {path}"
+        );
+    }
+    // Each is found through its own event.
+    let (status, body) = app
+        .get(&format!("/events/{other_id}/ticket-types/{foreign_type}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .get(&format!("/events/{other_id}/quotas/{foreign_quota}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A path id that is not a UUID is 400 naming it.
+    let bad = [
+        (
+            format!("/events/{event_id}/ticket-types/not-a-uuid"),
+            "typeId",
+        ),
+        (format!("/events/not-a-uuid/ticket-types/{mine}"), "id"),
+        (format!("/events/{event_id}/quotas/not-a-uuid"), "quotaId"),
+        (format!("/events/not-a-uuid/quotas/{my_quota}"), "id"),
+    ];
+    for (path, field) in bad {
+        let (status, body) = app.get(&path).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+        assert_eq!(fields(&body), [field], "GET {path}");
+    }
+}
+
+#[tokio::test]
+async fn one_type_or_quota_is_read_with_the_tokens_its_list_is_read_with() {
+    let token = "s3cret-organiser";
+    let app = spawn_app_with(&["--admin-token", token]).await;
+    let (status, event) = send_json(
+        &app,
+        Method::POST,
+        "/events",
+        Some(token),
+        json!({ "name": "Tokened", "date": "2027-06-01T19:00:00Z", "totalTickets": 10 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{event}");
+    let event_id = id_of(&event);
+    let general = default_type(&app, &event_id).await;
+    let (status, quota) = send_json(
+        &app,
+        Method::POST,
+        &format!("/events/{event_id}/quotas"),
+        Some(token),
+        json!({ "name": "Q", "size": 5, "ticketTypeIds": [general] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{quota}");
+    let quota_id = id_of(&quota);
+
+    // (list, one of its items): good paths, then a bad event id, whose 400 comes after the
+    // token's 401/403 on the quota routes (the token is checked first) and alone on the
+    // public type routes.
+    let pairs = [
+        (
+            format!("/events/{event_id}/ticket-types"),
+            format!("/events/{event_id}/ticket-types/{general}"),
+        ),
+        (
+            "/events/not-a-uuid/ticket-types".to_owned(),
+            format!("/events/not-a-uuid/ticket-types/{general}"),
+        ),
+        (
+            format!("/events/{event_id}/quotas"),
+            format!("/events/{event_id}/quotas/{quota_id}"),
+        ),
+        (
+            "/events/not-a-uuid/quotas".to_owned(),
+            format!("/events/not-a-uuid/quotas/{quota_id}"),
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (list, item) in &pairs {
+        for credential in [None, Some("wrong"), Some(token)] {
+            let read = |path: String| {
+                let mut request = app.request(Method::GET, &path);
+                if let Some(credential) = credential {
+                    request = request.bearer_auth(credential);
+                }
+                app.send(request)
+            };
+            let (list_status, list_body) = read(list.clone()).await;
+            let (item_status, item_body) = read(item.clone()).await;
+            assert_eq!(
+                (item_status, &item_body["code"]),
+                (list_status, &list_body["code"]),
+                "GET {item} with {credential:?} answers as GET {list}: {item_body} / {list_body}"
+            );
+            seen.push((item.clone(), credential, item_status));
+        }
+    }
+    // What the pairs agreed on is the documented rule: types public, quotas the organiser's.
+    let statuses: Vec<StatusCode> = seen.iter().map(|(_, _, status)| *status).collect();
+    use StatusCode as S;
+    assert_eq!(
+        statuses,
+        [
+            S::OK,
+            S::OK,
+            S::OK,
+            S::BAD_REQUEST,
+            S::BAD_REQUEST,
+            S::BAD_REQUEST,
+            S::UNAUTHORIZED,
+            S::FORBIDDEN,
+            S::OK,
+            S::UNAUTHORIZED,
+            S::FORBIDDEN,
+            S::BAD_REQUEST,
+        ],
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
