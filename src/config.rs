@@ -133,7 +133,8 @@ pub struct DatabaseArgs {
     pub statement_timeout_ms: u32,
 
     /// Maximum number of pooled database connections per instance for requests (1 to
-    /// 10000); the purchase batches' own pool adds at most a quarter of it (at least 1).
+    /// 10000); the purchase batches' own pool adds at most a quarter of it (at least 1), and
+    /// the live statistics' `LISTEN` one more, held while the instance runs.
     #[arg(long, env = "BOXOFFICE_DB_MAX_CONNECTIONS", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub db_max_connections: u32,
