@@ -212,8 +212,10 @@ pub struct ServeArgs {
     /// change events; refunds and the sales report always need it or an organiser token
     /// (`boxoffice tokens create --scope organiser`), which works wherever it does. Without
     /// it, event creation is open to anyone. Surrounding whitespace (a secret file's final
-    /// line break) is not part of the token.
-    #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true)]
+    /// line break) is not part of the token; one that is empty or only whitespace (an empty
+    /// secret file) is refused at start.
+    #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true,
+          value_parser = parse_admin_token)]
     pub admin_token: Option<String>,
 
     /// Browser origins allowed to call the API (CORS), comma-separated or repeated, e.g.
@@ -280,8 +282,10 @@ pub struct ServeArgs {
     pub trusted_proxies: Vec<IpNet>,
 
     /// Secret key for hashing device fingerprints (HMAC-SHA256). When absent, one is
-    /// generated once and kept in the database, so every instance hashes alike.
-    #[arg(long, env = "BOXOFFICE_FINGERPRINT_SECRET", hide_env_values = true)]
+    /// generated once and kept in the database, so every instance hashes alike. Taken
+    /// exactly as given; one that is empty or only whitespace is refused at start.
+    #[arg(long, env = "BOXOFFICE_FINGERPRINT_SECRET", hide_env_values = true,
+          value_parser = parse_fingerprint_secret)]
     pub fingerprint_secret: Option<String>,
 
     /// Ed25519 private key (PKCS#8 PEM, e.g. from `openssl genpkey -algorithm ed25519`) that
@@ -291,6 +295,33 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXOFFICE_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
 }
+
+/// An `--admin-token` without surrounding whitespace (a secret file's final line break,
+/// which no `Authorization` header can carry). A blank one is a mistake (an empty secret
+/// file), not a wish to run open: leaving the flag unset is how to run without one.
+fn parse_admin_token(raw: &str) -> Result<String, String> {
+    let token = raw.trim();
+    if token.is_empty() {
+        return Err(BLANK_SECRET.replace("{}", "--admin-token and BOXOFFICE_ADMIN_TOKEN"));
+    }
+    Ok(token.to_owned())
+}
+
+/// A `--fingerprint-secret`, exactly as given (every stored hash depends on its bytes), but
+/// not blank: that is a mistake, not a wish for the generated one.
+fn parse_fingerprint_secret(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() {
+        return Err(BLANK_SECRET.replace(
+            "{}",
+            "--fingerprint-secret and BOXOFFICE_FINGERPRINT_SECRET",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// Why a blank secret is refused; `{}` names the flag and its variable.
+const BLANK_SECRET: &str =
+    "empty or only whitespace (an empty secret file?): give the secret, or leave {} unset";
 
 /// A CIDR, or a single address as a /32 or /128.
 fn parse_network(text: &str) -> Result<IpNet, String> {

@@ -1,11 +1,28 @@
 //! What an operator meets at start: the smallest pool, refused settings (blank secrets, a
 //! request timeout out of range, an invalid `RUST_LOG`) and the log's form on a pipe.
 
+use std::process::Command;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::helpers::{id_of, new_fingerprint, spawn_app_with};
+use crate::helpers::{
+    boxoffice_command, failed_start, free_port, id_of, new_fingerprint, spawn_app_with,
+};
+
+/// A database nothing listens on: a start refused for its settings never reaches it.
+const NOWHERE: &str = "postgres://nobody@127.0.0.1:1/nothing";
+
+/// `boxoffice serve` on [`NOWHERE`] with `flags`, not yet started.
+fn serve_nowhere(flags: &[&str]) -> Command {
+    let mut command = boxoffice_command();
+    command
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--database-url", NOWHERE])
+        .args(flags);
+    command
+}
 
 /// The smallest pool the flag accepts still serves: the change listener's connection is
 /// not one of the requests' (it held the only one, and every request waited for it: 503).
@@ -22,4 +39,34 @@ async fn a_pool_of_one_connection_serves_ready_and_a_hold() {
     let (status, body) = app.get("/ready").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     app.stop().await;
+}
+
+/// An admin token or fingerprint secret that is empty or only whitespace (an empty secret
+/// file, say) is a mistake, not a wish to run open: the start is refused, naming the flag.
+#[test]
+fn a_blank_admin_token_or_fingerprint_secret_is_refused_at_start() {
+    for (flag, env) in [
+        ("--admin-token", "BOXOFFICE_ADMIN_TOKEN"),
+        ("--fingerprint-secret", "BOXOFFICE_FINGERPRINT_SECRET"),
+    ] {
+        for blank in ["", "   ", "\n"] {
+            let stderr = failed_start(serve_nowhere(&[flag, blank]), Duration::from_secs(30));
+            assert!(
+                stderr.contains(flag) && stderr.contains("empty"),
+                "{flag} {blank:?}: {stderr}"
+            );
+            let mut command = serve_nowhere(&[]);
+            command.env(env, blank);
+            let stderr = failed_start(command, Duration::from_secs(30));
+            assert!(
+                stderr.contains(flag) && stderr.contains("empty"),
+                "{env}={blank:?}: {stderr}"
+            );
+        }
+    }
+    let stderr = failed_start(
+        serve_nowhere(&["--signing-key-file", ""]),
+        Duration::from_secs(30),
+    );
+    assert!(stderr.contains("--signing-key-file"), "{stderr}");
 }
