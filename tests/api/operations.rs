@@ -70,3 +70,14 @@ fn a_blank_admin_token_or_fingerprint_secret_is_refused_at_start() {
     );
     assert!(stderr.contains("--signing-key-file"), "{stderr}");
 }
+
+/// An invalid `RUST_LOG` is refused at start, naming it, instead of being ignored.
+#[test]
+fn an_invalid_rust_log_is_refused_at_start() {
+    let mut command = boxoffice_command();
+    command
+        .env("RUST_LOG", "nonsense[[[")
+        .args(["migrate", "--database-url", NOWHERE]);
+    let stderr = failed_start(command, Duration::from_secs(30));
+    assert!(stderr.contains("RUST_LOG"), "{stderr}");
+}
