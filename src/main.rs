@@ -1,4 +1,4 @@
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -27,8 +27,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Colour only for a person at a terminal: a file or a pipe (journald, `docker logs`)
+    // would keep the escape codes. A non-empty NO_COLOR turns it off (https://no-color.org).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_env_filter(filter)
         .init();
     let cli = Cli::parse();
@@ -56,8 +61,10 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The filter when `RUST_LOG` is unset or blank.
-const DEFAULT_LOG_FILTER: &str = "info";
+/// The filter when `RUST_LOG` is unset or blank: `info`, but PostgreSQL's notices only from
+/// `warn`, for the migrator's `relation "_sqlx_migrations" already exists, skipping`, said at
+/// every start and every `boxoffice tokens` command.
+const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
 
 /// The log filter: `RUST_LOG`, or [`DEFAULT_LOG_FILTER`] when it is unset or blank. An
 /// invalid one is an error naming it: ignored, it left the operator with the default and no

@@ -1,13 +1,14 @@
 //! What an operator meets at start: the smallest pool, refused settings (blank secrets, a
 //! request timeout out of range, an invalid `RUST_LOG`) and the log's form on a pipe.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    boxoffice_command, failed_start, free_port, id_of, new_fingerprint, spawn_app_with,
+    boxoffice_command, database_url, failed_start, free_port, fresh_database, id_of,
+    new_fingerprint, spawn_app_with,
 };
 
 /// A database nothing listens on: a start refused for its settings never reaches it.
@@ -80,4 +81,22 @@ fn an_invalid_rust_log_is_refused_at_start() {
         .args(["migrate", "--database-url", NOWHERE]);
     let stderr = failed_start(command, Duration::from_secs(30));
     assert!(stderr.contains("RUST_LOG"), "{stderr}");
+}
+
+/// Logs written to a pipe carry no colour codes, and the default filter leaves out
+/// PostgreSQL's notice that the migrations table exists (said at every start).
+#[tokio::test]
+async fn logs_on_a_pipe_are_plain_and_quiet_about_the_migrations_table() {
+    let url = database_url(&fresh_database().await);
+    let output = boxoffice_command()
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .args(["tokens", "list", "--database-url", &url])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "colour codes: {stderr:?}");
+    assert!(!stderr.contains("_sqlx_migrations"), "{stderr}");
 }
