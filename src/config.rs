@@ -154,9 +154,10 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
 
     /// Longest a request may take to produce its response before it is answered with 503,
-    /// in milliseconds (a stream counts as answered once it starts).
+    /// in milliseconds (a stream counts as answered once it starts); 1 to 3,600,000 (an
+    /// hour, longer than any request should take).
     #[arg(long, env = "BOXOFFICE_REQUEST_TIMEOUT_MS", default_value_t = 30_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub request_timeout_ms: u64,
 
     /// Most tickets one purchase request may ask for, 1 to 10,000. An order is paid, refunded
@@ -423,6 +424,8 @@ mod tests {
         }
         assert!(parse(&["--db-max-connections", "1"]).is_ok());
         assert!(parse(&["--db-max-connections", "0"]).is_err());
+        assert!(parse(&["--request-timeout-ms", "3600000"]).is_ok());
+        assert!(parse(&["--request-timeout-ms", "3600001"]).is_err());
     }
 
     #[test]

@@ -72,6 +72,22 @@ fn a_blank_admin_token_or_fingerprint_secret_is_refused_at_start() {
     assert!(stderr.contains("--signing-key-file"), "{stderr}");
 }
 
+/// `--request-timeout-ms` is 1 to 3,600,000: outside it the start is refused, naming the
+/// flag and its range.
+#[test]
+fn a_request_timeout_out_of_range_is_refused_at_start() {
+    for value in ["0", "3600001", "18446744073709551615"] {
+        let stderr = failed_start(
+            serve_nowhere(&["--request-timeout-ms", value]),
+            Duration::from_secs(30),
+        );
+        assert!(
+            stderr.contains("--request-timeout-ms") && stderr.contains("3600000"),
+            "{value}: {stderr}"
+        );
+    }
+}
+
 /// An invalid `RUST_LOG` is refused at start, naming it, instead of being ignored.
 #[test]
 fn an_invalid_rust_log_is_refused_at_start() {
