@@ -18,6 +18,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The command line first: `--help` and `--version` answer whatever `RUST_LOG` says.
+    let cli = Cli::parse();
     // Logs go to standard error, as README.md says; standard output stays free.
     let filter = match log_filter() {
         Ok(filter) => filter,
@@ -36,7 +38,6 @@ async fn main() -> ExitCode {
         .with_ansi(colour)
         .with_env_filter(filter)
         .init();
-    let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Command::Migrate(args)) => match Database::open(&args).await {
             Ok(database) => {

@@ -88,7 +88,8 @@ fn a_request_timeout_out_of_range_is_refused_at_start() {
     }
 }
 
-/// An invalid `RUST_LOG` is refused at start, naming it, instead of being ignored.
+/// An invalid `RUST_LOG` is refused at start, naming it, instead of being ignored; `--help`
+/// still answers.
 #[test]
 fn an_invalid_rust_log_is_refused_at_start() {
     let mut command = boxoffice_command();
@@ -97,6 +98,17 @@ fn an_invalid_rust_log_is_refused_at_start() {
         .args(["migrate", "--database-url", NOWHERE]);
     let stderr = failed_start(command, Duration::from_secs(30));
     assert!(stderr.contains("RUST_LOG"), "{stderr}");
+    // Help is still there to read.
+    let help = boxoffice_command()
+        .env("RUST_LOG", "nonsense[[[")
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        help.status.success(),
+        "{}",
+        String::from_utf8_lossy(&help.stderr)
+    );
 }
 
 /// Logs written to a pipe carry no colour codes, and the default filter leaves out
