@@ -133,7 +133,8 @@ pub struct DatabaseArgs {
     pub statement_timeout_ms: u32,
 
     /// Maximum number of pooled database connections per instance for requests (1 to
-    /// 10000); the purchase batches' own pool adds at most a quarter of it (at least 1).
+    /// 10000); the purchase batches' own pool adds at most a quarter of it (at least 1), and
+    /// the live statistics' `LISTEN` one more, held while the instance runs.
     #[arg(long, env = "BOXOFFICE_DB_MAX_CONNECTIONS", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub db_max_connections: u32,
@@ -153,9 +154,10 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
 
     /// Longest a request may take to produce its response before it is answered with 503,
-    /// in milliseconds (a stream counts as answered once it starts).
+    /// in milliseconds (a stream counts as answered once it starts); 1 to 3,600,000 (an
+    /// hour, longer than any request should take).
     #[arg(long, env = "BOXOFFICE_REQUEST_TIMEOUT_MS", default_value_t = 30_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub request_timeout_ms: u64,
 
     /// Most tickets one purchase request may ask for, 1 to 10,000. An order is paid, refunded
@@ -173,24 +175,27 @@ pub struct ServeArgs {
           value_parser = clap::builder::ValueParser::new(Currency::for_sale))]
     pub default_currency: Currency,
 
-    /// How long a hold lasts before it lapses and its tickets return to the pool.
+    /// How long a hold lasts before it lapses and its tickets return to the pool, in seconds
+    /// (1 to 86,400).
     #[arg(long, env = "BOXOFFICE_HOLD_SECONDS", default_value_t = 600,
           value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub hold_seconds: u32,
 
     /// How long a hold offered to a waiting-list entry stays reserved before it lapses and
-    /// its tickets move on to the next in line. Fixed per entry when it joins.
+    /// its tickets move on to the next in line, in seconds (1 to 604,800, a week). Fixed per
+    /// entry when it joins.
     #[arg(long, env = "BOXOFFICE_WAITING_LIST_OFFER_SECONDS", default_value_t = 1800,
           value_parser = clap::value_parser!(u32).range(1..=604_800))]
     pub waiting_list_offer_seconds: u32,
 
-    /// Period of the expiry sweeper, in milliseconds.
+    /// Period of the expiry sweeper, in milliseconds (10 to 3,600,000).
     #[arg(long, env = "BOXOFFICE_SWEEP_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub sweep_interval_ms: u64,
 
     /// Seconds after which an allocation still in `payment_pending` (its payment request
-    /// crashed or hung) is resolved by the sweeper from the payment provider's record.
+    /// crashed or hung) is resolved by the sweeper from the payment provider's record (1 to
+    /// 86,400).
     #[arg(long, env = "BOXOFFICE_PAYMENT_RECOVERY_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub payment_recovery_seconds: u32,
@@ -202,7 +207,7 @@ pub struct ServeArgs {
     pub purchase_mode: PurchaseMode,
 
     /// Most purchase requests (or payments' settles, or check-ins) one batched transaction
-    /// may carry.
+    /// may carry (1 to 10,000).
     #[arg(long, env = "BOXOFFICE_PURCHASE_BATCH_MAX", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub purchase_batch_max: u32,
@@ -211,8 +216,10 @@ pub struct ServeArgs {
     /// change events; refunds and the sales report always need it or an organiser token
     /// (`boxoffice tokens create --scope organiser`), which works wherever it does. Without
     /// it, event creation is open to anyone. Surrounding whitespace (a secret file's final
-    /// line break) is not part of the token.
-    #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true)]
+    /// line break) is not part of the token; one that is empty or only whitespace (an empty
+    /// secret file) is refused at start.
+    #[arg(long, env = "BOXOFFICE_ADMIN_TOKEN", hide_env_values = true,
+          value_parser = parse_admin_token)]
     pub admin_token: Option<String>,
 
     /// Browser origins allowed to call the API (CORS), comma-separated or repeated, e.g.
@@ -229,7 +236,7 @@ pub struct ServeArgs {
     pub cors_origins: Vec<String>,
 
     /// Purchase and payment requests per second allowed per buyer fingerprint, with bursts of
-    /// three times as many; 0 turns the limit off.
+    /// three times as many; 0 turns the limit off (0 to 4,294,967,295).
     #[arg(
         long,
         env = "BOXOFFICE_RATE_LIMIT_PER_FINGERPRINT",
@@ -238,12 +245,13 @@ pub struct ServeArgs {
     pub rate_limit_per_fingerprint: u32,
 
     /// Purchase and payment requests per second allowed per client address, with bursts of
-    /// three times as many; 0 turns the limit off. Behind a proxy, set `--trusted-proxy` too,
-    /// or every client shares the proxy's budget.
+    /// three times as many; 0 turns the limit off (0 to 4,294,967,295). Behind a proxy, set
+    /// `--trusted-proxy` too, or every client shares the proxy's budget.
     #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_ADDRESS", default_value_t = 2000)]
     pub rate_limit_per_address: u32,
 
-    /// Connections one client address may hold open at once; 0 turns the limit off. A
+    /// Connections one client address may hold open at once; 0 turns the limit off (0 to
+    /// 4,294,967,295). A
     /// connection past it is answered 429 `TOO_MANY_CONNECTIONS` at once, without its
     /// request being read, and closed. Trusted proxies (`--trusted-proxy`) are not limited:
     /// they carry many clients, and the limit belongs on the proxy. Counted per TCP peer
@@ -279,8 +287,10 @@ pub struct ServeArgs {
     pub trusted_proxies: Vec<IpNet>,
 
     /// Secret key for hashing device fingerprints (HMAC-SHA256). When absent, one is
-    /// generated once and kept in the database, so every instance hashes alike.
-    #[arg(long, env = "BOXOFFICE_FINGERPRINT_SECRET", hide_env_values = true)]
+    /// generated once and kept in the database, so every instance hashes alike. Taken
+    /// exactly as given; one that is empty or only whitespace is refused at start.
+    #[arg(long, env = "BOXOFFICE_FINGERPRINT_SECRET", hide_env_values = true,
+          value_parser = parse_fingerprint_secret)]
     pub fingerprint_secret: Option<String>,
 
     /// Ed25519 private key (PKCS#8 PEM, e.g. from `openssl genpkey -algorithm ed25519`) that
@@ -290,6 +300,33 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXOFFICE_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
 }
+
+/// An `--admin-token` without surrounding whitespace (a secret file's final line break,
+/// which no `Authorization` header can carry). A blank one is a mistake (an empty secret
+/// file), not a wish to run open: leaving the flag unset is how to run without one.
+fn parse_admin_token(raw: &str) -> Result<String, String> {
+    let token = raw.trim();
+    if token.is_empty() {
+        return Err(BLANK_SECRET.replace("{}", "--admin-token and BOXOFFICE_ADMIN_TOKEN"));
+    }
+    Ok(token.to_owned())
+}
+
+/// A `--fingerprint-secret`, exactly as given (every stored hash depends on its bytes), but
+/// not blank: that is a mistake, not a wish for the generated one.
+fn parse_fingerprint_secret(raw: &str) -> Result<String, String> {
+    if raw.trim().is_empty() {
+        return Err(BLANK_SECRET.replace(
+            "{}",
+            "--fingerprint-secret and BOXOFFICE_FINGERPRINT_SECRET",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// Why a blank secret is refused; `{}` names the flag and its variable.
+const BLANK_SECRET: &str =
+    "empty or only whitespace (an empty secret file?): give the secret, or leave {} unset";
 
 /// A CIDR, or a single address as a /32 or /128.
 fn parse_network(text: &str) -> Result<IpNet, String> {
@@ -391,6 +428,46 @@ mod tests {
         }
         assert!(parse(&["--db-max-connections", "1"]).is_ok());
         assert!(parse(&["--db-max-connections", "0"]).is_err());
+        assert!(parse(&["--request-timeout-ms", "3600000"]).is_ok());
+        assert!(parse(&["--request-timeout-ms", "3600001"]).is_err());
+    }
+
+    /// README's configuration table has a row for every `serve` flag, with its environment
+    /// variable and its default, as `--help` has them.
+    #[test]
+    fn the_readme_table_lists_every_serve_flag_with_its_variable_and_default() {
+        use clap::CommandFactory;
+        let readme = include_str!("../README.md");
+        let command = Cli::command();
+        let serve = command
+            .find_subcommand("serve")
+            .expect("a serve subcommand");
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" {
+                continue;
+            }
+            let env = arg
+                .get_env()
+                .and_then(|env| env.to_str())
+                .unwrap_or_else(|| panic!("--{long} has an environment fallback"));
+            let start = format!("| `--{long}` | `{env}` | ");
+            let row = readme
+                .lines()
+                .find(|line| line.starts_with(&start))
+                .unwrap_or_else(|| panic!("README has a row starting {start}"));
+            let default = match arg.get_default_values() {
+                [] => None,
+                [value] => Some(value.to_str().expect("UTF-8")),
+                _ => unreachable!("one default at most"),
+            };
+            if let Some(default) = default {
+                assert!(
+                    row[start.len()..].starts_with(&format!("`{default}` |")),
+                    "README's default of --{long} is `{default}`: {row}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -18,14 +18,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The command line first: `--help` and `--version` answer whatever `RUST_LOG` says.
+    let cli = Cli::parse();
     // Logs go to standard error, as README.md says; standard output stays free.
+    let filter = match log_filter() {
+        Ok(filter) => filter,
+        // Refused like a bad flag (clap's exit status), before anything starts.
+        Err(err) => {
+            eprintln!("boxoffice: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    // Colour only for a person at a terminal: a file or a pipe (journald, `docker logs`)
+    // would keep the escape codes. A non-empty NO_COLOR turns it off (https://no-color.org).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_ansi(colour)
+        .with_env_filter(filter)
         .init();
-    let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Command::Migrate(args)) => match Database::open(&args).await {
             Ok(database) => {
@@ -48,6 +60,31 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The filter when `RUST_LOG` is unset or blank: `info`, but PostgreSQL's notices only from
+/// `warn`, for the migrator's `relation "_sqlx_migrations" already exists, skipping`, said at
+/// every start and every `boxoffice tokens` command.
+const DEFAULT_LOG_FILTER: &str = "info,sqlx::postgres::notice=warn";
+
+/// The log filter: `RUST_LOG`, or [`DEFAULT_LOG_FILTER`] when it is unset or blank. An
+/// invalid one is an error naming it: ignored, it left the operator with the default and no
+/// word of why their filter did nothing.
+fn log_filter() -> Result<EnvFilter, String> {
+    let text = match std::env::var("RUST_LOG") {
+        Err(std::env::VarError::NotPresent) => return Ok(EnvFilter::new(DEFAULT_LOG_FILTER)),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err("RUST_LOG is not valid UTF-8".to_owned());
+        }
+        Ok(text) if text.trim().is_empty() => return Ok(EnvFilter::new(DEFAULT_LOG_FILTER)),
+        Ok(text) => text,
+    };
+    EnvFilter::try_new(&text).map_err(|err| {
+        format!(
+            "RUST_LOG={text:?} is not a valid log filter ({err}); for example `info`, or \
+             `info,boxoffice::request=warn` (see docs/operations.md)"
+        )
+    })
 }
 
 async fn serve(args: &boxoffice::config::ServeArgs) -> Result<(), boxoffice::server::StartError> {

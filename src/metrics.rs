@@ -101,3 +101,42 @@ pub fn sse_subscribers(delta: f64) {
 pub fn connection_refused() {
     counter!("boxoffice_connections_refused_total").increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    /// The metric names this file emits (`counter!`, `gauge!`, `histogram!`), in order.
+    fn emitted() -> Vec<&'static str> {
+        let source = include_str!("metrics.rs");
+        let code = &source[..source.find("#[cfg(test)]").expect("a test module")];
+        let mut names: Vec<&str> = ["counter!(\"", "gauge!(\"", "histogram!(\""]
+            .iter()
+            .flat_map(|opening| code.match_indices(opening).map(|(at, o)| at + o.len()))
+            .map(|start| {
+                let end = start + code[start..].find('"').expect("a closing quote");
+                &code[start..end]
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// The `GET /metrics` table of docs/api.md lists every metric emitted, and nothing else.
+    #[test]
+    fn the_api_documents_every_metric_emitted_and_no_other() {
+        let api = include_str!("../docs/api.md");
+        let section = &api[api.find("### `GET /metrics`").expect("a /metrics section")..];
+        let section = &section[..section[4..].find("\n### ").map_or(section.len(), |e| e + 4)];
+        let mut documented: Vec<&str> = section
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `boxoffice_"))
+            .map(|rest| &rest[..rest.find('`').expect("a closing backtick")])
+            .collect();
+        documented.sort_unstable();
+        let emitted: Vec<String> = emitted()
+            .iter()
+            .map(|name| name.trim_start_matches("boxoffice_").to_owned())
+            .collect();
+        assert_eq!(documented, emitted);
+    }
+}

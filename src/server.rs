@@ -269,14 +269,8 @@ impl Server {
             keyed_tasks: KeyedTasks::default(),
             limits: RateLimits::new(args.rate_limit_per_fingerprint, args.rate_limit_per_address),
             trusted_proxies: TrustedProxies::new(args.trusted_proxies.clone()),
-            // Trimmed as a presented token is: a token read from a secret file often ends
-            // in a line break, which no `Authorization` header can carry.
-            admin_token: args
-                .admin_token
-                .as_deref()
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(Arc::from),
+            // Trimmed and never blank (`config::parse_admin_token`).
+            admin_token: args.admin_token.as_deref().map(Arc::from),
         });
         if state.admin_token.is_none() {
             tracing::warn!("no --admin-token: anyone may create events");
@@ -368,7 +362,7 @@ async fn fingerprint_key(
     pool: &PgPool,
     configured: Option<&str>,
 ) -> Result<FingerprintKey, StartError> {
-    if let Some(secret) = configured.filter(|s| !s.is_empty()) {
+    if let Some(secret) = configured {
         return Ok(FingerprintKey::new(secret));
     }
     let mut random = [0u8; 32];

@@ -45,13 +45,22 @@ impl LiveStats {
         }
     }
 
-    /// Listens for changes until shutdown, reconnecting after a lost connection. After a
-    /// (re)connect, watched events are refreshed from the database, since changes made while
-    /// disconnected were not heard.
-    async fn listen_for_changes(self, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+    /// Listens for changes until shutdown on a connection of its own, outside `pool`: the
+    /// `LISTEN` connection is held for as long as the instance runs, and taken from the
+    /// requests' pool it left a pool of one (`--db-max-connections 1`) none for requests.
+    async fn listen_for_changes(self, pool: PgPool, shutdown: watch::Receiver<bool>) {
+        let own = crate::db::lazy_twin(&pool, 1);
+        self.listen_on(&own, pool, shutdown).await;
+        own.close().await;
+    }
+
+    /// Listens for changes on `own` until shutdown, reconnecting after a lost connection.
+    /// After a (re)connect, watched events are refreshed from `pool`, since changes made
+    /// while disconnected were not heard.
+    async fn listen_on(&self, own: &PgPool, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
         loop {
             let listener = async {
-                let mut listener = PgListener::connect_with(&pool).await?;
+                let mut listener = PgListener::connect_with(own).await?;
                 listener.listen(CHANGES_CHANNEL).await?;
                 Ok::<_, sqlx::Error>(listener)
             };

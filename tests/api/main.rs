@@ -28,6 +28,7 @@ mod locks;
 mod mixed_storm;
 mod onsale;
 mod openapi;
+mod operations;
 mod orders;
 mod payments;
 mod proxy;

@@ -97,7 +97,10 @@ fn serve_args(url: &str, flags: &[&str]) -> ServeArgs {
         "--database-url",
         url,
     ];
-    argv.extend_from_slice(&["--db-max-connections", "16"]);
+    // A pool of 16 unless the test sizes it.
+    if !flags.contains(&"--db-max-connections") {
+        argv.extend_from_slice(&["--db-max-connections", "16"]);
+    }
     argv.extend_from_slice(flags);
     match Cli::try_parse_from(argv).expect("valid flags").command {
         Some(Command::Serve(args)) => args,
