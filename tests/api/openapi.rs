@@ -36,6 +36,7 @@ async fn the_document_lists_every_route_and_only_served_ones() {
         ("/events/{id}/quotas", vec!["get", "post"]),
         ("/events/{id}/quotas/{quotaId}", vec!["delete", "patch"]),
         ("/events/{id}/report", vec!["get"]),
+        ("/events/{id}/orders", vec!["get"]),
         ("/events/{id}/stream", vec!["get"]),
         ("/events/{id}/tickets", vec!["post"]),
         ("/events/{id}/checkins", vec!["post"]),
