@@ -269,8 +269,9 @@ pub async fn list_for_event(
     if events::sale_read(pool, event_id).await?.is_none() {
         return Err(Error::NotFound("event"));
     }
-    let (mut rows, total) = allocations::list_for_event(pool, event_id, filter, page).await?;
-    fill_admissions(&mut *pool.acquire().await?, signer, &mut rows).await?;
+    let mut conn = pool.acquire().await?;
+    let (mut rows, total) = allocations::list_for_event(&mut conn, event_id, filter, page).await?;
+    fill_admissions(&mut conn, signer, &mut rows).await?;
     Ok(Page::new(rows, total, page))
 }
 
