@@ -328,3 +328,36 @@ async fn metrics_count_what_happened() {
         .sum();
     assert_eq!(others, 3.0, "{page}");
 }
+
+#[tokio::test]
+async fn the_order_list_documents_its_filters_by_their_wire_names() {
+    let app = spawn_app().await;
+    let (_, doc) = app.get("/openapi.json").await;
+    let operation = &doc["paths"]["/events/{id}/orders"]["get"];
+    let names: Vec<&str> = operation["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["id", "page", "limit", "confirmationCode", "status"],
+        "{operation}"
+    );
+    let status = &operation["parameters"][4]["schema"];
+    assert!(status.to_string().contains("AllocationStatus"), "{status}");
+    for code in ["200", "400", "401", "403", "404", "503"] {
+        assert!(
+            operation["responses"][code].is_object(),
+            "{code}: {operation}"
+        );
+    }
+    let read = &doc["paths"]["/tickets/{id}"]["get"];
+    assert!(
+        read["responses"]["403"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("FORBIDDEN")
+    );
+}
