@@ -11,11 +11,12 @@ use std::collections::HashMap;
 
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{FromRow, PgConnection, PgPool, Row};
+use sqlx::{Connection, FromRow, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::allocation::{Allocation, PendingPayment};
 use crate::domain::catalogue::AllocationLine;
+use crate::domain::confirmation::OrderFilter;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::grant::{Ask, Grant};
 use crate::domain::money::Currency;
@@ -492,6 +493,101 @@ pub async fn list_for_fingerprint(
             .bind(fingerprint.as_str())
             .fetch_one(pool)
             .await?;
+    Ok((rows, total))
+}
+
+/// One page of an event's allocations (every buyer's), newest first (`created_at`, then `id`,
+/// descending), as `filter` narrows them, and their total count. Each case reaches its rows
+/// by key: a confirmation code by `ticket_allocations_confirmation_code_key` (one row at
+/// most; the event and status are checked on that row only, out of the planner's reach, see
+/// the module's rules); otherwise the event's rows in page order by
+/// `ticket_allocations_event_created_idx`, a status checked row by row along it, and the
+/// count by `ticket_allocations_event_status_idx`.
+pub async fn list_for_event(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    filter: &OrderFilter,
+    page: PageRequest,
+) -> Result<(Vec<Allocation>, i64), sqlx::Error> {
+    let status = filter.status.map(AllocationStatus::as_str);
+    // Statistics older than the event's sale (a new event, a table not analysed since) made
+    // the planner read every row of the event through a bitmap and sort them for one page.
+    // With sorting priced out for this read-only transaction alone, the page is walked in
+    // `ticket_allocations_event_created_idx`'s order and stops at its end whatever the
+    // statistics say (tests/api/access_paths.rs). Inside a caller's transaction this is a
+    // savepoint, and the setting lasts until that transaction ends.
+    let mut tx = conn.begin().await?;
+    sqlx::query("SET LOCAL enable_sort = off")
+        .execute(&mut *tx)
+        .await?;
+    let conn = &mut *tx;
+    if let Some(code) = &filter.confirmation_code {
+        let rows: Vec<Allocation> = sqlx::query_as(concat!(
+            "SELECT ",
+            allocation_columns!(),
+            " FROM ticket_allocations WHERE confirmation_code = $1 \
+               AND (event_id = $2 AND ($3::text IS NULL OR status = $3)) IS TRUE \
+             ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
+        ))
+        .bind(code.as_str())
+        .bind(event_id)
+        .bind(status)
+        .bind(page.limit)
+        .bind(page.offset())
+        .fetch_all(&mut *conn)
+        .await?;
+        let total = sqlx::query_scalar(
+            "SELECT count(*) FROM ticket_allocations WHERE confirmation_code = $1 \
+               AND (event_id = $2 AND ($3::text IS NULL OR status = $3)) IS TRUE",
+        )
+        .bind(code.as_str())
+        .bind(event_id)
+        .bind(status)
+        .fetch_one(&mut *conn)
+        .await?;
+        tx.commit().await?;
+        return Ok((rows, total));
+    }
+    let Some(status) = status else {
+        let rows = sqlx::query_as(concat!(
+            "SELECT ",
+            allocation_columns!(),
+            " FROM ticket_allocations WHERE event_id = $1 \
+              ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(event_id)
+        .bind(page.limit)
+        .bind(page.offset())
+        .fetch_all(&mut *conn)
+        .await?;
+        let total =
+            sqlx::query_scalar("SELECT count(*) FROM ticket_allocations WHERE event_id = $1")
+                .bind(event_id)
+                .fetch_one(&mut *conn)
+                .await?;
+        tx.commit().await?;
+        return Ok((rows, total));
+    };
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        allocation_columns!(),
+        " FROM ticket_allocations WHERE event_id = $1 AND status = $2 \
+          ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+    ))
+    .bind(event_id)
+    .bind(status)
+    .bind(page.limit)
+    .bind(page.offset())
+    .fetch_all(&mut *conn)
+    .await?;
+    let total = sqlx::query_scalar(
+        "SELECT count(*) FROM ticket_allocations WHERE event_id = $1 AND status = $2",
+    )
+    .bind(event_id)
+    .bind(status)
+    .fetch_one(&mut *conn)
+    .await?;
+    tx.commit().await?;
     Ok((rows, total))
 }
 

@@ -36,6 +36,7 @@ use crate::db::events::{self, CountMove};
 use crate::db::quotas;
 use crate::domain::admission::{Admission, CodeSigner};
 use crate::domain::allocation::Allocation;
+use crate::domain::confirmation::OrderFilter;
 use crate::domain::fingerprint::FingerprintHash;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::refusal::Refusal;
@@ -242,6 +243,36 @@ pub async fn get(
     ensure_holder(&allocation, buyer)?;
     fill_admissions(&mut conn, signer, [&mut allocation]).await?;
     Ok(allocation)
+}
+
+/// Any allocation, whoever holds it, for the organiser (the caller proved it with a token),
+/// with its admissions (codes signed by `signer`): the same view its holder gets.
+pub async fn get_for_organiser(pool: &PgPool, signer: &CodeSigner, id: Uuid) -> Result<Allocation> {
+    let mut conn = pool.acquire().await?;
+    let mut allocation = allocations::find_in(&mut conn, id)
+        .await?
+        .ok_or(Error::NotFound("allocation"))?;
+    fill_admissions(&mut conn, signer, [&mut allocation]).await?;
+    Ok(allocation)
+}
+
+/// One page of an event's orders (every buyer's), newest first, narrowed by `filter`, with
+/// their admissions read for the whole page at once, for the organiser. `NotFound` for an
+/// unknown event.
+pub async fn list_for_event(
+    pool: &PgPool,
+    signer: &CodeSigner,
+    event_id: Uuid,
+    filter: &OrderFilter,
+    page: PageRequest,
+) -> Result<Page<Allocation>> {
+    if events::sale_read(pool, event_id).await?.is_none() {
+        return Err(Error::NotFound("event"));
+    }
+    let mut conn = pool.acquire().await?;
+    let (mut rows, total) = allocations::list_for_event(&mut conn, event_id, filter, page).await?;
+    fill_admissions(&mut conn, signer, &mut rows).await?;
+    Ok(Page::new(rows, total, page))
 }
 
 /// One page of `buyer`'s holds, newest first, with their admissions (codes signed by

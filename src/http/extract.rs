@@ -486,6 +486,44 @@ impl FromRequestParts<AppState> for AdminOnly {
     }
 }
 
+/// Who reads one allocation (`GET /tickets/{id}`), and which: its holder, as on every buyer
+/// route, or the organiser, who may read any. A request without an `Authorization` header is
+/// the buyer's and extracts exactly as the buyer's routes do (the path's id, then the
+/// [`Caller`]). One with the header must carry the admin token or a live organiser token
+/// (the latter also on a server without `--admin-token`); any other (unknown, revoked, a door
+/// token, not a bearer token at all) is 403 `FORBIDDEN`, decided before the path is read so
+/// that a caller without the right token learns nothing of ids.
+#[derive(Debug, Clone)]
+pub enum AllocationReader {
+    /// The holder, identified by fingerprint, reading allocation `id`.
+    Buyer { id: Uuid, caller: Caller },
+    /// The organiser, proven by a token, reading allocation `id`.
+    Organiser { id: Uuid },
+}
+
+impl FromRequestParts<AppState> for AllocationReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            let IdPath(id) = IdPath::from_request_parts(parts, state).await?;
+            let caller = Caller::from_request_parts(parts, state).await?;
+            return Ok(Self::Buyer { id, caller });
+        }
+        let presented = bearer(parts).ok_or(ApiError::Forbidden)?;
+        match recognise(state, presented).await? {
+            Credential::Admin => {}
+            Credential::Token(token) if token.is_organiser() => {}
+            Credential::Token(_) | Credential::Unknown => return Err(ApiError::Forbidden),
+        }
+        let IdPath(id) = IdPath::from_request_parts(parts, state).await?;
+        Ok(Self::Organiser { id })
+    }
+}
+
 /// A door device (or the organiser) allowed to check people in at the event of the path's
 /// `{id}`: the extractor for the check-in routes (`/events/{id}/checkins…`,
 /// `/events/{id}/checkin/export`). It always needs `Authorization: Bearer <token>`, whether

@@ -56,7 +56,7 @@ use extract::{BATCH_BODY_BYTES, BodyLimit, BodyReading, MAX_BODY_BYTES, body_lim
     tags(
         (name = "events", description = "Organisers create events; buyers list and read them"),
         (name = "catalogue", description = "Organisers sell ticket types against shared quotas"),
-        (name = "tickets", description = "Holds: purchase, pay, cancel, read"),
+        (name = "tickets", description = "Holds: purchase, pay, cancel, read; the organiser finds, reads and refunds orders"),
         (name = "checkin", description = "Admission at the door: scans, offline uploads, statistics"),
         (name = "waiting-list", description = "Sold-out types: buyers line up, and returned tickets are offered to them in join order"),
         (name = "operations", description = "Health and readiness"),
@@ -91,6 +91,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(tickets::admission_qr))
         .routes(routes!(tickets::refund_tickets))
         .routes(routes!(tickets::list_tickets))
+        .routes(routes!(tickets::list_event_orders))
         .routes(routes!(
             waiting_list::join_waiting_list,
             waiting_list::list_event_entries

@@ -9,17 +9,21 @@ use serde_json::json;
 
 use super::error::{ApiError, ApiResult, ErrorBody, app_status_and_code};
 use super::extract::{
-    AdminOnly, AdmissionPath, ApiJson, ApiQuery, BuyerHeaders, Caller, IdPath, IdempotencyHeader,
-    KeyedBuyerHeaders,
+    AdminOnly, AdmissionPath, AllocationReader, ApiJson, ApiQuery, BuyerHeaders, Caller, IdPath,
+    IdempotencyHeader, KeyedBuyerHeaders,
 };
 use super::idempotent::keyed;
 use super::response::json;
-use super::wire::{PageQuery, PaymentRequest, PurchaseBody, PurchaseRequest, RefundRequest};
+use super::wire::{
+    OrdersQuery, PageQuery, PaymentRequest, PurchaseBody, PurchaseRequest, RefundRequest,
+};
 use crate::domain::allocation::Allocation;
+use crate::domain::confirmation::{ConfirmationCode, OrderFilter};
 use crate::domain::fingerprint::FingerprintSource;
 use crate::domain::order::parse_lines;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::refund::RefundAsk;
+use crate::domain::status::AllocationStatus;
 use crate::error::Error;
 use crate::holds;
 use crate::http::state::AppState;
@@ -243,7 +247,10 @@ pub async fn cancel_tickets(
     )
 }
 
-/// Read one of the caller's allocations.
+/// Read one allocation: the caller's own (by fingerprint), or any with the organiser's token.
+/// Without `Authorization`, the buyer's read. With `Authorization: Bearer <token>` carrying the
+/// admin token or a live organiser token, any allocation (the fingerprint is then not read);
+/// any other token is 403 FORBIDDEN, checked before the id.
 #[utoipa::path(
     get, path = "/tickets/{id}", tag = "tickets",
     params(
@@ -251,23 +258,83 @@ pub async fn cancel_tickets(
         BuyerHeaders,
     ),
     responses(
-        (status = 200, description = "The allocation", body = Allocation),
-        (status = 400, description = "BAD_REQUEST", body = ErrorBody),
-        (status = 403, description = "FINGERPRINT_MISMATCH", body = ErrorBody),
+        (status = 200, description = "The allocation, the same body for its holder and the organiser", body = Allocation),
+        (status = 400, description = "BAD_REQUEST: id is not a UUID (for a caller with the right token, when one is sent), or a bad X-Device-Fingerprint", body = ErrorBody),
+        (status = 403, description = "FINGERPRINT_MISMATCH: without a token, another buyer's allocation; FORBIDDEN: a token that is neither the admin token nor a live organiser token (a door token, an unknown or revoked one)", body = ErrorBody),
         (status = 404, description = "NOT_FOUND", body = ErrorBody),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
     )
 )]
 pub async fn get_ticket(
     State(state): State<AppState>,
-    IdPath(id): IdPath,
-    caller: Caller,
+    reader: AllocationReader,
 ) -> ApiResult<Response> {
-    let buyer = caller.identify(&state.fingerprint_key, None)?;
+    let signer = state.admission_keys.signer();
+    let allocation = match reader {
+        AllocationReader::Buyer { id, caller } => {
+            let buyer = caller.identify(&state.fingerprint_key, None)?;
+            holds::get(&state.pool, signer, id, &buyer).await?
+        }
+        AllocationReader::Organiser { id } => {
+            holds::get_for_organiser(&state.pool, signer, id).await?
+        }
+    };
+    json(StatusCode::OK, &allocation)
+}
+
+/// An event's orders (every buyer's allocations), newest first, for the organiser's support
+/// desk: find an order by the confirmation code its buyer was given, or list them by status.
+/// Needs `Authorization: Bearer <token>` with the admin token or an organiser token, always.
+#[utoipa::path(
+    get, path = "/events/{id}/orders", tag = "tickets",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Event id"),
+        OrdersQuery,
+    ),
+    responses(
+        (status = 200, description = "One page of the event's orders, newest first (createdAt, then id, descending), as the filters narrow them", body = Page<Allocation>),
+        (status = 400, description = "BAD_REQUEST: id is not a UUID; bad page, limit, confirmationCode or status (naming the parameter)", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: no bearer token sent; or the server runs without --admin-token and the token is not a live organiser token (the message says how to configure one)", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: a door token; or, with --admin-token, a token that is neither it nor a live organiser token", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such event", body = ErrorBody),
+        (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorBody),
+    )
+)]
+pub async fn list_event_orders(
+    State(state): State<AppState>,
+    // The token is checked before the path's id, as on the report and refunds.
+    _admin: AdminOnly,
+    IdPath(event_id): IdPath,
+    ApiQuery(query): ApiQuery<OrdersQuery>,
+) -> ApiResult<Response> {
+    let page = PageRequest::parse(query.page.as_deref(), query.limit.as_deref())
+        .map_err(|(field, message)| ApiError::bad_parameter(field, message))?;
+    let confirmation_code = query
+        .confirmation_code
+        .as_deref()
+        .map(ConfirmationCode::parse)
+        .transpose()
+        .map_err(|message| ApiError::bad_parameter("confirmationCode", message))?;
+    let status = query
+        .status
+        .as_deref()
+        .map(|text| {
+            text.parse::<AllocationStatus>().map_err(|_| {
+                ApiError::bad_parameter(
+                    "status",
+                    "must be one of reserved, payment_pending, purchased, cancelled, expired, refunded",
+                )
+            })
+        })
+        .transpose()?;
+    let filter = OrderFilter {
+        confirmation_code,
+        status,
+    };
     let signer = state.admission_keys.signer();
     json(
         StatusCode::OK,
-        &holds::get(&state.pool, signer, id, &buyer).await?,
+        &holds::list_for_event(&state.pool, signer, event_id, &filter, page).await?,
     )
 }
 

@@ -203,6 +203,31 @@ pub struct PageQuery {
     pub limit: Option<String>,
 }
 
+/// `GET /events/{id}/orders`'s query as it arrives: the page, as [`PageQuery`], and the
+/// optional filters, as text so that a bad value is reported by name.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrdersQuery {
+    /// Page number, 1 to 1,000,000,000 (default 1).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000)]
+    pub page: Option<String>,
+    /// Items per page, 1 to 100 (default 10).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
+    /// Only the order with this confirmation code, exactly as the buyer was given it:
+    /// `BX-` and two groups of four upper-case letters or digits without 0, O, 1, I, L.
+    #[serde(rename = "confirmationCode")]
+    #[param(
+        rename = "confirmationCode",
+        nullable = false,
+        pattern = "^BX-[2-9A-HJKMNP-Z]{4}-[2-9A-HJKMNP-Z]{4}$"
+    )]
+    pub confirmation_code: Option<String>,
+    /// Only orders in this status.
+    #[param(value_type = Option<crate::domain::status::AllocationStatus>, nullable = false)]
+    pub status: Option<String>,
+}
+
 impl From<CreateEventRequest> for EventDraft {
     fn from(request: CreateEventRequest) -> Self {
         EventDraft {

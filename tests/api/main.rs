@@ -14,6 +14,7 @@ mod connections;
 mod consistency;
 mod currencies;
 mod errors;
+mod event_orders;
 mod events;
 mod expiry;
 mod faults;

@@ -39,6 +39,7 @@ async fn the_document_lists_every_route_and_only_served_ones() {
             vec!["delete", "get", "patch"],
         ),
         ("/events/{id}/report", vec!["get"]),
+        ("/events/{id}/orders", vec!["get"]),
         ("/events/{id}/stream", vec!["get"]),
         ("/events/{id}/tickets", vec!["post"]),
         ("/events/{id}/checkins", vec!["post"]),
@@ -329,4 +330,37 @@ async fn metrics_count_what_happened() {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(others, 3.0, "{page}");
+}
+
+#[tokio::test]
+async fn the_order_list_documents_its_filters_by_their_wire_names() {
+    let app = spawn_app().await;
+    let (_, doc) = app.get("/openapi.json").await;
+    let operation = &doc["paths"]["/events/{id}/orders"]["get"];
+    let names: Vec<&str> = operation["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["id", "page", "limit", "confirmationCode", "status"],
+        "{operation}"
+    );
+    let status = &operation["parameters"][4]["schema"];
+    assert!(status.to_string().contains("AllocationStatus"), "{status}");
+    for code in ["200", "400", "401", "403", "404", "503"] {
+        assert!(
+            operation["responses"][code].is_object(),
+            "{code}: {operation}"
+        );
+    }
+    let read = &doc["paths"]["/tickets/{id}"]["get"];
+    assert!(
+        read["responses"]["403"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("FORBIDDEN")
+    );
 }
