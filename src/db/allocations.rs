@@ -8,6 +8,7 @@
 //! `AllocationStatus::can_become` allows to precede the new one.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -496,13 +497,41 @@ pub async fn list_for_fingerprint(
     Ok((rows, total))
 }
 
+/// The order list's page of an event's allocations in every status, newest first (`$1` the
+/// event, `$2` the limit, `$3` the offset): one `SELECT` per status over
+/// `ticket_allocations_event_status_created_idx`, each in page order and stopped after the
+/// offset and the limit, merged by a
+/// `UNION ALL` with the page's `ORDER BY`, which PostgreSQL reads as a Merge Append that
+/// stops at the page's end. Made once, so that it is one prepared statement.
+static EVERY_STATUS_NEWEST_FIRST: LazyLock<String> = LazyLock::new(|| {
+    let by_status: Vec<String> = AllocationStatus::ALL
+        .iter()
+        .map(|status| {
+            format!(
+                concat!(
+                    "(SELECT ",
+                    allocation_columns!(),
+                    " FROM ticket_allocations WHERE event_id = $1 AND status = '{}' \
+                      ORDER BY created_at DESC, id DESC LIMIT $2 + $3)"
+                ),
+                status.as_str()
+            )
+        })
+        .collect();
+    format!(
+        "SELECT * FROM ({}) AS orders ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
+        by_status.join(" UNION ALL ")
+    )
+});
+
 /// One page of an event's allocations (every buyer's), newest first (`created_at`, then `id`,
 /// descending), as `filter` narrows them, and their total count. Each case reaches its rows
 /// by key: a confirmation code by `ticket_allocations_confirmation_code_key` (one row at
 /// most; the event and status are checked on that row only, out of the planner's reach, see
 /// the module's rules); otherwise the event's rows in page order by
-/// `ticket_allocations_event_created_idx`, a status checked row by row along it, and the
-/// count by `ticket_allocations_event_status_idx`.
+/// `ticket_allocations_event_status_created_idx`: one status's entries walked in page order,
+/// or, without a status, the walks of every status merged (each stops where the page ends),
+/// and the count by the same index.
 pub async fn list_for_event(
     conn: &mut PgConnection,
     event_id: Uuid,
@@ -513,8 +542,8 @@ pub async fn list_for_event(
     // Statistics older than the event's sale (a new event, a table not analysed since) made
     // the planner read every row of the event through a bitmap and sort them for one page.
     // With sorting priced out for this read-only transaction alone, the page is walked in
-    // `ticket_allocations_event_created_idx`'s order and stops at its end whatever the
-    // statistics say (tests/api/access_paths.rs). Inside a caller's transaction this is a
+    // `ticket_allocations_event_status_created_idx`'s order (merged over the statuses) and
+    // stops at its end whatever the statistics say (tests/api/access_paths.rs). Inside a caller's transaction this is a
     // savepoint, and the setting lasts until that transaction ends.
     let mut tx = conn.begin().await?;
     sqlx::query("SET LOCAL enable_sort = off")
@@ -549,17 +578,16 @@ pub async fn list_for_event(
         return Ok((rows, total));
     }
     let Some(status) = status else {
-        let rows = sqlx::query_as(concat!(
-            "SELECT ",
-            allocation_columns!(),
-            " FROM ticket_allocations WHERE event_id = $1 \
-              ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-        ))
-        .bind(event_id)
-        .bind(page.limit)
-        .bind(page.offset())
-        .fetch_all(&mut *conn)
-        .await?;
+        // The index orders an event's entries by status first, so every status's walk in
+        // page order is merged (a Merge Append over one index scan per status). Each walk
+        // has its own ORDER BY and LIMIT: PostgreSQL 15 neither pulls a branch with a WHERE
+        // into the merge nor orders a branch for it, and sorted the whole event instead.
+        let rows = sqlx::query_as(EVERY_STATUS_NEWEST_FIRST.as_str())
+            .bind(event_id)
+            .bind(page.limit)
+            .bind(page.offset())
+            .fetch_all(&mut *conn)
+            .await?;
         let total =
             sqlx::query_scalar("SELECT count(*) FROM ticket_allocations WHERE event_id = $1")
                 .bind(event_id)
