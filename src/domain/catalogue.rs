@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::event::{Event, parse_date_time, parse_name};
+use super::event_name::is_visible;
 use super::money::{Currency, parse_price};
 use super::patch::{Patch, nullable, required};
 use super::refusal::FieldError;
@@ -189,15 +190,20 @@ pub struct TicketTypePatch {
 }
 
 /// A type's description as stored: up to [`DESCRIPTION_MAX_CHARS`] characters, not blank
-/// (null is "none"), with no control characters but line breaks and tabs, as every other text
+/// (with a visible character; null is "none"), with no control characters but line breaks and tabs, as every other text
 /// the API takes: it is shown to the public, where an escape sequence or a bell has no place.
 fn parse_description(text: String) -> Result<String, String> {
     if text.chars().count() > DESCRIPTION_MAX_CHARS {
         Err(format!(
             "must be at most {DESCRIPTION_MAX_CHARS} characters"
         ))
-    } else if text.trim().is_empty() {
-        Err("must not be blank: give a description, or null for none".to_owned())
+    } else if !text.chars().any(is_visible) {
+        // Blank as a name is blank: nothing that shows, whitespace or not (a zero-width
+        // space, a soft hyphen), since the public would read an empty description.
+        Err(
+            "must not be blank: give a description with a visible character, or null for none"
+                .to_owned(),
+        )
     } else if text
         .chars()
         .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))

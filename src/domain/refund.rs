@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::allocation::RefundLine;
 use super::catalogue::AllocationLine;
+use super::event_name::is_visible;
 use super::grant::Rejection;
 use super::order::MAX_LINES;
 use super::refusal::{FieldError, Refusal};
@@ -37,24 +38,29 @@ pub struct RefundAsk {
 
 impl RefundAsk {
     /// Checks the shape: 1 to 20 lines of distinct types, each at least 1 ticket; a reason of
-    /// at most [`REASON_MAX_CHARS`] characters without control characters (blank is none).
+    /// at most [`REASON_MAX_CHARS`] characters without control characters (blank, with no
+    /// visible character, is none).
     pub fn parse(draft: RefundDraft) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let reason = draft
+        let mut reason = draft
             .reason
             .map(|reason| reason.trim().to_owned())
             .filter(|reason| !reason.is_empty());
-        if let Some(reason) = &reason {
-            if reason.chars().count() > REASON_MAX_CHARS {
+        if let Some(text) = &reason {
+            if text.chars().count() > REASON_MAX_CHARS {
                 errors.push(FieldError::new(
                     "reason",
                     format!("must be at most {REASON_MAX_CHARS} characters"),
                 ));
-            } else if reason.chars().any(char::is_control) {
+            } else if text.chars().any(char::is_control) {
                 errors.push(FieldError::new(
                     "reason",
                     "must not contain control characters",
                 ));
+            } else if !text.chars().any(is_visible) {
+                // Blank, as a name is: only invisible characters (a zero-width space, a
+                // soft hyphen) would be kept as a reason that shows nothing.
+                reason = None;
             }
         }
         let lines = match draft.lines {

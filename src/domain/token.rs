@@ -9,6 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::event_name::is_visible;
+
 /// What every token's text starts with, so a leaked one is recognisable (in logs, in secret
 /// scanners) as a Boxoffice token.
 pub const TOKEN_PREFIX: &str = "bo_";
@@ -84,7 +86,7 @@ impl TokenGrant {
 }
 
 /// A token's label for people (`--name`): 1 to [`MAX_TOKEN_NAME_CHARS`] characters after
-/// trimming, no control characters.
+/// trimming, at least one of them visible, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenName(String);
 
@@ -92,7 +94,8 @@ impl TokenName {
     /// The trimmed name, or why it is refused.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let name = raw.trim();
-        if name.is_empty() {
+        // Blank as an event name is blank: nothing that shows (a zero-width space alone).
+        if !name.chars().any(is_visible) {
             Err("a token name must not be blank".into())
         } else if name.chars().count() > MAX_TOKEN_NAME_CHARS {
             Err(format!(
@@ -238,6 +241,9 @@ mod tests {
     fn names_are_trimmed_bounded_and_printable() {
         assert_eq!(TokenName::parse("  Gate A ").unwrap().as_str(), "Gate A");
         assert!(TokenName::parse("   ").is_err());
+        // Nothing that shows is blank too, whatever the characters.
+        assert!(TokenName::parse("\u{200b}").is_err());
+        assert!(TokenName::parse(" \u{ad}\u{2060}\u{feff} ").is_err());
         assert!(TokenName::parse(&"x".repeat(101)).is_err());
         assert!(TokenName::parse(&"é".repeat(100)).is_ok());
         assert!(TokenName::parse("a\nb").is_err());

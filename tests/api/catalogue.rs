@@ -338,8 +338,17 @@ async fn ticket_type_refusals_name_their_field_or_code() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["currency"], "EUR");
     // A description is shown to the public: no control characters but line breaks and tabs,
-    // and not blank (null is "none").
-    for description in ["Row A\u{7}", "\u{1b}[2J", "\u{9b}31m", "   ", "\n\t"] {
+    // and not blank (null is "none"): with a visible character, as a name.
+    for description in [
+        "Row A\u{7}",
+        "\u{1b}[2J",
+        "\u{9b}31m",
+        "   ",
+        "\n\t",
+        "\u{200b}",
+        "\u{ad}\u{2060}\u{feff}",
+        " \u{200b} ",
+    ] {
         let (status, body) =
             patch(&app, &general_path, json!({ "description": description })).await;
         assert_error(

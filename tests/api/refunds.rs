@@ -276,10 +276,12 @@ async fn partial_then_full_refunds_give_back_tickets_and_money_once() {
     assert_eq!(body["refundable"], 3, "{body}");
     assert_eq!(body["ticketTypeId"], b.as_str());
 
-    // Everything left, without lines.
-    let (status, full) = refund(&app, &id, json!({})).await;
+    // Everything left, without lines, with a reason of nothing that shows: no reason, as a
+    // blank one.
+    let (status, full) = refund(&app, &id, json!({"reason": " \u{200b}\u{ad} "})).await;
     assert_eq!(status, StatusCode::OK, "{full}");
     assert_eq!(full["status"], "refunded", "{full}");
+    assert_eq!(full["refunds"][1]["reason"], Value::Null, "{full}");
     assert_eq!(full["refundedAmount"], total);
     assert!(full["refundedAt"].is_string(), "{full}");
     assert_eq!(quota_counts(&app, &quota).await, (10, 0, 0));
