@@ -193,8 +193,8 @@ pub struct BatchDecision {
 ///   remembers what it scanned and showed them red;
 /// - a revoked admission refuses every scan.
 ///
-/// Scans of one admission are ordered by time, then nonce, so the decision does not depend on
-/// the order of the upload.
+/// Scans of one admission are ordered by time, then nonce (a check-in without one first), so
+/// the decision does not depend on the order of the uploads.
 pub fn decide_batch(scans: &[OfflineScan], states: &HashMap<Uuid, DoorState>) -> BatchDecision {
     let mut by_admission: HashMap<Uuid, Vec<usize>> = HashMap::new();
     for (i, scan) in scans.iter().enumerate() {
@@ -227,7 +227,12 @@ pub fn decide_batch(scans: &[OfflineScan], states: &HashMap<Uuid, DoorState>) ->
                 decision.check_ins.push((admission_id, scanned.clone()));
                 (ScanResult::Admitted, scanned)
             }
-            Some(DoorState::CheckedIn { first, nonce }) if scanned.at < first.at => {
+            // Earlier by time, then by nonce, as within a batch, so that two devices' scans
+            // at one instant end the same whichever uploads first; a check-in recorded
+            // without a nonce (an online scan) stands against a scan at its very instant.
+            Some(DoorState::CheckedIn { first, nonce })
+                if (scanned.at, Some(earliest.nonce.as_str())) < (first.at, nonce.as_deref()) =>
+            {
                 decision.check_ins.push((admission_id, scanned.clone()));
                 decision.conflicts.push(Conflict {
                     admission_id,
@@ -401,5 +406,41 @@ mod tests {
             clamp_scanned_at(past, now),
             datetime!(2026-12-01 19:00:00.123456 UTC)
         );
+    }
+
+    #[test]
+    fn scans_at_one_instant_from_two_uploads_end_the_same_in_either_order() {
+        let a = Uuid::from_u128(1);
+        let t0 = datetime!(2026-12-01 20:00 UTC);
+        let decide = |standing: &OfflineScan, arriving: &OfflineScan| {
+            let states = HashMap::from([(
+                a,
+                DoorState::CheckedIn {
+                    first: at(standing.gate.as_deref().unwrap(), standing.at),
+                    nonce: Some(standing.nonce.as_str().to_owned()),
+                },
+            )]);
+            let conflict = decide_batch(std::slice::from_ref(arriving), &states).conflicts;
+            assert_eq!(conflict.len(), 1);
+            (
+                conflict[0].admitted_nonce.clone(),
+                conflict[0].conflicting_nonce.clone(),
+            )
+        };
+        let (low, high) = (scan(a, "n1", "A", t0), scan(a, "n2", "B", t0));
+        let expected = (Some("n1".to_owned()), Some("n2".to_owned()));
+        assert_eq!(decide(&low, &high), expected);
+        assert_eq!(decide(&high, &low), expected);
+        // An online check-in (no nonce) at the same instant stands.
+        let online = HashMap::from([(
+            a,
+            DoorState::CheckedIn {
+                first: at("Online", t0),
+                nonce: None,
+            },
+        )]);
+        let decision = decide_batch(&[low], &online);
+        assert_eq!(decision.outcomes[0].result, ScanResult::Duplicate);
+        assert!(decision.check_ins.is_empty());
     }
 }

@@ -409,6 +409,60 @@ fn offline(code: &str, gate: &str, at: &str, nonce: &str) -> Value {
     json!({"code": code, "gate": gate, "scannedAt": at, "nonce": nonce})
 }
 
+/// Two devices that scanned one ticket at the same instant: the scan with the lower nonce
+/// stands, whichever device uploads first (docs/admission.md: time, then nonce). Red when a
+/// later upload moved the check-in only for a strictly earlier time: the first upload stood.
+#[tokio::test]
+async fn scans_at_one_instant_from_two_devices_end_the_same_whichever_uploads_first() {
+    let app = app().await;
+    let event_id = event(&app, 10).await;
+    let (_, codes) = bought(&app, &event_id, 2).await;
+    let instant = "2026-06-01T10:00:00Z";
+    for (ticket, order) in [(0, ["a", "b"]), (1, ["b", "a"])] {
+        for device in order {
+            let nonce = format!("t{ticket}:{device}");
+            let scans = json!([offline(
+                &codes[ticket],
+                &format!("Gate {device}"),
+                instant,
+                &nonce
+            )]);
+            let (status, body) = batch(&app, &event_id, scans).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+    let (status, export) = admin_get(&app, &format!("/events/{event_id}/checkin/export")).await;
+    assert_eq!(status, StatusCode::OK, "{export}");
+    let (status, listed) = admin_get(&app, &format!("/events/{event_id}/checkins/conflicts")).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    for (ticket, code) in codes[..2].iter().enumerate() {
+        let id = admission_of(code).to_string();
+        let admitted = export["admitted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} not checked in: {export}"));
+        assert_eq!(admitted["gate"], "Gate a", "{export}");
+        let conflict = listed["conflicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["admissionId"] == id.as_str())
+            .unwrap_or_else(|| panic!("no conflict for {id}: {listed}"));
+        assert_eq!(
+            conflict["admitted"]["nonce"],
+            format!("t{ticket}:a"),
+            "{listed}"
+        );
+        assert_eq!(
+            conflict["conflicting"]["nonce"],
+            format!("t{ticket}:b"),
+            "{listed}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_offline_scan_earlier_than_the_online_check_in_becomes_it_and_the_other_a_conflict() {
     let app = app().await;
