@@ -32,6 +32,7 @@ fn created(location: String, body: &impl serde::Serialize) -> ApiResult<Response
 /// Change an event: name, date, capacity, per-buyer cap, sales window.
 #[utoipa::path(
     patch, path = "/events/{id}", tag = "events",
+    security((), ("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     request_body(content = Option<UpdateEventRequest>, description = "Optional: a field left out is unchanged, so no body changes nothing and answers the event as it is"),
     responses(
@@ -79,6 +80,7 @@ pub async fn list_ticket_types(
 /// Add a ticket type to an event.
 #[utoipa::path(
     post, path = "/events/{id}/ticket-types", tag = "catalogue",
+    security((), ("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     request_body = CreateTicketTypeRequest,
     responses(
@@ -136,6 +138,7 @@ pub async fn get_ticket_type(
 /// applies to new orders only.
 #[utoipa::path(
     patch, path = "/events/{id}/ticket-types/{typeId}", tag = "catalogue",
+    security((), ("bearer" = [])),
     params(
         ("id" = uuid::Uuid, Path, description = "Event id"),
         ("typeId" = uuid::Uuid, Path, description = "Ticket type id"),
@@ -175,6 +178,7 @@ pub async fn update_ticket_type(
 /// List an event's quotas in id order, with their counts.
 #[utoipa::path(
     get, path = "/events/{id}/quotas", tag = "catalogue",
+    security((), ("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     responses(
         (status = 200, description = "The event's quotas", body = Vec<QuotaView>),
@@ -198,6 +202,7 @@ pub async fn list_quotas(
 /// already hold counts against it from the start.
 #[utoipa::path(
     post, path = "/events/{id}/quotas", tag = "catalogue",
+    security((), ("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     request_body = CreateQuotaRequest,
     responses(
@@ -228,6 +233,7 @@ pub async fn create_quota(
 /// Read one of an event's quotas, as the list shows it. `Location` of its creation.
 #[utoipa::path(
     get, path = "/events/{id}/quotas/{quotaId}", tag = "catalogue",
+    security((), ("bearer" = [])),
     params(
         ("id" = uuid::Uuid, Path, description = "Event id"),
         ("quotaId" = uuid::Uuid, Path, description = "Quota id"),
@@ -254,6 +260,7 @@ pub async fn get_quota(
 /// Change a quota's name, size or types; its counts are recounted from the orders' lines.
 #[utoipa::path(
     patch, path = "/events/{id}/quotas/{quotaId}", tag = "catalogue",
+    security((), ("bearer" = [])),
     params(
         ("id" = uuid::Uuid, Path, description = "Event id"),
         ("quotaId" = uuid::Uuid, Path, description = "Quota id"),
@@ -286,6 +293,7 @@ pub async fn update_quota(
 /// Delete a quota; its types then sell against the event and their other quotas only.
 #[utoipa::path(
     delete, path = "/events/{id}/quotas/{quotaId}", tag = "catalogue",
+    security((), ("bearer" = [])),
     params(
         ("id" = uuid::Uuid, Path, description = "Event id"),
         ("quotaId" = uuid::Uuid, Path, description = "Quota id"),

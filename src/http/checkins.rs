@@ -76,6 +76,7 @@ fn gate(field: &str, raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<
 /// bound to one), an organiser token, or the admin token.
 #[utoipa::path(
     post, path = "/events/{id}/checkins", tag = "checkin",
+    security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     request_body = CheckinRequest,
     responses(
@@ -245,6 +246,7 @@ fn batch_scans(body: BatchRequest) -> Result<Vec<BatchScan>, Error> {
 /// gets the same results. This route accepts bodies up to 640 KiB (every other, 16 KiB).
 #[utoipa::path(
     post, path = "/events/{id}/checkins/batch", tag = "checkin",
+    security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     request_body = BatchRequest,
     responses(
@@ -325,6 +327,7 @@ pub struct ConflictsResponse {
 /// least once by a device deciding offline (docs/admission.md says what to do about them).
 #[utoipa::path(
     get, path = "/events/{id}/checkins/conflicts", tag = "checkin",
+    security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     responses(
         (status = 200, description = "The conflicts", body = ConflictsResponse),
@@ -397,6 +400,7 @@ pub struct CheckinStats {
 /// The event's admissions by status, per ticket type and per gate, from one snapshot.
 #[utoipa::path(
     get, path = "/events/{id}/checkins/stats", tag = "checkin",
+    security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     responses(
         (status = 200, description = "The statistics", body = CheckinStats),
@@ -479,6 +483,7 @@ pub struct CheckinExport {
 /// checked-in ones (docs/admission.md, "Offline scanning").
 #[utoipa::path(
     get, path = "/events/{id}/checkin/export", tag = "checkin",
+    security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     responses(
         (status = 200, description = "The export", body = CheckinExport),

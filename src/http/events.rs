@@ -20,6 +20,7 @@ use crate::http::state::AppState;
 /// `GET /events/{id}` answers it.
 #[utoipa::path(
     post, path = "/events", tag = "events",
+    security((), ("bearer" = [])),
     request_body = CreateEventRequest,
     responses(
         (status = 201, description = "Created; `Location` names the new event", body = EventDetails,

@@ -39,7 +39,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
@@ -53,6 +54,7 @@ use extract::{BATCH_BODY_BYTES, BodyLimit, BodyReading, MAX_BODY_BYTES, body_lim
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Boxoffice", description = "Sells event tickets without ever overselling."),
+    modifiers(&BearerToken),
     tags(
         (name = "events", description = "Organisers create events; buyers list and read them"),
         (name = "catalogue", description = "Organisers sell ticket types against shared quotas"),
@@ -63,6 +65,29 @@ use extract::{BATCH_BODY_BYTES, BodyLimit, BodyReading, MAX_BODY_BYTES, body_lim
     )
 )]
 struct ApiDoc;
+
+/// The one security scheme the operations name: `Authorization: Bearer <token>`, so that
+/// Swagger UI offers "Authorize" and sends the header, and generated clients carry it.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "The admin token (--admin-token), an organiser token or a door token from \
+                 `boxoffice tokens create`. Each operation says which it takes; the \
+                 organiser's routes are open to all on a server without --admin-token, the \
+                 report, refunds and the order list never are, and the door's always need the \
+                 admin, an organiser or a door token.",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
 
 /// The API routes with their OpenAPI description, before state is attached.
 pub fn api() -> OpenApiRouter<AppState> {

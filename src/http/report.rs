@@ -17,6 +17,7 @@ use crate::http::state::AppState;
 /// committed rows. Needs `Authorization: Bearer <token>` with the admin token or an organiser token, always.
 #[utoipa::path(
     get, path = "/events/{id}/report", tag = "catalogue",
+    security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Event id")),
     responses(
         (status = 200, description = "The report: every type of the event in creation order, and the totals", body = SalesReport),

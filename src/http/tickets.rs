@@ -163,6 +163,7 @@ pub async fn pay_for_tickets(
 /// the event's and their quotas' pools when the provider has given the money back.
 #[utoipa::path(
     post, path = "/tickets/{id}/refund", tag = "tickets",
+    security(("bearer" = [])),
     params(
         ("id" = uuid::Uuid, Path, description = "Allocation id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: a retry with the same key gets the first answer, or resumes the refund its first attempt began"),
@@ -253,6 +254,7 @@ pub async fn cancel_tickets(
 /// any other token is 403 FORBIDDEN, checked before the id.
 #[utoipa::path(
     get, path = "/tickets/{id}", tag = "tickets",
+    security((), ("bearer" = [])),
     params(
         ("id" = uuid::Uuid, Path, description = "Allocation id"),
         BuyerHeaders,
@@ -287,6 +289,7 @@ pub async fn get_ticket(
 /// Needs `Authorization: Bearer <token>` with the admin token or an organiser token, always.
 #[utoipa::path(
     get, path = "/events/{id}/orders", tag = "tickets",
+    security(("bearer" = [])),
     params(
         ("id" = uuid::Uuid, Path, description = "Event id"),
         OrdersQuery,

@@ -155,6 +155,7 @@ pub async fn list_entries(
 /// An event's waiting list in join order, every status (organiser).
 #[utoipa::path(
     get, path = "/events/{id}/waiting-list", tag = "waiting-list",
+    security((), ("bearer" = [])),
     params(
         ("id" = uuid::Uuid, Path, description = "Event id"),
         PageQuery,

@@ -364,3 +364,53 @@ async fn the_order_list_documents_its_filters_by_their_wire_names() {
             .contains("FORBIDDEN")
     );
 }
+
+/// Every operation that takes a token names the bearer scheme, so that Swagger UI offers
+/// "Authorize" and sends the header and generated clients carry it: as required by the routes
+/// that always need one (the door's five, the report, refunds, the order list), as optional
+/// (`[{}, {"bearer": []}]`) by the organiser's, which a server without `--admin-token` leaves
+/// open, and by `GET /tickets/{id}` (the organiser's read beside the buyer's). Every route
+/// that documents a 401 is among them, and no other operation names it. Red before the
+/// scheme: no `securitySchemes`, and Swagger UI answered 401 on every organiser route.
+#[tokio::test]
+async fn operations_that_take_a_token_name_the_bearer_scheme() {
+    let app = spawn_app().await;
+    let (_, doc) = app.get("/openapi.json").await;
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(
+        (scheme["type"].as_str(), scheme["scheme"].as_str()),
+        (Some("http"), Some("bearer")),
+        "{scheme}"
+    );
+    let always = [
+        ("get", "/events/{id}/checkin/export"),
+        ("post", "/events/{id}/checkins"),
+        ("post", "/events/{id}/checkins/batch"),
+        ("get", "/events/{id}/checkins/conflicts"),
+        ("get", "/events/{id}/checkins/stats"),
+        ("get", "/events/{id}/report"),
+        ("post", "/tickets/{id}/refund"),
+        ("get", "/events/{id}/orders"),
+    ];
+    let required = serde_json::json!([{"bearer": []}]);
+    let optional = serde_json::json!([{}, {"bearer": []}]);
+    let (mut with_required, mut with_optional) = (0, 0);
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let security = &operation["security"];
+            let key = (method.as_str(), path.as_str());
+            if always.contains(&key) {
+                assert_eq!(security, &required, "{method} {path}");
+                with_required += 1;
+            } else if operation["responses"]["401"].is_object() || key == ("get", "/tickets/{id}") {
+                assert_eq!(security, &optional, "{method} {path}");
+                with_optional += 1;
+            } else {
+                assert!(security.is_null(), "{method} {path}: {security}");
+            }
+        }
+    }
+    // The organiser's ten routes (events, types, quotas, the waiting list's read) and the
+    // allocation read.
+    assert_eq!((with_required, with_optional), (always.len(), 11));
+}
