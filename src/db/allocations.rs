@@ -500,9 +500,9 @@ pub async fn list_for_fingerprint(
 /// The order list's page of an event's allocations in every status, newest first (`$1` the
 /// event, `$2` the limit, `$3` the offset): one `SELECT` per status over
 /// `ticket_allocations_event_status_created_idx`, each in page order and stopped after the
-/// offset and the limit, merged by a
-/// `UNION ALL` with the page's `ORDER BY`, which PostgreSQL reads as a Merge Append that
-/// stops at the page's end. Made once, so that it is one prepared statement.
+/// offset and the limit, merged by a `UNION ALL` with the page's `ORDER BY`, which
+/// PostgreSQL reads as a Merge Append that stops at the page's end. Made once, so that it is
+/// one prepared statement.
 static EVERY_STATUS_NEWEST_FIRST: LazyLock<String> = LazyLock::new(|| {
     let by_status: Vec<String> = AllocationStatus::ALL
         .iter()
@@ -543,8 +543,9 @@ pub async fn list_for_event(
     // the planner read every row of the event through a bitmap and sort them for one page.
     // With sorting priced out for this read-only transaction alone, the page is walked in
     // `ticket_allocations_event_status_created_idx`'s order (merged over the statuses) and
-    // stops at its end whatever the statistics say (tests/api/access_paths.rs). Inside a caller's transaction this is a
-    // savepoint, and the setting lasts until that transaction ends.
+    // stops at its end whatever the statistics say (tests/api/access_paths.rs). Inside a
+    // caller's transaction this is a savepoint, and the setting lasts until that transaction
+    // ends.
     let mut tx = conn.begin().await?;
     sqlx::query("SET LOCAL enable_sort = off")
         .execute(&mut *tx)

@@ -190,8 +190,9 @@ pub struct TicketTypePatch {
 }
 
 /// A type's description as stored: up to [`DESCRIPTION_MAX_CHARS`] characters, not blank
-/// (with a visible character; null is "none"), with no control characters but line breaks and tabs, as every other text
-/// the API takes: it is shown to the public, where an escape sequence or a bell has no place.
+/// (with a visible character; null is "none"), with no control characters but line breaks
+/// and tabs, as every other text the API takes: it is shown to the public, where an escape
+/// sequence or a bell has no place.
 fn parse_description(text: String) -> Result<String, String> {
     if text.chars().count() > DESCRIPTION_MAX_CHARS {
         Err(format!(
