@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::event::{Event, parse_date_time, parse_name};
-use super::event_name::is_visible;
+use super::event_name::is_blank;
 use super::money::{Currency, parse_price};
 use super::patch::{Patch, nullable, required};
 use super::refusal::FieldError;
@@ -198,7 +198,7 @@ fn parse_description(text: String) -> Result<String, String> {
         Err(format!(
             "must be at most {DESCRIPTION_MAX_CHARS} characters"
         ))
-    } else if !text.chars().any(is_visible) {
+    } else if is_blank(&text) {
         // Blank as a name is blank: nothing that shows, whitespace or not (a zero-width
         // space, a soft hyphen), since the public would read an empty description.
         Err(

@@ -28,7 +28,7 @@ impl Gate {
             return Err("must not contain control characters".into());
         }
         let name = super::event_name::normalize_name(raw);
-        if !name.chars().any(super::event_name::is_visible) {
+        if super::event_name::is_blank(&name) {
             return Err("must contain a visible character".into());
         }
         if name.chars().count() > MAX_GATE_CHARS {

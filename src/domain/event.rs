@@ -5,7 +5,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
-use super::event_name::{is_visible, normalize_name};
+use super::event_name::{is_blank, normalize_name};
 
 use super::catalogue::SalesWindow;
 use super::money::{Currency, parse_price};
@@ -103,7 +103,7 @@ pub fn parse_sales_window(
 /// control character; the error says why.
 pub fn parse_name(raw: &str) -> Result<String, String> {
     let name = normalize_name(raw);
-    if !name.chars().any(is_visible) {
+    if is_blank(&name) {
         Err("must not be blank".into())
     } else if name.chars().count() > NAME_MAX_CHARS {
         Err(format!("must be at most {NAME_MAX_CHARS} characters"))

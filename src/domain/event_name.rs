@@ -38,6 +38,13 @@ pub(super) fn normalize_name(raw: &str) -> String {
     trimmed.nfc().collect()
 }
 
+/// Whether a text shows nothing at all: no character of it [`is_visible`]. What "blank"
+/// means for every free text the API keeps (names, gates, descriptions, reasons, token
+/// names), whitespace or not.
+pub(super) fn is_blank(text: &str) -> bool {
+    !text.chars().any(is_visible)
+}
+
 /// The Braille pattern with no dots: a symbol that prints as a blank.
 const BLANK_BRAILLE: char = '\u{2800}';
 
@@ -45,7 +52,7 @@ const BLANK_BRAILLE: char = '\u{2800}';
 /// private-use character that is not default-ignorable (Hangul fillers are letters that
 /// show nothing) and not the blank Braille pattern. Whitespace, controls, format characters
 /// and marks with no base show nothing.
-pub(super) fn is_visible(c: char) -> bool {
+fn is_visible(c: char) -> bool {
     let shows = matches!(
         c.general_category_group(),
         GeneralCategoryGroup::Letter

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::allocation::RefundLine;
 use super::catalogue::AllocationLine;
-use super::event_name::is_visible;
+use super::event_name::is_blank;
 use super::grant::Rejection;
 use super::order::MAX_LINES;
 use super::refusal::{FieldError, Refusal};
@@ -57,7 +57,7 @@ impl RefundAsk {
                     "reason",
                     "must not contain control characters",
                 ));
-            } else if !text.chars().any(is_visible) {
+            } else if is_blank(text) {
                 // Blank, as a name is: only invisible characters (a zero-width space, a
                 // soft hyphen) would be kept as a reason that shows nothing.
                 reason = None;

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::event_name::is_visible;
+use super::event_name::is_blank;
 
 /// What every token's text starts with, so a leaked one is recognisable (in logs, in secret
 /// scanners) as a Boxoffice token.
@@ -95,7 +95,7 @@ impl TokenName {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let name = raw.trim();
         // Blank as an event name is blank: nothing that shows (a zero-width space alone).
-        if !name.chars().any(is_visible) {
+        if is_blank(name) {
             Err("a token name must not be blank".into())
         } else if name.chars().count() > MAX_TOKEN_NAME_CHARS {
             Err(format!(
