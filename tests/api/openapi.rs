@@ -414,3 +414,37 @@ async fn operations_that_take_a_token_name_the_bearer_scheme() {
     // allocation read.
     assert_eq!((with_required, with_optional), (always.len(), 11));
 }
+
+#[tokio::test]
+async fn every_operation_with_a_body_documents_its_size_limit_and_the_purchase_its_conflicts() {
+    let app = spawn_app().await;
+    let (_, doc) = app.get("/openapi.json").await;
+    let mut with_body = 0;
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            if operation["requestBody"].is_object() {
+                with_body += 1;
+                let limit = operation["responses"]["413"]["description"].as_str();
+                assert!(
+                    limit.is_some_and(|text| text.starts_with("PAYLOAD_TOO_LARGE")),
+                    "{method} {path}: {limit:?}"
+                );
+            }
+        }
+    }
+    // Events, types, quotas (create and change each), the purchase, the payment, the refund,
+    // the waiting list, and check-in's two.
+    assert!(with_body >= 12, "{with_body} operations with a body");
+    let conflicts = doc["paths"]["/events/{id}/tickets"]["post"]["responses"]["409"]["description"]
+        .as_str()
+        .unwrap();
+    for code in [
+        "SALES_CLOSED",
+        "TICKETS_SOLD_OUT",
+        "INSUFFICIENT_TICKETS",
+        "FINGERPRINT_LIMIT",
+        "IDEMPOTENCY_IN_PROGRESS",
+    ] {
+        assert!(conflicts.contains(code), "{code}: {conflicts}");
+    }
+}
