@@ -147,6 +147,7 @@ pub struct BatchScanRequest {
 #[serde(rename_all = "camelCase")]
 pub struct BatchRequest {
     /// 1 to 1,000 scans.
+    #[serde(default, deserialize_with = "super::wire::objects")]
     #[schema(min_items = 1, max_items = 1000)]
     pub scans: Option<Vec<BatchScanRequest>>,
 }

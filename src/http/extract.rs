@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -95,10 +95,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap_or("").to_owned());
+        let content_type = single_header(req.headers(), "Content-Type")
+            .map(|value| value.map(|v| v.to_str().unwrap_or("").to_owned()));
         let limit = req
             .extensions()
             .get::<BodyLimit>()
@@ -124,7 +122,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         if bytes.is_empty() {
             return parse(b"{}").map(ApiJson);
         }
-        if !content_type.as_deref().is_some_and(is_json) {
+        if !content_type?.as_deref().is_some_and(is_json) {
             return Err(ApiError::bad_request(
                 "the request body must be JSON (Content-Type: application/json)",
             ));
@@ -180,12 +178,33 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     deserializer.end().map_err(|err| {
         ApiError::bad_request(format!("malformed JSON: {}", describe_data_error(&err)))
     })?;
+    if holds_lone_surrogate(bytes) {
+        return Err(ApiError::bad_request(
+            "malformed JSON: a string escapes half of a UTF-16 surrogate pair (\\uD800 to \\uDFFF without its other half), which is no character",
+        ));
+    }
     if let Some(field) = field_holding_nul(bytes) {
         return Err(
             Error::Validation(vec![FieldError::new(field, "must not contain U+0000")]).into(),
         );
     }
     Ok(value)
+}
+
+/// Whether a string anywhere in the JSON `bytes` (an ignored field's included) escapes half
+/// of a UTF-16 surrogate pair alone, such as `"\ud800"`. That is no character: serde refuses
+/// it in a field it keeps but skips it in one the route ignores, so the same text was
+/// malformed in one field and accepted in another; it is refused in every place, as bytes
+/// that are not UTF-8 are. Call once the body has parsed: decoding it whole (only when such
+/// an escape occurs in it) can then fail only on an escape that parse skipped.
+fn holds_lone_surrogate(bytes: &[u8]) -> bool {
+    let escapes_surrogate = bytes.windows(4).any(|window| {
+        window[0] == b'\\'
+            && window[1] == b'u'
+            && window[2].eq_ignore_ascii_case(&b'd')
+            && matches!(window[3].to_ascii_lowercase(), b'8'..=b'9' | b'a'..=b'f')
+    });
+    escapes_surrogate && serde_json::from_slice::<serde_json::Value>(bytes).is_err()
 }
 
 /// The path (as serde names it: `lines[0].description`) of a string in the JSON `bytes`
@@ -369,7 +388,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get("idempotency-key") else {
+        let Some(value) = single_header(&parts.headers, "Idempotency-Key")? else {
             return Ok(Self(None));
         };
         let text = value.to_str().map_err(|_| {
@@ -385,13 +404,39 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
 }
 
 /// The bearer token a request sends (`Authorization: Bearer <token>`), if any. The scheme's
-/// name is matched without regard to case (RFC 9110, 11.1): `bearer` is `Bearer`.
-fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
+/// name is matched without regard to case (RFC 9110, 11.1): `bearer` is `Bearer`. Two
+/// `Authorization` headers are a 400 ([`single_header`]).
+fn bearer(parts: &Parts) -> ApiResult<Option<&str>> {
+    let Some(value) = single_header(&parts.headers, "Authorization")? else {
+        return Ok(None);
+    };
+    let Some((scheme, token)) = value.to_str().ok().and_then(|v| v.split_once(' ')) else {
+        return Ok(None);
+    };
+    Ok(scheme
         .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
+        .then_some(token.trim()))
+}
+
+/// The one value of the header `name`, if it is sent. The headers this API reads as one value
+/// (the buyer's `X-Device-Fingerprint`, `Idempotency-Key`, `Authorization`, the body's
+/// `Content-Type`) are refused when sent twice (400 naming the header), not read as their
+/// first: a proxy that joins repeated headers into one line would hand the next hop another
+/// value, a buyer's identity among them.
+/// `name` is matched without regard to case, and named in the error as given.
+fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &'static str,
+) -> ApiResult<Option<&'a HeaderValue>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::bad_parameter(
+            name,
+            "must be sent once, not repeated",
+        ));
+    }
+    Ok(first)
 }
 
 /// Who a presented bearer token proves the caller to be.
@@ -444,7 +489,7 @@ impl FromRequestParts<AppState> for Organiser {
         if state.admin_token.is_none() {
             return Ok(Organiser);
         }
-        let presented = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        let presented = bearer(parts)?.ok_or(ApiError::Unauthorized)?;
         match recognise(state, presented).await? {
             Credential::Admin => Ok(Organiser),
             Credential::Token(token) if token.is_organiser() => Ok(Organiser),
@@ -475,7 +520,7 @@ impl FromRequestParts<AppState> for AdminOnly {
         } else {
             ApiError::AdminTokenNotConfigured
         };
-        let presented = bearer(parts).ok_or(missing.clone())?;
+        let presented = bearer(parts)?.ok_or(missing.clone())?;
         match recognise(state, presented).await? {
             Credential::Admin => Ok(AdminOnly),
             Credential::Token(token) if token.is_organiser() => Ok(AdminOnly),
@@ -513,7 +558,7 @@ impl FromRequestParts<AppState> for AllocationReader {
             let caller = Caller::from_request_parts(parts, state).await?;
             return Ok(Self::Buyer { id, caller });
         }
-        let presented = bearer(parts).ok_or(ApiError::Forbidden)?;
+        let presented = bearer(parts)?.ok_or(ApiError::Forbidden)?;
         match recognise(state, presented).await? {
             Credential::Admin => {}
             Credential::Token(token) if token.is_organiser() => {}
@@ -555,7 +600,7 @@ impl FromRequestParts<AppState> for DoorAccess {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let presented = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        let presented = bearer(parts)?.ok_or(ApiError::Unauthorized)?;
         let credential = recognise(state, presented).await?;
         // An unknown (or revoked) token is refused before the path is read, so its holder
         // learns nothing of ids, not even which are well-formed.
@@ -673,7 +718,7 @@ impl FromRequestParts<AppState> for Caller {
                 .unwrap_or("")
                 .to_owned()
         };
-        let header_fingerprint = match parts.headers.get(FINGERPRINT_HEADER) {
+        let header_fingerprint = match single_header(&parts.headers, "X-Device-Fingerprint")? {
             None => None,
             Some(value) => {
                 // The same rule as the body's `userFingerprint`: text of up to 256

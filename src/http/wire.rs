@@ -2,6 +2,11 @@
 //! Every field is optional text or number, so that each problem can be reported against its
 //! field; the handlers turn them into the domain's validated types.
 
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::catalogue::{QuotaPatch, TicketTypePatch};
@@ -19,6 +24,7 @@ use crate::domain::refund::{RefundDraft, RefundLineDraft};
 pub struct PurchaseRequest {
     pub quantity: Option<i64>,
     pub ticket_type_id: Option<String>,
+    #[serde(default, deserialize_with = "objects")]
     pub lines: Option<Vec<OrderLineRequest>>,
     pub user_fingerprint: Option<String>,
 }
@@ -116,7 +122,7 @@ pub struct RefundRequest {
     /// The tickets to refund, 1 to 20 lines of distinct types of the order; absent: every
     /// ticket not yet refunded. `null` is refused (422 naming `lines`): a client that meant
     /// some tickets and sent none must not refund everything.
-    #[serde(default, deserialize_with = "not_null")]
+    #[serde(default, deserialize_with = "objects_not_null")]
     #[schema(nullable = false, min_items = 1, max_items = 20)]
     pub lines: Option<Vec<OrderLineRequest>>,
     /// Why, for the organiser's records: up to 500 characters.
@@ -243,15 +249,55 @@ impl From<CreateEventRequest> for EventDraft {
     }
 }
 
-/// An optional field that may be left out but not sent as `null`: absent stays `None` (serde's
-/// `default`), and a `null` is the field's data error (422 naming it), as any other value of
-/// the wrong type is.
-fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+/// A list of JSON objects, or `null`: each item is built only from an object, where serde
+/// would also build a struct from a JSON array of its fields in order (`[id, 2]` as a line),
+/// a shape no document names. An array item is its data error, "expected a JSON object",
+/// naming its place (`lines[0]`), as for any other item of the wrong type.
+pub(crate) fn objects<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
-    T::deserialize(deserializer).map(Some)
+    let items = Option::<Vec<Object<T>>>::deserialize(deserializer)?;
+    Ok(items.map(|items| items.into_iter().map(|Object(item)| item).collect()))
+}
+
+/// [`objects`] for a list that may be left out but not sent as `null`: absent stays `None`
+/// (serde's `default`), and a `null` is the field's data error (422 naming it), as any other
+/// value of the wrong type is.
+fn objects_not_null<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let items = Vec::<Object<T>>::deserialize(deserializer)?;
+    Ok(Some(items.into_iter().map(|Object(item)| item).collect()))
+}
+
+/// A `T` read from a JSON object only: the input is asked for a map, so an array (or any
+/// other value) is refused as the wrong type before `T` sees it.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<T, M::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(Object)
+    }
 }
 
 /// A `PATCH` field: absent stays `None`, an explicit `null` becomes `Some(None)` (serde's

@@ -1021,6 +1021,24 @@ async fn scan_times_outside_the_date_window_and_unknown_events_change_nothing() 
     );
     let message = body["details"][0]["message"].as_str().unwrap();
     assert_eq!(message, "invalid type: null, expected a JSON object");
+    // Nor is an array of a scan's fields in order, which serde would take for one.
+    let (status, body) = batch(
+        &app,
+        &event_id,
+        json!([[codes[0], "Z", "2027-06-01T18:00:00Z", "arr"]]),
+    )
+    .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_ERROR",
+    );
+    assert_eq!(body["details"][0]["field"], "scans[0]", "{body}");
+    assert_eq!(
+        body["details"][0]["message"],
+        "invalid type: sequence, expected a JSON object"
+    );
 
     // A batch for an event that does not exist is a 404, as the other check-in routes answer.
     let (status, body) = batch(

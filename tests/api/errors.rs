@@ -239,3 +239,138 @@ async fn a_null_body_not_sent_as_json_is_refused_and_changes_nothing() {
     assert_eq!(status, StatusCode::OK, "{paid}");
     assert_eq!(paid["status"], "purchased", "{paid}");
 }
+
+#[tokio::test]
+async fn a_lone_surrogate_escape_is_malformed_in_any_field_and_changes_nothing() {
+    let app = spawn_app().await;
+    let event = r#""date": "2027-01-01T00:00:00Z", "totalTickets": 1"#;
+    for body in [
+        format!(r#"{{"name": "a\ud800", {event}}}"#),
+        // A field the route ignores: serde skipped its escapes, and the event was made.
+        format!(r#"{{"name": "a", "note": "\ud800", {event}}}"#),
+        format!(r#"{{"name": "a", "note": ["\udc00x"], {event}}}"#),
+        format!(r#"{{"name": "a", "note": {{"k": "\ud83d"}}, {event}}}"#),
+    ] {
+        let request = app
+            .request(Method::POST, "/events")
+            .header("content-type", "application/json")
+            .body(body.clone());
+        let (status, response) = app.send(request).await;
+        assert_error(status, &response, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+        assert!(
+            response["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("malformed JSON"),
+            "{body}: {response}"
+        );
+    }
+    assert_eq!(app.row_count("events").await, 0);
+    // A whole pair is one character, kept as sent.
+    let request = app
+        .request(Method::POST, "/events")
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"name": "a \ud83d\ude00", "note": "\ud83d\ude00", {event}}}"#
+        ));
+    let (status, created) = app.send(request).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["name"], "a \u{1F600}");
+}
+
+#[tokio::test]
+async fn a_header_read_as_one_value_is_refused_when_sent_twice() {
+    let app = spawn_app().await;
+    let event_id = crate::helpers::id_of(&app.create_event("Twice", 10, None).await);
+    let path = format!("/events/{event_id}/tickets");
+    let cases = [
+        ("X-Device-Fingerprint", ["device-a", "device-b"]),
+        ("Idempotency-Key", ["key-a", "key-b"]),
+        ("Content-Type", ["application/json", "text/plain"]),
+    ];
+    for (name, [first, second]) in cases {
+        let mut request = app
+            .request(Method::POST, &path)
+            .json(&json!({"quantity": 1}))
+            .header(name, first)
+            .header(name, second);
+        if name != "X-Device-Fingerprint" {
+            request = request.header("X-Device-Fingerprint", "device-a");
+        }
+        let (status, body) = app.send(request).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+        assert_eq!(body["details"][0]["field"], name, "{body}");
+    }
+    assert_eq!(app.counts(&event_id).await, (10, 0, 0), "nothing held");
+    // A buyer's read is refused the same way, and so is a token sent twice.
+    let (_, held) = app.purchase(&event_id, 1, "device-a").await;
+    let allocation = format!("/tickets/{}", crate::helpers::id_of(&held));
+    let twice = app
+        .request(Method::GET, &allocation)
+        .header("X-Device-Fingerprint", "device-a")
+        .header("X-Device-Fingerprint", "device-a");
+    let (status, body) = app.send(twice).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    let twice = app
+        .request(Method::GET, &allocation)
+        .header("Authorization", "Bearer one")
+        .header("Authorization", "Bearer two");
+    let (status, body) = app.send(twice).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    assert_eq!(body["details"][0]["field"], "Authorization", "{body}");
+}
+
+#[tokio::test]
+async fn a_purchase_checks_what_its_body_shows_before_looking_up_the_event() {
+    let app = spawn_app().await;
+    let unknown = format!("/events/{}", uuid::Uuid::new_v4());
+    let type_id = uuid::Uuid::new_v4();
+    let line = json!({"ticketTypeId": type_id, "quantity": 1});
+    for (route, body, status, code) in [
+        ("tickets", json!({"quantity": 0}), 422, "VALIDATION_ERROR"),
+        (
+            "tickets",
+            json!({"lines": [line, line]}),
+            422,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "tickets",
+            json!({"lines": [[type_id, 1]]}),
+            422,
+            "VALIDATION_ERROR",
+        ),
+        ("tickets", json!({"lines": [line]}), 404, "NOT_FOUND"),
+        ("tickets", json!({"quantity": 1}), 404, "NOT_FOUND"),
+        (
+            "waiting-list",
+            json!({"quantity": 0}),
+            422,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "waiting-list",
+            json!({"quantity": 1, "ticketTypeId": "x"}),
+            422,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "waiting-list",
+            json!({"quantity": 1, "ticketTypeId": type_id}),
+            404,
+            "NOT_FOUND",
+        ),
+    ] {
+        let request = app
+            .request(Method::POST, &format!("{unknown}/{route}"))
+            .header("X-Device-Fingerprint", "device-a")
+            .json(&body);
+        let (answered, response) = app.send(request).await;
+        assert_error(
+            answered,
+            &response,
+            StatusCode::from_u16(status).unwrap(),
+            code,
+        );
+    }
+}

@@ -341,6 +341,23 @@ async fn only_purchases_are_refunded_and_only_with_the_admin_token() {
         "VALIDATION_ERROR",
     );
     assert_eq!(body["details"][0]["field"], "lines", "{body}");
+    // A line is an object: serde would also build one from an array of its fields in order,
+    // `[typeId, quantity]`, a shape no document names, and refund it.
+    let type_id = paid["lines"][0]["ticketTypeId"].clone();
+    for lines in [json!([[type_id, 1]]), json!([[type_id, 1, "x"]])] {
+        let (status, body) = refund(&app, &id_of(&paid), json!({ "lines": lines })).await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        );
+        assert_eq!(body["details"][0]["field"], "lines[0]", "{lines}: {body}");
+        assert_eq!(
+            body["details"][0]["message"], "invalid type: sequence, expected a JSON object",
+            "{lines}: {body}"
+        );
+    }
     assert_eq!(refund_rows(&app).await, Vec::new());
     let (status, body) = refund(&app, &uuid::Uuid::nil().to_string(), json!({})).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "NOT_FOUND");

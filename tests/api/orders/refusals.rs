@@ -232,6 +232,12 @@ async fn unsellable_or_malformed_lines_are_422_naming_the_field_and_hold_nothing
         (json!({ "ticketTypeId": a }), "quantity"),
         (json!({}), "quantity"),
         (json!({ "lines": [] }), "lines"),
+        // A line is an object, never an array of its fields in order.
+        (json!({ "lines": [[a, 1]] }), "lines[0]"),
+        (
+            json!({ "lines": [{ "ticketTypeId": a, "quantity": 1 }, [b, 1, 2]] }),
+            "lines[1]",
+        ),
         (json!({ "lines": twenty_one }), "lines"),
         (lines_body(&[(&b, 1), (&limited, 3)]), "lines[1].quantity"),
         (
