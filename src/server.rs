@@ -373,14 +373,47 @@ async fn fingerprint_key(
     Ok(FingerprintKey::new(secret))
 }
 
-/// The URL without its password, for the log.
+/// The database URL for the log, without its secrets: the password of its user part
+/// (`postgres://user:secret@host/db` → `postgres://…@host/db`) and the values of the query's
+/// `password` and `sslpassword` parameters, which libpq and sqlx accept as well
+/// (`?host=/run/pg&password=secret` → `?host=/run/pg&password=…`). The user part ends at the
+/// last `@` before the path or query, so an `@` in the query moves nothing.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
+    let Some(scheme_end) = url.find("://").map(|at| at + 3) else {
+        return url.to_owned();
+    };
+    let (before_query, query) = match url[scheme_end..].find('?') {
+        Some(at) => url.split_at(scheme_end + at),
+        None => (url, ""),
+    };
+    let authority_end = before_query[scheme_end..]
+        .find('/')
+        .map_or(before_query.len(), |at| scheme_end + at);
+    let mut out = match before_query[scheme_end..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}…{}",
+            &url[..scheme_end],
+            &before_query[scheme_end + at..]
+        ),
+        None => before_query.to_owned(),
+    };
+    if let Some(parameters) = query.strip_prefix('?') {
+        out.push('?');
+        let redacted: Vec<String> = parameters
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _))
+                    if key.eq_ignore_ascii_case("password")
+                        || key.eq_ignore_ascii_case("sslpassword") =>
+                {
+                    format!("{key}=…")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push_str(&redacted.join("&"));
     }
+    out
 }
 
 /// Registers for SIGINT and SIGTERM now, and returns what resolves on the first of them.
@@ -401,4 +434,40 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 's
             _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn database_urls_are_logged_without_their_passwords() {
+        for (url, logged) in [
+            (
+                "postgres://app:s3cret@db.example:5432/boxoffice",
+                "postgres://…@db.example:5432/boxoffice",
+            ),
+            (
+                "postgres://postgres@localhost/boxoffice?host=/tmp/d/postgres&password=TopSecret",
+                "postgres://…@localhost/boxoffice?host=/tmp/d/postgres&password=…",
+            ),
+            (
+                "postgresql://localhost/db?PASSWORD=x&sslmode=require&sslpassword=y",
+                "postgresql://localhost/db?PASSWORD=…&sslmode=require&sslpassword=…",
+            ),
+            // An `@` in the query is not the end of a user part.
+            (
+                "postgres://localhost/db?application_name=a@b&password=p@q",
+                "postgres://localhost/db?application_name=a@b&password=…",
+            ),
+            (
+                "postgres://u:p@host?password=q",
+                "postgres://…@host?password=…",
+            ),
+            ("postgres://localhost/db", "postgres://localhost/db"),
+        ] {
+            assert_eq!(redact(url), logged, "{url}");
+            assert!(!redact(url).contains("ecret"), "{url}");
+        }
+    }
 }
