@@ -4,6 +4,8 @@
 //! token, a rate limit) are `http::error::ApiError`'s, which wraps this type and maps both to
 //! a status and a JSON body in one place.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::db::error::{Conflict, DbFailure, classify};
 use crate::domain::checkin::ScanRefusal;
 use crate::domain::grant::Rejection;
@@ -112,14 +114,17 @@ impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match classify(&err) {
             DbFailure::Unreachable => {
-                tracing::warn!(error = %err, "database unavailable");
+                DATABASE_WARNINGS.warn(&err, "database unavailable");
                 Error::ServiceUnavailable
             }
             DbFailure::CutOff => {
-                tracing::warn!(error = %err, "database connection cut off");
+                DATABASE_WARNINGS.warn(&err, "database connection cut off");
                 Error::DatabaseCutOff
             }
-            DbFailure::ConnectionLoss => Error::ServiceUnavailable,
+            DbFailure::ConnectionLoss => {
+                DATABASE_WARNINGS.warn(&err, "database refused the statement");
+                Error::ServiceUnavailable
+            }
             DbFailure::Conflict(Conflict::EventNameDate) => Error::EventExists,
             DbFailure::Conflict(Conflict::TicketTypeName) => Error::TicketTypeExists,
             DbFailure::Conflict(Conflict::WaitingListBuyer) => Error::AlreadyWaiting,
@@ -128,6 +133,54 @@ impl From<sqlx::Error> for Error {
             }
             DbFailure::Other => Error::internal(&err),
         }
+    }
+}
+
+/// The warnings of database failures that answer 503, at most one a second for the process:
+/// a full disk, a database refusing connections or a failover fails every request, and a
+/// line per request would flood the log (and the disk it may share) with thousands of the
+/// same line a second. The first failure of each second is logged with its cause (the
+/// server's message and SQLSTATE: `could not extend file … No space left on device`,
+/// `sorry, too many clients already`) and how many were left unlogged since the last line.
+static DATABASE_WARNINGS: WarningBudget = WarningBudget::new();
+
+/// At most one warning a second, counting those it holds back.
+struct WarningBudget {
+    /// The second (since the Unix epoch) of the last warning logged.
+    last_second: AtomicU64,
+    /// Warnings held back since then.
+    held_back: AtomicU64,
+}
+
+impl WarningBudget {
+    const fn new() -> Self {
+        Self {
+            last_second: AtomicU64::new(0),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// Logs `what` at WARN with `err` as its cause, unless a warning was logged this second.
+    fn warn(&self, err: &sqlx::Error, what: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let last = self.last_second.load(Ordering::Relaxed);
+        let claimed = last != now
+            && self
+                .last_second
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if !claimed {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let held_back = self.held_back.swap(0, Ordering::Relaxed);
+        let code = match err {
+            sqlx::Error::Database(db) => db.code().map(|code| code.into_owned()),
+            _ => None,
+        };
+        tracing::warn!(error = %err, sqlstate = code.as_deref(), held_back, "{what}");
     }
 }
 

@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Api, Buyer, DedicatedCluster, ServerProcess, SseReader, StormLog, answered,
+    Api, Buyer, DedicatedCluster, ServerProcess, SseReader, StormLog, admin_connection, answered,
     assert_counts_match_rows, assert_error, assert_promises_kept, bounded_client, database_url,
     eventually, exchange, fresh_database, id_of, new_fingerprint, spawn_app_on, storm,
     tickets_by_status,
@@ -647,4 +647,86 @@ async fn writes_refused_as_read_only_answer_503_with_retry_after_and_change_noth
     assert_eq!(status, StatusCode::CREATED, "writes again: {body}");
     let (status, body) = app.pay(&held, &holder, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A database that refuses every write (here: read-only, as a full disk or a standby refuses
+/// them) answers 503 to every sale. The instance's log names the cause, the server's message
+/// and SQLSTATE, which the client is not told, but at most once a second however many
+/// requests fail, counting the ones it leaves out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_refuses_writes_is_logged_with_its_cause_once_a_second() {
+    let options = fresh_database().await;
+    let url = database_url(&options);
+    let database = options.get_database().unwrap().to_owned();
+    let server = ServerProcess::start(&url, &[]).await;
+    let event_id = id_of(&server.create_event("Read-only", 100, None).await);
+
+    set_read_only(&database, true).await;
+    let started = Instant::now();
+    let mut refused = 0;
+    for _ in 0..60 {
+        let (status, body) = server.purchase(&event_id, 1, &new_fingerprint()).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_error(
+                status,
+                &body,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+            );
+            assert!(!body.to_string().contains("read-only"), "{body}");
+            refused += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(refused >= 50, "{refused} of 60 purchases refused");
+    let log = server.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("database refused the statement"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("25006") && line.contains("read-only")),
+        "{log}"
+    );
+    assert!(
+        !lines.is_empty() && lines.len() as u64 <= seconds + 1,
+        "{} lines in {seconds} s:\n{log}",
+        lines.len()
+    );
+
+    // Writable again: the next sale goes through.
+    set_read_only(&database, false).await;
+    eventually("a sale once the database takes writes", WAIT, || {
+        let server = Api::clone(&server);
+        let event_id = event_id.clone();
+        async move {
+            let (status, _) = server.purchase(&event_id, 1, &new_fingerprint()).await;
+            (status == StatusCode::CREATED).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Makes the sessions opened on `database` from now on read-only (or writable again), and
+/// closes every session on it, so that its users open new ones.
+async fn set_read_only(database: &str, on: bool) {
+    let mut admin = admin_connection().await;
+    let setting = if on {
+        "SET default_transaction_read_only = on"
+    } else {
+        "RESET default_transaction_read_only"
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{database}\" {setting}"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(database)
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }
