@@ -87,7 +87,8 @@ pub fn holds_expired(count: i64) {
     counter!("boxoffice_holds_expired_total").increment(count.max(0) as u64);
 }
 
-/// Stale payments this instance's sweeper settled.
+/// Stale payments and refunds this instance's sweeper settled (not those another instance
+/// settled first).
 pub fn payments_recovered(count: usize) {
     counter!("boxoffice_payments_recovered_total").increment(count as u64);
 }

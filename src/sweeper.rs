@@ -159,10 +159,12 @@ async fn recover_refunds_round(
     for (id, reference) in stale {
         let payments = state.payments.as_ref();
         match holds::recover_refund(&state.pool, &state.signer, payments, id, &reference).await {
-            Ok(_) => {
+            Ok(Some(_)) => {
                 settled += 1;
                 tracing::info!(allocation = %id, %reference, "settled a stale refund");
             }
+            // Another instance's recovery settled it first: counted there.
+            Ok(None) => {}
             Err(err) => {
                 tracing::warn!(allocation = %id, %reference, error = %err, "could not settle a stale refund")
             }
@@ -192,10 +194,12 @@ async fn recover_round(state: &Sweeper, failure: &mut Option<crate::error::Error
         match holds::recover_payment(&state.pool, &state.signer, payments, id, &reference, total)
             .await
         {
-            Ok(allocation) => {
+            Ok(Some(allocation)) => {
                 settled += 1;
                 tracing::info!(allocation = %id, status = %allocation.status, "settled a stale payment");
             }
+            // Another instance's recovery settled it first: counted there.
+            Ok(None) => {}
             Err(err) => {
                 tracing::warn!(allocation = %id, error = %err, "could not settle a stale payment")
             }

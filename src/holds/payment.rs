@@ -104,7 +104,10 @@ impl Settler {
                         let (pool, signer) = (pool.clone(), signer.clone());
                         Box::pin(async move {
                             match settle_batch(&pool, &signer, event_id, &requests).await {
-                                Ok(answers) => answers,
+                                Ok(answers) => answers
+                                    .into_iter()
+                                    .map(|answer| answer.map(|settled| settled.allocation))
+                                    .collect(),
                                 // The transaction failed as a whole and wrote nothing: every
                                 // charged hold is still `payment_pending`, for recovery.
                                 Err(err) => requests.iter().map(|_| Err(err.clone())).collect(),
@@ -152,7 +155,9 @@ impl Settler {
     async fn settle(&self, event_id: Uuid, request: SettleRequest) -> Result<Allocation> {
         match &self.batches {
             Some(batches) => batches.submit(event_id, request).await?,
-            None => settle_one(&self.pool, &self.signer, event_id, request).await,
+            None => settle_one(&self.pool, &self.signer, event_id, request)
+                .await
+                .map(|settled| settled.allocation),
         }
     }
 }
@@ -476,13 +481,21 @@ fn pending_payment(allocation: &Allocation) -> Result<PendingPayment> {
         .ok_or_else(|| Error::internal("a hold waiting for a payment has no pending payment"))
 }
 
+/// A settle's answer: the hold as it stands once the batch has committed, and whether this
+/// settle changed it (`false`: it was settled before, by recovery on this or another
+/// instance, or by a later payment's settle in the same batch).
+struct Settled {
+    allocation: Allocation,
+    changed: bool,
+}
+
 /// Step three for one payment, in a transaction of its own (a batch of one).
 async fn settle_one(
     pool: &PgPool,
     signer: &CodeSigner,
     event_id: Uuid,
     request: SettleRequest,
-) -> Result<Allocation> {
+) -> Result<Settled> {
     settle_batch(pool, signer, event_id, std::slice::from_ref(&request))
         .await?
         .pop()
@@ -521,7 +534,7 @@ async fn settle_batch(
     signer: &CodeSigner,
     event_id: Uuid,
     requests: &[SettleRequest],
-) -> Result<Vec<Result<Allocation>>> {
+) -> Result<Vec<Result<Settled>>> {
     // Step 1: the event row (the count move needs it), its quotas.
     let mut tx = pool.begin().await?;
     if events::lock(&mut tx, event_id).await?.is_none() {
@@ -584,7 +597,7 @@ async fn settle_batch(
             .map(|locked| (locked.allocation.id, locked))
             .collect()
     };
-    let mut answers: Vec<Option<Result<Allocation>>> = requests.iter().map(|_| None).collect();
+    let mut answers: Vec<Option<Result<Settled>>> = requests.iter().map(|_| None).collect();
     let mut decided = HashSet::new();
     for (i, request) in requests.iter().enumerate() {
         if bought[i] {
@@ -599,7 +612,10 @@ async fn settle_batch(
         if !waiting {
             // Settled already: by recovery, or by this batch for a later payment of the hold
             // (then this request's reference is an earlier one, declined or voided).
-            answers[i] = Some(Ok(allocation.clone()));
+            answers[i] = Some(Ok(Settled {
+                allocation: allocation.clone(),
+                changed: false,
+            }));
             continue;
         }
         if !decided.insert(request.id) {
@@ -607,7 +623,7 @@ async fn settle_batch(
             answers[i] = Some(Err(Error::internal("one hold settled twice in one batch")));
             continue;
         }
-        answers[i] = Some(match request.outcome {
+        let decided = match request.outcome {
             // Waiting under its reference now, under the lock, and so when the statement
             // above judged it under the same lock: a hold it missed is a bug.
             ChargeOutcome::Charged => Err(Error::internal("a charged hold was not purchased")),
@@ -625,7 +641,11 @@ async fn settle_batch(
                 )
                 .await
             }
-        });
+        };
+        answers[i] = Some(decided.map(|allocation| Settled {
+            allocation,
+            changed: true,
+        }));
     }
 
     // Step 4: the claims still held by their attempts, locked until commit.
@@ -637,7 +657,10 @@ async fn settle_batch(
 
     // Step 5: before rendering, so a keyed request's recorded answer carries them too. The
     // bought holds have no answer yet; the others are answered as they stand.
-    let standing = answers.iter_mut().flatten().filter_map(|a| a.as_mut().ok());
+    let standing = answers
+        .iter_mut()
+        .flatten()
+        .filter_map(|a| a.as_mut().ok().map(|settled| &mut settled.allocation));
     fill_admissions(&mut tx, signer, purchased.values_mut().chain(standing)).await?;
 
     let mut keyed_responses = Vec::new();
@@ -649,17 +672,23 @@ async fn settle_batch(
             answers[i] = Some(Err(Error::internal("a bought hold answered twice")));
             continue;
         };
-        answers[i] = Some(match &request.record {
-            Some(_) if lost_claims[i] => Err(Error::IdempotencyInProgress),
-            Some(recorder) => match recorder.render(&row) {
-                Ok(response) => {
-                    keyed_responses.push((recorder.claim(), response));
-                    Ok(row)
-                }
-                Err(err) => Err(Error::internal(err)),
-            },
-            None => Ok(row),
-        });
+        answers[i] = Some(
+            match &request.record {
+                Some(_) if lost_claims[i] => Err(Error::IdempotencyInProgress),
+                Some(recorder) => match recorder.render(&row) {
+                    Ok(response) => {
+                        keyed_responses.push((recorder.claim(), response));
+                        Ok(row)
+                    }
+                    Err(err) => Err(Error::internal(err)),
+                },
+                None => Ok(row),
+            }
+            .map(|allocation| Settled {
+                allocation,
+                changed: true,
+            }),
+        );
     }
 
     // Step 6.
@@ -708,7 +737,9 @@ async fn move_purchased<'a>(
 /// Settles a payment whose request never finished (crash, hang): ask the provider for the
 /// reference's outcome, voiding it if it was never charged, then record that outcome. A free
 /// order never reached the provider, and is confirmed as its payment would have been. The
-/// answer carries the admissions, their codes signed by `signer`.
+/// answer is the hold as this call settled it, its admissions' codes signed by `signer`, or
+/// `None` if it was settled before (the recovery of another instance got there first), so
+/// that each payment is counted and logged as recovered once over all instances.
 pub async fn recover_payment(
     pool: &PgPool,
     signer: &CodeSigner,
@@ -716,7 +747,7 @@ pub async fn recover_payment(
     id: Uuid,
     reference: &str,
     total: i64,
-) -> Result<Allocation> {
+) -> Result<Option<Allocation>> {
     let outcome = match total {
         0 => ChargeOutcome::Charged,
         _ => provider.resolve(reference).await.map_err(|err| {
@@ -736,7 +767,8 @@ pub async fn recover_payment(
         outcome,
         record: None,
     };
-    settle_one(pool, signer, event_id, request).await
+    let settled = settle_one(pool, signer, event_id, request).await?;
+    Ok(settled.changed.then_some(settled.allocation))
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N]> {

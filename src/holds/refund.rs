@@ -92,7 +92,7 @@ pub async fn refund(
     };
     // Recording the outcome cut off (or refused for want of a connection) leaves the refund
     // pending, as a provider failure does.
-    match settle(pool, signer, &pending, outcome, record).await {
+    match settle(pool, signer, &pending, outcome, record).await.answer {
         Err(Error::ServiceUnavailable | Error::DatabaseCutOff) => {
             tracing::warn!(allocation = %id, %reference, "recording a refund's outcome failed; left for recovery");
             Err(left_pending())
@@ -156,9 +156,34 @@ async fn settle(
     pending: &PendingRefund,
     outcome: RefundOutcome,
     record: Option<&Recorder<Allocation>>,
+) -> RefundSettled {
+    let mut settled_here = false;
+    let answer = settle_recording(pool, signer, pending, outcome, record, &mut settled_here).await;
+    RefundSettled {
+        answer,
+        settled_here,
+    }
+}
+
+/// What [`settle`] did: its answer, and whether this call settled the refund (its outcome
+/// committed by this transaction), where `false` means it was settled before (by recovery,
+/// on this instance or another) or nothing was committed.
+struct RefundSettled {
+    answer: Result<Allocation>,
+    settled_here: bool,
+}
+
+async fn settle_recording(
+    pool: &PgPool,
+    signer: &CodeSigner,
+    pending: &PendingRefund,
+    outcome: RefundOutcome,
+    record: Option<&Recorder<Allocation>>,
+    settled_here: &mut bool,
 ) -> Result<Allocation> {
     let mut tx = pool.begin().await?;
-    let mut settled = settle_in(&mut tx, pending, outcome).await;
+    let mut decided = false;
+    let mut settled = settle_in(&mut tx, pending, outcome, &mut decided).await;
     if let Ok(allocation) = &mut settled {
         fill_admissions(&mut tx, signer, [allocation]).await?;
     }
@@ -166,17 +191,29 @@ async fn settle(
         (Ok(allocation), Some(recorder)) => record_answer(&mut tx, allocation, recorder).await,
         (settled, _) => settled,
     };
-    commit(tx, settled).await
+    // `commit` commits a refusal's writes too: a refund the provider refused or voided is
+    // failed, and so settled, here. Any other error is a statement or commit that failed,
+    // and PostgreSQL rolled the transaction back.
+    let committed = commit(tx, settled).await;
+    *settled_here = decided
+        && matches!(
+            committed,
+            Ok(_) | Err(Error::Refused(_) | Error::RefundVoided)
+        );
+    committed
 }
 
+/// Records `outcome` under the refund's row lock. `decided` is set once the refund is found
+/// still pending, so this transaction is the one that settles it.
 async fn settle_in(
     tx: &mut Tx,
     pending: &PendingRefund,
     outcome: RefundOutcome,
+    decided: &mut bool,
 ) -> Result<Allocation> {
     let allocation = lock_hold(tx, pending.allocation_id).await?.allocation;
     match refunds::lock_by_reference(tx, &pending.reference).await? {
-        Some((_, RefundStatus::Pending)) => {}
+        Some((_, RefundStatus::Pending)) => *decided = true,
         // Recovery settled it first, as the provider's record had it: done, or not made
         // (voided), which must not be answered as done.
         Some((_, RefundStatus::Completed)) => return Ok(allocation),
@@ -250,19 +287,21 @@ async fn read(pool: &PgPool, signer: &CodeSigner, id: Uuid) -> Result<Allocation
 
 /// Settles a refund left pending (crash, failing provider): ask the provider for the
 /// reference's outcome, voiding it if it never arrived, then record that outcome. The
-/// answer carries the order's admissions, their codes signed by `signer`.
+/// answer is the order as this call left it, its admissions' codes signed by `signer`, or
+/// `None` if the refund was settled before (the recovery of another instance got there
+/// first), so that each refund is counted and logged as recovered once over all instances.
 pub async fn recover_refund(
     pool: &PgPool,
     signer: &CodeSigner,
     provider: &dyn PaymentProvider,
     allocation_id: Uuid,
     reference: &str,
-) -> Result<Allocation> {
+) -> Result<Option<Allocation>> {
     // A read: settling locks again, and settles only what is still pending then.
     let found = refunds::lock_by_reference(&mut *pool.acquire().await?, reference).await?;
     let allocation = read(pool, signer, allocation_id).await?;
     let Some((pending, RefundStatus::Pending)) = found else {
-        return Ok(allocation);
+        return Ok(None);
     };
     let outcome = match (pending.amount, allocation.payment_reference.as_deref()) {
         (0, _) => RefundOutcome::Refunded,
@@ -275,10 +314,12 @@ pub async fn recover_refund(
             })?,
         (_, None) => return Err(Error::internal("a purchase without a payment reference")),
     };
-    match settle(pool, signer, &pending, outcome, None).await {
+    let settled = settle(pool, signer, &pending, outcome, None).await;
+    let answer = match settled.answer {
         // The provider refused the refund, or never made it (voided): it is failed, and
         // that settles it.
         Err(Error::Refused(_) | Error::RefundVoided) => read(pool, signer, allocation_id).await,
         other => other,
-    }
+    }?;
+    Ok(settled.settled_here.then_some(answer))
 }

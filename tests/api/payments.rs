@@ -570,8 +570,8 @@ async fn a_settle_under_a_reference_the_hold_no_longer_waits_for_buys_nothing() 
     )
     .await
     .expect("answered as the hold stands");
-    assert_eq!(answer.status, AllocationStatus::PaymentPending);
-    assert_eq!(answer.payment_reference.as_deref(), Some("pay_new"));
+    // Settled nothing, so no recovery counts it.
+    assert!(answer.is_none(), "{answer:?}");
     let stored: (String, Option<String>) =
         sqlx::query_as("SELECT status, confirmation_code FROM ticket_allocations WHERE id = $1")
             .bind(id)

@@ -767,3 +767,105 @@ async fn a_refund_recovery_voided_under_way_is_not_answered_as_made() {
     }
     app.assert_balanced(&event_id).await;
 }
+
+/// Two instances' recoveries racing over the same stuck payments and refunds settle each
+/// once, and each is counted once over both (`sweep_once`'s second number, which is what
+/// `boxoffice_payments_recovered_total` adds up): a recovery that finds one settled by the
+/// other counts nothing. Red before: 8 sweeps counted 160 for the 20 payments, and with the
+/// payments fixed, 95 for the 30.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recoveries_of_several_instances_count_each_stuck_payment_and_refund_once() {
+    let first = app().await;
+    let options = (*first.pool.connect_options()).clone();
+    let second = crate::helpers::spawn_app_on(
+        &options,
+        &[
+            "--admin-token",
+            ADMIN,
+            "--payment-recovery-seconds",
+            "1",
+            "--sweep-interval-ms",
+            "3600000",
+        ],
+    )
+    .await;
+    let (event_id, general, _, _) = priced_event(&first, 100, "EUR", 500, 700, 10).await;
+    // Twenty charges made and their answers lost: each payment stays `payment_pending`.
+    for _ in 0..20 {
+        let buyer = new_fingerprint();
+        let (status, hold) = first
+            .send(
+                first
+                    .request(Method::POST, &format!("/events/{event_id}/tickets"))
+                    .header("X-Device-Fingerprint", &buyer)
+                    .json(&json!({"quantity": 1, "ticketTypeId": general})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{hold}");
+        let (status, body) = first
+            .pay(&id_of(&hold), &buyer, Some("tok_lostAfterCharge"))
+            .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+        );
+    }
+    // Ten refunds the provider cannot be reached for: each stays pending.
+    for _ in 0..10 {
+        let (paid, _) = bought(
+            &first,
+            &event_id,
+            &[(&general, 1)],
+            Some("tok_refundUnreachableOnce"),
+        )
+        .await;
+        let (status, body) = refund(&first, &id_of(&paid), json!({})).await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    let mut sweeps = JoinSet::new();
+    for i in 0..8 {
+        let state = if i % 2 == 0 {
+            first.state.clone()
+        } else {
+            second.state.clone()
+        };
+        sweeps.spawn(async move { boxoffice::sweeper::sweep_once(&state.sweeper).await });
+    }
+    let mut recovered = 0;
+    while let Some(outcome) = sweeps.join_next().await {
+        let (expired, settled) = outcome.unwrap().expect("a sweep succeeds");
+        assert_eq!(expired, 0);
+        recovered += settled;
+    }
+    assert_eq!(
+        recovered, 30,
+        "20 payments and 10 refunds, each counted by exactly one recovery"
+    );
+    assert_eq!(
+        refund_rows(&first).await,
+        vec![("failed".to_owned(), 10)],
+        "each unreachable refund voided once"
+    );
+    let purchased: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ticket_allocations WHERE status = 'purchased'")
+            .fetch_one(&first.pool)
+            .await
+            .unwrap();
+    assert_eq!(purchased, 30);
+    first.assert_balanced(&event_id).await;
+    assert_eq!(
+        boxoffice::sweeper::sweep_once(&second.state.sweeper)
+            .await
+            .unwrap(),
+        (0, 0)
+    );
+}
