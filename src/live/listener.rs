@@ -85,8 +85,12 @@ impl LiveStats {
                             Ok(change) => self.publish(&change),
                             Err(err) => tracing::warn!(error = %err, "unreadable change notification"),
                         },
-                        // The connection dropped: reconnect and refresh.
-                        Ok(None) => break true,
+                        // The connection dropped (sqlx's way of saying so): reconnect and
+                        // refresh, and say so, as for an error.
+                        Ok(None) => {
+                            tracing::warn!("lost the change listener; reconnecting");
+                            break true;
+                        }
                         Err(err) => {
                             tracing::warn!(error = %err, "lost the change listener; reconnecting");
                             break true;

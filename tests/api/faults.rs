@@ -730,3 +730,43 @@ async fn set_read_only(database: &str, on: bool) {
         .await
         .unwrap();
 }
+
+/// The change listener's connection ended by the database (a restart, a failover, an
+/// administrator) is logged as operations.md says, `lost the change listener; reconnecting`,
+/// and the listener comes back. Red before: sqlx reports the end as no notification, and that
+/// branch reconnected without a word.
+#[tokio::test]
+async fn a_dropped_change_listener_is_logged() {
+    let options = fresh_database().await;
+    let database = options.get_database().unwrap().to_owned();
+    let server = ServerProcess::start(&database_url(&options), &[]).await;
+    let first = eventually("the server to listen", WAIT, || listener_pid(&database)).await;
+    let mut admin = admin_connection().await;
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(terminated);
+    eventually("the listener to come back", WAIT, || async {
+        listener_pid(&database).await.filter(|pid| *pid != first)
+    })
+    .await;
+    let log = server.log_text();
+    assert!(
+        log.contains("lost the change listener; reconnecting"),
+        "{log}"
+    );
+}
+
+/// The backend of the `LISTEN` connection of the server on `database`, if it has one.
+async fn listener_pid(database: &str) -> Option<i32> {
+    let mut admin = admin_connection().await;
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+    )
+    .bind(database)
+    .fetch_optional(&mut admin)
+    .await
+    .unwrap()
+}
