@@ -140,6 +140,21 @@ pub struct DatabaseArgs {
     pub db_max_connections: u32,
 }
 
+impl DatabaseArgs {
+    /// The purchase batches' pool: a quarter of the requests' (at least 1), for as many events
+    /// selling at once.
+    pub fn batch_connections(&self) -> u32 {
+        (self.db_max_connections / 4).max(1)
+    }
+
+    /// The most connections this instance opens: the requests' pool, the batches' pool, and
+    /// the live statistics' `LISTEN` connection. A database that cannot take this many is
+    /// refused at start (see `server::Database::open`).
+    pub fn connections_needed(&self) -> u32 {
+        self.db_max_connections + self.batch_connections() + 1
+    }
+}
+
 /// Highest `--max-tickets-per-purchase` accepted (see that flag).
 pub const MAX_TICKETS_PER_PURCHASE_LIMIT: i64 = 10_000;
 

@@ -64,6 +64,14 @@ fn database_url_options(url: &str) -> Result<PgConnectOptions, StartError> {
     PgConnectOptions::from_str(url).map_err(|err| format!("--database-url: {err}").into())
 }
 
+/// The embedded server's `max_connections`: PostgreSQL's default of 100, or what this
+/// instance may open (`--db-max-connections` and the pools beside it) and 20 more for
+/// `boxoffice tokens`, backups and an administrator's `psql`, if that is more. The process
+/// owns the embedded cluster, so a pool it is configured for is one its database takes.
+fn embedded_max_connections(args: &DatabaseArgs) -> u32 {
+    (args.connections_needed() + 20).max(100)
+}
+
 /// An embedded server's failure, naming the `--data-dir` it was started in.
 fn data_dir_error(data_dir: &Path, err: EmbeddedError) -> StartError {
     format!("--data-dir {}: {err}", data_dir.display()).into()
@@ -78,10 +86,12 @@ impl Database {
             Some(url) => (database_url_options(url)?, None),
             None => {
                 let data_dir = args.data_dir.clone();
-                let server =
-                    tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, &[]))
-                        .await?
-                        .map_err(|err| data_dir_error(&args.data_dir, err))?;
+                let max_connections = embedded_max_connections(args).to_string();
+                let server = tokio::task::spawn_blocking(move || {
+                    EmbeddedPostgres::start(&data_dir, &[("max_connections", &max_connections)])
+                })
+                .await?
+                .map_err(|err| data_dir_error(&args.data_dir, err))?;
                 db::create_database_if_missing(
                     &server.connect_options("postgres"),
                     EMBEDDED_DATABASE,
@@ -145,6 +155,22 @@ impl Database {
         let pool = db::connect_pool(options, args.db_max_connections, limits)
             .await
             .map_err(|err| format!("connecting to {target}: {err}"))?;
+        let allowed = db::connections_allowed(&pool)
+            .await
+            .map_err(|err| format!("reading max_connections of {target}: {err}"))?;
+        if i64::from(args.connections_needed()) > allowed {
+            return Err(format!(
+                "--db-max-connections {}: this instance opens up to {} connections ({} for \
+                 requests, {} for purchase batches, 1 for live statistics), more than {target} \
+                 takes ({allowed}: max_connections less superuser_reserved_connections); \
+                 lower --db-max-connections or raise max_connections",
+                args.db_max_connections,
+                args.connections_needed(),
+                args.db_max_connections,
+                args.batch_connections(),
+            )
+            .into());
+        }
         db::migrate(&pool).await?;
         Ok(Self {
             pool,
@@ -218,11 +244,8 @@ impl Server {
         };
         // The batches' pool: a quarter of the requests' (at least 1), for as many events
         // selling at once (docs/operations.md counts it in the connection budget).
-        let locks = LockRuntime::start(
-            &database.pool,
-            (args.database.db_max_connections / 4).max(1),
-        )
-        .map_err(|err| format!("cannot start the lock runtime: {err}"))?;
+        let locks = LockRuntime::start(&database.pool, args.database.batch_connections())
+            .map_err(|err| format!("cannot start the lock runtime: {err}"))?;
         let payments: Arc<dyn PaymentProvider> =
             Arc::new(SimulatedProvider::new(database.pool.clone(), batching));
         let admission_keys = Arc::new(

@@ -100,6 +100,18 @@ pub fn lazy_twin(pool: &PgPool, max_connections: u32) -> PgPool {
     pool_options(max_connections).connect_lazy_with((*pool.connect_options()).clone())
 }
 
+/// How many connections the database takes from users like this one: `max_connections` less
+/// `superuser_reserved_connections` (kept for superusers; counted out even when connected as
+/// one, so that an administrator can still get in).
+pub async fn connections_allowed(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT current_setting('max_connections')::bigint \
+              - current_setting('superuser_reserved_connections')::bigint",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)

@@ -526,3 +526,60 @@ fn a_bad_database_url_or_data_dir_is_named_at_start() {
         "{stderr}"
     );
 }
+
+/// The embedded PostgreSQL takes every connection its instance may open: with
+/// `--db-max-connections 300` (up to 376 with the batches' pool and `LISTEN`) it starts with
+/// `max_connections` above PostgreSQL's default of 100, which refused most of such a pool
+/// ("too many clients") and answered buyers 503 after the pool's wait.
+#[tokio::test]
+async fn the_embedded_database_takes_the_pool_it_is_started_for() {
+    let runs = BinaryRuns::new("pool");
+    let server = ServerProcess::start_in_data_dir_with(
+        &runs.data_dir,
+        runs.port,
+        &["--db-max-connections", "300"],
+    )
+    .await;
+    let options = sqlx::postgres::PgConnectOptions::new()
+        .host(runs.cluster.to_str().unwrap())
+        .port(5432)
+        .username("postgres")
+        .database("boxoffice");
+    let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    let allowed: i64 = sqlx::query_scalar(
+        "SELECT current_setting('max_connections')::bigint \
+              - current_setting('superuser_reserved_connections')::bigint",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(allowed >= 376, "{allowed}");
+    drop(conn);
+    drop(server);
+}
+
+/// An external database that cannot take every connection the instance may open is refused
+/// at start, naming the flag and the limit, rather than answering 503 once the pool grows.
+#[tokio::test]
+async fn a_database_too_small_for_the_pool_is_refused_at_start() {
+    let options = crate::helpers::fresh_database().await;
+    let mut command = crate::helpers::boxoffice_command();
+    command.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--database-url",
+        &crate::helpers::database_url(&options),
+        // The test cluster takes 400 connections: 1,000 for requests, 250 for batches and 1
+        // for LISTEN are more.
+        "--db-max-connections",
+        "1000",
+    ]);
+    let stderr = failed_start(command, Duration::from_secs(30));
+    assert!(
+        stderr.contains("--db-max-connections 1000")
+            && stderr.contains("1251")
+            && stderr.contains("max_connections"),
+        "{stderr}"
+    );
+}

@@ -106,7 +106,14 @@ impl ServerProcess {
     /// Starts the binary with its embedded PostgreSQL under `data_dir` on `port` (see
     /// [`serve_in_data_dir`]) and waits until `/ready` says 200.
     pub async fn start_in_data_dir(data_dir: &Path, port: u16) -> Self {
-        let mut server = Self::spawn(serve_in_data_dir(data_dir, port), port);
+        Self::start_in_data_dir_with(data_dir, port, &[]).await
+    }
+
+    /// [`ServerProcess::start_in_data_dir`] with `flags` added.
+    pub async fn start_in_data_dir_with(data_dir: &Path, port: u16, flags: &[&str]) -> Self {
+        let mut command = serve_in_data_dir(data_dir, port);
+        command.args(flags);
+        let mut server = Self::spawn(command, port);
         if !server.wait_ready().await {
             panic!(
                 "boxoffice exited early with {:?}; its log:\n{}",
