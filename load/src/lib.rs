@@ -101,10 +101,12 @@ pub struct Config {
     #[arg(long, default_value_t = 0.0, value_parser = flags::seconds, requires = "idle_streams")]
     pub hold_streams_seconds: f64,
     /// Open the streams from this many loopback source addresses, 127.0.0.2 upwards (one
-    /// address has about 28,000 ports towards one server port); 0: the system's choice. Needs
+    /// address has about 28,000 ports towards one server port): 0 (the system's choice) to
+    /// 16,777,214 (127.255.255.255); no more are used than there are streams. Needs
     /// --idle-streams.
-    #[arg(long, default_value_t = 0, requires = "idle_streams")]
-    pub stream_sources: usize,
+    #[arg(long, default_value_t = 0, requires = "idle_streams",
+          value_parser = clap::value_parser!(u32).range(0..=MAX_STREAM_SOURCES))]
+    pub stream_sources: u32,
     /// Open a stream that ends again (every 500 ms until it opens), as a browser does: for
     /// runs that kill servers, so that the last messages are still compared. Needs
     /// --idle-streams (a --watch-share watcher's stream is not reopened).
@@ -441,7 +443,7 @@ pub async fn run_on_sale(
                 &urls,
                 &event_id,
                 config.idle_streams,
-                config.stream_sources,
+                config.stream_sources as usize,
                 config.server_pid,
                 config.reconnect_streams,
             )
@@ -673,12 +675,31 @@ fn organiser(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::
 }
 
 /// Sends `body` to `url` and returns the answer's JSON if its status is `expected`.
+/// An error with the errors that caused it, outermost first: reqwest's "error sending
+/// request" says nothing until its causes say "Connection refused" or "connection reset".
+pub(crate) fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
 async fn exchange(
     request: reqwest::RequestBuilder,
     expected: StatusCode,
     what: &str,
 ) -> Result<Value, String> {
-    let response = request.send().await.map_err(|e| format!("{what}: {e}"))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("{what}: {}", with_causes(&e)))?;
     let status = response.status();
     let body: Value = response
         .json()
@@ -1280,6 +1301,9 @@ fn retried(status: StatusCode) -> bool {
 }
 
 /// Why a read after the run was not tried at all.
+/// Most `--stream-sources`: the loopback addresses from 127.0.0.2 to 127.255.255.255.
+const MAX_STREAM_SOURCES: i64 = (1 << 24) - 2;
+
 const NOT_TRIED: &str = "not tried: a read had failed after --retry-seconds ran out, so the \
                          server was taken as gone";
 

@@ -57,7 +57,8 @@ pub fn source_address(i: usize, sources: usize) -> Option<IpAddr> {
 pub struct StreamReport {
     /// Streams opened (each got its snapshot).
     pub opened: usize,
-    /// Loopback source addresses they were opened from (0: the system's choice).
+    /// Loopback source addresses they were opened from: `--stream-sources`, or the number of
+    /// streams if that is fewer (0: the system's choice).
     pub sources: usize,
     /// Messages received, snapshots included.
     pub messages: u64,
@@ -134,6 +135,9 @@ impl Watchers {
         reconnect: bool,
     ) -> Result<Self, String> {
         let rss_before = server_pid.and_then(resident_kib);
+        // Stream i comes from address i modulo `sources`: more addresses than streams would
+        // go unused, and each costs a client of its own.
+        let sources = sources.min(count);
         let clients = (0..sources.max(1))
             .map(|k| {
                 let mut builder = Client::builder()
@@ -159,7 +163,19 @@ impl Watchers {
                 .get(&url)
                 .send()
                 .await
-                .map_err(|e| format!("opening stream {i}: {e}"))?;
+                .map_err(|e| {
+                    // Streams opened before it: most likely the server's limit per address,
+                    // which it answers before reading the request.
+                    let hint = if i > 0 {
+                        " (a server refuses connections from one address past its \
+                         --max-connections-per-address, 1000 by default, with 429 \
+                         TOO_MANY_CONNECTIONS before reading the request: start it with a \
+                         higher limit or 0, or spread the streams over more --stream-sources)"
+                    } else {
+                        ""
+                    };
+                    format!("opening stream {i}: {}{hint}", crate::with_causes(&e))
+                })?;
             if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 return Err(format!(
                     "opening stream {i}: 429: the server's --max-connections-per-address \

@@ -359,3 +359,26 @@ fn a_flag_beside_the_one_it_needs_above_zero_or_a_zero_alone_is_accepted() {
         assert_eq!(zero_check(flags), Ok(()), "{flags}");
     }
 }
+
+#[test]
+fn stream_sources_beyond_the_loopback_network_are_refused() {
+    use clap::Parser;
+    let parse = |sources: &str| {
+        let flags = format!("--idle-streams 3 --stream-sources {sources}");
+        let argv = std::iter::once("boxoffice-load".to_owned())
+            .chain(flags.split_whitespace().map(str::to_owned));
+        AllFlags::try_parse_from(argv)
+    };
+    for accepted in ["0", "4", "16777214"] {
+        if let Err(err) = parse(accepted) {
+            panic!("--stream-sources {accepted}: {err}");
+        }
+    }
+    for refused in ["16777215", "2000000000"] {
+        let err = parse(refused)
+            .err()
+            .unwrap_or_else(|| panic!("--stream-sources {refused} was accepted"))
+            .to_string();
+        assert!(err.contains("--stream-sources"), "{refused}: {err}");
+    }
+}
