@@ -88,7 +88,7 @@ type Outcome = std::thread::Result<ApiResult<Response>>;
 /// the request log logs a 500 (`log_request` in `http/mod.rs`): at error level, with method,
 /// path, status, latency and cause. Anything but a 500 is left to the request's own 503 line.
 fn log_unanswered(path: &str, started: Instant, outcome: Outcome) {
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency_ms = super::milliseconds(started.elapsed());
     let (status, cause) = match outcome {
         Ok(answer) => {
             let response = answer.into_response();

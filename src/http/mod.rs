@@ -344,7 +344,7 @@ async fn log_request(request: Request, next: Next) -> Response {
         .to_owned();
     let response = next.run(request).await;
     let latency = started.elapsed();
-    let latency_ms = latency.as_secs_f64() * 1000.0;
+    let latency_ms = milliseconds(latency);
     let status = response.status().as_u16();
     match response.extensions().get::<InternalCause>() {
         Some(InternalCause(cause)) => tracing::error!(
@@ -367,4 +367,30 @@ async fn log_request(request: Request, next: Next) -> Response {
     }
     crate::metrics::http_request(method.as_str(), &route, status, latency);
     response
+}
+
+/// A duration in milliseconds to the microsecond, for the log: `0.245`, where
+/// `as_secs_f64() * 1000.0` wrote binary noise such as `0.24505000000000002`.
+pub(crate) fn milliseconds(duration: std::time::Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::milliseconds;
+
+    #[test]
+    fn logged_latencies_are_milliseconds_to_the_microsecond() {
+        assert_eq!(
+            milliseconds(Duration::from_nanos(245_050)).to_string(),
+            "0.245"
+        );
+        assert_eq!(
+            milliseconds(Duration::from_micros(1_500_001)).to_string(),
+            "1500.001"
+        );
+        assert_eq!(milliseconds(Duration::ZERO).to_string(), "0");
+    }
 }

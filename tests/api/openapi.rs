@@ -448,3 +448,24 @@ async fn every_operation_with_a_body_documents_its_size_limit_and_the_purchase_i
         assert!(conflicts.contains(code), "{code}: {conflicts}");
     }
 }
+
+/// api.md's table of endpoints, at its top, names every operation the document lists.
+#[tokio::test]
+async fn the_api_guide_lists_every_documented_operation() {
+    let app = spawn_app().await;
+    let (_, doc) = app.get("/openapi.json").await;
+    let guide = include_str!("../../docs/api.md");
+    let table = &guide[..guide
+        .find("## Conventions")
+        .expect("api.md has its conventions")];
+    let mut missing = Vec::new();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            let entry = format!("`{} {path}`", method.to_uppercase());
+            if !table.contains(&entry) {
+                missing.push(entry);
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in api.md's table: {missing:?}");
+}
