@@ -358,6 +358,22 @@ pub(crate) enum Expect {
     CheckedIn(String),
 }
 
+/// What a verdict says was expected, in the API's words: `purchased`, `cancelled`,
+/// `reserved or expired`.
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expect::Purchased => f.write_str("purchased"),
+            Expect::Told(told) => f.write_str(told),
+            Expect::HeldOrExpired => f.write_str("reserved or expired"),
+            Expect::PurchasedOrRefunded => f.write_str("purchased or refunded"),
+            Expect::CheckedIn(admission) => {
+                write!(f, "purchased, admission {admission} checked in")
+            }
+        }
+    }
+}
+
 impl Expect {
     /// Whether `status` read back agrees with it.
     pub(crate) fn allows(&self, status: &str) -> bool {

@@ -1205,8 +1205,9 @@ async fn verify(
                             if read != Some("checked_in") {
                                 read_back.wrong_status += 1;
                                 wrong.push(format!(
-                                    "{}: admission {admission} admitted at the door, read {read:?}",
-                                    g.allocation_id
+                                    "{}: admission {admission} admitted at the door, read {}",
+                                    g.allocation_id,
+                                    read.unwrap_or("nothing")
                                 ));
                             }
                         }
@@ -1216,8 +1217,9 @@ async fn verify(
                         if !expect.allows(status) {
                             read_back.wrong_status += 1;
                             wrong.push(format!(
-                                "{}: told {expect:?}, read {status:?}",
-                                g.allocation_id
+                                "{}: told {expect}, read {}",
+                                g.allocation_id,
+                                if status.is_empty() { "nothing" } else { status }
                             ));
                         }
                     }

@@ -864,12 +864,16 @@ pub fn render(report: &Report) -> String {
         ));
     }
     if let Some(streams) = &report.streams {
+        let sources = match streams.sources {
+            0 => "the system's source addresses".to_owned(),
+            1 => "1 source address".to_owned(),
+            n => format!("{n} source addresses"),
+        };
+        let [total, available, reserved, purchased] = streams.final_counts;
         out.push_str(&format!(
-            "streams          {} from {} source addresses; {} messages; last message = final counts {:?}: {} (not: {}); ended early {}; reopened {} times\n",
+            "streams          {} from {sources}; {} messages; last message = final counts (total {total}, available {available}, reserved {reserved}, purchased {purchased}): {} (not: {}); ended early {}; reopened {} times\n",
             streams.opened,
-            streams.sources,
             streams.messages,
-            streams.final_counts,
             streams.last_message_matches,
             streams.last_message_mismatches,
             streams.ended_early,

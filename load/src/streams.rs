@@ -329,8 +329,18 @@ impl Watchers {
             } else {
                 report.last_message_mismatches += 1;
                 if report.mismatch_examples.len() < 5 {
+                    let shown = match shown {
+                        Some([total, available, reserved, purchased]) => format!(
+                            "total {total}, available {available}, reserved {reserved}, \
+                             purchased {purchased}"
+                        ),
+                        None => "no readable message".to_owned(),
+                    };
+                    let [total, available, reserved, purchased] = counts;
                     report.mismatch_examples.push(format!(
-                        "stream {i} ended on {shown:?}, the event's final counts were {counts:?}"
+                        "stream {i} ended on {shown}; the event's final counts were total \
+                         {total}, available {available}, reserved {reserved}, purchased \
+                         {purchased}"
                     ));
                 }
             }

@@ -299,3 +299,19 @@ fn think_times_are_bounded_by_a_year_and_their_errors_name_the_bad_part() {
     let err = "5-x".parse::<Think>().unwrap_err();
     assert!(err.contains("upper bound \"x\""), "{err}");
 }
+
+#[test]
+fn a_verdict_names_what_was_expected_in_the_api_s_words() {
+    for (expect, said) in [
+        (Expect::Purchased, "purchased"),
+        (Expect::Told("cancelled".into()), "cancelled"),
+        (Expect::HeldOrExpired, "reserved or expired"),
+        (Expect::PurchasedOrRefunded, "purchased or refunded"),
+        (
+            Expect::CheckedIn("a1".into()),
+            "purchased, admission a1 checked in",
+        ),
+    ] {
+        assert_eq!(expect.to_string(), said);
+    }
+}

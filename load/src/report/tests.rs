@@ -487,14 +487,11 @@ fn a_hold_read_back_in_another_status_than_told_makes_a_run_unsound() {
         ..read_back(6)
     };
     let mut verification = Verification::new(COUNTS, 14, read_back).with_releases();
-    verification.wrong_status_examples =
-        vec!["a1: told Told(\"cancelled\"), read \"reserved\"".into()];
+    verification.wrong_status_examples = vec!["a1: told cancelled, read reserved".into()];
     report.verification = Some(verification);
     assert_eq!(
         report.reasons(),
-        [
-            "1 of 4 allocations not read back in the status told: a1: told Told(\"cancelled\"), read \"reserved\""
-        ]
+        ["1 of 4 allocations not read back in the status told: a1: told cancelled, read reserved"]
     );
 }
 
