@@ -146,10 +146,12 @@ impl Database {
         };
         // Named in the error, so that a wrong `--database-url` is told apart from a database
         // that is down (never the password).
+        let at = match options.get_socket() {
+            Some(directory) => format!("the socket in {}", directory.display()),
+            None => format!("{} port {}", options.get_host(), options.get_port()),
+        };
         let target = format!(
-            "PostgreSQL at {} port {}, database {}",
-            options.get_host(),
-            options.get_port(),
+            "PostgreSQL at {at}, database {}",
             options.get_database().unwrap_or("(the user's)")
         );
         let pool = db::connect_pool(options, args.db_max_connections, limits)
@@ -227,6 +229,11 @@ impl Server {
         let listener = TcpListener::bind(args.listen)
             .await
             .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
+        let signing_key = args
+            .signing_key_file
+            .as_deref()
+            .map(AdmissionKeys::read_key_file)
+            .transpose()?;
         let database = Database::open(&args.database).await?;
         let which = match (database.embedded_cluster(), &args.database.database_url) {
             (Some(cluster), _) => format!("embedded PostgreSQL in {}", cluster.display()),
@@ -248,9 +255,8 @@ impl Server {
             .map_err(|err| format!("cannot start the lock runtime: {err}"))?;
         let payments: Arc<dyn PaymentProvider> =
             Arc::new(SimulatedProvider::new(database.pool.clone(), batching));
-        let admission_keys = Arc::new(
-            AdmissionKeys::load(database.pool.clone(), args.signing_key_file.as_deref()).await?,
-        );
+        let admission_keys =
+            Arc::new(AdmissionKeys::load(database.pool.clone(), signing_key).await?);
         let state = AppState::new(Shared {
             pool: database.pool.clone(),
             rules: Arc::new(SaleRules {

@@ -104,6 +104,12 @@ impl EmbeddedPostgres {
     /// runs), clears what a killed run left behind, starts the server and waits until it
     /// accepts connections. `settings` are extra `-c name=value` server settings.
     pub fn start(data_dir: &Path, settings: &[(&str, &str)]) -> Result<Self, EmbeddedError> {
+        if data_dir.exists() && !data_dir.is_dir() {
+            return Err(io("creating the data directory")(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "it is a file, not a directory",
+            )));
+        }
         fs::create_dir_all(data_dir).map_err(io("creating the data directory"))?;
         let data_dir = data_dir
             .canonicalize()

@@ -583,3 +583,61 @@ async fn a_database_too_small_for_the_pool_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// A `--signing-key-file` that cannot be read is refused before anything is started: on a
+/// new data directory no cluster is made for nothing (it was made, then the start refused).
+#[tokio::test]
+async fn a_bad_signing_key_file_is_refused_before_the_database_is_made() {
+    let runs = BinaryRuns::new("badkey");
+    let missing = runs.data_dir.join("no-such-key.pem");
+    let mut command = serve_in_data_dir(&runs.data_dir, runs.port);
+    command.arg("--signing-key-file").arg(&missing);
+    let stderr = failed_start(command, Duration::from_secs(30));
+    assert!(
+        stderr.contains("cannot read the signing key file"),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::symlink_metadata(&runs.cluster).is_err(),
+        "a cluster was made at {}",
+        runs.cluster.display()
+    );
+}
+
+/// A `--data-dir` that is a file, or a `--database-url` whose socket directory serves no
+/// such database, is refused with what is wrong in words an operator can act on.
+#[tokio::test]
+async fn start_refusals_say_what_is_wrong_with_the_data_dir_or_the_database() {
+    let runs = BinaryRuns::new("filedir");
+    let file = runs.data_dir.join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let stderr = failed_start(serve_in_data_dir(&file, runs.port), Duration::from_secs(30));
+    assert!(
+        stderr.contains("it is a file, not a directory") && stderr.contains("a-file"),
+        "{stderr}"
+    );
+
+    let options = crate::helpers::fresh_database().await;
+    let socket = options
+        .get_socket()
+        .expect("the test cluster is reached over its socket")
+        .clone();
+    let mut command = crate::helpers::boxoffice_command();
+    command.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--database-url",
+        &format!(
+            "postgres://postgres@localhost/no_such_database?host={}&port={}",
+            socket.display(),
+            options.get_port()
+        ),
+    ]);
+    let stderr = failed_start(command, Duration::from_secs(30));
+    assert!(
+        stderr.contains(&format!("the socket in {}", socket.display()))
+            && stderr.contains("no_such_database"),
+        "{stderr}"
+    );
+}
