@@ -19,7 +19,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     // The command line first: `--help` and `--version` answer whatever `RUST_LOG` says.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => refuse_arguments(err),
+    };
     // Logs go to standard error, as README.md says; standard output stays free.
     let filter = match log_filter() {
         Ok(filter) => filter,
@@ -59,6 +62,51 @@ async fn main() -> ExitCode {
             eprintln!("boxoffice: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Ends the process on a command line clap refused (or on `--help`, `--version`), as clap
+/// does, but says so when the refused value came from the flag's environment variable rather
+/// than the command line: clap names only the flag (`invalid value '0' for '--hold-seconds'`),
+/// and an operator whose env file set `BOXOFFICE_HOLD_SECONDS=0` looks for a flag that is not
+/// on the command line.
+fn refuse_arguments(err: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue};
+    let flag = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split([' ', '=']).next().map(str::to_owned),
+        _ => None,
+    };
+    let variable = flag.and_then(|flag| {
+        let long = flag.strip_prefix("--")?.to_owned();
+        let on_command_line =
+            std::env::args().any(|arg| arg == flag || arg.starts_with(&format!("{flag}=")));
+        if on_command_line {
+            return None;
+        }
+        let command = <Cli as clap::CommandFactory>::command();
+        let variable = std::iter::once(&command)
+            .chain(command.get_subcommands())
+            .flat_map(|command| command.get_arguments())
+            .find(|arg| arg.get_long() == Some(long.as_str()))?
+            .get_env()?
+            .to_owned();
+        std::env::var_os(&variable).is_some().then_some(variable)
+    });
+    match variable {
+        Some(variable) => {
+            let text = err.render().to_string();
+            let mut lines = text.trim_end().lines();
+            let first = lines.next().unwrap_or_default();
+            eprintln!(
+                "{first} (given by the environment variable {})",
+                variable.to_string_lossy()
+            );
+            for line in lines {
+                eprintln!("{line}");
+            }
+            std::process::exit(err.exit_code());
+        }
+        None => err.exit(),
     }
 }
 

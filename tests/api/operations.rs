@@ -128,3 +128,26 @@ async fn logs_on_a_pipe_are_plain_and_quiet_about_the_migrations_table() {
     assert!(!stderr.contains('\u{1b}'), "colour codes: {stderr:?}");
     assert!(!stderr.contains("_sqlx_migrations"), "{stderr}");
 }
+
+/// A value refused at start that came from a flag's environment variable is said to have
+/// come from it: clap names only the flag, which is not on the command line.
+#[test]
+fn a_refused_value_from_the_environment_names_its_variable() {
+    let mut command = serve_nowhere(&[]);
+    command.env("BOXOFFICE_HOLD_SECONDS", "0");
+    let stderr = failed_start(command, Duration::from_secs(30));
+    assert!(
+        stderr.contains("--hold-seconds")
+            && stderr.contains("given by the environment variable BOXOFFICE_HOLD_SECONDS"),
+        "{stderr}"
+    );
+    // Given on the command line, it is the flag's own value: no variable is named, even
+    // with one set.
+    let mut command = serve_nowhere(&["--hold-seconds", "0"]);
+    command.env("BOXOFFICE_HOLD_SECONDS", "5");
+    let stderr = failed_start(command, Duration::from_secs(30));
+    assert!(
+        stderr.contains("--hold-seconds") && !stderr.contains("environment variable"),
+        "{stderr}"
+    );
+}
