@@ -563,18 +563,12 @@ async fn the_embedded_database_takes_the_pool_it_is_started_for() {
 #[tokio::test]
 async fn a_database_too_small_for_the_pool_is_refused_at_start() {
     let options = crate::helpers::fresh_database().await;
-    let mut command = crate::helpers::boxoffice_command();
-    command.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--database-url",
+    // The test cluster takes 400 connections: 1,000 for requests, 250 for batches and 1 for
+    // LISTEN are more.
+    let command = serve_on(
         &crate::helpers::database_url(&options),
-        // The test cluster takes 400 connections: 1,000 for requests, 250 for batches and 1
-        // for LISTEN are more.
-        "--db-max-connections",
-        "1000",
-    ]);
+        &["--db-max-connections", "1000"],
+    );
     let stderr = failed_start(command, Duration::from_secs(30));
     assert!(
         stderr.contains("--db-max-connections 1000")
@@ -622,22 +616,26 @@ async fn start_refusals_say_what_is_wrong_with_the_data_dir_or_the_database() {
         .get_socket()
         .expect("the test cluster is reached over its socket")
         .clone();
-    let mut command = crate::helpers::boxoffice_command();
-    command.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--database-url",
-        &format!(
-            "postgres://postgres@localhost/no_such_database?host={}&port={}",
-            socket.display(),
-            options.get_port()
-        ),
-    ]);
-    let stderr = failed_start(command, Duration::from_secs(30));
+    let url = format!(
+        "postgres://postgres@localhost/no_such_database?host={}&port={}",
+        socket.display(),
+        options.get_port()
+    );
+    let stderr = failed_start(serve_on(&url, &[]), Duration::from_secs(30));
     assert!(
         stderr.contains(&format!("the socket in {}", socket.display()))
             && stderr.contains("no_such_database"),
         "{stderr}"
     );
+}
+
+/// `boxoffice serve` on a free port of 127.0.0.1 over the database at `url`, with `flags`,
+/// not yet started.
+fn serve_on(url: &str, flags: &[&str]) -> std::process::Command {
+    let mut command = crate::helpers::boxoffice_command();
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--database-url", url])
+        .args(flags);
+    command
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::helpers::{
     AllocationRow, TestApp, assert_error, eventually, id_of, new_fingerprint, spawn_app_on,
-    spawn_app_with, timestamp,
+    spawn_app_with, sweep_at_once, timestamp,
 };
 
 /// Sleeps until just past a hold's `expiresAt` (one clock: same machine as the database).
@@ -274,18 +274,8 @@ async fn sweepers_of_several_instances_return_each_lapsed_hold_once() {
     }
     sleep_past(&last["expiresAt"]).await;
 
-    let mut sweeps = tokio::task::JoinSet::new();
-    for i in 0..8 {
-        let state = if i % 2 == 0 {
-            first.state.clone()
-        } else {
-            second.state.clone()
-        };
-        sweeps.spawn(async move { boxoffice::sweeper::sweep_once(&state.sweeper).await });
-    }
     let mut expired = 0;
-    while let Some(outcome) = sweeps.join_next().await {
-        let (n, settled) = outcome.unwrap().expect("a sweep succeeds");
+    for (n, settled) in sweep_at_once(&[&first, &second], 8).await {
         assert_eq!(settled, 0);
         expired += n;
     }

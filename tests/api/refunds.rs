@@ -831,18 +831,8 @@ async fn recoveries_of_several_instances_count_each_stuck_payment_and_refund_onc
     }
     tokio::time::sleep(Duration::from_millis(1_100)).await;
 
-    let mut sweeps = JoinSet::new();
-    for i in 0..8 {
-        let state = if i % 2 == 0 {
-            first.state.clone()
-        } else {
-            second.state.clone()
-        };
-        sweeps.spawn(async move { boxoffice::sweeper::sweep_once(&state.sweeper).await });
-    }
     let mut recovered = 0;
-    while let Some(outcome) = sweeps.join_next().await {
-        let (expired, settled) = outcome.unwrap().expect("a sweep succeeds");
+    for (expired, settled) in crate::helpers::sweep_at_once(&[&first, &second], 8).await {
         assert_eq!(expired, 0);
         recovered += settled;
     }

@@ -221,3 +221,20 @@ pub fn unlimited_connections(request_timeout: Duration) -> ConnectionRules {
         request_timeout,
     }
 }
+
+/// Runs `sweeps` rounds of the real sweep (`sweeper::sweep_once`) at once, alternating between
+/// the `instances`' sweepers (several instances on one database, as in production): each
+/// round's (holds expired, payments and refunds recovered), in the order they ended. Panics
+/// if a round fails.
+pub async fn sweep_at_once(instances: &[&TestApp], sweeps: usize) -> Vec<(i64, usize)> {
+    let mut running = tokio::task::JoinSet::new();
+    for i in 0..sweeps {
+        let state = instances[i % instances.len()].state.clone();
+        running.spawn(async move { boxoffice::sweeper::sweep_once(&state.sweeper).await });
+    }
+    let mut rounds = Vec::with_capacity(sweeps);
+    while let Some(outcome) = running.join_next().await {
+        rounds.push(outcome.unwrap().expect("a sweep succeeds"));
+    }
+    rounds
+}
