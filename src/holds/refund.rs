@@ -299,10 +299,10 @@ pub async fn recover_refund(
 ) -> Result<Option<Allocation>> {
     // A read: settling locks again, and settles only what is still pending then.
     let found = refunds::lock_by_reference(&mut *pool.acquire().await?, reference).await?;
-    let allocation = read(pool, signer, allocation_id).await?;
     let Some((pending, RefundStatus::Pending)) = found else {
         return Ok(None);
     };
+    let allocation = read(pool, signer, allocation_id).await?;
     let outcome = match (pending.amount, allocation.payment_reference.as_deref()) {
         (0, _) => RefundOutcome::Refunded,
         (_, Some(charge)) => provider
