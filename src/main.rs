@@ -76,13 +76,15 @@ fn refuse_arguments(err: clap::Error) -> ! {
         Some(ContextValue::String(arg)) => arg.split([' ', '=']).next().map(str::to_owned),
         _ => None,
     };
+    // The refused value, when clap names one: it came from the variable if the variable
+    // holds it (the top-level flags read the variables even beside `serve`'s own on the
+    // command line).
+    let refused = match err.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => Some(value.clone()),
+        _ => None,
+    };
     let variable = flag.and_then(|flag| {
         let long = flag.strip_prefix("--")?.to_owned();
-        let on_command_line =
-            std::env::args().any(|arg| arg == flag || arg.starts_with(&format!("{flag}=")));
-        if on_command_line {
-            return None;
-        }
         let command = <Cli as clap::CommandFactory>::command();
         let variable = std::iter::once(&command)
             .chain(command.get_subcommands())
@@ -90,7 +92,15 @@ fn refuse_arguments(err: clap::Error) -> ! {
             .find(|arg| arg.get_long() == Some(long.as_str()))?
             .get_env()?
             .to_owned();
-        std::env::var_os(&variable).is_some().then_some(variable)
+        let value = std::env::var_os(&variable)?;
+        let from_variable = match &refused {
+            Some(refused) => value.to_string_lossy() == refused.as_str(),
+            // No value named (an empty one): the variable's, unless the flag is given.
+            None => {
+                !std::env::args().any(|arg| arg == flag || arg.starts_with(&format!("{flag}=")))
+            }
+        };
+        from_variable.then_some(variable)
     });
     match variable {
         Some(variable) => {

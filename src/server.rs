@@ -61,7 +61,51 @@ fn database_url_options(url: &str) -> Result<PgConnectOptions, StartError> {
             "--database-url: a PostgreSQL URL starts with postgres:// or postgresql://".into(),
         );
     }
+    // The driver reads the password from the query only as `password` (its key decoded);
+    // any other spelling of a secret it would log, value and all, as a parameter it does not
+    // know, and then ignore. Refused here, without the value.
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split('&') {
+            let key = decoded_key(pair.split_once('=').map_or(pair, |(key, _)| key));
+            let secret = ["password", "sslpassword"]
+                .iter()
+                .any(|name| key.eq_ignore_ascii_case(name));
+            if secret && key != "password" {
+                return Err(format!(
+                    "--database-url: the query parameter `{key}` is not read (only `password`, \
+                     in lower case, is; `sslpassword` is not supported): give the password as \
+                     `password=` or as user:password@"
+                )
+                .into());
+            }
+        }
+    }
     PgConnectOptions::from_str(url).map_err(|err| format!("--database-url: {err}").into())
+}
+
+/// A URL query key with its percent-escapes decoded (`pass%77ord` is `password`), as the
+/// driver decodes it; an escape that is not two hex digits is kept as written.
+fn decoded_key(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| raw.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The embedded server's `max_connections`: PostgreSQL's default of 100, or what this
@@ -432,8 +476,9 @@ fn redact(url: &str) -> String {
             .split('&')
             .map(|pair| match pair.split_once('=') {
                 Some((key, _))
-                    if key.eq_ignore_ascii_case("password")
-                        || key.eq_ignore_ascii_case("sslpassword") =>
+                    if ["password", "sslpassword"]
+                        .iter()
+                        .any(|name| decoded_key(key).eq_ignore_ascii_case(name)) =>
                 {
                     format!("{key}=…")
                 }
@@ -493,10 +538,38 @@ mod tests {
                 "postgres://u:p@host?password=q",
                 "postgres://…@host?password=…",
             ),
+            // Its key percent-encoded, as the driver decodes it.
+            (
+                "postgres://localhost/db?pass%77ord=secret",
+                "postgres://localhost/db?pass%77ord=…",
+            ),
             ("postgres://localhost/db", "postgres://localhost/db"),
         ] {
             assert_eq!(redact(url), logged, "{url}");
             assert!(!redact(url).contains("ecret"), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_secret_the_driver_would_not_read_is_refused_without_its_value() {
+        for url in [
+            "postgres://localhost/db?Password=secret",
+            "postgres://localhost/db?sslpassword=secret",
+            "postgres://localhost/db?PASS%57ORD=secret",
+        ] {
+            let Err(err) = super::database_url_options(url) else {
+                panic!("{url} was accepted");
+            };
+            let err = err.to_string();
+            assert!(err.contains("--database-url"), "{err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+        for url in [
+            "postgres://localhost/db?password=secret",
+            "postgres://localhost/db?pass%77ord=secret",
+            "postgres://u:secret@localhost/db",
+        ] {
+            assert!(super::database_url_options(url).is_ok(), "{url}");
         }
     }
 }

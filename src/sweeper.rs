@@ -84,9 +84,9 @@ pub async fn sweep_once(state: &Sweeper) -> crate::error::Result<(i64, usize)> {
         tracing::info!(expired, "expired lapsed holds");
         crate::metrics::holds_expired(expired);
     }
-    let settled = recover_round(state, &mut failure).await;
+    let settled =
+        recover_round(state, &mut failure).await + recover_refunds_round(state, &mut failure).await;
     crate::metrics::payments_recovered(settled);
-    let settled = settled + recover_refunds_round(state, &mut failure).await;
     // Idempotency keys live 24 hours.
     match crate::db::idempotency::purge_expired(&state.pool, KEYS_PER_ROUND).await {
         Ok(0) => {}

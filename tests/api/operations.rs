@@ -150,4 +150,13 @@ fn a_refused_value_from_the_environment_names_its_variable() {
         stderr.contains("--hold-seconds") && !stderr.contains("environment variable"),
         "{stderr}"
     );
+    // The variable's value refused beside a good flag (the top-level flags read it too):
+    // the variable is named.
+    let mut command = serve_nowhere(&["--hold-seconds", "5"]);
+    command.env("BOXOFFICE_HOLD_SECONDS", "0");
+    let stderr = failed_start(command, Duration::from_secs(30));
+    assert!(
+        stderr.contains("given by the environment variable BOXOFFICE_HOLD_SECONDS"),
+        "{stderr}"
+    );
 }
