@@ -104,6 +104,17 @@ fn keep_first(failure: &mut Option<crate::error::Error>, err: crate::error::Erro
     failure.get_or_insert(err);
 }
 
+/// Whether `err` is the database being away or refusing (503): the rest of the round would
+/// fail the same way, and the database's own warning (`crate::error`, once a second) has
+/// named the cause, so the round stops there, with one line for it, rather than a line for
+/// each event, payment or refund it would have tried.
+fn database_away(err: &crate::error::Error) -> bool {
+    matches!(
+        err,
+        crate::error::Error::ServiceUnavailable | crate::error::Error::DatabaseCutOff
+    )
+}
+
 /// Expires the lapsed holds of each event, event by event; returns the holds expired.
 async fn expire_round(state: &Sweeper, failure: &mut Option<crate::error::Error>) -> i64 {
     let events =
@@ -124,6 +135,10 @@ async fn expire_round(state: &Sweeper, failure: &mut Option<crate::error::Error>
                     if n < HOLDS_PER_BATCH {
                         break;
                     }
+                }
+                Err(err) if database_away(&err) => {
+                    keep_first(failure, err);
+                    return expired;
                 }
                 Err(err) => {
                     tracing::error!(event = %event_id, error = %err, "could not expire the event's lapsed holds; other events go on");
@@ -165,6 +180,10 @@ async fn recover_refunds_round(
             }
             // Another instance's recovery settled it first: counted there.
             Ok(None) => {}
+            Err(err) if database_away(&err) => {
+                keep_first(failure, err);
+                return settled;
+            }
             Err(err) => {
                 tracing::warn!(allocation = %id, %reference, error = %err, "could not settle a stale refund")
             }
@@ -200,6 +219,10 @@ async fn recover_round(state: &Sweeper, failure: &mut Option<crate::error::Error
             }
             // Another instance's recovery settled it first: counted there.
             Ok(None) => {}
+            Err(err) if database_away(&err) => {
+                keep_first(failure, err);
+                return settled;
+            }
             Err(err) => {
                 tracing::warn!(allocation = %id, error = %err, "could not settle a stale payment")
             }

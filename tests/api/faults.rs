@@ -770,3 +770,43 @@ async fn listener_pid(database: &str) -> Option<i32> {
     .await
     .unwrap()
 }
+
+/// The sweeper meeting a database that refuses writes stops its round at the first refusal:
+/// one line a round, not one for each event with lapsed holds (20 events at a round every
+/// 100 ms logged 200 ERROR lines a second), and the holds are expired once writes are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweeper_facing_a_read_only_database_logs_a_line_a_round_not_an_event() {
+    let options = fresh_database().await;
+    let url = database_url(&options);
+    let database = options.get_database().unwrap().to_owned();
+    let server =
+        ServerProcess::start(&url, &["--hold-seconds", "2", "--sweep-interval-ms", "100"]).await;
+    let mut events = Vec::new();
+    for i in 0..20 {
+        let event_id = id_of(&server.create_event(&format!("Lapsing {i}"), 10, None).await);
+        let (status, hold) = server.purchase(&event_id, 1, &new_fingerprint()).await;
+        assert_eq!(status, StatusCode::CREATED, "{hold}");
+        events.push(event_id);
+    }
+    set_read_only(&database, true).await;
+    // The holds lapse; for 2 s every round meets all twenty events and cannot expire them.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = server.log_text();
+    let per_event = log
+        .lines()
+        .filter(|line| line.contains("could not expire the event's lapsed holds"))
+        .count();
+    assert_eq!(per_event, 0, "{log}");
+    assert!(log.contains("sweep failed; retrying next round"), "{log}");
+
+    set_read_only(&database, false).await;
+    for event_id in &events {
+        let event_id = event_id.clone();
+        let server = Api::clone(&server);
+        eventually("the lapsed hold expired", WAIT, move || {
+            let (server, event_id) = (server.clone(), event_id.clone());
+            async move { (server.counts(&event_id).await == (10, 0, 0)).then_some(()) }
+        })
+        .await;
+    }
+}
