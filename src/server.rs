@@ -66,11 +66,9 @@ fn database_url_options(url: &str) -> Result<PgConnectOptions, StartError> {
     // know, and then ignore. Refused here, without the value.
     if let Some((_, query)) = url.split_once('?') {
         for pair in query.split('&') {
-            let key = decoded_key(pair.split_once('=').map_or(pair, |(key, _)| key));
-            let secret = ["password", "sslpassword"]
-                .iter()
-                .any(|name| key.eq_ignore_ascii_case(name));
-            if secret && key != "password" {
+            let raw = pair.split_once('=').map_or(pair, |(key, _)| key);
+            let key = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+            if names_a_secret(raw) && key != "password" {
                 return Err(format!(
                     "--database-url: the query parameter `{key}` is not read (only `password`, \
                      in lower case, is; `sslpassword` is not supported): give the password as \
@@ -83,29 +81,13 @@ fn database_url_options(url: &str) -> Result<PgConnectOptions, StartError> {
     PgConnectOptions::from_str(url).map_err(|err| format!("--database-url: {err}").into())
 }
 
-/// A URL query key with its percent-escapes decoded (`pass%77ord` is `password`), as the
-/// driver decodes it; an escape that is not two hex digits is kept as written.
-fn decoded_key(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| raw.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Whether the URL query key `raw` names a password, once decoded as the driver decodes it
+/// (`pass%77ord` is `password`) and in any case: `password` or `sslpassword`.
+fn names_a_secret(raw: &str) -> bool {
+    let key = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    ["password", "sslpassword"]
+        .iter()
+        .any(|name| key.eq_ignore_ascii_case(name))
 }
 
 /// The embedded server's `max_connections`: PostgreSQL's default of 100, or what this
@@ -205,15 +187,14 @@ impl Database {
             .await
             .map_err(|err| format!("reading max_connections of {target}: {err}"))?;
         if i64::from(args.connections_needed()) > allowed {
+            let (requests, batches) = (args.db_max_connections, args.batch_connections());
             return Err(format!(
-                "--db-max-connections {}: this instance opens up to {} connections ({} for \
-                 requests, {} for purchase batches, 1 for live statistics), more than {target} \
-                 takes ({allowed}: max_connections less superuser_reserved_connections); \
-                 lower --db-max-connections or raise max_connections",
-                args.db_max_connections,
+                "--db-max-connections {requests}: this instance opens up to {} connections \
+                 ({requests} for requests, {batches} for purchase batches, 1 for live \
+                 statistics), more than {target} takes ({allowed}: max_connections less \
+                 superuser_reserved_connections); lower --db-max-connections or raise \
+                 max_connections",
                 args.connections_needed(),
-                args.db_max_connections,
-                args.batch_connections(),
             )
             .into());
         }
@@ -293,8 +274,7 @@ impl Server {
             },
             PurchaseMode::PerRequest => Batching::PerRequest,
         };
-        // The batches' pool: a quarter of the requests' (at least 1), for as many events
-        // selling at once (docs/operations.md counts it in the connection budget).
+        // The batches' pool, counted in the connection budget (docs/operations.md).
         let locks = LockRuntime::start(&database.pool, args.database.batch_connections())
             .map_err(|err| format!("cannot start the lock runtime: {err}"))?;
         let payments: Arc<dyn PaymentProvider> =
@@ -475,13 +455,7 @@ fn redact(url: &str) -> String {
         let redacted: Vec<String> = parameters
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((key, _))
-                    if ["password", "sslpassword"]
-                        .iter()
-                        .any(|name| decoded_key(key).eq_ignore_ascii_case(name)) =>
-                {
-                    format!("{key}=…")
-                }
+                Some((key, _)) if names_a_secret(key) => format!("{key}=…"),
                 _ => pair.to_owned(),
             })
             .collect();

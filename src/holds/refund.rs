@@ -157,8 +157,13 @@ async fn settle(
     outcome: RefundOutcome,
     record: Option<&Recorder<Allocation>>,
 ) -> RefundSettled {
-    let mut settled_here = false;
-    let answer = settle_recording(pool, signer, pending, outcome, record, &mut settled_here).await;
+    let mut decided = false;
+    let answer = settle_recording(pool, signer, pending, outcome, record, &mut decided).await;
+    // A refund the provider refused or voided is failed, and so settled, here (`commit`
+    // commits a refusal's writes too). Any other error is a statement or commit that failed,
+    // and PostgreSQL rolled the transaction back.
+    let settled_here =
+        decided && matches!(answer, Ok(_) | Err(Error::Refused(_) | Error::RefundVoided));
     RefundSettled {
         answer,
         settled_here,
@@ -173,17 +178,18 @@ struct RefundSettled {
     settled_here: bool,
 }
 
+/// [`settle`]'s transaction: the outcome recorded ([`settle_in`], which sets `decided`), the
+/// order's admissions, a keyed request's answer, then commit.
 async fn settle_recording(
     pool: &PgPool,
     signer: &CodeSigner,
     pending: &PendingRefund,
     outcome: RefundOutcome,
     record: Option<&Recorder<Allocation>>,
-    settled_here: &mut bool,
+    decided: &mut bool,
 ) -> Result<Allocation> {
     let mut tx = pool.begin().await?;
-    let mut decided = false;
-    let mut settled = settle_in(&mut tx, pending, outcome, &mut decided).await;
+    let mut settled = settle_in(&mut tx, pending, outcome, decided).await;
     if let Ok(allocation) = &mut settled {
         fill_admissions(&mut tx, signer, [allocation]).await?;
     }
@@ -191,16 +197,7 @@ async fn settle_recording(
         (Ok(allocation), Some(recorder)) => record_answer(&mut tx, allocation, recorder).await,
         (settled, _) => settled,
     };
-    // `commit` commits a refusal's writes too: a refund the provider refused or voided is
-    // failed, and so settled, here. Any other error is a statement or commit that failed,
-    // and PostgreSQL rolled the transaction back.
-    let committed = commit(tx, settled).await;
-    *settled_here = decided
-        && matches!(
-            committed,
-            Ok(_) | Err(Error::Refused(_) | Error::RefundVoided)
-        );
-    committed
+    commit(tx, settled).await
 }
 
 /// Records `outcome` under the refund's row lock. `decided` is set once the refund is found

@@ -80,8 +80,9 @@ impl BodyReading {
     }
 }
 
-/// Header that carries the buyer's device fingerprint.
-pub const FINGERPRINT_HEADER: &str = "x-device-fingerprint";
+/// Header that carries the buyer's device fingerprint, as errors name it (headers are matched
+/// without regard to case).
+pub const FINGERPRINT_HEADER: &str = "X-Device-Fingerprint";
 
 /// A JSON body. Malformed JSON or a wrong content type is a 400 `BAD_REQUEST`; a
 /// well-formed body with a field of the wrong type is a 422 `VALIDATION_ERROR` naming the
@@ -718,16 +719,16 @@ impl FromRequestParts<AppState> for Caller {
                 .unwrap_or("")
                 .to_owned()
         };
-        let header_fingerprint = match single_header(&parts.headers, "X-Device-Fingerprint")? {
+        let header_fingerprint = match single_header(&parts.headers, FINGERPRINT_HEADER)? {
             None => None,
             Some(value) => {
                 // The same rule as the body's `userFingerprint`: text of up to 256
                 // characters, no control characters. HTTP carries it as UTF-8 bytes.
                 let text = std::str::from_utf8(value.as_bytes()).map_err(|_| {
-                    ApiError::bad_parameter("X-Device-Fingerprint", "must be UTF-8 text")
+                    ApiError::bad_parameter(FINGERPRINT_HEADER, "must be UTF-8 text")
                 })?;
                 parse_client_fingerprint(text)
-                    .map_err(|message| ApiError::bad_parameter("X-Device-Fingerprint", message))?
+                    .map_err(|message| ApiError::bad_parameter(FINGERPRINT_HEADER, message))?
             }
         };
         let ip = parts
