@@ -111,7 +111,7 @@ function freePort() {
  * origin, so its device id and fingerprint) and on the data of an earlier start if any.
  */
 async function startServer(extraArgs = [], fixedPort = null) {
-  if (!fs.existsSync(BIN)) throw new Error(`no boxoffice binary at ${BIN}: run \`cargo build\` first or set BOXOFFICE_BIN`);
+  if (!fs.existsSync(BIN)) throw new Error(`no boxoffice binary at ${BIN}: run \`cargo build --workspace\` first or set BOXOFFICE_BIN`);
   if (!workDir) {
     // Under /tmp and traversable: as root, the embedded PostgreSQL runs as `postgres`.
     workDir = fs.mkdtempSync('/tmp/boxoffice-browser-');

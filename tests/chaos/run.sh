@@ -63,7 +63,7 @@ log() { echo "[chaos $(date +%T)] $*" >&2; }
 now_us() { echo $(( $(date +%s%N) / 1000 )); }
 
 if [ -z "${BOXOFFICE_BIN:-}" ] || [ -z "${LOAD_BIN:-}" ]; then
-    (cd "$ROOT" && cargo build -q -p boxoffice -p boxoffice-load)
+    (cd "$ROOT" && cargo build -q --workspace)
 fi
 BOXOFFICE_BIN=${BOXOFFICE_BIN:-$ROOT/target/debug/boxoffice}
 LOAD_BIN=${LOAD_BIN:-$ROOT/target/debug/boxoffice-load}

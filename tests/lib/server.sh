@@ -26,10 +26,11 @@ boxoffice_require() {
 
 # boxoffice_find_bin: sets and exports BOXOFFICE_BIN as an absolute path. Without
 # BOXOFFICE_BIN, builds the debug binary and takes its path from cargo's own report (so a
-# configured target directory is found too).
+# configured target directory is found too). With the whole workspace's features, as
+# `cargo test --workspace` built it: after the tests, no rebuild.
 boxoffice_find_bin() {
   if [ -z "${BOXOFFICE_BIN:-}" ]; then
-    BOXOFFICE_BIN=$(cargo build --bin boxoffice --message-format=json-render-diagnostics |
+    BOXOFFICE_BIN=$(cargo build --workspace --bin boxoffice --message-format=json-render-diagnostics |
       sed -n '/"reason":"compiler-artifact"/s/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
   fi
   if [ ! -x "$BOXOFFICE_BIN" ]; then
