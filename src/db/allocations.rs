@@ -253,14 +253,20 @@ pub struct LockedAllocation {
 /// Locks the allocation row. Call after locking its event (lock order: event first), or in a
 /// transaction that takes no other lock after it (a payment's first step, which moves no
 /// count and so does without the event lock).
+///
+/// `lapsed` is judged by the clock once the lock is held: outside the `MATERIALIZED` CTE
+/// that locks the row, since PostgreSQL computes a locking `SELECT`'s columns before it waits
+/// and again after the wait only if the holder wrote a newer version of the row (a settle of
+/// another reference of the hold, say, writes nothing to it).
 pub async fn lock(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<LockedAllocation>, sqlx::Error> {
     let row = sqlx::query(concat!(
-        "SELECT ",
+        "WITH locked AS MATERIALIZED (SELECT ",
         allocation_columns!(),
-        ", expires_at <= clock_timestamp() AS lapsed FROM ticket_allocations WHERE id = $1 FOR NO KEY UPDATE"
+        " FROM ticket_allocations WHERE id = $1 FOR NO KEY UPDATE) \
+         SELECT *, expires_at <= clock_timestamp() AS lapsed FROM locked"
     ))
     .bind(id)
     .fetch_optional(conn)
@@ -277,17 +283,19 @@ pub async fn lock(
 /// Locks the allocation rows `ids` of one event, in id order, and returns those found, in id
 /// order. Call only after locking their event: every transaction that locks more than one
 /// allocation holds its event's row first, so two of them never lock rows of one event at
-/// once; the id order is there for any that ever would not.
+/// once; the id order is there for any that ever would not. `lapsed` is judged once the
+/// locks are held, as in [`lock`].
 pub async fn lock_many(
     conn: &mut PgConnection,
     event_id: Uuid,
     ids: &[Uuid],
 ) -> Result<Vec<LockedAllocation>, sqlx::Error> {
     let rows = sqlx::query(concat!(
-        "SELECT ",
+        "WITH locked AS MATERIALIZED (SELECT ",
         allocation_columns!(),
-        ", expires_at <= clock_timestamp() AS lapsed FROM ticket_allocations \
-         WHERE id = ANY($2) AND (event_id = $1) IS TRUE ORDER BY id FOR NO KEY UPDATE"
+        " FROM ticket_allocations \
+         WHERE id = ANY($2) AND (event_id = $1) IS TRUE ORDER BY id FOR NO KEY UPDATE) \
+         SELECT *, expires_at <= clock_timestamp() AS lapsed FROM locked ORDER BY id"
     ))
     .bind(event_id)
     .bind(ids)
@@ -347,36 +355,8 @@ pub async fn purchase_waiting(
     .await
 }
 
-/// A payment's first step in one statement: a `reserved`, unlapsed hold of `buyer` becomes
-/// `payment_pending` under `reference`. The `UPDATE` takes the row's lock, and if it had to
-/// wait for it, judges status, holder and deadline again on the newest version of the row
-/// (READ COMMITTED re-checks an update's conditions after the wait), so the decision is made
-/// under the lock. Returns the payment begun, without the hold's lines; `None`: the hold is
-/// not in that state (missing, another buyer's, in another status, or lapsed), and nothing
-/// changed. Takes no other lock: no count moves.
-pub async fn begin_payment(
-    conn: &mut PgConnection,
-    id: Uuid,
-    buyer: &str,
-    reference: &str,
-) -> Result<Option<PendingPayment>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "UPDATE ticket_allocations SET status = 'payment_pending', payment_pending_at = now(), \
-             payment_reference = $3, updated_at = now() \
-         WHERE id = $1 AND fingerprint_hash = $2 AND status = 'reserved' \
-           AND expires_at > clock_timestamp() \
-         RETURNING ",
-        pending_payment_columns!()
-    ))
-    .bind(id)
-    .bind(buyer)
-    .bind(reference)
-    .fetch_optional(conn)
-    .await
-}
-
-/// [`begin_payment`] for several holds in one statement (the batched first step, see
-/// `holds::payment`): each hold `ids[i]` that is `reserved`, unlapsed and `buyers[i]`'s
+/// A payment's first step for several holds in one statement (one hold when unbatched;
+/// see `holds::payment`): each hold `ids[i]` that is `reserved`, unlapsed and `buyers[i]`'s
 /// becomes `payment_pending` under `references[i]`. Returns the payments begun, in no
 /// particular order; a hold not in that state is left alone and not returned. If an id is
 /// asked twice, at most one of its references is recorded: the returned row says which.
@@ -386,10 +366,13 @@ pub async fn begin_payment(
 /// of waits, and one busy hold does not hold up the batch. A skipped hold is not returned,
 /// and its caller waits for that row alone (`holds::payment::begin_alone`). `FOR NO KEY
 /// UPDATE`, the lock the `UPDATE` itself takes (no key column changes), so it needs no
-/// other. A row locked after a concurrent commit is judged on its newest version (READ
-/// COMMITTED re-checks the conditions of both the lock and the `UPDATE`), so every decision
-/// is made under the row's lock. No count moves, so no
-/// event lock.
+/// other. Never waiting is also what judges the deadline by the clock at the lock: an
+/// `UPDATE` that waited for a row whose holder wrote nothing to it would keep the condition
+/// it evaluated before the wait (PostgreSQL re-checks only a row a concurrent commit
+/// changed), and could begin paying for a hold that lapsed meanwhile. A row locked after a
+/// concurrent commit is judged on its newest version (READ COMMITTED re-checks the
+/// conditions of both the lock and the `UPDATE`), so every decision is made under the row's
+/// lock. No count moves, so no event lock.
 pub async fn begin_payments(
     conn: &mut PgConnection,
     ids: &[Uuid],
@@ -421,7 +404,7 @@ pub async fn begin_payments(
     .await
 }
 
-/// [`begin_payment`] and [`begin_payments`] match only `reserved` rows; the status machine
+/// [`begin_payments`] matches only `reserved` rows; the status machine
 /// must allow the move.
 const _: () = assert!(AllocationStatus::Reserved.can_become(AllocationStatus::PaymentPending));
 

@@ -272,15 +272,22 @@ pub struct SaleLock {
 
 /// [`lock`] for the purchase transaction: the locked row with the database clock, the
 /// catalogue version and the quota count, read in the same statement under the lock.
+///
+/// The clock is read outside the `MATERIALIZED` CTE that locks the row, so once the lock is
+/// held: PostgreSQL computes a locking `SELECT`'s columns before it waits for the row, and
+/// evaluates them again after the wait only if the holder wrote a newer version of the row.
+/// A holder that writes nothing (a refund's first step, an expiry round that found no
+/// lapsed hold) would leave `locked_at` at the instant the purchase began to wait, and a
+/// sale that closed during the wait would still be judged open.
 pub async fn lock_for_sale(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<SaleLock>, sqlx::Error> {
     let row = sqlx::query(concat!(
-        "SELECT ",
+        "WITH locked AS MATERIALIZED (SELECT ",
         event_columns!(),
-        ", clock_timestamp() AS locked_at, catalogue_version, quota_count \
-         FROM events WHERE id = $1 FOR NO KEY UPDATE"
+        ", catalogue_version, quota_count FROM events WHERE id = $1 FOR NO KEY UPDATE) \
+         SELECT *, clock_timestamp() AS locked_at FROM locked"
     ))
     .bind(id)
     .fetch_optional(conn)

@@ -96,14 +96,16 @@ pub struct LineEvent {
 }
 
 /// The event's waiting-list state on its row, and the database clock. Call under the
-/// event's row lock.
+/// event's row lock, in a statement after the one that took it: the clock is then read once
+/// the lock is held, not before a wait for it (`clock_timestamp()`, not the transaction's
+/// start, which may be earlier by the whole wait).
 pub async fn event_state(
     conn: &mut PgConnection,
     event_id: Uuid,
 ) -> Result<Option<LineEvent>, sqlx::Error> {
     sqlx::query_as(
         "SELECT waiting_list_length, available_tickets, total_tickets, set_aside_tickets, \
-                max_tickets_per_fingerprint, sales_end_at, now() AS now \
+                max_tickets_per_fingerprint, sales_end_at, clock_timestamp() AS now \
          FROM events WHERE id = $1",
     )
     .bind(event_id)

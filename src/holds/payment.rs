@@ -146,7 +146,10 @@ impl Settler {
             }
             None => {
                 let mut conn = self.pool.acquire().await?;
-                Ok(allocations::begin_payment(&mut conn, id, buyer.as_str(), reference).await?)
+                let begun =
+                    allocations::begin_payments(&mut conn, &[id], &[buyer.as_str()], &[reference])
+                        .await?;
+                Ok(begun.into_iter().next())
             }
         }
     }
@@ -349,8 +352,8 @@ fn outcome_unknown(pending: &PendingPayment, recovery_window: Duration) -> Error
 ///
 /// No count moves, so the event row stays free for the purchases and settles of a hot
 /// event: first one statement that makes the move if the hold can make it, under the hold's
-/// row lock alone ([`Settler::try_begin`]: `db::allocations::begin_payment`, or with the
-/// begins that arrive together `db::allocations::begin_payments`). If it cannot, the
+/// row lock alone ([`Settler::try_begin`]: `db::allocations::begin_payments`, for this
+/// hold alone or with the begins that arrive together). If it cannot, the
 /// hold's row is locked ([`begin_alone`]) to tell why. Only a lapsed hold, which this
 /// payment expires and so must return to the pool, needs the event lock: that transaction
 /// is rolled back, releasing the hold's row before the event's is asked for (taking them

@@ -215,7 +215,7 @@ const CROSS_INSTANCE_LOCK_WAITS: &str = "\
     JOIN pg_stat_activity h ON h.pid = ANY (pg_blocking_pids(w.pid)) \
     JOIN events e ON e.id = $1 \
     WHERE w.datname = current_database() AND w.wait_event_type = 'Lock' \
-      AND w.query LIKE '%FROM events WHERE id = $1 FOR NO KEY UPDATE' \
+      AND w.query LIKE '%FROM events WHERE id = $1 FOR NO KEY UPDATE%' \
       AND w.application_name LIKE 'instance-%' AND h.application_name LIKE 'instance-%' \
       AND w.application_name <> h.application_name";
 

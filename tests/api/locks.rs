@@ -332,3 +332,160 @@ async fn a_payment_takes_the_event_lock_before_the_allocation_lock() {
     assert_eq!(app.counts(&event_id).await, (10, 0, 0), "returned once");
     app.assert_balanced(&event_id).await;
 }
+
+/// A lock holder that writes nothing (a refund's first step, an expiry round that found no
+/// lapsed hold, a purchase batch that granted nothing) leaves no newer version of the row, so
+/// PostgreSQL does not evaluate a waiting statement again once it gets the lock: a clock read
+/// in the locking statement itself is the one from before the wait. The sales window must be
+/// judged by the clock once the event lock is held.
+async fn sales_window_judged_once_the_event_lock_is_held(mode: &[&str]) {
+    let app = spawn_app_with(mode).await;
+    let event = app.create_event("Closing sale", 10, None).await;
+    let event_id = id_of(&event);
+    let sales_end: time::OffsetDateTime = sqlx::query_scalar(
+        "UPDATE events SET sales_end_at = clock_timestamp() + interval '1 second' \
+         WHERE id = $1 RETURNING sales_end_at",
+    )
+    .bind(Uuid::parse_str(&event_id).unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_event(&event_id).await;
+    let (api, sold) = (Api::clone(&app), event_id.clone());
+    let purchase = tokio::spawn(async move { api.purchase(&sold, 1, &new_fingerprint()).await });
+    let waiters = blocker.wait_for_waiters(1).await;
+    assert!(
+        time::OffsetDateTime::now_utc() < sales_end,
+        "the purchase waits before its sales end: {waiters:?}"
+    );
+    let left = sales_end + Duration::from_millis(100) - time::OffsetDateTime::now_utc();
+    tokio::time::sleep(left.try_into().unwrap()).await;
+    blocker.commit().await;
+
+    let (status, body) = purchase.await.unwrap();
+    assert_error(status, &body, StatusCode::CONFLICT, "SALES_CLOSED");
+    assert_eq!(app.counts(&event_id).await, (10, 0, 0));
+    assert_eq!(app.row_count("ticket_allocations").await, 0);
+    app.assert_balanced(&event_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sales_window_is_judged_once_the_event_lock_is_held_per_request() {
+    sales_window_judged_once_the_event_lock_is_held(PER_REQUEST).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sales_window_is_judged_once_the_event_lock_is_held_batched() {
+    sales_window_judged_once_the_event_lock_is_held(BATCHED).await;
+}
+
+/// As for the sales window: a payment waiting for a hold's row lock, whose holder writes
+/// nothing, must judge the hold's time by the clock once it holds the lock, not before.
+async fn hold_time_judged_once_the_hold_lock_is_held(mode: &[&str]) {
+    let flags = [
+        mode,
+        &["--hold-seconds", "2", "--sweep-interval-ms", "3600000"],
+    ]
+    .concat();
+    let app = spawn_app_with(&flags).await;
+    let (event_id, id, holder) = app.event_with_hold("Lapsing payment", 10, 2).await;
+
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_allocation(&id).await;
+    let (api, paid) = (Api::clone(&app), id.clone());
+    let payment = tokio::spawn(async move { api.pay(&paid, &holder, Some("tok_visa")).await });
+    let waiters = blocker.wait_for_waiters(1).await;
+    assert!(
+        time::OffsetDateTime::now_utc() < app.allocation_row(&id).await.expires_at,
+        "the payment waits before the hold lapses: {waiters:?}"
+    );
+    sleep_until_lapsed(&app, &id).await;
+    blocker.commit().await;
+
+    let (status, body) = payment.await.unwrap();
+    assert_error(status, &body, StatusCode::GONE, "RESERVATION_EXPIRED");
+    let row = app.allocation_row(&id).await;
+    assert_eq!(row.status, "expired");
+    assert!(row.payment_pending_at.is_none());
+    assert_eq!(app.row_count("payment_charges").await, 0);
+    assert_eq!(app.counts(&event_id).await, (10, 0, 0), "returned once");
+    app.assert_balanced(&event_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_time_is_judged_once_the_hold_lock_is_held_per_request() {
+    hold_time_judged_once_the_hold_lock_is_held(PER_REQUEST).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_time_is_judged_once_the_hold_lock_is_held_batched() {
+    hold_time_judged_once_the_hold_lock_is_held(BATCHED).await;
+}
+
+/// The waiting list's walk judges the sales window by the clock under the event lock too: a
+/// ticket a cancel returns after the sale closed, while the cancel waited for the lock, is
+/// offered to nobody in line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returned_ticket_is_offered_only_while_the_sale_is_open_once_the_event_lock_is_held() {
+    let app = spawn_app().await;
+    let event_id = id_of(&app.create_event("Closing line", 1, None).await);
+    let holder = new_fingerprint();
+    let (status, held) = app.purchase(&event_id, 1, &holder).await;
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    let waiter = new_fingerprint();
+    let (status, entry) = app
+        .send(
+            app.request(
+                reqwest::Method::POST,
+                &format!("/events/{event_id}/waiting-list"),
+            )
+            .header("X-Device-Fingerprint", &waiter)
+            .json(&serde_json::json!({"quantity": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{entry}");
+    let sales_end: time::OffsetDateTime = sqlx::query_scalar(
+        "UPDATE events SET sales_end_at = clock_timestamp() + interval '1 second' \
+         WHERE id = $1 RETURNING sales_end_at",
+    )
+    .bind(Uuid::parse_str(&event_id).unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+
+    let mut blocker = Blocker::begin(&app.pool).await;
+    blocker.lock_event(&event_id).await;
+    let (api, cancelled) = (Api::clone(&app), id_of(&held));
+    let cancel = tokio::spawn(async move { api.cancel(&cancelled, &holder).await });
+    let waiters = blocker.wait_for_waiters(1).await;
+    assert!(
+        time::OffsetDateTime::now_utc() < sales_end,
+        "the cancel waits before the sales end: {waiters:?}"
+    );
+    let left = sales_end + Duration::from_millis(100) - time::OffsetDateTime::now_utc();
+    tokio::time::sleep(left.try_into().unwrap()).await;
+    blocker.commit().await;
+
+    let (status, body) = cancel.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, entry) = app
+        .send(
+            app.request(
+                reqwest::Method::GET,
+                &format!("/waiting-list/{}", id_of(&entry)),
+            )
+            .header("X-Device-Fingerprint", &waiter),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{entry}");
+    assert_ne!(entry["status"], "offered", "{entry}");
+    let offers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ticket_allocations WHERE status = 'reserved'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(offers, 0, "no offer hold after the sale closed");
+    app.assert_balanced(&event_id).await;
+}

@@ -530,10 +530,11 @@ async fn a_settle_under_a_reference_the_hold_no_longer_waits_for_buys_nothing() 
     // A first payment under `pay_old`, declined (back to reserved), then a second one that
     // waits under `pay_new`.
     for (reference, next) in [("pay_old", true), ("pay_new", false)] {
-        let begun = boxoffice::db::allocations::begin_payment(&mut conn, id, &buyer, reference)
-            .await
-            .unwrap();
-        assert!(begun.is_some(), "{reference} began");
+        let begun =
+            boxoffice::db::allocations::begin_payments(&mut conn, &[id], &[&buyer], &[reference])
+                .await
+                .unwrap();
+        assert_eq!(begun.len(), 1, "{reference} began");
         if next {
             boxoffice::db::allocations::transition(
                 &mut conn,
