@@ -50,9 +50,10 @@ pub struct ChargeEntry {
 /// outcome)` for every distinct reference, in no particular order. The references must be
 /// distinct (one `INSERT … ON CONFLICT DO UPDATE` may touch a row only once).
 ///
-/// Takes no lock but the rows it inserts or finds: a reference already recorded by a
-/// transaction still open (a void, a refund's check of its charge) is waited for, and those
-/// wait for nothing this statement holds, so no cycle can form.
+/// Takes no lock but the rows it inserts or finds, in reference order: a reference already
+/// recorded by a transaction still open (a void, a refund's check of its charge) is waited
+/// for, and those wait for nothing this statement holds; two batches sharing references
+/// (a retry of a batch's charge beside it) take them in one order, so no cycle can form.
 pub async fn record_many(
     pool: &PgPool,
     entries: &[ChargeEntry],
@@ -65,6 +66,8 @@ pub async fn record_many(
     sqlx::query_as(
         "INSERT INTO payment_charges (reference, outcome, amount, currency, token) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[]) \
+             AS entry(reference, outcome, amount, currency, token) \
+         ORDER BY entry.reference \
          ON CONFLICT (reference) DO UPDATE SET outcome = payment_charges.outcome \
          RETURNING reference, outcome",
     )
@@ -90,54 +93,67 @@ pub struct RefundRecord<'a> {
 /// Records a refund against a charge, once per refund reference, and returns its outcome:
 /// `refunded`; or `refused` when the charge is not a charge of at least the amount already
 /// refunded plus this one, in this currency (the provider never gives back more than it
-/// took); or the outcome already recorded for the reference. The charge row is locked while
-/// its refunds are summed, so two refunds of one charge are judged one after the other.
+/// took); or the outcome already recorded for the reference.
+///
+/// The charge row is locked first, and everything is judged by a statement after the lock:
+/// a second refund of the charge, or a void of this reference ([`void_refund`], which locks
+/// the charge row first too), that held the lock has committed its refund row by then. The
+/// sum read in the locking statement itself would be from before the wait (the holder
+/// inserts a refund row but writes nothing to the charge row, so PostgreSQL does not read it
+/// again), and a refund that waited behind another could give back more than was charged.
 pub async fn refund_once(pool: &PgPool, refund: RefundRecord<'_>) -> Result<String, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let recorded: Option<String> =
-        sqlx::query_scalar("SELECT outcome FROM payment_refunds WHERE reference = $1")
-            .bind(refund.reference)
+    let charge: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM payment_charges WHERE reference = $1 FOR UPDATE")
+            .bind(refund.charge_reference)
             .fetch_optional(&mut *tx)
             .await?;
-    if let Some(outcome) = recorded {
+    if charge.is_none() {
+        // No charge, so no refund of it can be recorded either (the foreign key).
         tx.rollback().await?;
-        return Ok(outcome);
+        return Ok("refused".to_owned());
     }
-    let room: Option<bool> = sqlx::query_scalar(
-        "SELECT c.outcome = 'charged' AND c.currency = $2 \
-                AND c.amount >= $3 + coalesce((SELECT sum(r.amount) FROM payment_refunds r \
-                    WHERE r.charge_reference = c.reference AND r.outcome = 'refunded'), 0) \
-         FROM payment_charges c WHERE c.reference = $1 FOR UPDATE",
+    let (recorded, room): (Option<String>, bool) = sqlx::query_as(
+        "SELECT (SELECT outcome FROM payment_refunds WHERE reference = $4), \
+                (c.outcome = 'charged' AND c.currency = $2 \
+                 AND c.amount >= $3 + coalesce((SELECT sum(r.amount) FROM payment_refunds r \
+                     WHERE r.charge_reference = c.reference AND r.outcome = 'refunded'), 0)) \
+                IS TRUE \
+         FROM payment_charges c WHERE c.reference = $1",
     )
     .bind(refund.charge_reference)
     .bind(refund.currency)
     .bind(refund.amount)
-    .fetch_optional(&mut *tx)
+    .bind(refund.reference)
+    .fetch_one(&mut *tx)
     .await?;
-    let outcome = if room == Some(true) {
-        "refunded"
-    } else {
-        "refused"
-    };
-    if room.is_some() {
-        sqlx::query(
-            "INSERT INTO payment_refunds (reference, charge_reference, amount, currency, outcome) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(refund.reference)
-        .bind(refund.charge_reference)
-        .bind(refund.amount)
-        .bind(refund.currency)
-        .bind(outcome)
-        .execute(&mut *tx)
-        .await?;
+    if let Some(outcome) = recorded {
+        tx.rollback().await?;
+        return Ok(outcome);
     }
+    let outcome = if room { "refunded" } else { "refused" };
+    sqlx::query(
+        "INSERT INTO payment_refunds (reference, charge_reference, amount, currency, outcome) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(refund.reference)
+    .bind(refund.charge_reference)
+    .bind(refund.amount)
+    .bind(refund.currency)
+    .bind(outcome)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(outcome.to_owned())
 }
 
 /// Voids a refund reference the provider may never have received, unless an outcome is
 /// recorded for it, and returns the recorded outcome (`voided` if none was).
+///
+/// Locks the charge row before it writes the refund row (the `MATERIALIZED` CTE), the order
+/// [`refund_once`] takes them in. Inserting first, the foreign key's check of the charge
+/// would wait for a [`refund_once`] of the same reference holding the charge, which in turn
+/// waits for the uncommitted refund row: a deadlock.
 pub async fn void_refund(
     pool: &PgPool,
     reference: &str,
@@ -145,9 +161,10 @@ pub async fn void_refund(
     currency: &str,
 ) -> Result<String, sqlx::Error> {
     sqlx::query_scalar(
-        "INSERT INTO payment_refunds (reference, charge_reference, amount, currency, outcome) \
-         SELECT $1, $2, 0, $3, 'voided' WHERE EXISTS \
-             (SELECT 1 FROM payment_charges WHERE reference = $2) \
+        "WITH charge AS MATERIALIZED ( \
+             SELECT reference FROM payment_charges WHERE reference = $2 FOR UPDATE) \
+         INSERT INTO payment_refunds (reference, charge_reference, amount, currency, outcome) \
+         SELECT $1, charge.reference, 0, $3, 'voided' FROM charge \
          ON CONFLICT (reference) DO UPDATE SET outcome = payment_refunds.outcome \
          RETURNING outcome",
     )

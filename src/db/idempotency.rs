@@ -231,12 +231,16 @@ pub async fn unpark(pool: &PgPool, key: &KeyRef, reference: &str) -> Result<bool
     Ok(updated.rows_affected() == 1)
 }
 
-/// Deletes up to `limit` keys older than 24 hours; returns how many.
+/// Deletes up to `limit` keys older than 24 hours; returns how many. A key row another
+/// transaction holds (a batch locking its claims, in key order, to record them) is skipped
+/// for a later round: the purge never waits, so deleting several rows in no order of its own
+/// cannot close a cycle of waits with that batch.
 pub async fn purge_expired(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
     let deleted = sqlx::query(
         "DELETE FROM idempotency_keys WHERE (fingerprint_hash, key) IN ( \
              SELECT fingerprint_hash, key FROM idempotency_keys \
-             WHERE created_at < now() - interval '24 hours' LIMIT $1)",
+             WHERE created_at < now() - interval '24 hours' LIMIT $1 \
+             FOR UPDATE SKIP LOCKED)",
     )
     .bind(limit)
     .execute(pool)

@@ -859,3 +859,111 @@ async fn recoveries_of_several_instances_count_each_stuck_payment_and_refund_onc
         (0, 0)
     );
 }
+
+/// A charge of 1,000 on the simulated provider's ledger under `reference`.
+async fn ledger_charge(app: &TestApp, reference: &str) {
+    boxoffice::db::charges::record_once(
+        &app.pool,
+        reference,
+        "charged",
+        Some(boxoffice::db::charges::ChargeRecord {
+            amount: 1000,
+            currency: "EUR",
+            token: Some("tok_visa"),
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+/// A refund of the ledger's, as the provider asks for it.
+fn ledger_refund<'a>(
+    reference: &'a str,
+    charge: &'a str,
+) -> boxoffice::db::charges::RefundRecord<'a> {
+    boxoffice::db::charges::RefundRecord {
+        reference,
+        charge_reference: charge,
+        amount: 700,
+        currency: "EUR",
+    }
+}
+
+/// The provider never gives back more than it took, even to a refund that waited for
+/// another refund of the same charge: the room left is judged once the charge row's lock is
+/// held, so it counts the refund that held it. (The app sends no two refunds of one order to
+/// the provider at once; the ledger's own check is the last line.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_judges_a_refund_behind_another_on_what_that_one_gave_back() {
+    let app = app().await;
+    ledger_charge(&app, "pay_ledger_1").await;
+    let mut blocker = crate::helpers::Blocker::begin(&app.pool).await;
+    sqlx::query("SELECT 1 FROM payment_charges WHERE reference = 'pay_ledger_1' FOR UPDATE")
+        .execute(blocker.conn())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO payment_refunds (reference, charge_reference, amount, currency, outcome) \
+         VALUES ('ref_ledger_first', 'pay_ledger_1', 700, 'EUR', 'refunded')",
+    )
+    .execute(blocker.conn())
+    .await
+    .unwrap();
+    let pool = app.pool.clone();
+    let second = tokio::spawn(async move {
+        boxoffice::db::charges::refund_once(
+            &pool,
+            ledger_refund("ref_ledger_second", "pay_ledger_1"),
+        )
+        .await
+    });
+    blocker.wait_for_waiters(1).await;
+    blocker.commit().await;
+    assert_eq!(
+        second.await.unwrap().unwrap(),
+        "refused",
+        "700 of the 1,000 was given back already"
+    );
+    let given_back: i64 = sqlx::query_scalar(
+        "SELECT sum(amount)::bigint FROM payment_refunds WHERE charge_reference = 'pay_ledger_1' \
+         AND outcome = 'refunded'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(given_back, 700);
+}
+
+/// A refund of a reference and the void of it (recovery's) take the charge row, then the
+/// refund row: the void never writes its refund row before it holds the charge, so the two
+/// never wait for each other in a cycle (PostgreSQL would abort one as a deadlock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_and_the_void_of_its_reference_never_deadlock() {
+    let app = app().await;
+    ledger_charge(&app, "pay_ledger_2").await;
+    // The blocker does what `refund_once` does, one step at a time: the charge row, then
+    // (once the void waits) the refund row.
+    let mut blocker = crate::helpers::Blocker::begin(&app.pool).await;
+    sqlx::query("SELECT 1 FROM payment_charges WHERE reference = 'pay_ledger_2' FOR UPDATE")
+        .execute(blocker.conn())
+        .await
+        .unwrap();
+    let pool = app.pool.clone();
+    let void = tokio::spawn(async move {
+        boxoffice::db::charges::void_refund(&pool, "ref_ledger_void", "pay_ledger_2", "EUR").await
+    });
+    blocker.wait_for_waiters(1).await;
+    let inserted = sqlx::query(
+        "INSERT INTO payment_refunds (reference, charge_reference, amount, currency, outcome) \
+         VALUES ('ref_ledger_void', 'pay_ledger_2', 700, 'EUR', 'refunded')",
+    )
+    .execute(blocker.conn())
+    .await;
+    assert!(inserted.is_ok(), "the refund's row: {inserted:?}");
+    blocker.commit().await;
+    assert_eq!(
+        void.await.unwrap().unwrap(),
+        "refunded",
+        "the void finds the refund made and leaves it"
+    );
+}

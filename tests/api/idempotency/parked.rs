@@ -7,8 +7,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Blocker, DbProxy, PER_REQUEST, TestApp, assert_error, eventually, fresh_database, spawn_app_on,
-    spawn_app_with,
+    Blocker, DbProxy, PER_REQUEST, TestApp, assert_error, eventually, fresh_database, id_of,
+    new_fingerprint, spawn_app_on, spawn_app_with,
 };
 
 /// Payment recovery after one second; the app's own sweeper never runs during the test, so
@@ -559,17 +559,39 @@ async fn a_retry_that_takes_over_the_key_of_a_payment_whose_process_died_gets_it
 async fn a_payment_whose_first_step_was_cut_off_after_its_commit_parks_its_key() {
     let options = fresh_database().await;
     let proxy = DbProxy::start(&options).await;
-    // One payment at a time: step one is then one statement, and one round trip.
-    let flags = [PER_REQUEST, &RECOVERY_BY_HAND[..]].concat();
+    // One payment at a time: step one is then one statement, and one round trip. One
+    // connection, on which a first payment has prepared that statement: a statement still
+    // to be prepared would wait for the table lock below while being prepared, and the
+    // held-back answer to that would keep it from ever running.
+    let flags = [
+        PER_REQUEST,
+        &RECOVERY_BY_HAND[..],
+        &["--db-max-connections", "1"],
+    ]
+    .concat();
     let app = spawn_app_on(&proxy.options(&options), &flags).await;
     let direct = sqlx::PgPool::connect_with(options.clone()).await.unwrap();
-    let (_, hold, buyer) = app.event_with_hold("Cut off after step one", 10, 2).await;
+    let (event_id, hold, buyer) = app.event_with_hold("Cut off after step one", 10, 2).await;
+    let earlier = new_fingerprint();
+    let (status, earlier_hold) = app.purchase(&event_id, 1, &earlier).await;
+    assert_eq!(status, StatusCode::CREATED, "{earlier_hold}");
+    let (status, paid) = app
+        .pay(&id_of(&earlier_hold), &earlier, Some("tok_visa"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    let charged_before = charged(&app).await;
 
-    // Step one waits behind the hold's row lock, held here, so the test knows when its
-    // statement is in flight; the database's answers are then held back, the lock let go,
-    // and once the statement has committed its connection is cut.
+    // Step one's statement waits to open the table for writing (a `SHARE` lock, held here,
+    // lets the request's reads through), so the test knows when that statement is in
+    // flight, before it has judged anything: waiting for the hold's row instead, it would
+    // skip the row and take the hold's lock in a transaction of several statements. The
+    // database's answers are then held back, the lock let go, and once the statement has
+    // committed its connection is cut.
     let mut blocker = Blocker::begin(&direct).await;
-    blocker.lock_allocation(&hold).await;
+    sqlx::query("LOCK TABLE ticket_allocations IN SHARE MODE")
+        .execute(blocker.conn())
+        .await
+        .unwrap();
     let hold_id = uuid::Uuid::parse_str(&hold).unwrap();
     let cut_off = async {
         blocker.wait_for_waiters(1).await;
@@ -602,14 +624,14 @@ async fn a_payment_whose_first_step_was_cut_off_after_its_commit_parks_its_key()
 
     // Until recovery, the retry learns that the outcome is unknown, and begins nothing.
     assert_unavailable(&keyed_pay(&app, &hold, &buyer, "pay-step-one", "tok_visa").await);
-    assert_eq!(charged(&app).await, 0);
+    assert_eq!(charged(&app).await, charged_before);
 
     assert_eq!(recover_payments(&app).await, 1);
     let (status, paid, replayed, _) =
         keyed_pay(&app, &hold, &buyer, "pay-step-one", "tok_visa").await;
     assert_eq!((status, replayed), (StatusCode::OK, false), "{paid}");
     assert_eq!(paid["status"], "purchased", "{paid}");
-    assert_eq!(charged(&app).await, 1, "one charge");
+    assert_eq!(charged(&app).await, charged_before + 1, "one charge");
 }
 
 /// A keyed payment whose step one the database refused did nothing, so its key is not

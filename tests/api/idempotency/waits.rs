@@ -183,3 +183,41 @@ async fn concurrent_retries_of_an_expired_key_all_get_the_one_new_answer() {
     );
     assert_eq!(app.row_count("ticket_allocations").await, 2);
 }
+
+/// The sweeper's purge of keys past their 24 hours skips a key row another transaction holds
+/// (a batch recording its claim), and so never waits for one: deleting several rows in scan
+/// order while a batch locks its claims in key order could close a cycle of waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_of_old_keys_skips_a_key_in_use_and_never_waits() {
+    let app = spawn_app().await;
+    for key in ["old-a", "old-b", "old-c"] {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (fingerprint_hash, key, request_hash, created_at) \
+             VALUES ($1, $2, 'hash', now() - interval '25 hours')",
+        )
+        .bind("a".repeat(64))
+        .bind(key)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let mut blocker = crate::helpers::Blocker::begin(&app.pool).await;
+    sqlx::query("SELECT 1 FROM idempotency_keys WHERE key = 'old-b' FOR UPDATE")
+        .execute(blocker.conn())
+        .await
+        .unwrap();
+    let purged = tokio::time::timeout(
+        Duration::from_secs(2),
+        boxoffice::db::idempotency::purge_expired(&app.pool, 100),
+    )
+    .await
+    .expect("the purge does not wait for the held key")
+    .unwrap();
+    assert_eq!(purged, 2, "the two keys no one holds");
+    blocker.commit().await;
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["old-b"], "the held key, for a later round");
+}
