@@ -298,35 +298,52 @@ pub async fn record_answers(
 /// UPDATE, the one the check-in's `UPDATE` of the row takes (no lock is ever upgraded), and
 /// one that a key share (a `checkin_conflicts` row referencing the admission) never waits
 /// for.
+///
+/// The nonces are read by a second statement, once the locks are held. The locking
+/// statement reads each admission row as its holder left it, but anything else it reads is
+/// from before it waited: behind an online check-in of the ticket it saw the check-in but
+/// not its scan, and took the nonce for missing.
 pub async fn lock_states(
     conn: &mut PgConnection,
     event_id: Uuid,
     ids: &[Uuid],
     claimed: &[String],
 ) -> Result<HashMap<Uuid, DoorState>, sqlx::Error> {
-    type Row = (
-        Uuid,
-        String,
-        Option<OffsetDateTime>,
-        Option<String>,
-        Option<String>,
-    );
+    type Row = (Uuid, String, Option<OffsetDateTime>, Option<String>);
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT d.id, d.status, d.checked_in_at, d.gate, \
-             (SELECT s.nonce FROM checkin_scans s \
-              WHERE s.admission_id = d.id AND s.result = 'admitted' \
-                AND s.first_checked_in_at = d.checked_in_at AND NOT s.nonce = ANY($3) \
-              ORDER BY s.recorded_at DESC LIMIT 1) \
-         FROM admissions d WHERE d.id = ANY($2) AND (d.event_id = $1) IS TRUE \
-         ORDER BY d.id FOR NO KEY UPDATE OF d",
+        "SELECT id, status, checked_in_at, gate FROM admissions \
+         WHERE id = ANY($2) AND (event_id = $1) IS TRUE ORDER BY id FOR NO KEY UPDATE",
     )
     .bind(event_id)
     .bind(ids)
-    .bind(claimed)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
+    let checked_in: Vec<Uuid> = rows
+        .iter()
+        .filter(|(_, _, at, _)| at.is_some())
+        .map(|(id, ..)| *id)
+        .collect();
+    let mut nonces: HashMap<Uuid, String> = if checked_in.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as(
+            "SELECT DISTINCT ON (d.id) d.id, s.nonce FROM admissions d \
+             JOIN checkin_scans s ON s.admission_id = d.id AND s.result = 'admitted' \
+                 AND s.first_checked_in_at = d.checked_in_at AND NOT s.nonce = ANY($2) \
+             WHERE d.id = ANY($1) ORDER BY d.id, s.recorded_at DESC",
+        )
+        .bind(&checked_in)
+        .bind(claimed)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
     rows.into_iter()
-        .map(|(id, status, at, gate, nonce)| Ok((id, door_state_of(&status, at, gate, nonce)?)))
+        .map(|(id, status, at, gate)| {
+            let nonce = nonces.remove(&id);
+            Ok((id, door_state_of(&status, at, gate, nonce)?))
+        })
         .collect()
 }
 
