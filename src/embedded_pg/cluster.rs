@@ -146,18 +146,45 @@ pub(super) fn chown(path: &Path, user: RunAs) -> Result<(), EmbeddedError> {
         .map_err(io("handing a file to the postgres user"))
 }
 
+/// Creates the cluster at `cluster_dir`: `initdb` into a directory of its own beside it
+/// (`<name>.init-<pid>`), renamed to `cluster_dir` only once `initdb` has succeeded, so a run
+/// killed during `initdb` never leaves a half-made cluster where the next run would take it
+/// for a finished one (`initdb` writes `PG_VERSION` among its first files). Directories of
+/// earlier runs' unfinished `initdb` are removed first: the data directory's lock, held by
+/// the caller, says no live run is making them. `initdb` is killed with this thread, so a
+/// killed run leaves no `initdb` writing on.
 pub(super) fn init_cluster(
     bin_dir: &Path,
     data_dir: &Path,
     cluster_dir: &Path,
     run_as: Option<RunAs>,
 ) -> Result<(), EmbeddedError> {
-    // A half-made cluster from an interrupted initdb has no PG_VERSION: start it over.
+    let parent = cluster_dir.parent().ok_or_else(|| {
+        io("finding the cluster's directory")(std::io::ErrorKind::NotFound.into())
+    })?;
+    let name = cluster_dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let unfinished_prefix = format!("{name}.init-");
+    for entry in fs::read_dir(parent).map_err(io("reading the cluster's directory"))? {
+        let entry = entry.map_err(io("reading the cluster's directory"))?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&unfinished_prefix)
+        {
+            fs::remove_dir_all(entry.path()).map_err(io("removing an unfinished cluster"))?;
+        }
+    }
+    // A cluster directory without PG_VERSION (made by hand, or by a version that ran initdb
+    // in place) holds nothing to keep.
     if cluster_dir.exists() {
         fs::remove_dir_all(cluster_dir).map_err(io("removing an unfinished cluster"))?;
     }
-    fs::create_dir_all(cluster_dir).map_err(io("creating the cluster directory"))?;
-    fs::set_permissions(cluster_dir, fs::Permissions::from_mode(0o700))
+    let making = parent.join(format!("{unfinished_prefix}{}", std::process::id()));
+    fs::create_dir_all(&making).map_err(io("creating the cluster directory"))?;
+    fs::set_permissions(&making, fs::Permissions::from_mode(0o700))
         .map_err(io("securing the cluster directory"))?;
     if let Some(user) = run_as {
         // The postgres user must be able to reach the cluster through the data directory.
@@ -167,12 +194,12 @@ pub(super) fn init_cluster(
             .mode();
         fs::set_permissions(data_dir, fs::Permissions::from_mode(mode | 0o011))
             .map_err(io("opening the data directory to the postgres user"))?;
-        chown(cluster_dir, user)?;
+        chown(&making, user)?;
     }
     let mut command = Command::new(bin_dir.join("initdb"));
     command
         .arg("-D")
-        .arg(cluster_dir)
+        .arg(&making)
         .args([
             "-U",
             "postgres",
@@ -184,6 +211,17 @@ pub(super) fn init_cluster(
     if let Some(user) = run_as {
         command.uid(user.uid).gid(user.gid);
     }
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It runs after
+    // the user change (std runs pre_exec closures last), which would otherwise clear it.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
     let output = command.output().map_err(io("running initdb"))?;
     if !output.status.success() {
         return Err(EmbeddedError::Failed {
@@ -191,7 +229,7 @@ pub(super) fn init_cluster(
             detail: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
-    Ok(())
+    fs::rename(&making, cluster_dir).map_err(io("putting the new cluster in place"))
 }
 
 /// A run that was killed leaves `postmaster.pid` behind, and maybe its server still running.

@@ -150,6 +150,103 @@ async fn a_killed_run_does_not_stop_the_next_start() {
     let _ = std::fs::remove_dir_all(&runs.data_dir);
 }
 
+/// Pids of the `initdb` processes making a cluster under `data_dir`.
+fn initdb_pids(data_dir: &Path) -> Vec<i32> {
+    let data_dir = data_dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                cmdline.contains("initdb") && cmdline.contains(&data_dir)
+            })
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+/// Starts the binary on a fresh data directory and waits until `initdb` runs and has written
+/// `PG_VERSION` (among its first files) somewhere in the directory: the first start is then
+/// in the middle of making its cluster.
+async fn first_start_in_initdb(runs: &BinaryRuns) -> ServerProcess {
+    let mut server = ServerProcess::spawn_in_data_dir(&runs.data_dir, runs.port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let version_written = std::fs::read_dir(&runs.data_dir).is_ok_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|entry| entry.path().join("PG_VERSION").exists())
+        });
+        if version_written && !initdb_pids(&runs.data_dir).is_empty() {
+            return server;
+        }
+        assert!(
+            !server.has_exited() && Instant::now() < deadline,
+            "initdb was never seen running; log:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A crash of the whole first run (the server and its `initdb`, as a power loss or an
+/// out-of-memory kill of the group) in the middle of making the cluster: the next start makes
+/// it afresh and serves. Red when `initdb` ran in the cluster's own directory: the half-made
+/// cluster had `PG_VERSION`, was taken for finished, and every later start failed (database
+/// "postgres" does not exist). Found by a tester.
+#[tokio::test]
+async fn a_crash_while_the_cluster_is_made_does_not_stop_the_next_start() {
+    let runs = BinaryRuns::new("crash-initdb");
+    let mut first = first_start_in_initdb(&runs).await;
+    first.kill();
+    for pid in initdb_pids(&runs.data_dir) {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let mut second = runs.start().await;
+    let response = runs
+        .client
+        .get(format!("{}/events", runs.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let status = second.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM exits 0, got {status}; log:\n{}",
+        second.log_text()
+    );
+    let _ = std::fs::remove_dir_all(&runs.data_dir);
+}
+
+/// The server alone killed in the middle of making its cluster: its `initdb` dies with it
+/// (it wrote on, orphaned, and a start meanwhile found its server's shared memory still in
+/// use, or a second writer on the cluster), and the next start serves. Found by a tester.
+#[tokio::test]
+async fn a_run_killed_while_its_cluster_is_made_leaves_no_initdb_running() {
+    let runs = BinaryRuns::new("killed-initdb");
+    let mut first = first_start_in_initdb(&runs).await;
+    first.kill();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while !initdb_pids(&runs.data_dir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "initdb still runs 500 ms after its run was killed: {:?}",
+            initdb_pids(&runs.data_dir)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut second = runs.start().await;
+    let status = second.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM exits 0, got {status}; log:\n{}",
+        second.log_text()
+    );
+    let _ = std::fs::remove_dir_all(&runs.data_dir);
+}
+
 #[tokio::test]
 async fn a_copy_of_a_running_cluster_starts_beside_it() {
     // A base backup of the running embedded cluster (docs/operations.md, Backups) carries the
