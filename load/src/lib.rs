@@ -133,8 +133,9 @@ pub struct Config {
     /// How long a call whose answer is ambiguous is retried, from its first attempt.
     #[arg(long, default_value_t = 60.0, value_parser = flags::seconds)]
     pub retry_seconds: f64,
-    /// Give up on a request after this many seconds (recorded as a `timeout`); default: wait
-    /// for the server's own request timeout.
+    /// Give up on a request after this many seconds (recorded as a `timeout`); default: 60,
+    /// twice the server's default request timeout, so a server that answers is heard (its
+    /// own 503 comes first) and one that hangs ends the run.
     #[arg(long, value_parser = flags::positive_seconds)]
     pub request_timeout: Option<f64>,
 }
@@ -344,13 +345,14 @@ pub async fn run_on_sale(
         .tcp_nodelay(true);
     // Every span in seconds is checked here, before anything is sent: the parser refuses
     // them already, but a `Config` may be built without it.
-    if let Some(seconds) = config.request_timeout {
-        let timeout = flags::duration("--request-timeout", seconds)?;
-        if timeout.is_zero() {
-            return Err("--request-timeout must be above 0".into());
-        }
-        client = client.timeout(timeout);
+    let request_timeout = match config.request_timeout {
+        Some(seconds) => flags::duration("--request-timeout", seconds)?,
+        None => DEFAULT_REQUEST_TIMEOUT,
+    };
+    if request_timeout.is_zero() {
+        return Err("--request-timeout must be above 0".into());
     }
+    client = client.timeout(request_timeout);
     let retry_for = flags::duration("--retry-seconds", config.retry_seconds)?;
     let hold_streams = flags::duration("--hold-streams-seconds", config.hold_streams_seconds)?;
     let run_for = config
@@ -1308,6 +1310,11 @@ const MAX_STREAM_SOURCES: i64 = (1 << 24) - 2;
 
 const NOT_TRIED: &str = "not tried: a read had failed after --retry-seconds ran out, so the \
                          server was taken as gone";
+
+/// How long a request of the run may take without `--request-timeout`: twice the server's
+/// default request timeout (30 s), after which the server answers 503 itself. Without a bound
+/// a server that hangs (stopped, frozen) was waited for past `--duration`, for ever.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long one read after the run may take without `--request-timeout`: a healthy server
 /// answers one in milliseconds, so only a hung one reaches it.
