@@ -239,7 +239,7 @@ pub async fn sale_read(pool: &PgPool, id: Uuid) -> Result<Option<SaleRead>, sqlx
 /// first: one lock order (event, then allocations) everywhere is what rules out deadlocks.
 ///
 /// The lock is `FOR NO KEY UPDATE`, like every row lock the app takes: it excludes every
-/// other writer of the row as `FOR UPDATE` would (no key of ours ever changes), but not the
+/// other writer of the row as `FOR UPDATE` would, but not the
 /// `FOR KEY SHARE` that PostgreSQL takes on it to check a foreign key. A transaction that
 /// inserts a row referencing the event (a check-in's conflict, say) while holding locks of
 /// its own therefore never waits for an event's lock holder, which could be waiting for
@@ -522,7 +522,10 @@ pub const ORGANISER_ACTOR: &str = "organiser";
 /// announces the new counts (`event_updated`, actor [`ORGANISER_ACTOR`]), so every stream
 /// sees the new total. Call only while holding the event's row lock (see [`lock`]), having
 /// checked the new total covers the tickets held; the CHECK constraints refuse it otherwise.
-/// A clash of name and date fails on `events_name_date_key` (`EVENT_EXISTS`).
+/// A clash of name and date fails on `events_name_date_key` (`EVENT_EXISTS`). A change of
+/// name or date changes that unique key, so PostgreSQL takes the row `FOR UPDATE` until
+/// commit: an insert referencing the event (a check-in conflict) waits for this transaction
+/// meanwhile, which locks nothing such an insert's transaction holds (docs/concurrency.md).
 pub async fn update_settings(
     conn: &mut PgConnection,
     id: Uuid,
