@@ -437,6 +437,10 @@ pub struct JourneySummary {
     pub waited_for_slot: u64,
     /// Most journeys in flight at once.
     pub peak_in_flight: u64,
+    /// Attempts sent again, beyond each call's first, because the answer was ambiguous (none,
+    /// a 5xx, or 409 `IDEMPOTENCY_IN_PROGRESS`): the server failed or was away during the
+    /// run, even when every call got its final answer (the steps' figures are those).
+    pub retried: u64,
     /// How late the holds were sent after they were due: the tool's own lag (open model).
     pub start_lag_ms: Latency,
 }
@@ -498,6 +502,8 @@ struct Run {
     shards: Vec<Mutex<Shard>>,
     in_flight: AtomicU64,
     peak: AtomicU64,
+    /// Attempts sent again ([`JourneySummary::retried`]).
+    retried: AtomicU64,
 }
 
 impl Run {
@@ -560,6 +566,7 @@ impl Run {
             }
             tokio::time::sleep(history::retry_wait(&answered)).await;
             attempt += 1;
+            self.retried.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -597,6 +604,7 @@ pub(crate) async fn run(target: Target, journey: &Journey) -> Result<Collected, 
         shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         in_flight: AtomicU64::new(0),
         peak: AtomicU64::new(0),
+        retried: AtomicU64::new(0),
     });
     let mut waited = 0;
     if journey.arrival_rate.is_some() {
@@ -620,6 +628,7 @@ pub(crate) async fn run(target: Target, journey: &Journey) -> Result<Collected, 
             think_ms: journey.think_ms.to_string(),
             waited_for_slot: waited,
             peak_in_flight: run.peak.load(Ordering::Relaxed),
+            retried: run.retried.load(Ordering::Relaxed),
             ..JourneySummary::default()
         },
     };

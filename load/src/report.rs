@@ -588,8 +588,23 @@ impl Report {
         }
         let unanswered = count(&|a| a.status.is_none());
         if unanswered > 0 {
+            // By step when more than one: `transport_errors` counts the purchases (or reads)
+            // alone, and a sum of several steps beside it would read as a contradiction.
+            let mut by_action = BTreeMap::<&str, u64>::new();
+            for answer in self.answers.iter().filter(|a| a.status.is_none()) {
+                *by_action.entry(answer.action).or_default() += answer.count;
+            }
+            let steps = if by_action.len() > 1 {
+                let each: Vec<String> = by_action
+                    .iter()
+                    .map(|(action, n)| format!("{action} {n}"))
+                    .collect();
+                format!(": {}", each.join(", "))
+            } else {
+                String::new()
+            };
             reasons.push(format!(
-                "{unanswered} requests got no answer (transport errors)"
+                "{unanswered} requests got no answer (transport errors){steps}"
             ));
         }
         let unexpected: Vec<String> = self
@@ -1007,6 +1022,12 @@ pub fn render(report: &Report) -> String {
             j.waited_for_slot,
             line(&j.start_lag_ms)
         ));
+        if j.retried > 0 {
+            out.push_str(&format!(
+                "                 {} attempts sent again while their answer was ambiguous (none, a 5xx or IDEMPOTENCY_IN_PROGRESS): the server failed or was away; each step's figures are its calls' final answers\n",
+                j.retried
+            ));
+        }
         if j.refunded + j.checked_in + j.joined > 0 {
             out.push_str(&format!(
                 "                 {} refunded; {} checked in ({} double scans not admitted exactly once); {} joined the waiting list, {} offers paid\n",

@@ -108,10 +108,21 @@ impl ScanReport {
                 self.stats_admitted, self.admitted
             ));
         }
+        // Failures (a 5xx or no answer) are counted once, above, not again here.
+        let failure = |answer: &str| {
+            answer == "no answer"
+                || answer
+                    .split(' ')
+                    .next()
+                    .and_then(|status| status.parse::<u16>().ok())
+                    .is_some_and(|status| status >= 500)
+        };
         let unexpected: u64 = self
             .answers
             .iter()
-            .filter(|(answer, _)| !matches!(answer.as_str(), "200" | "409 ALREADY_CHECKED_IN"))
+            .filter(|(answer, _)| {
+                !matches!(answer.as_str(), "200" | "409 ALREADY_CHECKED_IN") && !failure(answer)
+            })
             .map(|(_, n)| n)
             .sum();
         if unexpected > 0 {

@@ -666,3 +666,31 @@ fn a_rate_below_10_per_second_shows_one_decimal_as_in_the_html() {
     assert!(text.contains("step pay         2 (0.4/s)"), "{text}");
     assert!(text.contains("step purchase    127 (25/s)"), "{text}");
 }
+
+#[test]
+fn requests_without_an_answer_in_several_steps_are_counted_by_step() {
+    let mut report = sound_report();
+    report.answers.push(answer("purchase", None, None, 3));
+    report.answers.push(answer("pay", None, None, 2));
+    assert_eq!(
+        report.reasons(),
+        ["5 requests got no answer (transport errors): pay 2, purchase 3"]
+    );
+}
+
+/// A keyed run across an outage ends sound (every call got its final answer), but the
+/// attempts sent again say the server failed or was away; none, and the line is left out.
+#[test]
+fn attempts_sent_again_are_shown_in_a_journey_run() {
+    let mut report = journey_report();
+    assert!(!render(&report).contains("sent again"));
+    if let Some(journey) = report.journey.as_mut() {
+        journey.retried = 1797;
+    }
+    assert!(
+        render(&report).contains("1797 attempts sent again while their answer was ambiguous"),
+        "{}",
+        render(&report)
+    );
+    assert_eq!(report.reasons(), Vec::<String>::new(), "still sound");
+}

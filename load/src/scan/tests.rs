@@ -80,3 +80,18 @@ fn failures_unexpected_answers_and_a_wrong_count_are_not_sound() {
     assert!(!miscounted.sound);
     assert!(miscounted.verdict.iter().any(|r| r.contains("statistics")));
 }
+
+/// A scan that failed (no answer, a 5xx) is one reason, not also an unexpected answer.
+#[test]
+fn a_failed_scan_is_counted_once_not_also_as_unexpected() {
+    let report = judged(
+        vec![
+            scan(0, Some(200), None),
+            scan(1, None, None),
+            scan(1, Some(503), Some("SERVICE_UNAVAILABLE")),
+            scan(1, Some(200), None),
+        ],
+        2,
+    );
+    assert_eq!(report.verdict, ["2 scans failed (5xx or no answer)"]);
+}
