@@ -46,13 +46,14 @@ fn span(second: u64, elapsed: f64) -> (f64, f64) {
     (second as f64 + length / 2.0, length)
 }
 
-/// The rate chart's points: each second's requests over its length ([`span`]).
-fn rate_points(step: &Step, elapsed: f64) -> Vec<(f64, f64)> {
+/// The rate chart's points: each second's requests counted by `count` (all that ended, those
+/// answered below 500, or those that failed) over its length ([`span`]).
+fn rate_points(step: &Step, elapsed: f64, count: fn(&crate::Bucket) -> u64) -> Vec<(f64, f64)> {
     step.timeline
         .iter()
         .map(|b| {
             let (at, length) = span(b.second, elapsed);
-            (at, b.requests as f64 / length)
+            (at, count(b) as f64 / length)
         })
         .collect()
 }
@@ -75,14 +76,25 @@ fn x_max(step: &Step) -> f64 {
 
 fn step_charts(step: &Step, elapsed: f64) -> [Chart; 2] {
     let x_max = x_max(step);
-    let rate = rate_points(step, elapsed);
+    let rate = |count| rate_points(step, elapsed, count);
     let percentile = |pick| latency_points(step, elapsed, pick);
     let rate_title = format!("{}: requests per second", step.name);
     let latency_title = format!("{}: latency (ms) per second", step.name);
     [
         Chart {
             name: format!("{}-rate", step.name),
-            svg: line_chart(&rate_title, "requests/s", x_max, &[("rate", BLUE, rate)]),
+            // Answered and failed apart: requests refused at once by a server that is down
+            // end by the thousand a second, and drawn alone they read as a peak of sales.
+            svg: line_chart(
+                &rate_title,
+                "requests/s",
+                x_max,
+                &[
+                    ("ended", BLUE, rate(|b| b.requests)),
+                    ("answered below 500", GREEN, rate(|b| b.answered)),
+                    ("5xx or no answer", RED, rate(|b| b.requests - b.answered)),
+                ],
+            ),
             title: rate_title,
         },
         Chart {

@@ -102,8 +102,17 @@ fn a_steps_two_charts_span_the_run_and_draw_what_happened() {
     assert_eq!(step.timeline.len(), 3);
     // The last second lasted half a second: 6 requests in it are 12 per second.
     assert_eq!(
-        rate_points(step, 2.5),
+        rate_points(step, 2.5, |b| b.requests),
         [(0.5, 10.0), (1.5, 4.0), (2.25, 12.0)]
+    );
+    // The outage second is all failures, none answered.
+    assert_eq!(
+        rate_points(step, 2.5, |b| b.answered),
+        [(0.5, 10.0), (1.5, 0.0), (2.25, 12.0)]
+    );
+    assert_eq!(
+        rate_points(step, 2.5, |b| b.requests - b.answered),
+        [(0.5, 0.0), (1.5, 4.0), (2.25, 0.0)]
     );
     // The outage second has no latency point (it was drawn at 0 ms).
     let p50: Vec<f64> = latency_points(step, 2.5, |b| b.p50)
@@ -135,7 +144,8 @@ fn a_point_with_no_neighbour_is_drawn() {
         .collect();
     let step = &steps(&samples, 0.6)[0];
     let [rate, latency] = step_charts(step, 0.6);
-    assert_eq!(rate.svg.matches("<circle").count(), 1, "{}", rate.svg);
+    // Ended, answered below 500 and failed: one marker each.
+    assert_eq!(rate.svg.matches("<circle").count(), 3, "{}", rate.svg);
     // p50, p90, p99 and max: one marker each.
     assert_eq!(latency.svg.matches("<circle").count(), 4, "{}", latency.svg);
 }
