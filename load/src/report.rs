@@ -622,7 +622,7 @@ impl Report {
             .collect();
         if !unexpected.is_empty() {
             reasons.push(format!(
-                "undocumented answers for a load run: {}",
+                "answers a load run should not get: {}",
                 unexpected.join(", ")
             ));
         }

@@ -119,7 +119,7 @@ fn answers_a_load_run_should_not_get_make_it_unsound() {
         assert_eq!(
             report.reasons(),
             [format!(
-                "undocumented answers for a load run: {action} {status} {code} ×1"
+                "answers a load run should not get: {action} {status} {code} ×1"
             )]
         );
     }
@@ -458,7 +458,7 @@ fn the_journeys_answers_are_expected_only_in_a_journey_run() {
     assert_eq!(
         storm.reasons(),
         [
-            "undocumented answers for a load run: decline 402 PAYMENT_DECLINED ×2, pay 410 RESERVATION_EXPIRED ×1, decline 410 RESERVATION_EXPIRED ×1, cancel 200 ×3, cancel 409 INVALID_STATUS ×1, watch 200 ×4"
+            "answers a load run should not get: decline 402 PAYMENT_DECLINED ×2, pay 410 RESERVATION_EXPIRED ×1, decline 410 RESERVATION_EXPIRED ×1, cancel 200 ×3, cancel 409 INVALID_STATUS ×1, watch 200 ×4"
         ]
     );
     for (action, status, code) in [
