@@ -190,6 +190,17 @@ async fn first_start_in_initdb(runs: &BinaryRuns) -> ServerProcess {
     }
 }
 
+/// Stops `server` with SIGTERM, which must exit 0, and removes its data directory.
+fn stop_and_remove(runs: &BinaryRuns, mut server: ServerProcess) {
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM exits 0, got {status}; log:\n{}",
+        server.log_text()
+    );
+    let _ = std::fs::remove_dir_all(&runs.data_dir);
+}
+
 /// A crash of the whole first run (the server and its `initdb`, as a power loss or an
 /// out-of-memory kill of the group) in the middle of making the cluster: the next start makes
 /// it afresh and serves. Red when `initdb` ran in the cluster's own directory: the half-made
@@ -203,7 +214,7 @@ async fn a_crash_while_the_cluster_is_made_does_not_stop_the_next_start() {
     for pid in initdb_pids(&runs.data_dir) {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    let mut second = runs.start().await;
+    let second = runs.start().await;
     let response = runs
         .client
         .get(format!("{}/events", runs.base))
@@ -211,13 +222,7 @@ async fn a_crash_while_the_cluster_is_made_does_not_stop_the_next_start() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let status = second.terminate();
-    assert!(
-        status.success(),
-        "SIGTERM exits 0, got {status}; log:\n{}",
-        second.log_text()
-    );
-    let _ = std::fs::remove_dir_all(&runs.data_dir);
+    stop_and_remove(&runs, second);
 }
 
 /// The server alone killed in the middle of making its cluster: its `initdb` dies with it
@@ -237,14 +242,8 @@ async fn a_run_killed_while_its_cluster_is_made_leaves_no_initdb_running() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let mut second = runs.start().await;
-    let status = second.terminate();
-    assert!(
-        status.success(),
-        "SIGTERM exits 0, got {status}; log:\n{}",
-        second.log_text()
-    );
-    let _ = std::fs::remove_dir_all(&runs.data_dir);
+    let second = runs.start().await;
+    stop_and_remove(&runs, second);
 }
 
 #[tokio::test]

@@ -317,6 +317,24 @@ async fn a_cancel_takes_the_event_lock_before_the_allocation_lock() {
     app.assert_balanced(&event_id).await;
 }
 
+/// A payment of the 2 tickets of hold `id`, out of the event's 10, refused as expired: the
+/// hold expired, never paid or charged, its tickets back once.
+async fn assert_refused_as_expired(
+    app: &TestApp,
+    event_id: &str,
+    id: &str,
+    status: StatusCode,
+    body: &serde_json::Value,
+) {
+    assert_error(status, body, StatusCode::GONE, "RESERVATION_EXPIRED");
+    let row = app.allocation_row(id).await;
+    assert_eq!(row.status, "expired");
+    assert!(row.payment_pending_at.is_none());
+    assert_eq!(app.row_count("payment_charges").await, 0);
+    assert_eq!(app.counts(event_id).await, (10, 0, 0), "returned once");
+    app.assert_balanced(event_id).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_takes_the_event_lock_before_the_allocation_lock() {
     let (app, event_id, id, holder) = lapsed_hold("Payment in line").await;
@@ -324,13 +342,35 @@ async fn a_payment_takes_the_event_lock_before_the_allocation_lock() {
     let payment = || tokio::spawn(async move { api.pay(&paid, &holder, Some("tok_visa")).await });
 
     let (status, body) = expiry_batch_while_waiting(&app, &event_id, &id, payment).await;
-    assert_error(status, &body, StatusCode::GONE, "RESERVATION_EXPIRED");
-    let row = app.allocation_row(&id).await;
-    assert_eq!(row.status, "expired");
-    assert!(row.payment_pending_at.is_none());
-    assert_eq!(app.row_count("payment_charges").await, 0);
-    assert_eq!(app.counts(&event_id).await, (10, 0, 0), "returned once");
-    app.assert_balanced(&event_id).await;
+    assert_refused_as_expired(&app, &event_id, &id, status, &body).await;
+}
+
+/// Ends the event's sales a second from now by the database clock; returns that instant.
+async fn end_sales_in_a_second(app: &TestApp, event_id: &str) -> time::OffsetDateTime {
+    sqlx::query_scalar(
+        "UPDATE events SET sales_end_at = clock_timestamp() + interval '1 second' \
+         WHERE id = $1 RETURNING sales_end_at",
+    )
+    .bind(Uuid::parse_str(event_id).unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// Once a request waits behind `blocker` (before `sales_end`), lets the sales end while it
+/// waits, then commits without having written anything (one clock: same machine as the
+/// database).
+async fn commit_once_sales_ended(blocker: Blocker, sales_end: time::OffsetDateTime) {
+    let waiters = blocker.wait_for_waiters(1).await;
+    assert!(
+        time::OffsetDateTime::now_utc() < sales_end,
+        "the request waits before the sales end: {waiters:?}"
+    );
+    let left = sales_end + Duration::from_millis(100) - time::OffsetDateTime::now_utc();
+    if left.is_positive() {
+        tokio::time::sleep(left.try_into().unwrap()).await;
+    }
+    blocker.commit().await;
 }
 
 /// A lock holder that writes nothing (a refund's first step, an expiry round that found no
@@ -342,27 +382,13 @@ async fn sales_window_judged_once_the_event_lock_is_held(mode: &[&str]) {
     let app = spawn_app_with(mode).await;
     let event = app.create_event("Closing sale", 10, None).await;
     let event_id = id_of(&event);
-    let sales_end: time::OffsetDateTime = sqlx::query_scalar(
-        "UPDATE events SET sales_end_at = clock_timestamp() + interval '1 second' \
-         WHERE id = $1 RETURNING sales_end_at",
-    )
-    .bind(Uuid::parse_str(&event_id).unwrap())
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let sales_end = end_sales_in_a_second(&app, &event_id).await;
 
     let mut blocker = Blocker::begin(&app.pool).await;
     blocker.lock_event(&event_id).await;
     let (api, sold) = (Api::clone(&app), event_id.clone());
     let purchase = tokio::spawn(async move { api.purchase(&sold, 1, &new_fingerprint()).await });
-    let waiters = blocker.wait_for_waiters(1).await;
-    assert!(
-        time::OffsetDateTime::now_utc() < sales_end,
-        "the purchase waits before its sales end: {waiters:?}"
-    );
-    let left = sales_end + Duration::from_millis(100) - time::OffsetDateTime::now_utc();
-    tokio::time::sleep(left.try_into().unwrap()).await;
-    blocker.commit().await;
+    commit_once_sales_ended(blocker, sales_end).await;
 
     let (status, body) = purchase.await.unwrap();
     assert_error(status, &body, StatusCode::CONFLICT, "SALES_CLOSED");
@@ -405,13 +431,7 @@ async fn hold_time_judged_once_the_hold_lock_is_held(mode: &[&str]) {
     blocker.commit().await;
 
     let (status, body) = payment.await.unwrap();
-    assert_error(status, &body, StatusCode::GONE, "RESERVATION_EXPIRED");
-    let row = app.allocation_row(&id).await;
-    assert_eq!(row.status, "expired");
-    assert!(row.payment_pending_at.is_none());
-    assert_eq!(app.row_count("payment_charges").await, 0);
-    assert_eq!(app.counts(&event_id).await, (10, 0, 0), "returned once");
-    app.assert_balanced(&event_id).await;
+    assert_refused_as_expired(&app, &event_id, &id, status, &body).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,27 +466,13 @@ async fn a_returned_ticket_is_offered_only_while_the_sale_is_open_once_the_event
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{entry}");
-    let sales_end: time::OffsetDateTime = sqlx::query_scalar(
-        "UPDATE events SET sales_end_at = clock_timestamp() + interval '1 second' \
-         WHERE id = $1 RETURNING sales_end_at",
-    )
-    .bind(Uuid::parse_str(&event_id).unwrap())
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let sales_end = end_sales_in_a_second(&app, &event_id).await;
 
     let mut blocker = Blocker::begin(&app.pool).await;
     blocker.lock_event(&event_id).await;
     let (api, cancelled) = (Api::clone(&app), id_of(&held));
     let cancel = tokio::spawn(async move { api.cancel(&cancelled, &holder).await });
-    let waiters = blocker.wait_for_waiters(1).await;
-    assert!(
-        time::OffsetDateTime::now_utc() < sales_end,
-        "the cancel waits before the sales end: {waiters:?}"
-    );
-    let left = sales_end + Duration::from_millis(100) - time::OffsetDateTime::now_utc();
-    tokio::time::sleep(left.try_into().unwrap()).await;
-    blocker.commit().await;
+    commit_once_sales_ended(blocker, sales_end).await;
 
     let (status, body) = cancel.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
