@@ -889,6 +889,35 @@ fn ledger_refund<'a>(
     }
 }
 
+/// A transaction of the test's holding the ledger row of the charge `charge`, as
+/// `refund_once` does first.
+async fn holding_charge(app: &TestApp, charge: &str) -> crate::helpers::Blocker {
+    let mut blocker = crate::helpers::Blocker::begin(&app.pool).await;
+    sqlx::query("SELECT 1 FROM payment_charges WHERE reference = $1 FOR UPDATE")
+        .bind(charge)
+        .execute(blocker.conn())
+        .await
+        .unwrap();
+    blocker
+}
+
+/// The blocker records a refund of 700 under `reference` against `charge`, as `refund_once`
+/// does once it holds the charge.
+async fn refunded_700(
+    blocker: &mut crate::helpers::Blocker,
+    reference: &str,
+    charge: &str,
+) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO payment_refunds (reference, charge_reference, amount, currency, outcome) \
+         VALUES ($1, $2, 700, 'EUR', 'refunded')",
+    )
+    .bind(reference)
+    .bind(charge)
+    .execute(blocker.conn())
+    .await
+}
+
 /// The provider never gives back more than it took, even to a refund that waited for
 /// another refund of the same charge: the room left is judged once the charge row's lock is
 /// held, so it counts the refund that held it. (The app sends no two refunds of one order to
@@ -897,18 +926,10 @@ fn ledger_refund<'a>(
 async fn the_ledger_judges_a_refund_behind_another_on_what_that_one_gave_back() {
     let app = app().await;
     ledger_charge(&app, "pay_ledger_1").await;
-    let mut blocker = crate::helpers::Blocker::begin(&app.pool).await;
-    sqlx::query("SELECT 1 FROM payment_charges WHERE reference = 'pay_ledger_1' FOR UPDATE")
-        .execute(blocker.conn())
+    let mut blocker = holding_charge(&app, "pay_ledger_1").await;
+    refunded_700(&mut blocker, "ref_ledger_first", "pay_ledger_1")
         .await
         .unwrap();
-    sqlx::query(
-        "INSERT INTO payment_refunds (reference, charge_reference, amount, currency, outcome) \
-         VALUES ('ref_ledger_first', 'pay_ledger_1', 700, 'EUR', 'refunded')",
-    )
-    .execute(blocker.conn())
-    .await
-    .unwrap();
     let pool = app.pool.clone();
     let second = tokio::spawn(async move {
         boxoffice::db::charges::refund_once(
@@ -943,22 +964,13 @@ async fn a_refund_and_the_void_of_its_reference_never_deadlock() {
     ledger_charge(&app, "pay_ledger_2").await;
     // The blocker does what `refund_once` does, one step at a time: the charge row, then
     // (once the void waits) the refund row.
-    let mut blocker = crate::helpers::Blocker::begin(&app.pool).await;
-    sqlx::query("SELECT 1 FROM payment_charges WHERE reference = 'pay_ledger_2' FOR UPDATE")
-        .execute(blocker.conn())
-        .await
-        .unwrap();
+    let mut blocker = holding_charge(&app, "pay_ledger_2").await;
     let pool = app.pool.clone();
     let void = tokio::spawn(async move {
         boxoffice::db::charges::void_refund(&pool, "ref_ledger_void", "pay_ledger_2", "EUR").await
     });
     blocker.wait_for_waiters(1).await;
-    let inserted = sqlx::query(
-        "INSERT INTO payment_refunds (reference, charge_reference, amount, currency, outcome) \
-         VALUES ('ref_ledger_void', 'pay_ledger_2', 700, 'EUR', 'refunded')",
-    )
-    .execute(blocker.conn())
-    .await;
+    let inserted = refunded_700(&mut blocker, "ref_ledger_void", "pay_ledger_2").await;
     assert!(inserted.is_ok(), "the refund's row: {inserted:?}");
     blocker.commit().await;
     assert_eq!(
