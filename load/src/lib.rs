@@ -133,9 +133,9 @@ pub struct Config {
     /// How long a call whose answer is ambiguous is retried, from its first attempt.
     #[arg(long, default_value_t = 60.0, value_parser = flags::seconds)]
     pub retry_seconds: f64,
-    /// Give up on a request after this many seconds (recorded as a `timeout`); default: 60,
-    /// twice the server's default request timeout, so a server that answers is heard (its
-    /// own 503 comes first) and one that hangs ends the run.
+    /// Give up on a request after this many seconds (recorded as a `timeout`); default: give
+    /// up once the server has sent nothing for 60 s, twice its default request timeout, so a
+    /// server that answers is heard (its own 503 comes first) and one that hangs ends the run.
     #[arg(long, value_parser = flags::positive_seconds)]
     pub request_timeout: Option<f64>,
 }
@@ -345,14 +345,16 @@ pub async fn run_on_sale(
         .tcp_nodelay(true);
     // Every span in seconds is checked here, before anything is sent: the parser refuses
     // them already, but a `Config` may be built without it.
-    let request_timeout = match config.request_timeout {
-        Some(seconds) => flags::duration("--request-timeout", seconds)?,
-        None => DEFAULT_REQUEST_TIMEOUT,
+    client = match config.request_timeout {
+        Some(seconds) => {
+            let timeout = flags::duration("--request-timeout", seconds)?;
+            if timeout.is_zero() {
+                return Err("--request-timeout must be above 0".into());
+            }
+            client.timeout(timeout)
+        }
+        None => client.read_timeout(SILENCE_TIMEOUT),
     };
-    if request_timeout.is_zero() {
-        return Err("--request-timeout must be above 0".into());
-    }
-    client = client.timeout(request_timeout);
     let retry_for = flags::duration("--retry-seconds", config.retry_seconds)?;
     let hold_streams = flags::duration("--hold-streams-seconds", config.hold_streams_seconds)?;
     let run_for = config
@@ -1311,10 +1313,12 @@ const MAX_STREAM_SOURCES: i64 = (1 << 24) - 2;
 const NOT_TRIED: &str = "not tried: a read had failed after --retry-seconds ran out, so the \
                          server was taken as gone";
 
-/// How long a request of the run may take without `--request-timeout`: twice the server's
-/// default request timeout (30 s), after which the server answers 503 itself. Without a bound
-/// a server that hangs (stopped, frozen) was waited for past `--duration`, for ever.
-const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the server may send nothing on a request of the run without `--request-timeout`:
+/// twice the server's default request timeout (30 s), after which the server answers 503
+/// itself. Without a bound a server that hangs (stopped, frozen) was waited for past
+/// `--duration`, for ever. A wait for the next bytes, not for the whole answer: a watcher's
+/// stream, which gets a message or a keep-alive every 15 s, stays open as long as its journey.
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long one read after the run may take without `--request-timeout`: a healthy server
 /// answers one in milliseconds, so only a hung one reaches it.
