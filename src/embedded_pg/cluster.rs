@@ -150,8 +150,8 @@ pub(super) fn chown(path: &Path, user: RunAs) -> Result<(), EmbeddedError> {
 /// (`<name>.init-<pid>`), renamed to `cluster_dir` only once `initdb` has succeeded, so a run
 /// killed during `initdb` never leaves a half-made cluster where the next run would take it
 /// for a finished one (`initdb` writes `PG_VERSION` among its first files). Directories of
-/// earlier runs' unfinished `initdb` are removed first: the data directory's lock, held by
-/// the caller, says no live run is making them. `initdb` is killed with this thread, so a
+/// earlier runs' unfinished `initdb` are removed first, as far as they can be: the data
+/// directory's lock, held by the caller, says no live run is making them. `initdb` is killed with this thread, so a
 /// killed run leaves no `initdb` writing on.
 pub(super) fn init_cluster(
     bin_dir: &Path,
@@ -169,12 +169,20 @@ pub(super) fn init_cluster(
     let unfinished_prefix = format!("{name}.init-");
     for entry in fs::read_dir(parent).map_err(io("reading the cluster's directory"))? {
         let entry = entry.map_err(io("reading the cluster's directory"))?;
+        // Best effort: a crashed run's `initdb` may have left a single-user server writing
+        // on for a moment, so removing can fail ("Directory not empty"). What is left is
+        // garbage under another name, never taken for the cluster; a later start removes it.
         if entry
             .file_name()
             .to_string_lossy()
             .starts_with(&unfinished_prefix)
+            && let Err(err) = fs::remove_dir_all(entry.path())
         {
-            fs::remove_dir_all(entry.path()).map_err(io("removing an unfinished cluster"))?;
+            tracing::warn!(
+                directory = %entry.path().display(),
+                error = %err,
+                "could not remove an unfinished cluster yet; a later start will"
+            );
         }
     }
     // A cluster directory without PG_VERSION (made by hand, or by a version that ran initdb
