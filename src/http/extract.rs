@@ -364,7 +364,9 @@ async fn two_ids<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<(Uuid, 
     }
 }
 
-/// Query parameters; an undecodable query string is a 400.
+/// Query parameters; an undecodable query string is a 400. Every parameter is read as one
+/// value, so one the client repeats (`?page=1&page=2`) is refused, named in `details` as a
+/// repeated header is: which value counts would be a guess.
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);
 
@@ -372,13 +374,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(value)| ApiQuery(value))
-            .map_err(|rejection| {
-                ApiError::bad_request(format!("invalid query string: {}", rejection.body_text()))
-            })
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(_) => Err(query_error::<T>(parts.uri.query().unwrap_or_default())),
+        }
     }
+}
+
+/// The 400 for a query string that `T` cannot be read from. The parameters are all text, read
+/// one value each, so the one cause is a parameter of `T` given more than once: the first
+/// repeated name that `T` refuses alone, given twice, is named. Parameters `T` does not read
+/// are ignored, repeated or not.
+fn query_error<T: DeserializeOwned>(query: &str) -> ApiError {
+    let mut seen = std::collections::HashSet::new();
+    let repeated = form_urlencoded::parse(query.as_bytes())
+        .map(|(name, _)| name)
+        .filter(|name| !seen.insert(name.clone()));
+    for name in repeated {
+        let twice = form_urlencoded::Serializer::new(String::new())
+            .append_pair(&name, "")
+            .append_pair(&name, "")
+            .finish();
+        let uri = format!("/?{twice}").parse::<axum::http::Uri>();
+        if uri.is_ok_and(|uri| Query::<T>::try_from_uri(&uri).is_err()) {
+            return ApiError::bad_parameter(name.into_owned(), "must be given once, not repeated");
+        }
+    }
+    ApiError::bad_request("the query string cannot be read")
 }
 
 /// The optional `Idempotency-Key` header; a malformed key is a 400.

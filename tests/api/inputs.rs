@@ -531,6 +531,56 @@ async fn a_field_given_twice_is_named() {
     assert_eq!(app.row_count("events").await, 0);
 }
 
+/// A query parameter read as one value and given twice is a 400 naming it, whichever route
+/// reads it (the listing's `page` and `limit`, the orders' `status`), as a repeated header is;
+/// a parameter no route reads is ignored, repeated or not.
+#[tokio::test]
+async fn a_query_parameter_given_twice_is_named() {
+    let token = "twice-organiser";
+    let app = spawn_app_with(&["--admin-token", token]).await;
+    let (status, event) = app
+        .send(
+            app.request(Method::POST, "/events")
+                .bearer_auth(token)
+                .json(
+                    &json!({"name": "Twice", "date": "2027-06-01T19:00:00Z", "totalTickets": 10}),
+                ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{event}");
+    let event_id = id_of(&event);
+    for (path, field) in [
+        ("/events?page=1&page=2".to_owned(), "page"),
+        ("/events?limit=5&page=1&limit=5".to_owned(), "limit"),
+        ("/events?page=1&pa%67e=1".to_owned(), "page"),
+        (
+            format!("/events/{event_id}/orders?status=purchased&status=refunded"),
+            "status",
+        ),
+        (
+            format!("/events/{event_id}/waiting-list?limit=1&limit=2"),
+            "limit",
+        ),
+    ] {
+        let (status, body) = app
+            .send(app.request(Method::GET, &path).bearer_auth(token))
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+        assert_eq!(
+            body["details"],
+            json!([{"field": field, "message": "must be given once, not repeated"}]),
+            "{path}: {body}"
+        );
+        assert_eq!(
+            body["error"],
+            format!("invalid parameter `{field}`: must be given once, not repeated"),
+            "{path}"
+        );
+    }
+    let (status, body) = app.get("/events?utm=a&utm=b&page=1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 /// A body that is not UTF-8 is malformed JSON (400), even where the bad byte sits in a field
 /// the route ignores, which serde skips without reading: nothing is made.
 #[tokio::test]
