@@ -304,6 +304,14 @@ fn resolve<'t>(sale: SaleState<'t>, ask: &Ask) -> Result<Vec<(&'t TicketType, i3
         };
         let ticket_type = match found {
             Some(ticket_type) if ticket_type.active => ticket_type,
+            // A line without a type is of the default one: the client named no type, so the
+            // message says why one is needed rather than blame a type it did not send.
+            Some(_) if line.ticket_type_id.is_none() => {
+                return Err(Rejection::Invalid(FieldError::new(
+                    field("ticketTypeId"),
+                    "is required: the event's default ticket type is not on sale",
+                )));
+            }
             Some(_) => {
                 return Err(Rejection::Invalid(FieldError::new(
                     field("ticketTypeId"),
@@ -454,6 +462,38 @@ mod tests {
                 Err(_) => "other",
             })
             .collect()
+    }
+
+    #[test]
+    fn a_line_of_an_inactive_default_type_asks_for_a_type_and_a_named_one_is_blamed() {
+        let mut types = [ticket_type("General admission", 0), ticket_type("VIP", 100)];
+        types.iter_mut().for_each(|t| t.active = false);
+        let named = order(&[(Some(types[1].id), 1)], "a");
+        let results = decide(
+            sale(5, &types, &[]),
+            &HashMap::new(),
+            [&ask(1, "b"), &named],
+        );
+        let messages: Vec<(String, String)> = results
+            .iter()
+            .map(|r| match r {
+                Err(Rejection::Invalid(error)) => (error.field.clone(), error.message.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                (
+                    "lines[0].ticketTypeId".to_owned(),
+                    "is required: the event's default ticket type is not on sale".to_owned()
+                ),
+                (
+                    "lines[0].ticketTypeId".to_owned(),
+                    "names a ticket type that is not active".to_owned()
+                ),
+            ]
+        );
     }
 
     #[test]
