@@ -399,7 +399,7 @@ pub struct CreateTicketTypeRequest {
     /// When this type's sales close, exclusive (RFC 3339, after salesStartAt).
     #[schema(example = "2027-08-31T23:59:59Z")]
     pub sales_end_at: Option<String>,
-    /// Whether it is sold (default true); an inactive type is listed but not sold.
+    /// Whether it is sold (absent or null: true); an inactive type is listed but not sold.
     #[schema(example = true)]
     pub active: Option<bool>,
     /// A type is priced in its event's currency: accepted only as the event's own code (a

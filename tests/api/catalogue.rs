@@ -160,6 +160,26 @@ async fn ticket_types_are_created_listed_read_with_the_event_and_changed() {
     );
     assert_eq!(child["active"], false);
     assert_eq!(child["maxPerOrder"], Value::Null);
+    // A new type's `active` given as null is its default, as absent; a PATCH's null would
+    // clear it, which a type cannot be, and is refused.
+    let youth = create_type(
+        &app,
+        &event_id,
+        json!({ "name": "Youth", "price": 0, "active": null }),
+    )
+    .await;
+    assert_eq!(youth["active"], true);
+    let (status, body) = patch(
+        &app,
+        &format!("/events/{event_id}/ticket-types/{}", id_of(&youth)),
+        json!({ "active": null }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["details"],
+        json!([{"field": "active", "message": "must not be null"}])
+    );
 
     // Listed in creation order, the default type first; the event carries the same views.
     let (status, list) = app.get(&format!("/events/{event_id}/ticket-types")).await;
@@ -170,7 +190,10 @@ async fn ticket_types_are_created_listed_read_with_the_event_and_changed() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["General admission", "Weekend pass", "Child"]);
+    assert_eq!(
+        names,
+        ["General admission", "Weekend pass", "Child", "Youth"]
+    );
     assert_eq!(list[0]["id"], general.as_str());
     let read = app.event(&event_id).await;
     assert_eq!(read["ticketTypes"], list);
