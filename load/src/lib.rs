@@ -361,7 +361,7 @@ pub async fn run_on_sale(
         .duration
         .map(|s| flags::duration("--duration", s))
         .transpose()?;
-    let client = client.build().map_err(|e| e.to_string())?;
+    let client = client.build().map_err(|e| with_causes(&e))?;
     // The reads after the run (the verification, the row check) never wait for ever: a server
     // that hangs rather than refuses would stall them, where a read that times out is tried
     // again within the retry window and then counted as not verified.
@@ -371,7 +371,7 @@ pub async fn run_on_sale(
             .tcp_nodelay(true)
             .timeout(READ_BACK_TIMEOUT)
             .build()
-            .map_err(|e| e.to_string())?,
+            .map_err(|e| with_causes(&e))?,
     };
     let history = config
         .history
@@ -554,7 +554,7 @@ pub async fn run_on_sale(
             Some(
                 watchers
                     .finish(read, Duration::from_secs(1), Duration::from_secs(30))
-                    .await?,
+                    .await,
             )
         }
         None => None,
@@ -678,7 +678,6 @@ fn organiser(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::
     }
 }
 
-/// Sends `body` to `url` and returns the answer's JSON if its status is `expected`.
 /// An error with the errors that caused it, outermost first: reqwest's "error sending
 /// request" says nothing until its causes say "Connection refused" or "connection reset".
 pub(crate) fn with_causes(err: &dyn std::error::Error) -> String {
@@ -695,6 +694,7 @@ pub(crate) fn with_causes(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// Sends `request` and returns the answer's JSON if its status is `expected`.
 async fn exchange(
     request: reqwest::RequestBuilder,
     expected: StatusCode,
@@ -708,7 +708,7 @@ async fn exchange(
     let body: Value = response
         .json()
         .await
-        .map_err(|e| format!("{what}: {status}: {e}"))?;
+        .map_err(|e| format!("{what}: {status}: {}", with_causes(&e)))?;
     if status != expected {
         return Err(format!("{what}: {status} {body}"));
     }
@@ -855,9 +855,12 @@ async fn existing_event(client: &Client, base: &str, id: &str) -> Result<Value, 
         .get(format!("{base}/events/{id}"))
         .send()
         .await
-        .map_err(|e| format!("{what}: {e}"))?;
+        .map_err(|e| format!("{what}: {}", with_causes(&e)))?;
     match response.status() {
-        StatusCode::OK => response.json().await.map_err(|e| format!("{what}: {e}")),
+        StatusCode::OK => response
+            .json()
+            .await
+            .map_err(|e| format!("{what}: {}", with_causes(&e))),
         StatusCode::NOT_FOUND => Err(format!(
             "--event-id {id}: no such event at {base} (404); no purchase was sent"
         )),
@@ -943,7 +946,7 @@ impl ReadFailure {
     /// The failure of reading an answer's body: a body cut off is no answer; a whole body
     /// that is not the JSON asked for is the server's.
     fn of_body(status: StatusCode, err: &reqwest::Error, what: &str) -> Self {
-        let message = format!("{what}: {status}: {err}");
+        let message = format!("{what}: {status}: {}", with_causes(err));
         if err.is_decode() {
             Self::of(status, message)
         } else {
@@ -975,7 +978,7 @@ async fn read(request: reqwest::RequestBuilder, what: &str) -> Result<Value, Rea
     let response = request
         .send()
         .await
-        .map_err(|e| ReadFailure::Unanswered(format!("{what}: {e}")))?;
+        .map_err(|e| ReadFailure::Unanswered(format!("{what}: {}", with_causes(&e))))?;
     let status = response.status();
     let body: Value = response
         .json()
@@ -1021,7 +1024,7 @@ async fn quotas(
     )
     .send()
     .await
-    .map_err(|e| ReadFailure::Unanswered(format!("{what}: {e}")))?;
+    .map_err(|e| ReadFailure::Unanswered(format!("{what}: {}", with_causes(&e))))?;
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
         return Ok(Vec::new());
@@ -1413,7 +1416,7 @@ async fn probe_order_size(
         .json(&order::body(&lines, config.quantity))
         .send()
         .await
-        .map_err(|e| format!("{what}: {e}"))?;
+        .map_err(|e| format!("{what}: {}", with_causes(&e)))?;
     if response.status() != StatusCode::UNPROCESSABLE_ENTITY {
         return Ok(());
     }
@@ -1449,7 +1452,7 @@ async fn report_route(
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|e| format!("{what}: {e}"))?;
+        .map_err(|e| format!("{what}: {}", with_causes(&e)))?;
     match response.status() {
         status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Err(format!(
             "{what}: {status}: the server does not take this token on its admin-only routes \
@@ -1563,6 +1566,34 @@ mod tests {
             refuse_over_max_per_order(&event, &["b".into(), "c".into()], 2),
             Ok(())
         );
+    }
+
+    /// A URL on this machine where nothing listens.
+    fn nothing_listening() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        drop(listener);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    #[tokio::test]
+    async fn a_read_without_an_answer_says_why_not_only_that_sending_failed() {
+        let base = nothing_listening();
+        let failure = event_counts(&Client::new(), &base, "e").await.unwrap_err();
+        let message = failure.to_string();
+        assert!(matches!(failure, ReadFailure::Unanswered(_)), "{message}");
+        assert!(
+            message.starts_with("reading the event back: error sending request"),
+            "{message}"
+        );
+        assert!(
+            message.to_lowercase().contains("connection refused"),
+            "{message}"
+        );
+        let err = existing_event(&Client::new(), &base, "e")
+            .await
+            .unwrap_err();
+        assert!(err.to_lowercase().contains("connection refused"), "{err}");
     }
 
     #[tokio::test]

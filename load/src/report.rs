@@ -634,6 +634,15 @@ impl Report {
             ));
         }
         if let Some(streams) = &self.streams {
+            // Not a loss: told apart as the verification's unread reads are.
+            if let Some(unread) = &streams.final_counts_unread {
+                reasons.push(format!(
+                    "verification incomplete: the event's final counts could not be read \
+                     (no answer, 5xx, 408 or 429 until --retry-seconds ran out), so the {} \
+                     streams' last messages were compared with nothing: {unread}",
+                    streams.opened
+                ));
+            }
             if streams.last_message_mismatches > 0 {
                 reasons.push(format!(
                     "{} of {} streams did not end on the final counts: {}",
@@ -767,8 +776,13 @@ impl Report {
         let Some(v) = &self.verification else {
             return false;
         };
+        let streams_unread = self
+            .streams
+            .as_ref()
+            .is_some_and(|s| s.final_counts_unread.is_some());
         let incomplete = usize::from(v.allocations_unverified > 0)
-            + v.unread.iter().filter(|u| !u.answered).count();
+            + v.unread.iter().filter(|u| !u.answered).count()
+            + usize::from(streams_unread);
         incomplete > 0 && self.reasons().len() == incomplete
     }
 }
@@ -885,14 +899,18 @@ pub fn render(report: &Report) -> String {
             n => format!("{n} source addresses"),
         };
         let [total, available, reserved, purchased] = streams.final_counts;
+        let compared = match &streams.final_counts_unread {
+            Some(unread) => format!(
+                "last messages compared with nothing, the final counts could not be read ({unread})"
+            ),
+            None => format!(
+                "last message = final counts (total {total}, available {available}, reserved {reserved}, purchased {purchased}): {} (not: {})",
+                streams.last_message_matches, streams.last_message_mismatches
+            ),
+        };
         out.push_str(&format!(
-            "streams          {} from {sources}; {} messages; last message = final counts (total {total}, available {available}, reserved {reserved}, purchased {purchased}): {} (not: {}); ended early {}; reopened {} times\n",
-            streams.opened,
-            streams.messages,
-            streams.last_message_matches,
-            streams.last_message_mismatches,
-            streams.ended_early,
-            streams.reconnects
+            "streams          {} from {sources}; {} messages; {compared}; ended early {}; reopened {} times\n",
+            streams.opened, streams.messages, streams.ended_early, streams.reconnects
         ));
         out.push_str(&format!(
             "commit→message   {} ms\n",

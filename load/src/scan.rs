@@ -210,7 +210,7 @@ pub async fn run_scan(
         .pool_max_idle_per_host(config.clients.max(SETUP_BUYERS))
         .tcp_nodelay(true)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::with_causes(&e))?;
     let urls: Vec<String> = config
         .urls
         .iter()

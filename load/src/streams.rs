@@ -70,8 +70,13 @@ pub struct StreamReport {
     /// The event's counts the last messages were compared with (total, available, reserved,
     /// purchased): read once the streams had gone quiet, and the same when read again just
     /// after the last messages were taken. Later changes (the sweeper expiring holds) are not
-    /// in them, so the verification's counts, read after, may differ.
+    /// in them, so the verification's counts, read after, may differ. All 0 when they could
+    /// not be read (`final_counts_unread`).
     pub final_counts: [i64; 4],
+    /// Why the final counts could not be read (no answer, a 5xx, 408 or 429 until
+    /// `--retry-seconds` ran out: the server gone): the last messages were then compared
+    /// with nothing, neither matching nor mismatching, and the verification is incomplete.
+    pub final_counts_unread: Option<String>,
     /// Streams that ended or failed before the run was over (with `--reconnect-streams`:
     /// that were not open again when it was).
     pub ended_early: usize,
@@ -146,7 +151,7 @@ impl Watchers {
                 if let Some(address) = source_address(k, sources) {
                     builder = builder.local_address(address);
                 }
-                builder.build().map_err(|e| e.to_string())
+                builder.build().map_err(|e| crate::with_causes(&e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut watchers = Self {
@@ -255,42 +260,52 @@ impl Watchers {
     /// the counts once more, and when they moved meanwhile (the sweeper expiring holds after
     /// the run, another seller) waits and does it all again, up to `limit`. Then closes the
     /// streams and compares each one's last message with the counts that held still around
-    /// it, so a change after the run is compared, not blamed on the streams.
-    ///
-    /// # Errors
-    /// `read`'s error.
-    pub async fn finish<F, R>(
-        self,
-        mut read: F,
-        quiet: Duration,
-        limit: Duration,
-    ) -> Result<StreamReport, String>
+    /// it, so a change after the run is compared, not blamed on the streams. When `read`
+    /// fails, the streams are closed all the same and the report says why in
+    /// [`StreamReport::final_counts_unread`], so that the run's figures are still reported.
+    pub async fn finish<F, R>(self, mut read: F, quiet: Duration, limit: Duration) -> StreamReport
     where
         F: FnMut() -> R,
         R: Future<Output = Result<[i64; 4], String>>,
     {
         let deadline = tokio::time::Instant::now() + limit;
-        let (counts, lasts) = loop {
-            self.wait_quiet(quiet, deadline).await;
-            let before = read().await?;
-            let lasts = self.last_messages();
-            let after = read().await?;
-            if before == after || tokio::time::Instant::now() >= deadline {
-                break (after, lasts);
+        let read_quiet = async {
+            loop {
+                self.wait_quiet(quiet, deadline).await;
+                let before = read().await?;
+                let lasts = self.last_messages();
+                let after = read().await?;
+                if before == after || tokio::time::Instant::now() >= deadline {
+                    break Ok::<_, String>((after, lasts));
+                }
             }
         };
-        Ok(self.close(counts, &lasts).await)
+        let read = read_quiet.await;
+        match read {
+            Ok((counts, lasts)) => self.close(Ok(counts), &lasts).await,
+            Err(unread) => self.close(Err(unread), &[]).await,
+        }
     }
 
     /// Closes the streams and compares each one's last message, `lasts` (taken between two
-    /// reads of the event that agreed), with the final `counts`.
-    async fn close(mut self, counts: [i64; 4], lasts: &[Option<String>]) -> StreamReport {
+    /// reads of the event that agreed), with the final `counts`; with none (`Err`: why they
+    /// could not be read), compares nothing.
+    async fn close(
+        mut self,
+        counts: Result<[i64; 4], String>,
+        lasts: &[Option<String>],
+    ) -> StreamReport {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
 
+        let (counts, unread) = match counts {
+            Ok(counts) => (Some(counts), None),
+            Err(unread) => (None, Some(unread)),
+        };
         let mut report = StreamReport {
             opened: self.heard.len(),
-            final_counts: counts,
+            final_counts: counts.unwrap_or_default(),
+            final_counts_unread: unread,
             sources: self.sources,
             server_rss_before_kib: self.rss_before,
             server_rss_open_kib: self.rss_open,
@@ -311,6 +326,9 @@ impl Watchers {
                 report.ended_early += 1;
             }
             report.reconnects += heard.reconnects;
+            let Some(counts) = counts else {
+                continue;
+            };
             let last: Option<Value> = lasts[i]
                 .as_deref()
                 .and_then(|data| serde_json::from_str(data).ok());
@@ -421,6 +439,64 @@ fn changed_at(data: &str) -> Option<OffsetDateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Watchers that heard `lasts`, one stream each, with no task left to read them.
+    fn heard(lasts: &[&str]) -> Watchers {
+        let heard = lasts
+            .iter()
+            .map(|last| {
+                Arc::new(Mutex::new(Heard {
+                    last: Some((*last).to_owned()),
+                    messages: 1,
+                    ..Heard::default()
+                }))
+            })
+            .collect();
+        Watchers {
+            tasks: JoinSet::new(),
+            heard,
+            sources: 0,
+            rss_before: None,
+            rss_open: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_whose_final_counts_cannot_be_read_are_reported_compared_with_nothing() {
+        let watchers = heard(&[r#"{"statistics":{"totalTickets":5}}"#; 2]);
+        let read = || async { Err::<[i64; 4], _>("reading the event back: refused".to_owned()) };
+        let report = watchers
+            .finish(read, Duration::from_millis(10), Duration::from_secs(1))
+            .await;
+        assert_eq!(report.opened, 2);
+        assert_eq!(report.messages, 2);
+        assert_eq!(
+            report.final_counts_unread.as_deref(),
+            Some("reading the event back: refused")
+        );
+        assert_eq!(
+            (report.last_message_matches, report.last_message_mismatches),
+            (0, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn streams_are_compared_with_the_final_counts_read() {
+        let shown = r#"{"statistics":{"totalTickets":5,"remainingTickets":3,"allocatedTickets":2,"confirmedTickets":0}}"#;
+        let report = heard(&[shown, r#"{"statistics":{}}"#])
+            .finish(
+                || async { Ok([5, 3, 2, 0]) },
+                Duration::from_millis(10),
+                Duration::from_secs(1),
+            )
+            .await;
+        assert_eq!(report.final_counts_unread, None);
+        assert_eq!(report.final_counts, [5, 3, 2, 0]);
+        assert_eq!(
+            (report.last_message_matches, report.last_message_mismatches),
+            (1, 1)
+        );
+    }
 
     #[test]
     fn changed_at_is_read_from_a_message_without_parsing_it() {

@@ -101,8 +101,9 @@ pub(super) async fn connect(database_url: &str, timeout: Duration) -> Result<PgP
         .await
         .map_err(|e| {
             Unread::Database(format!(
-                "cannot connect to the database at {at} within {} s: {e}",
-                timeout.as_secs_f64()
+                "cannot connect to the database at {at} within {} s: {}",
+                timeout.as_secs_f64(),
+                crate::with_causes(&e)
             ))
         })
 }
@@ -113,7 +114,12 @@ async fn load_from(
     settle: Duration,
     fingerprint_secret: Option<&str>,
 ) -> Result<Snapshot, Unread> {
-    let unread = |e: sqlx::Error| Unread::Database(format!("cannot read the database: {e}"));
+    let unread = |e: sqlx::Error| {
+        Unread::Database(format!(
+            "cannot read the database: {}",
+            crate::with_causes(&e)
+        ))
+    };
     let (mut events, allocations) = named_ids(history);
     let of_allocations: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT event_id::text FROM ticket_allocations WHERE id = ANY($1::uuid[])",

@@ -694,3 +694,27 @@ fn attempts_sent_again_are_shown_in_a_journey_run() {
     );
     assert_eq!(report.reasons(), Vec::<String>::new(), "still sound");
 }
+
+#[test]
+fn streams_whose_final_counts_could_not_be_read_make_the_run_incomplete_not_lost() {
+    let mut report = sound_report();
+    report.streams = Some(crate::StreamReport {
+        opened: 10,
+        final_counts_unread: Some(
+            "reading the event back: error sending request: Connection refused".into(),
+        ),
+        ..crate::StreamReport::default()
+    });
+    let reasons = report.reasons();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0]
+            .starts_with("verification incomplete: the event's final counts could not be read"),
+        "{reasons:?}"
+    );
+    assert!(reasons[0].contains("Connection refused"), "{reasons:?}");
+    assert!(report.incomplete_only());
+    // Beside a fault of the run, it is not the only reason.
+    report.answers.push(answer("purchase", Some(503), None, 1));
+    assert!(!report.incomplete_only());
+}
