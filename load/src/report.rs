@@ -607,6 +607,19 @@ impl Report {
                 "{unanswered} requests got no answer (transport errors){steps}"
             ));
         }
+        let over_cap = count(&|a| a.status == Some(429) && a.code.as_deref() == Some(CAPPED));
+        if over_cap > 0 {
+            // Its refusals cut connections the tool had sent on (the server closes them
+            // unread), so they also show as transport errors: the cause, named once.
+            reasons.push(format!(
+                "the server's per-address connection cap was reached: {over_cap} answers were \
+                 429 {CAPPED}, and requests on the connections it closed may have got no \
+                 answer; start the server with a higher --max-connections-per-address (1000 \
+                 by default; 0 for none), or open fewer connections from this address \
+                 (--clients, --max-in-flight in the open model, --idle-streams spread over \
+                 --stream-sources)"
+            ));
+        }
         let unexpected: Vec<String> = self
             .answers
             .iter()
@@ -786,6 +799,9 @@ impl Report {
         incomplete > 0 && self.reasons().len() == incomplete
     }
 }
+
+/// The code of the server's refusal of a connection past its `--max-connections-per-address`.
+const CAPPED: &str = "TOO_MANY_CONNECTIONS";
 
 /// How much earlier than its `expiresAt` a hold may lapse before it counts as lapsed early:
 /// the server's `expiresAt` and `expiredAt` come from the database's clock, and a read time

@@ -718,3 +718,38 @@ fn streams_whose_final_counts_could_not_be_read_make_the_run_incomplete_not_lost
     report.answers.push(answer("purchase", Some(503), None, 1));
     assert!(!report.incomplete_only());
 }
+
+#[test]
+fn the_servers_connection_cap_is_named_beside_the_requests_it_left_unanswered() {
+    let mut report = sound_report();
+    report.answers.push(answer(
+        "purchase",
+        Some(429),
+        Some("TOO_MANY_CONNECTIONS"),
+        4,
+    ));
+    report.answers.push(answer("purchase", None, None, 732));
+    let reasons = report.reasons();
+    assert!(
+        reasons.contains(&"732 requests got no answer (transport errors)".to_owned()),
+        "{reasons:?}"
+    );
+    let cap = reasons
+        .iter()
+        .find(|r| r.starts_with("the server's per-address connection cap was reached: 4 answers"))
+        .unwrap_or_else(|| panic!("no reason names the cap: {reasons:?}"));
+    for flag in [
+        "--max-connections-per-address",
+        "--clients",
+        "--max-in-flight",
+        "--stream-sources",
+    ] {
+        assert!(cap.contains(flag), "{cap}");
+    }
+    // A rate limit's 429 is not the cap.
+    let mut limited = sound_report();
+    limited
+        .answers
+        .push(answer("purchase", Some(429), Some("RATE_LIMITED"), 4));
+    assert_eq!(limited.reasons(), Vec::<String>::new());
+}
