@@ -2,6 +2,7 @@
 //! nor its reports: whatever the app wrote is judged from the rows in `check`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -91,7 +92,7 @@ pub(super) async fn connect(database_url: &str, timeout: Duration) -> Result<PgP
     let options: PgConnectOptions = database_url
         .parse()
         .map_err(|e| Unread::Other(format!("the database URL is not a PostgreSQL URL: {e}")))?;
-    let at = format!("{}:{}", options.get_host(), options.get_port());
+    let at = where_tried(&options);
     // The pool retries a refused connection until the timeout: a server still starting is
     // waited for, one that is not there is reported after `timeout`, not after 30 s.
     PgPoolOptions::new()
@@ -106,6 +107,29 @@ pub(super) async fn connect(database_url: &str, timeout: Duration) -> Result<PgP
                 crate::with_causes(&e)
             ))
         })
+}
+
+/// Where a connection with `options` goes, as a message names it: the Unix socket, by its
+/// directory and port (`/tmp/.s.PGSQL.5432`), when the URL names one (`%2Ftmp` as its host,
+/// or `?host=/tmp`), where the driver leaves the host at its default, `localhost`, or a host
+/// that is a directory (as the driver takes one); otherwise the host and port. Never the
+/// password.
+pub(super) fn where_tried(options: &PgConnectOptions) -> String {
+    let host = options.get_host();
+    let socket = options
+        .get_socket()
+        .map(PathBuf::as_path)
+        .or_else(|| host.starts_with('/').then(|| Path::new(host)));
+    match socket {
+        Some(dir) => format!(
+            "the Unix socket {} (directory {}, port {})",
+            dir.join(format!(".s.PGSQL.{}", options.get_port()))
+                .display(),
+            dir.display(),
+            options.get_port()
+        ),
+        None => format!("{host}:{}", options.get_port()),
+    }
 }
 
 async fn load_from(

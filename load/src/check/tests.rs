@@ -1184,3 +1184,30 @@ async fn a_database_that_cannot_be_reached_is_tried_again_then_unread_not_judged
         panic!("a URL that is not PostgreSQL's is not retried");
     };
 }
+
+#[test]
+fn a_unix_socket_url_is_named_by_its_socket_not_as_localhost() {
+    for url in [
+        "postgresql://postgres@%2Ftmp%2Fnope:5432/boxoffice",
+        "postgresql://postgres:hunter2@localhost/boxoffice?host=/tmp/nope",
+    ] {
+        let options: sqlx::postgres::PgConnectOptions = url.parse().expect("a PostgreSQL URL");
+        let at = snapshot::where_tried(&options);
+        assert_eq!(
+            at, "the Unix socket /tmp/nope/.s.PGSQL.5432 (directory /tmp/nope, port 5432)",
+            "{url}"
+        );
+    }
+    let options = sqlx::postgres::PgConnectOptions::new()
+        .host("/run/pg")
+        .port(5433);
+    assert_eq!(
+        snapshot::where_tried(&options),
+        "the Unix socket /run/pg/.s.PGSQL.5433 (directory /run/pg, port 5433)"
+    );
+    let options: sqlx::postgres::PgConnectOptions =
+        "postgres://checker:hunter2@db.example:6543/none"
+            .parse()
+            .unwrap();
+    assert_eq!(snapshot::where_tried(&options), "db.example:6543");
+}
