@@ -54,7 +54,7 @@ pub struct Options {
     pub database_url: String,
     /// Seconds to wait for the system to settle (no allocation `payment_pending`, no refund
     /// `pending`) before reading it; still unsettled after that is itself a violation.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 30, value_parser = crate::flags::whole::<u64>(0..))]
     pub settle_seconds: u64,
     /// The servers' `--fingerprint-secret`, when they were given one; by default the
     /// generated one the database keeps (`settings.fingerprint_secret`).
@@ -63,7 +63,7 @@ pub struct Options {
     /// How long a database that cannot be reached or read (a failover in progress) is tried
     /// again, every 500 ms, from the first attempt, as a run retries its read-backs. Still
     /// unreadable after that: the check is incomplete (exit 3), nothing judged lost.
-    #[arg(long, default_value_t = 60.0, value_parser = crate::flags::seconds)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 60.0, value_parser = crate::flags::seconds)]
     pub retry_seconds: f64,
 }
 

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use clap::ArgMatches;
+use clap::builder::RangedI64ValueParser;
 use clap::parser::ValueSource;
 
 /// The flags that only shape the event the tool creates (argument id, flag): with
@@ -189,6 +190,17 @@ pub(crate) fn event_id(text: &str) -> Result<String, String> {
         Ok(_) => Ok(text.to_owned()),
         Err(_) => Err(format!("{text:?} is not an event id (a UUID)")),
     }
+}
+
+/// Parses a whole number of type `T` within `range`, read as an `i64` first, so that a
+/// negative one is refused by its range ("-1 is not in 1..=…"), as every number out of range
+/// is, rather than as a digit that `T` cannot hold.
+pub(crate) fn whole<T>(range: impl std::ops::RangeBounds<i64>) -> RangedI64ValueParser<T>
+where
+    T: TryFrom<i64> + Clone + Send + Sync + 'static,
+    <T as TryFrom<i64>>::Error: std::error::Error + Send + Sync + 'static,
+{
+    RangedI64ValueParser::new().range(range)
 }
 
 /// The longest span a flag may name: a year. Far beyond any run, and far within what a

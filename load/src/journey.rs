@@ -35,55 +35,55 @@ pub struct Journey {
     /// Open model: buyers arriving per second, each running the journey once (`--requests`
     /// caps the buyers, `--duration` the arrivals; default 10,000 buyers without either).
     /// Without it, each of `--clients` runs journeys one after another.
-    #[arg(long, value_parser = flags::rate)]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::rate)]
     pub arrival_rate: Option<f64>,
     /// Arrivals per second during the first `--spike-seconds`, as when a sale opens.
-    #[arg(long, value_parser = flags::rate, requires = "arrival_rate")]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::rate, requires = "arrival_rate")]
     pub spike_rate: Option<f64>,
     /// Length of the spike.
-    #[arg(long, default_value_t = 0.0, value_parser = flags::seconds, requires = "spike_rate")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = flags::seconds, requires = "spike_rate")]
     pub spike_seconds: f64,
     /// Open model: most journeys in flight at once; an arrival beyond waits for a slot (and
     /// its latency counts the wait). Needs --arrival-rate (the closed model runs --clients).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), requires = "arrival_rate")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), requires = "arrival_rate")]
     pub max_in_flight: u32,
     /// Think time between the hold and the next step, in milliseconds: `200` (fixed),
     /// `100-2000` (uniform) or `exp:500` (exponential of that mean, cut at 10 times it). At
     /// most a year (31536000000), the mean at most a tenth of it.
-    #[arg(long, default_value = "0")]
+    #[arg(long, allow_negative_numbers = true, default_value = "0")]
     pub think_ms: Think,
     /// Share of buyers (0 to 1) who pay with the declining test card (`tok_chargeDeclined`)
     /// and then leave the hold. Every type the run orders must be priced above 0 (`--price`,
     /// or the `--event-id` event's own prices): refused before the run otherwise.
-    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = share)]
     pub decline_share: f64,
     /// Share of buyers who abandon their hold and let it lapse.
-    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = share)]
     pub abandon_share: f64,
     /// Share of buyers who cancel their hold (`DELETE /tickets/{id}/payment`).
-    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = share)]
     pub cancel_share: f64,
     /// Share of buyers who pay and then have the organiser refund the whole order
     /// (`POST /tickets/{id}/refund` with `--admin-token`).
-    #[arg(long, default_value_t = 0.0, value_parser = share, requires = "admin_token")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = share, requires = "admin_token")]
     pub refund_share: f64,
     /// Share of buyers who pay and then have their first ticket's code scanned at two gates
     /// at once (`POST /events/{id}/checkins` on two instances with `--admin-token`): exactly
     /// one of the two scans may admit it.
-    #[arg(long, default_value_t = 0.0, value_parser = share, requires = "admin_token")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = share, requires = "admin_token")]
     pub checkin_share: f64,
     /// Share of buyers turned away with `TICKETS_SOLD_OUT` who join the waiting list
     /// (`POST /events/{id}/waiting-list`), wait for an offer (polling their entry every
     /// 500 ms, at most --offer-wait-seconds) and pay it, or leave.
-    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = share)]
     pub waiting_list_share: f64,
     /// How long a buyer on the waiting list waits for an offer before leaving it. Needs
     /// --waiting-list-share.
-    #[arg(long, default_value_t = 10.0, value_parser = flags::seconds, requires = "waiting_list_share")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10.0, value_parser = flags::seconds, requires = "waiting_list_share")]
     pub offer_wait_seconds: f64,
     /// Share of buyers who watch `GET /events/{id}/stream` from their arrival to the end of
     /// their journey (at least until its first message).
-    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = share)]
     pub watch_share: f64,
     /// The server's `--admin-token`: sent on the organiser's routes, and lets the
     /// verification compare the event's and quotas' counts with the rows

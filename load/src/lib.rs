@@ -66,27 +66,28 @@ pub struct Config {
     #[arg(long, value_parser = flags::event_id)]
     pub event_id: Option<String>,
     /// Tickets of the event to create (not with --event-id).
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(i64).range(1..))]
     pub tickets: i64,
     /// Per-buyer cap of the event to create (not with --event-id).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(1..))]
     pub max_per_fingerprint: Option<i64>,
     /// Concurrent clients (each sends one request at a time over keep-alive).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 64, value_parser = flags::whole::<usize>(1..))]
     pub clients: usize,
     /// Stop after this many seconds.
-    #[arg(long, value_parser = flags::positive_seconds)]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::positive_seconds)]
     pub duration: Option<f64>,
     /// Stop after this many purchase requests (default 10,000 when no duration is given).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::whole::<u64>(1..))]
     pub requests: Option<u64>,
     /// Tickets per purchase request (per line, with --ticket-types above 1). An order larger
     /// than the server takes in one purchase (its --max-tickets-per-purchase) is refused
     /// before the run.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
     pub quantity: i64,
     /// Distinct buyers (fingerprints) to cycle through, 1 or more; default: one per request.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::whole::<u64>(1..))]
     pub buyers: Option<u64>,
     /// Pay for every hold with the succeeding test card.
     #[arg(long)]
@@ -94,17 +95,17 @@ pub struct Config {
     /// Live-statistics streams to hold open on the event during the run, as people watching
     /// the counter: each is read, its last message compared with the event's final counts
     /// and each change's commit-to-message time measured.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0, value_parser = flags::whole::<usize>(0..))]
     pub idle_streams: usize,
     /// Keep the streams open this many seconds after the run (to measure them). Needs
     /// --idle-streams.
-    #[arg(long, default_value_t = 0.0, value_parser = flags::seconds, requires = "idle_streams")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = flags::seconds, requires = "idle_streams")]
     pub hold_streams_seconds: f64,
     /// Open the streams from this many loopback source addresses, 127.0.0.2 upwards (one
     /// address has about 28,000 ports towards one server port): 0 (the system's choice) to
     /// 16,777,214 (127.255.255.255); no more are used than there are streams. Needs
     /// --idle-streams.
-    #[arg(long, default_value_t = 0, requires = "idle_streams",
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0, requires = "idle_streams",
           value_parser = clap::value_parser!(u32).range(0..=MAX_STREAM_SOURCES))]
     pub stream_sources: u32,
     /// Open a stream that ends again (every 500 ms until it opens), as a browser does: for
@@ -114,7 +115,8 @@ pub struct Config {
     pub reconnect_streams: bool,
     /// The server's process id, on this machine: its resident memory is read before the
     /// streams open and once all are open, and reported per stream. Needs --idle-streams.
-    #[arg(long, requires = "idle_streams")]
+    #[arg(long, allow_negative_numbers = true, requires = "idle_streams",
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub server_pid: Option<u32>,
     /// Time `GET /events/{id}` instead of purchasing (read throughput).
     #[arg(long)]
@@ -131,12 +133,12 @@ pub struct Config {
     #[arg(long)]
     pub keyed: bool,
     /// How long a call whose answer is ambiguous is retried, from its first attempt.
-    #[arg(long, default_value_t = 60.0, value_parser = flags::seconds)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 60.0, value_parser = flags::seconds)]
     pub retry_seconds: f64,
     /// Give up on a request after this many seconds (recorded as a `timeout`); default: give
     /// up once the server has sent nothing for 60 s, twice its default request timeout, so a
     /// server that answers is heard (its own 503 comes first) and one that hangs ends the run.
-    #[arg(long, value_parser = flags::positive_seconds)]
+    #[arg(long, allow_negative_numbers = true, value_parser = flags::positive_seconds)]
     pub request_timeout: Option<f64>,
 }
 
@@ -149,16 +151,16 @@ pub struct Catalogue {
     /// default type ("General admission") is the first and the tool creates the others
     /// ("Type B", "Type C", …) with `POST /events/{id}/ticket-types`; with `--event-id`, the
     /// event's first N types as `GET /events/{id}/ticket-types` lists them.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
     pub ticket_types: u16,
     /// Most lines per order: each order asks for 1 to this many distinct types, picked at
     /// random (at most --ticket-types), each line of --quantity tickets.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
     pub max_lines: u16,
     /// Price of a ticket type in the currency's minor unit (cents for EUR), in type order,
     /// repeated for each type (`--price 2500 --price 4000 --price 1000`); the last given
     /// applies to the types after it. Default: the server's (0, free). Not with --event-id.
-    #[arg(long = "price", value_parser = clap::value_parser!(i64).range(0..))]
+    #[arg(long = "price", allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(0..))]
     pub prices: Vec<i64>,
     /// ISO 4217 currency of the event to create. Default: the server's. Not with
     /// --event-id.

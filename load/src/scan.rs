@@ -40,11 +40,11 @@ pub struct Scanning {
     #[arg(long)]
     pub scan: bool,
     /// Tickets to sell and pay before the doors open; each has one code. Needs --scan.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000), requires = "scan")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10_000, value_parser = crate::flags::whole::<u64>(1..=1_000_000), requires = "scan")]
     pub scan_tickets: u64,
     /// Gates the devices scan at (`gate-1` … `gate-N`), device `c` at gate `c % N + 1`. Needs
     /// --scan.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..), requires = "scan")]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..), requires = "scan")]
     pub gates: u16,
     /// A door (or organiser) token for the check-in routes; default: `--admin-token`. Needs
     /// --scan.

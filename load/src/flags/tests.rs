@@ -382,3 +382,96 @@ fn stream_sources_beyond_the_loopback_network_are_refused() {
         assert!(err.contains("--stream-sources"), "{refused}: {err}");
     }
 }
+
+#[test]
+fn a_negative_number_is_refused_by_its_range_not_taken_for_a_flag() {
+    use clap::Parser;
+    use clap::error::ErrorKind;
+    // What each needs beside it, so that only the value is wrong.
+    let beside = [
+        ("--idle-streams", "1"),
+        ("--arrival-rate", "1"),
+        ("--spike-rate", "1"),
+        ("--spike-seconds", "1"),
+        ("--waiting-list-share", "0.5"),
+        ("--admin-token", "t"),
+    ];
+    for (flag, value) in [
+        ("--tickets", "-1"),
+        ("--max-per-fingerprint", "-1"),
+        ("--clients", "-1"),
+        ("--duration", "-1"),
+        ("--requests", "-1"),
+        ("--quantity", "-1"),
+        ("--buyers", "-1"),
+        ("--idle-streams", "-1"),
+        ("--hold-streams-seconds", "-1"),
+        ("--stream-sources", "-1"),
+        ("--server-pid", "-1"),
+        ("--retry-seconds", "-1"),
+        ("--request-timeout", "-1"),
+        ("--ticket-types", "-1"),
+        ("--max-lines", "-1"),
+        ("--price", "-1"),
+        ("--arrival-rate", "-5"),
+        ("--spike-rate", "-5"),
+        ("--spike-seconds", "-1"),
+        ("--max-in-flight", "-1"),
+        ("--think-ms", "-5"),
+        ("--decline-share", "-0.1"),
+        ("--abandon-share", "-0.1"),
+        ("--cancel-share", "-0.1"),
+        ("--refund-share", "-0.1"),
+        ("--checkin-share", "-0.1"),
+        ("--waiting-list-share", "-0.1"),
+        ("--offer-wait-seconds", "-1"),
+        ("--watch-share", "-0.1"),
+        ("--scan-tickets", "-1"),
+        ("--gates", "-1"),
+    ] {
+        let argv = std::iter::once("boxoffice-load")
+            .chain(
+                beside
+                    .iter()
+                    .filter(|(needed, _)| *needed != flag)
+                    .flat_map(|(needed, given)| [*needed, *given]),
+            )
+            .chain(["--scan", flag, value]);
+        let err = AllFlags::try_parse_from(argv)
+            .err()
+            .unwrap_or_else(|| panic!("{flag} {value} was accepted"));
+        assert_eq!(
+            err.kind(),
+            ErrorKind::ValueValidation,
+            "{flag} {value}: {err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(flag) && text.contains(value), "{text}");
+    }
+}
+
+#[test]
+fn the_checker_refuses_a_negative_number_by_its_range() {
+    use clap::Parser;
+    use clap::error::ErrorKind;
+    #[derive(clap::Parser)]
+    struct Check {
+        #[command(flatten)]
+        options: crate::check::Options,
+    }
+    for flag in ["--settle-seconds", "--retry-seconds"] {
+        let argv = [
+            "check",
+            "--history",
+            "h",
+            "--database-url",
+            "postgres://x@y/z",
+            flag,
+            "-1",
+        ];
+        let err = Check::try_parse_from(argv)
+            .err()
+            .unwrap_or_else(|| panic!("{flag} -1 was accepted"));
+        assert_eq!(err.kind(), ErrorKind::ValueValidation, "{flag}: {err}");
+    }
+}
