@@ -198,6 +198,57 @@ impl Journey {
         Some(Duration::from_secs_f64(seconds.min(flags::MAX_SECONDS)))
     }
 
+    /// How many buyers the open model schedules, of `limit` at most, when no arrival may be
+    /// due at or after `duration`; `None` in the closed model.
+    fn scheduled(&self, limit: u64, duration: Option<Duration>) -> Option<u64> {
+        let rate = self.arrival_rate?;
+        let Some(duration) = duration else {
+            return Some(limit);
+        };
+        let d = duration.as_secs_f64();
+        // Arrival k is due at k / rate: those due before d number ceil(d × rate).
+        let due_before = |seconds: f64, rate: f64| (seconds * rate).ceil().max(0.0) as u64;
+        let arrivals = match self.spike_rate {
+            Some(spike) => {
+                let spike_buyers = (spike * self.spike_seconds).floor() as u64;
+                due_before(d, spike).min(spike_buyers) + due_before(d - self.spike_seconds, rate)
+            }
+            None => due_before(d, rate),
+        };
+        Some(arrivals.min(limit))
+    }
+
+    /// A warning for before the run, when the open model's arrivals cannot all start within
+    /// the time they are scheduled over: a journey holds one of `--max-in-flight` slots for
+    /// at least its think time, so at most about `max-in-flight / (mean think time + 1 ms)`
+    /// start per second (the 1 ms a rough lower bound of the hold's round trip), and the
+    /// others wait for a slot, the run going on long past `--duration` with nothing printed.
+    /// `limit`: the most buyers (`--requests`); `None` when the bound is met, and in the
+    /// closed model.
+    pub fn start_warning(&self, limit: u64, duration: Option<Duration>) -> Option<String> {
+        let arrivals = self.scheduled(limit, duration)?;
+        let span = self
+            .arrival(arrivals.checked_sub(1)?)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let journey_seconds = self.think_ms.mean_ms() / 1000.0 + 0.001;
+        let per_second = f64::from(self.max_in_flight) / journey_seconds;
+        let needed = arrivals as f64 / per_second;
+        // A second of slack: a short run's estimate is too rough to warn by less.
+        (needed > span + 1.0).then(|| {
+            format!(
+                "--arrival-rate schedules {arrivals} arrivals over {span:.1} s, but with \
+                 --max-in-flight {} at most about {per_second:.0} journeys can start per \
+                 second (each holds its slot for at least its think time, mean {:.0} ms, plus \
+                 about 1 ms for its hold: a rough bound), so starting them all takes about \
+                 {needed:.0} s or more and the run goes on well past its schedule; raise \
+                 --max-in-flight, or lower --arrival-rate or --duration",
+                self.max_in_flight,
+                self.think_ms.mean_ms()
+            )
+        })
+    }
+
     /// Checks the flags against each other.
     pub(crate) fn validate(&self) -> Result<(), String> {
         let shares = self.abandon_share
@@ -328,6 +379,16 @@ impl std::fmt::Display for Think {
 }
 
 impl Think {
+    /// The mean think time in milliseconds (an exponential's before its cut, a little above
+    /// the mean of its draws).
+    pub fn mean_ms(&self) -> f64 {
+        match *self {
+            Think::Fixed(ms) => ms as f64,
+            Think::Uniform(low, high) => (low as f64 + high as f64) / 2.0,
+            Think::Exponential(mean) => mean,
+        }
+    }
+
     /// Buyer `k`'s think time (a fixed draw per buyer, so a run can be replayed).
     pub fn sample(&self, k: u64) -> Duration {
         let u = unit(mix(k ^ 0x7_41F));

@@ -459,14 +459,7 @@ pub async fn run_on_sale(
         None
     };
 
-    let limit = config
-        .requests
-        .or(if config.duration.is_none() {
-            Some(10_000)
-        } else {
-            None
-        })
-        .unwrap_or(u64::MAX);
+    let limit = request_limit(config);
     let deadline = run_for.map(|d| Instant::now() + d);
     let run_tag = format!(
         "{:x}",
@@ -659,6 +652,25 @@ pub async fn run_on_sale(
     report.verdict = report.reasons();
     report.sound = report.verdict.is_empty();
     Ok(report)
+}
+
+/// The most requests (or buyers) of a run: `--requests`, or 10,000 without a `--duration`.
+fn request_limit(config: &Config) -> u64 {
+    match (config.requests, config.duration) {
+        (Some(requests), _) => requests,
+        (None, None) => 10_000,
+        (None, Some(_)) => u64::MAX,
+    }
+}
+
+/// What a user should know before a run starts, though it may run: an open model whose
+/// arrivals cannot all start within their schedule at its `--max-in-flight`
+/// ([`Journey::start_warning`]).
+pub fn start_warning(config: &Config, journey: &Journey) -> Option<String> {
+    let duration = config
+        .duration
+        .and_then(|seconds| flags::duration("--duration", seconds).ok());
+    journey.start_warning(request_limit(config), duration)
 }
 
 /// Refuses a `--url` that is not an absolute http(s) URL, naming it, before anything is sent.

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use boxoffice_load::{
     Catalogue, Config, Journey, Scanning, check, check_writable, raise_nofile_limit, render,
-    render_scan, run_on_sale, run_scan, write_charts, write_report,
+    render_scan, run_on_sale, run_scan, start_warning, write_charts, write_report,
 };
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -107,6 +107,9 @@ async fn main() -> ExitCode {
     if let Err(err) = check_writable(cli.report.as_deref(), cli.charts_dir.as_deref()) {
         eprintln!("boxoffice-load: {err}");
         return ExitCode::FAILURE;
+    }
+    if let Some(warning) = start_warning(&cli.config, &cli.journey) {
+        eprintln!("boxoffice-load: warning: {warning}");
     }
     match run_on_sale(&cli.config, &cli.catalogue, &cli.journey).await {
         Ok(report) => {

@@ -507,6 +507,7 @@ impl Verification {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub event_id: String,
+    /// `--clients`; in the open model (`--arrival-rate`), `--max-in-flight`.
     pub clients: usize,
     pub elapsed_seconds: f64,
     /// Purchase (or read) requests sent, answered or not.
@@ -867,7 +868,13 @@ pub fn render(report: &Report) -> String {
         )
     };
     out.push_str(&format!("event            {}\n", report.event_id));
-    out.push_str(&format!("clients          {}\n", report.clients));
+    // The open model has no clients: its connections are bounded by --max-in-flight.
+    match &report.journey {
+        Some(j) if j.model == "open" => {
+            out.push_str(&format!("max in flight    {}\n", report.clients));
+        }
+        _ => out.push_str(&format!("clients          {}\n", report.clients)),
+    }
     out.push_str(&format!(
         "elapsed          {:.3} s\n",
         report.elapsed_seconds

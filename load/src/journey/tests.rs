@@ -315,3 +315,66 @@ fn a_verdict_names_what_was_expected_in_the_api_s_words() {
         assert_eq!(expect.to_string(), said);
     }
 }
+
+#[test]
+fn arrivals_that_cannot_start_within_their_schedule_are_warned_of() {
+    let open = |rate: f64, max_in_flight: u32, think: &str| Journey {
+        arrival_rate: Some(rate),
+        max_in_flight,
+        think_ms: think.parse().unwrap(),
+        ..Journey::default()
+    };
+    let second = Some(Duration::from_secs(1));
+    // The tester's run: a million arrivals in a second through 200 slots.
+    let warning = open(1e6, 200, "0")
+        .start_warning(u64::MAX, second)
+        .expect("a warning");
+    assert!(
+        warning.starts_with("--arrival-rate schedules 1000000 arrivals over 1.0 s"),
+        "{warning}"
+    );
+    assert!(warning.contains("--max-in-flight 200"), "{warning}");
+    assert!(warning.contains("rough bound"), "{warning}");
+    // Think time holds the slots: 100 a second of 1 s each need 100 of them.
+    assert!(
+        open(100.0, 50, "1000")
+            .start_warning(u64::MAX, Some(Duration::from_secs(10)))
+            .is_some()
+    );
+    assert_eq!(
+        open(100.0, 200, "1000").start_warning(u64::MAX, Some(Duration::from_secs(10))),
+        None
+    );
+    // The defaults, and --requests bounding the arrivals.
+    assert_eq!(
+        open(500.0, 10_000, "200-2000").start_warning(u64::MAX, Some(Duration::from_secs(10))),
+        None
+    );
+    assert_eq!(open(1e6, 200, "0").start_warning(100, second), None);
+    // The closed model schedules nothing.
+    assert_eq!(Journey::default().start_warning(u64::MAX, second), None);
+}
+
+#[test]
+fn the_arrivals_scheduled_count_the_spike_and_the_rate_after_it() {
+    let journey = Journey {
+        arrival_rate: Some(10.0),
+        spike_rate: Some(100.0),
+        spike_seconds: 2.0,
+        ..Journey::default()
+    };
+    // 200 in the spike, then 10 a second for 3 s.
+    assert_eq!(
+        journey.scheduled(u64::MAX, Some(Duration::from_secs(5))),
+        Some(230)
+    );
+    assert_eq!(
+        journey.scheduled(u64::MAX, Some(Duration::from_secs(1))),
+        Some(100)
+    );
+    assert_eq!(journey.scheduled(50, None), Some(50));
+    // Each is due before the end, none after.
+    let due = |k| journey.arrival(k).unwrap();
+    assert!(due(229) < Duration::from_secs(5));
+    assert!(due(230) >= Duration::from_secs(5));
+}

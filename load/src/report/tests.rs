@@ -753,3 +753,17 @@ fn the_servers_connection_cap_is_named_beside_the_requests_it_left_unanswered() 
         .push(answer("purchase", Some(429), Some("RATE_LIMITED"), 4));
     assert_eq!(limited.reasons(), Vec::<String>::new());
 }
+
+#[test]
+fn the_open_model_labels_its_connection_bound_as_max_in_flight() {
+    let mut report = journey_report();
+    report.clients = 10_000;
+    let closed = render(&report);
+    assert!(closed.contains("clients          10000\n"), "{closed}");
+    if let Some(journey) = report.journey.as_mut() {
+        journey.model = "open";
+    }
+    let open = render(&report);
+    assert!(open.contains("max in flight    10000\n"), "{open}");
+    assert!(!open.contains("clients "), "{open}");
+}
