@@ -422,6 +422,7 @@ pub async fn run_on_sale(
         }
         if !config.read_only {
             refuse_over_max_per_order(event, &ticket_types, config.quantity)?;
+            refuse_closed_sales(event, &ticket_types, time::OffsetDateTime::now_utc())?;
         }
     }
     if !config.read_only {
@@ -918,6 +919,46 @@ fn refuse_over_max_per_order(
         )),
         None => Ok(()),
     }
+}
+
+/// Refuses a run on an existing event (`event`, as `GET /events/{id}` gave it) that is not
+/// on sale at `now`, or a type the run orders that is not: every hold would be answered 409
+/// `SALES_CLOSED`, a refusal the tool provoked. A sale is open from its `salesStartAt`
+/// (inclusive) to its `salesEndAt` (exclusive), `null` an open end; the event's window and
+/// each type's must both hold. `ordered` as for [`refuse_free_types`]. The server judges by
+/// the database's clock, this by the tool's: a window that opens or closes within the run
+/// still shows in its answers.
+fn refuse_closed_sales(
+    event: &Value,
+    ordered: &[String],
+    now: time::OffsetDateTime,
+) -> Result<(), String> {
+    let of_event = std::iter::once((format!("the event {}", event["id"]), event));
+    let of_types = ordered_types(event, ordered)
+        .map(|t| (format!("the event's type {} ({})", t["name"], t["id"]), t));
+    for (what, on_sale) in of_event.chain(of_types) {
+        let at = |field: &str| {
+            on_sale[field].as_str().map(|text| {
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map(|at| (text, at))
+                    .map_err(|e| format!("{what}: {field} {text:?} is not an RFC 3339 time: {e}"))
+            })
+        };
+        let why = match (
+            at("salesStartAt").transpose()?,
+            at("salesEndAt").transpose()?,
+        ) {
+            (Some((text, start)), _) if now < start => format!("its sales start at {text}"),
+            (_, Some((text, end))) if now >= end => format!("its sales ended at {text}"),
+            _ => continue,
+        };
+        return Err(format!(
+            "{what} is not on sale now: {why}, and the server would refuse every hold \
+             (409 SALES_CLOSED); run while it is on sale, or on another event; no purchase \
+             was sent"
+        ));
+    }
+    Ok(())
 }
 
 /// The ticket types of `event` (as `GET /events/{id}` gave it) that a run orders: those of
@@ -1608,6 +1649,67 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_lowercase().contains("connection refused"), "{err}");
+    }
+
+    #[test]
+    fn a_run_on_an_event_or_a_type_not_on_sale_now_is_refused() {
+        let now = time::OffsetDateTime::parse(
+            "2026-12-03T14:00:00Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let event = |event: (Value, Value), a: (Value, Value), b: (Value, Value)| {
+            json!({
+                "id": "e", "salesStartAt": event.0, "salesEndAt": event.1,
+                "ticketTypes": [
+                    {"id": "a", "name": "General admission", "salesStartAt": a.0, "salesEndAt": a.1},
+                    {"id": "b", "name": "VIP", "salesStartAt": b.0, "salesEndAt": b.1},
+                ],
+            })
+        };
+        let open = (Value::Null, Value::Null);
+        let ended = (json!("2026-11-01T00:00:00Z"), json!("2026-12-03T14:00:00Z"));
+        let later = (json!("2026-12-03T14:00:01Z"), Value::Null);
+        let started = (json!("2026-12-03T14:00:00Z"), json!("2026-12-03T14:00:01Z"));
+
+        assert_eq!(
+            refuse_closed_sales(&event(open.clone(), open.clone(), open.clone()), &[], now),
+            Ok(())
+        );
+        assert_eq!(
+            refuse_closed_sales(
+                &event(started.clone(), started.clone(), open.clone()),
+                &[],
+                now
+            ),
+            Ok(())
+        );
+        let err = refuse_closed_sales(&event(ended.clone(), open.clone(), open.clone()), &[], now)
+            .unwrap_err();
+        assert!(
+            err.starts_with(
+                r#"the event "e" is not on sale now: its sales ended at 2026-12-03T14:00:00Z"#
+            ),
+            "{err}"
+        );
+        assert!(err.contains("SALES_CLOSED"), "{err}");
+        let err = refuse_closed_sales(&event(later.clone(), open.clone(), open.clone()), &[], now)
+            .unwrap_err();
+        assert!(
+            err.contains("its sales start at 2026-12-03T14:00:01Z"),
+            "{err}"
+        );
+        // A type's own window, of the types the run orders only.
+        let closed_vip = event(open.clone(), open.clone(), ended.clone());
+        assert_eq!(refuse_closed_sales(&closed_vip, &[], now), Ok(()));
+        assert_eq!(refuse_closed_sales(&closed_vip, &["a".into()], now), Ok(()));
+        let err = refuse_closed_sales(&closed_vip, &["a".into(), "b".into()], now).unwrap_err();
+        assert!(
+            err.starts_with(r#"the event's type "VIP" ("b") is not on sale now"#),
+            "{err}"
+        );
+        let err = refuse_closed_sales(&event(open.clone(), later, open), &[], now).unwrap_err();
+        assert!(err.contains("General admission"), "{err}");
     }
 
     #[tokio::test]
