@@ -141,8 +141,8 @@ impl Journey {
     /// What buyer `k` does with its hold: the first `--abandon-share` of a uniform draw
     /// abandons, the next `--cancel-share` cancels, the next `--decline-share` pays with the
     /// declining card, the next `--refund-share` pays and is refunded, the next
-    /// `--checkin-share` pays and is checked in, the rest pay (with `pay`) or keep the hold
-    /// (abandon) without it.
+    /// `--checkin-share` pays and is checked in, the rest pay (with `pay`) or, without it,
+    /// keep the hold unpaid ([`Fate::Keep`]).
     pub fn fate(&self, k: u64, pay: bool) -> Fate {
         let u = unit(mix(k ^ 0xFA7E));
         let mut edge = self.abandon_share;
@@ -165,7 +165,7 @@ impl Journey {
         if u < edge {
             return Fate::CheckIn;
         }
-        if pay { Fate::Pay } else { Fate::Abandon }
+        if pay { Fate::Pay } else { Fate::Keep }
     }
 
     /// Whether buyer `k`, turned away sold out, joins the waiting list.
@@ -298,6 +298,9 @@ pub enum Fate {
     Cancel,
     /// Does nothing: the hold lapses.
     Abandon,
+    /// Keeps the hold, asked for no payment (a run without `--pay`): it lapses as an
+    /// abandoned one does, but no buyer chose to abandon it.
+    Keep,
     /// Pays, then the organiser refunds the whole order.
     Refund,
     /// Pays, then the first ticket's code is scanned at two gates at once.
@@ -311,7 +314,7 @@ impl Fate {
     pub fn pays(self) -> bool {
         match self {
             Fate::Pay | Fate::Decline | Fate::Refund | Fate::CheckIn => true,
-            Fate::Cancel | Fate::Abandon => false,
+            Fate::Cancel | Fate::Abandon | Fate::Keep => false,
         }
     }
 }
@@ -472,12 +475,16 @@ pub struct JourneySummary {
     /// Of them, the ones granted a hold (201).
     pub held: u64,
     /// What the buyers with a hold chose to do, whatever came of it: pay (the refund and
-    /// check-in fates included), pay with the declining card, cancel, or nothing (abandoned:
-    /// the hold lapses). What came of it: `payments_succeeded` of the report, and `too_late`.
+    /// check-in fates included), pay with the declining card, cancel, or nothing (abandoned,
+    /// `--abandon-share`: the hold lapses). What came of it: `payments_succeeded` of the
+    /// report, and `too_late`.
     pub paid: u64,
     pub declined: u64,
     pub cancelled: u64,
     pub abandoned: u64,
+    /// Buyers with a hold who were asked for no payment (a run without `--pay`, the rest
+    /// after the shares): they keep the hold unpaid until it lapses, and chose nothing.
+    pub held_only: u64,
     /// Of the buyers who paid, paid with the declining card or cancelled, the ones whose
     /// hold had already lapsed: their payment answered 410 `RESERVATION_EXPIRED`, their
     /// cancel refused 409 `INVALID_STATUS` naming `expired`.
@@ -707,6 +714,7 @@ pub(crate) async fn run(target: Target, journey: &Journey) -> Result<Collected, 
         all.declined += one.declined;
         all.cancelled += one.cancelled;
         all.abandoned += one.abandoned;
+        all.held_only += one.held_only;
         all.too_late += one.too_late;
         all.refunded += one.refunded;
         all.checked_in += one.checked_in;
@@ -862,6 +870,7 @@ async fn settle(
         // `INVALID_STATUS` naming `cancelled`, which says the same.
         Fate::Cancel => ("cancel", Some(target.client.delete(&payment)), ""),
         Fate::Abandon => ("abandon", None, ""),
+        Fate::Keep => ("keep", None, ""),
     };
     let answer = match request {
         Some(request) => {
@@ -912,6 +921,7 @@ async fn settle(
         Fate::Decline => summary.declined += 1,
         Fate::Cancel => summary.cancelled += 1,
         Fate::Abandon => summary.abandoned += 1,
+        Fate::Keep => summary.held_only += 1,
     }
     // Too late: the payment found the hold expired (410), or the cancel was refused naming
     // `expired` (a retried cancel that took effect is refused naming `cancelled`).

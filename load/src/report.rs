@@ -1042,8 +1042,13 @@ pub fn render(report: &Report) -> String {
         }
     }
     if let Some(j) = &report.journey {
+        // Asked for no payment is not a choice to abandon: told apart, and only when any.
+        let held_only = match j.held_only {
+            0 => String::new(),
+            n => format!(", {n} held only (no payment asked: no --pay)"),
+        };
         out.push_str(&format!(
-            "journey          {} model; {} buyers, {} held: chose {} pay, {} declining card, {} cancel, {} abandon; {} too late for their hold, {} payments ok; think {} ms\n",
+            "journey          {} model; {} buyers, {} held: chose {} pay, {} declining card, {} cancel, {} abandon{held_only}; {} too late for their hold, {} payments ok; think {} ms\n",
             j.model,
             j.buyers,
             j.held,

@@ -53,10 +53,15 @@ fn fates_follow_the_shares() {
         let n = count(true, fate) as f64 / 10_000.0;
         assert!((n - share).abs() < 0.02, "{fate:?}: {n}");
     }
-    // Without --pay the rest keep their hold.
+    // Without --pay the rest keep their hold, asked for no payment: none abandons it.
     assert_eq!(count(false, Fate::Pay), 0);
+    assert_eq!(count(false, Fate::Keep), count(true, Fate::Pay));
+    assert_eq!(count(false, Fate::Abandon), count(true, Fate::Abandon));
+    assert_eq!(count(true, Fate::Keep), 0);
+    let no_shares = Journey::default();
+    assert!((0..1_000).all(|k| no_shares.fate(k, false) == Fate::Keep));
     assert_eq!(
-        count(false, Fate::Abandon),
+        count(false, Fate::Abandon) + count(false, Fate::Keep),
         count(true, Fate::Abandon) + count(true, Fate::Pay)
     );
     let watchers = (0..10_000).filter(|&k| journey.watches(k)).count() as f64 / 10_000.0;

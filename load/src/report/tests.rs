@@ -767,3 +767,28 @@ fn the_open_model_labels_its_connection_bound_as_max_in_flight() {
     assert!(open.contains("max in flight    10000\n"), "{open}");
     assert!(!open.contains("clients "), "{open}");
 }
+
+#[test]
+fn buyers_asked_for_no_payment_are_held_only_not_abandoned() {
+    let mut report = journey_report();
+    if let Some(journey) = report.journey.as_mut() {
+        (journey.held, journey.held_only) = (200, 200);
+    }
+    let text = render(&report);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("journey "))
+        .expect("a journey line");
+    assert!(
+        line.contains("chose 0 pay, 0 declining card, 0 cancel, 0 abandon, 200 held only (no payment asked: no --pay);"),
+        "{line}"
+    );
+    if let Some(journey) = report.journey.as_mut() {
+        (journey.held_only, journey.paid) = (0, 200);
+    }
+    assert!(
+        !render(&report).contains("held only"),
+        "{}",
+        render(&report)
+    );
+}
