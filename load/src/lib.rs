@@ -1192,6 +1192,7 @@ async fn verify(
                 read_back.checked += 1;
                 if window.gone() {
                     read_back.unverified += 1;
+                    read_back.tickets_unread += g.quantity;
                     unread.push(format!("{}: {NOT_TRIED}", g.allocation_id));
                     continue;
                 }
@@ -1211,6 +1212,7 @@ async fn verify(
                 if unanswered(&answered) {
                     // Neither found nor found missing: judged on nothing else either.
                     read_back.unverified += 1;
+                    read_back.tickets_unread += g.quantity;
                     unread.push(format!(
                         "{}: {}",
                         g.allocation_id,
@@ -1230,6 +1232,7 @@ async fn verify(
                 let status = body["status"].as_str().unwrap_or_default();
                 if !found {
                     read_back.missing += 1;
+                    read_back.tickets_unread += g.quantity;
                 } else if matches!(status, "reserved" | "payment_pending" | "purchased") {
                     read_back.tickets_held += g.quantity;
                     for line in &g.lines {
@@ -1238,6 +1241,8 @@ async fn verify(
                     }
                 } else if matches!(status, "expired" | "cancelled") {
                     read_back.tickets_released += g.quantity;
+                } else if status == "refunded" {
+                    read_back.tickets_refunded += g.quantity;
                 }
                 if status == "expired"
                     && let Some(told) = &g.expires_at
@@ -1310,6 +1315,8 @@ async fn verify(
         read_back.missing += one.missing;
         read_back.tickets_held += one.tickets_held;
         read_back.tickets_released += one.tickets_released;
+        read_back.tickets_refunded += one.tickets_refunded;
+        read_back.tickets_unread += one.tickets_unread;
         read_back.paid_checked += one.paid_checked;
         read_back.paid_not_purchased += one.paid_not_purchased;
         for (ticket_type, tickets) in held {

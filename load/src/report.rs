@@ -116,6 +116,10 @@ pub struct ReadBack {
     /// Tickets of the allocations read back `expired` or `cancelled`: given back to the
     /// event, so they may have been granted again during the run.
     pub tickets_released: i64,
+    /// Tickets of the allocations read back `refunded` (their whole order refunded).
+    pub tickets_refunded: i64,
+    /// Tickets of the allocations missing or unverified: not read back.
+    pub tickets_unread: i64,
     /// Allocations whose payment was answered 200.
     pub paid_checked: u64,
     /// Of those, the ones not read back `purchased`.
@@ -210,6 +214,12 @@ pub struct Verification {
     pub tickets_held: i64,
     /// Tickets of the granted allocations read back `expired` or `cancelled` (given back).
     pub tickets_released: i64,
+    /// Tickets of the granted allocations read back `refunded`.
+    pub tickets_refunded: i64,
+    /// Tickets of the granted allocations not read back (missing or unverified). With
+    /// `tickets_held`, `tickets_released` and `tickets_refunded`, they make up
+    /// `tickets_granted` (the allocations read back in no status of the API's aside).
+    pub tickets_not_read_back: i64,
     /// Counts below zero, counts that do not add up, more granted than exist (when none of
     /// the run's holds was given back), or more of the run's tickets held than the event
     /// counts as reserved and purchased.
@@ -386,6 +396,8 @@ impl Verification {
             tickets_granted,
             tickets_held: read_back.tickets_held,
             tickets_released: read_back.tickets_released,
+            tickets_refunded: read_back.tickets_refunded,
+            tickets_not_read_back: read_back.tickets_unread,
             oversold,
             allocations_checked: read_back.checked,
             allocations_missing: read_back.missing,
@@ -428,6 +440,28 @@ impl Verification {
     pub fn with_unread(mut self, unread: Unread) -> Self {
         self.unread.push(unread);
         self
+    }
+
+    /// What the granted tickets became, every part named so that they add up to
+    /// `tickets_granted`: held, given back, refunded, not read back, and any read back in a
+    /// status the API does not have.
+    pub fn granted_parts(&self) -> String {
+        let mut parts = format!(
+            "held {}, given back {}, refunded {}, not read back {}",
+            self.tickets_held,
+            self.tickets_released,
+            self.tickets_refunded,
+            self.tickets_not_read_back
+        );
+        let other = self.tickets_granted
+            - self.tickets_held
+            - self.tickets_released
+            - self.tickets_refunded
+            - self.tickets_not_read_back;
+        if other != 0 {
+            parts.push_str(&format!(", in another status {other}"));
+        }
+        parts
     }
 
     /// Whether the event's counts were read: otherwise nothing is judged by them.
@@ -677,14 +711,13 @@ impl Report {
             Some(v) => {
                 if v.oversold {
                     reasons.push(format!(
-                        "oversold: total {} available {} reserved {} purchased {}, granted {} of which held {} and given back {}",
+                        "oversold: total {} available {} reserved {} purchased {}, granted {} ({})",
                         v.total_tickets,
                         v.available_tickets,
                         v.reserved_tickets,
                         v.purchased_tickets,
                         v.tickets_granted,
-                        v.tickets_held,
-                        v.tickets_released
+                        v.granted_parts()
                     ));
                 }
                 for q in v.quotas.iter().filter(|q| q.overfull) {
@@ -967,10 +1000,9 @@ pub fn render(report: &Report) -> String {
             )),
         }
         out.push_str(&format!(
-            "verification     tickets granted {} (held {}, given back {}); oversold: {}; allocations read back {}/{} (missing {}, could not verify {})\n",
+            "verification     tickets granted {} ({}); oversold: {}; allocations read back {}/{} (missing {}, could not verify {})\n",
             v.tickets_granted,
-            v.tickets_held,
-            v.tickets_released,
+            v.granted_parts(),
             match (v.counts_read(), v.oversold) {
                 (false, _) => "not judged",
                 (true, true) => "YES",

@@ -792,3 +792,42 @@ fn buyers_asked_for_no_payment_are_held_only_not_abandoned() {
         render(&report)
     );
 }
+
+#[test]
+fn the_verification_line_names_every_part_of_the_tickets_granted() {
+    let read_back = ReadBack {
+        checked: 180,
+        missing: 0,
+        unverified: 0,
+        tickets_held: 300,
+        tickets_released: 52,
+        tickets_refunded: 58,
+        ..ReadBack::default()
+    };
+    let counts = EventCounts {
+        total: 1000,
+        available: 700,
+        reserved: 100,
+        purchased: 200,
+    };
+    let mut report = journey_report();
+    report.verification = Some(Verification::new(counts, 410, read_back).with_releases());
+    let text = render(&report);
+    assert!(
+        text.contains(
+            "verification     tickets granted 410 (held 300, given back 52, refunded 58, not read back 0);"
+        ),
+        "{text}"
+    );
+    // Unread allocations' tickets are a part of their own; a status the API lacks shows.
+    let read_back = ReadBack {
+        unverified: 2,
+        tickets_unread: 5,
+        ..read_back
+    };
+    let v = Verification::new(counts, 420, read_back).with_releases();
+    assert_eq!(
+        v.granted_parts(),
+        "held 300, given back 52, refunded 58, not read back 5, in another status 5"
+    );
+}
