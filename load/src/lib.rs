@@ -1192,7 +1192,7 @@ async fn verify(
                 read_back.checked += 1;
                 if window.gone() {
                     read_back.unverified += 1;
-                    read_back.tickets_unread += g.quantity;
+                    read_back.tickets_not_read_back += g.quantity;
                     unread.push(format!("{}: {NOT_TRIED}", g.allocation_id));
                     continue;
                 }
@@ -1212,7 +1212,7 @@ async fn verify(
                 if unanswered(&answered) {
                     // Neither found nor found missing: judged on nothing else either.
                     read_back.unverified += 1;
-                    read_back.tickets_unread += g.quantity;
+                    read_back.tickets_not_read_back += g.quantity;
                     unread.push(format!(
                         "{}: {}",
                         g.allocation_id,
@@ -1232,7 +1232,7 @@ async fn verify(
                 let status = body["status"].as_str().unwrap_or_default();
                 if !found {
                     read_back.missing += 1;
-                    read_back.tickets_unread += g.quantity;
+                    read_back.tickets_not_read_back += g.quantity;
                 } else if matches!(status, "reserved" | "payment_pending" | "purchased") {
                     read_back.tickets_held += g.quantity;
                     for line in &g.lines {
@@ -1316,7 +1316,7 @@ async fn verify(
         read_back.tickets_held += one.tickets_held;
         read_back.tickets_released += one.tickets_released;
         read_back.tickets_refunded += one.tickets_refunded;
-        read_back.tickets_unread += one.tickets_unread;
+        read_back.tickets_not_read_back += one.tickets_not_read_back;
         read_back.paid_checked += one.paid_checked;
         read_back.paid_not_purchased += one.paid_not_purchased;
         for (ticket_type, tickets) in held {

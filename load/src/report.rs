@@ -119,7 +119,7 @@ pub struct ReadBack {
     /// Tickets of the allocations read back `refunded` (their whole order refunded).
     pub tickets_refunded: i64,
     /// Tickets of the allocations missing or unverified: not read back.
-    pub tickets_unread: i64,
+    pub tickets_not_read_back: i64,
     /// Allocations whose payment was answered 200.
     pub paid_checked: u64,
     /// Of those, the ones not read back `purchased`.
@@ -397,7 +397,7 @@ impl Verification {
             tickets_held: read_back.tickets_held,
             tickets_released: read_back.tickets_released,
             tickets_refunded: read_back.tickets_refunded,
-            tickets_not_read_back: read_back.tickets_unread,
+            tickets_not_read_back: read_back.tickets_not_read_back,
             oversold,
             allocations_checked: read_back.checked,
             allocations_missing: read_back.missing,

@@ -151,8 +151,8 @@ pub(super) fn chown(path: &Path, user: RunAs) -> Result<(), EmbeddedError> {
 /// killed during `initdb` never leaves a half-made cluster where the next run would take it
 /// for a finished one (`initdb` writes `PG_VERSION` among its first files). Directories of
 /// earlier runs' unfinished `initdb` are removed first, as far as they can be: the data
-/// directory's lock, held by the caller, says no live run is making them. `initdb` is killed with this thread, so a
-/// killed run leaves no `initdb` writing on.
+/// directory's lock, held by the caller, says no live run is making them. `initdb` is killed
+/// with this thread, so a killed run leaves no `initdb` writing on.
 pub(super) fn init_cluster(
     bin_dir: &Path,
     data_dir: &Path,

@@ -822,7 +822,7 @@ fn the_verification_line_names_every_part_of_the_tickets_granted() {
     // Unread allocations' tickets are a part of their own; a status the API lacks shows.
     let read_back = ReadBack {
         unverified: 2,
-        tickets_unread: 5,
+        tickets_not_read_back: 5,
         ..read_back
     };
     let v = Verification::new(counts, 420, read_back).with_releases();
